@@ -1,0 +1,137 @@
+/**
+ * The `novacron agent` process: probes the accelerator once, opens the image store,
+ * re-adopts running VMs, serves the agent API, registers with the server and heartbeats.
+ * On SIGINT/SIGTERM it stops serving and heartbeating but leaves VMs running: an agent
+ * restart must never take VMs down.
+ */
+import { mkdir, statfs } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import pino, { type Logger } from "pino";
+import type { HostCapacity } from "../api/types/agent.js";
+import { ImageStore } from "../compute/images/image-store.js";
+import { probeAccelerator } from "../compute/qemu/accel.js";
+import { VERSION } from "../version.js";
+import { buildAgentApi } from "./agent-api.js";
+import { BlobTickets } from "./blob-tickets.js";
+import { ServerLink } from "./server-link.js";
+import { VmManager } from "./vm-manager.js";
+
+/** Agent options (flags, environment). */
+export interface AgentOptions {
+  serverUrl: string;
+  joinToken: string;
+  dataDir: string;
+  /** Host name in the cluster. @defaultValue os.hostname() */
+  name?: string;
+  /** Listen address. @defaultValue "127.0.0.1" */
+  host?: string;
+  /** Listen port (0 = any free port). @defaultValue 7800 */
+  port?: number;
+  /** Memory offered to VMs; defaults to the machine's total. */
+  memoryMiB?: number;
+  /** vCPUs offered; defaults to the machine's. */
+  vcpus?: number;
+  /** @defaultValue 2000 */
+  heartbeatIntervalMs?: number;
+  /** ACPI grace before a hard stop. @defaultValue 30000 */
+  stopGraceMs?: number;
+  logger?: Logger;
+}
+
+/** A running agent. */
+export interface RunningAgent {
+  url: string;
+  name: string;
+  accel: "kvm" | "tcg";
+  link: ServerLink;
+  vms: VmManager;
+  close(): Promise<void>;
+}
+
+/** Starts an agent. */
+export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
+  const log = o.logger ?? pino({ level: process.env.NOVACRON_LOG_LEVEL ?? "info" }, pino.destination(2));
+  const name = o.name ?? os.hostname().toLowerCase();
+  await mkdir(o.dataDir, { recursive: true, mode: 0o700 });
+  const accel = await probeAccelerator();
+  log.info({ accel: accel.accel, reason: accel.reason }, "accelerator chosen");
+  const images = new ImageStore(path.join(o.dataDir, "images"));
+
+  let link: ServerLink | undefined;
+  const vms = new VmManager({
+    dataDir: o.dataDir,
+    images,
+    accel: accel.accel,
+    log: log.child({ component: "vms" }),
+    onChange: () => link?.beat(),
+    ...(o.stopGraceMs === undefined ? {} : { stopGraceMs: o.stopGraceMs }),
+  });
+  await vms.init();
+
+  const api = buildAgentApi({
+    vms,
+    images,
+    credential: () => link?.credential,
+    onImagesChanged: () => link?.beat(),
+    tickets: new BlobTickets(),
+    tmpDir: path.join(o.dataDir, "tmp"),
+    listenHost: o.host ?? "127.0.0.1",
+    logger: log.child({ component: "agent-api" }),
+  });
+  await api.listen({ host: o.host ?? "127.0.0.1", port: o.port ?? 7800 });
+  const address = api.server.address();
+  const port = typeof address === "object" && address ? address.port : o.port;
+  const url = `http://${o.host ?? "127.0.0.1"}:${port}`;
+
+  const capacity = async (): Promise<HostCapacity> => {
+    const fs = await statfs(o.dataDir);
+    return {
+      accel: accel.accel,
+      accelReason: accel.reason,
+      vcpus: o.vcpus ?? os.availableParallelism(),
+      memoryMiB: o.memoryMiB ?? Math.floor(os.totalmem() / 1048576),
+      diskTotalBytes: fs.blocks * fs.bsize,
+      diskFreeBytes: fs.bavail * fs.bsize,
+    };
+  };
+  link = new ServerLink({
+    serverUrl: o.serverUrl.replace(/\/+$/, ""),
+    joinToken: o.joinToken,
+    dataDir: o.dataDir,
+    heartbeatIntervalMs: o.heartbeatIntervalMs ?? 2000,
+    agentUrl: url,
+    log: log.child({ component: "server-link" }),
+    registration: async () => ({ name, agentUrl: url, agentVersion: VERSION, capacity: await capacity() }),
+    heartbeat: async () => ({
+      capacity: await capacity(),
+      vms: vms.list(),
+      imageDigests: (await images.list()).map((b) => b.digest),
+    }),
+  });
+  try {
+    await link.start();
+  } catch (err) {
+    await api.close();
+    await vms.detach();
+    throw err;
+  }
+  log.info({ url, name }, "agent started");
+
+  let closing: Promise<void> | undefined;
+  return {
+    url,
+    name,
+    accel: accel.accel,
+    link,
+    vms,
+    close: () => {
+      closing ??= (async () => {
+        await link?.stop();
+        await api.close();
+        await vms.detach();
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,289 @@
+/**
+ * The agent's migration routes (docs/agent-protocol.md). Answers are read from QEMU
+ * itself, and every step is idempotent, so the server can repeat a call after a timeout
+ * and an agent restart mid-migration loses nothing: the QEMU processes keep migrating and
+ * the restarted agent reports where they are. QEMU's migration status does not say which
+ * migration it describes, so the agent records (in vm.json) which migration's memory
+ * transfer it started, and QEMU's status counts only for that one.
+ */
+import { Type } from "@sinclair/typebox";
+import type { FastifyInstance } from "fastify";
+import {
+  type AgentIncomingEndpoints,
+  AgentIncomingFinishPost,
+  AgentIncomingPost,
+  type AgentMigrationTuning,
+  AgentOutgoingPost,
+  type AgentOutgoingStatus,
+} from "../api/types/agent.js";
+import {
+  cancelMirror,
+  diskNodeName,
+  finishMirror,
+  mirrorTargetNodeName,
+  queryMirror,
+  startMirror,
+  startNbdExport,
+  stopNbdExport,
+} from "../compute/qemu/block-mirror.js";
+import { cont, queryStatus } from "../compute/qemu/commands.js";
+import {
+  cancelOutgoing,
+  continueSwitchover,
+  type MigrationProgress,
+  type MigrationTuning,
+  queryMigration,
+  resumeSourceAfterSwitchover,
+  startIncoming,
+  startOutgoing,
+  startPostcopy,
+  tcpUri,
+} from "../compute/qemu/migration.js";
+import type { QemuProcess } from "../compute/qemu/process.js";
+import { NovaError } from "../lib/errors.js";
+import { waitFor } from "../lib/wait.js";
+import { freePort } from "./free-port.js";
+import type { VmManager } from "./vm-manager.js";
+
+const VmParams = Type.Object({ id: Type.String({ pattern: "^[0-9a-f-]{36}$" }) });
+const MigrationQuery = Type.Object({ migrationId: Type.String({ minLength: 1 }) });
+const CancelBody = Type.Object({
+  migrationId: Type.String({ minLength: 1 }),
+  targetGone: Type.Optional(Type.Boolean()),
+});
+
+/** The block job and NBD export names of a migration (derived, so nothing needs storing). */
+export function migrationNames(migrationId: string): { jobId: string; exportName: string } {
+  const short = migrationId.replace(/-/g, "").slice(0, 12);
+  return { jobId: `mig-${short}`, exportName: `mig-${short}` };
+}
+
+function toTuning(t: AgentMigrationTuning): MigrationTuning {
+  const tuning: MigrationTuning = {
+    downtimeLimitMs: t.downtimeLimitMs,
+    autoConverge: t.autoConverge,
+    postcopy: t.postcopy,
+  };
+  if (t.maxBandwidthBytesPerSec !== undefined) tuning.maxBandwidthBytesPerSec = t.maxBandwidthBytesPerSec;
+  return tuning;
+}
+
+function requireProcess(vms: VmManager, id: string): QemuProcess {
+  const proc = vms.processOf(id);
+  if (!proc) throw new NovaError("NOVA_NOT_FOUND", `VM ${id} has no running QEMU on this host`);
+  return proc;
+}
+
+function memoryView(p: MigrationProgress): NonNullable<AgentOutgoingStatus["memory"]> {
+  const view: NonNullable<AgentOutgoingStatus["memory"]> = {
+    status: p.status,
+    totalBytes: p.totalBytes,
+    transferredBytes: p.transferredBytes,
+    remainingBytes: p.remainingBytes,
+    pass: p.pass,
+    pagesPerSecond: p.pagesPerSecond,
+    dirtyBytesPerSecond: p.dirtyBytesPerSecond,
+    mbps: p.mbps,
+  };
+  if (p.expectedDowntimeMs !== undefined) view.expectedDowntimeMs = p.expectedDowntimeMs;
+  if (p.downtimeMs !== undefined) view.downtimeMs = p.downtimeMs;
+  if (p.totalTimeMs !== undefined) view.totalTimeMs = p.totalTimeMs;
+  if (p.cpuThrottlePercent !== undefined) view.cpuThrottlePercentage = p.cpuThrottlePercent;
+  if (p.errorDesc !== undefined) view.errorDesc = p.errorDesc;
+  return view;
+}
+
+/** The source side of `migrationId` as QEMU reports it. */
+export async function outgoingStatus(
+  vms: VmManager,
+  id: string,
+  migrationId: string,
+): Promise<AgentOutgoingStatus> {
+  const proc = vms.processOf(id);
+  if (!proc) return { vmStatus: "absent", mirror: null, memory: null };
+  const { jobId } = migrationNames(migrationId);
+  const [{ status }, mirror, memory] = await Promise.all([
+    queryStatus(proc.qmp),
+    queryMirror(proc.qmp, jobId),
+    queryMigration(proc.qmp),
+  ]);
+  const ours = vms.outgoingOf(id) === migrationId && memory.status !== "none";
+  return {
+    vmStatus: status,
+    mirror: mirror ? { jobId, ...mirror } : null,
+    memory: ours ? memoryView(memory) : null,
+  };
+}
+
+/** Registers the migration routes on the agent API. */
+export function registerMigrationRoutes(app: FastifyInstance, vms: VmManager, listenHost: string): void {
+  // Destination: start a paused QEMU waiting for the VM, export its disk, listen.
+  app.post<{ Params: { id: string }; Body: AgentIncomingPost }>(
+    "/agent/v1/vms/:id/incoming",
+    { schema: { params: VmParams, body: AgentIncomingPost } },
+    async (req): Promise<AgentIncomingEndpoints> => {
+      const { id } = req.params;
+      const { migrationId, spec, tuning } = req.body;
+      const existing = vms.incomingOf(id);
+      if (existing?.migrationId === migrationId && existing.endpoints && vms.processOf(id))
+        return existing.endpoints;
+      const proc = await vms.launchIncoming(id, spec, migrationId);
+      try {
+        const { exportName } = migrationNames(migrationId);
+        const nbdPort = await freePort(listenHost);
+        await startNbdExport(proc.qmp, {
+          host: listenHost,
+          port: nbdPort,
+          exportName,
+          nodeName: await diskNodeName(proc.qmp),
+        });
+        const migratePort = await freePort(listenHost);
+        await startIncoming(proc.qmp, { host: listenHost, port: migratePort }, toTuning(tuning));
+        const endpoints = {
+          migrateUri: tcpUri(listenHost, migratePort),
+          nbd: { host: listenHost, port: nbdPort, exportName },
+        };
+        await vms.setIncomingEndpoints(id, endpoints);
+        return endpoints;
+      } catch (err) {
+        await vms.release(id);
+        throw err;
+      }
+    },
+  );
+
+  // Destination: the source completed; stop exporting the disk and run the VM here.
+  app.post<{ Params: { id: string }; Body: AgentIncomingFinishPost }>(
+    "/agent/v1/vms/:id/incoming/finish",
+    { schema: { params: VmParams, body: AgentIncomingFinishPost } },
+    async (req) => {
+      const { id } = req.params;
+      const proc = requireProcess(vms, id);
+      const incoming = vms.incomingOf(id);
+      if (incoming) {
+        if (incoming.migrationId !== req.body.migrationId) {
+          throw new NovaError(
+            "NOVA_CONFLICT",
+            `VM ${id} is waiting for migration ${incoming.migrationId}, not ${req.body.migrationId}`,
+          );
+        }
+        // This QEMU was started for this migration only, so its status is about it.
+        // Ready to resume once QEMU finished loading the device state: the run state leaves
+        // "inmigrate" (to "paused": autostart is off). The migration status alone is not
+        // enough: in post-copy it reads "postcopy-active" before the device state is in,
+        // and resuming then runs the guest on half-loaded state.
+        const ready = new Set(["completed", "postcopy-active"]);
+        await waitFor(
+          async () =>
+            (ready.has((await queryMigration(proc.qmp)).status) &&
+              (await queryStatus(proc.qmp)).status !== "inmigrate") ||
+            undefined,
+          { timeoutMs: 30_000, what: "the incoming migration to load the VM's state" },
+        );
+        await stopNbdExport(proc.qmp, migrationNames(incoming.migrationId).exportName);
+        if ((await queryStatus(proc.qmp)).status !== "running") await cont(proc.qmp);
+        const after = await queryStatus(proc.qmp);
+        if (after.status !== "running")
+          throw new NovaError("NOVA_QEMU_ERROR", `the destination QEMU is ${after.status} after cont`);
+      }
+      return vms.adoptIncoming(id, req.body.generation);
+    },
+  );
+
+  // Source: start a step (see AgentOutgoingPost).
+  app.post<{ Params: { id: string }; Body: AgentOutgoingPost }>(
+    "/agent/v1/vms/:id/outgoing",
+    { schema: { params: VmParams, body: AgentOutgoingPost } },
+    async (req) => {
+      const { id } = req.params;
+      const { migrationId, step, endpoints, tuning } = req.body;
+      const proc = requireProcess(vms, id);
+      const { jobId } = migrationNames(migrationId);
+      const status = await outgoingStatus(vms, id, migrationId);
+      if (step === "mirror") {
+        if (!endpoints)
+          throw new NovaError("NOVA_BAD_REQUEST", "the mirror step needs the target's endpoints");
+        if (!status.mirror) {
+          // A step cut short (agent restart) may have added the target node but not the job.
+          await proc.qmp
+            .execute("blockdev-del", { "node-name": mirrorTargetNodeName(jobId) })
+            .catch(() => {});
+          await startMirror(proc.qmp, {
+            jobId,
+            sourceNode: await diskNodeName(proc.qmp),
+            nbd: endpoints.nbd,
+          });
+        }
+      } else if (step === "memory") {
+        if (!endpoints || !tuning)
+          throw new NovaError("NOVA_BAD_REQUEST", "the memory step needs endpoints and tuning");
+        if (vms.outgoingOf(id) !== migrationId) {
+          await startOutgoing(proc.qmp, endpoints.migrateUri, toTuning(tuning), {
+            pauseBeforeSwitchover: true,
+          });
+          await vms.markOutgoing(id, migrationId);
+        }
+      } else if (step === "switchover") {
+        const mem = status.memory?.status;
+        if (mem === "pre-switchover") {
+          if (status.mirror) await finishMirror(proc.qmp, jobId);
+          await continueSwitchover(proc.qmp);
+        } else if (mem !== "completed" && mem !== "device") {
+          throw new NovaError(
+            "NOVA_ILLEGAL_STATE",
+            `cannot switch over: the migration is ${mem ?? "not started"}`,
+          );
+        }
+      } else if (step === "postcopy") {
+        if (status.memory?.status === "active") await startPostcopy(proc.qmp);
+      }
+      return outgoingStatus(vms, id, migrationId);
+    },
+  );
+
+  app.get<{ Params: { id: string }; Querystring: { migrationId: string } }>(
+    "/agent/v1/vms/:id/outgoing",
+    { schema: { params: VmParams, querystring: MigrationQuery } },
+    async (req) => outgoingStatus(vms, req.params.id, req.query.migrationId),
+  );
+
+  // Source: abandon the migration; the VM keeps (or resumes) running here. After QEMU
+  // completed the transfer the VM's latest state is on the target, so the source is only
+  // resumed when the caller says the target's QEMU is gone (never both running).
+  app.post<{ Params: { id: string }; Body: { migrationId: string; targetGone?: boolean } }>(
+    "/agent/v1/vms/:id/outgoing/cancel",
+    { schema: { params: VmParams, body: CancelBody } },
+    async (req) => {
+      const { id } = req.params;
+      const { migrationId, targetGone } = req.body;
+      const proc = vms.processOf(id);
+      if (!proc) return outgoingStatus(vms, id, migrationId);
+      const status = await outgoingStatus(vms, id, migrationId);
+      const mem = status.memory?.status;
+      if (mem === "completed") {
+        if (!targetGone) {
+          throw new NovaError(
+            "NOVA_ILLEGAL_STATE",
+            "The transfer completed, so the target holds the VM's latest state; resume the source only after the target's QEMU is gone.",
+          );
+        }
+        if (status.mirror) await cancelMirror(proc.qmp, status.mirror.jobId);
+        await resumeSourceAfterSwitchover(proc.qmp);
+      } else {
+        if (mem && !["failed", "cancelled"].includes(mem)) await cancelOutgoing(proc.qmp);
+        if (status.mirror) await cancelMirror(proc.qmp, status.mirror.jobId);
+        if ((await queryStatus(proc.qmp)).status !== "running") await cont(proc.qmp);
+      }
+      return outgoingStatus(vms, id, migrationId);
+    },
+  );
+
+  // Source: the VM runs on the target now; remove this copy.
+  app.post<{ Params: { id: string } }>(
+    "/agent/v1/vms/:id/outgoing/release",
+    { schema: { params: VmParams } },
+    async (req) => ({
+      released: await vms.release(req.params.id),
+    }),
+  );
+}

@@ -1,0 +1,411 @@
+/**
+ * The agent's VMs: for each one, the spec and power state the server asked for (kept in
+ * `vms/<id>/vm.json` so an agent restart knows them), the QEMU process running it, and
+ * what the agent observes. `put` records the request and converges in the background,
+ * one operation at a time per VM; every observed change is reported through `onChange`.
+ * On start the manager re-adopts the QEMU processes a previous agent left running, so an
+ * agent restart never kills or duplicates a VM.
+ */
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import path from "node:path";
+import type { Logger } from "pino";
+import type { AgentIncomingEndpoints, AgentVmPut, ObservedVm } from "../api/types/agent.js";
+import type { ImageStore } from "../compute/images/image-store.js";
+import type { MachineConfig } from "../compute/qemu/machine.js";
+import { vmRunPaths } from "../compute/qemu/machine.js";
+import { QemuProcess } from "../compute/qemu/process.js";
+import { createOverlay } from "../compute/qemu/qemu-img.js";
+import { describeError, NovaError } from "../lib/errors.js";
+import { readLastLines } from "./console-tail.js";
+
+type ObservedState = ObservedVm["state"];
+
+/** What is persisted per VM. */
+interface VmFile {
+  id: string;
+  spec: AgentVmPut;
+  observed: { state: ObservedState; reason: string };
+  /** Set while this host is the destination of a migration that has not switched over. */
+  incoming?: { migrationId: string; endpoints?: AgentIncomingEndpoints };
+  /**
+   * The outgoing migration whose memory transfer this agent started. QEMU's query-migrate
+   * does not say which migration it describes (a VM that arrived by migration reports that
+   * one as "completed"), so its status only counts for the migration recorded here.
+   */
+  outgoing?: { migrationId: string };
+}
+
+interface ManagedVm extends VmFile {
+  proc: QemuProcess | undefined;
+  /** Serialises operations on this VM. */
+  chain: Promise<void>;
+  /** Operations queued or running on `chain`. */
+  pending: number;
+}
+
+/** Manager options. */
+export interface VmManagerOptions {
+  dataDir: string;
+  images: ImageStore;
+  accel: "kvm" | "tcg";
+  log: Logger;
+  /** Called after any observed change (the agent then heartbeats at once). */
+  onChange: () => void;
+  /** ACPI grace before a hard stop. @defaultValue 30000 */
+  stopGraceMs?: number;
+}
+
+/** Runs and watches the VMs of one host. */
+export class VmManager {
+  private readonly vms = new Map<string, ManagedVm>();
+  private readonly vmsDir: string;
+
+  constructor(private readonly o: VmManagerOptions) {
+    this.vmsDir = path.join(o.dataDir, "vms");
+  }
+
+  /** Loads persisted VMs and re-adopts their running QEMU processes. */
+  async init(): Promise<void> {
+    await mkdir(this.vmsDir, { recursive: true });
+    for (const id of await readdir(this.vmsDir)) {
+      let file: VmFile;
+      try {
+        file = JSON.parse(await readFile(path.join(this.vmsDir, id, "vm.json"), "utf8")) as VmFile;
+      } catch {
+        continue; // a VM dir without a readable vm.json was never fully created
+      }
+      const vm: ManagedVm = { ...file, proc: undefined, chain: Promise.resolve(), pending: 0 };
+      this.vms.set(id, vm);
+      const proc = await QemuProcess.adopt(this.machine(vm)).catch((err) => {
+        this.o.log.warn({ vm: vm.spec.name, err: describeError(err) }, "could not adopt QEMU");
+        return null;
+      });
+      if (proc) {
+        this.watch(vm, proc);
+        this.o.log.info({ vm: vm.spec.name, pid: proc.pid }, "re-adopted running QEMU");
+        if (vm.spec.power === "running") await this.setObserved(vm, "running", "");
+        else this.enqueue(vm, () => this.converge(vm)); // asked to stop before the restart
+      } else if (
+        vm.observed.state === "running" ||
+        vm.observed.state === "starting" ||
+        vm.observed.state === "stopping"
+      ) {
+        const reason =
+          vm.observed.state === "stopping"
+            ? "stopped while the agent was down"
+            : "QEMU exited while the agent was not running";
+        await this.setObserved(vm, vm.observed.state === "stopping" ? "stopped" : "failed", reason);
+      }
+    }
+  }
+
+  /** What the agent observes for every VM. */
+  list(): ObservedVm[] {
+    return [...this.vms.values()].map((vm) => this.snapshot(vm));
+  }
+
+  /** Records the server's request for a VM and starts converging; returns the new observation. */
+  async put(id: string, spec: AgentVmPut): Promise<ObservedVm> {
+    let vm = this.vms.get(id);
+    if (vm && spec.generation < vm.spec.generation) {
+      // A stale request (reordered or replayed) must not undo a newer one.
+      return this.snapshot(vm);
+    }
+    if (!vm) {
+      vm = {
+        id,
+        spec,
+        observed: { state: "stopped", reason: "" },
+        proc: undefined,
+        chain: Promise.resolve(),
+        pending: 0,
+      };
+      this.vms.set(id, vm);
+      await mkdir(this.vmDir(id), { recursive: true });
+    }
+    vm.spec = spec;
+    // A start still in flight may yet leave QEMU running: report it as such until done.
+    const alive = vm.proc !== undefined || vm.pending > 0;
+    if (spec.power === "running")
+      vm.observed = alive ? { state: "running", reason: "" } : { state: "starting", reason: "" };
+    else
+      vm.observed = alive
+        ? { state: "stopping", reason: "" }
+        : { state: "stopped", reason: vm.observed.reason };
+    await this.persist(vm);
+    const target = vm;
+    this.enqueue(target, () => this.converge(target));
+    return this.snapshot(vm);
+  }
+
+  /** Hard-stops the VM if it runs and removes it and its disk. Idempotent. */
+  async delete(id: string): Promise<boolean> {
+    const vm = this.vms.get(id);
+    if (!vm) {
+      await rm(this.vmDir(id), { recursive: true, force: true });
+      return false;
+    }
+    const done = new Promise<void>((resolve, reject) => {
+      this.enqueue(vm, async () => {
+        try {
+          if (vm.proc) await vm.proc.kill();
+          await rm(this.vmDir(id), { recursive: true, force: true });
+          this.vms.delete(id);
+          resolve();
+        } catch (err) {
+          reject(err);
+        }
+      });
+    });
+    await done;
+    this.o.onChange();
+    return true;
+  }
+
+  /** The running QEMU of a VM, if any. */
+  processOf(id: string): QemuProcess | undefined {
+    return this.vms.get(id)?.proc;
+  }
+
+  /** The outgoing migration whose memory transfer was started for this VM, if any. */
+  outgoingOf(id: string): string | undefined {
+    return this.vms.get(id)?.outgoing?.migrationId;
+  }
+
+  /** Records that the memory transfer of `migrationId` was started (persisted). */
+  async markOutgoing(id: string, migrationId: string): Promise<void> {
+    const vm = this.vms.get(id);
+    if (!vm) return;
+    vm.outgoing = { migrationId };
+    await this.persist(vm);
+  }
+
+  /** The incoming-migration record of a VM, if this host is a migration's destination. */
+  incomingOf(id: string): VmFile["incoming"] {
+    return this.vms.get(id)?.incoming;
+  }
+
+  /**
+   * Destination: creates the VM's disk (a fresh overlay on the base image) and starts its
+   * QEMU with `-incoming defer`, paused, waiting for the migration. Returns the process;
+   * `setIncomingEndpoints` records where it listens. Undone on any failure.
+   */
+  async launchIncoming(id: string, spec: AgentVmPut, migrationId: string): Promise<QemuProcess> {
+    const existing = this.vms.get(id);
+    if (existing && !existing.incoming) {
+      throw new NovaError(
+        "NOVA_CONFLICT",
+        `This host already runs VM ${spec.name}; it cannot also be a migration destination.`,
+      );
+    }
+    if (existing?.proc) await existing.proc.kill();
+    this.vms.delete(id);
+    await rm(this.vmDir(id), { recursive: true, force: true });
+    const vm: ManagedVm = {
+      id,
+      spec,
+      observed: { state: "starting", reason: "waiting for the incoming migration" },
+      incoming: { migrationId },
+      proc: undefined,
+      chain: Promise.resolve(),
+      pending: 0,
+    };
+    this.vms.set(id, vm);
+    try {
+      await mkdir(this.vmDir(id), { recursive: true });
+      await this.ensureDisk(vm);
+      const proc = await QemuProcess.launch({ ...this.machine(vm), incoming: "defer" });
+      this.watch(vm, proc);
+      await this.persist(vm);
+      return proc;
+    } catch (err) {
+      this.vms.delete(id);
+      await vm.proc?.kill().catch(() => {});
+      await rm(this.vmDir(id), { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  /** Destination: records where the incoming QEMU listens (for idempotent retries). */
+  async setIncomingEndpoints(id: string, endpoints: AgentIncomingEndpoints): Promise<void> {
+    const vm = this.vms.get(id);
+    if (!vm?.incoming) return;
+    vm.incoming = { ...vm.incoming, endpoints };
+    await this.persist(vm);
+  }
+
+  /** Destination: the VM has been resumed here; from now on it is an ordinary VM of this host. */
+  async adoptIncoming(id: string, generation: number): Promise<ObservedVm> {
+    const vm = this.vms.get(id);
+    if (!vm) throw new NovaError("NOVA_NOT_FOUND", `This host has no VM ${id}`);
+    delete vm.incoming;
+    vm.spec = { ...vm.spec, generation, power: "running" };
+    await this.setObserved(vm, "running", "");
+    await this.persist(vm);
+    return this.snapshot(vm);
+  }
+
+  /** Source: the VM now runs elsewhere; stop this copy and remove its disk. Idempotent. */
+  async release(id: string): Promise<boolean> {
+    const vm = this.vms.get(id);
+    // Forget it first, so the exit watcher does not report the stop as a failure.
+    this.vms.delete(id);
+    if (vm?.proc) await vm.proc.kill();
+    await rm(this.vmDir(id), { recursive: true, force: true });
+    this.o.onChange();
+    return vm !== undefined;
+  }
+
+  /** The last `lines` lines of the VM's serial console. */
+  async consoleTail(id: string, lines: number): Promise<string[]> {
+    const vm = this.vms.get(id);
+    if (!vm) throw new NovaError("NOVA_NOT_FOUND", `This host has no VM ${id}`);
+    return readLastLines(vmRunPaths(this.vmDir(id)).serialLog, lines);
+  }
+
+  /** Lets go of QEMU processes without stopping them (agent shutdown). */
+  async detach(): Promise<void> {
+    for (const vm of this.vms.values()) {
+      const proc = vm.proc;
+      vm.proc = undefined;
+      await proc?.qmp.close().catch(() => {});
+    }
+  }
+
+  private async converge(vm: ManagedVm): Promise<void> {
+    if (!this.vms.has(vm.id)) return;
+    const want = vm.spec.power;
+    if (want === "running" && !vm.proc) await this.startVm(vm);
+    else if (want === "running" && vm.proc) await this.setObserved(vm, "running", "");
+    else if (want === "stopped" && vm.proc) {
+      await this.setObserved(vm, "stopping", "");
+      await vm.proc.stop({ graceMs: this.o.stopGraceMs ?? 30_000 });
+      // The exit watcher records the final state.
+    } else if (
+      want === "stopped" &&
+      !vm.proc &&
+      vm.observed.state !== "stopped" &&
+      vm.observed.state !== "failed"
+    ) {
+      await this.setObserved(vm, "stopped", "stopped");
+    }
+  }
+
+  private async startVm(vm: ManagedVm): Promise<void> {
+    await this.setObserved(vm, "starting", "");
+    try {
+      await this.ensureDisk(vm);
+      const proc = await QemuProcess.launch(this.machine(vm));
+      this.watch(vm, proc);
+      await this.setObserved(vm, "running", "");
+    } catch (err) {
+      this.o.log.warn({ vm: vm.spec.name, err: describeError(err) }, "VM start failed");
+      await this.setObserved(vm, "failed", `start failed: ${describeError(err)}`);
+    }
+  }
+
+  /** Checks the image blobs are here and creates the VM's overlay disk if it has none. */
+  private async ensureDisk(vm: ManagedVm): Promise<void> {
+    const { image } = vm.spec;
+    for (const digest of [image.diskDigest, image.kernelDigest, image.initrdDigest]) {
+      if (digest && !(await this.o.images.has(digest))) {
+        throw new NovaError(
+          "NOVA_UNPROCESSABLE",
+          `image blob ${digest} is not in this host's image store; import the image on this host`,
+        );
+      }
+    }
+    const diskPath = this.machine(vm).diskPath;
+    if (await exists(diskPath)) return;
+    // Build the overlay under a temporary name so a crash never leaves a half-made disk.
+    const tmp = `${diskPath}.tmp`;
+    await rm(tmp, { force: true });
+    await createOverlay(this.o.images.pathOf(image.diskDigest), image.diskFormat, tmp);
+    await rename(tmp, diskPath);
+  }
+
+  private watch(vm: ManagedVm, proc: QemuProcess): void {
+    vm.proc = proc;
+    void proc.exited.then(async (exit) => {
+      if (vm.proc !== proc) return; // detached or replaced
+      vm.proc = undefined;
+      if (!this.vms.has(vm.id)) return;
+      if (exit.shutdownReason === "guest-shutdown" || vm.spec.power === "stopped") {
+        // Our stop, or the guest powered itself off: either way it is stopped, not failed.
+        if (vm.spec.power === "running") vm.spec = { ...vm.spec, power: "stopped" };
+        await this.setObserved(vm, "stopped", exit.reason);
+      } else {
+        await this.setObserved(vm, "failed", exit.reason);
+      }
+    });
+  }
+
+  private machine(vm: ManagedVm): MachineConfig {
+    const { spec } = vm;
+    const dir = this.vmDir(vm.id);
+    const cfg: MachineConfig = {
+      vmId: vm.id,
+      name: spec.name,
+      vcpus: spec.vcpus,
+      memoryMiB: spec.memoryMiB,
+      accel: this.o.accel,
+      diskPath: path.join(dir, "disk.qcow2"),
+      runDir: dir,
+    };
+    if (spec.image.kernelDigest) {
+      cfg.kernelPath = this.o.images.pathOf(spec.image.kernelDigest);
+      if (spec.image.initrdDigest) cfg.initrdPath = this.o.images.pathOf(spec.image.initrdDigest);
+      cfg.kernelCmdline = [spec.image.cmdline, spec.kernelArgs].filter((s) => s.length > 0).join(" ");
+    }
+    return cfg;
+  }
+
+  private async setObserved(vm: ManagedVm, state: ObservedState, reason: string): Promise<void> {
+    const changed = vm.observed.state !== state || vm.observed.reason !== reason;
+    vm.observed = { state, reason };
+    if (!this.vms.has(vm.id)) return;
+    await this.persist(vm);
+    if (changed) this.o.onChange();
+  }
+
+  private snapshot(vm: ManagedVm): ObservedVm {
+    return {
+      id: vm.id,
+      generation: vm.spec.generation,
+      state: vm.observed.state,
+      reason: vm.observed.reason,
+      pid: vm.proc?.pid ?? null,
+    };
+  }
+
+  private enqueue(vm: ManagedVm, op: () => Promise<void>): void {
+    vm.chain = vm.chain
+      .then(op)
+      .catch((err) => this.o.log.error({ vm: vm.spec.name, err }, "VM operation failed"));
+  }
+
+  private async persist(vm: ManagedVm): Promise<void> {
+    const file: VmFile = {
+      ...(vm.outgoing ? { outgoing: vm.outgoing } : {}),
+      id: vm.id,
+      spec: vm.spec,
+      observed: vm.observed,
+      ...(vm.incoming ? { incoming: vm.incoming } : {}),
+    };
+    const target = path.join(this.vmDir(vm.id), "vm.json");
+    await writeFile(`${target}.tmp`, JSON.stringify(file, null, 2));
+    await rename(`${target}.tmp`, target);
+  }
+
+  private vmDir(id: string): string {
+    if (!/^[0-9a-f-]{36}$/.test(id)) throw new NovaError("NOVA_BAD_REQUEST", `Invalid VM id ${id}`);
+    return path.join(this.vmsDir, id);
+  }
+}
+
+async function exists(p: string): Promise<boolean> {
+  return stat(p).then(
+    () => true,
+    () => false,
+  );
+}

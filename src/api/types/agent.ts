@@ -1,0 +1,207 @@
+/**
+ * The agent protocol. Agents call the server (`/v1/agent/...`: register, heartbeat with
+ * the full observed state), the server calls agents (`/agent/v1/...`: put a VM in a power
+ * state, delete it, import an image, read a console). See docs/agent-protocol.md.
+ */
+import { type Static, Type } from "@sinclair/typebox";
+import { ResourceName, Uuid } from "./common.js";
+
+/** What a host offers. */
+export const HostCapacity = Type.Object({
+  accel: Type.Union([Type.Literal("kvm"), Type.Literal("tcg")]),
+  accelReason: Type.String(),
+  vcpus: Type.Integer({ minimum: 1 }),
+  memoryMiB: Type.Integer({ minimum: 1 }),
+  diskTotalBytes: Type.Number({ minimum: 0 }),
+  diskFreeBytes: Type.Number({ minimum: 0 }),
+});
+export type HostCapacity = Static<typeof HostCapacity>;
+
+/** What an agent reports about one VM it holds. */
+export const ObservedVm = Type.Object({
+  id: Uuid,
+  generation: Type.Integer(),
+  state: Type.Union([
+    Type.Literal("starting"),
+    Type.Literal("running"),
+    Type.Literal("stopping"),
+    Type.Literal("stopped"),
+    Type.Literal("failed"),
+  ]),
+  reason: Type.String(),
+  pid: Type.Union([Type.Integer(), Type.Null()]),
+});
+export type ObservedVm = Static<typeof ObservedVm>;
+
+/** `POST /v1/agent/register` (join token). */
+export const AgentRegisterPost = Type.Object(
+  {
+    name: ResourceName,
+    agentUrl: Type.String({ pattern: "^https?://", maxLength: 2048 }),
+    agentVersion: Type.String({ maxLength: 64 }),
+    capacity: HostCapacity,
+  },
+  { additionalProperties: false },
+);
+export type AgentRegisterPost = Static<typeof AgentRegisterPost>;
+
+/** Reply to registration: the host's identity and credential. */
+export const AgentRegisterResponse = Type.Object({ hostId: Uuid, hostToken: Type.String() });
+export type AgentRegisterResponse = Static<typeof AgentRegisterResponse>;
+
+/** `POST /v1/agent/heartbeat` (host token): liveness, capacity and every VM's state. */
+export const AgentHeartbeatPost = Type.Object(
+  {
+    agentUrl: Type.String({ pattern: "^https?://", maxLength: 2048 }),
+    capacity: HostCapacity,
+    vms: Type.Array(ObservedVm),
+    imageDigests: Type.Array(Type.String()),
+  },
+  { additionalProperties: false },
+);
+export type AgentHeartbeatPost = Static<typeof AgentHeartbeatPost>;
+
+/** The image blobs a VM boots from, by digest in the host's image store. */
+export const VmBootImage = Type.Object({
+  diskDigest: Type.String(),
+  diskFormat: Type.Union([Type.Literal("qcow2"), Type.Literal("raw")]),
+  kernelDigest: Type.Union([Type.String(), Type.Null()]),
+  initrdDigest: Type.Union([Type.String(), Type.Null()]),
+  cmdline: Type.String(),
+});
+export type VmBootImage = Static<typeof VmBootImage>;
+
+/** `PUT /agent/v1/vms/{id}`: make this VM exist with this spec in this power state. */
+export const AgentVmPut = Type.Object(
+  {
+    name: Type.String(),
+    generation: Type.Integer(),
+    vcpus: Type.Integer({ minimum: 1 }),
+    memoryMiB: Type.Integer({ minimum: 16 }),
+    kernelArgs: Type.String(),
+    image: VmBootImage,
+    power: Type.Union([Type.Literal("running"), Type.Literal("stopped")]),
+  },
+  { additionalProperties: false },
+);
+export type AgentVmPut = Static<typeof AgentVmPut>;
+
+/** `POST /agent/v1/images/import`: copy a file on the host into its image store. */
+export const AgentImageImportPost = Type.Object(
+  {
+    path: Type.String({ pattern: "^/" }),
+    kind: Type.Union([Type.Literal("disk"), Type.Literal("kernel"), Type.Literal("initrd")]),
+  },
+  { additionalProperties: false },
+);
+export type AgentImageImportPost = Static<typeof AgentImageImportPost>;
+
+/** A blob in a host's image store. */
+export const AgentBlob = Type.Object({
+  digest: Type.String(),
+  kind: Type.String(),
+  sizeBytes: Type.Number(),
+  format: Type.Optional(Type.String()),
+  virtualSizeBytes: Type.Optional(Type.Number()),
+});
+export type AgentBlob = Static<typeof AgentBlob>;
+
+/** Migration tuning as the agent applies it to QEMU. */
+export const AgentMigrationTuning = Type.Object({
+  downtimeLimitMs: Type.Integer({ minimum: 1 }),
+  maxBandwidthBytesPerSec: Type.Optional(Type.Number({ minimum: 1 })),
+  autoConverge: Type.Boolean(),
+  postcopy: Type.Boolean(),
+});
+export type AgentMigrationTuning = Static<typeof AgentMigrationTuning>;
+
+/** Where the destination listens for a migration. */
+export const AgentIncomingEndpoints = Type.Object({
+  migrateUri: Type.String({ description: "QEMU migration URI, tcp:HOST:PORT" }),
+  nbd: Type.Object({ host: Type.String(), port: Type.Integer(), exportName: Type.String() }),
+});
+export type AgentIncomingEndpoints = Static<typeof AgentIncomingEndpoints>;
+
+/** `POST /agent/v1/vms/{id}/incoming`: start a destination QEMU waiting for the VM. */
+export const AgentIncomingPost = Type.Object(
+  { migrationId: Type.String(), spec: AgentVmPut, tuning: AgentMigrationTuning },
+  { additionalProperties: false },
+);
+export type AgentIncomingPost = Static<typeof AgentIncomingPost>;
+
+/** `POST /agent/v1/vms/{id}/incoming/finish`: take over the VM after the transfer completed. */
+export const AgentIncomingFinishPost = Type.Object(
+  { migrationId: Type.String(), generation: Type.Integer() },
+  { additionalProperties: false },
+);
+export type AgentIncomingFinishPost = Static<typeof AgentIncomingFinishPost>;
+
+/**
+ * `POST /agent/v1/vms/{id}/outgoing`: start one step of sending the VM. `mirror` starts
+ * copying the disk's top layer to the target's NBD export; `memory` starts pre-copy,
+ * which stops at QEMU's pre-switchover point with the vCPUs paused; `switchover` then
+ * finishes the mirror (the target disk becomes a consistent copy) and lets QEMU send the
+ * final device state; `postcopy` switches a running pre-copy to post-copy. Every step is
+ * idempotent: repeating one that already happened is a no-op.
+ */
+export const AgentOutgoingPost = Type.Object(
+  {
+    migrationId: Type.String(),
+    step: Type.Union([
+      Type.Literal("mirror"),
+      Type.Literal("memory"),
+      Type.Literal("switchover"),
+      Type.Literal("postcopy"),
+    ]),
+    endpoints: Type.Optional(AgentIncomingEndpoints),
+    tuning: Type.Optional(AgentMigrationTuning),
+  },
+  { additionalProperties: false },
+);
+export type AgentOutgoingPost = Static<typeof AgentOutgoingPost>;
+
+/** The source side of a migration, read from QEMU (so it survives an agent restart). */
+export const AgentOutgoingStatus = Type.Object({
+  vmStatus: Type.String({ description: "QEMU run state (running, paused, postmigrate, …) or 'absent'" }),
+  mirror: Type.Union([
+    Type.Object({
+      jobId: Type.String(),
+      status: Type.String(),
+      ready: Type.Boolean(),
+      offset: Type.Number(),
+      len: Type.Number(),
+      error: Type.Optional(Type.String()),
+    }),
+    Type.Null(),
+  ]),
+  memory: Type.Union([
+    Type.Object({
+      status: Type.String(),
+      totalBytes: Type.Number(),
+      transferredBytes: Type.Number(),
+      remainingBytes: Type.Number(),
+      pass: Type.Number(),
+      pagesPerSecond: Type.Number(),
+      dirtyBytesPerSecond: Type.Number(),
+      mbps: Type.Number(),
+      expectedDowntimeMs: Type.Optional(Type.Number()),
+      downtimeMs: Type.Optional(Type.Number()),
+      totalTimeMs: Type.Optional(Type.Number()),
+      cpuThrottlePercentage: Type.Optional(Type.Number()),
+      errorDesc: Type.Optional(Type.String()),
+    }),
+    Type.Null(),
+  ]),
+});
+export type AgentOutgoingStatus = Static<typeof AgentOutgoingStatus>;
+
+/** `POST /agent/v1/images/pull`: fetch a blob from another agent by ticket URL, verified by digest. */
+export const AgentImagePullPost = Type.Object(
+  {
+    digest: Type.String({ pattern: "^sha256:[0-9a-f]{64}$" }),
+    kind: Type.Union([Type.Literal("disk"), Type.Literal("kernel"), Type.Literal("initrd")]),
+    url: Type.String({ pattern: "^https?://" }),
+  },
+  { additionalProperties: false },
+);
+export type AgentImagePullPost = Static<typeof AgentImagePullPost>;

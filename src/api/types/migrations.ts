@@ -1,0 +1,122 @@
+/** Wire types for live migrations: start, list, show, cancel, progress. */
+import { type Static, Type } from "@sinclair/typebox";
+import { Uuid } from "./common.js";
+
+/** Tuning a user may set for one migration. */
+export const MigrationOptions = Type.Object(
+  {
+    downtimeLimitMs: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 60_000,
+        default: 300,
+        description: "Longest pause QEMU may take at switch-over",
+      }),
+    ),
+    maxBandwidthMiBps: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 100_000,
+        description: "Cap on migration bandwidth (default: unlimited)",
+      }),
+    ),
+    autoConverge: Type.Optional(
+      Type.Boolean({
+        default: true,
+        description: "Throttle the guest's vCPUs when it dirties memory faster than the link",
+      }),
+    ),
+    postcopy: Type.Optional(
+      Type.Boolean({
+        default: false,
+        description:
+          "Switch to post-copy when pre-copy does not converge. A failure during post-copy LOSES the VM (its state is split between hosts).",
+      }),
+    ),
+    timeoutSeconds: Type.Optional(
+      Type.Integer({
+        minimum: 5,
+        maximum: 86_400,
+        default: 600,
+        description: "Give up (and roll back) after this long",
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type MigrationOptions = Static<typeof MigrationOptions>;
+
+/** `POST /v1/vms/{id}/migrations`. */
+export const MigrationsPost = Type.Object(
+  {
+    targetHost: Type.Optional(
+      Type.String({ minLength: 1, description: "Host name or id; default: placement picks one" }),
+    ),
+    options: Type.Optional(MigrationOptions),
+  },
+  { additionalProperties: false },
+);
+export type MigrationsPost = Static<typeof MigrationsPost>;
+
+/** Live progress of the transfer. */
+export const MigrationProgress = Type.Object({
+  phase: Type.String({ description: "disk-mirror, memory, switch-over" }),
+  diskBytesDone: Type.Number(),
+  diskBytesTotal: Type.Number(),
+  memoryBytesSent: Type.Number(),
+  memoryBytesRemaining: Type.Number(),
+  memoryBytesTotal: Type.Number(),
+  pass: Type.Integer(),
+  pagesPerSecond: Type.Number(),
+  dirtyBytesPerSecond: Type.Number(),
+  throughputMbps: Type.Number(),
+  expectedDowntimeMs: Type.Union([Type.Number(), Type.Null()]),
+  etaSeconds: Type.Union([Type.Number(), Type.Null()]),
+  autoConvergeThrottlePct: Type.Union([Type.Number(), Type.Null()]),
+});
+export type MigrationProgress = Static<typeof MigrationProgress>;
+
+/** What a finished migration measured. */
+export const MigrationResult = Type.Object({
+  totalTimeMs: Type.Optional(Type.Number()),
+  downtimeMs: Type.Optional(Type.Number({ description: "Downtime as QEMU reports it" })),
+  memoryBytes: Type.Optional(Type.Number()),
+  diskBytes: Type.Optional(Type.Number()),
+  baseImageCopied: Type.Optional(Type.Boolean()),
+});
+export type MigrationResult = Static<typeof MigrationResult>;
+
+const MigrationStateSchema = Type.Union([
+  Type.Literal("queued"),
+  Type.Literal("preparing"),
+  Type.Literal("transferring"),
+  Type.Literal("switching-over"),
+  Type.Literal("completed"),
+  Type.Literal("failed"),
+  Type.Literal("cancelled"),
+]);
+
+/** A migration. */
+export const Migration = Type.Object({
+  id: Uuid,
+  vm: Type.String(),
+  vmId: Type.Union([Uuid, Type.Null()]),
+  sourceHost: Type.String(),
+  targetHost: Type.String(),
+  state: MigrationStateSchema,
+  stateReason: Type.String(),
+  rollback: Type.String({ description: "What was undone after a failure or cancel" }),
+  transport: Type.String(),
+  options: Type.Record(Type.String(), Type.Unknown()),
+  progress: Type.Union([MigrationProgress, Type.Object({})]),
+  result: MigrationResult,
+  cancelRequested: Type.Boolean(),
+  createdAt: Type.String({ format: "date-time" }),
+  startedAt: Type.Union([Type.String({ format: "date-time" }), Type.Null()]),
+  finishedAt: Type.Union([Type.String({ format: "date-time" }), Type.Null()]),
+});
+export type Migration = Static<typeof Migration>;
+
+/** `GET /v1/migrations`. */
+export const MigrationList = Type.Object({ migrations: Type.Array(Migration) });
+export type MigrationList = Static<typeof MigrationList>;

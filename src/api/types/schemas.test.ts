@@ -1,0 +1,77 @@
+import { FormatRegistry } from "@sinclair/typebox";
+import { Value } from "@sinclair/typebox/value";
+import { describe, expect, it } from "vitest";
+import { AgentHeartbeatPost, AgentVmPut } from "./agent.js";
+import { HostCordonPost } from "./hosts.js";
+import { ImagesPost } from "./images.js";
+import { VmsPost } from "./vms.js";
+
+// Fastify's Ajv validates formats itself; TypeBox's checker needs them registered.
+FormatRegistry.Set("uuid", (v) => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(v));
+
+const firstError = (schema: Parameters<typeof Value.Errors>[0], value: unknown) =>
+  [...Value.Errors(schema, value)][0];
+
+describe("API schemas", () => {
+  it("accept a minimal VM create and reject bad names, sizes and unknown fields", () => {
+    expect(Value.Check(VmsPost, { name: "web-1", image: "guest" })).toBe(true);
+    expect(firstError(VmsPost, { name: "Web_1", image: "guest" })?.path).toBe("/name");
+    expect(firstError(VmsPost, { name: "-web", image: "guest" })?.path).toBe("/name");
+    expect(firstError(VmsPost, { name: "web", image: "guest", memoryMiB: 8 })?.path).toBe("/memoryMiB");
+    expect(firstError(VmsPost, { name: "web", image: "guest", vcpus: 0 })?.path).toBe("/vcpus");
+    expect(Value.Check(VmsPost, { name: "web", image: "guest", color: "red" })).toBe(false);
+    expect(Value.Check(VmsPost, { name: "a".repeat(64), image: "guest" })).toBe(false);
+  });
+
+  it("fill the documented defaults for a VM create", () => {
+    const filled = Value.Default(VmsPost, { name: "web", image: "guest" }) as Record<string, unknown>;
+    expect(filled).toMatchObject({ vcpus: 1, memoryMiB: 256, start: true });
+  });
+
+  it("require absolute paths for image imports", () => {
+    expect(Value.Check(ImagesPost, { name: "guest", disk: "/var/img/disk.qcow2" })).toBe(true);
+    expect(firstError(ImagesPost, { name: "guest", disk: "disk.qcow2" })?.path).toBe("/disk");
+    expect(firstError(ImagesPost, { name: "guest", disk: "/d", hosts: [] })?.path).toBe("/hosts");
+  });
+
+  it("check the agent protocol's power states and heartbeat shape", () => {
+    const put = {
+      name: "vm1",
+      generation: 1,
+      vcpus: 1,
+      memoryMiB: 128,
+      kernelArgs: "",
+      image: {
+        diskDigest: "sha256:x",
+        diskFormat: "qcow2",
+        kernelDigest: null,
+        initrdDigest: null,
+        cmdline: "",
+      },
+      power: "running",
+    };
+    expect(Value.Check(AgentVmPut, put)).toBe(true);
+    expect(Value.Check(AgentVmPut, { ...put, power: "paused" })).toBe(false);
+    const beat = {
+      agentUrl: "http://127.0.0.1:7800",
+      capacity: {
+        accel: "tcg",
+        accelReason: "",
+        vcpus: 2,
+        memoryMiB: 1024,
+        diskTotalBytes: 1,
+        diskFreeBytes: 1,
+      },
+      vms: [
+        { id: "00000000-0000-4000-8000-000000000001", generation: 1, state: "running", reason: "", pid: 42 },
+      ],
+      imageDigests: [],
+    };
+    expect(Value.Check(AgentHeartbeatPost, beat)).toBe(true);
+    expect(Value.Check(AgentHeartbeatPost, { ...beat, agentUrl: "ftp://x" })).toBe(false);
+  });
+
+  it("default a cordon request to cordoning", () => {
+    expect(Value.Default(HostCordonPost, {})).toEqual({ cordoned: true });
+  });
+});

@@ -1,0 +1,79 @@
+/** Wire types for VMs: create, list, show, actions, console. */
+import { type Static, Type } from "@sinclair/typebox";
+import { ResourceName, Uuid } from "./common.js";
+
+const VmStateSchema = Type.Union([
+  Type.Literal("pending"),
+  Type.Literal("scheduled"),
+  Type.Literal("starting"),
+  Type.Literal("running"),
+  Type.Literal("stopping"),
+  Type.Literal("stopped"),
+  Type.Literal("failed"),
+  Type.Literal("deleting"),
+  Type.Literal("migrating"),
+]);
+
+/** A VM as the API shows it. */
+export const Vm = Type.Object({
+  id: Uuid,
+  name: Type.String(),
+  image: Type.String({ description: "Image name" }),
+  imageId: Uuid,
+  vcpus: Type.Integer(),
+  memoryMiB: Type.Integer(),
+  kernelArgs: Type.String(),
+  desiredState: Type.Union([Type.Literal("running"), Type.Literal("stopped"), Type.Literal("deleted")]),
+  state: VmStateSchema,
+  stateReason: Type.String(),
+  observedState: Type.String({
+    description: "What the host's agent last reported (unknown when the host is silent)",
+  }),
+  observedReason: Type.String(),
+  host: Type.Union([Type.String(), Type.Null()], { description: "Host name" }),
+  hostId: Type.Union([Uuid, Type.Null()]),
+  generation: Type.Integer(),
+  createdAt: Type.String({ format: "date-time" }),
+  updatedAt: Type.String({ format: "date-time" }),
+  stateChangedAt: Type.String({ format: "date-time" }),
+});
+export type Vm = Static<typeof Vm>;
+
+/** `GET /v1/vms`. */
+export const VmList = Type.Object({ vms: Type.Array(Vm) });
+export type VmList = Static<typeof VmList>;
+
+/** `POST /v1/vms`. */
+export const VmsPost = Type.Object(
+  {
+    name: ResourceName,
+    image: Type.String({ minLength: 1, description: "Image name or id" }),
+    vcpus: Type.Optional(Type.Integer({ minimum: 1, maximum: 256, default: 1 })),
+    memoryMiB: Type.Optional(Type.Integer({ minimum: 16, maximum: 4_194_304, default: 256 })),
+    kernelArgs: Type.Optional(
+      Type.String({
+        maxLength: 2048,
+        description: "Appended to the image's kernel command line (e.g. nc.dirty_mb=64)",
+      }),
+    ),
+    start: Type.Optional(
+      Type.Boolean({ default: true, description: "Start it once placed (else it is created stopped)" }),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type VmsPost = Static<typeof VmsPost>;
+
+/** `GET /v1/vms/{id}/console`. */
+export const VmConsoleQuery = Type.Object({
+  lines: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000, default: 50 })),
+});
+export type VmConsoleQuery = Static<typeof VmConsoleQuery>;
+
+/** The tail of a VM's serial console. */
+export const VmConsole = Type.Object({
+  vm: Type.String(),
+  host: Type.String(),
+  lines: Type.Array(Type.String()),
+});
+export type VmConsole = Static<typeof VmConsole>;

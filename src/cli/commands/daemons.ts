@@ -1,0 +1,133 @@
+/** `novacron server` and `novacron agent`: run the long-lived processes in the foreground. */
+import { readFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import type { Command } from "commander";
+import { startAgent } from "../../agent/agent-process.js";
+import { NovaError } from "../../lib/errors.js";
+import { startServer } from "../../server/server-process.js";
+import { parseListen } from "../config.js";
+import { parsePositiveInt } from "./images.js";
+
+/** Resolves once SIGINT or SIGTERM arrives. */
+function untilSignal(): Promise<string> {
+  return new Promise((resolve) => {
+    process.once("SIGINT", () => resolve("SIGINT"));
+    process.once("SIGTERM", () => resolve("SIGTERM"));
+  });
+}
+
+function defaultDataDir(kind: "server" | "agent"): string {
+  return process.env.NOVACRON_DATA_DIR ?? path.join(os.homedir(), ".local", "share", "novacron", kind);
+}
+
+/** Registers `server` and `agent`. */
+export function registerDaemonCommands(program: Command): void {
+  program
+    .command("server")
+    .description("Run a cluster's control plane (REST API, controllers, metrics)")
+    .option(
+      "--data-dir <dir>",
+      "tokens and, without --database-url, the embedded database",
+      defaultDataDir("server"),
+    )
+    .option("--listen <host:port>", "API address", "127.0.0.1:7700")
+    .option(
+      "--database-url <url>",
+      "PostgreSQL URL (default: $DATABASE_URL, else embedded PGlite in the data dir)",
+    )
+    .option("--heartbeat-timeout <seconds>", "mark a host dead after this long without a heartbeat", "10")
+    .option(
+      "--max-migrations-per-host <n>",
+      "concurrent incoming and outgoing live migrations per host; more wait queued",
+      "2",
+    )
+    .action(
+      async (o: {
+        dataDir: string;
+        listen: string;
+        databaseUrl?: string;
+        heartbeatTimeout: string;
+        maxMigrationsPerHost: string;
+      }) => {
+        const { host, port } = parseListen(o.listen);
+        const databaseUrl = o.databaseUrl ?? process.env.DATABASE_URL;
+        const dataDir = path.resolve(o.dataDir);
+        const server = await startServer({
+          dataDir,
+          host,
+          port,
+          heartbeatTimeoutMs: parsePositiveInt(o.heartbeatTimeout, "--heartbeat-timeout") * 1000,
+          maxMigrationsPerHost: parsePositiveInt(o.maxMigrationsPerHost, "--max-migrations-per-host"),
+          ...(databaseUrl ? { databaseUrl } : {}),
+        });
+        const lines = [
+          `NovaCron server listening on ${server.url} (database: ${server.store.db.kind === "pglite" ? `embedded PGlite in ${dataDir}/db` : "PostgreSQL"})`,
+          server.created.admin
+            ? `Created the admin token: ${server.adminTokenPath} (mode 0600). Log in with: novacron login --server ${server.url} --token-file ${server.adminTokenPath}`
+            : `Admin token: ${server.adminTokenPath}`,
+          server.created.join
+            ? `Created the agent join token: ${server.joinTokenPath} (mode 0600). Start agents with: novacron agent --server ${server.url} --join-token-file ${server.joinTokenPath}`
+            : `Agent join token: ${server.joinTokenPath}`,
+        ];
+        process.stdout.write(`${lines.join("\n")}\n`);
+        const signal = await untilSignal();
+        process.stderr.write(`${signal}: shutting down the server\n`);
+        await server.close();
+      },
+    );
+
+  program
+    .command("agent")
+    .description("Run a hypervisor host's agent: runs QEMU VMs for the server")
+    .requiredOption("--server <url>", "the server to join, e.g. http://127.0.0.1:7700")
+    .option("--join-token <token>", "the server's join token")
+    .option("--join-token-file <path>", "read the join token from a file (the server's join.token)")
+    .option("--data-dir <dir>", "VM disks, image store, credentials", defaultDataDir("agent"))
+    .option("--listen <host:port>", "agent API address", "127.0.0.1:7800")
+    .option("--name <name>", "host name in the cluster", os.hostname().toLowerCase())
+    .option("--memory <MiB>", "memory offered to VMs (default: all of this machine's)")
+    .option("--vcpus <n>", "vCPUs offered to VMs (default: this machine's)")
+    .option("--stop-grace <seconds>", "ACPI shutdown grace before a hard stop", "30")
+    .action(
+      async (o: {
+        server: string;
+        joinToken?: string;
+        joinTokenFile?: string;
+        dataDir: string;
+        listen: string;
+        name: string;
+        memory?: string;
+        vcpus?: string;
+        stopGrace: string;
+      }) => {
+        const joinToken =
+          o.joinToken ??
+          process.env.NOVACRON_JOIN_TOKEN ??
+          (o.joinTokenFile ? (await readFile(o.joinTokenFile, "utf8")).trim() : undefined);
+        if (!joinToken)
+          throw new NovaError(
+            "NOVA_CONFIG",
+            "Give the server's join token: --join-token-file <server data dir>/join.token (or --join-token, or NOVACRON_JOIN_TOKEN).",
+          );
+        const { host, port } = parseListen(o.listen);
+        const agent = await startAgent({
+          serverUrl: o.server,
+          joinToken,
+          dataDir: path.resolve(o.dataDir),
+          name: o.name,
+          host,
+          port,
+          stopGraceMs: parsePositiveInt(o.stopGrace, "--stop-grace") * 1000,
+          ...(o.memory ? { memoryMiB: parsePositiveInt(o.memory, "--memory") } : {}),
+          ...(o.vcpus ? { vcpus: parsePositiveInt(o.vcpus, "--vcpus") } : {}),
+        });
+        process.stdout.write(
+          `NovaCron agent ${agent.name} serving on ${agent.url}, joined ${o.server} (accelerator: ${agent.accel})\n`,
+        );
+        const signal = await untilSignal();
+        process.stderr.write(`${signal}: stopping the agent (VMs keep running)\n`);
+        await agent.close();
+      },
+    );
+}

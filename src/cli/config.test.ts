@@ -1,0 +1,41 @@
+import { mkdtemp, rm, stat } from "node:fs/promises";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseListen, readConfigFile, resolveConfig, writeConfigFile } from "./config.js";
+
+describe("CLI config", () => {
+  let dir: string;
+  let env: NodeJS.ProcessEnv;
+  beforeAll(async () => {
+    dir = await mkdtemp("/tmp/nc-cfg-");
+    env = { NOVACRON_CONFIG: `${dir}/config.json` };
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("explains how to log in when nothing is configured", async () => {
+    await expect(resolveConfig({}, env)).rejects.toThrow(
+      /No server URL and token configured. Run: novacron login/,
+    );
+  });
+
+  it("writes the config file with mode 0600 and reads it back", async () => {
+    await writeConfigFile({ server: "http://127.0.0.1:7700/", token: "file-token" }, env.NOVACRON_CONFIG);
+    expect((await stat(env.NOVACRON_CONFIG!)).mode & 0o777).toBe(0o600);
+    expect(await readConfigFile(env.NOVACRON_CONFIG)).toMatchObject({ token: "file-token" });
+    expect(await resolveConfig({}, env)).toEqual({ server: "http://127.0.0.1:7700", token: "file-token" });
+  });
+
+  it("prefers flags over environment over the file", async () => {
+    const withEnv = { ...env, NOVACRON_TOKEN: "env-token" };
+    expect((await resolveConfig({}, withEnv)).token).toBe("env-token");
+    expect((await resolveConfig({ token: "flag-token" }, withEnv)).token).toBe("flag-token");
+  });
+
+  it("parses listen addresses and rejects bad ones", () => {
+    expect(parseListen("0.0.0.0:80")).toEqual({ host: "0.0.0.0", port: 80 });
+    expect(parseListen("7700")).toEqual({ host: "127.0.0.1", port: 7700 });
+    expect(() => parseListen("host:99999")).toThrow(/Invalid listen address/);
+    expect(() => parseListen("nope")).toThrow(/expected HOST:PORT/);
+  });
+});

@@ -1,0 +1,80 @@
+/**
+ * CLI configuration: server URL and token from flags, then environment
+ * (NOVACRON_SERVER, NOVACRON_TOKEN), then the config file written by `novacron login`
+ * ($NOVACRON_CONFIG or ~/.config/novacron/config.json, mode 0600).
+ */
+import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { NovaError } from "../lib/errors.js";
+
+/** What the CLI needs to reach a server. */
+export interface CliConfig {
+  server: string;
+  token: string;
+}
+
+/** The config file's path. */
+export function configPath(env: NodeJS.ProcessEnv = process.env): string {
+  return (
+    env.NOVACRON_CONFIG ??
+    path.join(env.XDG_CONFIG_HOME ?? path.join(os.homedir(), ".config"), "novacron", "config.json")
+  );
+}
+
+/** Reads the config file; undefined when there is none. */
+export async function readConfigFile(file = configPath()): Promise<Partial<CliConfig> | undefined> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw err;
+  }
+  try {
+    return JSON.parse(text) as Partial<CliConfig>;
+  } catch {
+    throw new NovaError(
+      "NOVA_CONFIG",
+      `Config file ${file} is not valid JSON. Fix it or run novacron login again.`,
+    );
+  }
+}
+
+/** Writes the config file atomically with mode 0600. */
+export async function writeConfigFile(config: CliConfig, file = configPath()): Promise<void> {
+  await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+  await writeFile(`${file}.tmp`, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
+  await rename(`${file}.tmp`, file);
+}
+
+/** Resolves server and token: flags over environment over config file. */
+export async function resolveConfig(
+  flags: { server?: string; token?: string },
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<CliConfig> {
+  const file = await readConfigFile(configPath(env));
+  const server = flags.server ?? env.NOVACRON_SERVER ?? file?.server;
+  const token = flags.token ?? env.NOVACRON_TOKEN ?? file?.token;
+  if (!server || !token) {
+    const missing = [!server && "server URL", !token && "token"].filter(Boolean).join(" and ");
+    throw new NovaError(
+      "NOVA_CONFIG",
+      `No ${missing} configured. Run: novacron login --server http://127.0.0.1:7700 --token-file <server data dir>/admin.token (or set NOVACRON_SERVER / NOVACRON_TOKEN).`,
+    );
+  }
+  return { server: server.replace(/\/+$/, ""), token };
+}
+
+/** Parses "host:port" (or ":port", or "port") into its parts. */
+export function parseListen(spec: string, defaultHost = "127.0.0.1"): { host: string; port: number } {
+  const match = /^(?:(.*):)?(\d{1,5})$/.exec(spec);
+  const port = match ? Number(match[2]) : Number.NaN;
+  if (!match || port > 65535) {
+    throw new NovaError(
+      "NOVA_CONFIG",
+      `Invalid listen address ${spec}: expected HOST:PORT, e.g. 127.0.0.1:7700`,
+    );
+  }
+  return { host: match[1] || defaultHost, port };
+}

@@ -1,0 +1,180 @@
+/**
+ * The VM controller: brings every VM's host in line with the server's state and moves
+ * VMs along the state machine as agents report progress. Level-triggered (each pass looks
+ * at everything, so a server restart just resumes), woken early by events. One pass at
+ * a time; VMs within a pass are handled concurrently.
+ */
+import type { Logger } from "pino";
+import type { VmBootImage } from "../api/types/agent.js";
+import { describeError, isNovaError } from "../lib/errors.js";
+import { AgentClient } from "./agent-client.js";
+import { decide } from "./reconcile-decision.js";
+import { type HostRecord, listHosts } from "./store/hosts.js";
+import { type ImageRecord, listImages } from "./store/images.js";
+import type { Store } from "./store/store.js";
+import { deleteVmRow, getVm, listVms, setObserved, transitionVm, type VmRecord } from "./store/vms.js";
+
+/** Reconciler options. */
+export interface ReconcilerOptions {
+  /** Time between passes when nothing wakes it. @defaultValue 1000 */
+  intervalMs?: number;
+  /** How long to wait before repeating the same request to an agent. @defaultValue 5000 */
+  resendAfterMs?: number;
+}
+
+/** Runs reconcile passes until stopped. */
+export class Reconciler {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private again = false;
+  private stopped = true;
+  private readonly asked = new Map<string, number>();
+  private readonly intervalMs: number;
+  private readonly resendAfterMs: number;
+
+  constructor(
+    private readonly store: Store,
+    private readonly log: Logger,
+    options: ReconcilerOptions = {},
+  ) {
+    this.intervalMs = options.intervalMs ?? 1000;
+    this.resendAfterMs = options.resendAfterMs ?? 5000;
+  }
+
+  /** Starts the loop. */
+  start(): void {
+    this.stopped = false;
+    this.wake();
+  }
+
+  /** Stops the loop and waits for the pass in flight. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await this.running;
+  }
+
+  /** Runs a pass soon (coalesced with one in flight). */
+  wake(): void {
+    if (this.stopped) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    clearTimeout(this.timer);
+    this.running = this.pass()
+      .catch((err) => this.log.error({ err }, "reconcile pass failed"))
+      .finally(() => {
+        this.running = undefined;
+        if (this.stopped) return;
+        if (this.again) {
+          this.again = false;
+          this.wake();
+        } else {
+          this.timer = setTimeout(() => this.wake(), this.intervalMs);
+        }
+      });
+  }
+
+  private async pass(): Promise<void> {
+    // Forget requests old enough to be repeated anyway, so the map stays small.
+    const horizon = Date.now() - this.resendAfterMs;
+    for (const [key, at] of this.asked) if (at < horizon) this.asked.delete(key);
+    const [vms, hosts, images] = await Promise.all([
+      listVms(this.store.read),
+      listHosts(this.store.read),
+      listImages(this.store.read),
+    ]);
+    const hostById = new Map(hosts.map((h) => [h.id, h]));
+    const imageById = new Map(images.map((i) => [i.id, i]));
+    await Promise.all(vms.map((vm) => this.reconcileVm(vm, hostById, imageById)));
+  }
+
+  private async reconcileVm(
+    vm: VmRecord,
+    hosts: Map<string, HostRecord>,
+    images: Map<string, ImageRecord>,
+  ): Promise<void> {
+    const host = vm.hostId ? hosts.get(vm.hostId) : undefined;
+    const key = (what: string) => `${vm.id}/${vm.generation}/${what}`;
+    const decision = decide(vm, {
+      hostAlive: host?.liveness === "alive",
+      recentlyAsked: (what) => Date.now() - (this.asked.get(key(what)) ?? 0) < this.resendAfterMs,
+    });
+    if (decision.kind === "none") return;
+    try {
+      if (decision.kind === "transition") {
+        await this.transition(vm, decision.to, decision.reason, decision);
+        return;
+      }
+      if (!host) return;
+      const agent = new AgentClient(host);
+      if (decision.kind === "delete") {
+        this.asked.set(key("delete"), Date.now());
+        await agent.deleteVm(vm.id);
+        await this.store.write(async (tx, emit) => {
+          const current = await getVm(tx, vm.id, true);
+          if (current.state === "deleting") emit(await deleteVmRow(tx, current));
+        });
+        return;
+      }
+      const image = images.get(vm.imageId);
+      if (!image) throw new Error(`image ${vm.imageId} of VM ${vm.name} is missing`);
+      this.asked.set(key(decision.power), Date.now());
+      const observed = await agent.putVm(vm.id, {
+        name: vm.name,
+        generation: vm.generation,
+        vcpus: vm.vcpus,
+        memoryMiB: vm.memoryMiB,
+        kernelArgs: vm.kernelArgs,
+        image: bootImage(image),
+        power: decision.power,
+      });
+      await setObserved(this.store.read, vm.id, observed.state, observed.reason, observed.generation);
+      if (decision.onAccepted)
+        await this.transition(vm, decision.onAccepted.to, decision.onAccepted.reason, {});
+      this.wake();
+    } catch (err) {
+      // Unreachable hosts are retried on later passes; the agent refusing is final for
+      // a VM that has not started yet.
+      this.log.warn({ vm: vm.name, err: describeError(err) }, "reconcile step failed");
+      if (
+        !isNovaError(err, "NOVA_HOST_UNREACHABLE") &&
+        (vm.state === "scheduled" || vm.state === "starting")
+      ) {
+        await this.transition(
+          vm,
+          "failed",
+          `start failed on host ${vm.host}: ${describeError(err)}`,
+          {},
+        ).catch(() => {});
+      }
+    }
+  }
+
+  private async transition(
+    vm: VmRecord,
+    to: VmRecord["state"],
+    reason: string,
+    changes: { desiredState?: "running" | "stopped"; restartPending?: boolean; bumpGeneration?: boolean },
+  ): Promise<void> {
+    await this.store.write(async (tx, emit) => {
+      const current = await getVm(tx, vm.id, true);
+      // A user action since this pass read the VM wins: act only on what was decided on.
+      if (current.generation !== vm.generation || current.state !== vm.state) return;
+      emit(await transitionVm(tx, current, to, reason, changes));
+    });
+    this.wake();
+  }
+}
+
+/** The blobs a VM boots from. */
+export function bootImage(image: ImageRecord): VmBootImage {
+  return {
+    diskDigest: image.diskDigest,
+    diskFormat: image.diskFormat,
+    kernelDigest: image.kernelDigest,
+    initrdDigest: image.initrdDigest,
+    cmdline: image.cmdline,
+  };
+}

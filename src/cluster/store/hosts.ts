@@ -1,0 +1,172 @@
+/** The hosts table: registration, heartbeats, liveness, cordon, and capacity views. */
+import { randomUUID } from "node:crypto";
+import type { HostCapacity } from "../../api/types/agent.js";
+import type { Host } from "../../api/types/hosts.js";
+import { NovaError } from "../../lib/errors.js";
+import type { Queryable } from "./db.js";
+
+interface HostRow {
+  id: string;
+  name: string;
+  agent_url: string;
+  agent_token: string;
+  liveness: "alive" | "dead";
+  cordoned: boolean;
+  accel: "kvm" | "tcg";
+  accel_reason: string;
+  vcpus: number;
+  memory_mib: number;
+  disk_total_bytes: number;
+  disk_free_bytes: number;
+  agent_version: string;
+  registered_at: Date;
+  last_heartbeat_at: Date;
+  allocated_mib: number;
+  vm_count: number;
+}
+
+/** A host with the credential the server uses to call its agent. */
+export interface HostRecord extends Host {
+  agentToken: string;
+}
+
+// Memory is allocated by VMs that hold it (vm-state.ts RESERVING_STATES).
+const SELECT_HOSTS = `
+  SELECT h.*,
+    (COALESCE((SELECT sum(v.memory_mib) FROM vms v WHERE v.host_id = h.id
+              AND v.state IN ('scheduled','starting','running','stopping','migrating')), 0)
+     -- A migration's target holds the VM's memory from the moment it is prepared.
+     + COALESCE((SELECT sum(v.memory_mib) FROM migrations m JOIN vms v ON v.id = m.vm_id
+                 WHERE m.target_host_id = h.id AND m.state IN ('queued','preparing','transferring','switching-over')), 0))::int AS allocated_mib,
+    (SELECT count(*) FROM vms v WHERE v.host_id = h.id)::int AS vm_count
+  FROM hosts h`;
+
+function toHost(row: HostRow): HostRecord {
+  return {
+    id: row.id,
+    name: row.name,
+    agentUrl: row.agent_url,
+    agentToken: row.agent_token,
+    liveness: row.liveness,
+    cordoned: row.cordoned,
+    accel: row.accel,
+    accelReason: row.accel_reason,
+    vcpus: row.vcpus,
+    memoryMiB: row.memory_mib,
+    allocatedMemoryMiB: row.allocated_mib,
+    freeMemoryMiB: row.memory_mib - row.allocated_mib,
+    vmCount: row.vm_count,
+    diskTotalBytes: Number(row.disk_total_bytes),
+    diskFreeBytes: Number(row.disk_free_bytes),
+    agentVersion: row.agent_version,
+    registeredAt: new Date(row.registered_at).toISOString(),
+    lastHeartbeatAt: new Date(row.last_heartbeat_at).toISOString(),
+  };
+}
+
+/** Strips the credential for API output. */
+export function publicHost(host: HostRecord): Host {
+  const { agentToken: _secret, ...rest } = host;
+  return rest;
+}
+
+/** Every host, by name. */
+export async function listHosts(q: Queryable): Promise<HostRecord[]> {
+  const { rows } = await q.query<HostRow>(`${SELECT_HOSTS} ORDER BY h.name`);
+  return rows.map(toHost);
+}
+
+/** A host by id or name, or undefined. */
+export async function findHost(q: Queryable, idOrName: string): Promise<HostRecord | undefined> {
+  const { rows } = await q.query<HostRow>(`${SELECT_HOSTS} WHERE h.name = $1 OR h.id::text = $1`, [idOrName]);
+  return rows[0] ? toHost(rows[0]) : undefined;
+}
+
+/** A host by id or name; NOVA_NOT_FOUND otherwise. */
+export async function getHost(q: Queryable, idOrName: string): Promise<HostRecord> {
+  const host = await findHost(q, idOrName);
+  if (!host) {
+    throw new NovaError("NOVA_NOT_FOUND", `Host ${idOrName} not found. List hosts with: novacron host list`, {
+      details: { host: idOrName },
+    });
+  }
+  return host;
+}
+
+/** Creates the host or, when its name is known, updates it with a new credential. */
+export async function upsertHost(
+  q: Queryable,
+  input: { name: string; agentUrl: string; agentToken: string; agentVersion: string; capacity: HostCapacity },
+): Promise<{ id: string; created: boolean }> {
+  const c = input.capacity;
+  const { rows } = await q.query<{ id: string; created: boolean }>(
+    `INSERT INTO hosts (id, name, agent_url, agent_token, agent_version, accel, accel_reason, vcpus, memory_mib,
+                        disk_total_bytes, disk_free_bytes, liveness, last_heartbeat_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'alive', now())
+     ON CONFLICT (name) DO UPDATE SET agent_url = EXCLUDED.agent_url, agent_token = EXCLUDED.agent_token,
+       agent_version = EXCLUDED.agent_version, accel = EXCLUDED.accel, accel_reason = EXCLUDED.accel_reason,
+       vcpus = EXCLUDED.vcpus, memory_mib = EXCLUDED.memory_mib, disk_total_bytes = EXCLUDED.disk_total_bytes,
+       disk_free_bytes = EXCLUDED.disk_free_bytes, liveness = 'alive', last_heartbeat_at = now()
+     RETURNING id, (xmax = 0) AS created`,
+    [
+      randomUUID(),
+      input.name,
+      input.agentUrl,
+      input.agentToken,
+      input.agentVersion,
+      c.accel,
+      c.accelReason,
+      c.vcpus,
+      c.memoryMiB,
+      c.diskTotalBytes,
+      c.diskFreeBytes,
+    ],
+  );
+  return rows[0]!;
+}
+
+/** The host that owns an agent credential. */
+export async function findHostByToken(q: Queryable, agentToken: string): Promise<HostRecord | undefined> {
+  const { rows } = await q.query<HostRow>(`${SELECT_HOSTS} WHERE h.agent_token = $1`, [agentToken]);
+  return rows[0] ? toHost(rows[0]) : undefined;
+}
+
+/** Records a heartbeat; returns the previous liveness so a revival can be announced. */
+export async function recordHeartbeat(
+  q: Queryable,
+  hostId: string,
+  agentUrl: string,
+  c: HostCapacity,
+): Promise<"alive" | "dead"> {
+  const { rows } = await q.query<{ previous: "alive" | "dead" }>(
+    `UPDATE hosts h SET agent_url = $2, accel = $3, accel_reason = $4, vcpus = $5, memory_mib = $6,
+       disk_total_bytes = $7, disk_free_bytes = $8, liveness = 'alive', last_heartbeat_at = now()
+     FROM (SELECT id, liveness AS previous FROM hosts WHERE id = $1 FOR UPDATE) old
+     WHERE h.id = old.id RETURNING old.previous`,
+    [hostId, agentUrl, c.accel, c.accelReason, c.vcpus, c.memoryMiB, c.diskTotalBytes, c.diskFreeBytes],
+  );
+  return rows[0]?.previous ?? "alive";
+}
+
+/** Marks alive hosts whose last heartbeat is older than `timeoutMs` dead; returns them. */
+export async function markSilentHostsDead(
+  q: Queryable,
+  timeoutMs: number,
+): Promise<{ id: string; name: string; lastHeartbeatAt: string }[]> {
+  const { rows } = await q.query<{ id: string; name: string; last_heartbeat_at: Date }>(
+    `UPDATE hosts SET liveness = 'dead'
+     WHERE liveness = 'alive' AND last_heartbeat_at < now() - ($1::int * interval '1 millisecond')
+     RETURNING id, name, last_heartbeat_at`,
+    [timeoutMs],
+  );
+  return rows.map((r) => ({
+    id: r.id,
+    name: r.name,
+    lastHeartbeatAt: new Date(r.last_heartbeat_at).toISOString(),
+  }));
+}
+
+/** Sets or clears the cordon flag. */
+export async function setCordon(q: Queryable, hostId: string, cordoned: boolean): Promise<void> {
+  await q.query("UPDATE hosts SET cordoned = $2 WHERE id = $1", [hostId, cordoned]);
+}

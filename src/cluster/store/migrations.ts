@@ -1,0 +1,214 @@
+/** The migrations table: one row per live migration, every step recorded with its event. */
+import { randomUUID } from "node:crypto";
+import type { ClusterEvent } from "../../api/types/events.js";
+import type {
+  Migration,
+  MigrationOptions,
+  MigrationProgress,
+  MigrationResult,
+} from "../../api/types/migrations.js";
+import { NovaError } from "../../lib/errors.js";
+import type { Queryable } from "./db.js";
+import { appendEvent } from "./events.js";
+
+/** Migration states, in order; the last three are terminal. */
+export type MigrationState = Migration["state"];
+
+/** States in which a migration is still in flight. */
+export const ACTIVE_MIGRATION_STATES: readonly MigrationState[] = [
+  "queued",
+  "preparing",
+  "transferring",
+  "switching-over",
+];
+
+interface MigrationRow {
+  id: string;
+  vm_id: string | null;
+  vm_name: string;
+  source_host_id: string;
+  target_host_id: string;
+  source_name: string;
+  target_name: string;
+  state: MigrationState;
+  state_reason: string;
+  rollback: string;
+  transport: string;
+  options: MigrationOptions;
+  progress: MigrationProgress | Record<string, never>;
+  result: MigrationResult;
+  cancel_requested: boolean;
+  created_at: Date;
+  started_at: Date | null;
+  finished_at: Date | null;
+}
+
+/** A migration with the host ids the orchestrator needs. */
+export interface MigrationRecord extends Migration {
+  sourceHostId: string;
+  targetHostId: string;
+  options: MigrationOptions;
+}
+
+const SELECT = `
+  SELECT m.*, s.name AS source_name, t.name AS target_name
+  FROM migrations m JOIN hosts s ON s.id = m.source_host_id JOIN hosts t ON t.id = m.target_host_id`;
+
+const iso = (d: Date | null) => (d ? new Date(d).toISOString() : null);
+
+function toMigration(r: MigrationRow): MigrationRecord {
+  return {
+    id: r.id,
+    vm: r.vm_name,
+    vmId: r.vm_id,
+    sourceHost: r.source_name,
+    targetHost: r.target_name,
+    sourceHostId: r.source_host_id,
+    targetHostId: r.target_host_id,
+    state: r.state,
+    stateReason: r.state_reason,
+    rollback: r.rollback,
+    transport: r.transport,
+    options: r.options,
+    progress: r.progress,
+    result: r.result,
+    cancelRequested: r.cancel_requested,
+    createdAt: new Date(r.created_at).toISOString(),
+    startedAt: iso(r.started_at),
+    finishedAt: iso(r.finished_at),
+  };
+}
+
+/** Strips internal fields for API output. */
+export function publicMigration(m: MigrationRecord): Migration {
+  const { sourceHostId: _s, targetHostId: _t, ...rest } = m;
+  return rest;
+}
+
+/** Migrations, newest first; `activeOnly` for the orchestrator. */
+export async function listMigrations(
+  q: Queryable,
+  filter: { activeOnly?: boolean; vmId?: string } = {},
+): Promise<MigrationRecord[]> {
+  const where: string[] = [];
+  const params: unknown[] = [];
+  if (filter.activeOnly) where.push("m.state NOT IN ('completed', 'failed', 'cancelled')");
+  if (filter.vmId) {
+    params.push(filter.vmId);
+    where.push(`m.vm_id = $${params.length}`);
+  }
+  const { rows } = await q.query<MigrationRow>(
+    `${SELECT}${where.length ? ` WHERE ${where.join(" AND ")}` : ""} ORDER BY m.created_at DESC`,
+    params,
+  );
+  return rows.map(toMigration);
+}
+
+/** A migration by id; NOVA_NOT_FOUND otherwise. `forUpdate` locks the row. */
+export async function getMigration(q: Queryable, id: string, forUpdate = false): Promise<MigrationRecord> {
+  const valid = /^[0-9a-f-]{36}$/i.test(id);
+  const { rows } = valid
+    ? await q.query<MigrationRow>(`${SELECT} WHERE m.id = $1${forUpdate ? " FOR UPDATE OF m" : ""}`, [id])
+    : { rows: [] };
+  if (!rows[0]) {
+    throw new NovaError(
+      "NOVA_NOT_FOUND",
+      `Migration ${id} not found. List migrations with: novacron migration list`,
+      {
+        details: { migration: id },
+      },
+    );
+  }
+  return toMigration(rows[0]);
+}
+
+/** Records a new queued migration and its event. */
+export async function insertMigration(
+  q: Queryable,
+  m: {
+    vmId: string;
+    vmName: string;
+    sourceHostId: string;
+    targetHostId: string;
+    options: MigrationOptions;
+    transport: string;
+  },
+): Promise<{ id: string; event: ClusterEvent }> {
+  const id = randomUUID();
+  await q.query(
+    `INSERT INTO migrations (id, vm_id, vm_name, source_host_id, target_host_id, state, options, transport)
+     VALUES ($1, $2, $3, $4, $5, 'queued', $6::jsonb, $7)`,
+    [id, m.vmId, m.vmName, m.sourceHostId, m.targetHostId, JSON.stringify(m.options), m.transport],
+  );
+  const event = await appendEvent(q, {
+    type: "migration.created",
+    resourceType: "migration",
+    resourceId: id,
+    data: { vm: m.vmName, sourceHostId: m.sourceHostId, targetHostId: m.targetHostId },
+  });
+  return { id, event };
+}
+
+/** Moves a migration to `to` with a reason (and rollback note / result), recording the event. */
+export async function transitionMigration(
+  q: Queryable,
+  m: MigrationRecord,
+  to: MigrationState,
+  reason: string,
+  extra: { rollback?: string; result?: MigrationResult } = {},
+): Promise<ClusterEvent> {
+  const terminal = to === "completed" || to === "failed" || to === "cancelled";
+  await q.query(
+    `UPDATE migrations SET state = $2, state_reason = $3, rollback = COALESCE($4, rollback),
+       result = COALESCE($5::jsonb, result), updated_at = now(),
+       started_at = CASE WHEN $2 = 'preparing' THEN now() ELSE started_at END,
+       finished_at = CASE WHEN $6 THEN now() ELSE finished_at END
+     WHERE id = $1`,
+    [m.id, to, reason, extra.rollback ?? null, extra.result ? JSON.stringify(extra.result) : null, terminal],
+  );
+  return appendEvent(q, {
+    type: "migration.state",
+    resourceType: "migration",
+    resourceId: m.id,
+    data: {
+      vm: m.vm,
+      from: m.state,
+      to,
+      reason,
+      sourceHost: m.sourceHost,
+      targetHost: m.targetHost,
+      ...(extra.rollback ? { rollback: extra.rollback } : {}),
+      ...(extra.result ? { result: extra.result } : {}),
+    },
+  });
+}
+
+/** Stores the latest progress (not an event: progress goes out on the bus only). */
+export async function saveProgress(q: Queryable, id: string, progress: MigrationProgress): Promise<void> {
+  await q.query("UPDATE migrations SET progress = $2::jsonb, updated_at = now() WHERE id = $1", [
+    id,
+    JSON.stringify(progress),
+  ]);
+}
+
+/** Marks a migration for cancellation; the orchestrator acts on it. */
+export async function requestCancel(q: Queryable, id: string): Promise<void> {
+  await q.query("UPDATE migrations SET cancel_requested = true, updated_at = now() WHERE id = $1", [id]);
+}
+
+/** Whether cancellation was requested (read fresh by the orchestrator between steps). */
+export async function isCancelRequested(q: Queryable, id: string): Promise<boolean> {
+  const { rows } = await q.query<{ c: boolean }>(
+    "SELECT cancel_requested AS c FROM migrations WHERE id = $1",
+    [id],
+  );
+  return rows[0]?.c ?? false;
+}
+
+/** Moves a VM to another host after switch-over (same generation bump as any action). */
+export async function moveVmToHost(q: Queryable, vmId: string, hostId: string): Promise<void> {
+  await q.query(
+    "UPDATE vms SET host_id = $2, generation = generation + 1, updated_at = now() WHERE id = $1",
+    [vmId, hostId],
+  );
+}

@@ -1,0 +1,58 @@
+/** API tokens: admin tokens for users, join tokens for agents. Only hashes are stored. */
+import { createHash, randomBytes, randomUUID } from "node:crypto";
+import type { Queryable } from "./db.js";
+
+/** The kinds of token; RBAC roles extend this later. */
+export type TokenKind = "admin" | "join";
+
+/** A token row (never the secret itself). */
+export interface TokenRecord {
+  id: string;
+  name: string;
+  kind: TokenKind;
+}
+
+/** SHA-256 of a token, hex. Tokens are 256-bit random, so a fast hash is enough. */
+export function hashToken(token: string): string {
+  return createHash("sha256").update(token).digest("hex");
+}
+
+/** A fresh random token with a prefix saying what it is for. */
+export function generateToken(prefix: "nva" | "nvj" | "nvh"): string {
+  return `${prefix}_${randomBytes(32).toString("base64url")}`;
+}
+
+/** Creates a token; returns the secret (shown once) and its record. */
+export async function createToken(
+  q: Queryable,
+  name: string,
+  kind: TokenKind,
+): Promise<{ token: string; record: TokenRecord }> {
+  const token = generateToken(kind === "admin" ? "nva" : "nvj");
+  const id = randomUUID();
+  await q.query("INSERT INTO api_tokens (id, name, kind, token_hash) VALUES ($1, $2, $3, $4)", [
+    id,
+    name,
+    kind,
+    hashToken(token),
+  ]);
+  return { token, record: { id, name, kind } };
+}
+
+/** Looks a presented token up; undefined when unknown or revoked. */
+export async function findToken(q: Queryable, token: string): Promise<TokenRecord | undefined> {
+  const { rows } = await q.query<TokenRecord>(
+    "SELECT id, name, kind FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+    [hashToken(token)],
+  );
+  return rows[0];
+}
+
+/** Number of live tokens of a kind (first start creates them when zero). */
+export async function countTokens(q: Queryable, kind: TokenKind): Promise<number> {
+  const { rows } = await q.query<{ n: number }>(
+    "SELECT count(*)::int AS n FROM api_tokens WHERE kind = $1 AND revoked_at IS NULL",
+    [kind],
+  );
+  return rows[0]?.n ?? 0;
+}

@@ -1,0 +1,142 @@
+/**
+ * User operations on VMs: create (placed synchronously, so "no room" is a 422 at once and
+ * nothing is created), start, stop, restart, delete. Each checks the state machine under
+ * the VM's row lock, records the transition and its event, and wakes the reconciler,
+ * which does the work on the host.
+ */
+import type { ClusterEvent } from "../api/types/events.js";
+import type { VmsPost } from "../api/types/vms.js";
+import { NovaError } from "../lib/errors.js";
+import { placeVm } from "../placement/most-free-memory.js";
+import type { Queryable } from "./store/db.js";
+import { getHost, listHosts } from "./store/hosts.js";
+import { getImage } from "./store/images.js";
+import type { Store } from "./store/store.js";
+import { getVm, insertVm, transitionVm, type VmRecord } from "./store/vms.js";
+import { assertActionAllowed } from "./vm-state.js";
+
+// Serialises placement decisions so two creates cannot both take a host's last memory.
+const PLACEMENT_LOCK_KEY = 7_311_002;
+
+/** User operations on VMs. */
+export class VmService {
+  constructor(
+    private readonly store: Store,
+    private readonly wake: () => void,
+  ) {}
+
+  /** Validates, places and records a new VM; returns it. */
+  async create(input: VmsPost): Promise<VmRecord> {
+    const memoryMiB = input.memoryMiB ?? 256;
+    const start = input.start ?? true;
+    const id = await this.store.write(async (tx, emit) => {
+      await tx.query("SELECT pg_advisory_xact_lock($1)", [PLACEMENT_LOCK_KEY]);
+      const image = await getImage(tx, input.image);
+      if (memoryMiB < image.minMemoryMiB) {
+        throw new NovaError(
+          "NOVA_UNPROCESSABLE",
+          `VM ${input.name} asks for ${memoryMiB} MiB but image ${image.name} needs at least ${image.minMemoryMiB} MiB. Use --memory ${image.minMemoryMiB} or more.`,
+          { details: { memoryMiB, minMemoryMiB: image.minMemoryMiB, image: image.name } },
+        );
+      }
+      const host = placeVm(await listHosts(tx), {
+        vmName: input.name,
+        memoryMiB,
+        imageName: image.name,
+        imageHostIds: image.hostIds,
+      });
+      const { id, event } = await insertVm(tx, {
+        name: input.name,
+        imageId: image.id,
+        vcpus: input.vcpus ?? 1,
+        memoryMiB,
+        kernelArgs: input.kernelArgs ?? "",
+        desiredState: start ? "running" : "stopped",
+        hostId: host.id,
+        state: start ? "scheduled" : "stopped",
+      });
+      emit(event);
+      return id;
+    });
+    this.wake();
+    return getVm(this.store.read, id);
+  }
+
+  /** Starts a stopped or failed VM on its host. */
+  async start(idOrName: string): Promise<VmRecord> {
+    return this.act(idOrName, "start", async (tx, vm) => {
+      if (!vm.hostId) throw new NovaError("NOVA_INTERNAL", `VM ${vm.name} has no host`);
+      await tx.query("SELECT pg_advisory_xact_lock($1)", [PLACEMENT_LOCK_KEY]);
+      const host = await getHost(tx, vm.hostId);
+      if (host.liveness !== "alive") {
+        throw new NovaError(
+          "NOVA_NO_CAPACITY",
+          `Cannot start VM ${vm.name}: its host ${host.name} is dead (no heartbeat since ${host.lastHeartbeatAt}).`,
+          {
+            details: { host: host.name, liveness: host.liveness },
+          },
+        );
+      }
+      if (host.freeMemoryMiB < vm.memoryMiB) {
+        throw new NovaError(
+          "NOVA_NO_CAPACITY",
+          `Cannot start VM ${vm.name}: it needs ${vm.memoryMiB} MiB and its host ${host.name} has ${host.freeMemoryMiB} MiB free.`,
+          { details: { neededMemoryMiB: vm.memoryMiB, host: host.name, freeMemoryMiB: host.freeMemoryMiB } },
+        );
+      }
+      return transitionVm(tx, vm, "starting", "start requested", {
+        desiredState: "running",
+        bumpGeneration: true,
+      });
+    });
+  }
+
+  /** Stops a VM (graceful ACPI shutdown, then hard stop after the agent's grace period). */
+  async stop(idOrName: string): Promise<VmRecord> {
+    return this.act(idOrName, "stop", (tx, vm) =>
+      // A VM whose QEMU was never started has nothing to shut down.
+      vm.state === "scheduled"
+        ? transitionVm(tx, vm, "stopped", "stopped before it started", {
+            desiredState: "stopped",
+            bumpGeneration: true,
+          })
+        : transitionVm(tx, vm, "stopping", "stop requested", {
+            desiredState: "stopped",
+            bumpGeneration: true,
+          }),
+    );
+  }
+
+  /** Restarts a running VM: a full stop, then start, on the same host. */
+  async restart(idOrName: string): Promise<VmRecord> {
+    return this.act(idOrName, "restart", (tx, vm) =>
+      transitionVm(tx, vm, "stopping", "restart requested", {
+        desiredState: "running",
+        restartPending: true,
+        bumpGeneration: true,
+      }),
+    );
+  }
+
+  /** Deletes a VM: the agent stops it and removes its disk, then the row goes. */
+  async delete(idOrName: string): Promise<VmRecord> {
+    return this.act(idOrName, "delete", (tx, vm) =>
+      transitionVm(tx, vm, "deleting", "delete requested", { desiredState: "deleted", bumpGeneration: true }),
+    );
+  }
+
+  private async act(
+    idOrName: string,
+    action: "start" | "stop" | "restart" | "delete",
+    apply: (tx: Queryable, vm: VmRecord) => Promise<ClusterEvent>,
+  ): Promise<VmRecord> {
+    const id = await this.store.write(async (tx, emit) => {
+      const vm = await getVm(tx, idOrName, true);
+      assertActionAllowed(vm.name, vm.state, action);
+      emit(await apply(tx, vm));
+      return vm.id;
+    });
+    this.wake();
+    return getVm(this.store.read, id);
+  }
+}

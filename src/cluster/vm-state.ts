@@ -1,0 +1,100 @@
+/**
+ * The VM lifecycle state machine, enforced by the server.
+ *
+ *   pending ──place──▶ scheduled ──agent starts QEMU──▶ starting ──QEMU up──▶ running
+ *                                                          │                    │
+ *                                                          ▼                    ▼ stop / restart
+ *                                   failed ◀──── QEMU died / start failed ── stopping
+ *                                     │                                         │
+ *                                     └── start ──▶ starting        stopped ◀───┘
+ *                                                                      │
+ *                                                    start ──▶ starting (restart: automatically)
+ *   any state but deleting ──delete──▶ deleting ──agent removed it──▶ (row gone)
+ *   running ──migrate──▶ migrating ──completed, failed or cancelled──▶ running (on the
+ *   target or still on the source); ──both QEMUs lost──▶ failed
+ *
+ * `desired_state` records what the user asked for (running, stopped, deleted); the
+ * reconciler (reconciler.ts) moves `state` towards it using what the agent reports.
+ * User actions are checked here so an illegal one is refused with the state it met and
+ * the actions that state allows.
+ */
+import { NovaError } from "../lib/errors.js";
+
+/** Every lifecycle state. */
+export const VM_STATES = {
+  pending: "accepted, waiting for a host",
+  scheduled: "placed on a host, QEMU not started yet",
+  starting: "the agent is starting QEMU",
+  running: "QEMU is running the guest",
+  stopping: "the agent is shutting the guest down",
+  stopped: "not running; its disk stays on its host",
+  failed: "QEMU died or could not start; state_reason says why",
+  deleting: "the agent is removing the VM and its disk",
+  migrating: "moving to another host; cancel the migration to stop it",
+} as const;
+
+/** A VM lifecycle state. */
+export type VmState = keyof typeof VM_STATES;
+
+/** The operations a user can ask for. */
+export type VmAction = "start" | "stop" | "restart" | "delete" | "migrate";
+
+/** Which user actions each state allows. */
+export const ALLOWED_ACTIONS: Record<VmState, readonly VmAction[]> = {
+  pending: ["delete"],
+  scheduled: ["stop", "delete"],
+  starting: ["stop", "delete"],
+  running: ["stop", "restart", "delete", "migrate"],
+  stopping: ["delete"],
+  stopped: ["start", "delete"],
+  failed: ["start", "delete"],
+  deleting: [],
+  migrating: [],
+};
+
+/** The transitions the reconciler may make (user actions included). */
+export const TRANSITIONS: Record<VmState, readonly VmState[]> = {
+  pending: ["scheduled", "failed", "deleting"],
+  scheduled: ["starting", "stopped", "failed", "deleting"],
+  starting: ["running", "stopping", "stopped", "failed", "deleting"],
+  running: ["stopping", "stopped", "failed", "deleting", "migrating"],
+  stopping: ["stopped", "failed", "deleting"],
+  stopped: ["starting", "deleting"],
+  failed: ["starting", "deleting"],
+  deleting: [],
+  migrating: ["running", "failed"],
+};
+
+/** True when `state` is one of the lifecycle states. */
+export function isVmState(state: string): state is VmState {
+  return Object.hasOwn(VM_STATES, state);
+}
+
+/** Throws NOVA_ILLEGAL_STATE unless `action` is allowed in `state`. */
+export function assertActionAllowed(vmName: string, state: VmState, action: VmAction): void {
+  const allowed = ALLOWED_ACTIONS[state];
+  if (allowed.includes(action)) return;
+  const allowedText = allowed.length > 0 ? allowed.join(", ") : "nothing until it finishes";
+  throw new NovaError(
+    "NOVA_ILLEGAL_STATE",
+    `Cannot ${action} VM ${vmName}: it is ${state} (${VM_STATES[state]}); in this state it allows: ${allowedText}.`,
+    { details: { vm: vmName, state, action, allowedActions: allowed } },
+  );
+}
+
+/** Throws NOVA_INTERNAL unless `from → to` is a legal transition (a reconciler bug). */
+export function assertTransition(from: VmState, to: VmState): void {
+  if (from === to || TRANSITIONS[from].includes(to)) return;
+  throw new NovaError("NOVA_INTERNAL", `Illegal VM state transition ${from} → ${to}`, {
+    details: { from, to },
+  });
+}
+
+/** States in which a VM holds memory on its host (counted against the host's capacity). */
+export const RESERVING_STATES: readonly VmState[] = [
+  "scheduled",
+  "starting",
+  "running",
+  "stopping",
+  "migrating",
+];

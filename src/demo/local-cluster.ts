@@ -1,0 +1,273 @@
+/**
+ * A real NovaCron cluster on this machine, used by the demo (`npm run demo`) and the
+ * end-to-end suites: a server and agents as child processes of the built `novacron`
+ * command, each with its own data dir and port, plus helpers to call the API, run the
+ * CLI, restart or crash processes, and wait for conditions with a bound.
+ */
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { waitFor } from "../lib/wait.js";
+
+const execFileAsync = promisify(execFile);
+
+/** Repository root: the nearest directory above this file with NovaCron's package.json
+ * (this file runs from src/demo under vitest, dist/demo, and the benchmarks' build). */
+export const ROOT = findRoot(path.dirname(fileURLToPath(import.meta.url)));
+
+function findRoot(start: string): string {
+  for (let dir = start; ; dir = path.dirname(dir)) {
+    const pkg = path.join(dir, "package.json");
+    if (existsSync(pkg) && readFileSync(pkg, "utf8").includes('"name": "novacron"')) return dir;
+    if (path.dirname(dir) === dir) throw new Error(`no NovaCron package.json above ${start}`);
+  }
+}
+const BIN = path.join(ROOT, "bin", "novacron.js");
+
+/** Builds (or reuses) the guest image; returns its manifest path. */
+export async function guestImageManifest(): Promise<string> {
+  const { stdout } = await execFileAsync(path.join(ROOT, "images", "build.sh"), [], {
+    cwd: ROOT,
+    maxBuffer: 1 << 24,
+  });
+  return stdout.trim().split("\n").pop()!;
+}
+
+/** A daemon we started. */
+export interface Daemon {
+  name: string;
+  args: string[];
+  proc: ChildProcess;
+  output: string[];
+  exited: Promise<number | null>;
+}
+
+/** Result of a CLI run. */
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** The cluster. */
+export class LocalCluster {
+  readonly daemons = new Map<string, Daemon>();
+  serverUrl = "";
+  adminToken = "";
+  joinToken = "";
+
+  private constructor(
+    readonly dir: string,
+    readonly serverPort: number,
+  ) {}
+
+  /** Creates a cluster dir (a fresh temp dir unless given); call startServer/startAgent next. */
+  static async create(serverPort: number, dir?: string): Promise<LocalCluster> {
+    if (!existsSync(path.join(ROOT, "dist", "cli", "main.js"))) {
+      throw new Error("dist/ is missing: run `npm run build` (npm test and npm run demo do it)");
+    }
+    if (dir) await mkdir(dir, { recursive: true });
+    return new LocalCluster(dir ?? (await mkdtemp("/tmp/nc-cluster-")), serverPort);
+  }
+
+  /** Starts (or restarts) the server and waits for its banner. */
+  async startServer(extra: string[] = []): Promise<Daemon> {
+    const d = this.spawnDaemon("server", [
+      "server",
+      "--data-dir",
+      path.join(this.dir, "server"),
+      "--listen",
+      `127.0.0.1:${this.serverPort}`,
+      ...extra,
+    ]);
+    await waitFor(() => d.output.some((l) => l.includes("NovaCron server listening")), {
+      timeoutMs: 60_000,
+      what: "the server banner",
+    });
+    this.serverUrl = `http://127.0.0.1:${this.serverPort}`;
+    this.adminToken = (await readFile(path.join(this.dir, "server", "admin.token"), "utf8")).trim();
+    this.joinToken = (await readFile(path.join(this.dir, "server", "join.token"), "utf8")).trim();
+    return d;
+  }
+
+  /** Starts (or restarts) an agent named `name` on `port`. */
+  async startAgent(name: string, port: number, extra: string[] = []): Promise<Daemon> {
+    const d = this.spawnDaemon(name, [
+      "agent",
+      "--server",
+      this.serverUrl,
+      "--join-token-file",
+      path.join(this.dir, "server", "join.token"),
+      "--data-dir",
+      this.agentDir(name),
+      "--listen",
+      `127.0.0.1:${port}`,
+      "--name",
+      name,
+      ...extra,
+    ]);
+    await waitFor(() => d.output.some((l) => l.includes("NovaCron agent")), {
+      timeoutMs: 60_000,
+      what: `agent ${name} to start`,
+    });
+    return d;
+  }
+
+  /** The agent's data dir. */
+  agentDir(name: string): string {
+    return path.join(this.dir, "agents", name);
+  }
+
+  /** Stops a daemon: SIGTERM (clean) or SIGKILL (crash); waits for it to exit. */
+  async stop(name: string, signal: "SIGTERM" | "SIGKILL" = "SIGTERM"): Promise<void> {
+    const d = this.daemons.get(name);
+    if (!d) return;
+    d.proc.kill(signal);
+    await d.exited;
+    this.daemons.delete(name);
+  }
+
+  /** Calls the API with the admin token (or another). */
+  async api<T = Record<string, unknown>>(
+    method: string,
+    route: string,
+    body?: unknown,
+    token: string | null = this.adminToken,
+    rawBody?: string,
+  ): Promise<{ status: number; body: T }> {
+    const headers: Record<string, string> = {};
+    if (token) headers.authorization = `Bearer ${token}`;
+    if (body !== undefined || rawBody !== undefined) headers["content-type"] = "application/json";
+    const res = await fetch(`${this.serverUrl}${route}`, {
+      method,
+      headers,
+      body: rawBody ?? (body === undefined ? null : JSON.stringify(body)),
+    });
+    const text = await res.text();
+    return { status: res.status, body: (text ? JSON.parse(text) : {}) as T };
+  }
+
+  /** Runs the novacron CLI against this cluster. */
+  async cli(args: string[], timeoutMs = 300_000): Promise<CliResult> {
+    return new Promise((resolve) => {
+      execFile(
+        process.execPath,
+        [BIN, ...args],
+        {
+          cwd: ROOT,
+          timeout: timeoutMs,
+          env: {
+            ...process.env,
+            NOVACRON_SERVER: this.serverUrl,
+            NOVACRON_TOKEN: this.adminToken,
+            NOVACRON_CONFIG: path.join(this.dir, "cli.json"),
+          },
+        },
+        (err, stdout, stderr) => {
+          const code = err ? (typeof err.code === "number" ? err.code : 1) : 0;
+          resolve({ code, stdout, stderr });
+        },
+      );
+    });
+  }
+
+  /** GET a VM (undefined when gone). */
+  async vm(name: string): Promise<Record<string, unknown> | undefined> {
+    const res = await this.api("GET", `/v1/vms/${name}`);
+    return res.status === 404 ? undefined : res.body;
+  }
+
+  /** Waits until the VM is in `state`; fails early if it is failed instead. */
+  async waitVmState(name: string, state: string, timeoutMs = 120_000): Promise<Record<string, unknown>> {
+    return waitFor(
+      async () => {
+        const vm = await this.vm(name);
+        if (vm?.state === "failed" && state !== "failed")
+          throw new Error(`VM ${name} failed: ${String(vm.stateReason)}`);
+        return vm?.state === state ? vm : undefined;
+      },
+      { timeoutMs, intervalMs: 250, what: `VM ${name} to be ${state}` },
+    );
+  }
+
+  /** The VM's console lines. */
+  async console(name: string, lines = 200): Promise<string[]> {
+    const res = await this.api<{ lines: string[] }>("GET", `/v1/vms/${name}/console?lines=${lines}`);
+    return res.status === 200 ? res.body.lines : [];
+  }
+
+  /** Waits for a console line matching `re` and returns its match. */
+  async waitConsole(name: string, re: RegExp, timeoutMs = 120_000): Promise<RegExpMatchArray> {
+    return waitFor(
+      async () => {
+        for (const line of (await this.console(name, 400)).reverse()) {
+          const m = line.match(re);
+          if (m) return m;
+        }
+        return undefined;
+      },
+      { timeoutMs, intervalMs: 500, what: `console of ${name} to show ${re}` },
+    );
+  }
+
+  /** Kills any QEMU left running from this cluster's agents. */
+  async killQemus(): Promise<void> {
+    await killQemusUnder(this.dir);
+  }
+
+  /** Stops every daemon, kills any QEMU of this cluster, removes the dir. */
+  async destroy(): Promise<void> {
+    for (const name of [...this.daemons.keys()]) await this.stop(name, "SIGKILL");
+    await killQemusUnder(this.dir);
+    await rm(this.dir, { recursive: true, force: true });
+  }
+
+  private spawnDaemon(name: string, args: string[]): Daemon {
+    const proc = spawn(process.execPath, [BIN, ...args], {
+      cwd: ROOT,
+      env: { ...process.env, NOVACRON_LOG_LEVEL: process.env.NOVACRON_LOG_LEVEL ?? "warn" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const output: string[] = [];
+    const collect = (chunk: Buffer) => {
+      for (const line of chunk.toString().split("\n")) if (line) output.push(line);
+      if (output.length > 5000) output.splice(0, output.length - 5000);
+    };
+    proc.stdout!.on("data", collect);
+    proc.stderr!.on("data", collect);
+    const exited = new Promise<number | null>((resolve) => proc.on("exit", (code) => resolve(code)));
+    const d: Daemon = { name, args, proc, output, exited };
+    this.daemons.set(name, d);
+    return d;
+  }
+}
+
+/** PIDs of QEMU processes whose command line mentions `dir`. */
+export async function qemuPidsUnder(dir: string): Promise<number[]> {
+  const { readdir } = await import("node:fs/promises");
+  const pids: number[] = [];
+  for (const entry of await readdir("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const cmdline = (await readFile(`/proc/${entry}/cmdline`, "utf8")).split("\0");
+      if (cmdline[0]?.includes("qemu-system") && cmdline.some((a) => a.includes(dir)))
+        pids.push(Number(entry));
+    } catch {
+      // the process went away while we looked
+    }
+  }
+  return pids;
+}
+
+async function killQemusUnder(dir: string): Promise<void> {
+  for (const pid of await qemuPidsUnder(dir)) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+}

@@ -1,0 +1,203 @@
+/**
+ * The main job (`npm run demo`): starts a server (embedded PGlite) and two agents on this
+ * machine, imports the guest image, creates a VM running the guest workload, waits for it
+ * with visible progress, shows `vm list` and the guest's console heartbeat, live-migrates
+ * it to the other host with a progress bar and shows that the guest's heartbeat went on
+ * and its integrity check passed there, then leaves everything running until Ctrl-C and
+ * stops it all cleanly. `--once` does the same work, then cleans up and exits 0 only if
+ * the guest printed its integrity PASS at the destination.
+ */
+import path from "node:path";
+import { parseArgs } from "node:util";
+import { describeError } from "../lib/errors.js";
+import { waitFor } from "../lib/wait.js";
+import { type CliResult, guestImageManifest, LocalCluster } from "./local-cluster.js";
+
+const USAGE = `Usage: npm run demo -- [--once] [--port N] [--data-dir DIR]
+  --once          do the whole job, then stop everything and exit (for CI)
+  --port N        server port; agents use N+101 and N+102 (default 7700)
+  --data-dir DIR  keep the cluster's data here (default: a new temp dir)`;
+
+const VM_NAME = "demo-vm";
+const WORKLOAD =
+  "nc.dirty_mb=32 nc.dirty_rate_mbps=4 nc.mix=zero:30,text:40,random:30 nc.pattern_seed=2026 nc.pattern_mem_mb=8 nc.pattern_disk_mb=8 nc.verify_every=5";
+
+function say(text: string): void {
+  process.stdout.write(`\n== ${text}\n`);
+}
+
+async function show(c: LocalCluster, args: string[]): Promise<CliResult> {
+  process.stdout.write(`$ novacron ${args.join(" ")}\n`);
+  const res = await c.cli(args);
+  // Progress goes to stderr while a command runs, its result to stdout at the end.
+  process.stdout.write(res.stderr);
+  process.stdout.write(res.stdout);
+  if (res.code !== 0) throw new Error(`novacron ${args.join(" ")} exited with ${res.code}`);
+  return res;
+}
+
+async function main(): Promise<number> {
+  let opts: { once: boolean; port: number; dataDir?: string };
+  try {
+    const { values } = parseArgs({
+      options: {
+        once: { type: "boolean", default: false },
+        port: { type: "string", default: "7700" },
+        "data-dir": { type: "string" },
+        help: { type: "boolean" },
+      },
+    });
+    if (values.help) {
+      process.stdout.write(`${USAGE}\n`);
+      return 0;
+    }
+    const port = Number(values.port);
+    if (!Number.isInteger(port) || port < 1 || port > 65_000)
+      throw new Error(`--port must be a port number, got ${values.port}`);
+    opts = {
+      once: Boolean(values.once),
+      port,
+      ...(values["data-dir"] ? { dataDir: path.resolve(values["data-dir"]) } : {}),
+    };
+  } catch (err) {
+    process.stderr.write(`demo: ${describeError(err)}\n${USAGE}\n`);
+    return 2;
+  }
+
+  const c = await LocalCluster.create(opts.port, opts.dataDir);
+  let interrupted = false;
+  const stopSignal = new Promise<void>((resolve) => {
+    const onSignal = () => {
+      interrupted = true;
+      resolve();
+    };
+    process.once("SIGINT", onSignal);
+    process.once("SIGTERM", onSignal);
+  });
+
+  try {
+    say("Guest image (images/build.sh: Debian kernel + busybox + the NovaCron workload)");
+    const manifest = await guestImageManifest();
+    process.stdout.write(`manifest: ${manifest}\n`);
+
+    say(`Starting a server (embedded PGlite in ${c.dir}/server) and two agents`);
+    await c.startServer();
+    process.stdout.write(`server: ${c.serverUrl}\n`);
+    await c.startAgent("host-a", opts.port + 101, ["--memory", "2048", "--stop-grace", "20"]);
+    await c.startAgent("host-b", opts.port + 102, ["--memory", "2048", "--stop-grace", "20"]);
+    await waitFor(
+      async () => {
+        const { body } = await c.api<{ hosts: { liveness: string }[] }>("GET", "/v1/hosts");
+        return body.hosts.length === 2 && body.hosts.every((h) => h.liveness === "alive");
+      },
+      { timeoutMs: 30_000, what: "both agents to register" },
+    );
+    await show(c, ["host", "list"]);
+
+    say("Importing the guest image into both hosts' image stores");
+    await show(c, ["image", "import", "guest", "--manifest", manifest]);
+    await show(c, ["image", "list"]);
+
+    say("Creating a VM that runs the workload (dirties memory, writes and verifies a pattern)");
+    await show(c, [
+      "vm",
+      "create",
+      VM_NAME,
+      "--image",
+      "guest",
+      "--memory",
+      "256",
+      "--kernel-args",
+      WORKLOAD,
+      "--wait",
+      "--timeout",
+      "180",
+    ]);
+    await show(c, ["vm", "list"]);
+
+    say("The guest's serial console: heartbeat, workload, integrity verdict");
+    await c.waitConsole(VM_NAME, /NC-HEARTBEAT seq=3 /, 90_000);
+    await c.waitConsole(VM_NAME, /NC-VERIFY (PASS|FAIL)/, 90_000);
+    const res = await show(c, ["vm", "console", VM_NAME, "--lines", "12"]);
+    if (/NC-VERIFY FAIL/.test(res.stdout)) throw new Error("the guest reported NC-VERIFY FAIL");
+
+    say("Live-migrating the VM to the other host while its workload keeps dirtying memory");
+    const before = await c.vm(VM_NAME);
+    const lastSeq = lastHeartbeat(await c.console(VM_NAME, 50));
+    await show(c, ["vm", "migrate", VM_NAME, "--follow"]);
+    const after = await c.vm(VM_NAME);
+    if (after?.host === before?.host) throw new Error("the VM did not move");
+    await show(c, ["vm", "list"]);
+
+    say(
+      `The guest's console on ${String(after?.host)}: heartbeat unbroken, integrity verified after the move`,
+    );
+    await c.waitConsole(VM_NAME, /NC-VERIFY (PASS|FAIL) .*round=/, 60_000);
+    const moved = await c.console(VM_NAME, 12);
+    for (const line of moved) process.stdout.write(`${line}\n`);
+    const verdicts = moved.filter((l) => l.startsWith("NC-VERIFY"));
+    if (verdicts.length === 0 || verdicts.some((l) => l.includes("FAIL")))
+      throw new Error("the guest did not print NC-VERIFY PASS at the destination");
+    if (moved.some((l) => l.startsWith("NC-READY")))
+      throw new Error("the guest rebooted during the migration");
+    const firstSeqThere = firstHeartbeat(await c.console(VM_NAME, 2000));
+    process.stdout.write(
+      `Heartbeat: last seen on ${String(before?.host)} seq=${lastSeq}, on ${String(after?.host)} seq=${firstSeqThere} onward, no reboot; NC-VERIFY PASS at the destination\n`,
+    );
+
+    if (opts.once) {
+      say("--once: stopping and deleting the VM, then the agents and the server");
+      await show(c, ["vm", "stop", VM_NAME, "--wait", "--timeout", "60"]);
+      await show(c, ["vm", "delete", VM_NAME, "--wait", "--timeout", "60"]);
+      return 0;
+    }
+
+    say("Everything is running. In another terminal:");
+    process.stdout.write(
+      [
+        `  export NOVACRON_SERVER=${c.serverUrl} NOVACRON_TOKEN=$(cat ${c.dir}/server/admin.token)`,
+        `  node bin/novacron.js vm list`,
+        `  node bin/novacron.js vm console ${VM_NAME} --follow`,
+        "Following the console here; press Ctrl-C to stop everything.",
+        "",
+      ].join("\n"),
+    );
+    let seen: string[] = await c.console(VM_NAME, 5);
+    while (!interrupted) {
+      await Promise.race([stopSignal, new Promise((r) => setTimeout(r, 1000))]);
+      if (interrupted) break;
+      const next = await c.console(VM_NAME, 100);
+      const last = seen.at(-1);
+      const at = last === undefined ? -1 : next.lastIndexOf(last);
+      for (const line of at === -1 ? next : next.slice(at + 1)) process.stdout.write(`${line}\n`);
+      seen = next;
+    }
+    say("Stopping: deleting the VM, then the agents and the server");
+    await show(c, ["vm", "delete", VM_NAME, "--wait", "--timeout", "60"]).catch(() => {});
+    return 0;
+  } catch (err) {
+    process.stderr.write(`\ndemo failed: ${describeError(err)}\n`);
+    for (const [name, d] of c.daemons) {
+      process.stderr.write(`--- last lines of ${name} ---\n${d.output.slice(-15).join("\n")}\n`);
+    }
+    return 1;
+  } finally {
+    for (const name of [...c.daemons.keys()].reverse()) await c.stop(name, "SIGTERM");
+    if (!opts.dataDir) await c.destroy();
+    else await c.killQemus();
+  }
+}
+
+function lastHeartbeat(lines: string[]): number | undefined {
+  const beats = lines
+    .map((l) => /^NC-HEARTBEAT seq=(\d+)/.exec(l)?.[1])
+    .filter((x): x is string => x !== undefined);
+  return beats.length ? Number(beats[beats.length - 1]) : undefined;
+}
+
+function firstHeartbeat(lines: string[]): number | undefined {
+  const beat = lines.map((l) => /^NC-HEARTBEAT seq=(\d+)/.exec(l)?.[1]).find((x) => x !== undefined);
+  return beat === undefined ? undefined : Number(beat);
+}
+
+process.exitCode = await main();

@@ -1,0 +1,34 @@
+import { describe, expect, it } from "vitest";
+import { FrameType } from "../wire/frame.js";
+import { SendWindow } from "./send-window.js";
+
+const data = (n: number) => ({ type: FrameType.DATA, flags: 0, channel: 1, payload: Buffer.alloc(n) });
+
+describe("send window", () => {
+  it("resends a lost connection's unacknowledged frames first, in order", () => {
+    const w = new SendWindow(1 << 20);
+    const a = { id: 1 };
+    const b = { id: 2 };
+    for (let i = 0; i < 6; i++) w.enqueue(data(10));
+    for (let i = 0; i < 6; i++) w.markSent(i % 2 === 0 ? a : b);
+    w.onAck(1, 0);
+    expect(w.requeueFrom(a)).toBe(2);
+    w.enqueue(data(10));
+    const order: number[] = [];
+    while (w.peek()) order.push(w.markSent(b).frame.seq);
+    expect(order).toEqual([3, 5, 7]);
+  });
+
+  it("grants credit only as the peer consumes", () => {
+    const w = new SendWindow(100);
+    w.enqueue(data(40));
+    expect(w.hasRoom(36)).toBe(true);
+    expect(w.hasRoom(37)).toBe(false);
+    w.enqueue(data(40));
+    expect(w.outstandingBytes).toBe(128);
+    expect(w.hasRoom(1)).toBe(false);
+    w.markSent({ id: 1 });
+    w.onAck(1, 64);
+    expect(w.hasRoom(36)).toBe(true);
+  });
+});

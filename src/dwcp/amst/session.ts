@@ -1,0 +1,776 @@
+/**
+ * An AMST session (docs/dwcp.md §4): one logical, reliable, multiplexed conversation
+ * carried by one (v1) or several (v3) connections. Owns striping sequenced frames over
+ * the connections, in-order delivery through the reorder buffer, acknowledgements and
+ * credit, replacing broken or stalled connections and resending what they carried,
+ * RTT probes, and orderly close. Channels (channel.ts) ride on top; connection
+ * establishment lives in dial.ts / listen.ts.
+ */
+import type { Socket } from "node:net";
+import { NovaError } from "../../lib/errors.js";
+import { decodeAck, encodeAck } from "../wire/ack.js";
+import { type Frame, FrameType, wireSize } from "../wire/frame.js";
+import { Capability, type DwcpVersion } from "../wire/handshake.js";
+import { Channel, type ChannelHost } from "./channel.js";
+import { Connection } from "./connection.js";
+import { ReorderBuffer } from "./reorder.js";
+import { RttEstimator } from "./rtt.js";
+import { SendWindow } from "./send-window.js";
+import type { SessionParams, SessionStats, SessionTuning } from "./session-config.js";
+
+/**
+ * Session states:
+ *
+ *   open ──close() or the peer's CLOSE──▶ closing ──both CLOSEs acknowledged──▶ closed
+ *    │                                       │
+ *    └── protocol error, peer ERROR, all connections lost, destroy() ──┴──▶ failed
+ *
+ * Only `open` accepts new channels and sends; `closing` still delivers and acknowledges.
+ */
+export const SessionState = { OPEN: "open", CLOSING: "closing", CLOSED: "closed", FAILED: "failed" } as const;
+type State = (typeof SessionState)[keyof typeof SessionState];
+
+/** A DWCP session; get one from `dialSession` or a `DwcpListener`. */
+export class DwcpSession {
+  readonly version: DwcpVersion;
+  readonly capabilities: number;
+  readonly sessionId: Buffer;
+  readonly role: "dialer" | "listener";
+  /** Resolves when the session ends: null after an orderly close, the error otherwise. */
+  readonly closed: Promise<Error | null>;
+
+  private state: State = "open";
+  private readonly tuning: SessionTuning;
+  private readonly conns = new Set<Connection>();
+  private readonly window: SendWindow;
+  private readonly reorder: ReorderBuffer<Frame>;
+  private readonly channels = new Map<number, Channel>();
+  private nextChannelId: number;
+  private peerNextChannelId: number;
+  private readonly incoming: Channel[] = [];
+  private acceptWaiter: { resolve: (c: Channel) => void; reject: (e: Error) => void } | null = null;
+  private roomWaiters: { size: number; resolve: () => void; reject: (e: Error) => void }[] = [];
+  private unconsumed = 0;
+  private consumedTotal = 0;
+  /** Wire bytes of distinct sequenced frames received, in order or not. */
+  private receivedUnique = 0;
+  /** The peer's receivedUnique, from its ACKs. */
+  private peerReceivedUnique = 0;
+  private ackPending = 0;
+  private ackTimer: NodeJS.Timeout | null = null;
+  private readonly timers: NodeJS.Timeout[] = [];
+  private resolveClosed!: (e: Error | null) => void;
+  private failure: Error | null = null;
+  private closeSentAcked = false;
+  private closeSeq = 0;
+  private peerClosed = false;
+  private orphanTimer: NodeJS.Timeout | null = null;
+  private redialing = 0;
+  private targetStreams = 1;
+  private readonly rtt: RttEstimator;
+  private lastYield = 0;
+  private probeBytes = 0;
+  private lastStallCheck = 0;
+  private ackedBytes = 0;
+  private writtenBytesClosed = 0;
+  private resent = 0;
+  private replaced = 0;
+  private readonly redial: SessionParams["redial"];
+  private readonly sentSizes = new Map<number, number>();
+  private readonly hostApi: ChannelHost;
+  private readonly peerMaxPayload: number;
+  private framePayload: number;
+
+  constructor(params: SessionParams) {
+    this.version = params.version;
+    this.capabilities = params.capabilities;
+    this.sessionId = params.sessionId;
+    this.role = params.role;
+    this.tuning = params.tuning;
+    this.redial = params.redial;
+    this.rtt = new RttEstimator(params.handshakeRttMs);
+    this.nextChannelId = params.role === "dialer" ? 1 : 2;
+    this.peerNextChannelId = params.role === "dialer" ? 2 : 1;
+    this.window = new SendWindow(Math.min(params.peerWindowBytes, 0xffffffff));
+    const peerMaxPayload = Math.min(params.peerMaxPayload, this.tuning.maxPayload * 64);
+    this.reorder = new ReorderBuffer<Frame>({
+      maxAheadFrames: Math.max(1024, Math.ceil(this.tuning.windowBytes / 64) + 64),
+      maxBytes: this.tuning.windowBytes + 2 * (this.tuning.maxPayload + 1024),
+    });
+    this.closed = new Promise((resolve) => {
+      this.resolveClosed = resolve;
+    });
+    this.peerMaxPayload = peerMaxPayload;
+    this.framePayload = peerMaxPayload;
+    const self = this;
+    this.hostApi = {
+      get peerMaxPayload() {
+        return self.framePayload;
+      },
+      maxMessageBytes: this.tuning.maxMessageBytes,
+      waitRoom: (size) => this.waitRoom(size),
+      enqueue: (frame) => this.enqueue(frame),
+      consumed: (bytes) => this.onConsumed(bytes),
+      protocolViolation: (err) => this.fail(err),
+      finished: (id) => this.channels.delete(id),
+    };
+    const every = (ms: number, fn: () => void): void => {
+      const t = setInterval(fn, ms);
+      t.unref();
+      this.timers.push(t);
+    };
+    every(Math.max(50, Math.floor(this.tuning.stallTimeoutMs / 4)), () => this.checkStall());
+    every(this.tuning.pingIntervalMs, () => this.ping());
+  }
+
+  /** True while the session can carry data. */
+  get isOpen(): boolean {
+    return this.state === "open";
+  }
+
+  /** True when the negotiated capabilities include `cap`. */
+  has(cap: number): boolean {
+    return (this.capabilities & cap) === cap;
+  }
+
+  /** Number of live connections. */
+  get streamCount(): number {
+    return this.conns.size;
+  }
+
+  /** @internal Adds a handshaken connection (first one, a JOIN, or a redial). */
+  addConnection(socket: Socket, rest: Buffer): void {
+    if (this.state !== "open" && this.state !== "closing") {
+      socket.destroy();
+      return;
+    }
+    const conn = new Connection(
+      socket,
+      this.tuning.maxPayload,
+      {
+        frame: (c, f) => this.onFrame(c, f),
+        closed: (c, err) => this.onConnectionClosed(c, err),
+        drain: () => this.pump(),
+      },
+      rest,
+    );
+    this.conns.add(conn);
+    if (this.orphanTimer) {
+      clearTimeout(this.orphanTimer);
+      this.orphanTimer = null;
+    }
+    this.pump();
+    // Acknowledge at once: the peer may be waiting to learn what the lost connection delivered.
+    this.sendAck();
+  }
+
+  /** Opens a new logical channel; the peer receives it from `accept()`. */
+  openChannel(label: string): Channel {
+    this.assertOpen();
+    const id = this.nextChannelId;
+    if (id > 0xffff) throw new NovaError("NOVA_DWCP_CLOSED", "This session has used all its channel numbers");
+    this.nextChannelId += 2;
+    const ch = new Channel(id, label, this.hostApi);
+    this.channels.set(id, ch);
+    this.enqueue({ type: FrameType.OPEN, flags: 0, channel: id, payload: Buffer.from(label, "utf8") });
+    return ch;
+  }
+
+  /** Resolves with the next channel the peer opens; rejects when the session ends. */
+  accept(): Promise<Channel> {
+    const ch = this.incoming.shift();
+    if (ch) return Promise.resolve(ch);
+    if (this.state !== "open")
+      return Promise.reject(this.failure ?? new NovaError("NOVA_DWCP_CLOSED", "The DWCP session is closed"));
+    return new Promise((resolve, reject) => {
+      this.acceptWaiter = { resolve, reject };
+    });
+  }
+
+  /** A snapshot of transport statistics. */
+  stats(): SessionStats {
+    let written = this.writtenBytesClosed;
+    for (const c of this.conns) written += c.bytesWritten;
+    return {
+      streams: this.conns.size,
+      srttMs: this.rtt.srtt,
+      minRttMs: this.rtt.min,
+      bytesAcked: this.ackedBytes,
+      bytesReceived: Math.max(this.peerReceivedUnique, this.ackedBytes),
+      bytesWritten: written,
+      probeBytes: this.probeBytes,
+      framesResent: this.resent,
+      connectionsReplaced: this.replaced,
+      outstandingBytes: this.window.outstandingBytes,
+      backlogged:
+        this.window.queuedCount > 0 ||
+        (this.roomWaiters.length > 0 &&
+          this.window.sequencedTotal - this.ackedBytes >= this.window.windowBytes / 2),
+      creditLimited: this.roomWaiters.length > 0,
+    };
+  }
+
+  /**
+   * Dialer only: sets how many connections the session should keep. More are dialed at
+   * once; surplus ones drain (no new frames) and close when all they carry is acknowledged.
+   */
+  async setStreamCount(n: number): Promise<void> {
+    if (this.role !== "dialer" || !this.redial || this.version === 1 || !this.has(Capability.MULTI_STREAM))
+      return;
+    this.targetStreams = Math.max(1, Math.floor(n));
+    const active = [...this.conns].filter((c) => !c.draining);
+    if (active.length > this.targetStreams) {
+      for (const c of active.slice(this.targetStreams)) {
+        c.draining = true;
+        this.maybeRetire(c);
+      }
+      return;
+    }
+    const missing = this.targetStreams - active.length - this.redialing;
+    await Promise.all(Array.from({ length: Math.max(0, missing) }, () => this.dialOne()));
+  }
+
+  /**
+   * Sets the DATA payload size used from now on (the mode's frame size), capped by what
+   * the peer accepts. Smaller frames spread better over many lossy streams; larger ones
+   * cost less CPU per byte on fast links.
+   */
+  setFramePayload(bytes: number): void {
+    this.framePayload = Math.max(4096, Math.min(this.peerMaxPayload, Math.floor(bytes)));
+  }
+
+  /**
+   * Capacity probe (docs/dwcp.md §9.1): writes `bytes` of PAD frames across the live
+   * connections and times how fast the peer reads them (per-connection ACK counters).
+   * Resolves with bytes/s, or null when it could not measure within `timeoutMs`. PAD
+   * frames cost the receiver only a CRC, so on a fast link this measures the path, not
+   * our own encoding speed; on a long path TCP slow start makes it an underestimate.
+   */
+  async probeCapacity(bytes = 2 * 1024 * 1024, timeoutMs = 3000): Promise<number | null> {
+    // PAD is part of the PROBE capability: a v1 peer never negotiated it.
+    if (this.version === 1 || !this.has(Capability.PROBE)) return null;
+    const conns = [...this.conns].filter((c) => c.alive && !c.draining);
+    if (conns.length === 0 || this.state !== "open") return null;
+    const size = Math.min(this.peerMaxPayload, 256 * 1024);
+    const pad = Buffer.alloc(size);
+    const start = new Map(conns.map((c) => [c, c.peerRead]));
+    const target = new Map(conns.map((c) => [c, c.bytesWritten]));
+    const t0 = performance.now();
+    for (let sent = 0, i = 0; sent < bytes; sent += size, i++) {
+      const c = conns[i % conns.length]!;
+      c.write({ type: FrameType.PAD, flags: 0, channel: 0, seq: 0, payload: pad });
+      this.probeBytes += pad.length + 24;
+    }
+    for (const c of conns) target.set(c, c.bytesWritten);
+    const deadline = t0 + timeoutMs;
+    while (performance.now() < deadline && this.state === "open") {
+      if (conns.every((c) => !c.alive || c.peerRead >= target.get(c)!)) break;
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    const elapsed = performance.now() - t0;
+    let got = 0;
+    for (const c of conns) got += Math.max(0, c.peerRead - start.get(c)!);
+    if (got < bytes / 2 || elapsed <= 0) return null;
+    return (got * 1000) / elapsed;
+  }
+
+  /** Test hook: the live connections' sockets, to break them on purpose. */
+  connectionSockets(): Socket[] {
+    return [...this.conns].map((c) => c.socket);
+  }
+
+  /**
+   * Orderly close: sends CLOSE after everything queued, waits until the peer confirmed it
+   * (or closeTimeoutMs), then closes the connections.
+   */
+  async close(): Promise<void> {
+    if (this.state === "open") {
+      this.state = "closing";
+      this.closeSeq = this.enqueue({ type: FrameType.CLOSE, flags: 0, channel: 0, payload: Buffer.alloc(0) });
+      const t = setTimeout(() => this.teardown(null), this.tuning.closeTimeoutMs);
+      t.unref();
+      this.timers.push(t);
+    }
+    const err = await this.closed;
+    if (err) throw err;
+  }
+
+  /** Ends the session at once with `err` (also sent to the peer as ERROR). */
+  destroy(err: Error = new NovaError("NOVA_DWCP_CLOSED", "The DWCP session was destroyed")): void {
+    this.fail(err, true);
+  }
+
+  // ---- sending ----------------------------------------------------------------------
+
+  private assertOpen(): void {
+    if (this.state !== "open") {
+      throw this.failure ?? new NovaError("NOVA_DWCP_CLOSED", "The DWCP session is closed");
+    }
+  }
+
+  private enqueue(frame: Omit<Frame, "seq">): number {
+    if (this.state === "closed" || this.state === "failed") return 0;
+    const out = this.window.enqueue(frame);
+    this.sentSizes.set(out.frame.seq, out.size);
+    this.pump();
+    return out.frame.seq;
+  }
+
+  private waitRoom(size: number): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.state !== "open")
+      return Promise.reject(new NovaError("NOVA_DWCP_CLOSED", "The DWCP session is closed"));
+    if (this.roomWaiters.length === 0 && this.window.hasRoom(size)) {
+      // A producer whose sends always find credit would otherwise chain resolved promises
+      // and never let the event loop read ACKs, answer PINGs or run timers: yield now and
+      // then so that I/O keeps flowing however fast the producer is.
+      const now = performance.now();
+      if (now - this.lastYield < 10) return Promise.resolve();
+      this.lastYield = now;
+      return new Promise((resolve) => setImmediate(resolve));
+    }
+    return new Promise((resolve, reject) => this.roomWaiters.push({ size, resolve, reject }));
+  }
+
+  private wakeRoomWaiters(): void {
+    // Each waiter enqueues right after it resumes, so grant credit one waiter at a time
+    // and account for what earlier grants will use.
+    let reserved = 0;
+    while (this.roomWaiters.length > 0) {
+      const w = this.roomWaiters[0]!;
+      if (!this.window.hasRoom(reserved + w.size)) break;
+      reserved += w.size;
+      this.roomWaiters.shift();
+      w.resolve();
+    }
+  }
+
+  private pickConnection(): Connection | null {
+    let best: Connection | null = null;
+    const rtt = this.rtt.srtt ?? 50;
+    for (const c of this.conns) {
+      if (!c.alive || c.draining) continue;
+      if (c.queuedBytes >= this.tuning.connectionHighWater) continue;
+      if (c.inflight >= c.sendCap(rtt)) continue;
+      if (best === null || c.inflight < best.inflight) best = c;
+    }
+    return best;
+  }
+
+  private pump(): void {
+    if (this.state === "closed" || this.state === "failed") return;
+    for (;;) {
+      const head = this.window.peek();
+      if (!head) break;
+      const conn = this.pickConnection();
+      if (!conn) break;
+      const out = this.window.markSent(conn);
+      if (out.transmissions > 1) this.resent++;
+      conn.write(out.frame);
+    }
+  }
+
+  private anyConnection(): Connection | null {
+    let best: Connection | null = null;
+    for (const c of this.conns) {
+      if (!c.alive) continue;
+      if (best === null || c.queuedBytes < best.queuedBytes) best = c;
+    }
+    return best;
+  }
+
+  private sendAck(): void {
+    if (this.ackTimer) {
+      clearTimeout(this.ackTimer);
+      this.ackTimer = null;
+    }
+    const main = this.anyConnection();
+    if (!main) return;
+    this.ackPending = 0;
+    // Every connection that carried data since its last ACK gets one, with its own read
+    // counter: that is how the sender learns each connection's in-flight bytes and rate.
+    for (const c of this.conns) {
+      if (!c.alive || (c !== main && c.bytesRead === c.bytesReadAcked)) continue;
+      c.bytesReadAcked = c.bytesRead;
+      const payload = encodeAck({
+        receivedThrough: this.reorder.receivedThrough,
+        consumedBytes: this.consumedTotal,
+        receivedBytes: this.receivedUnique,
+        connectionBytesRead: c.bytesRead,
+      });
+      c.write({ type: FrameType.ACK, flags: 0, channel: 0, seq: 0, payload });
+    }
+  }
+
+  private scheduleAck(bytes: number): void {
+    this.ackPending += bytes;
+    if (this.ackPending >= this.tuning.ackEveryBytes) {
+      this.sendAck();
+    } else if (!this.ackTimer) {
+      this.ackTimer = setTimeout(() => {
+        this.ackTimer = null;
+        this.sendAck();
+      }, this.tuning.ackDelayMs);
+    }
+  }
+
+  private ping(): void {
+    if (this.state !== "open" || !this.has(Capability.PROBE)) return;
+    // Probe the least loaded connection: the RTT then includes only the queueing every
+    // frame sees in the network, not a backlog in our own user-space queue.
+    const conn = this.anyConnection();
+    if (!conn) return;
+    const payload = Buffer.allocUnsafe(8);
+    payload.writeDoubleBE(performance.now(), 0);
+    conn.write({ type: FrameType.PING, flags: 0, channel: 0, seq: 0, payload });
+  }
+
+  // ---- receiving --------------------------------------------------------------------
+
+  private onFrame(conn: Connection, frame: Frame): void {
+    if (this.state === "closed" || this.state === "failed") return;
+    switch (frame.type) {
+      case FrameType.ACK:
+        this.onAck(conn, frame);
+        return;
+      case FrameType.PING:
+        conn.write({ type: FrameType.PONG, flags: 0, channel: 0, seq: 0, payload: frame.payload });
+        return;
+      case FrameType.PONG:
+        this.onPong(frame);
+        return;
+      case FrameType.PAD:
+        // Counted in the connection's bytesRead, acknowledged like data; nothing else.
+        this.scheduleAck(wireSize(frame));
+        return;
+      case FrameType.ERROR:
+        this.fail(
+          new NovaError(
+            "NOVA_DWCP_CONNECTION",
+            `The DWCP peer ended the session: ${frame.payload.toString("utf8").slice(0, 500)}`,
+          ),
+        );
+        return;
+      default:
+        this.onSequenced(frame);
+        return;
+    }
+  }
+
+  private onAck(conn: Connection, frame: Frame): void {
+    const ack = decodeAck(frame.payload);
+    if (!ack) {
+      this.fail(new NovaError("NOVA_DWCP_PROTOCOL", "Malformed ACK frame"));
+      return;
+    }
+    const { receivedThrough: through, consumedBytes: consumed } = ack;
+    if (ack.receivedBytes > this.peerReceivedUnique) this.peerReceivedUnique = ack.receivedBytes;
+    conn.notePeerRead(ack.connectionBytesRead, performance.now());
+    const before = this.window.ackedThrough;
+    if (through > before) {
+      for (let s = before + 1; s <= through; s++) {
+        const size = this.sentSizes.get(s);
+        if (size === undefined) {
+          this.fail(new NovaError("NOVA_DWCP_PROTOCOL", `ACK for frame ${through} that was never sent`));
+          return;
+        }
+        this.ackedBytes += size;
+        this.sentSizes.delete(s);
+      }
+    }
+    this.window.onAck(through, consumed);
+    if (this.closeSeq > 0 && this.window.ackedThrough >= this.closeSeq) this.closeSentAcked = true;
+    for (const c of this.conns) if (c.draining) this.maybeRetire(c);
+    this.wakeRoomWaiters();
+    this.pump();
+    this.maybeFinishClose();
+  }
+
+  private onPong(frame: Frame): void {
+    if (frame.payload.length !== 8) return;
+    this.rtt.sample(performance.now() - frame.payload.readDoubleBE(0));
+  }
+
+  private onSequenced(frame: Frame): void {
+    const size = wireSize(frame);
+    try {
+      if (this.reorder.accept(frame.seq, frame, size) === "duplicate") {
+        this.scheduleAck(size);
+        return;
+      }
+      this.receivedUnique += size;
+      const held = this.reorder.heldBytes + this.unconsumed;
+      if (held > this.tuning.windowBytes + 2 * (this.tuning.maxPayload + 1024)) {
+        throw new NovaError(
+          "NOVA_DWCP_PROTOCOL",
+          `The peer sent ${held} unconsumed bytes, beyond the window`,
+        );
+      }
+    } catch (err) {
+      this.fail(err as Error);
+      return;
+    }
+    for (const f of this.reorder.drain()) {
+      if (this.state === "failed" || this.state === "closed") return;
+      this.deliver(f);
+    }
+    this.scheduleAck(size);
+  }
+
+  private deliver(frame: Frame): void {
+    const size = wireSize(frame);
+    if (frame.type === FrameType.DATA) {
+      const ch = this.channelFor(frame);
+      this.unconsumed += size;
+      if (ch) ch.onData(frame);
+      else this.onConsumed(size);
+      return;
+    }
+    this.consumedTotal += size;
+    switch (frame.type) {
+      case FrameType.OPEN: {
+        const id = frame.channel;
+        if (id !== this.peerNextChannelId) {
+          this.fail(
+            new NovaError(
+              "NOVA_DWCP_PROTOCOL",
+              `Peer opened channel ${id}, expected ${this.peerNextChannelId}`,
+            ),
+          );
+          return;
+        }
+        this.peerNextChannelId += 2;
+        const ch = new Channel(id, frame.payload.toString("utf8").slice(0, 256), this.hostApi);
+        this.channels.set(id, ch);
+        if (this.acceptWaiter) {
+          const w = this.acceptWaiter;
+          this.acceptWaiter = null;
+          w.resolve(ch);
+        } else {
+          this.incoming.push(ch);
+        }
+        return;
+      }
+      case FrameType.END:
+        this.channelFor(frame)?.onEnd(frame.payload);
+        return;
+      case FrameType.END_OK:
+        this.channelFor(frame)?.onEndOk();
+        return;
+      case FrameType.ABORT:
+        this.channelFor(frame)?.onAbort(frame.payload);
+        return;
+      case FrameType.CLOSE:
+        this.onPeerClose();
+        return;
+    }
+  }
+
+  /** The channel a frame addresses; undefined for one already finished; fails on a bogus id. */
+  private channelFor(frame: Frame): Channel | undefined {
+    const ch = this.channels.get(frame.channel);
+    if (ch) return ch;
+    const ours = (frame.channel % 2 === 1) === (this.role === "dialer");
+    const known = ours ? frame.channel < this.nextChannelId : frame.channel < this.peerNextChannelId;
+    if (frame.channel === 0 || !known) {
+      this.fail(
+        new NovaError("NOVA_DWCP_PROTOCOL", `Frame for channel ${frame.channel}, which was never opened`),
+      );
+    }
+    return undefined;
+  }
+
+  private onConsumed(bytes: number): void {
+    this.unconsumed -= bytes;
+    this.consumedTotal += bytes;
+    this.scheduleAck(bytes);
+  }
+
+  private onPeerClose(): void {
+    this.peerClosed = true;
+    for (const ch of this.channels.values()) {
+      ch.fail(
+        new NovaError(
+          "NOVA_DWCP_CLOSED",
+          `The peer closed the session before channel "${ch.label}" finished`,
+        ),
+      );
+    }
+    if (this.state === "open") {
+      this.state = "closing";
+      this.closeSeq = this.enqueue({ type: FrameType.CLOSE, flags: 0, channel: 0, payload: Buffer.alloc(0) });
+      const t = setTimeout(() => this.teardown(null), this.tuning.closeTimeoutMs);
+      t.unref();
+      this.timers.push(t);
+    }
+    this.sendAck();
+    this.maybeFinishClose();
+  }
+
+  private maybeFinishClose(): void {
+    if (this.state === "closing" && this.peerClosed && this.closeSentAcked) {
+      this.sendAck();
+      this.teardown(null);
+    }
+  }
+
+  // ---- connections ------------------------------------------------------------------
+
+  private onConnectionClosed(conn: Connection, err: Error | null): void {
+    this.conns.delete(conn);
+    this.writtenBytesClosed += conn.bytesWritten;
+    if (this.state === "closed" || this.state === "failed") return;
+    if (err instanceof NovaError && err.code === "NOVA_DWCP_PROTOCOL") {
+      this.fail(err);
+      return;
+    }
+    if (this.state === "closing" && this.peerClosed && this.closeSentAcked) return;
+    if (this.version === 1 || !this.has(Capability.MULTI_STREAM)) {
+      this.fail(
+        new NovaError(
+          "NOVA_DWCP_CONNECTION",
+          `The DWCP v${this.version} connection was lost${err ? `: ${err.message}` : ""}`,
+          {
+            cause: err,
+          },
+        ),
+      );
+      return;
+    }
+    if (this.window.requeueFrom(conn) > 0) this.pump();
+    if (!conn.draining) this.replaced++;
+    if (this.role === "dialer" && !conn.draining) void this.restoreStreams();
+    if (this.conns.size === 0 && !this.orphanTimer) {
+      this.orphanTimer = setTimeout(() => {
+        this.orphanTimer = null;
+        if (this.conns.size === 0) {
+          this.fail(
+            new NovaError(
+              "NOVA_DWCP_CONNECTION",
+              `The DWCP session lost all connections and none came back within ${this.tuning.reconnectTimeoutMs} ms`,
+            ),
+          );
+        }
+      }, this.tuning.reconnectTimeoutMs);
+      this.orphanTimer.unref();
+    }
+  }
+
+  private async restoreStreams(): Promise<void> {
+    const deadline = performance.now() + this.tuning.reconnectTimeoutMs;
+    let delay = 50;
+    while (this.state === "open" || this.state === "closing") {
+      const active = [...this.conns].filter((c) => !c.draining).length;
+      if (active + this.redialing >= this.targetStreams) return;
+      if (await this.dialOne()) continue;
+      if (performance.now() > deadline) return;
+      await new Promise((r) => setTimeout(r, delay));
+      delay = Math.min(delay * 2, 1000);
+    }
+  }
+
+  private async dialOne(): Promise<boolean> {
+    if (!this.redial) return false;
+    this.redialing++;
+    try {
+      const { socket, rest } = await this.redial();
+      this.addConnection(socket, rest);
+      return true;
+    } catch {
+      return false;
+    } finally {
+      this.redialing--;
+    }
+  }
+
+  private maybeRetire(conn: Connection): void {
+    if (conn.draining && this.window.inflightOn(conn) === 0 && conn.queuedBytes === 0) conn.end();
+  }
+
+  private checkStall(): void {
+    if (this.state !== "open" && this.state !== "closing") return;
+    if (this.version === 1 || !this.has(Capability.MULTI_STREAM)) return;
+    const now = performance.now();
+    const interval = Math.max(50, Math.floor(this.tuning.stallTimeoutMs / 4));
+    const late = this.lastStallCheck > 0 && now - this.lastStallCheck > 2 * interval;
+    this.lastStallCheck = now;
+    if (late) {
+      // Our own event loop was blocked: the missing ACKs may simply be unread. Restart the
+      // clock instead of blaming a connection.
+      this.window.noteProgress();
+      return;
+    }
+    const oldest = this.window.oldestInflight();
+    if (!oldest?.carrier) return;
+    const limit = this.tuning.stallTimeoutMs;
+    if (now - oldest.sentAt < limit || now - this.window.lastProgressAt < limit) return;
+    const conn = [...this.conns].find((c) => c.id === oldest.carrier?.id);
+    // Replace only when another path exists or can be dialed; a lone listener-side
+    // connection is better left to TCP than closed with nothing to take over.
+    if (conn && (this.conns.size > 1 || this.role === "dialer")) {
+      conn.destroy(
+        new NovaError("NOVA_DWCP_CONNECTION", `Connection stalled for ${Math.round(now - oldest.sentAt)} ms`),
+      );
+    }
+  }
+
+  // ---- ending -----------------------------------------------------------------------
+
+  private fail(err: Error, notifyPeer = true): void {
+    if (this.state === "closed" || this.state === "failed") return;
+    this.state = "failed";
+    this.failure = err;
+    if (notifyPeer) {
+      for (const c of this.conns) {
+        c.write({
+          type: FrameType.ERROR,
+          flags: 0,
+          channel: 0,
+          seq: 0,
+          payload: Buffer.from(err.message.slice(0, 500)),
+        });
+      }
+    }
+    for (const ch of this.channels.values()) ch.fail(err);
+    for (const w of this.roomWaiters.splice(0)) w.reject(err);
+    this.acceptWaiter?.reject(err);
+    this.acceptWaiter = null;
+    this.stopTimers();
+    for (const c of [...this.conns]) {
+      if (notifyPeer) c.end();
+      else c.destroy();
+      setTimeout(() => c.destroy(), 1000).unref();
+    }
+    this.resolveClosed(err);
+  }
+
+  private teardown(err: Error | null): void {
+    if (this.state === "closed" || this.state === "failed") return;
+    if (!(this.peerClosed && this.closeSentAcked) && err === null) {
+      err = new NovaError("NOVA_DWCP_CONNECTION", "The DWCP peer did not confirm the close in time");
+      this.fail(err);
+      return;
+    }
+    this.state = "closed";
+    const closedErr = new NovaError("NOVA_DWCP_CLOSED", "The DWCP session is closed");
+    for (const ch of this.channels.values()) ch.fail(closedErr);
+    for (const w of this.roomWaiters.splice(0)) w.reject(closedErr);
+    this.acceptWaiter?.reject(closedErr);
+    this.acceptWaiter = null;
+    this.stopTimers();
+    for (const c of this.conns) {
+      c.end();
+      setTimeout(() => c.destroy(), 1000).unref();
+    }
+    this.resolveClosed(null);
+  }
+
+  private stopTimers(): void {
+    for (const t of this.timers) {
+      clearInterval(t);
+      clearTimeout(t);
+    }
+    if (this.ackTimer) clearTimeout(this.ackTimer);
+    if (this.orphanTimer) clearTimeout(this.orphanTimer);
+  }
+}

@@ -1,0 +1,211 @@
+/**
+ * The receiving side of an HDE page stream (docs/dwcp.md §7): announces its cache
+ * inventory, rebuilds every page (zero, full, reference from the cache, delta against a
+ * cached base), verifies each page's hash and the stream digest, asks the sender again
+ * for pages it could not resolve (evicted or corrupted cache), and only then reports
+ * success. It never writes a page whose content does not match the sender's hash.
+ */
+import { NovaError } from "../../lib/errors.js";
+import type { Channel } from "../amst/channel.js";
+import { decodeBatch, MAX_PAGE_NO, Msg, Op, type PageRecord } from "./batch.js";
+import { BoundedDecompressor } from "./codec.js";
+import { PageDigest } from "./digest.js";
+import { HASH_BYTES, pageHash, ZERO_HASH, ZERO_PAGE } from "./page.js";
+import type { PageCache } from "./page-cache.js";
+import { xbzrleDecode } from "./xbzrle.js";
+
+/** Where rebuilt pages go. Zero pages are passed as the shared ZERO_PAGE buffer. */
+export interface PageSink {
+  write(pageNo: number, page: Buffer): void | Promise<void>;
+}
+
+/** Receiver options. */
+export interface PageReceiverOptions {
+  /** The persistent page cache, or null for none (every page then travels in full). */
+  cache: PageCache | null;
+  sink: PageSink;
+  /** Largest uncompressed section A accepted. @defaultValue 8 MiB */
+  maxBatchBytes?: number;
+  /** Prefixes per inventory message. @defaultValue 65536 */
+  inventoryChunk?: number;
+}
+
+/** What a received page stream did. */
+export interface PageReceiveStats {
+  pages: number;
+  zero: number;
+  full: number;
+  ref: number;
+  delta: number;
+  /** References or delta bases the cache could not supply (asked for again). */
+  misses: number;
+}
+
+/** Decodes one HDE page stream from a channel. */
+export class PageReceiver {
+  private readonly dec = new BoundedDecompressor();
+  private readonly digest = new PageDigest();
+  private readonly needs = new Map<number, Buffer>();
+  private readonly maxBatch: number;
+  /** Counters. */
+  readonly stats: PageReceiveStats = { pages: 0, zero: 0, full: 0, ref: 0, delta: 0, misses: 0 };
+
+  constructor(
+    private readonly channel: Channel,
+    private readonly options: PageReceiverOptions,
+  ) {
+    this.maxBatch = options.maxBatchBytes ?? 8 * 1024 * 1024;
+  }
+
+  /** Runs the whole exchange; resolves when every page is verified and written. */
+  async run(): Promise<PageReceiveStats> {
+    try {
+      await this.sendInventory();
+      await this.receivePages();
+      await this.requestFills();
+      await this.channel.end();
+      if ((await this.channel.read()) !== null)
+        throw new NovaError("NOVA_DWCP_PROTOCOL", "HDE sender sent data after FILLS_END");
+      return { ...this.stats };
+    } catch (err) {
+      if (this.channel.error === null) this.channel.abort(err instanceof Error ? err.message : String(err));
+      throw err;
+    }
+  }
+
+  private async sendInventory(): Promise<void> {
+    const cache = this.options.cache;
+    const capacity = cache?.capacityPages ?? 0;
+    const inv = cache?.inventory() ?? Buffer.alloc(0);
+    const chunk = (this.options.inventoryChunk ?? 65536) * 8;
+    for (let off = 0; off < inv.length || off === 0; off += chunk) {
+      const head = Buffer.allocUnsafe(5);
+      head.writeUInt8(Msg.INVENTORY, 0);
+      head.writeUInt32BE(capacity, 1);
+      await this.channel.send(Buffer.concat([head, inv.subarray(off, off + chunk)]));
+      if (inv.length === 0) break;
+    }
+    await this.channel.send(Buffer.from([Msg.INVENTORY_END]));
+  }
+
+  private async receivePages(): Promise<void> {
+    for (;;) {
+      const m = await this.channel.read();
+      if (m === null) throw new NovaError("NOVA_DWCP_PROTOCOL", "HDE sender ended before PAGES_END");
+      if (m[0] === Msg.BATCH) {
+        for (const r of decodeBatch(m, this.dec, this.maxBatch)) await this.apply(r);
+        continue;
+      }
+      if (m[0] !== Msg.PAGES_END || m.length !== 41)
+        throw new NovaError("NOVA_DWCP_PROTOCOL", `Unexpected HDE message ${m[0]}`);
+      const pages = Number(m.readBigUInt64BE(1));
+      const theirs = m.subarray(9);
+      if (pages !== this.digest.pages || !theirs.equals(this.digest.digest())) {
+        throw new NovaError("NOVA_DWCP_INTEGRITY", "HDE page stream digest mismatch", {
+          details: { expectedPages: pages, receivedPages: this.digest.pages },
+        });
+      }
+      return;
+    }
+  }
+
+  private async apply(r: PageRecord): Promise<void> {
+    this.stats.pages++;
+    const sink = this.options.sink;
+    const cache = this.options.cache;
+    switch (r.op) {
+      case Op.ZERO:
+        this.digest.add(r.pageNo, ZERO_HASH);
+        this.needs.delete(r.pageNo);
+        this.stats.zero++;
+        await sink.write(r.pageNo, ZERO_PAGE);
+        return;
+      case Op.FULL:
+      case Op.FULL_B: {
+        const h = pageHash(r.page);
+        this.digest.add(r.pageNo, h);
+        this.needs.delete(r.pageNo);
+        this.stats.full++;
+        cache?.put(h, r.page);
+        await sink.write(r.pageNo, r.page);
+        return;
+      }
+      case Op.REF: {
+        const hash = Buffer.from(r.hash);
+        this.digest.add(r.pageNo, hash);
+        this.stats.ref++;
+        const page = cache?.get(hash) ?? null;
+        if (!page) return this.miss(r.pageNo, hash);
+        this.needs.delete(r.pageNo);
+        await sink.write(r.pageNo, page);
+        return;
+      }
+      case Op.DELTA: {
+        const target = Buffer.from(r.target);
+        this.digest.add(r.pageNo, target);
+        this.stats.delta++;
+        const base = cache?.get(r.base) ?? null;
+        if (!base) return this.miss(r.pageNo, target);
+        const page = xbzrleDecode(base, r.delta);
+        if (!pageHash(page).equals(target)) {
+          throw new NovaError(
+            "NOVA_DWCP_INTEGRITY",
+            `Page ${r.pageNo} rebuilt from a delta does not match its hash`,
+          );
+        }
+        this.needs.delete(r.pageNo);
+        cache?.put(target, page);
+        await sink.write(r.pageNo, page);
+        return;
+      }
+    }
+  }
+
+  private miss(pageNo: number, expected: Buffer): void {
+    this.stats.misses++;
+    this.needs.set(pageNo, expected);
+  }
+
+  private async requestFills(): Promise<void> {
+    const list = [...this.needs.keys()];
+    const per = 8192;
+    for (let i = 0; i < list.length; i += per) {
+      const part = list.slice(i, i + per);
+      const m = Buffer.allocUnsafe(1 + part.length * 6);
+      m.writeUInt8(Msg.NEED, 0);
+      for (const [j, n] of part.entries()) m.writeUIntBE(n, 1 + j * 6, 6);
+      await this.channel.send(m);
+    }
+    await this.channel.send(Buffer.from([Msg.NEED_END]));
+    for (;;) {
+      const m = await this.channel.read();
+      if (m === null) throw new NovaError("NOVA_DWCP_PROTOCOL", "HDE sender ended before FILLS_END");
+      if (m[0] === Msg.FILLS_END) break;
+      if (m[0] !== Msg.BATCH)
+        throw new NovaError("NOVA_DWCP_PROTOCOL", `Unexpected HDE message ${m[0]} during fills`);
+      for (const r of decodeBatch(m, this.dec, this.maxBatch)) {
+        if ((r.op !== Op.FULL && r.op !== Op.FULL_B) || r.pageNo > MAX_PAGE_NO) {
+          throw new NovaError("NOVA_DWCP_PROTOCOL", "HDE fill is not a full page");
+        }
+        const expected = this.needs.get(r.pageNo);
+        if (!expected)
+          throw new NovaError("NOVA_DWCP_PROTOCOL", `HDE fill for page ${r.pageNo}, which was not needed`);
+        const h = pageHash(r.page);
+        if (!h.equals(expected.subarray(0, HASH_BYTES))) {
+          throw new NovaError(
+            "NOVA_DWCP_INTEGRITY",
+            `Refilled page ${r.pageNo} does not match the hash first announced`,
+          );
+        }
+        this.needs.delete(r.pageNo);
+        this.options.cache?.put(h, r.page);
+        await this.options.sink.write(r.pageNo, r.page);
+      }
+    }
+    if (this.needs.size > 0) {
+      throw new NovaError("NOVA_DWCP_INTEGRITY", `${this.needs.size} pages were never resolved`, {
+        details: { missing: this.needs.size },
+      });
+    }
+  }
+}

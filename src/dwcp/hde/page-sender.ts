@@ -1,0 +1,259 @@
+/**
+ * The sending side of an HDE page stream (docs/dwcp.md §7): applies the hierarchy
+ * zero -> dedup reference -> XBZRLE delta -> zstd to each page, batches records, and
+ * runs the channel protocol: read the receiver's cache inventory, stream batches, answer
+ * the receiver's NEED list with full pages, and confirm the page digest.
+ */
+import { NovaError } from "../../lib/errors.js";
+import type { Channel } from "../amst/channel.js";
+import { BatchBuilder, Msg } from "./batch.js";
+import { BatchCompressor } from "./codec.js";
+import { PageDigest } from "./digest.js";
+import type { PageHistory } from "./history.js";
+import { hashKeyParts, LruIndex } from "./lru-index.js";
+import {
+  HASH_BYTES,
+  isZeroPage,
+  looksCompressible,
+  PAGE_SIZE,
+  PREFIX_BYTES,
+  pageHash,
+  ZERO_HASH,
+} from "./page.js";
+import { xbzrleEncode } from "./xbzrle.js";
+
+/** Where fills for the receiver's NEED list are read from. */
+export interface PageSource {
+  readPage(pageNo: number): Buffer | Promise<Buffer>;
+}
+
+/** Something that releases bytes at an allocated rate, e.g. a LinkShare transfer. */
+export interface Pacer {
+  acquire(bytes: number): Promise<void>;
+}
+
+/** Sender options. */
+export interface PageSenderOptions {
+  /** Re-reads pages the receiver could not resolve. */
+  source: PageSource;
+  /** zstd level to start with (0 = off); see level.ts. @defaultValue 3 */
+  level?: number;
+  /** Previous versions of pages, for deltas; null disables deltas. @defaultValue null */
+  history?: PageHistory | null;
+  /** Records per batch. @defaultValue 256 */
+  batchPages?: number;
+  /** Largest XBZRLE delta worth sending (bytes). @defaultValue 2048 */
+  deltaLimit?: number;
+  /** Use references (dedup). @defaultValue true */
+  dedup?: boolean;
+  /** Shares the link with other transfers (pba/link-share.ts): waited on before each batch. */
+  pacer?: Pacer;
+  /** Largest mirror of the receiver's cache, in pages (~28 bytes each). @defaultValue 2^20 (a 4 GiB cache) */
+  maxMirrorPages?: number;
+}
+
+/** What a page stream did. */
+export interface PageSendStats {
+  pages: number;
+  zero: number;
+  full: number;
+  ref: number;
+  delta: number;
+  /** Pages the receiver asked for again (its cache lost or corrupted them). */
+  refilled: number;
+  /** Bytes of page data presented. */
+  bytesIn: number;
+  /** Bytes of HDE messages sent (before transport framing). */
+  bytesOut: number;
+}
+
+/** Encodes pages onto a channel. Call start(), then writePage() for each page, then finish(). */
+export class PageSender {
+  /** What the receiver's cache holds, by 8-byte hash prefix, in the same LRU order. */
+  private mirror = new LruIndex(0);
+  private readonly builder = new BatchBuilder();
+  private readonly compressor: BatchCompressor;
+  private readonly digest = new PageDigest();
+  private readonly batchPages: number;
+  private readonly deltaLimit: number;
+  private readonly history: PageHistory | null;
+  private readonly dedup: boolean;
+  private started = false;
+  /** Counters. */
+  readonly stats: PageSendStats = {
+    pages: 0,
+    zero: 0,
+    full: 0,
+    ref: 0,
+    delta: 0,
+    refilled: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+  };
+  private pendingDigest: [number, Buffer][] = [];
+
+  constructor(
+    private readonly channel: Channel,
+    private readonly options: PageSenderOptions,
+  ) {
+    this.compressor = new BatchCompressor(options.level ?? 3);
+    this.batchPages = options.batchPages ?? 256;
+    this.deltaLimit = options.deltaLimit ?? 2048;
+    this.history = options.history ?? null;
+    this.dedup = options.dedup ?? true;
+  }
+
+  /** The compressor, so a policy can change the level and read measured speeds. */
+  get zstd(): BatchCompressor {
+    return this.compressor;
+  }
+
+  /** Reads the receiver's inventory into the mirror index. */
+  async start(): Promise<void> {
+    let capacity = 0;
+    const prefixes: Buffer[] = [];
+    for (;;) {
+      const m = await this.channel.read();
+      if (m === null)
+        throw new NovaError("NOVA_DWCP_PROTOCOL", "HDE receiver ended before sending its inventory");
+      if (m[0] === Msg.INVENTORY_END) break;
+      if (m[0] !== Msg.INVENTORY || m.length < 5 || (m.length - 5) % PREFIX_BYTES !== 0) {
+        throw new NovaError("NOVA_DWCP_PROTOCOL", "Malformed HDE inventory");
+      }
+      capacity = m.readUInt32BE(1);
+      prefixes.push(m.subarray(5));
+    }
+    // The mirror is allocated up front, so a peer's claimed capacity is capped. A mirror
+    // smaller than the cache stays a subset of it (same order, earlier eviction): safe.
+    this.mirror = new LruIndex(this.dedup ? Math.min(capacity, this.options.maxMirrorPages ?? 1 << 20) : 0);
+    for (const p of prefixes) {
+      for (let i = 0; i + PREFIX_BYTES <= p.length; i += PREFIX_BYTES)
+        this.mirrorInsert(p.readUInt32BE(i), p.readUInt32BE(i + 4));
+    }
+    this.started = true;
+  }
+
+  /** Encodes one page (4096 bytes). Resolves when it is batched; awaits channel credit when a batch goes out. */
+  async writePage(pageNo: number, page: Buffer): Promise<void> {
+    if (!this.started) throw new NovaError("NOVA_ILLEGAL_STATE", "PageSender.start() must complete first");
+    if (page.length !== PAGE_SIZE)
+      throw new NovaError("NOVA_BAD_REQUEST", `Pages are ${PAGE_SIZE} bytes, got ${page.length}`);
+    this.stats.pages++;
+    this.stats.bytesIn += PAGE_SIZE;
+    if (isZeroPage(page)) {
+      this.builder.zero(pageNo);
+      this.pendingDigest.push([pageNo, ZERO_HASH]);
+      this.stats.zero++;
+      this.history?.record(pageNo, null, null);
+    } else {
+      const h = pageHash(page);
+      const [hi, lo] = hashKeyParts(h);
+      this.pendingDigest.push([pageNo, h]);
+      if (this.mirrorTouch(hi, lo)) {
+        this.builder.ref(pageNo, h);
+        this.stats.ref++;
+      } else {
+        if (!this.tryDelta(pageNo, page, h)) {
+          this.builder.full(pageNo, page, looksCompressible(page));
+          this.stats.full++;
+        }
+        this.mirrorInsert(hi, lo);
+      }
+      this.history?.record(pageNo, h, page);
+    }
+    if (this.builder.count >= this.batchPages) await this.flush();
+  }
+
+  private tryDelta(pageNo: number, page: Buffer, h: Buffer): boolean {
+    if (!this.history) return false;
+    const base = this.history.lastHash(pageNo);
+    if (base === undefined || base.equals(h.subarray(0, HASH_BYTES))) return false;
+    const [bhi, blo] = hashKeyParts(base);
+    if (this.mirror.find(bhi, blo) === -1) return false;
+    const old = this.history.lastContent(pageNo);
+    if (!old) return false;
+    const delta = xbzrleEncode(old, page, this.deltaLimit);
+    if (!delta) return false;
+    this.builder.delta(pageNo, base, h, delta);
+    this.mirrorTouch(bhi, blo);
+    this.stats.delta++;
+    return true;
+  }
+
+  /** Marks a prefix most recently used; false when the receiver does not hold it. */
+  private mirrorTouch(hi: number, lo: number): boolean {
+    const e = this.mirror.find(hi, lo);
+    if (e === -1) return false;
+    this.mirror.touch(e);
+    return true;
+  }
+
+  /** Records that the receiver now caches a page, evicting as its cache will. */
+  private mirrorInsert(hi: number, lo: number): void {
+    if (this.mirror.capacity === 0) return;
+    const e = this.mirror.find(hi, lo);
+    if (e !== -1) {
+      this.mirror.touch(e);
+      return;
+    }
+    if (this.mirror.size >= this.mirror.capacity) this.mirror.remove(this.mirror.oldest());
+    this.mirror.insert(hi, lo);
+  }
+
+  /** Sends the current batch, if any. */
+  async flush(): Promise<void> {
+    if (this.builder.count === 0) return;
+    for (const [n, h] of this.pendingDigest) this.digest.add(n, h);
+    this.pendingDigest = [];
+    const msg = this.builder.finish(this.compressor);
+    this.stats.bytesOut += msg.length;
+    await this.options.pacer?.acquire(msg.length);
+    await this.channel.send(msg);
+  }
+
+  /**
+   * Ends the page stream: sends the digest, answers the receiver's NEED list with full
+   * pages from the source, and waits until the receiver verified everything.
+   */
+  async finish(): Promise<PageSendStats> {
+    await this.flush();
+    const end = Buffer.allocUnsafe(1 + 8 + 32);
+    end.writeUInt8(Msg.PAGES_END, 0);
+    end.writeBigUInt64BE(BigInt(this.digest.pages), 1);
+    this.digest.digest().copy(end, 9);
+    await this.channel.send(end);
+    this.stats.bytesOut += end.length;
+    for (;;) {
+      const m = await this.channel.read();
+      if (m === null)
+        throw new NovaError("NOVA_DWCP_PROTOCOL", "HDE receiver ended without answering PAGES_END");
+      if (m[0] === Msg.NEED_END) break;
+      if (m[0] !== Msg.NEED || (m.length - 1) % 6 !== 0)
+        throw new NovaError("NOVA_DWCP_PROTOCOL", "Malformed HDE NEED list");
+      for (let i = 1; i < m.length; i += 6) {
+        const pageNo = m.readUIntBE(i, 6);
+        const page = await this.options.source.readPage(pageNo);
+        this.builder.full(pageNo, page, looksCompressible(page));
+        this.stats.refilled++;
+        if (this.builder.count >= this.batchPages) await this.flushFills();
+      }
+    }
+    await this.flushFills();
+    await this.channel.send(Buffer.from([Msg.FILLS_END]));
+    this.stats.bytesOut += 1;
+    await this.channel.end();
+    // The receiver ends its direction once all fills verified; a failure arrives as an error here.
+    while ((await this.channel.read()) !== null) {
+      // No further messages are expected; drain defensively.
+    }
+    return { ...this.stats };
+  }
+
+  private async flushFills(): Promise<void> {
+    if (this.builder.count === 0) return;
+    const msg = this.builder.finish(this.compressor);
+    this.stats.bytesOut += msg.length;
+    await this.options.pacer?.acquire(msg.length);
+    await this.channel.send(msg);
+  }
+}

@@ -1,0 +1,234 @@
+/**
+ * An emulated WAN link between two network namespaces ("sites"), set up and torn down as
+ * one object (docs/dwcp.md §8). Site A is 10.77.0.1, site B 10.77.0.2, both on device
+ * dwcp0. Profile `dc` joins them with a veth pair; every other spec runs the wanem C
+ * program between two TAP devices. TCP congestion control is set per namespace.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { createInterface } from "node:readline";
+import { NovaError } from "../../lib/errors.js";
+import { NamespaceSockets } from "./broker.js";
+import { buildWanem } from "./build.js";
+import { deleteNamespace, inNs, sh, sweepStaleNamespaces } from "./netns.js";
+import { directionArg, type LinkSpec, parseLinkSpec } from "./spec.js";
+
+/** Site A's address. */
+export const ADDR_A = "10.77.0.1";
+/** Site B's address. */
+export const ADDR_B = "10.77.0.2";
+
+/** Options for WanLink.create. */
+export interface WanLinkOptions {
+  /** Profile name (dc, metro, wan, intercontinental) or ad-hoc spec. */
+  spec: string;
+  /** TCP congestion control in both namespaces. @defaultValue "cubic" */
+  cc?: string;
+  /** Seed for the emulator's loss and jitter. @defaultValue 1 */
+  seed?: number;
+}
+
+/** Per-direction counters reported by wanem. */
+export interface DirectionStats {
+  rx_pkts: number;
+  rx_bytes: number;
+  tx_pkts: number;
+  tx_bytes: number;
+  drop_queue: number;
+  drop_loss: number;
+  drop_ring: number;
+  write_err: number;
+}
+
+let counter = 0;
+
+/** A live emulated link; always `close()` it (it also cleans up on failure of create). */
+export class WanLink {
+  private brokers = new Map<string, Promise<NamespaceSockets>>();
+  private lines: ((line: string) => void)[] = [];
+
+  private constructor(
+    readonly spec: LinkSpec,
+    readonly nsA: string,
+    readonly nsB: string,
+    readonly cc: string,
+    private readonly emulator: ChildProcess | null,
+  ) {
+    if (emulator?.stdout) {
+      createInterface({ input: emulator.stdout }).on("line", (line) => this.lines.shift()?.(line));
+    }
+  }
+
+  /** Creates namespaces, the link and addresses; tears everything down again if a step fails. */
+  static async create(options: WanLinkOptions): Promise<WanLink> {
+    const spec = parseLinkSpec(options.spec);
+    const cc = options.cc ?? "cubic";
+    await sweepStaleNamespaces();
+    const id = `${process.pid}-${counter++}`;
+    const nsA = `ncdw-${id}-a`;
+    const nsB = `ncdw-${id}-b`;
+    let emulator: ChildProcess | null = null;
+    try {
+      for (const ns of [nsA, nsB]) {
+        await sh("ip", ["netns", "add", ns]);
+        await sh("ip", ["-n", ns, "link", "set", "lo", "up"]);
+      }
+      if (spec.kind === "veth") {
+        await sh("ip", [
+          "link",
+          "add",
+          "dwcp0",
+          "netns",
+          nsA,
+          "type",
+          "veth",
+          "peer",
+          "name",
+          "dwcp0",
+          "netns",
+          nsB,
+        ]);
+      } else {
+        const bin = await buildWanem();
+        emulator = spawn(
+          bin,
+          [
+            "--ns-a",
+            `/run/netns/${nsA}`,
+            "--dev-a",
+            "dwcp0",
+            "--ns-b",
+            `/run/netns/${nsB}`,
+            "--dev-b",
+            "dwcp0",
+            "--ab",
+            directionArg(spec.ab),
+            "--ba",
+            directionArg(spec.ba),
+            "--seed",
+            String(options.seed ?? 1),
+          ],
+          { stdio: ["pipe", "pipe", "inherit"] },
+        );
+        await waitReady(emulator);
+      }
+      for (const [ns, addr] of [
+        [nsA, ADDR_A],
+        [nsB, ADDR_B],
+      ] as const) {
+        await sh("ip", ["-n", ns, "addr", "add", `${addr}/24`, "dev", "dwcp0"]);
+        await sh("ip", ["-n", ns, "link", "set", "dwcp0", "txqueuelen", "10000", "up"]);
+      }
+      await allowCongestionControl(cc);
+      for (const ns of [nsA, nsB])
+        await inNs(ns, ["sysctl", "-q", "-w", `net.ipv4.tcp_congestion_control=${cc}`]);
+      const actual = (await inNs(nsA, ["sysctl", "-n", "net.ipv4.tcp_congestion_control"])).trim();
+      return new WanLink(spec, nsA, nsB, actual, emulator);
+    } catch (err) {
+      emulator?.kill("SIGKILL");
+      await deleteNamespace(nsA);
+      await deleteNamespace(nsB);
+      throw err;
+    }
+  }
+
+  /** Socket helpers for site A ("a") or site B ("b"). */
+  sockets(site: "a" | "b"): Promise<NamespaceSockets> {
+    const ns = site === "a" ? this.nsA : this.nsB;
+    let p = this.brokers.get(ns);
+    if (!p) {
+      p = NamespaceSockets.start(ns);
+      this.brokers.set(ns, p);
+    }
+    return p;
+  }
+
+  /** Changes link conditions at run time (emulated links only); keys as in the spec syntax. */
+  async set(which: "ab" | "ba" | "both", spec: string): Promise<void> {
+    const parsed = parseLinkSpec(spec);
+    if (parsed.kind !== "emulated") throw new NovaError("NOVA_CONFIG", "set() needs an emulated spec");
+    const reply = await this.command(`set ${which} ${directionArg(parsed.ab)}`);
+    if (reply !== "ok") throw new NovaError("NOVA_DWCP_EMULATOR", `wanem refused the change: ${reply}`);
+  }
+
+  /** Emulator counters per direction (ab = A to B), or null for a veth link. */
+  async stats(): Promise<{ ab: DirectionStats; ba: DirectionStats } | null> {
+    if (!this.emulator) return null;
+    return JSON.parse(await this.command("stats"));
+  }
+
+  private command(line: string): Promise<string> {
+    const em = this.emulator;
+    if (!em?.stdin) return Promise.reject(new NovaError("NOVA_DWCP_EMULATOR", "This link has no emulator"));
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new NovaError("NOVA_DWCP_EMULATOR", `wanem did not answer "${line}"`)),
+        5000,
+      );
+      this.lines.push((l) => {
+        clearTimeout(timer);
+        resolve(l);
+      });
+      em.stdin!.write(`${line}\n`);
+    });
+  }
+
+  /** Stops helpers and the emulator and deletes both namespaces. */
+  async close(): Promise<void> {
+    for (const p of this.brokers.values()) {
+      try {
+        (await p).close();
+      } catch {
+        // The helper never started.
+      }
+    }
+    if (this.emulator && this.emulator.exitCode === null) {
+      const exited = new Promise((r) => this.emulator!.once("exit", r));
+      this.emulator.stdin?.end();
+      const t = setTimeout(() => this.emulator?.kill("SIGKILL"), 2000);
+      await exited;
+      clearTimeout(t);
+    }
+    await deleteNamespace(this.nsA);
+    await deleteNamespace(this.nsB);
+  }
+}
+
+/**
+ * A namespace other than the initial one may only pick a congestion control listed in
+ * the host-wide net.ipv4.tcp_allowed_congestion_control (the kernel starts it as "reno"
+ * plus the boot default). Appending one is additive: it changes no existing socket or
+ * default, it only lets namespaces select it.
+ */
+async function allowCongestionControl(cc: string): Promise<void> {
+  const allowed = (await sh("sysctl", ["-n", "net.ipv4.tcp_allowed_congestion_control"])).trim().split(/\s+/);
+  if (allowed.includes(cc)) return;
+  const available = (await sh("sysctl", ["-n", "net.ipv4.tcp_available_congestion_control"]))
+    .trim()
+    .split(/\s+/);
+  if (!available.includes(cc)) {
+    // Loading the module (e.g. tcp_cubic) makes it available; fall through to the error if that fails.
+    await sh("modprobe", [`tcp_${cc}`]).catch(() => undefined);
+  }
+  await sh("sysctl", ["-q", "-w", `net.ipv4.tcp_allowed_congestion_control=${[...allowed, cc].join(" ")}`]);
+}
+
+function waitReady(child: ChildProcess): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new NovaError("NOVA_DWCP_EMULATOR", "wanem did not start within 10 s")),
+      10_000,
+    );
+    const onData = (b: Buffer): void => {
+      if (b.toString().includes("ready")) {
+        clearTimeout(timer);
+        child.stdout?.off("data", onData);
+        resolve();
+      }
+    };
+    child.stdout?.on("data", onData);
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new NovaError("NOVA_DWCP_EMULATOR", `wanem exited with ${code} during setup`));
+    });
+  });
+}

@@ -1,0 +1,145 @@
+/**
+ * The registry of NovaCron error codes: one entry per code with its HTTP status, whether a
+ * retry can help, and a one-line description. docs/errors.md is generated from this table
+ * (`npm run docs:errors`) and a unit test keeps them in step.
+ */
+
+/** One registry entry. */
+export interface ErrorCodeEntry {
+  status: number;
+  retryable: boolean;
+  description: string;
+}
+
+/** Every error code NovaCron can return. */
+export const ERROR_CODES = {
+  NOVA_BAD_REQUEST: {
+    status: 400,
+    retryable: false,
+    description: "The request body, query or parameters are malformed or fail validation.",
+  },
+  NOVA_UNAUTHENTICATED: {
+    status: 401,
+    retryable: false,
+    description: "No bearer token, or the token is unknown.",
+  },
+  NOVA_FORBIDDEN: {
+    status: 403,
+    retryable: false,
+    description: "The token is valid but not allowed to do this.",
+  },
+  NOVA_NOT_FOUND: {
+    status: 404,
+    retryable: false,
+    description: "The named resource (host, image, VM, route) does not exist.",
+  },
+  NOVA_CONFLICT: {
+    status: 409,
+    retryable: false,
+    description: "The resource already exists (e.g. a VM or image with that name).",
+  },
+  NOVA_ILLEGAL_STATE: {
+    status: 409,
+    retryable: false,
+    description:
+      "The operation is not allowed in the resource's current state; details name the state and what is allowed.",
+  },
+  NOVA_NO_CAPACITY: {
+    status: 422,
+    retryable: true,
+    description: "Valid, but no host can take it; details say what was needed and the largest free host.",
+  },
+  NOVA_UNPROCESSABLE: {
+    status: 422,
+    retryable: false,
+    description: "Valid, but impossible as asked (e.g. an image file that is not a disk image).",
+  },
+  NOVA_HOST_UNREACHABLE: {
+    status: 502,
+    retryable: true,
+    description: "The server could not reach the host's agent.",
+  },
+  NOVA_AGENT_ERROR: {
+    status: 502,
+    retryable: false,
+    description: "The host's agent failed the operation; the message carries the agent's reason.",
+  },
+  NOVA_QEMU_ERROR: {
+    status: 500,
+    retryable: false,
+    description: "QEMU failed to start or answered a QMP command with an error.",
+  },
+  NOVA_QMP_PROTOCOL: {
+    status: 500,
+    retryable: false,
+    description: "The QMP conversation broke: bad greeting, malformed reply, or closed socket.",
+  },
+  NOVA_TIMEOUT: {
+    status: 504,
+    retryable: true,
+    description: "An operation did not finish within its time limit.",
+  },
+  NOVA_CONFIG: {
+    status: 400,
+    retryable: false,
+    description: "Configuration (flags, environment, config file) is missing or invalid.",
+  },
+  NOVA_STORE: { status: 500, retryable: true, description: "The database failed or is unreachable." },
+  NOVA_SCHEMA_TOO_NEW: {
+    status: 500,
+    retryable: false,
+    description: "The database schema is newer than this NovaCron; upgrade NovaCron.",
+  },
+  NOVA_DWCP_HANDSHAKE: {
+    status: 502,
+    retryable: false,
+    description:
+      "The DWCP peer did not complete the handshake: not a DWCP endpoint, no reply in time, or it rejected the session.",
+  },
+  NOVA_DWCP_VERSION: {
+    status: 502,
+    retryable: false,
+    description: "The DWCP peers share no protocol version (each side's supported range is in details).",
+  },
+  NOVA_DWCP_PROTOCOL: {
+    status: 502,
+    retryable: false,
+    description:
+      "A DWCP peer sent a malformed, oversized, unexpected or out-of-window frame; the session was ended.",
+  },
+  NOVA_DWCP_INTEGRITY: {
+    status: 502,
+    retryable: true,
+    description:
+      "Transferred data failed verification (channel digest or page hash mismatch); nothing was accepted.",
+  },
+  NOVA_DWCP_CONNECTION: {
+    status: 502,
+    retryable: true,
+    description: "A DWCP session lost its connections and could not replace them in time.",
+  },
+  NOVA_DWCP_CLOSED: {
+    status: 409,
+    retryable: false,
+    description: "The DWCP session or channel is already closed or aborted.",
+  },
+  NOVA_DWCP_CACHE: {
+    status: 500,
+    retryable: false,
+    description:
+      "The DWCP page cache on disk is unusable (bad header, wrong page size); details name the path.",
+  },
+  NOVA_DWCP_EMULATOR: {
+    status: 500,
+    retryable: false,
+    description: "The WAN link emulator could not be set up (needs root, ip netns and /dev/net/tun).",
+  },
+  NOVA_INTERNAL: {
+    status: 500,
+    retryable: false,
+    description: "An unexpected error; the server log has the stack.",
+  },
+} as const satisfies Record<string, ErrorCodeEntry>;
+
+/** A stable error code. */
+export type ErrorCode = keyof typeof ERROR_CODES;

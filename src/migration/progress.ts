@@ -1,0 +1,29 @@
+/** Turns what the source agent reads from QEMU into the migration's progress view. Pure. */
+import type { AgentOutgoingStatus } from "../api/types/agent.js";
+import type { MigrationProgress } from "../api/types/migrations.js";
+
+/** Progress for the API and the CLI's progress bar. */
+export function toProgress(phase: string, s: AgentOutgoingStatus): MigrationProgress {
+  const mem = s.memory;
+  const mirror = s.mirror;
+  const bytesPerSec = mem ? (mem.mbps * 1e6) / 8 : 0;
+  const remaining = mem?.remainingBytes ?? 0;
+  // ETA: what is left divided by how fast it shrinks (sending rate minus re-dirtying).
+  const net = bytesPerSec - (mem?.dirtyBytesPerSecond ?? 0);
+  const eta = mem && remaining > 0 && net > 0 ? remaining / net : mem?.status === "completed" ? 0 : null;
+  return {
+    phase,
+    diskBytesDone: mirror?.offset ?? 0,
+    diskBytesTotal: mirror?.len ?? 0,
+    memoryBytesSent: mem?.transferredBytes ?? 0,
+    memoryBytesRemaining: remaining,
+    memoryBytesTotal: mem?.totalBytes ?? 0,
+    pass: mem?.pass ?? 0,
+    pagesPerSecond: mem?.pagesPerSecond ?? 0,
+    dirtyBytesPerSecond: mem?.dirtyBytesPerSecond ?? 0,
+    throughputMbps: mem?.mbps ?? 0,
+    expectedDowntimeMs: mem?.expectedDowntimeMs ?? null,
+    etaSeconds: eta === null ? null : Math.round(eta * 10) / 10,
+    autoConvergeThrottlePct: mem?.cpuThrottlePercentage ?? null,
+  };
+}

@@ -1,0 +1,65 @@
+/**
+ * The server's Prometheus metrics (prom-client): HTTP requests by route and status, and
+ * VM and host counts by state, read from the store at scrape time so every replica
+ * reports the truth rather than its own counters.
+ */
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { listHosts } from "../cluster/store/hosts.js";
+import type { Store } from "../cluster/store/store.js";
+import { countVmsByState } from "../cluster/store/vms.js";
+import { VM_STATES } from "../cluster/vm-state.js";
+
+/** The metrics a server exposes on /metrics. */
+export interface ServerMetrics {
+  registry: Registry;
+  httpRequests: Counter<"method" | "route" | "status">;
+  httpDuration: Histogram<"method" | "route">;
+}
+
+/** Creates the registry and its collectors. */
+export function createServerMetrics(store: Store): ServerMetrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: "novacron_server_" });
+  const httpRequests = new Counter({
+    name: "novacron_http_requests_total",
+    help: "HTTP requests served, by method, route pattern and status code",
+    labelNames: ["method", "route", "status"] as const,
+    registers: [registry],
+  });
+  const httpDuration = new Histogram({
+    name: "novacron_http_request_duration_seconds",
+    help: "HTTP request latency by method and route pattern",
+    labelNames: ["method", "route"] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10],
+    registers: [registry],
+  });
+  new Gauge({
+    name: "novacron_vms",
+    help: "VMs by lifecycle state",
+    labelNames: ["state"] as const,
+    registers: [registry],
+    async collect() {
+      const counts = await countVmsByState(store.read);
+      for (const state of Object.keys(VM_STATES)) this.set({ state }, counts[state] ?? 0);
+    },
+  });
+  new Gauge({
+    name: "novacron_hosts",
+    help: "Hosts by liveness and cordon",
+    labelNames: ["liveness", "cordoned"] as const,
+    registers: [registry],
+    async collect() {
+      const hosts = await listHosts(store.read);
+      this.reset();
+      for (const liveness of ["alive", "dead"]) {
+        for (const cordoned of [true, false]) {
+          this.set(
+            { liveness, cordoned: String(cordoned) },
+            hosts.filter((h) => h.liveness === liveness && h.cordoned === cordoned).length,
+          );
+        }
+      }
+    },
+  });
+  return { registry, httpRequests, httpDuration };
+}

@@ -1,0 +1,55 @@
+import { describe, expect, it } from "vitest";
+import { isNovaError } from "../lib/errors.js";
+import { type PlacementHost, placeVm } from "./most-free-memory.js";
+
+const host = (name: string, free: number, extra: Partial<PlacementHost> = {}): PlacementHost => ({
+  id: `id-${name}`,
+  name,
+  liveness: "alive",
+  cordoned: false,
+  freeMemoryMiB: free,
+  ...extra,
+});
+const req = (memoryMiB: number, imageHostIds = ["id-a", "id-b", "id-c"]) => ({
+  vmName: "vm1",
+  memoryMiB,
+  imageName: "guest",
+  imageHostIds,
+});
+
+describe("placement by most free memory", () => {
+  it("picks the host with the most free memory that fits", () => {
+    expect(placeVm([host("a", 1000), host("b", 3000), host("c", 2000)], req(512)).name).toBe("b");
+  });
+
+  it("never picks a cordoned or dead host, even when it has the most room", () => {
+    const hosts = [
+      host("a", 1000),
+      host("b", 9000, { cordoned: true }),
+      host("c", 8000, { liveness: "dead" }),
+    ];
+    expect(placeVm(hosts, req(512)).name).toBe("a");
+  });
+
+  it("only picks hosts that hold the image", () => {
+    expect(placeVm([host("a", 1000), host("b", 3000)], req(512, ["id-a"])).name).toBe("a");
+  });
+
+  it("explains a refusal with what was needed and the largest free host", () => {
+    try {
+      placeVm([host("a", 1000), host("b", 3000), host("c", 9000, { cordoned: true })], req(4096));
+      expect.unreachable();
+    } catch (err) {
+      if (!isNovaError(err, "NOVA_NO_CAPACITY")) throw err;
+      expect(err.status).toBe(422);
+      expect(err.message).toContain("needs 4096 MiB");
+      expect(err.message).toContain("largest free host is b with 3000 MiB free");
+      expect(err.details.largestFreeHost).toEqual({ name: "b", freeMemoryMiB: 3000 });
+      expect(err.details.rejections).toContainEqual({ host: "c", reason: "host is cordoned" });
+    }
+  });
+
+  it("says so when no host is alive", () => {
+    expect(() => placeVm([host("a", 1000, { liveness: "dead" })], req(1))).toThrow(/no host is alive/);
+  });
+});

@@ -1,0 +1,75 @@
+/**
+ * Placement for now: the live, uncordoned host holding the VM's image with the most free
+ * memory that fits. ITP (filters → scorers) replaces this later; like it, this records
+ * why each host was rejected so "no host has room" can say what was needed and what the
+ * largest free host offers.
+ */
+import { NovaError } from "../lib/errors.js";
+
+/** What placement needs to know about a host. */
+export interface PlacementHost {
+  id: string;
+  name: string;
+  liveness: "alive" | "dead";
+  cordoned: boolean;
+  freeMemoryMiB: number;
+}
+
+/** What the VM needs. */
+export interface PlacementRequest {
+  vmName: string;
+  memoryMiB: number;
+  imageName: string;
+  imageHostIds: readonly string[];
+}
+
+/** Why a host was not chosen. */
+export interface Rejection {
+  host: string;
+  reason: string;
+}
+
+/** Picks a host or throws NOVA_NO_CAPACITY explaining every rejection. */
+export function placeVm(hosts: readonly PlacementHost[], req: PlacementRequest): PlacementHost {
+  const rejections: Rejection[] = [];
+  let best: PlacementHost | undefined;
+  for (const host of hosts) {
+    const reason = rejectionReason(host, req);
+    if (reason) {
+      rejections.push({ host: host.name, reason });
+      continue;
+    }
+    if (!best || host.freeMemoryMiB > best.freeMemoryMiB) best = host;
+  }
+  if (best) return best;
+
+  const candidates = hosts.filter((h) => h.liveness === "alive" && !h.cordoned);
+  const largest = candidates.reduce<PlacementHost | undefined>(
+    (acc, h) => (!acc || h.freeMemoryMiB > acc.freeMemoryMiB ? h : acc),
+    undefined,
+  );
+  const largestText = largest
+    ? `the largest free host is ${largest.name} with ${largest.freeMemoryMiB} MiB free`
+    : "no host is alive and uncordoned";
+  const reasons = rejections.map((r) => `${r.host}: ${r.reason}`).join("; ");
+  throw new NovaError(
+    "NOVA_NO_CAPACITY",
+    `No host can run VM ${req.vmName}: it needs ${req.memoryMiB} MiB of memory and image ${req.imageName}; ${largestText}.${reasons ? ` (${reasons})` : ""}`,
+    {
+      details: {
+        neededMemoryMiB: req.memoryMiB,
+        image: req.imageName,
+        largestFreeHost: largest ? { name: largest.name, freeMemoryMiB: largest.freeMemoryMiB } : null,
+        rejections,
+      },
+    },
+  );
+}
+
+function rejectionReason(host: PlacementHost, req: PlacementRequest): string | undefined {
+  if (host.liveness !== "alive") return "host is dead (missed heartbeats)";
+  if (host.cordoned) return "host is cordoned";
+  if (!req.imageHostIds.includes(host.id)) return `image ${req.imageName} is not in its image store`;
+  if (host.freeMemoryMiB < req.memoryMiB) return `only ${host.freeMemoryMiB} MiB free`;
+  return undefined;
+}

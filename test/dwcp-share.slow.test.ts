@@ -1,0 +1,64 @@
+/**
+ * Fair sharing of one emulated link between two DWCP sessions (PBA LinkShare): weights
+ * are honoured on real TCP through a real bottleneck, and every transfer has an ETA.
+ * Skips when not root.
+ */
+import { randomBytes } from "node:crypto";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { dialSession } from "../src/dwcp/amst/dial.js";
+import { DwcpListener } from "../src/dwcp/amst/listen.js";
+import { OpaqueSender, readOpaque } from "../src/dwcp/hde/opaque.js";
+import { LinkShare } from "../src/dwcp/pba/link-share.js";
+import { ADDR_A, WanLink } from "../src/dwcp/wanem/link.js";
+import { emulatorUnavailableReason } from "../src/dwcp/wanem/netns.js";
+
+const unavailable = emulatorUnavailableReason();
+if (unavailable) console.warn(`Skipping DWCP sharing suite: ${unavailable}`);
+
+describe.skipIf(unavailable !== null)("sharing one WAN link between transfers", () => {
+  let link: WanLink;
+  beforeAll(async () => {
+    link = await WanLink.create({ spec: "rate=40mbit,rtt=20ms,loss=0", cc: "cubic" });
+  });
+  afterAll(async () => {
+    await link?.close();
+  });
+
+  it("gives two concurrent sessions throughput in proportion to their weights, with ETAs", async () => {
+    const a = await link.sockets("a");
+    const b = await link.sockets("b");
+    // Allocate a little under the link rate so the pacer, not the bottleneck queue, decides.
+    const share = new LinkShare((36e6 / 8) * 0.95);
+    const received = [0, 0];
+    const run = async (i: number, weight: number) => {
+      const port = 47500 + i;
+      const listener = await DwcpListener.listen({ server: await a.listen(port) });
+      const [client, server] = await Promise.all([
+        dialSession({ connect: () => b.connect(ADDR_A, port), streams: 2 }),
+        listener.accept(),
+      ]);
+      const rx = (async () => {
+        for await (const chunk of readOpaque(await server.accept())) received[i]! += chunk.length;
+      })();
+      const transfer = share.join({ totalBytes: 200 * 1024 * 1024, weight });
+      const tx = new OpaqueSender(client.openChannel(`t${i}`), 0, 64 * 1024, transfer);
+      const chunk = randomBytes(64 * 1024);
+      const stop = performance.now() + 6000;
+      while (performance.now() < stop) await tx.write(chunk);
+      const eta = transfer.allocation().etaSeconds;
+      await tx.end();
+      await rx;
+      transfer.done();
+      await client.close();
+      await listener.close();
+      return eta;
+    };
+    const [eta1, eta3] = await Promise.all([run(0, 1), run(1, 3)]);
+    const ratio = received[1]! / received[0]!;
+    expect(ratio).toBeGreaterThan(2.2);
+    expect(ratio).toBeLessThan(4);
+    // Each transfer has a finite ETA; the heavier one finishes its 200 MiB sooner.
+    expect(Number.isFinite(eta1)).toBe(true);
+    expect(eta3).toBeLessThan(eta1);
+  });
+});

@@ -1,0 +1,238 @@
+// The store suite: the same SQL and repositories on a real PostgreSQL server and on PGlite.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { openDb } from "../src/cluster/store/db.js";
+import { listEventsAfter } from "../src/cluster/store/events.js";
+import {
+  findHostByToken,
+  getHost,
+  listHosts,
+  markSilentHostsDead,
+  recordHeartbeat,
+  setCordon,
+  upsertHost,
+} from "../src/cluster/store/hosts.js";
+import { addImageLocation, getImage, insertImage, syncImageLocations } from "../src/cluster/store/images.js";
+import { migrate, schemaVersion } from "../src/cluster/store/migrate.js";
+import { Store } from "../src/cluster/store/store.js";
+import { countTokens, createToken, findToken } from "../src/cluster/store/tokens.js";
+import { getVm, insertVm, listVms, setObserved, transitionVm } from "../src/cluster/store/vms.js";
+import { isNovaError } from "../src/lib/errors.js";
+import { ENGINES, type TestDatabase } from "./helpers/databases.js";
+
+const capacity = {
+  accel: "tcg" as const,
+  accelReason: "test",
+  vcpus: 2,
+  memoryMiB: 4096,
+  diskTotalBytes: 1e10,
+  diskFreeBytes: 5e9,
+};
+
+describe.each(ENGINES)("store on $engine", ({ create }) => {
+  let tdb: TestDatabase;
+  let store: Store;
+
+  beforeAll(async () => {
+    tdb = await create();
+    store = await Store.open(tdb.location);
+  });
+  afterAll(async () => {
+    await store?.close();
+    await tdb?.drop();
+  });
+
+  it("migrates to the latest version and is idempotent on reopen", async () => {
+    expect(await schemaVersion(store.db)).toBeGreaterThanOrEqual(1);
+    expect(await migrate(store.db)).toEqual([]);
+  });
+
+  it("refuses a database whose schema is newer than the code", async () => {
+    const latest = await schemaVersion(store.db);
+    const fake = [{ version: 1, name: "init", sql: "SELECT 1" }];
+    if (latest > 1) {
+      await expect(migrate(store.db, fake)).rejects.toMatchObject({ code: "NOVA_SCHEMA_TOO_NEW" });
+    } else {
+      await store.db.query("INSERT INTO schema_migrations (version, name) VALUES (99, 'future')");
+      await expect(migrate(store.db, fake)).rejects.toMatchObject({ code: "NOVA_SCHEMA_TOO_NEW" });
+      await store.db.query("DELETE FROM schema_migrations WHERE version = 99");
+    }
+  });
+
+  it("stores only token hashes and finds tokens by their secret", async () => {
+    const { token } = await createToken(store.read, "admin", "admin");
+    expect(await findToken(store.read, token)).toMatchObject({ kind: "admin" });
+    expect(await findToken(store.read, `${token}x`)).toBeUndefined();
+    expect(await countTokens(store.read, "admin")).toBe(1);
+    const { rows } = await store.read.query<{ token_hash: string }>("SELECT token_hash FROM api_tokens");
+    expect(rows.every((r) => !r.token_hash.includes(token))).toBe(true);
+  });
+
+  it("registers a host once by name and rotates its credential on re-registration", async () => {
+    const a = await upsertHost(store.read, {
+      name: "h1",
+      agentUrl: "http://127.0.0.1:1",
+      agentToken: "t1",
+      agentVersion: "0",
+      capacity,
+    });
+    const b = await upsertHost(store.read, {
+      name: "h1",
+      agentUrl: "http://127.0.0.1:2",
+      agentToken: "t2",
+      agentVersion: "0",
+      capacity,
+    });
+    expect(a.created).toBe(true);
+    expect(b.created).toBe(false);
+    expect(b.id).toBe(a.id);
+    expect(await findHostByToken(store.read, "t1")).toBeUndefined();
+    expect((await findHostByToken(store.read, "t2"))?.agentUrl).toBe("http://127.0.0.1:2");
+  });
+
+  it("marks silent hosts dead and revives them on heartbeat", async () => {
+    const h = await getHost(store.read, "h1");
+    await store.read.query("UPDATE hosts SET last_heartbeat_at = now() - interval '1 hour' WHERE id = $1", [
+      h.id,
+    ]);
+    expect((await markSilentHostsDead(store.read, 10_000)).map((x) => x.name)).toEqual(["h1"]);
+    expect((await getHost(store.read, h.id)).liveness).toBe("dead");
+    expect(await recordHeartbeat(store.read, h.id, h.agentUrl, capacity)).toBe("dead");
+    expect((await getHost(store.read, "h1")).liveness).toBe("alive");
+  });
+
+  it("keeps image names unique and tracks where images are", async () => {
+    const h = await getHost(store.read, "h1");
+    const img = {
+      name: "guest",
+      diskDigest: "sha256:d",
+      diskFormat: "qcow2" as const,
+      diskVirtualBytes: 1 << 26,
+      kernelDigest: "sha256:k",
+      initrdDigest: null,
+      cmdline: "console=ttyS0",
+      minMemoryMiB: 64,
+    };
+    const id = await insertImage(store.read, img);
+    await expect(insertImage(store.read, img)).rejects.toMatchObject({ code: "NOVA_CONFLICT" });
+    await addImageLocation(store.read, id, h.id);
+    expect((await getImage(store.read, "guest")).hosts).toEqual(["h1"]);
+    await syncImageLocations(store.read, h.id, ["sha256:d"]); // kernel blob gone → not there
+    expect((await getImage(store.read, id)).hosts).toEqual([]);
+    await syncImageLocations(store.read, h.id, ["sha256:d", "sha256:k"]);
+    expect((await getImage(store.read, id)).hosts).toEqual(["h1"]);
+  });
+
+  it("counts memory of placed, non-stopped VMs against the host", async () => {
+    const h = await getHost(store.read, "h1");
+    const image = await getImage(store.read, "guest");
+    await store.write(async (tx, emit) => {
+      const { event } = await insertVm(tx, {
+        name: "vm1",
+        imageId: image.id,
+        vcpus: 1,
+        memoryMiB: 512,
+        kernelArgs: "",
+        desiredState: "running",
+        hostId: h.id,
+        state: "scheduled",
+      });
+      emit(event);
+      await insertVm(tx, {
+        name: "vm2",
+        imageId: image.id,
+        vcpus: 1,
+        memoryMiB: 256,
+        kernelArgs: "",
+        desiredState: "stopped",
+        hostId: h.id,
+        state: "stopped",
+      });
+    });
+    const after = await getHost(store.read, "h1");
+    expect(after.allocatedMemoryMiB).toBe(512);
+    expect(after.freeMemoryMiB).toBe(4096 - 512);
+    expect(after.vmCount).toBe(2);
+    await expect(
+      insertVm(store.read, {
+        name: "vm1",
+        imageId: image.id,
+        vcpus: 1,
+        memoryMiB: 1,
+        kernelArgs: "",
+        desiredState: "running",
+        hostId: h.id,
+        state: "scheduled",
+      }),
+    ).rejects.toMatchObject({ code: "NOVA_CONFLICT" });
+  });
+
+  it("records each transition with its event and publishes only after commit", async () => {
+    const heard: string[] = [];
+    const unsubscribe = store.bus.subscribe((e) => heard.push(`${e.type}:${String(e.data.to ?? "")}`));
+    await expect(
+      store.write(async (tx, emit) => {
+        const vm = await getVm(tx, "vm1", true);
+        emit(await transitionVm(tx, vm, "starting", "agent starting QEMU"));
+        throw new Error("roll back");
+      }),
+    ).rejects.toThrow("roll back");
+    expect(heard).toEqual([]);
+    expect((await getVm(store.read, "vm1")).state).toBe("scheduled");
+
+    await store.write(async (tx, emit) => {
+      const vm = await getVm(tx, "vm1", true);
+      emit(await transitionVm(tx, vm, "starting", "agent starting QEMU", { bumpGeneration: true }));
+    });
+    unsubscribe();
+    expect(heard).toEqual(["vm.state:starting"]);
+    const vm = await getVm(store.read, "vm1");
+    expect(vm).toMatchObject({ state: "starting", stateReason: "agent starting QEMU", generation: 2 });
+    const events = (await listEventsAfter(store.read, 0)).filter((e) => e.resourceId === vm.id);
+    expect(events.map((e) => e.type)).toEqual(["vm.created", "vm.state"]);
+    expect(events[1]!.data).toMatchObject({ from: "scheduled", to: "starting" });
+  });
+
+  it("refuses an illegal transition without changing anything", async () => {
+    const vm = await getVm(store.read, "vm2");
+    await expect(store.write((tx) => transitionVm(tx, vm, "running", "x"))).rejects.toSatisfy((e) =>
+      isNovaError(e, "NOVA_INTERNAL"),
+    );
+    expect((await getVm(store.read, "vm2")).state).toBe("stopped");
+  });
+
+  it("tracks observed state apart from the lifecycle and lists by host", async () => {
+    const vm = await getVm(store.read, "vm1");
+    expect(await setObserved(store.read, vm.id, "running", "", 2)).toBe(true);
+    expect(await setObserved(store.read, vm.id, "running", "", 2)).toBe(false);
+    expect(await setObserved(store.read, vm.id, "stopped", "stale report", 1)).toBe(false);
+    expect(await getVm(store.read, vm.id)).toMatchObject({ observedState: "running", observedGeneration: 2 });
+    const h = await getHost(store.read, "h1");
+    expect((await listVms(store.read, { hostId: h.id })).map((v) => v.name)).toEqual(["vm1", "vm2"]);
+    await setCordon(store.read, h.id, true);
+    expect((await listHosts(store.read))[0]!.cordoned).toBe(true);
+  });
+
+  it("gives a clear error for an unknown VM, host and image", async () => {
+    await expect(getVm(store.read, "nope")).rejects.toThrow(/VM nope not found/);
+    await expect(getHost(store.read, "nope")).rejects.toThrow(/Host nope not found/);
+    await expect(getImage(store.read, "nope")).rejects.toThrow(/Image nope not found/);
+  });
+});
+
+describe("embedded PGlite in a data dir", () => {
+  it("keeps its data across a reopen", async () => {
+    const { mkdtemp, rm } = await import("node:fs/promises");
+    const dir = await mkdtemp("/tmp/nc-store-");
+    try {
+      const a = await Store.open({ dataDir: dir });
+      await createToken(a.read, "admin", "admin");
+      await a.close();
+      const db = await openDb({ dataDir: dir });
+      const { rows } = await db.query<{ n: number }>("SELECT count(*)::int AS n FROM api_tokens");
+      expect(rows[0]!.n).toBe(1);
+      await db.close();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
