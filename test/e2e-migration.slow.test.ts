@@ -28,7 +28,9 @@ interface VmBody {
   host: string;
 }
 
-describe("live migration between two hosts", () => {
+// Each test waits for a whole migration (bounded below); a slow CI machine needs more than
+// vitest's default test timeout for that.
+describe("live migration between two hosts", { timeout: 240_000 }, () => {
   let c: TestCluster;
   const ports: Record<string, number> = { m1: 17861, m2: 17862 };
 
@@ -269,8 +271,9 @@ describe("live migration between two hosts", () => {
       })
     ).body;
     const destPid = await destinationReceiving(vm.id, target, m.id);
-    // Every TCP connection to the destination QEMU's listeners (migration and NBD) is
-    // reset by the kernel, as a broken network would.
+    // The network to the destination breaks and stays broken: every TCP connection to the
+    // destination QEMU's listeners (migration and NBD) is reset by the kernel, again and
+    // again until the migration ends, so one that the source opens late is cut as well.
     const { stdout } = await execFileAsync("ss", ["-tlnpH"]);
     const ports = stdout
       .split("\n")
@@ -278,8 +281,27 @@ describe("live migration between two hosts", () => {
       .map((l) => Number(/:(\d+)\s/.exec(l)?.[1]))
       .filter((p) => p > 0);
     expect(ports.length).toBeGreaterThan(0);
-    for (const port of ports)
-      await execFileAsync("ss", ["-K", "dst", "127.0.0.1", "dport", "=", String(port)]).catch(() => {});
+    let cut = 0;
+    await waitFor(
+      async () => {
+        for (const port of ports) {
+          const { stdout: killed } = await execFileAsync("ss", [
+            "-K",
+            "-tnH",
+            "dst",
+            "127.0.0.1",
+            "dport",
+            "=",
+            String(port),
+          ]);
+          cut += killed.split("\n").filter((l) => l.trim()).length;
+        }
+        const state = (await c.api<MigrationBody>("GET", `/v1/migrations/${m.id}`)).body.state;
+        return ["completed", "failed", "cancelled"].includes(state);
+      },
+      { timeoutMs: 120_000, intervalMs: 250, what: "the migration to end while its network is cut" },
+    );
+    expect(cut, "connections reset by ss -K").toBeGreaterThan(0);
     const end = await waitMigration(m.id);
     expect(end.state).toBe("failed");
     expect(end.rollback).toContain(`kept running on ${vm.host}`);
