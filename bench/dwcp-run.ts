@@ -1,12 +1,11 @@
 /**
- * One measurement of `bench:dwcp`, run in its own process so CPU time and peak RSS belong
- * to that method alone. Sender (site B) and receiver (site A) both live in this process;
- * their sockets are created inside the namespaces, so every byte crosses the emulated link.
- * Input: one JSON argument (RunSpec). Output: one JSON line (RunResult) on stdout.
+ * One end of one measurement of `bench:dwcp`. The receiver (site A) and the sender (site
+ * B) run in separate processes, as they would on two hosts, so each end has its own CPU
+ * and its own RSS; their sockets are created inside the namespaces, so every byte crosses
+ * the emulated link. Input: one JSON argument (RunSpec). Output: for the receiver a
+ * `{"ready":true}` line once it listens; then one JSON line (EndResult) on stdout.
  */
-import { createHash } from "node:crypto";
 import { once } from "node:events";
-import { mkdirSync } from "node:fs";
 import type { Socket } from "node:net";
 import { join } from "node:path";
 import { crc32 } from "node:zlib";
@@ -23,9 +22,11 @@ import { Tuner, type TunerState } from "../src/dwcp/tuner.js";
 import { NamespaceSockets } from "../src/dwcp/wanem/broker.js";
 import { ADDR_A } from "../src/dwcp/wanem/link.js";
 
-/** What to measure. */
+/** What to measure, and which end of it this process is. */
 export interface RunSpec {
   method: "tcp" | "tcp-zstd" | "dwcp";
+  /** The receiver (site A) starts first and prints a ready line; then the sender (site B). */
+  role: "send" | "receive";
   pass: 1 | 2;
   pages: number;
   nsA: string;
@@ -36,7 +37,23 @@ export interface RunSpec {
   maxSeconds: number;
 }
 
-/** What was measured. */
+/** What one end measured; the parent merges the two ends into one row. */
+export interface EndResult {
+  /** Input bytes sent (sender) or delivered (receiver). */
+  bytes: number;
+  /** TCP payload bytes this end counted, if it counts them (DWCP: sender; TCP: receiver). */
+  wire: number | null;
+  /** Sender: start until the receiver confirmed everything. Receiver: its own view. */
+  seconds: number;
+  /** Order-independent check of the pages (DWCP) or CRC-32 of the stream (TCP). */
+  check: number;
+  complete: boolean;
+  cpu_seconds: number;
+  max_rss_mb: number;
+  detail: Record<string, unknown>;
+}
+
+/** What was measured (both ends merged). */
 export interface RunResult {
   bytes_in: number;
   bytes_on_wire: number;
@@ -49,39 +66,56 @@ export interface RunResult {
   detail: Record<string, unknown>;
 }
 
+type EndRun = Omit<EndResult, "cpu_seconds" | "max_rss_mb">;
+
 const CHUNK_PAGES = 256;
 
-async function runTcp(
-  spec: RunSpec,
-  image: SyntheticImage,
-  a: NamespaceSockets,
-  b: NamespaceSockets,
-  zstd: boolean,
-) {
-  const server = await a.listen(spec.port);
+/** Tells the parent this end is listening (receiver only). */
+function ready(): void {
+  process.stdout.write(`${JSON.stringify({ ready: true })}\n`);
+}
+
+async function receiveTcp(spec: RunSpec, ns: NamespaceSockets, zstd: boolean): Promise<EndRun> {
+  const server = await ns.listen(spec.port);
   const accepted = once(server, "connection") as Promise<[Socket]>;
-  const client = await b.connect(ADDR_A, spec.port);
+  ready();
   const [conn] = await accepted;
+  // The sender half-closes after its last byte; this end answers on its own half.
+  conn.allowHalfOpen = true;
   server.close();
+  const start = performance.now();
   let wire = 0;
-  const rxHash = createHash("sha256");
-  let rxBytes = 0;
+  let check = 0;
+  let bytes = 0;
   conn.on("data", (d: Buffer) => {
     wire += d.length;
   });
   const source = zstd ? conn.pipe(new DecompressStream()) : conn;
-  const received = new Promise<void>((resolve, reject) => {
+  await new Promise<void>((resolve, reject) => {
     source.on("data", (d: Buffer) => {
-      rxHash.update(d);
-      rxBytes += d.length;
+      check = crc32(d, check);
+      bytes += d.length;
     });
     source.on("end", () => resolve());
     source.on("error", reject);
     conn.on("error", reject);
   });
+  // One byte back: the sender's clock stops when everything arrived, not when it was written.
+  conn.end(Buffer.from([1]));
+  await once(conn, "close");
+  return { bytes, wire, seconds: (performance.now() - start) / 1000, check, complete: true, detail: {} };
+}
+
+async function sendTcp(spec: RunSpec, image: SyntheticImage, ns: NamespaceSockets, zstd: boolean) {
+  const client = await ns.connect(ADDR_A, spec.port);
+  const confirmed = new Promise<void>((resolve, reject) => {
+    client.once("data", () => resolve());
+    client.once("error", reject);
+    client.once("end", () => reject(new Error("the receiver closed without confirming")));
+  });
   const sink = zstd ? new CompressStream({ compressionLevel: 1 }) : client;
   if (zstd) sink.pipe(client);
-  const txHash = createHash("sha256");
+  let check = 0;
   const start = performance.now();
   let sent = 0;
   let complete = true;
@@ -94,60 +128,21 @@ async function runTcp(
     const n = Math.min(CHUNK_PAGES, image.pageCount - p);
     // A fresh buffer per write: the socket keeps a reference until the kernel takes it.
     const chunk = Buffer.from(image.read(p, buf.subarray(0, n * PAGE_SIZE)));
-    txHash.update(chunk);
+    check = crc32(chunk, check);
     sent += chunk.length;
     if (!sink.write(chunk)) await once(sink, "drain");
   }
   sink.end();
-  await received;
+  await confirmed;
   const seconds = (performance.now() - start) / 1000;
   client.destroy();
-  conn.destroy();
-  return {
-    bytesIn: sent,
-    wire,
-    seconds,
-    complete,
-    verified: rxBytes === sent && rxHash.digest().equals(txHash.digest()),
-    detail: {},
-  };
+  return { bytes: sent, wire: null, seconds, check, complete, detail: {} };
 }
 
 let peakMemory = { rss: 0, heap: 0, external: 0, arrayBuffers: 0 };
 
-async function runDwcp(spec: RunSpec, image: SyntheticImage, a: NamespaceSockets, b: NamespaceSockets) {
-  mkdirSync(spec.stateDir, { recursive: true });
-  const listener = await DwcpListener.listen({ server: await a.listen(spec.port) });
-  const [client, server] = await Promise.all([
-    dialSession({ connect: () => b.connect(ADDR_A, spec.port), streams: 1 }),
-    listener.accept(),
-  ]);
-  const cache = new PageCache(join(spec.stateDir, "receiver-cache"), 2 * 1024 ** 3);
-  const history = new PageHistory(new PageCache(join(spec.stateDir, "sender-history"), 2 * 1024 ** 3));
-  history.load(join(spec.stateDir, "history.bin"));
-  // Order-independent check of what the sink got: XOR of mix(pageNo, crc32(page)).
-  let rxCheck = 0;
-  let rxPages = 0;
-  const receiving = (async () => {
-    const ch = await server.accept();
-    return new PageReceiver(ch, {
-      cache,
-      sink: {
-        write: (n, page) => {
-          rxCheck ^= mix32(n, crc32(page));
-          rxPages++;
-        },
-      },
-    }).run();
-  })();
-  const start = performance.now();
-  const sender = new PageSender(client.openChannel("mem"), {
-    source: { readPage: (n) => image.page(n) },
-    history,
-  });
-  await sender.start();
-  const trace: TunerState[] = [];
-  const memTimer = setInterval(() => {
+function trackMemory(): NodeJS.Timeout {
+  return setInterval(() => {
     const m = process.memoryUsage();
     if (m.rss / 2 ** 20 > peakMemory.rss) {
       peakMemory = {
@@ -158,9 +153,59 @@ async function runDwcp(spec: RunSpec, image: SyntheticImage, a: NamespaceSockets
       };
     }
   }, 500);
+}
+
+async function receiveDwcp(spec: RunSpec, ns: NamespaceSockets): Promise<EndRun> {
+  const listener = await DwcpListener.listen({ server: await ns.listen(spec.port) });
+  ready();
+  const session = await listener.accept();
+  const start = performance.now();
+  const memTimer = trackMemory();
+  const cache = new PageCache(join(spec.stateDir, "receiver-cache"), 2 * 1024 ** 3);
+  // Order-independent check of what the sink got: XOR of mix(pageNo, crc32(page)).
+  let check = 0;
+  let pages = 0;
+  const ch = await session.accept();
+  const received = await new PageReceiver(ch, {
+    cache,
+    sink: {
+      write: (n, page) => {
+        check ^= mix32(n, crc32(page));
+        pages++;
+      },
+    },
+  }).run();
+  const seconds = (performance.now() - start) / 1000;
+  // The sender closes the session once it has its answer; wait for that, bounded.
+  await Promise.race([session.closed, new Promise((r) => setTimeout(r, 10_000).unref())]);
+  clearInterval(memTimer);
+  await listener.close();
+  cache.close();
+  return {
+    bytes: pages * PAGE_SIZE,
+    wire: null,
+    seconds,
+    check,
+    complete: true,
+    detail: { misses: received.misses, peak_memory_mb: peakMemory },
+  };
+}
+
+async function sendDwcp(spec: RunSpec, image: SyntheticImage, ns: NamespaceSockets): Promise<EndRun> {
+  const client = await dialSession({ connect: () => ns.connect(ADDR_A, spec.port), streams: 1 });
+  const history = new PageHistory(new PageCache(join(spec.stateDir, "sender-history"), 2 * 1024 ** 3));
+  history.load(join(spec.stateDir, "history.bin"));
+  const start = performance.now();
+  const sender = new PageSender(client.openChannel("mem"), {
+    source: { readPage: (n) => image.page(n) },
+    history,
+  });
+  await sender.start();
+  const trace: TunerState[] = [];
+  const memTimer = trackMemory();
   const tuner = new Tuner(client, [sender.zstd], { onSample: (s) => trace.push(s) });
   await tuner.ready;
-  let txCheck = 0;
+  let check = 0;
   let complete = true;
   let pages = 0;
   const buf = Buffer.allocUnsafe(PAGE_SIZE);
@@ -170,31 +215,27 @@ async function runDwcp(spec: RunSpec, image: SyntheticImage, a: NamespaceSockets
       break;
     }
     const page = image.page(n, buf);
-    txCheck ^= mix32(n, crc32(page));
+    check ^= mix32(n, crc32(page));
     await sender.writePage(n, page);
     pages++;
   }
   const sent = await sender.finish();
-  const received = await receiving;
   const seconds = (performance.now() - start) / 1000;
   tuner.stop();
   clearInterval(memTimer);
   const stats = client.stats();
   await client.close();
-  await listener.close();
-  cache.close();
   history.save(join(spec.stateDir, "history.bin"));
   history.store.close();
   const last = trace.at(-1);
   return {
-    bytesIn: pages * PAGE_SIZE,
+    bytes: pages * PAGE_SIZE,
     wire: stats.bytesWritten,
     seconds,
+    check,
     complete,
-    verified: rxPages === pages && rxCheck === txCheck,
     detail: {
       hde: sent,
-      misses: received.misses,
       streams: last?.streams,
       mode: last?.mode,
       level: last?.level,
@@ -221,30 +262,31 @@ async function runDwcp(spec: RunSpec, image: SyntheticImage, a: NamespaceSockets
 
 async function main(): Promise<void> {
   const spec = JSON.parse(process.argv[2] ?? "{}") as RunSpec;
-  const image = new SyntheticImage({ pages: spec.pages, changedFraction: spec.pass === 2 ? 0.1 : 0 });
-  const [a, b] = await Promise.all([NamespaceSockets.start(spec.nsA), NamespaceSockets.start(spec.nsB)]);
+  const ns = await NamespaceSockets.start(spec.role === "receive" ? spec.nsA : spec.nsB);
   const cpu0 = process.cpuUsage();
   try {
-    const r =
-      spec.method === "dwcp"
-        ? await runDwcp(spec, image, a, b)
-        : await runTcp(spec, image, a, b, spec.method === "tcp-zstd");
+    let r: EndRun;
+    if (spec.role === "receive") {
+      r =
+        spec.method === "dwcp"
+          ? await receiveDwcp(spec, ns)
+          : await receiveTcp(spec, ns, spec.method === "tcp-zstd");
+    } else {
+      const image = new SyntheticImage({ pages: spec.pages, changedFraction: spec.pass === 2 ? 0.1 : 0 });
+      r =
+        spec.method === "dwcp"
+          ? await sendDwcp(spec, image, ns)
+          : await sendTcp(spec, image, ns, spec.method === "tcp-zstd");
+    }
     const cpu = process.cpuUsage(cpu0);
-    const result: RunResult = {
-      bytes_in: r.bytesIn,
-      bytes_on_wire: r.wire,
-      seconds: Number(r.seconds.toFixed(3)),
-      goodput_mbps: Number(((r.bytesIn * 8) / r.seconds / 1e6).toFixed(2)),
+    const result: EndResult = {
+      ...r,
       cpu_seconds: Number(((cpu.user + cpu.system) / 1e6).toFixed(2)),
       max_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
-      verified: r.verified,
-      complete: r.complete,
-      detail: r.detail,
     };
     process.stdout.write(`${JSON.stringify(result)}\n`);
   } finally {
-    a.close();
-    b.close();
+    ns.close();
   }
 }
 

@@ -2,7 +2,8 @@
  * `npm run bench:dwcp`: DWCP against plain TCP and TCP + streaming zstd over emulated WAN
  * links (issue 4). Per profile: pass 1 sends a synthetic memory image (~30 % zero, 40 %
  * text-like, 30 % random pages), pass 2 the same image with 10 % of its pages changed.
- * Each measurement runs in a child process (bench/dwcp-run.ts) for clean CPU and RSS.
+ * Each measurement runs its receiver and its sender in two child processes (bench/dwcp-run.ts),
+ * as on two hosts: CPU seconds are their sum, max RSS the larger of the two.
  *
  *   --profile NAME     dc | metro | wan | intercontinental (repeatable; default all)
  *   --link SPEC        ad-hoc link, e.g. rate=20mbit,rtt=250ms,loss=1%
@@ -19,7 +20,7 @@ import { fileURLToPath } from "node:url";
 import { PAGE_SIZE } from "../src/dwcp/hde/page.js";
 import { WanLink } from "../src/dwcp/wanem/link.js";
 import { emulatorUnavailableReason } from "../src/dwcp/wanem/netns.js";
-import type { RunResult, RunSpec } from "./dwcp-run.js";
+import type { EndResult, RunResult, RunSpec } from "./dwcp-run.js";
 
 interface Row extends RunResult {
   profile: string;
@@ -68,24 +69,60 @@ function parseArgs(argv: string[]) {
   return out;
 }
 
-function runChild(spec: RunSpec): Promise<RunResult> {
+/** Starts one end; resolves `ready` when a receiver listens and `result` with its EndResult. */
+function startEnd(spec: RunSpec): { ready: Promise<void>; result: Promise<EndResult> } {
   const script = fileURLToPath(new URL("./dwcp-run.js", import.meta.url));
-  return new Promise((resolve, reject) => {
-    // NC_DWCP_BENCH_NODE_ARGS passes flags to the measuring child, e.g. "--cpu-prof".
-    const extra = (process.env.NC_DWCP_BENCH_NODE_ARGS ?? "").split(" ").filter(Boolean);
-    const child = spawn(process.execPath, [...extra, script, JSON.stringify(spec)], {
-      stdio: ["ignore", "pipe", "inherit"],
-    });
-    let out = "";
-    child.stdout.on("data", (d: Buffer) => {
-      out += d.toString();
-    });
+  // NC_DWCP_BENCH_NODE_ARGS passes flags to the measuring children, e.g. "--cpu-prof".
+  const extra = (process.env.NC_DWCP_BENCH_NODE_ARGS ?? "").split(" ").filter(Boolean);
+  const child = spawn(process.execPath, [...extra, script, JSON.stringify(spec)], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  let out = "";
+  let markReady: () => void = () => {};
+  const ready = new Promise<void>((resolve) => {
+    markReady = resolve;
+  });
+  child.stdout.on("data", (d: Buffer) => {
+    out += d.toString();
+    if (out.includes('{"ready":true}')) markReady();
+  });
+  const result = new Promise<EndResult>((resolve, reject) => {
     child.on("exit", (code) => {
       const line = out.trim().split("\n").at(-1) ?? "";
-      if (code === 0 && line.startsWith("{")) resolve(JSON.parse(line) as RunResult);
-      else reject(new Error(`${spec.method} pass ${spec.pass} failed (exit ${code})`));
+      if (code === 0 && line.startsWith("{") && !line.includes('"ready"'))
+        resolve(JSON.parse(line) as EndResult);
+      else reject(new Error(`${spec.method} pass ${spec.pass} ${spec.role} failed (exit ${code})`));
     });
   });
+  // A receiver that dies before listening must not leave the caller waiting on `ready`.
+  result.catch(() => markReady());
+  return { ready, result };
+}
+
+/** Runs a receiver and then a sender in two processes and merges what they measured. */
+async function runPair(spec: Omit<RunSpec, "role">): Promise<RunResult> {
+  const receiver = startEnd({ ...spec, role: "receive" });
+  await receiver.ready;
+  const sender = startEnd({ ...spec, role: "send" });
+  const [tx, rx] = await Promise.all([sender.result, receiver.result]);
+  return {
+    bytes_in: tx.bytes,
+    bytes_on_wire: tx.wire ?? rx.wire ?? 0,
+    seconds: tx.seconds,
+    goodput_mbps: Number(((tx.bytes * 8) / tx.seconds / 1e6).toFixed(2)),
+    cpu_seconds: Number((tx.cpu_seconds + rx.cpu_seconds).toFixed(2)),
+    max_rss_mb: Math.max(tx.max_rss_mb, rx.max_rss_mb),
+    verified: rx.bytes === tx.bytes && rx.check === tx.check,
+    complete: tx.complete,
+    detail: {
+      ...rx.detail,
+      ...tx.detail,
+      cpu_seconds_sender: tx.cpu_seconds,
+      cpu_seconds_receiver: rx.cpu_seconds,
+      rss_mb_sender: tx.max_rss_mb,
+      rss_mb_receiver: rx.max_rss_mb,
+    },
+  };
 }
 
 function median(xs: number[]): number {
@@ -195,7 +232,7 @@ async function main(): Promise<void> {
           for (const method of args.methods as RunSpec["method"][]) {
             const runs: RunResult[] = [];
             for (let k = 0; k < args.repeat; k++) {
-              const spec: RunSpec = {
+              const spec: Omit<RunSpec, "role"> = {
                 method,
                 pass,
                 pages,
@@ -206,7 +243,7 @@ async function main(): Promise<void> {
                 maxSeconds: args.maxSeconds,
               };
               if (port > 48900) port = 47100;
-              runs.push(await runChild(spec));
+              runs.push(await runPair(spec));
             }
             // Report the run with the median goodput, and every run's goodput beside it.
             const goodputs = runs.map((r) => r.goodput_mbps);

@@ -1,6 +1,7 @@
 /**
  * Fair sharing of one emulated link between two DWCP sessions (PBA LinkShare): weights
- * are honoured on real TCP through a real bottleneck, and every transfer has an ETA.
+ * are honoured on real TCP through a real bottleneck, every transfer has an ETA, and the
+ * shared capacity follows the tuner's prediction.
  * Skips when not root.
  */
 import { randomBytes } from "node:crypto";
@@ -9,6 +10,7 @@ import { dialSession } from "../src/dwcp/amst/dial.js";
 import { DwcpListener } from "../src/dwcp/amst/listen.js";
 import { OpaqueSender, readOpaque } from "../src/dwcp/hde/opaque.js";
 import { LinkShare } from "../src/dwcp/pba/link-share.js";
+import { Tuner } from "../src/dwcp/tuner.js";
 import { ADDR_A, WanLink } from "../src/dwcp/wanem/link.js";
 import { emulatorUnavailableReason } from "../src/dwcp/wanem/netns.js";
 
@@ -60,5 +62,42 @@ describe.skipIf(unavailable !== null)("sharing one WAN link between transfers", 
     // Each transfer has a finite ETA; the heavier one finishes its 200 MiB sooner.
     expect(Number.isFinite(eta1)).toBe(true);
     expect(eta3).toBeLessThan(eta1);
+  });
+
+  it("takes the shared capacity from the tuner's prediction, growing a share that started far too low", async () => {
+    const a = await link.sockets("a");
+    const b = await link.sockets("b");
+    const port = 47510;
+    // 1 Mbit/s: a fortieth of the link. Left alone, the pacer would hold the transfer there.
+    const share = new LinkShare(1e6 / 8);
+    const listener = await DwcpListener.listen({ server: await a.listen(port) });
+    const [client, server] = await Promise.all([
+      dialSession({ connect: () => b.connect(ADDR_A, port), streams: 2 }),
+      listener.accept(),
+    ]);
+    let received = 0;
+    const rx = (async () => {
+      for await (const chunk of readOpaque(await server.accept())) received += chunk.length;
+    })();
+    const tuner = new Tuner(client, [], { linkShare: share, intervalMs: 250 });
+    await tuner.ready;
+    const transfer = share.join({ totalBytes: 500 * 1024 * 1024, weight: 1 });
+    const tx = new OpaqueSender(client.openChannel("t"), 0, 64 * 1024, transfer);
+    const chunk = randomBytes(64 * 1024);
+    const stop = performance.now() + 6000;
+    while (performance.now() < stop) await tx.write(chunk);
+    await tx.end();
+    await rx;
+    tuner.stop();
+    transfer.done();
+    await client.close();
+    await listener.close();
+    const capacityMbps = (share.capacityBps * 8) / 1e6;
+    console.log(`shared capacity from the tuner: ${capacityMbps.toFixed(1)} Mbit/s; sent ${received} bytes`);
+    // The link is 40 Mbit/s: the share ends near it, neither stuck at 1 nor far beyond.
+    expect(capacityMbps).toBeGreaterThan(20);
+    expect(capacityMbps).toBeLessThan(70);
+    // Far more than 6 s at the initial 1 Mbit/s (750 kB) went through.
+    expect(received).toBeGreaterThan(8 * 750_000);
   });
 });

@@ -25,7 +25,7 @@ export interface ModeProfile {
 export const MODE_PROFILES: Record<NetworkMode, ModeProfile> = {
   datacenter: { minStreams: 1, maxStreams: 4, maxZstdLevel: 1, frameBytes: 256 * 1024 },
   hybrid: { minStreams: 2, maxStreams: 8, maxZstdLevel: 3, frameBytes: 128 * 1024 },
-  internet: { minStreams: 4, maxStreams: 32, maxZstdLevel: 6, frameBytes: 64 * 1024 },
+  internet: { minStreams: 4, maxStreams: 64, maxZstdLevel: 6, frameBytes: 64 * 1024 },
 };
 
 /** One measurement. */

@@ -10,6 +10,7 @@ import type { BatchCompressor } from "./hde/codec.js";
 import { chooseLevel } from "./hde/level.js";
 import type { DwcpMetrics } from "./metrics.js";
 import { ModeDetector, type NetworkMode } from "./mode.js";
+import type { LinkShare } from "./pba/link-share.js";
 import { ThroughputMeter } from "./pba/meter.js";
 import { DampedHolt, type Predictor } from "./pba/predictor.js";
 
@@ -27,6 +28,11 @@ export interface TunerOptions {
   streamBounds?: [number, number];
   /** Metrics to publish, if any. */
   metrics?: DwcpMetrics;
+  /**
+   * A link shared with other transfers whose capacity this tuner's prediction sets
+   * (docs/dwcp.md §9.3). One tuner per link should own it.
+   */
+  linkShare?: LinkShare;
   /** Called after each interval with the state, for logs and traces. */
   onSample?: (s: TunerState) => void;
 }
@@ -186,6 +192,7 @@ export class Tuner {
       probedBps: this.probed,
     };
     this.applyLevel(pathBandwidth > 0 ? pathBandwidth : null, s.backlogged);
+    this.shareCapacity(pathBandwidth, s.backlogged);
     this.publish();
     this.options.onSample?.(this.state);
   }
@@ -210,6 +217,18 @@ export class Tuner {
           });
     for (const comp of this.compressors) comp.setLevel(level);
     this.state.level = level;
+  }
+
+  /**
+   * Hands the prediction to the shared link. While the sender is not network-bound its
+   * goodput says only what the pacer allowed, so the capacity is offered with 25 %
+   * headroom (as BBR probes with a gain of 1.25): a share set too low grows back within
+   * a few intervals instead of starving every transfer on it for good.
+   */
+  private shareCapacity(bandwidth: number, networkBound: boolean): void {
+    const share = this.options.linkShare;
+    if (!share || bandwidth <= 0) return;
+    share.setCapacity(networkBound ? bandwidth : Math.max(bandwidth * 1.25, share.capacityBps));
   }
 
   private publish(): void {

@@ -45,6 +45,11 @@ export class LinkShare {
     this.capacity = capacityBps;
   }
 
+  /** The capacity being shared, bytes/s. */
+  get capacityBps(): number {
+    return this.capacity;
+  }
+
   /** Updates the capacity (e.g. from the PBA predictor). */
   setCapacity(bytesPerSecond: number): void {
     this.capacity = bytesPerSecond;
