@@ -2,7 +2,14 @@
  * A logical channel inside a DWCP session (docs/dwcp.md §5): an ordered, reliable,
  * message-preserving pipe in each direction, with an end-to-end digest per direction.
  * Owns splitting messages into DATA frames, reassembly, the bounded read queue and the
- * END / END_OK digest exchange. The session owns sequencing, credit and connections.
+ * END / END_OK digest exchange, and the channel's own credit. The session owns
+ * sequencing, session credit and connections.
+ *
+ * Channel credit: besides the session window, each channel may have at most
+ * `channelWindow` wire bytes of DATA sent but not yet consumed by the peer's application
+ * (three quarters of the session window). A channel whose reader stalls thus leaves a
+ * quarter of the session's credit to the others, which keep flowing. The receiver reports what its
+ * application consumed in CREDIT frames (a running total per channel).
  *
  * Digest: SHA-256 over, for each message, its length as u32 BE followed by its bytes.
  * END carries u64 total bytes, u64 message count and the 32-byte digest. The receiver
@@ -25,6 +32,12 @@ export interface ChannelHost {
   enqueue(frame: Omit<Frame, "seq">): void;
   /** The application took `wireBytes` of received frames: return the credit to the peer. */
   consumed(wireBytes: number): void;
+  /** Channel credit the peer grants each channel (wire bytes of DATA not yet consumed). */
+  readonly peerChannelWindow: number;
+  /** Channel credit this side grants; a peer that sends beyond it breaks the protocol. */
+  readonly channelWindow: number;
+  /** A channel starts (+1) or stops (-1) waiting for channel credit; feeds SessionStats. */
+  creditWaiting(delta: 1 | -1): void;
   /** The peer broke the protocol on this channel: end the session. */
   protocolViolation(err: NovaError): void;
   /** Both directions are finished; the session can forget the channel. */
@@ -53,6 +66,14 @@ export class Channel implements AsyncIterable<Buffer> {
   private sendEnded = false;
   private endWaiter: { resolve: () => void; reject: (e: Error) => void } | null = null;
   private sendDone = false;
+  /** Wire bytes of DATA sent, and the peer application's consumed total from CREDIT. */
+  private sentWire = 0;
+  private peerConsumedWire = 0;
+  private creditWaiter: { size: number; resolve: () => void; reject: (e: Error) => void } | null = null;
+  /** Wire bytes of DATA received, consumed by our application, and reported to the peer. */
+  private recvWire = 0;
+  private consumedWire = 0;
+  private advertisedWire = 0;
 
   private recvHash: Hash = createHash("sha256");
   private recvBytes = 0;
@@ -88,11 +109,14 @@ export class Channel implements AsyncIterable<Buffer> {
         this.failure ?? new NovaError("NOVA_DWCP_CLOSED", `Channel "${this.label}" was already ended`),
       );
     }
-    if (message.length > this.host.maxMessageBytes) {
+    // A message is consumed only once whole, so it must fit the channel's credit with
+    // room for its frame headers, or its sender would wait for credit forever.
+    const limit = Math.min(this.host.maxMessageBytes, this.host.peerChannelWindow - 64 * 1024);
+    if (message.length > limit) {
       return Promise.reject(
         new NovaError(
           "NOVA_BAD_REQUEST",
-          `Message of ${message.length} bytes exceeds the ${this.host.maxMessageBytes}-byte limit`,
+          `Message of ${message.length} bytes exceeds the ${limit}-byte limit`,
         ),
       );
     }
@@ -114,14 +138,68 @@ export class Channel implements AsyncIterable<Buffer> {
         channel: this.id,
         payload: part,
       };
-      await this.host.waitRoom(wireSize({ ...frame, seq: 0 }));
+      const size = wireSize({ ...frame, seq: 0 });
+      await this.waitCredit(size);
+      await this.host.waitRoom(size);
       if (this.failure) throw this.failure;
+      this.sentWire += size;
       this.host.enqueue(frame);
     } while (off < message.length);
     this.sendHash.update(lengthPrefix(message.length));
     this.sendHash.update(message);
     this.sentBytes += message.length;
     this.sentMessages += 1;
+  }
+
+  private waitCredit(size: number): Promise<void> {
+    if (this.sentWire - this.peerConsumedWire + size <= this.host.peerChannelWindow) return Promise.resolve();
+    this.host.creditWaiting(1);
+    return new Promise((resolve, reject) => {
+      this.creditWaiter = {
+        size,
+        resolve: () => {
+          this.host.creditWaiting(-1);
+          resolve();
+        },
+        reject: (e) => {
+          this.host.creditWaiting(-1);
+          reject(e);
+        },
+      };
+    });
+  }
+
+  /** @internal The peer's application consumed this channel's DATA up to `total` wire bytes. */
+  onCredit(total: number): void {
+    if (total <= this.peerConsumedWire) return;
+    if (total > this.sentWire) {
+      this.violation("CREDIT for more than was sent");
+      return;
+    }
+    this.peerConsumedWire = total;
+    const w = this.creditWaiter;
+    if (w && this.sentWire - this.peerConsumedWire + w.size <= this.host.peerChannelWindow) {
+      this.creditWaiter = null;
+      w.resolve();
+    }
+  }
+
+  /** @internal True when consumed bytes wait to be reported to the peer. */
+  get creditPending(): boolean {
+    return this.consumedWire !== this.advertisedWire;
+  }
+
+  /** @internal Consumed wire bytes not yet reported to the peer; marks them reported. */
+  takeCredit(): number | null {
+    if (this.consumedWire === this.advertisedWire) return null;
+    this.advertisedWire = this.consumedWire;
+    return this.consumedWire;
+  }
+
+  /** The application took a received message (or it was discarded): return its credit. */
+  private release(wire: number): void {
+    this.consumedWire += wire;
+    this.host.consumed(wire);
   }
 
   /**
@@ -163,7 +241,7 @@ export class Channel implements AsyncIterable<Buffer> {
   read(): Promise<Buffer | null> {
     const q = this.queue.shift();
     if (q) {
-      this.host.consumed(q.wire);
+      this.release(q.wire);
       return Promise.resolve(q.message);
     }
     if (this.failure) return Promise.reject(this.failure);
@@ -185,10 +263,16 @@ export class Channel implements AsyncIterable<Buffer> {
   /** @internal A DATA frame for this channel arrived in order. */
   onData(frame: Frame): void {
     const wire = wireSize(frame);
+    this.recvWire += wire;
     if (this.recvEnded || this.failure) {
       // Data after an abort is discarded; data after END is a violation.
-      this.host.consumed(wire);
+      this.release(wire);
       if (this.recvEnded && !this.failure) this.violation("DATA after END");
+      return;
+    }
+    if (this.recvWire - this.consumedWire > this.host.channelWindow) {
+      this.release(wire);
+      this.violation(`more than the channel window of ${this.host.channelWindow} bytes unconsumed`);
       return;
     }
     this.parts.push(frame.payload);
@@ -211,7 +295,7 @@ export class Channel implements AsyncIterable<Buffer> {
     if (this.reader) {
       const r = this.reader;
       this.reader = null;
-      this.host.consumed(entry.wire);
+      this.release(entry.wire);
       r.resolve(entry.message);
     } else {
       this.queue.push(entry);
@@ -285,8 +369,8 @@ export class Channel implements AsyncIterable<Buffer> {
     if (this.failure) return;
     if (this.sendDone && this.recvEnded) return;
     this.failure = err;
-    for (const q of this.queue.splice(0)) this.host.consumed(q.wire);
-    if (this.partsWire > 0) this.host.consumed(this.partsWire);
+    for (const q of this.queue.splice(0)) this.release(q.wire);
+    if (this.partsWire > 0) this.release(this.partsWire);
     this.parts = [];
     this.partsWire = 0;
     this.partsBytes = 0;
@@ -294,6 +378,8 @@ export class Channel implements AsyncIterable<Buffer> {
     this.reader = null;
     this.endWaiter?.reject(err);
     this.endWaiter = null;
+    this.creditWaiter?.reject(err);
+    this.creditWaiter = null;
     this.host.finished(this.id);
   }
 

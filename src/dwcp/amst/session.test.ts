@@ -204,4 +204,48 @@ describe("DWCP session over loopback", () => {
     await expect(rx.read()).rejects.toThrow(/closed the session/);
     await expect(open.send(Buffer.from("y"))).rejects.toThrow();
   });
+
+  it("keeps a channel flowing while another channel's reader is stalled", async () => {
+    const windowBytes = 1 << 20;
+    const { client, server } = await pair({ streams: 2, tuning: { windowBytes } });
+    const stalled = client.openChannel("stalled");
+    const busy = client.openChannel("busy");
+    const rxStalled = await server.accept();
+    const rxBusy = await server.accept();
+    const chunk = randomBytes(32 * 1024);
+    // Far more than the whole session window into a channel nobody reads: the writer
+    // stops at the channel's credit (three quarters of the window), not at the session's.
+    let stalledSent = 0;
+    const writer = (async () => {
+      for (let i = 0; i < 64; i++) {
+        await stalled.send(chunk);
+        stalledSent += chunk.length;
+      }
+    })();
+    // Meanwhile 4 windows' worth goes through the other channel.
+    const h = createHash("sha256");
+    const got = (async () => {
+      const r = createHash("sha256");
+      for await (const m of rxBusy) r.update(m);
+      return r.digest("hex");
+    })();
+    for (let i = 0; i < 128; i++) {
+      const m = randomBytes(32 * 1024);
+      h.update(m);
+      await busy.send(m);
+    }
+    await busy.end();
+    expect(await got).toBe(h.digest("hex"));
+    expect(stalledSent).toBeLessThanOrEqual((windowBytes * 3) / 4);
+    expect(stalledSent).toBeGreaterThan(windowBytes / 2);
+    // Once read, the stalled channel delivers everything, intact.
+    let read = 0;
+    const drained = (async () => {
+      for await (const m of rxStalled) read += m.length;
+    })();
+    await writer;
+    await stalled.end();
+    await drained;
+    expect(read).toBe(64 * chunk.length);
+  });
 });

@@ -80,6 +80,9 @@ export class DwcpSession {
   private readonly hostApi: ChannelHost;
   private readonly peerMaxPayload: number;
   private framePayload: number;
+  private readonly peerChannelWindow: number;
+  /** Channels waiting for their own credit (not the session's). */
+  private channelCreditWaiters = 0;
 
   constructor(params: SessionParams) {
     this.version = params.version;
@@ -92,6 +95,7 @@ export class DwcpSession {
     this.nextChannelId = params.role === "dialer" ? 1 : 2;
     this.peerNextChannelId = params.role === "dialer" ? 2 : 1;
     this.window = new SendWindow(Math.min(params.peerWindowBytes, 0xffffffff));
+    this.peerChannelWindow = Math.floor((Math.min(params.peerWindowBytes, 0xffffffff) * 3) / 4);
     const peerMaxPayload = Math.min(params.peerMaxPayload, this.tuning.maxPayload * 64);
     this.reorder = new ReorderBuffer<Frame>({
       maxAheadFrames: Math.max(1024, Math.ceil(this.tuning.windowBytes / 64) + 64),
@@ -111,6 +115,13 @@ export class DwcpSession {
       waitRoom: (size) => this.waitRoom(size),
       enqueue: (frame) => this.enqueue(frame),
       consumed: (bytes) => this.onConsumed(bytes),
+      // Three quarters of the window each: one stalled channel never holds all of the
+      // session's credit, and a lone channel still gets most of it.
+      peerChannelWindow: this.peerChannelWindow,
+      channelWindow: Math.floor((this.tuning.windowBytes * 3) / 4),
+      creditWaiting: (delta) => {
+        this.channelCreditWaiters += delta;
+      },
       protocolViolation: (err) => this.fail(err),
       finished: (id) => this.channels.delete(id),
     };
@@ -120,7 +131,11 @@ export class DwcpSession {
       this.timers.push(t);
     };
     every(Math.max(50, Math.floor(this.tuning.stallTimeoutMs / 4)), () => this.checkStall());
-    every(this.tuning.pingIntervalMs, () => this.ping());
+    every(this.tuning.pingIntervalMs, () => {
+      this.ping();
+      // A CREDIT that found no connection (all were being replaced) goes out now.
+      if ([...this.channels.values()].some((c) => c.creditPending)) this.sendAck();
+    });
   }
 
   /** True while the session can carry data. */
@@ -205,8 +220,12 @@ export class DwcpSession {
       backlogged:
         this.window.queuedCount > 0 ||
         (this.roomWaiters.length > 0 &&
-          this.window.sequencedTotal - this.ackedBytes >= this.window.windowBytes / 2),
-      creditLimited: this.roomWaiters.length > 0,
+          this.window.sequencedTotal - this.ackedBytes >= this.window.windowBytes / 2) ||
+        // A channel at its own credit limit is network-bound the same way when most of
+        // that credit has not even reached the peer.
+        (this.channelCreditWaiters > 0 &&
+          this.window.sequencedTotal - this.ackedBytes >= this.peerChannelWindow / 2),
+      creditLimited: this.roomWaiters.length > 0 || this.channelCreditWaiters > 0,
     };
   }
 
@@ -400,6 +419,18 @@ export class DwcpSession {
       });
       c.write({ type: FrameType.ACK, flags: 0, channel: 0, seq: 0, payload });
     }
+    this.sendCredits(main);
+  }
+
+  /** Reports each channel's newly consumed bytes to the peer (channel credit). */
+  private sendCredits(conn: Connection): void {
+    for (const ch of this.channels.values()) {
+      const total = ch.takeCredit();
+      if (total === null) continue;
+      const payload = Buffer.allocUnsafe(8);
+      payload.writeBigUInt64BE(BigInt(total), 0);
+      conn.write({ type: FrameType.CREDIT, flags: 0, channel: ch.id, seq: 0, payload });
+    }
   }
 
   private scheduleAck(bytes: number): void {
@@ -442,6 +473,14 @@ export class DwcpSession {
       case FrameType.PAD:
         // Counted in the connection's bytesRead, acknowledged like data; nothing else.
         this.scheduleAck(wireSize(frame));
+        return;
+      case FrameType.CREDIT:
+        if (frame.payload.length !== 8) {
+          this.fail(new NovaError("NOVA_DWCP_PROTOCOL", "Malformed CREDIT frame"));
+          return;
+        }
+        // A channel already finished needs no more credit.
+        this.channels.get(frame.channel)?.onCredit(Number(frame.payload.readBigUInt64BE(0)));
         return;
       case FrameType.ERROR:
         this.fail(

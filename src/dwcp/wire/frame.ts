@@ -49,6 +49,11 @@ export const FrameType = {
   ERROR: 10,
   /** Capacity probe filler; the receiver only counts its bytes. Unsequenced. */
   PAD: 11,
+  /**
+   * Channel credit: u64 wire bytes of the channel's DATA the receiving application has
+   * consumed so far (a running total, so a stale or repeated CREDIT is harmless). Unsequenced.
+   */
+  CREDIT: 12,
 } as const;
 
 /** A frame type value. */
@@ -69,7 +74,7 @@ export function isSequenced(type: number): boolean {
 
 /** True when `type` is a known frame type. */
 export function isKnownType(type: number): type is FrameTypeValue {
-  return type >= FrameType.DATA && type <= FrameType.PAD;
+  return type >= FrameType.DATA && type <= FrameType.CREDIT;
 }
 
 /** True when `flags` uses only defined bits. */
