@@ -74,4 +74,36 @@ describe.skipIf(unavailable !== null)("WAN emulator", () => {
     await extra.close();
     expect(await listNamespaces()).not.toContain(extra.nsA);
   });
+
+  it("adds an unemulated management network that both sites and the host reach, and removes it", async () => {
+    const mlink = await WanLink.create({ spec: "dc", management: true });
+    const net = mlink.management!;
+    const { createServer } = await import("node:net");
+    const server = createServer((s) => s.end("host"));
+    await new Promise<void>((r) => server.listen(0, net.host, r));
+    const port = (server.address() as { port: number }).port;
+    try {
+      for (const site of ["a", "b"] as const) {
+        const sock = await (await mlink.sockets(site)).connect(net.host, port);
+        const [data] = (await once(sock, "data")) as [Buffer];
+        expect(data.toString()).toBe("host");
+        sock.destroy();
+      }
+      // Site B reaches site A's management address directly (one L2 segment).
+      const listener = await (await mlink.sockets("a")).listen(0, net.a);
+      const aPort = (listener.address() as { port: number }).port;
+      const accepted = once(listener, "connection");
+      const fromB = await (await mlink.sockets("b")).connect(net.a, aPort);
+      await accepted;
+      fromB.destroy();
+      listener.close();
+    } finally {
+      server.close();
+      await mlink.close();
+    }
+    const { execFileSync } = await import("node:child_process");
+    expect(execFileSync("ip", ["-o", "link", "show", "type", "bridge"]).toString()).not.toContain(
+      `${mlink.nsA.replace(/^ncdw-/, "ncmb").replace(/-a$/, "")}:`,
+    );
+  });
 });

@@ -3,6 +3,10 @@
  * one object (docs/dwcp.md §8). Site A is 10.77.0.1, site B 10.77.0.2, both on device
  * dwcp0. Profile `dc` joins them with a veth pair; every other spec runs the wanem C
  * program between two TAP devices. TCP congestion control is set per namespace.
+ *
+ * Optionally a management network: a bridge in the initial namespace with a veth into
+ * each site, unemulated, for control-plane traffic (a server in the initial namespace,
+ * agents in the sites), so that only the data plane crosses the emulated link.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
@@ -25,6 +29,17 @@ export interface WanLinkOptions {
   cc?: string;
   /** Seed for the emulator's loss and jitter. @defaultValue 1 */
   seed?: number;
+  /** Also create the management network (see the module header). @defaultValue false */
+  management?: boolean;
+}
+
+/** Addresses on the management network. */
+export interface ManagementNetwork {
+  /** The bridge's address in the initial namespace (where a server listens). */
+  host: string;
+  /** Site A's and site B's management addresses. */
+  a: string;
+  b: string;
 }
 
 /** Per-direction counters reported by wanem. */
@@ -45,6 +60,10 @@ let counter = 0;
 export class WanLink {
   private brokers = new Map<string, Promise<NamespaceSockets>>();
   private lines: ((line: string) => void)[] = [];
+
+  /** The management network, when created. */
+  management: ManagementNetwork | null = null;
+  private bridge: string | null = null;
 
   private constructor(
     readonly spec: LinkSpec,
@@ -67,6 +86,7 @@ export class WanLink {
     const nsA = `ncdw-${id}-a`;
     const nsB = `ncdw-${id}-b`;
     let emulator: ChildProcess | null = null;
+    let bridge: string | null = null;
     try {
       for (const ns of [nsA, nsB]) {
         await sh("ip", ["netns", "add", ns]);
@@ -122,8 +142,16 @@ export class WanLink {
       for (const ns of [nsA, nsB])
         await inNs(ns, ["sysctl", "-q", "-w", `net.ipv4.tcp_congestion_control=${cc}`]);
       const actual = (await inNs(nsA, ["sysctl", "-n", "net.ipv4.tcp_congestion_control"])).trim();
-      return new WanLink(spec, nsA, nsB, actual, emulator);
+      const link = new WanLink(spec, nsA, nsB, actual, emulator);
+      if (options.management) {
+        // Registered before it exists, so that a failure below still removes it.
+        bridge = `ncmb${id}`.slice(0, 15);
+        link.bridge = bridge;
+        link.management = await createManagement(bridge, nsA, nsB);
+      }
+      return link;
     } catch (err) {
+      if (bridge) await sh("ip", ["link", "del", bridge]).catch(() => undefined);
       emulator?.kill("SIGKILL");
       await deleteNamespace(nsA);
       await deleteNamespace(nsB);
@@ -190,7 +218,31 @@ export class WanLink {
     }
     await deleteNamespace(this.nsA);
     await deleteNamespace(this.nsB);
+    if (this.bridge) await sh("ip", ["link", "del", this.bridge]).catch(() => undefined);
   }
+}
+
+/** One management subnet per link: 10.78.<n>.0/24, n from the pid and a counter. */
+let managementCounter = 0;
+
+async function createManagement(bridge: string, nsA: string, nsB: string): Promise<ManagementNetwork> {
+  const n = (process.pid * 7 + managementCounter++) % 250;
+  const net = { host: `10.78.${n}.1`, a: `10.78.${n}.2`, b: `10.78.${n}.3` };
+  await sh("ip", ["link", "add", bridge, "type", "bridge"]);
+  await sh("ip", ["addr", "add", `${net.host}/24`, "dev", bridge]);
+  await sh("ip", ["link", "set", bridge, "up"]);
+  for (const [ns, addr, side] of [
+    [nsA, net.a, "a"],
+    [nsB, net.b, "b"],
+  ] as const) {
+    const outer = `${bridge.slice(0, 13)}${side}0`.slice(0, 15);
+    await sh("ip", ["link", "add", outer, "type", "veth", "peer", "name", "mgmt0", "netns", ns]);
+    await sh("ip", ["link", "set", outer, "master", bridge]);
+    await sh("ip", ["link", "set", outer, "up"]);
+    await sh("ip", ["-n", ns, "addr", "add", `${addr}/24`, "dev", "mgmt0"]);
+    await sh("ip", ["-n", ns, "link", "set", "mgmt0", "up"]);
+  }
+  return net;
 }
 
 /**

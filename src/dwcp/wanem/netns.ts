@@ -68,7 +68,10 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-/** Deletes `ncdw-<pid>-*` namespaces whose creating process no longer exists. */
+/**
+ * Deletes `ncdw-<pid>-*` namespaces and `ncmb<pid>-*` management bridges whose creating
+ * process no longer exists.
+ */
 export async function sweepStaleNamespaces(): Promise<string[]> {
   const swept: string[] = [];
   for (const ns of await listNamespaces()) {
@@ -77,6 +80,12 @@ export async function sweepStaleNamespaces(): Promise<string[]> {
       await deleteNamespace(ns);
       swept.push(ns);
     }
+  }
+  const links = await sh("ip", ["-o", "link", "show", "type", "bridge"]).catch(() => "");
+  for (const m of links.matchAll(/^\d+: (ncmb(\d+)-[\w-]*)[:@]/gm)) {
+    if (pidAlive(Number(m[2]))) continue;
+    await sh("ip", ["link", "del", m[1]!]).catch(() => undefined);
+    swept.push(m[1]!);
   }
   return swept;
 }
