@@ -28,6 +28,12 @@ export interface AgentOptions {
   host?: string;
   /** Listen port (0 = any free port). @defaultValue 7800 */
   port?: number;
+  /**
+   * Address for migration traffic: the destination QEMU's migration and NBD listeners.
+   * Separate from the API address where hosts have a management and a data network.
+   * @defaultValue the listen address
+   */
+  dataHost?: string;
   /** Memory offered to VMs; defaults to the machine's total. */
   memoryMiB?: number;
   /** vCPUs offered; defaults to the machine's. */
@@ -76,7 +82,8 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     onImagesChanged: () => link?.beat(),
     tickets: new BlobTickets(),
     tmpDir: path.join(o.dataDir, "tmp"),
-    listenHost: o.host ?? "127.0.0.1",
+    // Migration listeners bind the data address (the API's listenHost option).
+    listenHost: o.dataHost ?? o.host ?? "127.0.0.1",
     logger: log.child({ component: "agent-api" }),
   });
   await api.listen({ host: o.host ?? "127.0.0.1", port: o.port ?? 7800 });

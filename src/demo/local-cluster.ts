@@ -73,14 +73,18 @@ export class LocalCluster {
     return new LocalCluster(dir ?? (await mkdtemp("/tmp/nc-cluster-")), serverPort);
   }
 
-  /** Starts (or restarts) the server and waits for its banner. */
-  async startServer(extra: string[] = []): Promise<Daemon> {
+  /**
+   * Starts (or restarts) the server and waits for its banner. `listenHost` 0.0.0.0 also
+   * serves agents in network namespaces on a management network; this process still uses
+   * 127.0.0.1.
+   */
+  async startServer(extra: string[] = [], opts: { listenHost?: string } = {}): Promise<Daemon> {
     const d = this.spawnDaemon("server", [
       "server",
       "--data-dir",
       path.join(this.dir, "server"),
       "--listen",
-      `127.0.0.1:${this.serverPort}`,
+      `${opts.listenHost ?? "127.0.0.1"}:${this.serverPort}`,
       ...extra,
     ]);
     await waitFor(() => d.output.some((l) => l.includes("NovaCron server listening")), {
@@ -93,22 +97,34 @@ export class LocalCluster {
     return d;
   }
 
-  /** Starts (or restarts) an agent named `name` on `port`. */
-  async startAgent(name: string, port: number, extra: string[] = []): Promise<Daemon> {
-    const d = this.spawnDaemon(name, [
-      "agent",
-      "--server",
-      this.serverUrl,
-      "--join-token-file",
-      path.join(this.dir, "server", "join.token"),
-      "--data-dir",
-      this.agentDir(name),
-      "--listen",
-      `127.0.0.1:${port}`,
-      "--name",
+  /**
+   * Starts (or restarts) an agent named `name` on `port`; with `netns`, inside that network
+   * namespace (its QEMUs too), listening on `host` and joining the server at `serverUrl`.
+   */
+  async startAgent(
+    name: string,
+    port: number,
+    extra: string[] = [],
+    opts: { netns?: string; host?: string; serverUrl?: string } = {},
+  ): Promise<Daemon> {
+    const d = this.spawnDaemon(
       name,
-      ...extra,
-    ]);
+      [
+        "agent",
+        "--server",
+        opts.serverUrl ?? this.serverUrl,
+        "--join-token-file",
+        path.join(this.dir, "server", "join.token"),
+        "--data-dir",
+        this.agentDir(name),
+        "--listen",
+        `${opts.host ?? "127.0.0.1"}:${port}`,
+        "--name",
+        name,
+        ...extra,
+      ],
+      opts.netns,
+    );
     await waitFor(() => d.output.some((l) => l.includes("NovaCron agent")), {
       timeoutMs: 60_000,
       what: `agent ${name} to start`,
@@ -225,8 +241,12 @@ export class LocalCluster {
     await rm(this.dir, { recursive: true, force: true });
   }
 
-  private spawnDaemon(name: string, args: string[]): Daemon {
-    const proc = spawn(process.execPath, [BIN, ...args], {
+  private spawnDaemon(name: string, args: string[], netns?: string): Daemon {
+    // `ip netns exec` execs the command in place, so the pid is still the daemon's.
+    const [cmd, argv] = netns
+      ? ["ip", ["netns", "exec", netns, process.execPath, BIN, ...args]]
+      : [process.execPath, [BIN, ...args]];
+    const proc = spawn(cmd, argv, {
       cwd: ROOT,
       env: { ...process.env, NOVACRON_LOG_LEVEL: process.env.NOVACRON_LOG_LEVEL ?? "warn" },
       stdio: ["ignore", "pipe", "pipe"],

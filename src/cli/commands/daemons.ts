@@ -85,6 +85,10 @@ export function registerDaemonCommands(program: Command): void {
     .option("--join-token-file <path>", "read the join token from a file (the server's join.token)")
     .option("--data-dir <dir>", "VM disks, image store, credentials", defaultDataDir("agent"))
     .option("--listen <host:port>", "agent API address", "127.0.0.1:7800")
+    .option(
+      "--data-address <host>",
+      "address for migration traffic (QEMU migration and NBD listeners; default: the --listen host)",
+    )
     .option("--name <name>", "host name in the cluster", os.hostname().toLowerCase())
     .option("--memory <MiB>", "memory offered to VMs (default: all of this machine's)")
     .option("--vcpus <n>", "vCPUs offered to VMs (default: this machine's)")
@@ -96,6 +100,7 @@ export function registerDaemonCommands(program: Command): void {
         joinTokenFile?: string;
         dataDir: string;
         listen: string;
+        dataAddress?: string;
         name: string;
         memory?: string;
         vcpus?: string;
@@ -118,6 +123,7 @@ export function registerDaemonCommands(program: Command): void {
           name: o.name,
           host,
           port,
+          ...(o.dataAddress ? { dataHost: o.dataAddress } : {}),
           stopGraceMs: parsePositiveInt(o.stopGrace, "--stop-grace") * 1000,
           ...(o.memory ? { memoryMiB: parsePositiveInt(o.memory, "--memory") } : {}),
           ...(o.vcpus ? { vcpus: parsePositiveInt(o.vcpus, "--vcpus") } : {}),
