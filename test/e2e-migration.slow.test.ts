@@ -189,6 +189,13 @@ describe("live migration between two hosts", { timeout: 240_000 }, () => {
     );
     expect(self.status).toBe(422);
     expect(self.body.error.message).toContain(`already runs on ${here}`);
+    const conflicting = await c.api<{ error: { code: string; message: string } }>(
+      "POST",
+      "/v1/vms/mig1/migrations",
+      { options: { multifdChannels: 4, postcopy: true } },
+    );
+    expect(conflicting.status).toBe(422);
+    expect(conflicting.body.error.message).toContain("multifd cannot be combined with post-copy");
     const big = await c.api<VmBody>("POST", "/v1/vms", {
       name: "big",
       image: "guest",

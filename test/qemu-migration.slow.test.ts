@@ -50,6 +50,7 @@ import {
   startOutgoing,
   startPostcopy,
   tcpUri,
+  validateTuning,
   waitForMigration,
 } from "../src/compute/qemu/migration.js";
 import { QemuProcess } from "../src/compute/qemu/process.js";
@@ -314,6 +315,8 @@ async function expectContinued(from: Vm, to: Vm): Promise<{ uptimeGapS: number; 
   // A later verification round at the destination: memory and disk content arrived intact.
   const pass = await to.serial.waitLine(VERIFY_PASS, { timeoutMs: 30_000 });
   expect(Number(VERIFY_PASS.exec(pass.text)![1])).toBeGreaterThan(lastRound);
+  // The verification line can come before the destination's first heartbeat line.
+  await to.serial.waitLine(/^NC-HEARTBEAT/, { timeoutMs: 10_000 });
   const after = beats(to.serial.lines);
   expect(after.length).toBeGreaterThan(0);
   // No reboot: the counter goes on from the source's last value, one by one, with no NC-READY.
@@ -483,5 +486,30 @@ describe("live migration with disk between hosts without shared storage (real QE
       `[migration] post-copy + disk mirror: QEMU downtime ${done.downtimeMs} ms, total ${done.totalTimeMs} ms; ` +
         `heartbeat gap: guest uptime +${gap.uptimeGapS.toFixed(2)} s, wall clock ${gap.wallGapMs} ms`,
     );
+    source = prepared.dst;
+  });
+
+  it("moves it on again with multifd (4 channels, zstd) and the guest still verifies", async () => {
+    const tuning: MigrationTuning = { ...DEFAULT_TUNING, multifd: { channels: 4, compression: "zstd" } };
+    const prepared = await prepare(source, "dst-c", tuning);
+    await startOutgoing(source.proc.qmp, prepared.uri, tuning, { pauseBeforeSwitchover: true });
+    await waitForMigration(source.proc.qmp, { timeoutMs: 60_000, pollMs: 100 });
+    const done = await completeAtSource(source);
+    await startAtDestination(prepared.dst);
+    await quit(source.proc.qmp);
+    await source.proc.exited;
+    const gap = await expectContinued(source, prepared.dst);
+    expect(done.status).toBe("completed");
+    console.log(
+      `[migration] multifd 4 x zstd + disk mirror: QEMU downtime ${done.downtimeMs} ms, total ${done.totalTimeMs} ms, ` +
+        `${(done.transferredBytes / 1048576).toFixed(1)} MiB sent; heartbeat gap +${gap.uptimeGapS.toFixed(2)} s`,
+    );
+    source = prepared.dst;
+  });
+
+  it("refuses multifd combined with post-copy, naming the conflict", () => {
+    expect(() =>
+      validateTuning({ ...DEFAULT_TUNING, postcopy: true, multifd: { channels: 4, compression: "zstd" } }),
+    ).toThrow(/multifd cannot be combined with post-copy/);
   });
 });

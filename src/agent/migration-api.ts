@@ -65,6 +65,7 @@ function toTuning(t: AgentMigrationTuning): MigrationTuning {
     postcopy: t.postcopy,
   };
   if (t.maxBandwidthBytesPerSec !== undefined) tuning.maxBandwidthBytesPerSec = t.maxBandwidthBytesPerSec;
+  if (t.multifd) tuning.multifd = t.multifd;
   return tuning;
 }
 

@@ -2,7 +2,7 @@
  * User operations on migrations: start one (validated, target chosen or checked, VM moved
  * to `migrating` and the migration queued in one transaction) and cancel one.
  */
-import type { MigrationsPost } from "../api/types/migrations.js";
+import type { MigrationOptions, MigrationsPost } from "../api/types/migrations.js";
 import { getHost, listHosts } from "../cluster/store/hosts.js";
 import {
   getMigration,
@@ -27,6 +27,7 @@ export class MigrationService {
 
   /** Validates and queues a migration of a running VM. */
   async create(vmIdOrName: string, input: MigrationsPost): Promise<MigrationRecord> {
+    validateOptions(input.options ?? {});
     const id = await this.store.write(async (tx, emit) => {
       await tx.query("SELECT pg_advisory_xact_lock($1)", [PLACEMENT_LOCK_KEY]);
       const vm = await getVm(tx, vmIdOrName, true);
@@ -114,4 +115,14 @@ export class MigrationService {
     this.wake();
     return getMigration(this.store.read, id);
   }
+}
+
+/** Refuses option combinations QEMU would reject later, after the destination was prepared. */
+function validateOptions(o: MigrationOptions): void {
+  const bad = (message: string, field: string): NovaError =>
+    new NovaError("NOVA_UNPROCESSABLE", `Invalid migration options: ${message}`, { details: { field } });
+  if (o.multifdCompression && !o.multifdChannels)
+    throw bad("multifdCompression needs multifdChannels (e.g. 4)", "multifdCompression");
+  if (o.multifdChannels && o.postcopy)
+    throw bad("multifd cannot be combined with post-copy (QEMU 7.2); choose one", "multifdChannels");
 }

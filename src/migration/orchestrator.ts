@@ -70,7 +70,9 @@ class RetryLater extends Error {}
 class PostcopyLost extends Error {}
 
 /** Default tuning (also documented in docs/migration.md). */
-export const DEFAULT_OPTIONS: Required<Omit<MigrationOptions, "maxBandwidthMiBps">> = {
+export const DEFAULT_OPTIONS: Required<
+  Omit<MigrationOptions, "maxBandwidthMiBps" | "multifdChannels" | "multifdCompression">
+> = {
   downtimeLimitMs: 300,
   autoConverge: true,
   postcopy: false,
@@ -533,6 +535,9 @@ function toTuning(o: MigrationOptions): AgentMigrationTuning {
     autoConverge: o.autoConverge ?? DEFAULT_OPTIONS.autoConverge,
     postcopy: o.postcopy ?? DEFAULT_OPTIONS.postcopy,
     ...(o.maxBandwidthMiBps ? { maxBandwidthBytesPerSec: o.maxBandwidthMiBps * 1048576 } : {}),
+    ...(o.multifdChannels
+      ? { multifd: { channels: o.multifdChannels, compression: o.multifdCompression ?? "none" } }
+      : {}),
   };
 }
 

@@ -112,6 +112,12 @@ export const AgentMigrationTuning = Type.Object({
   maxBandwidthBytesPerSec: Type.Optional(Type.Number({ minimum: 1 })),
   autoConverge: Type.Boolean(),
   postcopy: Type.Boolean(),
+  multifd: Type.Optional(
+    Type.Object({
+      channels: Type.Integer({ minimum: 1, maximum: 255 }),
+      compression: Type.Union([Type.Literal("none"), Type.Literal("zstd")]),
+    }),
+  ),
 });
 export type AgentMigrationTuning = Static<typeof AgentMigrationTuning>;
 

@@ -33,6 +33,18 @@ export const MigrationOptions = Type.Object(
           "Switch to post-copy when pre-copy does not converge. A failure during post-copy LOSES the VM (its state is split between hosts).",
       }),
     ),
+    multifdChannels: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 16,
+        description: "QEMU transport only: send RAM over this many parallel connections (multifd)",
+      }),
+    ),
+    multifdCompression: Type.Optional(
+      Type.Union([Type.Literal("none"), Type.Literal("zstd")], {
+        description: "QEMU transport only: compress multifd pages (needs multifdChannels)",
+      }),
+    ),
     timeoutSeconds: Type.Optional(
       Type.Integer({
         minimum: 5,

@@ -119,6 +119,8 @@ export function registerMigrationCommands(program: Command): void {
     .option("--bandwidth <MiB/s>", "cap the migration's bandwidth")
     .option("--no-auto-converge", "do not throttle a guest that dirties memory faster than the link")
     .option("--postcopy", "allow post-copy (a failure during post-copy LOSES the VM; see docs/migration.md)")
+    .option("--multifd <channels>", "QEMU multifd: send RAM over this many parallel connections")
+    .option("--multifd-compression <none|zstd>", "compress multifd pages (with --multifd)")
     .option("--timeout <seconds>", "roll back if not done by then", "600")
     .action(
       async (
@@ -130,6 +132,8 @@ export function registerMigrationCommands(program: Command): void {
           bandwidth?: string;
           autoConverge: boolean;
           postcopy?: boolean;
+          multifd?: string;
+          multifdCompression?: string;
           timeout: string;
         },
         cmd: Command,
@@ -141,6 +145,10 @@ export function registerMigrationCommands(program: Command): void {
           postcopy: Boolean(o.postcopy),
           timeoutSeconds: parsePositiveInt(o.timeout, "--timeout"),
           ...(o.bandwidth ? { maxBandwidthMiBps: parsePositiveInt(o.bandwidth, "--bandwidth") } : {}),
+          ...(o.multifd ? { multifdChannels: parsePositiveInt(o.multifd, "--multifd") } : {}),
+          ...(o.multifdCompression
+            ? { multifdCompression: parseCompression(o.multifdCompression) }
+            : {}),
         };
         let m = await api.post<Migration>(`/v1/vms/${seg(name)}/migrations`, {
           ...(o.to ? { targetHost: o.to } : {}),
@@ -203,4 +211,9 @@ export function registerMigrationCommands(program: Command): void {
       if (json) return printJson(m);
       process.stdout.write(o.wait ? `${summaryLine(m)}\n` : `Cancel requested for migration ${m.id}\n`);
     });
+}
+
+function parseCompression(v: string): "none" | "zstd" {
+  if (v === "none" || v === "zstd") return v;
+  throw new NovaError("NOVA_BAD_REQUEST", `--multifd-compression must be none or zstd, got "${v}"`);
 }

@@ -97,6 +97,8 @@ export interface MigrationParameters {
   "cpu-throttle-increment"?: number;
   "max-cpu-throttle"?: number;
   "max-postcopy-bandwidth"?: number;
+  "multifd-channels"?: number;
+  "multifd-compression"?: "none" | "zlib" | "zstd";
 }
 
 /** Sets migration parameters; takes effect immediately, also during a migration. */
