@@ -132,6 +132,11 @@ export class LocalCluster {
     return d;
   }
 
+  /** The pid of a running daemon, if it runs. */
+  daemonPid(name: string): number | undefined {
+    return this.daemons.get(name)?.proc.pid;
+  }
+
   /** The agent's data dir. */
   agentDir(name: string): string {
     return path.join(this.dir, "agents", name);

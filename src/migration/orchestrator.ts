@@ -73,6 +73,7 @@ class PostcopyLost extends Error {}
 export const DEFAULT_OPTIONS: Required<
   Omit<MigrationOptions, "maxBandwidthMiBps" | "multifdChannels" | "multifdCompression">
 > = {
+  transport: "auto",
   downtimeLimitMs: 300,
   autoConverge: true,
   postcopy: false,

@@ -33,6 +33,13 @@ export const MigrationOptions = Type.Object(
           "Switch to post-copy when pre-copy does not converge. A failure during post-copy LOSES the VM (its state is split between hosts).",
       }),
     ),
+    transport: Type.Optional(
+      Type.Union([Type.Literal("auto"), Type.Literal("qemu"), Type.Literal("dwcp")], {
+        default: "auto",
+        description:
+          "How memory and disk travel: QEMU's own TCP transport, NovaCron's DWCP, or auto (chosen from the measured network mode between the hosts)",
+      }),
+    ),
     multifdChannels: Type.Optional(
       Type.Integer({
         minimum: 1,

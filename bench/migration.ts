@@ -1,0 +1,346 @@
+/**
+ * `npm run bench:migration`: live migration of a real guest between two agents in two
+ * emulated sites (issue 5). The server runs in the initial namespace, the agents (and
+ * their QEMUs) in the sites, all control traffic on an unemulated management network;
+ * migration traffic (QEMU's stream, the NBD disk mirror, DWCP) crosses the emulated link.
+ *
+ * For each profile and workload, in one run and on one guest, the methods in order:
+ *   qemu               QEMU's own transport, one TCP connection
+ *   qemu-multifd-zstd  QEMU multifd, 4 channels, zstd
+ *   dwcp               NovaCron's DWCP relay (after a return trip, so both caches exist)
+ *   dwcp-again         the same VM again to the same host: the destination cache is warm
+ *   bound              bytes that must cross (zero pages elided, the rest zstd level 1,
+ *                      measured on the guest's memory just before) / link rate
+ * Every method uses NovaCron's defaults (auto-converge on, 300 ms downtime limit, no
+ * bandwidth cap). Migrations alternate direction; a return trip between methods is not
+ * measured.
+ *
+ *   --profile NAME      dc | metro | wan | intercontinental (repeatable; default dc, wan, intercontinental)
+ *   --link SPEC         ad-hoc link, e.g. rate=20mbit,rtt=250ms,loss=1% (repeatable)
+ *   --workload NAME     idle | web | db (repeatable; default all)
+ *   --method NAME       subset of the methods above (repeatable; default all)
+ *   --memory MiB        guest memory (default 1024)
+ *   --timeout S         per migration (default 900)
+ *   --port N            server port; agents use N+1, N+2 (default 17920)
+ *   --json              one JSON object per line instead of the table
+ */
+import { open, readFile } from "node:fs/promises";
+import { parseArgs } from "node:util";
+import { compress } from "zstd-napi";
+import { guestImageManifest, LocalCluster, qemuPidsUnder } from "../src/demo/local-cluster.js";
+import { isZeroPage, PAGE_SIZE } from "../src/dwcp/hde/page.js";
+import { ADDR_A, ADDR_B, WanLink } from "../src/dwcp/wanem/link.js";
+import { emulatorUnavailableReason, inNs } from "../src/dwcp/wanem/netns.js";
+import { waitFor } from "../src/lib/wait.js";
+
+const WORKLOADS: Record<string, string> = {
+  idle: "",
+  web: "nc.dirty_mb=256 nc.dirty_rate_mbps=5 nc.mix=zero:10,text:85,random:5",
+  db: "nc.dirty_mb=512 nc.dirty_rate_mbps=20 nc.mix=zero:20,text:50,random:30",
+};
+const PATTERN = "nc.pattern_seed=5 nc.pattern_mem_mb=16 nc.pattern_disk_mb=16 nc.verify_every=3";
+const METHODS = ["qemu", "qemu-multifd-zstd", "dwcp", "dwcp-again", "bound"] as const;
+type Method = (typeof METHODS)[number];
+
+interface Row {
+  profile: string;
+  workload: string;
+  method: Method;
+  total_s: number | null;
+  downtime_ms: number | null;
+  bytes_on_wire: number | null;
+  ram_bytes: number | null;
+  guest_pass: boolean | null;
+  cpu_seconds: number | null;
+  state: string;
+  detail: Record<string, unknown>;
+}
+
+interface Migration {
+  id: string;
+  state: string;
+  stateReason: string;
+  transport: string;
+  result: { downtimeMs?: number; totalTimeMs?: number; memoryBytes?: number; diskBytes?: number };
+  progress: Record<string, unknown>;
+}
+
+const { values } = parseArgs({
+  options: {
+    profile: { type: "string", multiple: true },
+    link: { type: "string", multiple: true },
+    workload: { type: "string", multiple: true },
+    method: { type: "string", multiple: true },
+    memory: { type: "string", default: "1024" },
+    timeout: { type: "string", default: "900" },
+    port: { type: "string", default: "17920" },
+    json: { type: "boolean", default: false },
+  },
+});
+const profiles = [...(values.profile ?? []), ...(values.link ?? [])];
+if (profiles.length === 0) profiles.push("dc", "wan", "intercontinental");
+const workloads = values.workload ?? Object.keys(WORKLOADS);
+const methods = (values.method ?? [...METHODS]) as Method[];
+for (const w of workloads) if (!(w in WORKLOADS)) throw new Error(`Unknown workload ${w}`);
+for (const m of methods) if (!METHODS.includes(m)) throw new Error(`Unknown method ${m}`);
+const memoryMiB = Number(values.memory);
+const timeoutS = Number(values.timeout);
+const port = Number(values.port);
+const log = (msg: string) => process.stderr.write(`${msg}\n`);
+
+/** Bytes the data-plane interface of a site has sent and received (both directions of the link). */
+async function linkBytes(link: WanLink): Promise<number> {
+  const out = await inNs(link.nsA, ["cat", "/sys/class/net/dwcp0/statistics/tx_bytes"]);
+  const inn = await inNs(link.nsA, ["cat", "/sys/class/net/dwcp0/statistics/rx_bytes"]);
+  return Number(out) + Number(inn);
+}
+
+/** CPU seconds (user + system) a process has used, from /proc. */
+async function cpuSeconds(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/**
+ * The guest's RAM, read from its QEMU's address space (the anonymous mapping of exactly
+ * the guest's memory size), reduced to what must cross: non-zero pages, zstd level 1.
+ */
+async function mustCrossBytes(qemuPid: number): Promise<{ ram: number; zero: number; bytes: number }> {
+  const maps = await readFile(`/proc/${qemuPid}/maps`, "utf8");
+  const size = memoryMiB * 1024 * 1024;
+  const line = maps
+    .split("\n")
+    .map((l) => /^([0-9a-f]+)-([0-9a-f]+) rw/.exec(l))
+    .find((m) => m && Number.parseInt(m[2]!, 16) - Number.parseInt(m[1]!, 16) === size);
+  if (!line) throw new Error(`no ${memoryMiB} MiB mapping in QEMU ${qemuPid}`);
+  const fh = await open(`/proc/${qemuPid}/mem`, "r");
+  const start = Number.parseInt(line[1]!, 16);
+  const chunk = Buffer.alloc(4 * 1024 * 1024);
+  let zero = 0;
+  let bytes = 0;
+  try {
+    for (let off = 0; off < size; off += chunk.length) {
+      await fh.read(chunk, 0, chunk.length, start + off);
+      const nonZero: Buffer[] = [];
+      for (let p = 0; p < chunk.length; p += PAGE_SIZE) {
+        const page = chunk.subarray(p, p + PAGE_SIZE);
+        if (isZeroPage(page)) zero++;
+        else nonZero.push(page);
+      }
+      if (nonZero.length) bytes += compress(Buffer.concat(nonZero), { compressionLevel: 1 }).length;
+    }
+  } finally {
+    await fh.close();
+  }
+  return { ram: size, zero, bytes };
+}
+
+async function main(): Promise<void> {
+  const why = emulatorUnavailableReason();
+  if (why) {
+    console.log(`bench:migration skipped: ${why}`);
+    return;
+  }
+  const manifest = await guestImageManifest();
+  const rows: Row[] = [];
+  for (const profile of profiles) {
+    const link = await WanLink.create({ spec: profile, management: true });
+    const net = link.management!;
+    const c = await LocalCluster.create(port);
+    try {
+      await c.startServer([], { listenHost: "0.0.0.0" });
+      const serverUrl = `http://${net.host}:${port}`;
+      const agentFlags = ["--memory", String(memoryMiB * 3), "--stop-grace", "5"];
+      const sites = [
+        { name: "site-a", ns: link.nsA, mgmt: net.a, data: ADDR_A, port: port + 1 },
+        { name: "site-b", ns: link.nsB, mgmt: net.b, data: ADDR_B, port: port + 2 },
+      ];
+      for (const s of sites)
+        await c.startAgent(s.name, s.port, [...agentFlags, "--data-address", s.data], {
+          netns: s.ns,
+          host: s.mgmt,
+          serverUrl,
+        });
+      const imp = await c.cli(["image", "import", "guest", "--manifest", manifest, "--host", "site-a"]);
+      if (imp.code !== 0) throw new Error(`image import failed: ${imp.stderr}`);
+      const agentPids = () =>
+        sites.map((s) => c.daemonPid(s.name)).filter((p): p is number => typeof p === "number");
+
+      for (const workload of workloads) {
+        const name = `bench-${workload}`;
+        const created = await c.api("POST", "/v1/vms", {
+          name,
+          image: "guest",
+          memoryMiB,
+          kernelArgs: `${PATTERN} ${WORKLOADS[workload]}`.trim(),
+        });
+        if (created.status !== 201) throw new Error(`create failed: ${JSON.stringify(created.body)}`);
+        await c.waitVmState(name, "running", 180_000);
+        await c.waitConsole(name, /NC-VERIFY PASS seed=5 .*round=1/, 180_000);
+        // Let the workload fill its memory and reach its steady dirty rate.
+        await new Promise((r) => setTimeout(r, 10_000));
+        const where = async () => ((await c.vm(name)) as { host: string; id: string }).host;
+        const other = (h: string) => (h === "site-a" ? "site-b" : "site-a");
+
+        /** Migrates once; returns the row fields. */
+        const migrate = async (options: Record<string, unknown>) => {
+          const from = await where();
+          const to = other(from);
+          const vmId = ((await c.vm(name)) as { id: string }).id;
+          const lastRound = Math.max(
+            0,
+            ...(await c.console(name, 400)).map((l) =>
+              Number(/NC-VERIFY PASS .*round=(\d+)/.exec(l)?.[1] ?? 0),
+            ),
+          );
+          const wire0 = await linkBytes(link);
+          const cpu0 = (await Promise.all(agentPids().map(cpuSeconds))).reduce((a, b) => a + b, 0);
+          const t0 = performance.now();
+          const res = await c.api<Migration>("POST", `/v1/vms/${name}/migrations`, {
+            targetHost: to,
+            options: { timeoutSeconds: timeoutS, ...options },
+          });
+          if (res.status !== 202) throw new Error(`migrate failed: ${JSON.stringify(res.body)}`);
+          const m = await waitFor(
+            async () => {
+              const x = (await c.api<Migration>("GET", `/v1/migrations/${res.body.id}`)).body;
+              return ["completed", "failed", "cancelled"].includes(x.state) ? x : undefined;
+            },
+            { timeoutMs: (timeoutS + 120) * 1000, intervalMs: 500, what: `migration of ${name}` },
+          );
+          const wall = (performance.now() - t0) / 1000;
+          const wire = (await linkBytes(link)) - wire0;
+          const cpu = (await Promise.all(agentPids().map(cpuSeconds))).reduce((a, b) => a + b, 0) - cpu0;
+          let pass: boolean | null = null;
+          if (m.state === "completed") {
+            const seen = await c
+              .waitConsole(name, /NC-VERIFY (PASS|FAIL) .*round=(\d+)/, 60_000)
+              .catch(() => null);
+            const lines = await c.console(name, 400);
+            pass =
+              !lines.some((l) => l.includes("NC-VERIFY FAIL") || l.startsWith("NC-READY")) &&
+              lines.some((l) => Number(/NC-VERIFY PASS .*round=(\d+)/.exec(l)?.[1] ?? 0) > lastRound) &&
+              seen !== null;
+          }
+          void vmId;
+          return { m, wall, wire, cpu, pass, from, to };
+        };
+
+        const ram = await mustCrossBytes(
+          (await qemuPidsUnder(`${c.agentDir(await where())}/vms/`)).at(0) ?? Number.NaN,
+        ).catch((err) => {
+          log(`bound: ${err instanceof Error ? err.message : String(err)}`);
+          return null;
+        });
+        const rateBps = link.spec.kind === "emulated" ? link.spec.ab.rateBps : null;
+
+        const measured = async (method: Method, options: Record<string, unknown>) => {
+          log(`${profile} ${workload} ${method}: migrating...`);
+          const r = await migrate(options);
+          const row: Row = {
+            profile: link.spec.name,
+            workload,
+            method,
+            total_s: r.m.state === "completed" ? Number(r.wall.toFixed(2)) : null,
+            downtime_ms: r.m.result.downtimeMs ?? null,
+            bytes_on_wire: r.wire,
+            ram_bytes: memoryMiB * 1024 * 1024,
+            guest_pass: r.pass,
+            cpu_seconds: Number(r.cpu.toFixed(2)),
+            state: r.m.state === "completed" ? "completed" : `${r.m.state}: ${r.m.stateReason}`,
+            detail: {
+              from: r.from,
+              to: r.to,
+              transport: r.m.transport,
+              qemu_total_ms: r.m.result.totalTimeMs,
+              memory_bytes: r.m.result.memoryBytes,
+              disk_bytes: r.m.result.diskBytes,
+            },
+          };
+          rows.push(row);
+          if (values.json) console.log(JSON.stringify(row));
+          else log(`  -> ${row.state}, ${row.total_s ?? "-"} s, downtime ${row.downtime_ms ?? "-"} ms`);
+        };
+        const unmeasured = async (options: Record<string, unknown>) => {
+          log(`${profile} ${workload}: return trip`);
+          await migrate(options);
+        };
+
+        for (const method of methods) {
+          if (method === "qemu") await measured(method, { transport: "qemu" });
+          else if (method === "qemu-multifd-zstd")
+            await measured(method, { transport: "qemu", multifdChannels: 4, multifdCompression: "zstd" });
+          else if (method === "dwcp") {
+            // Both hosts have met the VM before the measured run only through QEMU; the
+            // first DWCP migration is cold on the destination.
+            await measured(method, { transport: "dwcp" });
+          } else if (method === "dwcp-again") {
+            await unmeasured({ transport: "dwcp" });
+            await measured(method, { transport: "dwcp" });
+          } else if (method === "bound") {
+            const row: Row = {
+              profile: link.spec.name,
+              workload,
+              method,
+              total_s: ram && rateBps ? Number(((ram.bytes * 8) / rateBps).toFixed(2)) : null,
+              downtime_ms: null,
+              bytes_on_wire: ram?.bytes ?? null,
+              ram_bytes: ram?.ram ?? null,
+              guest_pass: null,
+              cpu_seconds: null,
+              state: ram ? (rateBps ? "computed" : "no link rate (unemulated)") : "memory not readable",
+              detail: { zero_pages: ram?.zero },
+            };
+            rows.push(row);
+            if (values.json) console.log(JSON.stringify(row));
+          }
+        }
+        await c.api("DELETE", `/v1/vms/${name}`);
+        await waitFor(async () => (await c.vm(name)) === undefined, {
+          timeoutMs: 60_000,
+          what: `${name} deleted`,
+        });
+      }
+    } finally {
+      await c.destroy();
+      await link.close();
+    }
+  }
+  if (!values.json) printTable(rows);
+}
+
+function printTable(rows: Row[]): void {
+  const head = [
+    "profile",
+    "workload",
+    "method",
+    "total s",
+    "downtime ms",
+    "MiB wire",
+    "CPU s",
+    "guest",
+    "state",
+  ];
+  const body = rows.map((r) => [
+    r.profile,
+    r.workload,
+    r.method,
+    r.total_s?.toFixed(1) ?? "-",
+    r.downtime_ms?.toString() ?? "-",
+    r.bytes_on_wire === null ? "-" : (r.bytes_on_wire / 2 ** 20).toFixed(1),
+    r.cpu_seconds?.toFixed(1) ?? "-",
+    r.guest_pass === null ? "-" : r.guest_pass ? "PASS" : "FAIL",
+    r.state,
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join("  ");
+  console.log(line(head));
+  console.log(widths.map((w) => "-".repeat(w)).join("  "));
+  for (const b of body) console.log(line(b));
+}
+
+main().catch((err) => {
+  console.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
+  process.exit(1);
+});
