@@ -213,18 +213,20 @@ async function main(): Promise<void> {
           const wire = (await linkBytes(link)) - wire0;
           const cpu = (await Promise.all(agentPids().map(cpuSeconds))).reduce((a, b) => a + b, 0) - cpu0;
           let pass: boolean | null = null;
+          let verdict: string[] = [];
           if (m.state === "completed") {
             const seen = await c
               .waitConsole(name, /NC-VERIFY (PASS|FAIL) .*round=(\d+)/, 60_000)
               .catch(() => null);
             const lines = await c.console(name, 400);
+            verdict = lines.filter((l) => /NC-VERIFY|NC-READY|NC-ERROR/.test(l)).slice(-3);
             pass =
               !lines.some((l) => l.includes("NC-VERIFY FAIL") || l.startsWith("NC-READY")) &&
               lines.some((l) => Number(/NC-VERIFY PASS .*round=(\d+)/.exec(l)?.[1] ?? 0) > lastRound) &&
               seen !== null;
           }
           void vmId;
-          return { m, wall, wire, cpu, pass, from, to };
+          return { m, wall, wire, cpu, pass, from, to, verdict, lastRound };
         };
 
         const ram = await mustCrossBytes(
@@ -256,6 +258,8 @@ async function main(): Promise<void> {
               qemu_total_ms: r.m.result.totalTimeMs,
               memory_bytes: r.m.result.memoryBytes,
               disk_bytes: r.m.result.diskBytes,
+              guest_lines: r.verdict,
+              rounds_before: r.lastRound,
             },
           };
           rows.push(row);

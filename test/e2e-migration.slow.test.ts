@@ -349,7 +349,7 @@ describe("live migration between two hosts", { timeout: 240_000 }, () => {
     await c.waitConsole("mig2", /NC-HEARTBEAT/);
   });
 
-  it("gets a workload that outruns the link through with auto-converge, and times out cleanly without it", async () => {
+  it("times out cleanly when the workload outruns the link; auto-converge only where it is safe (not TCG)", async () => {
     const heavy = "nc.dirty_mb=48 nc.dirty_rate_mbps=24";
     const vm = await createRunning("mig3", heavy);
     const target = vm.host === "m1" ? "m2" : "m1";
@@ -364,16 +364,29 @@ describe("live migration between two hosts", { timeout: 240_000 }, () => {
     expect(failed.stateReason).toContain("timed out");
     await expectRunningOnceOn("mig3", vm.host);
 
-    const withAc = (
-      await c.api<MigrationBody>("POST", "/v1/vms/mig3/migrations", {
+    const withAc = await c.api<MigrationBody & { error?: { message: string } }>(
+      "POST",
+      "/v1/vms/mig3/migrations",
+      {
         targetHost: target,
         options: { maxBandwidthMiBps: 8, autoConverge: true, downtimeLimitMs: 50, timeoutSeconds: 180 },
-      })
-    ).body;
-    const done = await waitMigration(withAc.id);
+      },
+    );
+    const host = (await c.api<{ accel: string }>("GET", `/v1/hosts/${vm.host}`)).body;
+    if (host.accel === "tcg") {
+      // QEMU 7.2 corrupts a throttled TCG guest's memory (docs/migration.md): refused, nothing changes.
+      expect(withAc.status).toBe(422);
+      expect(withAc.body.error?.message).toContain("auto-converge is not available");
+      await expectRunningOnceOn("mig3", vm.host);
+      return;
+    }
+    expect(withAc.status).toBe(202);
+    const done = await waitMigration(withAc.body.id);
     expect(done.state, done.stateReason).toBe("completed");
     await expectRunningOnceOn("mig3", target);
     await c.waitConsole("mig3", /NC-VERIFY PASS seed=11/);
+    const lines = await c.console("mig3", 400);
+    expect(lines.filter((l) => l.startsWith("NC-READY") || l.includes("NC-VERIFY FAIL"))).toEqual([]);
   }, 400_000);
 
   it("switches a migration that cannot converge to post-copy when asked, and the guest arrives intact", async () => {

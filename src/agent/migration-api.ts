@@ -218,6 +218,12 @@ export function registerMigrationRoutes(app: FastifyInstance, vms: VmManager, li
       } else if (step === "memory") {
         if (!endpoints || !tuning)
           throw new NovaError("NOVA_BAD_REQUEST", "the memory step needs endpoints and tuning");
+        // The server never asks for it on TCG (see migration-service.ts); a guard all the same.
+        if (tuning.autoConverge && vms.accel === "tcg")
+          throw new NovaError(
+            "NOVA_UNPROCESSABLE",
+            "auto-converge corrupts a TCG guest's memory on QEMU 7.2; this host runs VMs under TCG",
+          );
         if (vms.outgoingOf(id) !== migrationId) {
           await startOutgoing(proc.qmp, endpoints.migrateUri, toTuning(tuning), {
             pauseBeforeSwitchover: true,
