@@ -22,7 +22,7 @@ describe("npm run demo -- --once", () => {
     expect(out, out).toContain("demo-vm  running");
     expect(out).toMatch(/NC-HEARTBEAT seq=3 /);
     expect(out).toMatch(/NC-VERIFY PASS seed=2026/);
-    expect(out).toMatch(/Migrated demo-vm from host-[ab] to host-[ab], total/);
+    expect(out).toMatch(/Migrated demo-vm from host-[ab] to host-[ab] over (qemu|dwcp), total/);
     expect(out).toMatch(/no reboot; NC-VERIFY PASS at the destination/);
     expect(out).toContain("demo-vm deleted");
     expect(code, out).toBe(0);

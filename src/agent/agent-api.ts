@@ -22,6 +22,7 @@ import type { ImageStore } from "../compute/images/image-store.js";
 import { NovaError } from "../lib/errors.js";
 import { pullBlob } from "./blob-pull.js";
 import type { BlobTickets } from "./blob-tickets.js";
+import type { AgentDwcp } from "./dwcp-transport.js";
 import { registerMigrationRoutes } from "./migration-api.js";
 import type { VmManager } from "./vm-manager.js";
 
@@ -42,6 +43,8 @@ export interface AgentApiDeps {
   tmpDir: string;
   /** The address migration and NBD listeners bind to (the agent's own). */
   listenHost: string;
+  /** The DWCP migration transport, when this agent offers it. */
+  dwcp?: AgentDwcp | null;
   logger: Logger;
 }
 
@@ -129,6 +132,6 @@ export function buildAgentApi(deps: AgentApiDeps): FastifyInstance {
     },
   );
 
-  registerMigrationRoutes(app, deps.vms, deps.listenHost);
+  registerMigrationRoutes(app, deps.vms, deps.listenHost, deps.dwcp ?? null);
   return app;
 }

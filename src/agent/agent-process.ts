@@ -14,6 +14,7 @@ import { probeAccelerator } from "../compute/qemu/accel.js";
 import { VERSION } from "../version.js";
 import { buildAgentApi } from "./agent-api.js";
 import { BlobTickets } from "./blob-tickets.js";
+import { AgentDwcp } from "./dwcp-transport.js";
 import { ServerLink } from "./server-link.js";
 import { VmManager } from "./vm-manager.js";
 
@@ -34,6 +35,8 @@ export interface AgentOptions {
    * @defaultValue the listen address
    */
   dataHost?: string;
+  /** DWCP listener port on the data address (0 = kernel-chosen); null turns DWCP off. @defaultValue 0 */
+  dwcpPort?: number | null;
   /** Memory offered to VMs; defaults to the machine's total. */
   memoryMiB?: number;
   /** vCPUs offered; defaults to the machine's. */
@@ -75,7 +78,18 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   });
   await vms.init();
 
+  const dwcp =
+    o.dwcpPort === null
+      ? null
+      : await AgentDwcp.start({
+          dataDir: o.dataDir,
+          host: o.dataHost ?? o.host ?? "127.0.0.1",
+          port: o.dwcpPort ?? 0,
+          log: log.child({ component: "dwcp" }),
+        });
+  if (dwcp) log.info({ dwcp: dwcp.endpoint }, "DWCP listening");
   const api = buildAgentApi({
+    dwcp,
     vms,
     images,
     credential: () => link?.credential,
@@ -120,6 +134,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     await link.start();
   } catch (err) {
     await api.close();
+    await dwcp?.close();
     await vms.detach();
     throw err;
   }
@@ -136,6 +151,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       closing ??= (async () => {
         await link?.stop();
         await api.close();
+        await dwcp?.close();
         await vms.detach();
       })();
       return closing;

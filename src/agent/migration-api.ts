@@ -42,6 +42,7 @@ import {
 import type { QemuProcess } from "../compute/qemu/process.js";
 import { NovaError } from "../lib/errors.js";
 import { waitFor } from "../lib/wait.js";
+import type { AgentDwcp, OutgoingDwcp, TransportDecision } from "./dwcp-transport.js";
 import { freePort } from "./free-port.js";
 import type { VmManager } from "./vm-manager.js";
 
@@ -94,11 +95,12 @@ function memoryView(p: MigrationProgress): NonNullable<AgentOutgoingStatus["memo
   return view;
 }
 
-/** The source side of `migrationId` as QEMU reports it. */
+/** The source side of `migrationId` as QEMU reports it (plus the DWCP relay's counters). */
 export async function outgoingStatus(
   vms: VmManager,
   id: string,
   migrationId: string,
+  dwcp?: AgentDwcp | null,
 ): Promise<AgentOutgoingStatus> {
   const proc = vms.processOf(id);
   if (!proc) return { vmStatus: "absent", mirror: null, memory: null };
@@ -109,15 +111,85 @@ export async function outgoingStatus(
     queryMigration(proc.qmp),
   ]);
   const ours = vms.outgoingOf(id) === migrationId && memory.status !== "none";
+  const out = dwcp?.outgoingOf(migrationId);
+  const relay = out?.stats();
+  const decision = out?.decision ?? decisions.get(migrationId);
   return {
     vmStatus: status,
     mirror: mirror ? { jobId, ...mirror } : null,
     memory: ours ? memoryView(memory) : null,
+    ...(decision
+      ? {
+          transport: {
+            chosen: decision.chosen,
+            mode: decision.mode,
+            reason: decision.reason,
+            ...(relay
+              ? {
+                  relay: {
+                    logicalBytes: relay.logicalBytes,
+                    wireBytes: relay.wireBytes,
+                    ratio: relay.ratio,
+                    streams: relay.streams,
+                    mode: relay.mode,
+                    pages: relay.pages,
+                  },
+                }
+              : {}),
+          },
+        }
+      : {}),
+  };
+}
+
+/** Transport decisions that chose QEMU (DWCP ones live with their session), by migration. */
+const decisions = new Map<string, TransportDecision>();
+
+/**
+ * Source, mirror step: decides how this migration's data travels and, for DWCP, opens the
+ * session. `qemu`, or no DWCP on either side, means QEMU's own transport.
+ */
+function makeTransportChooser(dwcp: AgentDwcp | null) {
+  return async (
+    migrationId: string,
+    vmId: string,
+    endpoints: AgentIncomingEndpoints,
+    requested: "auto" | "qemu" | "dwcp",
+  ): Promise<OutgoingDwcp | undefined> => {
+    const existing = dwcp?.outgoingOf(migrationId);
+    if (existing) return existing;
+    if (requested === "qemu" || !dwcp || !endpoints.dwcp) {
+      if (requested === "dwcp")
+        throw new NovaError(
+          "NOVA_UNPROCESSABLE",
+          `DWCP was requested but ${!dwcp ? "this agent" : "the destination agent"} does not offer it`,
+        );
+      decisions.set(migrationId, {
+        chosen: "qemu",
+        mode: null,
+        reason: requested === "qemu" ? "requested" : "auto: DWCP is not available between these hosts",
+        rttMs: null,
+        probedMbps: null,
+      });
+      return undefined;
+    }
+    const decision = await dwcp.startOutgoing(migrationId, vmId, endpoints.dwcp, requested);
+    if (decision.chosen === "qemu") {
+      decisions.set(migrationId, decision);
+      return undefined;
+    }
+    return dwcp.outgoingOf(migrationId);
   };
 }
 
 /** Registers the migration routes on the agent API. */
-export function registerMigrationRoutes(app: FastifyInstance, vms: VmManager, listenHost: string): void {
+export function registerMigrationRoutes(
+  app: FastifyInstance,
+  vms: VmManager,
+  listenHost: string,
+  dwcp: AgentDwcp | null = null,
+): void {
+  const chooseTransport = makeTransportChooser(dwcp);
   // Destination: start a paused QEMU waiting for the VM, export its disk, listen.
   app.post<{ Params: { id: string }; Body: AgentIncomingPost }>(
     "/agent/v1/vms/:id/incoming",
@@ -140,10 +212,17 @@ export function registerMigrationRoutes(app: FastifyInstance, vms: VmManager, li
         });
         const migratePort = await freePort(listenHost);
         await startIncoming(proc.qmp, { host: listenHost, port: migratePort }, toTuning(tuning));
-        const endpoints = {
+        const endpoints: AgentIncomingEndpoints = {
           migrateUri: tcpUri(listenHost, migratePort),
           nbd: { host: listenHost, port: nbdPort, exportName },
         };
+        if (dwcp)
+          endpoints.dwcp = dwcp.expectIncoming(
+            migrationId,
+            id,
+            { host: listenHost, port: migratePort },
+            { host: listenHost, port: nbdPort },
+          );
         await vms.setIncomingEndpoints(id, endpoints);
         return endpoints;
       } catch (err) {
@@ -181,6 +260,9 @@ export function registerMigrationRoutes(app: FastifyInstance, vms: VmManager, li
             undefined,
           { timeoutMs: 30_000, what: "the incoming migration to load the VM's state" },
         );
+        // Over DWCP, resume only a stream the relay verified end to end (SHA-256).
+        await dwcp?.incomingVerified(incoming.migrationId);
+        dwcp?.forgetIncoming(incoming.migrationId);
         await stopNbdExport(proc.qmp, migrationNames(incoming.migrationId).exportName);
         if ((await queryStatus(proc.qmp)).status !== "running") await cont(proc.qmp);
         const after = await queryStatus(proc.qmp);
@@ -197,14 +279,15 @@ export function registerMigrationRoutes(app: FastifyInstance, vms: VmManager, li
     { schema: { params: VmParams, body: AgentOutgoingPost } },
     async (req) => {
       const { id } = req.params;
-      const { migrationId, step, endpoints, tuning } = req.body;
+      const { migrationId, step, endpoints, tuning, transport } = req.body;
       const proc = requireProcess(vms, id);
       const { jobId } = migrationNames(migrationId);
-      const status = await outgoingStatus(vms, id, migrationId);
+      const status = await outgoingStatus(vms, id, migrationId, dwcp);
       if (step === "mirror") {
         if (!endpoints)
           throw new NovaError("NOVA_BAD_REQUEST", "the mirror step needs the target's endpoints");
         if (!status.mirror) {
+          const out = await chooseTransport(migrationId, id, endpoints, transport ?? "auto");
           // A step cut short (agent restart) may have added the target node but not the job.
           await proc.qmp
             .execute("blockdev-del", { "node-name": mirrorTargetNodeName(jobId) })
@@ -212,20 +295,16 @@ export function registerMigrationRoutes(app: FastifyInstance, vms: VmManager, li
           await startMirror(proc.qmp, {
             jobId,
             sourceNode: await diskNodeName(proc.qmp),
-            nbd: endpoints.nbd,
+            nbd: out ? { ...(await out.nbdEndpoint()), exportName: endpoints.nbd.exportName } : endpoints.nbd,
           });
         }
       } else if (step === "memory") {
         if (!endpoints || !tuning)
           throw new NovaError("NOVA_BAD_REQUEST", "the memory step needs endpoints and tuning");
-        // The server never asks for it on TCG (see migration-service.ts); a guard all the same.
-        if (tuning.autoConverge && vms.accel === "tcg")
-          throw new NovaError(
-            "NOVA_UNPROCESSABLE",
-            "auto-converge corrupts a TCG guest's memory on QEMU 7.2; this host runs VMs under TCG",
-          );
         if (vms.outgoingOf(id) !== migrationId) {
-          await startOutgoing(proc.qmp, endpoints.migrateUri, toTuning(tuning), {
+          const out = dwcp?.outgoingOf(migrationId);
+          const uri = out ? await out.migrateUri() : endpoints.migrateUri;
+          await startOutgoing(proc.qmp, uri, toTuning(tuning), {
             pauseBeforeSwitchover: true,
           });
           await vms.markOutgoing(id, migrationId);
@@ -244,14 +323,14 @@ export function registerMigrationRoutes(app: FastifyInstance, vms: VmManager, li
       } else if (step === "postcopy") {
         if (status.memory?.status === "active") await startPostcopy(proc.qmp);
       }
-      return outgoingStatus(vms, id, migrationId);
+      return outgoingStatus(vms, id, migrationId, dwcp);
     },
   );
 
   app.get<{ Params: { id: string }; Querystring: { migrationId: string } }>(
     "/agent/v1/vms/:id/outgoing",
     { schema: { params: VmParams, querystring: MigrationQuery } },
-    async (req) => outgoingStatus(vms, req.params.id, req.query.migrationId),
+    async (req) => outgoingStatus(vms, req.params.id, req.query.migrationId, dwcp),
   );
 
   // Source: abandon the migration; the VM keeps (or resumes) running here. After QEMU
@@ -264,6 +343,8 @@ export function registerMigrationRoutes(app: FastifyInstance, vms: VmManager, li
       const { id } = req.params;
       const { migrationId, targetGone } = req.body;
       const proc = vms.processOf(id);
+      dwcp?.finishOutgoing(migrationId);
+      decisions.delete(migrationId);
       if (!proc) return outgoingStatus(vms, id, migrationId);
       const status = await outgoingStatus(vms, id, migrationId);
       const mem = status.memory?.status;
@@ -289,8 +370,14 @@ export function registerMigrationRoutes(app: FastifyInstance, vms: VmManager, li
   app.post<{ Params: { id: string } }>(
     "/agent/v1/vms/:id/outgoing/release",
     { schema: { params: VmParams } },
-    async (req) => ({
-      released: await vms.release(req.params.id),
-    }),
+    async (req) => {
+      // The migration this VM left by is over: end its DWCP session, if any.
+      const migrationId = vms.outgoingOf(req.params.id);
+      if (migrationId) {
+        dwcp?.finishOutgoing(migrationId);
+        decisions.delete(migrationId);
+      }
+      return { released: await vms.release(req.params.id) };
+    },
   );
 }

@@ -58,11 +58,6 @@ export interface VmManagerOptions {
 /** Runs and watches the VMs of one host. */
 export class VmManager {
   private readonly vms = new Map<string, ManagedVm>();
-
-  /** The accelerator VMs run with on this host. */
-  get accel(): "kvm" | "tcg" {
-    return this.o.accel;
-  }
   private readonly vmsDir: string;
 
   constructor(private readonly o: VmManagerOptions) {

@@ -139,6 +139,12 @@ export const ERROR_CODES = {
     retryable: false,
     description: "An unexpected error; the server log has the stack.",
   },
+  NOVA_MIGRATION_RELAY: {
+    status: 502,
+    retryable: true,
+    description:
+      "The DWCP migration relay could not carry the QEMU stream intact (socket lost, destination cache miss, end-to-end check failed); the source VM keeps running.",
+  },
 } as const satisfies Record<string, ErrorCodeEntry>;
 
 /** A stable error code. */

@@ -43,7 +43,7 @@ export class MigrationService {
       assertActionAllowed(vm.name, vm.state, "migrate");
       if (!vm.hostId) throw new NovaError("NOVA_INTERNAL", `VM ${vm.name} is running but has no host`);
       const source = await getHost(tx, vm.hostId);
-      const options = optionsForAccel(input.options ?? {}, source.accel, source.name);
+      const options = input.options ?? {};
       const hosts = await listHosts(tx);
       let targetId: string;
       if (input.targetHost) {
@@ -126,22 +126,11 @@ function validateOptions(o: MigrationOptions): void {
     throw bad("multifdCompression needs multifdChannels (e.g. 4)", "multifdCompression");
   if (o.multifdChannels && o.postcopy)
     throw bad("multifd cannot be combined with post-copy (QEMU 7.2); choose one", "multifdChannels");
-}
-
-/**
- * Auto-converge throttles the guest's vCPUs; under TCG on QEMU 7.2 a migration that
- * throttles delivers corrupted guest memory (the guest kernel panics at the destination;
- * reproduced with a 512 MiB guest dirtying 5 MiB/s through a 40 MiB/s cap, see
- * docs/migration.md). So it is off by default on TCG hosts and refused when asked for.
- */
-function optionsForAccel(o: MigrationOptions, accel: "kvm" | "tcg", host: string): MigrationOptions {
-  if (accel !== "tcg") return o;
-  if (o.autoConverge === true) {
-    throw new NovaError(
-      "NOVA_UNPROCESSABLE",
-      `Invalid migration options: auto-converge is not available on ${host}, which runs VMs under TCG: QEMU 7.2 corrupts the guest's memory when it throttles a TCG guest during migration. Leave autoConverge unset (or false); consider post-copy or a bandwidth that outruns the dirty rate.`,
-      { details: { field: "autoConverge", accel } },
+  if (o.transport === "dwcp" && o.multifdChannels)
+    throw bad(
+      "multifd is QEMU's own multi-connection transport; it does not apply with transport dwcp",
+      "multifdChannels",
     );
-  }
-  return { ...o, autoConverge: false };
+  if (o.transport === "dwcp" && o.postcopy)
+    throw bad("post-copy runs over QEMU's own transport only; use transport qemu (or auto)", "postcopy");
 }

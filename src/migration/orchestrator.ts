@@ -29,6 +29,7 @@ import {
   type MigrationRecord,
   moveVmToHost,
   saveProgress,
+  setMigrationTransport,
   transitionMigration,
 } from "../cluster/store/migrations.js";
 import type { Store } from "../cluster/store/store.js";
@@ -181,9 +182,20 @@ export class MigrationOrchestrator {
         });
         await this.checkCancel(m);
         m = await this.step(m, "transferring", "mirroring the disk", { baseImageCopied: copied });
-        await this.retrying(m, () =>
-          source.startOutgoing(vmId, { migrationId: m.id, step: "mirror", endpoints, tuning }),
+        const mirrorStarted = await this.retrying(m, () =>
+          source.startOutgoing(vmId, {
+            migrationId: m.id,
+            step: "mirror",
+            endpoints,
+            tuning,
+            transport: requestedTransport(m.options),
+          }),
         );
+        if (mirrorStarted.transport) {
+          const t = mirrorStarted.transport;
+          await this.store.write(async (tx) => setMigrationTransport(tx, m.id, t.chosen));
+          this.log.info({ migration: m.id, transport: t.chosen, reason: t.reason }, "transport chosen");
+        }
         // The memory status still shows how an earlier migration of this VM ended until
         // this one's memory step starts, so it is not checked yet.
         const mirrored = await this.pollUntil(
@@ -211,7 +223,8 @@ export class MigrationOrchestrator {
           // started during the first pre-copy pass: starting it after a later pass (after
           // dirty-bitmap syncs) corrupted guest memory in our tests on QEMU 7.2 under TCG —
           // the guest kernel panicked on the target — while a first-pass switch arrives
-          // intact (test/e2e-migration.slow.test.ts). See docs/migration.md.
+          // intact (test/e2e-migration.slow.test.ts): the VM stops before QEMU's second
+          // dirty-bitmap sync. See docs/migration.md, "Busy guests under TCG".
           if (tuning.postcopy && !postcopyAsked && mem?.status === "active" && mem.pass >= 1) {
             postcopyAsked = true;
             void this.retrying(m, () =>
@@ -565,4 +578,14 @@ async function unlessUnreachable<T>(call: () => Promise<T>, who: string): Promis
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/**
+ * What the source agent is asked for. Multifd and post-copy are QEMU-transport features,
+ * so "auto" means QEMU's transport for them (the API refuses them with "dwcp").
+ */
+function requestedTransport(o: MigrationOptions): "auto" | "qemu" | "dwcp" {
+  const t = o.transport ?? DEFAULT_OPTIONS.transport;
+  if (t === "auto" && (o.multifdChannels || o.postcopy)) return "qemu";
+  return t;
 }

@@ -25,5 +25,22 @@ export function toProgress(phase: string, s: AgentOutgoingStatus): MigrationProg
     expectedDowntimeMs: mem?.expectedDowntimeMs ?? null,
     etaSeconds: eta === null ? null : Math.round(eta * 10) / 10,
     autoConvergeThrottlePct: mem?.cpuThrottlePercentage ?? null,
+    ...(s.transport
+      ? {
+          transport: {
+            chosen: s.transport.chosen,
+            mode: s.transport.relay?.mode ?? s.transport.mode,
+            reason: s.transport.reason,
+            ...(s.transport.relay
+              ? {
+                  wireBytes: s.transport.relay.wireBytes,
+                  logicalBytes: s.transport.relay.logicalBytes,
+                  ratio: Math.round(s.transport.relay.ratio * 100) / 100,
+                  streams: s.transport.relay.streams,
+                }
+              : {}),
+          },
+        }
+      : {}),
   };
 }

@@ -125,6 +125,12 @@ export type AgentMigrationTuning = Static<typeof AgentMigrationTuning>;
 export const AgentIncomingEndpoints = Type.Object({
   migrateUri: Type.String({ description: "QEMU migration URI, tcp:HOST:PORT" }),
   nbd: Type.Object({ host: Type.String(), port: Type.Integer(), exportName: Type.String() }),
+  dwcp: Type.Optional(
+    Type.Object(
+      { host: Type.String(), port: Type.Integer(), token: Type.String() },
+      { description: "The destination agent's DWCP listener and this migration's session token" },
+    ),
+  ),
 });
 export type AgentIncomingEndpoints = Static<typeof AgentIncomingEndpoints>;
 
@@ -161,6 +167,11 @@ export const AgentOutgoingPost = Type.Object(
     ]),
     endpoints: Type.Optional(AgentIncomingEndpoints),
     tuning: Type.Optional(AgentMigrationTuning),
+    transport: Type.Optional(
+      Type.Union([Type.Literal("auto"), Type.Literal("qemu"), Type.Literal("dwcp")], {
+        description: "mirror step: how memory and disk travel (decided by the source agent for auto)",
+      }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -198,6 +209,29 @@ export const AgentOutgoingStatus = Type.Object({
     }),
     Type.Null(),
   ]),
+  transport: Type.Optional(
+    Type.Object({
+      chosen: Type.Union([Type.Literal("qemu"), Type.Literal("dwcp")]),
+      mode: Type.Union([Type.String(), Type.Null()]),
+      reason: Type.String(),
+      relay: Type.Optional(
+        Type.Object({
+          logicalBytes: Type.Number(),
+          wireBytes: Type.Number(),
+          ratio: Type.Number(),
+          streams: Type.Integer(),
+          mode: Type.Union([Type.String(), Type.Null()]),
+          pages: Type.Object({
+            total: Type.Number(),
+            zero: Type.Number(),
+            ref: Type.Number(),
+            delta: Type.Number(),
+            full: Type.Number(),
+          }),
+        }),
+      ),
+    }),
+  ),
 });
 export type AgentOutgoingStatus = Static<typeof AgentOutgoingStatus>;
 

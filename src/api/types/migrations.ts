@@ -92,6 +92,21 @@ export const MigrationProgress = Type.Object({
   expectedDowntimeMs: Type.Union([Type.Number(), Type.Null()]),
   etaSeconds: Type.Union([Type.Number(), Type.Null()]),
   autoConvergeThrottlePct: Type.Union([Type.Number(), Type.Null()]),
+  transport: Type.Optional(
+    Type.Object({
+      chosen: Type.String({ description: "qemu or dwcp" }),
+      mode: Type.Union([Type.String(), Type.Null()], {
+        description: "network mode measured between the hosts",
+      }),
+      reason: Type.String(),
+      wireBytes: Type.Optional(Type.Number({ description: "DWCP: bytes on the wire for the memory stream" })),
+      logicalBytes: Type.Optional(
+        Type.Number({ description: "DWCP: bytes of QEMU's memory stream relayed" }),
+      ),
+      ratio: Type.Optional(Type.Number({ description: "DWCP: logical / wire" })),
+      streams: Type.Optional(Type.Integer({ description: "DWCP: TCP connections in use" })),
+    }),
+  ),
 });
 export type MigrationProgress = Static<typeof MigrationProgress>;
 

@@ -90,6 +90,8 @@ export function registerDaemonCommands(program: Command): void {
       "address for migration traffic (QEMU migration and NBD listeners; default: the --listen host)",
     )
     .option("--name <name>", "host name in the cluster", os.hostname().toLowerCase())
+    .option("--dwcp-port <port>", "DWCP migration listener port on the data address (0 = any free port)", "0")
+    .option("--no-dwcp", "do not offer DWCP for migrations (QEMU's own transport only)")
     .option("--memory <MiB>", "memory offered to VMs (default: all of this machine's)")
     .option("--vcpus <n>", "vCPUs offered to VMs (default: this machine's)")
     .option("--stop-grace <seconds>", "ACPI shutdown grace before a hard stop", "30")
@@ -101,6 +103,8 @@ export function registerDaemonCommands(program: Command): void {
         dataDir: string;
         listen: string;
         dataAddress?: string;
+        dwcpPort: string;
+        dwcp: boolean;
         name: string;
         memory?: string;
         vcpus?: string;
@@ -124,6 +128,7 @@ export function registerDaemonCommands(program: Command): void {
           host,
           port,
           ...(o.dataAddress ? { dataHost: o.dataAddress } : {}),
+          dwcpPort: o.dwcp ? parsePort(o.dwcpPort, "--dwcp-port") : null,
           stopGraceMs: parsePositiveInt(o.stopGrace, "--stop-grace") * 1000,
           ...(o.memory ? { memoryMiB: parsePositiveInt(o.memory, "--memory") } : {}),
           ...(o.vcpus ? { vcpus: parsePositiveInt(o.vcpus, "--vcpus") } : {}),
@@ -136,4 +141,11 @@ export function registerDaemonCommands(program: Command): void {
         await agent.close();
       },
     );
+}
+
+function parsePort(v: string, flag: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535)
+    throw new NovaError("NOVA_CONFIG", `${flag} must be a port from 0 to 65535, got "${v}"`);
+  return n;
 }

@@ -39,6 +39,11 @@ export function progressLine(m: Migration): string {
     parts.push(`downtime ~${p.expectedDowntimeMs} ms`);
   parts.push(p.etaSeconds === null || p.etaSeconds === undefined ? "ETA -" : `ETA ${p.etaSeconds}s`);
   if (p.autoConvergeThrottlePct) parts.push(`throttled ${p.autoConvergeThrottlePct}%`);
+  const t = p.transport;
+  if (t?.chosen === "dwcp" && t.wireBytes !== undefined)
+    parts.push(
+      `dwcp ${formatBytes(t.logicalBytes ?? 0)} -> ${formatBytes(t.wireBytes)} wire (${t.ratio ?? 0}x), ${t.streams ?? 0} streams, ${t.mode ?? "?"}`,
+    );
   return parts.join("  ");
 }
 
@@ -54,7 +59,7 @@ export function summaryLine(m: Migration): string {
     return `Migration ${m.state}: ${m.stateReason}${m.rollback ? ` (rolled back: ${m.rollback})` : ""}`;
   }
   const r = m.result;
-  const parts = [`Migrated ${m.vm} from ${m.sourceHost} to ${m.targetHost}`];
+  const parts = [`Migrated ${m.vm} from ${m.sourceHost} to ${m.targetHost} over ${m.transport}`];
   if (r.totalTimeMs !== undefined) parts.push(`total ${(r.totalTimeMs / 1000).toFixed(1)} s`);
   if (r.downtimeMs !== undefined) parts.push(`downtime ${r.downtimeMs} ms`);
   if (r.memoryBytes !== undefined) parts.push(`memory moved ${formatBytes(r.memoryBytes)}`);
@@ -119,6 +124,11 @@ export function registerMigrationCommands(program: Command): void {
     .option("--bandwidth <MiB/s>", "cap the migration's bandwidth")
     .option("--no-auto-converge", "do not throttle a guest that dirties memory faster than the link")
     .option("--postcopy", "allow post-copy (a failure during post-copy LOSES the VM; see docs/migration.md)")
+    .option(
+      "--transport <auto|qemu|dwcp>",
+      "how memory and disk travel (auto: by the measured network mode)",
+      "auto",
+    )
     .option("--multifd <channels>", "QEMU multifd: send RAM over this many parallel connections")
     .option("--multifd-compression <none|zstd>", "compress multifd pages (with --multifd)")
     .option("--timeout <seconds>", "roll back if not done by then", "600")
@@ -132,6 +142,7 @@ export function registerMigrationCommands(program: Command): void {
           bandwidth?: string;
           autoConverge: boolean;
           postcopy?: boolean;
+          transport: string;
           multifd?: string;
           multifdCompression?: string;
           timeout: string;
@@ -145,10 +156,9 @@ export function registerMigrationCommands(program: Command): void {
           postcopy: Boolean(o.postcopy),
           timeoutSeconds: parsePositiveInt(o.timeout, "--timeout"),
           ...(o.bandwidth ? { maxBandwidthMiBps: parsePositiveInt(o.bandwidth, "--bandwidth") } : {}),
+          transport: parseTransport(o.transport),
           ...(o.multifd ? { multifdChannels: parsePositiveInt(o.multifd, "--multifd") } : {}),
-          ...(o.multifdCompression
-            ? { multifdCompression: parseCompression(o.multifdCompression) }
-            : {}),
+          ...(o.multifdCompression ? { multifdCompression: parseCompression(o.multifdCompression) } : {}),
         };
         let m = await api.post<Migration>(`/v1/vms/${seg(name)}/migrations`, {
           ...(o.to ? { targetHost: o.to } : {}),
@@ -216,4 +226,9 @@ export function registerMigrationCommands(program: Command): void {
 function parseCompression(v: string): "none" | "zstd" {
   if (v === "none" || v === "zstd") return v;
   throw new NovaError("NOVA_BAD_REQUEST", `--multifd-compression must be none or zstd, got "${v}"`);
+}
+
+function parseTransport(v: string): "auto" | "qemu" | "dwcp" {
+  if (v === "auto" || v === "qemu" || v === "dwcp") return v;
+  throw new NovaError("NOVA_BAD_REQUEST", `--transport must be auto, qemu or dwcp, got "${v}"`);
 }

@@ -191,6 +191,11 @@ export async function saveProgress(q: Queryable, id: string, progress: Migration
   ]);
 }
 
+/** Records how the migration's data travels (the source agent decides "auto"). */
+export async function setMigrationTransport(q: Queryable, id: string, transport: string): Promise<void> {
+  await q.query("UPDATE migrations SET transport = $2, updated_at = now() WHERE id = $1", [id, transport]);
+}
+
 /** Marks a migration for cancellation; the orchestrator acts on it. */
 export async function requestCancel(q: Queryable, id: string): Promise<void> {
   await q.query("UPDATE migrations SET cancel_requested = true, updated_at = now() WHERE id = $1", [id]);

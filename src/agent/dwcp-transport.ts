@@ -1,0 +1,353 @@
+/**
+ * The agent's DWCP transport for migrations (docs/migration.md, "Over DWCP"). Owns the
+ * agent's DWCP listener on its data address, the host's page cache, and per migration:
+ * on the destination, the session that feeds the destination QEMU (memory stream through
+ * MigrationRelayTarget, NBD connections through ByteRelayTarget); on the source, the
+ * session, the local endpoints QEMU's migration and block mirror use instead of the
+ * destination's, and the transport decision (auto: measured network mode).
+ *
+ * A session proves which migration it serves with a token the destination made when it
+ * prepared the incoming VM; the server hands it to the source with the endpoints, so only
+ * the control plane can point a source at a destination QEMU.
+ */
+import { randomBytes, timingSafeEqual } from "node:crypto";
+import { mkdirSync } from "node:fs";
+import path from "node:path";
+import type { Logger } from "pino";
+import { dialSession } from "../dwcp/amst/dial.js";
+import { DwcpListener } from "../dwcp/amst/listen.js";
+import type { DwcpSession } from "../dwcp/amst/session.js";
+import { PageHistory } from "../dwcp/hde/history.js";
+import { PageCache } from "../dwcp/hde/page-cache.js";
+import { classify, type NetworkMode } from "../dwcp/mode.js";
+import { Tuner } from "../dwcp/tuner.js";
+import { NovaError } from "../lib/errors.js";
+import { ByteRelaySource, ByteRelayTarget } from "../migration/dwcp/byte-relay.js";
+import { ChannelRouter } from "../migration/dwcp/channel-router.js";
+import { MigrationRelaySource, type RelayStats } from "../migration/dwcp/relay-source.js";
+import { MigrationRelayTarget } from "../migration/dwcp/relay-target.js";
+import type { LocalEndpoint } from "../migration/dwcp/socket-io.js";
+
+/** Where a source reaches the destination's DWCP listener for one migration. */
+export interface DwcpEndpoint {
+  host: string;
+  port: number;
+  token: string;
+}
+
+/** How a migration's data travels, and why. */
+export interface TransportDecision {
+  chosen: "qemu" | "dwcp";
+  mode: NetworkMode | null;
+  reason: string;
+  rttMs: number | null;
+  probedMbps: number | null;
+}
+
+/** Options of the agent's DWCP transport. */
+export interface AgentDwcpOptions {
+  dataDir: string;
+  /** The data address to listen on. */
+  host: string;
+  /** @defaultValue 0 (kernel-chosen; the port travels in the incoming endpoints) */
+  port?: number;
+  /** Size cap of the host's page cache. @defaultValue 4 GiB */
+  cacheBytes?: number;
+  log: Logger;
+}
+
+interface Incoming {
+  token: Buffer;
+  vmId: string;
+  qemu: LocalEndpoint;
+  nbd: LocalEndpoint;
+  session: DwcpSession | null;
+  relay: MigrationRelayTarget | null;
+  nbdRelay: ByteRelayTarget | null;
+  history: PageHistory | null;
+}
+
+/** The source side of one migration over DWCP. */
+export class OutgoingDwcp {
+  private nbd: ByteRelaySource | null = null;
+  private memory: MigrationRelaySource | null = null;
+
+  constructor(
+    readonly decision: TransportDecision,
+    private readonly session: DwcpSession,
+    private readonly tuner: Tuner,
+    private readonly history: PageHistory,
+    private readonly historyFile: string,
+  ) {}
+
+  /** The local NBD endpoint the block mirror writes to (forwarded to the destination's export). */
+  async nbdEndpoint(): Promise<{ host: string; port: number }> {
+    this.nbd ??= await ByteRelaySource.start({ session: this.session, label: "nbd" });
+    const ep = this.nbd.endpoint as { host: string; port: number };
+    return { host: ep.host, port: ep.port };
+  }
+
+  /** The local URI QEMU's outgoing migration connects to. */
+  async migrateUri(): Promise<string> {
+    this.memory ??= await MigrationRelaySource.start({
+      session: this.session,
+      label: "mig",
+      history: this.history,
+      level: this.tuner.state.level > 0 ? this.tuner.state.level : 1,
+    });
+    // The memory relay is done once the destination verified the whole stream.
+    this.memory.done.then(
+      () => this.history.save(this.historyFile),
+      () => undefined,
+    );
+    return this.memory.uri;
+  }
+
+  /** Counters for the migration's progress. */
+  stats(): (RelayStats & { streams: number; mode: NetworkMode | null }) | null {
+    if (!this.memory) return null;
+    return { ...this.memory.stats(), streams: this.session.streamCount, mode: this.tuner.state.mode };
+  }
+
+  /** Ends the session (after success or when giving up). */
+  close(): void {
+    this.tuner.stop();
+    this.session.destroy();
+  }
+}
+
+/** One per agent. */
+export class AgentDwcp {
+  private readonly incoming = new Map<string, Incoming>();
+  private readonly outgoing = new Map<string, OutgoingDwcp>();
+  private readonly cache: PageCache;
+  private readonly historyDir: string;
+
+  private constructor(
+    private readonly o: AgentDwcpOptions,
+    private readonly listener: DwcpListener,
+  ) {
+    const dir = path.join(o.dataDir, "dwcp");
+    this.historyDir = path.join(dir, "history");
+    mkdirSync(this.historyDir, { recursive: true });
+    this.cache = new PageCache(path.join(dir, "page-cache"), o.cacheBytes ?? 4 * 1024 ** 3);
+    void this.acceptLoop();
+  }
+
+  /** Starts listening on the data address. */
+  static async start(o: AgentDwcpOptions): Promise<AgentDwcp> {
+    const listener = await DwcpListener.listen({ host: o.host, port: o.port ?? 0 });
+    return new AgentDwcp(o, listener);
+  }
+
+  /** The listener's address. */
+  get endpoint(): { host: string; port: number } {
+    return { host: this.o.host, port: this.listener.port };
+  }
+
+  // ------------------------------------------------------------------ destination ---
+
+  /** Destination: accept a session for `migrationId` that feeds these local endpoints. */
+  expectIncoming(migrationId: string, vmId: string, qemu: LocalEndpoint, nbd: LocalEndpoint): DwcpEndpoint {
+    const existing = this.incoming.get(migrationId);
+    const token = existing?.token ?? randomBytes(24);
+    if (!existing)
+      this.incoming.set(migrationId, {
+        token,
+        vmId,
+        qemu,
+        nbd,
+        session: null,
+        relay: null,
+        nbdRelay: null,
+        history: null,
+      });
+    return { ...this.endpoint, token: token.toString("base64url") };
+  }
+
+  /**
+   * Destination, before resuming the VM: the relayed stream must have been written in full
+   * and verified (SHA-256 against the source's). Resolves at once for non-DWCP migrations.
+   */
+  async incomingVerified(migrationId: string, timeoutMs = 30_000): Promise<void> {
+    const inc = this.incoming.get(migrationId);
+    if (!inc?.relay) return;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        inc.relay.done,
+        new Promise((_, reject) => {
+          timer = setTimeout(
+            () =>
+              reject(new NovaError("NOVA_TIMEOUT", "the DWCP relay did not confirm the migration stream")),
+            timeoutMs,
+          );
+        }),
+      ]);
+      inc.history?.save(this.historyFile(inc.vmId));
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Destination: the migration ended (either way); drop its session. */
+  forgetIncoming(migrationId: string): void {
+    const inc = this.incoming.get(migrationId);
+    if (!inc) return;
+    this.incoming.delete(migrationId);
+    inc.session?.destroy();
+  }
+
+  private async acceptLoop(): Promise<void> {
+    for (;;) {
+      let session: DwcpSession;
+      try {
+        session = await this.listener.accept();
+      } catch {
+        return; // the listener closed
+      }
+      void this.serve(session).catch((err: unknown) => {
+        this.o.log.warn({ err: err instanceof Error ? err.message : String(err) }, "DWCP session refused");
+        session.destroy();
+      });
+    }
+  }
+
+  private async serve(session: DwcpSession): Promise<void> {
+    const router = new ChannelRouter(session);
+    const hello = await router.take("hello");
+    const msg = await hello.read();
+    let req: { migrationId?: string; token?: string } = {};
+    try {
+      req = JSON.parse(msg?.toString("utf8") ?? "{}");
+    } catch {
+      // answered below
+    }
+    const inc = req.migrationId ? this.incoming.get(req.migrationId) : undefined;
+    const given = Buffer.from(req.token ?? "", "base64url");
+    if (!inc || given.length !== inc.token.length || !timingSafeEqual(given, inc.token) || inc.session) {
+      await hello.send(Buffer.from(JSON.stringify({ ok: false, error: "unknown migration or bad token" })));
+      await hello.end().catch(() => undefined);
+      throw new NovaError("NOVA_FORBIDDEN", `DWCP session for unknown migration ${req.migrationId ?? "?"}`);
+    }
+    inc.session = session;
+    await hello.send(Buffer.from(JSON.stringify({ ok: true })));
+    await hello.end();
+    // The source measures the path first; only if it chose DWCP does it open "go". A
+    // session that ends instead (QEMU's transport chosen) leaves nothing behind here.
+    try {
+      await router.take("go");
+    } catch {
+      if (inc.session === session) inc.session = null;
+      return;
+    }
+    inc.history = new PageHistory(this.cache);
+    inc.history.load(this.historyFile(inc.vmId));
+    inc.nbdRelay = new ByteRelayTarget({ router, label: "nbd", target: inc.nbd });
+    inc.relay = new MigrationRelayTarget({
+      router,
+      label: "mig",
+      qemu: inc.qemu,
+      cache: this.cache,
+      history: inc.history,
+    });
+  }
+
+  // ----------------------------------------------------------------------- source ---
+
+  /**
+   * Source: connects to the destination for `migrationId` and decides the transport. With
+   * "auto", a datacenter-class path (RTT < 10 ms and >= 1 Gbit/s measured) goes over QEMU's
+   * own transport, where the benchmark shows it is faster; anything slower over DWCP.
+   */
+  async startOutgoing(
+    migrationId: string,
+    vmId: string,
+    to: DwcpEndpoint,
+    requested: "auto" | "dwcp",
+  ): Promise<TransportDecision> {
+    const existing = this.outgoing.get(migrationId);
+    if (existing) return existing.decision;
+    const session = await dialSession({ host: to.host, port: to.port, streams: 2 });
+    try {
+      const hello = session.openChannel("hello");
+      await hello.send(Buffer.from(JSON.stringify({ migrationId, token: to.token })));
+      await hello.end();
+      const answer = JSON.parse((await hello.read())?.toString("utf8") ?? "{}") as {
+        ok?: boolean;
+        error?: string;
+      };
+      if (!answer.ok)
+        throw new NovaError(
+          "NOVA_MIGRATION_RELAY",
+          `The destination refused the DWCP session: ${answer.error}`,
+        );
+      const tuner = new Tuner(session, []);
+      await tuner.ready;
+      const rttMs = session.stats().minRttMs;
+      const probed = tuner.state.probedBps;
+      const mode =
+        rttMs === null
+          ? null
+          : classify({ rttMs, bandwidthBps: probed > 0 ? probed * 8 : Number.POSITIVE_INFINITY });
+      const probedMbps = probed > 0 ? Math.round((probed * 8) / 1e6) : null;
+      const measured = `RTT ${rttMs?.toFixed(1) ?? "?"} ms${probedMbps ? `, probe ${probedMbps} Mbit/s` : ""}`;
+      if (requested === "auto" && mode === "datacenter") {
+        tuner.stop();
+        session.destroy();
+        return {
+          chosen: "qemu",
+          mode,
+          reason: `auto: datacenter-class path (${measured}); QEMU's own transport is faster there`,
+          rttMs,
+          probedMbps,
+        };
+      }
+      const decision: TransportDecision = {
+        chosen: "dwcp",
+        mode,
+        reason:
+          requested === "dwcp"
+            ? `requested (${measured}, mode ${mode ?? "unknown"})`
+            : `auto: ${mode ?? "unknown"} path (${measured})`,
+        rttMs,
+        probedMbps,
+      };
+      // Tells the destination to set up its relays (see serve()).
+      await session.openChannel("go").end();
+      const history = new PageHistory(this.cache);
+      const historyFile = this.historyFile(vmId);
+      history.load(historyFile);
+      this.outgoing.set(migrationId, new OutgoingDwcp(decision, session, tuner, history, historyFile));
+      return decision;
+    } catch (err) {
+      session.destroy();
+      throw err;
+    }
+  }
+
+  /** Source: the DWCP side of a migration, if it runs over DWCP. */
+  outgoingOf(migrationId: string): OutgoingDwcp | undefined {
+    return this.outgoing.get(migrationId);
+  }
+
+  /** Source: the migration ended (either way). */
+  finishOutgoing(migrationId: string): void {
+    const out = this.outgoing.get(migrationId);
+    if (!out) return;
+    this.outgoing.delete(migrationId);
+    out.close();
+  }
+
+  private historyFile(vmId: string): string {
+    return path.join(this.historyDir, `${vmId}.bin`);
+  }
+
+  /** Stops listening and ends every session. */
+  async close(): Promise<void> {
+    for (const id of [...this.outgoing.keys()]) this.finishOutgoing(id);
+    for (const id of [...this.incoming.keys()]) this.forgetIncoming(id);
+    await this.listener.close();
+    this.cache.close();
+  }
+}
