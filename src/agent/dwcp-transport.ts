@@ -11,7 +11,7 @@
  * the control plane can point a source at a destination QEMU.
  */
 import { randomBytes, timingSafeEqual } from "node:crypto";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, rmSync } from "node:fs";
 import path from "node:path";
 import type { Logger } from "pino";
 import { dialSession } from "../dwcp/amst/dial.js";
@@ -120,7 +120,8 @@ export class OutgoingDwcp {
 export class AgentDwcp {
   private readonly incoming = new Map<string, Incoming>();
   private readonly outgoing = new Map<string, OutgoingDwcp>();
-  private readonly cache: PageCache;
+  private cache: PageCache;
+  private readonly cacheDir: string;
   private readonly historyDir: string;
 
   private constructor(
@@ -130,7 +131,8 @@ export class AgentDwcp {
     const dir = path.join(o.dataDir, "dwcp");
     this.historyDir = path.join(dir, "history");
     mkdirSync(this.historyDir, { recursive: true });
-    this.cache = new PageCache(path.join(dir, "page-cache"), o.cacheBytes ?? 4 * 1024 ** 3);
+    this.cacheDir = path.join(dir, "page-cache");
+    this.cache = new PageCache(this.cacheDir, o.cacheBytes ?? 4 * 1024 ** 3);
     void this.acceptLoop();
   }
 
@@ -251,6 +253,20 @@ export class AgentDwcp {
       cache: this.cache,
       history: inc.history,
     });
+    // A relay that failed on damaged cache pages (each is detected by its hash and never
+    // used) leaves the others in place for the next try to trip over: start the cache afresh.
+    const corruptBefore = this.cache.stats().corrupt;
+    const cache = this.cache;
+    inc.relay.done.catch(() => {
+      if (this.cache === cache && cache.stats().corrupt > corruptBefore) this.resetCache();
+    });
+  }
+
+  private resetCache(): void {
+    this.o.log.warn({ dir: this.cacheDir }, "page cache had damaged pages; starting it empty");
+    this.cache.close();
+    rmSync(this.cacheDir, { recursive: true, force: true });
+    this.cache = new PageCache(this.cacheDir, this.o.cacheBytes ?? 4 * 1024 ** 3);
   }
 
   // ----------------------------------------------------------------------- source ---
