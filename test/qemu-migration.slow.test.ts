@@ -507,6 +507,19 @@ describe("live migration with disk between hosts without shared storage (real QE
     source = prepared.dst;
   });
 
+  it("moves it on once more without multifd: the QEMU that arrived by multifd does not keep it", async () => {
+    const prepared = await prepare(source, "dst-d", DEFAULT_TUNING);
+    await startOutgoing(source.proc.qmp, prepared.uri, DEFAULT_TUNING, { pauseBeforeSwitchover: true });
+    await waitForMigration(source.proc.qmp, { timeoutMs: 60_000, pollMs: 100 });
+    const done = await completeAtSource(source);
+    expect(done.status).toBe("completed");
+    await startAtDestination(prepared.dst);
+    await quit(source.proc.qmp);
+    await source.proc.exited;
+    await expectContinued(source, prepared.dst);
+    source = prepared.dst;
+  });
+
   it("refuses multifd combined with post-copy, naming the conflict", () => {
     expect(() =>
       validateTuning({ ...DEFAULT_TUNING, postcopy: true, multifd: { channels: 4, compression: "zstd" } }),

@@ -205,10 +205,14 @@ export function validateTuning(t: MigrationTuning): void {
   }
 }
 
-/** Capabilities and parameters for multifd, which both sides must set alike. */
+/**
+ * Capabilities and parameters for multifd, which both sides must set alike. Always set,
+ * on or off: a QEMU that arrived by a multifd migration keeps the capability, and its
+ * next migration must not inherit it.
+ */
 async function applyMultifd(qmp: QmpClient, tuning: MigrationTuning): Promise<void> {
+  await migrateSetCapabilities(qmp, { multifd: Boolean(tuning.multifd) });
   if (!tuning.multifd) return;
-  await migrateSetCapabilities(qmp, { multifd: true });
   await migrateSetParameters(qmp, {
     "multifd-channels": tuning.multifd.channels,
     "multifd-compression": tuning.multifd.compression,
