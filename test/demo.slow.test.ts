@@ -2,6 +2,7 @@
 // and exits 0.
 import { spawn } from "node:child_process";
 import { describe, expect, it } from "vitest";
+import { emulatorUnavailableReason } from "../src/dwcp/wanem/netns.js";
 import { qemuPidsUnder, ROOT } from "./helpers/cluster.js";
 
 describe("npm run demo -- --once", () => {
@@ -25,6 +26,14 @@ describe("npm run demo -- --once", () => {
     expect(out).toMatch(/Migrated demo-vm from host-[ab] to host-[ab] over (qemu|dwcp), total/);
     expect(out).toMatch(/no reboot; NC-VERIFY PASS at the destination/);
     expect(out).toContain("demo-vm deleted");
+    if (emulatorUnavailableReason() === null) {
+      // As root: the WAN part, over DWCP there and back, the guest intact.
+      expect(out).toMatch(/Migrated demo-wan from host-c to host-d over dwcp, total/);
+      expect(out).toMatch(/Migrated demo-wan from host-d to host-c over dwcp, total/);
+      expect(out).toContain("demo-wan: NC-VERIFY PASS after two WAN migrations over DWCP, no reboot");
+    } else {
+      expect(out).toContain("Across an emulated WAN with DWCP: skipped");
+    }
     expect(code, out).toBe(0);
     const dir = /embedded PGlite in (\/tmp\/nc-cluster-[^/]+)\/server/.exec(out)?.[1];
     expect(dir).toBeDefined();
