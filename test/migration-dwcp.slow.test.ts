@@ -25,7 +25,7 @@
  */
 import { execFile } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { mkdtemp, open, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -62,6 +62,7 @@ import { ChannelRouter } from "../src/migration/dwcp/channel-router.js";
 import { MigrationRelaySource, type SourceRelayResult } from "../src/migration/dwcp/relay-source.js";
 import { MigrationRelayTarget, type TargetRelayResult } from "../src/migration/dwcp/relay-target.js";
 import { MigrationStreamParser } from "../src/migration/dwcp/stream-parser.js";
+import { type Line, SerialTail } from "./helpers/serial-tail.js";
 
 const execFileP = promisify(execFile);
 const repoRoot = path.resolve(import.meta.dirname, "..");
@@ -74,68 +75,6 @@ const HEARTBEAT = /^NC-HEARTBEAT seq=(\d+) uptime=(\d+\.\d+)$/;
 const VERIFY_PASS = new RegExp(`^NC-VERIFY PASS seed=${SEED} mem_mb=8 disk_mb=8 round=(\\d+)$`);
 
 // ------------------------------------------------------------------ serial console ----
-
-interface Line {
-  text: string;
-  at: number;
-}
-
-/** Tails a serial log every 25 ms. */
-class SerialTail {
-  readonly lines: Line[] = [];
-  private offset = 0;
-  private partial = "";
-  private readonly timer: NodeJS.Timeout;
-  private reading = false;
-
-  constructor(readonly file: string) {
-    this.timer = setInterval(() => void this.poll(), 25);
-  }
-
-  async poll(): Promise<void> {
-    if (this.reading) return;
-    this.reading = true;
-    try {
-      const fh = await open(this.file, "r").catch(() => undefined);
-      if (!fh) return;
-      try {
-        const { size } = await fh.stat();
-        if (size <= this.offset) return;
-        const buf = Buffer.alloc(size - this.offset);
-        await fh.read(buf, 0, buf.length, this.offset);
-        this.offset = size;
-        const parts = (this.partial + buf.toString("utf8")).split("\n");
-        this.partial = parts.pop() ?? "";
-        const now = Date.now();
-        for (const p of parts) this.lines.push({ text: p.replace(/\r$/, ""), at: now });
-      } finally {
-        await fh.close();
-      }
-    } finally {
-      this.reading = false;
-    }
-  }
-
-  async waitLine(re: RegExp, opts: { timeoutMs: number; from?: number }): Promise<Line> {
-    try {
-      return await waitFor(() => this.lines.slice(opts.from ?? 0).find((l) => re.test(l.text)), {
-        timeoutMs: opts.timeoutMs,
-        intervalMs: 25,
-        what: `${re} in ${this.file}`,
-      });
-    } catch (err) {
-      const tail = this.lines
-        .slice(-12)
-        .map((l) => l.text)
-        .join("\n");
-      throw new Error(`${(err as Error).message}\n--- serial tail ---\n${tail}`);
-    }
-  }
-
-  stop(): void {
-    clearInterval(this.timer);
-  }
-}
 
 // ------------------------------------------------------------------ hosts and VMs ------
 

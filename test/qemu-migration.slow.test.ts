@@ -12,7 +12,7 @@
  */
 import { execFile } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { mkdtemp, open, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -56,6 +56,7 @@ import {
 import { QemuProcess } from "../src/compute/qemu/process.js";
 import { createOverlay } from "../src/compute/qemu/qemu-img.js";
 import { waitFor } from "../src/lib/wait.js";
+import { type Line, SerialTail } from "./helpers/serial-tail.js";
 
 const execFileP = promisify(execFile);
 const repoRoot = path.resolve(import.meta.dirname, "..");
@@ -68,12 +69,6 @@ const EXPORT = "vda";
 const THROTTLED: MigrationTuning = { ...DEFAULT_TUNING, maxBandwidthBytesPerSec: 1024 * 1024 };
 
 // ------------------------------------------------------------------ serial console ----
-
-interface Line {
-  text: string;
-  /** Date.now() when the poller first saw the line. */
-  at: number;
-}
 
 const HEARTBEAT = /^NC-HEARTBEAT seq=(\d+) uptime=(\d+\.\d+)$/;
 const VERIFY_PASS = /^NC-VERIFY PASS seed=99 mem_mb=8 disk_mb=8 round=(\d+)$/;
@@ -89,65 +84,6 @@ function beats(lines: Line[]): Beat[] {
     const m = HEARTBEAT.exec(l.text);
     return m ? [{ seq: Number(m[1]), uptime: Number(m[2]), at: l.at }] : [];
   });
-}
-
-/** Tails a serial log every 25 ms, timestamping each line as it appears. */
-class SerialTail {
-  readonly lines: Line[] = [];
-  private offset = 0;
-  private partial = "";
-  private readonly timer: NodeJS.Timeout;
-  private reading = false;
-
-  constructor(readonly file: string) {
-    this.timer = setInterval(() => void this.poll(), 25);
-  }
-
-  async poll(): Promise<void> {
-    if (this.reading) return;
-    this.reading = true;
-    try {
-      const fh = await open(this.file, "r").catch(() => undefined);
-      if (!fh) return;
-      try {
-        const { size } = await fh.stat();
-        if (size <= this.offset) return;
-        const buf = Buffer.alloc(size - this.offset);
-        await fh.read(buf, 0, buf.length, this.offset);
-        this.offset = size;
-        const text = this.partial + buf.toString("utf8");
-        const parts = text.split("\n");
-        this.partial = parts.pop() ?? "";
-        const now = Date.now();
-        for (const p of parts) this.lines.push({ text: p.replace(/\r$/, ""), at: now });
-      } finally {
-        await fh.close();
-      }
-    } finally {
-      this.reading = false;
-    }
-  }
-
-  /** Waits (bounded) for a line after index `from` that matches `re`. */
-  async waitLine(re: RegExp, opts: { timeoutMs: number; from?: number }): Promise<Line> {
-    try {
-      return await waitFor(() => this.lines.slice(opts.from ?? 0).find((l) => re.test(l.text)), {
-        timeoutMs: opts.timeoutMs,
-        intervalMs: 25,
-        what: `${re} in ${this.file}`,
-      });
-    } catch (err) {
-      const tail = this.lines
-        .slice(-12)
-        .map((l) => l.text)
-        .join("\n");
-      throw new Error(`${(err as Error).message}\n--- serial tail ---\n${tail}`);
-    }
-  }
-
-  stop(): void {
-    clearInterval(this.timer);
-  }
 }
 
 // ------------------------------------------------------------------ VMs ----------------
