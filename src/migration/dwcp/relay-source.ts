@@ -23,7 +23,7 @@ import type { Channel } from "../../dwcp/amst/channel.js";
 import type { DwcpSession } from "../../dwcp/amst/session.js";
 import type { PageHistory } from "../../dwcp/hde/history.js";
 import { PageSender, type PageSendStats } from "../../dwcp/hde/page-sender.js";
-import { describeError, NovaError } from "../../lib/errors.js";
+import { NovaError } from "../../lib/errors.js";
 import {
   CtlMsg,
   decodeCounter,
@@ -32,6 +32,7 @@ import {
   SegmentBuilder,
   SegmentCompressor,
 } from "./relay-codec.js";
+import { relayError } from "./relay-error.js";
 import { type LocalEndpoint, listenLocal, qemuUri, waitDrain } from "./socket-io.js";
 import { MigrationStreamParser, type ParserMode, pageNumber, type StreamEvent } from "./stream-parser.js";
 
@@ -214,12 +215,7 @@ export class MigrationRelaySource {
 
   private fail(err: unknown): Error {
     if (this.failure) return this.failure;
-    const e =
-      err instanceof NovaError
-        ? err
-        : new NovaError("NOVA_MIGRATION_RELAY", `Migration relay failed: ${describeError(err)}`, {
-            cause: err,
-          });
+    const e = relayError(err);
     this.failure = e;
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.sock?.destroy();

@@ -20,7 +20,7 @@ import type { PageHistory } from "../../dwcp/hde/history.js";
 import { pageHash, ZERO_PAGE } from "../../dwcp/hde/page.js";
 import type { PageCache } from "../../dwcp/hde/page-cache.js";
 import { PageReceiver, type PageReceiveStats } from "../../dwcp/hde/page-receiver.js";
-import { describeError, NovaError } from "../../lib/errors.js";
+import { NovaError } from "../../lib/errors.js";
 import type { ChannelRouter } from "./channel-router.js";
 import {
   CtlMsg,
@@ -30,6 +30,7 @@ import {
   SegmentDecoder,
   type StreamEnd,
 } from "./relay-codec.js";
+import { relayError } from "./relay-error.js";
 import { connectLocal, type LocalEndpoint, waitDrain } from "./socket-io.js";
 
 /** Destination relay options. */
@@ -183,12 +184,7 @@ export class MigrationRelayTarget {
 
   private fail(err: unknown): Error {
     if (this.failure) return this.failure;
-    const e =
-      err instanceof NovaError
-        ? err
-        : new NovaError("NOVA_MIGRATION_RELAY", `Migration relay failed: ${describeError(err)}`, {
-            cause: err,
-          });
+    const e = relayError(err);
     this.failure = e;
     this.sock?.destroy();
     this.queue.fail(e);
