@@ -21,7 +21,7 @@ import { PageHistory } from "../dwcp/hde/history.js";
 import { PageCache } from "../dwcp/hde/page-cache.js";
 import { classify, type NetworkMode } from "../dwcp/mode.js";
 import { Tuner } from "../dwcp/tuner.js";
-import { NovaError } from "../lib/errors.js";
+import { describeError, NovaError } from "../lib/errors.js";
 import { ByteRelaySource, ByteRelayTarget } from "../migration/dwcp/byte-relay.js";
 import { ChannelRouter } from "../migration/dwcp/channel-router.js";
 import { MigrationRelaySource, type RelayStats } from "../migration/dwcp/relay-source.js";
@@ -284,7 +284,20 @@ export class AgentDwcp {
   ): Promise<TransportDecision> {
     const existing = this.outgoing.get(migrationId);
     if (existing) return existing.decision;
-    const session = await dialSession({ host: to.host, port: to.port, streams: 2 });
+    let session: DwcpSession;
+    try {
+      session = await dialSession({ host: to.host, port: to.port, streams: 2 });
+    } catch (err) {
+      if (requested === "dwcp") throw err;
+      // auto: a destination whose DWCP listener cannot be reached still gets the VM.
+      return {
+        chosen: "qemu",
+        mode: null,
+        reason: `auto: the destination's DWCP listener is unreachable (${describeError(err)})`,
+        rttMs: null,
+        probedMbps: null,
+      };
+    }
     try {
       const hello = session.openChannel("hello");
       await hello.send(Buffer.from(JSON.stringify({ migrationId, token: to.token })));
