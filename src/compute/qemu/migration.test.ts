@@ -169,6 +169,7 @@ describe("startIncoming", () => {
           capabilities: [
             { capability: "events", state: true },
             { capability: "postcopy-ram", state: true },
+            { capability: "multifd", state: false },
           ],
         },
       },
@@ -203,6 +204,7 @@ describe("startOutgoing", () => {
             { capability: "auto-converge", state: false },
             { capability: "postcopy-ram", state: true },
             { capability: "pause-before-switchover", state: true },
+            { capability: "multifd", state: false },
           ],
         },
       },
@@ -220,6 +222,7 @@ describe("startOutgoing", () => {
       { capability: "auto-converge", state: true },
       { capability: "postcopy-ram", state: false },
       { capability: "pause-before-switchover", state: false },
+      { capability: "multifd", state: false },
     ]);
     expect(qmp.calls[2]!.args).toEqual({ "downtime-limit": 300, "max-bandwidth": 16 * 1024 ** 3 });
   });

@@ -205,13 +205,8 @@ export function validateTuning(t: MigrationTuning): void {
   }
 }
 
-/**
- * Capabilities and parameters for multifd, which both sides must set alike. Always set,
- * on or off: a QEMU that arrived by a multifd migration keeps the capability, and its
- * next migration must not inherit it.
- */
+/** Parameters for multifd, which both sides must set alike (the capability goes with the others). */
 async function applyMultifd(qmp: QmpClient, tuning: MigrationTuning): Promise<void> {
-  await migrateSetCapabilities(qmp, { multifd: Boolean(tuning.multifd) });
   if (!tuning.multifd) return;
   await migrateSetParameters(qmp, {
     "multifd-channels": tuning.multifd.channels,
@@ -255,7 +250,13 @@ export async function startIncoming(
   }
   // In "inmigrate", `stop` only clears autostart; see the module comment.
   await stop(qmp);
-  await migrateSetCapabilities(qmp, { events: true, "postcopy-ram": tuning.postcopy });
+  // multifd is always set, on or off: a QEMU that arrived by a multifd migration keeps the
+  // capability, and its next migration must not inherit it.
+  await migrateSetCapabilities(qmp, {
+    events: true,
+    "postcopy-ram": tuning.postcopy,
+    multifd: Boolean(tuning.multifd),
+  });
   await applyMultifd(qmp, tuning);
   await migrateIncoming(qmp, uri);
 }
@@ -295,6 +296,7 @@ export async function startOutgoing(
     "auto-converge": tuning.autoConverge,
     "postcopy-ram": tuning.postcopy,
     "pause-before-switchover": opts.pauseBeforeSwitchover ?? false,
+    multifd: Boolean(tuning.multifd),
   });
   await setLiveTuning(qmp, {
     downtimeLimitMs: tuning.downtimeLimitMs,
