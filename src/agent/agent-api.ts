@@ -5,6 +5,7 @@
  */
 import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
+import path from "node:path";
 import type { TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
 import { Type } from "@sinclair/typebox";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from "fastify";
@@ -18,11 +19,13 @@ import {
   AgentVmPut,
   ObservedVm,
 } from "../api/types/agent.js";
+import { AgentCommandPost, AgentCommandResult } from "../api/types/executions.js";
 import type { ImageStore } from "../compute/images/image-store.js";
 import { NovaError } from "../lib/errors.js";
 import { pullBlob } from "./blob-pull.js";
 import type { BlobTickets } from "./blob-tickets.js";
 import type { AgentDwcp } from "./dwcp-transport.js";
+import { runAllowedCommand } from "./host-commands.js";
 import { registerMigrationRoutes } from "./migration-api.js";
 import type { VmManager } from "./vm-manager.js";
 
@@ -46,6 +49,8 @@ export interface AgentApiDeps {
   /** The DWCP migration transport, when this agent offers it. */
   dwcp?: AgentDwcp | null;
   logger: Logger;
+  /** The host command allowlist. @defaultValue `<data dir>/host-commands.json` (next to tmpDir) */
+  commandAllowlistFile?: string;
 }
 
 /** Builds the agent's API server. */
@@ -129,6 +134,21 @@ export function buildAgentApi(deps: AgentApiDeps): FastifyInstance {
       const blob = await pullBlob(deps.images, deps.tmpDir, req.body);
       deps.onImagesChanged();
       return blob;
+    },
+  );
+
+  app.post(
+    "/agent/v1/commands/run",
+    { schema: { body: AgentCommandPost, response: { 200: AgentCommandResult } } },
+    async (req, reply) => {
+      // The server aborts the request on cancel: the connection closes before we reply,
+      // and the command dies with it.
+      const aborted = new AbortController();
+      reply.raw.on("close", () => {
+        if (!reply.raw.writableFinished) aborted.abort();
+      });
+      const file = deps.commandAllowlistFile ?? path.join(path.dirname(deps.tmpDir), "host-commands.json");
+      return runAllowedCommand(file, req.body.command, req.body.args, aborted.signal);
     },
   );
 

@@ -11,6 +11,7 @@ import type { HostService } from "../cluster/host-service.js";
 import type { ImageService } from "../cluster/image-service.js";
 import type { Store } from "../cluster/store/store.js";
 import type { VmService } from "../cluster/vm-service.js";
+import type { ExecSystem } from "../exec/system.js";
 import { NovaError } from "../lib/errors.js";
 import type { MigrationService } from "../migration/migration-service.js";
 import type { ServerMetrics } from "../observability/metrics.js";
@@ -19,7 +20,9 @@ import { type Permission, requirePermission } from "./auth.js";
 import { installErrorHandlers } from "./errors.js";
 import { agentRoutes } from "./routes/agent.js";
 import type { RouteDeps } from "./routes/deps.js";
+import { dlqRoutes } from "./routes/dlq.js";
 import { eventRoutes } from "./routes/events.js";
+import { executionRoutes } from "./routes/executions.js";
 import { hostRoutes } from "./routes/hosts.js";
 import { imageRoutes } from "./routes/images.js";
 import { migrationRoutes } from "./routes/migrations.js";
@@ -34,6 +37,8 @@ export interface AppDeps {
   migrations: MigrationService;
   metrics: ServerMetrics;
   logger: Logger;
+  /** The execution system (routes under /v1/executions, /v1/dlq, /v1/secrets). */
+  exec?: ExecSystem;
 }
 
 /** Builds (but does not start) the API server. */
@@ -80,7 +85,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.get("/healthz", { schema: { hide: true } }, async (_req, reply) => {
     try {
       await deps.store.read.query("SELECT 1");
-      return { status: "ok", version: VERSION, database: deps.store.db.kind };
+      return {
+        status: "ok",
+        version: VERSION,
+        database: deps.store.db.kind,
+        ...(deps.exec ? { executionWorkers: deps.exec.health() } : {}),
+      };
     } catch (err) {
       const e = err instanceof NovaError ? err : new NovaError("NOVA_STORE", "database unreachable");
       return reply
@@ -104,5 +114,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(migrationRoutes, routeDeps);
   await app.register(eventRoutes, routeDeps);
   await app.register(agentRoutes, routeDeps);
+  if (deps.exec) {
+    await app.register(executionRoutes, { ...routeDeps, exec: deps.exec });
+    await app.register(dlqRoutes, { ...routeDeps, exec: deps.exec });
+  }
   return app;
 }

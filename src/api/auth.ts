@@ -21,6 +21,14 @@ export type Permission =
   | "vms:read"
   | "vms:write"
   | "events:read"
+  | "executions:read"
+  | "executions:write"
+  | "executions:approve"
+  | "executions:http"
+  | "hosts:exec"
+  | "secrets:read"
+  | "secrets:write"
+  | "secrets:use"
   | "agent:register"
   | "agent:heartbeat";
 
@@ -39,6 +47,14 @@ const ALL: readonly Permission[] = [
   "vms:read",
   "vms:write",
   "events:read",
+  "executions:read",
+  "executions:write",
+  "executions:approve",
+  "executions:http",
+  "hosts:exec",
+  "secrets:read",
+  "secrets:write",
+  "secrets:use",
 ];
 
 const PERMISSIONS_BY_KIND: Record<Principal["kind"], readonly Permission[]> = {

@@ -5,6 +5,8 @@
 import { Command, CommanderError } from "commander";
 import { VERSION } from "../version.js";
 import { registerDaemonCommands } from "./commands/daemons.js";
+import { registerDlqCommands } from "./commands/dlq.js";
+import { registerExecCommands } from "./commands/exec.js";
 import { registerHostCommands } from "./commands/hosts.js";
 import { registerImageCommands } from "./commands/images.js";
 import { registerLoginCommand } from "./commands/login.js";
@@ -26,13 +28,23 @@ export function buildProgram(): Command {
   registerImageCommands(program);
   registerVmCommands(program);
   registerMigrationCommands(program);
+  registerExecCommands(program);
+  registerDlqCommands(program);
   for (const cmd of program.commands) {
     cmd.exitOverride();
     for (const sub of cmd.commands) {
       sub.exitOverride();
       // Resource commands talk to a server: each takes the client options itself, so
       // they may come anywhere after the command (`novacron vm list --json`).
-      if (["host", "image", "vm", "migration"].includes(cmd.name())) addClientOptions(sub);
+      if (
+        ["host", "image", "vm", "migration", "exec", "dlq"].includes(cmd.name()) &&
+        sub.commands.length === 0
+      )
+        addClientOptions(sub);
+      for (const leaf of sub.commands) {
+        leaf.exitOverride();
+        if (cmd.name() === "exec") addClientOptions(leaf);
+      }
     }
   }
   return program;

@@ -134,6 +134,58 @@ export const ERROR_CODES = {
     retryable: false,
     description: "The WAN link emulator could not be set up (needs root, ip netns and /dev/net/tun).",
   },
+  NOVA_EXEC_PLAN: {
+    status: 400,
+    retryable: false,
+    description:
+      "The execution plan is invalid: unknown step kind, missing field, unknown VM/host, or a bad secret reference; details name the step.",
+  },
+  NOVA_EXEC_LEASE_LOST: {
+    status: 409,
+    retryable: true,
+    description:
+      "A worker's lease on a job expired or was taken over; its writes were refused (fencing) and another worker retries the job.",
+  },
+  NOVA_EXEC_MUTEX_BUSY: {
+    status: 409,
+    retryable: true,
+    description:
+      "An asset the execution needs is held by another execution; it waits in the queue and retries.",
+  },
+  NOVA_EXEC_TIMEOUT: {
+    status: 504,
+    retryable: false,
+    description:
+      "A step, an execution or an approval ran past its time limit (per SLA class, configurable); details say which limit.",
+  },
+  NOVA_EXEC_CANCELLED: {
+    status: 409,
+    retryable: false,
+    description: "The execution was cancelled; details say at which step it stopped.",
+  },
+  NOVA_EXEC_STEP_FAILED: {
+    status: 422,
+    retryable: false,
+    description:
+      "A step failed (unexpected HTTP status, non-zero exit of a host command, console check not matched); details carry the step's outcome.",
+  },
+  NOVA_EXEC_NOT_IDEMPOTENT: {
+    status: 409,
+    retryable: false,
+    description:
+      "A step that is not idempotent was interrupted (worker crash); it is not re-run automatically. Check its effect, then retry the execution.",
+  },
+  NOVA_SECRET: {
+    status: 422,
+    retryable: false,
+    description:
+      "A secret is missing, or the secrets key is missing or wrong (values are AES-256-GCM encrypted with the server's key).",
+  },
+  NOVA_COMMAND_NOT_ALLOWED: {
+    status: 403,
+    retryable: false,
+    description: "The host command is not in the agent's allowlist (<agent data dir>/host-commands.json).",
+  },
   NOVA_INTERNAL: {
     status: 500,
     retryable: false,

@@ -15,6 +15,8 @@ import { Reconciler } from "../cluster/reconciler.js";
 import { Store } from "../cluster/store/store.js";
 import { countTokens, createToken } from "../cluster/store/tokens.js";
 import { VmService } from "../cluster/vm-service.js";
+import { type ExecConfig, loadExecConfig } from "../exec/config.js";
+import { startExecSystem } from "../exec/system.js";
 import { MigrationService } from "../migration/migration-service.js";
 import { MigrationOrchestrator } from "../migration/orchestrator.js";
 import { createServerMetrics } from "../observability/metrics.js";
@@ -35,6 +37,10 @@ export interface ServerOptions {
   maxMigrationsPerHost?: number;
   /** Reconcile pass interval. @defaultValue 1000 */
   reconcileIntervalMs?: number;
+  /** Execution system limits and pool size; default: $NOVACRON_EXEC_CONFIG (a JSON file), else built-in. */
+  execConfig?: ExecConfig;
+  /** Run execution workers in this server. @defaultValue true */
+  execWorkers?: boolean;
   logger?: Logger;
 }
 
@@ -80,18 +86,39 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     maxIncomingPerHost: options.maxMigrationsPerHost ?? 2,
   });
   const hosts = new HostService(store, wake, log.child({ component: "hosts" }));
+  const vms = new VmService(store, wake);
+  const migrations = new MigrationService(store, () => orchestrator.wake());
+  const metrics = createServerMetrics(store);
+  const execConfigFile = process.env.NOVACRON_EXEC_CONFIG;
+  const exec = await startExecSystem({
+    store,
+    dataDir: options.dataDir,
+    ...(options.databaseUrl ? { databaseUrl: options.databaseUrl } : {}),
+    ...(options.execConfig
+      ? { config: options.execConfig }
+      : execConfigFile
+        ? { config: await loadExecConfig(execConfigFile) }
+        : {}),
+    vms,
+    migrations,
+    registry: metrics.registry,
+    log: log.child({ component: "executions" }),
+    workers: options.execWorkers ?? process.env.NOVACRON_EXEC_WORKERS !== "0",
+  });
   const app = await buildApp({
     store,
     hosts,
     images: new ImageService(store),
-    vms: new VmService(store, wake),
-    migrations: new MigrationService(store, () => orchestrator.wake()),
-    metrics: createServerMetrics(store),
+    vms,
+    migrations,
+    metrics,
     logger: log,
+    exec,
   });
   try {
     await app.listen({ host: options.host ?? "127.0.0.1", port: options.port ?? 7700 });
   } catch (err) {
+    await exec.close().catch(() => {});
     await app.close().catch(() => {});
     await store.close().catch(() => {});
     throw err;
@@ -115,6 +142,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     close: () => {
       closing ??= (async () => {
         hosts.stopLivenessMonitor();
+        // Drains first: running steps finish (or are handed back) while the store is open.
+        await exec.close();
         await orchestrator.stop();
         await reconciler.stop();
         await app.close();

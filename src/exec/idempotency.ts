@@ -1,0 +1,66 @@
+/**
+ * Idempotent submission: each execution gets a key — the client's, or a hash of the
+ * canonical plan plus tenant and actor — and a duplicate within the window returns the
+ * execution the key already names instead of starting a second run. The claim on the key
+ * is an INSERT … ON CONFLICT in the submitting transaction, so two concurrent duplicates
+ * serialise on the key's row and exactly one execution exists.
+ */
+import { createHash } from "node:crypto";
+import type { Queryable } from "../cluster/store/db.js";
+
+/** JSON with object keys sorted at every level: equal plans give equal text. */
+export function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
+  if (value && typeof value === "object") {
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(",")}}`;
+  }
+  return JSON.stringify(value) ?? "null";
+}
+
+/** The key of a submission. A client key is scoped to tenant and actor too. */
+export function idempotencyKey(input: {
+  plan: unknown;
+  tenant: string;
+  actor: string;
+  clientKey?: string | undefined;
+}): string {
+  const h = createHash("sha256");
+  if (input.clientKey !== undefined) h.update(`client\0${input.tenant}\0${input.actor}\0${input.clientKey}`);
+  else h.update(`plan\0${input.tenant}\0${input.actor}\0${canonicalJson(input.plan)}`);
+  return `sha256:${h.digest("hex")}`;
+}
+
+/**
+ * Claims `key` for `executionId` unless a live claim exists; returns the execution id
+ * that owns the key now (the caller's when it won).
+ */
+export async function claimKey(
+  tx: Queryable,
+  key: string,
+  executionId: string,
+  windowMs: number,
+): Promise<string> {
+  const { rows } = await tx.query<{ execution_id: string }>(
+    `INSERT INTO exec_idempotency (key, execution_id, expires_at)
+     VALUES ($1, $2, now() + $3 * interval '1 millisecond')
+     ON CONFLICT (key) DO UPDATE SET execution_id = EXCLUDED.execution_id, expires_at = EXCLUDED.expires_at
+       WHERE exec_idempotency.expires_at < now()
+     RETURNING execution_id`,
+    [key, executionId, windowMs],
+  );
+  if (rows[0]) return rows[0].execution_id;
+  const existing = await tx.query<{ execution_id: string }>(
+    "SELECT execution_id FROM exec_idempotency WHERE key = $1",
+    [key],
+  );
+  return existing.rows[0]!.execution_id;
+}
+
+/** Drops expired keys (housekeeping). */
+export async function pruneKeys(q: Queryable): Promise<number> {
+  const { rowCount } = await q.query("DELETE FROM exec_idempotency WHERE expires_at < now()");
+  return rowCount;
+}

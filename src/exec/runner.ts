@@ -1,0 +1,514 @@
+/**
+ * Runs one execution as a job of the `execution` queue: re-checks authorisation, takes
+ * the plan's asset mutexes, then runs the steps in order from the first one not
+ * completed, recording each step's state, progress, checkpoint and result. Every write is
+ * fenced by the job's lease (a worker whose lease was reaped changes nothing). Cancel,
+ * step and execution time limits and lease loss all arrive as one AbortSignal on the
+ * running step; cancel waits `cancelGraceMs` for the step to stop before abandoning it.
+ */
+import type { Logger } from "pino";
+import type { ClusterEvent } from "../api/types/events.js";
+import type { PlanStep } from "../api/types/executions.js";
+import type { Queryable } from "../cluster/store/db.js";
+import {
+  type ExecutionRecord,
+  getExecution,
+  isCancelRequested,
+  type StepUpdate,
+  transitionExecution,
+  updateStep,
+} from "../cluster/store/executions.js";
+import type { ClaimedJob } from "../cluster/store/executions-queue.js";
+import type { Store } from "../cluster/store/store.js";
+import { describeError, NovaError } from "../lib/errors.js";
+import { type ExecConfig, stepTimeoutMs } from "./config.js";
+import { ExecLogger } from "./exec-log.js";
+import { Masker } from "./masker.js";
+import { acquireAssets, releaseAssets, renewAssets } from "./mutex.js";
+import type { WakeChannel } from "./notify.js";
+import { type JobContext, JobDead, JobDeferred, willRetry } from "./pool.js";
+import { assertMayRun, currentPrincipal } from "./rbac.js";
+import { resolveSecrets, type SecretKey } from "./secrets.js";
+import { STEP_KINDS } from "./steps/registry.js";
+import type { StepServices } from "./steps/step.js";
+
+/** The queue executions run on. */
+export const EXECUTION_QUEUE = "execution";
+
+/** Step timings for metrics. */
+export interface RunnerObserver {
+  stepFinished?(kind: string, outcome: string, ms: number): void;
+}
+
+/** What the runner needs. */
+export interface RunnerDeps {
+  store: Store;
+  config: ExecConfig;
+  secretKey: SecretKey;
+  wake?: WakeChannel;
+  services: StepServices;
+  log?: Logger;
+  observer?: RunnerObserver;
+}
+
+/** Why a step's signal fired. */
+type StopReason =
+  | { kind: "cancel" }
+  | { kind: "step-timeout"; ms: number }
+  | { kind: "deadline" }
+  | { kind: "lease"; error: unknown };
+
+class MutexBusy extends Error {
+  constructor(
+    readonly asset: string,
+    readonly heldBy: string,
+  ) {
+    super(`asset ${asset} is held by execution ${heldBy}`);
+  }
+}
+
+/** Runs executions. */
+export class ExecutionRunner {
+  constructor(private readonly deps: RunnerDeps) {}
+
+  /** The job handler for the execution queue. */
+  readonly handle = async (job: ClaimedJob, ctx: JobContext): Promise<void> => {
+    const executionId = String(job.payload.executionId);
+    const fenced = <T>(fn: (tx: Queryable, emit: (e: ClusterEvent) => void) => Promise<T>) =>
+      this.deps.store.write(async (tx, emit) => {
+        const { rows } = await tx.query(
+          "SELECT 1 FROM exec_jobs WHERE id = $1 AND locked_by = $2 AND attempts = $3 AND state = 'running' FOR UPDATE",
+          [job.id, ctx.workerId, job.attempt],
+        );
+        if (rows.length === 0) {
+          throw new NovaError(
+            "NOVA_EXEC_LEASE_LOST",
+            `Job ${job.id} attempt ${job.attempt} is no longer ours`,
+          );
+        }
+        return fn(tx, emit);
+      });
+
+    // 1. Start: still runnable? still allowed? all asset mutexes free?
+    let exec: ExecutionRecord | undefined;
+    try {
+      exec = await fenced(async (tx, emit) => {
+        const e = await getExecution(tx, executionId, true);
+        if (e.state !== "queued" && e.state !== "running") return undefined;
+        if (e.cancelRequested) {
+          emit(await transitionExecution(tx, e, "cancelled", "cancelled before it started"));
+          await releaseAssets(tx, e.id);
+          return undefined;
+        }
+        assertMayRun(await currentPrincipal(tx, { kind: e.actorKind, id: e.actorId }), e.plan, e.id);
+        const limits = this.deps.config.sla[e.sla];
+        const conflict = await acquireAssets(tx, e.id, ctx.workerId, e.assets, limits.leaseMs);
+        if (conflict) throw new MutexBusy(conflict.asset, conflict.heldBy);
+        const deadline = e.deadlineAt
+          ? new Date(e.deadlineAt)
+          : new Date(
+              Date.now() + (e.plan.timeouts?.executionSeconds ?? limits.executionTimeoutMs / 1000) * 1000,
+            );
+        if (e.state === "running") {
+          // The previous attempt ended without saying so (handed back, or reaped before
+          // the reaper's note was written): record that it is being resumed.
+          emit(await transitionExecution(tx, e, "queued", "previous attempt was interrupted; resuming"));
+        }
+        emit(
+          await transitionExecution(
+            tx,
+            { ...e, state: "queued" },
+            "running",
+            `attempt ${job.attempt}/${job.maxAttempts} on worker ${ctx.workerId}`,
+            { startedNow: true, deadlineAt: deadline, approvalExpiresAt: null },
+          ),
+        );
+        return { ...e, state: "running" as const, deadlineAt: deadline.toISOString() };
+      });
+    } catch (err) {
+      if (err instanceof MutexBusy) {
+        await this.noteWaiting(executionId, err);
+        throw new JobDeferred(err.message, 1000);
+      }
+      if (err instanceof NovaError && err.code === "NOVA_FORBIDDEN") {
+        await this.finishFailed(fenced, executionId, err, "failed").catch(() => {});
+        throw new JobDead(err.message, { code: err.code, message: err.message });
+      }
+      throw err;
+    }
+    if (!exec) return;
+    const e = exec;
+    const masker = new Masker();
+    const logger = new ExecLogger(this.deps.store, e.id, masker);
+    const limits = this.deps.config.sla[e.sla];
+
+    // Renew the asset leases with the job's, and watch for cancel (NOTIFY + poll).
+    const cancel = new AbortController();
+    const offCancel = this.deps.wake?.onCancel((id) => {
+      if (id === e.id) cancel.abort();
+    });
+    const keepAlive = setInterval(
+      () => {
+        void (async () => {
+          try {
+            await renewAssets(this.deps.store.db, e.id, limits.leaseMs);
+            if (await isCancelRequested(this.deps.store.db, e.id)) cancel.abort();
+          } catch {
+            // The pool's lease renewal decides whether we still own the job.
+          }
+        })();
+      },
+      Math.max(100, Math.min(1000, limits.leaseMs / 3)),
+    );
+    keepAlive.unref();
+
+    try {
+      await this.runSteps(e, job, ctx, fenced, masker, logger, cancel.signal);
+    } finally {
+      clearInterval(keepAlive);
+      offCancel?.();
+      await logger.flush(true);
+    }
+  };
+
+  private async runSteps(
+    e: ExecutionRecord,
+    job: ClaimedJob,
+    ctx: JobContext,
+    fenced: <T>(fn: (tx: Queryable, emit: (e: ClusterEvent) => void) => Promise<T>) => Promise<T>,
+    masker: Masker,
+    logger: ExecLogger,
+    cancelSignal: AbortSignal,
+  ): Promise<void> {
+    const limits = this.deps.config.sla[e.sla];
+    const steps = e.plan.steps;
+    const total = steps.length;
+    logger.line(null, `attempt ${job.attempt}/${job.maxAttempts} started on ${ctx.workerId}`);
+    for (let i = 0; i < total; i++) {
+      const def = steps[i]!;
+      const row = e.steps[i]!;
+      if (row.state === "completed" || row.state === "skipped") continue;
+      const label = `step ${i + 1}/${total} (${row.name})`;
+
+      if (def.kind === "approval") {
+        const expires = new Date(
+          Date.now() + (e.plan.timeouts?.approvalSeconds ?? limits.approvalTimeoutMs / 1000) * 1000,
+        );
+        logger.line(i, `${label}: waiting for approval until ${expires.toISOString()}`);
+        await logger.flush(true);
+        await fenced(async (tx, emit) => {
+          const ev = await updateStep(tx, e.id, i, {
+            state: "waiting_approval",
+            message: masker.mask(def.message ?? "waiting for approval"),
+          });
+          if (ev) emit(ev);
+          emit(
+            await transitionExecution(tx, e, "pending_approval", `${label} waits for approval`, {
+              currentStep: i,
+              approvalExpiresAt: expires,
+            }),
+          );
+          // Waiting for a person may take days: do not keep the assets locked meanwhile.
+          await releaseAssets(tx, e.id);
+        });
+        this.deps.wake?.wakeJobs(EXECUTION_QUEUE);
+        return;
+      }
+
+      if (cancelSignal.aborted) {
+        await this.finishCancelled(fenced, e, i, label, false, masker, logger);
+        return;
+      }
+      const kind = STEP_KINDS[def.kind];
+      const resumed = row.state === "running";
+      if (resumed && !kind.resumable(def as never)) {
+        const err = new NovaError(
+          "NOVA_EXEC_NOT_IDEMPOTENT",
+          `${label} was interrupted by a worker failure and is not idempotent, so it is not run again. Check what it did, then: novacron exec retry ${e.id}`,
+          { details: { step: i } },
+        );
+        await this.finishStepFailure(fenced, e, i, err, masker, logger, job, true);
+        throw new JobDead(err.message, { code: err.code, message: err.message, details: err.details });
+      }
+
+      const stepMs = stepTimeoutMs(this.deps.config, e.sla, def.kind, def.timeoutSeconds);
+      const untilDeadline = e.deadlineAt
+        ? new Date(e.deadlineAt).getTime() - Date.now()
+        : Number.POSITIVE_INFINITY;
+      let stop: StopReason | undefined;
+      const stepController = new AbortController();
+      const abort = (reason: StopReason) => {
+        if (stepController.signal.aborted) return;
+        stop = reason;
+        stepController.abort(
+          reason.kind === "lease"
+            ? reason.error
+            : new NovaError(
+                reason.kind === "cancel" ? "NOVA_EXEC_CANCELLED" : "NOVA_EXEC_TIMEOUT",
+                reason.kind === "cancel"
+                  ? "cancelled"
+                  : reason.kind === "deadline"
+                    ? "execution time limit reached"
+                    : `step time limit of ${reason.ms} ms reached`,
+              ),
+        );
+      };
+      const timers = [
+        setTimeout(() => abort({ kind: "step-timeout", ms: stepMs }), stepMs),
+        setTimeout(() => abort({ kind: "deadline" }), Math.max(0, Math.min(untilDeadline, 2 ** 31 - 1))),
+      ];
+      const onCancel = () => abort({ kind: "cancel" });
+      const onLease = () => abort({ kind: "lease", error: ctx.signal.reason });
+      cancelSignal.addEventListener("abort", onCancel, { once: true });
+      ctx.signal.addEventListener("abort", onLease, { once: true });
+      if (untilDeadline <= 0) abort({ kind: "deadline" });
+
+      const started = Date.now();
+      let lastProgressAt = 0;
+      try {
+        const { resolved, values } = await resolveSecrets(this.deps.store.read, this.deps.secretKey, def);
+        for (const v of values) masker.add(v);
+        await fenced(async (tx, emit) => {
+          const ev = await updateStep(tx, e.id, i, {
+            state: "running",
+            attemptStarted: true,
+            progressPct: 0,
+            error: null,
+            message: resumed ? "resumed after an interrupted attempt" : "",
+          });
+          if (ev) emit(ev);
+          await tx.query("UPDATE executions SET current_step = $2, updated_at = now() WHERE id = $1", [
+            e.id,
+            i,
+          ]);
+        });
+        logger.line(i, `${label} started${resumed ? " (resuming an interrupted attempt)" : ""}`);
+        const work = kind.run(resolved as never, {
+          signal: stepController.signal,
+          services: this.deps.services,
+          checkpoint: row.checkpoint,
+          resumed,
+          log: (message, level = "info") => logger.line(i, message, level),
+          progress: (pct, message) => {
+            const now = Date.now();
+            if (now - lastProgressAt < 250) return;
+            lastProgressAt = now;
+            this.progress(e.id, i, pct, message === undefined ? undefined : masker.mask(message));
+          },
+          saveCheckpoint: async (data) => {
+            await fenced((tx) => updateStep(tx, e.id, i, { checkpoint: masker.maskValue(data) }));
+          },
+        });
+        const result = await settleWithGrace(work, stepController.signal, () =>
+          stop?.kind === "cancel" ? limits.cancelGraceMs : 2000,
+        );
+        await fenced(async (tx, emit) => {
+          const ev = await updateStep(tx, e.id, i, {
+            state: "completed",
+            progressPct: 100,
+            message: "done",
+            result: masker.maskValue(result),
+          });
+          if (ev) emit(ev);
+          await tx.query("UPDATE executions SET current_step = $2, updated_at = now() WHERE id = $1", [
+            e.id,
+            i + 1,
+          ]);
+        });
+        logger.line(i, `${label} completed in ${Date.now() - started} ms`);
+        this.deps.observer?.stepFinished?.(def.kind, "completed", Date.now() - started);
+      } catch (err) {
+        this.deps.observer?.stepFinished?.(def.kind, stop?.kind ?? "failed", Date.now() - started);
+        if (stop?.kind === "lease" || (err instanceof NovaError && err.code === "NOVA_EXEC_LEASE_LOST"))
+          throw err;
+        if (ctx.signal.aborted) throw err; // shutdown: the pool hands the job back
+        if (stop?.kind === "cancel") {
+          await this.finishCancelled(fenced, e, i, label, err instanceof Abandoned, masker, logger);
+          return;
+        }
+        if (stop?.kind === "step-timeout" || stop?.kind === "deadline") {
+          const te = new NovaError(
+            "NOVA_EXEC_TIMEOUT",
+            stop.kind === "deadline"
+              ? `${label} stopped: the execution's time limit passed`
+              : `${label} ran past its time limit of ${Math.round(stepMs / 1000)} s`,
+            { details: { step: i, limit: stop.kind === "deadline" ? "execution" : "step" } },
+          );
+          await this.finishStepFailure(fenced, e, i, te, masker, logger, job, true, "timed_out");
+          throw new JobDead(te.message, { code: te.code, message: te.message, details: te.details });
+        }
+        const final = !willRetry(job, err);
+        await this.finishStepFailure(fenced, e, i, err, masker, logger, job, final);
+        if (final) {
+          const rec = errorRecord(err, masker);
+          throw new JobDead(String(rec.message), rec);
+        }
+        throw err;
+      } finally {
+        for (const t of timers) clearTimeout(t);
+        cancelSignal.removeEventListener("abort", onCancel);
+        ctx.signal.removeEventListener("abort", onLease);
+      }
+    }
+    logger.line(null, `completed: all ${total} steps done`);
+    await logger.flush(true);
+    await fenced(async (tx, emit) => {
+      emit(
+        await transitionExecution(tx, e, "completed", `all ${total} steps completed`, { currentStep: total }),
+      );
+      await releaseAssets(tx, e.id);
+    });
+    this.deps.wake?.wakeJobs(EXECUTION_QUEUE);
+  }
+
+  private progress(executionId: string, idx: number, pct: number, message?: string): void {
+    const update: StepUpdate = { progressPct: Math.max(0, Math.min(100, pct)) };
+    if (message !== undefined) update.message = message;
+    void updateStep(this.deps.store.db, executionId, idx, update).catch(() => {});
+    this.deps.store.bus.publish([
+      {
+        id: 0,
+        at: new Date().toISOString(),
+        type: "execution.progress",
+        resourceType: "execution",
+        resourceId: executionId,
+        data: { step: idx, percent: update.progressPct, ...(message ? { message } : {}) },
+      },
+    ]);
+  }
+
+  private async finishCancelled(
+    fenced: <T>(fn: (tx: Queryable, emit: (e: ClusterEvent) => void) => Promise<T>) => Promise<T>,
+    e: ExecutionRecord,
+    i: number,
+    label: string,
+    abandoned: boolean,
+    masker: Masker,
+    logger: ExecLogger,
+  ): Promise<void> {
+    const reason = `cancelled at ${label}${abandoned ? "; the step did not stop within the grace period and was abandoned (it may still be finishing)" : ""}`;
+    logger.line(i, reason, "warn");
+    await logger.flush(true);
+    await fenced(async (tx, emit) => {
+      const ev = await updateStep(tx, e.id, i, { state: "cancelled", message: masker.mask(reason) });
+      if (ev) emit(ev);
+      emit(
+        await transitionExecution(tx, e, "cancelled", reason, { currentStep: i, data: { stoppedAtStep: i } }),
+      );
+      await releaseAssets(tx, e.id);
+    });
+    this.deps.wake?.wakeJobs(EXECUTION_QUEUE);
+  }
+
+  private async finishStepFailure(
+    fenced: <T>(fn: (tx: Queryable, emit: (e: ClusterEvent) => void) => Promise<T>) => Promise<T>,
+    e: ExecutionRecord,
+    i: number,
+    err: unknown,
+    masker: Masker,
+    logger: ExecLogger,
+    job: ClaimedJob,
+    final: boolean,
+    finalState?: "timed_out",
+  ): Promise<void> {
+    const rec = errorRecord(err, masker);
+    const message = String(rec.message);
+    logger.line(i, `step ${i + 1} ${final ? "failed" : "failed, will retry"}: ${message}`, "error");
+    await logger.flush(true);
+    await fenced(async (tx, emit) => {
+      const anyDone = (
+        await tx.query<{ n: number }>(
+          "SELECT count(*)::int AS n FROM execution_steps WHERE execution_id = $1 AND state = 'completed'",
+          [e.id],
+        )
+      ).rows[0]!.n;
+      const stepState = finalState ?? (final ? "failed" : "pending");
+      const ev = await updateStep(tx, e.id, i, { state: stepState, error: rec, message });
+      if (ev) emit(ev);
+      const to = finalState ?? (final ? (anyDone > 0 ? "partial" : "failed") : "queued");
+      const reason = final
+        ? `step ${i + 1} failed: ${message}`
+        : `step ${i + 1} failed (attempt ${job.attempt}/${job.maxAttempts}), retrying with backoff: ${message}`;
+      emit(await transitionExecution(tx, e, to, reason, { currentStep: i, data: { error: rec } }));
+      await releaseAssets(tx, e.id);
+    });
+    this.deps.wake?.wakeJobs(EXECUTION_QUEUE);
+  }
+
+  private async finishFailed(
+    fenced: <T>(fn: (tx: Queryable, emit: (e: ClusterEvent) => void) => Promise<T>) => Promise<T>,
+    executionId: string,
+    err: NovaError,
+    to: "failed",
+  ): Promise<void> {
+    await fenced(async (tx, emit) => {
+      const e = await getExecution(tx, executionId, true);
+      if (e.state === "queued") emit(await transitionExecution(tx, e, "running", "checking permissions"));
+      emit(
+        await transitionExecution(tx, { ...e, state: "running" }, to, err.message, {
+          data: { error: { code: err.code, message: err.message } },
+        }),
+      );
+      await releaseAssets(tx, e.id);
+    });
+  }
+
+  private async noteWaiting(executionId: string, busy: MutexBusy): Promise<void> {
+    const reason = `waiting for ${busy.asset}: held by execution ${busy.heldBy}`;
+    await this.deps.store
+      .write(async (tx) => {
+        await tx.query(
+          "UPDATE executions SET state_reason = $2, updated_at = now() WHERE id = $1 AND state = 'queued' AND state_reason <> $2",
+          [executionId, reason],
+        );
+      })
+      .catch(() => {});
+  }
+}
+
+/** A step that ignored its signal past the grace period. */
+export class Abandoned extends Error {}
+
+/**
+ * Awaits the step; once its signal fires, gives it `graceMs()` to settle (cooperative
+ * stop), then stops waiting for it (forced).
+ */
+export function settleWithGrace<T>(work: Promise<T>, signal: AbortSignal, graceMs: () => number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    let timer: NodeJS.Timeout | undefined;
+    const onAbort = () => {
+      timer = setTimeout(() => reject(new Abandoned("step abandoned after the grace period")), graceMs());
+    };
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
+    work.then(
+      (v) => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", onAbort);
+        resolve(v);
+      },
+      (err) => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", onAbort);
+        reject(err);
+      },
+    );
+  });
+}
+
+function errorRecord(err: unknown, masker: Masker): Record<string, unknown> {
+  if (err instanceof NovaError) {
+    return masker.maskValue({
+      code: err.code,
+      message: err.message,
+      retryable: err.retryable,
+      details: err.details,
+    });
+  }
+  return { code: "NOVA_INTERNAL", message: masker.mask(describeError(err)), retryable: true };
+}
+
+/** The step kinds a plan uses (for logs and metrics). */
+export function stepKinds(steps: PlanStep[]): string[] {
+  return [...new Set(steps.map((s) => s.kind))];
+}

@@ -1,0 +1,185 @@
+/**
+ * Secrets for execution steps: values encrypted with AES-256-GCM under the server's key
+ * (NOVACRON_SECRETS_KEY, base64 of 32 bytes, or `<data-dir>/secrets.key` created 0600 on
+ * first start), stored as ciphertext only, resolved just in time when a step starts.
+ * Steps reference them as `${secret:NAME}` in any string field.
+ */
+import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
+import { readFile, writeFile } from "node:fs/promises";
+import type { Queryable } from "../cluster/store/db.js";
+import { describeError, NovaError } from "../lib/errors.js";
+
+/** `${secret:NAME}` — names are lowercase letters, digits, dot, dash, underscore. */
+export const SECRET_REF = /\$\{secret:([a-z0-9][a-z0-9._-]{0,62})\}/g;
+
+/** The reference a plan writes to use secret `name`. */
+export function secretRef(name: string): string {
+  return `\${secret:${name}}`;
+}
+
+/** A 32-byte AES key. */
+export class SecretKey {
+  private constructor(private readonly key: Buffer) {}
+
+  /** From base64 text (32 bytes decoded). */
+  static fromBase64(text: string, origin: string): SecretKey {
+    const key = Buffer.from(text.trim(), "base64");
+    if (key.length !== 32) {
+      throw new NovaError(
+        "NOVA_SECRET",
+        `The secrets key from ${origin} is ${key.length} bytes; it must be 32 bytes, base64-encoded (e.g. openssl rand -base64 32).`,
+      );
+    }
+    return new SecretKey(key);
+  }
+
+  /** NOVACRON_SECRETS_KEY when set, else the key file (created 0600 when missing). */
+  static async load(keyFile: string, env = process.env): Promise<SecretKey> {
+    if (env.NOVACRON_SECRETS_KEY)
+      return SecretKey.fromBase64(env.NOVACRON_SECRETS_KEY, "NOVACRON_SECRETS_KEY");
+    try {
+      return SecretKey.fromBase64(await readFile(keyFile, "utf8"), keyFile);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    }
+    const fresh = randomBytes(32).toString("base64");
+    try {
+      // wx: two servers sharing a data dir must not overwrite each other's key.
+      await writeFile(keyFile, `${fresh}\n`, { mode: 0o600, flag: "wx" });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST")
+        throw new NovaError(
+          "NOVA_SECRET",
+          `Failed creating the secrets key ${keyFile}: ${describeError(err)}`,
+        );
+    }
+    return SecretKey.fromBase64(await readFile(keyFile, "utf8"), keyFile);
+  }
+
+  /** Encrypts; the secret's name is bound as associated data so rows cannot be swapped. */
+  seal(name: string, value: string): { iv: string; tag: string; ciphertext: string } {
+    const iv = randomBytes(12);
+    const cipher = createCipheriv("aes-256-gcm", this.key, iv);
+    cipher.setAAD(Buffer.from(name));
+    const ciphertext = Buffer.concat([cipher.update(value, "utf8"), cipher.final()]);
+    return {
+      iv: iv.toString("base64"),
+      tag: cipher.getAuthTag().toString("base64"),
+      ciphertext: ciphertext.toString("base64"),
+    };
+  }
+
+  /** Decrypts, or throws NOVA_SECRET when the key is wrong or the row was tampered with. */
+  open(name: string, row: { iv: string; tag: string; ciphertext: string }): string {
+    try {
+      const decipher = createDecipheriv("aes-256-gcm", this.key, Buffer.from(row.iv, "base64"));
+      decipher.setAAD(Buffer.from(name));
+      decipher.setAuthTag(Buffer.from(row.tag, "base64"));
+      return Buffer.concat([
+        decipher.update(Buffer.from(row.ciphertext, "base64")),
+        decipher.final(),
+      ]).toString("utf8");
+    } catch {
+      throw new NovaError(
+        "NOVA_SECRET",
+        `Secret ${name} cannot be decrypted: the server's secrets key is not the one it was stored with (or the row was altered).`,
+        { details: { secret: name } },
+      );
+    }
+  }
+}
+
+/** Stores (or replaces) a secret. */
+export async function putSecret(q: Queryable, key: SecretKey, name: string, value: string): Promise<void> {
+  if (!/^[a-z0-9][a-z0-9._-]{0,62}$/.test(name)) {
+    throw new NovaError(
+      "NOVA_BAD_REQUEST",
+      `Secret name ${JSON.stringify(name)} is invalid: use 1-63 lowercase letters, digits, '.', '-' or '_'.`,
+    );
+  }
+  if (value.length < 4) {
+    // The masker ignores values this short (they would mask ordinary words), so refuse them.
+    throw new NovaError(
+      "NOVA_BAD_REQUEST",
+      `Secret ${name} is shorter than 4 characters; it could not be masked.`,
+    );
+  }
+  const sealed = key.seal(name, value);
+  await q.query(
+    `INSERT INTO exec_secrets (name, iv, tag, ciphertext) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (name) DO UPDATE SET iv = EXCLUDED.iv, tag = EXCLUDED.tag, ciphertext = EXCLUDED.ciphertext, updated_at = now()`,
+    [name, sealed.iv, sealed.tag, sealed.ciphertext],
+  );
+}
+
+/** Names and dates only: values never leave the server. */
+export async function listSecrets(q: Queryable): Promise<{ name: string; updatedAt: string }[]> {
+  const { rows } = await q.query<{ name: string; updated_at: Date }>(
+    "SELECT name, updated_at FROM exec_secrets ORDER BY name",
+  );
+  return rows.map((r) => ({ name: r.name, updatedAt: new Date(r.updated_at).toISOString() }));
+}
+
+/** Deletes a secret; false when there was none. */
+export async function deleteSecret(q: Queryable, name: string): Promise<boolean> {
+  const { rowCount } = await q.query("DELETE FROM exec_secrets WHERE name = $1", [name]);
+  return rowCount > 0;
+}
+
+/** Names referenced anywhere in a JSON-like value. */
+export function secretRefs(value: unknown, out = new Set<string>()): Set<string> {
+  if (typeof value === "string") {
+    for (const m of value.matchAll(SECRET_REF)) out.add(m[1]!);
+  } else if (Array.isArray(value)) {
+    for (const v of value) secretRefs(v, out);
+  } else if (value && typeof value === "object") {
+    for (const v of Object.values(value)) secretRefs(v, out);
+  }
+  return out;
+}
+
+/** Names from `names` that are not stored. */
+export async function missingSecrets(q: Queryable, names: Iterable<string>): Promise<string[]> {
+  const list = [...names];
+  if (list.length === 0) return [];
+  const { rows } = await q.query<{ name: string }>("SELECT name FROM exec_secrets WHERE name = ANY($1)", [
+    list,
+  ]);
+  const have = new Set(rows.map((r) => r.name));
+  return list.filter((n) => !have.has(n));
+}
+
+/**
+ * Replaces every `${secret:NAME}` in `value` with the decrypted value, just before a step
+ * runs; returns the resolved copy and the values (for the masker). The resolved copy must
+ * only live in memory.
+ */
+export async function resolveSecrets<T>(
+  q: Queryable,
+  key: SecretKey,
+  value: T,
+): Promise<{ resolved: T; values: string[] }> {
+  const names = [...secretRefs(value)];
+  if (names.length === 0) return { resolved: value, values: [] };
+  const { rows } = await q.query<{ name: string; iv: string; tag: string; ciphertext: string }>(
+    "SELECT name, iv, tag, ciphertext FROM exec_secrets WHERE name = ANY($1)",
+    [names],
+  );
+  const byName = new Map(rows.map((r) => [r.name, key.open(r.name, r)]));
+  const missing = names.filter((n) => !byName.has(n));
+  if (missing.length > 0) {
+    throw new NovaError(
+      "NOVA_SECRET",
+      `Secret(s) ${missing.join(", ")} not found. Store them with: novacron exec secret set <name>`,
+      { details: { missing } },
+    );
+  }
+  const replace = (v: unknown): unknown => {
+    if (typeof v === "string") return v.replace(SECRET_REF, (_m, n: string) => byName.get(n)!);
+    if (Array.isArray(v)) return v.map(replace);
+    if (v && typeof v === "object")
+      return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, replace(x)]));
+    return v;
+  };
+  return { resolved: replace(value) as T, values: [...byName.values()] };
+}
