@@ -218,6 +218,8 @@ async function expectContinued(from: Vm, to: Vm): Promise<void> {
   const lastRound = Math.max(0, ...from.serial.lines.map((l) => Number(VERIFY_PASS.exec(l.text)?.[1] ?? 0)));
   const pass = await to.serial.waitLine(VERIFY_PASS, { timeoutMs: 45_000 });
   expect(Number(VERIFY_PASS.exec(pass.text)![1])).toBeGreaterThan(lastRound);
+  // The verification line can come before the destination's first heartbeat line.
+  await to.serial.waitLine(HEARTBEAT, { timeoutMs: 10_000 });
   const after = beats(to.serial.lines);
   expect(after.length).toBeGreaterThan(0);
   expect(after[0]!.seq).toBe(last.seq + 1);
