@@ -94,9 +94,9 @@ export class OutgoingDwcp {
       label: "mig",
       history: this.history,
       level: this.tuner.state.level > 0 ? this.tuner.state.level : 1,
-      // Measured on the emulated wan (256 MiB guest, cold): 4 MiB 4.8 s, 8 MiB 3.3 s with
-      // downtime within the 300 ms limit, 16 MiB 3.0 s with downtime up to 485 ms — QEMU's
-      // bandwidth estimate starts to count the buffer.
+      // Measured on the emulated wan (256 MiB guest, cold): 4 MiB 4.8 s, 8 MiB 3.0-3.9 s,
+      // 16 MiB 3.0 s. Downtime grows with it as QEMU's bandwidth estimate starts to count
+      // the buffer: 298-630 ms at 8 MiB across runs, 423-485 ms at 16 MiB (one run each).
       maxInFlightBytes: 8 * 1024 * 1024,
     });
     // The memory relay is done once the destination verified the whole stream.
@@ -221,8 +221,16 @@ export class AgentDwcp {
 
   private async serve(session: DwcpSession): Promise<void> {
     const router = new ChannelRouter(session);
-    const hello = await router.take("hello");
-    const msg = await hello.read();
+    // A peer that connects but never says which migration it serves is dropped.
+    let timer: NodeJS.Timeout | undefined;
+    const helloTimeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new NovaError("NOVA_TIMEOUT", "DWCP peer sent no hello within 10 s")),
+        10_000,
+      );
+    });
+    const hello = await Promise.race([router.take("hello"), helloTimeout]);
+    const msg = await Promise.race([hello.read(), helloTimeout]).finally(() => clearTimeout(timer));
     let req: { migrationId?: string; token?: string } = {};
     try {
       req = JSON.parse(msg?.toString("utf8") ?? "{}");
