@@ -187,7 +187,6 @@ async function main(): Promise<void> {
         const migrate = async (options: Record<string, unknown>) => {
           const from = await where();
           const to = other(from);
-          const vmId = ((await c.vm(name)) as { id: string }).id;
           const lastRound = Math.max(
             0,
             ...(await c.console(name, 400)).map((l) =>
@@ -225,7 +224,6 @@ async function main(): Promise<void> {
               lines.some((l) => Number(/NC-VERIFY PASS .*round=(\d+)/.exec(l)?.[1] ?? 0) > lastRound) &&
               seen !== null;
           }
-          void vmId;
           return { m, wall, wire, cpu, pass, from, to, verdict, lastRound };
         };
 
