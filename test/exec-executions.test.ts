@@ -32,6 +32,7 @@ class Automation {
   concurrent = new Map<string, number>();
   maxConcurrent = new Map<string, number>();
   status = new Map<string, number[]>();
+  holds = new Map<string, (() => void)[]>();
 
   async start(port: number): Promise<void> {
     this.server = createServer((req, res) => {
@@ -48,11 +49,14 @@ class Automation {
         const queued = this.status.get(path);
         const status = queued && queued.length > 0 ? queued.shift()! : 200;
         const delay = path.startsWith("/slow") ? 300 : path.startsWith("/hang") ? 3_600_000 : 0;
-        const t = setTimeout(() => {
+        const answer = () => {
           this.concurrent.set(path, (this.concurrent.get(path) ?? 1) - 1);
           res.writeHead(status, { "content-type": "application/json" });
           res.end(JSON.stringify({ path, authorization: req.headers.authorization, body }));
-        }, delay);
+        };
+        // /hold… answers when the test calls release(path): a step that runs until told.
+        const t = path.startsWith("/hold") ? undefined : setTimeout(answer, delay);
+        if (!t) this.holds.set(path, [...(this.holds.get(path) ?? []), answer]);
         res.on("close", () => {
           clearTimeout(t);
           if (!res.writableFinished) this.concurrent.set(path, (this.concurrent.get(path) ?? 1) - 1);
@@ -64,6 +68,15 @@ class Automation {
   }
   count(path: string): number {
     return this.calls.filter((c) => c.path === path).length;
+  }
+  /** Answers the held calls to `path`. */
+  release(path: string): void {
+    for (const answer of this.holds.get(path) ?? []) answer();
+    this.holds.delete(path);
+  }
+  /** Bodies of the calls to `path`, in arrival order. */
+  bodies(path: string): string[] {
+    return this.calls.filter((c) => c.path === path).map((c) => c.body);
   }
   async stop(): Promise<void> {
     this.server.closeAllConnections();
@@ -80,12 +93,17 @@ describe.each(ENGINES.map((e, i) => ({ ...e, port: 17960 + i })))(
     let svc: ExecutionService;
     let pool: WorkerPool;
     let admin: Principal;
+    // Approvals need a second person: the submitter may not approve its own executions.
+    let approver: Principal;
     const web = new Automation();
     const config = resolveExecConfig({
       sla: {
         fast: { leaseMs: 600, maxAttempts: 3, cancelGraceMs: 500 },
         medium: { leaseMs: 600, maxAttempts: 2, cancelGraceMs: 500 },
+        long: { leaseMs: 600, maxAttempts: 1, stepTimeoutMs: 800 },
       },
+      // A kind's limit beats its class's: waits may take 5 s even in the long class.
+      stepTimeoutByKindMs: { wait: 5000 },
       backoff: { baseMs: 50, maxMs: 200, jitter: 0.5 },
       pool: { minWorkers: 2, maxWorkers: 6, pollIntervalMs: 200, reapIntervalMs: 100, scaleIntervalMs: 100 },
     });
@@ -111,6 +129,8 @@ describe.each(ENGINES.map((e, i) => ({ ...e, port: 17960 + i })))(
       await web.start(port);
       const { record } = await createToken(store.read, "ops", "admin");
       admin = { kind: "admin", id: record.id, name: record.name };
+      const second = await createToken(store.read, "approver", "admin");
+      approver = { kind: "admin", id: second.record.id, name: second.record.name };
       const key = SecretKey.fromBase64(randomBytes(32).toString("base64"), "test");
       await putSecret(store.read, key, "api-token", SECRET);
       wake = new WakeChannel(tdb.url);
@@ -209,9 +229,9 @@ describe.each(ENGINES.map((e, i) => ({ ...e, port: 17960 + i })))(
     it("waits for approval before running when the plan requires it, and can be rejected", async () => {
       const e = await submit(plan([{ kind: "wait", seconds: 0 }], { approval: "required", name: "appr" }));
       expect(e.state).toBe("pending_approval");
-      expect((await svc.approve(e.id, admin, "looks fine")).state).toBe("queued");
+      expect((await svc.approve(e.id, approver, "looks fine")).state).toBe("queued");
       expect((await settled(e.id, ["completed"])).state).toBe("completed");
-      await expect(svc.approve(e.id, admin)).rejects.toMatchObject({ code: "NOVA_ILLEGAL_STATE" });
+      await expect(svc.approve(e.id, approver)).rejects.toMatchObject({ code: "NOVA_ILLEGAL_STATE" });
 
       const r = await submit(plan([{ kind: "wait", seconds: 0 }], { approval: "required", name: "rej" }));
       expect((await svc.reject(r.id, admin, "no")).state).toBe("rejected");
@@ -230,7 +250,7 @@ describe.each(ENGINES.map((e, i) => ({ ...e, port: 17960 + i })))(
       expect(paused.steps.map((s) => s.state)).toEqual(["completed", "waiting_approval", "pending"]);
       expect(await assetHolder(store.read, e.assets[0]!)).toBeUndefined();
       expect(web.count("/gate-b")).toBe(0);
-      await svc.approve(e.id, admin);
+      await svc.approve(e.id, approver);
       expect((await settled(e.id, ["completed", "failed"])).state).toBe("completed");
       expect(web.count("/gate-a")).toBe(1);
       expect(web.count("/gate-b")).toBe(1);
@@ -246,7 +266,8 @@ describe.each(ENGINES.map((e, i) => ({ ...e, port: 17960 + i })))(
       );
       const out = await settled(e.id, ["timed_out"], 10_000);
       expect(out.stateReason).toMatch(/approval expired/);
-      await expect(svc.approve(e.id, admin)).rejects.toMatchObject({ code: "NOVA_ILLEGAL_STATE" });
+      expect(out.steps[0]!.state).toBe("pending");
+      await expect(svc.approve(e.id, approver)).rejects.toMatchObject({ code: "NOVA_ILLEGAL_STATE" });
     });
 
     it("cancels a running step through its signal and records where it stopped", async () => {
@@ -354,6 +375,236 @@ describe.each(ENGINES.map((e, i) => ({ ...e, port: 17960 + i })))(
       expect(postOut.state).toBe("failed");
       expect(postOut.steps[0]!.error).toMatchObject({ code: "NOVA_EXEC_NOT_IDEMPOTENT" });
       expect(web.count("/hang")).toBe(1);
+    });
+
+    it("times out an approval step nobody approved in time, recording it on the step", async () => {
+      const e = await submit(
+        plan(
+          [
+            { kind: "wait", seconds: 0 },
+            { kind: "approval", message: "go?" },
+            { kind: "wait", seconds: 0 },
+          ],
+          {
+            name: "exp-step",
+            timeouts: { approvalSeconds: 1 },
+          },
+        ),
+      );
+      const out = await settled(e.id, ["timed_out"], 10_000);
+      expect(out.steps.map((s) => s.state)).toEqual(["completed", "timed_out", "pending"]);
+      expect(out.currentStep).toBe(1);
+    });
+
+    it("refuses self-approval unless the token was granted executions:approve-own", async () => {
+      const e = await submit(plan([{ kind: "wait", seconds: 0 }], { approval: "required", name: "self" }));
+      await expect(svc.approve(e.id, admin)).rejects.toMatchObject({
+        code: "NOVA_EXEC_SELF_APPROVAL",
+        status: 403,
+        details: { execution: e.id, needs: "executions:approve-own" },
+      });
+      expect((await getExecution(store.read, e.id)).state).toBe("pending_approval");
+      // Rejecting one's own execution is withdrawing it: allowed.
+      expect((await svc.reject(e.id, admin, "withdrawn")).state).toBe("rejected");
+
+      const granted = await createToken(store.read, "self-approver", "admin", ["executions:approve-own"]);
+      const own: Principal = {
+        kind: "admin",
+        id: granted.record.id,
+        name: granted.record.name,
+        grants: granted.record.grants,
+      };
+      const mine = await submit(
+        plan([{ kind: "wait", seconds: 0 }], { approval: "required", name: "own" }),
+        own,
+      );
+      expect((await svc.approve(mine.id, own)).state).toBe("queued");
+      expect((await settled(mine.id, ["completed"])).state).toBe("completed");
+    });
+
+    it("holds a step's mutexes only while the step runs: another execution gets the asset in between", async () => {
+      // A: call /slow-ps, then a step on another asset that runs until released, then
+      // /slow-ps again. Per step, B's call on /slow-ps runs while A is in its middle step.
+      const a = await submit(
+        plan(
+          [
+            { kind: "http", url: `${web.url}/slow-ps`, body: "a1" },
+            { kind: "http", method: "GET", url: `${web.url}/hold-ps` },
+            { kind: "http", url: `${web.url}/slow-ps`, body: "a2" },
+          ],
+          { name: "ps-a" },
+        ),
+      );
+      expect(a.lock).toBe("step");
+      const ps = `url:${web.url}/slow-ps`;
+      const hold = `url:${web.url}/hold-ps`;
+      expect(a.steps.map((s) => s.assets)).toEqual([[ps], [hold], [ps]]);
+      await waitFor(() => web.count("/hold-ps") === 1, { timeoutMs: 10_000, what: "A's middle step to run" });
+      expect(await assetHolder(store.read, ps)).toBeUndefined();
+      expect(await assetHolder(store.read, hold)).toBe(a.id);
+      const b = await submit(
+        plan([{ kind: "http", url: `${web.url}/slow-ps`, body: "b" }], { name: "ps-b" }),
+      );
+      expect((await settled(b.id, ["completed", "failed"])).state).toBe("completed");
+      expect((await getExecution(store.read, a.id)).state).toBe("running");
+      web.release("/hold-ps");
+      expect((await settled(a.id, ["completed", "failed", "partial"])).state).toBe("completed");
+      expect(web.bodies("/slow-ps")).toEqual(["a1", "b", "a2"]);
+      expect(web.maxConcurrent.get("/slow-ps")).toBe(1);
+      expect(await assetHolder(store.read, ps)).toBeUndefined();
+      expect(await assetHolder(store.read, hold)).toBeUndefined();
+    });
+
+    it("holds every asset for the whole run with lock: execution", async () => {
+      const a = await submit(
+        plan(
+          [
+            { kind: "http", url: `${web.url}/slow-px`, body: "a1" },
+            { kind: "http", method: "GET", url: `${web.url}/hold-px` },
+            { kind: "http", url: `${web.url}/slow-px`, body: "a2" },
+          ],
+          { name: "px-a", lock: "execution" },
+        ),
+      );
+      expect(a.lock).toBe("execution");
+      await waitFor(() => web.count("/hold-px") === 1, { timeoutMs: 10_000, what: "A's middle step to run" });
+      expect(await assetHolder(store.read, `url:${web.url}/slow-px`)).toBe(a.id);
+      const b = await submit(
+        plan([{ kind: "http", url: `${web.url}/slow-px`, body: "b" }], { name: "px-b" }),
+      );
+      // B waits in the queue, saying for what, without using an attempt.
+      const waiting = await waitFor(
+        async () => {
+          const x = await getExecution(store.read, b.id);
+          return x.stateReason.includes("waiting for") ? x : undefined;
+        },
+        { timeoutMs: 10_000, what: "B to wait for the mutex" },
+      );
+      expect(waiting.state).toBe("queued");
+      expect(waiting.stateReason).toContain(a.id);
+      expect(web.bodies("/slow-px")).toEqual(["a1"]);
+      web.release("/hold-px");
+      expect((await settled(b.id, ["completed", "failed"])).state).toBe("completed");
+      expect((await getExecution(store.read, b.id)).attempts).toBe(1);
+      expect((await settled(a.id, ["completed", "failed", "partial"])).state).toBe("completed");
+      expect(web.bodies("/slow-px")).toEqual(["a1", "a2", "b"]);
+    });
+
+    it("waits between steps for an asset another execution holds, and resumes at that step", async () => {
+      // A holds /slow-pw for its whole run; B's first step needs something else, its second
+      // needs /slow-pw: B goes back to the queue before step 2 and resumes there after A.
+      const a = await submit(
+        plan(
+          [
+            { kind: "http", url: `${web.url}/slow-pw`, body: "a1" },
+            { kind: "http", method: "GET", url: `${web.url}/hold-pw` },
+          ],
+          { name: "pw-a", lock: "execution" },
+        ),
+      );
+      await waitFor(() => web.count("/hold-pw") === 1, { timeoutMs: 10_000, what: "A's second step to run" });
+      const b = await submit(
+        plan(
+          [
+            { kind: "http", method: "GET", url: `${web.url}/pw-free` },
+            { kind: "http", url: `${web.url}/slow-pw`, body: "b" },
+          ],
+          { name: "pw-b" },
+        ),
+      );
+      const parked = await waitFor(
+        async () => {
+          const x = await getExecution(store.read, b.id);
+          return x.state === "queued" && x.steps[0]!.state === "completed" ? x : undefined;
+        },
+        { timeoutMs: 10_000, what: "B to wait before step 2" },
+      );
+      expect(parked.stateReason).toMatch(/waiting for url:.*\/slow-pw before step 2\/2/);
+      expect(parked.stateReason).toContain(a.id);
+      expect(await assetHolder(store.read, `url:${web.url}/pw-free`)).toBeUndefined();
+      web.release("/hold-pw");
+      const done = await settled(b.id, ["completed", "failed", "partial"]);
+      expect(done.state).toBe("completed");
+      expect(done.steps.map((s) => s.attempts)).toEqual([1, 1]);
+      expect(web.count("/pw-free")).toBe(1);
+      expect(web.bodies("/slow-pw")).toEqual(["a1", "b"]);
+    });
+
+    it("enforces the step limit of the SLA class, unless the step kind has its own", async () => {
+      const hung = await submit(
+        plan([{ kind: "http", method: "GET", url: `${web.url}/hang-class` }], { sla: "long" }),
+      );
+      const out = await settled(hung.id, ["timed_out", "completed", "failed"]);
+      expect(out.state).toBe("timed_out");
+      expect(out.steps[0]!.error).toMatchObject({ code: "NOVA_EXEC_TIMEOUT", details: { limit: "step" } });
+      expect(out.steps[0]!.error?.message).toMatch(/ran past its time limit of 1 s/);
+      // A 1.5 s wait outlives the class's 0.8 s but not the wait kind's 5 s.
+      const waited = await submit(
+        plan([{ kind: "wait", seconds: 1.5 }], { sla: "long", name: "kind-limit" }),
+      );
+      expect((await settled(waited.id, ["timed_out", "completed", "failed"])).state).toBe("completed");
+    });
+
+    it("ends an execution that runs past its own time limit as timed out, where it was", async () => {
+      const e = await submit(
+        plan(
+          [
+            { kind: "wait", seconds: 0.6 },
+            { kind: "wait", seconds: 0.6 },
+            { kind: "wait", seconds: 3 },
+          ],
+          { name: "deadline", timeouts: { executionSeconds: 1 } },
+        ),
+      );
+      const out = await settled(e.id, ["timed_out", "completed"]);
+      expect(out.state).toBe("timed_out");
+      expect(out.steps.map((s) => s.state)).toEqual(["completed", "timed_out", "pending"]);
+      expect(out.steps[1]!.error).toMatchObject({
+        code: "NOVA_EXEC_TIMEOUT",
+        details: { limit: "execution" },
+      });
+      expect(out.stateReason).toMatch(/execution's time limit passed/);
+    });
+
+    it("retries an HTTP call inside its step with backoff on 5xx and 429, then succeeds", async () => {
+      web.status.set("/in-step", [503, 429, 200]);
+      const e = await submit(
+        plan([{ kind: "http", url: `${web.url}/in-step`, retries: 2, retryBaseMs: 20 }], { name: "in-step" }),
+      );
+      const out = await settled(e.id, ["completed", "failed", "partial"]);
+      expect(out.state).toBe("completed");
+      expect(out.steps[0]!.attempts).toBe(1); // one step attempt, three calls
+      expect(web.count("/in-step")).toBe(3);
+      const logs = (await listLogs(store.read, e.id)).map((l) => l.message).join("\n");
+      expect(logs).toMatch(/retrying POST in \d+ ms \(attempt 2\/3\) after: HTTP 503/);
+      expect(logs).toMatch(/retrying POST in \d+ ms \(attempt 3\/3\) after: HTTP 429/);
+    });
+
+    it("times out an execution that waits for a busy asset past its time limit, naming the asset", async () => {
+      const a = await submit(
+        plan([{ kind: "http", method: "GET", url: `${web.url}/hold-dl` }], { name: "dl-a" }),
+      );
+      await waitFor(() => web.count("/hold-dl") === 1, { timeoutMs: 10_000, what: "A to hold the asset" });
+      const b = await submit(
+        plan(
+          [
+            { kind: "wait", seconds: 0 },
+            { kind: "http", method: "GET", url: `${web.url}/hold-dl` },
+          ],
+          { name: "dl-b", timeouts: { executionSeconds: 1 } },
+        ),
+      );
+      const out = await settled(b.id, ["timed_out", "completed", "failed"]);
+      expect(out.state).toBe("timed_out");
+      expect(out.steps.map((s) => s.state)).toEqual(["completed", "timed_out"]);
+      expect(out.steps[1]!.error).toMatchObject({
+        code: "NOVA_EXEC_TIMEOUT",
+        details: { limit: "execution", asset: `url:${web.url}/hold-dl` },
+      });
+      expect(web.count("/hold-dl")).toBe(1);
+      expect(await assetHolder(store.read, `url:${web.url}/hold-dl`)).toBe(a.id);
+      web.release("/hold-dl");
+      expect((await settled(a.id, ["completed", "failed"])).state).toBe("completed");
     });
 
     it("refuses plans naming missing secrets or unknown VMs", async () => {

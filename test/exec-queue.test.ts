@@ -1,6 +1,6 @@
 // The job queue and worker pool on a real PostgreSQL server and on PGlite: claim order,
 // fencing, reaping, retries with backoff, the DLQ, and the pool's sizing and draining.
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it } from "vitest";
 import {
   claimJobs,
   completeJobs,
@@ -12,11 +12,11 @@ import {
   renewLeases,
   requeueDeadJob,
 } from "../src/cluster/store/executions-queue.js";
-import { Store } from "../src/cluster/store/store.js";
+import type { Store } from "../src/cluster/store/store.js";
 import { JobDead, JobDeferred, WorkerPool } from "../src/exec/pool.js";
 import { NovaError } from "../src/lib/errors.js";
 import { waitFor } from "../src/lib/wait.js";
-import { ENGINES, type TestDatabase } from "./helpers/databases.js";
+import { ENGINES, storePerSuite } from "./helpers/databases.js";
 
 const FAST_POOL = {
   pollIntervalMs: 200,
@@ -28,16 +28,9 @@ const FAST_POOL = {
 const FAST_BACKOFF = { baseMs: 20, maxMs: 100, jitter: 0.5 };
 
 describe.each(ENGINES)("execution queue on $engine", ({ engine, create }) => {
-  let tdb: TestDatabase;
-  let store: Store;
-
-  beforeAll(async () => {
-    tdb = await create();
-    store = await Store.open(tdb.location);
-  });
-  afterAll(async () => {
-    await store?.close();
-    await tdb?.drop();
+  let store!: Store;
+  storePerSuite(create, (s) => {
+    store = s;
   });
   beforeEach(async () => {
     await store.db.query("DELETE FROM exec_jobs");

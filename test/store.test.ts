@@ -1,5 +1,5 @@
 // The store suite: the same SQL and repositories on a real PostgreSQL server and on PGlite.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { openDb } from "../src/cluster/store/db.js";
 import { listEventsAfter } from "../src/cluster/store/events.js";
 import {
@@ -17,7 +17,7 @@ import { Store } from "../src/cluster/store/store.js";
 import { countTokens, createToken, findToken } from "../src/cluster/store/tokens.js";
 import { getVm, insertVm, listVms, setObserved, transitionVm } from "../src/cluster/store/vms.js";
 import { isNovaError } from "../src/lib/errors.js";
-import { ENGINES, type TestDatabase } from "./helpers/databases.js";
+import { ENGINES, storePerSuite } from "./helpers/databases.js";
 
 const capacity = {
   accel: "tcg" as const,
@@ -29,16 +29,9 @@ const capacity = {
 };
 
 describe.each(ENGINES)("store on $engine", ({ create }) => {
-  let tdb: TestDatabase;
-  let store: Store;
-
-  beforeAll(async () => {
-    tdb = await create();
-    store = await Store.open(tdb.location);
-  });
-  afterAll(async () => {
-    await store?.close();
-    await tdb?.drop();
+  let store!: Store;
+  storePerSuite(create, (s) => {
+    store = s;
   });
 
   it("migrates to the latest version and is idempotent on reopen", async () => {

@@ -26,6 +26,7 @@ import { executionRoutes } from "./routes/executions.js";
 import { hostRoutes } from "./routes/hosts.js";
 import { imageRoutes } from "./routes/images.js";
 import { migrationRoutes } from "./routes/migrations.js";
+import { tokenRoutes } from "./routes/tokens.js";
 import { vmRoutes } from "./routes/vms.js";
 
 /** What the app is built from. */
@@ -114,6 +115,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(migrationRoutes, routeDeps);
   await app.register(eventRoutes, routeDeps);
   await app.register(agentRoutes, routeDeps);
+  await app.register(tokenRoutes, routeDeps);
   if (deps.exec) {
     await app.register(executionRoutes, { ...routeDeps, exec: deps.exec });
     await app.register(dlqRoutes, { ...routeDeps, exec: deps.exec });

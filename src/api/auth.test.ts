@@ -19,6 +19,23 @@ describe("authorization check point", () => {
   it("denies unknown principal kinds", () => {
     expect(authorize({ kind: "robot" } as unknown as Principal, "vms:read")).toBe(false);
   });
+  it("gives executions:approve-own to no kind, only to a token granted it", () => {
+    expect(authorize(p("admin"), "executions:approve")).toBe(true);
+    expect(authorize(p("admin"), "executions:approve-own")).toBe(false);
+    expect(authorize({ ...p("admin"), grants: ["executions:approve-own"] }, "executions:approve-own")).toBe(
+      true,
+    );
+  });
+  it("never lets a grant add a permission that is not grantable", () => {
+    expect(authorize({ ...p("join"), grants: ["vms:write", "agent:heartbeat"] }, "vms:write")).toBe(false);
+    expect(authorize({ ...p("join"), grants: ["agent:heartbeat"] }, "agent:heartbeat")).toBe(false);
+    expect(
+      authorize(
+        { kind: "robot", id: "x", name: "x", grants: ["executions:approve-own"] } as unknown as Principal,
+        "executions:approve-own",
+      ),
+    ).toBe(false);
+  });
   it("compares secrets of different lengths safely", () => {
     expect(secretsEqual("abc", "abc")).toBe(true);
     expect(secretsEqual("abc", "abcd")).toBe(false);

@@ -24,11 +24,14 @@ export type Permission =
   | "executions:read"
   | "executions:write"
   | "executions:approve"
+  | "executions:approve-own"
   | "executions:http"
   | "hosts:exec"
   | "secrets:read"
   | "secrets:write"
   | "secrets:use"
+  | "tokens:read"
+  | "tokens:write"
   | "agent:register"
   | "agent:heartbeat";
 
@@ -37,7 +40,16 @@ export interface Principal {
   kind: "admin" | "join" | "host";
   id: string;
   name: string;
+  /** Permissions granted to this token beyond its kind's (api_tokens.grants). */
+  grants?: readonly string[];
 }
+
+/**
+ * Permissions no kind holds by default; a token holds one only when it was granted
+ * explicitly (`novacron token create NAME --grant …`). executions:approve-own lets a token
+ * approve executions it submitted itself: without it, approving needs a second person.
+ */
+export const GRANTABLE_PERMISSIONS = ["executions:approve-own"] as const satisfies readonly Permission[];
 
 const ALL: readonly Permission[] = [
   "hosts:read",
@@ -55,6 +67,8 @@ const ALL: readonly Permission[] = [
   "secrets:read",
   "secrets:write",
   "secrets:use",
+  "tokens:read",
+  "tokens:write",
 ];
 
 const PERMISSIONS_BY_KIND: Record<Principal["kind"], readonly Permission[]> = {
@@ -63,9 +77,15 @@ const PERMISSIONS_BY_KIND: Record<Principal["kind"], readonly Permission[]> = {
   host: ["agent:heartbeat"],
 };
 
-/** True when `principal` holds `permission`. Unknown kinds hold nothing. */
+/** True when `principal` holds `permission` by its kind or by a grant. Unknown kinds hold nothing. */
 export function authorize(principal: Principal, permission: Permission): boolean {
-  return PERMISSIONS_BY_KIND[principal.kind]?.includes(permission) ?? false;
+  if (PERMISSIONS_BY_KIND[principal.kind]?.includes(permission)) return true;
+  // Grants only ever add the grantable permissions, and only to token kinds that exist.
+  return (
+    principal.kind in PERMISSIONS_BY_KIND &&
+    (GRANTABLE_PERMISSIONS as readonly string[]).includes(permission) &&
+    (principal.grants?.includes(permission) ?? false)
+  );
 }
 
 declare module "fastify" {
@@ -92,7 +112,7 @@ export function bearerToken(request: FastifyRequest): string {
 /** Resolves a token to a principal: API tokens first, then host credentials. */
 export async function resolvePrincipal(q: Queryable, token: string): Promise<Principal | undefined> {
   const record = await findToken(q, token);
-  if (record) return { kind: record.kind, id: record.id, name: record.name };
+  if (record) return { kind: record.kind, id: record.id, name: record.name, grants: record.grants };
   if (token.startsWith("nvh_")) {
     const host = await findHostByToken(q, token);
     if (host) return { kind: "host", id: host.id, name: host.name };

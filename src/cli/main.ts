@@ -11,6 +11,7 @@ import { registerHostCommands } from "./commands/hosts.js";
 import { registerImageCommands } from "./commands/images.js";
 import { registerLoginCommand } from "./commands/login.js";
 import { registerMigrationCommands } from "./commands/migrations.js";
+import { registerTokenCommands } from "./commands/tokens.js";
 import { registerVmCommands } from "./commands/vms.js";
 import { addClientOptions } from "./context.js";
 import { EXIT, exitFor } from "./output.js";
@@ -30,6 +31,7 @@ export function buildProgram(): Command {
   registerMigrationCommands(program);
   registerExecCommands(program);
   registerDlqCommands(program);
+  registerTokenCommands(program);
   for (const cmd of program.commands) {
     cmd.exitOverride();
     for (const sub of cmd.commands) {
@@ -37,7 +39,7 @@ export function buildProgram(): Command {
       // Resource commands talk to a server: each takes the client options itself, so
       // they may come anywhere after the command (`novacron vm list --json`).
       if (
-        ["host", "image", "vm", "migration", "exec", "dlq"].includes(cmd.name()) &&
+        ["host", "image", "vm", "migration", "exec", "dlq", "token"].includes(cmd.name()) &&
         sub.commands.length === 0
       )
         addClientOptions(sub);

@@ -58,9 +58,3 @@ export async function claimKey(
   );
   return existing.rows[0]!.execution_id;
 }
-
-/** Drops expired keys (housekeeping). */
-export async function pruneKeys(q: Queryable): Promise<number> {
-  const { rowCount } = await q.query("DELETE FROM exec_idempotency WHERE expires_at < now()");
-  return rowCount;
-}

@@ -71,8 +71,8 @@ export async function currentPrincipal(
   actor: { kind: string; id: string },
 ): Promise<Principal | undefined> {
   if (actor.kind !== "admin" && actor.kind !== "join") return undefined;
-  const { rows } = await q.query<{ id: string; name: string; kind: "admin" | "join" }>(
-    "SELECT id, name, kind FROM api_tokens WHERE id = $1 AND revoked_at IS NULL",
+  const { rows } = await q.query<{ id: string; name: string; kind: "admin" | "join"; grants: string[] }>(
+    "SELECT id, name, kind, grants FROM api_tokens WHERE id = $1 AND revoked_at IS NULL",
     [actor.id],
   );
   return rows[0];

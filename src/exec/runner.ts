@@ -24,7 +24,7 @@ import { describeError, NovaError } from "../lib/errors.js";
 import { type ExecConfig, stepTimeoutMs } from "./config.js";
 import { ExecLogger } from "./exec-log.js";
 import { Masker } from "./masker.js";
-import { acquireAssets, releaseAssets, renewAssets } from "./mutex.js";
+import { acquireAssets, lockOrder, type MutexConflict, releaseAssets, renewAssets } from "./mutex.js";
 import type { WakeChannel } from "./notify.js";
 import { type JobContext, JobDead, JobDeferred, willRetry } from "./pool.js";
 import { assertMayRun, currentPrincipal } from "./rbac.js";
@@ -89,8 +89,10 @@ export class ExecutionRunner {
         return fn(tx, emit);
       });
 
-    // 1. Start: still runnable? still allowed? all asset mutexes free?
+    // 1. Start: still runnable? still allowed? the first step's asset mutexes free?
     let exec: ExecutionRecord | undefined;
+    // Whose mutexes this attempt holds: a step's index, or "all" (lock: execution).
+    let held: Held;
     try {
       exec = await fenced(async (tx, emit) => {
         const e = await getExecution(tx, executionId, true);
@@ -102,13 +104,26 @@ export class ExecutionRunner {
         }
         assertMayRun(await currentPrincipal(tx, { kind: e.actorKind, id: e.actorId }), e.plan, e.id);
         const limits = this.deps.config.sla[e.sla];
-        const conflict = await acquireAssets(tx, e.id, ctx.workerId, e.assets, limits.leaseMs);
-        if (conflict) throw new MutexBusy(conflict.asset, conflict.heldBy);
         const deadline = e.deadlineAt
           ? new Date(e.deadlineAt)
           : new Date(
               Date.now() + (e.plan.timeouts?.executionSeconds ?? limits.executionTimeoutMs / 1000) * 1000,
             );
+        // The mutexes of the first step to run (all of the plan's with lock: execution).
+        // Taken before the state changes, so a busy asset rolls everything back and the job
+        // just waits in the queue. Past the deadline nothing is waited for: the step loop
+        // ends the run as timed out.
+        const first = firstPendingStep(e);
+        const want = lockSet(e, first);
+        const conflict =
+          want === undefined ? undefined : await takeLocks(tx, e.id, ctx.workerId, want, limits.leaseMs);
+        if (conflict) {
+          if (deadline.getTime() > Date.now()) throw new MutexBusy(conflict.asset, conflict.heldBy);
+          // Past the deadline: hold nothing (acquireAssets may have taken some before the
+          // busy one); the step loop records the timeout.
+          await releaseAssets(tx, e.id);
+        }
+        held = conflict || want === undefined ? undefined : e.lock === "execution" ? "all" : first;
         if (e.state === "running") {
           // The previous attempt ended without saying so (handed back, or reaped before
           // the reaper's note was written): record that it is being resumed.
@@ -163,7 +178,7 @@ export class ExecutionRunner {
     keepAlive.unref();
 
     try {
-      await this.runSteps(e, job, ctx, fenced, masker, logger, cancel.signal);
+      await this.runSteps(e, job, ctx, fenced, masker, logger, cancel.signal, held);
     } finally {
       clearInterval(keepAlive);
       offCancel?.();
@@ -179,8 +194,10 @@ export class ExecutionRunner {
     masker: Masker,
     logger: ExecLogger,
     cancelSignal: AbortSignal,
+    heldAtStart: Held,
   ): Promise<void> {
     const limits = this.deps.config.sla[e.sla];
+    let held = heldAtStart;
     const steps = e.plan.steps;
     const total = steps.length;
     logger.line(null, `attempt ${job.attempt}/${job.maxAttempts} started on ${ctx.workerId}`);
@@ -218,6 +235,43 @@ export class ExecutionRunner {
       if (cancelSignal.aborted) {
         await this.finishCancelled(fenced, e, i, label, false, masker, logger);
         return;
+      }
+
+      // Per-step mutexes: this step's assets, taken all or nothing right before it runs.
+      // The previous step's are released in the same transaction, so an asset two steps in
+      // a row act on is never let go in between; a busy one releases everything and puts
+      // the job back in the queue (no attempt used) to resume at this step.
+      if (held !== "all" && held !== i) {
+        const want = lockSet(e, i) ?? [];
+        const conflict = await fenced(async (tx) => {
+          const c = await takeLocks(tx, e.id, ctx.workerId, want, limits.leaseMs);
+          if (c) throw new MutexBusy(c.asset, c.heldBy);
+          return c;
+        }).catch((err: unknown) => {
+          if (err instanceof MutexBusy) return err;
+          throw err;
+        });
+        if (conflict) {
+          const pastDeadline = e.deadlineAt !== null && new Date(e.deadlineAt).getTime() <= Date.now();
+          if (pastDeadline) {
+            const te = new NovaError(
+              "NOVA_EXEC_TIMEOUT",
+              `${label} stopped: the execution's time limit passed while it waited for ${conflict.asset} (held by execution ${conflict.heldBy})`,
+              { details: { step: i, limit: "execution", asset: conflict.asset } },
+            );
+            await this.finishStepFailure(fenced, e, i, te, masker, logger, job, true, "timed_out");
+            throw new JobDead(te.message, { code: te.code, message: te.message, details: te.details });
+          }
+          const reason = `waiting for ${conflict.asset} before ${label}: held by execution ${conflict.heldBy}`;
+          logger.line(i, reason);
+          await logger.flush(true);
+          await fenced(async (tx, emit) => {
+            await releaseAssets(tx, e.id);
+            emit(await transitionExecution(tx, e, "queued", reason, { currentStep: i }));
+          });
+          throw new JobDeferred(conflict.message, 1000);
+        }
+        held = e.lock === "execution" ? "all" : i;
       }
       const kind = STEP_KINDS[def.kind];
       const resumed = row.state === "running";
@@ -309,6 +363,8 @@ export class ExecutionRunner {
             message: "done",
             result: masker.maskValue(result),
           });
+          // The next step takes its own mutexes (and lets these go) before it runs; the last
+          // step's are released with the execution's end below.
           if (ev) emit(ev);
           await tx.query("UPDATE executions SET current_step = $2, updated_at = now() WHERE id = $1", [
             e.id,
@@ -464,6 +520,42 @@ export class ExecutionRunner {
       })
       .catch(() => {});
   }
+}
+
+/** Whose mutexes an attempt holds: a step's (by index), all of the plan's, or none. */
+type Held = number | "all" | undefined;
+
+/** The first step not yet done (the one a run starts or resumes at), or -1 when none is left. */
+function firstPendingStep(e: ExecutionRecord): number {
+  return e.steps.findIndex((s) => s.state !== "completed" && s.state !== "skipped");
+}
+
+/**
+ * The mutexes step `i` needs: with lock: execution every asset of the plan; per step, the
+ * step's own assets plus the plan's `assets` (so no execution ever waits while holding
+ * anything: no deadlock). Undefined when nothing is to be locked (no step left, or an
+ * approval step — waiting for a person holds nothing).
+ */
+function lockSet(e: ExecutionRecord, i: number): string[] | undefined {
+  const step = e.steps[i];
+  if (!step || e.plan.steps[i]?.kind === "approval") return undefined;
+  if (e.lock === "execution") return e.assets;
+  return lockOrder([...step.assets, ...(e.plan.assets ?? [])]);
+}
+
+/**
+ * Lets go of whatever the execution holds and takes `assets`, all or nothing (inside the
+ * caller's transaction: a conflict must roll the release back too).
+ */
+async function takeLocks(
+  tx: Queryable,
+  executionId: string,
+  holder: string,
+  assets: string[],
+  leaseMs: number,
+): Promise<MutexConflict | undefined> {
+  await releaseAssets(tx, executionId);
+  return acquireAssets(tx, executionId, holder, assets, leaseMs);
 }
 
 /** A step that ignored its signal past the grace period. */

@@ -3,7 +3,7 @@
  * idempotency key, record, queue), cancel, approve, reject, retry, the dead-letter queue,
  * and the housekeeping the pool's reaper triggers (reaped jobs, expired approvals).
  */
-import type { Principal } from "../api/auth.js";
+import { authorize, type Principal } from "../api/auth.js";
 import type { ExecutionsPost, Plan } from "../api/types/executions.js";
 import type { Queryable } from "../cluster/store/db.js";
 import {
@@ -30,7 +30,7 @@ import { getVm } from "../cluster/store/vms.js";
 import { describeError, NovaError } from "../lib/errors.js";
 import type { ExecConfig, SlaClass } from "./config.js";
 import { claimKey, idempotencyKey } from "./idempotency.js";
-import { releaseAssets } from "./mutex.js";
+import { lockOrder, releaseAssets } from "./mutex.js";
 import { CANCEL_CHANNEL, type WakeChannel } from "./notify.js";
 import { assertMayRun } from "./rbac.js";
 import { EXECUTION_QUEUE } from "./runner.js";
@@ -59,7 +59,7 @@ export class ExecutionService {
   ): Promise<{ execution: ExecutionRecord; duplicate: boolean }> {
     const plan = body.plan;
     assertMayRun(principal, plan);
-    const assets = await this.normaliseAssets(plan);
+    const { assets, stepAssets } = await this.normaliseAssets(plan);
     const missing = await missingSecrets(this.store.read, secretRefs(plan));
     if (missing.length > 0) {
       throw new NovaError(
@@ -94,6 +94,8 @@ export class ExecutionService {
           priority: plan.priority ?? 5,
           state: needsApproval ? "pending_approval" : "queued",
           assets,
+          stepAssets,
+          lock: plan.lock ?? "step",
           idempotencyKey: key,
           approvalExpiresAt: needsApproval
             ? new Date(
@@ -125,11 +127,17 @@ export class ExecutionService {
     return jobId!;
   }
 
-  /** VMs and hosts by id, URLs without query or credentials; sorted (the mutex order). */
-  private async normaliseAssets(plan: Plan): Promise<string[]> {
-    const assets = new Set<string>(plan.assets ?? []);
+  /**
+   * Each step's assets — VMs and hosts by id, URLs without query or credentials — and all
+   * of them with the plan's own; sorted (the mutex order).
+   */
+  private async normaliseAssets(plan: Plan): Promise<{ assets: string[]; stepAssets: string[][] }> {
+    const all = new Set<string>(plan.assets ?? []);
+    const stepAssets: string[][] = [];
     for (const [i, step] of plan.steps.entries()) {
       const where = `step ${i + 1} (${step.kind})`;
+      const assets = new Set<string>();
+      stepAssets.push([]);
       try {
         if ("vm" in step || "vms" in step) {
           const targets = vmTargets(step as { vm?: string; vms?: string[] });
@@ -151,8 +159,10 @@ export class ExecutionService {
           cause: err,
         });
       }
+      stepAssets[i] = lockOrder(assets);
+      for (const a of assets) all.add(a);
     }
-    return [...assets].sort();
+    return { assets: lockOrder(all), stepAssets };
   }
 
   /** Cancels: at once when not running; a running one stops at its step (cooperatively, then forced). */
@@ -185,11 +195,23 @@ export class ExecutionService {
     return getExecution(this.store.read, id);
   }
 
-  /** Approves a pending execution: it is queued (and resumes after its approval step). */
+  /**
+   * Approves a pending execution: it is queued (and resumes after its approval step). An
+   * approval is a second pair of eyes, so the token that submitted the execution may not
+   * give it unless it was granted executions:approve-own.
+   */
   async approve(id: string, principal: Principal, reason = ""): Promise<ExecutionRecord> {
     await this.store.write(async (tx, emit) => {
       const e = await getExecution(tx, id, true);
       this.assertPendingApproval(e, "approve");
+      const own = e.actorKind === principal.kind && e.actorId === principal.id;
+      if (own && !authorize(principal, "executions:approve-own")) {
+        throw new NovaError(
+          "NOVA_EXEC_SELF_APPROVAL",
+          `Execution ${id} was submitted by this token (${principal.kind}:${principal.name}), which may not approve it as well. Ask another approver, or use a token granted executions:approve-own (novacron token create NAME --grant executions:approve-own).`,
+          { details: { execution: id, submittedBy: e.actor, needs: "executions:approve-own" } },
+        );
+      }
       if (e.approvalExpiresAt && new Date(e.approvalExpiresAt).getTime() < Date.now()) {
         throw new NovaError(
           "NOVA_EXEC_TIMEOUT",

@@ -9,6 +9,7 @@
  *   queued ──worker claims──▶ running ──all steps done──▶ completed
  *   running ──step failed, retry left──▶ queued (backoff; resumes at the failed step)
  *   running ──worker died (lease expired)──▶ queued (the reaper hands it back)
+ *   running ──the next step's asset is busy (lock: step)──▶ queued (resumes at that step)
  *   running ──step failed, no retry left──▶ failed (no step done) / partial (some done)
  *   running ──step or execution time limit──▶ timed_out
  *   running ──approval step──▶ pending_approval (mutexes released while waiting)
@@ -25,7 +26,7 @@ export const EXEC_STATES = {
   pending_approval: "waiting for an approver (before the run, or at an approval step)",
   approved: "approved; about to be queued",
   rejected: "an approver rejected it; nothing more runs",
-  queued: "waiting for a worker (or for a retry's backoff, or for an asset's mutex)",
+  queued: "waiting for a worker (or for a retry's backoff, or for an asset's mutex before its next step)",
   running: "a worker holds its lease and runs its steps",
   completed: "every step completed",
   failed: "a step failed before any step completed, and no retry is left",

@@ -1,6 +1,7 @@
 /**
  * The execution system as the server runs it: the wake-up channel, the secrets key, the
- * service the API calls, and the worker pool running executions (with its reaper hooks).
+ * service the API calls, the worker pool running executions (with its reaper hooks), and
+ * the pruner deleting finished work past its retention.
  */
 import path from "node:path";
 import type { Logger } from "pino";
@@ -12,6 +13,7 @@ import { type ExecConfig, resolveExecConfig } from "./config.js";
 import { registerExecMetrics } from "./metrics.js";
 import { WakeChannel } from "./notify.js";
 import { type PoolHealth, WorkerPool } from "./pool.js";
+import { Pruner } from "./pruner.js";
 import { EXECUTION_QUEUE, ExecutionRunner } from "./runner.js";
 import { SecretKey } from "./secrets.js";
 import { ExecutionService } from "./service.js";
@@ -36,6 +38,8 @@ export interface ExecSystem {
   service: ExecutionService;
   secretKey: SecretKey;
   pool: WorkerPool | undefined;
+  /** Runs where the workers run (an API-only replica leaves it to them). */
+  pruner: Pruner | undefined;
   health(): PoolHealth | { status: "disabled" };
   close(): Promise<void>;
 }
@@ -74,12 +78,16 @@ export async function startExecSystem(o: ExecSystemOptions): Promise<ExecSystem>
           },
         });
   pool?.start();
+  const pruner = pool ? new Pruner(o.store.db, config.retention, o.log) : undefined;
+  pruner?.start();
   return {
     service,
     secretKey,
     pool,
+    pruner,
     health: () => pool?.health() ?? { status: "disabled" },
     close: async () => {
+      await pruner?.stop();
       await pool?.stop();
       await wake.close();
     },

@@ -175,6 +175,12 @@ export const ERROR_CODES = {
     description:
       "A step that is not idempotent was interrupted (worker crash); it is not re-run automatically. Check its effect, then retry the execution.",
   },
+  NOVA_EXEC_SELF_APPROVAL: {
+    status: 403,
+    retryable: false,
+    description:
+      "An execution cannot be approved by the token that submitted it; another approver must do it, or a token granted executions:approve-own.",
+  },
   NOVA_SECRET: {
     status: 422,
     retryable: false,

@@ -5,7 +5,9 @@
  */
 import { randomBytes } from "node:crypto";
 import pg from "pg";
+import { afterAll, beforeAll } from "vitest";
 import type { DbLocation } from "../../src/cluster/store/db.js";
+import { Store } from "../../src/cluster/store/store.js";
 
 /** The admin URL the suites connect with to create their databases. */
 export const TEST_PG_URL = process.env.NOVACRON_TEST_PG_URL ?? "postgres://postgres@127.0.0.1:5432/test";
@@ -57,3 +59,24 @@ export const ENGINES = [
   { engine: "postgres" as const, create: createPostgresDatabase },
   { engine: "pglite" as const, create: async () => createPgliteDatabase() },
 ];
+
+/**
+ * For the enclosing describe block: a Store on a fresh database from `create`, opened
+ * before its tests and closed and dropped after them; `use` receives it.
+ */
+export function storePerSuite(
+  create: () => Promise<TestDatabase> | TestDatabase,
+  use: (store: Store) => void,
+): void {
+  let tdb: TestDatabase | undefined;
+  let store: Store | undefined;
+  beforeAll(async () => {
+    tdb = await create();
+    store = await Store.open(tdb.location);
+    use(store);
+  });
+  afterAll(async () => {
+    await store?.close();
+    await tdb?.drop();
+  });
+}

@@ -46,6 +46,12 @@ export const VmConsoleCheckStep = Type.Object(
     ...VmTargets,
     pattern: Type.String({ minLength: 1, maxLength: 500, description: "JavaScript regular expression" }),
     lines: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000, description: "Default 200" })),
+    since: Type.Optional(
+      Type.Union([Type.Literal("any"), Type.Literal("step")], {
+        description:
+          "any (default): any of the last `lines` lines, earlier boots included; step: only lines printed after the step started",
+      }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -146,7 +152,14 @@ export const Plan = Type.Object(
     ),
     assets: Type.Optional(
       Type.Array(Type.String({ pattern: "^(vm|host|url):.+" }), {
-        description: "Extra assets to hold the mutex on (e.g. url:https://lb.example/pool/a)",
+        description:
+          "Extra assets to hold the mutex on (e.g. url:https://lb.example/pool/a): with every step, or for the whole run with lock: execution",
+      }),
+    ),
+    lock: Type.Optional(
+      Type.Union([Type.Literal("step"), Type.Literal("execution")], {
+        description:
+          "step (default): each step holds the mutexes of its assets only while it runs; execution: all the plan's assets are held from the first step to the last",
       }),
     ),
     timeouts: Type.Optional(
@@ -204,6 +217,7 @@ export const ExecutionStep = Type.Object({
   message: Type.String(),
   result: Type.Record(Type.String(), Type.Unknown()),
   error: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()]),
+  assets: Type.Array(Type.String(), { description: "The assets this step acts on (its mutexes)" }),
   startedAt: Type.Union([Type.String(), Type.Null()]),
   finishedAt: Type.Union([Type.String(), Type.Null()]),
 });
@@ -221,6 +235,10 @@ export const Execution = Type.Object({
   state: ExecStateSchema,
   stateReason: Type.String(),
   assets: Type.Array(Type.String()),
+  lock: Type.Union([Type.Literal("step"), Type.Literal("execution")], {
+    description:
+      "step: each step holds its assets' mutexes while it runs; execution: all of them for the run",
+  }),
   currentStep: Type.Integer(),
   cancelRequested: Type.Boolean(),
   attempts: Type.Integer(),

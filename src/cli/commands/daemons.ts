@@ -4,6 +4,7 @@ import os from "node:os";
 import path from "node:path";
 import type { Command } from "commander";
 import { startAgent } from "../../agent/agent-process.js";
+import { loadExecConfig, parseWorkersFlag } from "../../exec/config.js";
 import { NovaError } from "../../lib/errors.js";
 import { startServer } from "../../server/server-process.js";
 import { parseListen } from "../config.js";
@@ -42,6 +43,13 @@ export function registerDaemonCommands(program: Command): void {
       "concurrent incoming and outgoing live migrations per host; more wait queued",
       "2",
     )
+    .option(
+      "--exec-config <file>",
+      "execution system settings, JSON (default: $NOVACRON_EXEC_CONFIG; docs/executions.md)",
+    )
+    .option("--exec-workers-min <n>", "execution worker slots kept when idle (overrides the config file)")
+    .option("--exec-workers-max <n>", "execution worker slots at most (overrides the config file)")
+    .option("--no-exec-workers", "serve the API but run no execution workers (an API-only replica)")
     .action(
       async (o: {
         dataDir: string;
@@ -49,16 +57,32 @@ export function registerDaemonCommands(program: Command): void {
         databaseUrl?: string;
         heartbeatTimeout: string;
         maxMigrationsPerHost: string;
+        execConfig?: string;
+        execWorkersMin?: string;
+        execWorkersMax?: string;
+        execWorkers: boolean;
       }) => {
         const { host, port } = parseListen(o.listen);
         const databaseUrl = o.databaseUrl ?? process.env.DATABASE_URL;
         const dataDir = path.resolve(o.dataDir);
+        // Defaults, then the file, then these flags; errors name the flag or key to fix.
+        const execConfigFile = o.execConfig ?? process.env.NOVACRON_EXEC_CONFIG;
+        const execConfig = await loadExecConfig(execConfigFile ? path.resolve(execConfigFile) : undefined, {
+          ...(o.execWorkersMin !== undefined
+            ? { workersMin: parseWorkersFlag(o.execWorkersMin, "--exec-workers-min", 0) }
+            : {}),
+          ...(o.execWorkersMax !== undefined
+            ? { workersMax: parseWorkersFlag(o.execWorkersMax, "--exec-workers-max", 1) }
+            : {}),
+        });
         const server = await startServer({
           dataDir,
           host,
           port,
           heartbeatTimeoutMs: parsePositiveInt(o.heartbeatTimeout, "--heartbeat-timeout") * 1000,
           maxMigrationsPerHost: parsePositiveInt(o.maxMigrationsPerHost, "--max-migrations-per-host"),
+          execConfig,
+          ...(o.execWorkers ? {} : { execWorkers: false }),
           ...(databaseUrl ? { databaseUrl } : {}),
         });
         const lines = [

@@ -69,7 +69,7 @@ function printExecution(e: Execution): void {
     ["SLA / mode", `${e.sla} / ${e.mode}, priority ${e.priority}`],
     ["Submitted by", e.actor],
     ["Attempts", `${e.attempts}/${e.maxAttempts}`],
-    ["Assets", e.assets.join(", ")],
+    ["Assets", `${e.assets.join(", ")} (held ${e.lock === "step" ? "per step" : "for the whole run"})`],
     ["Approval until", e.approvalExpiresAt],
     ["Created", e.createdAt],
     ["Finished", e.finishedAt],

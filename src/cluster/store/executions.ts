@@ -27,6 +27,7 @@ interface ExecRow {
   state: ExecState;
   state_reason: string;
   assets: string[];
+  lock_scope: "step" | "execution";
   idempotency_key: string | null;
   job_id: number | null;
   current_step: number;
@@ -52,6 +53,7 @@ interface StepRow {
   checkpoint: Record<string, unknown>;
   result: Record<string, unknown>;
   error: Record<string, unknown> | null;
+  assets: string[];
   started_at: Date | null;
   finished_at: Date | null;
 }
@@ -65,6 +67,7 @@ export interface StepRecord extends ExecutionStep {
 /** An execution with what the runner needs beyond the API view. */
 export interface ExecutionRecord extends Omit<Execution, "steps"> {
   state: ExecState;
+  lock: LockScope;
   sla: SlaClass;
   plan: Plan;
   actorKind: string;
@@ -73,6 +76,12 @@ export interface ExecutionRecord extends Omit<Execution, "steps"> {
   deadlineAt: string | null;
   steps: StepRecord[];
 }
+
+/**
+ * How long an execution holds its asset mutexes: "step" — each step's assets (plus the
+ * plan's own `assets`) only while that step runs; "execution" — all of them for the run.
+ */
+export type LockScope = "step" | "execution";
 
 const iso = (d: Date | null) => (d ? new Date(d).toISOString() : null);
 
@@ -91,6 +100,7 @@ function toStep(r: StepRow): StepRecord {
     checkpoint: r.checkpoint,
     result: r.result,
     error: r.error,
+    assets: r.assets ?? [],
     startedAt: iso(r.started_at),
     finishedAt: iso(r.finished_at),
   };
@@ -111,6 +121,7 @@ function toExecution(r: ExecRow, steps: StepRecord[]): ExecutionRecord {
     state: r.state,
     stateReason: r.state_reason,
     assets: r.assets,
+    lock: r.lock_scope,
     currentStep: r.current_step,
     cancelRequested: r.cancel_requested,
     attempts: r.job_attempts ?? 0,
@@ -142,7 +153,11 @@ export interface NewExecution {
   mode: "immediate" | "background";
   priority: number;
   state: "pending_approval" | "queued";
+  /** Every asset of the plan, sorted (the whole-run lock set, and what `assets` shows). */
   assets: string[];
+  /** Each step's own assets, sorted (the per-step lock sets). */
+  stepAssets: string[][];
+  lock: LockScope;
   idempotencyKey: string | null;
   approvalExpiresAt: Date | null;
 }
@@ -155,8 +170,8 @@ export async function insertExecution(
 ): Promise<{ id: string; event: ClusterEvent }> {
   await q.query(
     `INSERT INTO executions (id, name, tenant, actor_kind, actor_id, actor_name, plan, sla_class, mode, priority,
-       state, state_reason, assets, idempotency_key, approval_expires_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11, $12, $13, $14, $15)`,
+       state, state_reason, assets, idempotency_key, approval_expires_at, lock_scope)
+     VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
     [
       id,
       e.name,
@@ -173,12 +188,20 @@ export async function insertExecution(
       e.assets,
       e.idempotencyKey,
       e.approvalExpiresAt,
+      e.lock,
     ],
   );
+  // Per-step asset lists travel as JSON text: unnest() flattens a two-dimensional array.
   await q.query(
-    `INSERT INTO execution_steps (execution_id, idx, kind, name)
-     SELECT $1, s.ord - 1, s.kind, s.name FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS s(kind, name, ord)`,
-    [id, e.plan.steps.map((s) => s.kind), e.plan.steps.map((s, i) => s.name ?? `${i + 1}: ${s.kind}`)],
+    `INSERT INTO execution_steps (execution_id, idx, kind, name, assets)
+     SELECT $1, s.ord - 1, s.kind, s.name, ARRAY(SELECT jsonb_array_elements_text(s.assets::jsonb))
+     FROM unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS s(kind, name, assets, ord)`,
+    [
+      id,
+      e.plan.steps.map((s) => s.kind),
+      e.plan.steps.map((s, i) => s.name ?? `${i + 1}: ${s.kind}`),
+      e.plan.steps.map((_, i) => JSON.stringify(e.stepAssets[i] ?? [])),
+    ],
   );
   const event = await appendEvent(q, {
     type: "execution.created",

@@ -2,15 +2,16 @@
  * VM steps: start, stop, restart, migrate and console-check, through the same services
  * the API uses (so the VM state machine and the migration orchestration apply). Each
  * waits until the VM got where it was sent. Start and stop are idempotent (a VM already
- * there is skipped); restart and migrate save a checkpoint before acting, so a retry after
- * a crash waits for what was already started instead of doing it twice.
+ * there is skipped; for stop a failed VM is already down); restart and migrate save a
+ * checkpoint before acting, so a retry after a crash waits for what was already started
+ * instead of doing it twice.
  */
 import type { PlanStep } from "../../api/types/executions.js";
 import { AgentClient } from "../../cluster/agent-client.js";
 import { getHost } from "../../cluster/store/hosts.js";
 import { getMigration } from "../../cluster/store/migrations.js";
 import { getVm, type VmRecord } from "../../cluster/store/vms.js";
-import { NovaError } from "../../lib/errors.js";
+import { describeError, isNovaError, NovaError } from "../../lib/errors.js";
 import { type StepContext, type StepKind, sleep, vmTargets } from "./step.js";
 
 type PowerStep = Extract<PlanStep, { kind: "vm.start" | "vm.stop" | "vm.restart" }>;
@@ -19,14 +20,15 @@ type ConsoleStep = Extract<PlanStep, { kind: "vm.console-check" }>;
 
 const POLL_MS = 250;
 
-async function waitVm(ctx: StepContext, name: string, want: string): Promise<VmRecord> {
+/** Waits until the VM is in one of `want` (the first is what was asked for); a failed VM fails the step. */
+async function waitVm(ctx: StepContext, name: string, ...want: string[]): Promise<VmRecord> {
   for (;;) {
     const vm = await getVm(ctx.services.store.read, name);
-    if (vm.state === want) return vm;
+    if (want.includes(vm.state)) return vm;
     if (vm.state === "failed") {
       throw new NovaError(
         "NOVA_EXEC_STEP_FAILED",
-        `VM ${vm.name} failed while waiting for ${want}: ${vm.stateReason}`,
+        `VM ${vm.name} failed while waiting for ${want[0]}: ${vm.stateReason}`,
         {
           details: { vm: vm.name, state: vm.state },
         },
@@ -51,8 +53,13 @@ export const vmPowerStep: StepKind<PowerStep> = {
         if (vm.state !== "running" && vm.state !== "starting") await ctx.services.vms.start(vm.id);
         await waitVm(ctx, vm.id, "running");
       } else if (step.kind === "vm.stop") {
-        if (vm.state !== "stopped" && vm.state !== "stopping") await ctx.services.vms.stop(vm.id);
-        await waitVm(ctx, vm.id, "stopped");
+        // A failed VM's QEMU is gone: it is as down as a stopped one, and the VM state
+        // machine refuses to stop it, so "stop these 40 VMs" must not fail on it.
+        if (vm.state === "failed") ctx.log(`${vm.name} is already down (failed: ${vm.stateReason})`, "warn");
+        else {
+          if (vm.state !== "stopped" && vm.state !== "stopping") await ctx.services.vms.stop(vm.id);
+          await waitVm(ctx, vm.id, "stopped");
+        }
       } else {
         // At most once: the request is recorded before it is made.
         if (!requested.has(vm.id)) {
@@ -118,29 +125,84 @@ export const vmMigrateStep: StepKind<MigrateStep> = {
   },
 };
 
-/** vm.console-check: the serial console shows a matching line before the step's time limit. */
+/**
+ * vm.console-check: the serial console shows a matching line before the step's time limit.
+ * The serial log spans boots (QEMU appends to it), so `since: "any"` (the default) matches
+ * any of the last `lines` lines, old ones too, while `since: "step"` only counts lines
+ * printed after the step started — what "restart, then check it came up" needs.
+ */
 export const vmConsoleCheckStep: StepKind<ConsoleStep> = {
   resumable: () => true,
   async run(step, ctx) {
     const re = new RegExp(step.pattern);
+    const fresh = step.since === "step";
     const matched: Record<string, string> = {};
     for (const name of vmTargets(step)) {
+      // Where the log stood when we first looked, per host (a migration moves the log).
+      let seen: { hostId: string; tail: string[] } | undefined;
       for (;;) {
         const vm = await getVm(ctx.services.store.read, name);
         if (!vm.hostId)
           throw new NovaError("NOVA_ILLEGAL_STATE", `VM ${vm.name} has no host, so it has no console.`);
         const host = await getHost(ctx.services.store.read, vm.hostId);
-        const { lines } = await new AgentClient(host).consoleTail(vm.id, step.lines ?? 200);
-        const line = lines.find((l) => re.test(l));
-        if (line !== undefined) {
-          matched[vm.name] = line;
-          ctx.log(`${vm.name}: console matched ${re}: ${line}`);
-          break;
+        let lines: string[] | undefined;
+        try {
+          lines = (await new AgentClient(host).consoleTail(vm.id, step.lines ?? 200)).lines;
+        } catch (err) {
+          // An agent restarting, or a VM switching hosts mid-migration, is not a failed
+          // check: keep looking until the step's time limit says otherwise.
+          if (!isNovaError(err) || !TRANSIENT_CONSOLE_ERRORS.has(err.code)) throw err;
+          ctx.progress(0, `${vm.name}: console not readable yet (${describeError(err)})`);
         }
-        ctx.progress(0, `${vm.name}: waiting for ${re} on the console`);
+        if (lines) {
+          let candidates = lines;
+          if (fresh) {
+            candidates = seen?.hostId === vm.hostId ? linesAfter(seen.tail, lines) : [];
+            seen = { hostId: vm.hostId, tail: lines };
+          }
+          const line = candidates.find((l) => re.test(l));
+          if (line !== undefined) {
+            matched[vm.name] = line;
+            ctx.log(`${vm.name}: console matched ${re}: ${line}`);
+            break;
+          }
+          ctx.progress(0, `${vm.name}: waiting for ${re} on the console`);
+        }
         await sleep(1000, ctx.signal);
       }
     }
     return { matched };
   },
 };
+
+const TRANSIENT_CONSOLE_ERRORS = new Set(["NOVA_HOST_UNREACHABLE", "NOVA_NOT_FOUND", "NOVA_AGENT_ERROR"]);
+
+/** How many lines of the earlier tail anchor where it ended in the later one. */
+const ANCHOR_LINES = 8;
+
+/**
+ * The lines of `now` (a later tail of the same log) that came after `before` ended: the
+ * last place where `before`'s final lines appear in `now` marks it. Taking the last such
+ * place can only drop new lines (when new output repeats the anchor), never count old ones
+ * as new. `before`'s last line may have been caught half-written; if the anchor is not
+ * found whole, it is looked for without that line, and the line's completed form is not
+ * counted as new either. When neither is in `now`, more than a whole tail was printed
+ * since: all of `now` is new.
+ */
+export function linesAfter(before: string[], now: string[]): string[] {
+  if (before.length === 0) return now;
+  const whole = lastEnd(before.slice(-ANCHOR_LINES), now);
+  if (whole !== undefined) return now.slice(whole);
+  const settled = lastEnd(before.slice(-ANCHOR_LINES - 1, -1), now);
+  if (settled !== undefined) return now.slice(settled + 1);
+  return now;
+}
+
+/** Where the last occurrence of `anchor` in `lines` ends (an empty anchor ends at 0). */
+function lastEnd(anchor: string[], lines: string[]): number | undefined {
+  if (anchor.length === 0) return 0;
+  for (let end = lines.length; end >= anchor.length; end--) {
+    if (anchor.every((l, k) => lines[end - anchor.length + k] === l)) return end;
+  }
+  return undefined;
+}
