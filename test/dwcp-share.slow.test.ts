@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { dialSession } from "../src/dwcp/amst/dial.js";
 import { DwcpListener } from "../src/dwcp/amst/listen.js";
 import { OpaqueSender, readOpaque } from "../src/dwcp/hde/opaque.js";
-import { LinkShare } from "../src/dwcp/pba/link-share.js";
+import { LinkShare, type SharedTransfer } from "../src/dwcp/pba/link-share.js";
 import { Tuner } from "../src/dwcp/tuner.js";
 import { ADDR_A, WanLink } from "../src/dwcp/wanem/link.js";
 import { emulatorUnavailableReason } from "../src/dwcp/wanem/netns.js";
@@ -32,6 +32,11 @@ describe.skipIf(unavailable !== null)("sharing one WAN link between transfers", 
     // Allocate a little under the link rate so the pacer, not the bottleneck queue, decides.
     const share = new LinkShare((36e6 / 8) * 0.95);
     const received = [0, 0];
+    // ETAs are read for both transfers at one moment while both are sending: read at each
+    // transfer's own end, the later one would see the link to itself and look faster.
+    const transfers: SharedTransfer[] = [];
+    let active = 0;
+    let etas: number[] | null = null;
     const run = async (i: number, weight: number) => {
       const port = 47500 + i;
       const listener = await DwcpListener.listen({ server: await a.listen(port) });
@@ -43,24 +48,32 @@ describe.skipIf(unavailable !== null)("sharing one WAN link between transfers", 
         for await (const chunk of readOpaque(await server.accept())) received[i]! += chunk.length;
       })();
       const transfer = share.join({ totalBytes: 200 * 1024 * 1024, weight });
+      transfers[i] = transfer;
+      active++;
       const tx = new OpaqueSender(client.openChannel(`t${i}`), 0, 64 * 1024, transfer);
       const chunk = randomBytes(64 * 1024);
       const stop = performance.now() + 6000;
-      while (performance.now() < stop) await tx.write(chunk);
-      const eta = transfer.allocation().etaSeconds;
+      while (performance.now() < stop) {
+        await tx.write(chunk);
+        if (!etas && active === 2 && performance.now() > stop - 3000) {
+          etas = transfers.map((t) => t.allocation().etaSeconds);
+        }
+      }
+      active--;
       await tx.end();
       await rx;
       transfer.done();
       await client.close();
       await listener.close();
-      return eta;
     };
-    const [eta1, eta3] = await Promise.all([run(0, 1), run(1, 3)]);
+    await Promise.all([run(0, 1), run(1, 3)]);
     const ratio = received[1]! / received[0]!;
     console.log(`weights 3:1 got ${ratio.toFixed(2)}:1`);
     expect(ratio).toBeGreaterThan(2.2);
     expect(ratio).toBeLessThan(4);
     // Each transfer has a finite ETA; the heavier one finishes its 200 MiB sooner.
+    expect(etas).not.toBeNull();
+    const [eta1, eta3] = etas as unknown as [number, number];
     expect(Number.isFinite(eta1)).toBe(true);
     expect(eta3).toBeLessThan(eta1);
   });

@@ -4,6 +4,7 @@ import { readFile, stat } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { waitFor } from "../src/lib/wait.js";
 import { guestImageManifest, qemuPidsUnder, TestCluster } from "./helpers/cluster.js";
+import { fetchEvents } from "./helpers/events.js";
 
 const SERVER_PORT = 17710;
 const A1_PORT = 17811;
@@ -304,39 +305,3 @@ describe("a real VM end to end", () => {
     expect(token.length).toBeGreaterThan(20);
   });
 });
-
-interface EventMsg {
-  id: number;
-  type: string;
-  data: Record<string, unknown>;
-}
-
-/** Reads the SSE stream from `since` until it has replayed the backlog. */
-async function fetchEvents(c: TestCluster, since: number): Promise<EventMsg[]> {
-  const controller = new AbortController();
-  const res = await fetch(`${c.serverUrl}/v1/events?since=${since}`, {
-    headers: { authorization: `Bearer ${c.adminToken}` },
-    signal: controller.signal,
-  });
-  expect(res.headers.get("content-type")).toContain("text/event-stream");
-  const reader = res.body!.getReader();
-  const decoder = new TextDecoder();
-  let text = "";
-  const deadline = Date.now() + 3000;
-  // The server writes the whole backlog at once; read until a quiet moment.
-  while (Date.now() < deadline) {
-    const chunk = await Promise.race([
-      reader.read(),
-      new Promise<null>((r) => setTimeout(() => r(null), 500)),
-    ]);
-    if (chunk === null) break;
-    if (chunk.done) break;
-    text += decoder.decode(chunk.value);
-  }
-  controller.abort();
-  return text
-    .split("\n\n")
-    .map((block) => block.split("\n").find((l) => l.startsWith("data: ")))
-    .filter((l): l is string => Boolean(l))
-    .map((l) => JSON.parse(l.slice(6)) as EventMsg);
-}

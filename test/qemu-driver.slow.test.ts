@@ -309,15 +309,19 @@ describe("accelerator probe", () => {
     expect(result.markerSeen).toBe(true);
   });
 
-  it("chooses KVM exactly when the KVM test guest printed its marker, and says why", async () => {
+  it("chooses KVM only when the KVM test guest printed its marker about as fast as TCG, and says why", async () => {
     const decision = await probeAccelerator({ force: "auto" });
     if (!existsSync("/dev/kvm")) {
       expect(decision).toMatchObject({ accel: "tcg", reason: "/dev/kvm does not exist" });
       return;
     }
     expect(decision.probe).toBeDefined();
-    expect(decision.accel).toBe(decision.probe!.markerSeen ? "kvm" : "tcg");
-    if (decision.accel === "tcg") expect(decision.reason).toMatch(/^\/dev\/kvm present but/);
+    if (decision.accel === "kvm") expect(decision.probe!.markerSeen).toBe(true);
+    else {
+      expect(decision.reason).toMatch(/^\/dev\/kvm present but/);
+      // A KVM guest that did boot was refused for being slower than the same under TCG.
+      if (decision.probe!.markerSeen) expect(decision.reason).toMatch(/under TCG/);
+    }
     // Whatever happened, the probe left no QEMU and no temp dir behind.
     expect((await readdir("/tmp")).filter((n) => n.startsWith("nc-qemu-probe-"))).toEqual([]);
   });

@@ -6,6 +6,12 @@
  * session, the local endpoints QEMU's migration and block mirror use instead of the
  * destination's, and the transport decision (auto: measured network mode).
  *
+ * Memory pages and disk blocks go through HDE against the same page cache on the
+ * destination: its inventory crosses once per session (channel "inv") into a mirror that
+ * the memory relay and every NBD connection share (receiver-mirror.ts); per VM, this host
+ * remembers the last version it sent or received of each memory page and disk block
+ * (`history/<vm>.bin`, `<vm>.disk.bin`), the bases for deltas.
+ *
  * A session proves which migration it serves with a token the destination made when it
  * prepared the incoming VM; the server hands it to the source with the endpoints, so only
  * the control plane can point a source at a destination QEMU.
@@ -19,11 +25,13 @@ import { DwcpListener } from "../dwcp/amst/listen.js";
 import type { DwcpSession } from "../dwcp/amst/session.js";
 import { PageHistory } from "../dwcp/hde/history.js";
 import { PageCache } from "../dwcp/hde/page-cache.js";
+import { type ReceiverMirror, readInventory, sendInventory } from "../dwcp/hde/receiver-mirror.js";
+import { kernelMinRttMs } from "../dwcp/kernel-rtt.js";
 import { classify, type NetworkMode } from "../dwcp/mode.js";
 import { Tuner } from "../dwcp/tuner.js";
 import { describeError, NovaError } from "../lib/errors.js";
-import { ByteRelaySource, ByteRelayTarget } from "../migration/dwcp/byte-relay.js";
 import { ChannelRouter } from "../migration/dwcp/channel-router.js";
+import { NbdRelaySource, NbdRelayTarget } from "../migration/dwcp/nbd-relay.js";
 import { MigrationRelaySource, type RelayStats } from "../migration/dwcp/relay-source.js";
 import { MigrationRelayTarget } from "../migration/dwcp/relay-target.js";
 import type { LocalEndpoint } from "../migration/dwcp/socket-io.js";
@@ -63,26 +71,50 @@ interface Incoming {
   nbd: LocalEndpoint;
   session: DwcpSession | null;
   relay: MigrationRelayTarget | null;
-  nbdRelay: ByteRelayTarget | null;
+  nbdRelay: NbdRelayTarget | null;
   history: PageHistory | null;
+  diskHistory: PageHistory | null;
+}
+
+/** What a migration's relays moved so far. */
+export interface OutgoingStats extends RelayStats {
+  streams: number;
+  mode: NetworkMode | null;
+  /** The disk mirror's NBD connections. */
+  disk: { logicalBytes: number; wireBytes: number; pages: RelayStats["pages"] };
+}
+
+/** Files where a host keeps a VM's last-sent or last-received versions. */
+interface HistoryFiles {
+  memory: string;
+  disk: string;
 }
 
 /** The source side of one migration over DWCP. */
 export class OutgoingDwcp {
-  private nbd: ByteRelaySource | null = null;
+  private nbd: NbdRelaySource | null = null;
   private memory: MigrationRelaySource | null = null;
 
   constructor(
     readonly decision: TransportDecision,
     private readonly session: DwcpSession,
     private readonly tuner: Tuner,
+    /** The destination's cache as this side knows it, shared by the relays. */
+    private readonly mirror: ReceiverMirror,
     private readonly history: PageHistory,
-    private readonly historyFile: string,
+    private readonly diskHistory: PageHistory,
+    private readonly files: HistoryFiles,
   ) {}
 
-  /** The local NBD endpoint the block mirror writes to (forwarded to the destination's export). */
+  /** The local NBD endpoint the block mirror writes to (relayed to the destination's export). */
   async nbdEndpoint(): Promise<{ host: string; port: number }> {
-    this.nbd ??= await ByteRelaySource.start({ session: this.session, label: "nbd" });
+    this.nbd ??= await NbdRelaySource.start({
+      session: this.session,
+      label: "nbd",
+      history: this.diskHistory,
+      mirror: this.mirror,
+      level: this.relayLevel(),
+    });
     const ep = this.nbd.endpoint as { host: string; port: number };
     return { host: ep.host, port: ep.port };
   }
@@ -93,7 +125,8 @@ export class OutgoingDwcp {
       session: this.session,
       label: "mig",
       history: this.history,
-      level: this.tuner.state.level > 0 ? this.tuner.state.level : 1,
+      mirror: this.mirror,
+      level: this.relayLevel(),
       // Measured on the emulated wan (256 MiB guest, cold): 4 MiB 4.8 s, 8 MiB 3.0-3.9 s,
       // 16 MiB 3.0 s. Downtime grows with it as QEMU's bandwidth estimate starts to count
       // the buffer: 298-630 ms at 8 MiB across runs, 423-485 ms at 16 MiB (one run each).
@@ -101,22 +134,52 @@ export class OutgoingDwcp {
     });
     // The memory relay is done once the destination verified the whole stream.
     this.memory.done.then(
-      () => this.history.save(this.historyFile),
+      () => this.history.save(this.files.memory),
       () => undefined,
     );
     return this.memory.uri;
   }
 
+  /** zstd level for the relays: the tuner's, at least 1 (page batches always compress). */
+  private relayLevel(): number {
+    return this.tuner.state.level > 0 ? this.tuner.state.level : 1;
+  }
+
   /** Counters for the migration's progress. */
-  stats(): (RelayStats & { streams: number; mode: NetworkMode | null }) | null {
-    if (!this.memory) return null;
-    return { ...this.memory.stats(), streams: this.session.streamCount, mode: this.tuner.state.mode };
+  stats(): OutgoingStats | null {
+    if (!this.memory && !this.nbd) return null;
+    const m: RelayStats = this.memory?.stats() ?? {
+      logicalBytes: 0,
+      wireBytes: 0,
+      ratio: 0,
+      deliveredBytes: 0,
+      returnBytes: 0,
+      qemuZeroPages: 0,
+      pages: { total: 0, zero: 0, ref: 0, delta: 0, full: 0 },
+      parserMode: "parsing",
+      parserReason: null,
+    };
+    const d = this.nbd?.stats();
+    return {
+      ...m,
+      streams: this.session.streamCount,
+      mode: this.tuner.state.mode,
+      disk: {
+        logicalBytes: d?.logicalBytes ?? 0,
+        wireBytes: d?.wireBytes ?? 0,
+        pages: d?.pages ?? { total: 0, zero: 0, ref: 0, delta: 0, full: 0 },
+      },
+    };
   }
 
   /** Ends the session (after success or when giving up). */
   close(): void {
     this.tuner.stop();
+    this.nbd?.abort("the migration ended");
     this.session.destroy();
+    // Only a base for later deltas: a block listed here that never arrived is simply not
+    // in the destination's cache, which the mirror checks before using it.
+    this.diskHistory.save(this.files.disk);
   }
 }
 
@@ -167,13 +230,15 @@ export class AgentDwcp {
         relay: null,
         nbdRelay: null,
         history: null,
+        diskHistory: null,
       });
     return { ...this.endpoint, token: token.toString("base64url") };
   }
 
   /**
    * Destination, before resuming the VM: the relayed stream must have been written in full
-   * and verified (SHA-256 against the source's). Resolves at once for non-DWCP migrations.
+   * and verified (SHA-256 against the source's), and no disk-mirror relay may have failed.
+   * Resolves at once for non-DWCP migrations.
    */
   async incomingVerified(migrationId: string, timeoutMs = 30_000): Promise<void> {
     const inc = this.incoming.get(migrationId);
@@ -190,7 +255,18 @@ export class AgentDwcp {
           );
         }),
       ]);
-      inc.history?.save(this.historyFile(inc.vmId));
+      // Each disk write was acknowledged by the export itself through the relay, so a
+      // mirror that completed delivered it; a relay that nonetheless failed (its end-to-end
+      // check included) means the disk cannot be trusted.
+      const diskError = inc.nbdRelay?.error;
+      if (diskError)
+        throw new NovaError(
+          "NOVA_MIGRATION_RELAY",
+          `the disk mirror's DWCP relay failed: ${diskError.message}`,
+        );
+      const files = this.historyFiles(inc.vmId);
+      inc.history?.save(files.memory);
+      inc.diskHistory?.save(files.disk);
     } finally {
       clearTimeout(timer);
     }
@@ -239,11 +315,23 @@ export class AgentDwcp {
     }
     const inc = req.migrationId ? this.incoming.get(req.migrationId) : undefined;
     const given = Buffer.from(req.token ?? "", "base64url");
-    if (!inc || given.length !== inc.token.length || !timingSafeEqual(given, inc.token) || inc.session) {
+    if (!inc || given.length !== inc.token.length || !timingSafeEqual(given, inc.token)) {
       await hello.send(Buffer.from(JSON.stringify({ ok: false, error: "unknown migration or bad token" })));
       await hello.end().catch(() => undefined);
       throw new NovaError("NOVA_FORBIDDEN", `DWCP session for unknown migration ${req.migrationId ?? "?"}`);
     }
+    if (inc.session && inc.relay) {
+      // Data may already have reached the destination QEMU through the first session.
+      await hello.send(
+        Buffer.from(JSON.stringify({ ok: false, error: "this migration already has a session" })),
+      );
+      await hello.end().catch(() => undefined);
+      throw new NovaError("NOVA_CONFLICT", `DWCP session for migration ${req.migrationId} already running`);
+    }
+    // An earlier session that never said "go" (the source measured the path, then chose
+    // QEMU's transport, or restarted) carried nothing; a peer's session outlives its
+    // connections for a while, so the newer one replaces it instead of being refused.
+    inc.session?.destroy();
     inc.session = session;
     await hello.send(Buffer.from(JSON.stringify({ ok: true })));
     await hello.end();
@@ -255,16 +343,25 @@ export class AgentDwcp {
       if (inc.session === session) inc.session = null;
       return;
     }
-    inc.history = new PageHistory(this.cache);
-    inc.history.load(this.historyFile(inc.vmId));
-    inc.nbdRelay = new ByteRelayTarget({ router, label: "nbd", target: inc.nbd });
+    ({ memory: inc.history, disk: inc.diskHistory } = this.loadHistories(inc.vmId));
+    inc.nbdRelay = new NbdRelayTarget({
+      router,
+      label: "nbd",
+      target: inc.nbd,
+      cache: this.cache,
+      history: inc.diskHistory,
+      announce: false,
+    });
     inc.relay = new MigrationRelayTarget({
       router,
       label: "mig",
       qemu: inc.qemu,
       cache: this.cache,
       history: inc.history,
+      announce: false,
     });
+    // One inventory for the whole session; the relays' own channels announce none.
+    await sendInventory(await router.take("inv"), this.cache);
     // A relay that failed on damaged cache pages (each is detected by its hash and never
     // used) leaves the others in place for the next try to trip over: start the cache afresh.
     const corruptBefore = this.cache.stats().corrupt;
@@ -285,8 +382,9 @@ export class AgentDwcp {
 
   /**
    * Source: connects to the destination for `migrationId` and decides the transport. With
-   * "auto", a datacenter-class path (RTT < 10 ms and >= 1 Gbit/s measured) goes over QEMU's
-   * own transport, where the benchmark shows it is faster; anything slower over DWCP.
+   * "auto", a datacenter-class path (RTT < 10 ms and >= 1 Gbit/s measured, or RTT < 1 ms)
+   * goes over QEMU's own transport, where the benchmark shows it is faster; anything
+   * slower over DWCP.
    */
   async startOutgoing(
     migrationId: string,
@@ -325,21 +423,28 @@ export class AgentDwcp {
         );
       const tuner = new Tuner(session, []);
       await tuner.ready;
-      const rttMs = session.stats().minRttMs;
+      // The kernel's RTT first: one timed in user space reads high on a loaded host.
+      const kernelRtt = await kernelMinRttMs(session.connectionSockets());
+      const rttMs = kernelRtt ?? session.stats().minRttMs;
       const probed = tuner.state.probedBps;
       const mode =
         rttMs === null
           ? null
           : classify({ rttMs, bandwidthBps: probed > 0 ? probed * 8 : Number.POSITIVE_INFINITY });
       const probedMbps = probed > 0 ? Math.round((probed * 8) / 1e6) : null;
-      const measured = `RTT ${rttMs?.toFixed(1) ?? "?"} ms${probedMbps ? `, probe ${probedMbps} Mbit/s` : ""}`;
-      if (requested === "auto" && mode === "datacenter") {
+      const rttText = rttMs === null ? "?" : rttMs < 1 ? rttMs.toFixed(2) : rttMs.toFixed(1);
+      const measured = `RTT ${rttText} ms${kernelRtt === null ? "" : " (kernel)"}${probedMbps ? `, probe ${probedMbps} Mbit/s` : ""}`;
+      // A sub-millisecond RTT is a LAN whatever the probe says: the probe runs through
+      // DWCP's own CPU-heavy path and reads low on a loaded host (seen on loopback under
+      // test load), while QEMU's transport is the faster one on any LAN.
+      const lan = rttMs !== null && rttMs < 1;
+      if (requested === "auto" && (mode === "datacenter" || lan)) {
         tuner.stop();
         session.destroy();
         return {
           chosen: "qemu",
-          mode,
-          reason: `auto: datacenter-class path (${measured}); QEMU's own transport is faster there`,
+          mode: "datacenter",
+          reason: `auto: datacenter-class path (${measured}${mode === "datacenter" ? "" : ", RTT under 1 ms"}); QEMU's own transport is faster there`,
           rttMs,
           probedMbps,
         };
@@ -356,10 +461,14 @@ export class AgentDwcp {
       };
       // Tells the destination to set up its relays (see serve()).
       await session.openChannel("go").end();
-      const history = new PageHistory(this.cache);
-      const historyFile = this.historyFile(vmId);
-      history.load(historyFile);
-      this.outgoing.set(migrationId, new OutgoingDwcp(decision, session, tuner, history, historyFile));
+      // Several streams feed the destination's cache in an order this side cannot know
+      // exactly: the shared mirror stays 1/16 smaller than the cache (receiver-mirror.ts).
+      const mirror = await readInventory(session.openChannel("inv"), { slackShare: 1 / 16 });
+      const { memory, disk } = this.loadHistories(vmId);
+      this.outgoing.set(
+        migrationId,
+        new OutgoingDwcp(decision, session, tuner, mirror, memory, disk, this.historyFiles(vmId)),
+      );
       return decision;
     } catch (err) {
       session.destroy();
@@ -380,8 +489,21 @@ export class AgentDwcp {
     out.close();
   }
 
-  private historyFile(vmId: string): string {
-    return path.join(this.historyDir, `${vmId}.bin`);
+  /** This host's last memory-page and disk-block versions of a VM, the bases for deltas. */
+  private loadHistories(vmId: string): { memory: PageHistory; disk: PageHistory } {
+    const files = this.historyFiles(vmId);
+    const memory = new PageHistory(this.cache);
+    memory.load(files.memory);
+    const disk = new PageHistory(this.cache);
+    disk.load(files.disk);
+    return { memory, disk };
+  }
+
+  private historyFiles(vmId: string): HistoryFiles {
+    return {
+      memory: path.join(this.historyDir, `${vmId}.bin`),
+      disk: path.join(this.historyDir, `${vmId}.disk.bin`),
+    };
   }
 
   /** Stops listening and ends every session. */

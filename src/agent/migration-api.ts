@@ -28,6 +28,11 @@ import {
 } from "../compute/qemu/block-mirror.js";
 import { cont, queryStatus } from "../compute/qemu/commands.js";
 import {
+  downtimeBreakdown,
+  noteMigrationEvent,
+  type SwitchoverTimes,
+} from "../compute/qemu/downtime-breakdown.js";
+import {
   cancelOutgoing,
   continueSwitchover,
   type MigrationProgress,
@@ -40,7 +45,7 @@ import {
   tcpUri,
 } from "../compute/qemu/migration.js";
 import type { QemuProcess } from "../compute/qemu/process.js";
-import { NovaError } from "../lib/errors.js";
+import { describeError, NovaError } from "../lib/errors.js";
 import { waitFor } from "../lib/wait.js";
 import type { AgentDwcp, OutgoingDwcp, TransportDecision } from "./dwcp-transport.js";
 import { freePort } from "./free-port.js";
@@ -76,7 +81,10 @@ function requireProcess(vms: VmManager, id: string): QemuProcess {
   return proc;
 }
 
-function memoryView(p: MigrationProgress): NonNullable<AgentOutgoingStatus["memory"]> {
+function memoryView(
+  p: MigrationProgress,
+  times?: SwitchoverTimes,
+): NonNullable<AgentOutgoingStatus["memory"]> {
   const view: NonNullable<AgentOutgoingStatus["memory"]> = {
     status: p.status,
     totalBytes: p.totalBytes,
@@ -89,6 +97,8 @@ function memoryView(p: MigrationProgress): NonNullable<AgentOutgoingStatus["memo
   };
   if (p.expectedDowntimeMs !== undefined) view.expectedDowntimeMs = p.expectedDowntimeMs;
   if (p.downtimeMs !== undefined) view.downtimeMs = p.downtimeMs;
+  const breakdown = times && downtimeBreakdown(times, p.downtimeMs);
+  if (breakdown) view.downtimeBreakdown = breakdown;
   if (p.totalTimeMs !== undefined) view.totalTimeMs = p.totalTimeMs;
   if (p.cpuThrottlePercent !== undefined) view.cpuThrottlePercentage = p.cpuThrottlePercent;
   if (p.errorDesc !== undefined) view.errorDesc = p.errorDesc;
@@ -117,7 +127,7 @@ export async function outgoingStatus(
   return {
     vmStatus: status,
     mirror: mirror ? { jobId, ...mirror } : null,
-    memory: ours ? memoryView(memory) : null,
+    memory: ours ? memoryView(memory, switchTimes.get(migrationId)) : null,
     ...(decision
       ? {
           transport: {
@@ -133,6 +143,7 @@ export async function outgoingStatus(
                     streams: relay.streams,
                     mode: relay.mode,
                     pages: relay.pages,
+                    disk: relay.disk,
                   },
                 }
               : {}),
@@ -144,6 +155,15 @@ export async function outgoingStatus(
 
 /** Transport decisions that chose QEMU (DWCP ones live with their session), by migration. */
 const decisions = new Map<string, TransportDecision>();
+
+/** Switch-over event times of outgoing migrations, for the downtime breakdown. */
+const switchTimes = new Map<string, SwitchoverTimes>();
+
+/** Forgets what this agent kept about an outgoing migration that is over. */
+function forgetOutgoing(migrationId: string): void {
+  decisions.delete(migrationId);
+  switchTimes.delete(migrationId);
+}
 
 /**
  * Source, mirror step: decides how this migration's data travels and, for DWCP, opens the
@@ -190,6 +210,30 @@ export function registerMigrationRoutes(
   dwcp: AgentDwcp | null = null,
 ): void {
   const chooseTransport = makeTransportChooser(dwcp);
+  // One switch-over per migration, whoever asks first: QEMU's pre-switchover event (when
+  // the memory step asked for it) or the server's switchover step.
+  const switching = new Map<string, Promise<void>>();
+  const switchOver = (id: string, migrationId: string): Promise<void> => {
+    let p = switching.get(migrationId);
+    if (!p) {
+      p = (async () => {
+        const proc = requireProcess(vms, id);
+        const status = await outgoingStatus(vms, id, migrationId, dwcp);
+        const mem = status.memory?.status;
+        if (mem === "pre-switchover") {
+          if (status.mirror) await finishMirror(proc.qmp, migrationNames(migrationId).jobId);
+          await continueSwitchover(proc.qmp);
+        } else if (mem !== "completed" && mem !== "device") {
+          throw new NovaError(
+            "NOVA_ILLEGAL_STATE",
+            `cannot switch over: the migration is ${mem ?? "not started"}`,
+          );
+        }
+      })().finally(() => switching.delete(migrationId));
+      switching.set(migrationId, p);
+    }
+    return p;
+  };
   // Destination: start a paused QEMU waiting for the VM, export its disk, listen.
   app.post<{ Params: { id: string }; Body: AgentIncomingPost }>(
     "/agent/v1/vms/:id/incoming",
@@ -304,22 +348,35 @@ export function registerMigrationRoutes(
         if (vms.outgoingOf(id) !== migrationId) {
           const out = dwcp?.outgoingOf(migrationId);
           const uri = out ? await out.migrateUri() : endpoints.migrateUri;
-          await startOutgoing(proc.qmp, uri, toTuning(tuning), {
-            pauseBeforeSwitchover: true,
+          const times: SwitchoverTimes = {};
+          switchTimes.set(migrationId, times);
+          const auto = req.body.autoSwitchover === true;
+          const stopWatching = proc.qmp.onEvent((ev) => {
+            noteMigrationEvent(times, ev);
+            const st = ev.event === "MIGRATION" ? ev.data?.status : undefined;
+            if (st === "pre-switchover" && auto) {
+              // The source's vCPUs stop at pre-switchover: every round trip to the server
+              // before continuing would be downtime. The destination still only runs the
+              // VM when the server says so (incoming/finish), so the VM never runs twice.
+              switchOver(id, migrationId).catch((err: unknown) =>
+                req.log.warn({ err: describeError(err), migrationId }, "automatic switch-over failed"),
+              );
+            } else if (st === "completed" || st === "failed" || st === "cancelled") {
+              stopWatching();
+            }
           });
+          try {
+            await startOutgoing(proc.qmp, uri, toTuning(tuning), {
+              pauseBeforeSwitchover: true,
+            });
+          } catch (err) {
+            stopWatching();
+            throw err;
+          }
           await vms.markOutgoing(id, migrationId);
         }
       } else if (step === "switchover") {
-        const mem = status.memory?.status;
-        if (mem === "pre-switchover") {
-          if (status.mirror) await finishMirror(proc.qmp, jobId);
-          await continueSwitchover(proc.qmp);
-        } else if (mem !== "completed" && mem !== "device") {
-          throw new NovaError(
-            "NOVA_ILLEGAL_STATE",
-            `cannot switch over: the migration is ${mem ?? "not started"}`,
-          );
-        }
+        await switchOver(id, migrationId);
       } else if (step === "postcopy") {
         if (status.memory?.status === "active") await startPostcopy(proc.qmp);
       }
@@ -342,9 +399,12 @@ export function registerMigrationRoutes(
     async (req) => {
       const { id } = req.params;
       const { migrationId, targetGone } = req.body;
+      // An automatic switch-over already under way finishes first; what state it leaves
+      // decides below whether the source may resume.
+      await switching.get(migrationId)?.catch(() => undefined);
       const proc = vms.processOf(id);
       dwcp?.finishOutgoing(migrationId);
-      decisions.delete(migrationId);
+      forgetOutgoing(migrationId);
       if (!proc) return outgoingStatus(vms, id, migrationId);
       const status = await outgoingStatus(vms, id, migrationId);
       const mem = status.memory?.status;
@@ -375,7 +435,7 @@ export function registerMigrationRoutes(
       const migrationId = vms.outgoingOf(req.params.id);
       if (migrationId) {
         dwcp?.finishOutgoing(migrationId);
-        decisions.delete(migrationId);
+        forgetOutgoing(migrationId);
       }
       return { released: await vms.release(req.params.id) };
     },

@@ -147,12 +147,15 @@ export class VmManager {
     }
     const done = new Promise<void>((resolve, reject) => {
       this.enqueue(vm, async () => {
+        // Forget it first (as release does), so the exit watcher does not write the VM's
+        // state into the directory being removed.
+        this.vms.delete(id);
         try {
           if (vm.proc) await vm.proc.kill();
           await rm(this.vmDir(id), { recursive: true, force: true });
-          this.vms.delete(id);
           resolve();
         } catch (err) {
+          this.vms.set(id, vm);
           reject(err);
         }
       });
@@ -326,18 +329,24 @@ export class VmManager {
 
   private watch(vm: ManagedVm, proc: QemuProcess): void {
     vm.proc = proc;
-    void proc.exited.then(async (exit) => {
-      if (vm.proc !== proc) return; // detached or replaced
-      vm.proc = undefined;
-      if (!this.vms.has(vm.id)) return;
-      if (exit.shutdownReason === "guest-shutdown" || vm.spec.power === "stopped") {
-        // Our stop, or the guest powered itself off: either way it is stopped, not failed.
-        if (vm.spec.power === "running") vm.spec = { ...vm.spec, power: "stopped" };
-        await this.setObserved(vm, "stopped", exit.reason);
-      } else {
-        await this.setObserved(vm, "failed", exit.reason);
-      }
-    });
+    void proc.exited
+      .then(async (exit) => {
+        if (vm.proc !== proc) return; // detached or replaced
+        vm.proc = undefined;
+        if (!this.vms.has(vm.id)) return;
+        if (exit.shutdownReason === "guest-shutdown" || vm.spec.power === "stopped") {
+          // Our stop, or the guest powered itself off: either way it is stopped, not failed.
+          if (vm.spec.power === "running") vm.spec = { ...vm.spec, power: "stopped" };
+          await this.setObserved(vm, "stopped", exit.reason);
+        } else {
+          await this.setObserved(vm, "failed", exit.reason);
+        }
+      })
+      // Recording the state can fail (disk full, directory gone); that must not take the
+      // agent, and every other VM with it, down as an unhandled rejection.
+      .catch((err: unknown) =>
+        this.o.log.error({ vm: vm.spec.name, err: describeError(err) }, "recording the VM's exit failed"),
+      );
   }
 
   private machine(vm: ManagedVm): MachineConfig {

@@ -37,6 +37,12 @@ export function toProgress(phase: string, s: AgentOutgoingStatus): MigrationProg
                   logicalBytes: s.transport.relay.logicalBytes,
                   ratio: Math.round(s.transport.relay.ratio * 100) / 100,
                   streams: s.transport.relay.streams,
+                  ...(s.transport.relay.disk
+                    ? {
+                        diskWireBytes: s.transport.relay.disk.wireBytes,
+                        diskLogicalBytes: s.transport.relay.disk.logicalBytes,
+                      }
+                    : {}),
                 }
               : {}),
           },

@@ -172,10 +172,37 @@ export const AgentOutgoingPost = Type.Object(
         description: "mirror step: how memory and disk travel (decided by the source agent for auto)",
       }),
     ),
+    autoSwitchover: Type.Optional(
+      Type.Boolean({
+        description:
+          "memory step: switch over as soon as QEMU pauses before switch-over (finish the disk mirror, let QEMU complete) instead of waiting for the switchover step",
+      }),
+    ),
   },
   { additionalProperties: false },
 );
 export type AgentOutgoingPost = Static<typeof AgentOutgoingPost>;
+
+/** Where QEMU's downtime went (src/compute/qemu/downtime-breakdown.ts). */
+export const DowntimeBreakdown = Type.Object(
+  {
+    stopMs: Type.Number({
+      description: "stopping the vCPUs: QEMU drains and flushes every disk, a mirror's target included",
+    }),
+    mirrorFinishMs: Type.Number({ description: "at pre-switchover: finishing the disk mirror" }),
+    finalMs: Type.Number({ description: "the last dirty pages and the device state, until QEMU completed" }),
+  },
+  { description: "Where the downtime went; the parts add up to downtimeMs" },
+);
+
+/** What HDE made of the pages a relay carried. */
+const RelayPages = Type.Object({
+  total: Type.Number(),
+  zero: Type.Number(),
+  ref: Type.Number(),
+  delta: Type.Number(),
+  full: Type.Number(),
+});
 
 /** The source side of a migration, read from QEMU (so it survives an agent restart). */
 export const AgentOutgoingStatus = Type.Object({
@@ -203,6 +230,7 @@ export const AgentOutgoingStatus = Type.Object({
       mbps: Type.Number(),
       expectedDowntimeMs: Type.Optional(Type.Number()),
       downtimeMs: Type.Optional(Type.Number()),
+      downtimeBreakdown: Type.Optional(DowntimeBreakdown),
       totalTimeMs: Type.Optional(Type.Number()),
       cpuThrottlePercentage: Type.Optional(Type.Number()),
       errorDesc: Type.Optional(Type.String()),
@@ -221,13 +249,14 @@ export const AgentOutgoingStatus = Type.Object({
           ratio: Type.Number(),
           streams: Type.Integer(),
           mode: Type.Union([Type.String(), Type.Null()]),
-          pages: Type.Object({
-            total: Type.Number(),
-            zero: Type.Number(),
-            ref: Type.Number(),
-            delta: Type.Number(),
-            full: Type.Number(),
-          }),
+          pages: RelayPages,
+          disk: Type.Optional(
+            Type.Object({
+              logicalBytes: Type.Number(),
+              wireBytes: Type.Number(),
+              pages: RelayPages,
+            }),
+          ),
         }),
       ),
     }),

@@ -1,5 +1,6 @@
 /** Wire types for live migrations: start, list, show, cancel, progress. */
 import { type Static, Type } from "@sinclair/typebox";
+import { DowntimeBreakdown } from "./agent.js";
 import { Uuid } from "./common.js";
 
 /** Tuning a user may set for one migration. */
@@ -99,12 +100,20 @@ export const MigrationProgress = Type.Object({
         description: "network mode measured between the hosts",
       }),
       reason: Type.String(),
-      wireBytes: Type.Optional(Type.Number({ description: "DWCP: bytes on the wire for the memory stream" })),
+      wireBytes: Type.Optional(
+        Type.Number({ description: "DWCP: bytes on the wire for the memory stream (disk: diskWireBytes)" }),
+      ),
       logicalBytes: Type.Optional(
         Type.Number({ description: "DWCP: bytes of QEMU's memory stream relayed" }),
       ),
       ratio: Type.Optional(Type.Number({ description: "DWCP: logical / wire" })),
       streams: Type.Optional(Type.Integer({ description: "DWCP: TCP connections in use" })),
+      diskWireBytes: Type.Optional(
+        Type.Number({ description: "DWCP: bytes on the wire for the disk mirror's NBD traffic" }),
+      ),
+      diskLogicalBytes: Type.Optional(
+        Type.Number({ description: "DWCP: bytes of NBD client traffic relayed (mostly disk writes)" }),
+      ),
     }),
   ),
 });
@@ -114,6 +123,7 @@ export type MigrationProgress = Static<typeof MigrationProgress>;
 export const MigrationResult = Type.Object({
   totalTimeMs: Type.Optional(Type.Number()),
   downtimeMs: Type.Optional(Type.Number({ description: "Downtime as QEMU reports it" })),
+  downtimeBreakdown: Type.Optional(DowntimeBreakdown),
   memoryBytes: Type.Optional(Type.Number()),
   diskBytes: Type.Optional(Type.Number()),
   baseImageCopied: Type.Optional(Type.Boolean()),

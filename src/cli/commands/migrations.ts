@@ -44,6 +44,8 @@ export function progressLine(m: Migration): string {
     parts.push(
       `dwcp ${formatBytes(t.logicalBytes ?? 0)} -> ${formatBytes(t.wireBytes)} wire (${t.ratio ?? 0}x), ${t.streams ?? 0} streams, ${t.mode ?? "?"}`,
     );
+  if (t?.chosen === "dwcp" && t.diskWireBytes !== undefined && t.diskLogicalBytes)
+    parts.push(`disk ${formatBytes(t.diskLogicalBytes)} -> ${formatBytes(t.diskWireBytes)} wire`);
   return parts.join("  ");
 }
 
@@ -61,7 +63,12 @@ export function summaryLine(m: Migration): string {
   const r = m.result;
   const parts = [`Migrated ${m.vm} from ${m.sourceHost} to ${m.targetHost} over ${m.transport}`];
   if (r.totalTimeMs !== undefined) parts.push(`total ${(r.totalTimeMs / 1000).toFixed(1)} s`);
-  if (r.downtimeMs !== undefined) parts.push(`downtime ${r.downtimeMs} ms`);
+  if (r.downtimeMs !== undefined) {
+    const b = r.downtimeBreakdown;
+    parts.push(
+      `downtime ${r.downtimeMs} ms${b ? ` (stopping ${b.stopMs}, finishing the disk mirror ${b.mirrorFinishMs}, final state ${b.finalMs})` : ""}`,
+    );
+  }
   if (r.memoryBytes !== undefined) parts.push(`memory moved ${formatBytes(r.memoryBytes)}`);
   if (r.diskBytes !== undefined) parts.push(`disk mirrored ${formatBytes(r.diskBytes)}`);
   if (r.baseImageCopied) parts.push("base image copied");
@@ -73,6 +80,7 @@ export async function followMigration(api: ApiClient, id: string, quiet: boolean
   const tty = process.stderr.isTTY;
   let lastLine = "";
   let lastState = "";
+  let lastPrinted = 0;
   for (;;) {
     const m = await api.get<Migration>(`/v1/migrations/${seg(id)}`);
     if (!quiet) {
@@ -83,16 +91,18 @@ export async function followMigration(api: ApiClient, id: string, quiet: boolean
         lastLine = "";
       }
       const line = progressLine(m);
-      if (m.state === "transferring" && line !== lastLine) {
+      // Polled often enough to show short phases; a log (no TTY) gets at most a line a second.
+      if (m.state === "transferring" && line !== lastLine && (tty || Date.now() - lastPrinted >= 1000)) {
         process.stderr.write(tty ? `\r${line}\x1b[K` : `${line}\n`);
         lastLine = line;
+        lastPrinted = Date.now();
       }
     }
     if (TERMINAL.has(m.state)) {
       if (!quiet && tty && lastLine) process.stderr.write("\n");
       return m;
     }
-    await sleep(tty ? 250 : 1000);
+    await sleep(250);
   }
 }
 

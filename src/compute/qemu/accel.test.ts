@@ -27,6 +27,22 @@ describe("decideAccelerator", () => {
     });
   });
 
+  it("chooses KVM when its test guest is about as fast as under TCG", () => {
+    const probe = { markerSeen: true, elapsedMs: 300, logTail: [] };
+    const tcgProbe = { markerSeen: true, elapsedMs: 110, logTail: [] };
+    expect(decideAccelerator({ ...auto, probe, tcgProbe }).accel).toBe("kvm");
+  });
+
+  it("falls back to TCG when KVM boots the test guest far slower than TCG (nested, broken)", () => {
+    const probe = { markerSeen: true, elapsedMs: 1459, logTail: [] };
+    const tcgProbe = { markerSeen: true, elapsedMs: 85, logTail: [] };
+    const d = decideAccelerator({ ...auto, probe, tcgProbe });
+    expect(d.accel).toBe("tcg");
+    expect(d.reason).toBe(
+      "/dev/kvm present but a KVM test guest took 1459 ms, against 85 ms under TCG (KVM is emulated or broken here; Linux guests hang)",
+    );
+  });
+
   it("falls back to TCG when the test guest made no progress in time", () => {
     const d = decideAccelerator({ ...auto, probe: { markerSeen: false, elapsedMs: 3_010, logTail: [] } });
     expect(d.accel).toBe("tcg");

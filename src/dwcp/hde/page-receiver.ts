@@ -12,6 +12,7 @@ import { BoundedDecompressor } from "./codec.js";
 import { PageDigest } from "./digest.js";
 import { HASH_BYTES, pageHash, ZERO_HASH, ZERO_PAGE } from "./page.js";
 import type { PageCache } from "./page-cache.js";
+import { sendInventory } from "./receiver-mirror.js";
 import { xbzrleDecode } from "./xbzrle.js";
 
 /** Where rebuilt pages go. Zero pages are passed as the shared ZERO_PAGE buffer. */
@@ -28,6 +29,11 @@ export interface PageReceiverOptions {
   maxBatchBytes?: number;
   /** Prefixes per inventory message. @defaultValue 65536 */
   inventoryChunk?: number;
+  /**
+   * false: announce an empty inventory, because the sender shares a mirror of this cache
+   * that another channel announced (receiver-mirror.ts). @defaultValue true
+   */
+  announce?: boolean;
 }
 
 /** What a received page stream did. */
@@ -74,18 +80,10 @@ export class PageReceiver {
   }
 
   private async sendInventory(): Promise<void> {
-    const cache = this.options.cache;
-    const capacity = cache?.capacityPages ?? 0;
-    const inv = cache?.inventory() ?? Buffer.alloc(0);
-    const chunk = (this.options.inventoryChunk ?? 65536) * 8;
-    for (let off = 0; off < inv.length || off === 0; off += chunk) {
-      const head = Buffer.allocUnsafe(5);
-      head.writeUInt8(Msg.INVENTORY, 0);
-      head.writeUInt32BE(capacity, 1);
-      await this.channel.send(Buffer.concat([head, inv.subarray(off, off + chunk)]));
-      if (inv.length === 0) break;
-    }
-    await this.channel.send(Buffer.from([Msg.INVENTORY_END]));
+    await sendInventory(this.channel, this.options.cache, {
+      chunkPrefixes: this.options.inventoryChunk,
+      announce: this.options.announce,
+    });
   }
 
   private async receivePages(): Promise<void> {

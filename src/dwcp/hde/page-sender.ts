@@ -10,16 +10,9 @@ import { BatchBuilder, Msg } from "./batch.js";
 import { BatchCompressor } from "./codec.js";
 import { PageDigest } from "./digest.js";
 import type { PageHistory } from "./history.js";
-import { hashKeyParts, LruIndex } from "./lru-index.js";
-import {
-  HASH_BYTES,
-  isZeroPage,
-  looksCompressible,
-  PAGE_SIZE,
-  PREFIX_BYTES,
-  pageHash,
-  ZERO_HASH,
-} from "./page.js";
+import { hashKeyParts } from "./lru-index.js";
+import { HASH_BYTES, isZeroPage, looksCompressible, PAGE_SIZE, pageHash, ZERO_HASH } from "./page.js";
+import { ReceiverMirror, readInventory } from "./receiver-mirror.js";
 import { xbzrleEncode } from "./xbzrle.js";
 
 /** Where fills for the receiver's NEED list are read from. */
@@ -50,6 +43,11 @@ export interface PageSenderOptions {
   pacer?: Pacer;
   /** Largest mirror of the receiver's cache, in pages (~28 bytes each). @defaultValue 2^20 (a 4 GiB cache) */
   maxMirrorPages?: number;
+  /**
+   * A mirror of the receiver's cache that other streams into the same cache share
+   * (receiver-mirror.ts); the receiver then announces an empty inventory on this channel.
+   */
+  mirror?: ReceiverMirror;
 }
 
 /** What a page stream did. */
@@ -69,8 +67,8 @@ export interface PageSendStats {
 
 /** Encodes pages onto a channel. Call start(), then writePage() for each page, then finish(). */
 export class PageSender {
-  /** What the receiver's cache holds, by 8-byte hash prefix, in the same LRU order. */
-  private mirror = new LruIndex(0);
+  /** What the receiver's cache holds. */
+  private mirror = ReceiverMirror.empty();
   private readonly builder = new BatchBuilder();
   private readonly compressor: BatchCompressor;
   private readonly digest = new PageDigest();
@@ -108,28 +106,13 @@ export class PageSender {
     return this.compressor;
   }
 
-  /** Reads the receiver's inventory into the mirror index. */
+  /** Reads the receiver's inventory into the mirror (or, with a shared mirror, its empty one). */
   async start(): Promise<void> {
-    let capacity = 0;
-    const prefixes: Buffer[] = [];
-    for (;;) {
-      const m = await this.channel.read();
-      if (m === null)
-        throw new NovaError("NOVA_DWCP_PROTOCOL", "HDE receiver ended before sending its inventory");
-      if (m[0] === Msg.INVENTORY_END) break;
-      if (m[0] !== Msg.INVENTORY || m.length < 5 || (m.length - 5) % PREFIX_BYTES !== 0) {
-        throw new NovaError("NOVA_DWCP_PROTOCOL", "Malformed HDE inventory");
-      }
-      capacity = m.readUInt32BE(1);
-      prefixes.push(m.subarray(5));
-    }
-    // The mirror is allocated up front, so a peer's claimed capacity is capped. A mirror
-    // smaller than the cache stays a subset of it (same order, earlier eviction): safe.
-    this.mirror = new LruIndex(this.dedup ? Math.min(capacity, this.options.maxMirrorPages ?? 1 << 20) : 0);
-    for (const p of prefixes) {
-      for (let i = 0; i + PREFIX_BYTES <= p.length; i += PREFIX_BYTES)
-        this.mirrorInsert(p.readUInt32BE(i), p.readUInt32BE(i + 4));
-    }
+    const own = await readInventory(this.channel, {
+      maxPages: this.options.maxMirrorPages,
+      dedup: this.dedup,
+    });
+    this.mirror = this.dedup ? (this.options.mirror ?? own) : own;
     this.started = true;
   }
 
@@ -149,7 +132,7 @@ export class PageSender {
       const h = pageHash(page);
       const [hi, lo] = hashKeyParts(h);
       this.pendingDigest.push([pageNo, h]);
-      if (this.mirrorTouch(hi, lo)) {
+      if (this.mirror.touch(hi, lo)) {
         this.builder.ref(pageNo, h);
         this.stats.ref++;
       } else {
@@ -157,7 +140,7 @@ export class PageSender {
           this.builder.full(pageNo, page, looksCompressible(page));
           this.stats.full++;
         }
-        this.mirrorInsert(hi, lo);
+        this.mirror.insert(hi, lo);
       }
       this.history?.record(pageNo, h, page);
     }
@@ -169,35 +152,15 @@ export class PageSender {
     const base = this.history.lastHash(pageNo);
     if (base === undefined || base.equals(h.subarray(0, HASH_BYTES))) return false;
     const [bhi, blo] = hashKeyParts(base);
-    if (this.mirror.find(bhi, blo) === -1) return false;
+    if (!this.mirror.has(bhi, blo)) return false;
     const old = this.history.lastContent(pageNo);
     if (!old) return false;
     const delta = xbzrleEncode(old, page, this.deltaLimit);
     if (!delta) return false;
     this.builder.delta(pageNo, base, h, delta);
-    this.mirrorTouch(bhi, blo);
+    this.mirror.touch(bhi, blo);
     this.stats.delta++;
     return true;
-  }
-
-  /** Marks a prefix most recently used; false when the receiver does not hold it. */
-  private mirrorTouch(hi: number, lo: number): boolean {
-    const e = this.mirror.find(hi, lo);
-    if (e === -1) return false;
-    this.mirror.touch(e);
-    return true;
-  }
-
-  /** Records that the receiver now caches a page, evicting as its cache will. */
-  private mirrorInsert(hi: number, lo: number): void {
-    if (this.mirror.capacity === 0) return;
-    const e = this.mirror.find(hi, lo);
-    if (e !== -1) {
-      this.mirror.touch(e);
-      return;
-    }
-    if (this.mirror.size >= this.mirror.capacity) this.mirror.remove(this.mirror.oldest());
-    this.mirror.insert(hi, lo);
   }
 
   /** Sends the current batch, if any. */

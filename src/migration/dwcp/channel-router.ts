@@ -10,11 +10,14 @@ import { NovaError } from "../../lib/errors.js";
 
 type Waiter = { resolve: (c: Channel) => void; reject: (e: Error) => void };
 
+/** Takes a channel, or returns false to leave it for take(). */
+type PrefixHandler = (c: Channel) => boolean | undefined;
+
 /** Routes accepted channels by exact label or by label prefix. */
 export class ChannelRouter {
   private readonly arrived = new Map<string, Channel>();
   private readonly waiters = new Map<string, Waiter>();
-  private readonly prefixes: { prefix: string; onChannel: (c: Channel) => void }[] = [];
+  private readonly prefixes: { prefix: string; onChannel: PrefixHandler }[] = [];
   private failure: Error | null = null;
 
   constructor(private readonly session: DwcpSession) {
@@ -39,8 +42,7 @@ export class ChannelRouter {
         continue;
       }
       const p = this.prefixes.find((x) => ch.label.startsWith(x.prefix));
-      if (p) p.onChannel(ch);
-      else this.arrived.set(ch.label, ch);
+      if (!p || p.onChannel(ch) === false) this.arrived.set(ch.label, ch);
     }
   }
 
@@ -57,13 +59,16 @@ export class ChannelRouter {
     return new Promise((resolve, reject) => this.waiters.set(label, { resolve, reject }));
   }
 
-  /** Calls `onChannel` for every channel whose label starts with `prefix` (also ones already arrived). */
-  onPrefix(prefix: string, onChannel: (c: Channel) => void): void {
+  /**
+   * Calls `onChannel` for every channel whose label starts with `prefix` (also ones already
+   * arrived); a handler that returns false leaves the channel for take().
+   */
+  onPrefix(prefix: string, onChannel: PrefixHandler): void {
     this.prefixes.push({ prefix, onChannel });
-    for (const [label, ch] of this.arrived) {
+    for (const [label, ch] of [...this.arrived]) {
       if (!label.startsWith(prefix)) continue;
       this.arrived.delete(label);
-      onChannel(ch);
+      if (onChannel(ch) === false) this.arrived.set(label, ch);
     }
   }
 }

@@ -23,6 +23,7 @@ import type { Channel } from "../../dwcp/amst/channel.js";
 import type { DwcpSession } from "../../dwcp/amst/session.js";
 import type { PageHistory } from "../../dwcp/hde/history.js";
 import { PageSender, type PageSendStats } from "../../dwcp/hde/page-sender.js";
+import type { ReceiverMirror } from "../../dwcp/hde/receiver-mirror.js";
 import { NovaError } from "../../lib/errors.js";
 import {
   CtlMsg,
@@ -34,7 +35,7 @@ import {
 } from "./relay-codec.js";
 import { relayError } from "./relay-error.js";
 import { type LocalEndpoint, listenLocal, qemuUri, waitDrain } from "./socket-io.js";
-import { MigrationStreamParser, type ParserMode, pageNumber, type StreamEvent } from "./stream-parser.js";
+import { QemuStreamSplitter, type SplitEvent, type StreamSplitter } from "./splitter.js";
 
 /** Source relay options. */
 export interface SourceRelayOptions {
@@ -59,6 +60,13 @@ export interface SourceRelayOptions {
   maxInFlightBytes?: number;
   /** Frame payload assumed for the wire-byte estimate. @defaultValue 256 KiB */
   framePayload?: number;
+  /** What the stream is. @defaultValue a QemuStreamSplitter (QEMU's migration stream) */
+  splitter?: StreamSplitter;
+  /**
+   * A mirror of the destination's cache shared with other relays of the session; the
+   * destination relay must then be started with `announce: false`.
+   */
+  mirror?: ReceiverMirror;
 }
 
 /** Counters of a relayed stream. */
@@ -71,11 +79,13 @@ export interface RelayStats {
   ratio: number;
   /** Stream bytes the destination has written into its QEMU. */
   deliveredBytes: number;
+  /** Bytes the destination's side sent back (QEMU's return path, an NBD server's replies). */
+  returnBytes: number;
   /** QEMU's own zero-page records (9 bytes each, carried verbatim). */
   qemuZeroPages: number;
   /** Pages through HDE and what HDE made of them. */
   pages: { total: number; zero: number; ref: number; delta: number; full: number };
-  parserMode: ParserMode;
+  parserMode: string;
   parserReason: string | null;
 }
 
@@ -97,13 +107,14 @@ export class MigrationRelaySource {
   private server: Server | null = null;
   private endpointValue: LocalEndpoint | null = null;
   private sock: Socket | null = null;
-  private readonly parser = new MigrationStreamParser();
+  private readonly parser: StreamSplitter;
   private readonly hash = createHash("sha256");
   private readonly builder = new SegmentBuilder();
   private readonly compressor: SegmentCompressor;
   private held: Buffer | null = null;
   private logical = 0;
   private delivered = 0;
+  private returned = 0;
   private ctlOut = 0;
   private ctlFrames = 0;
   private pagesSent = 0;
@@ -115,6 +126,8 @@ export class MigrationRelaySource {
     reject: (e: Error) => void;
   } | null = null;
   private ctlReader: Promise<void> = Promise.resolve();
+  /** Return-path bytes that arrived before attach(). */
+  private earlyReturns: Buffer[] = [];
   private failure: Error | null = null;
   private finished = false;
   private qemuEnded = false;
@@ -128,6 +141,7 @@ export class MigrationRelaySource {
     private readonly pagesCh: Channel,
     private readonly sender: PageSender,
   ) {
+    this.parser = options.splitter ?? new QemuStreamSplitter();
     this.compressor = new SegmentCompressor(options.level ?? 3);
     this.batchPages = options.batchPages ?? 256;
     // Progress arrives every 256 KiB; below 1 MiB the relay would wait on reports, not data.
@@ -145,6 +159,22 @@ export class MigrationRelaySource {
    * must be running), and listens for QEMU. Give `uri` to QEMU's `migrate`.
    */
   static async start(options: SourceRelayOptions): Promise<MigrationRelaySource> {
+    const relay = await MigrationRelaySource.open(options);
+    try {
+      const { server, endpoint } = await listenLocal(options.listen ?? { port: 0 }, (s) => relay.attach(s));
+      relay.server = server;
+      relay.endpointValue = endpoint;
+    } catch (err) {
+      throw relay.fail(err);
+    }
+    return relay;
+  }
+
+  /**
+   * Opens the channels and reads the destination's cache inventory, without a listener:
+   * hand the stream's socket to attach().
+   */
+  static async open(options: SourceRelayOptions): Promise<MigrationRelaySource> {
     const label = options.label ?? "mig";
     const ctl = options.session.openChannel(`${label}/ctl`);
     const pagesCh = options.session.openChannel(`${label}/pages`);
@@ -152,6 +182,7 @@ export class MigrationRelaySource {
     const sender = new PageSender(pagesCh, {
       level: options.level ?? 3,
       history,
+      ...(options.mirror ? { mirror: options.mirror } : {}),
       // Batches are cut by the relay, right after the segment naming their pages.
       batchPages: Number.MAX_SAFE_INTEGER,
       source: {
@@ -167,9 +198,6 @@ export class MigrationRelaySource {
     try {
       await sender.start();
       relay.ctlReader = relay.readCtl();
-      const { server, endpoint } = await listenLocal(options.listen ?? { port: 0 }, (s) => relay.attach(s));
-      relay.server = server;
-      relay.endpointValue = endpoint;
     } catch (err) {
       throw relay.fail(err);
     }
@@ -201,7 +229,8 @@ export class MigrationRelaySource {
       wireBytes: wire,
       ratio: wire > 0 ? this.logical / wire : 0,
       deliveredBytes: this.delivered,
-      qemuZeroPages: this.parser.stats.zeroPages,
+      returnBytes: this.returned,
+      qemuZeroPages: this.parser.formatZeroPages,
       pages: { total: s.pages, zero: s.zero, ref: s.ref, delta: s.delta, full: s.full },
       parserMode: this.parser.mode,
       parserReason: this.parser.reason,
@@ -227,15 +256,24 @@ export class MigrationRelaySource {
     return e;
   }
 
-  private attach(s: Socket): void {
+  /** Relays the stream of `s` (the one connection; a second is refused, e.g. multifd's). */
+  attach(s: Socket): void {
     if (this.sock || this.failure) {
-      // One stream only: a second connection would be multifd, which the relay does not carry.
       s.destroy();
+      return;
+    }
+    if (s.destroyed) {
+      // It closed while the channels were being opened (NbdRelaySource attaches late).
+      this.fail(
+        new NovaError("NOVA_MIGRATION_RELAY", "The local connection closed before the relay started"),
+      );
       return;
     }
     this.sock = s;
     this.server?.close();
     s.setNoDelay(true);
+    for (const b of this.earlyReturns) s.write(b);
+    this.earlyReturns = [];
     s.on("data", (chunk: Buffer) => {
       s.pause();
       if (this.idleTimer) clearTimeout(this.idleTimer);
@@ -286,7 +324,7 @@ export class MigrationRelaySource {
     }
   }
 
-  private async handle(events: StreamEvent[]): Promise<void> {
+  private async handle(events: SplitEvent[]): Promise<void> {
     for (const e of events) {
       if (e.kind === "bytes") {
         if (this.held) this.builder.bytes(this.held);
@@ -303,7 +341,7 @@ export class MigrationRelaySource {
         this.builder.page();
       }
       this.pagesSent++;
-      await this.sender.writePage(pageNumber(e.blockIndex, e.offset), e.data);
+      await this.sender.writePage(e.pageNo, e.data);
       if (this.builder.pages >= this.batchPages || this.builder.rawBytes >= 256 * 1024) await this.flush();
     }
     if (this.builder.rawBytes >= 256 * 1024) await this.flush();
@@ -363,8 +401,15 @@ export class MigrationRelaySource {
         if (m === null) return;
         switch (m[0]) {
           case CtlMsg.RETURN: {
+            this.returned += m.length - 1;
             const s = this.sock;
-            if (s && !s.destroyed && s.writable && !s.write(m.subarray(1))) await waitDrain(s);
+            if (!s) {
+              // The destination spoke before the stream's socket was attached (an NBD
+              // server's greeting, on a fast path): keep it for attach().
+              this.earlyReturns.push(m.subarray(1));
+              break;
+            }
+            if (!s.destroyed && s.writable && !s.write(m.subarray(1))) await waitDrain(s);
             break;
           }
           case CtlMsg.PROGRESS: {

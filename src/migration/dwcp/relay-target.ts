@@ -52,6 +52,18 @@ export interface TargetRelayOptions {
   maxQueuedPages?: number;
   /** Report progress to the source after this many stream bytes. @defaultValue 256 KiB */
   progressEveryBytes?: number;
+  /** The control channel, when the caller already took it from the router. */
+  ctl?: Channel;
+  /**
+   * false: the source shares a mirror of `cache` read on another channel, so this relay
+   * announces an empty inventory. @defaultValue true
+   */
+  announce?: boolean;
+  /**
+   * Connect to `qemu` at once rather than when the first bytes arrive: for protocols
+   * whose server speaks first (NBD's greeting). @defaultValue false
+   */
+  connectAtStart?: boolean;
 }
 
 /** What the destination relay did. */
@@ -194,7 +206,7 @@ export class MigrationRelayTarget {
 
   private async run(): Promise<TargetRelayResult> {
     const { router } = this.options;
-    const ctl = await router.take(`${this.label}/ctl`);
+    const ctl = this.options.ctl ?? (await router.take(`${this.label}/ctl`));
     this.ctl = ctl;
     const pagesCh = await router.take(`${this.label}/pages`);
     this.pagesCh = pagesCh;
@@ -219,6 +231,7 @@ export class MigrationRelayTarget {
     });
     const receiver = new PageReceiver(watched, {
       cache: this.options.cache,
+      announce: this.options.announce ?? true,
       sink: {
         write: async (pageNo, page) => {
           if (receiver.stats.misses > 0) throw missed();
@@ -241,6 +254,7 @@ export class MigrationRelayTarget {
       },
     );
     received.catch(() => undefined);
+    if (this.options.connectAtStart) await this.qemuSocket();
 
     const decoder = new SegmentDecoder();
     let end: StreamEnd | null = null;
