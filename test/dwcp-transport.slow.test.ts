@@ -13,7 +13,7 @@ import type { DwcpSession } from "../src/dwcp/amst/session.js";
 import { Tuner } from "../src/dwcp/tuner.js";
 import { ADDR_A, WanLink } from "../src/dwcp/wanem/link.js";
 import { emulatorUnavailableReason } from "../src/dwcp/wanem/netns.js";
-import { encodeFrame, encodeHeader, FrameType } from "../src/dwcp/wire/frame.js";
+import { encodeFrame, encodeHeader, FRAME_HEADER_BYTES, FrameType } from "../src/dwcp/wire/frame.js";
 import { isNovaError } from "../src/lib/errors.js";
 
 const unavailable = emulatorUnavailableReason();
@@ -28,7 +28,14 @@ let nextPort = 47200;
  */
 function hostileStream(i: number): Buffer {
   const open = { type: FrameType.OPEN, flags: 0, channel: 1, seq: 1, payload: Buffer.from("x") };
-  const data = { type: FrameType.DATA, flags: 0, channel: 1, seq: 2, payload: randomBytes(1 + (i % 3000)) };
+  const data = {
+    type: FrameType.DATA,
+    flags: 0,
+    channel: 1,
+    seq: 2,
+    chseq: 1,
+    payload: randomBytes(1 + (i % 3000)),
+  };
   switch (i % 4) {
     case 0: {
       const b = Buffer.concat([encodeFrame(open), encodeFrame(data)]);
@@ -45,7 +52,7 @@ function hostileStream(i: number): Buffer {
     default: {
       const h = encodeHeader({ ...data, payload: Buffer.alloc(0) });
       h.writeUInt32BE(64 * 1024 * 1024, 4);
-      h.writeUInt32BE(crc32(h.subarray(0, 20)), 20);
+      h.writeUInt32BE(crc32(h.subarray(0, FRAME_HEADER_BYTES - 4)), FRAME_HEADER_BYTES - 4);
       return h;
     }
   }

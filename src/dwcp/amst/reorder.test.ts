@@ -41,4 +41,19 @@ describe("reorder buffer", () => {
     expect(() => rb.accept(4, 4, 10)).toThrow(/budget/);
     expect(rb.accept(2, 2, 10)).toBe("duplicate");
   });
+  it("stops counting a frame delivered before its turn, but keeps its place", () => {
+    const rb = new ReorderBuffer<number>({ maxAheadFrames: 10, maxBytes: 100 });
+    rb.accept(2, 2, 60);
+    rb.release(2);
+    expect(rb.heldBytes).toBe(0);
+    // Its bytes no longer count against the budget...
+    rb.accept(3, 3, 90);
+    // ...but it is still a duplicate if it comes again, and still drains in order.
+    expect(rb.accept(2, 2, 60)).toBe("duplicate");
+    expect(rb.drain()).toEqual([]);
+    rb.accept(1, 1, 5);
+    expect(rb.drain()).toEqual([1, 2, 3]);
+    expect(rb.receivedThrough).toBe(3);
+    expect(rb.heldBytes).toBe(0);
+  });
 });

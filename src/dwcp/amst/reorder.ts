@@ -4,6 +4,9 @@
  * filled and hands them out strictly in sequence order, dropping duplicates (a frame
  * resent after a connection broke may arrive twice). Its bounds are a frame-count
  * horizon and a byte budget, both enforced: a peer that exceeds them is broken or hostile.
+ * A frame delivered ahead of the session's order (per-channel order, channel-order.ts)
+ * is `release`d: it stops counting against the budget but keeps its place, so that the
+ * received-through point and duplicate detection stay exact.
  */
 import { NovaError } from "../../lib/errors.js";
 
@@ -69,7 +72,15 @@ export class ReorderBuffer<T> {
     return "accepted";
   }
 
-  /** Removes and returns, in order, every item that is now contiguous. */
+  /** Stops counting a held item's bytes: it was delivered before its turn. */
+  release(seq: number): void {
+    const entry = this.held.get(seq);
+    if (!entry) return;
+    this.heldBytesValue -= entry.size;
+    entry.size = 0;
+  }
+
+  /** Removes and returns, in order, every item that is now contiguous (released ones too). */
   drain(): T[] {
     const out: T[] = [];
     for (;;) {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { FrameType } from "../wire/frame.js";
+import { FRAME_HEADER_BYTES, FrameType } from "../wire/frame.js";
 import { SendWindow } from "./send-window.js";
 
 const data = (n: number) => ({ type: FrameType.DATA, flags: 0, channel: 1, payload: Buffer.alloc(n) });
@@ -20,15 +20,17 @@ describe("send window", () => {
   });
 
   it("grants credit only as the peer consumes", () => {
+    const frame = 40 + FRAME_HEADER_BYTES;
     const w = new SendWindow(100);
     w.enqueue(data(40));
-    expect(w.hasRoom(36)).toBe(true);
-    expect(w.hasRoom(37)).toBe(false);
+    expect(w.hasRoom(100 - frame)).toBe(true);
+    expect(w.hasRoom(100 - frame + 1)).toBe(false);
     w.enqueue(data(40));
-    expect(w.outstandingBytes).toBe(128);
+    expect(w.outstandingBytes).toBe(2 * frame);
     expect(w.hasRoom(1)).toBe(false);
     w.markSent({ id: 1 });
-    w.onAck(1, 64);
-    expect(w.hasRoom(36)).toBe(true);
+    w.onAck(1, frame);
+    expect(w.hasRoom(100 - frame)).toBe(true);
+    expect(w.hasRoom(100 - frame + 1)).toBe(false);
   });
 });

@@ -248,4 +248,40 @@ describe("DWCP session over loopback", () => {
     await drained;
     expect(read).toBe(64 * chunk.length);
   });
+
+  it("delivers a channel's message while another channel's earlier frame is held up on its connection", async () => {
+    const { client, server } = await pair({ streams: 2, tuning: { stallTimeoutMs: 30_000 } });
+    const a = client.openChannel("a");
+    const b = client.openChannel("b");
+    const rxA = await server.accept();
+    const rxB = await server.accept();
+    // The listener stops reading every connection; "a"'s message is sent into one of them.
+    for (const s of server.connectionSockets()) s.pause();
+    const clientSockets = client.connectionSockets();
+    const before = clientSockets.map((s) => s.bytesWritten);
+    const msgA = randomBytes(100 * 1024);
+    await a.send(msgA);
+    const carrier = clientSockets.findIndex((s, i) => s.bytesWritten - before[i]! >= msgA.length);
+    expect(carrier).toBeGreaterThanOrEqual(0);
+    const held = server.connectionSockets().find((s) => s.remotePort === clientSockets[carrier]!.localPort)!;
+    expect(held).toBeDefined();
+    for (const s of server.connectionSockets()) if (s !== held) s.resume();
+    // "b"'s message, later in the session's sequence, goes to the other connection and is
+    // delivered without waiting for "a"'s.
+    let aArrived = false;
+    const readA = rxA.read().then((m) => {
+      aArrived = true;
+      return m;
+    });
+    const msgB = randomBytes(1000);
+    await b.send(msgB);
+    const gotB = await Promise.race([
+      rxB.read(),
+      new Promise<null>((resolve) => setTimeout(() => resolve(null), 10_000).unref()),
+    ]);
+    expect(gotB).toEqual(msgB);
+    expect(aArrived).toBe(false);
+    held.resume();
+    expect(await readA).toEqual(msgA);
+  });
 });

@@ -1,17 +1,18 @@
 /**
  * An AMST session (docs/dwcp.md §4): one logical, reliable, multiplexed conversation
  * carried by one (v1) or several (v3) connections. Owns striping sequenced frames over
- * the connections, in-order delivery through the reorder buffer, acknowledgements and
- * credit, replacing broken or stalled connections and resending what they carried,
- * RTT probes, and orderly close. Channels (channel.ts) ride on top; connection
+ * the connections, delivery in each channel's own order (reorder buffer and
+ * channel-order.ts), acknowledgements and credit, replacing broken or stalled
+ * connections and resending what they carried, RTT probes, and orderly close. Channels (channel.ts) ride on top; connection
  * establishment lives in dial.ts / listen.ts.
  */
 import type { Socket } from "node:net";
 import { NovaError } from "../../lib/errors.js";
 import { decodeAck, encodeAck } from "../wire/ack.js";
-import { type Frame, FrameType, wireSize } from "../wire/frame.js";
+import { FRAME_HEADER_BYTES, type Frame, FrameType, isChannelOrdered, wireSize } from "../wire/frame.js";
 import { Capability, type DwcpVersion } from "../wire/handshake.js";
 import { Channel, type ChannelHost } from "./channel.js";
+import { ChannelOrder } from "./channel-order.js";
 import { Connection } from "./connection.js";
 import { ReorderBuffer } from "./reorder.js";
 import { RttEstimator } from "./rtt.js";
@@ -44,6 +45,7 @@ export class DwcpSession {
   private readonly conns = new Set<Connection>();
   private readonly window: SendWindow;
   private readonly reorder: ReorderBuffer<Frame>;
+  private readonly channelOrder = new ChannelOrder<Frame>();
   private readonly channels = new Map<number, Channel>();
   private nextChannelId: number;
   private peerNextChannelId: number;
@@ -278,7 +280,7 @@ export class DwcpSession {
     for (let sent = 0, i = 0; sent < bytes; sent += size, i++) {
       const c = conns[i % conns.length]!;
       c.write({ type: FrameType.PAD, flags: 0, channel: 0, seq: 0, payload: pad });
-      this.probeBytes += pad.length + 24;
+      this.probeBytes += pad.length + FRAME_HEADER_BYTES;
     }
     for (const c of conns) target.set(c, c.bytesWritten);
     const deadline = t0 + timeoutMs;
@@ -329,6 +331,7 @@ export class DwcpSession {
 
   private enqueue(frame: Omit<Frame, "seq">): number {
     if (this.state === "closed" || this.state === "failed") return 0;
+    if (isChannelOrdered(frame.type)) frame.chseq = this.channelOrder.nextSend(frame.channel);
     const out = this.window.enqueue(frame);
     this.sentSizes.set(out.frame.seq, out.size);
     this.pump();
@@ -532,6 +535,7 @@ export class DwcpSession {
 
   private onSequenced(frame: Frame): void {
     const size = wireSize(frame);
+    let early: Frame[] = [];
     try {
       if (this.reorder.accept(frame.seq, frame, size) === "duplicate") {
         this.scheduleAck(size);
@@ -545,15 +549,52 @@ export class DwcpSession {
           `The peer sent ${held} unconsumed bytes, beyond the window`,
         );
       }
+      // Channel frames go out in their channel's order, not the session's (§4.2).
+      if (isChannelOrdered(frame.type))
+        early = this.channelOrder.accept(
+          frame.channel,
+          frame.chseq ?? 0,
+          frame,
+          !this.awaitsOpen(frame.channel),
+        );
     } catch (err) {
       this.fail(err as Error);
       return;
     }
+    this.deliverEarly(early);
     for (const f of this.reorder.drain()) {
       if (this.state === "failed" || this.state === "closed") return;
-      this.deliver(f);
+      if (!isChannelOrdered(f.type)) {
+        this.deliver(f);
+        continue;
+      }
+      // Every frame before this one has arrived, so a well-behaved peer's channel frame
+      // has been handed on by now (at the latest when its OPEN, earlier in this very
+      // drain, was delivered). Still waiting means no OPEN or a skipped channel number.
+      if (this.channelOrder.holds(f.channel, f.chseq ?? 0)) {
+        this.fail(
+          new NovaError(
+            "NOVA_DWCP_PROTOCOL",
+            `Frame ${f.chseq} of channel ${f.channel} came without its OPEN or an earlier frame of its channel`,
+          ),
+        );
+        return;
+      }
     }
     this.scheduleAck(size);
+  }
+
+  /** True for a channel the peer opens whose OPEN has not been delivered yet. */
+  private awaitsOpen(id: number): boolean {
+    return id >= this.peerNextChannelId && (id - this.peerNextChannelId) % 2 === 0;
+  }
+
+  private deliverEarly(frames: Frame[]): void {
+    for (const f of frames) {
+      if (this.state === "failed" || this.state === "closed") return;
+      this.reorder.release(f.seq);
+      this.deliver(f);
+    }
   }
 
   private deliver(frame: Frame): void {
@@ -588,6 +629,8 @@ export class DwcpSession {
         } else {
           this.incoming.push(ch);
         }
+        // Its frames that arrived before the OPEN was delivered.
+        this.deliverEarly(this.channelOrder.release(id));
         return;
       }
       case FrameType.END:

@@ -2,7 +2,14 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { isNovaError } from "../../lib/errors.js";
 import { FrameDecoder } from "./decoder.js";
-import { encodeFrame, FRAME_HEADER_BYTES, type Frame, FrameType, isSequenced } from "./frame.js";
+import {
+  encodeFrame,
+  FRAME_HEADER_BYTES,
+  type Frame,
+  FrameType,
+  isChannelOrdered,
+  isSequenced,
+} from "./frame.js";
 
 const frameArb: fc.Arbitrary<Frame> = fc
   .record({
@@ -10,6 +17,7 @@ const frameArb: fc.Arbitrary<Frame> = fc
     more: fc.boolean(),
     channel: fc.integer({ min: 0, max: 0xffff }),
     seq: fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }),
+    chseq: fc.integer({ min: 1, max: 0xffffffff }),
     payload: fc.uint8Array({ maxLength: 3000 }),
   })
   .map((r) => ({
@@ -17,6 +25,7 @@ const frameArb: fc.Arbitrary<Frame> = fc
     flags: r.type === FrameType.DATA && r.more ? 1 : 0,
     channel: r.channel,
     seq: isSequenced(r.type) ? r.seq : 0,
+    ...(isChannelOrdered(r.type) ? { chseq: r.chseq } : {}),
     payload: Buffer.from(r.payload),
   }));
 
@@ -68,12 +77,29 @@ describe("frame decoder", () => {
       flags: 0,
       channel: 1,
       seq: 7,
+      chseq: 1,
       payload: Buffer.from("hello world"),
     });
     f.writeUInt8(f.readUInt8(FRAME_HEADER_BYTES + 2) ^ 0x40, FRAME_HEADER_BYTES + 2);
     const d = new FrameDecoder();
     expect(() => d.push(f)).toThrow(/payload checksum/);
     expect(() => d.push(Buffer.alloc(0))).toThrow(/payload checksum/);
+  });
+
+  it("requires a channel sequence number exactly on the channel-ordered types", () => {
+    const data = { type: FrameType.DATA, flags: 0, channel: 1, seq: 3, payload: Buffer.from("x") } as const;
+    expect(() => new FrameDecoder().push(encodeFrame(data))).toThrow(/without a channel sequence number/);
+    const open = {
+      type: FrameType.OPEN,
+      flags: 0,
+      channel: 1,
+      seq: 1,
+      chseq: 4,
+      payload: Buffer.from("x"),
+    } as const;
+    expect(() => new FrameDecoder().push(encodeFrame(open))).toThrow(/on a frame that has none/);
+    const [got] = new FrameDecoder().push(encodeFrame({ ...data, chseq: 0xfffffffe }));
+    expect(got!.chseq).toBe(0xfffffffe);
   });
 
   it("reports a stream that ends inside a frame", () => {

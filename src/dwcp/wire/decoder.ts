@@ -6,7 +6,15 @@
  */
 import { crc32 } from "node:zlib";
 import { NovaError } from "../../lib/errors.js";
-import { FRAME_HEADER_BYTES, type Frame, flagsValid, isKnownType, isSequenced, MAX_SEQ } from "./frame.js";
+import {
+  FRAME_HEADER_BYTES,
+  type Frame,
+  flagsValid,
+  isChannelOrdered,
+  isKnownType,
+  isSequenced,
+  MAX_SEQ,
+} from "./frame.js";
 
 /** Decoder limits. */
 export interface DecoderOptions {
@@ -35,6 +43,7 @@ export class FrameDecoder {
     channel: number;
     length: number;
     seq: number;
+    chseq: number;
     crc: number;
   } | null = null;
   private failed: NovaError | null = null;
@@ -72,7 +81,15 @@ export class FrameDecoder {
         }
         const h = this.header;
         this.header = null;
-        out.push({ type: h.type as Frame["type"], flags: h.flags, channel: h.channel, seq: h.seq, payload });
+        const frame: Frame = {
+          type: h.type as Frame["type"],
+          flags: h.flags,
+          channel: h.channel,
+          seq: h.seq,
+          payload,
+        };
+        if (h.chseq > 0) frame.chseq = h.chseq;
+        out.push(frame);
       }
     } catch (err) {
       this.failed = err instanceof NovaError ? err : protocolError(String(err));
@@ -92,7 +109,7 @@ export class FrameDecoder {
   }
 
   private parseHeader(h: Buffer): NonNullable<FrameDecoder["header"]> {
-    if (crc32(h.subarray(0, 20)) !== h.readUInt32BE(20)) throw protocolError("header checksum mismatch");
+    if (crc32(h.subarray(0, 24)) !== h.readUInt32BE(24)) throw protocolError("header checksum mismatch");
     const type = h.readUInt8(0);
     const flags = h.readUInt8(1);
     const channel = h.readUInt16BE(2);
@@ -113,7 +130,16 @@ export class FrameDecoder {
         { type },
       );
     }
-    return { type, flags, channel, length, seq, crc: h.readUInt32BE(16) };
+    const chseq = h.readUInt32BE(16);
+    if (isChannelOrdered(type) !== chseq > 0) {
+      throw protocolError(
+        isChannelOrdered(type)
+          ? "channel frame without a channel sequence number"
+          : "channel sequence number on a frame that has none",
+        { type },
+      );
+    }
+    return { type, flags, channel, length, seq, chseq, crc: h.readUInt32BE(20) };
   }
 
   /** Removes exactly n buffered bytes (n <= buffered), copying only when a frame spans chunks. */

@@ -1,5 +1,5 @@
 /**
- * DWCP frame format (docs/dwcp.md §3): a fixed 24-byte header followed by the payload.
+ * DWCP frame format (docs/dwcp.md §3): a fixed 28-byte header followed by the payload.
  * This module owns encoding one frame and the list of frame types; decoding a byte
  * stream into frames lives in decoder.ts.
  *
@@ -8,8 +8,10 @@
  *   2  u16  channel
  *   4  u32  payload length
  *   8  u64  sequence number (session-wide send order; 0 for unsequenced frames)
- *  16  u32  CRC-32 of the payload
- *  20  u32  CRC-32 of header bytes 0..19
+ *  16  u32  channel sequence number (1, 2, … within the channel's direction for DATA,
+ *           END, END_OK and ABORT; 0 for every other type)
+ *  20  u32  CRC-32 of the payload
+ *  24  u32  CRC-32 of header bytes 0..23
  *
  * All integers are big-endian. The header carries its own CRC so that a corrupt length
  * is caught before the decoder trusts it to size anything.
@@ -17,7 +19,7 @@
 import { crc32 } from "node:zlib";
 
 /** Size of the fixed frame header in bytes. */
-export const FRAME_HEADER_BYTES = 24;
+export const FRAME_HEADER_BYTES = 28;
 
 /** Largest sequence number: sequence numbers travel as u64 but stay exact JS integers. */
 export const MAX_SEQ = Number.MAX_SAFE_INTEGER;
@@ -72,6 +74,17 @@ export function isSequenced(type: number): boolean {
   return type >= FrameType.DATA && type <= FrameType.CLOSE;
 }
 
+/**
+ * True for the sequenced types that belong to one channel and are delivered in the order
+ * of that channel alone (their channel sequence number), not of the whole session: a
+ * frame held up on one connection then delays only its own channel.
+ */
+export function isChannelOrdered(type: number): boolean {
+  return (
+    type === FrameType.DATA || type === FrameType.END || type === FrameType.END_OK || type === FrameType.ABORT
+  );
+}
+
 /** True when `type` is a known frame type. */
 export function isKnownType(type: number): type is FrameTypeValue {
   return type >= FrameType.DATA && type <= FrameType.CREDIT;
@@ -88,12 +101,14 @@ export interface Frame {
   flags: number;
   channel: number;
   seq: number;
+  /** Channel sequence number: set (from 1) on channel-ordered types only. */
+  chseq?: number;
   payload: Buffer;
 }
 
 /**
  * Encodes a frame's header. The payload is written separately (writev) so that large
- * payloads are never copied just to prepend 24 bytes.
+ * payloads are never copied just to prepend the header.
  */
 export function encodeHeader(frame: Frame): Buffer {
   const h = Buffer.allocUnsafe(FRAME_HEADER_BYTES);
@@ -102,8 +117,9 @@ export function encodeHeader(frame: Frame): Buffer {
   h.writeUInt16BE(frame.channel, 2);
   h.writeUInt32BE(frame.payload.length, 4);
   h.writeBigUInt64BE(BigInt(frame.seq), 8);
-  h.writeUInt32BE(crc32(frame.payload), 16);
-  h.writeUInt32BE(crc32(h.subarray(0, 20)), 20);
+  h.writeUInt32BE(frame.chseq ?? 0, 16);
+  h.writeUInt32BE(crc32(frame.payload), 20);
+  h.writeUInt32BE(crc32(h.subarray(0, 24)), 24);
   return h;
 }
 

@@ -24,6 +24,7 @@ import type { DwcpSession } from "../../dwcp/amst/session.js";
 import type { PageHistory } from "../../dwcp/hde/history.js";
 import { PageSender, type PageSendStats } from "../../dwcp/hde/page-sender.js";
 import type { ReceiverMirror } from "../../dwcp/hde/receiver-mirror.js";
+import { FRAME_HEADER_BYTES } from "../../dwcp/wire/frame.js";
 import { NovaError } from "../../lib/errors.js";
 import {
   CtlMsg,
@@ -73,7 +74,7 @@ export interface SourceRelayOptions {
 export interface RelayStats {
   /** Stream bytes read from QEMU. */
   logicalBytes: number;
-  /** Estimated bytes on the wire: channel messages plus 24-byte frame headers. */
+  /** Estimated bytes on the wire: channel messages plus their frame headers. */
   wireBytes: number;
   /** logical / wire. */
   ratio: number;
@@ -223,7 +224,7 @@ export class MigrationRelaySource {
   stats(): RelayStats {
     const s = this.sender.stats;
     const frames = this.ctlFrames + Math.ceil(s.bytesOut / this.framePayload);
-    const wire = this.ctlOut + s.bytesOut + 24 * frames;
+    const wire = this.ctlOut + s.bytesOut + FRAME_HEADER_BYTES * frames;
     return {
       logicalBytes: this.logical,
       wireBytes: wire,
