@@ -3,8 +3,8 @@
  * carried by one (v1) or several (v3) connections. Owns striping sequenced frames over
  * the connections, delivery in each channel's own order (reorder buffer and
  * channel-order.ts), acknowledgements and credit, replacing broken or stalled
- * connections and resending what they carried, RTT probes, and orderly close. Channels (channel.ts) ride on top; connection
- * establishment lives in dial.ts / listen.ts.
+ * connections and resending what they carried, RTT probes, and orderly close. Channels
+ * (channel.ts) ride on top; connection establishment lives in dial.ts / listen.ts.
  */
 import type { Socket } from "node:net";
 import { NovaError } from "../../lib/errors.js";
