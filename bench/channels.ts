@@ -19,6 +19,7 @@ import { DwcpListener } from "../src/dwcp/amst/listen.js";
 import { ADDR_A, WanLink } from "../src/dwcp/wanem/link.js";
 import { emulatorUnavailableReason } from "../src/dwcp/wanem/netns.js";
 import { PROFILES, parseLinkSpec, specRttMs } from "../src/dwcp/wanem/spec.js";
+import { printTable } from "./table.js";
 
 const { values } = parseArgs({
   options: {
@@ -177,11 +178,7 @@ async function main(): Promise<void> {
     String(r.link_rtt_ms),
     r.bulk_mbps === null ? "-" : String(r.bulk_mbps),
   ]);
-  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join("  ");
-  console.log(line(head));
-  console.log(widths.map((w) => "-".repeat(w)).join("  "));
-  for (const b of body) console.log(line(b));
+  printTable(head, body);
 }
 
 main().catch((err) => {

@@ -34,6 +34,7 @@ import { isZeroPage, PAGE_SIZE } from "../src/dwcp/hde/page.js";
 import { ADDR_A, ADDR_B, WanLink } from "../src/dwcp/wanem/link.js";
 import { emulatorUnavailableReason, inNs } from "../src/dwcp/wanem/netns.js";
 import { waitFor } from "../src/lib/wait.js";
+import { printTable } from "./table.js";
 
 const WORKLOADS: Record<string, string> = {
   idle: "",
@@ -344,10 +345,10 @@ async function main(): Promise<void> {
       await link.close();
     }
   }
-  if (!values.json) printTable(rows);
+  if (!values.json) printRows(rows);
 }
 
-function printTable(rows: Row[]): void {
+function printRows(rows: Row[]): void {
   const head = [
     "profile",
     "workload",
@@ -370,11 +371,7 @@ function printTable(rows: Row[]): void {
     r.guest_pass === null ? "-" : r.guest_pass ? "PASS" : "FAIL",
     r.state,
   ]);
-  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join("  ");
-  console.log(line(head));
-  console.log(widths.map((w) => "-".repeat(w)).join("  "));
-  for (const b of body) console.log(line(b));
+  printTable(head, body);
 }
 
 main().catch((err) => {
