@@ -192,6 +192,18 @@ export const ERROR_CODES = {
     retryable: false,
     description: "The host command is not in the agent's allowlist (<agent data dir>/host-commands.json).",
   },
+  NOVA_QEMU_UNSUPPORTED: {
+    status: 422,
+    retryable: false,
+    description:
+      "The host's QEMU is missing or older than 7.2, the oldest NovaCron supports (the agent refuses to start, the server refuses its registration); the message names the version found or the path tried, and how to install a supported one.",
+  },
+  NOVA_MACHINE_TYPE_UNSUPPORTED: {
+    status: 422,
+    retryable: false,
+    description:
+      "The VM's machine type is not offered by the QEMU of the host it would run on (e.g. pc-q35-10.0 on QEMU 7.2); the message names the machine type and both hosts' QEMU versions. Pin an older machine type at create (--machine-type pc-q35-7.2) to keep a VM movable to older hosts.",
+  },
   NOVA_INTERNAL: {
     status: 500,
     retryable: false,

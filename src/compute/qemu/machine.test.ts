@@ -66,6 +66,29 @@ describe("buildQemuArgv", () => {
     expect(argv).not.toContain("-nic");
   });
 
+  it("runs the VM's pinned machine type, q35 only when none is given", () => {
+    expect(arg(buildQemuArgv({ ...base, machineType: "pc-q35-7.2" }), "-machine")).toBe("pc-q35-7.2");
+    expect(arg(buildQemuArgv({ ...base, machineType: "pc-q35-10.0" }), "-machine")).toBe("pc-q35-10.0");
+    expect(arg(buildQemuArgv({ ...base, machineType: "q35" }), "-machine")).toBe("q35");
+  });
+
+  it("rejects machine types that are not q35 or pc-q35-X.Y, options smuggled in included", () => {
+    for (const machineType of [
+      "q35,accel=kvm",
+      "pc-q35-7.2,kernel-irqchip=off",
+      "pc-i440fx-7.2",
+      "pc",
+      "microvm",
+      "pc-q35-7",
+      "pc-q35-7.2 ",
+      "-machine",
+      "help",
+      "",
+    ]) {
+      expectUnprocessable({ ...base, machineType }, "machineType");
+    }
+  });
+
   it("passes the host CPU through under KVM", () => {
     const argv = buildQemuArgv({ ...base, accel: "kvm" });
     expect(arg(argv, "-accel")).toBe("kvm");

@@ -5,6 +5,7 @@
  */
 import path from "node:path";
 import { NovaError } from "../../lib/errors.js";
+import { isValidMachineType } from "../../lib/qemu-support.js";
 
 /** Everything needed to start one VM's QEMU process. */
 export interface MachineConfig {
@@ -16,6 +17,12 @@ export interface MachineConfig {
   vcpus: number;
   /** Guest RAM in MiB. */
   memoryMiB: number;
+  /**
+   * QEMU machine type: a versioned q35 type (`pc-q35-7.2`), fixed for the VM's life so a
+   * migration destination runs the same virtual hardware; `q35` (QEMU's newest) when
+   * absent. Only `q35` and `pc-q35-X.Y` are accepted.
+   */
+  machineType?: string;
   /** Accelerator: "kvm" (with `-cpu host`) or "tcg" (with `-cpu max`). */
   accel: "kvm" | "tcg";
   /** qcow2 overlay attached as virtio-blk-pci; /dev/vda in the guest. */
@@ -112,6 +119,14 @@ export function validateMachineConfig(cfg: MachineConfig): void {
   if (cfg.name.includes("=")) {
     throw invalid(`name must not contain '=', got "${cfg.name}"`, "name", cfg.name);
   }
+  // `-machine <type>` takes options after a comma (`q35,accel=kvm`): only plain type names.
+  if (cfg.machineType !== undefined && !isValidMachineType(cfg.machineType)) {
+    throw invalid(
+      `machineType must be q35 or pc-q35-X.Y, got "${String(cfg.machineType)}"`,
+      "machineType",
+      cfg.machineType,
+    );
+  }
   checkPositiveInt("vcpus", cfg.vcpus, MAX_VCPUS);
   checkPositiveInt("memoryMiB", cfg.memoryMiB, MAX_MEMORY_MIB);
   if (cfg.accel !== "kvm" && cfg.accel !== "tcg") {
@@ -169,7 +184,7 @@ export function buildQemuArgv(cfg: MachineConfig): string[] {
     "-uuid",
     cfg.vmId,
     "-machine",
-    "q35",
+    cfg.machineType ?? "q35",
     "-accel",
     cfg.accel,
     // `max` is the richest model TCG emulates; `host` passes the real CPU through under KVM.
