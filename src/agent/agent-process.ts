@@ -1,6 +1,7 @@
 /**
- * The `novacron agent` process: probes the accelerator once, opens the image store,
- * re-adopts running VMs, serves the agent API, registers with the server and heartbeats.
+ * The `novacron agent` process: probes its QEMU (refusing one missing or older than 7.2)
+ * and the accelerator once, opens the image store, re-adopts running VMs, serves the
+ * agent API, registers with the server (reporting its QEMU) and heartbeats.
  * On SIGINT/SIGTERM it stops serving and heartbeating but leaves VMs running: an agent
  * restart must never take VMs down.
  */
@@ -8,9 +9,10 @@ import { mkdir, statfs } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import pino, { type Logger } from "pino";
-import type { HostCapacity } from "../api/types/agent.js";
+import type { HostCapacity, QemuInfo } from "../api/types/agent.js";
 import { ImageStore } from "../compute/images/image-store.js";
 import { probeAccelerator } from "../compute/qemu/accel.js";
+import { probeQemu, type QemuProbe, resolveQemuBinary } from "../compute/qemu/qemu-version.js";
 import { VERSION } from "../version.js";
 import { buildAgentApi } from "./agent-api.js";
 import { BlobTickets } from "./blob-tickets.js";
@@ -45,6 +47,11 @@ export interface AgentOptions {
   heartbeatIntervalMs?: number;
   /** ACPI grace before a hard stop. @defaultValue 30000 */
   stopGraceMs?: number;
+  /**
+   * The QEMU to run VMs (and the accelerator probe) with. @defaultValue NOVACRON_QEMU_BINARY
+   * from the environment, else qemu-system-x86_64 on PATH
+   */
+  qemuBinary?: string;
   logger?: Logger;
 }
 
@@ -53,6 +60,8 @@ export interface RunningAgent {
   url: string;
   name: string;
   accel: "kvm" | "tcg";
+  /** The QEMU this agent runs (probed at start). */
+  qemu: QemuProbe;
   link: ServerLink;
   vms: VmManager;
   close(): Promise<void>;
@@ -63,7 +72,13 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   const log = o.logger ?? pino({ level: process.env.NOVACRON_LOG_LEVEL ?? "info" }, pino.destination(2));
   const name = o.name ?? os.hostname().toLowerCase();
   await mkdir(o.dataDir, { recursive: true, mode: 0o700 });
-  const accel = await probeAccelerator();
+  // Missing or older than 7.2: NOVA_QEMU_UNSUPPORTED stops the agent here, before it joins.
+  const qemu = await probeQemu(resolveQemuBinary(o.qemuBinary));
+  log.info(
+    { qemu: qemu.version, binary: qemu.binary, q35: qemu.q35Alias, oldestQ35: qemu.machineTypes.at(-1) },
+    "QEMU probed",
+  );
+  const accel = await probeAccelerator({ qemuBinary: qemu.binary });
   log.info({ accel: accel.accel, reason: accel.reason }, "accelerator chosen");
   const images = new ImageStore(path.join(o.dataDir, "images"));
 
@@ -72,6 +87,8 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     dataDir: o.dataDir,
     images,
     accel: accel.accel,
+    qemuBinary: qemu.binary,
+    qemu,
     log: log.child({ component: "vms" }),
     onChange: () => link?.beat(),
     ...(o.stopGraceMs === undefined ? {} : { stopGraceMs: o.stopGraceMs }),
@@ -116,6 +133,16 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       diskFreeBytes: fs.bavail * fs.bsize,
     };
   };
+  const qemuInfo: QemuInfo = {
+    binary: qemu.binary,
+    version: qemu.version,
+    major: qemu.major,
+    minor: qemu.minor,
+    micro: qemu.micro,
+    text: qemu.text,
+    machineTypes: qemu.machineTypes,
+    q35Alias: qemu.q35Alias,
+  };
   link = new ServerLink({
     serverUrl: o.serverUrl.replace(/\/+$/, ""),
     joinToken: o.joinToken,
@@ -123,9 +150,16 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     heartbeatIntervalMs: o.heartbeatIntervalMs ?? 2000,
     agentUrl: url,
     log: log.child({ component: "server-link" }),
-    registration: async () => ({ name, agentUrl: url, agentVersion: VERSION, capacity: await capacity() }),
+    registration: async () => ({
+      name,
+      agentUrl: url,
+      agentVersion: VERSION,
+      capacity: await capacity(),
+      qemu: qemuInfo,
+    }),
     heartbeat: async () => ({
       capacity: await capacity(),
+      qemu: qemuInfo,
       vms: vms.list(),
       imageDigests: (await images.list()).map((b) => b.digest),
     }),
@@ -145,6 +179,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     url,
     name,
     accel: accel.accel,
+    qemu,
     link,
     vms,
     close: () => {

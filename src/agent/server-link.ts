@@ -8,6 +8,7 @@ import { readFile, rename, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "pino";
 import type { AgentHeartbeatPost, AgentRegisterPost, AgentRegisterResponse } from "../api/types/agent.js";
+import { ERROR_CODES, type ErrorCode } from "../lib/error-codes.js";
 import { describeError, NovaError } from "../lib/errors.js";
 
 interface Credentials {
@@ -98,7 +99,7 @@ export class ServerLink {
         this.again = true;
         return;
       }
-      if (!res.ok) throw new Error(`heartbeat refused: HTTP ${res.status} ${await res.text()}`);
+      if (!res.ok) throw await refusal(res, "heartbeat refused");
       if (this.outage) this.o.log.info("server reachable again");
       this.outage = false;
     } catch (err) {
@@ -114,7 +115,9 @@ export class ServerLink {
         await this.register();
         return;
       } catch (err) {
-        if (err instanceof NovaError && err.code === "NOVA_UNAUTHENTICATED") throw err;
+        // The server refusing this agent (bad join token, unsupported QEMU, …) is final;
+        // an unreachable or failing server is retried.
+        if (err instanceof NovaError && !err.retryable) throw err;
         if (attempt === 1)
           this.o.log.warn({ err: describeError(err) }, "cannot reach the server to register; retrying");
         await new Promise((r) => setTimeout(r, Math.min(5000, 250 * attempt)));
@@ -130,7 +133,7 @@ export class ServerLink {
         `The server at ${this.o.serverUrl} refused the join token (${res.status}). Use the token from the server's join.token file.`,
       );
     }
-    if (!res.ok) throw new Error(`registration refused: HTTP ${res.status} ${await res.text()}`);
+    if (!res.ok) throw await refusal(res, "registration refused");
     const reply = (await res.json()) as AgentRegisterResponse;
     this.creds = { serverUrl: this.o.serverUrl, hostId: reply.hostId, hostToken: reply.hostToken };
     await writeFile(`${this.credsPath}.tmp`, JSON.stringify(this.creds), { mode: 0o600 });
@@ -156,4 +159,29 @@ export class ServerLink {
       return undefined;
     }
   }
+}
+
+/**
+ * The error for a refused call: the server's own NovaError (code and message) for a 4xx
+ * with a NovaCron error body, so a final refusal such as NOVA_QEMU_UNSUPPORTED reaches the
+ * user as the server said it; a plain Error (retried) otherwise.
+ */
+async function refusal(res: Response, what: string): Promise<Error> {
+  const text = await res.text();
+  if (res.status >= 400 && res.status < 500 && res.status !== 408 && res.status !== 429) {
+    try {
+      const body = JSON.parse(text) as { error?: { code?: string; message?: string; details?: unknown } };
+      const code = body.error?.code;
+      if (code && Object.hasOwn(ERROR_CODES, code) && typeof body.error?.message === "string") {
+        const details = body.error.details;
+        return new NovaError(code as ErrorCode, `The server refused this agent: ${body.error.message}`, {
+          details:
+            typeof details === "object" && details !== null ? (details as Record<string, unknown>) : {},
+        });
+      }
+    } catch {
+      // not JSON: fall through
+    }
+  }
+  return new Error(`${what}: HTTP ${res.status} ${text}`);
 }

@@ -13,9 +13,10 @@ import type { AgentIncomingEndpoints, AgentVmPut, ObservedVm } from "../api/type
 import type { ImageStore } from "../compute/images/image-store.js";
 import type { MachineConfig } from "../compute/qemu/machine.js";
 import { vmRunPaths } from "../compute/qemu/machine.js";
-import { QemuProcess } from "../compute/qemu/process.js";
+import { type LaunchOptions, QemuProcess } from "../compute/qemu/process.js";
 import { createOverlay } from "../compute/qemu/qemu-img.js";
 import { describeError, NovaError } from "../lib/errors.js";
+import { machineTypeSupport, type QemuMachineFacts } from "../lib/qemu-support.js";
 import { readLastLines } from "./console-tail.js";
 
 type ObservedState = ObservedVm["state"];
@@ -48,6 +49,10 @@ export interface VmManagerOptions {
   dataDir: string;
   images: ImageStore;
   accel: "kvm" | "tcg";
+  /** The QEMU binary VMs run on. @defaultValue "qemu-system-x86_64" */
+  qemuBinary?: string;
+  /** That QEMU's version and machine types (probed at agent start); checked before each launch. */
+  qemu?: QemuMachineFacts;
   log: Logger;
   /** Called after any observed change (the agent then heartbeats at once). */
   onChange: () => void;
@@ -216,8 +221,9 @@ export class VmManager {
     this.vms.set(id, vm);
     try {
       await mkdir(this.vmDir(id), { recursive: true });
+      this.checkMachineType(vm);
       await this.ensureDisk(vm);
-      const proc = await QemuProcess.launch({ ...this.machine(vm), incoming: "defer" });
+      const proc = await QemuProcess.launch({ ...this.machine(vm), incoming: "defer" }, this.launchOptions());
       this.watch(vm, proc);
       await this.persist(vm);
       return proc;
@@ -297,8 +303,9 @@ export class VmManager {
   private async startVm(vm: ManagedVm): Promise<void> {
     await this.setObserved(vm, "starting", "");
     try {
+      this.checkMachineType(vm);
       await this.ensureDisk(vm);
-      const proc = await QemuProcess.launch(this.machine(vm));
+      const proc = await QemuProcess.launch(this.machine(vm), this.launchOptions());
       this.watch(vm, proc);
       await this.setObserved(vm, "running", "");
     } catch (err) {
@@ -349,12 +356,36 @@ export class VmManager {
       );
   }
 
+  /** Launch options: this host's QEMU binary. */
+  private launchOptions(): LaunchOptions {
+    return this.o.qemuBinary ? { qemuBinary: this.o.qemuBinary } : {};
+  }
+
+  /**
+   * Refuses (NOVA_MACHINE_TYPE_UNSUPPORTED) to launch a VM whose machine type this host's
+   * QEMU does not offer, with a reason the server shows, rather than letting QEMU fail.
+   * The server checks this before placing or migrating; this covers a QEMU replaced since.
+   */
+  private checkMachineType(vm: ManagedVm): void {
+    const wanted = vm.spec.machineType;
+    if (!wanted || !this.o.qemu) return;
+    const support = machineTypeSupport(wanted, this.o.qemu);
+    if (!support.ok) {
+      throw new NovaError(
+        "NOVA_MACHINE_TYPE_UNSUPPORTED",
+        `VM ${vm.spec.name} runs as machine type ${wanted}, but on this host ${support.reason}`,
+        { details: { vm: vm.spec.name, machineType: wanted } },
+      );
+    }
+  }
+
   private machine(vm: ManagedVm): MachineConfig {
     const { spec } = vm;
     const dir = this.vmDir(vm.id);
     const cfg: MachineConfig = {
       vmId: vm.id,
       name: spec.name,
+      ...(spec.machineType ? { machineType: spec.machineType } : {}),
       vcpus: spec.vcpus,
       memoryMiB: spec.memoryMiB,
       accel: this.o.accel,

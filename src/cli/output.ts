@@ -58,8 +58,10 @@ export function formatBytes(n: number): string {
 /** Maps an error to the one-line message and exit code the CLI ends with. */
 export function exitFor(err: unknown): { message: string; code: number } {
   if (err instanceof NovaError) {
+    // A missing or too old QEMU stops `novacron agent` like any other host configuration
+    // problem (e.g. KVM forced on a host without it).
     const code =
-      err.code === "NOVA_CONFIG" || err.code === "NOVA_BAD_REQUEST"
+      err.code === "NOVA_CONFIG" || err.code === "NOVA_BAD_REQUEST" || err.code === "NOVA_QEMU_UNSUPPORTED"
         ? EXIT.usage
         : err.code === "NOVA_HOST_UNREACHABLE"
           ? EXIT.unreachable

@@ -4,7 +4,15 @@
  * the liveness monitor that marks silent hosts dead.
  */
 import type { Logger } from "pino";
-import type { AgentHeartbeatPost, AgentRegisterPost, AgentRegisterResponse } from "../api/types/agent.js";
+import type {
+  AgentHeartbeatPost,
+  AgentRegisterPost,
+  AgentRegisterResponse,
+  QemuInfo,
+} from "../api/types/agent.js";
+import { NovaError } from "../lib/errors.js";
+import { isSupportedQemu, qemuUnsupportedError } from "../lib/qemu-support.js";
+import { VERSION } from "../version.js";
 import { appendEvent } from "./store/events.js";
 import {
   getHost,
@@ -29,8 +37,12 @@ export class HostService {
     private readonly log: Logger,
   ) {}
 
-  /** Registers (or re-registers) an agent and issues its host credential. */
+  /**
+   * Registers (or re-registers) an agent and issues its host credential. Refuses
+   * (NOVA_QEMU_UNSUPPORTED) an agent that reports no QEMU or a QEMU older than 7.2.
+   */
   async register(input: AgentRegisterPost): Promise<AgentRegisterResponse> {
+    checkRegisteringQemu(input);
     const hostToken = generateToken("nvh");
     const { id, created } = await this.store.write(async (tx, emit) => {
       const result = await upsertHost(tx, { ...input, agentToken: hostToken });
@@ -39,7 +51,12 @@ export class HostService {
           type: result.created ? "host.registered" : "host.reregistered",
           resourceType: "host",
           resourceId: result.id,
-          data: { name: input.name, agentUrl: input.agentUrl, accel: input.capacity.accel },
+          data: {
+            name: input.name,
+            agentUrl: input.agentUrl,
+            accel: input.capacity.accel,
+            qemu: input.qemu?.version ?? null,
+          },
         }),
       );
       return result;
@@ -51,9 +68,13 @@ export class HostService {
 
   /** Applies a heartbeat from the host `hostId`. */
   async heartbeat(hostId: string, body: AgentHeartbeatPost): Promise<void> {
+    if (body.qemu && !isSupportedQemu(body.qemu)) {
+      const host = await getHost(this.store.read, hostId);
+      throw tooOld(host.name, body.qemu);
+    }
     let changed = false;
     await this.store.write(async (tx, emit) => {
-      const previous = await recordHeartbeat(tx, hostId, body.agentUrl, body.capacity);
+      const previous = await recordHeartbeat(tx, hostId, body.agentUrl, body.capacity, body.qemu);
       if (previous === "dead") {
         changed = true;
         emit(
@@ -121,4 +142,30 @@ export class HostService {
   stopLivenessMonitor(): void {
     clearInterval(this.monitor);
   }
+}
+
+function tooOld(host: string, qemu: QemuInfo): NovaError {
+  return qemuUnsupportedError(
+    `Host ${host} runs QEMU ${qemu.version} (${qemu.binary}: ${qemu.text}), too old`,
+    {
+      host,
+      found: qemu.version,
+      binary: qemu.binary,
+    },
+  );
+}
+
+/**
+ * An agent must say which QEMU it runs, and it must be 7.2 or newer: the agent checks this
+ * itself at start, and the server checks again so an older agent cannot join anyway.
+ */
+export function checkRegisteringQemu(input: Pick<AgentRegisterPost, "name" | "agentVersion" | "qemu">): void {
+  if (!input.qemu) {
+    throw new NovaError(
+      "NOVA_QEMU_UNSUPPORTED",
+      `Host ${input.name}'s agent (version ${input.agentVersion || "unknown"}) did not report its QEMU version, so this server (version ${VERSION}) cannot tell whether its QEMU is 7.2 or newer. Upgrade the agent to ${VERSION}; it checks its QEMU at start.`,
+      { details: { host: input.name, agentVersion: input.agentVersion, found: null } },
+    );
+  }
+  if (!isSupportedQemu(input.qemu)) throw tooOld(input.name, input.qemu);
 }

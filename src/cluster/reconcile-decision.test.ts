@@ -10,6 +10,7 @@ const vm = (over: Partial<VmRecord>): VmRecord => ({
   vcpus: 1,
   memoryMiB: 128,
   kernelArgs: "",
+  machineType: "pc-q35-10.0",
   desiredState: "running",
   state: "running",
   stateReason: "",

@@ -12,7 +12,15 @@ import { decide } from "./reconcile-decision.js";
 import { type HostRecord, listHosts } from "./store/hosts.js";
 import { type ImageRecord, listImages } from "./store/images.js";
 import type { Store } from "./store/store.js";
-import { deleteVmRow, getVm, listVms, setObserved, transitionVm, type VmRecord } from "./store/vms.js";
+import {
+  deleteVmRow,
+  getVm,
+  listVms,
+  recordMachineType,
+  setObserved,
+  transitionVm,
+  type VmRecord,
+} from "./store/vms.js";
 
 /** Reconciler options. */
 export interface ReconcilerOptions {
@@ -121,6 +129,7 @@ export class Reconciler {
       const image = images.get(vm.imageId);
       if (!image) throw new Error(`image ${vm.imageId} of VM ${vm.name} is missing`);
       this.asked.set(key(decision.power), Date.now());
+      const machineType = await this.machineTypeFor(vm, host, decision.power);
       const observed = await agent.putVm(vm.id, {
         name: vm.name,
         generation: vm.generation,
@@ -129,6 +138,7 @@ export class Reconciler {
         kernelArgs: vm.kernelArgs,
         image: bootImage(image),
         power: decision.power,
+        ...(machineType ? { machineType } : {}),
       });
       await setObserved(this.store.read, vm.id, observed.state, observed.reason, observed.generation);
       if (decision.onAccepted)
@@ -150,6 +160,25 @@ export class Reconciler {
         ).catch(() => {});
       }
     }
+  }
+
+  /**
+   * The machine type to send with a power request. A VM created before machine types were
+   * recorded gets, when it is next started, the concrete type its host's q35 alias means,
+   * recorded for good; an agent that does not report its QEMU gets none (it runs `q35`,
+   * as it always did, and would refuse a field it does not know).
+   */
+  private async machineTypeFor(
+    vm: VmRecord,
+    host: HostRecord,
+    power: "running" | "stopped",
+  ): Promise<string | undefined> {
+    if (!host.qemu) return undefined;
+    if (vm.machineType) return vm.machineType;
+    if (power !== "running") return undefined;
+    const recorded = await recordMachineType(this.store.read, vm.id, host.qemu.q35Alias);
+    this.log.info({ vm: vm.name, machineType: recorded }, "machine type recorded at start");
+    return recorded;
   }
 
   private async transition(

@@ -7,9 +7,15 @@
 import type { ClusterEvent } from "../api/types/events.js";
 import type { VmsPost } from "../api/types/vms.js";
 import { NovaError } from "../lib/errors.js";
+import {
+  compareMajorMinor,
+  formatQemuVersion,
+  machineTypeSupport,
+  validateMachineType,
+} from "../lib/qemu-support.js";
 import { placeVm } from "../placement/most-free-memory.js";
 import type { Queryable } from "./store/db.js";
-import { getHost, listHosts } from "./store/hosts.js";
+import { getHost, type HostRecord, listHosts } from "./store/hosts.js";
 import { getImage } from "./store/images.js";
 import type { Store } from "./store/store.js";
 import { getVm, insertVm, transitionVm, type VmRecord } from "./store/vms.js";
@@ -25,10 +31,16 @@ export class VmService {
     private readonly wake: () => void,
   ) {}
 
-  /** Validates, places and records a new VM; returns it. */
+  /**
+   * Validates, places and records a new VM; returns it. The VM's machine type is fixed
+   * here: the pinned one (placement only considers hosts whose QEMU offers it), else the
+   * concrete type `q35` means on the host it is placed on.
+   */
   async create(input: VmsPost): Promise<VmRecord> {
     const memoryMiB = input.memoryMiB ?? 256;
     const start = input.start ?? true;
+    if (input.machineType !== undefined) validateMachineType(input.machineType);
+    const pinned = input.machineType === "q35" ? undefined : input.machineType;
     const id = await this.store.write(async (tx, emit) => {
       await tx.query("SELECT pg_advisory_xact_lock($1)", [PLACEMENT_LOCK_KEY]);
       const image = await getImage(tx, input.image);
@@ -39,18 +51,24 @@ export class VmService {
           { details: { memoryMiB, minMemoryMiB: image.minMemoryMiB, image: image.name } },
         );
       }
-      const host = placeVm(await listHosts(tx), {
+      const hosts = await listHosts(tx);
+      if (pinned) refuseUnrunnableMachineType(input.name, pinned, hosts);
+      const host = placeVm(hosts, {
         vmName: input.name,
         memoryMiB,
         imageName: image.name,
         imageHostIds: image.hostIds,
+        ...(pinned ? { machineType: pinned } : {}),
       });
+      // Placement only picks hosts that reported their QEMU.
+      const machineType = pinned ?? host.qemu!.q35Alias;
       const { id, event } = await insertVm(tx, {
         name: input.name,
         imageId: image.id,
         vcpus: input.vcpus ?? 1,
         memoryMiB,
         kernelArgs: input.kernelArgs ?? "",
+        machineType,
         desiredState: start ? "running" : "stopped",
         hostId: host.id,
         state: start ? "scheduled" : "stopped",
@@ -68,6 +86,24 @@ export class VmService {
       if (!vm.hostId) throw new NovaError("NOVA_INTERNAL", `VM ${vm.name} has no host`);
       await tx.query("SELECT pg_advisory_xact_lock($1)", [PLACEMENT_LOCK_KEY]);
       const host = await getHost(tx, vm.hostId);
+      if (vm.machineType && host.qemu) {
+        // The host's QEMU may have been replaced by an older one since the VM last ran.
+        const support = machineTypeSupport(vm.machineType, host.qemu);
+        if (!support.ok) {
+          throw new NovaError(
+            "NOVA_MACHINE_TYPE_UNSUPPORTED",
+            `Cannot start VM ${vm.name} on ${host.name}: its machine type is ${vm.machineType} and ${support.reason}. Install a QEMU that offers ${vm.machineType} on ${host.name} (docs/operations.md, "Supported QEMU versions").`,
+            {
+              details: {
+                vm: vm.name,
+                machineType: vm.machineType,
+                host: host.name,
+                hostQemu: formatQemuVersion(host.qemu),
+              },
+            },
+          );
+        }
+      }
       if (host.liveness !== "alive") {
         throw new NovaError(
           "NOVA_NO_CAPACITY",
@@ -139,4 +175,36 @@ export class VmService {
     this.wake();
     return getVm(this.store.read, id);
   }
+}
+
+/**
+ * A pinned machine type that no usable (alive, uncordoned, QEMU reported) host offers is a
+ * NOVA_MACHINE_TYPE_UNSUPPORTED naming each host's QEMU, not "no room": more memory would
+ * not help, a newer QEMU (or an older machine type) would.
+ */
+function refuseUnrunnableMachineType(
+  vmName: string,
+  machineType: string,
+  hosts: readonly HostRecord[],
+): void {
+  const usable = hosts.filter((h) => h.liveness === "alive" && !h.cordoned && h.qemu);
+  if (usable.length === 0) return; // placement explains that there is no usable host
+  if (usable.some((h) => machineTypeSupport(machineType, h.qemu!).ok)) return;
+  const versions = usable.map((h) => `${h.name}: QEMU ${h.qemu!.version} (newest ${h.qemu!.q35Alias})`);
+  throw new NovaError(
+    "NOVA_MACHINE_TYPE_UNSUPPORTED",
+    `No host can run VM ${vmName} as machine type ${machineType}: ${versions.join("; ")}. Pick a machine type every host offers (e.g. --machine-type ${oldestNewest(usable)}, machineType in the API), or add a host with a newer QEMU.`,
+    {
+      details: {
+        vm: vmName,
+        machineType,
+        hosts: usable.map((h) => ({ host: h.name, qemu: h.qemu!.version, newest: h.qemu!.q35Alias })),
+      },
+    },
+  );
+}
+
+/** The oldest of the hosts' newest q35 types: one every host offers. */
+function oldestNewest(hosts: readonly HostRecord[]): string {
+  return hosts.map((h) => h.qemu!).reduce((a, b) => (compareMajorMinor(a, b) <= 0 ? a : b)).q35Alias;
 }

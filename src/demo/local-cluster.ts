@@ -99,13 +99,14 @@ export class LocalCluster {
 
   /**
    * Starts (or restarts) an agent named `name` on `port`; with `netns`, inside that network
-   * namespace (its QEMUs too), listening on `host` and joining the server at `serverUrl`.
+   * namespace (its QEMUs too), listening on `host` and joining the server at `serverUrl`;
+   * with `qemuBinary`, running that QEMU (`--qemu-binary`, e.g. .cache/qemu-7.2's).
    */
   async startAgent(
     name: string,
     port: number,
     extra: string[] = [],
-    opts: { netns?: string; host?: string; serverUrl?: string } = {},
+    opts: { netns?: string; host?: string; serverUrl?: string; qemuBinary?: string } = {},
   ): Promise<Daemon> {
     const d = this.spawnDaemon(
       name,
@@ -121,6 +122,7 @@ export class LocalCluster {
         `${opts.host ?? "127.0.0.1"}:${port}`,
         "--name",
         name,
+        ...(opts.qemuBinary ? ["--qemu-binary", opts.qemuBinary] : []),
         ...extra,
       ],
       opts.netns,

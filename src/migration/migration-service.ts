@@ -3,7 +3,7 @@
  * to `migrating` and the migration queued in one transaction) and cancel one.
  */
 import type { MigrationOptions, MigrationsPost } from "../api/types/migrations.js";
-import { getHost, listHosts } from "../cluster/store/hosts.js";
+import { getHost, type HostRecord, listHosts } from "../cluster/store/hosts.js";
 import {
   getMigration,
   insertMigration,
@@ -11,9 +11,10 @@ import {
   requestCancel,
 } from "../cluster/store/migrations.js";
 import type { Store } from "../cluster/store/store.js";
-import { getVm, transitionVm } from "../cluster/store/vms.js";
+import { getVm, recordMachineType, transitionVm } from "../cluster/store/vms.js";
 import { assertActionAllowed } from "../cluster/vm-state.js";
 import { NovaError } from "../lib/errors.js";
+import { compareMajorMinor, machineTypeSupport } from "../lib/qemu-support.js";
 import { placeVm } from "../placement/most-free-memory.js";
 
 const PLACEMENT_LOCK_KEY = 7_311_002; // shared with VM placement (vm-service.ts)
@@ -45,6 +46,16 @@ export class MigrationService {
       const source = await getHost(tx, vm.hostId);
       const options = input.options ?? {};
       const hosts = await listHosts(tx);
+      // What the VM runs as; a VM from before machine types were recorded runs as what
+      // q35 means on its host.
+      const machineType = vm.machineType ?? source.qemu?.q35Alias;
+      if (!machineType) {
+        throw new NovaError(
+          "NOVA_MACHINE_TYPE_UNSUPPORTED",
+          `Cannot migrate VM ${vm.name}: it was created before machine types were recorded and its host ${source.name}'s agent does not report its QEMU, so its machine type is unknown. Upgrade the agent on ${source.name} first.`,
+          { details: { vm: vm.name, source: source.name, machineType: null } },
+        );
+      }
       let targetId: string;
       if (input.targetHost) {
         const target = await getHost(tx, input.targetHost);
@@ -57,23 +68,36 @@ export class MigrationService {
             },
           );
         }
+        assertMachineTypeRunsOn(vm.name, machineType, source, [target]);
         // The same checks placement makes, for this one host (its image can be copied).
         placeVm([target], {
           vmName: vm.name,
           memoryMiB: vm.memoryMiB,
           imageName: vm.image,
           imageHostIds: [target.id],
+          machineType,
         });
         targetId = target.id;
       } else {
         const others = hosts.filter((h) => h.id !== source.id);
+        // Hosts that could take the VM but for their QEMU: refuse naming the machine type,
+        // rather than "no room".
+        const usable = others.filter((h) => h.liveness === "alive" && !h.cordoned);
+        const runnable = usable.filter((h) => h.qemu && machineTypeSupport(machineType, h.qemu).ok);
+        if (usable.length > 0 && runnable.length === 0) {
+          assertMachineTypeRunsOn(vm.name, machineType, source, usable);
+        }
         targetId = placeVm(others, {
           vmName: vm.name,
           memoryMiB: vm.memoryMiB,
           imageName: vm.image,
           imageHostIds: others.map((h) => h.id),
+          machineType,
         }).id;
       }
+      // From here on the migration is accepted: a VM without a recorded type gets it now,
+      // so the destination starts exactly what the source runs.
+      if (!vm.machineType) await recordMachineType(tx, vm.id, machineType);
       emit(
         await transitionVm(
           tx,
@@ -116,6 +140,54 @@ export class MigrationService {
     this.wake();
     return getMigration(this.store.read, id);
   }
+}
+
+function qemuOf(host: HostRecord): string {
+  return host.qemu ? `QEMU ${host.qemu.version}` : "an unknown QEMU (its agent does not report it)";
+}
+
+/**
+ * Refuses (NOVA_MACHINE_TYPE_UNSUPPORTED, before anything changes) a migration whose
+ * destination QEMU cannot run the VM's machine type: the destination QEMU would fail to
+ * load the migration stream. Names the machine type, both hosts' QEMU versions, and how
+ * to make a VM movable. `candidates` is the target, or (no target given) every host tried;
+ * it passes when any of them can run the VM.
+ */
+export function assertMachineTypeRunsOn(
+  vmName: string,
+  machineType: string,
+  source: HostRecord,
+  candidates: readonly HostRecord[],
+): void {
+  const refusals = candidates.flatMap((h) => {
+    if (!h.qemu) return [{ host: h, reason: `${h.name}'s agent does not report its QEMU version` }];
+    const support = machineTypeSupport(machineType, h.qemu);
+    return support.ok ? [] : [{ host: h, reason: `on ${h.name} ${support.reason}` }];
+  });
+  if (refusals.length < candidates.length) return;
+  const targets = candidates.map((h) => `${h.name} (${qemuOf(h)})`).join(", ");
+  const oldest = candidates
+    .flatMap((h) => (h.qemu ? [h.qemu] : []))
+    .reduce<HostRecord["qemu"]>((a, b) => (a && compareMajorMinor(a, b) <= 0 ? a : b), null);
+  const fix = oldest
+    ? ` A VM keeps its machine type for life: to make a VM movable to hosts with QEMU ${oldest.major}.${oldest.minor}, create it with --machine-type ${oldest.q35Alias} (machineType in the API) or older.`
+    : " Upgrade that host's agent, then try again.";
+  throw new NovaError(
+    "NOVA_MACHINE_TYPE_UNSUPPORTED",
+    `Cannot migrate VM ${vmName} from ${source.name} (${qemuOf(source)}) to ${targets}: the VM's machine type is ${machineType}, and ${refusals.map((r) => r.reason).join("; ")}.${fix}`,
+    {
+      details: {
+        vm: vmName,
+        machineType,
+        source: { host: source.name, qemu: source.qemu?.version ?? null },
+        targets: candidates.map((h) => ({
+          host: h.name,
+          qemu: h.qemu?.version ?? null,
+          newestMachineType: h.qemu?.q35Alias ?? null,
+        })),
+      },
+    },
+  );
 }
 
 /** Refuses option combinations QEMU would reject later, after the destination was prepared. */

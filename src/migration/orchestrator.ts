@@ -178,6 +178,9 @@ export class MigrationOrchestrator {
             kernelArgs: vm.kernelArgs,
             image: bootImage(image),
             power: "running",
+            // Recorded when the migration was accepted (migration-service.ts): the
+            // destination starts exactly the machine the source runs.
+            ...(vm.machineType ? { machineType: vm.machineType } : {}),
           },
         });
         await this.checkCancel(m);

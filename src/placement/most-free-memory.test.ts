@@ -1,20 +1,37 @@
 import { describe, expect, it } from "vitest";
 import { isNovaError } from "../lib/errors.js";
+import type { QemuMachineFacts } from "../lib/qemu-support.js";
 import { type PlacementHost, placeVm } from "./most-free-memory.js";
 
+const qemu10: QemuMachineFacts = {
+  major: 10,
+  minor: 0,
+  micro: 2,
+  machineTypes: ["pc-q35-10.0", "pc-q35-9.2", "pc-q35-7.2", "pc-q35-7.1"],
+  q35Alias: "pc-q35-10.0",
+};
+const qemu72: QemuMachineFacts = {
+  major: 7,
+  minor: 2,
+  micro: 22,
+  machineTypes: ["pc-q35-7.2", "pc-q35-7.1"],
+  q35Alias: "pc-q35-7.2",
+};
 const host = (name: string, free: number, extra: Partial<PlacementHost> = {}): PlacementHost => ({
   id: `id-${name}`,
   name,
   liveness: "alive",
   cordoned: false,
   freeMemoryMiB: free,
+  qemu: qemu10,
   ...extra,
 });
-const req = (memoryMiB: number, imageHostIds = ["id-a", "id-b", "id-c"]) => ({
+const req = (memoryMiB: number, imageHostIds = ["id-a", "id-b", "id-c"], machineType?: string) => ({
   vmName: "vm1",
   memoryMiB,
   imageName: "guest",
   imageHostIds,
+  ...(machineType ? { machineType } : {}),
 });
 
 describe("placement by most free memory", () => {
@@ -47,6 +64,32 @@ describe("placement by most free memory", () => {
       expect(err.details.largestFreeHost).toEqual({ name: "b", freeMemoryMiB: 3000 });
       expect(err.details.rejections).toContainEqual({ host: "c", reason: "host is cordoned" });
     }
+  });
+
+  it("only picks hosts whose QEMU offers the VM's machine type", () => {
+    const hosts = [host("a", 1000, { qemu: qemu72 }), host("b", 3000)];
+    expect(placeVm(hosts, req(512, undefined, "pc-q35-7.2")).name).toBe("b");
+    expect(placeVm(hosts, req(512, undefined, "pc-q35-10.0")).name).toBe("b");
+    expect(placeVm([host("a", 1000, { qemu: qemu72 })], req(512, undefined, "q35")).name).toBe("a");
+    try {
+      placeVm([host("a", 9000, { qemu: qemu72 })], req(512, undefined, "pc-q35-10.0"));
+      expect.unreachable();
+    } catch (err) {
+      if (!isNovaError(err, "NOVA_NO_CAPACITY")) throw err;
+      expect(err.details.rejections).toEqual([
+        {
+          host: "a",
+          reason:
+            "QEMU 7.2.22 has no machine type pc-q35-10.0 (its newest is pc-q35-7.2; pc-q35-10.0 needs QEMU 10.0 or newer)",
+        },
+      ]);
+    }
+  });
+
+  it("never picks a host whose agent has not reported its QEMU", () => {
+    const hosts = [host("a", 1000), host("b", 9000, { qemu: null })];
+    expect(placeVm(hosts, req(512)).name).toBe("a");
+    expect(() => placeVm([host("b", 9000, { qemu: null })], req(512))).toThrow(/has not reported its QEMU/);
   });
 
   it("says so when no host is alive", () => {

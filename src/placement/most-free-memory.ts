@@ -1,10 +1,11 @@
 /**
- * Placement for now: the live, uncordoned host holding the VM's image with the most free
- * memory that fits. ITP (filters → scorers) replaces this later; like it, this records
- * why each host was rejected so "no host has room" can say what was needed and what the
- * largest free host offers.
+ * Placement for now: the live, uncordoned host holding the VM's image, whose QEMU offers
+ * the VM's machine type, with the most free memory that fits. ITP (filters → scorers)
+ * replaces this later; like it, this records why each host was rejected so "no host has
+ * room" can say what was needed and what the largest free host offers.
  */
 import { NovaError } from "../lib/errors.js";
+import { machineTypeSupport, type QemuMachineFacts } from "../lib/qemu-support.js";
 
 /** What placement needs to know about a host. */
 export interface PlacementHost {
@@ -13,6 +14,8 @@ export interface PlacementHost {
   liveness: "alive" | "dead";
   cordoned: boolean;
   freeMemoryMiB: number;
+  /** The host's QEMU; null when its agent has not reported it (nothing is placed there). */
+  qemu: QemuMachineFacts | null;
 }
 
 /** What the VM needs. */
@@ -21,6 +24,8 @@ export interface PlacementRequest {
   memoryMiB: number;
   imageName: string;
   imageHostIds: readonly string[];
+  /** The VM's machine type; undefined or `q35` runs on any supported QEMU. */
+  machineType?: string;
 }
 
 /** Why a host was not chosen. */
@@ -69,6 +74,11 @@ export function placeVm(hosts: readonly PlacementHost[], req: PlacementRequest):
 function rejectionReason(host: PlacementHost, req: PlacementRequest): string | undefined {
   if (host.liveness !== "alive") return "host is dead (missed heartbeats)";
   if (host.cordoned) return "host is cordoned";
+  if (!host.qemu) return "its agent has not reported its QEMU version (upgrade the agent)";
+  if (req.machineType !== undefined) {
+    const support = machineTypeSupport(req.machineType, host.qemu);
+    if (!support.ok) return support.reason;
+  }
   if (!req.imageHostIds.includes(host.id)) return `image ${req.imageName} is not in its image store`;
   if (host.freeMemoryMiB < req.memoryMiB) return `only ${host.freeMemoryMiB} MiB free`;
   return undefined;

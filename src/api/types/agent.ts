@@ -17,6 +17,35 @@ export const HostCapacity = Type.Object({
 });
 export type HostCapacity = Static<typeof HostCapacity>;
 
+/**
+ * The host's QEMU as its agent probed it at start (`--version`, `-machine help`). Kept
+ * free of imports (this module is a leaf): the patterns match lib/qemu-support.ts.
+ */
+export const QemuInfo = Type.Object(
+  {
+    binary: Type.String({ maxLength: 4096, description: "The qemu-system-x86_64 binary the agent runs" }),
+    version: Type.String({ pattern: "^[0-9]+\\.[0-9]+\\.[0-9]+$", description: "e.g. 10.0.2" }),
+    major: Type.Integer({ minimum: 0 }),
+    minor: Type.Integer({ minimum: 0 }),
+    micro: Type.Integer({ minimum: 0 }),
+    text: Type.String({
+      maxLength: 512,
+      description:
+        "QEMU's version line, e.g. QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)",
+    }),
+    machineTypes: Type.Array(Type.String({ pattern: "^pc-q35-[0-9]+(\\.[0-9]+){1,2}$" }), {
+      maxItems: 512,
+      description: "Versioned q35 machine types this QEMU offers, newest first",
+    }),
+    q35Alias: Type.String({
+      pattern: "^pc-q35-[0-9]+(\\.[0-9]+){1,2}$",
+      description: "The concrete type QEMU's q35 alias resolves to (its newest)",
+    }),
+  },
+  { additionalProperties: false },
+);
+export type QemuInfo = Static<typeof QemuInfo>;
+
 /** What an agent reports about one VM it holds. */
 export const ObservedVm = Type.Object({
   id: Uuid,
@@ -40,6 +69,9 @@ export const AgentRegisterPost = Type.Object(
     agentUrl: Type.String({ pattern: "^https?://", maxLength: 2048 }),
     agentVersion: Type.String({ maxLength: 64 }),
     capacity: HostCapacity,
+    // Optional in the schema so that an agent too old to send it gets a message saying so
+    // (422 NOVA_QEMU_UNSUPPORTED from the host service), not a schema error.
+    qemu: Type.Optional(QemuInfo),
   },
   { additionalProperties: false },
 );
@@ -54,6 +86,7 @@ export const AgentHeartbeatPost = Type.Object(
   {
     agentUrl: Type.String({ pattern: "^https?://", maxLength: 2048 }),
     capacity: HostCapacity,
+    qemu: Type.Optional(QemuInfo),
     vms: Type.Array(ObservedVm),
     imageDigests: Type.Array(Type.String()),
   },
@@ -81,6 +114,12 @@ export const AgentVmPut = Type.Object(
     kernelArgs: Type.String(),
     image: VmBootImage,
     power: Type.Union([Type.Literal("running"), Type.Literal("stopped")]),
+    machineType: Type.Optional(
+      Type.String({
+        pattern: "^(q35|pc-q35-[0-9]{1,3}\\.[0-9]{1,3})$",
+        description: "QEMU machine type the VM runs as (its stored, concrete type); q35 when absent",
+      }),
+    ),
   },
   { additionalProperties: false },
 );

@@ -1,5 +1,6 @@
 /** Wire types for hosts: what `GET /v1/hosts` returns and `host cordon` sends. */
 import { type Static, Type } from "@sinclair/typebox";
+import { QemuInfo } from "./agent.js";
 import { Uuid } from "./common.js";
 
 /** A hypervisor host as the API shows it. */
@@ -19,6 +20,9 @@ export const Host = Type.Object({
   diskTotalBytes: Type.Number(),
   diskFreeBytes: Type.Number(),
   agentVersion: Type.String(),
+  qemu: Type.Union([QemuInfo, Type.Null()], {
+    description: "The host's QEMU as its agent last reported it (null: the agent predates QEMU reporting)",
+  }),
   registeredAt: Type.String({ format: "date-time" }),
   lastHeartbeatAt: Type.String({ format: "date-time" }),
 });

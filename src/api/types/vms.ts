@@ -23,6 +23,10 @@ export const Vm = Type.Object({
   vcpus: Type.Integer(),
   memoryMiB: Type.Integer(),
   kernelArgs: Type.String(),
+  machineType: Type.Union([Type.String(), Type.Null()], {
+    description:
+      "The QEMU machine type the VM runs as, fixed for its life (pinned at create, else what q35 meant on its first host); null only for VMs created before machine types were recorded, until their next start or migration",
+  }),
   desiredState: Type.Union([Type.Literal("running"), Type.Literal("stopped"), Type.Literal("deleted")]),
   state: VmStateSchema,
   stateReason: Type.String(),
@@ -54,6 +58,13 @@ export const VmsPost = Type.Object(
       Type.String({
         maxLength: 2048,
         description: "Appended to the image's kernel command line (e.g. nc.dirty_mb=64)",
+      }),
+    ),
+    machineType: Type.Optional(
+      Type.String({
+        pattern: "^(q35|pc-q35-[0-9]{1,3}\\.[0-9]{1,3})$",
+        description:
+          "Pin the QEMU machine type, e.g. pc-q35-7.2 to keep the VM movable to QEMU 7.2 hosts. Default (or q35): the newest type of the QEMU on the host it is placed on, recorded then",
       }),
     ),
     start: Type.Optional(

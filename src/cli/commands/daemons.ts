@@ -119,6 +119,10 @@ export function registerDaemonCommands(program: Command): void {
     .option("--memory <MiB>", "memory offered to VMs (default: all of this machine's)")
     .option("--vcpus <n>", "vCPUs offered to VMs (default: this machine's)")
     .option("--stop-grace <seconds>", "ACPI shutdown grace before a hard stop", "30")
+    .option(
+      "--qemu-binary <path>",
+      "the qemu-system-x86_64 to run VMs with, 7.2 or newer (default: $NOVACRON_QEMU_BINARY, else qemu-system-x86_64 on PATH)",
+    )
     .action(
       async (o: {
         server: string;
@@ -133,6 +137,7 @@ export function registerDaemonCommands(program: Command): void {
         memory?: string;
         vcpus?: string;
         stopGrace: string;
+        qemuBinary?: string;
       }) => {
         const joinToken =
           o.joinToken ??
@@ -156,9 +161,10 @@ export function registerDaemonCommands(program: Command): void {
           stopGraceMs: parsePositiveInt(o.stopGrace, "--stop-grace") * 1000,
           ...(o.memory ? { memoryMiB: parsePositiveInt(o.memory, "--memory") } : {}),
           ...(o.vcpus ? { vcpus: parsePositiveInt(o.vcpus, "--vcpus") } : {}),
+          ...(o.qemuBinary !== undefined ? { qemuBinary: o.qemuBinary } : {}),
         });
         process.stdout.write(
-          `NovaCron agent ${agent.name} serving on ${agent.url}, joined ${o.server} (accelerator: ${agent.accel})\n`,
+          `NovaCron agent ${agent.name} serving on ${agent.url}, joined ${o.server} (accelerator: ${agent.accel}; QEMU ${agent.qemu.version} at ${agent.qemu.binary}, q35 = ${agent.qemu.q35Alias})\n`,
         );
         const signal = await untilSignal();
         process.stderr.write(`${signal}: stopping the agent (VMs keep running)\n`);

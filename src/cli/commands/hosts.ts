@@ -5,6 +5,16 @@ import { seg } from "../client.js";
 import { apiFor } from "../context.js";
 import { formatBytes, printFields, printJson, printTable } from "../output.js";
 
+/** The host's QEMU in a line: version, binary and the range of q35 machine types it offers. */
+export function qemuLine(h: Pick<Host, "qemu">): string {
+  const q = h.qemu;
+  if (!q) return "not reported (the agent predates QEMU reporting; upgrade it)";
+  const oldest = q.machineTypes.at(-1);
+  const newest = q.machineTypes[0];
+  const range = oldest && newest && oldest !== newest ? `${oldest} … ${newest}` : (newest ?? "none");
+  return `${q.version} (${q.text}) at ${q.binary}; machine types ${range}, q35 = ${q.q35Alias}`;
+}
+
 function printHost(h: Host): void {
   printFields([
     ["Name", h.name],
@@ -12,6 +22,7 @@ function printHost(h: Host): void {
     ["Liveness", h.liveness],
     ["Cordoned", h.cordoned],
     ["Accelerator", `${h.accel} (${h.accelReason})`],
+    ["QEMU", qemuLine(h)],
     ["vCPUs", h.vcpus],
     ["Memory", `${h.freeMemoryMiB} MiB free of ${h.memoryMiB} MiB (${h.allocatedMemoryMiB} MiB allocated)`],
     ["Disk", `${formatBytes(h.diskFreeBytes)} free of ${formatBytes(h.diskTotalBytes)}`],
@@ -33,12 +44,13 @@ export function registerHostCommands(program: Command): void {
       const { hosts } = await api.get<HostList>("/v1/hosts");
       if (json) return printJson(hosts);
       printTable(
-        ["NAME", "LIVENESS", "CORDONED", "ACCEL", "VCPUS", "MEM FREE/TOTAL", "VMS", "AGENT"],
+        ["NAME", "LIVENESS", "CORDONED", "ACCEL", "QEMU", "VCPUS", "MEM FREE/TOTAL", "VMS", "AGENT"],
         hosts.map((h) => [
           h.name,
           h.liveness,
           h.cordoned ? "yes" : "no",
           h.accel,
+          h.qemu?.version ?? "-",
           h.vcpus,
           `${h.freeMemoryMiB}/${h.memoryMiB} MiB`,
           h.vmCount,

@@ -3,6 +3,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { Command } from "commander";
 import type { Vm, VmConsole, VmList, VmsPost } from "../../api/types/vms.js";
 import { isNovaError, NovaError } from "../../lib/errors.js";
+import { validateMachineType } from "../../lib/qemu-support.js";
 import type { ApiClient } from "../client.js";
 import { seg } from "../client.js";
 import { apiFor } from "../context.js";
@@ -78,6 +79,10 @@ function printVm(v: Vm): void {
     ["vCPUs", v.vcpus],
     ["Memory", `${v.memoryMiB} MiB`],
     ["Kernel args", v.kernelArgs],
+    [
+      "Machine type",
+      v.machineType ?? "not recorded yet (q35 of its host; recorded at its next start or migration)",
+    ],
     ["Generation", v.generation],
     ["Created", v.createdAt],
     ["State since", v.stateChangedAt],
@@ -99,6 +104,10 @@ export function registerVmCommands(program: Command): void {
     .option("--vcpus <n>", "virtual CPUs", "1")
     .option("--memory <MiB>", "memory in MiB", "256")
     .option("--kernel-args <args>", "appended to the image's kernel command line (e.g. nc.dirty_mb=64)")
+    .option(
+      "--machine-type <type>",
+      "pin the QEMU machine type, e.g. pc-q35-7.2 to keep the VM movable to QEMU 7.2 hosts (default: the newest of the host it is placed on)",
+    )
     .option("--no-start", "create it stopped")
     .option("--wait", "wait until it runs, showing progress")
     .option("--timeout <seconds>", "with --wait: give up after this long", "300")
@@ -110,10 +119,12 @@ export function registerVmCommands(program: Command): void {
           vcpus: string;
           memory: string;
           kernelArgs?: string;
+          machineType?: string;
           start: boolean;
         } & WaitOptions,
         cmd: Command,
       ) => {
+        if (o.machineType !== undefined) validateMachineType(o.machineType, "--machine-type");
         const { api, json } = await apiFor(cmd);
         const body: VmsPost = {
           name,
@@ -122,9 +133,13 @@ export function registerVmCommands(program: Command): void {
           memoryMiB: parsePositiveInt(o.memory, "--memory"),
           start: o.start,
           ...(o.kernelArgs ? { kernelArgs: o.kernelArgs } : {}),
+          ...(o.machineType !== undefined ? { machineType: o.machineType } : {}),
         };
         let v = await api.post<Vm>("/v1/vms", body);
-        if (!json) process.stderr.write(`Created VM ${v.name} (${v.id}) on host ${v.host}\n`);
+        if (!json)
+          process.stderr.write(
+            `Created VM ${v.name} (${v.id}) on host ${v.host}${v.machineType ? `, machine type ${v.machineType}` : ""}\n`,
+          );
         if (o.wait && o.start)
           v =
             (await waitForVm(api, v.id, "running", { timeoutMs: Number(o.timeout) * 1000, quiet: json })) ??

@@ -1,6 +1,6 @@
 /** The hosts table: registration, heartbeats, liveness, cordon, and capacity views. */
 import { randomUUID } from "node:crypto";
-import type { HostCapacity } from "../../api/types/agent.js";
+import type { HostCapacity, QemuInfo } from "../../api/types/agent.js";
 import type { Host } from "../../api/types/hosts.js";
 import { NovaError } from "../../lib/errors.js";
 import type { Queryable } from "./db.js";
@@ -19,6 +19,7 @@ interface HostRow {
   disk_total_bytes: number;
   disk_free_bytes: number;
   agent_version: string;
+  qemu: QemuInfo | null;
   registered_at: Date;
   last_heartbeat_at: Date;
   allocated_mib: number;
@@ -59,6 +60,7 @@ function toHost(row: HostRow): HostRecord {
     diskTotalBytes: Number(row.disk_total_bytes),
     diskFreeBytes: Number(row.disk_free_bytes),
     agentVersion: row.agent_version,
+    qemu: row.qemu ?? null,
     registeredAt: new Date(row.registered_at).toISOString(),
     lastHeartbeatAt: new Date(row.last_heartbeat_at).toISOString(),
   };
@@ -96,17 +98,24 @@ export async function getHost(q: Queryable, idOrName: string): Promise<HostRecor
 /** Creates the host or, when its name is known, updates it with a new credential. */
 export async function upsertHost(
   q: Queryable,
-  input: { name: string; agentUrl: string; agentToken: string; agentVersion: string; capacity: HostCapacity },
+  input: {
+    name: string;
+    agentUrl: string;
+    agentToken: string;
+    agentVersion: string;
+    capacity: HostCapacity;
+    qemu?: QemuInfo | null;
+  },
 ): Promise<{ id: string; created: boolean }> {
   const c = input.capacity;
   const { rows } = await q.query<{ id: string; created: boolean }>(
     `INSERT INTO hosts (id, name, agent_url, agent_token, agent_version, accel, accel_reason, vcpus, memory_mib,
-                        disk_total_bytes, disk_free_bytes, liveness, last_heartbeat_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'alive', now())
+                        disk_total_bytes, disk_free_bytes, qemu, liveness, last_heartbeat_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, 'alive', now())
      ON CONFLICT (name) DO UPDATE SET agent_url = EXCLUDED.agent_url, agent_token = EXCLUDED.agent_token,
        agent_version = EXCLUDED.agent_version, accel = EXCLUDED.accel, accel_reason = EXCLUDED.accel_reason,
        vcpus = EXCLUDED.vcpus, memory_mib = EXCLUDED.memory_mib, disk_total_bytes = EXCLUDED.disk_total_bytes,
-       disk_free_bytes = EXCLUDED.disk_free_bytes, liveness = 'alive', last_heartbeat_at = now()
+       disk_free_bytes = EXCLUDED.disk_free_bytes, qemu = EXCLUDED.qemu, liveness = 'alive', last_heartbeat_at = now()
      RETURNING id, (xmax = 0) AS created`,
     [
       randomUUID(),
@@ -120,6 +129,7 @@ export async function upsertHost(
       c.memoryMiB,
       c.diskTotalBytes,
       c.diskFreeBytes,
+      input.qemu ? JSON.stringify(input.qemu) : null,
     ],
   );
   return rows[0]!;
@@ -131,19 +141,34 @@ export async function findHostByToken(q: Queryable, agentToken: string): Promise
   return rows[0] ? toHost(rows[0]) : undefined;
 }
 
-/** Records a heartbeat; returns the previous liveness so a revival can be announced. */
+/**
+ * Records a heartbeat; returns the previous liveness so a revival can be announced. A
+ * heartbeat without `qemu` (an agent that predates QEMU reporting) keeps what is recorded.
+ */
 export async function recordHeartbeat(
   q: Queryable,
   hostId: string,
   agentUrl: string,
   c: HostCapacity,
+  qemu?: QemuInfo,
 ): Promise<"alive" | "dead"> {
   const { rows } = await q.query<{ previous: "alive" | "dead" }>(
     `UPDATE hosts h SET agent_url = $2, accel = $3, accel_reason = $4, vcpus = $5, memory_mib = $6,
-       disk_total_bytes = $7, disk_free_bytes = $8, liveness = 'alive', last_heartbeat_at = now()
+       disk_total_bytes = $7, disk_free_bytes = $8, qemu = COALESCE($9::jsonb, h.qemu),
+       liveness = 'alive', last_heartbeat_at = now()
      FROM (SELECT id, liveness AS previous FROM hosts WHERE id = $1 FOR UPDATE) old
      WHERE h.id = old.id RETURNING old.previous`,
-    [hostId, agentUrl, c.accel, c.accelReason, c.vcpus, c.memoryMiB, c.diskTotalBytes, c.diskFreeBytes],
+    [
+      hostId,
+      agentUrl,
+      c.accel,
+      c.accelReason,
+      c.vcpus,
+      c.memoryMiB,
+      c.diskTotalBytes,
+      c.diskFreeBytes,
+      qemu ? JSON.stringify(qemu) : null,
+    ],
   );
   return rows[0]?.previous ?? "alive";
 }

@@ -19,6 +19,7 @@ interface VmRow {
   vcpus: number;
   memory_mib: number;
   kernel_args: string;
+  machine_type: string | null;
   desired_state: "running" | "stopped" | "deleted";
   state: VmState;
   state_reason: string;
@@ -53,6 +54,7 @@ function toVm(row: VmRow): VmRecord {
     vcpus: row.vcpus,
     memoryMiB: row.memory_mib,
     kernelArgs: row.kernel_args,
+    machineType: row.machine_type ?? null,
     desiredState: row.desired_state,
     state: row.state,
     stateReason: row.state_reason,
@@ -114,6 +116,8 @@ export interface NewVm {
   vcpus: number;
   memoryMiB: number;
   kernelArgs: string;
+  /** The concrete machine type (pc-q35-X.Y); undefined leaves it to be recorded at first start. */
+  machineType?: string;
   desiredState: "running" | "stopped";
   hostId: string;
   state: "scheduled" | "stopped";
@@ -123,9 +127,20 @@ export interface NewVm {
 export async function insertVm(q: Queryable, vm: NewVm): Promise<{ id: string; event: ClusterEvent }> {
   const id = randomUUID();
   const { rowCount } = await q.query(
-    `INSERT INTO vms (id, name, image_id, vcpus, memory_mib, kernel_args, desired_state, state, host_id)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (name) DO NOTHING`,
-    [id, vm.name, vm.imageId, vm.vcpus, vm.memoryMiB, vm.kernelArgs, vm.desiredState, vm.state, vm.hostId],
+    `INSERT INTO vms (id, name, image_id, vcpus, memory_mib, kernel_args, desired_state, state, host_id, machine_type)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (name) DO NOTHING`,
+    [
+      id,
+      vm.name,
+      vm.imageId,
+      vm.vcpus,
+      vm.memoryMiB,
+      vm.kernelArgs,
+      vm.desiredState,
+      vm.state,
+      vm.hostId,
+      vm.machineType ?? null,
+    ],
   );
   if (rowCount === 0) {
     throw new NovaError(
@@ -140,9 +155,28 @@ export async function insertVm(q: Queryable, vm: NewVm): Promise<{ id: string; e
     type: "vm.created",
     resourceType: "vm",
     resourceId: id,
-    data: { name: vm.name, state: vm.state, hostId: vm.hostId, desiredState: vm.desiredState },
+    data: {
+      name: vm.name,
+      state: vm.state,
+      hostId: vm.hostId,
+      desiredState: vm.desiredState,
+      machineType: vm.machineType ?? null,
+    },
   });
   return { id, event };
+}
+
+/**
+ * Records the machine type of a VM that has none yet (created before machine types were
+ * recorded); returns the type the VM has afterwards, which is the recorded one if another
+ * writer got there first. A VM's machine type never changes once set.
+ */
+export async function recordMachineType(q: Queryable, vmId: string, machineType: string): Promise<string> {
+  const { rows } = await q.query<{ machine_type: string }>(
+    `UPDATE vms SET machine_type = COALESCE(machine_type, $2) WHERE id = $1 RETURNING machine_type`,
+    [vmId, machineType],
+  );
+  return rows[0]?.machine_type ?? machineType;
 }
 
 /** Optional changes that ride along with a state transition. */
