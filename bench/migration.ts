@@ -6,6 +6,8 @@
  *
  * For each profile and workload, in one run and on one guest, the methods in order:
  *   qemu               QEMU's own transport, one TCP connection
+ *   qemu-multifd       QEMU multifd, 4 channels, no compression (QEMU ≥ 9 detects zero
+ *                      pages in the multifd threads)
  *   qemu-multifd-zstd  QEMU multifd, 4 channels, zstd
  *   dwcp               NovaCron's DWCP relay, the first DWCP migration: the destination's cache is cold
  *   dwcp-again         the same VM again to the same host: the destination cache is warm
@@ -23,8 +25,13 @@
  *   --memory MiB        guest memory (default 1024)
  *   --timeout S         per migration (default 900)
  *   --port N            server port; agents use N+1, N+2 (default 17920)
- *   --json              one JSON object per line instead of the table
+ *   --json              one JSON object per line instead of the table; each carries
+ *                       qemu_version, and one `ratio` line per profile and workload gives
+ *                       dwcp's total over the best QEMU method whose guest passed
+ *
+ * The agents run the system's qemu-system-x86_64 (QEMU 10 after scripts/ensure.mjs).
  */
+import { spawnSync } from "node:child_process";
 import { open, readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { compress } from "zstd-napi";
@@ -42,10 +49,13 @@ const WORKLOADS: Record<string, string> = {
   db: "nc.dirty_mb=512 nc.dirty_rate_mbps=20 nc.mix=zero:20,text:50,random:30",
 };
 const PATTERN = "nc.pattern_seed=5 nc.pattern_mem_mb=16 nc.pattern_disk_mb=16 nc.verify_every=3";
-const METHODS = ["qemu", "qemu-multifd-zstd", "dwcp", "dwcp-again", "bound"] as const;
+const METHODS = ["qemu", "qemu-multifd", "qemu-multifd-zstd", "dwcp", "dwcp-again", "bound"] as const;
+/** The methods that use only QEMU's own transport: the baselines DWCP is compared with. */
+const QEMU_METHODS: readonly Method[] = ["qemu", "qemu-multifd", "qemu-multifd-zstd"];
 type Method = (typeof METHODS)[number];
 
 interface Row {
+  qemu_version: string;
   profile: string;
   workload: string;
   method: Method;
@@ -90,6 +100,13 @@ const memoryMiB = Number(values.memory);
 const timeoutS = Number(values.timeout);
 const port = Number(values.port);
 const log = (msg: string) => process.stderr.write(`${msg}\n`);
+
+/** The version the agents' QEMU reports ("10.0.2"), or "unknown". */
+function qemuVersion(): string {
+  const out = spawnSync("qemu-system-x86_64", ["--version"], { encoding: "utf8" }).stdout ?? "";
+  return /version (\d+\.\d+\.\d+)/.exec(out)?.[1] ?? "unknown";
+}
+const QEMU_VERSION = qemuVersion();
 
 /** Bytes the data-plane interface of a site has sent and received (both directions of the link). */
 async function linkBytes(link: WanLink): Promise<number> {
@@ -147,6 +164,7 @@ async function main(): Promise<void> {
   }
   const manifest = await guestImageManifest();
   const rows: Row[] = [];
+  const ratios: Ratio[] = [];
   for (const profile of profiles) {
     const link = await WanLink.create({ spec: profile, management: true });
     const net = link.management!;
@@ -270,6 +288,7 @@ async function main(): Promise<void> {
           log(`${profile} ${workload} ${method}: migrating...`);
           const r = await migrate(options);
           const row: Row = {
+            qemu_version: QEMU_VERSION,
             profile: link.spec.name,
             workload,
             method,
@@ -311,6 +330,8 @@ async function main(): Promise<void> {
 
         for (const method of methods) {
           if (method === "qemu") await measured(method, { transport: "qemu" });
+          else if (method === "qemu-multifd")
+            await measured(method, { transport: "qemu", multifdChannels: 4 });
           else if (method === "qemu-multifd-zstd")
             await measured(method, { transport: "qemu", multifdChannels: 4, multifdCompression: "zstd" });
           else if (method === "dwcp") {
@@ -322,6 +343,7 @@ async function main(): Promise<void> {
             await measured(method, { transport: "dwcp" });
           } else if (method === "bound") {
             const row: Row = {
+              qemu_version: QEMU_VERSION,
               profile: link.spec.name,
               workload,
               method,
@@ -338,6 +360,9 @@ async function main(): Promise<void> {
             if (values.json) console.log(JSON.stringify(row));
           }
         }
+        const ratio = ratioRow(rows, link.spec.name, workload);
+        if (values.json) console.log(JSON.stringify(ratio));
+        else ratios.push(ratio);
         await remove();
       }
     } finally {
@@ -345,7 +370,55 @@ async function main(): Promise<void> {
       await link.close();
     }
   }
-  if (!values.json) printRows(rows);
+  if (!values.json) {
+    printRows(rows);
+    printTable(
+      ["profile", "workload", "dwcp s", "best QEMU method", "its s", "dwcp / best QEMU"],
+      ratios.map((r) => [
+        r.profile,
+        r.workload,
+        r.dwcp_s?.toFixed(1) ?? "-",
+        r.best_qemu_method ?? "-",
+        r.best_qemu_s?.toFixed(1) ?? "-",
+        r.ratio?.toFixed(2) ?? "-",
+      ]),
+    );
+  }
+}
+
+/** dwcp's total over the fastest QEMU-only method of one profile and workload. */
+interface Ratio {
+  kind: "ratio";
+  qemu_version: string;
+  profile: string;
+  workload: string;
+  dwcp_s: number | null;
+  best_qemu_method: string | null;
+  best_qemu_s: number | null;
+  ratio: number | null;
+}
+
+/**
+ * Only completed runs whose guest passed count: a faster migration that delivers a broken
+ * guest is no baseline, and a dwcp run that broke its guest has no ratio.
+ */
+function ratioRow(rows: Row[], profile: string, workload: string): Ratio {
+  const mine = rows.filter((r) => r.profile === profile && r.workload === workload);
+  const ok = (r: Row) => r.total_s !== null && r.guest_pass === true;
+  const dwcp = mine.find((r) => r.method === "dwcp" && ok(r));
+  const best = mine
+    .filter((r) => QEMU_METHODS.includes(r.method) && ok(r))
+    .sort((a, b) => a.total_s! - b.total_s!)[0];
+  return {
+    kind: "ratio",
+    qemu_version: QEMU_VERSION,
+    profile,
+    workload,
+    dwcp_s: dwcp?.total_s ?? null,
+    best_qemu_method: best?.method ?? null,
+    best_qemu_s: best?.total_s ?? null,
+    ratio: dwcp && best ? Number((dwcp.total_s! / best.total_s!).toFixed(3)) : null,
+  };
 }
 
 function printRows(rows: Row[]): void {

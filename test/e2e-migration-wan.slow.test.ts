@@ -8,8 +8,9 @@
  * destination cache is detected, never yields wrong data, and a retry completes. Skips
  * when not root.
  *
- * The guest runs without its memory dirtier: under TCG, QEMU 7.2 loses guest writes in
- * pre-copy migrations that need several passes (docs/migration.md, "Busy guests under TCG").
+ * The guest runs its memory dirtier, so capped migrations take several pre-copy passes;
+ * its integrity is judged after every one (QEMU 10: 7.2 under TCG corrupted such guests,
+ * docs/migration.md).
  */
 import { execFile } from "node:child_process";
 import { open, readdir } from "node:fs/promises";
@@ -27,7 +28,8 @@ if (unavailable) console.warn(`Skipping the WAN migration suite: ${unavailable}`
 
 const PORT = 17780;
 const DWCP_PORT = { "wan-a": 17791, "wan-b": 17792 } as const;
-const GUEST = "nc.pattern_seed=21 nc.pattern_mem_mb=8 nc.pattern_disk_mb=8 nc.verify_every=2";
+const GUEST =
+  "nc.pattern_seed=21 nc.pattern_mem_mb=8 nc.pattern_disk_mb=8 nc.verify_every=2 nc.dirty_mb=32 nc.dirty_rate_mbps=1";
 
 interface MigrationBody {
   id: string;
@@ -154,29 +156,6 @@ describe.skipIf(unavailable !== null)(
       return seqs.filter(Number.isFinite).at(-1) ?? 0;
     }
 
-    /** Heartbeats after `before` and no boot since: the guest goes on. */
-    async function guestAlive(before: number): Promise<boolean> {
-      const ok = await waitFor(async () => ((await lastHeartbeat()) > before + 2 ? true : undefined), {
-        timeoutMs: 20_000,
-        what: "heartbeats",
-      }).catch(() => false);
-      const lines = await c.console("w", 400);
-      const at = lines.findLastIndex((l) => l.startsWith(`NC-HEARTBEAT seq=${before} `));
-      return ok && at !== -1 && !lines.slice(at + 1).some((l) => l.startsWith("NC-READY"));
-    }
-
-    /** A guest the TCG defect left hung or rebooted gets a clean boot for the next tests. */
-    async function rebootGuest(): Promise<void> {
-      console.log("the guest did not survive under TCG; restarting it for the next tests");
-      const res = await c.api("POST", "/v1/vms/w/restart");
-      expect(res.status, JSON.stringify(res.body)).toBeLessThan(300);
-      await c.waitVmState("w", "running", 120_000);
-      await waitFor(async () => ((await lastHeartbeat()) > 2 ? true : undefined), {
-        timeoutMs: 120_000,
-        what: "heartbeats after the restart",
-      });
-    }
-
     async function runningOnceOn(host: string): Promise<void> {
       const vm = (await c.waitVmState("w", "running", 60_000)) as { host: string; id: string };
       expect(vm.host).toBe(host);
@@ -260,16 +239,9 @@ describe.skipIf(unavailable !== null)(
       const done = await end(m.id);
       expect(done.state, done.stateReason).toBe("completed");
       await runningOnceOn(to);
-      // The destination resumed only after the relay verified the whole stream (SHA-256).
-      // Capped at 4 MiB/s this guest needs several pre-copy passes, after which QEMU 7.2
-      // under TCG may deliver it corrupted with no relay involved (docs/migration.md, "Busy
-      // guests under TCG"); there the guest is checked only under KVM.
-      const host = (await c.api<{ accel: string }>("GET", `/v1/hosts/${to}`)).body;
-      if (host.accel === "tcg" && (done.progress.pass ?? 0) > 2) {
-        console.log(`guest check skipped after ${done.progress.pass} dirty syncs under TCG`);
-        if (!(await guestAlive(before))) await rebootGuest();
-        return;
-      }
+      // The destination resumed only after the relay verified the whole stream (SHA-256);
+      // capped at 4 MiB/s with the dirtier running this took several pre-copy passes.
+      console.log(`connection reset: completed after ${done.progress.pass} dirty syncs`);
       await expectGuestIntact(before);
     });
 

@@ -26,9 +26,9 @@ const USAGE = `Usage: npm run demo -- [--once] [--port N] [--data-dir DIR]
 
 const VM_NAME = "demo-vm";
 const WAN_VM = "demo-wan";
-// No memory dirtier across the WAN: under TCG, QEMU 7.2 loses guest writes in pre-copy
-// migrations that need several passes (docs/migration.md, "Busy guests under TCG").
-const WAN_WORKLOAD = "nc.pattern_seed=2027 nc.pattern_mem_mb=8 nc.pattern_disk_mb=8 nc.verify_every=3";
+// A busy guest across the WAN too: its dirtier makes pre-copy take several passes.
+const WAN_WORKLOAD =
+  "nc.dirty_mb=32 nc.dirty_rate_mbps=1 nc.pattern_seed=2027 nc.pattern_mem_mb=8 nc.pattern_disk_mb=8 nc.verify_every=3";
 const WORKLOAD =
   "nc.dirty_mb=32 nc.dirty_rate_mbps=4 nc.mix=zero:30,text:40,random:30 nc.pattern_seed=2026 nc.pattern_mem_mb=8 nc.pattern_disk_mb=8 nc.verify_every=5";
 
