@@ -151,7 +151,8 @@ const QEMU72_DIR = path.join(root, ".cache", "qemu-7.2");
  */
 function ensureQemu72() {
   const wrapper = path.join(QEMU72_DIR, "qemu-system-x86_64");
-  if (existsSync(wrapper)) return;
+  const tcg = path.join(QEMU72_DIR, "root/usr/lib/x86_64-linux-gnu/qemu/accel-tcg-x86_64.so");
+  if (existsSync(wrapper) && existsSync(tcg)) return;
   const madison = spawnSync("apt-cache", ["madison", "qemu-system-x86"], { encoding: "utf8" });
   const version = (madison.stdout ?? "")
     .split("\n")
@@ -167,7 +168,12 @@ function ensureQemu72() {
     .split("\n")
     .map((l) => l.split("|")[1]?.trim())
     .find((v) => v?.startsWith("1.16.2"));
-  const pkgs = [`qemu-system-x86=${version}`, `qemu-system-data=${dataVersion}`];
+  // qemu-system-common carries 7.2's modules, TCG's accelerator among them.
+  const pkgs = [
+    `qemu-system-x86=${version}`,
+    `qemu-system-common=${version}`,
+    `qemu-system-data=${dataVersion}`,
+  ];
   if (seabios) pkgs.push(`seabios=${seabios}`);
   log(`unpacking QEMU ${version} into ${path.relative(root, QEMU72_DIR)} (compatibility suite)`);
   const tmp = `${QEMU72_DIR}.tmp`;
