@@ -231,11 +231,10 @@ export class MigrationOrchestrator {
         await this.pollUntil(m, source, vmId, "memory", (st) => {
           const mem = st.memory;
           // Post-copy only when asked for (a failure after the switch loses the VM). It is
-          // started during the first pre-copy pass: starting it after a later pass (after
-          // dirty-bitmap syncs) corrupted guest memory in our tests on QEMU 7.2 under TCG —
-          // the guest kernel panicked on the target — while a first-pass switch arrives
-          // intact (test/e2e-migration.slow.test.ts): the VM stops before QEMU's second
-          // dirty-bitmap sync. See docs/migration.md, "Busy guests under TCG".
+          // started during the first pre-copy pass: a later switch gains nothing for a
+          // guest that cannot converge, and on QEMU 7.2 under TCG it corrupted guest memory
+          // (the VM must stop before QEMU's second dirty-bitmap sync there). See
+          // docs/migration.md, "Busy guests under TCG".
           if (tuning.postcopy && !postcopyAsked && mem?.status === "active" && mem.pass >= 1) {
             postcopyAsked = true;
             void this.retrying(m, () =>
