@@ -71,16 +71,24 @@ export class NbdRelaySource {
     return this.lastError;
   }
 
-  /** Counters summed over every connection so far. */
-  stats(): Pick<RelayStats, "logicalBytes" | "wireBytes" | "pages"> & { connections: number } {
+  /**
+   * Counters summed over every connection so far; `fallbacks` holds why a connection's
+   * splitter stopped interpreting (its writes then travel verbatim, still correct).
+   */
+  stats(): Pick<RelayStats, "logicalBytes" | "wireBytes" | "pages"> & {
+    connections: number;
+    fallbacks: string[];
+  } {
     const sum = {
       connections: this.connections,
       logicalBytes: 0,
       wireBytes: 0,
       pages: { total: 0, zero: 0, ref: 0, delta: 0, full: 0 },
+      fallbacks: [] as string[],
     };
     for (const r of this.relays) {
       const s = r.stats();
+      if (s.parserMode === "fallback") sum.fallbacks.push(s.parserReason ?? "fallback");
       sum.logicalBytes += s.logicalBytes;
       sum.wireBytes += s.wireBytes;
       for (const k of ["total", "zero", "ref", "delta", "full"] as const) sum.pages[k] += s.pages[k];

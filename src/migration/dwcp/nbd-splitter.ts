@@ -6,24 +6,34 @@
  * sent for that disk offset. Page number = byte offset / 4096.
  *
  * The subset of the NBD protocol relied on (docs/migration-stream.md, "NBD"), fixed
- * newstyle negotiation as QEMU 7.2 speaks it:
+ * newstyle negotiation as QEMU 7.2 and 10.0 speak it:
  *   client flags      u32
  *   option            "IHAVEOPT" u64, option u32, length u32, `length` bytes
  *   request           magic 0x25609513 u32, flags u16, type u16, cookie u64,
- *                     offset u64, length u32; NBD_CMD_WRITE (1) then `length` bytes
- * Writes whose offset or length is not a multiple of 4096 pass verbatim. Anything else
- * (extended headers, an unknown magic) ends interpretation: the rest of the connection
- * passes verbatim ("fallback"). Like the migration stream's parser, it never changes a
- * byte: understanding only decides which bytes become pages.
+ *                     offset u64, length u32
+ *   extended request  magic 0x21e41c71 u32, the same fields but length u64 (QEMU ≥ 8.2
+ *                     once NBD_OPT_EXTENDED_HEADERS was accepted)
+ * A request carries `length` bytes of payload when it is NBD_CMD_WRITE (1), or, in the
+ * extended form, when it has NBD_CMD_FLAG_PAYLOAD_LEN (QEMU's client never sets it, but a
+ * server reads the payload whatever the command). Writes whose offset or length is not a
+ * multiple of 4096 pass verbatim. Anything else (an unknown magic, such as TLS after
+ * STARTTLS) ends interpretation: the rest of the connection passes verbatim ("fallback").
+ * Like the migration stream's parser, it never changes a byte: understanding only decides
+ * which bytes become pages.
  */
 import type { SplitEvent, StreamSplitter } from "./splitter.js";
 
 const PAGE = 4096;
 const OPT_MAGIC = Buffer.from("IHAVEOPT", "latin1");
 const REQUEST_MAGIC = 0x25609513;
+const EXTENDED_REQUEST_MAGIC = 0x21e41c71;
 const CMD_WRITE = 1;
+const CMD_FLAG_PAYLOAD_LEN = 1 << 5;
 const OPTION_HEADER = 16;
 const REQUEST_HEADER = 28;
+const EXTENDED_REQUEST_HEADER = 32;
+/** Offsets and lengths are followed as numbers; QEMU's are far below (32 MiB requests). */
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
 enum S {
   CLIENT_FLAGS,
@@ -37,16 +47,27 @@ enum S {
 /** Counters of an NBD connection. */
 export interface NbdSplitStats {
   requests: number;
+  /** Requests in the extended form (64-bit length). */
+  extendedRequests: number;
   writes: number;
   /** Write bytes that went out as pages. */
   pageBytes: number;
   /** Write bytes passed verbatim (unaligned writes). */
   verbatimWriteBytes: number;
+  /** Payload bytes of other commands (NBD_CMD_FLAG_PAYLOAD_LEN), passed verbatim. */
+  otherPayloadBytes: number;
 }
 
 /** Incremental splitter of one NBD client stream. */
 export class NbdRequestSplitter implements StreamSplitter {
-  readonly stats: NbdSplitStats = { requests: 0, writes: 0, pageBytes: 0, verbatimWriteBytes: 0 };
+  readonly stats: NbdSplitStats = {
+    requests: 0,
+    extendedRequests: 0,
+    writes: 0,
+    pageBytes: 0,
+    verbatimWriteBytes: 0,
+    otherPayloadBytes: 0,
+  };
   readonly formatZeroPages = 0;
   private state = S.CLIENT_FLAGS;
   /** Bytes of an unfinished header or page. */
@@ -126,25 +147,8 @@ export class NbdRequestSplitter implements StreamSplitter {
 
   private record(b: Buffer, out: SplitEvent[]): number {
     if (b.length < 4) return 0;
-    if (b.readUInt32BE(0) === REQUEST_MAGIC) {
-      if (b.length < REQUEST_HEADER) return 0;
-      this.stats.requests++;
-      out.push({ kind: "bytes", data: b.subarray(0, REQUEST_HEADER) });
-      if (b.readUInt16BE(6) !== CMD_WRITE) return REQUEST_HEADER;
-      this.stats.writes++;
-      const offset = Number(b.readBigUInt64BE(16));
-      const length = b.readUInt32BE(24);
-      if (length === 0) return REQUEST_HEADER;
-      this.left = length;
-      if (offset % PAGE === 0 && length % PAGE === 0) {
-        this.pageNo = offset / PAGE;
-        this.state = S.WRITE_PAGES;
-      } else {
-        this.stats.verbatimWriteBytes += length;
-        this.state = S.VERBATIM_PAYLOAD;
-      }
-      return REQUEST_HEADER;
-    }
+    const magic = b.readUInt32BE(0);
+    if (magic === REQUEST_MAGIC || magic === EXTENDED_REQUEST_MAGIC) return this.request(b, out);
     if (b.length < OPT_MAGIC.length) return 0;
     if (b.subarray(0, OPT_MAGIC.length).equals(OPT_MAGIC)) {
       if (b.length < OPTION_HEADER) return 0;
@@ -153,8 +157,43 @@ export class NbdRequestSplitter implements StreamSplitter {
       if (this.left > 0) this.state = S.OPTION_DATA;
       return OPTION_HEADER;
     }
-    this.state = S.OPAQUE;
-    this.why = `unknown NBD record magic 0x${b.readUInt32BE(0).toString(16)} after ${this.stats.requests} requests`;
+    this.stop(`unknown NBD record magic 0x${magic.toString(16)}`);
     return this.step(b, out);
+  }
+
+  private request(b: Buffer, out: SplitEvent[]): number {
+    const extended = b.readUInt32BE(0) === EXTENDED_REQUEST_MAGIC;
+    const size = extended ? EXTENDED_REQUEST_HEADER : REQUEST_HEADER;
+    if (b.length < size) return 0;
+    this.stats.requests++;
+    if (extended) this.stats.extendedRequests++;
+    out.push({ kind: "bytes", data: b.subarray(0, size) });
+    const flags = b.readUInt16BE(4);
+    const write = b.readUInt16BE(6) === CMD_WRITE;
+    const offset = b.readBigUInt64BE(16);
+    const length = extended ? b.readBigUInt64BE(24) : BigInt(b.readUInt32BE(24));
+    if (write) this.stats.writes++;
+    if (!write && !(extended && (flags & CMD_FLAG_PAYLOAD_LEN) !== 0)) return size;
+    if (length === 0n) return size;
+    if (length > MAX_SAFE || offset > MAX_SAFE) {
+      this.stop(`NBD request at ${offset} of ${length} bytes`);
+      return size;
+    }
+    this.left = Number(length);
+    if (write && offset % BigInt(PAGE) === 0n && length % BigInt(PAGE) === 0n) {
+      this.pageNo = Number(offset) / PAGE;
+      this.state = S.WRITE_PAGES;
+    } else {
+      if (write) this.stats.verbatimWriteBytes += this.left;
+      else this.stats.otherPayloadBytes += this.left;
+      this.state = S.VERBATIM_PAYLOAD;
+    }
+    return size;
+  }
+
+  /** Stops interpreting: everything from the current position on passes verbatim. */
+  private stop(why: string): void {
+    this.state = S.OPAQUE;
+    this.why = `${why} after ${this.stats.requests} requests`;
   }
 }

@@ -1,8 +1,9 @@
 /**
  * The migration relay end to end inside one process: a DWCP session over loopback, the
- * recorded QEMU 7.2 stream written into the source relay's socket as QEMU would, and a
- * plain TCP server standing in for the destination QEMU's incoming socket. The real-QEMU
- * version is test/migration-dwcp.slow.test.ts.
+ * recorded QEMU 7.2 and 10.0 streams (and NBD mirror clients) written into the source
+ * relay's socket as QEMU would, and a plain TCP server standing in for the destination
+ * QEMU's incoming socket (or NBD export). The real-QEMU version is
+ * test/migration-dwcp.slow.test.ts.
  */
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
@@ -22,9 +23,8 @@ import { NbdRelaySource, NbdRelayTarget } from "./nbd-relay.js";
 import { MigrationRelaySource } from "./relay-source.js";
 import { MigrationRelayTarget } from "./relay-target.js";
 import { connectLocal, type LocalEndpoint, listenLocal } from "./socket-io.js";
-import { fixtureLayout, readFixture } from "./stream-fixture.test-util.js";
+import { fixtureLayout, NBD_FIXTURES, STREAM_FIXTURES } from "./stream-fixture.test-util.js";
 
-const fixture = readFixture();
 const sha = (b: Buffer): string => createHash("sha256").update(b).digest("hex");
 
 let dir: string;
@@ -81,7 +81,7 @@ async function fakeOutgoing(ep: LocalEndpoint, data: Buffer, returned?: Buffer[]
   await new Promise<void>((resolve) => s.end(resolve));
 }
 
-async function migrate(cache: PageCache | null, label: string) {
+async function migrate(fixture: Buffer, cache: PageCache | null, label: string) {
   const incoming = await fakeIncoming(Buffer.from("RP"));
   const target = new MigrationRelayTarget({ router, label, qemu: incoming.endpoint, cache });
   const source = await MigrationRelaySource.start({ session: src, label });
@@ -91,10 +91,12 @@ async function migrate(cache: PageCache | null, label: string) {
   return { s, t, got, returned: Buffer.concat(returned) };
 }
 
-describe("migration relay over DWCP (recorded QEMU 7.2 stream, in-process)", () => {
+describe.each(STREAM_FIXTURES)("migration relay over DWCP (recorded $qemu stream, in-process)", (fx) => {
+  const fixture = fx.data;
+
   it("rebuilds the stream byte for byte, pages through HDE, return path back, verified end to end", async () => {
     const cache = new PageCache(path.join(dir, "cache"), 64 << 20);
-    const { s, t, got, returned } = await migrate(cache, "mig");
+    const { s, t, got, returned } = await migrate(fixture, cache, "mig");
     expect(sha(got)).toBe(sha(fixture));
     expect(returned.toString()).toBe("RP");
     expect(s.stats.logicalBytes).toBe(fixture.length);
@@ -110,8 +112,8 @@ describe("migration relay over DWCP (recorded QEMU 7.2 stream, in-process)", () 
 
   it("sends references the second time: the destination cache is warm", async () => {
     const cache = new PageCache(path.join(dir, "cache"), 64 << 20);
-    const first = await migrate(cache, "mig-1");
-    const second = await migrate(cache, "mig-2");
+    const first = await migrate(fixture, cache, "mig-1");
+    const second = await migrate(fixture, cache, "mig-2");
     expect(sha(second.got)).toBe(sha(fixture));
     expect(first.s.stats.pages.full + first.s.stats.pages.delta).toBeGreaterThan(0);
     expect(second.s.stats.pages.ref).toBe(second.s.stats.pages.total - second.s.stats.pages.zero);
@@ -122,7 +124,7 @@ describe("migration relay over DWCP (recorded QEMU 7.2 stream, in-process)", () 
   it("fails safe when the destination cache lost pages it announced: nothing wrong reaches QEMU", async () => {
     const cachePath = path.join(dir, "cache");
     const cache = new PageCache(cachePath, 64 << 20);
-    await migrate(cache, "warm");
+    await migrate(fixture, cache, "warm");
     cache.close();
     // Overwrite every cached page on disk: the index still announces them.
     const fd = openSync(path.join(cachePath, "pages.dat"), "r+");
@@ -150,12 +152,12 @@ describe("migration relay over DWCP (recorded QEMU 7.2 stream, in-process)", () 
     ["an unknown live section (the splitter falls back to opaque)", "unknown"],
     ["a truncated stream (QEMU's connection ended mid-page)", "truncated"],
   ])("carries %s byte for byte", async (_what, kind) => {
-    const { ramEnd } = fixtureLayout(fixture);
+    const { ramEnd, firstPart } = fixtureLayout(fixture);
     const foo = Buffer.from([0x01, 0, 0, 0, 9, 3, 0x66, 0x6f, 0x6f, 0, 0, 0, 0, 0, 0, 0, 1]);
     const data =
       kind === "unknown"
         ? Buffer.concat([fixture.subarray(0, ramEnd), foo, fixture.subarray(ramEnd)])
-        : fixture.subarray(0, fixture.indexOf(Buffer.from([0x7e, 0, 0, 0, 2, 0x02])) + 5 + 5 + 8 + 7 + 2000);
+        : fixture.subarray(0, firstPart + 5 + 8 + 7 + 2000);
     const incoming = await fakeIncoming();
     const target = new MigrationRelayTarget({ router, label: kind, qemu: incoming.endpoint, cache: null });
     const source = await MigrationRelaySource.start({ session: src, label: kind });
@@ -173,7 +175,9 @@ describe("migration relay over DWCP (recorded QEMU 7.2 stream, in-process)", () 
       expect(s.truncated).toBe(true);
     }
   });
+});
 
+describe("NBD relay over DWCP (in-process)", () => {
   it("keeps what the destination sends before the stream's socket is attached (an NBD greeting)", async () => {
     const greeting = Buffer.from("NBDMAGIC-greeting", "latin1");
     const { server, endpoint } = await listenLocal({ port: 0 }, (s: Socket) => {
@@ -211,63 +215,98 @@ describe("migration relay over DWCP (recorded QEMU 7.2 stream, in-process)", () 
     server.close();
   });
 
-  it("relays NBD connections and sends disk blocks the destination caches as references", async () => {
-    // A stand-in NBD server: greets first (as NBD servers do), then records what it is sent.
-    const greeting = Buffer.from("NBDMAGICIHAVEOPT\u0000\u0003", "latin1");
+  it.each([
+    ["compact", false],
+    ["extended (QEMU ≥ 8.2 client and server)", true],
+  ])(
+    "relays NBD connections (%s requests) and sends disk blocks the destination caches as references",
+    async (_form, extended) => {
+      // A stand-in NBD server: greets first (as NBD servers do), then records what it is sent.
+      const greeting = Buffer.from("NBDMAGICIHAVEOPT\u0000\u0003", "latin1");
+      const received: Promise<Buffer>[] = [];
+      const { server, endpoint } = await listenLocal({ port: 0 }, (s: Socket) => {
+        s.write(greeting);
+        const parts: Buffer[] = [];
+        s.on("data", (d: Buffer) => parts.push(d));
+        received.push(new Promise((r) => s.on("end", () => r(Buffer.concat(parts)))));
+        s.on("end", () => s.end());
+      });
+      const cache = new PageCache(path.join(dir, "cache"), 64 * 1024 * 1024);
+      const history = new PageHistory(new PageCache(path.join(dir, "history"), 64 * 1024 * 1024));
+      // One inventory for the session, shared by every connection's sender.
+      const inventorySent = router.take("inv").then((ch) => sendInventory(ch, cache));
+      const mirror = await readInventory(src.openChannel("inv"), { slack: 16 });
+      await inventorySent;
+      const target = new NbdRelayTarget({ router, target: endpoint, cache, announce: false });
+      const relay = await NbdRelaySource.start({ session: src, mirror, history });
+
+      const disk = Buffer.concat([
+        randomBytes(512 * 1024),
+        Buffer.alloc(128 * 1024),
+        randomBytes(384 * 1024),
+      ]);
+      const writeReq = Buffer.alloc(extended ? 32 : 28);
+      writeReq.writeUInt32BE(extended ? 0x21e41c71 : 0x25609513, 0);
+      writeReq.writeUInt16BE(1, 6);
+      writeReq.writeBigUInt64BE(1n << 20n, 16);
+      if (extended) writeReq.writeBigUInt64BE(BigInt(disk.length), 24);
+      else writeReq.writeUInt32BE(disk.length, 24);
+      const clientStream = Buffer.concat([Buffer.from([0, 0, 0, 1]), writeReq, disk]);
+      const connect = async (): Promise<Buffer> => {
+        const s = await connectLocal(relay.endpoint);
+        const back: Buffer[] = [];
+        const greeted = new Promise<void>((r) =>
+          s.on("data", (d: Buffer) => {
+            back.push(d);
+            if (Buffer.concat(back).length >= greeting.length) r();
+          }),
+        );
+        await greeted;
+        const ended = new Promise<void>((r) => s.on("end", () => r()));
+        s.end(clientStream);
+        await ended;
+        return Buffer.concat(back);
+      };
+      expect((await connect()).equals(greeting)).toBe(true);
+      const first = relay.stats();
+      expect((await received[0])!.equals(clientStream)).toBe(true);
+      expect((await connect()).equals(greeting)).toBe(true);
+      expect((await received[1])!.equals(clientStream)).toBe(true);
+      await relay.close();
+      await target.idle();
+      expect(target.error).toBeNull();
+      expect(relay.error).toBeNull();
+      const both = relay.stats();
+      expect(first.pages).toMatchObject({ total: 256, zero: 32, full: 224, ref: 0 });
+      expect(both.fallbacks).toEqual([]);
+      expect(first.wireBytes).toBeGreaterThan(896 * 1024);
+      // The second time every non-zero block is in the destination's cache.
+      expect(both.pages.ref - first.pages.ref).toBe(224);
+      expect(both.wireBytes - first.wireBytes).toBeLessThan(first.wireBytes * 0.05);
+      server.close();
+    },
+  );
+
+  it.each(NBD_FIXTURES)("relays $qemu's recorded mirror client: its aligned writes as pages", async (fx) => {
     const received: Promise<Buffer>[] = [];
     const { server, endpoint } = await listenLocal({ port: 0 }, (s: Socket) => {
-      s.write(greeting);
       const parts: Buffer[] = [];
       s.on("data", (d: Buffer) => parts.push(d));
       received.push(new Promise((r) => s.on("end", () => r(Buffer.concat(parts)))));
       s.on("end", () => s.end());
     });
-    const cache = new PageCache(path.join(dir, "cache"), 64 * 1024 * 1024);
-    const history = new PageHistory(new PageCache(path.join(dir, "history"), 64 * 1024 * 1024));
-    // One inventory for the session, shared by every connection's sender.
-    const inventorySent = router.take("inv").then((ch) => sendInventory(ch, cache));
-    const mirror = await readInventory(src.openChannel("inv"), { slack: 16 });
-    await inventorySent;
-    const target = new NbdRelayTarget({ router, target: endpoint, cache, announce: false });
-    const relay = await NbdRelaySource.start({ session: src, mirror, history });
-
-    const disk = Buffer.concat([randomBytes(512 * 1024), Buffer.alloc(128 * 1024), randomBytes(384 * 1024)]);
-    const writeReq = Buffer.alloc(28);
-    writeReq.writeUInt32BE(0x25609513, 0);
-    writeReq.writeUInt16BE(1, 6);
-    writeReq.writeBigUInt64BE(1n << 20n, 16);
-    writeReq.writeUInt32BE(disk.length, 24);
-    const clientStream = Buffer.concat([Buffer.from([0, 0, 0, 1]), writeReq, disk]);
-    const connect = async (): Promise<Buffer> => {
-      const s = await connectLocal(relay.endpoint);
-      const back: Buffer[] = [];
-      const greeted = new Promise<void>((r) =>
-        s.on("data", (d: Buffer) => {
-          back.push(d);
-          if (Buffer.concat(back).length >= greeting.length) r();
-        }),
-      );
-      await greeted;
-      const ended = new Promise<void>((r) => s.on("end", () => r()));
-      s.end(clientStream);
-      await ended;
-      return Buffer.concat(back);
-    };
-    expect((await connect()).equals(greeting)).toBe(true);
-    const first = relay.stats();
-    expect((await received[0])!.equals(clientStream)).toBe(true);
-    expect((await connect()).equals(greeting)).toBe(true);
-    expect((await received[1])!.equals(clientStream)).toBe(true);
+    const target = new NbdRelayTarget({ router, target: endpoint, cache: null });
+    const relay = await NbdRelaySource.start({ session: src });
+    await fakeOutgoing(relay.endpoint, fx.data);
     await relay.close();
     await target.idle();
-    expect(target.error).toBeNull();
     expect(relay.error).toBeNull();
-    const both = relay.stats();
-    expect(first.pages).toMatchObject({ total: 256, zero: 32, full: 224, ref: 0 });
-    expect(first.wireBytes).toBeGreaterThan(896 * 1024);
-    // The second time every non-zero block is in the destination's cache.
-    expect(both.pages.ref - first.pages.ref).toBe(224);
-    expect(both.wireBytes - first.wireBytes).toBeLessThan(first.wireBytes * 0.05);
+    expect(target.error).toBeNull();
+    expect(sha(await received[0]!)).toBe(sha(fx.data));
+    const stats = relay.stats();
+    expect(stats.fallbacks).toEqual([]);
+    expect(stats.logicalBytes).toBe(fx.data.length);
+    expect(stats.pages.total).toBe(fx.pageNos.length);
     server.close();
   });
 });

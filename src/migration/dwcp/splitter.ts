@@ -25,7 +25,7 @@ export interface StreamSplitter {
   readonly formatZeroPages: number;
 }
 
-/** QEMU 7.2's outgoing migration stream. */
+/** QEMU's outgoing migration stream (7.2 and 10.0). */
 export class QemuStreamSplitter implements StreamSplitter {
   private readonly parser = new MigrationStreamParser();
 

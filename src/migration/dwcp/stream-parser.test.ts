@@ -1,15 +1,13 @@
 /**
- * The migration stream splitter on a recorded QEMU 7.2 stream and on edited copies of it:
- * every byte comes out exactly once whatever the chunking or the damage, pages are found
- * where QEMU put them, and anything unexpected turns the rest of the stream opaque.
+ * The migration stream splitter on recorded QEMU 7.2 and 10.0 streams and on edited
+ * copies of them: every byte comes out exactly once whatever the chunking or the damage,
+ * pages are found where QEMU put them, and anything unexpected turns the rest of the
+ * stream opaque.
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { be64, fixtureLayout, readFixture } from "./stream-fixture.test-util.js";
+import { be64, command, fixtureLayout, STREAM_FIXTURES } from "./stream-fixture.test-util.js";
 import { MigrationStreamParser, type StreamEvent } from "./stream-parser.js";
-
-const fixture = readFixture();
-const layout = fixtureLayout(fixture);
 
 interface Run {
   events: StreamEvent[];
@@ -40,11 +38,14 @@ function parse(data: Buffer, cuts: number[] = []): Run {
 const joined = (r: Run): Buffer => Buffer.concat(r.events.map((e) => e.data));
 const pages = (r: Run) => r.events.filter((e) => e.kind === "page");
 
-describe("MigrationStreamParser on a recorded QEMU 7.2 stream", () => {
+describe.each(STREAM_FIXTURES)("MigrationStreamParser on a recorded $qemu stream", (fx) => {
+  const fixture = fx.data;
+  const layout = fixtureLayout(fixture);
+
   it("finds the RAM pages and hands every other byte out verbatim", () => {
     const r = parse(fixture);
     expect(joined(r).equals(fixture)).toBe(true);
-    expect(r.parser.machine).toBe("pc-q35-7.2");
+    expect(r.parser.machine).toBe(fx.machine);
     expect(r.parser.ramBlocks.map((b) => b.name)).toEqual([
       "pc.ram",
       "/rom@etc/acpi/tables",
@@ -54,7 +55,14 @@ describe("MigrationStreamParser on a recorded QEMU 7.2 stream", () => {
       "/rom@etc/acpi/rsdp",
     ]);
     expect(pages(r)).toHaveLength(10);
-    expect(r.parser.stats).toMatchObject({ pages: 10, zeroPages: 30, ramSections: 3, pageBytes: 40960 });
+    expect(r.parser.stats).toMatchObject({
+      pages: 10,
+      zeroPages: 30,
+      ramSections: 3,
+      pageBytes: 40960,
+      commands: fx.commands,
+      multifdFlushes: 0,
+    });
     for (const p of pages(r)) {
       if (p.kind !== "page") continue;
       expect(p.block).toBe("pc.ram");
@@ -129,7 +137,14 @@ describe("MigrationStreamParser on a recorded QEMU 7.2 stream", () => {
   });
 });
 
-describe("MigrationStreamParser fail-safe", () => {
+describe.each(STREAM_FIXTURES)("MigrationStreamParser fail-safe ($qemu stream)", (fx) => {
+  const fixture = fx.data;
+  const layout = fixtureLayout(fixture);
+  /** Just after the first page record's data (the record that names pc.ram). */
+  const afterFirstPage = fixture.indexOf(parse(fixture).events.find((e) => e.kind === "page")!.data) + 4096;
+  const insertAt = (at: number, ...extra: Buffer[]): Buffer =>
+    Buffer.concat([fixture.subarray(0, at), ...extra, fixture.subarray(at)]);
+
   it("turns opaque at a section it does not know, and stays byte-identical", () => {
     // A live section "foo" (an iterative handler other than RAM) before the RAM END section.
     const foo = Buffer.concat([
@@ -137,7 +152,7 @@ describe("MigrationStreamParser fail-safe", () => {
       Buffer.from("foo"),
       Buffer.from([0, 0, 0, 0, 0, 0, 0, 1, 0xde, 0xad]),
     ]);
-    const data = Buffer.concat([fixture.subarray(0, layout.ramEnd), foo, fixture.subarray(layout.ramEnd)]);
+    const data = insertAt(layout.ramEnd, foo);
     const r = parse(data);
     expect(joined(r).equals(data)).toBe(true);
     expect(r.parser.mode).toBe("fallback");
@@ -147,9 +162,23 @@ describe("MigrationStreamParser fail-safe", () => {
     expect(r.parser.stats.ramSections).toBe(2);
   });
 
+  it("treats device state before the end of RAM (an early-setup device) as a fallback, not the tail", () => {
+    const name = Buffer.from("virtio-mem-early");
+    const early = Buffer.concat([
+      Buffer.from([0x04, 0, 0, 0, 9, name.length]),
+      name,
+      Buffer.from([0, 0, 0, 0, 0, 0, 0, 1, 0xde, 0xad]),
+    ]);
+    const data = insertAt(layout.firstPart, early);
+    const r = parse(data);
+    expect(joined(r).equals(data)).toBe(true);
+    expect(r.parser.mode).toBe("fallback");
+    expect(r.parser.reason).toBe('device state section "virtio-mem-early" before the end of RAM');
+    expect(pages(r)).toHaveLength(0);
+  });
+
   it("reports a stream cut inside a page, handing the partial record out verbatim", () => {
-    const firstPage = parse(fixture).events.find((e) => e.kind === "page")!;
-    const at = fixture.indexOf(firstPage.data) + 1000;
+    const at = afterFirstPage - 4096 + 1000;
     const data = fixture.subarray(0, at);
     const r = parse(data, [at - 5000]);
     expect(joined(r).equals(data)).toBe(true);
@@ -167,24 +196,28 @@ describe("MigrationStreamParser fail-safe", () => {
   it("passes XBZRLE and compressed page records through verbatim and keeps parsing", () => {
     const xbzrle = Buffer.concat([be64(0, 0x1000 | 0x40 | 0x20), Buffer.from([1, 0, 3, 0xaa, 0xbb, 0xcc])]);
     const compressed = Buffer.concat([be64(0, 0x2000 | 0x100 | 0x20), Buffer.from([0, 0, 0, 2, 0x78, 0x9c])]);
-    // Insert both right after the first PART section's first record (which names the block).
-    const first = parse(fixture).events.find((e) => e.kind === "page")!;
-    const at = fixture.indexOf(first.data) + 4096;
-    const data = Buffer.concat([fixture.subarray(0, at), xbzrle, compressed, fixture.subarray(at)]);
+    const data = insertAt(afterFirstPage, xbzrle, compressed);
     const r = parse(data);
     expect(joined(r).equals(data)).toBe(true);
     expect(r.parser.stats).toMatchObject({ xbzrlePages: 1, compressedPages: 1, pages: 10 });
     expect(r.parser.mode).toBe("tail");
   });
 
+  it("carries a multifd flush mark (QEMU ≥ 8, multifd only) and keeps parsing", () => {
+    const data = insertAt(afterFirstPage, be64(0, 0x200));
+    const r = parse(data);
+    expect(joined(r).equals(data)).toBe(true);
+    expect(r.parser.stats).toMatchObject({ multifdFlushes: 1, pages: 10, zeroPages: 30 });
+    expect(r.parser.mode).toBe("tail");
+  });
+
   it.each([
-    ["RDMA hook", 0x80, "RAM record with flags 0x80"],
-    ["multifd flush (QEMU 8+)", 0x200, "RAM record with flags 0x200"],
-    ["obsolete FULL", 0x01, "RAM record with flags 0x1"],
-  ])("refuses a %s record: the rest is opaque", (_what, flag, reason) => {
-    const first = parse(fixture).events.find((e) => e.kind === "page")!;
-    const at = fixture.indexOf(first.data) + 4096;
-    const data = Buffer.concat([fixture.subarray(0, at), be64(0, flag), fixture.subarray(at)]);
+    ["RDMA hook", be64(0, 0x80), "RAM record with flags 0x80"],
+    ["multifd flush with CONTINUE", be64(0, 0x220), "RAM record with flags 0x220"],
+    ["multifd flush with an offset", be64(0, 0x1200), "multifd flush with offset 4096"],
+    ["obsolete FULL", be64(0, 0x01), "RAM record with flags 0x1"],
+  ])("refuses a %s record: the rest is opaque", (_what, record, reason) => {
+    const data = insertAt(afterFirstPage, record);
     const r = parse(data);
     expect(joined(r).equals(data)).toBe(true);
     expect(r.parser.mode).toBe("fallback");
@@ -193,15 +226,13 @@ describe("MigrationStreamParser fail-safe", () => {
   });
 
   it("refuses a page of a block the stream never announced, or past its end", () => {
-    const first = parse(fixture).events.find((e) => e.kind === "page")!;
-    const at = fixture.indexOf(first.data) + 4096;
     const unknown = Buffer.concat([be64(0, 0x08), Buffer.from([3]), Buffer.from("xyz"), Buffer.alloc(4096)]);
     const far = Buffer.concat([be64(0, 0x7fff_f000 | 0x08 | 0x20), Buffer.alloc(4096)]);
     for (const [extra, reason] of [
       [unknown, 'page of unknown RAM block "xyz"'],
       [far, 'page offset 2147479552 outside block "pc.ram"'],
     ] as const) {
-      const data = Buffer.concat([fixture.subarray(0, at), extra, fixture.subarray(at)]);
+      const data = insertAt(afterFirstPage, extra);
       const r = parse(data);
       expect(joined(r).equals(data)).toBe(true);
       expect(r.parser.reason).toBe(reason);
@@ -216,7 +247,7 @@ describe("MigrationStreamParser fail-safe", () => {
 
   it("follows a stream to its end: commands, EOF and VM description", () => {
     const head = fixture.subarray(0, layout.firstPart);
-    const ping = Buffer.from([0x08, 0, 2, 0, 4, 0, 0, 0, 1]);
+    const ping = command(2, Buffer.from([0, 0, 0, 1]));
     const json = Buffer.from('{"page_size": 4096}');
     const vmdesc = Buffer.concat([Buffer.from([0x00, 0x06]), Buffer.alloc(4), json]);
     vmdesc.writeUInt32BE(json.length, 2);
@@ -230,13 +261,94 @@ describe("MigrationStreamParser fail-safe", () => {
     expect(more.parser.mode).toBe("fallback");
   });
 
+  it("reads the commands a return path and post-copy add at the start (as QEMU 10.0 wrote them)", () => {
+    // Recorded with postcopy-ram on: OPEN_RETURN_PATH, PING 1, POSTCOPY_ADVISE (4 KiB pages).
+    const start = Buffer.concat([
+      command(1),
+      command(2, Buffer.from([0, 0, 0, 1])),
+      command(3, Buffer.concat([be64(0, 4096), be64(0, 4096)])),
+    ]);
+    const data = insertAt(layout.configEnd, start);
+    const r = parse(data, [layout.configEnd + 7]);
+    expect(joined(r).equals(data)).toBe(true);
+    expect(r.parser.stats).toMatchObject({ commands: fx.commands + 3, pages: 10 });
+    expect(r.parser.mode).toBe("tail");
+  });
+
+  it("reads a SWITCHOVER_START command (QEMU 10.0) before the END section", () => {
+    const data = fx.commands > 0 ? fixture : insertAt(layout.ramEnd, command(11));
+    const r = parse(data);
+    expect(r.parser.stats.commands).toBe(1);
+    expect(r.parser.mode).toBe("tail");
+  });
+
+  it.each([
+    ["an unknown command", command(12), "unknown command 12"],
+    ["the invalid command 0", command(0), "unknown command 0"],
+    ["a PING of the wrong length", command(2, Buffer.from([0, 1])), "command 2 of length 2, expected 4"],
+    ["a PACKAGED of the wrong length", command(7, Buffer.alloc(8)), "command 7 of length 8, expected 4"],
+    [
+      "a SWITCHOVER_START with a payload",
+      command(11, Buffer.from([1])),
+      "command 11 of length 1, expected 0",
+    ],
+  ])("refuses %s: the rest is opaque", (_what, cmd, reason) => {
+    const data = insertAt(layout.ramEnd, cmd);
+    const r = parse(data);
+    expect(joined(r).equals(data)).toBe(true);
+    expect(r.parser.mode).toBe("fallback");
+    expect(r.parser.reason).toBe(reason);
+    expect(pages(r)).toHaveLength(10);
+  });
+
   it("refuses MEM_SIZE after a post-copy advise with huge pages (per-block page sizes)", () => {
-    const advise = Buffer.concat([Buffer.from([0x08, 0, 3, 0, 16]), be64(0, 0x201000), be64(0, 4096)]);
-    // Header + configuration, then the advise, then the RAM section.
-    const config = 8 + 1 + 4 + "pc-q35-7.2".length;
-    const data = Buffer.concat([fixture.subarray(0, config), advise, fixture.subarray(config)]);
+    const advise = command(3, Buffer.concat([be64(0, 0x201000), be64(0, 4096)]));
+    const data = insertAt(layout.configEnd, advise);
     const r = parse(data);
     expect(joined(r).equals(data)).toBe(true);
     expect(r.parser.reason).toBe("post-copy with huge pages (per-block page sizes)");
+  });
+
+  /** The fixture as QEMU writes it with `caps` in the configuration and, for x-ignore-shared, block addresses. */
+  function withCapabilities(caps: string[]): Buffer {
+    const name = Buffer.from("configuration/capabilities");
+    const list = caps.map((c) => Buffer.concat([Buffer.from([c.length]), Buffer.from(c)]));
+    const count = Buffer.alloc(8);
+    count.writeUInt32BE(1, 0); // subsection version
+    count.writeUInt32BE(caps.length, 4);
+    const sub = Buffer.concat([Buffer.from([0x05, name.length]), name, count, ...list]);
+    const parts = [fixture.subarray(0, layout.configEnd), sub];
+    // START header: type, id, idstr "ram", instance, version; then MEM_SIZE and the blocks.
+    let at = layout.configEnd + 1 + 4 + 1 + 3 + 8 + 8;
+    parts.push(fixture.subarray(layout.configEnd, at));
+    for (let left = 6; left > 0; left--) {
+      const end = at + 1 + fixture[at]! + 8;
+      parts.push(fixture.subarray(at, end));
+      if (caps.includes("x-ignore-shared")) parts.push(be64(0, 0xfeed0000)); // mr->addr
+      at = end;
+    }
+    parts.push(fixture.subarray(at));
+    return Buffer.concat(parts);
+  }
+
+  it("reads the block addresses x-ignore-shared adds to MEM_SIZE", () => {
+    const data = withCapabilities(["x-ignore-shared"]);
+    const r = parse(data);
+    expect(joined(r).equals(data)).toBe(true);
+    expect(r.parser.ramBlocks).toHaveLength(6);
+    expect(r.parser.stats).toMatchObject({ pages: 10, zeroPages: 30 });
+    expect(r.parser.mode).toBe("tail");
+  });
+
+  it.each([
+    ["mapped-ram", "mapped-ram: pages at file offsets, not in records"],
+    ["x-future", 'unknown capability "x-future" in the configuration'],
+  ])("refuses a stream whose configuration lists %s", (cap, reason) => {
+    const data = withCapabilities([cap]);
+    const r = parse(data);
+    expect(joined(r).equals(data)).toBe(true);
+    expect(r.parser.mode).toBe("fallback");
+    expect(r.parser.reason).toBe(reason);
+    expect(pages(r)).toHaveLength(0);
   });
 });

@@ -1,5 +1,6 @@
 /**
- * Incremental splitter for QEMU 7.2's outgoing migration stream (docs/migration-stream.md):
+ * Incremental splitter for QEMU's outgoing migration stream as QEMU 7.2 and 10.0 write it
+ * (docs/migration-stream.md, which also lists how the two differ):
  * owns finding the RAM page records (block, offset, 4 KiB of data) inside the byte stream
  * so they can travel through HDE, and handing everything else out verbatim.
  *
@@ -10,13 +11,18 @@
  * interpreting ("fallback") and the rest comes out as `bytes`: the rebuilt stream is still
  * byte-identical, it just gets no page encoding. The first device-state section (whose
  * length only the device's vmstate schema knows) ends interpretation the same way
- * ("tail"); by then QEMU has sent all of RAM.
+ * ("tail"); by then QEMU has sent all of RAM. Device state before the RAM section ended
+ * (an early-setup device) is a fallback instead: the RAM after it goes unencoded.
  *
  * Memory is bounded: at most one unfinished record (< 4.5 KiB) is held between pushes;
  * long opaque runs (command payloads, the VM description, the tail) stream through.
  */
+import { ByteQueue } from "./byte-queue.js";
 import {
+  CAP_IGNORE_SHARED,
+  CAP_MAPPED_RAM,
   Cmd,
+  COMMAND_LENGTH,
   FILE_MAGIC,
   FILE_VERSION,
   FLAG_MASK,
@@ -53,6 +59,8 @@ export interface ParserStats {
   compressedPages: number;
   ramSections: number;
   commands: number;
+  /** MULTIFD_FLUSH marks (multifd only: the pages themselves travel on other connections). */
+  multifdFlushes: number;
 }
 
 /** A RAM block announced by the MEM_SIZE record. */
@@ -82,79 +90,6 @@ const MAX_OFFSET = 2 ** 44;
 const TWO32 = 2 ** 32;
 const MAX_CAPS = 64;
 
-/** A queue of input chunks read by absolute position from its head. */
-class ByteQueue {
-  private chunks: Buffer[] = [];
-  private head = 0;
-  length = 0;
-
-  push(b: Buffer): void {
-    if (b.length === 0) return;
-    this.chunks.push(b);
-    this.length += b.length;
-  }
-
-  u8(i: number): number {
-    let pos = this.head + i;
-    for (const c of this.chunks) {
-      if (pos < c.length) return c[pos]!;
-      pos -= c.length;
-    }
-    throw new RangeError("ByteQueue.u8 past the end");
-  }
-
-  /** Copies `n` bytes at `i` (small reads only). */
-  peek(i: number, n: number): Buffer {
-    const out = Buffer.allocUnsafe(n);
-    for (let k = 0; k < n; k++) out[k] = this.u8(i + k);
-    return out;
-  }
-
-  u16(i: number): number {
-    return (this.u8(i) << 8) | this.u8(i + 1);
-  }
-
-  u32(i: number): number {
-    return this.peek(i, 4).readUInt32BE(0);
-  }
-
-  /** A be64 as a number; null when it does not fit 2^53. */
-  u64(i: number): number | null {
-    const b = this.peek(i, 8);
-    const hi = b.readUInt32BE(0);
-    if (hi >= 2 ** 21) return null;
-    return hi * TWO32 + b.readUInt32BE(4);
-  }
-
-  /** Removes `n` bytes, returned as slices of the input (no copy). */
-  take(n: number): Buffer[] {
-    const out: Buffer[] = [];
-    let left = n;
-    while (left > 0) {
-      const c = this.chunks[0]!;
-      const avail = c.length - this.head;
-      if (avail <= left) {
-        out.push(this.head === 0 ? c : c.subarray(this.head));
-        this.chunks.shift();
-        this.head = 0;
-        left -= avail;
-      } else {
-        out.push(c.subarray(this.head, this.head + left));
-        this.head += left;
-        left = 0;
-      }
-    }
-    this.length -= n;
-    return out;
-  }
-
-  /** Removes `n` bytes as one buffer (a slice when contiguous, else a copy). */
-  takeOne(n: number): Buffer {
-    const parts = this.take(n);
-    return parts.length === 1 ? parts[0]! : Buffer.concat(parts, n);
-  }
-}
-
 /** Splits a migration stream pushed in chunks of any size. */
 export class MigrationStreamParser {
   private readonly q = new ByteQueue();
@@ -169,6 +104,8 @@ export class MigrationStreamParser {
   private capsLeft = 0;
   private memLeft = 0;
   private ramSectionId = -1;
+  /** The RAM section's END was seen: device state from here on is the expected tail. */
+  private ramEnded = false;
   private currentSection = -1;
   private readonly blocks = new Map<string, RamBlock>();
   private lastBlock: RamBlock | null = null;
@@ -186,6 +123,7 @@ export class MigrationStreamParser {
     compressedPages: 0,
     ramSections: 0,
     commands: 0,
+    multifdFlushes: 0,
   };
 
   /** Where interpretation stands; see ParserMode. */
@@ -320,10 +258,16 @@ export class MigrationStreamParser {
         if (!this.has(1)) return false;
         const len = q.u8(0);
         if (!this.has(1 + len)) return false;
-        if (q.peek(1, len).toString("latin1") === "x-ignore-shared") this.ignoreShared = true;
+        const cap = q.peek(1, len).toString("latin1");
         this.emitBytes(q.take(1 + len));
         this.capsLeft--;
-        return true;
+        if (cap === CAP_IGNORE_SHARED) {
+          this.ignoreShared = true;
+          return true;
+        }
+        if (cap === CAP_MAPPED_RAM) return this.fallback("mapped-ram: pages at file offsets, not in records");
+        // QEMU lists only capabilities that change the format: an unknown one may change it.
+        return this.fallback(`unknown capability "${cap}" in the configuration`);
       }
       case S.TOP:
         return this.topLevel();
@@ -333,7 +277,7 @@ export class MigrationStreamParser {
         return this.blockEntry();
       case S.FOOTER: {
         if (!this.has(1)) return false;
-        // Footers are a machine-type property (on for every 7.2 type); a missing one is legal.
+        // Footers are a machine-type property (on for every type since 2.4); a missing one is legal.
         if (q.u8(0) !== Top.SECTION_FOOTER) {
           this.state = S.TOP;
           return true;
@@ -430,7 +374,10 @@ export class MigrationStreamParser {
         const name = q.peek(6, idLen).toString("latin1");
         const version = q.u32(6 + idLen + 4);
         this.emitBytes(q.take(6 + idLen + 8));
-        if (type === Top.SECTION_FULL) return this.stopParsing("tail", `device state section "${name}"`);
+        if (type === Top.SECTION_FULL) {
+          if (this.ramEnded) return this.stopParsing("tail", `device state section "${name}"`);
+          return this.fallback(`device state section "${name}" before the end of RAM`);
+        }
         if (name !== "ram") return this.fallback(`live section "${name}" is not RAM`);
         if (version !== RAM_SECTION_VERSION) return this.fallback(`RAM section version ${version}`);
         if (this.ramSectionId !== -1) return this.fallback("a second RAM section start");
@@ -444,6 +391,7 @@ export class MigrationStreamParser {
         const id = q.u32(1);
         this.emitBytes(q.take(5));
         if (id !== this.ramSectionId) return this.fallback(`section ${id} is not the RAM section`);
+        if (type === Top.SECTION_END) this.ramEnded = true;
         this.enterRam(id);
         return true;
       }
@@ -470,11 +418,17 @@ export class MigrationStreamParser {
     const cmd = q.u16(1);
     const len = q.u16(3);
     this.stats.commands++;
+    const expected = COMMAND_LENGTH.get(cmd);
+    if (expected === undefined || (expected !== null && len !== expected)) {
+      this.emitBytes(q.take(5));
+      // QEMU's loader refuses these too; an unknown command might carry bytes beyond `len`.
+      return this.fallback(
+        expected === undefined
+          ? `unknown command ${cmd}`
+          : `command ${cmd} of length ${len}, expected ${expected}`,
+      );
+    }
     if (cmd === Cmd.PACKAGED) {
-      if (len !== 4) {
-        this.emitBytes(q.take(5));
-        return this.fallback(`PACKAGED command of length ${len}`);
-      }
       if (!this.has(9)) return false;
       const size = q.u32(5);
       this.emitBytes(q.take(9));
@@ -514,6 +468,13 @@ export class MigrationStreamParser {
     if (flags === RamFlag.EOS) {
       this.emitBytes(q.take(8));
       this.state = S.FOOTER;
+      return true;
+    }
+    if (flags === RamFlag.MULTIFD_FLUSH) {
+      this.emitBytes(q.take(8));
+      // QEMU writes the bare flag; anything in the offset bits is not QEMU's record.
+      if (offset !== 0) return this.fallback(`multifd flush with offset ${offset}`);
+      this.stats.multifdFlushes++;
       return true;
     }
     const kind = flags & ~RamFlag.CONTINUE;
