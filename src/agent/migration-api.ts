@@ -49,6 +49,7 @@ import { describeError, NovaError } from "../lib/errors.js";
 import { waitFor } from "../lib/wait.js";
 import type { AgentDwcp, OutgoingDwcp, TransportDecision } from "./dwcp-transport.js";
 import { freePort } from "./free-port.js";
+import { governSwitchoverBandwidth, resetSwitchoverBandwidth } from "./switchover-bandwidth.js";
 import type { VmManager } from "./vm-manager.js";
 
 const VmParams = Type.Object({ id: Type.String({ pattern: "^[0-9a-f-]{36}$" }) });
@@ -159,10 +160,15 @@ const decisions = new Map<string, TransportDecision>();
 /** Switch-over event times of outgoing migrations, for the downtime breakdown. */
 const switchTimes = new Map<string, SwitchoverTimes>();
 
+/** Stops keeping QEMU's avail-switchover-bandwidth (switchover-bandwidth.ts), by migration. */
+const governors = new Map<string, () => void>();
+
 /** Forgets what this agent kept about an outgoing migration that is over. */
 function forgetOutgoing(migrationId: string): void {
   decisions.delete(migrationId);
   switchTimes.delete(migrationId);
+  governors.get(migrationId)?.();
+  governors.delete(migrationId);
 }
 
 /**
@@ -366,11 +372,25 @@ export function registerMigrationRoutes(
             }
           });
           try {
+            // Through the relay QEMU over-estimates its switch-over bandwidth; the relay
+            // measures the real one (QEMU ≥ 8.2, switchover-bandwidth.ts).
+            if (out) {
+              const limit = toTuning(tuning).downtimeLimitMs;
+              governors.get(migrationId)?.();
+              governors.set(
+                migrationId,
+                await governSwitchoverBandwidth(proc.qmp, () => out.stats(), limit, req.log),
+              );
+            } else {
+              await resetSwitchoverBandwidth(proc.qmp);
+            }
             await startOutgoing(proc.qmp, uri, toTuning(tuning), {
               pauseBeforeSwitchover: true,
             });
           } catch (err) {
             stopWatching();
+            governors.get(migrationId)?.();
+            governors.delete(migrationId);
             throw err;
           }
           await vms.markOutgoing(id, migrationId);

@@ -99,6 +99,17 @@ export interface MigrationParameters {
   "max-postcopy-bandwidth"?: number;
   "multifd-channels"?: number;
   "multifd-compression"?: "none" | "zlib" | "zstd";
+  /**
+   * QEMU ≥ 8.2: the bandwidth (bytes/s) QEMU assumes for the switch-over when deciding
+   * whether the rest fits in downtime-limit; 0 = its own estimate.
+   */
+  "avail-switchover-bandwidth"?: number;
+}
+
+/** Whether this QEMU has a migration parameter (names differ across QEMU versions). */
+export async function hasMigrationParameter(c: QmpClient, name: string): Promise<boolean> {
+  const params = (await c.execute("query-migrate-parameters")) as Record<string, unknown> | undefined;
+  return params !== undefined && name in params;
 }
 
 /** Sets migration parameters; takes effect immediately, also during a migration. */
