@@ -18,6 +18,7 @@ import type { Store } from "../src/cluster/store/store.js";
 import { getVm, insertVm, recordMachineType } from "../src/cluster/store/vms.js";
 import { VmService } from "../src/cluster/vm-service.js";
 import { isNovaError } from "../src/lib/errors.js";
+import { QEMU_6_2_0, QEMU_7_2_22, QEMU_10_0_2 } from "../src/lib/qemu-info.test-util.js";
 import { MigrationService } from "../src/migration/migration-service.js";
 import { type RunningServer, startServer } from "../src/server/server-process.js";
 import { ENGINES, storePerSuite, type TestDatabase } from "./helpers/databases.js";
@@ -26,36 +27,6 @@ interface ApiError {
   error: { code: string; message: string; details: Record<string, unknown> };
 }
 
-const qemu10: QemuInfo = {
-  binary: "/usr/bin/qemu-system-x86_64",
-  version: "10.0.2",
-  major: 10,
-  minor: 0,
-  micro: 2,
-  text: "QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)",
-  machineTypes: ["pc-q35-10.0", "pc-q35-9.2", "pc-q35-8.0", "pc-q35-7.2", "pc-q35-7.1"],
-  q35Alias: "pc-q35-10.0",
-};
-const qemu72: QemuInfo = {
-  binary: "/opt/qemu-7.2/qemu-system-x86_64",
-  version: "7.2.22",
-  major: 7,
-  minor: 2,
-  micro: 22,
-  text: "QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)",
-  machineTypes: ["pc-q35-7.2", "pc-q35-7.1"],
-  q35Alias: "pc-q35-7.2",
-};
-const qemu62: QemuInfo = {
-  binary: "/usr/bin/qemu-system-x86_64",
-  version: "6.2.0",
-  major: 6,
-  minor: 2,
-  micro: 0,
-  text: "QEMU emulator version 6.2.0 (Debian 1:6.2+dfsg-2ubuntu6)",
-  machineTypes: ["pc-q35-6.2"],
-  q35Alias: "pc-q35-6.2",
-};
 const capacity = (memoryMiB: number) => ({
   accel: "tcg" as const,
   accelReason: "test",
@@ -135,7 +106,7 @@ describe.each(ENGINES)("QEMU versions over REST on $engine", ({ engine, create }
   });
 
   it("refuses a registration reporting a QEMU older than 7.2, naming it and how to install one", async () => {
-    const res = await api<ApiError>("POST", "/v1/agent/register", join, registration("old-qemu", qemu62));
+    const res = await api<ApiError>("POST", "/v1/agent/register", join, registration("old-qemu", QEMU_6_2_0));
     expect(res.status).toBe(422);
     expect(res.body.error.code).toBe("NOVA_QEMU_UNSUPPORTED");
     expect(res.body.error.message).toContain(
@@ -154,7 +125,7 @@ describe.each(ENGINES)("QEMU versions over REST on $engine", ({ engine, create }
       heartbeatIntervalMs: 60_000,
       agentUrl: "http://127.0.0.1:9",
       log: pino({ level: "silent" }),
-      registration: async () => registration("old-link", qemu62),
+      registration: async () => registration("old-link", QEMU_6_2_0),
       heartbeat: async () => ({ capacity: capacity(1024), vms: [], imageDigests: [] }),
     });
     const err = await link.start().catch((e: unknown) => e);
@@ -165,8 +136,8 @@ describe.each(ENGINES)("QEMU versions over REST on $engine", ({ engine, create }
 
   it("registers 7.2 and 10.0 hosts and shows their QEMU on the host resource", async () => {
     for (const [name, qemu, memory] of [
-      ["h10", qemu10, 2048],
-      ["h72", qemu72, 4096],
+      ["h10", QEMU_10_0_2, 2048],
+      ["h72", QEMU_7_2_22, 4096],
     ] as const) {
       const res = await api<{ hostId: string; hostToken: string }>(
         "POST",
@@ -178,7 +149,7 @@ describe.each(ENGINES)("QEMU versions over REST on $engine", ({ engine, create }
       tokens.set(name, res.body.hostToken);
     }
     const h10 = await api<{ qemu: QemuInfo }>("GET", "/v1/hosts/h10", admin);
-    expect(h10.body.qemu).toEqual(qemu10);
+    expect(h10.body.qemu).toEqual(QEMU_10_0_2);
     const list = await api<{ hosts: { name: string; qemu: QemuInfo | null }[] }>("GET", "/v1/hosts", admin);
     expect(list.body.hosts.map((h) => [h.name, h.qemu?.version])).toEqual([
       ["h10", "10.0.2"],
@@ -194,17 +165,17 @@ describe.each(ENGINES)("QEMU versions over REST on $engine", ({ engine, create }
       imageDigests: [],
       ...(qemu ? { qemu } : {}),
     });
-    const old = await api<ApiError>("POST", "/v1/agent/heartbeat", tokens.get("h72")!, beat(qemu62));
+    const old = await api<ApiError>("POST", "/v1/agent/heartbeat", tokens.get("h72")!, beat(QEMU_6_2_0));
     expect(old.status).toBe(422);
     expect(old.body.error.code).toBe("NOVA_QEMU_UNSUPPORTED");
     expect(old.body.error.message).toMatch(/^Host h72 runs QEMU 6\.2\.0/);
-    const upgraded = { ...qemu72, micro: 23, version: "7.2.23" };
+    const upgraded = { ...QEMU_7_2_22, micro: 23, version: "7.2.23" };
     expect((await api("POST", "/v1/agent/heartbeat", tokens.get("h72")!, beat(upgraded))).status).toBe(200);
     expect((await api<{ qemu: QemuInfo }>("GET", "/v1/hosts/h72", admin)).body.qemu.version).toBe("7.2.23");
     // An agent that does not send it keeps what was recorded.
     expect((await api("POST", "/v1/agent/heartbeat", tokens.get("h72")!, beat(undefined))).status).toBe(200);
     expect((await api<{ qemu: QemuInfo }>("GET", "/v1/hosts/h72", admin)).body.qemu.version).toBe("7.2.23");
-    await api("POST", "/v1/agent/heartbeat", tokens.get("h72")!, beat(qemu72));
+    await api("POST", "/v1/agent/heartbeat", tokens.get("h72")!, beat(QEMU_7_2_22));
   });
 
   it("VM create pins a machine type or records the one q35 means on its host, placing only where it runs", async () => {
@@ -306,8 +277,8 @@ describe.each(ENGINES)("machine types in the VM and migration services on $engin
 
   beforeAll(async () => {
     for (const [name, qemu] of [
-      ["h10", qemu10],
-      ["h72", qemu72],
+      ["h10", QEMU_10_0_2],
+      ["h72", QEMU_7_2_22],
     ] as const) {
       const { id } = await upsertHost(store.read, {
         name,

@@ -1,43 +1,16 @@
 import { describe, expect, it } from "vitest";
 import { isNovaError } from "./errors.js";
+import { QEMU_7_2_22, QEMU_10_0_2 } from "./qemu-info.test-util.js";
 import {
   isSupportedQemu,
   isValidMachineType,
   MACHINE_TYPE_PATTERN,
   machineTypeSupport,
-  type QemuMachineFacts,
   q35TypeVersion,
   qemuUnsupportedError,
   sortQ35Types,
   validateMachineType,
 } from "./qemu-support.js";
-
-// The q35 types of the two QEMUs on this machine (see src/compute/qemu/testdata).
-const qemu10: QemuMachineFacts = {
-  major: 10,
-  minor: 0,
-  micro: 2,
-  machineTypes: sortQ35Types([
-    "pc-q35-10.0",
-    "pc-q35-9.2",
-    "pc-q35-9.1",
-    "pc-q35-9.0",
-    "pc-q35-8.2",
-    "pc-q35-8.1",
-    "pc-q35-8.0",
-    "pc-q35-7.2",
-    "pc-q35-7.1",
-    "pc-q35-2.4",
-  ]),
-  q35Alias: "pc-q35-10.0",
-};
-const qemu72: QemuMachineFacts = {
-  major: 7,
-  minor: 2,
-  micro: 22,
-  machineTypes: ["pc-q35-7.2", "pc-q35-7.1", "pc-q35-7.0", "pc-q35-2.4"],
-  q35Alias: "pc-q35-7.2",
-};
 
 describe("supported QEMU versions", () => {
   it("are 7.2 and newer", () => {
@@ -114,34 +87,34 @@ describe("machine type names", () => {
 
 describe("can machine type M run on QEMU V with machine list L", () => {
   it("runs a type the QEMU lists", () => {
-    expect(machineTypeSupport("pc-q35-7.2", qemu10)).toEqual({ ok: true, resolved: "pc-q35-7.2" });
-    expect(machineTypeSupport("pc-q35-7.2", qemu72)).toEqual({ ok: true, resolved: "pc-q35-7.2" });
-    expect(machineTypeSupport("pc-q35-10.0", qemu10)).toEqual({ ok: true, resolved: "pc-q35-10.0" });
+    expect(machineTypeSupport("pc-q35-7.2", QEMU_10_0_2)).toEqual({ ok: true, resolved: "pc-q35-7.2" });
+    expect(machineTypeSupport("pc-q35-7.2", QEMU_7_2_22)).toEqual({ ok: true, resolved: "pc-q35-7.2" });
+    expect(machineTypeSupport("pc-q35-10.0", QEMU_10_0_2)).toEqual({ ok: true, resolved: "pc-q35-10.0" });
   });
 
   it("resolves q35 to the host's newest", () => {
-    expect(machineTypeSupport("q35", qemu10)).toEqual({ ok: true, resolved: "pc-q35-10.0" });
-    expect(machineTypeSupport("q35", qemu72)).toEqual({ ok: true, resolved: "pc-q35-7.2" });
+    expect(machineTypeSupport("q35", QEMU_10_0_2)).toEqual({ ok: true, resolved: "pc-q35-10.0" });
+    expect(machineTypeSupport("q35", QEMU_7_2_22)).toEqual({ ok: true, resolved: "pc-q35-7.2" });
   });
 
   it("refuses a type newer than the QEMU, saying which QEMU it needs", () => {
-    expect(machineTypeSupport("pc-q35-10.0", qemu72)).toEqual({
+    expect(machineTypeSupport("pc-q35-10.0", QEMU_7_2_22)).toEqual({
       ok: false,
       reason:
         "QEMU 7.2.22 has no machine type pc-q35-10.0 (its newest is pc-q35-7.2; pc-q35-10.0 needs QEMU 10.0 or newer)",
     });
-    expect(machineTypeSupport("pc-q35-8.0", qemu72).ok).toBe(false);
+    expect(machineTypeSupport("pc-q35-8.0", QEMU_7_2_22).ok).toBe(false);
   });
 
   it("refuses an old type a newer QEMU dropped", () => {
-    expect(machineTypeSupport("pc-q35-2.3", qemu10)).toEqual({
+    expect(machineTypeSupport("pc-q35-2.3", QEMU_10_0_2)).toEqual({
       ok: false,
       reason: "QEMU 10.0.2 no longer offers machine type pc-q35-2.3",
     });
   });
 
   it("decides by version alone when the QEMU's list is unknown", () => {
-    const bare = { ...qemu72, machineTypes: [] };
+    const bare = { ...QEMU_7_2_22, machineTypes: [] };
     expect(machineTypeSupport("pc-q35-7.2", bare).ok).toBe(true);
     expect(machineTypeSupport("pc-q35-7.0", bare).ok).toBe(true);
     expect(machineTypeSupport("pc-q35-10.0", bare)).toEqual({
@@ -151,6 +124,6 @@ describe("can machine type M run on QEMU V with machine list L", () => {
   });
 
   it("refuses anything that is not a q35 type", () => {
-    expect(machineTypeSupport("pc-i440fx-7.2", qemu10).ok).toBe(false);
+    expect(machineTypeSupport("pc-i440fx-7.2", QEMU_10_0_2).ok).toBe(false);
   });
 });

@@ -1,29 +1,15 @@
 import { describe, expect, it } from "vitest";
 import { isNovaError } from "../lib/errors.js";
-import type { QemuMachineFacts } from "../lib/qemu-support.js";
+import { QEMU_7_2_22, QEMU_10_0_2 } from "../lib/qemu-info.test-util.js";
 import { type PlacementHost, placeVm } from "./most-free-memory.js";
 
-const qemu10: QemuMachineFacts = {
-  major: 10,
-  minor: 0,
-  micro: 2,
-  machineTypes: ["pc-q35-10.0", "pc-q35-9.2", "pc-q35-7.2", "pc-q35-7.1"],
-  q35Alias: "pc-q35-10.0",
-};
-const qemu72: QemuMachineFacts = {
-  major: 7,
-  minor: 2,
-  micro: 22,
-  machineTypes: ["pc-q35-7.2", "pc-q35-7.1"],
-  q35Alias: "pc-q35-7.2",
-};
 const host = (name: string, free: number, extra: Partial<PlacementHost> = {}): PlacementHost => ({
   id: `id-${name}`,
   name,
   liveness: "alive",
   cordoned: false,
   freeMemoryMiB: free,
-  qemu: qemu10,
+  qemu: QEMU_10_0_2,
   ...extra,
 });
 const req = (memoryMiB: number, imageHostIds = ["id-a", "id-b", "id-c"], machineType?: string) => ({
@@ -67,12 +53,12 @@ describe("placement by most free memory", () => {
   });
 
   it("only picks hosts whose QEMU offers the VM's machine type", () => {
-    const hosts = [host("a", 1000, { qemu: qemu72 }), host("b", 3000)];
+    const hosts = [host("a", 1000, { qemu: QEMU_7_2_22 }), host("b", 3000)];
     expect(placeVm(hosts, req(512, undefined, "pc-q35-7.2")).name).toBe("b");
     expect(placeVm(hosts, req(512, undefined, "pc-q35-10.0")).name).toBe("b");
-    expect(placeVm([host("a", 1000, { qemu: qemu72 })], req(512, undefined, "q35")).name).toBe("a");
+    expect(placeVm([host("a", 1000, { qemu: QEMU_7_2_22 })], req(512, undefined, "q35")).name).toBe("a");
     try {
-      placeVm([host("a", 9000, { qemu: qemu72 })], req(512, undefined, "pc-q35-10.0"));
+      placeVm([host("a", 9000, { qemu: QEMU_7_2_22 })], req(512, undefined, "pc-q35-10.0"));
       expect.unreachable();
     } catch (err) {
       if (!isNovaError(err, "NOVA_NO_CAPACITY")) throw err;

@@ -1,6 +1,7 @@
 import { FormatRegistry } from "@sinclair/typebox";
 import { Value } from "@sinclair/typebox/value";
 import { describe, expect, it } from "vitest";
+import { QEMU_10_0_2 } from "../../lib/qemu-info.test-util.js";
 import { MACHINE_TYPE_PATTERN } from "../../lib/qemu-support.js";
 import { AgentHeartbeatPost, AgentRegisterPost, AgentVmPut, QemuInfo } from "./agent.js";
 import { HostCordonPost } from "./hosts.js";
@@ -9,17 +10,6 @@ import { VmsPost } from "./vms.js";
 
 // Fastify's Ajv validates formats itself; TypeBox's checker needs them registered.
 FormatRegistry.Set("uuid", (v) => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(v));
-
-const qemu = {
-  binary: "/usr/bin/qemu-system-x86_64",
-  version: "10.0.2",
-  major: 10,
-  minor: 0,
-  micro: 2,
-  text: "QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)",
-  machineTypes: ["pc-q35-10.0", "pc-q35-9.2", "pc-q35-7.2", "pc-q35-4.0.1"],
-  q35Alias: "pc-q35-10.0",
-};
 
 const firstError = (schema: Parameters<typeof Value.Errors>[0], value: unknown) =>
   [...Value.Errors(schema, value)][0];
@@ -81,16 +71,18 @@ describe("API schemas", () => {
     };
     expect(Value.Check(AgentHeartbeatPost, beat)).toBe(true);
     expect(Value.Check(AgentHeartbeatPost, { ...beat, agentUrl: "ftp://x" })).toBe(false);
-    expect(Value.Check(AgentHeartbeatPost, { ...beat, qemu })).toBe(true);
+    expect(Value.Check(AgentHeartbeatPost, { ...beat, qemu: QEMU_10_0_2 })).toBe(true);
     expect(Value.Check(AgentVmPut, { ...put, machineType: "pc-q35-7.2" })).toBe(true);
     expect(Value.Check(AgentVmPut, { ...put, machineType: "q35,accel=kvm" })).toBe(false);
   });
 
   it("carry the agent's QEMU at registration, and a pinned machine type at VM create", () => {
-    expect(Value.Check(QemuInfo, qemu)).toBe(true);
-    expect(firstError(QemuInfo, { ...qemu, machineTypes: ["pc-i440fx-10.0"] })?.path).toBe("/machineTypes/0");
-    expect(firstError(QemuInfo, { ...qemu, version: "10" })?.path).toBe("/version");
-    expect(Value.Check(QemuInfo, { ...qemu, extra: 1 })).toBe(false);
+    expect(Value.Check(QemuInfo, QEMU_10_0_2)).toBe(true);
+    expect(firstError(QemuInfo, { ...QEMU_10_0_2, machineTypes: ["pc-i440fx-10.0"] })?.path).toBe(
+      "/machineTypes/0",
+    );
+    expect(firstError(QemuInfo, { ...QEMU_10_0_2, version: "10" })?.path).toBe("/version");
+    expect(Value.Check(QemuInfo, { ...QEMU_10_0_2, extra: 1 })).toBe(false);
     const reg = {
       name: "h1",
       agentUrl: "http://127.0.0.1:7800",
@@ -106,7 +98,7 @@ describe("API schemas", () => {
     };
     // Optional in the schema: the host service refuses a registration without it, by name.
     expect(Value.Check(AgentRegisterPost, reg)).toBe(true);
-    expect(Value.Check(AgentRegisterPost, { ...reg, qemu })).toBe(true);
+    expect(Value.Check(AgentRegisterPost, { ...reg, qemu: QEMU_10_0_2 })).toBe(true);
     expect(Value.Check(VmsPost, { name: "web", image: "guest", machineType: "pc-q35-7.2" })).toBe(true);
     expect(Value.Check(VmsPost, { name: "web", image: "guest", machineType: "q35" })).toBe(true);
     for (const bad of ["q35,accel=kvm", "pc-i440fx-7.2", "pc-q35-4.0.1", ""])
