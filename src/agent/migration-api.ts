@@ -49,7 +49,11 @@ import { describeError, NovaError } from "../lib/errors.js";
 import { waitFor } from "../lib/wait.js";
 import type { AgentDwcp, OutgoingDwcp, TransportDecision } from "./dwcp-transport.js";
 import { freePort } from "./free-port.js";
-import { governSwitchoverBandwidth, resetSwitchoverBandwidth } from "./switchover-bandwidth.js";
+import {
+  governSwitchoverBandwidth,
+  resetSwitchoverBandwidth,
+  switchoverEstimateFromEnv,
+} from "./switchover-bandwidth.js";
 import type { VmManager } from "./vm-manager.js";
 
 const VmParams = Type.Object({ id: Type.String({ pattern: "^[0-9a-f-]{36}$" }) });
@@ -216,6 +220,7 @@ export function registerMigrationRoutes(
   dwcp: AgentDwcp | null = null,
 ): void {
   const chooseTransport = makeTransportChooser(dwcp);
+  const switchoverEstimate = switchoverEstimateFromEnv();
   // One switch-over per migration, whoever asks first: QEMU's pre-switchover event (when
   // the memory step asked for it) or the server's switchover step.
   const switching = new Map<string, Promise<void>>();
@@ -374,7 +379,7 @@ export function registerMigrationRoutes(
           try {
             // Through the relay QEMU over-estimates its switch-over bandwidth; the relay
             // measures the real one (QEMU ≥ 8.2, switchover-bandwidth.ts).
-            if (out) {
+            if (out && switchoverEstimate === "relay") {
               const limit = toTuning(tuning).downtimeLimitMs;
               governors.get(migrationId)?.();
               governors.set(

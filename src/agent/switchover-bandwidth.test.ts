@@ -5,6 +5,7 @@ import {
   RATE_WINDOW_MS,
   type RelaySample,
   switchoverBandwidth,
+  switchoverEstimateFromEnv,
   worthSending,
 } from "./switchover-bandwidth.js";
 
@@ -71,5 +72,15 @@ describe("worthSending", () => {
     expect(worthSending(null, 1)).toBe(true);
     expect(worthSending(100, 104)).toBe(false);
     expect(worthSending(100, 94)).toBe(true);
+  });
+});
+
+describe("switchoverEstimateFromEnv", () => {
+  it("defaults to the relay's measurement, takes qemu, and refuses anything else by name", () => {
+    expect(switchoverEstimateFromEnv({})).toBe("relay");
+    expect(switchoverEstimateFromEnv({ NOVACRON_SWITCHOVER_BANDWIDTH: "qemu" })).toBe("qemu");
+    expect(() => switchoverEstimateFromEnv({ NOVACRON_SWITCHOVER_BANDWIDTH: "fast" })).toThrow(
+      /NOVACRON_SWITCHOVER_BANDWIDTH must be "relay" or "qemu", got "fast"/,
+    );
   });
 });

@@ -14,7 +14,7 @@
  */
 import { hasMigrationParameter, migrateSetParameters } from "../compute/qemu/commands.js";
 import type { QmpClient } from "../compute/qemu/qmp.js";
-import { describeError } from "../lib/errors.js";
+import { describeError, NovaError } from "../lib/errors.js";
 
 /** Never tell QEMU less than this share of the measured rate: it must still converge. */
 export const MIN_SHARE_OF_RATE = 0.5;
@@ -63,6 +63,22 @@ export function deliveredRate(samples: readonly RelaySample[]): number | null {
 /** Whether a new value differs enough from the one QEMU has to be worth sending. */
 export function worthSending(current: number | null, next: number): boolean {
   return current === null || Math.abs(next - current) > current * MIN_CHANGE;
+}
+
+/** Who estimates the switch-over bandwidth of a DWCP migration. */
+export type SwitchoverEstimate = "relay" | "qemu";
+
+/**
+ * NOVACRON_SWITCHOVER_BANDWIDTH: `relay` (the default) keeps QEMU's estimate at what the
+ * relay measures; `qemu` leaves QEMU's own (for comparison, docs/benchmarks.md).
+ */
+export function switchoverEstimateFromEnv(env: NodeJS.ProcessEnv = process.env): SwitchoverEstimate {
+  const v = env.NOVACRON_SWITCHOVER_BANDWIDTH;
+  if (v === undefined || v === "" || v === "relay") return "relay";
+  if (v === "qemu") return "qemu";
+  throw new NovaError("NOVA_CONFIG", `NOVACRON_SWITCHOVER_BANDWIDTH must be "relay" or "qemu", got "${v}"`, {
+    details: { variable: "NOVACRON_SWITCHOVER_BANDWIDTH", value: v },
+  });
 }
 
 /** Gives QEMU back its own estimate (a migration over QEMU's transport measures truly). */
