@@ -34,11 +34,11 @@
  *
  * The agents run the system's qemu-system-x86_64 (QEMU 10 after scripts/ensure.mjs).
  */
-import { spawnSync } from "node:child_process";
 import { open, readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { compress } from "zstd-napi";
 import type { MigrationResult } from "../src/api/types/migrations.js";
+import { probeQemu } from "../src/compute/qemu/qemu-version.js";
 import { guestImageManifest, LocalCluster, qemuPidsUnder } from "../src/demo/local-cluster.js";
 import { isZeroPage, PAGE_SIZE } from "../src/dwcp/hde/page.js";
 import { ADDR_A, ADDR_B, WanLink } from "../src/dwcp/wanem/link.js";
@@ -114,12 +114,8 @@ const timeoutS = Number(values.timeout);
 const port = Number(values.port);
 const log = (msg: string) => process.stderr.write(`${msg}\n`);
 
-/** The version the agents' QEMU reports ("10.0.2"), or "unknown". */
-function qemuVersion(): string {
-  const out = spawnSync("qemu-system-x86_64", ["--version"], { encoding: "utf8" }).stdout ?? "";
-  return /version (\d+\.\d+\.\d+)/.exec(out)?.[1] ?? "unknown";
-}
-const QEMU_VERSION = qemuVersion();
+/** The version of the QEMU the agents run ("10.0.2"), probed as the agents probe it. */
+const QEMU_VERSION = (await probeQemu()).version;
 
 /** Bytes the data-plane interface of a site has sent and received (both directions of the link). */
 async function linkBytes(link: WanLink): Promise<number> {

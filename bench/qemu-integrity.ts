@@ -16,10 +16,10 @@
  *   --json        one JSON object per line (qemu_version, run, dirty_syncs, total_s,
  *                 downtime_ms, guest_pass, evidence) instead of the table
  */
-import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
+import { probeQemu } from "../src/compute/qemu/qemu-version.js";
 import { guestImageManifest, LocalCluster, ROOT } from "../src/demo/local-cluster.js";
 import { waitFor } from "../src/lib/wait.js";
 import { printTable } from "./table.js";
@@ -57,11 +57,6 @@ function defaultBinaries(): string[] {
   return ["qemu-system-x86_64", ...(existsSync(old) ? [old] : [])];
 }
 
-function versionOf(binary: string): string {
-  const out = spawnSync(binary, ["--version"], { encoding: "utf8" }).stdout ?? "";
-  return /version (\d+\.\d+\.\d+)/.exec(out)?.[1] ?? "unknown";
-}
-
 interface Migration {
   state: string;
   stateReason: string;
@@ -70,7 +65,7 @@ interface Migration {
 }
 
 async function measure(binary: string, rows: Row[]): Promise<void> {
-  const version = versionOf(binary);
+  const version = (await probeQemu(binary)).version;
   const c = await LocalCluster.create(port);
   try {
     await c.startServer();

@@ -140,6 +140,15 @@ function ensureHostPackages() {
   }
 }
 
+/** The newest version of `pkg` in apt's lists that starts with `prefix`, if any. */
+function aptVersion(pkg, prefix) {
+  const madison = spawnSync("apt-cache", ["madison", pkg], { encoding: "utf8" }).stdout ?? "";
+  return madison
+    .split("\n")
+    .map((l) => l.split("|")[1]?.trim())
+    .find((v) => v?.startsWith(prefix));
+}
+
 /** Where the compatibility suite finds QEMU 7.2 (test/qemu72-compat.slow.test.ts). */
 const QEMU72_DIR = path.join(root, ".cache", "qemu-7.2");
 
@@ -153,21 +162,14 @@ function ensureQemu72() {
   const wrapper = path.join(QEMU72_DIR, "qemu-system-x86_64");
   const tcg = path.join(QEMU72_DIR, "root/usr/lib/x86_64-linux-gnu/qemu/accel-tcg-x86_64.so");
   if (existsSync(wrapper) && existsSync(tcg)) return;
-  const madison = spawnSync("apt-cache", ["madison", "qemu-system-x86"], { encoding: "utf8" });
-  const version = (madison.stdout ?? "")
-    .split("\n")
-    .map((l) => l.split("|")[1]?.trim())
-    .find((v) => v?.startsWith("1:7.2+"));
+  const version = aptVersion("qemu-system-x86", "1:7.2+");
   if (!version) {
     log("QEMU 7.2 is not in apt's lists here: the 7.2 compatibility suite will be skipped");
     return;
   }
   // qemu-system-data and seabios carry the firmware 7.2's machine types were built with.
   const dataVersion = version.replace(/\+b\d+$/, "");
-  const seabios = (spawnSync("apt-cache", ["madison", "seabios"], { encoding: "utf8" }).stdout ?? "")
-    .split("\n")
-    .map((l) => l.split("|")[1]?.trim())
-    .find((v) => v?.startsWith("1.16.2"));
+  const seabios = aptVersion("seabios", "1.16.2");
   // qemu-system-common carries 7.2's modules, TCG's accelerator among them.
   const pkgs = [
     `qemu-system-x86=${version}`,

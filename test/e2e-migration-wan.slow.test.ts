@@ -120,15 +120,7 @@ describe.skipIf(unavailable !== null)(
       return res.body;
     }
 
-    async function end(id: string): Promise<MigrationBody> {
-      return waitFor(
-        async () => {
-          const m = (await c.api<MigrationBody>("GET", `/v1/migrations/${id}`)).body;
-          return ["completed", "failed", "cancelled"].includes(m.state) ? m : undefined;
-        },
-        { timeoutMs: 200_000, intervalMs: 500, what: `migration ${id} to end` },
-      );
-    }
+    const end = (id: string) => c.waitMigrationEnd<MigrationBody>(id);
 
     /** The guest went on where it was: later verification rounds, no reboot, heartbeats in sequence. */
     async function expectGuestIntact(before: number): Promise<void> {

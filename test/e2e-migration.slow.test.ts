@@ -71,15 +71,7 @@ describe("live migration between two hosts", { timeout: 240_000 }, () => {
     return (await c.vm(name)) as unknown as VmBody;
   }
 
-  async function waitMigration(id: string, timeoutMs = 240_000): Promise<MigrationBody> {
-    return waitFor(
-      async () => {
-        const m = (await c.api<MigrationBody>("GET", `/v1/migrations/${id}`)).body;
-        return ["completed", "failed", "cancelled"].includes(m.state) ? m : undefined;
-      },
-      { timeoutMs, intervalMs: 500, what: `migration ${id} to end` },
-    );
-  }
+  const waitMigration = (id: string, timeoutMs = 240_000) => c.waitMigrationEnd<MigrationBody>(id, timeoutMs);
 
   /** Waits until the migration is transferring and the target's QEMU runs; returns that QEMU's pid. */
   async function destinationReceiving(vmId: string, target: string, migrationId: string): Promise<number> {

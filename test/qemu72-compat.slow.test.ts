@@ -62,15 +62,7 @@ describe.skipIf(missing !== null)("QEMU 7.2 beside QEMU 10", { timeout: 240_000 
     await c?.destroy();
   });
 
-  async function end(id: string): Promise<MigrationBody> {
-    return waitFor(
-      async () => {
-        const m = (await c.api<MigrationBody>("GET", `/v1/migrations/${id}`)).body;
-        return ["completed", "failed", "cancelled"].includes(m.state) ? m : undefined;
-      },
-      { timeoutMs: 200_000, intervalMs: 500, what: `migration ${id} to end` },
-    );
-  }
+  const end = (id: string) => c.waitMigrationEnd<MigrationBody>(id);
 
   async function runningOnceOn(name: string, host: string): Promise<VmBody> {
     const vm = (await c.waitVmState(name, "running", 60_000)) as unknown as VmBody;

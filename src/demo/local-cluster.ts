@@ -203,6 +203,17 @@ export class LocalCluster {
     return res.status === 404 ? undefined : res.body;
   }
 
+  /** Waits until migration `id` has ended (completed, failed or cancelled); returns its resource. */
+  async waitMigrationEnd<T extends { state: string }>(id: string, timeoutMs = 200_000): Promise<T> {
+    return waitFor(
+      async () => {
+        const m = (await this.api<T>("GET", `/v1/migrations/${id}`)).body;
+        return ["completed", "failed", "cancelled"].includes(m.state) ? m : undefined;
+      },
+      { timeoutMs, intervalMs: 250, what: `migration ${id} to end` },
+    );
+  }
+
   /** Waits until the VM is in `state`; fails early if it is failed instead. */
   async waitVmState(name: string, state: string, timeoutMs = 120_000): Promise<Record<string, unknown>> {
     return waitFor(
