@@ -10,8 +10,8 @@ import type { Store } from "../src/cluster/store/store.js";
 import type { RetentionOptions } from "../src/exec/config.js";
 import { claimKey } from "../src/exec/idempotency.js";
 import { Pruner, pruneOnce } from "../src/exec/pruner.js";
-import type { ExecState } from "../src/exec/states.js";
 import { waitFor } from "../src/lib/wait.js";
+import type { ExecState } from "../src/states/execution.js";
 import { ENGINES, storePerSuite } from "./helpers/databases.js";
 
 const DAY = 86_400_000;

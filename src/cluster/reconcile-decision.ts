@@ -7,8 +7,9 @@
  * bumps the generation, so a late report about the previous start or stop cannot move
  * the VM.
  */
+
+import type { VmState } from "../states/vm.js";
 import type { VmRecord } from "./store/vms.js";
-import type { VmState } from "./vm-state.js";
 
 /** One step for one VM. */
 export type ReconcileDecision =

@@ -14,12 +14,12 @@ import {
   validateMachineType,
 } from "../lib/qemu-support.js";
 import { placeVm } from "../placement/most-free-memory.js";
+import { assertActionAllowed } from "../states/vm.js";
 import type { Queryable } from "./store/db.js";
 import { getHost, type HostRecord, listHosts } from "./store/hosts.js";
 import { getImage } from "./store/images.js";
 import type { Store } from "./store/store.js";
 import { getVm, insertVm, transitionVm, type VmRecord } from "./store/vms.js";
-import { assertActionAllowed } from "./vm-state.js";
 
 // Serialises placement decisions so two creates cannot both take a host's last memory.
 const PLACEMENT_LOCK_KEY = 7_311_002;

@@ -1,6 +1,7 @@
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { canTransition, EXEC_STATES, EXEC_TRANSITIONS, type ExecState } from "../states/execution.js";
 import {
   backoffMs,
   buildExecConfig,
@@ -11,7 +12,6 @@ import {
   resolveExecConfig,
   stepTimeoutMs,
 } from "./config.js";
-import { canTransition, EXEC_STATES, EXEC_TRANSITIONS, type ExecState } from "./states.js";
 
 describe("retry backoff", () => {
   const b = { baseMs: 1000, maxMs: 60_000, jitter: 0.5 };

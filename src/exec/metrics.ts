@@ -7,9 +7,9 @@ import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import { countExecutionsByState } from "../cluster/store/executions.js";
 import { countJobs } from "../cluster/store/executions-queue.js";
 import type { Store } from "../cluster/store/store.js";
+import { EXEC_STATES } from "../states/execution.js";
 import type { PoolObserver } from "./pool.js";
 import type { RunnerObserver } from "./runner.js";
-import { EXEC_STATES } from "./states.js";
 
 /** Observers to hand to the pool and the runner. */
 export interface ExecMetrics {

@@ -28,6 +28,7 @@ import { getHost } from "../cluster/store/hosts.js";
 import type { Store } from "../cluster/store/store.js";
 import { getVm } from "../cluster/store/vms.js";
 import { describeError, NovaError } from "../lib/errors.js";
+import { FINAL_STATES, RETRYABLE_STATES } from "../states/execution.js";
 import type { ExecConfig, SlaClass } from "./config.js";
 import { claimKey, idempotencyKey } from "./idempotency.js";
 import { lockOrder, releaseAssets } from "./mutex.js";
@@ -35,7 +36,6 @@ import { CANCEL_CHANNEL, type WakeChannel } from "./notify.js";
 import { assertMayRun } from "./rbac.js";
 import { EXECUTION_QUEUE } from "./runner.js";
 import { missingSecrets, secretRefs } from "./secrets.js";
-import { FINAL_STATES, RETRYABLE_STATES } from "./states.js";
 import { vmTargets } from "./steps/step.js";
 
 /** A DLQ entry with its execution. */

@@ -44,6 +44,12 @@ export const ERROR_CODES = {
     description:
       "The operation is not allowed in the resource's current state; details name the state and what is allowed.",
   },
+  NOVA_STATE_CHANGED: {
+    status: 409,
+    retryable: true,
+    description:
+      "Another writer moved the resource to a different state first (a lost compare-and-set); read it again and retry if the action still applies.",
+  },
   NOVA_NO_CAPACITY: {
     status: 422,
     retryable: true,

@@ -12,10 +12,10 @@ import {
 } from "../cluster/store/migrations.js";
 import type { Store } from "../cluster/store/store.js";
 import { getVm, recordMachineType, transitionVm } from "../cluster/store/vms.js";
-import { assertActionAllowed } from "../cluster/vm-state.js";
 import { NovaError } from "../lib/errors.js";
 import { compareMajorMinor, machineTypeSupport } from "../lib/qemu-support.js";
 import { placeVm } from "../placement/most-free-memory.js";
+import { assertActionAllowed } from "../states/vm.js";
 
 const PLACEMENT_LOCK_KEY = 7_311_002; // shared with VM placement (vm-service.ts)
 

@@ -7,7 +7,7 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom
 import { listHosts } from "../cluster/store/hosts.js";
 import type { Store } from "../cluster/store/store.js";
 import { countVmsByState } from "../cluster/store/vms.js";
-import { VM_STATES } from "../cluster/vm-state.js";
+import { VM_STATES } from "../states/vm.js";
 
 /** The metrics a server exposes on /metrics. */
 export interface ServerMetrics {

@@ -3,7 +3,10 @@
  * or JSON), executions with their steps, logs, the dead-letter queue and secrets.
  */
 import { type Static, Type } from "@sinclair/typebox";
+import { EXECUTION } from "../../states/execution.js";
+import { STEP } from "../../states/step.js";
 import { Uuid } from "./common.js";
+import { stateUnion } from "./state-schema.js";
 
 const StepBase = {
   name: Type.Optional(Type.String({ maxLength: 200, description: "Shown in logs and progress" })),
@@ -191,27 +194,14 @@ export const ExecutionsPost = Type.Object(
 export type ExecutionsPost = Static<typeof ExecutionsPost>;
 
 /** Execution states. */
-export const ExecStateSchema = Type.Union(
-  [
-    "pending_approval",
-    "approved",
-    "rejected",
-    "queued",
-    "running",
-    "completed",
-    "failed",
-    "cancelled",
-    "timed_out",
-    "partial",
-  ].map((s) => Type.Literal(s)),
-);
+export const ExecStateSchema = stateUnion(EXECUTION);
 
 /** One step's progress and outcome. */
 export const ExecutionStep = Type.Object({
   index: Type.Integer(),
   kind: Type.String(),
   name: Type.String(),
-  state: Type.String(),
+  state: stateUnion(STEP),
   attempts: Type.Integer(),
   progressPct: Type.Number(),
   message: Type.String(),

@@ -1,7 +1,9 @@
 /** Wire types for live migrations: start, list, show, cancel, progress. */
 import { type Static, Type } from "@sinclair/typebox";
+import { MIGRATION } from "../../states/migration.js";
 import { DowntimeBreakdown } from "./agent.js";
 import { Uuid } from "./common.js";
+import { stateUnion } from "./state-schema.js";
 
 /** Tuning a user may set for one migration. */
 export const MigrationOptions = Type.Object(
@@ -130,15 +132,7 @@ export const MigrationResult = Type.Object({
 });
 export type MigrationResult = Static<typeof MigrationResult>;
 
-const MigrationStateSchema = Type.Union([
-  Type.Literal("queued"),
-  Type.Literal("preparing"),
-  Type.Literal("transferring"),
-  Type.Literal("switching-over"),
-  Type.Literal("completed"),
-  Type.Literal("failed"),
-  Type.Literal("cancelled"),
-]);
+const MigrationStateSchema = stateUnion(MIGRATION);
 
 /** A migration. */
 export const Migration = Type.Object({

@@ -1,18 +1,10 @@
 /** Wire types for VMs: create, list, show, actions, console. */
 import { type Static, Type } from "@sinclair/typebox";
+import { VM } from "../../states/vm.js";
 import { ResourceName, Uuid } from "./common.js";
+import { stateUnion } from "./state-schema.js";
 
-const VmStateSchema = Type.Union([
-  Type.Literal("pending"),
-  Type.Literal("scheduled"),
-  Type.Literal("starting"),
-  Type.Literal("running"),
-  Type.Literal("stopping"),
-  Type.Literal("stopped"),
-  Type.Literal("failed"),
-  Type.Literal("deleting"),
-  Type.Literal("migrating"),
-]);
+const VmStateSchema = stateUnion(VM);
 
 /** A VM as the API shows it. */
 export const Vm = Type.Object({

@@ -1,6 +1,6 @@
 /**
  * The executions, execution_steps and execution_logs tables. Every state change goes
- * through `transitionExecution`, which checks the state machine (exec/states.ts) and
+ * through `transitionExecution`, which checks the state machine (states/execution.ts) and
  * appends the `execution.state` event in the same transaction. Text written here must
  * already be masked (exec/masker.ts): this module stores what it is given.
  */
@@ -8,8 +8,10 @@ import { randomUUID } from "node:crypto";
 import type { ClusterEvent } from "../../api/types/events.js";
 import type { Execution, ExecutionLogLine, ExecutionStep, Plan } from "../../api/types/executions.js";
 import type { SlaClass } from "../../exec/config.js";
-import { assertExecTransition, type ExecState, type StepState } from "../../exec/states.js";
 import { NovaError } from "../../lib/errors.js";
+import { stateChanged } from "../../lib/state-machine.js";
+import { assertExecTransition, EXECUTION, type ExecState } from "../../states/execution.js";
+import type { StepState } from "../../states/step.js";
 import type { Queryable } from "./db.js";
 import { appendEvent } from "./events.js";
 
@@ -281,14 +283,8 @@ export async function transitionExecution(
   extra: TransitionExtra = {},
 ): Promise<ClusterEvent> {
   assertExecTransition(e.id, e.state, to, `move to ${to}`);
-  const final =
-    to === "completed" ||
-    to === "cancelled" ||
-    to === "rejected" ||
-    to === "failed" ||
-    to === "partial" ||
-    to === "timed_out";
-  await q.query(
+  const final = EXECUTION.isFinal(to);
+  const { rowCount } = await q.query(
     `UPDATE executions SET state = $2, state_reason = $3, updated_at = now(),
        job_id = COALESCE($4, job_id),
        current_step = COALESCE($5, current_step),
@@ -296,7 +292,7 @@ export async function transitionExecution(
        deadline_at = COALESCE($8, deadline_at),
        started_at = CASE WHEN $9 AND started_at IS NULL THEN now() ELSE started_at END,
        finished_at = CASE WHEN $10 THEN now() ELSE NULL END
-     WHERE id = $1`,
+     WHERE id = $1 AND state = $11`,
     [
       e.id,
       to,
@@ -308,8 +304,10 @@ export async function transitionExecution(
       extra.deadlineAt ?? null,
       extra.startedNow ?? false,
       final,
+      e.state,
     ],
   );
+  if (rowCount === 0) throw stateChanged(EXECUTION.name, `execution ${e.id}`, e.state, to);
   return appendEvent(q, {
     type: "execution.state",
     resourceType: "execution",

@@ -31,7 +31,7 @@ export interface HostRecord extends Host {
   agentToken: string;
 }
 
-// Memory is allocated by VMs that hold it (vm-state.ts RESERVING_STATES).
+// Memory is allocated by VMs that hold it (states/vm.ts RESERVING_STATES).
 const SELECT_HOSTS = `
   SELECT h.*,
     (COALESCE((SELECT sum(v.memory_mib) FROM vms v WHERE v.host_id = h.id

@@ -8,19 +8,13 @@ import type {
   MigrationResult,
 } from "../../api/types/migrations.js";
 import { NovaError } from "../../lib/errors.js";
+import { stateChanged } from "../../lib/state-machine.js";
+import { MIGRATION, type MigrationState } from "../../states/migration.js";
 import type { Queryable } from "./db.js";
 import { appendEvent } from "./events.js";
 
-/** Migration states, in order; the last three are terminal. */
-export type MigrationState = Migration["state"];
-
 /** States in which a migration is still in flight. */
-export const ACTIVE_MIGRATION_STATES: readonly MigrationState[] = [
-  "queued",
-  "preparing",
-  "transferring",
-  "switching-over",
-];
+export const ACTIVE_MIGRATION_STATES: readonly MigrationState[] = MIGRATION.active;
 
 interface MigrationRow {
   id: string;
@@ -149,7 +143,12 @@ export async function insertMigration(
   return { id, event };
 }
 
-/** Moves a migration to `to` with a reason (and rollback note / result), recording the event. */
+/**
+ * Moves a migration to `to` with a reason (and rollback note / result), recording the
+ * event. Checked against the state machine and a compare-and-set on `m.state`; a move
+ * within the same state (transferring → transferring, the next phase) is allowed only
+ * where the machine lists it.
+ */
 export async function transitionMigration(
   q: Queryable,
   m: MigrationRecord,
@@ -157,15 +156,25 @@ export async function transitionMigration(
   reason: string,
   extra: { rollback?: string; result?: MigrationResult } = {},
 ): Promise<ClusterEvent> {
-  const terminal = to === "completed" || to === "failed" || to === "cancelled";
-  await q.query(
+  MIGRATION.assertTransition(`migration ${m.id}`, m.state, to);
+  const terminal = MIGRATION.isFinal(to);
+  const { rowCount } = await q.query(
     `UPDATE migrations SET state = $2, state_reason = $3, rollback = COALESCE($4, rollback),
        result = COALESCE($5::jsonb, result), updated_at = now(),
        started_at = CASE WHEN $2 = 'preparing' THEN now() ELSE started_at END,
        finished_at = CASE WHEN $6 THEN now() ELSE finished_at END
-     WHERE id = $1`,
-    [m.id, to, reason, extra.rollback ?? null, extra.result ? JSON.stringify(extra.result) : null, terminal],
+     WHERE id = $1 AND state = $7`,
+    [
+      m.id,
+      to,
+      reason,
+      extra.rollback ?? null,
+      extra.result ? JSON.stringify(extra.result) : null,
+      terminal,
+      m.state,
+    ],
   );
+  if (rowCount === 0) throw stateChanged(MIGRATION.name, `migration ${m.id}`, m.state, to);
   return appendEvent(q, {
     type: "migration.state",
     resourceType: "migration",

@@ -7,7 +7,8 @@ import { randomUUID } from "node:crypto";
 import type { ClusterEvent } from "../../api/types/events.js";
 import type { Vm } from "../../api/types/vms.js";
 import { NovaError } from "../../lib/errors.js";
-import { assertTransition, type VmState } from "../vm-state.js";
+import { stateChanged } from "../../lib/state-machine.js";
+import { assertTransition, VM, type VmState } from "../../states/vm.js";
 import type { Queryable } from "./db.js";
 import { appendEvent } from "./events.js";
 
@@ -188,7 +189,8 @@ export interface TransitionChanges {
 
 /**
  * Moves a VM to `to` (checked against the state machine) with a reason, appends the
- * `vm.state` event, and returns it. The caller holds the row lock (getVm forUpdate).
+ * `vm.state` event, and returns it. The update is a compare-and-set on `vm.state`: a row
+ * that another writer moved first is refused with NOVA_STATE_CHANGED, never overwritten.
  */
 export async function transitionVm(
   q: Queryable,
@@ -198,13 +200,13 @@ export async function transitionVm(
   changes: TransitionChanges = {},
 ): Promise<ClusterEvent> {
   assertTransition(vm.state, to);
-  await q.query(
+  const { rowCount } = await q.query(
     `UPDATE vms SET state = $2, state_reason = $3, updated_at = now(),
        state_changed_at = CASE WHEN state = $2 THEN state_changed_at ELSE now() END,
        desired_state = COALESCE($4, desired_state),
        restart_pending = COALESCE($5, restart_pending),
        generation = generation + $6
-     WHERE id = $1`,
+     WHERE id = $1 AND state = $7`,
     [
       vm.id,
       to,
@@ -212,8 +214,10 @@ export async function transitionVm(
       changes.desiredState ?? null,
       changes.restartPending ?? null,
       changes.bumpGeneration ? 1 : 0,
+      vm.state,
     ],
   );
+  if (rowCount === 0) throw stateChanged(VM.name, `VM ${vm.name}`, vm.state, to);
   return appendEvent(q, {
     type: "vm.state",
     resourceType: "vm",

@@ -7,7 +7,7 @@ import {
   isVmState,
   TRANSITIONS,
   VM_STATES,
-} from "./vm-state.js";
+} from "./vm.js";
 
 const states = Object.keys(VM_STATES) as (keyof typeof VM_STATES)[];
 

@@ -14,27 +14,49 @@
  *   target or still on the source); ──both QEMUs lost──▶ failed
  *
  * `desired_state` records what the user asked for (running, stopped, deleted); the
- * reconciler (reconciler.ts) moves `state` towards it using what the agent reports.
+ * reconciler (cluster/reconciler.ts) moves `state` towards it using what the agent reports.
  * User actions are checked here so an illegal one is refused with the state it met and
  * the actions that state allows.
  */
 import { NovaError } from "../lib/errors.js";
+import { defineStateMachine } from "../lib/state-machine.js";
+
+export const VM = defineStateMachine({
+  name: "vm",
+  states: {
+    pending: "accepted, waiting for a host",
+    scheduled: "placed on a host, QEMU not started yet",
+    starting: "the agent is starting QEMU",
+    running: "QEMU is running the guest",
+    stopping: "the agent is shutting the guest down",
+    stopped: "not running; its disk stays on its host",
+    failed: "QEMU died or could not start; state_reason says why",
+    deleting: "the agent is removing the VM and its disk",
+    migrating: "moving to another host; cancel the migration to stop it",
+  },
+  initial: ["pending"],
+  // The transitions the reconciler may make (user actions included). Every other state
+  // rests until the user or the agent's report moves it; `deleting` ends with the row
+  // removed, so it alone is final.
+  transitions: {
+    pending: ["scheduled", "failed", "deleting"],
+    scheduled: ["starting", "stopped", "failed", "deleting"],
+    starting: ["running", "stopping", "stopped", "failed", "deleting"],
+    running: ["stopping", "stopped", "failed", "deleting", "migrating"],
+    stopping: ["stopped", "failed", "deleting"],
+    stopped: ["starting", "deleting"],
+    failed: ["starting", "deleting"],
+    deleting: [],
+    migrating: ["running", "failed"],
+  },
+  final: ["deleting"],
+});
 
 /** Every lifecycle state. */
-export const VM_STATES = {
-  pending: "accepted, waiting for a host",
-  scheduled: "placed on a host, QEMU not started yet",
-  starting: "the agent is starting QEMU",
-  running: "QEMU is running the guest",
-  stopping: "the agent is shutting the guest down",
-  stopped: "not running; its disk stays on its host",
-  failed: "QEMU died or could not start; state_reason says why",
-  deleting: "the agent is removing the VM and its disk",
-  migrating: "moving to another host; cancel the migration to stop it",
-} as const;
+export const VM_STATES = VM.states;
 
 /** A VM lifecycle state. */
-export type VmState = keyof typeof VM_STATES;
+export type VmState = (typeof VM.list)[number];
 
 /** The operations a user can ask for. */
 export type VmAction = "start" | "stop" | "restart" | "delete" | "migrate";
@@ -53,21 +75,11 @@ export const ALLOWED_ACTIONS: Record<VmState, readonly VmAction[]> = {
 };
 
 /** The transitions the reconciler may make (user actions included). */
-export const TRANSITIONS: Record<VmState, readonly VmState[]> = {
-  pending: ["scheduled", "failed", "deleting"],
-  scheduled: ["starting", "stopped", "failed", "deleting"],
-  starting: ["running", "stopping", "stopped", "failed", "deleting"],
-  running: ["stopping", "stopped", "failed", "deleting", "migrating"],
-  stopping: ["stopped", "failed", "deleting"],
-  stopped: ["starting", "deleting"],
-  failed: ["starting", "deleting"],
-  deleting: [],
-  migrating: ["running", "failed"],
-};
+export const TRANSITIONS = VM.transitions;
 
 /** True when `state` is one of the lifecycle states. */
 export function isVmState(state: string): state is VmState {
-  return Object.hasOwn(VM_STATES, state);
+  return VM.is(state);
 }
 
 /** Throws NOVA_ILLEGAL_STATE unless `action` is allowed in `state`. */
@@ -84,7 +96,7 @@ export function assertActionAllowed(vmName: string, state: VmState, action: VmAc
 
 /** Throws NOVA_INTERNAL unless `from → to` is a legal transition (a reconciler bug). */
 export function assertTransition(from: VmState, to: VmState): void {
-  if (from === to || TRANSITIONS[from].includes(to)) return;
+  if (from === to || VM.can(from, to)) return;
   throw new NovaError("NOVA_INTERNAL", `Illegal VM state transition ${from} → ${to}`, {
     details: { from, to },
   });

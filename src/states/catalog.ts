@@ -1,0 +1,30 @@
+/**
+ * Every persisted state machine and where it is stored. docs/states.md and the schema
+ * test (test/state-machines.test.ts, which reads each column's CHECK constraint from the
+ * database) are derived from this list, so a machine added here is documented and
+ * checked against its table without further wiring.
+ */
+import type { StateMachine } from "../lib/state-machine.js";
+import { EXECUTION } from "./execution.js";
+import { JOB } from "./job.js";
+import { MIGRATION } from "./migration.js";
+import { STEP } from "./step.js";
+import { VM } from "./vm.js";
+
+/** A machine with the file that defines it and the column that stores it (if any). */
+export interface CatalogEntry {
+  machine: StateMachine<string>;
+  /** The defining module, relative to src/. */
+  source: string;
+  /** `table.column`, or null for a machine that lives only in memory. */
+  column: string | null;
+}
+
+/** The machines, in the order docs/states.md lists them. */
+export const STATE_MACHINES: readonly CatalogEntry[] = [
+  { machine: VM, source: "states/vm.ts", column: "vms.state" },
+  { machine: MIGRATION, source: "states/migration.ts", column: "migrations.state" },
+  { machine: EXECUTION, source: "states/execution.ts", column: "executions.state" },
+  { machine: STEP, source: "states/step.ts", column: "execution_steps.state" },
+  { machine: JOB, source: "states/job.ts", column: "exec_jobs.state" },
+];

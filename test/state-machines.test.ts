@@ -1,0 +1,85 @@
+// Each persisted state machine against its table, on PostgreSQL and PGlite: the column's
+// CHECK allows exactly the machine's states, and a transition is a compare-and-set that
+// refuses a row another writer moved first.
+import { describe, expect, it } from "vitest";
+import { upsertHost } from "../src/cluster/store/hosts.js";
+import { getImage, insertImage } from "../src/cluster/store/images.js";
+import type { Store } from "../src/cluster/store/store.js";
+import { getVm, insertVm, transitionVm } from "../src/cluster/store/vms.js";
+import { STATE_MACHINES } from "../src/states/catalog.js";
+import { ENGINES, storePerSuite } from "./helpers/databases.js";
+
+/** The values a column's CHECK (… IN (…)) constraint allows, read back from the catalog. */
+async function checkedValues(store: Store, table: string, column: string): Promise<string[]> {
+  const { rows } = await store.read.query<{ def: string }>(
+    `SELECT pg_get_constraintdef(c.oid) AS def FROM pg_constraint c
+       JOIN pg_class t ON t.oid = c.conrelid
+     WHERE t.relname = $1 AND c.contype = 'c'`,
+    [table],
+  );
+  const mentions = rows.filter((r) => new RegExp(`(^|[^a-z_])${column} = ANY`).test(r.def));
+  expect(mentions, `one CHECK on ${table}.${column}`).toHaveLength(1);
+  return [...(mentions[0] as { def: string }).def.matchAll(/'([^']+)'::text/g)].map((m) => m[1] as string);
+}
+
+describe.each(ENGINES)("state machines on $engine", ({ create }) => {
+  let store!: Store;
+  storePerSuite(create, (s) => {
+    store = s;
+  });
+
+  it("each persisted machine's column allows exactly the machine's states", async () => {
+    for (const { machine, column } of STATE_MACHINES) {
+      if (!column) continue;
+      const [table, col] = column.split(".") as [string, string];
+      expect((await checkedValues(store, table, col)).sort(), column).toEqual([...machine.list].sort());
+    }
+  });
+
+  it("refuses a VM transition whose from-state another writer already changed", async () => {
+    const host = await upsertHost(store.read, {
+      name: "h1",
+      agentUrl: "http://127.0.0.1:1",
+      agentToken: "t1",
+      agentVersion: "0",
+      capacity: {
+        accel: "tcg",
+        accelReason: "test",
+        vcpus: 2,
+        memoryMiB: 4096,
+        diskTotalBytes: 1e10,
+        diskFreeBytes: 5e9,
+      },
+    });
+    await insertImage(store.read, {
+      name: "guest",
+      diskDigest: "sha256:d",
+      diskFormat: "qcow2",
+      diskVirtualBytes: 1 << 26,
+      kernelDigest: "sha256:k",
+      initrdDigest: null,
+      cmdline: "console=ttyS0",
+      minMemoryMiB: 64,
+    });
+    const image = await getImage(store.read, "guest");
+    const { id } = await insertVm(store.read, {
+      name: "race",
+      imageId: image.id,
+      vcpus: 1,
+      memoryMiB: 64,
+      kernelArgs: "",
+      desiredState: "running",
+      hostId: host.id,
+      state: "scheduled",
+    });
+    const stale = await getVm(store.read, id);
+    await transitionVm(store.read, stale, "starting", "first writer");
+    await expect(transitionVm(store.read, stale, "failed", "second writer")).rejects.toMatchObject({
+      code: "NOVA_STATE_CHANGED",
+      details: { from: "scheduled", to: "failed" },
+    });
+    const now = await getVm(store.read, id);
+    expect(now.state).toBe("starting");
+    expect(now.stateReason).toBe("first writer");
+  });
+});
