@@ -7,6 +7,7 @@
 import type { Logger } from "pino";
 import type { VmBootImage } from "../api/types/agent.js";
 import { describeError, isNovaError } from "../lib/errors.js";
+import { WakeableLoop } from "../lib/wakeable-loop.js";
 import { AgentClient } from "./agent-client.js";
 import { decide } from "./reconcile-decision.js";
 import { type HostRecord, listHosts } from "./store/hosts.js";
@@ -32,12 +33,8 @@ export interface ReconcilerOptions {
 
 /** Runs reconcile passes until stopped. */
 export class Reconciler {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
-  private again = false;
-  private stopped = true;
+  private readonly loop: WakeableLoop;
   private readonly asked = new Map<string, number>();
-  private readonly intervalMs: number;
   private readonly resendAfterMs: number;
 
   constructor(
@@ -45,43 +42,27 @@ export class Reconciler {
     private readonly log: Logger,
     options: ReconcilerOptions = {},
   ) {
-    this.intervalMs = options.intervalMs ?? 1000;
     this.resendAfterMs = options.resendAfterMs ?? 5000;
+    this.loop = new WakeableLoop({
+      pass: () => this.pass(),
+      intervalMs: options.intervalMs ?? 1000,
+      onError: (err) => this.log.error({ err }, "reconcile pass failed"),
+    });
   }
 
   /** Starts the loop. */
   start(): void {
-    this.stopped = false;
-    this.wake();
+    this.loop.start();
   }
 
   /** Stops the loop and waits for the pass in flight. */
   async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    await this.running;
+    await this.loop.stop();
   }
 
   /** Runs a pass soon (coalesced with one in flight). */
   wake(): void {
-    if (this.stopped) return;
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    clearTimeout(this.timer);
-    this.running = this.pass()
-      .catch((err) => this.log.error({ err }, "reconcile pass failed"))
-      .finally(() => {
-        this.running = undefined;
-        if (this.stopped) return;
-        if (this.again) {
-          this.again = false;
-          this.wake();
-        } else {
-          this.timer = setTimeout(() => this.wake(), this.intervalMs);
-        }
-      });
+    this.loop.wake();
   }
 
   private async pass(): Promise<void> {
