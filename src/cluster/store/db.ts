@@ -7,12 +7,24 @@ import { mkdir } from "node:fs/promises";
 import { describeError, NovaError } from "../../lib/errors.js";
 
 /** Something that runs parameterised SQL: the database or an open transaction. */
-export interface Queryable {
+export interface ReadQueryable {
   /** Runs one statement with $1-style parameters and returns its rows. */
   query<R = Record<string, unknown>>(
     sql: string,
     params?: unknown[],
   ): Promise<{ rows: R[]; rowCount: number }>;
+}
+
+declare const writable: unique symbol;
+
+/**
+ * A handle that may write: the database itself or a transaction of `Store.write`. Store
+ * functions that only read take a `ReadQueryable`; functions that write take a
+ * `Queryable`, so passing `Store.read` to a writer is a compile error. The brand exists
+ * only in the types.
+ */
+export interface Queryable extends ReadQueryable {
+  readonly [writable]: true;
 }
 
 /** A database handle. */
@@ -67,7 +79,7 @@ async function openPostgres(url: string): Promise<Db> {
       throw wrapSqlError(err);
     }
   };
-  return {
+  return dbHandle({
     kind: "postgres",
     query: (sql, params) => run(pool, sql, params),
     exec: async (sql) => {
@@ -77,7 +89,7 @@ async function openPostgres(url: string): Promise<Db> {
       const client = await pool.connect();
       try {
         await client.query("BEGIN");
-        const result = await fn({ query: (sql, params) => run(client, sql, params) });
+        const result = await fn(txHandle({ query: (sql, params) => run(client, sql, params) }));
         await client.query("COMMIT");
         return result;
       } catch (err) {
@@ -88,7 +100,7 @@ async function openPostgres(url: string): Promise<Db> {
       }
     },
     close: () => pool.end(),
-  };
+  });
 }
 
 async function openPglite(dataDir: string | undefined): Promise<Db> {
@@ -112,7 +124,7 @@ async function openPglite(dataDir: string | undefined): Promise<Db> {
       throw wrapSqlError(err);
     }
   };
-  return {
+  return dbHandle({
     kind: "pglite",
     query: (sql, params) => run(db, sql, params),
     exec: async (sql) => {
@@ -122,9 +134,20 @@ async function openPglite(dataDir: string | undefined): Promise<Db> {
         throw wrapSqlError(err);
       }
     },
-    transaction: (fn) => db.transaction((tx) => fn({ query: (sql, params) => run(tx, sql, params) })),
+    transaction: (fn) =>
+      db.transaction((tx) => fn(txHandle({ query: (sql, params) => run(tx, sql, params) }))),
     close: () => db.close(),
-  };
+  });
+}
+
+/** Marks the database handle as one that may write (the brand is type-only; see Queryable). */
+function dbHandle(handle: Omit<Db, typeof writable>): Db {
+  return handle as Db;
+}
+
+/** Marks a transaction handle as one that may write. */
+function txHandle(handle: ReadQueryable): Queryable {
+  return handle as Queryable;
 }
 
 /** SQLSTATE of a PostgreSQL error (both drivers expose `code`). */
