@@ -1,6 +1,6 @@
 import { mkdtemp, rm, stat } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseListen, readConfigFile, resolveConfig, writeConfigFile } from "./config.js";
+import { readConfigFile, resolveConfig, writeConfigFile } from "./config.js";
 
 describe("CLI config", () => {
   let dir: string;
@@ -30,12 +30,5 @@ describe("CLI config", () => {
     const withEnv = { ...env, NOVACRON_TOKEN: "env-token" };
     expect((await resolveConfig({}, withEnv)).token).toBe("env-token");
     expect((await resolveConfig({ token: "flag-token" }, withEnv)).token).toBe("flag-token");
-  });
-
-  it("parses listen addresses and rejects bad ones", () => {
-    expect(parseListen("0.0.0.0:80")).toEqual({ host: "0.0.0.0", port: 80 });
-    expect(parseListen("7700")).toEqual({ host: "127.0.0.1", port: 7700 });
-    expect(() => parseListen("host:99999")).toThrow(/Invalid listen address/);
-    expect(() => parseListen("nope")).toThrow(/expected HOST:PORT/);
   });
 });

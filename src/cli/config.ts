@@ -65,16 +65,3 @@ export async function resolveConfig(
   }
   return { server: server.replace(/\/+$/, ""), token };
 }
-
-/** Parses "host:port" (or ":port", or "port") into its parts. */
-export function parseListen(spec: string, defaultHost = "127.0.0.1"): { host: string; port: number } {
-  const match = /^(?:(.*):)?(\d{1,5})$/.exec(spec);
-  const port = match ? Number(match[2]) : Number.NaN;
-  if (!match || port > 65535) {
-    throw new NovaError(
-      "NOVA_CONFIG",
-      `Invalid listen address ${spec}: expected HOST:PORT, e.g. 127.0.0.1:7700`,
-    );
-  }
-  return { host: match[1] || defaultHost, port };
-}

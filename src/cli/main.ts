@@ -4,7 +4,7 @@
  */
 import { Command, CommanderError } from "commander";
 import { VERSION } from "../version.js";
-import { registerDaemonCommands } from "./commands/daemons.js";
+import { type LoadDaemonLauncher, registerDaemonCommands } from "./commands/daemons.js";
 import { registerDlqCommands } from "./commands/dlq.js";
 import { registerExecCommands } from "./commands/exec.js";
 import { registerHostCommands } from "./commands/hosts.js";
@@ -16,14 +16,19 @@ import { registerVmCommands } from "./commands/vms.js";
 import { addClientOptions } from "./context.js";
 import { EXIT, exitFor } from "./output.js";
 
+/** What the entry point hands the CLI (the daemons' launcher lives outside the CLI). */
+export interface CliDeps {
+  loadDaemons?: LoadDaemonLauncher;
+}
+
 /** Builds the command tree. */
-export function buildProgram(): Command {
+export function buildProgram(deps: CliDeps = {}): Command {
   const program = new Command("novacron")
     .description("NovaCron: run and operate QEMU virtual machines across hosts")
     .version(VERSION)
     .showHelpAfterError()
     .exitOverride();
-  registerDaemonCommands(program);
+  registerDaemonCommands(program, deps.loadDaemons);
   registerLoginCommand(program);
   registerHostCommands(program);
   registerImageCommands(program);
@@ -53,9 +58,9 @@ export function buildProgram(): Command {
 }
 
 /** Runs the CLI with `argv`; returns the exit code. */
-export async function runCli(argv: string[]): Promise<number> {
+export async function runCli(argv: string[], deps: CliDeps = {}): Promise<number> {
   try {
-    await buildProgram().parseAsync(argv);
+    await buildProgram(deps).parseAsync(argv);
     return EXIT.ok;
   } catch (err) {
     if (err instanceof CommanderError) {

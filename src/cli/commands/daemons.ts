@@ -1,29 +1,66 @@
-/** `novacron server` and `novacron agent`: run the long-lived processes in the foreground. */
-import { readFile } from "node:fs/promises";
+/**
+ * `novacron server` and `novacron agent`: the commands and their flags. Starting the
+ * processes is not the CLI's job: the launcher (src/daemons/launch.ts) is handed in by
+ * bin/novacron.js, so this module imports no server, agent or execution code.
+ */
 import os from "node:os";
 import path from "node:path";
 import type { Command } from "commander";
-import { startAgent } from "../../agent/agent-process.js";
-import { loadExecConfig, parseWorkersFlag } from "../../exec/config.js";
 import { NovaError } from "../../lib/errors.js";
-import { startServer } from "../../server/server-process.js";
-import { parseListen } from "../config.js";
-import { parsePositiveInt } from "./images.js";
 
-/** Resolves once SIGINT or SIGTERM arrives. */
-function untilSignal(): Promise<string> {
-  return new Promise((resolve) => {
-    process.once("SIGINT", () => resolve("SIGINT"));
-    process.once("SIGTERM", () => resolve("SIGTERM"));
-  });
+/** The flags of `novacron server`, as commander parses them. */
+export interface ServerDaemonFlags {
+  dataDir: string;
+  listen: string;
+  databaseUrl?: string;
+  heartbeatTimeout: string;
+  maxMigrationsPerHost: string;
+  execConfig?: string;
+  execWorkersMin?: string;
+  execWorkersMax?: string;
+  execWorkers: boolean;
 }
+
+/** The flags of `novacron agent`, as commander parses them. */
+export interface AgentDaemonFlags {
+  server: string;
+  joinToken?: string;
+  joinTokenFile?: string;
+  dataDir: string;
+  listen: string;
+  dataAddress?: string;
+  dwcpPort: string;
+  dwcp: boolean;
+  name: string;
+  memory?: string;
+  vcpus?: string;
+  stopGrace: string;
+  qemuBinary?: string;
+}
+
+/** Runs a daemon in the foreground until SIGINT/SIGTERM. */
+export interface DaemonLauncher {
+  runServer(flags: ServerDaemonFlags): Promise<void>;
+  runAgent(flags: AgentDaemonFlags): Promise<void>;
+}
+
+/** Loads the launcher when a daemon command runs (the import is the expensive part). */
+export type LoadDaemonLauncher = () => Promise<DaemonLauncher>;
 
 function defaultDataDir(kind: "server" | "agent"): string {
   return process.env.NOVACRON_DATA_DIR ?? path.join(os.homedir(), ".local", "share", "novacron", kind);
 }
 
 /** Registers `server` and `agent`. */
-export function registerDaemonCommands(program: Command): void {
+export function registerDaemonCommands(program: Command, loadLauncher?: LoadDaemonLauncher): void {
+  const launcher = async (): Promise<DaemonLauncher> => {
+    if (!loadLauncher)
+      throw new NovaError(
+        "NOVA_CONFIG",
+        "This build of the novacron command cannot run daemons; run bin/novacron.js from a built checkout (npm run build).",
+      );
+    return loadLauncher();
+  };
   program
     .command("server")
     .description("Run a cluster's control plane (REST API, controllers, metrics)")
@@ -50,56 +87,9 @@ export function registerDaemonCommands(program: Command): void {
     .option("--exec-workers-min <n>", "execution worker slots kept when idle (overrides the config file)")
     .option("--exec-workers-max <n>", "execution worker slots at most (overrides the config file)")
     .option("--no-exec-workers", "serve the API but run no execution workers (an API-only replica)")
-    .action(
-      async (o: {
-        dataDir: string;
-        listen: string;
-        databaseUrl?: string;
-        heartbeatTimeout: string;
-        maxMigrationsPerHost: string;
-        execConfig?: string;
-        execWorkersMin?: string;
-        execWorkersMax?: string;
-        execWorkers: boolean;
-      }) => {
-        const { host, port } = parseListen(o.listen);
-        const databaseUrl = o.databaseUrl ?? process.env.DATABASE_URL;
-        const dataDir = path.resolve(o.dataDir);
-        // Defaults, then the file, then these flags; errors name the flag or key to fix.
-        const execConfigFile = o.execConfig ?? process.env.NOVACRON_EXEC_CONFIG;
-        const execConfig = await loadExecConfig(execConfigFile ? path.resolve(execConfigFile) : undefined, {
-          ...(o.execWorkersMin !== undefined
-            ? { workersMin: parseWorkersFlag(o.execWorkersMin, "--exec-workers-min", 0) }
-            : {}),
-          ...(o.execWorkersMax !== undefined
-            ? { workersMax: parseWorkersFlag(o.execWorkersMax, "--exec-workers-max", 1) }
-            : {}),
-        });
-        const server = await startServer({
-          dataDir,
-          host,
-          port,
-          heartbeatTimeoutMs: parsePositiveInt(o.heartbeatTimeout, "--heartbeat-timeout") * 1000,
-          maxMigrationsPerHost: parsePositiveInt(o.maxMigrationsPerHost, "--max-migrations-per-host"),
-          execConfig,
-          ...(o.execWorkers ? {} : { execWorkers: false }),
-          ...(databaseUrl ? { databaseUrl } : {}),
-        });
-        const lines = [
-          `NovaCron server listening on ${server.url} (database: ${server.store.db.kind === "pglite" ? `embedded PGlite in ${dataDir}/db` : "PostgreSQL"})`,
-          server.created.admin
-            ? `Created the admin token: ${server.adminTokenPath} (mode 0600). Log in with: novacron login --server ${server.url} --token-file ${server.adminTokenPath}`
-            : `Admin token: ${server.adminTokenPath}`,
-          server.created.join
-            ? `Created the agent join token: ${server.joinTokenPath} (mode 0600). Start agents with: novacron agent --server ${server.url} --join-token-file ${server.joinTokenPath}`
-            : `Agent join token: ${server.joinTokenPath}`,
-        ];
-        process.stdout.write(`${lines.join("\n")}\n`);
-        const signal = await untilSignal();
-        process.stderr.write(`${signal}: shutting down the server\n`);
-        await server.close();
-      },
-    );
+    .action(async (o: ServerDaemonFlags) => {
+      await (await launcher()).runServer(o);
+    });
 
   program
     .command("agent")
@@ -123,59 +113,7 @@ export function registerDaemonCommands(program: Command): void {
       "--qemu-binary <path>",
       "the qemu-system-x86_64 to run VMs with, 7.2 or newer (default: $NOVACRON_QEMU_BINARY, else qemu-system-x86_64 on PATH)",
     )
-    .action(
-      async (o: {
-        server: string;
-        joinToken?: string;
-        joinTokenFile?: string;
-        dataDir: string;
-        listen: string;
-        dataAddress?: string;
-        dwcpPort: string;
-        dwcp: boolean;
-        name: string;
-        memory?: string;
-        vcpus?: string;
-        stopGrace: string;
-        qemuBinary?: string;
-      }) => {
-        const joinToken =
-          o.joinToken ??
-          process.env.NOVACRON_JOIN_TOKEN ??
-          (o.joinTokenFile ? (await readFile(o.joinTokenFile, "utf8")).trim() : undefined);
-        if (!joinToken)
-          throw new NovaError(
-            "NOVA_CONFIG",
-            "Give the server's join token: --join-token-file <server data dir>/join.token (or --join-token, or NOVACRON_JOIN_TOKEN).",
-          );
-        const { host, port } = parseListen(o.listen);
-        const agent = await startAgent({
-          serverUrl: o.server,
-          joinToken,
-          dataDir: path.resolve(o.dataDir),
-          name: o.name,
-          host,
-          port,
-          ...(o.dataAddress ? { dataHost: o.dataAddress } : {}),
-          dwcpPort: o.dwcp ? parsePort(o.dwcpPort, "--dwcp-port") : null,
-          stopGraceMs: parsePositiveInt(o.stopGrace, "--stop-grace") * 1000,
-          ...(o.memory ? { memoryMiB: parsePositiveInt(o.memory, "--memory") } : {}),
-          ...(o.vcpus ? { vcpus: parsePositiveInt(o.vcpus, "--vcpus") } : {}),
-          ...(o.qemuBinary !== undefined ? { qemuBinary: o.qemuBinary } : {}),
-        });
-        process.stdout.write(
-          `NovaCron agent ${agent.name} serving on ${agent.url}, joined ${o.server} (accelerator: ${agent.accel}; QEMU ${agent.qemu.version} at ${agent.qemu.binary}, q35 = ${agent.qemu.q35Alias})\n`,
-        );
-        const signal = await untilSignal();
-        process.stderr.write(`${signal}: stopping the agent (VMs keep running)\n`);
-        await agent.close();
-      },
-    );
-}
-
-function parsePort(v: string, flag: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0 || n > 65535)
-    throw new NovaError("NOVA_CONFIG", `${flag} must be a port from 0 to 65535, got "${v}"`);
-  return n;
+    .action(async (o: AgentDaemonFlags) => {
+      await (await launcher()).runAgent(o);
+    });
 }

@@ -4,6 +4,7 @@ import path from "node:path";
 import type { Command } from "commander";
 import type { Image, ImageList, ImagesPost } from "../../api/types/images.js";
 import { NovaError } from "../../lib/errors.js";
+import { parsePositiveInt } from "../../lib/flags.js";
 import { seg } from "../client.js";
 import { apiFor } from "../context.js";
 import { formatBytes, printFields, printJson, printTable } from "../output.js";
@@ -59,14 +60,6 @@ export async function importBody(name: string, o: ImportOptions): Promise<Images
       "Give the image's disk: --disk PATH (or --manifest PATH from images/build.sh).",
     );
   return { ...body, disk: body.disk };
-}
-
-/** Parses a positive integer flag or fails naming it. */
-export function parsePositiveInt(value: string, flag: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0)
-    throw new NovaError("NOVA_CONFIG", `${flag} must be a positive whole number, got ${value}`);
-  return n;
 }
 
 /** Registers the image commands. */

@@ -8,11 +8,11 @@ import type {
   MigrationProgress,
 } from "../../api/types/migrations.js";
 import { NovaError } from "../../lib/errors.js";
+import { parsePositiveInt } from "../../lib/flags.js";
 import type { ApiClient } from "../client.js";
 import { seg } from "../client.js";
 import { apiFor } from "../context.js";
 import { formatBytes, printFields, printJson, printTable } from "../output.js";
-import { parsePositiveInt } from "./images.js";
 
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
 

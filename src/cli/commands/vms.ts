@@ -3,12 +3,12 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { Command } from "commander";
 import type { Vm, VmConsole, VmList, VmsPost } from "../../api/types/vms.js";
 import { isNovaError, NovaError } from "../../lib/errors.js";
+import { parsePositiveInt } from "../../lib/flags.js";
 import { validateMachineType } from "../../lib/qemu-support.js";
 import type { ApiClient } from "../client.js";
 import { seg } from "../client.js";
 import { apiFor } from "../context.js";
 import { printFields, printJson, printTable } from "../output.js";
-import { parsePositiveInt } from "./images.js";
 
 /** Which end state an action waits for. */
 const WAIT_TARGET = {

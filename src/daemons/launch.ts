@@ -1,0 +1,100 @@
+/**
+ * Start-up of the long-lived processes behind `novacron server` and `novacron agent`:
+ * turns the CLI's flags into the processes' options, starts them, prints where they
+ * listen, and shuts them down cleanly on SIGINT/SIGTERM. The CLI declares the commands and
+ * their flags but imports none of this; bin/novacron.js hands it in, so the CLI module
+ * stays a client of the API and `novacron vm list` loads no server code.
+ */
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { startAgent } from "../agent/agent-process.js";
+import type { AgentDaemonFlags, DaemonLauncher, ServerDaemonFlags } from "../cli/commands/daemons.js";
+import { loadExecConfig, parseWorkersFlag } from "../exec/config.js";
+import { NovaError } from "../lib/errors.js";
+import { parseListen, parsePort, parsePositiveInt } from "../lib/flags.js";
+import { startServer } from "../server/server-process.js";
+
+/** Resolves once SIGINT or SIGTERM arrives. */
+function untilSignal(): Promise<string> {
+  return new Promise((resolve) => {
+    process.once("SIGINT", () => resolve("SIGINT"));
+    process.once("SIGTERM", () => resolve("SIGTERM"));
+  });
+}
+
+/** Runs the server in the foreground until a signal. */
+export async function runServer(o: ServerDaemonFlags): Promise<void> {
+  const { host, port } = parseListen(o.listen);
+  const databaseUrl = o.databaseUrl ?? process.env.DATABASE_URL;
+  const dataDir = path.resolve(o.dataDir);
+  // Defaults, then the file, then these flags; errors name the flag or key to fix.
+  const execConfigFile = o.execConfig ?? process.env.NOVACRON_EXEC_CONFIG;
+  const execConfig = await loadExecConfig(execConfigFile ? path.resolve(execConfigFile) : undefined, {
+    ...(o.execWorkersMin !== undefined
+      ? { workersMin: parseWorkersFlag(o.execWorkersMin, "--exec-workers-min", 0) }
+      : {}),
+    ...(o.execWorkersMax !== undefined
+      ? { workersMax: parseWorkersFlag(o.execWorkersMax, "--exec-workers-max", 1) }
+      : {}),
+  });
+  const server = await startServer({
+    dataDir,
+    host,
+    port,
+    heartbeatTimeoutMs: parsePositiveInt(o.heartbeatTimeout, "--heartbeat-timeout") * 1000,
+    maxMigrationsPerHost: parsePositiveInt(o.maxMigrationsPerHost, "--max-migrations-per-host"),
+    execConfig,
+    ...(o.execWorkers ? {} : { execWorkers: false }),
+    ...(databaseUrl ? { databaseUrl } : {}),
+  });
+  const lines = [
+    `NovaCron server listening on ${server.url} (database: ${server.store.db.kind === "pglite" ? `embedded PGlite in ${dataDir}/db` : "PostgreSQL"})`,
+    server.created.admin
+      ? `Created the admin token: ${server.adminTokenPath} (mode 0600). Log in with: novacron login --server ${server.url} --token-file ${server.adminTokenPath}`
+      : `Admin token: ${server.adminTokenPath}`,
+    server.created.join
+      ? `Created the agent join token: ${server.joinTokenPath} (mode 0600). Start agents with: novacron agent --server ${server.url} --join-token-file ${server.joinTokenPath}`
+      : `Agent join token: ${server.joinTokenPath}`,
+  ];
+  process.stdout.write(`${lines.join("\n")}\n`);
+  const signal = await untilSignal();
+  process.stderr.write(`${signal}: shutting down the server\n`);
+  await server.close();
+}
+
+/** Runs the agent in the foreground until a signal. */
+export async function runAgent(o: AgentDaemonFlags): Promise<void> {
+  const joinToken =
+    o.joinToken ??
+    process.env.NOVACRON_JOIN_TOKEN ??
+    (o.joinTokenFile ? (await readFile(o.joinTokenFile, "utf8")).trim() : undefined);
+  if (!joinToken)
+    throw new NovaError(
+      "NOVA_CONFIG",
+      "Give the server's join token: --join-token-file <server data dir>/join.token (or --join-token, or NOVACRON_JOIN_TOKEN).",
+    );
+  const { host, port } = parseListen(o.listen);
+  const agent = await startAgent({
+    serverUrl: o.server,
+    joinToken,
+    dataDir: path.resolve(o.dataDir),
+    name: o.name,
+    host,
+    port,
+    ...(o.dataAddress ? { dataHost: o.dataAddress } : {}),
+    dwcpPort: o.dwcp ? parsePort(o.dwcpPort, "--dwcp-port") : null,
+    stopGraceMs: parsePositiveInt(o.stopGrace, "--stop-grace") * 1000,
+    ...(o.memory ? { memoryMiB: parsePositiveInt(o.memory, "--memory") } : {}),
+    ...(o.vcpus ? { vcpus: parsePositiveInt(o.vcpus, "--vcpus") } : {}),
+    ...(o.qemuBinary !== undefined ? { qemuBinary: o.qemuBinary } : {}),
+  });
+  process.stdout.write(
+    `NovaCron agent ${agent.name} serving on ${agent.url}, joined ${o.server} (accelerator: ${agent.accel}; QEMU ${agent.qemu.version} at ${agent.qemu.binary}, q35 = ${agent.qemu.q35Alias})\n`,
+  );
+  const signal = await untilSignal();
+  process.stderr.write(`${signal}: stopping the agent (VMs keep running)\n`);
+  await agent.close();
+}
+
+/** What bin/novacron.js hands to the CLI. */
+export const launcher: DaemonLauncher = { runServer, runAgent };
