@@ -12,7 +12,6 @@ import {
   type AgentIncomingEndpoints,
   AgentIncomingFinishPost,
   AgentIncomingPost,
-  type AgentMigrationTuning,
   AgentOutgoingPost,
   type AgentOutgoingStatus,
 } from "../api/types/agent.js";
@@ -36,7 +35,6 @@ import {
   cancelOutgoing,
   continueSwitchover,
   type MigrationProgress,
-  type MigrationTuning,
   queryMigration,
   resumeSourceAfterSwitchover,
   startIncoming,
@@ -67,17 +65,6 @@ const CancelBody = Type.Object({
 export function migrationNames(migrationId: string): { jobId: string; exportName: string } {
   const short = migrationId.replace(/-/g, "").slice(0, 12);
   return { jobId: `mig-${short}`, exportName: `mig-${short}` };
-}
-
-function toTuning(t: AgentMigrationTuning): MigrationTuning {
-  const tuning: MigrationTuning = {
-    downtimeLimitMs: t.downtimeLimitMs,
-    autoConverge: t.autoConverge,
-    postcopy: t.postcopy,
-  };
-  if (t.maxBandwidthBytesPerSec !== undefined) tuning.maxBandwidthBytesPerSec = t.maxBandwidthBytesPerSec;
-  if (t.multifd) tuning.multifd = t.multifd;
-  return tuning;
 }
 
 function requireProcess(vms: VmManager, id: string): QemuProcess {
@@ -266,7 +253,7 @@ export function registerMigrationRoutes(
           nodeName: await diskNodeName(proc.qmp),
         });
         const migratePort = await freePort(listenHost);
-        await startIncoming(proc.qmp, { host: listenHost, port: migratePort }, toTuning(tuning));
+        await startIncoming(proc.qmp, { host: listenHost, port: migratePort }, tuning);
         const endpoints: AgentIncomingEndpoints = {
           migrateUri: tcpUri(listenHost, migratePort),
           nbd: { host: listenHost, port: nbdPort, exportName },
@@ -380,7 +367,7 @@ export function registerMigrationRoutes(
             // Through the relay QEMU over-estimates its switch-over bandwidth; the relay
             // measures the real one (QEMU ≥ 8.2, switchover-bandwidth.ts).
             if (out && switchoverEstimate === "relay") {
-              const limit = toTuning(tuning).downtimeLimitMs;
+              const limit = tuning.downtimeLimitMs;
               governors.get(migrationId)?.();
               governors.set(
                 migrationId,
@@ -389,7 +376,7 @@ export function registerMigrationRoutes(
             } else {
               await resetSwitchoverBandwidth(proc.qmp);
             }
-            await startOutgoing(proc.qmp, uri, toTuning(tuning), {
+            await startOutgoing(proc.qmp, uri, tuning, {
               pauseBeforeSwitchover: true,
             });
           } catch (err) {

@@ -15,9 +15,13 @@
  * the source QEMU stopped and its disk removed.
  */
 import type { Logger } from "pino";
-import type { AgentMigrationTuning, AgentOutgoingStatus } from "../api/types/agent.js";
+import type { AgentOutgoingStatus } from "../api/types/agent.js";
 import type { ClusterEvent } from "../api/types/events.js";
-import type { MigrationOptions } from "../api/types/migrations.js";
+import {
+  agentMigrationTuning,
+  MIGRATION_OPTION_DEFAULTS,
+  type MigrationOptions,
+} from "../api/types/migrations.js";
 import { AgentClient } from "../cluster/agent-client.js";
 import { bootImage } from "../cluster/reconciler.js";
 import { getHost } from "../cluster/store/hosts.js";
@@ -71,15 +75,7 @@ class RetryLater extends Error {}
 class PostcopyLost extends Error {}
 
 /** Default tuning (also documented in docs/migration.md). */
-export const DEFAULT_OPTIONS: Required<
-  Omit<MigrationOptions, "maxBandwidthMiBps" | "multifdChannels" | "multifdCompression">
-> = {
-  transport: "auto",
-  downtimeLimitMs: 300,
-  autoConverge: true,
-  postcopy: false,
-  timeoutSeconds: 600,
-};
+export const DEFAULT_OPTIONS = MIGRATION_OPTION_DEFAULTS;
 
 /** Starts queued migrations within limits and runs each to an end. */
 export class MigrationOrchestrator {
@@ -163,7 +159,7 @@ export class MigrationOrchestrator {
       }
       if (m.state === "queued") {
         m = await this.step(m, "preparing", "preparing the target");
-        const tuning = toTuning(m.options);
+        const tuning = agentMigrationTuning(m.options);
         const copied = await this.ensureImageOnTarget(m, vmId, source, target);
         const vm = await getVm(this.store.read, vmId);
         const image = await getImage(this.store.read, vm.imageId);
@@ -552,18 +548,6 @@ export class MigrationOrchestrator {
     }
     return true;
   }
-}
-
-function toTuning(o: MigrationOptions): AgentMigrationTuning {
-  return {
-    downtimeLimitMs: o.downtimeLimitMs ?? DEFAULT_OPTIONS.downtimeLimitMs,
-    autoConverge: o.autoConverge ?? DEFAULT_OPTIONS.autoConverge,
-    postcopy: o.postcopy ?? DEFAULT_OPTIONS.postcopy,
-    ...(o.maxBandwidthMiBps ? { maxBandwidthBytesPerSec: o.maxBandwidthMiBps * 1048576 } : {}),
-    ...(o.multifdChannels
-      ? { multifd: { channels: o.multifdChannels, compression: o.multifdCompression ?? "none" } }
-      : {}),
-  };
 }
 
 /** A progress event: published live, not stored (id 0 = not in the events table). */

@@ -145,17 +145,40 @@ export const AgentBlob = Type.Object({
 });
 export type AgentBlob = Static<typeof AgentBlob>;
 
-/** Migration tuning as the agent applies it to QEMU. */
+/**
+ * Migration tuning as the agent applies it to QEMU: the server derives it from the user's
+ * MigrationOptions (agentMigrationTuning in migrations.ts), and compute/qemu/migration.ts
+ * takes it as its MigrationTuning. Defaults are applied before it goes on the wire.
+ */
 export const AgentMigrationTuning = Type.Object({
-  downtimeLimitMs: Type.Integer({ minimum: 1 }),
-  maxBandwidthBytesPerSec: Type.Optional(Type.Number({ minimum: 1 })),
-  autoConverge: Type.Boolean(),
-  postcopy: Type.Boolean(),
-  multifd: Type.Optional(
-    Type.Object({
-      channels: Type.Integer({ minimum: 1, maximum: 255 }),
-      compression: Type.Union([Type.Literal("none"), Type.Literal("zstd")]),
+  downtimeLimitMs: Type.Integer({
+    minimum: 1,
+    description: "Longest acceptable pause of the guest at switch-over (QEMU downtime-limit)",
+  }),
+  maxBandwidthBytesPerSec: Type.Optional(
+    Type.Number({
+      minimum: 1,
+      description: "Bandwidth cap in bytes/s (QEMU max-bandwidth); absent: unlimited",
     }),
+  ),
+  autoConverge: Type.Boolean({
+    description: "Throttle the guest's vCPUs when it dirties memory faster than the link sends it",
+  }),
+  postcopy: Type.Boolean({
+    description:
+      "Allow switching to post-copy (capability postcopy-ram, on both sides). A failure during post-copy loses the VM",
+  }),
+  multifd: Type.Optional(
+    Type.Object(
+      {
+        channels: Type.Integer({ minimum: 1, maximum: 255 }),
+        compression: Type.Union([Type.Literal("none"), Type.Literal("zstd")]),
+      },
+      {
+        description:
+          "RAM pages over parallel connections, optionally zstd-compressed (both sides); QEMU 7.2 cannot combine it with post-copy. Absent: off",
+      },
+    ),
   ),
 });
 export type AgentMigrationTuning = Static<typeof AgentMigrationTuning>;

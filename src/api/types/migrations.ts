@@ -1,9 +1,21 @@
 /** Wire types for live migrations: start, list, show, cancel, progress. */
 import { type Static, Type } from "@sinclair/typebox";
 import { MIGRATION } from "../../states/migration.js";
-import { DowntimeBreakdown } from "./agent.js";
+import { type AgentMigrationTuning, DowntimeBreakdown } from "./agent.js";
 import { Uuid } from "./common.js";
 import { stateUnion } from "./state-schema.js";
+
+/**
+ * What an unset migration option means (docs/migration.md lists them). The schema's
+ * `default`s, the server and the agent's compute defaults all read these.
+ */
+export const MIGRATION_OPTION_DEFAULTS = {
+  transport: "auto",
+  downtimeLimitMs: 300,
+  autoConverge: true,
+  postcopy: false,
+  timeoutSeconds: 600,
+} as const;
 
 /** Tuning a user may set for one migration. */
 export const MigrationOptions = Type.Object(
@@ -12,7 +24,7 @@ export const MigrationOptions = Type.Object(
       Type.Integer({
         minimum: 1,
         maximum: 60_000,
-        default: 300,
+        default: MIGRATION_OPTION_DEFAULTS.downtimeLimitMs,
         description: "Longest pause QEMU may take at switch-over",
       }),
     ),
@@ -25,20 +37,20 @@ export const MigrationOptions = Type.Object(
     ),
     autoConverge: Type.Optional(
       Type.Boolean({
-        default: true,
+        default: MIGRATION_OPTION_DEFAULTS.autoConverge,
         description: "Throttle the guest's vCPUs when it dirties memory faster than the link",
       }),
     ),
     postcopy: Type.Optional(
       Type.Boolean({
-        default: false,
+        default: MIGRATION_OPTION_DEFAULTS.postcopy,
         description:
           "Switch to post-copy when pre-copy does not converge. A failure during post-copy LOSES the VM (its state is split between hosts).",
       }),
     ),
     transport: Type.Optional(
       Type.Union([Type.Literal("auto"), Type.Literal("qemu"), Type.Literal("dwcp")], {
-        default: "auto",
+        default: MIGRATION_OPTION_DEFAULTS.transport,
         description:
           "How memory and disk travel: QEMU's own TCP transport, NovaCron's DWCP, or auto (chosen from the measured network mode between the hosts)",
       }),
@@ -59,7 +71,7 @@ export const MigrationOptions = Type.Object(
       Type.Integer({
         minimum: 5,
         maximum: 86_400,
-        default: 600,
+        default: MIGRATION_OPTION_DEFAULTS.timeoutSeconds,
         description: "Give up (and roll back) after this long",
       }),
     ),
@@ -67,6 +79,43 @@ export const MigrationOptions = Type.Object(
   { additionalProperties: false },
 );
 export type MigrationOptions = Static<typeof MigrationOptions>;
+
+/** MigrationOptions with every option that has a default filled in. */
+export type ResolvedMigrationOptions = MigrationOptions & {
+  -readonly [K in keyof typeof MIGRATION_OPTION_DEFAULTS]-?: NonNullable<MigrationOptions[K]>;
+};
+
+/** `o` with MIGRATION_OPTION_DEFAULTS for what it leaves unset. */
+export function resolveMigrationOptions(o: MigrationOptions): ResolvedMigrationOptions {
+  const d = MIGRATION_OPTION_DEFAULTS;
+  return {
+    ...o,
+    transport: o.transport ?? d.transport,
+    downtimeLimitMs: o.downtimeLimitMs ?? d.downtimeLimitMs,
+    autoConverge: o.autoConverge ?? d.autoConverge,
+    postcopy: o.postcopy ?? d.postcopy,
+    timeoutSeconds: o.timeoutSeconds ?? d.timeoutSeconds,
+  };
+}
+
+/**
+ * The tuning the server sends the agents for a migration with options `o`: the one
+ * conversion from the user's options to QEMU's knobs (the agent's compute layer takes
+ * AgentMigrationTuning as its MigrationTuning). The wire names differ from the options'
+ * on purpose: they are QEMU's units (bytes/s), and old agents expect them.
+ */
+export function agentMigrationTuning(o: MigrationOptions): AgentMigrationTuning {
+  const r = resolveMigrationOptions(o);
+  return {
+    downtimeLimitMs: r.downtimeLimitMs,
+    autoConverge: r.autoConverge,
+    postcopy: r.postcopy,
+    ...(o.maxBandwidthMiBps ? { maxBandwidthBytesPerSec: o.maxBandwidthMiBps * 1048576 } : {}),
+    ...(o.multifdChannels
+      ? { multifd: { channels: o.multifdChannels, compression: o.multifdCompression ?? "none" } }
+      : {}),
+  };
+}
 
 /** `POST /v1/vms/{id}/migrations`. */
 export const MigrationsPost = Type.Object(

@@ -37,6 +37,8 @@
  * and only if the control plane still wants the switch-over.
  */
 import { setTimeout as sleep } from "node:timers/promises";
+import type { AgentMigrationTuning } from "../../api/types/agent.js";
+import { MIGRATION_OPTION_DEFAULTS } from "../../api/types/migrations.js";
 import { NovaError } from "../../lib/errors.js";
 import {
   cont,
@@ -65,37 +67,23 @@ import type { QmpClient } from "./qmp.js";
 export type { MigrationProgress, MigrationStatus } from "./migration-progress.js";
 export { MIGRATION_STATUSES, parseQueryMigrate } from "./migration-progress.js";
 
-/** The knobs of a memory migration. */
-export interface MigrationTuning {
-  /** Longest acceptable pause of the guest at switch-over (migrate-set-parameters downtime-limit). @defaultValue 300 */
-  downtimeLimitMs: number;
-  /** Bandwidth cap in bytes/s (max-bandwidth). @defaultValue UNLIMITED_BANDWIDTH (QEMU's own default is 128 MiB/s) */
-  maxBandwidthBytesPerSec?: number;
-  /** Throttle the guest's vCPUs when it dirties memory faster than the link sends it. @defaultValue true */
-  autoConverge: boolean;
-  /**
-   * Allow switching to post-copy with startPostcopy() (capability postcopy-ram, on both
-   * sides). A failure during post-copy loses the VM: its memory is split between hosts.
-   * @defaultValue false
-   */
-  postcopy: boolean;
-  /**
-   * Multifd: RAM pages over `channels` parallel connections, optionally zstd-compressed
-   * (capability multifd and parameters multifd-channels / multifd-compression, on both
-   * sides). QEMU 7.2 cannot combine it with post-copy. @defaultValue off
-   */
-  multifd?: { channels: number; compression: "none" | "zstd" };
-}
+/**
+ * The knobs of a memory migration: the agent wire type itself (api/types/agent.ts), so
+ * what the server sends is what QEMU gets, with no converter in between. Unset
+ * maxBandwidthBytesPerSec means UNLIMITED_BANDWIDTH (QEMU's own default is 128 MiB/s);
+ * unset multifd means off.
+ */
+export type MigrationTuning = AgentMigrationTuning;
 
 /** "No cap" for links we own: QEMU needs a number, and 16 GiB/s is above any NIC we drive. */
 export const UNLIMITED_BANDWIDTH = 16 * 1024 * 1024 * 1024;
 
-/** Defaults for a migration inside a datacenter. */
+/** Defaults for a migration inside a datacenter (the user-facing option defaults). */
 export const DEFAULT_TUNING = {
-  downtimeLimitMs: 300,
+  downtimeLimitMs: MIGRATION_OPTION_DEFAULTS.downtimeLimitMs,
   maxBandwidthBytesPerSec: UNLIMITED_BANDWIDTH,
-  autoConverge: true,
-  postcopy: false,
+  autoConverge: MIGRATION_OPTION_DEFAULTS.autoConverge,
+  postcopy: MIGRATION_OPTION_DEFAULTS.postcopy,
 } as const satisfies MigrationTuning;
 
 /** QEMU's upper bound for downtime-limit (2000 s). */
