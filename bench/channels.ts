@@ -16,9 +16,9 @@ import { parseArgs } from "node:util";
 import type { Channel } from "../src/dwcp/amst/channel.js";
 import { dialSession } from "../src/dwcp/amst/dial.js";
 import { DwcpListener } from "../src/dwcp/amst/listen.js";
-import { ADDR_A, WanLink } from "../src/dwcp/wanem/link.js";
-import { emulatorUnavailableReason } from "../src/dwcp/wanem/netns.js";
-import { PROFILES, parseLinkSpec, specRttMs } from "../src/dwcp/wanem/spec.js";
+import { ADDR_A, WanLink } from "../src/testing/wanem/link.js";
+import { emulatorUnavailableReason } from "../src/testing/wanem/netns.js";
+import { PROFILES, parseLinkSpec, specRttMs } from "../src/testing/wanem/spec.js";
 import { printTable } from "./table.js";
 
 const { values } = parseArgs({

@@ -17,10 +17,10 @@ import { PAGE_SIZE } from "../src/dwcp/hde/page.js";
 import { PageCache } from "../src/dwcp/hde/page-cache.js";
 import { PageReceiver } from "../src/dwcp/hde/page-receiver.js";
 import { PageSender } from "../src/dwcp/hde/page-sender.js";
-import { mix32, SyntheticImage } from "../src/dwcp/testing/synthetic-image.js";
 import { Tuner, type TunerState } from "../src/dwcp/tuner.js";
-import { NamespaceSockets } from "../src/dwcp/wanem/broker.js";
-import { ADDR_A } from "../src/dwcp/wanem/link.js";
+import { mix32, SyntheticImage } from "../src/testing/synthetic-image.js";
+import { NamespaceSockets } from "../src/testing/wanem/broker.js";
+import { ADDR_A } from "../src/testing/wanem/link.js";
 
 /** What to measure, and which end of it this process is. */
 export interface RunSpec {

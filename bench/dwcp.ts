@@ -18,8 +18,8 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { PAGE_SIZE } from "../src/dwcp/hde/page.js";
-import { WanLink } from "../src/dwcp/wanem/link.js";
-import { emulatorUnavailableReason } from "../src/dwcp/wanem/netns.js";
+import { WanLink } from "../src/testing/wanem/link.js";
+import { emulatorUnavailableReason } from "../src/testing/wanem/netns.js";
 import type { EndResult, RunResult, RunSpec } from "./dwcp-run.js";
 
 interface Row extends RunResult {

@@ -41,9 +41,9 @@ import type { MigrationResult } from "../src/api/types/migrations.js";
 import { probeQemu } from "../src/compute/qemu/qemu-version.js";
 import { guestImageManifest, LocalCluster, qemuPidsUnder } from "../src/demo/local-cluster.js";
 import { isZeroPage, PAGE_SIZE } from "../src/dwcp/hde/page.js";
-import { ADDR_A, ADDR_B, WanLink } from "../src/dwcp/wanem/link.js";
-import { emulatorUnavailableReason, inNs } from "../src/dwcp/wanem/netns.js";
 import { waitFor } from "../src/lib/wait.js";
+import { ADDR_A, ADDR_B, WanLink } from "../src/testing/wanem/link.js";
+import { emulatorUnavailableReason, inNs } from "../src/testing/wanem/netns.js";
 import { printTable } from "./table.js";
 
 const WORKLOADS: Record<string, string> = {

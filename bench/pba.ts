@@ -24,8 +24,8 @@ import {
   type Predictor,
   SlidingMedian,
 } from "../src/dwcp/pba/predictor.js";
-import { ADDR_A, WanLink } from "../src/dwcp/wanem/link.js";
-import { emulatorUnavailableReason } from "../src/dwcp/wanem/netns.js";
+import { ADDR_A, WanLink } from "../src/testing/wanem/link.js";
+import { emulatorUnavailableReason } from "../src/testing/wanem/netns.js";
 
 interface Scenario {
   name: string;

@@ -2,7 +2,7 @@
 // and exits 0.
 import { spawn } from "node:child_process";
 import { describe, expect, it } from "vitest";
-import { emulatorUnavailableReason } from "../src/dwcp/wanem/netns.js";
+import { emulatorUnavailableReason } from "../src/testing/wanem/netns.js";
 import { qemuPidsUnder, ROOT } from "./helpers/cluster.js";
 
 describe("npm run demo -- --once", () => {

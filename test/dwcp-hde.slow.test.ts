@@ -15,10 +15,10 @@ import { PageCache } from "../src/dwcp/hde/page-cache.js";
 import { PageReceiver } from "../src/dwcp/hde/page-receiver.js";
 import { PageSender } from "../src/dwcp/hde/page-sender.js";
 import { DwcpMetrics } from "../src/dwcp/metrics.js";
-import { SyntheticImage } from "../src/dwcp/testing/synthetic-image.js";
 import { Tuner } from "../src/dwcp/tuner.js";
-import { ADDR_A, WanLink } from "../src/dwcp/wanem/link.js";
-import { emulatorUnavailableReason } from "../src/dwcp/wanem/netns.js";
+import { SyntheticImage } from "../src/testing/synthetic-image.js";
+import { ADDR_A, WanLink } from "../src/testing/wanem/link.js";
+import { emulatorUnavailableReason } from "../src/testing/wanem/netns.js";
 
 const unavailable = emulatorUnavailableReason();
 if (unavailable) console.warn(`Skipping DWCP HDE emulator suite: ${unavailable}`);

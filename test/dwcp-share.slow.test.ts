@@ -11,8 +11,8 @@ import { DwcpListener } from "../src/dwcp/amst/listen.js";
 import { OpaqueSender, readOpaque } from "../src/dwcp/hde/opaque.js";
 import { LinkShare, type SharedTransfer } from "../src/dwcp/pba/link-share.js";
 import { Tuner } from "../src/dwcp/tuner.js";
-import { ADDR_A, WanLink } from "../src/dwcp/wanem/link.js";
-import { emulatorUnavailableReason } from "../src/dwcp/wanem/netns.js";
+import { ADDR_A, WanLink } from "../src/testing/wanem/link.js";
+import { emulatorUnavailableReason } from "../src/testing/wanem/netns.js";
 
 const unavailable = emulatorUnavailableReason();
 if (unavailable) console.warn(`Skipping DWCP sharing suite: ${unavailable}`);

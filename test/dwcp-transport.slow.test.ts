@@ -11,10 +11,10 @@ import { dialSession } from "../src/dwcp/amst/dial.js";
 import { DwcpListener } from "../src/dwcp/amst/listen.js";
 import type { DwcpSession } from "../src/dwcp/amst/session.js";
 import { Tuner } from "../src/dwcp/tuner.js";
-import { ADDR_A, WanLink } from "../src/dwcp/wanem/link.js";
-import { emulatorUnavailableReason } from "../src/dwcp/wanem/netns.js";
 import { encodeFrame, encodeHeader, FRAME_HEADER_BYTES, FrameType } from "../src/dwcp/wire/frame.js";
 import { isNovaError } from "../src/lib/errors.js";
+import { ADDR_A, WanLink } from "../src/testing/wanem/link.js";
+import { emulatorUnavailableReason } from "../src/testing/wanem/netns.js";
 
 const unavailable = emulatorUnavailableReason();
 if (unavailable) console.warn(`Skipping DWCP emulator suite: ${unavailable}`);

@@ -1,7 +1,7 @@
 import { once } from "node:events";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ADDR_A, WanLink } from "../src/dwcp/wanem/link.js";
-import { emulatorUnavailableReason, listNamespaces } from "../src/dwcp/wanem/netns.js";
+import { ADDR_A, WanLink } from "../src/testing/wanem/link.js";
+import { emulatorUnavailableReason, listNamespaces } from "../src/testing/wanem/netns.js";
 
 const unavailable = emulatorUnavailableReason();
 if (unavailable) console.warn(`Skipping WAN emulator suite: ${unavailable}`);

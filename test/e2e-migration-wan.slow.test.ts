@@ -17,9 +17,9 @@ import { open, readdir } from "node:fs/promises";
 import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { ADDR_A, ADDR_B, WanLink } from "../src/dwcp/wanem/link.js";
-import { emulatorUnavailableReason } from "../src/dwcp/wanem/netns.js";
 import { waitFor } from "../src/lib/wait.js";
+import { ADDR_A, ADDR_B, WanLink } from "../src/testing/wanem/link.js";
+import { emulatorUnavailableReason } from "../src/testing/wanem/netns.js";
 import { guestImageManifest, qemuPidsUnder, TestCluster } from "./helpers/cluster.js";
 
 const execFileP = promisify(execFile);

@@ -13,10 +13,10 @@
  */
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { ADDR_A, ADDR_B, WanLink } from "../dwcp/wanem/link.js";
-import { emulatorUnavailableReason } from "../dwcp/wanem/netns.js";
 import { describeError } from "../lib/errors.js";
 import { waitFor } from "../lib/wait.js";
+import { ADDR_A, ADDR_B, WanLink } from "../testing/wanem/link.js";
+import { emulatorUnavailableReason } from "../testing/wanem/netns.js";
 import { type CliResult, guestImageManifest, LocalCluster } from "./local-cluster.js";
 
 const USAGE = `Usage: npm run demo -- [--once] [--port N] [--data-dir DIR]

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { isNovaError } from "../../lib/errors.js";
-import { haveOpenssl, makeTlsFixture } from "../testing/tls-fixtures.js";
+import { haveOpenssl, makeTlsFixture } from "../../testing/tls-fixtures.js";
 import { dialSession } from "./dial.js";
 import { DwcpListener } from "./listen.js";
 

@@ -1,9 +1,9 @@
 import { closeSync, mkdtempSync, openSync, rmSync, statSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import { SyntheticImage } from "../../testing/synthetic-image.js";
 import { dialSession } from "../amst/dial.js";
 import { DwcpListener } from "../amst/listen.js";
-import { SyntheticImage } from "../testing/synthetic-image.js";
 import { PageHistory } from "./history.js";
 import { PAGE_SIZE } from "./page.js";
 import { PageCache } from "./page-cache.js";

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { mix32 } from "../testing/synthetic-image.js";
+import { mix32 } from "../../testing/synthetic-image.js";
 import { DampedHolt, Ewma, evaluate, LastValue, SlidingMedian } from "./predictor.js";
 
 /** A noisy step trace: 40 samples at 100, 40 at 50, 40 at 80, ±20 % noise and a few dips. */

@@ -2,6 +2,9 @@
  * Thin wrappers over `ip netns` and friends for the WAN emulator: create and delete
  * namespaces named `ncdw-*`, run a command inside one, and sweep namespaces left behind
  * by a process that died. Every namespace name embeds the creating pid for that sweep.
+ *
+ * Dev-only test tooling (src/testing/): only tests, benches, src/demo and *.test.ts may
+ * import it; the shipped library never does.
  */
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";

@@ -4,6 +4,9 @@
  * namespace (`ip netns exec`); it listens or connects there and passes the resulting
  * server or socket back over the IPC channel. The handles keep their namespace, so the
  * parent's traffic really crosses the emulated link.
+ *
+ * Dev-only test tooling (src/testing/): only tests, benches, src/demo and *.test.ts may
+ * import it; the shipped library never does.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import type { Server, Socket } from "node:net";

@@ -1,7 +1,10 @@
 /**
  * Builds the wanem C program with the machine's gcc, once per source version, into
  * `.cache/nc-dwcp/` (or NOVACRON_DWCP_CACHE). The source is found next to this module
- * (src/) or, from a compiled build, by walking up to the repository's src/dwcp/wanem/.
+ * (src/) or, from a compiled build, by walking up to the repository's src/testing/wanem/.
+ *
+ * Dev-only test tooling (src/testing/): only tests, benches, src/demo and *.test.ts may
+ * import it; the shipped library never does.
  */
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, renameSync } from "node:fs";
@@ -12,11 +15,11 @@ import { sh } from "./netns.js";
 
 function findSource(): string {
   // From src/ the file is next to this module; from a compiled build (dist/, .cache/bench/)
-  // it is found by walking up to the repository's src/dwcp/wanem/.
+  // it is found by walking up to the repository's src/testing/wanem/.
   const here = dirname(fileURLToPath(import.meta.url));
-  const candidates = [join(here, "wanem.c"), resolve(process.cwd(), "src/dwcp/wanem/wanem.c")];
+  const candidates = [join(here, "wanem.c"), resolve(process.cwd(), "src/testing/wanem/wanem.c")];
   for (let dir = here; dirname(dir) !== dir; dir = dirname(dir))
-    candidates.push(join(dir, "src/dwcp/wanem/wanem.c"));
+    candidates.push(join(dir, "src/testing/wanem/wanem.c"));
   const found = candidates.find((p) => existsSync(p));
   if (!found)
     throw new NovaError("NOVA_DWCP_EMULATOR", `wanem.c not found (looked in ${candidates.join(", ")})`);

@@ -3,9 +3,12 @@
  * text-like and random pages (about 30 / 40 / 30 %), any page computable on demand so a
  * 1 GiB image never has to sit in RAM. A second version changes a fraction of the pages
  * the way a running guest does: a small region of each changed page is rewritten.
+ *
+ * Dev-only test tooling (src/testing/): only tests, benches, src/demo and *.test.ts may
+ * import it; the shipped library never does.
  */
 import { createCipheriv } from "node:crypto";
-import { PAGE_SIZE } from "../hde/page.js";
+import { PAGE_SIZE } from "../dwcp/hde/page.js";
 
 /** Image parameters. */
 export interface SyntheticImageOptions {

@@ -1,6 +1,9 @@
 /**
  * Throwaway certificates for TLS tests: a CA and a leaf for "dwcp.test" signed by it,
  * made with the openssl command (skipped when it is missing). Test infrastructure only.
+ *
+ * Dev-only test tooling (src/testing/): only tests, benches, src/demo and *.test.ts may
+ * import it; the shipped library never does.
  */
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";

@@ -7,6 +7,9 @@
  * Optionally a management network: a bridge in the initial namespace with a veth into
  * each site, unemulated, for control-plane traffic (a server in the initial namespace,
  * agents in the sites), so that only the data plane crosses the emulated link.
+ *
+ * Dev-only test tooling (src/testing/): only tests, benches, src/demo and *.test.ts may
+ * import it; the shipped library never does.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { createInterface } from "node:readline";

@@ -2,6 +2,9 @@
  * Link specifications for the WAN emulator (docs/dwcp.md §8): the named profiles and the
  * ad-hoc `rate=20mbit,rtt=250ms,loss=1%` syntax, turned into per-direction settings for
  * the wanem C program. Pure; no processes here.
+ *
+ * Dev-only test tooling (src/testing/): only tests, benches, src/demo and *.test.ts may
+ * import it; the shipped library never does.
  */
 import { NovaError } from "../../lib/errors.js";
 
