@@ -4,11 +4,11 @@
 import { randomUUID } from "node:crypto";
 import { beforeEach, describe, expect, it } from "vitest";
 import type { Plan } from "../src/api/types/executions.js";
+import { claimKey } from "../src/cluster/store/exec-idempotency.js";
 import { appendLogs, insertExecution } from "../src/cluster/store/executions.js";
 import { enqueueJobs } from "../src/cluster/store/executions-queue.js";
 import type { Store } from "../src/cluster/store/store.js";
 import type { RetentionOptions } from "../src/exec/config.js";
-import { claimKey } from "../src/exec/idempotency.js";
 import { Pruner, pruneOnce } from "../src/exec/pruner.js";
 import { waitFor } from "../src/lib/wait.js";
 import type { ExecState } from "../src/states/execution.js";

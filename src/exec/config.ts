@@ -8,10 +8,10 @@
 import { readFile } from "node:fs/promises";
 import { type TSchema, Type } from "@sinclair/typebox";
 import { Value } from "@sinclair/typebox/value";
+import type { SlaClass } from "../api/types/executions.js";
 import { describeError, NovaError } from "../lib/errors.js";
 
-/** SLA classes: how patient an execution is and how hard it retries. */
-export type SlaClass = "fast" | "medium" | "long";
+export type { SlaClass };
 
 /** Limits of one SLA class. */
 export interface SlaLimits {

@@ -3,10 +3,9 @@
  * canonical plan plus tenant and actor — and a duplicate within the window returns the
  * execution the key already names instead of starting a second run. The claim on the key
  * is an INSERT … ON CONFLICT in the submitting transaction, so two concurrent duplicates
- * serialise on the key's row and exactly one execution exists.
+ * serialise on the key's row and exactly one execution exists (cluster/store/exec-idempotency.ts).
  */
 import { createHash } from "node:crypto";
-import type { Queryable } from "../cluster/store/db.js";
 
 /** JSON with object keys sorted at every level: equal plans give equal text. */
 export function canonicalJson(value: unknown): string {
@@ -31,30 +30,4 @@ export function idempotencyKey(input: {
   if (input.clientKey !== undefined) h.update(`client\0${input.tenant}\0${input.actor}\0${input.clientKey}`);
   else h.update(`plan\0${input.tenant}\0${input.actor}\0${canonicalJson(input.plan)}`);
   return `sha256:${h.digest("hex")}`;
-}
-
-/**
- * Claims `key` for `executionId` unless a live claim exists; returns the execution id
- * that owns the key now (the caller's when it won).
- */
-export async function claimKey(
-  tx: Queryable,
-  key: string,
-  executionId: string,
-  windowMs: number,
-): Promise<string> {
-  const { rows } = await tx.query<{ execution_id: string }>(
-    `INSERT INTO exec_idempotency (key, execution_id, expires_at)
-     VALUES ($1, $2, now() + $3 * interval '1 millisecond')
-     ON CONFLICT (key) DO UPDATE SET execution_id = EXCLUDED.execution_id, expires_at = EXCLUDED.expires_at
-       WHERE exec_idempotency.expires_at < now()
-     RETURNING execution_id`,
-    [key, executionId, windowMs],
-  );
-  if (rows[0]) return rows[0].execution_id;
-  const existing = await tx.query<{ execution_id: string }>(
-    "SELECT execution_id FROM exec_idempotency WHERE key = $1",
-    [key],
-  );
-  return existing.rows[0]!.execution_id;
 }

@@ -11,20 +11,29 @@ import type { ClusterEvent } from "../api/types/events.js";
 import type { PlanStep } from "../api/types/executions.js";
 import type { Queryable } from "../cluster/store/db.js";
 import {
+  acquireAssets,
+  lockOrder,
+  type MutexConflict,
+  releaseAssets,
+  renewAssets,
+} from "../cluster/store/exec-locks.js";
+import {
+  countCompletedSteps,
   type ExecutionRecord,
   getExecution,
   isCancelRequested,
+  noteQueuedReason,
   type StepUpdate,
+  setCurrentStep,
   transitionExecution,
   updateStep,
 } from "../cluster/store/executions.js";
-import type { ClaimedJob } from "../cluster/store/executions-queue.js";
+import { type ClaimedJob, holdJobLease } from "../cluster/store/executions-queue.js";
 import type { Store } from "../cluster/store/store.js";
 import { describeError, NovaError } from "../lib/errors.js";
 import { type ExecConfig, stepTimeoutMs } from "./config.js";
 import { ExecLogger } from "./exec-log.js";
 import { Masker } from "./masker.js";
-import { acquireAssets, lockOrder, type MutexConflict, releaseAssets, renewAssets } from "./mutex.js";
 import type { WakeChannel } from "./notify.js";
 import { type JobContext, JobDead, JobDeferred, willRetry } from "./pool.js";
 import { assertMayRun, currentPrincipal } from "./rbac.js";
@@ -76,11 +85,7 @@ export class ExecutionRunner {
     const executionId = String(job.payload.executionId);
     const fenced = <T>(fn: (tx: Queryable, emit: (e: ClusterEvent) => void) => Promise<T>) =>
       this.deps.store.write(async (tx, emit) => {
-        const { rows } = await tx.query(
-          "SELECT 1 FROM exec_jobs WHERE id = $1 AND locked_by = $2 AND attempts = $3 AND state = 'running' FOR UPDATE",
-          [job.id, ctx.workerId, job.attempt],
-        );
-        if (rows.length === 0) {
+        if (!(await holdJobLease(tx, ctx.workerId, job))) {
           throw new NovaError(
             "NOVA_EXEC_LEASE_LOST",
             `Job ${job.id} attempt ${job.attempt} is no longer ours`,
@@ -331,10 +336,7 @@ export class ExecutionRunner {
             message: resumed ? "resumed after an interrupted attempt" : "",
           });
           if (ev) emit(ev);
-          await tx.query("UPDATE executions SET current_step = $2, updated_at = now() WHERE id = $1", [
-            e.id,
-            i,
-          ]);
+          await setCurrentStep(tx, e.id, i);
         });
         logger.line(i, `${label} started${resumed ? " (resuming an interrupted attempt)" : ""}`);
         const work = kind.run(resolved as never, {
@@ -366,10 +368,7 @@ export class ExecutionRunner {
           // The next step takes its own mutexes (and lets these go) before it runs; the last
           // step's are released with the execution's end below.
           if (ev) emit(ev);
-          await tx.query("UPDATE executions SET current_step = $2, updated_at = now() WHERE id = $1", [
-            e.id,
-            i + 1,
-          ]);
+          await setCurrentStep(tx, e.id, i + 1);
         });
         logger.line(i, `${label} completed in ${Date.now() - started} ms`);
         this.deps.observer?.stepFinished?.(def.kind, "completed", Date.now() - started);
@@ -472,12 +471,7 @@ export class ExecutionRunner {
     logger.line(i, `step ${i + 1} ${final ? "failed" : "failed, will retry"}: ${message}`, "error");
     await logger.flush(true);
     await fenced(async (tx, emit) => {
-      const anyDone = (
-        await tx.query<{ n: number }>(
-          "SELECT count(*)::int AS n FROM execution_steps WHERE execution_id = $1 AND state = 'completed'",
-          [e.id],
-        )
-      ).rows[0]!.n;
+      const anyDone = await countCompletedSteps(tx, e.id);
       const stepState = finalState ?? (final ? "failed" : "pending");
       const ev = await updateStep(tx, e.id, i, { state: stepState, error: rec, message });
       if (ev) emit(ev);
@@ -511,14 +505,7 @@ export class ExecutionRunner {
 
   private async noteWaiting(executionId: string, busy: MutexBusy): Promise<void> {
     const reason = `waiting for ${busy.asset}: held by execution ${busy.heldBy}`;
-    await this.deps.store
-      .write(async (tx) => {
-        await tx.query(
-          "UPDATE executions SET state_reason = $2, updated_at = now() WHERE id = $1 AND state = 'queued' AND state_reason <> $2",
-          [executionId, reason],
-        );
-      })
-      .catch(() => {});
+    await this.deps.store.write((tx) => noteQueuedReason(tx, executionId, reason)).catch(() => {});
   }
 }
 

@@ -3,8 +3,8 @@ import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
+import { lockOrder } from "../cluster/store/exec-locks.js";
 import { canonicalJson, idempotencyKey } from "./idempotency.js";
-import { lockOrder } from "./mutex.js";
 import { SecretKey, secretRef, secretRefs } from "./secrets.js";
 
 describe("secret encryption", () => {

@@ -6,7 +6,8 @@
  */
 import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
 import { readFile, writeFile } from "node:fs/promises";
-import type { Queryable } from "../cluster/store/db.js";
+import type { Queryable, ReadQueryable } from "../cluster/store/db.js";
+import { sealedSecrets, upsertSealedSecret } from "../cluster/store/exec-secrets.js";
 import { describeError, NovaError } from "../lib/errors.js";
 
 /** `${secret:NAME}` — names are lowercase letters, digits, dot, dash, underscore. */
@@ -104,27 +105,10 @@ export async function putSecret(q: Queryable, key: SecretKey, name: string, valu
       `Secret ${name} is shorter than 4 characters; it could not be masked.`,
     );
   }
-  const sealed = key.seal(name, value);
-  await q.query(
-    `INSERT INTO exec_secrets (name, iv, tag, ciphertext) VALUES ($1, $2, $3, $4)
-     ON CONFLICT (name) DO UPDATE SET iv = EXCLUDED.iv, tag = EXCLUDED.tag, ciphertext = EXCLUDED.ciphertext, updated_at = now()`,
-    [name, sealed.iv, sealed.tag, sealed.ciphertext],
-  );
+  await upsertSealedSecret(q, name, key.seal(name, value));
 }
 
-/** Names and dates only: values never leave the server. */
-export async function listSecrets(q: Queryable): Promise<{ name: string; updatedAt: string }[]> {
-  const { rows } = await q.query<{ name: string; updated_at: Date }>(
-    "SELECT name, updated_at FROM exec_secrets ORDER BY name",
-  );
-  return rows.map((r) => ({ name: r.name, updatedAt: new Date(r.updated_at).toISOString() }));
-}
-
-/** Deletes a secret; false when there was none. */
-export async function deleteSecret(q: Queryable, name: string): Promise<boolean> {
-  const { rowCount } = await q.query("DELETE FROM exec_secrets WHERE name = $1", [name]);
-  return rowCount > 0;
-}
+export { deleteSecret, listSecrets, missingSecrets } from "../cluster/store/exec-secrets.js";
 
 /** Names referenced anywhere in a JSON-like value. */
 export function secretRefs(value: unknown, out = new Set<string>()): Set<string> {
@@ -138,33 +122,19 @@ export function secretRefs(value: unknown, out = new Set<string>()): Set<string>
   return out;
 }
 
-/** Names from `names` that are not stored. */
-export async function missingSecrets(q: Queryable, names: Iterable<string>): Promise<string[]> {
-  const list = [...names];
-  if (list.length === 0) return [];
-  const { rows } = await q.query<{ name: string }>("SELECT name FROM exec_secrets WHERE name = ANY($1)", [
-    list,
-  ]);
-  const have = new Set(rows.map((r) => r.name));
-  return list.filter((n) => !have.has(n));
-}
-
 /**
  * Replaces every `${secret:NAME}` in `value` with the decrypted value, just before a step
  * runs; returns the resolved copy and the values (for the masker). The resolved copy must
  * only live in memory.
  */
 export async function resolveSecrets<T>(
-  q: Queryable,
+  q: ReadQueryable,
   key: SecretKey,
   value: T,
 ): Promise<{ resolved: T; values: string[] }> {
   const names = [...secretRefs(value)];
   if (names.length === 0) return { resolved: value, values: [] };
-  const { rows } = await q.query<{ name: string; iv: string; tag: string; ciphertext: string }>(
-    "SELECT name, iv, tag, ciphertext FROM exec_secrets WHERE name = ANY($1)",
-    [names],
-  );
+  const rows = await sealedSecrets(q, names);
   const byName = new Map(rows.map((r) => [r.name, key.open(r.name, r)]));
   const missing = names.filter((n) => !byName.has(n));
   if (missing.length > 0) {

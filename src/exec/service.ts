@@ -6,13 +6,18 @@
 import { authorize, type Principal } from "../api/auth.js";
 import type { ExecutionsPost, Plan } from "../api/types/executions.js";
 import type { Queryable } from "../cluster/store/db.js";
+import { claimKey } from "../cluster/store/exec-idempotency.js";
+import { lockOrder, releaseAssets } from "../cluster/store/exec-locks.js";
 import {
+  clearRunLimits,
   type ExecutionRecord,
+  executionSummaries,
   expiredApprovals,
   getExecution,
   insertExecution,
   resetSteps,
   setCancelRequested,
+  setExecutionJob,
   transitionExecution,
   updateStep,
 } from "../cluster/store/executions.js";
@@ -30,8 +35,7 @@ import { getVm } from "../cluster/store/vms.js";
 import { describeError, NovaError } from "../lib/errors.js";
 import { FINAL_STATES, RETRYABLE_STATES } from "../states/execution.js";
 import type { ExecConfig, SlaClass } from "./config.js";
-import { claimKey, idempotencyKey } from "./idempotency.js";
-import { lockOrder, releaseAssets } from "./mutex.js";
+import { idempotencyKey } from "./idempotency.js";
 import { CANCEL_CHANNEL, type WakeChannel } from "./notify.js";
 import { assertMayRun } from "./rbac.js";
 import { EXECUTION_QUEUE } from "./runner.js";
@@ -123,7 +127,7 @@ export class ExecutionService {
         leaseMs: limits.leaseMs,
       },
     ]);
-    await tx.query("UPDATE executions SET job_id = $2 WHERE id = $1", [id, jobId]);
+    await setExecutionJob(tx, id, jobId!);
     return jobId!;
   }
 
@@ -294,10 +298,7 @@ export class ExecutionService {
         );
       }
       await resetSteps(tx, id, e.currentStep);
-      await tx.query(
-        "UPDATE executions SET cancel_requested = false, deadline_at = NULL, approval_expires_at = NULL WHERE id = $1",
-        [id],
-      );
+      await clearRunLimits(tx, id);
       let jobId = e.jobId;
       const job = jobId === null ? undefined : await getJob(tx, jobId, true);
       if (job?.state === "dead") await requeueDeadJob(tx, job.id);
@@ -316,13 +317,7 @@ export class ExecutionService {
   async deadLetters(): Promise<DeadLetter[]> {
     const jobs = await listDeadJobs(this.store.read);
     const ids = jobs.map((j) => j.payload.executionId).filter((x): x is string => typeof x === "string");
-    const { rows } =
-      ids.length === 0
-        ? { rows: [] }
-        : await this.store.read.query<{ id: string; name: string; state: string }>(
-            "SELECT id, name, state FROM executions WHERE id = ANY($1)",
-            [ids],
-          );
+    const rows = await executionSummaries(this.store.read, ids);
     const byId = new Map(rows.map((r) => [r.id, r]));
     return jobs.map((job) => ({
       job,
@@ -346,7 +341,7 @@ export class ExecutionService {
     const execId = typeof job.payload.executionId === "string" ? job.payload.executionId : undefined;
     if (execId && job.queue === EXECUTION_QUEUE) await this.retry(execId);
     else {
-      await requeueDeadJob(this.store.read, jobId);
+      await this.store.write((tx) => requeueDeadJob(tx, jobId));
       this.wake?.wakeJobs(job.queue);
     }
     const after = (await getJob(this.store.read, jobId))!;

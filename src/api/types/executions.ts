@@ -139,6 +139,8 @@ export const SlaClassSchema = Type.Union([
   Type.Literal("medium"),
   Type.Literal("long"),
 ]);
+/** SLA classes: how patient an execution is and how hard it retries. */
+export type SlaClass = Static<typeof SlaClassSchema>;
 
 /** A plan: ordered steps plus how to run them. */
 export const Plan = Type.Object(

@@ -152,6 +152,23 @@ export async function renewLeases(
   return new Set(rows.map((r) => Number(r.id)));
 }
 
+/**
+ * Locks the job's row when `workerId` still holds it under `attempt` (the fencing token);
+ * false when the lease was lost. Run first in a transaction whose writes must be fenced:
+ * the row lock keeps the reaper from taking the job back until the transaction ends.
+ */
+export async function holdJobLease(
+  tx: Queryable,
+  workerId: string,
+  job: { id: number; attempt: number },
+): Promise<boolean> {
+  const { rows } = await tx.query(
+    "SELECT 1 FROM exec_jobs WHERE id = $1 AND locked_by = $2 AND attempts = $3 AND state = 'running' FOR UPDATE",
+    [job.id, workerId, job.attempt],
+  );
+  return rows.length > 0;
+}
+
 /** Marks held jobs completed; returns the ids that were still held (the rest were fenced out). */
 export async function completeJobs(
   q: Queryable,

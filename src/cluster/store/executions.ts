@@ -6,13 +6,18 @@
  */
 import { randomUUID } from "node:crypto";
 import type { ClusterEvent } from "../../api/types/events.js";
-import type { Execution, ExecutionLogLine, ExecutionStep, Plan } from "../../api/types/executions.js";
-import type { SlaClass } from "../../exec/config.js";
+import type {
+  Execution,
+  ExecutionLogLine,
+  ExecutionStep,
+  Plan,
+  SlaClass,
+} from "../../api/types/executions.js";
 import { NovaError } from "../../lib/errors.js";
 import { stateChanged } from "../../lib/state-machine.js";
 import { assertExecTransition, EXECUTION, type ExecState } from "../../states/execution.js";
 import type { StepState } from "../../states/step.js";
-import type { Queryable } from "./db.js";
+import type { Queryable, ReadQueryable } from "./db.js";
 import { appendEvent } from "./events.js";
 
 interface ExecRow {
@@ -383,6 +388,57 @@ export async function resetSteps(q: Queryable, executionId: string, fromIdx: num
      WHERE execution_id = $1 AND idx >= $2 AND state <> 'completed'`,
     [executionId, fromIdx],
   );
+}
+
+/** Records which queue job runs the execution. */
+export async function setExecutionJob(q: Queryable, id: string, jobId: number): Promise<void> {
+  await q.query("UPDATE executions SET job_id = $2 WHERE id = $1", [id, jobId]);
+}
+
+/** Records the step the execution is at (a step started, or the next one is due). */
+export async function setCurrentStep(q: Queryable, id: string, idx: number): Promise<void> {
+  await q.query("UPDATE executions SET current_step = $2, updated_at = now() WHERE id = $1", [id, idx]);
+}
+
+/**
+ * Says why a queued execution waits (e.g. for an asset's mutex) without a state change;
+ * a no-op when the reason is already that or the execution is no longer queued.
+ */
+export async function noteQueuedReason(q: Queryable, id: string, reason: string): Promise<void> {
+  await q.query(
+    "UPDATE executions SET state_reason = $2, updated_at = now() WHERE id = $1 AND state = 'queued' AND state_reason <> $2",
+    [id, reason],
+  );
+}
+
+/** Clears what the last run left (cancel request, deadline, approval window) before a retry. */
+export async function clearRunLimits(q: Queryable, id: string): Promise<void> {
+  await q.query(
+    "UPDATE executions SET cancel_requested = false, deadline_at = NULL, approval_expires_at = NULL WHERE id = $1",
+    [id],
+  );
+}
+
+/** How many of the execution's steps completed. */
+export async function countCompletedSteps(q: ReadQueryable, id: string): Promise<number> {
+  const { rows } = await q.query<{ n: number }>(
+    "SELECT count(*)::int AS n FROM execution_steps WHERE execution_id = $1 AND state = 'completed'",
+    [id],
+  );
+  return rows[0]!.n;
+}
+
+/** Id, name and state of each listed execution that exists. */
+export async function executionSummaries(
+  q: ReadQueryable,
+  ids: string[],
+): Promise<{ id: string; name: string; state: ExecState }[]> {
+  if (ids.length === 0) return [];
+  const { rows } = await q.query<{ id: string; name: string; state: ExecState }>(
+    "SELECT id, name, state FROM executions WHERE id = ANY($1)",
+    [ids],
+  );
+  return rows;
 }
 
 /** Marks cancellation requested. */

@@ -1,12 +1,12 @@
 /**
- * Per-asset mutexes: an execution holds a lease on every asset its plan acts on while it
+ * Per-asset mutexes (table exec_asset_locks): an execution holds a lease on every asset its plan acts on while it
  * runs, so two executions never act on the same VM, host or external asset at once.
  * All leases of an execution are taken in one transaction in sorted order (the same
  * global order for everybody, so no two acquirers can deadlock) — all or none. A lease
  * carries an expiry renewed with the job's lease; a holder that dies stops renewing and
  * its leases lapse, so a mutex is never held forever.
  */
-import type { Queryable } from "../cluster/store/db.js";
+import type { Queryable, ReadQueryable } from "./db.js";
 
 /** Why an acquire failed: who holds what. */
 export interface MutexConflict {
@@ -72,7 +72,7 @@ export async function releaseAssets(q: Queryable, executionId: string): Promise<
 }
 
 /** Who holds an asset now (an expired lease counts as free). */
-export async function assetHolder(q: Queryable, asset: string): Promise<string | undefined> {
+export async function assetHolder(q: ReadQueryable, asset: string): Promise<string | undefined> {
   const { rows } = await q.query<{ execution_id: string }>(
     "SELECT execution_id FROM exec_asset_locks WHERE asset = $1 AND expires_at >= clock_timestamp()",
     [asset],
