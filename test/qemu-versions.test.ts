@@ -17,6 +17,7 @@ import { listMigrations } from "../src/cluster/store/migrations.js";
 import type { Store } from "../src/cluster/store/store.js";
 import { getVm, insertVm, recordMachineType } from "../src/cluster/store/vms.js";
 import { VmService } from "../src/cluster/vm-service.js";
+import { launcher } from "../src/daemons/launch.js";
 import { isNovaError } from "../src/lib/errors.js";
 import { QEMU_6_2_0, QEMU_7_2_22, QEMU_10_0_2 } from "../src/lib/qemu-info.test-util.js";
 import { MigrationService } from "../src/migration/migration-service.js";
@@ -179,10 +180,10 @@ describe.each(ENGINES)("QEMU versions over REST on $engine", ({ engine, create }
   });
 
   it("VM create pins a machine type or records the one q35 means on its host, placing only where it runs", async () => {
-    const imageId = await insertImage(server.store.read, image);
+    const imageId = await insertImage(server.store.db, image);
     for (const host of ["h10", "h72"]) {
       const { id } = (await api<{ id: string }>("GET", `/v1/hosts/${host}`, admin)).body;
-      await addImageLocation(server.store.read, imageId, id);
+      await addImageLocation(server.store.db, imageId, id);
     }
     type Vm = { name: string; host: string; machineType: string | null };
     const createVm = (name: string, machineType?: string) =>
@@ -221,7 +222,7 @@ describe.each(ENGINES)("QEMU versions over REST on $engine", ({ engine, create }
 
   it("refuses to migrate a pc-q35-10.0 VM to QEMU 7.2 before anything changes", async () => {
     // Running as far as the server knows (no QEMU runs here).
-    await server.store.read.query(
+    await server.store.db.query(
       "UPDATE vms SET state = 'running', desired_state = 'running' WHERE name = $1",
       ["ten"],
     );
@@ -260,7 +261,7 @@ describe.each(ENGINES)("machine types in the VM and migration services on $engin
 
   /** A VM recorded as running on `host`, with `machineType` (null: created before they were recorded). */
   const runningVm = async (name: string, host: string, machineType: string | null) => {
-    const { id } = await insertVm(store.read, {
+    const { id } = await insertVm(store.db, {
       name,
       imageId,
       vcpus: 1,
@@ -271,7 +272,7 @@ describe.each(ENGINES)("machine types in the VM and migration services on $engin
       state: "scheduled",
       ...(machineType ? { machineType } : {}),
     });
-    await store.read.query("UPDATE vms SET state = 'running' WHERE id = $1", [id]);
+    await store.db.query("UPDATE vms SET state = 'running' WHERE id = $1", [id]);
     return id;
   };
 
@@ -280,7 +281,7 @@ describe.each(ENGINES)("machine types in the VM and migration services on $engin
       ["h10", QEMU_10_0_2],
       ["h72", QEMU_7_2_22],
     ] as const) {
-      const { id } = await upsertHost(store.read, {
+      const { id } = await upsertHost(store.db, {
         name,
         agentUrl: "http://127.0.0.1:9",
         agentToken: `t-${name}`,
@@ -290,8 +291,8 @@ describe.each(ENGINES)("machine types in the VM and migration services on $engin
       });
       hostIds.set(name, id);
     }
-    imageId = await insertImage(store.read, image);
-    for (const id of hostIds.values()) await addImageLocation(store.read, imageId, id);
+    imageId = await insertImage(store.db, image);
+    for (const id of hostIds.values()) await addImageLocation(store.db, imageId, id);
   });
 
   it("a VM from before machine types were recorded runs as its host's q35: refused to older QEMU, unchanged", async () => {
@@ -300,8 +301,8 @@ describe.each(ENGINES)("machine types in the VM and migration services on $engin
     const err = await service.create("legacy10", { targetHost: "h72" }).catch((e: unknown) => e);
     if (!isNovaError(err, "NOVA_MACHINE_TYPE_UNSUPPORTED")) throw err;
     expect(err.message).toMatch(/the VM's machine type is pc-q35-10\.0/);
-    expect(await getVm(store.read, id)).toMatchObject({ state: "running", machineType: null });
-    expect(await listMigrations(store.read)).toEqual([]);
+    expect(await getVm(store.db, id)).toMatchObject({ state: "running", machineType: null });
+    expect(await listMigrations(store.db)).toEqual([]);
   });
 
   it("an accepted migration records the machine type the destination must start", async () => {
@@ -309,7 +310,7 @@ describe.each(ENGINES)("machine types in the VM and migration services on $engin
     const service = new MigrationService(store, () => {});
     const m = await service.create("legacy72", { targetHost: "h10" });
     expect(m.state).toBe("queued");
-    expect(await getVm(store.read, id)).toMatchObject({ state: "migrating", machineType: "pc-q35-7.2" });
+    expect(await getVm(store.db, id)).toMatchObject({ state: "migrating", machineType: "pc-q35-7.2" });
   });
 
   it("a pinned pc-q35-7.2 VM moves from QEMU 10 to 7.2", async () => {
@@ -320,27 +321,27 @@ describe.each(ENGINES)("machine types in the VM and migration services on $engin
 
   it("records a machine type once and never changes it", async () => {
     const id = await runningVm("once", "h72", null);
-    expect(await recordMachineType(store.read, id, "pc-q35-7.2")).toBe("pc-q35-7.2");
-    expect(await recordMachineType(store.read, id, "pc-q35-10.0")).toBe("pc-q35-7.2");
-    expect((await getVm(store.read, id)).machineType).toBe("pc-q35-7.2");
+    expect(await recordMachineType(store.db, id, "pc-q35-7.2")).toBe("pc-q35-7.2");
+    expect(await recordMachineType(store.db, id, "pc-q35-10.0")).toBe("pc-q35-7.2");
+    expect((await getVm(store.db, id)).machineType).toBe("pc-q35-7.2");
   });
 
   it("refuses to start a VM whose host's QEMU no longer offers its machine type", async () => {
     const id = await runningVm("downgraded", "h72", "pc-q35-7.2");
-    await store.read.query("UPDATE vms SET state = 'stopped', desired_state = 'stopped' WHERE id = $1", [id]);
-    await store.read.query("UPDATE vms SET machine_type = 'pc-q35-10.0' WHERE id = $1", [id]);
+    await store.db.query("UPDATE vms SET state = 'stopped', desired_state = 'stopped' WHERE id = $1", [id]);
+    await store.db.query("UPDATE vms SET machine_type = 'pc-q35-10.0' WHERE id = $1", [id]);
     const err = await new VmService(store, () => {}).start("downgraded").catch((e: unknown) => e);
     if (!isNovaError(err, "NOVA_MACHINE_TYPE_UNSUPPORTED")) throw err;
     expect(err.message).toMatch(
       /^Cannot start VM downgraded on h72: its machine type is pc-q35-10\.0 and QEMU 7\.2\.22 has no/,
     );
-    expect((await getVm(store.read, id)).state).toBe("stopped");
+    expect((await getVm(store.db, id)).state).toBe("stopped");
   });
 
   it("the database refuses a machine type that is not pc-q35-X.Y", async () => {
     const id = await runningVm("checked", "h72", "pc-q35-7.2");
     await expect(
-      store.read.query("UPDATE vms SET machine_type = 'q35,accel=kvm' WHERE id = $1", [id]),
+      store.db.query("UPDATE vms SET machine_type = 'q35,accel=kvm' WHERE id = $1", [id]),
     ).rejects.toThrow();
   });
 });
@@ -354,21 +355,24 @@ describe("novacron agent with an unusable QEMU", () => {
       return true;
     });
     try {
-      const code = await runCli([
-        "node",
-        "novacron",
-        "agent",
-        "--server",
-        "http://127.0.0.1:9",
-        "--join-token",
-        "nvj_x",
-        "--data-dir",
-        dir,
-        "--listen",
-        "127.0.0.1:0",
-        "--qemu-binary",
-        "/nonexistent/qemu-system-x86_64",
-      ]);
+      const code = await runCli(
+        [
+          "node",
+          "novacron",
+          "agent",
+          "--server",
+          "http://127.0.0.1:9",
+          "--join-token",
+          "nvj_x",
+          "--data-dir",
+          dir,
+          "--listen",
+          "127.0.0.1:0",
+          "--qemu-binary",
+          "/nonexistent/qemu-system-x86_64",
+        ],
+        { loadDaemons: async () => launcher },
+      );
       expect(code).toBe(2);
     } finally {
       spy.mockRestore();

@@ -11,7 +11,7 @@ import { ENGINES, storePerSuite } from "./helpers/databases.js";
 
 /** The values a column's CHECK (… IN (…)) constraint allows, read back from the catalog. */
 async function checkedValues(store: Store, table: string, column: string): Promise<string[]> {
-  const { rows } = await store.read.query<{ def: string }>(
+  const { rows } = await store.db.query<{ def: string }>(
     `SELECT pg_get_constraintdef(c.oid) AS def FROM pg_constraint c
        JOIN pg_class t ON t.oid = c.conrelid
      WHERE t.relname = $1 AND c.contype = 'c'`,
@@ -37,7 +37,7 @@ describe.each(ENGINES)("state machines on $engine", ({ create }) => {
   });
 
   it("refuses a VM transition whose from-state another writer already changed", async () => {
-    const host = await upsertHost(store.read, {
+    const host = await upsertHost(store.db, {
       name: "h1",
       agentUrl: "http://127.0.0.1:1",
       agentToken: "t1",
@@ -51,7 +51,7 @@ describe.each(ENGINES)("state machines on $engine", ({ create }) => {
         diskFreeBytes: 5e9,
       },
     });
-    await insertImage(store.read, {
+    await insertImage(store.db, {
       name: "guest",
       diskDigest: "sha256:d",
       diskFormat: "qcow2",
@@ -61,8 +61,8 @@ describe.each(ENGINES)("state machines on $engine", ({ create }) => {
       cmdline: "console=ttyS0",
       minMemoryMiB: 64,
     });
-    const image = await getImage(store.read, "guest");
-    const { id } = await insertVm(store.read, {
+    const image = await getImage(store.db, "guest");
+    const { id } = await insertVm(store.db, {
       name: "race",
       imageId: image.id,
       vcpus: 1,
@@ -72,13 +72,13 @@ describe.each(ENGINES)("state machines on $engine", ({ create }) => {
       hostId: host.id,
       state: "scheduled",
     });
-    const stale = await getVm(store.read, id);
-    await transitionVm(store.read, stale, "starting", "first writer");
-    await expect(transitionVm(store.read, stale, "failed", "second writer")).rejects.toMatchObject({
+    const stale = await getVm(store.db, id);
+    await transitionVm(store.db, stale, "starting", "first writer");
+    await expect(transitionVm(store.db, stale, "failed", "second writer")).rejects.toMatchObject({
       code: "NOVA_STATE_CHANGED",
       details: { from: "scheduled", to: "failed" },
     });
-    const now = await getVm(store.read, id);
+    const now = await getVm(store.db, id);
     expect(now.state).toBe("starting");
     expect(now.stateReason).toBe("first writer");
   });

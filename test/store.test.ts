@@ -52,23 +52,23 @@ describe.each(ENGINES)("store on $engine", ({ create }) => {
   });
 
   it("stores only token hashes and finds tokens by their secret", async () => {
-    const { token } = await createToken(store.read, "admin", "admin");
-    expect(await findToken(store.read, token)).toMatchObject({ kind: "admin" });
-    expect(await findToken(store.read, `${token}x`)).toBeUndefined();
-    expect(await countTokens(store.read, "admin")).toBe(1);
-    const { rows } = await store.read.query<{ token_hash: string }>("SELECT token_hash FROM api_tokens");
+    const { token } = await createToken(store.db, "admin", "admin");
+    expect(await findToken(store.db, token)).toMatchObject({ kind: "admin" });
+    expect(await findToken(store.db, `${token}x`)).toBeUndefined();
+    expect(await countTokens(store.db, "admin")).toBe(1);
+    const { rows } = await store.db.query<{ token_hash: string }>("SELECT token_hash FROM api_tokens");
     expect(rows.every((r) => !r.token_hash.includes(token))).toBe(true);
   });
 
   it("registers a host once by name and rotates its credential on re-registration", async () => {
-    const a = await upsertHost(store.read, {
+    const a = await upsertHost(store.db, {
       name: "h1",
       agentUrl: "http://127.0.0.1:1",
       agentToken: "t1",
       agentVersion: "0",
       capacity,
     });
-    const b = await upsertHost(store.read, {
+    const b = await upsertHost(store.db, {
       name: "h1",
       agentUrl: "http://127.0.0.1:2",
       agentToken: "t2",
@@ -78,23 +78,23 @@ describe.each(ENGINES)("store on $engine", ({ create }) => {
     expect(a.created).toBe(true);
     expect(b.created).toBe(false);
     expect(b.id).toBe(a.id);
-    expect(await findHostByToken(store.read, "t1")).toBeUndefined();
-    expect((await findHostByToken(store.read, "t2"))?.agentUrl).toBe("http://127.0.0.1:2");
+    expect(await findHostByToken(store.db, "t1")).toBeUndefined();
+    expect((await findHostByToken(store.db, "t2"))?.agentUrl).toBe("http://127.0.0.1:2");
   });
 
   it("marks silent hosts dead and revives them on heartbeat", async () => {
-    const h = await getHost(store.read, "h1");
-    await store.read.query("UPDATE hosts SET last_heartbeat_at = now() - interval '1 hour' WHERE id = $1", [
+    const h = await getHost(store.db, "h1");
+    await store.db.query("UPDATE hosts SET last_heartbeat_at = now() - interval '1 hour' WHERE id = $1", [
       h.id,
     ]);
-    expect((await markSilentHostsDead(store.read, 10_000)).map((x) => x.name)).toEqual(["h1"]);
-    expect((await getHost(store.read, h.id)).liveness).toBe("dead");
-    expect(await recordHeartbeat(store.read, h.id, h.agentUrl, capacity)).toBe("dead");
-    expect((await getHost(store.read, "h1")).liveness).toBe("alive");
+    expect((await markSilentHostsDead(store.db, 10_000)).map((x) => x.name)).toEqual(["h1"]);
+    expect((await getHost(store.db, h.id)).liveness).toBe("dead");
+    expect(await recordHeartbeat(store.db, h.id, h.agentUrl, capacity)).toBe("dead");
+    expect((await getHost(store.db, "h1")).liveness).toBe("alive");
   });
 
   it("keeps image names unique and tracks where images are", async () => {
-    const h = await getHost(store.read, "h1");
+    const h = await getHost(store.db, "h1");
     const img = {
       name: "guest",
       diskDigest: "sha256:d",
@@ -105,19 +105,19 @@ describe.each(ENGINES)("store on $engine", ({ create }) => {
       cmdline: "console=ttyS0",
       minMemoryMiB: 64,
     };
-    const id = await insertImage(store.read, img);
-    await expect(insertImage(store.read, img)).rejects.toMatchObject({ code: "NOVA_CONFLICT" });
-    await addImageLocation(store.read, id, h.id);
-    expect((await getImage(store.read, "guest")).hosts).toEqual(["h1"]);
-    await syncImageLocations(store.read, h.id, ["sha256:d"]); // kernel blob gone → not there
-    expect((await getImage(store.read, id)).hosts).toEqual([]);
-    await syncImageLocations(store.read, h.id, ["sha256:d", "sha256:k"]);
-    expect((await getImage(store.read, id)).hosts).toEqual(["h1"]);
+    const id = await insertImage(store.db, img);
+    await expect(insertImage(store.db, img)).rejects.toMatchObject({ code: "NOVA_CONFLICT" });
+    await addImageLocation(store.db, id, h.id);
+    expect((await getImage(store.db, "guest")).hosts).toEqual(["h1"]);
+    await syncImageLocations(store.db, h.id, ["sha256:d"]); // kernel blob gone → not there
+    expect((await getImage(store.db, id)).hosts).toEqual([]);
+    await syncImageLocations(store.db, h.id, ["sha256:d", "sha256:k"]);
+    expect((await getImage(store.db, id)).hosts).toEqual(["h1"]);
   });
 
   it("counts memory of placed, non-stopped VMs against the host", async () => {
-    const h = await getHost(store.read, "h1");
-    const image = await getImage(store.read, "guest");
+    const h = await getHost(store.db, "h1");
+    const image = await getImage(store.db, "guest");
     await store.write(async (tx, emit) => {
       const { event } = await insertVm(tx, {
         name: "vm1",
@@ -141,12 +141,12 @@ describe.each(ENGINES)("store on $engine", ({ create }) => {
         state: "stopped",
       });
     });
-    const after = await getHost(store.read, "h1");
+    const after = await getHost(store.db, "h1");
     expect(after.allocatedMemoryMiB).toBe(512);
     expect(after.freeMemoryMiB).toBe(4096 - 512);
     expect(after.vmCount).toBe(2);
     await expect(
-      insertVm(store.read, {
+      insertVm(store.db, {
         name: "vm1",
         imageId: image.id,
         vcpus: 1,
@@ -170,7 +170,7 @@ describe.each(ENGINES)("store on $engine", ({ create }) => {
       }),
     ).rejects.toThrow("roll back");
     expect(heard).toEqual([]);
-    expect((await getVm(store.read, "vm1")).state).toBe("scheduled");
+    expect((await getVm(store.db, "vm1")).state).toBe("scheduled");
 
     await store.write(async (tx, emit) => {
       const vm = await getVm(tx, "vm1", true);
@@ -178,37 +178,37 @@ describe.each(ENGINES)("store on $engine", ({ create }) => {
     });
     unsubscribe();
     expect(heard).toEqual(["vm.state:starting"]);
-    const vm = await getVm(store.read, "vm1");
+    const vm = await getVm(store.db, "vm1");
     expect(vm).toMatchObject({ state: "starting", stateReason: "agent starting QEMU", generation: 2 });
-    const events = (await listEventsAfter(store.read, 0)).filter((e) => e.resourceId === vm.id);
+    const events = (await listEventsAfter(store.db, 0)).filter((e) => e.resourceId === vm.id);
     expect(events.map((e) => e.type)).toEqual(["vm.created", "vm.state"]);
     expect(events[1]!.data).toMatchObject({ from: "scheduled", to: "starting" });
   });
 
   it("refuses an illegal transition without changing anything", async () => {
-    const vm = await getVm(store.read, "vm2");
+    const vm = await getVm(store.db, "vm2");
     await expect(store.write((tx) => transitionVm(tx, vm, "running", "x"))).rejects.toSatisfy((e) =>
       isNovaError(e, "NOVA_INTERNAL"),
     );
-    expect((await getVm(store.read, "vm2")).state).toBe("stopped");
+    expect((await getVm(store.db, "vm2")).state).toBe("stopped");
   });
 
   it("tracks observed state apart from the lifecycle and lists by host", async () => {
-    const vm = await getVm(store.read, "vm1");
-    expect(await setObserved(store.read, vm.id, "running", "", 2)).toBe(true);
-    expect(await setObserved(store.read, vm.id, "running", "", 2)).toBe(false);
-    expect(await setObserved(store.read, vm.id, "stopped", "stale report", 1)).toBe(false);
-    expect(await getVm(store.read, vm.id)).toMatchObject({ observedState: "running", observedGeneration: 2 });
-    const h = await getHost(store.read, "h1");
-    expect((await listVms(store.read, { hostId: h.id })).map((v) => v.name)).toEqual(["vm1", "vm2"]);
-    await setCordon(store.read, h.id, true);
-    expect((await listHosts(store.read))[0]!.cordoned).toBe(true);
+    const vm = await getVm(store.db, "vm1");
+    expect(await setObserved(store.db, vm.id, "running", "", 2)).toBe(true);
+    expect(await setObserved(store.db, vm.id, "running", "", 2)).toBe(false);
+    expect(await setObserved(store.db, vm.id, "stopped", "stale report", 1)).toBe(false);
+    expect(await getVm(store.db, vm.id)).toMatchObject({ observedState: "running", observedGeneration: 2 });
+    const h = await getHost(store.db, "h1");
+    expect((await listVms(store.db, { hostId: h.id })).map((v) => v.name)).toEqual(["vm1", "vm2"]);
+    await setCordon(store.db, h.id, true);
+    expect((await listHosts(store.db))[0]!.cordoned).toBe(true);
   });
 
   it("gives a clear error for an unknown VM, host and image", async () => {
-    await expect(getVm(store.read, "nope")).rejects.toThrow(/VM nope not found/);
-    await expect(getHost(store.read, "nope")).rejects.toThrow(/Host nope not found/);
-    await expect(getImage(store.read, "nope")).rejects.toThrow(/Image nope not found/);
+    await expect(getVm(store.db, "nope")).rejects.toThrow(/VM nope not found/);
+    await expect(getHost(store.db, "nope")).rejects.toThrow(/Host nope not found/);
+    await expect(getImage(store.db, "nope")).rejects.toThrow(/Image nope not found/);
   });
 });
 
@@ -218,7 +218,7 @@ describe("embedded PGlite in a data dir", () => {
     const dir = await mkdtemp("/tmp/nc-store-");
     try {
       const a = await Store.open({ dataDir: dir });
-      await createToken(a.read, "admin", "admin");
+      await createToken(a.db, "admin", "admin");
       await a.close();
       const db = await openDb({ dataDir: dir });
       const { rows } = await db.query<{ n: number }>("SELECT count(*)::int AS n FROM api_tokens");

@@ -121,7 +121,7 @@ export class Reconciler {
         power: decision.power,
         ...(machineType ? { machineType } : {}),
       });
-      await setObserved(this.store.read, vm.id, observed.state, observed.reason, observed.generation);
+      await setObserved(this.store.db, vm.id, observed.state, observed.reason, observed.generation);
       if (decision.onAccepted)
         await this.transition(vm, decision.onAccepted.to, decision.onAccepted.reason, {});
       this.wake();
@@ -157,7 +157,7 @@ export class Reconciler {
     if (!host.qemu) return undefined;
     if (vm.machineType) return vm.machineType;
     if (power !== "running") return undefined;
-    const recorded = await recordMachineType(this.store.read, vm.id, host.qemu.q35Alias);
+    const recorded = await recordMachineType(this.store.db, vm.id, host.qemu.q35Alias);
     this.log.info({ vm: vm.name, machineType: recorded }, "machine type recorded at start");
     return recorded;
   }

@@ -69,11 +69,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const joinTokenPath = path.join(options.dataDir, "join.token");
   const created: RunningServer["created"] = {};
   if ((await countTokens(store.read, "admin")) === 0) {
-    created.admin = (await createToken(store.read, "initial admin", "admin")).token;
+    created.admin = (await createToken(store.db, "initial admin", "admin")).token;
     await writeFile(adminTokenPath, `${created.admin}\n`, { mode: 0o600 });
   }
   if ((await countTokens(store.read, "join")) === 0) {
-    created.join = (await createToken(store.read, "agent join", "join")).token;
+    created.join = (await createToken(store.db, "agent join", "join")).token;
     await writeFile(joinTokenPath, `${created.join}\n`, { mode: 0o600 });
   }
 

@@ -19,7 +19,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { s
       preHandler: guard("tokens:write"),
     },
     async (req, reply) => {
-      const { token, record } = await createToken(store.read, req.body.name, "admin", req.body.grants ?? []);
+      const { token, record } = await createToken(store.db, req.body.name, "admin", req.body.grants ?? []);
       return reply.status(201).send({ token, ...record });
     },
   );

@@ -1,6 +1,6 @@
 /** The events table: durable record of every state change, replayed by /v1/events. */
 import type { ClusterEvent } from "../../api/types/events.js";
-import type { Queryable } from "./db.js";
+import type { Queryable, ReadQueryable } from "./db.js";
 
 interface EventRow {
   id: number;
@@ -41,7 +41,11 @@ export async function appendEvent(q: Queryable, event: NewEvent): Promise<Cluste
 }
 
 /** Events after `afterId`, oldest first, at most `limit`. */
-export async function listEventsAfter(q: Queryable, afterId: number, limit = 1000): Promise<ClusterEvent[]> {
+export async function listEventsAfter(
+  q: ReadQueryable,
+  afterId: number,
+  limit = 1000,
+): Promise<ClusterEvent[]> {
   const { rows } = await q.query<EventRow>(
     "SELECT id, at, type, resource_type, resource_id, data FROM events WHERE id > $1 ORDER BY id LIMIT $2",
     [afterId, limit],
@@ -50,7 +54,7 @@ export async function listEventsAfter(q: Queryable, afterId: number, limit = 100
 }
 
 /** The newest event id (0 when there is none). */
-export async function latestEventId(q: Queryable): Promise<number> {
+export async function latestEventId(q: ReadQueryable): Promise<number> {
   const { rows } = await q.query<{ id: number | null }>("SELECT max(id) AS id FROM events");
   return Number(rows[0]?.id ?? 0);
 }

@@ -3,7 +3,7 @@ import { randomUUID } from "node:crypto";
 import type { HostCapacity, QemuInfo } from "../../api/types/agent.js";
 import type { Host } from "../../api/types/hosts.js";
 import { NovaError } from "../../lib/errors.js";
-import type { Queryable } from "./db.js";
+import type { Queryable, ReadQueryable } from "./db.js";
 
 interface HostRow {
   id: string;
@@ -73,19 +73,19 @@ export function publicHost(host: HostRecord): Host {
 }
 
 /** Every host, by name. */
-export async function listHosts(q: Queryable): Promise<HostRecord[]> {
+export async function listHosts(q: ReadQueryable): Promise<HostRecord[]> {
   const { rows } = await q.query<HostRow>(`${SELECT_HOSTS} ORDER BY h.name`);
   return rows.map(toHost);
 }
 
 /** A host by id or name, or undefined. */
-export async function findHost(q: Queryable, idOrName: string): Promise<HostRecord | undefined> {
+export async function findHost(q: ReadQueryable, idOrName: string): Promise<HostRecord | undefined> {
   const { rows } = await q.query<HostRow>(`${SELECT_HOSTS} WHERE h.name = $1 OR h.id::text = $1`, [idOrName]);
   return rows[0] ? toHost(rows[0]) : undefined;
 }
 
 /** A host by id or name; NOVA_NOT_FOUND otherwise. */
-export async function getHost(q: Queryable, idOrName: string): Promise<HostRecord> {
+export async function getHost(q: ReadQueryable, idOrName: string): Promise<HostRecord> {
   const host = await findHost(q, idOrName);
   if (!host) {
     throw new NovaError("NOVA_NOT_FOUND", `Host ${idOrName} not found. List hosts with: novacron host list`, {
@@ -136,7 +136,7 @@ export async function upsertHost(
 }
 
 /** The host that owns an agent credential. */
-export async function findHostByToken(q: Queryable, agentToken: string): Promise<HostRecord | undefined> {
+export async function findHostByToken(q: ReadQueryable, agentToken: string): Promise<HostRecord | undefined> {
   const { rows } = await q.query<HostRow>(`${SELECT_HOSTS} WHERE h.agent_token = $1`, [agentToken]);
   return rows[0] ? toHost(rows[0]) : undefined;
 }

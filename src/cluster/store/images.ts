@@ -2,7 +2,7 @@
 import { randomUUID } from "node:crypto";
 import type { Image } from "../../api/types/images.js";
 import { NovaError } from "../../lib/errors.js";
-import type { Queryable } from "./db.js";
+import type { Queryable, ReadQueryable } from "./db.js";
 
 interface ImageRow {
   id: string;
@@ -54,13 +54,13 @@ export function publicImage(image: ImageRecord): Image {
 }
 
 /** Every image, by name. */
-export async function listImages(q: Queryable): Promise<ImageRecord[]> {
+export async function listImages(q: ReadQueryable): Promise<ImageRecord[]> {
   const { rows } = await q.query<ImageRow>(`${SELECT_IMAGES} ORDER BY i.name`);
   return rows.map(toImage);
 }
 
 /** An image by id or name, or undefined. */
-export async function findImage(q: Queryable, idOrName: string): Promise<ImageRecord | undefined> {
+export async function findImage(q: ReadQueryable, idOrName: string): Promise<ImageRecord | undefined> {
   const { rows } = await q.query<ImageRow>(`${SELECT_IMAGES} WHERE i.name = $1 OR i.id::text = $1`, [
     idOrName,
   ]);
@@ -68,7 +68,7 @@ export async function findImage(q: Queryable, idOrName: string): Promise<ImageRe
 }
 
 /** An image by id or name; NOVA_NOT_FOUND otherwise. */
-export async function getImage(q: Queryable, idOrName: string): Promise<ImageRecord> {
+export async function getImage(q: ReadQueryable, idOrName: string): Promise<ImageRecord> {
   const image = await findImage(q, idOrName);
   if (!image) {
     throw new NovaError(

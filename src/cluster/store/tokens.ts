@@ -1,6 +1,6 @@
 /** API tokens: admin tokens for users, join tokens for agents. Only hashes are stored. */
 import { createHash, randomBytes, randomUUID } from "node:crypto";
-import type { Queryable } from "./db.js";
+import type { Queryable, ReadQueryable } from "./db.js";
 
 /** The kinds of token; RBAC roles extend this later. */
 export type TokenKind = "admin" | "join";
@@ -50,7 +50,7 @@ export async function createToken(
 }
 
 /** Looks a presented token up; undefined when unknown or revoked. */
-export async function findToken(q: Queryable, token: string): Promise<TokenRecord | undefined> {
+export async function findToken(q: ReadQueryable, token: string): Promise<TokenRecord | undefined> {
   const { rows } = await q.query<TokenRecord>(
     "SELECT id, name, kind, grants FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
     [hashToken(token)],
@@ -59,7 +59,7 @@ export async function findToken(q: Queryable, token: string): Promise<TokenRecor
 }
 
 /** Every token, oldest first (revoked ones too, with when). */
-export async function listTokens(q: Queryable): Promise<TokenInfo[]> {
+export async function listTokens(q: ReadQueryable): Promise<TokenInfo[]> {
   const { rows } = await q.query<TokenRecord & { created_at: Date; revoked_at: Date | null }>(
     "SELECT id, name, kind, grants, created_at, revoked_at FROM api_tokens ORDER BY created_at, id",
   );
@@ -83,7 +83,7 @@ export async function revokeToken(q: Queryable, id: string): Promise<boolean> {
 }
 
 /** Number of live tokens of a kind (first start creates them when zero). */
-export async function countTokens(q: Queryable, kind: TokenKind): Promise<number> {
+export async function countTokens(q: ReadQueryable, kind: TokenKind): Promise<number> {
   const { rows } = await q.query<{ n: number }>(
     "SELECT count(*)::int AS n FROM api_tokens WHERE kind = $1 AND revoked_at IS NULL",
     [kind],

@@ -9,7 +9,7 @@ import type { Vm } from "../../api/types/vms.js";
 import { NovaError } from "../../lib/errors.js";
 import { stateChanged } from "../../lib/state-machine.js";
 import { assertTransition, VM, type VmState } from "../../states/vm.js";
-import type { Queryable } from "./db.js";
+import type { Queryable, ReadQueryable } from "./db.js";
 import { appendEvent } from "./events.js";
 
 interface VmRow {
@@ -79,7 +79,7 @@ export function publicVm(vm: VmRecord): Vm {
 }
 
 /** Every VM, by name. */
-export async function listVms(q: Queryable, filter: { hostId?: string } = {}): Promise<VmRecord[]> {
+export async function listVms(q: ReadQueryable, filter: { hostId?: string } = {}): Promise<VmRecord[]> {
   const { rows } = filter.hostId
     ? await q.query<VmRow>(`${SELECT_VMS} WHERE v.host_id = $1 ORDER BY v.name`, [filter.hostId])
     : await q.query<VmRow>(`${SELECT_VMS} ORDER BY v.name`);
@@ -88,7 +88,7 @@ export async function listVms(q: Queryable, filter: { hostId?: string } = {}): P
 
 /** A VM by id or name, or undefined; `forUpdate` locks its row for the transaction. */
 export async function findVm(
-  q: Queryable,
+  q: ReadQueryable,
   idOrName: string,
   forUpdate = false,
 ): Promise<VmRecord | undefined> {
@@ -100,7 +100,7 @@ export async function findVm(
 }
 
 /** A VM by id or name; NOVA_NOT_FOUND otherwise. */
-export async function getVm(q: Queryable, idOrName: string, forUpdate = false): Promise<VmRecord> {
+export async function getVm(q: ReadQueryable, idOrName: string, forUpdate = false): Promise<VmRecord> {
   const vm = await findVm(q, idOrName, forUpdate);
   if (!vm) {
     throw new NovaError("NOVA_NOT_FOUND", `VM ${idOrName} not found. List VMs with: novacron vm list`, {
@@ -274,7 +274,7 @@ export async function deleteVmRow(q: Queryable, vm: VmRecord): Promise<ClusterEv
 }
 
 /** Count of VMs per lifecycle state (for metrics). */
-export async function countVmsByState(q: Queryable): Promise<Record<string, number>> {
+export async function countVmsByState(q: ReadQueryable): Promise<Record<string, number>> {
   const { rows } = await q.query<{ state: string; n: number }>(
     "SELECT state, count(*)::int AS n FROM vms GROUP BY state",
   );
