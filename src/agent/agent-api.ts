@@ -10,8 +10,6 @@ import type { TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
 import { Type } from "@sinclair/typebox";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from "fastify";
 import type { Logger } from "pino";
-import { bearerToken, secretsEqual } from "../api/auth.js";
-import { installErrorHandlers } from "../api/errors.js";
 import {
   AgentBlob,
   AgentImageImportPost,
@@ -21,7 +19,9 @@ import {
 } from "../api/types/agent.js";
 import { AgentCommandPost, AgentCommandResult } from "../api/types/executions.js";
 import type { ImageStore } from "../compute/images/image-store.js";
+import { bearerToken, secretsEqual } from "../lib/bearer.js";
 import { NovaError } from "../lib/errors.js";
+import { installErrorHandlers } from "../lib/http-errors.js";
 import { pullBlob } from "./blob-pull.js";
 import type { BlobTickets } from "./blob-tickets.js";
 import type { AgentDwcp } from "./dwcp-transport.js";

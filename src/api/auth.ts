@@ -5,11 +5,11 @@
  * join tokens (register an agent), host credentials (heartbeat). RBAC roles replace the
  * table in `PERMISSIONS_BY_KIND` later without touching the routes.
  */
-import { timingSafeEqual } from "node:crypto";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import type { Queryable } from "../cluster/store/db.js";
 import { findHostByToken } from "../cluster/store/hosts.js";
 import { findToken } from "../cluster/store/tokens.js";
+import { bearerToken } from "../lib/bearer.js";
 import { NovaError } from "../lib/errors.js";
 
 /** What a route may require. */
@@ -94,21 +94,6 @@ declare module "fastify" {
   }
 }
 
-/** Extracts the bearer token, or throws 401 saying how to send one. */
-export function bearerToken(request: FastifyRequest): string {
-  const header = request.headers.authorization;
-  if (!header) {
-    throw new NovaError(
-      "NOVA_UNAUTHENTICATED",
-      "Missing bearer token: send 'Authorization: Bearer <token>' (novacron login stores one).",
-    );
-  }
-  const match = /^Bearer\s+(\S+)$/i.exec(header);
-  if (!match)
-    throw new NovaError("NOVA_UNAUTHENTICATED", "Malformed Authorization header: expected 'Bearer <token>'.");
-  return match[1]!;
-}
-
 /** Resolves a token to a principal: API tokens first, then host credentials. */
 export async function resolvePrincipal(q: Queryable, token: string): Promise<Principal | undefined> {
   const record = await findToken(q, token);
@@ -141,11 +126,4 @@ export function requirePermission(q: () => Queryable, permission: Permission) {
     }
     request.principal = principal;
   };
-}
-
-/** Constant-time comparison of two secrets. */
-export function secretsEqual(a: string, b: string): boolean {
-  const ab = Buffer.from(a);
-  const bb = Buffer.from(b);
-  return ab.length === bb.length && timingSafeEqual(ab, bb);
 }

@@ -2,7 +2,7 @@
  * NovaCron's typed errors. Every error a user can see carries a stable `NOVA_…` code,
  * an HTTP status, a message that says what failed and how to fix it, optional details,
  * and whether retrying can help. The registry of codes lives in `error-codes.ts` and is
- * documented in docs/errors.md; HTTP mapping happens in one place (api/errors.ts).
+ * documented in docs/errors.md; HTTP mapping happens in one place (http-errors.ts).
  */
 import type { ErrorCode } from "./error-codes.js";
 import { ERROR_CODES } from "./error-codes.js";

@@ -1,11 +1,11 @@
 /**
- * The one place errors become HTTP responses (after Incus's response/smart.go): NovaErrors
- * keep their status and code; Fastify's validation, parse and size errors become
- * NOVA_BAD_REQUEST with the offending field; anything else is NOVA_INTERNAL with the
- * stack in the log only.
+ * The one place errors become HTTP responses, for the server's API and the agent's (after
+ * Incus's response/smart.go): NovaErrors keep their status and code; Fastify's validation,
+ * parse and size errors become NOVA_BAD_REQUEST with the offending field; anything else is
+ * NOVA_INTERNAL with the stack in the log only.
  */
 import type { FastifyError, FastifyInstance } from "fastify";
-import { NovaError } from "../lib/errors.js";
+import { NovaError } from "./errors.js";
 
 /** Converts any thrown value into the NovaError the client sees. */
 export function toNovaError(err: unknown): NovaError {
