@@ -10,6 +10,7 @@ import type { Logger } from "pino";
 import type { AgentHeartbeatPost, AgentRegisterPost, AgentRegisterResponse } from "../api/types/agent.js";
 import { ERROR_CODES, type ErrorCode } from "../lib/error-codes.js";
 import { describeError, NovaError } from "../lib/errors.js";
+import { WakeableLoop } from "../lib/wakeable-loop.js";
 
 interface Credentials {
   serverUrl: string;
@@ -32,15 +33,19 @@ export interface ServerLinkOptions {
 /** Registration and heartbeats. */
 export class ServerLink {
   private creds: Credentials | undefined;
-  private timer: NodeJS.Timeout | undefined;
-  private inFlight: Promise<void> | undefined;
-  private again = false;
+  private readonly heartbeats: WakeableLoop;
   private stopped = false;
   private outage = false;
   private readonly credsPath: string;
 
   constructor(private readonly o: ServerLinkOptions) {
     this.credsPath = path.join(o.dataDir, "agent-credentials.json");
+    this.heartbeats = new WakeableLoop({
+      pass: () => this.sendHeartbeat(),
+      intervalMs: o.heartbeatIntervalMs,
+      // sendHeartbeat handles its own failures (logged once per outage).
+      onError: (err) => o.log.warn({ err: describeError(err) }, "heartbeat failed"),
+    });
   }
 
   /** The host credential, once registered. */
@@ -60,31 +65,20 @@ export class ServerLink {
     this.beat();
   }
 
-  /** Sends a heartbeat now (coalesced with one in flight). */
+  /**
+   * Sends a heartbeat now (coalesced with one in flight), then every interval. A change
+   * reported while start() is still registering already starts the heartbeats.
+   */
   beat(): void {
     if (this.stopped) return;
-    if (this.inFlight) {
-      this.again = true;
-      return;
-    }
-    clearTimeout(this.timer);
-    this.inFlight = this.sendHeartbeat().finally(() => {
-      this.inFlight = undefined;
-      if (this.stopped) return;
-      if (this.again) {
-        this.again = false;
-        this.beat();
-      } else {
-        this.timer = setTimeout(() => this.beat(), this.o.heartbeatIntervalMs);
-      }
-    });
+    if (this.heartbeats.running) this.heartbeats.wake();
+    else this.heartbeats.start();
   }
 
   /** Stops heartbeating. */
   async stop(): Promise<void> {
     this.stopped = true;
-    clearTimeout(this.timer);
-    await this.inFlight;
+    await this.heartbeats.stop();
   }
 
   private async sendHeartbeat(): Promise<void> {
@@ -96,7 +90,8 @@ export class ServerLink {
         this.o.log.warn("server does not know this host's credential; registering again");
         this.creds = undefined;
         await this.register();
-        this.again = true;
+        // Beat again right after this pass, with the new credential.
+        this.heartbeats.wake();
         return;
       }
       if (!res.ok) throw await refusal(res, "heartbeat refused");
