@@ -5,13 +5,12 @@
  * a time; VMs within a pass are handled concurrently.
  */
 import type { Logger } from "pino";
-import type { VmBootImage } from "../api/types/agent.js";
 import { describeError, isNovaError } from "../lib/errors.js";
 import { WakeableLoop } from "../lib/wakeable-loop.js";
 import { AgentClient } from "./agent-client.js";
 import { decide } from "./reconcile-decision.js";
 import { type HostRecord, listHosts } from "./store/hosts.js";
-import { type ImageRecord, listImages } from "./store/images.js";
+import { bootImage, type ImageRecord, listImages } from "./store/images.js";
 import type { Store } from "./store/store.js";
 import {
   deleteVmRow,
@@ -176,15 +175,4 @@ export class Reconciler {
     });
     this.wake();
   }
-}
-
-/** The blobs a VM boots from. */
-export function bootImage(image: ImageRecord): VmBootImage {
-  return {
-    diskDigest: image.diskDigest,
-    diskFormat: image.diskFormat,
-    kernelDigest: image.kernelDigest,
-    initrdDigest: image.initrdDigest,
-    cmdline: image.cmdline,
-  };
 }

@@ -578,13 +578,25 @@ describe("migration plan: after the target was asked to run the VM", () => {
 });
 
 describe("migration plan: an action threw", () => {
-  const f = (action: MigrationAction["kind"], unreachable = false): Observations["failure"] => ({
+  const f = (action: MigrationAction["kind"] | "observe", unreachable = false): Observations["failure"] => ({
     action,
     message: "boom",
     unreachable,
   });
   table([
     ["marking preparing failed: rolled back", rec("queued"), obs({ failure: f("mark") }), failed("boom")],
+    [
+      "checking the image's hosts failed: rolled back",
+      rec("preparing"),
+      obs({ step: "preparing", failure: f("observe") }),
+      failed("boom"),
+    ],
+    [
+      "reading the cancel flag failed while mirroring: rolled back",
+      rec("transferring"),
+      obs({ step: "mirroring", failure: f("observe") }),
+      failed("boom"),
+    ],
     [
       "copying the image failed: rolled back",
       rec("preparing"),

@@ -117,8 +117,8 @@ export interface Observations {
   handedOver?: AgentOutgoingStatus;
   /** What the target reported when asked to run the VM (step `confirmed`). */
   target?: { state: string; reason: string };
-  /** The last action threw. */
-  failure?: { action: MigrationAction["kind"]; message: string; unreachable: boolean };
+  /** The last action (or reading the observations for the next one) threw. */
+  failure?: { action: MigrationAction["kind"] | "observe"; message: string; unreachable: boolean };
 }
 
 /** Timings the decisions use. */

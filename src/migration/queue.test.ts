@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { type QueuedOrActive, startable } from "./queue.js";
+import { type QueuedOrActive, startable, toRun } from "./queue.js";
 
 const m = (id: string, state: string, from: string, to: string, t: number): QueuedOrActive => ({
   id,
@@ -27,5 +27,34 @@ describe("migration queue", () => {
   it("starts nothing when every host is busy", () => {
     const ms = [m("r", "preparing", "a", "b", 1), m("q", "queued", "a", "c", 2)];
     expect(startable(ms, { maxOutgoing: 1, maxIncoming: 1 })).toEqual([]);
+  });
+
+  it("counts a queued migration whose runner already started as in flight", () => {
+    const ms = [m("s", "queued", "a", "b", 1), m("q", "queued", "a", "c", 2)];
+    expect(startable(ms, { maxOutgoing: 1, maxIncoming: 1 }, new Set(["s"]))).toEqual([]);
+  });
+});
+
+describe("migrations to run", () => {
+  const limits = { maxOutgoing: 1, maxIncoming: 1 };
+
+  it("resumes every migration past queued that has no runner, ignoring the limits", () => {
+    const ms = [m("x", "switching-over", "a", "b", 1), m("y", "transferring", "a", "b", 2)];
+    expect(toRun(ms, new Set(), limits).map((x) => x.id)).toEqual(["x", "y"]);
+  });
+
+  it("starts nothing twice", () => {
+    const ms = [m("x", "switching-over", "a", "b", 1), m("q", "queued", "c", "d", 2)];
+    expect(toRun(ms, new Set(["x", "q"]), limits)).toEqual([]);
+  });
+
+  it("starts queued migrations the limits allow, counting running ones", () => {
+    const ms = [
+      m("q2", "queued", "a", "d", 3),
+      m("q1", "queued", "c", "d", 2),
+      m("s", "queued", "a", "b", 1),
+    ];
+    // s has a runner (not yet preparing): a is busy out, so only q1 starts.
+    expect(toRun(ms, new Set(["s"]), limits).map((x) => x.id)).toEqual(["q1"]);
   });
 });

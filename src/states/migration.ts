@@ -10,8 +10,9 @@
  *     │                            │                                    switching-over ──▶ completed
  *     └────────────┴──── failed / cancelled (from any active state; rollback restores the source)
  *
- * The orchestrator (migration/orchestrator.ts) drives it; every persisted move is a
- * compare-and-set on the from-state (cluster/store/migrations.ts).
+ * migration/plan.ts decides which move comes next (nextAction, every case unit-tested) and
+ * migration/executor.ts records it; every persisted move is a compare-and-set on the
+ * from-state (cluster/store/migrations.ts).
  */
 import { defineStateMachine } from "../lib/state-machine.js";
 

@@ -1,5 +1,6 @@
 /** The images and image_locations tables. */
 import { randomUUID } from "node:crypto";
+import type { VmBootImage } from "../../api/types/agent.js";
 import type { Image } from "../../api/types/images.js";
 import { NovaError } from "../../lib/errors.js";
 import type { Queryable, ReadQueryable } from "./db.js";
@@ -44,6 +45,17 @@ function toImage(row: ImageRow): ImageRecord {
     hosts: row.hosts ?? [],
     hostIds: row.host_ids ?? [],
     createdAt: new Date(row.created_at).toISOString(),
+  };
+}
+
+/** The blobs a VM boots from (what an agent is sent to start it, or to receive it). */
+export function bootImage(image: ImageRecord): VmBootImage {
+  return {
+    diskDigest: image.diskDigest,
+    diskFormat: image.diskFormat,
+    kernelDigest: image.kernelDigest,
+    initrdDigest: image.initrdDigest,
+    cmdline: image.cmdline,
   };
 }
 

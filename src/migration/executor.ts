@@ -1,0 +1,556 @@
+/**
+ * Runs one live migration: asks plan.ts for the next action, performs it through the
+ * agents and the store, records what it learned, and asks again until the migration ends
+ * or is handed back to the scheduler. Owns everything a run keeps in memory (the target's
+ * endpoints, the source's last status, how long the source has been unreachable) and the
+ * run's Reverter, which undoes the migration on rollback.
+ *
+ * The source stays the authority until the target confirms it is running; only then is
+ * the source QEMU stopped and its disk removed.
+ */
+import type { Logger } from "pino";
+import type {
+  AgentIncomingEndpoints,
+  AgentMigrationTuning,
+  AgentOutgoingStatus,
+} from "../api/types/agent.js";
+import type { ClusterEvent } from "../api/types/events.js";
+import {
+  agentMigrationTuning,
+  type MigrationOptions,
+  type MigrationResult,
+  resolveMigrationOptions,
+} from "../api/types/migrations.js";
+import { AgentClient } from "../cluster/agent-client.js";
+import { getHost } from "../cluster/store/hosts.js";
+import { bootImage, getImage } from "../cluster/store/images.js";
+import {
+  getMigration,
+  isCancelRequested,
+  type MigrationRecord,
+  moveVmToHost,
+  saveProgress,
+  setMigrationTransport,
+  transitionMigration,
+} from "../cluster/store/migrations.js";
+import type { Store } from "../cluster/store/store.js";
+import { getVm, transitionVm } from "../cluster/store/vms.js";
+import { describeError, isNovaError, NovaError } from "../lib/errors.js";
+import { Reverter } from "../lib/revert.js";
+import {
+  type MigrationAction,
+  nextAction,
+  type Observations,
+  type PlanPolicy,
+  type RunStep,
+} from "./plan.js";
+import { toProgress } from "./progress.js";
+
+/** What a run needs from the orchestrator. */
+export interface RunContext {
+  store: Store;
+  log: Logger;
+  /** Wakes the VM controller: it owns the VM again once its migration ended. */
+  wakeVms: () => void;
+  policy: PlanPolicy;
+  /** True once the server is shutting down. */
+  stopping: () => boolean;
+}
+
+/** Runs migration `m` until it ends or is handed back to the scheduler (still active). */
+export async function runMigration(ctx: RunContext, m: MigrationRecord): Promise<void> {
+  const source = new AgentClient(await getHost(ctx.store.read, m.sourceHostId));
+  const target = new AgentClient(await getHost(ctx.store.read, m.targetHostId));
+  await new MigrationRun(ctx, m, source, target).run();
+}
+
+/** What the rollback's undo steps found, for the migration's `rollback` text and the VM's state. */
+interface RollbackNote {
+  undone: string[];
+  targetGone: boolean;
+  sourceGone: boolean;
+}
+
+class MigrationRun {
+  private step: RunStep = "picked-up";
+  /** The single conversion of the user's options to the agents' tuning. */
+  private readonly tuning: AgentMigrationTuning;
+  private endpoints: AgentIncomingEndpoints | undefined;
+  private baseImageCopied = false;
+  private postcopyAsked = false;
+  /** The source's answer to the last poll, until an action consumes it. */
+  private fresh: Observations["source"];
+  private unreachableSince: number | undefined;
+  private handedOver: AgentOutgoingStatus | undefined;
+  private targetAnswer: { state: string; reason: string } | undefined;
+  private failure: Observations["failure"];
+  private readonly reverter = new Reverter();
+  private readonly note: RollbackNote = { undone: [], targetGone: false, sourceGone: false };
+  /** The migrating VM (null once deleted: the planner abandons such a migration first). */
+  private readonly vmIdOrNull: string | null;
+
+  constructor(
+    private readonly ctx: RunContext,
+    private m: MigrationRecord,
+    private readonly source: AgentClient,
+    private readonly target: AgentClient,
+  ) {
+    this.tuning = agentMigrationTuning(m.options);
+    this.vmIdOrNull = m.vmId;
+  }
+
+  private get vmId(): string {
+    if (!this.vmIdOrNull) throw new Error(`migration ${this.m.id} has no VM`);
+    return this.vmIdOrNull;
+  }
+
+  async run(): Promise<void> {
+    const vmId = this.vmIdOrNull;
+    if (vmId) {
+      // Registered up front, not after the steps they undo: a run picked up after a
+      // restart does not know how far the previous one got, a preparation cut short
+      // leaves no trace of how far it went, and both undos are harmless when there is
+      // nothing to undo. They run newest first: the target before the source, because
+      // once the target's QEMU is gone the source may be resumed even if the transfer
+      // had completed (the target never runs the VM before `confirm`).
+      this.reverter.add(() => this.resumeSource(vmId));
+      this.reverter.add(() => this.removeTargetCopy(vmId));
+    }
+    for (;;) {
+      const observations = await this.observe();
+      const action = nextAction(this.m, observations, this.ctx.policy);
+      this.failure = undefined;
+      const fresh = this.fresh;
+      if (action.kind !== "poll") this.fresh = undefined;
+      switch (action.kind) {
+        case "ended":
+          return;
+        case "abandon":
+          await this.end("failed", action.reason, "");
+          return;
+        case "rollback":
+          await this.rollBack(action.outcome, action.reason);
+          return;
+        case "lost":
+          await this.lose(action.reason);
+          return;
+        case "retry-later":
+          this.ctx.log.warn(
+            { migration: this.m.id, reason: action.reason },
+            "switch-over waits for an unreachable agent",
+          );
+          await sleep(2000);
+          return; // the scheduler runs it again: it is still active
+      }
+      try {
+        const done = await this.perform(action, fresh);
+        if (done) return;
+        if ("next" in action && action.next !== this.step) {
+          this.step = action.next;
+          this.unreachableSince = undefined;
+        }
+      } catch (err) {
+        this.failure = {
+          action: action.kind,
+          message: describeError(err),
+          unreachable: isNovaError(err, "NOVA_HOST_UNREACHABLE"),
+        };
+      }
+    }
+  }
+
+  /** Reads what the planner needs for this step: only what the current code path reads. */
+  private async observe(): Promise<Observations> {
+    const o: Observations = {
+      step: this.step,
+      shuttingDown: this.ctx.stopping(),
+      cancelRequested: false,
+      deadline: this.deadline(),
+      baseImageCopied: this.baseImageCopied,
+      postcopy: { wanted: this.tuning.postcopy, asked: this.postcopyAsked },
+      ...(this.fresh ? { source: this.fresh } : {}),
+      ...(this.handedOver ? { handedOver: this.handedOver } : {}),
+      ...(this.targetAnswer ? { target: this.targetAnswer } : {}),
+    };
+    if (this.failure) return { ...o, failure: this.failure };
+    try {
+      if (this.step === "preparing") o.imageOnTarget = await this.imageOnTarget();
+      // The cancel flag is read fresh before each poll while the guest runs on the
+      // source, and once the target is prepared.
+      const cancellable =
+        (this.step === "target-ready" && this.m.state === "preparing") ||
+        this.step === "mirroring" ||
+        this.step === "copying-memory";
+      if (cancellable && !this.fresh)
+        o.cancelRequested = await isCancelRequested(this.ctx.store.read, this.m.id);
+    } catch (err) {
+      return {
+        ...o,
+        failure: {
+          action: "observe",
+          message: describeError(err),
+          unreachable: isNovaError(err, "NOVA_HOST_UNREACHABLE"),
+        },
+      };
+    }
+    return o;
+  }
+
+  private deadline(): Observations["deadline"] {
+    const { timeoutSeconds } = resolveMigrationOptions(this.m.options);
+    const at = Date.parse(this.m.startedAt ?? this.m.createdAt) + timeoutSeconds * 1000;
+    return { passed: Date.now() > at, timeoutSeconds };
+  }
+
+  /** Performs one action; true when the migration ended with it. */
+  private async perform(action: MigrationAction, fresh: Observations["source"]): Promise<boolean> {
+    const vmId = this.vmId;
+    const status = fresh?.kind === "status" ? fresh.status : undefined;
+    const progress = async (phase: string | undefined): Promise<void> => {
+      if (phase && status) await this.saveProgress(phase, status);
+    };
+    switch (action.kind) {
+      case "mark":
+        await progress(action.progress);
+        await this.mark(action.to, action.reason, action.result);
+        return false;
+      case "copy-image":
+        await this.copyImage(vmId);
+        this.baseImageCopied = true;
+        return false;
+      case "prepare-target":
+        this.endpoints = await this.prepareTarget(vmId);
+        return false;
+      case "start-mirror": {
+        const endpoints = this.requireEndpoints();
+        const started = await this.retrying(() =>
+          this.source.startOutgoing(vmId, {
+            migrationId: this.m.id,
+            step: "mirror",
+            endpoints,
+            tuning: this.tuning,
+            transport: requestedTransport(this.m.options),
+          }),
+        );
+        if (started.transport) {
+          const t = started.transport;
+          await this.ctx.store.write(async (tx) => setMigrationTransport(tx, this.m.id, t.chosen));
+          this.ctx.log.info(
+            { migration: this.m.id, transport: t.chosen, reason: t.reason },
+            "transport chosen",
+          );
+        }
+        return false;
+      }
+      case "start-memory": {
+        const endpoints = this.requireEndpoints();
+        await this.retrying(() =>
+          this.source.startOutgoing(vmId, {
+            migrationId: this.m.id,
+            step: "memory",
+            endpoints,
+            tuning: this.tuning,
+            // The source agent switches over the moment QEMU pauses, instead of a poll and
+            // a call later (all of it downtime); post-copy keeps the explicit step.
+            autoSwitchover: action.autoSwitchover,
+          }),
+        );
+        return false;
+      }
+      case "start-postcopy":
+        await progress(action.progress);
+        this.postcopyAsked = true;
+        void this.retrying(() =>
+          this.source.startOutgoing(vmId, { migrationId: this.m.id, step: "postcopy" }),
+        ).catch((err) =>
+          this.ctx.log.warn(
+            { err: describeError(err) },
+            "switching to post-copy failed; staying in pre-copy",
+          ),
+        );
+        await sleep(action.ms);
+        return false;
+      case "start-switchover":
+        // Past this point cancelling is refused: the target may already hold the newer
+        // state. The source finishes the disk mirror while its vCPUs are paused (the
+        // target disk becomes a consistent copy), then QEMU sends the final device state.
+        await this.source.startOutgoing(vmId, { migrationId: this.m.id, step: "switchover" });
+        return false;
+      case "poll":
+        await this.poll(vmId);
+        return false;
+      case "wait":
+        await progress(action.progress);
+        await sleep(action.ms);
+        return false;
+      case "confirm": {
+        await progress(action.progress);
+        this.handedOver = status;
+        const vm = await getVm(this.ctx.store.read, vmId);
+        const observed = await this.target.finishIncoming(vmId, this.m.id, vm.generation + 1);
+        this.targetAnswer = { state: observed.state, reason: observed.reason };
+        return false;
+      }
+      case "complete":
+        await progress(action.progress);
+        await this.complete(vmId, action.result);
+        return true;
+      default:
+        throw new Error(`action ${action.kind} is not performed here`);
+    }
+  }
+
+  /** Reads the source's status into `fresh`, counting how long the source has been unreachable. */
+  private async poll(vmId: string): Promise<void> {
+    try {
+      const status = await this.source.outgoingStatus(vmId, this.m.id);
+      this.unreachableSince = undefined;
+      this.fresh = { kind: "status", status };
+    } catch (err) {
+      if (!isNovaError(err, "NOVA_HOST_UNREACHABLE")) throw err;
+      this.unreachableSince ??= Date.now();
+      this.fresh = { kind: "unreachable", forMs: Date.now() - this.unreachableSince };
+    }
+  }
+
+  private requireEndpoints(): AgentIncomingEndpoints {
+    if (!this.endpoints) throw new Error("the target was not prepared by this run");
+    return this.endpoints;
+  }
+
+  private async mark(to: MigrationRecord["state"], reason: string, result?: MigrationResult): Promise<void> {
+    await this.ctx.store.write(async (tx, emit) => {
+      const current = await getMigration(tx, this.m.id, true);
+      emit(
+        await transitionMigration(
+          tx,
+          current,
+          to,
+          reason,
+          result ? { result: { ...current.result, ...result } } : {},
+        ),
+      );
+    });
+    this.m = await getMigration(this.ctx.store.read, this.m.id);
+  }
+
+  private async saveProgress(phase: string, status: AgentOutgoingStatus): Promise<void> {
+    const progress = toProgress(phase, status);
+    await saveProgress(this.ctx.store.db, this.m.id, progress);
+    this.ctx.store.bus.publish([progressEvent(this.m, progress)]);
+  }
+
+  private async imageOnTarget(): Promise<boolean> {
+    const vm = await getVm(this.ctx.store.read, this.vmId);
+    const image = await getImage(this.ctx.store.read, vm.imageId);
+    return image.hostIds.includes(this.m.targetHostId);
+  }
+
+  /** Copies the VM's image blobs from the source to the target, each checked by digest. */
+  private async copyImage(vmId: string): Promise<void> {
+    const vm = await getVm(this.ctx.store.read, vmId);
+    const image = await getImage(this.ctx.store.read, vm.imageId);
+    const blobs: [string, "disk" | "kernel" | "initrd"][] = [[image.diskDigest, "disk"]];
+    if (image.kernelDigest) blobs.push([image.kernelDigest, "kernel"]);
+    if (image.initrdDigest) blobs.push([image.initrdDigest, "initrd"]);
+    for (const [digest, kind] of blobs) {
+      const { ticket } = await this.source.blobTicket(digest);
+      const url = `${this.source.url}/agent/v1/images/${encodeURIComponent(digest)}/blob?ticket=${encodeURIComponent(ticket)}`;
+      const blob = await this.target.pullBlob({ digest, kind, url });
+      if (blob.digest !== digest)
+        throw new NovaError(
+          "NOVA_AGENT_ERROR",
+          `copied ${kind} has digest ${blob.digest}, expected ${digest}`,
+        );
+    }
+  }
+
+  private async prepareTarget(vmId: string): Promise<AgentIncomingEndpoints> {
+    const vm = await getVm(this.ctx.store.read, vmId);
+    const image = await getImage(this.ctx.store.read, vm.imageId);
+    return this.target.prepareIncoming(vmId, {
+      migrationId: this.m.id,
+      tuning: this.tuning,
+      spec: {
+        name: vm.name,
+        generation: vm.generation + 1,
+        vcpus: vm.vcpus,
+        memoryMiB: vm.memoryMiB,
+        kernelArgs: vm.kernelArgs,
+        image: bootImage(image),
+        power: "running",
+        // Recorded when the migration was accepted (migration-service.ts): the
+        // destination starts exactly the machine the source runs.
+        ...(vm.machineType ? { machineType: vm.machineType } : {}),
+      },
+    });
+  }
+
+  /** The target runs the VM: move it there, end the migration, then drop the source copy. */
+  private async complete(vmId: string, figures: MigrationResult): Promise<void> {
+    const m = this.m;
+    const result = { ...(await getMigration(this.ctx.store.read, m.id)).result, ...figures };
+    await this.ctx.store.write(async (tx, emit) => {
+      const current = await getVm(tx, vmId, true);
+      await moveVmToHost(tx, vmId, m.targetHostId);
+      emit(
+        await transitionVm(
+          tx,
+          { ...current, host: m.targetHost },
+          "running",
+          `migrated from ${m.sourceHost} to ${m.targetHost}`,
+        ),
+      );
+      emit(
+        await transitionMigration(
+          tx,
+          await getMigration(tx, m.id, true),
+          "completed",
+          `running on ${m.targetHost}`,
+          { result },
+        ),
+      );
+    });
+    this.reverter.success();
+    this.ctx.wakeVms();
+    // The target runs the VM: the paused source copy can go. Retried, because leaving it
+    // only costs disk space on the source, never correctness.
+    for (let attempt = 1; attempt <= 5; attempt++) {
+      try {
+        await this.source.releaseOutgoing(vmId);
+        return;
+      } catch (err) {
+        this.ctx.log.warn({ err: describeError(err), attempt }, "releasing the source copy failed; retrying");
+        await sleep(2000 * attempt);
+      }
+    }
+  }
+
+  /** Undo: stop the target's QEMU and remove its disk. */
+  private async removeTargetCopy(vmId: string): Promise<void> {
+    try {
+      await this.retrying(() => this.target.deleteVm(vmId));
+      this.note.targetGone = true;
+      this.note.undone.push(`destination QEMU stopped and its disk removed on ${this.m.targetHost}`);
+    } catch (e) {
+      this.note.undone.push(
+        `destination cleanup on ${this.m.targetHost} failed (${describeError(e)}); its agent keeps a paused copy and its disk until removed by hand (it is never resumed)`,
+      );
+    }
+  }
+
+  /**
+   * Undo: cancel the outgoing migration and resume the source. Only a source QEMU known
+   * to be gone makes the VM failed; an unreachable source agent says nothing about its
+   * QEMU, which its next heartbeat will report.
+   */
+  private async resumeSource(vmId: string): Promise<void> {
+    try {
+      const s = await this.retrying(() => this.source.cancelOutgoing(vmId, this.m.id, this.note.targetGone));
+      this.note.sourceGone = s.vmStatus === "absent";
+      this.note.undone.push(
+        s.vmStatus === "running" ? `VM kept running on ${this.m.sourceHost}` : `source QEMU is ${s.vmStatus}`,
+      );
+    } catch (e) {
+      this.note.undone.push(
+        `could not resume the source (${describeError(e)}); its agent will report the VM's state`,
+      );
+    }
+  }
+
+  /**
+   * Runs the undos, then records the outcome: the VM leaves `migrating` (running on the
+   * source, or failed when its QEMU is gone) in the same transaction as the migration's
+   * end, so nobody sees one without the other.
+   */
+  private async rollBack(outcome: "failed" | "cancelled", reason: string): Promise<void> {
+    const m = await getMigration(this.ctx.store.read, this.m.id);
+    this.m = m;
+    const vmId = this.vmId;
+    this.ctx.log.warn({ migration: m.id, reason }, "rolling back migration");
+    await this.reverter.fail();
+    const rollback = this.note.undone.join("; ");
+    const sourceGone = this.note.sourceGone;
+    await this.ctx.store.write(async (tx, emit) => {
+      const current = await getVm(tx, vmId, true).catch(() => undefined);
+      if (current?.state === "migrating") {
+        emit(
+          sourceGone
+            ? await transitionVm(
+                tx,
+                current,
+                "failed",
+                `migration ${outcome} and the source QEMU is gone: ${reason}`,
+              )
+            : await transitionVm(tx, current, "running", `migration ${outcome}: ${reason}`),
+        );
+      }
+      emit(await transitionMigration(tx, await getMigration(tx, m.id, true), outcome, reason, { rollback }));
+    });
+    this.ctx.wakeVms();
+  }
+
+  /** Post-copy failed: the VM is lost, nothing can be rolled back. */
+  private async lose(reason: string): Promise<void> {
+    const vmId = this.vmId;
+    this.reverter.success();
+    await this.ctx.store.write(async (tx, emit) => {
+      const vm = await getVm(tx, vmId, true);
+      if (vm.state === "migrating") emit(await transitionVm(tx, vm, "failed", reason));
+      const current = await getMigration(tx, this.m.id, true);
+      emit(
+        await transitionMigration(tx, current, "failed", reason, {
+          rollback: "none possible after post-copy began",
+        }),
+      );
+    });
+  }
+
+  /** Ends the migration without anything to undo. */
+  private async end(to: "failed" | "cancelled", reason: string, rollback: string): Promise<void> {
+    await this.ctx.store.write(async (tx, emit) => {
+      emit(await transitionMigration(tx, await getMigration(tx, this.m.id, true), to, reason, { rollback }));
+    });
+  }
+
+  /** Runs an agent call, riding out an agent restart (unreachable) for the grace period. */
+  private async retrying<T>(call: () => Promise<T>): Promise<T> {
+    const deadline = Date.now() + this.ctx.policy.unreachableGraceMs;
+    for (;;) {
+      try {
+        return await call();
+      } catch (err) {
+        if (!isNovaError(err, "NOVA_HOST_UNREACHABLE") || Date.now() > deadline || this.ctx.stopping())
+          throw err;
+        this.ctx.log.info({ migration: this.m.id, err: describeError(err) }, "agent unreachable; retrying");
+        await sleep(this.ctx.policy.pollMs);
+      }
+    }
+  }
+}
+
+/** A progress event: published live, not stored (id 0 = not in the events table). */
+function progressEvent(m: MigrationRecord, progress: unknown): ClusterEvent {
+  return {
+    id: 0,
+    at: new Date().toISOString(),
+    type: "migration.progress",
+    resourceType: "migration",
+    resourceId: m.id,
+    data: { vm: m.vm, progress },
+  };
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/**
+ * What the source agent is asked for. Multifd and post-copy are QEMU-transport features,
+ * so "auto" means QEMU's transport for them (the API refuses them with "dwcp").
+ */
+function requestedTransport(o: MigrationOptions): "auto" | "qemu" | "dwcp" {
+  const t = resolveMigrationOptions(o).transport;
+  if (t === "auto" && (o.multifdChannels || o.postcopy)) return "qemu";
+  return t;
+}
