@@ -136,7 +136,7 @@ export class MigrationService {
         { details: { state: m.state } },
       );
     }
-    await requestCancel(this.store.read, id);
+    await requestCancel(this.store.db, id);
     this.wake();
     return getMigration(this.store.read, id);
   }

@@ -10,7 +10,7 @@ import type {
 import { NovaError } from "../../lib/errors.js";
 import { stateChanged } from "../../lib/state-machine.js";
 import { MIGRATION, type MigrationState } from "../../states/migration.js";
-import type { Queryable } from "./db.js";
+import type { Queryable, ReadQueryable } from "./db.js";
 import { appendEvent } from "./events.js";
 
 /** States in which a migration is still in flight. */
@@ -81,7 +81,7 @@ export function publicMigration(m: MigrationRecord): Migration {
 
 /** Migrations, newest first; `activeOnly` for the orchestrator. */
 export async function listMigrations(
-  q: Queryable,
+  q: ReadQueryable,
   filter: { activeOnly?: boolean; vmId?: string } = {},
 ): Promise<MigrationRecord[]> {
   const where: string[] = [];
@@ -99,7 +99,11 @@ export async function listMigrations(
 }
 
 /** A migration by id; NOVA_NOT_FOUND otherwise. `forUpdate` locks the row. */
-export async function getMigration(q: Queryable, id: string, forUpdate = false): Promise<MigrationRecord> {
+export async function getMigration(
+  q: ReadQueryable,
+  id: string,
+  forUpdate = false,
+): Promise<MigrationRecord> {
   const valid = /^[0-9a-f-]{36}$/i.test(id);
   const { rows } = valid
     ? await q.query<MigrationRow>(`${SELECT} WHERE m.id = $1${forUpdate ? " FOR UPDATE OF m" : ""}`, [id])
@@ -211,7 +215,7 @@ export async function requestCancel(q: Queryable, id: string): Promise<void> {
 }
 
 /** Whether cancellation was requested (read fresh by the orchestrator between steps). */
-export async function isCancelRequested(q: Queryable, id: string): Promise<boolean> {
+export async function isCancelRequested(q: ReadQueryable, id: string): Promise<boolean> {
   const { rows } = await q.query<{ c: boolean }>(
     "SELECT cancel_requested AS c FROM migrations WHERE id = $1",
     [id],
