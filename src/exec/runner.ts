@@ -22,15 +22,18 @@ import {
   type ExecutionRecord,
   getExecution,
   isCancelRequested,
+  moveExecution,
   noteQueuedReason,
   type StepUpdate,
   setCurrentStep,
   transitionExecution,
+  transitionStep,
   updateStep,
 } from "../cluster/store/executions.js";
 import { type ClaimedJob, holdJobLease } from "../cluster/store/executions-queue.js";
 import type { Store } from "../cluster/store/store.js";
 import { describeError, NovaError } from "../lib/errors.js";
+import { STEP_DONE, type StepState } from "../states/step.js";
 import { type ExecConfig, stepTimeoutMs } from "./config.js";
 import { ExecLogger } from "./exec-log.js";
 import { Masker } from "./masker.js";
@@ -129,21 +132,28 @@ export class ExecutionRunner {
           await releaseAssets(tx, e.id);
         }
         held = conflict || want === undefined ? undefined : e.lock === "execution" ? "all" : first;
-        if (e.state === "running") {
+        let from: ExecutionRecord = e;
+        if (from.state === "running") {
           // The previous attempt ended without saying so (handed back, or reaped before
           // the reaper's note was written): record that it is being resumed.
-          emit(await transitionExecution(tx, e, "queued", "previous attempt was interrupted; resuming"));
-        }
-        emit(
-          await transitionExecution(
+          const requeued = await moveExecution(
             tx,
-            { ...e, state: "queued" },
-            "running",
-            `attempt ${job.attempt}/${job.maxAttempts} on worker ${ctx.workerId}`,
-            { startedNow: true, deadlineAt: deadline, approvalExpiresAt: null },
-          ),
+            from,
+            "queued",
+            "previous attempt was interrupted; resuming",
+          );
+          emit(requeued.event);
+          from = requeued.execution;
+        }
+        const started = await moveExecution(
+          tx,
+          from,
+          "running",
+          `attempt ${job.attempt}/${job.maxAttempts} on worker ${ctx.workerId}`,
+          { startedNow: true, deadlineAt: deadline, approvalExpiresAt: null },
         );
-        return { ...e, state: "running" as const, deadlineAt: deadline.toISOString() };
+        emit(started.event);
+        return started.execution;
       });
     } catch (err) {
       if (err instanceof MutexBusy) {
@@ -209,7 +219,9 @@ export class ExecutionRunner {
     for (let i = 0; i < total; i++) {
       const def = steps[i]!;
       const row = e.steps[i]!;
-      if (row.state === "completed" || row.state === "skipped") continue;
+      if (STEP_DONE.includes(row.state)) continue;
+      // The step's state as this attempt last wrote it (the from-state of its next move).
+      let at: StepState = row.state;
       const label = `step ${i + 1}/${total} (${row.name})`;
 
       if (def.kind === "approval") {
@@ -219,11 +231,11 @@ export class ExecutionRunner {
         logger.line(i, `${label}: waiting for approval until ${expires.toISOString()}`);
         await logger.flush(true);
         await fenced(async (tx, emit) => {
-          const ev = await updateStep(tx, e.id, i, {
-            state: "waiting_approval",
-            message: masker.mask(def.message ?? "waiting for approval"),
-          });
-          if (ev) emit(ev);
+          emit(
+            await transitionStep(tx, e.id, i, at, "waiting_approval", {
+              message: masker.mask(def.message ?? "waiting for approval"),
+            }),
+          );
           emit(
             await transitionExecution(tx, e, "pending_approval", `${label} waits for approval`, {
               currentStep: i,
@@ -238,7 +250,7 @@ export class ExecutionRunner {
       }
 
       if (cancelSignal.aborted) {
-        await this.finishCancelled(fenced, e, i, label, false, masker, logger);
+        await this.finishCancelled(fenced, e, i, at, label, false, masker, logger);
         return;
       }
 
@@ -264,7 +276,7 @@ export class ExecutionRunner {
               `${label} stopped: the execution's time limit passed while it waited for ${conflict.asset} (held by execution ${conflict.heldBy})`,
               { details: { step: i, limit: "execution", asset: conflict.asset } },
             );
-            await this.finishStepFailure(fenced, e, i, te, masker, logger, job, true, "timed_out");
+            await this.finishStepFailure(fenced, e, i, at, te, masker, logger, job, true, "timed_out");
             throw new JobDead(te.message, { code: te.code, message: te.message, details: te.details });
           }
           const reason = `waiting for ${conflict.asset} before ${label}: held by execution ${conflict.heldBy}`;
@@ -286,7 +298,7 @@ export class ExecutionRunner {
           `${label} was interrupted by a worker failure and is not idempotent, so it is not run again. Check what it did, then: novacron exec retry ${e.id}`,
           { details: { step: i } },
         );
-        await this.finishStepFailure(fenced, e, i, err, masker, logger, job, true);
+        await this.finishStepFailure(fenced, e, i, at, err, masker, logger, job, true);
         throw new JobDead(err.message, { code: err.code, message: err.message, details: err.details });
       }
 
@@ -328,16 +340,17 @@ export class ExecutionRunner {
         const { resolved, values } = await resolveSecrets(this.deps.store.read, this.deps.secretKey, def);
         for (const v of values) masker.add(v);
         await fenced(async (tx, emit) => {
-          const ev = await updateStep(tx, e.id, i, {
-            state: "running",
-            attemptStarted: true,
-            progressPct: 0,
-            error: null,
-            message: resumed ? "resumed after an interrupted attempt" : "",
-          });
-          if (ev) emit(ev);
+          emit(
+            await transitionStep(tx, e.id, i, at, "running", {
+              attemptStarted: true,
+              progressPct: 0,
+              error: null,
+              message: resumed ? "resumed after an interrupted attempt" : "",
+            }),
+          );
           await setCurrentStep(tx, e.id, i);
         });
+        at = "running";
         logger.line(i, `${label} started${resumed ? " (resuming an interrupted attempt)" : ""}`);
         const work = kind.run(resolved as never, {
           signal: stepController.signal,
@@ -359,15 +372,15 @@ export class ExecutionRunner {
           stop?.kind === "cancel" ? limits.cancelGraceMs : 2000,
         );
         await fenced(async (tx, emit) => {
-          const ev = await updateStep(tx, e.id, i, {
-            state: "completed",
-            progressPct: 100,
-            message: "done",
-            result: masker.maskValue(result),
-          });
           // The next step takes its own mutexes (and lets these go) before it runs; the last
           // step's are released with the execution's end below.
-          if (ev) emit(ev);
+          emit(
+            await transitionStep(tx, e.id, i, at, "completed", {
+              progressPct: 100,
+              message: "done",
+              result: masker.maskValue(result),
+            }),
+          );
           await setCurrentStep(tx, e.id, i + 1);
         });
         logger.line(i, `${label} completed in ${Date.now() - started} ms`);
@@ -378,7 +391,7 @@ export class ExecutionRunner {
           throw err;
         if (ctx.signal.aborted) throw err; // shutdown: the pool hands the job back
         if (stop?.kind === "cancel") {
-          await this.finishCancelled(fenced, e, i, label, err instanceof Abandoned, masker, logger);
+          await this.finishCancelled(fenced, e, i, at, label, err instanceof Abandoned, masker, logger);
           return;
         }
         if (stop?.kind === "step-timeout" || stop?.kind === "deadline") {
@@ -389,11 +402,11 @@ export class ExecutionRunner {
               : `${label} ran past its time limit of ${Math.round(stepMs / 1000)} s`,
             { details: { step: i, limit: stop.kind === "deadline" ? "execution" : "step" } },
           );
-          await this.finishStepFailure(fenced, e, i, te, masker, logger, job, true, "timed_out");
+          await this.finishStepFailure(fenced, e, i, at, te, masker, logger, job, true, "timed_out");
           throw new JobDead(te.message, { code: te.code, message: te.message, details: te.details });
         }
         const final = !willRetry(job, err);
-        await this.finishStepFailure(fenced, e, i, err, masker, logger, job, final);
+        await this.finishStepFailure(fenced, e, i, at, err, masker, logger, job, final);
         if (final) {
           const rec = errorRecord(err, masker);
           throw new JobDead(String(rec.message), rec);
@@ -436,6 +449,7 @@ export class ExecutionRunner {
     fenced: <T>(fn: (tx: Queryable, emit: (e: ClusterEvent) => void) => Promise<T>) => Promise<T>,
     e: ExecutionRecord,
     i: number,
+    from: StepState,
     label: string,
     abandoned: boolean,
     masker: Masker,
@@ -445,8 +459,7 @@ export class ExecutionRunner {
     logger.line(i, reason, "warn");
     await logger.flush(true);
     await fenced(async (tx, emit) => {
-      const ev = await updateStep(tx, e.id, i, { state: "cancelled", message: masker.mask(reason) });
-      if (ev) emit(ev);
+      emit(await transitionStep(tx, e.id, i, from, "cancelled", { message: masker.mask(reason) }));
       emit(
         await transitionExecution(tx, e, "cancelled", reason, { currentStep: i, data: { stoppedAtStep: i } }),
       );
@@ -459,6 +472,7 @@ export class ExecutionRunner {
     fenced: <T>(fn: (tx: Queryable, emit: (e: ClusterEvent) => void) => Promise<T>) => Promise<T>,
     e: ExecutionRecord,
     i: number,
+    from: StepState,
     err: unknown,
     masker: Masker,
     logger: ExecLogger,
@@ -473,8 +487,7 @@ export class ExecutionRunner {
     await fenced(async (tx, emit) => {
       const anyDone = await countCompletedSteps(tx, e.id);
       const stepState = finalState ?? (final ? "failed" : "pending");
-      const ev = await updateStep(tx, e.id, i, { state: stepState, error: rec, message });
-      if (ev) emit(ev);
+      emit(await transitionStep(tx, e.id, i, from, stepState, { error: rec, message }));
       const to = finalState ?? (final ? (anyDone > 0 ? "partial" : "failed") : "queued");
       const reason = final
         ? `step ${i + 1} failed: ${message}`
@@ -492,10 +505,14 @@ export class ExecutionRunner {
     to: "failed",
   ): Promise<void> {
     await fenced(async (tx, emit) => {
-      const e = await getExecution(tx, executionId, true);
-      if (e.state === "queued") emit(await transitionExecution(tx, e, "running", "checking permissions"));
+      let e: ExecutionRecord = await getExecution(tx, executionId, true);
+      if (e.state === "queued") {
+        const started = await moveExecution(tx, e, "running", "checking permissions");
+        emit(started.event);
+        e = started.execution;
+      }
       emit(
-        await transitionExecution(tx, { ...e, state: "running" }, to, err.message, {
+        await transitionExecution(tx, e, to, err.message, {
           data: { error: { code: err.code, message: err.message } },
         }),
       );
@@ -514,7 +531,7 @@ type Held = number | "all" | undefined;
 
 /** The first step not yet done (the one a run starts or resumes at), or -1 when none is left. */
 function firstPendingStep(e: ExecutionRecord): number {
-  return e.steps.findIndex((s) => s.state !== "completed" && s.state !== "skipped");
+  return e.steps.findIndex((s) => !STEP_DONE.includes(s.state));
 }
 
 /**

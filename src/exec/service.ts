@@ -15,11 +15,12 @@ import {
   expiredApprovals,
   getExecution,
   insertExecution,
+  moveExecution,
   resetSteps,
   setCancelRequested,
   setExecutionJob,
   transitionExecution,
-  updateStep,
+  transitionStep,
 } from "../cluster/store/executions.js";
 import {
   enqueueJobs,
@@ -182,8 +183,9 @@ export class ExecutionService {
       if (e.state !== "running") {
         const waiting = e.steps.find((s) => s.state === "waiting_approval");
         if (waiting) {
-          const ev = await updateStep(tx, id, waiting.index, { state: "cancelled", message: "cancelled" });
-          if (ev) emit(ev);
+          emit(
+            await transitionStep(tx, id, waiting.index, waiting.state, "cancelled", { message: "cancelled" }),
+          );
         }
         emit(
           await transitionExecution(tx, e, "cancelled", `cancelled while ${e.state}`, {
@@ -224,26 +226,26 @@ export class ExecutionService {
         );
       }
       const who = `${principal.kind}:${principal.name}`;
-      emit(
-        await transitionExecution(tx, e, "approved", `approved by ${who}${reason ? `: ${reason}` : ""}`, {
-          approvalExpiresAt: null,
-          data: { by: who },
-        }),
+      const approved = await moveExecution(
+        tx,
+        e,
+        "approved",
+        `approved by ${who}${reason ? `: ${reason}` : ""}`,
+        { approvalExpiresAt: null, data: { by: who } },
       );
+      emit(approved.event);
       const waiting = e.steps.find((s) => s.state === "waiting_approval");
       if (waiting) {
-        const ev = await updateStep(tx, id, waiting.index, {
-          state: "completed",
-          progressPct: 100,
-          message: `approved by ${who}`,
-          result: { approvedBy: who, reason },
-        });
-        if (ev) emit(ev);
+        emit(
+          await transitionStep(tx, id, waiting.index, waiting.state, "completed", {
+            progressPct: 100,
+            message: `approved by ${who}`,
+            result: { approvedBy: who, reason },
+          }),
+        );
       }
       const jobId = await this.enqueue(tx, id, e.plan, e.sla);
-      emit(
-        await transitionExecution(tx, { ...e, state: "approved" }, "queued", "approved; queued", { jobId }),
-      );
+      emit(await transitionExecution(tx, approved.execution, "queued", "approved; queued", { jobId }));
     });
     this.wake?.wakeJobs(EXECUTION_QUEUE);
     return getExecution(this.store.read, id);
@@ -257,11 +259,11 @@ export class ExecutionService {
       const who = `${principal.kind}:${principal.name}`;
       const waiting = e.steps.find((s) => s.state === "waiting_approval");
       if (waiting) {
-        const ev = await updateStep(tx, id, waiting.index, {
-          state: "failed",
-          message: `rejected by ${who}`,
-        });
-        if (ev) emit(ev);
+        emit(
+          await transitionStep(tx, id, waiting.index, waiting.state, "failed", {
+            message: `rejected by ${who}`,
+          }),
+        );
       }
       emit(
         await transitionExecution(tx, e, "rejected", `rejected by ${who}${reason ? `: ${reason}` : ""}`, {
@@ -383,11 +385,11 @@ export class ExecutionService {
         const e = await getExecution(tx, row.id);
         const waiting = e.steps.find((s) => s.state === "waiting_approval");
         if (waiting) {
-          const ev = await updateStep(tx, e.id, waiting.index, {
-            state: "timed_out",
-            message: "approval expired",
-          });
-          if (ev) emit(ev);
+          emit(
+            await transitionStep(tx, e.id, waiting.index, waiting.state, "timed_out", {
+              message: "approval expired",
+            }),
+          );
         }
         emit(
           await transitionExecution(tx, e, "timed_out", "approval expired: nobody approved it in time", {

@@ -3,7 +3,9 @@
  *
  *   pending ──▶ running ──▶ completed
  *      │           ├──▶ failed / timed_out / cancelled ──retry──▶ pending
- *      │           └──▶ pending (attempt interrupted; the step runs again)
+ *      │           ├──▶ pending (attempt failed, a retry is left; the step runs again)
+ *      │           └──▶ running (a worker resumes it after an interrupted attempt)
+ *      ├──▶ pending (an attempt failed before the step started, e.g. a secret was missing)
  *      ├──▶ waiting_approval ──approved──▶ completed; ──rejected──▶ failed; ──expired──▶ timed_out
  *      ├──▶ skipped (its condition was false)
  *      └──▶ cancelled
@@ -24,8 +26,8 @@ export const STEP = defineStateMachine({
   },
   initial: ["pending"],
   transitions: {
-    pending: ["running", "waiting_approval", "skipped", "cancelled", "failed", "timed_out"],
-    running: ["completed", "failed", "cancelled", "timed_out", "pending"],
+    pending: ["running", "waiting_approval", "skipped", "cancelled", "failed", "timed_out", "pending"],
+    running: ["completed", "failed", "cancelled", "timed_out", "pending", "running"],
     completed: [],
     failed: ["pending"],
     cancelled: ["pending"],
@@ -38,3 +40,9 @@ export const STEP = defineStateMachine({
 
 /** A step state. */
 export type StepState = (typeof STEP.list)[number];
+
+/** Steps that are done for good: a run starts or resumes at the first step not in one. */
+export const STEP_DONE: readonly StepState[] = STEP.final.filter((s) => STEP.transitions[s].length === 0);
+
+/** Steps a retry puts back to pending (every state that may move there). */
+export const STEP_RESETTABLE: readonly StepState[] = STEP.list.filter((s) => STEP.can(s, "pending"));

@@ -3,10 +3,16 @@
  * executions, completed queue jobs, expired idempotency keys and long-expired asset
  * leases, each in one bounded statement that skips rows someone else holds.
  */
+import { EXECUTION, type ExecState } from "../../states/execution.js";
 import type { Queryable } from "./db.js";
 
-/** Execution states that are over for good (the DLQ states are not among them). */
-export const PRUNABLE_EXECUTION_STATES = ["completed", "cancelled", "rejected"] as const;
+/**
+ * Execution states that are over for good: final with no way out (the DLQ states, which
+ * an operator may retry, are not among them).
+ */
+export const PRUNABLE_EXECUTION_STATES: readonly ExecState[] = EXECUTION.final.filter(
+  (s) => EXECUTION.transitions[s].length === 0,
+);
 
 /** Expired asset leases are already free; their rows go after this long. */
 const STALE_LOCK_MS = 3_600_000;

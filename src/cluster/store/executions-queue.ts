@@ -8,10 +8,28 @@
  * `attempts`), the old holder's writes match no row. All times are the database's clock,
  * so workers on different machines never compare their own clocks.
  */
+import { JOB, type JobState } from "../../states/job.js";
 import type { Queryable } from "./db.js";
 
-/** Job states: queued → running → completed | queued (retry / reaped / handed back) | dead (DLQ). */
-export type JobState = "queued" | "running" | "completed" | "dead";
+export type { JobState };
+
+/**
+ * The moves the statements below make, each a compare-and-set on its from-state
+ * (`WHERE … state = 'running'`), checked against the job machine (states/job.ts) when
+ * this module loads so the SQL and the machine cannot drift apart. The states stay
+ * literals in the SQL: the partial indexes on exec_jobs only match a literal predicate.
+ */
+const JOB_MOVES = {
+  claimJobs: ["queued", "running"],
+  completeJobs: ["running", "completed"],
+  failJob: ["running", "queued"],
+  "failJob (no attempt left)": ["running", "dead"],
+  reapExpiredLeases: ["running", "queued"],
+  "reapExpiredLeases (no attempt left)": ["running", "dead"],
+  handBackJobs: ["running", "queued"],
+  requeueDeadJob: ["dead", "queued"],
+} as const satisfies Record<string, readonly [JobState, JobState]>;
+for (const [statement, [from, to]] of Object.entries(JOB_MOVES)) JOB.assertTransition(statement, from, to);
 
 /** A job to enqueue. */
 export interface NewJob {

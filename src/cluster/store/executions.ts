@@ -16,7 +16,7 @@ import type {
 import { NovaError } from "../../lib/errors.js";
 import { stateChanged } from "../../lib/state-machine.js";
 import { assertExecTransition, EXECUTION, type ExecState } from "../../states/execution.js";
-import type { StepState } from "../../states/step.js";
+import { STEP, STEP_RESETTABLE, type StepState } from "../../states/step.js";
 import type { Queryable, ReadQueryable } from "./db.js";
 import { appendEvent } from "./events.js";
 
@@ -279,17 +279,60 @@ export interface TransitionExtra {
   data?: Record<string, unknown>;
 }
 
+/** What a transition needs to know of an execution: which one, and the state it was read in. */
+export interface ExecutionRef {
+  id: string;
+  state: ExecState;
+  name: string;
+}
+
+/** The columns a transition sets, as the row holds them after it. */
+export interface MovedColumns {
+  state: ExecState;
+  stateReason: string;
+  currentStep: number;
+  jobId: number | null;
+  approvalExpiresAt: string | null;
+  deadlineAt: string | null;
+  startedAt: string | null;
+  finishedAt: string | null;
+}
+
 /** Moves an execution to `to` (checked), recording the event. Text must be masked already. */
 export async function transitionExecution(
   q: Queryable,
-  e: { id: string; state: ExecState; name: string },
+  e: ExecutionRef,
   to: ExecState,
   reason: string,
   extra: TransitionExtra = {},
 ): Promise<ClusterEvent> {
+  return (await moveExecution(q, e, to, reason, extra)).event;
+}
+
+/**
+ * `transitionExecution` that also returns the execution as the row is after the move:
+ * `e` with the columns the transition set, read back from the row it updated (so a
+ * caller moving it again starts from the state the database holds).
+ */
+export async function moveExecution<E extends ExecutionRef>(
+  q: Queryable,
+  e: E,
+  to: ExecState,
+  reason: string,
+  extra: TransitionExtra = {},
+): Promise<{ event: ClusterEvent; execution: Omit<E, keyof MovedColumns> & MovedColumns }> {
   assertExecTransition(e.id, e.state, to, `move to ${to}`);
   const final = EXECUTION.isFinal(to);
-  const { rowCount } = await q.query(
+  const { rows } = await q.query<{
+    state: ExecState;
+    state_reason: string;
+    current_step: number;
+    job_id: number | null;
+    approval_expires_at: Date | null;
+    deadline_at: Date | null;
+    started_at: Date | null;
+    finished_at: Date | null;
+  }>(
     `UPDATE executions SET state = $2, state_reason = $3, updated_at = now(),
        job_id = COALESCE($4, job_id),
        current_step = COALESCE($5, current_step),
@@ -297,7 +340,8 @@ export async function transitionExecution(
        deadline_at = COALESCE($8, deadline_at),
        started_at = CASE WHEN $9 AND started_at IS NULL THEN now() ELSE started_at END,
        finished_at = CASE WHEN $10 THEN now() ELSE NULL END
-     WHERE id = $1 AND state = $11`,
+     WHERE id = $1 AND state = $11
+     RETURNING state, state_reason, current_step, job_id, approval_expires_at, deadline_at, started_at, finished_at`,
     [
       e.id,
       to,
@@ -312,18 +356,32 @@ export async function transitionExecution(
       e.state,
     ],
   );
-  if (rowCount === 0) throw stateChanged(EXECUTION.name, `execution ${e.id}`, e.state, to);
-  return appendEvent(q, {
+  const r = rows[0];
+  if (!r) throw stateChanged(EXECUTION.name, `execution ${e.id}`, e.state, to);
+  const event = await appendEvent(q, {
     type: "execution.state",
     resourceType: "execution",
     resourceId: e.id,
     data: { name: e.name, from: e.state, to, reason, ...extra.data },
   });
+  return {
+    event,
+    execution: {
+      ...e,
+      state: r.state,
+      stateReason: r.state_reason,
+      currentStep: r.current_step,
+      jobId: r.job_id === null ? null : Number(r.job_id),
+      approvalExpiresAt: iso(r.approval_expires_at),
+      deadlineAt: iso(r.deadline_at),
+      startedAt: iso(r.started_at),
+      finishedAt: iso(r.finished_at),
+    },
+  };
 }
 
-/** Fields a step update may set. */
+/** Fields a step transition or update may set besides the state. */
 export interface StepUpdate {
-  state?: StepState;
   progressPct?: number;
   message?: string;
   checkpoint?: Record<string, unknown>;
@@ -332,13 +390,54 @@ export interface StepUpdate {
   attemptStarted?: boolean;
 }
 
-/** Updates one step; returns the step event when its state changed. */
+/** Updates one step's progress, message, checkpoint or result; its state stays. */
 export async function updateStep(
   q: Queryable,
   executionId: string,
   idx: number,
   u: StepUpdate,
-): Promise<ClusterEvent | undefined> {
+): Promise<void> {
+  await writeStep(q, executionId, idx, null, u);
+}
+
+/**
+ * Moves step `idx` from `from` to `to` (checked against states/step.ts) by a
+ * compare-and-set on `from`, with the other fields of `u`; returns the step event.
+ * NOVA_STATE_CHANGED when the step is no longer `from`.
+ */
+export async function transitionStep(
+  q: Queryable,
+  executionId: string,
+  idx: number,
+  from: StepState,
+  to: StepState,
+  u: StepUpdate = {},
+): Promise<ClusterEvent> {
+  const subject = `step ${idx} of execution ${executionId}`;
+  STEP.assertTransition(subject, from, to);
+  const row = await writeStep(q, executionId, idx, { from, to }, u);
+  if (!row) throw stateChanged(STEP.name, subject, from, to);
+  return appendEvent(q, {
+    type: "execution.step",
+    resourceType: "execution",
+    resourceId: executionId,
+    data: {
+      step: idx,
+      kind: row.kind,
+      name: row.name,
+      state: to,
+      ...(u.message ? { message: u.message } : {}),
+    },
+  });
+}
+
+async function writeStep(
+  q: Queryable,
+  executionId: string,
+  idx: number,
+  move: { from: StepState; to: StepState } | null,
+  u: StepUpdate,
+): Promise<{ kind: string; name: string } | undefined> {
   const { rows } = await q.query<{ kind: string; name: string }>(
     `UPDATE execution_steps SET
        state = COALESCE($3, state),
@@ -349,14 +448,13 @@ export async function updateStep(
        error = CASE WHEN $8 THEN $9::jsonb ELSE error END,
        attempts = attempts + CASE WHEN $10 THEN 1 ELSE 0 END,
        started_at = CASE WHEN $10 THEN now() ELSE started_at END,
-       finished_at = CASE WHEN $3 IN ('completed', 'failed', 'cancelled', 'timed_out', 'skipped') THEN now()
-                          WHEN $3 IS NOT NULL THEN NULL ELSE finished_at END
-     WHERE execution_id = $1 AND idx = $2
+       finished_at = CASE WHEN $3 IS NULL THEN finished_at WHEN $11 THEN now() ELSE NULL END
+     WHERE execution_id = $1 AND idx = $2 AND ($12::text IS NULL OR state = $12)
      RETURNING kind, name`,
     [
       executionId,
       idx,
-      u.state ?? null,
+      move?.to ?? null,
       u.progressPct ?? null,
       u.message ?? null,
       u.checkpoint ? JSON.stringify(u.checkpoint) : null,
@@ -364,29 +462,22 @@ export async function updateStep(
       u.error !== undefined,
       u.error ? JSON.stringify(u.error) : null,
       u.attemptStarted ?? false,
+      move ? STEP.isFinal(move.to) : false,
+      move?.from ?? null,
     ],
   );
-  if (!u.state || !rows[0]) return undefined;
-  return appendEvent(q, {
-    type: "execution.step",
-    resourceType: "execution",
-    resourceId: executionId,
-    data: {
-      step: idx,
-      kind: rows[0].kind,
-      name: rows[0].name,
-      state: u.state,
-      ...(u.message ? { message: u.message } : {}),
-    },
-  });
+  return rows[0];
 }
 
-/** Resets steps from `fromIdx` that did not complete back to pending (retry). */
+/**
+ * Puts the steps from `fromIdx` on that did not complete back to pending (retry): every
+ * step whose state may move to pending (states/step.ts).
+ */
 export async function resetSteps(q: Queryable, executionId: string, fromIdx: number): Promise<void> {
   await q.query(
     `UPDATE execution_steps SET state = 'pending', progress_pct = 0, error = NULL, finished_at = NULL
-     WHERE execution_id = $1 AND idx >= $2 AND state <> 'completed'`,
-    [executionId, fromIdx],
+     WHERE execution_id = $1 AND idx >= $2 AND state = ANY($3::text[])`,
+    [executionId, fromIdx, STEP_RESETTABLE],
   );
 }
 
