@@ -11,6 +11,7 @@ import {
   transitionStep,
   updateStep,
 } from "../src/cluster/store/executions.js";
+import { claimJobs, enqueueJobs, failJob, holdJobLease } from "../src/cluster/store/executions-queue.js";
 import type { Store } from "../src/cluster/store/store.js";
 import { ENGINES, storePerSuite } from "./helpers/databases.js";
 
@@ -97,5 +98,24 @@ describe.each(ENGINES)("execution store on $engine", ({ create }) => {
       code: "NOVA_STATE_CHANGED",
     });
     expect((await getExecution(store.db, id)).state).toBe("completed");
+  });
+
+  it("holds a job's lease only for the worker and attempt that claimed it (the runner's write fence)", async () => {
+    await enqueueJobs(store.db, "fence-test", [{ maxAttempts: 3 }]);
+    const [job] = await claimJobs(store.db, ["fence-test"], "w1", 1);
+    expect(job).toBeDefined();
+    const held = { id: job!.id, attempt: job!.attempt };
+    expect(await store.write((tx) => holdJobLease(tx, "w1", held))).toBe(true);
+    expect(await store.write((tx) => holdJobLease(tx, "w2", held))).toBe(false);
+    expect(await store.write((tx) => holdJobLease(tx, "w1", { ...held, attempt: held.attempt + 1 }))).toBe(
+      false,
+    );
+    await failJob(store.db, "w1", held, { message: "retry" }, 0);
+    const [again] = await claimJobs(store.db, ["fence-test"], "w2", 1);
+    expect(again?.attempt).toBe(held.attempt + 1);
+    expect(await store.write((tx) => holdJobLease(tx, "w1", held))).toBe(false);
+    expect(
+      await store.write((tx) => holdJobLease(tx, "w2", { id: again!.id, attempt: again!.attempt })),
+    ).toBe(true);
   });
 });

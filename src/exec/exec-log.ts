@@ -4,11 +4,11 @@
  * text, so a secret split across consecutive lines is still caught; the last line of a
  * batch is held back until the next one (or the final flush) for the same reason.
  */
-import { appendLogs } from "../cluster/store/executions.js";
 import type { Store } from "../cluster/store/store.js";
 import type { Masker } from "./masker.js";
 
-interface Line {
+/** One log line. */
+export interface LogLine {
   step: number | null;
   level: string;
   message: string;
@@ -18,7 +18,7 @@ const FLUSH_MS = 200;
 
 /** Buffered, masked log of one execution. */
 export class ExecLogger {
-  private buffer: Line[] = [];
+  private buffer: LogLine[] = [];
   private timer: NodeJS.Timeout | undefined;
   private writing: Promise<void> = Promise.resolve();
 
@@ -26,6 +26,8 @@ export class ExecLogger {
     private readonly store: Store,
     private readonly executionId: string,
     private readonly masker: Masker,
+    /** Stores masked lines (the runner's writes them fenced by its job's lease). */
+    private readonly write: (lines: LogLine[]) => Promise<void>,
   ) {}
 
   /** Adds a line (multi-line text becomes several lines). */
@@ -46,7 +48,7 @@ export class ExecLogger {
     const { lines, consumed } = maskBatch(this.masker, this.buffer, keep === 0);
     this.buffer.splice(0, consumed);
     this.writing = this.writing
-      .then(() => appendLogs(this.store.db, this.executionId, lines))
+      .then(() => this.write(lines))
       .then(() => {
         const at = new Date().toISOString();
         this.store.bus.publish(
@@ -72,7 +74,11 @@ export class ExecLogger {
  * `all`, the last line is only look-ahead: it is written next time, unless a mask joined
  * it to the lines before (then it is consumed now, masked together with them).
  */
-export function maskBatch(masker: Masker, buffer: Line[], all: boolean): { lines: Line[]; consumed: number } {
+export function maskBatch(
+  masker: Masker,
+  buffer: LogLine[],
+  all: boolean,
+): { lines: LogLine[]; consumed: number } {
   const texts = buffer.map((l) => l.message);
   const joined = texts.join("\n");
   const masked = masker.mask(joined);

@@ -1,8 +1,12 @@
 /**
- * Runs one execution as a job of the `execution` queue: re-checks authorisation, takes
- * the plan's asset mutexes, then runs the steps in order from the first one not
- * completed, recording each step's state, progress, checkpoint and result. Every write is
- * fenced by the job's lease (a worker whose lease was reaped changes nothing). Cancel,
+ * Runs one execution as a job of the `execution` queue: each claim is an
+ * `ExecutionAttempt`, which re-checks authorisation, takes the plan's asset mutexes, then
+ * runs the steps in order from the first one not completed, recording each step's state,
+ * progress, checkpoint, result and log. What a step's end means (retry, fail, time out,
+ * wait for an asset…) is decided by the pure `classifyStepOutcome` (step-outcome.ts); the
+ * attempt only records it. Every write is fenced by the job's lease (a worker whose lease
+ * was reaped changes nothing), and every state change starts from the state the database
+ * returned for the previous one. Cancel,
  * step and execution time limits and lease loss all arrive as one AbortSignal on the
  * running step; cancel waits `cancelGraceMs` for the step to stop before abandoning it.
  */
@@ -18,7 +22,7 @@ import {
   renewAssets,
 } from "../cluster/store/exec-locks.js";
 import {
-  countCompletedSteps,
+  appendLogs,
   type ExecutionRecord,
   getExecution,
   isCancelRequested,
@@ -26,6 +30,7 @@ import {
   noteQueuedReason,
   type StepUpdate,
   setCurrentStep,
+  type TransitionExtra,
   transitionExecution,
   transitionStep,
   updateStep,
@@ -33,14 +38,16 @@ import {
 import { type ClaimedJob, holdJobLease } from "../cluster/store/executions-queue.js";
 import type { Store } from "../cluster/store/store.js";
 import { describeError, NovaError } from "../lib/errors.js";
+import type { ExecState } from "../states/execution.js";
 import { STEP_DONE, type StepState } from "../states/step.js";
-import { type ExecConfig, stepTimeoutMs } from "./config.js";
+import { type ExecConfig, type SlaClass, stepTimeoutMs } from "./config.js";
 import { ExecLogger } from "./exec-log.js";
 import { Masker } from "./masker.js";
 import type { WakeChannel } from "./notify.js";
-import { type JobContext, JobDead, JobDeferred, willRetry } from "./pool.js";
+import { type JobContext, JobDead, JobDeferred } from "./pool.js";
 import { assertMayRun, currentPrincipal } from "./rbac.js";
 import { resolveSecrets, type SecretKey } from "./secrets.js";
+import { classifyStepOutcome, type StepContext, type StepOutcome, type StopReason } from "./step-outcome.js";
 import { STEP_KINDS } from "./steps/registry.js";
 import type { StepServices } from "./steps/step.js";
 
@@ -63,13 +70,6 @@ export interface RunnerDeps {
   observer?: RunnerObserver;
 }
 
-/** Why a step's signal fired. */
-type StopReason =
-  | { kind: "cancel" }
-  | { kind: "step-timeout"; ms: number }
-  | { kind: "deadline" }
-  | { kind: "lease"; error: unknown };
-
 class MutexBusy extends Error {
   constructor(
     readonly asset: string,
@@ -79,15 +79,64 @@ class MutexBusy extends Error {
   }
 }
 
+/** A fenced write: runs `fn` in a transaction only while this attempt still holds the job's lease. */
+type Fenced = <T>(fn: (tx: Queryable, emit: (e: ClusterEvent) => void) => Promise<T>) => Promise<T>;
+
 /** Runs executions. */
 export class ExecutionRunner {
   constructor(private readonly deps: RunnerDeps) {}
 
   /** The job handler for the execution queue. */
   readonly handle = async (job: ClaimedJob, ctx: JobContext): Promise<void> => {
+    const attempt = await ExecutionAttempt.begin(this.deps, job, ctx);
+    await attempt?.run();
+  };
+}
+
+/**
+ * One attempt at an execution: the job claim it runs under (whose lease fences every
+ * write it makes), the execution as this attempt last wrote it, the mutexes it holds,
+ * its masker and log. `begin` starts it (or says there is nothing to run); `run` runs the
+ * steps, asking `classifyStepOutcome` what each step's end means and recording that.
+ */
+class ExecutionAttempt {
+  private readonly masker = new Masker();
+  private readonly logger: ExecLogger;
+  private readonly cancel = new AbortController();
+  private readonly limits: ExecConfig["sla"][SlaClass];
+  private completedSteps: number;
+
+  private constructor(
+    private readonly deps: RunnerDeps,
+    private readonly job: ClaimedJob,
+    private readonly ctx: JobContext,
+    private readonly fenced: Fenced,
+    /** The execution as this attempt last moved it (its state is the next move's from-state). */
+    private e: ExecutionRecord,
+    /** Whose mutexes this attempt holds: a step's index, or "all" (lock: execution). */
+    private held: Held,
+  ) {
+    this.limits = deps.config.sla[e.sla];
+    this.completedSteps = e.steps.filter((s) => s.state === "completed").length;
+    this.logger = new ExecLogger(deps.store, e.id, this.masker, (lines) =>
+      fenced((tx) => appendLogs(tx, e.id, lines)),
+    );
+  }
+
+  /**
+   * Starts the attempt: still runnable? still allowed? the first step's asset mutexes
+   * free? Undefined when there is nothing to run (it ended, or was cancelled before it
+   * started); JobDeferred when an asset is busy; JobDead when the submitter may no
+   * longer run it.
+   */
+  static async begin(
+    deps: RunnerDeps,
+    job: ClaimedJob,
+    ctx: JobContext,
+  ): Promise<ExecutionAttempt | undefined> {
     const executionId = String(job.payload.executionId);
-    const fenced = <T>(fn: (tx: Queryable, emit: (e: ClusterEvent) => void) => Promise<T>) =>
-      this.deps.store.write(async (tx, emit) => {
+    const fenced: Fenced = (fn) =>
+      deps.store.write(async (tx, emit) => {
         if (!(await holdJobLease(tx, ctx.workerId, job))) {
           throw new NovaError(
             "NOVA_EXEC_LEASE_LOST",
@@ -96,13 +145,9 @@ export class ExecutionRunner {
         }
         return fn(tx, emit);
       });
-
-    // 1. Start: still runnable? still allowed? the first step's asset mutexes free?
-    let exec: ExecutionRecord | undefined;
-    // Whose mutexes this attempt holds: a step's index, or "all" (lock: execution).
     let held: Held;
     try {
-      exec = await fenced(async (tx, emit) => {
+      const started = await fenced(async (tx, emit) => {
         const e = await getExecution(tx, executionId, true);
         if (e.state !== "queued" && e.state !== "running") return undefined;
         if (e.cancelRequested) {
@@ -111,7 +156,7 @@ export class ExecutionRunner {
           return undefined;
         }
         assertMayRun(await currentPrincipal(tx, { kind: e.actorKind, id: e.actorId }), e.plan, e.id);
-        const limits = this.deps.config.sla[e.sla];
+        const limits = deps.config.sla[e.sla];
         const deadline = e.deadlineAt
           ? new Date(e.deadlineAt)
           : new Date(
@@ -145,294 +190,383 @@ export class ExecutionRunner {
           emit(requeued.event);
           from = requeued.execution;
         }
-        const started = await moveExecution(
+        const running = await moveExecution(
           tx,
           from,
           "running",
           `attempt ${job.attempt}/${job.maxAttempts} on worker ${ctx.workerId}`,
           { startedNow: true, deadlineAt: deadline, approvalExpiresAt: null },
         );
-        emit(started.event);
-        return started.execution;
+        emit(running.event);
+        return running.execution;
       });
+      return started && new ExecutionAttempt(deps, job, ctx, fenced, started, held);
     } catch (err) {
       if (err instanceof MutexBusy) {
-        await this.noteWaiting(executionId, err);
+        const reason = `waiting for ${err.asset}: held by execution ${err.heldBy}`;
+        await fenced((tx) => noteQueuedReason(tx, executionId, reason)).catch(() => {});
         throw new JobDeferred(err.message, 1000);
       }
       if (err instanceof NovaError && err.code === "NOVA_FORBIDDEN") {
-        await this.finishFailed(fenced, executionId, err, "failed").catch(() => {});
+        await ExecutionAttempt.refuse(fenced, executionId, err).catch(() => {});
         throw new JobDead(err.message, { code: err.code, message: err.message });
       }
       throw err;
     }
-    if (!exec) return;
-    const e = exec;
-    const masker = new Masker();
-    const logger = new ExecLogger(this.deps.store, e.id, masker);
-    const limits = this.deps.config.sla[e.sla];
+  }
 
-    // Renew the asset leases with the job's, and watch for cancel (NOTIFY + poll).
-    const cancel = new AbortController();
-    const offCancel = this.deps.wake?.onCancel((id) => {
-      if (id === e.id) cancel.abort();
+  /** Ends an execution its submitter may no longer run as failed. */
+  private static async refuse(fenced: Fenced, executionId: string, err: NovaError): Promise<void> {
+    await fenced(async (tx, emit) => {
+      let e: ExecutionRecord = await getExecution(tx, executionId, true);
+      if (e.state === "queued") {
+        const checking = await moveExecution(tx, e, "running", "checking permissions");
+        emit(checking.event);
+        e = checking.execution;
+      }
+      emit(
+        await transitionExecution(tx, e, "failed", err.message, {
+          data: { error: { code: err.code, message: err.message } },
+        }),
+      );
+      await releaseAssets(tx, e.id);
+    });
+  }
+
+  /** Runs the steps; keeps the asset leases renewed and watches for cancel meanwhile. */
+  async run(): Promise<void> {
+    const id = this.e.id;
+    const offCancel = this.deps.wake?.onCancel((c) => {
+      if (c === id) this.cancel.abort();
     });
     const keepAlive = setInterval(
       () => {
         void (async () => {
           try {
-            await renewAssets(this.deps.store.db, e.id, limits.leaseMs);
-            if (await isCancelRequested(this.deps.store.db, e.id)) cancel.abort();
+            await this.fenced((tx) => renewAssets(tx, id, this.limits.leaseMs));
+            if (await isCancelRequested(this.deps.store.read, id)) this.cancel.abort();
           } catch {
             // The pool's lease renewal decides whether we still own the job.
           }
         })();
       },
-      Math.max(100, Math.min(1000, limits.leaseMs / 3)),
+      Math.max(100, Math.min(1000, this.limits.leaseMs / 3)),
     );
     keepAlive.unref();
-
     try {
-      await this.runSteps(e, job, ctx, fenced, masker, logger, cancel.signal, held);
+      await this.runSteps();
     } finally {
       clearInterval(keepAlive);
       offCancel?.();
-      await logger.flush(true);
+      await this.logger.flush(true);
     }
-  };
+  }
 
-  private async runSteps(
-    e: ExecutionRecord,
-    job: ClaimedJob,
-    ctx: JobContext,
-    fenced: <T>(fn: (tx: Queryable, emit: (e: ClusterEvent) => void) => Promise<T>) => Promise<T>,
-    masker: Masker,
-    logger: ExecLogger,
-    cancelSignal: AbortSignal,
-    heldAtStart: Held,
-  ): Promise<void> {
-    const limits = this.deps.config.sla[e.sla];
-    let held = heldAtStart;
-    const steps = e.plan.steps;
-    const total = steps.length;
+  private async runSteps(): Promise<void> {
+    const { job, ctx, logger } = this;
+    const total = this.e.plan.steps.length;
     logger.line(null, `attempt ${job.attempt}/${job.maxAttempts} started on ${ctx.workerId}`);
     for (let i = 0; i < total; i++) {
-      const def = steps[i]!;
-      const row = e.steps[i]!;
-      if (STEP_DONE.includes(row.state)) continue;
-      // The step's state as this attempt last wrote it (the from-state of its next move).
-      let at: StepState = row.state;
-      const label = `step ${i + 1}/${total} (${row.name})`;
-
-      if (def.kind === "approval") {
-        const expires = new Date(
-          Date.now() + (e.plan.timeouts?.approvalSeconds ?? limits.approvalTimeoutMs / 1000) * 1000,
-        );
-        logger.line(i, `${label}: waiting for approval until ${expires.toISOString()}`);
-        await logger.flush(true);
-        await fenced(async (tx, emit) => {
-          emit(
-            await transitionStep(tx, e.id, i, at, "waiting_approval", {
-              message: masker.mask(def.message ?? "waiting for approval"),
-            }),
-          );
-          emit(
-            await transitionExecution(tx, e, "pending_approval", `${label} waits for approval`, {
-              currentStep: i,
-              approvalExpiresAt: expires,
-            }),
-          );
-          // Waiting for a person may take days: do not keep the assets locked meanwhile.
-          await releaseAssets(tx, e.id);
-        });
-        this.deps.wake?.wakeJobs(EXECUTION_QUEUE);
-        return;
-      }
-
-      if (cancelSignal.aborted) {
-        await this.finishCancelled(fenced, e, i, at, label, false, masker, logger);
-        return;
-      }
-
-      // Per-step mutexes: this step's assets, taken all or nothing right before it runs.
-      // The previous step's are released in the same transaction, so an asset two steps in
-      // a row act on is never let go in between; a busy one releases everything and puts
-      // the job back in the queue (no attempt used) to resume at this step.
-      if (held !== "all" && held !== i) {
-        const want = lockSet(e, i) ?? [];
-        const conflict = await fenced(async (tx) => {
-          const c = await takeLocks(tx, e.id, ctx.workerId, want, limits.leaseMs);
-          if (c) throw new MutexBusy(c.asset, c.heldBy);
-          return c;
-        }).catch((err: unknown) => {
-          if (err instanceof MutexBusy) return err;
-          throw err;
-        });
-        if (conflict) {
-          const pastDeadline = e.deadlineAt !== null && new Date(e.deadlineAt).getTime() <= Date.now();
-          if (pastDeadline) {
-            const te = new NovaError(
-              "NOVA_EXEC_TIMEOUT",
-              `${label} stopped: the execution's time limit passed while it waited for ${conflict.asset} (held by execution ${conflict.heldBy})`,
-              { details: { step: i, limit: "execution", asset: conflict.asset } },
-            );
-            await this.finishStepFailure(fenced, e, i, at, te, masker, logger, job, true, "timed_out");
-            throw new JobDead(te.message, { code: te.code, message: te.message, details: te.details });
-          }
-          const reason = `waiting for ${conflict.asset} before ${label}: held by execution ${conflict.heldBy}`;
-          logger.line(i, reason);
-          await logger.flush(true);
-          await fenced(async (tx, emit) => {
-            await releaseAssets(tx, e.id);
-            emit(await transitionExecution(tx, e, "queued", reason, { currentStep: i }));
-          });
-          throw new JobDeferred(conflict.message, 1000);
-        }
-        held = e.lock === "execution" ? "all" : i;
-      }
-      const kind = STEP_KINDS[def.kind];
-      const resumed = row.state === "running";
-      if (resumed && !kind.resumable(def as never)) {
-        const err = new NovaError(
-          "NOVA_EXEC_NOT_IDEMPOTENT",
-          `${label} was interrupted by a worker failure and is not idempotent, so it is not run again. Check what it did, then: novacron exec retry ${e.id}`,
-          { details: { step: i } },
-        );
-        await this.finishStepFailure(fenced, e, i, at, err, masker, logger, job, true);
-        throw new JobDead(err.message, { code: err.code, message: err.message, details: err.details });
-      }
-
-      const stepMs = stepTimeoutMs(this.deps.config, e.sla, def.kind, def.timeoutSeconds);
-      const untilDeadline = e.deadlineAt
-        ? new Date(e.deadlineAt).getTime() - Date.now()
-        : Number.POSITIVE_INFINITY;
-      let stop: StopReason | undefined;
-      const stepController = new AbortController();
-      const abort = (reason: StopReason) => {
-        if (stepController.signal.aborted) return;
-        stop = reason;
-        stepController.abort(
-          reason.kind === "lease"
-            ? reason.error
-            : new NovaError(
-                reason.kind === "cancel" ? "NOVA_EXEC_CANCELLED" : "NOVA_EXEC_TIMEOUT",
-                reason.kind === "cancel"
-                  ? "cancelled"
-                  : reason.kind === "deadline"
-                    ? "execution time limit reached"
-                    : `step time limit of ${reason.ms} ms reached`,
-              ),
-        );
-      };
-      const timers = [
-        setTimeout(() => abort({ kind: "step-timeout", ms: stepMs }), stepMs),
-        setTimeout(() => abort({ kind: "deadline" }), Math.max(0, Math.min(untilDeadline, 2 ** 31 - 1))),
-      ];
-      const onCancel = () => abort({ kind: "cancel" });
-      const onLease = () => abort({ kind: "lease", error: ctx.signal.reason });
-      cancelSignal.addEventListener("abort", onCancel, { once: true });
-      ctx.signal.addEventListener("abort", onLease, { once: true });
-      if (untilDeadline <= 0) abort({ kind: "deadline" });
-
-      const started = Date.now();
-      let lastProgressAt = 0;
-      try {
-        const { resolved, values } = await resolveSecrets(this.deps.store.read, this.deps.secretKey, def);
-        for (const v of values) masker.add(v);
-        await fenced(async (tx, emit) => {
-          emit(
-            await transitionStep(tx, e.id, i, at, "running", {
-              attemptStarted: true,
-              progressPct: 0,
-              error: null,
-              message: resumed ? "resumed after an interrupted attempt" : "",
-            }),
-          );
-          await setCurrentStep(tx, e.id, i);
-        });
-        at = "running";
-        logger.line(i, `${label} started${resumed ? " (resuming an interrupted attempt)" : ""}`);
-        const work = kind.run(resolved as never, {
-          signal: stepController.signal,
-          services: this.deps.services,
-          checkpoint: row.checkpoint,
-          resumed,
-          log: (message, level = "info") => logger.line(i, message, level),
-          progress: (pct, message) => {
-            const now = Date.now();
-            if (now - lastProgressAt < 250) return;
-            lastProgressAt = now;
-            this.progress(e.id, i, pct, message === undefined ? undefined : masker.mask(message));
-          },
-          saveCheckpoint: async (data) => {
-            await fenced((tx) => updateStep(tx, e.id, i, { checkpoint: masker.maskValue(data) }));
-          },
-        });
-        const result = await settleWithGrace(work, stepController.signal, () =>
-          stop?.kind === "cancel" ? limits.cancelGraceMs : 2000,
-        );
-        await fenced(async (tx, emit) => {
-          // The next step takes its own mutexes (and lets these go) before it runs; the last
-          // step's are released with the execution's end below.
-          emit(
-            await transitionStep(tx, e.id, i, at, "completed", {
-              progressPct: 100,
-              message: "done",
-              result: masker.maskValue(result),
-            }),
-          );
-          await setCurrentStep(tx, e.id, i + 1);
-        });
-        logger.line(i, `${label} completed in ${Date.now() - started} ms`);
-        this.deps.observer?.stepFinished?.(def.kind, "completed", Date.now() - started);
-      } catch (err) {
-        this.deps.observer?.stepFinished?.(def.kind, stop?.kind ?? "failed", Date.now() - started);
-        if (stop?.kind === "lease" || (err instanceof NovaError && err.code === "NOVA_EXEC_LEASE_LOST"))
-          throw err;
-        if (ctx.signal.aborted) throw err; // shutdown: the pool hands the job back
-        if (stop?.kind === "cancel") {
-          await this.finishCancelled(fenced, e, i, at, label, err instanceof Abandoned, masker, logger);
-          return;
-        }
-        if (stop?.kind === "step-timeout" || stop?.kind === "deadline") {
-          const te = new NovaError(
-            "NOVA_EXEC_TIMEOUT",
-            stop.kind === "deadline"
-              ? `${label} stopped: the execution's time limit passed`
-              : `${label} ran past its time limit of ${Math.round(stepMs / 1000)} s`,
-            { details: { step: i, limit: stop.kind === "deadline" ? "execution" : "step" } },
-          );
-          await this.finishStepFailure(fenced, e, i, at, te, masker, logger, job, true, "timed_out");
-          throw new JobDead(te.message, { code: te.code, message: te.message, details: te.details });
-        }
-        const final = !willRetry(job, err);
-        await this.finishStepFailure(fenced, e, i, at, err, masker, logger, job, final);
-        if (final) {
-          const rec = errorRecord(err, masker);
-          throw new JobDead(String(rec.message), rec);
-        }
-        throw err;
-      } finally {
-        for (const t of timers) clearTimeout(t);
-        cancelSignal.removeEventListener("abort", onCancel);
-        ctx.signal.removeEventListener("abort", onLease);
-      }
+      if ((await this.runStep(i)) === "stop") return;
     }
     logger.line(null, `completed: all ${total} steps done`);
     await logger.flush(true);
-    await fenced(async (tx, emit) => {
-      emit(
-        await transitionExecution(tx, e, "completed", `all ${total} steps completed`, { currentStep: total }),
+    await this.fenced(async (tx, emit) => {
+      emit(await this.move(tx, "completed", `all ${total} steps completed`, { currentStep: total }));
+      await releaseAssets(tx, this.e.id);
+    });
+    this.deps.wake?.wakeJobs(EXECUTION_QUEUE);
+  }
+
+  /** Runs step `i`: "next" when it is done (or was already), "stop" when the attempt ends quietly. */
+  private async runStep(i: number): Promise<"next" | "stop"> {
+    const { e, logger, masker, limits, ctx } = this;
+    const def = e.plan.steps[i]!;
+    const row = e.steps[i]!;
+    if (STEP_DONE.includes(row.state)) return "next";
+    const label = `step ${i + 1}/${e.plan.steps.length} (${row.name})`;
+    const stepMs = stepTimeoutMs(this.deps.config, e.sla, def.kind, def.timeoutSeconds);
+    // The step's state as this attempt last wrote it (the from-state of its next move).
+    let at: StepState = row.state;
+    const context = (): StepContext => ({
+      index: i,
+      label,
+      stepMs,
+      attempt: this.job.attempt,
+      maxAttempts: this.job.maxAttempts,
+      completedSteps: this.completedSteps,
+      executionId: e.id,
+    });
+
+    if (def.kind === "approval") {
+      const expires = new Date(
+        Date.now() + (e.plan.timeouts?.approvalSeconds ?? limits.approvalTimeoutMs / 1000) * 1000,
       );
+      logger.line(i, `${label}: waiting for approval until ${expires.toISOString()}`);
+      await logger.flush(true);
+      await this.fenced(async (tx, emit) => {
+        emit(
+          await transitionStep(tx, e.id, i, at, "waiting_approval", {
+            message: masker.mask(def.message ?? "waiting for approval"),
+          }),
+        );
+        emit(
+          await this.move(tx, "pending_approval", `${label} waits for approval`, {
+            currentStep: i,
+            approvalExpiresAt: expires,
+          }),
+        );
+        // Waiting for a person may take days: do not keep the assets locked meanwhile.
+        await releaseAssets(tx, e.id);
+      });
+      this.deps.wake?.wakeJobs(EXECUTION_QUEUE);
+      return "stop";
+    }
+
+    if (this.cancel.signal.aborted) {
+      await this.record({ kind: "cancelled", abandoned: false }, i, at, label);
+      return "stop";
+    }
+
+    // Per-step mutexes: this step's assets, taken all or nothing right before it runs.
+    // The previous step's are released in the same transaction, so an asset two steps in
+    // a row act on is never let go in between; a busy one releases everything and puts
+    // the job back in the queue (no attempt used) to resume at this step.
+    if (this.held !== "all" && this.held !== i) {
+      const want = lockSet(e, i) ?? [];
+      const conflict = await this.fenced(async (tx) => {
+        const c = await takeLocks(tx, e.id, ctx.workerId, want, limits.leaseMs);
+        if (c) throw new MutexBusy(c.asset, c.heldBy);
+        return c;
+      }).catch((err: unknown) => {
+        if (err instanceof MutexBusy) return err;
+        throw err;
+      });
+      if (conflict) {
+        const pastDeadline = e.deadlineAt !== null && new Date(e.deadlineAt).getTime() <= Date.now();
+        return this.record(
+          classifyStepOutcome(
+            { kind: "busy", asset: conflict.asset, heldBy: conflict.heldBy, pastDeadline },
+            context(),
+          ),
+          i,
+          at,
+          label,
+        );
+      }
+      this.held = e.lock === "execution" ? "all" : i;
+    }
+    const kind = STEP_KINDS[def.kind];
+    const resumed = row.state === "running";
+    if (resumed && !kind.resumable(def as never)) {
+      return this.record(classifyStepOutcome({ kind: "not-resumable" }, context()), i, at, label);
+    }
+
+    const untilDeadline = e.deadlineAt
+      ? new Date(e.deadlineAt).getTime() - Date.now()
+      : Number.POSITIVE_INFINITY;
+    let stop: StopReason | undefined;
+    const stepController = new AbortController();
+    const abort = (reason: StopReason) => {
+      if (stepController.signal.aborted) return;
+      stop = reason;
+      stepController.abort(
+        reason.kind === "lease"
+          ? reason.error
+          : new NovaError(
+              reason.kind === "cancel" ? "NOVA_EXEC_CANCELLED" : "NOVA_EXEC_TIMEOUT",
+              reason.kind === "cancel"
+                ? "cancelled"
+                : reason.kind === "deadline"
+                  ? "execution time limit reached"
+                  : `step time limit of ${reason.ms} ms reached`,
+            ),
+      );
+    };
+    const timers = [
+      setTimeout(() => abort({ kind: "step-timeout", ms: stepMs }), stepMs),
+      setTimeout(() => abort({ kind: "deadline" }), Math.max(0, Math.min(untilDeadline, 2 ** 31 - 1))),
+    ];
+    const onCancel = () => abort({ kind: "cancel" });
+    const onLease = () => abort({ kind: "lease", error: ctx.signal.reason });
+    this.cancel.signal.addEventListener("abort", onCancel, { once: true });
+    ctx.signal.addEventListener("abort", onLease, { once: true });
+    if (untilDeadline <= 0) abort({ kind: "deadline" });
+
+    const started = Date.now();
+    let lastProgressAt = 0;
+    try {
+      const { resolved, values } = await resolveSecrets(this.deps.store.read, this.deps.secretKey, def);
+      for (const v of values) masker.add(v);
+      await this.fenced(async (tx, emit) => {
+        emit(
+          await transitionStep(tx, e.id, i, at, "running", {
+            attemptStarted: true,
+            progressPct: 0,
+            error: null,
+            message: resumed ? "resumed after an interrupted attempt" : "",
+          }),
+        );
+        await setCurrentStep(tx, e.id, i);
+      });
+      at = "running";
+      logger.line(i, `${label} started${resumed ? " (resuming an interrupted attempt)" : ""}`);
+      const work = kind.run(resolved as never, {
+        signal: stepController.signal,
+        services: this.deps.services,
+        checkpoint: row.checkpoint,
+        resumed,
+        log: (message, level = "info") => logger.line(i, message, level),
+        progress: (pct, message) => {
+          const now = Date.now();
+          if (now - lastProgressAt < 250) return;
+          lastProgressAt = now;
+          this.progress(i, pct, message === undefined ? undefined : masker.mask(message));
+        },
+        saveCheckpoint: async (data) => {
+          await this.fenced((tx) => updateStep(tx, e.id, i, { checkpoint: masker.maskValue(data) }));
+        },
+      });
+      const result = await settleWithGrace(work, stepController.signal, () =>
+        stop?.kind === "cancel" ? limits.cancelGraceMs : 2000,
+      );
+      await this.fenced(async (tx, emit) => {
+        // The next step takes its own mutexes (and lets these go) before it runs; the last
+        // step's are released with the execution's end.
+        emit(
+          await transitionStep(tx, e.id, i, at, "completed", {
+            progressPct: 100,
+            message: "done",
+            result: masker.maskValue(result),
+          }),
+        );
+        await setCurrentStep(tx, e.id, i + 1);
+      });
+      this.completedSteps++;
+      logger.line(i, `${label} completed in ${Date.now() - started} ms`);
+      this.deps.observer?.stepFinished?.(def.kind, "completed", Date.now() - started);
+      return "next";
+    } catch (err) {
+      this.deps.observer?.stepFinished?.(def.kind, stop?.kind ?? "failed", Date.now() - started);
+      const outcome = classifyStepOutcome(
+        {
+          kind: "threw",
+          error: err,
+          stop,
+          abandoned: err instanceof Abandoned,
+          shutdown: ctx.signal.aborted,
+        },
+        context(),
+      );
+      // Lease lost: nothing may be written. Shutdown: the pool hands the job back.
+      if (outcome.kind === "lost" || outcome.kind === "shutdown") throw err;
+      return await this.record(outcome, i, at, label, err);
+    } finally {
+      for (const t of timers) clearTimeout(t);
+      this.cancel.signal.removeEventListener("abort", onCancel);
+      ctx.signal.removeEventListener("abort", onLease);
+    }
+  }
+
+  /**
+   * Records a step's outcome on the step and the execution (fenced), then ends the
+   * attempt as the outcome says: quietly ("stop"), or by throwing what the pool needs to
+   * retry, defer or dead-letter the job. `thrown` is the step's own error, rethrown for a
+   * retry so the pool sees what failed.
+   */
+  private async record(
+    outcome: StepOutcome,
+    i: number,
+    from: StepState,
+    label: string,
+    thrown?: unknown,
+  ): Promise<"stop"> {
+    const { e, logger, masker } = this;
+    switch (outcome.kind) {
+      case "completed":
+      case "lost":
+      case "shutdown":
+        throw new Error(`runner: outcome ${outcome.kind} is not recorded`);
+      case "cancelled": {
+        const reason = `cancelled at ${label}${outcome.abandoned ? "; the step did not stop within the grace period and was abandoned (it may still be finishing)" : ""}`;
+        logger.line(i, reason, "warn");
+        await logger.flush(true);
+        await this.fenced(async (tx, emit) => {
+          emit(await transitionStep(tx, e.id, i, from, "cancelled", { message: masker.mask(reason) }));
+          emit(await this.move(tx, "cancelled", reason, { currentStep: i, data: { stoppedAtStep: i } }));
+          await releaseAssets(tx, e.id);
+        });
+        this.deps.wake?.wakeJobs(EXECUTION_QUEUE);
+        return "stop";
+      }
+      case "requeue-busy": {
+        const reason = `waiting for ${outcome.asset} before ${label}: held by execution ${outcome.heldBy}`;
+        logger.line(i, reason);
+        await logger.flush(true);
+        await this.fenced(async (tx, emit) => {
+          await releaseAssets(tx, e.id);
+          emit(await this.move(tx, "queued", reason, { currentStep: i }));
+        });
+        throw new JobDeferred(new MutexBusy(outcome.asset, outcome.heldBy).message, 1000);
+      }
+      case "timed_out":
+        await this.fail(i, from, outcome.error, "timed_out", "timed_out");
+        throw new JobDead(outcome.error.message, outcome.jobError);
+      case "retry":
+        await this.fail(i, from, outcome.error, "pending", "queued");
+        throw thrown ?? outcome.error;
+      case "fail":
+      case "partial": {
+        await this.fail(i, from, outcome.error, "failed", outcome.kind === "partial" ? "partial" : "failed");
+        const rec = outcome.jobError ?? errorRecord(outcome.error, masker);
+        throw new JobDead(String(rec.message), rec);
+      }
+    }
+  }
+
+  /** Records a failed step: the step moves to `stepTo`, the execution to `to`; assets go. */
+  private async fail(
+    i: number,
+    from: StepState,
+    err: unknown,
+    stepTo: "timed_out" | "failed" | "pending",
+    to: "timed_out" | "failed" | "partial" | "queued",
+  ): Promise<void> {
+    const { e, logger, job } = this;
+    const final = to !== "queued";
+    const rec = errorRecord(err, this.masker);
+    const message = String(rec.message);
+    logger.line(i, `step ${i + 1} ${final ? "failed" : "failed, will retry"}: ${message}`, "error");
+    await logger.flush(true);
+    await this.fenced(async (tx, emit) => {
+      emit(await transitionStep(tx, e.id, i, from, stepTo, { error: rec, message }));
+      const reason = final
+        ? `step ${i + 1} failed: ${message}`
+        : `step ${i + 1} failed (attempt ${job.attempt}/${job.maxAttempts}), retrying with backoff: ${message}`;
+      emit(await this.move(tx, to, reason, { currentStep: i, data: { error: rec } }));
       await releaseAssets(tx, e.id);
     });
     this.deps.wake?.wakeJobs(EXECUTION_QUEUE);
   }
 
-  private progress(executionId: string, idx: number, pct: number, message?: string): void {
+  /** Moves the execution on from the state this attempt last moved it to. */
+  private async move(
+    tx: Queryable,
+    to: ExecState,
+    reason: string,
+    extra: TransitionExtra,
+  ): Promise<ClusterEvent> {
+    const moved = await moveExecution(tx, this.e, to, reason, extra);
+    this.e = { ...this.e, ...moved.execution };
+    return moved.event;
+  }
+
+  /** Records a step's progress (fenced, best effort) and publishes it live. */
+  private progress(idx: number, pct: number, message?: string): void {
+    const executionId = this.e.id;
     const update: StepUpdate = { progressPct: Math.max(0, Math.min(100, pct)) };
     if (message !== undefined) update.message = message;
-    void updateStep(this.deps.store.db, executionId, idx, update).catch(() => {});
+    void this.fenced((tx) => updateStep(tx, executionId, idx, update)).catch(() => {});
     this.deps.store.bus.publish([
       {
         id: 0,
@@ -443,86 +577,6 @@ export class ExecutionRunner {
         data: { step: idx, percent: update.progressPct, ...(message ? { message } : {}) },
       },
     ]);
-  }
-
-  private async finishCancelled(
-    fenced: <T>(fn: (tx: Queryable, emit: (e: ClusterEvent) => void) => Promise<T>) => Promise<T>,
-    e: ExecutionRecord,
-    i: number,
-    from: StepState,
-    label: string,
-    abandoned: boolean,
-    masker: Masker,
-    logger: ExecLogger,
-  ): Promise<void> {
-    const reason = `cancelled at ${label}${abandoned ? "; the step did not stop within the grace period and was abandoned (it may still be finishing)" : ""}`;
-    logger.line(i, reason, "warn");
-    await logger.flush(true);
-    await fenced(async (tx, emit) => {
-      emit(await transitionStep(tx, e.id, i, from, "cancelled", { message: masker.mask(reason) }));
-      emit(
-        await transitionExecution(tx, e, "cancelled", reason, { currentStep: i, data: { stoppedAtStep: i } }),
-      );
-      await releaseAssets(tx, e.id);
-    });
-    this.deps.wake?.wakeJobs(EXECUTION_QUEUE);
-  }
-
-  private async finishStepFailure(
-    fenced: <T>(fn: (tx: Queryable, emit: (e: ClusterEvent) => void) => Promise<T>) => Promise<T>,
-    e: ExecutionRecord,
-    i: number,
-    from: StepState,
-    err: unknown,
-    masker: Masker,
-    logger: ExecLogger,
-    job: ClaimedJob,
-    final: boolean,
-    finalState?: "timed_out",
-  ): Promise<void> {
-    const rec = errorRecord(err, masker);
-    const message = String(rec.message);
-    logger.line(i, `step ${i + 1} ${final ? "failed" : "failed, will retry"}: ${message}`, "error");
-    await logger.flush(true);
-    await fenced(async (tx, emit) => {
-      const anyDone = await countCompletedSteps(tx, e.id);
-      const stepState = finalState ?? (final ? "failed" : "pending");
-      emit(await transitionStep(tx, e.id, i, from, stepState, { error: rec, message }));
-      const to = finalState ?? (final ? (anyDone > 0 ? "partial" : "failed") : "queued");
-      const reason = final
-        ? `step ${i + 1} failed: ${message}`
-        : `step ${i + 1} failed (attempt ${job.attempt}/${job.maxAttempts}), retrying with backoff: ${message}`;
-      emit(await transitionExecution(tx, e, to, reason, { currentStep: i, data: { error: rec } }));
-      await releaseAssets(tx, e.id);
-    });
-    this.deps.wake?.wakeJobs(EXECUTION_QUEUE);
-  }
-
-  private async finishFailed(
-    fenced: <T>(fn: (tx: Queryable, emit: (e: ClusterEvent) => void) => Promise<T>) => Promise<T>,
-    executionId: string,
-    err: NovaError,
-    to: "failed",
-  ): Promise<void> {
-    await fenced(async (tx, emit) => {
-      let e: ExecutionRecord = await getExecution(tx, executionId, true);
-      if (e.state === "queued") {
-        const started = await moveExecution(tx, e, "running", "checking permissions");
-        emit(started.event);
-        e = started.execution;
-      }
-      emit(
-        await transitionExecution(tx, e, to, err.message, {
-          data: { error: { code: err.code, message: err.message } },
-        }),
-      );
-      await releaseAssets(tx, e.id);
-    });
-  }
-
-  private async noteWaiting(executionId: string, busy: MutexBusy): Promise<void> {
-    const reason = `waiting for ${busy.asset}: held by execution ${busy.heldBy}`;
-    await this.deps.store.write((tx) => noteQueuedReason(tx, executionId, reason)).catch(() => {});
   }
 }
 

@@ -510,15 +510,6 @@ export async function clearRunLimits(q: Queryable, id: string): Promise<void> {
   );
 }
 
-/** How many of the execution's steps completed. */
-export async function countCompletedSteps(q: ReadQueryable, id: string): Promise<number> {
-  const { rows } = await q.query<{ n: number }>(
-    "SELECT count(*)::int AS n FROM execution_steps WHERE execution_id = $1 AND state = 'completed'",
-    [id],
-  );
-  return rows[0]!.n;
-}
-
 /** Id, name and state of each listed execution that exists. */
 export async function executionSummaries(
   q: ReadQueryable,
