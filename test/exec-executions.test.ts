@@ -5,7 +5,6 @@
 import { randomBytes } from "node:crypto";
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Principal } from "../src/api/auth.js";
 import type { Plan } from "../src/api/types/executions.js";
 import { assetHolder } from "../src/cluster/store/exec-locks.js";
 import { getExecution, listLogs } from "../src/cluster/store/executions.js";
@@ -20,6 +19,7 @@ import { EXECUTION_QUEUE, ExecutionRunner } from "../src/exec/runner.js";
 import { putSecret, SecretKey, secretRef } from "../src/exec/secrets.js";
 import { ExecutionService } from "../src/exec/service.js";
 import { waitFor } from "../src/lib/wait.js";
+import type { Principal } from "../src/policy/permissions.js";
 import { ENGINES, type TestDatabase } from "./helpers/databases.js";
 
 const SECRET = "s3cr3t-Token-9f8e7d";

@@ -1,9 +1,7 @@
 /**
  * Authentication and the authorisation check point. Every /v1 route declares the
  * permission it needs; a preHandler resolves the bearer token to a principal and asks
- * `authorize`, which denies by default. Today's principals: admin tokens (everything),
- * join tokens (register an agent), host credentials (heartbeat). RBAC roles replace the
- * table in `PERMISSIONS_BY_KIND` later without touching the routes.
+ * `authorize` (policy/permissions.ts), which denies by default.
  */
 import type { FastifyReply, FastifyRequest } from "fastify";
 import type { Queryable } from "../cluster/store/db.js";
@@ -11,82 +9,14 @@ import { findHostByToken } from "../cluster/store/hosts.js";
 import { findToken } from "../cluster/store/tokens.js";
 import { bearerToken } from "../lib/bearer.js";
 import { NovaError } from "../lib/errors.js";
+import { authorize, type Permission, type Principal } from "../policy/permissions.js";
 
-/** What a route may require. */
-export type Permission =
-  | "hosts:read"
-  | "hosts:write"
-  | "images:read"
-  | "images:write"
-  | "vms:read"
-  | "vms:write"
-  | "events:read"
-  | "executions:read"
-  | "executions:write"
-  | "executions:approve"
-  | "executions:approve-own"
-  | "executions:http"
-  | "hosts:exec"
-  | "secrets:read"
-  | "secrets:write"
-  | "secrets:use"
-  | "tokens:read"
-  | "tokens:write"
-  | "agent:register"
-  | "agent:heartbeat";
-
-/** Who is calling. */
-export interface Principal {
-  kind: "admin" | "join" | "host";
-  id: string;
-  name: string;
-  /** Permissions granted to this token beyond its kind's (api_tokens.grants). */
-  grants?: readonly string[];
-}
-
-/**
- * Permissions no kind holds by default; a token holds one only when it was granted
- * explicitly (`novacron token create NAME --grant …`). executions:approve-own lets a token
- * approve executions it submitted itself: without it, approving needs a second person.
- */
-export const GRANTABLE_PERMISSIONS = ["executions:approve-own"] as const satisfies readonly Permission[];
-
-const ALL: readonly Permission[] = [
-  "hosts:read",
-  "hosts:write",
-  "images:read",
-  "images:write",
-  "vms:read",
-  "vms:write",
-  "events:read",
-  "executions:read",
-  "executions:write",
-  "executions:approve",
-  "executions:http",
-  "hosts:exec",
-  "secrets:read",
-  "secrets:write",
-  "secrets:use",
-  "tokens:read",
-  "tokens:write",
-];
-
-const PERMISSIONS_BY_KIND: Record<Principal["kind"], readonly Permission[]> = {
-  admin: ALL,
-  join: ["agent:register"],
-  host: ["agent:heartbeat"],
-};
-
-/** True when `principal` holds `permission` by its kind or by a grant. Unknown kinds hold nothing. */
-export function authorize(principal: Principal, permission: Permission): boolean {
-  if (PERMISSIONS_BY_KIND[principal.kind]?.includes(permission)) return true;
-  // Grants only ever add the grantable permissions, and only to token kinds that exist.
-  return (
-    principal.kind in PERMISSIONS_BY_KIND &&
-    (GRANTABLE_PERMISSIONS as readonly string[]).includes(permission) &&
-    (principal.grants?.includes(permission) ?? false)
-  );
-}
+export {
+  authorize,
+  GRANTABLE_PERMISSIONS,
+  type Permission,
+  type Principal,
+} from "../policy/permissions.js";
 
 declare module "fastify" {
   interface FastifyRequest {

@@ -3,13 +3,13 @@
  * and again when a worker is about to run it: the submitter's token may have been revoked
  * or its permissions narrowed in between (approvals can wait for days). Each step kind
  * needs a permission; unknown kinds and unknown principals need something nobody holds,
- * so the default is deny. Decisions go through api/auth.ts `authorize`, the one table
- * RBAC roles will replace.
+ * so the default is deny. Decisions go through `authorize` (policy/permissions.ts), the
+ * one table RBAC roles will replace.
  */
-import { authorize, type Permission, type Principal } from "../api/auth.js";
 import type { Plan } from "../api/types/executions.js";
 import type { Queryable } from "../cluster/store/db.js";
 import { NovaError } from "../lib/errors.js";
+import { authorize, type Permission, type Principal } from "../policy/permissions.js";
 import { secretRefs } from "./secrets.js";
 
 /** What running a step of each kind requires. */

@@ -3,7 +3,7 @@
  * idempotency key, record, queue), cancel, approve, reject, retry, the dead-letter queue,
  * and the housekeeping the pool's reaper triggers (reaped jobs, expired approvals).
  */
-import { authorize, type Principal } from "../api/auth.js";
+
 import type { ExecutionsPost, Plan } from "../api/types/executions.js";
 import type { Queryable } from "../cluster/store/db.js";
 import { claimKey } from "../cluster/store/exec-idempotency.js";
@@ -34,6 +34,7 @@ import { getHost } from "../cluster/store/hosts.js";
 import type { Store } from "../cluster/store/store.js";
 import { getVm } from "../cluster/store/vms.js";
 import { describeError, NovaError } from "../lib/errors.js";
+import { authorize, type Principal } from "../policy/permissions.js";
 import { FINAL_STATES, RETRYABLE_STATES } from "../states/execution.js";
 import type { ExecConfig, SlaClass } from "./config.js";
 import { idempotencyKey } from "./idempotency.js";

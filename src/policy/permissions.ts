@@ -1,0 +1,83 @@
+/**
+ * The permission policy: what a principal may do. Every /v1 route and the execution
+ * system's run-time check ask `authorize`, which denies by default. Today's principals:
+ * admin tokens (everything), join tokens (register an agent), host credentials
+ * (heartbeat). RBAC roles replace the table in `PERMISSIONS_BY_KIND` later without
+ * touching the routes. A leaf: it imports nothing of ours beyond lib and api/types.
+ */
+
+/** What a route may require. */
+export type Permission =
+  | "hosts:read"
+  | "hosts:write"
+  | "images:read"
+  | "images:write"
+  | "vms:read"
+  | "vms:write"
+  | "events:read"
+  | "executions:read"
+  | "executions:write"
+  | "executions:approve"
+  | "executions:approve-own"
+  | "executions:http"
+  | "hosts:exec"
+  | "secrets:read"
+  | "secrets:write"
+  | "secrets:use"
+  | "tokens:read"
+  | "tokens:write"
+  | "agent:register"
+  | "agent:heartbeat";
+
+/** Who is calling. */
+export interface Principal {
+  kind: "admin" | "join" | "host";
+  id: string;
+  name: string;
+  /** Permissions granted to this token beyond its kind's (api_tokens.grants). */
+  grants?: readonly string[];
+}
+
+/**
+ * Permissions no kind holds by default; a token holds one only when it was granted
+ * explicitly (`novacron token create NAME --grant …`). executions:approve-own lets a token
+ * approve executions it submitted itself: without it, approving needs a second person.
+ */
+export const GRANTABLE_PERMISSIONS = ["executions:approve-own"] as const satisfies readonly Permission[];
+
+const ALL: readonly Permission[] = [
+  "hosts:read",
+  "hosts:write",
+  "images:read",
+  "images:write",
+  "vms:read",
+  "vms:write",
+  "events:read",
+  "executions:read",
+  "executions:write",
+  "executions:approve",
+  "executions:http",
+  "hosts:exec",
+  "secrets:read",
+  "secrets:write",
+  "secrets:use",
+  "tokens:read",
+  "tokens:write",
+];
+
+const PERMISSIONS_BY_KIND: Record<Principal["kind"], readonly Permission[]> = {
+  admin: ALL,
+  join: ["agent:register"],
+  host: ["agent:heartbeat"],
+};
+
+/** True when `principal` holds `permission` by its kind or by a grant. Unknown kinds hold nothing. */
+export function authorize(principal: Principal, permission: Permission): boolean {
+  if (PERMISSIONS_BY_KIND[principal.kind]?.includes(permission)) return true;
+  // Grants only ever add the grantable permissions, and only to token kinds that exist.
+  return (
+    principal.kind in PERMISSIONS_BY_KIND &&
+    (GRANTABLE_PERMISSIONS as readonly string[]).includes(permission) &&
+    (principal.grants?.includes(permission) ?? false)
+  );
+}
