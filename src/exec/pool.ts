@@ -24,6 +24,7 @@ import {
   renewLeases,
 } from "../cluster/store/executions-queue.js";
 import { describeError, NovaError } from "../lib/errors.js";
+import { WakeableLoop } from "../lib/wakeable-loop.js";
 import { type BackoffOptions, backoffMs, DEFAULT_EXEC_CONFIG, type PoolOptions } from "./config.js";
 import type { WakeChannel } from "./notify.js";
 
@@ -124,7 +125,8 @@ export class WorkerPool {
   private stopping = false;
   private started = false;
   private loopDone: Promise<void> | undefined;
-  private timers: NodeJS.Timeout[] = [];
+  /** Lease renewal, the reaper and scaling: each on its own loop, one pass at a time. */
+  private housekeeping: WakeableLoop[] = [];
   private unsubscribe: (() => void) | undefined;
   private lastSaturatedAt = Date.now();
   private lastClaimAt: number | null = null;
@@ -149,19 +151,16 @@ export class WorkerPool {
       if (queue === "" || this.queues.includes(queue)) this.wake();
     });
     this.loopDone = this.loop();
-    const every = (ms: number, fn: () => Promise<void>) => {
-      let busy = false;
-      const t = setInterval(() => {
-        if (busy) return;
-        busy = true;
-        fn()
-          .catch((err) => this.noteError(err))
-          .finally(() => {
-            busy = false;
-          });
-      }, ms);
-      t.unref();
-      this.timers.push(t);
+    const every = (intervalMs: number, pass: () => Promise<void>) => {
+      const loop = new WakeableLoop({
+        pass,
+        intervalMs,
+        onError: (err) => this.noteError(err),
+        runAtStart: false,
+        ref: false,
+      });
+      loop.start();
+      this.housekeeping.push(loop);
     };
     every(RENEW_TICK_MS, () => this.renew());
     every(this.opts.reapIntervalMs, () => this.reap());
@@ -186,8 +185,8 @@ export class WorkerPool {
     const stuck = [...this.running.values()].map((r) => ({ id: r.job.id, attempt: r.job.attempt }));
     if (stuck.length > 0) await handBackJobs(this.o.db, this.workerId, stuck).catch(() => {});
     await this.flush();
-    for (const t of this.timers) clearInterval(t);
-    this.timers = [];
+    await Promise.all(this.housekeeping.map((l) => l.stop()));
+    this.housekeeping = [];
   }
 
   /** Wakes the claim loop (work may be available or a slot freed). */

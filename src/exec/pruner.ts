@@ -26,6 +26,7 @@ import {
   pruneStaleLocks,
 } from "../cluster/store/exec-prune.js";
 import { describeError } from "../lib/errors.js";
+import { WakeableLoop } from "../lib/wakeable-loop.js";
 import type { RetentionOptions } from "./config.js";
 
 /** What one run deleted. */
@@ -65,7 +66,7 @@ export async function pruneOnce(db: Queryable, r: RetentionOptions): Promise<Pru
 
 /** Runs `pruneOnce` every `pruneIntervalMs` (first run one interval after start). */
 export class Pruner {
-  private timer: NodeJS.Timeout | undefined;
+  private readonly loop: WakeableLoop;
   private running: Promise<void> | undefined;
   private last: { at: string; result?: PruneResult; error?: string } | undefined;
 
@@ -73,13 +74,20 @@ export class Pruner {
     private readonly db: Queryable,
     private readonly retention: RetentionOptions,
     private readonly log?: Logger,
-  ) {}
+  ) {
+    this.loop = new WakeableLoop({
+      pass: () => this.run(),
+      intervalMs: retention.pruneIntervalMs,
+      // run() records and logs its own failures.
+      onError: () => {},
+      runAtStart: false,
+      ref: false,
+    });
+  }
 
   /** Starts the periodic runs. */
   start(): void {
-    if (this.timer) return;
-    this.timer = setInterval(() => void this.run(), this.retention.pruneIntervalMs);
-    this.timer.unref();
+    this.loop.start();
   }
 
   /** Runs once now (unless a run is in progress, which it waits for instead). */
@@ -108,8 +116,7 @@ export class Pruner {
 
   /** Stops the periodic runs and waits for one in progress. */
   async stop(): Promise<void> {
-    clearInterval(this.timer);
-    this.timer = undefined;
+    await this.loop.stop();
     await this.running;
   }
 }
