@@ -7,7 +7,7 @@
  * one table RBAC roles will replace.
  */
 import type { Plan } from "../api/types/executions.js";
-import type { Queryable } from "../cluster/store/db.js";
+import type { ReadQueryable } from "../cluster/store/db.js";
 import { NovaError } from "../lib/errors.js";
 import { authorize, type Permission, type Principal } from "../policy/permissions.js";
 import { secretRefs } from "./secrets.js";
@@ -67,7 +67,7 @@ export function assertMayRun(principal: Principal | undefined, plan: Plan, execu
  * gone). Host credentials never submit executions.
  */
 export async function currentPrincipal(
-  q: Queryable,
+  q: ReadQueryable,
   actor: { kind: string; id: string },
 ): Promise<Principal | undefined> {
   if (actor.kind !== "admin" && actor.kind !== "join") return undefined;

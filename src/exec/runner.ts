@@ -24,8 +24,8 @@ import {
 import {
   appendLogs,
   type ExecutionRecord,
-  getExecution,
   isCancelRequested,
+  lockExecution,
   moveExecution,
   noteQueuedReason,
   type StepUpdate,
@@ -148,7 +148,7 @@ class ExecutionAttempt {
     let held: Held;
     try {
       const started = await fenced(async (tx, emit) => {
-        const e = await getExecution(tx, executionId, true);
+        const e = await lockExecution(tx, executionId);
         if (e.state !== "queued" && e.state !== "running") return undefined;
         if (e.cancelRequested) {
           emit(await transitionExecution(tx, e, "cancelled", "cancelled before it started"));
@@ -218,7 +218,7 @@ class ExecutionAttempt {
   /** Ends an execution its submitter may no longer run as failed. */
   private static async refuse(fenced: Fenced, executionId: string, err: NovaError): Promise<void> {
     await fenced(async (tx, emit) => {
-      let e: ExecutionRecord = await getExecution(tx, executionId, true);
+      let e: ExecutionRecord = await lockExecution(tx, executionId);
       if (e.state === "queued") {
         const checking = await moveExecution(tx, e, "running", "checking permissions");
         emit(checking.event);

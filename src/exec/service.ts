@@ -15,6 +15,7 @@ import {
   expiredApprovals,
   getExecution,
   insertExecution,
+  lockExecution,
   moveExecution,
   resetSteps,
   setCancelRequested,
@@ -27,6 +28,7 @@ import {
   getJob,
   type JobRecord,
   listDeadJobs,
+  lockJob,
   type ReapedJob,
   requeueDeadJob,
 } from "../cluster/store/executions-queue.js";
@@ -174,7 +176,7 @@ export class ExecutionService {
   /** Cancels: at once when not running; a running one stops at its step (cooperatively, then forced). */
   async cancel(id: string): Promise<ExecutionRecord> {
     await this.store.write(async (tx, emit) => {
-      const e = await getExecution(tx, id, true);
+      const e = await lockExecution(tx, id);
       if (FINAL_STATES.includes(e.state)) {
         throw new NovaError("NOVA_ILLEGAL_STATE", `Execution ${id} already ended (${e.state}).`, {
           details: { state: e.state },
@@ -209,7 +211,7 @@ export class ExecutionService {
    */
   async approve(id: string, principal: Principal, reason = ""): Promise<ExecutionRecord> {
     await this.store.write(async (tx, emit) => {
-      const e = await getExecution(tx, id, true);
+      const e = await lockExecution(tx, id);
       this.assertPendingApproval(e, "approve");
       const own = e.actorKind === principal.kind && e.actorId === principal.id;
       if (own && !authorize(principal, "executions:approve-own")) {
@@ -255,7 +257,7 @@ export class ExecutionService {
   /** Rejects a pending execution: nothing more of it runs. */
   async reject(id: string, principal: Principal, reason = ""): Promise<ExecutionRecord> {
     await this.store.write(async (tx, emit) => {
-      const e = await getExecution(tx, id, true);
+      const e = await lockExecution(tx, id);
       this.assertPendingApproval(e, "reject");
       const who = `${principal.kind}:${principal.name}`;
       const waiting = e.steps.find((s) => s.state === "waiting_approval");
@@ -292,7 +294,7 @@ export class ExecutionService {
   /** Retries a failed, partial or timed-out execution from the step it stopped at. */
   async retry(id: string): Promise<ExecutionRecord> {
     await this.store.write(async (tx, emit) => {
-      const e = await getExecution(tx, id, true);
+      const e = await lockExecution(tx, id);
       if (!RETRYABLE_STATES.includes(e.state)) {
         throw new NovaError(
           "NOVA_ILLEGAL_STATE",
@@ -303,7 +305,7 @@ export class ExecutionService {
       await resetSteps(tx, id, e.currentStep);
       await clearRunLimits(tx, id);
       let jobId = e.jobId;
-      const job = jobId === null ? undefined : await getJob(tx, jobId, true);
+      const job = jobId === null ? undefined : await lockJob(tx, jobId);
       if (job?.state === "dead") await requeueDeadJob(tx, job.id);
       else jobId = await this.enqueue(tx, id, e.plan, e.sla);
       emit(
@@ -359,7 +361,7 @@ export class ExecutionService {
       if (job.queue !== EXECUTION_QUEUE || typeof id !== "string") continue;
       await this.store
         .write(async (tx, emit) => {
-          const e = await getExecution(tx, id, true);
+          const e = await lockExecution(tx, id);
           if (e.state !== "running") return;
           const why = `worker ${job.lockedBy} stopped renewing its lease (crashed, killed or cut off)`;
           if (job.state === "dead") {

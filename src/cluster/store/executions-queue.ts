@@ -9,7 +9,7 @@
  * so workers on different machines never compare their own clocks.
  */
 import { JOB, type JobState } from "../../states/job.js";
-import type { Queryable } from "./db.js";
+import type { Queryable, ReadQueryable } from "./db.js";
 
 export type { JobState };
 
@@ -298,7 +298,7 @@ export async function handBackJobs(
 }
 
 /** Runnable jobs (up to `cap`, so counting stays cheap on a deep queue). */
-export async function readyDepth(q: Queryable, queues: string[], cap = 10_000): Promise<number> {
+export async function readyDepth(q: ReadQueryable, queues: string[], cap = 10_000): Promise<number> {
   const { rows } = await q.query<{ n: number }>(
     `SELECT count(*)::int AS n FROM (SELECT 1 FROM exec_jobs
        WHERE state = 'queued' AND queue = ANY($1) AND run_at <= now() LIMIT $2) s`,
@@ -308,7 +308,7 @@ export async function readyDepth(q: Queryable, queues: string[], cap = 10_000): 
 }
 
 /** Jobs by queue and state (metrics). */
-export async function countJobs(q: Queryable): Promise<{ queue: string; state: JobState; n: number }[]> {
+export async function countJobs(q: ReadQueryable): Promise<{ queue: string; state: JobState; n: number }[]> {
   const { rows } = await q.query<{ queue: string; state: JobState; n: number }>(
     "SELECT queue, state, count(*)::int AS n FROM exec_jobs WHERE state <> 'completed' GROUP BY queue, state",
   );
@@ -346,7 +346,16 @@ function toJob(r: JobRow): JobRecord {
 }
 
 /** One job. */
-export async function getJob(q: Queryable, id: number, forUpdate = false): Promise<JobRecord | undefined> {
+export function getJob(q: ReadQueryable, id: number): Promise<JobRecord | undefined> {
+  return readJob(q, id, false);
+}
+
+/** `getJob` that also locks the job's row until the transaction ends. */
+export function lockJob(tx: Queryable, id: number): Promise<JobRecord | undefined> {
+  return readJob(tx, id, true);
+}
+
+async function readJob(q: ReadQueryable, id: number, forUpdate: boolean): Promise<JobRecord | undefined> {
   const { rows } = await q.query<JobRow>(
     `SELECT * FROM exec_jobs WHERE id = $1${forUpdate ? " FOR UPDATE" : ""}`,
     [id],
@@ -355,7 +364,7 @@ export async function getJob(q: Queryable, id: number, forUpdate = false): Promi
 }
 
 /** The dead-letter queue, newest first. */
-export async function listDeadJobs(q: Queryable, queue?: string, limit = 200): Promise<JobRecord[]> {
+export async function listDeadJobs(q: ReadQueryable, queue?: string, limit = 200): Promise<JobRecord[]> {
   const { rows } = await q.query<JobRow>(
     `SELECT * FROM exec_jobs WHERE state = 'dead' AND ($1::text IS NULL OR queue = $1)
      ORDER BY finished_at DESC, id DESC LIMIT $2`,

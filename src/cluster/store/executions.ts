@@ -224,8 +224,17 @@ export async function insertExecution(
   return { id, event };
 }
 
-/** An execution by id; NOVA_NOT_FOUND otherwise. `forUpdate` locks its row. */
-export async function getExecution(q: Queryable, id: string, forUpdate = false): Promise<ExecutionRecord> {
+/** An execution by id; NOVA_NOT_FOUND otherwise. */
+export function getExecution(q: ReadQueryable, id: string): Promise<ExecutionRecord> {
+  return readExecution(q, id, false);
+}
+
+/** `getExecution` that also locks the execution's row until the transaction ends. */
+export function lockExecution(tx: Queryable, id: string): Promise<ExecutionRecord> {
+  return readExecution(tx, id, true);
+}
+
+async function readExecution(q: ReadQueryable, id: string, forUpdate: boolean): Promise<ExecutionRecord> {
   const valid = /^[0-9a-f-]{36}$/i.test(id);
   const { rows } = valid
     ? await q.query<ExecRow>(`${SELECT} WHERE e.id = $1${forUpdate ? " FOR UPDATE OF e" : ""}`, [id])
@@ -247,7 +256,7 @@ export async function getExecution(q: Queryable, id: string, forUpdate = false):
 
 /** Executions, newest first. */
 export async function listExecutions(
-  q: Queryable,
+  q: ReadQueryable,
   filter: { state?: string; limit?: number } = {},
 ): Promise<ExecutionRecord[]> {
   const { rows } = await q.query<ExecRow>(
@@ -529,7 +538,7 @@ export async function setCancelRequested(q: Queryable, id: string): Promise<void
 }
 
 /** Whether cancellation was requested (read fresh while a step runs). */
-export async function isCancelRequested(q: Queryable, id: string): Promise<boolean> {
+export async function isCancelRequested(q: ReadQueryable, id: string): Promise<boolean> {
   const { rows } = await q.query<{ c: boolean }>(
     "SELECT cancel_requested AS c FROM executions WHERE id = $1",
     [id],
@@ -554,7 +563,7 @@ export async function appendLogs(
 
 /** Log lines after `afterId`, oldest first. */
 export async function listLogs(
-  q: Queryable,
+  q: ReadQueryable,
   executionId: string,
   afterId = 0,
   limit = 1000,
@@ -591,7 +600,7 @@ export async function expiredApprovals(
 }
 
 /** Execution counts by state (metrics). */
-export async function countExecutionsByState(q: Queryable): Promise<Record<string, number>> {
+export async function countExecutionsByState(q: ReadQueryable): Promise<Record<string, number>> {
   const { rows } = await q.query<{ state: string; n: number }>(
     "SELECT state, count(*)::int AS n FROM executions GROUP BY state",
   );
