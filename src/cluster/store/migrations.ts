@@ -79,14 +79,17 @@ export function publicMigration(m: MigrationRecord): Migration {
   return rest;
 }
 
-/** Migrations, newest first; `activeOnly` for the orchestrator. */
+/** Migrations, newest first; `activeOnly` (not in a final state of the machine) for the scheduler. */
 export async function listMigrations(
   q: ReadQueryable,
   filter: { activeOnly?: boolean; vmId?: string } = {},
 ): Promise<MigrationRecord[]> {
   const where: string[] = [];
   const params: unknown[] = [];
-  if (filter.activeOnly) where.push("m.state NOT IN ('completed', 'failed', 'cancelled')");
+  if (filter.activeOnly) {
+    params.push(ACTIVE_MIGRATION_STATES);
+    where.push(`m.state = ANY($${params.length}::text[])`);
+  }
   if (filter.vmId) {
     params.push(filter.vmId);
     where.push(`m.vm_id = $${params.length}`);
