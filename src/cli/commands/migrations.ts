@@ -1,11 +1,12 @@
 /** `novacron vm migrate` and `novacron migration list|show|cancel`, with a live progress bar. */
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Command } from "commander";
-import type {
-  Migration,
-  MigrationList,
-  MigrationOptions,
-  MigrationProgress,
+import {
+  MIGRATION_OPTION_DEFAULTS,
+  type Migration,
+  type MigrationList,
+  type MigrationOptions,
+  type MigrationProgress,
 } from "../../api/types/migrations.js";
 import { NovaError } from "../../lib/errors.js";
 import { parsePositiveInt } from "../../lib/flags.js";
@@ -130,18 +131,26 @@ export function registerMigrationCommands(program: Command): void {
     .description("Live-migrate a running VM to another host (memory and disk)")
     .option("--to <host>", "target host (default: placement picks one)")
     .option("--follow", "show a live progress bar until it ends")
-    .option("--downtime-ms <ms>", "longest pause allowed at switch-over", "300")
+    .option(
+      "--downtime-ms <ms>",
+      "longest pause allowed at switch-over",
+      String(MIGRATION_OPTION_DEFAULTS.downtimeLimitMs),
+    )
     .option("--bandwidth <MiB/s>", "cap the migration's bandwidth")
     .option("--no-auto-converge", "do not throttle a guest that dirties memory faster than the link")
     .option("--postcopy", "allow post-copy (a failure during post-copy LOSES the VM; see docs/migration.md)")
     .option(
       "--transport <auto|qemu|dwcp>",
       "how memory and disk travel (auto: by the measured network mode)",
-      "auto",
+      MIGRATION_OPTION_DEFAULTS.transport,
     )
     .option("--multifd <channels>", "QEMU multifd: send RAM over this many parallel connections")
     .option("--multifd-compression <none|zstd>", "compress multifd pages (with --multifd)")
-    .option("--timeout <seconds>", "roll back if not done by then", "600")
+    .option(
+      "--timeout <seconds>",
+      "roll back if not done by then",
+      String(MIGRATION_OPTION_DEFAULTS.timeoutSeconds),
+    )
     .action(
       async (
         name: string,
