@@ -27,6 +27,7 @@ import type { BlobTickets } from "./blob-tickets.js";
 import type { AgentDwcp } from "./dwcp-transport.js";
 import { runAllowedCommand } from "./host-commands.js";
 import { registerMigrationRoutes } from "./migration-api.js";
+import { MigrationService } from "./migration-service.js";
 import type { VmManager } from "./vm-manager.js";
 
 const VmParams = Type.Object({ id: Type.String({ pattern: "^[0-9a-f-]{36}$" }) });
@@ -152,6 +153,9 @@ export function buildAgentApi(deps: AgentApiDeps): FastifyInstance {
     },
   );
 
-  registerMigrationRoutes(app, deps.vms, deps.listenHost, deps.dwcp ?? null);
+  registerMigrationRoutes(
+    app,
+    new MigrationService({ vms: deps.vms, listenHost: deps.listenHost, dwcp: deps.dwcp ?? null }),
+  );
   return app;
 }

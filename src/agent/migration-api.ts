@@ -10,9 +10,7 @@ import {
   AgentIncomingPost,
   AgentOutgoingPost,
 } from "../api/types/agent.js";
-import type { AgentDwcp } from "./dwcp-transport.js";
-import { MigrationService } from "./migration-service.js";
-import type { VmManager } from "./vm-manager.js";
+import type { MigrationService } from "./migration-service.js";
 
 const VmParams = Type.Object({ id: Type.String({ pattern: "^[0-9a-f-]{36}$" }) });
 const MigrationQuery = Type.Object({ migrationId: Type.String({ minLength: 1 }) });
@@ -21,17 +19,8 @@ const CancelBody = Type.Object({
   targetGone: Type.Optional(Type.Boolean()),
 });
 
-/**
- * Registers the migration routes on the agent API, with the one MigrationService of this
- * API (its state lives as long as the API, never in this module).
- */
-export function registerMigrationRoutes(
-  app: FastifyInstance,
-  vms: VmManager,
-  listenHost: string,
-  dwcp: AgentDwcp | null = null,
-): void {
-  const migrations = new MigrationService({ vms, listenHost, dwcp });
+/** Registers the migration routes on the agent API; `migrations` holds their state. */
+export function registerMigrationRoutes(app: FastifyInstance, migrations: MigrationService): void {
   // Destination: start a paused QEMU waiting for the VM, export its disk, listen.
   app.post<{ Params: { id: string }; Body: AgentIncomingPost }>(
     "/agent/v1/vms/:id/incoming",
