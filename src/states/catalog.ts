@@ -4,6 +4,7 @@
  * database) are derived from this list, so a machine added here is documented and
  * checked against its table without further wiring.
  */
+import { SESSION } from "../dwcp/amst/session-state.js";
 import type { StateMachine } from "../lib/state-machine.js";
 import { EXECUTION } from "./execution.js";
 import { JOB } from "./job.js";
@@ -27,4 +28,5 @@ export const STATE_MACHINES: readonly CatalogEntry[] = [
   { machine: EXECUTION, source: "states/execution.ts", column: "executions.state" },
   { machine: STEP, source: "states/step.ts", column: "execution_steps.state" },
   { machine: JOB, source: "states/job.ts", column: "exec_jobs.state" },
+  { machine: SESSION, source: "dwcp/amst/session-state.ts", column: null },
 ];

@@ -2,9 +2,11 @@
  * An AMST session (docs/dwcp.md §4): one logical, reliable, multiplexed conversation
  * carried by one (v1) or several (v3) connections. Owns striping sequenced frames over
  * the connections, delivery in each channel's own order (reorder buffer and
- * channel-order.ts), acknowledgements and credit, replacing broken or stalled
- * connections and resending what they carried, RTT probes, and orderly close. Channels
- * (channel.ts) ride on top; connection establishment lives in dial.ts / listen.ts.
+ * channel-order.ts), acknowledgements and credit, resending what a broken or stalled
+ * connection carried, RTT probes, and orderly close. The connection set itself (draining,
+ * redialing, the orphan deadline) is stream-pool.ts; the session's states and their moves
+ * are session-state.ts, and every move goes through `transition`. Channels (channel.ts)
+ * ride on top; connection establishment lives in dial.ts / listen.ts.
  */
 import type { Socket } from "node:net";
 import { NovaError } from "../../lib/errors.js";
@@ -13,23 +15,13 @@ import { FRAME_HEADER_BYTES, type Frame, FrameType, isChannelOrdered, wireSize }
 import { Capability, type DwcpVersion } from "../wire/handshake.js";
 import { Channel, type ChannelHost } from "./channel.js";
 import { ChannelOrder } from "./channel-order.js";
-import { Connection } from "./connection.js";
+import type { Connection } from "./connection.js";
 import { ReorderBuffer } from "./reorder.js";
 import { RttEstimator } from "./rtt.js";
 import { SendWindow } from "./send-window.js";
 import type { SessionParams, SessionStats, SessionTuning } from "./session-config.js";
-
-/**
- * Session states:
- *
- *   open ──close() or the peer's CLOSE──▶ closing ──both CLOSEs acknowledged──▶ closed
- *    │                                       │
- *    └── protocol error, peer ERROR, all connections lost, destroy() ──┴──▶ failed
- *
- * Only `open` accepts new channels and sends; `closing` still delivers and acknowledges.
- */
-export const SessionState = { OPEN: "open", CLOSING: "closing", CLOSED: "closed", FAILED: "failed" } as const;
-type State = (typeof SessionState)[keyof typeof SessionState];
+import { SESSION, type SessionState } from "./session-state.js";
+import { StreamPool } from "./stream-pool.js";
 
 /** A DWCP session; get one from `dialSession` or a `DwcpListener`. */
 export class DwcpSession {
@@ -40,9 +32,9 @@ export class DwcpSession {
   /** Resolves when the session ends: null after an orderly close, the error otherwise. */
   readonly closed: Promise<Error | null>;
 
-  private state: State = "open";
+  private current: SessionState = "open";
   private readonly tuning: SessionTuning;
-  private readonly conns = new Set<Connection>();
+  private readonly pool: StreamPool;
   private readonly window: SendWindow;
   private readonly reorder: ReorderBuffer<Frame>;
   private readonly channelOrder = new ChannelOrder<Frame>();
@@ -66,18 +58,12 @@ export class DwcpSession {
   private closeSentAcked = false;
   private closeSeq = 0;
   private peerClosed = false;
-  private orphanTimer: NodeJS.Timeout | null = null;
-  private redialing = 0;
-  private targetStreams = 1;
   private readonly rtt: RttEstimator;
   private lastYield = 0;
   private probeBytes = 0;
   private lastStallCheck = 0;
   private ackedBytes = 0;
-  private writtenBytesClosed = 0;
   private resent = 0;
-  private replaced = 0;
-  private readonly redial: SessionParams["redial"];
   private readonly sentSizes = new Map<number, number>();
   private readonly hostApi: ChannelHost;
   private readonly peerMaxPayload: number;
@@ -92,11 +78,37 @@ export class DwcpSession {
     this.sessionId = params.sessionId;
     this.role = params.role;
     this.tuning = params.tuning;
-    this.redial = params.redial;
     this.rtt = new RttEstimator(params.handshakeRttMs);
     this.nextChannelId = params.role === "dialer" ? 1 : 2;
     this.peerNextChannelId = params.role === "dialer" ? 2 : 1;
     this.window = new SendWindow(Math.min(params.peerWindowBytes, 0xffffffff));
+    this.pool = new StreamPool(
+      {
+        maxPayload: this.tuning.maxPayload,
+        connectionHighWater: this.tuning.connectionHighWater,
+        reconnectTimeoutMs: this.tuning.reconnectTimeoutMs,
+        // Only the dialer dials; a listener waits for the dialer's JOINs.
+        redial: params.role === "dialer" ? params.redial : undefined,
+        inflightOn: (c) => this.window.inflightOn(c),
+      },
+      {
+        frame: (c, f) => this.onFrame(c, f),
+        added: () => {
+          this.pump();
+          // Acknowledge at once: the peer may be waiting to learn what the lost connection delivered.
+          this.sendAck();
+        },
+        closed: (c, err) => this.onConnectionClosed(c, err),
+        drain: () => this.pump(),
+        orphaned: () =>
+          this.fail(
+            new NovaError(
+              "NOVA_DWCP_CONNECTION",
+              `The DWCP session lost all connections and none came back within ${this.tuning.reconnectTimeoutMs} ms`,
+            ),
+          ),
+      },
+    );
     this.peerChannelWindow = Math.floor((Math.min(params.peerWindowBytes, 0xffffffff) * 3) / 4);
     const peerMaxPayload = Math.min(params.peerMaxPayload, this.tuning.maxPayload * 64);
     this.reorder = new ReorderBuffer<Frame>({
@@ -140,9 +152,14 @@ export class DwcpSession {
     });
   }
 
+  /** The session's state (session-state.ts). */
+  get state(): SessionState {
+    return this.current;
+  }
+
   /** True while the session can carry data. */
   get isOpen(): boolean {
-    return this.state === "open";
+    return this.current === "open";
   }
 
   /** True when the negotiated capabilities include `cap`. */
@@ -152,33 +169,15 @@ export class DwcpSession {
 
   /** Number of live connections. */
   get streamCount(): number {
-    return this.conns.size;
+    return this.pool.size;
   }
 
-  /** @internal Adds a handshaken connection (first one, a JOIN, or a redial). */
+  /**
+   * @internal Adds a handshaken connection (first one or a JOIN); destroys it once the
+   * session has ended.
+   */
   addConnection(socket: Socket, rest: Buffer): void {
-    if (this.state !== "open" && this.state !== "closing") {
-      socket.destroy();
-      return;
-    }
-    const conn = new Connection(
-      socket,
-      this.tuning.maxPayload,
-      {
-        frame: (c, f) => this.onFrame(c, f),
-        closed: (c, err) => this.onConnectionClosed(c, err),
-        drain: () => this.pump(),
-      },
-      rest,
-    );
-    this.conns.add(conn);
-    if (this.orphanTimer) {
-      clearTimeout(this.orphanTimer);
-      this.orphanTimer = null;
-    }
-    this.pump();
-    // Acknowledge at once: the peer may be waiting to learn what the lost connection delivered.
-    this.sendAck();
+    this.pool.add(socket, rest);
   }
 
   /** Opens a new logical channel; the peer receives it from `accept()`. */
@@ -197,7 +196,7 @@ export class DwcpSession {
   accept(): Promise<Channel> {
     const ch = this.incoming.shift();
     if (ch) return Promise.resolve(ch);
-    if (this.state !== "open")
+    if (this.current !== "open")
       return Promise.reject(this.failure ?? new NovaError("NOVA_DWCP_CLOSED", "The DWCP session is closed"));
     return new Promise((resolve, reject) => {
       this.acceptWaiter = { resolve, reject };
@@ -206,18 +205,16 @@ export class DwcpSession {
 
   /** A snapshot of transport statistics. */
   stats(): SessionStats {
-    let written = this.writtenBytesClosed;
-    for (const c of this.conns) written += c.bytesWritten;
     return {
-      streams: this.conns.size,
+      streams: this.pool.size,
       srttMs: this.rtt.srtt,
       minRttMs: this.rtt.min,
       bytesAcked: this.ackedBytes,
       bytesReceived: Math.max(this.peerReceivedUnique, this.ackedBytes),
-      bytesWritten: written,
+      bytesWritten: this.pool.bytesWritten,
       probeBytes: this.probeBytes,
       framesResent: this.resent,
-      connectionsReplaced: this.replaced,
+      connectionsReplaced: this.pool.connectionsReplaced,
       outstandingBytes: this.window.outstandingBytes,
       backlogged:
         this.window.queuedCount > 0 ||
@@ -236,19 +233,9 @@ export class DwcpSession {
    * once; surplus ones drain (no new frames) and close when all they carry is acknowledged.
    */
   async setStreamCount(n: number): Promise<void> {
-    if (this.role !== "dialer" || !this.redial || this.version === 1 || !this.has(Capability.MULTI_STREAM))
-      return;
-    this.targetStreams = Math.max(1, Math.floor(n));
-    const active = [...this.conns].filter((c) => !c.draining);
-    if (active.length > this.targetStreams) {
-      for (const c of active.slice(this.targetStreams)) {
-        c.draining = true;
-        this.maybeRetire(c);
-      }
-      return;
-    }
-    const missing = this.targetStreams - active.length - this.redialing;
-    await Promise.all(Array.from({ length: Math.max(0, missing) }, () => this.dialOne()));
+    if (this.version === 1 || !this.has(Capability.MULTI_STREAM)) return;
+    // A no-op on the listener side: its pool cannot dial.
+    await this.pool.setTarget(n);
   }
 
   /**
@@ -270,8 +257,8 @@ export class DwcpSession {
   async probeCapacity(bytes = 2 * 1024 * 1024, timeoutMs = 3000): Promise<number | null> {
     // PAD is part of the PROBE capability: a v1 peer never negotiated it.
     if (this.version === 1 || !this.has(Capability.PROBE)) return null;
-    const conns = [...this.conns].filter((c) => c.alive && !c.draining);
-    if (conns.length === 0 || this.state !== "open") return null;
+    const conns = this.pool.sending();
+    if (conns.length === 0 || this.current !== "open") return null;
     const size = Math.min(this.peerMaxPayload, 256 * 1024);
     const pad = Buffer.alloc(size);
     const start = new Map(conns.map((c) => [c, c.peerRead]));
@@ -284,7 +271,7 @@ export class DwcpSession {
     }
     for (const c of conns) target.set(c, c.bytesWritten);
     const deadline = t0 + timeoutMs;
-    while (performance.now() < deadline && this.state === "open") {
+    while (performance.now() < deadline && this.current === "open") {
       if (conns.every((c) => !c.alive || c.peerRead >= target.get(c)!)) break;
       await new Promise((r) => setTimeout(r, 2));
     }
@@ -297,7 +284,7 @@ export class DwcpSession {
 
   /** Test hook: the live connections' sockets, to break them on purpose. */
   connectionSockets(): Socket[] {
-    return [...this.conns].map((c) => c.socket);
+    return this.pool.sockets();
   }
 
   /**
@@ -305,13 +292,7 @@ export class DwcpSession {
    * (or closeTimeoutMs), then closes the connections.
    */
   async close(): Promise<void> {
-    if (this.state === "open") {
-      this.state = "closing";
-      this.closeSeq = this.enqueue({ type: FrameType.CLOSE, flags: 0, channel: 0, payload: Buffer.alloc(0) });
-      const t = setTimeout(() => this.teardown(null), this.tuning.closeTimeoutMs);
-      t.unref();
-      this.timers.push(t);
-    }
+    if (this.current === "open") this.startClosing();
     const err = await this.closed;
     if (err) throw err;
   }
@@ -321,16 +302,38 @@ export class DwcpSession {
     this.fail(err, true);
   }
 
+  // ---- state ------------------------------------------------------------------------
+
+  /** The one place the state changes; throws NOVA_ILLEGAL_STATE for a move session-state.ts does not list. */
+  private transition(to: SessionState): void {
+    SESSION.assertTransition(`DWCP session ${this.sessionId.toString("hex")}`, this.current, to);
+    this.current = to;
+  }
+
+  /** True once the session has ended (closed or failed): nothing is sent or delivered. */
+  private get ended(): boolean {
+    return SESSION.isFinal(this.current);
+  }
+
+  /** open → closing: CLOSE goes out after everything queued; the close timer starts. */
+  private startClosing(): void {
+    this.transition("closing");
+    this.closeSeq = this.enqueue({ type: FrameType.CLOSE, flags: 0, channel: 0, payload: Buffer.alloc(0) });
+    const t = setTimeout(() => this.teardown(null), this.tuning.closeTimeoutMs);
+    t.unref();
+    this.timers.push(t);
+  }
+
   // ---- sending ----------------------------------------------------------------------
 
   private assertOpen(): void {
-    if (this.state !== "open") {
+    if (this.current !== "open") {
       throw this.failure ?? new NovaError("NOVA_DWCP_CLOSED", "The DWCP session is closed");
     }
   }
 
   private enqueue(frame: Omit<Frame, "seq">): number {
-    if (this.state === "closed" || this.state === "failed") return 0;
+    if (this.ended) return 0;
     if (isChannelOrdered(frame.type)) frame.chseq = this.channelOrder.nextSend(frame.channel);
     const out = this.window.enqueue(frame);
     this.sentSizes.set(out.frame.seq, out.size);
@@ -340,7 +343,7 @@ export class DwcpSession {
 
   private waitRoom(size: number): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);
-    if (this.state !== "open")
+    if (this.current !== "open")
       return Promise.reject(new NovaError("NOVA_DWCP_CLOSED", "The DWCP session is closed"));
     if (this.roomWaiters.length === 0 && this.window.hasRoom(size)) {
       // A producer whose sends always find credit would otherwise chain resolved promises
@@ -367,24 +370,12 @@ export class DwcpSession {
     }
   }
 
-  private pickConnection(): Connection | null {
-    let best: Connection | null = null;
-    const rtt = this.rtt.srtt ?? 50;
-    for (const c of this.conns) {
-      if (!c.alive || c.draining) continue;
-      if (c.queuedBytes >= this.tuning.connectionHighWater) continue;
-      if (c.inflight >= c.sendCap(rtt)) continue;
-      if (best === null || c.inflight < best.inflight) best = c;
-    }
-    return best;
-  }
-
   private pump(): void {
-    if (this.state === "closed" || this.state === "failed") return;
+    if (this.ended) return;
     for (;;) {
       const head = this.window.peek();
       if (!head) break;
-      const conn = this.pickConnection();
+      const conn = this.pool.pickForSend(this.rtt.srtt ?? 50);
       if (!conn) break;
       const out = this.window.markSent(conn);
       if (out.transmissions > 1) this.resent++;
@@ -392,26 +383,17 @@ export class DwcpSession {
     }
   }
 
-  private anyConnection(): Connection | null {
-    let best: Connection | null = null;
-    for (const c of this.conns) {
-      if (!c.alive) continue;
-      if (best === null || c.queuedBytes < best.queuedBytes) best = c;
-    }
-    return best;
-  }
-
   private sendAck(): void {
     if (this.ackTimer) {
       clearTimeout(this.ackTimer);
       this.ackTimer = null;
     }
-    const main = this.anyConnection();
+    const main = this.pool.leastQueued();
     if (!main) return;
     this.ackPending = 0;
     // Every connection that carried data since its last ACK gets one, with its own read
     // counter: that is how the sender learns each connection's in-flight bytes and rate.
-    for (const c of this.conns) {
+    for (const c of this.pool) {
       if (!c.alive || (c !== main && c.bytesRead === c.bytesReadAcked)) continue;
       c.bytesReadAcked = c.bytesRead;
       const payload = encodeAck({
@@ -449,10 +431,10 @@ export class DwcpSession {
   }
 
   private ping(): void {
-    if (this.state !== "open" || !this.has(Capability.PROBE)) return;
+    if (this.current !== "open" || !this.has(Capability.PROBE)) return;
     // Probe the least loaded connection: the RTT then includes only the queueing every
     // frame sees in the network, not a backlog in our own user-space queue.
-    const conn = this.anyConnection();
+    const conn = this.pool.leastQueued();
     if (!conn) return;
     const payload = Buffer.allocUnsafe(8);
     payload.writeDoubleBE(performance.now(), 0);
@@ -462,7 +444,7 @@ export class DwcpSession {
   // ---- receiving --------------------------------------------------------------------
 
   private onFrame(conn: Connection, frame: Frame): void {
-    if (this.state === "closed" || this.state === "failed") return;
+    if (this.ended) return;
     switch (frame.type) {
       case FrameType.ACK:
         this.onAck(conn, frame);
@@ -522,7 +504,7 @@ export class DwcpSession {
     }
     this.window.onAck(through, consumed);
     if (this.closeSeq > 0 && this.window.ackedThrough >= this.closeSeq) this.closeSentAcked = true;
-    for (const c of this.conns) if (c.draining) this.maybeRetire(c);
+    this.pool.retireIdle();
     this.wakeRoomWaiters();
     this.pump();
     this.maybeFinishClose();
@@ -563,7 +545,7 @@ export class DwcpSession {
     }
     this.deliverEarly(early);
     for (const f of this.reorder.drain()) {
-      if (this.state === "failed" || this.state === "closed") return;
+      if (this.ended) return;
       if (!isChannelOrdered(f.type)) {
         this.deliver(f);
         continue;
@@ -591,7 +573,7 @@ export class DwcpSession {
 
   private deliverEarly(frames: Frame[]): void {
     for (const f of frames) {
-      if (this.state === "failed" || this.state === "closed") return;
+      if (this.ended) return;
       this.reorder.release(f.seq);
       this.deliver(f);
     }
@@ -678,19 +660,13 @@ export class DwcpSession {
         ),
       );
     }
-    if (this.state === "open") {
-      this.state = "closing";
-      this.closeSeq = this.enqueue({ type: FrameType.CLOSE, flags: 0, channel: 0, payload: Buffer.alloc(0) });
-      const t = setTimeout(() => this.teardown(null), this.tuning.closeTimeoutMs);
-      t.unref();
-      this.timers.push(t);
-    }
+    if (this.current === "open") this.startClosing();
     this.sendAck();
     this.maybeFinishClose();
   }
 
   private maybeFinishClose(): void {
-    if (this.state === "closing" && this.peerClosed && this.closeSentAcked) {
+    if (this.current === "closing" && this.peerClosed && this.closeSentAcked) {
       this.sendAck();
       this.teardown(null);
     }
@@ -698,15 +674,14 @@ export class DwcpSession {
 
   // ---- connections ------------------------------------------------------------------
 
+  /** `conn` has already left the pool (which kept its written bytes). */
   private onConnectionClosed(conn: Connection, err: Error | null): void {
-    this.conns.delete(conn);
-    this.writtenBytesClosed += conn.bytesWritten;
-    if (this.state === "closed" || this.state === "failed") return;
+    if (this.ended) return;
     if (err instanceof NovaError && err.code === "NOVA_DWCP_PROTOCOL") {
       this.fail(err);
       return;
     }
-    if (this.state === "closing" && this.peerClosed && this.closeSentAcked) return;
+    if (this.current === "closing" && this.peerClosed && this.closeSentAcked) return;
     if (this.version === 1 || !this.has(Capability.MULTI_STREAM)) {
       this.fail(
         new NovaError(
@@ -720,57 +695,11 @@ export class DwcpSession {
       return;
     }
     if (this.window.requeueFrom(conn) > 0) this.pump();
-    if (!conn.draining) this.replaced++;
-    if (this.role === "dialer" && !conn.draining) void this.restoreStreams();
-    if (this.conns.size === 0 && !this.orphanTimer) {
-      this.orphanTimer = setTimeout(() => {
-        this.orphanTimer = null;
-        if (this.conns.size === 0) {
-          this.fail(
-            new NovaError(
-              "NOVA_DWCP_CONNECTION",
-              `The DWCP session lost all connections and none came back within ${this.tuning.reconnectTimeoutMs} ms`,
-            ),
-          );
-        }
-      }, this.tuning.reconnectTimeoutMs);
-      this.orphanTimer.unref();
-    }
-  }
-
-  private async restoreStreams(): Promise<void> {
-    const deadline = performance.now() + this.tuning.reconnectTimeoutMs;
-    let delay = 50;
-    while (this.state === "open" || this.state === "closing") {
-      const active = [...this.conns].filter((c) => !c.draining).length;
-      if (active + this.redialing >= this.targetStreams) return;
-      if (await this.dialOne()) continue;
-      if (performance.now() > deadline) return;
-      await new Promise((r) => setTimeout(r, delay));
-      delay = Math.min(delay * 2, 1000);
-    }
-  }
-
-  private async dialOne(): Promise<boolean> {
-    if (!this.redial) return false;
-    this.redialing++;
-    try {
-      const { socket, rest } = await this.redial();
-      this.addConnection(socket, rest);
-      return true;
-    } catch {
-      return false;
-    } finally {
-      this.redialing--;
-    }
-  }
-
-  private maybeRetire(conn: Connection): void {
-    if (conn.draining && this.window.inflightOn(conn) === 0 && conn.queuedBytes === 0) conn.end();
+    this.pool.replaceLost(conn);
   }
 
   private checkStall(): void {
-    if (this.state !== "open" && this.state !== "closing") return;
+    if (this.ended) return;
     if (this.version === 1 || !this.has(Capability.MULTI_STREAM)) return;
     const now = performance.now();
     const interval = Math.max(50, Math.floor(this.tuning.stallTimeoutMs / 4));
@@ -786,10 +715,10 @@ export class DwcpSession {
     if (!oldest?.carrier) return;
     const limit = this.tuning.stallTimeoutMs;
     if (now - oldest.sentAt < limit || now - this.window.lastProgressAt < limit) return;
-    const conn = [...this.conns].find((c) => c.id === oldest.carrier?.id);
+    const conn = this.pool.byId(oldest.carrier.id);
     // Replace only when another path exists or can be dialed; a lone listener-side
     // connection is better left to TCP than closed with nothing to take over.
-    if (conn && (this.conns.size > 1 || this.role === "dialer")) {
+    if (conn && (this.pool.size > 1 || this.role === "dialer")) {
       conn.destroy(
         new NovaError("NOVA_DWCP_CONNECTION", `Connection stalled for ${Math.round(now - oldest.sentAt)} ms`),
       );
@@ -799,11 +728,11 @@ export class DwcpSession {
   // ---- ending -----------------------------------------------------------------------
 
   private fail(err: Error, notifyPeer = true): void {
-    if (this.state === "closed" || this.state === "failed") return;
-    this.state = "failed";
+    if (this.ended) return;
+    this.transition("failed");
     this.failure = err;
     if (notifyPeer) {
-      for (const c of this.conns) {
+      for (const c of this.pool) {
         c.write({
           type: FrameType.ERROR,
           flags: 0,
@@ -818,32 +747,25 @@ export class DwcpSession {
     this.acceptWaiter?.reject(err);
     this.acceptWaiter = null;
     this.stopTimers();
-    for (const c of [...this.conns]) {
-      if (notifyPeer) c.end();
-      else c.destroy();
-      setTimeout(() => c.destroy(), 1000).unref();
-    }
+    this.pool.shutDown(notifyPeer ? "end" : "destroy");
     this.resolveClosed(err);
   }
 
   private teardown(err: Error | null): void {
-    if (this.state === "closed" || this.state === "failed") return;
+    if (this.ended) return;
     if (!(this.peerClosed && this.closeSentAcked) && err === null) {
       err = new NovaError("NOVA_DWCP_CONNECTION", "The DWCP peer did not confirm the close in time");
       this.fail(err);
       return;
     }
-    this.state = "closed";
+    this.transition("closed");
     const closedErr = new NovaError("NOVA_DWCP_CLOSED", "The DWCP session is closed");
     for (const ch of this.channels.values()) ch.fail(closedErr);
     for (const w of this.roomWaiters.splice(0)) w.reject(closedErr);
     this.acceptWaiter?.reject(closedErr);
     this.acceptWaiter = null;
     this.stopTimers();
-    for (const c of this.conns) {
-      c.end();
-      setTimeout(() => c.destroy(), 1000).unref();
-    }
+    this.pool.shutDown("end");
     this.resolveClosed(null);
   }
 
@@ -853,6 +775,5 @@ export class DwcpSession {
       clearTimeout(t);
     }
     if (this.ackTimer) clearTimeout(this.ackTimer);
-    if (this.orphanTimer) clearTimeout(this.orphanTimer);
   }
 }
