@@ -127,12 +127,12 @@ describe.each(ENGINES.map((e, i) => ({ ...e, port: 17960 + i })))(
       tdb = await create();
       store = await Store.open(tdb.location);
       await web.start(port);
-      const { record } = await createToken(store.read, "ops", "admin");
+      const { record } = await createToken(store.db, "ops", "admin");
       admin = { kind: "admin", id: record.id, name: record.name };
-      const second = await createToken(store.read, "approver", "admin");
+      const second = await createToken(store.db, "approver", "admin");
       approver = { kind: "admin", id: second.record.id, name: second.record.name };
       const key = SecretKey.fromBase64(randomBytes(32).toString("base64"), "test");
-      await putSecret(store.read, key, "api-token", SECRET);
+      await putSecret(store.db, key, "api-token", SECRET);
       wake = new WakeChannel(tdb.url);
       await wake.start();
       svc = new ExecutionService(store, config, wake);
@@ -334,10 +334,10 @@ describe.each(ENGINES.map((e, i) => ({ ...e, port: 17960 + i })))(
     });
 
     it("re-checks permissions when it runs: a token revoked after submission runs nothing", async () => {
-      const { record } = await createToken(store.read, "short-lived", "admin");
+      const { record } = await createToken(store.db, "short-lived", "admin");
       const who: Principal = { kind: "admin", id: record.id, name: record.name };
       const e = await submit(plan([{ kind: "http", url: `${web.url}/rbac` }], { approval: "required" }), who);
-      await store.read.query("UPDATE api_tokens SET revoked_at = now() WHERE id = $1", [record.id]);
+      await store.db.query("UPDATE api_tokens SET revoked_at = now() WHERE id = $1", [record.id]);
       await svc.approve(e.id, admin);
       const out = await settled(e.id, ["failed", "completed"]);
       expect(out.state).toBe("failed");
@@ -359,7 +359,7 @@ describe.each(ENGINES.map((e, i) => ({ ...e, port: 17960 + i })))(
           { timeoutMs: 10_000, what: "the step to run" },
         );
         // The worker "dies": its lease now belongs to nobody alive and nobody renews it.
-        await store.read.query("UPDATE exec_jobs SET locked_by = 'dead-worker' WHERE id = $1", [e.jobId]);
+        await store.db.query("UPDATE exec_jobs SET locked_by = 'dead-worker' WHERE id = $1", [e.jobId]);
       };
       const ok = await submit(plan([{ kind: "wait", seconds: 1.5 }], { name: "resume-ok" }));
       await steal(ok.id);
@@ -407,7 +407,7 @@ describe.each(ENGINES.map((e, i) => ({ ...e, port: 17960 + i })))(
       // Rejecting one's own execution is withdrawing it: allowed.
       expect((await svc.reject(e.id, admin, "withdrawn")).state).toBe("rejected");
 
-      const granted = await createToken(store.read, "self-approver", "admin", ["executions:approve-own"]);
+      const granted = await createToken(store.db, "self-approver", "admin", ["executions:approve-own"]);
       const own: Principal = {
         kind: "admin",
         id: granted.record.id,

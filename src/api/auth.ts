@@ -4,7 +4,7 @@
  * `authorize` (policy/permissions.ts), which denies by default.
  */
 import type { FastifyReply, FastifyRequest } from "fastify";
-import type { Queryable } from "../cluster/store/db.js";
+import type { ReadQueryable } from "../cluster/store/db.js";
 import { findHostByToken } from "../cluster/store/hosts.js";
 import { findToken } from "../cluster/store/tokens.js";
 import { bearerToken } from "../lib/bearer.js";
@@ -25,7 +25,7 @@ declare module "fastify" {
 }
 
 /** Resolves a token to a principal: API tokens first, then host credentials. */
-export async function resolvePrincipal(q: Queryable, token: string): Promise<Principal | undefined> {
+export async function resolvePrincipal(q: ReadQueryable, token: string): Promise<Principal | undefined> {
   const record = await findToken(q, token);
   if (record) return { kind: record.kind, id: record.id, name: record.name, grants: record.grants };
   if (token.startsWith("nvh_")) {
@@ -36,7 +36,7 @@ export async function resolvePrincipal(q: Queryable, token: string): Promise<Pri
 }
 
 /** A preHandler that authenticates and checks `permission`. */
-export function requirePermission(q: () => Queryable, permission: Permission) {
+export function requirePermission(q: () => ReadQueryable, permission: Permission) {
   return async (request: FastifyRequest, _reply: FastifyReply): Promise<void> => {
     const token = bearerToken(request);
     const principal = await resolvePrincipal(q(), token);

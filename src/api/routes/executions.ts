@@ -151,7 +151,7 @@ export const executionRoutes: FastifyPluginAsyncTypebox<ExecRouteDeps> = async (
     "/v1/secrets",
     { schema: { tags: ["secrets"], body: SecretPost }, preHandler: guard("secrets:write") },
     async (req, reply) => {
-      await putSecret(store.read, exec.secretKey, req.body.name, req.body.value);
+      await putSecret(store.db, exec.secretKey, req.body.name, req.body.value);
       return reply.status(204).send();
     },
   );
@@ -164,7 +164,7 @@ export const executionRoutes: FastifyPluginAsyncTypebox<ExecRouteDeps> = async (
     "/v1/secrets/:name",
     { schema: { tags: ["secrets"], params: SecretParams }, preHandler: guard("secrets:write") },
     async (req, reply) => {
-      if (!(await deleteSecret(store.read, req.params.name)))
+      if (!(await deleteSecret(store.db, req.params.name)))
         throw new NovaError("NOVA_NOT_FOUND", `Secret ${req.params.name} not found.`);
       return reply.status(204).send();
     },

@@ -4,7 +4,7 @@
  * recorded only after the commit, so nobody hears about a change that rolled back.
  */
 import type { ClusterEvent } from "../../api/types/events.js";
-import { type Db, type DbLocation, openDb, type Queryable } from "./db.js";
+import { type Db, type DbLocation, openDb, type Queryable, type ReadQueryable } from "./db.js";
 import { EventBus } from "./event-bus.js";
 import { migrate } from "./migrate.js";
 
@@ -26,8 +26,11 @@ export class Store {
     return new Store(db);
   }
 
-  /** For reads outside a transaction. */
-  get read(): Queryable {
+  /**
+   * For reads outside a transaction. Typed read-only: store functions that write take a
+   * `Queryable`, which this is not, so a write must go through `write` (or `db`).
+   */
+  get read(): ReadQueryable {
     return this.db;
   }
 
