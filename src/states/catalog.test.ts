@@ -3,7 +3,9 @@ import { describe, expect, it } from "vitest";
 import { isNovaError } from "../lib/errors.js";
 import { defineStateMachine } from "../lib/state-machine.js";
 import { STATE_MACHINES } from "./catalog.js";
+import { MIGRATION } from "./migration.js";
 import { renderStatesDoc } from "./states-doc.js";
+import { ALLOWED_ACTIONS, VM } from "./vm.js";
 
 describe("state machine catalog", () => {
   it("is documented in docs/states.md exactly as the definitions say (npm run docs:states)", async () => {
@@ -69,5 +71,39 @@ describe("defineStateMachine", () => {
     expect(() =>
       defineStateMachine({ ...ok, transitions: { open: ["shut"], shut: ["open"], gone: [] } }),
     ).toThrow(/open cannot reach a final state/);
+  });
+});
+
+/** The first column (states) and the rows of the first table in `doc` whose header starts with `header`. */
+async function docTable(doc: string, header: string): Promise<Map<string, string[]>> {
+  const text = await readFile(new URL(`../../docs/${doc}`, import.meta.url), "utf8");
+  const lines = text.split("\n");
+  const start = lines.findIndex((l) => l.startsWith(`| ${header} |`));
+  expect(start, `${doc} has a table headed "${header}"`).toBeGreaterThanOrEqual(0);
+  const rows = new Map<string, string[]>();
+  for (const line of lines.slice(start + 2)) {
+    if (!line.startsWith("|")) break;
+    const cells = line
+      .split("|")
+      .slice(1, -1)
+      .map((c) => c.trim());
+    for (const state of (cells[0] ?? "").split("/")) rows.set(state.trim().replace(/`/g, ""), cells);
+  }
+  return rows;
+}
+
+describe("hand-written state tables in the docs", () => {
+  it("docs/vm-lifecycle.md lists every VM state with the actions it allows", async () => {
+    const rows = await docTable("vm-lifecycle.md", "state");
+    expect([...rows.keys()].sort()).toEqual([...VM.list].sort());
+    for (const s of VM.list) {
+      const allowed = (rows.get(s)?.[2] ?? "").replace(/\(.*\)/, "").trim();
+      expect(allowed === "—" ? [] : allowed.split(/,\s*/), s).toEqual([...ALLOWED_ACTIONS[s]]);
+    }
+  });
+
+  it("docs/migration.md describes every migration state", async () => {
+    const rows = await docTable("migration.md", "migration state");
+    expect([...rows.keys()].sort()).toEqual([...MIGRATION.list].sort());
   });
 });
