@@ -69,6 +69,54 @@ function table(cases: Case[]): void {
   });
 }
 
+/**
+ * The cases every phase in which the source works (mirroring, copying memory) answers the
+ * same way: a poll when nothing is known, a rollback on shutdown, cancel, deadline, a lost
+ * source QEMU or a source unreachable past the grace, a wait within the grace.
+ */
+function whileSourceWorks(r: PlanRecord, o: (over: Partial<Observations>) => Observations): Case[] {
+  return [
+    ["nothing known yet: polls", r, o({}), { kind: "poll" }],
+    [
+      "server shutting down: rolled back",
+      r,
+      o({ shuttingDown: true }),
+      failed("the server is shutting down"),
+    ],
+    ["cancel requested: rolled back as cancelled", r, o({ cancelRequested: true }), cancelled],
+    [
+      "deadline passed: rolled back with the timeout advice",
+      r,
+      o({ deadline: { passed: true, timeoutSeconds: 600 } }),
+      timedOut,
+    ],
+    [
+      "source unreachable within the grace (60 s): waits a poll interval",
+      r,
+      o({ source: unreachable(60_000) }),
+      { kind: "wait", ms: 200 },
+    ],
+    [
+      "source unreachable briefly: waits a poll interval",
+      r,
+      o({ source: unreachable(10) }),
+      { kind: "wait", ms: 200 },
+    ],
+    [
+      "source unreachable past the grace: rolled back",
+      r,
+      o({ source: unreachable(60_001) }),
+      failed("source host src unreachable for 60 s"),
+    ],
+    [
+      "source QEMU gone: rolled back",
+      r,
+      o({ source: status({ vmStatus: "absent" }) }),
+      failed("the source QEMU on src is gone"),
+    ],
+  ];
+}
+
 describe("migration plan: a run picks up a record", () => {
   const o = obs({ step: "picked-up" });
   table([
@@ -190,38 +238,7 @@ describe("migration plan: mirroring the disk", () => {
   const r = rec("transferring");
   const o = (over: Partial<Observations>) => obs({ step: "mirroring", baseImageCopied: true, ...over });
   table([
-    ["nothing known yet: polls", r, o({}), { kind: "poll" }],
-    [
-      "server shutting down: rolled back",
-      r,
-      o({ shuttingDown: true }),
-      failed("the server is shutting down"),
-    ],
-    ["cancel requested: rolled back as cancelled", r, o({ cancelRequested: true }), cancelled],
-    [
-      "deadline passed: rolled back with the timeout advice",
-      r,
-      o({ deadline: { passed: true, timeoutSeconds: 600 } }),
-      timedOut,
-    ],
-    [
-      "source unreachable within the grace: waits a poll interval",
-      r,
-      o({ source: unreachable(60_000) }),
-      { kind: "wait", ms: 200 },
-    ],
-    [
-      "source unreachable past the grace: rolled back",
-      r,
-      o({ source: unreachable(60_001) }),
-      failed("source host src unreachable for 60 s"),
-    ],
-    [
-      "source QEMU gone: rolled back",
-      r,
-      o({ source: status({ vmStatus: "absent" }) }),
-      failed("the source QEMU on src is gone"),
-    ],
+    ...whileSourceWorks(r, o),
     [
       "mirror error: rolled back",
       r,
@@ -279,38 +296,7 @@ describe("migration plan: copying memory", () => {
       obs({ step: "mirror-synced", postcopy: pc }),
       { kind: "start-memory", autoSwitchover: false, next: "copying-memory" },
     ],
-    ["nothing known yet: polls", r, o({}), { kind: "poll" }],
-    [
-      "server shutting down: rolled back",
-      r,
-      o({ shuttingDown: true }),
-      failed("the server is shutting down"),
-    ],
-    ["cancel requested: rolled back as cancelled", r, o({ cancelRequested: true }), cancelled],
-    [
-      "deadline passed: rolled back with the timeout advice",
-      r,
-      o({ deadline: { passed: true, timeoutSeconds: 600 } }),
-      timedOut,
-    ],
-    [
-      "source unreachable within the grace: waits",
-      r,
-      o({ source: unreachable(10) }),
-      { kind: "wait", ms: 200 },
-    ],
-    [
-      "source unreachable past the grace: rolled back",
-      r,
-      o({ source: unreachable(90_000) }),
-      failed("source host src unreachable for 60 s"),
-    ],
-    [
-      "source QEMU gone: rolled back",
-      r,
-      o({ source: status({ vmStatus: "absent" }) }),
-      failed("the source QEMU on src is gone"),
-    ],
+    ...whileSourceWorks(r, o),
     [
       "mirror broke: rolled back",
       r,
