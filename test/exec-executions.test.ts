@@ -86,7 +86,7 @@ class Automation {
 
 describe.each(ENGINES.map((e, i) => ({ ...e, port: 17960 + i })))(
   "executions on $engine",
-  ({ create, port }) => {
+  ({ engine, create, port }) => {
     let tdb: TestDatabase;
     let store: Store;
     let wake: WakeChannel;
@@ -332,6 +332,50 @@ describe.each(ENGINES.map((e, i) => ({ ...e, port: 17960 + i })))(
       expect((await settled(e.id, ["completed", "partial"])).state).toBe("completed");
       expect(web.count("/first")).toBe(1); // the completed step did not run again
     });
+
+    // PGlite runs one transaction at a time, so only PostgreSQL can interleave the two.
+    it.skipIf(engine === "pglite")(
+      "a retry racing an attempt's last fenced write waits for it instead of deadlocking",
+      async () => {
+        web.status.set("/bad-once", [400]);
+        const e = await submit(plan([{ kind: "http", url: `${web.url}/bad-once` }]));
+        const out = await settled(e.id, ["partial", "failed", "completed"]);
+        expect(out.state).toBe("failed");
+        const jobId = out.jobId as number;
+        // A fenced write as the runner makes it: the job's row first, then the execution's.
+        let release!: () => void;
+        const gate = new Promise<void>((r) => {
+          release = r;
+        });
+        let jobLocked!: () => void;
+        const locked = new Promise<void>((r) => {
+          jobLocked = r;
+        });
+        const writer = store.write(async (tx) => {
+          await tx.query("SELECT id FROM exec_jobs WHERE id = $1 FOR UPDATE", [jobId]);
+          jobLocked();
+          await gate;
+          await tx.query("SELECT id FROM executions WHERE id = $1 FOR UPDATE", [e.id]);
+        });
+        await locked;
+        const retry = svc.retry(e.id);
+        // The retry has reached the job's row and waits for it (whatever it locked before).
+        await waitFor(
+          async () =>
+            (
+              await store.read.query<{ n: number }>(
+                `SELECT count(*)::int AS n FROM pg_stat_activity
+                 WHERE wait_event_type = 'Lock' AND query LIKE '%FROM exec_jobs WHERE id = $1 FOR UPDATE%'`,
+              )
+            ).rows[0]?.n === 1,
+          { timeoutMs: 5000, what: "the retry to wait for the job's row" },
+        );
+        release();
+        await writer;
+        await retry;
+        expect((await settled(e.id, ["completed", "failed", "partial"])).state).toBe("completed");
+      },
+    );
 
     it("re-checks permissions when it runs: a token revoked after submission runs nothing", async () => {
       const { record } = await createToken(store.db, "short-lived", "admin");

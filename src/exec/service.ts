@@ -36,8 +36,9 @@ import { getHost } from "../cluster/store/hosts.js";
 import type { Store } from "../cluster/store/store.js";
 import { getVm } from "../cluster/store/vms.js";
 import { describeError, NovaError } from "../lib/errors.js";
+import { stateChanged } from "../lib/state-machine.js";
 import { authorize, type Principal } from "../policy/permissions.js";
-import { FINAL_STATES, RETRYABLE_STATES } from "../states/execution.js";
+import { EXECUTION, FINAL_STATES, RETRYABLE_STATES } from "../states/execution.js";
 import type { ExecConfig, SlaClass } from "./config.js";
 import { idempotencyKey } from "./idempotency.js";
 import { CANCEL_CHANNEL, type WakeChannel } from "./notify.js";
@@ -294,7 +295,12 @@ export class ExecutionService {
   /** Retries a failed, partial or timed-out execution from the step it stopped at. */
   async retry(id: string): Promise<ExecutionRecord> {
     await this.store.write(async (tx, emit) => {
+      // Lock the job before the execution: the runner's fenced writes take them in that
+      // order, so a retry racing an attempt's last write waits instead of deadlocking.
+      const seen = await getExecution(tx, id);
+      const job = seen.jobId === null ? undefined : await lockJob(tx, seen.jobId);
       const e = await lockExecution(tx, id);
+      if (e.jobId !== seen.jobId) throw stateChanged(EXECUTION.name, `execution ${id}`, seen.state, "queued");
       if (!RETRYABLE_STATES.includes(e.state)) {
         throw new NovaError(
           "NOVA_ILLEGAL_STATE",
@@ -305,7 +311,6 @@ export class ExecutionService {
       await resetSteps(tx, id, e.currentStep);
       await clearRunLimits(tx, id);
       let jobId = e.jobId;
-      const job = jobId === null ? undefined : await lockJob(tx, jobId);
       if (job?.state === "dead") await requeueDeadJob(tx, job.id);
       else jobId = await this.enqueue(tx, id, e.plan, e.sla);
       emit(
