@@ -1,8 +1,9 @@
 /**
  * Fetches an image blob from another agent (a ticket URL the server obtained) into this
- * host's image store. The download lands in a temporary file, the store imports it (which
- * hashes it), and the result must carry the digest the server asked for: a name or a
- * size is never trusted.
+ * host's image store. The download lands in a temporary file, the store imports it only
+ * if its SHA-256 is the digest the server asked for (a name or a size is never trusted);
+ * a download with any other digest is refused with NOVA_UNPROCESSABLE, and neither the
+ * store nor the temporary directory keeps anything of it.
  */
 import { createWriteStream } from "node:fs";
 import { mkdir, rm } from "node:fs/promises";
@@ -45,16 +46,9 @@ export async function pullBlob(
       Readable.fromWeb(res.body as WebReadableStream<Uint8Array>),
       createWriteStream(tmp, { mode: 0o600 }),
     );
-    const blob = await images.importFile(tmp, req.kind);
-    if (blob.digest !== req.digest) {
-      throw new NovaError(
-        "NOVA_UNPROCESSABLE",
-        `Downloaded blob has digest ${blob.digest}, expected ${req.digest}; refusing it.`,
-        {
-          details: { expected: req.digest, actual: blob.digest },
-        },
-      );
-    }
+    // The store hashes the download and refuses any other digest before writing anything,
+    // so a wrong blob never enters it; the download itself is removed below.
+    const blob = await images.importFile(tmp, req.kind, { expectedDigest: req.digest });
     return blob;
   } finally {
     await rm(tmp, { force: true });

@@ -125,6 +125,17 @@ describe("ImageStore", () => {
     expect(await store.verify(blob.digest)).toBe(false);
   });
 
+  it("refuses content whose digest is not the expected one and stores nothing", async () => {
+    const { file } = await rawFile("pulled", 1024, 6);
+    const expected = sha256(Buffer.alloc(1024, 9));
+    const err = await rejection(store.importFile(file, "kernel", { expectedDigest: expected }));
+    expect(isNovaError(err, "NOVA_UNPROCESSABLE")).toBe(true);
+    expect(err.message).toContain(expected);
+    expect(await store.list()).toEqual([]);
+    const blobs = await readdir(path.join(dir, "store", "blobs")).catch(() => []);
+    expect(blobs).toEqual([]);
+  });
+
   it("rejects malformed digests and reports unknown ones as absent", async () => {
     expect(() => store.pathOf("md5:abc")).toThrow(/Malformed blob digest/);
     const unknown = `sha256:${"0".repeat(64)}`;

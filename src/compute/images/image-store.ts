@@ -99,8 +99,14 @@ export class ImageStore {
    * Imports a file: hashes it, and when the content is new copies it into the store while
    * re-hashing (a source that changes mid-import is refused), fsyncs, validates disk images
    * with qemu-img, and renames into place. Importing known content copies nothing.
+   * With `expectedDigest` (a pulled blob), content with any other digest is refused with
+   * NOVA_UNPROCESSABLE before anything is written to the store.
    */
-  async importFile(srcPath: string, kind: BlobKind): Promise<StoredBlob> {
+  async importFile(
+    srcPath: string,
+    kind: BlobKind,
+    opts: { expectedDigest?: string } = {},
+  ): Promise<StoredBlob> {
     if (!BLOB_KINDS.includes(kind)) {
       throw new NovaError("NOVA_BAD_REQUEST", `Unknown blob kind "${kind}"`, { details: { kind } });
     }
@@ -123,6 +129,13 @@ export class ImageStore {
 
     // Hash first: re-importing known content (the common case) then writes nothing.
     const { digest } = await hashFile(srcPath);
+    if (opts.expectedDigest !== undefined && digest !== opts.expectedDigest) {
+      throw new NovaError(
+        "NOVA_UNPROCESSABLE",
+        `Failed importing ${srcPath}: its digest is ${digest}, expected ${opts.expectedDigest}; nothing was stored`,
+        { details: { path: srcPath, expected: opts.expectedDigest, actual: digest } },
+      );
+    }
     const known = await this.readMeta(digest);
     if (known && (await exists(this.pathOf(digest)))) {
       if (known.kind !== kind) {
@@ -142,6 +155,7 @@ export class ImageStore {
     revert.add(() => rm(tmp, { force: true }));
     try {
       const copied = await this.copyHashing(srcPath, tmp);
+      // Also covers a source that changed after hashing into the expected digest.
       if (copied.digest !== digest) {
         throw new NovaError(
           "NOVA_CONFLICT",
