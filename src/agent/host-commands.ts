@@ -47,8 +47,17 @@ export async function loadAllowlist(file: string): Promise<Record<string, Allowe
     );
   }
   const commands = parsed.commands ?? {};
+  if (typeof commands !== "object" || commands === null || Array.isArray(commands)) {
+    throw new NovaError("NOVA_CONFIG", `Host command allowlist ${file} needs "commands" to be an object`);
+  }
   for (const [name, c] of Object.entries(commands)) {
-    if (!Array.isArray(c.argv) || c.argv.length === 0 || !c.argv.every((a) => typeof a === "string")) {
+    if (
+      typeof c !== "object" ||
+      c === null ||
+      !Array.isArray(c.argv) ||
+      c.argv.length === 0 ||
+      !c.argv.every((a) => typeof a === "string")
+    ) {
       throw new NovaError(
         "NOVA_CONFIG",
         `Host command ${name} in ${file} needs a non-empty "argv" list of strings`,
@@ -65,7 +74,10 @@ export async function runAllowedCommand(
   args: string[],
   signal: AbortSignal,
 ): Promise<AgentCommandResult> {
-  const allowed = (await loadAllowlist(file))[name];
+  // Own entries only: a name such as `constructor` or `__proto__` must not reach
+  // Object.prototype (it would "allow" a function and fail with a 500).
+  const commands = await loadAllowlist(file);
+  const allowed = Object.hasOwn(commands, name) ? commands[name] : undefined;
   if (!allowed) {
     throw new NovaError(
       "NOVA_COMMAND_NOT_ALLOWED",
