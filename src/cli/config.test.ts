@@ -1,4 +1,4 @@
-import { mkdtemp, rm, stat } from "node:fs/promises";
+import { lstat, mkdtemp, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readConfigFile, resolveConfig, writeConfigFile } from "./config.js";
 
@@ -24,6 +24,27 @@ describe("CLI config", () => {
     expect((await stat(env.NOVACRON_CONFIG!)).mode & 0o777).toBe(0o600);
     expect(await readConfigFile(env.NOVACRON_CONFIG)).toMatchObject({ token: "file-token" });
     expect(await resolveConfig({}, env)).toEqual({ server: "http://127.0.0.1:7700", token: "file-token" });
+  });
+
+  it("ends with mode 0600 even over a stale world-readable .tmp file", async () => {
+    const file = env.NOVACRON_CONFIG!;
+    await writeFile(`${file}.tmp`, "stale", { mode: 0o644 });
+    await writeConfigFile({ server: "http://127.0.0.1:7700", token: "stale-tmp-token" }, file);
+    expect((await stat(file)).mode & 0o777).toBe(0o600);
+    expect(await readConfigFile(file)).toMatchObject({ token: "stale-tmp-token" });
+    await expect(lstat(`${file}.tmp`)).rejects.toMatchObject({ code: "ENOENT" });
+  });
+
+  it("does not write through a stale .tmp symlink", async () => {
+    const file = env.NOVACRON_CONFIG!;
+    const victim = `${dir}/victim`;
+    await writeFile(victim, "untouched", { mode: 0o644 });
+    await symlink(victim, `${file}.tmp`);
+    await writeConfigFile({ server: "http://127.0.0.1:7700", token: "symlink-token" }, file);
+    expect(await readFile(victim, "utf8")).toBe("untouched");
+    expect((await lstat(file)).isFile()).toBe(true);
+    expect((await stat(file)).mode & 0o777).toBe(0o600);
+    expect(await readConfigFile(file)).toMatchObject({ token: "symlink-token" });
   });
 
   it("prefers flags over environment over the file", async () => {

@@ -3,7 +3,7 @@
  * (NOVACRON_SERVER, NOVACRON_TOKEN), then the config file written by `novacron login`
  * ($NOVACRON_CONFIG or ~/.config/novacron/config.json, mode 0600).
  */
-import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { chmod, mkdir, open, readFile, rename, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { NovaError } from "../lib/errors.js";
@@ -41,11 +41,29 @@ export async function readConfigFile(file = configPath()): Promise<Partial<CliCo
   }
 }
 
-/** Writes the config file atomically with mode 0600. */
+/**
+ * Writes the config file atomically with mode 0600. A stale `<file>.tmp` (left by an
+ * interrupted write, possibly with a wider mode, or a symlink) is removed first and the
+ * temp file is created afresh and exclusively, then chmod-ed to 0600 whatever the umask,
+ * so the token never lands in a file others can read.
+ */
 export async function writeConfigFile(config: CliConfig, file = configPath()): Promise<void> {
   await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
-  await writeFile(`${file}.tmp`, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
-  await rename(`${file}.tmp`, file);
+  const tmp = `${file}.tmp`;
+  await rm(tmp, { force: true });
+  const fh = await open(tmp, "wx", 0o600);
+  try {
+    await fh.chmod(0o600);
+    await fh.writeFile(`${JSON.stringify(config, null, 2)}\n`);
+    await fh.sync();
+  } catch (err) {
+    await fh.close();
+    await rm(tmp, { force: true });
+    throw err;
+  }
+  await fh.close();
+  await rename(tmp, file);
+  await chmod(file, 0o600);
 }
 
 /** Resolves server and token: flags over environment over config file. */
