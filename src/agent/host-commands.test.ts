@@ -1,6 +1,7 @@
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { Masker, TRUNCATED } from "../exec/masker.js";
 import { isNovaError } from "../lib/errors.js";
 import { runAllowedCommand } from "./host-commands.js";
 
@@ -39,5 +40,14 @@ describe("runAllowedCommand", () => {
     await writeFile(file, JSON.stringify({ commands: [{ argv: ["/bin/true"] }] }));
     const err = await runAllowedCommand(file, "0", [], new AbortController().signal).catch((e: unknown) => e);
     expect(isNovaError(err, "NOVA_CONFIG")).toBe(true);
+  });
+
+  it("marks output cut at its limit, so the server's masker hides a secret cut there", async () => {
+    const secret = "hunter2-Sup3r$ecret!";
+    const script = `process.stdout.write("x".repeat(256 * 1024 - 5) + ${JSON.stringify(secret)})`;
+    await writeFile(file, JSON.stringify({ commands: { big: { argv: [process.execPath, "-e", script] } } }));
+    const out = await runAllowedCommand(file, "big", [], new AbortController().signal);
+    expect(out.stdout.endsWith(`hunte${TRUNCATED}`)).toBe(true);
+    expect(new Masker([secret]).mask(out.stdout)).not.toContain("hunte");
   });
 });

@@ -12,6 +12,7 @@
 import { spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import type { AgentCommandResult } from "../api/types/executions.js";
+import { truncate } from "../exec/masker.js";
 import { describeError, NovaError } from "../lib/errors.js";
 
 /** One allowlisted command. */
@@ -122,8 +123,10 @@ export async function runAllowedCommand(
       resolve({
         exitCode: code ?? -1,
         signal: sig,
-        stdout: stdout.slice(0, OUTPUT_LIMIT),
-        stderr: stderr.slice(0, OUTPUT_LIMIT),
+        // Marked cuts: the server's masker hides a secret cut at the limit (this agent
+        // does not know the execution's secrets).
+        stdout: truncate(stdout, OUTPUT_LIMIT),
+        stderr: truncate(stderr, OUTPUT_LIMIT),
         durationMs: Date.now() - started,
       });
     });

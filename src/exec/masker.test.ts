@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { maskBatch } from "./exec-log.js";
-import { MASK, Masker } from "./masker.js";
+import { MASK, Masker, TRUNCATED, truncate } from "./masker.js";
 
 const SECRET = "hunter2-Sup3r$ecret!";
 
@@ -84,5 +84,26 @@ describe("the log masker", () => {
     const { lines: out, consumed } = maskBatch(m, lines, false);
     expect(out.map((l) => l.message).join("\n")).not.toMatch(/hunter2|ecret!/);
     expect(consumed).toBe(3);
+  });
+
+  it("masks before truncating: a secret cut at the limit leaks no prefix", () => {
+    const text = `token is ${SECRET} and more`;
+    for (let cut = "token is ".length + 1; cut < "token is ".length + SECRET.length; cut++) {
+      const out = m.maskTruncated(text, cut);
+      expect(out, `cut at ${cut}`).not.toContain("hu");
+      expect(out.length).toBeLessThanOrEqual(cut + TRUNCATED.length);
+    }
+  });
+
+  it("hides a secret's prefix right before a truncation mark made without the masker", () => {
+    const text = `token is ${SECRET} and more`;
+    for (let keep = 1; keep < SECRET.length; keep++) {
+      const out = m.mask(truncate(text, "token is ".length + keep));
+      expect(out, `keeping ${keep} characters`).toBe(`token is ${MASK}${TRUNCATED}`);
+    }
+    const b64 = Buffer.from(SECRET).toString("base64");
+    expect(m.mask(truncate(`auth ${b64}`, "auth ".length + 10))).toBe(`auth ${MASK}${TRUNCATED}`);
+    // Ordinary text before a mark stays.
+    expect(m.mask(truncate("plain words here", 11))).toBe(`plain words${TRUNCATED}`);
   });
 });

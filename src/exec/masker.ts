@@ -5,6 +5,12 @@
  * e.g. inside a Basic auth header), URL-encoded, hex-encoded or JSON-escaped — and
  * anything that looks like a credential (bearer tokens, NovaCron tokens, password=…,
  * private keys, JWTs, passwords in URLs) even when it was never registered.
+ *
+ * Text that is shortened before it reaches the masker (an HTTP step's response body, a
+ * host command's output cut by the agent, which knows no secrets) must be cut with
+ * `truncate`, which marks the cut: the masker then also hides a secret's prefix right
+ * before the mark, so a secret cut at the limit does not leak its beginning. Where the
+ * masker is at hand, `maskTruncated` masks the whole text first and then cuts it.
  */
 
 /** What replaces a masked value. */
@@ -27,6 +33,23 @@ const PATTERNS: RegExp[] = [
   // user:password@ in URLs.
   /(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/@]+:)([^\s@/]+)(@)/gi,
 ];
+
+/** Marks where `truncate` cut a text; the masker hides a secret's prefix right before it. */
+export const TRUNCATED = "…[truncated]";
+
+/** Cuts `text` to `limit` characters, marking the cut (see TRUNCATED). */
+export function truncate(text: string, limit: number): string {
+  return text.length <= limit ? text : `${text.slice(0, limit)}${TRUNCATED}`;
+}
+
+/** A pattern matching every prefix of `literal` at least `min` characters long. */
+function prefixPattern(literal: string, min: number): string {
+  const chars = [...literal].map(escapeRegExp);
+  if (chars.length < min) return "";
+  let tail = "";
+  for (let i = chars.length - 1; i >= min; i--) tail = `(?:${chars[i]}${tail})?`;
+  return `${chars.slice(0, min).join("")}${tail}`;
+}
 
 function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
@@ -51,6 +74,7 @@ function base64Fragments(value: Buffer, urlSafe: boolean): string[] {
 export class Masker {
   private readonly values = new Set<string>();
   private compiled: RegExp | undefined;
+  private compiledCut: RegExp | undefined;
 
   constructor(secrets: Iterable<string> = []) {
     for (const s of secrets) this.add(s);
@@ -61,6 +85,7 @@ export class Masker {
     if (value.length < MIN_SECRET_LENGTH || this.values.has(value)) return;
     this.values.add(value);
     this.compiled = undefined;
+    this.compiledCut = undefined;
   }
 
   /** How many secret values it knows. */
@@ -93,11 +118,46 @@ export class Masker {
     return this.compiled;
   }
 
+  /** Any prefix of a secret (or of its encodings) right before a TRUNCATED mark. */
+  private cutRegex(): RegExp | undefined {
+    if (this.values.size === 0) return undefined;
+    if (this.compiledCut) return this.compiledCut;
+    const prefixes = new Set<string>();
+    for (const v of this.values) {
+      // Even one leaked character of the value itself is too many; the encodings'
+      // first characters are too common to mask alone.
+      prefixes.add(prefixPattern(v, 1));
+      const buf = Buffer.from(v, "utf8");
+      for (const enc of [
+        encodeURIComponent(v),
+        JSON.stringify(v).slice(1, -1),
+        buf.toString("hex"),
+        ...base64Fragments(buf, false),
+        ...base64Fragments(buf, true),
+      ]) {
+        if (enc !== v) prefixes.add(prefixPattern(enc, 3));
+      }
+    }
+    prefixes.delete("");
+    const sorted = [...prefixes].sort((a, b) => b.length - a.length);
+    this.compiledCut = new RegExp(`(?:${sorted.join("|")})(?=${escapeRegExp(TRUNCATED)})`, "gi");
+    return this.compiledCut;
+  }
+
+  /** Masks `text` whole, then cuts it to `limit` characters (marking the cut). */
+  maskTruncated(text: string, limit: number): string {
+    return truncate(this.mask(text), limit);
+  }
+
   /** Masks one string (a log line, a body, a message). */
   mask(text: string): string {
     let out = text;
     const re = this.regex();
     if (re) out = out.replace(re, MASK);
+    if (out.includes(TRUNCATED)) {
+      const cut = this.cutRegex();
+      if (cut) out = out.replace(cut, MASK);
+    }
     for (const p of PATTERNS) {
       out = out.replace(p, (match, ...groups: unknown[]) => {
         // Patterns with a key/prefix group keep it: "password=***", "https://u:***@".

@@ -2,11 +2,13 @@
  * The `http` step: calls an external automation service. Network errors, 429 and 5xx
  * are retried inside the step with exponential backoff and jitter; any other status not
  * in `expectStatus` (default 2xx) fails the step without retry. The response body is kept
- * (truncated) in the result, masked like everything else.
+ * (truncated) in the result, masked like everything else. The step has no masker, so every
+ * cut goes through `truncate`, whose mark lets the masker hide a secret cut at the limit.
  */
 import type { PlanStep } from "../../api/types/executions.js";
 import { describeError, NovaError } from "../../lib/errors.js";
 import { backoffMs } from "../config.js";
+import { truncate } from "../masker.js";
 import { type StepKind, sleep } from "./step.js";
 
 type HttpStep = Extract<PlanStep, { kind: "http" }>;
@@ -50,7 +52,7 @@ export const httpStep: StepKind<HttpStep> = {
         lastProblem = describeError(err);
         continue;
       }
-      const text = (await res.text().catch(() => "")).slice(0, BODY_LIMIT);
+      const text = truncate(await res.text().catch(() => ""), BODY_LIMIT);
       ctx.log(`${method} ${step.url} → ${res.status}`);
       if (expected(res.status)) return { status: res.status, body: text };
       if (res.status === 429 || res.status >= 500) {
@@ -59,8 +61,8 @@ export const httpStep: StepKind<HttpStep> = {
       }
       throw new NovaError(
         "NOVA_EXEC_STEP_FAILED",
-        `${method} ${step.url} answered ${res.status}, expected ${step.expectStatus?.join(", ") ?? "2xx"}: ${text.slice(0, 300)}`,
-        { details: { status: res.status, body: text.slice(0, 1000) } },
+        `${method} ${step.url} answered ${res.status}, expected ${step.expectStatus?.join(", ") ?? "2xx"}: ${truncate(text, 300)}`,
+        { details: { status: res.status, body: truncate(text, 1000) } },
       );
     }
     throw new NovaError(
