@@ -3,6 +3,7 @@
  * OpenAPI at /v1/openapi.json), auth on every /v1 route, one error shape, /healthz,
  * /metrics, and the resource routes.
  */
+import { AjvCompiler, type ValidatorFactory } from "@fastify/ajv-compiler";
 import swagger from "@fastify/swagger";
 import type { TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from "fastify";
@@ -13,7 +14,13 @@ import type { Store } from "../cluster/store/store.js";
 import type { VmService } from "../cluster/vm-service.js";
 import type { ExecSystem } from "../exec/system.js";
 import { NovaError } from "../lib/errors.js";
-import { installErrorHandlers } from "../lib/http-errors.js";
+import {
+  BODY_LIMIT_BYTES,
+  frameworkErrors,
+  installErrorHandlers,
+  MAX_PARAM_LENGTH,
+  rejectNulBytes,
+} from "../lib/http-errors.js";
 import type { MigrationService } from "../migration/migration-service.js";
 import type { ServerMetrics } from "../observability/metrics.js";
 import { VERSION } from "../version.js";
@@ -42,17 +49,49 @@ export interface AppDeps {
   exec?: ExecSystem;
 }
 
+/**
+ * Fastify's validator factory with two Ajv instances: path parameters and querystrings are
+ * coerced from their strings (`?limit=10` is a number), request bodies are not — JSON has
+ * types, and `"name": 12345` is a wrong one, not a name.
+ */
+const buildValidator = ((externalSchemas: Record<string, unknown>, options: ValidatorOptions = {}) => {
+  const factory = AjvCompiler() as unknown as (
+    schemas: Record<string, unknown>,
+    opts: ValidatorOptions,
+  ) => Compile;
+  const coercing = factory(externalSchemas, options);
+  const strict = factory(externalSchemas, {
+    ...options,
+    customOptions: { ...options.customOptions, coerceTypes: false },
+  });
+  return (route: { httpPart?: string }) => (route.httpPart === "body" ? strict(route) : coercing(route));
+}) as unknown as ValidatorFactory;
+type ValidatorOptions = { customOptions?: Record<string, unknown> } & Record<string, unknown>;
+type Compile = (route: { httpPart?: string }) => unknown;
+
 /** Builds (but does not start) the API server. */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const app = Fastify({
     // pino 10's Logger type is newer than the one Fastify's types name; same runtime API.
     loggerInstance: deps.logger as unknown as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
-    bodyLimit: 1 << 20,
+    bodyLimit: BODY_LIMIT_BYTES,
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+    frameworkErrors,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: "array", useDefaults: true } },
+    schemaController: { compilersFactory: { buildValidator } },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   installErrorHandlers(app);
+  app.addHook("preValidation", rejectNulBytes);
+  // An empty body with Content-Type: application/json is no body (routes whose body is
+  // optional accept it; the others say the body must be an object), not a parse error.
+  const parseJson = app.getDefaultJsonParser("error", "error");
+  app.removeContentTypeParser("application/json");
+  app.addContentTypeParser("application/json", { parseAs: "string" }, (req, body, done) => {
+    if (body === "") done(null, undefined);
+    else parseJson(req, body.toString(), done);
+  });
 
   app.addHook("onResponse", async (req, reply) => {
     const route = req.routeOptions.url ?? "unmatched";

@@ -23,6 +23,17 @@ export const ERROR_CODES = {
     retryable: false,
     description: "No bearer token, or the token is unknown.",
   },
+  NOVA_PAYLOAD_TOO_LARGE: {
+    status: 413,
+    retryable: false,
+    description:
+      "The request body is larger than the API accepts (1 MiB); details.limitBytes gives the limit.",
+  },
+  NOVA_URI_TOO_LONG: {
+    status: 414,
+    retryable: false,
+    description: "A path parameter (an id or name) is longer than the API accepts (128 characters).",
+  },
   NOVA_FORBIDDEN: {
     status: 403,
     retryable: false,

@@ -129,6 +129,10 @@ export const executionRoutes: FastifyPluginAsyncTypebox<ExecRouteDeps> = async (
       body: Type.Optional(ExecutionDecision),
       response: { 200: Execution },
     },
+    // The body is optional (docs/api.md): a POST without one validates as `{}`.
+    preValidation: async (req: { body: unknown }) => {
+      req.body ??= {};
+    },
     preHandler: guard(
       action === "approve" || action === "reject" ? "executions:approve" : "executions:write",
     ),
