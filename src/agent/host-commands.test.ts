@@ -47,7 +47,7 @@ describe("runAllowedCommand", () => {
     const script = `process.stdout.write("x".repeat(256 * 1024 - 5) + ${JSON.stringify(secret)})`;
     await writeFile(file, JSON.stringify({ commands: { big: { argv: [process.execPath, "-e", script] } } }));
     const out = await runAllowedCommand(file, "big", [], new AbortController().signal);
-    expect(out.stdout.endsWith(`hunte${TRUNCATED}`)).toBe(true);
+    expect(out.stdout.slice(-40)).toBe(`${"x".repeat(23)}hunte${TRUNCATED}`.slice(-40));
     expect(new Masker([secret]).mask(out.stdout)).not.toContain("hunte");
   });
 });

@@ -110,10 +110,12 @@ export async function runAllowedCommand(
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (c: Buffer) => {
-      if (stdout.length < OUTPUT_LIMIT) stdout += c.toString();
+      // Kept while not over the limit, so output beyond it always leaves the text longer
+      // than the limit and `truncate` marks the cut.
+      if (stdout.length <= OUTPUT_LIMIT) stdout += c.toString();
     });
     child.stderr.on("data", (c: Buffer) => {
-      if (stderr.length < OUTPUT_LIMIT) stderr += c.toString();
+      if (stderr.length <= OUTPUT_LIMIT) stderr += c.toString();
     });
     child.on("error", (err) => {
       if ((err as NodeJS.ErrnoException).code === "ABORT_ERR") return; // reported by 'close'
