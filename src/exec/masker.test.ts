@@ -106,4 +106,16 @@ describe("the log masker", () => {
     // Ordinary text before a mark stays.
     expect(m.mask(truncate("plain words here", 11))).toBe(`plain words${TRUNCATED}`);
   });
+
+  it("hides trivially transformed copies: spaced, dashed, reversed, split into quoted parts", () => {
+    const spaced = [...SECRET].join(" ");
+    expect(m.mask(`x ${spaced} y`)).toBe(`x ${MASK} y`);
+    expect(m.mask(`x ${[...SECRET].join("-")} y`)).toBe(`x ${MASK} y`);
+    const reversed = [...SECRET].reverse().join("");
+    expect(m.mask(`x ${reversed} y`)).toBe(`x ${MASK} y`);
+    expect(m.mask(`x "hunter2-Su" + "p3r$ecret!" y`)).not.toMatch(/hunter2|ecret!/);
+    expect(m.mask("hunter2- Sup3r $ecret!")).toBe(MASK);
+    // Text that merely shares the secret's characters stays.
+    expect(m.mask("hunter2 was here; Sup3r results")).toBe("hunter2 was here; Sup3r results");
+  });
 });

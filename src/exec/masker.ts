@@ -1,7 +1,8 @@
 /**
  * Log masking: every execution log line, step result, error and event passes through a
  * Masker before it is stored or sent. It hides the values of the secrets an execution
- * resolved — also when they are split across lines, base64-encoded (at any alignment,
+ * resolved — also when they are split across lines, spaced out, split into quoted parts or
+ * reversed, base64-encoded (at any alignment,
  * e.g. inside a Basic auth header), URL-encoded, hex-encoded or JSON-escaped — and
  * anything that looks like a credential (bearer tokens, NovaCron tokens, password=…,
  * private keys, JWTs, passwords in URLs) even when it was never registered.
@@ -20,6 +21,9 @@ export const MASK = "***";
 const MIN_SECRET_LENGTH = 4;
 // Encoded fragments shorter than this are too likely to occur by chance.
 const MIN_FRAGMENT = 6;
+// What may stand between two characters of a secret that is still the secret: line
+// breaks, spaces, and the joiners of a spaced-out or concatenated copy.
+const SEPARATORS = "[\\s\"'`+,|._:-]{0,5}";
 
 const PATTERNS: RegExp[] = [
   /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|$)/g,
@@ -98,9 +102,12 @@ export class Masker {
     if (this.compiled) return this.compiled;
     const alternatives = new Set<string>();
     for (const v of this.values) {
-      // The value with an optional line break between any two characters: catches a
-      // secret wrapped or split across log lines.
-      alternatives.add([...v].map(escapeRegExp).join("(?:\\r?\\n)?"));
+      // The value, and the value reversed, with a few separators allowed between any two
+      // characters: catches a secret wrapped or split across log lines, spaced out
+      // ("h u n t"), dashed, or split into quoted parts ("hun" + "ter").
+      const chars = [...v].map(escapeRegExp);
+      alternatives.add(chars.join(SEPARATORS));
+      if (v.length >= MIN_FRAGMENT) alternatives.add([...chars].reverse().join(SEPARATORS));
       const buf = Buffer.from(v, "utf8");
       for (const enc of [
         encodeURIComponent(v),
