@@ -1,8 +1,9 @@
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { Masker, TRUNCATED } from "../exec/masker.js";
+import { Masker } from "../exec/masker.js";
 import { isNovaError } from "../lib/errors.js";
+import { TRUNCATED } from "../lib/truncate.js";
 import { runAllowedCommand } from "./host-commands.js";
 
 let dir: string;

@@ -12,8 +12,8 @@
 import { spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import type { AgentCommandResult } from "../api/types/executions.js";
-import { truncate } from "../exec/masker.js";
 import { describeError, NovaError } from "../lib/errors.js";
+import { truncate } from "../lib/truncate.js";
 
 /** One allowlisted command. */
 export interface AllowedCommand {

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
+import { TRUNCATED, truncate } from "../lib/truncate.js";
 import { maskBatch } from "./exec-log.js";
-import { MASK, Masker, TRUNCATED, truncate } from "./masker.js";
+import { MASK, Masker } from "./masker.js";
 
 const SECRET = "hunter2-Sup3r$ecret!";
 

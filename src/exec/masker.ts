@@ -9,10 +9,11 @@
  *
  * Text that is shortened before it reaches the masker (an HTTP step's response body, a
  * host command's output cut by the agent, which knows no secrets) must be cut with
- * `truncate`, which marks the cut: the masker then also hides a secret's prefix right
+ * `truncate` (lib/truncate.ts), which marks the cut: the masker then also hides a secret's prefix right
  * before the mark, so a secret cut at the limit does not leak its beginning. Where the
  * masker is at hand, `maskTruncated` masks the whole text first and then cuts it.
  */
+import { TRUNCATED, truncate } from "../lib/truncate.js";
 
 /** What replaces a masked value. */
 export const MASK = "***";
@@ -37,14 +38,6 @@ const PATTERNS: RegExp[] = [
   // user:password@ in URLs.
   /(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/@]+:)([^\s@/]+)(@)/gi,
 ];
-
-/** Marks where `truncate` cut a text; the masker hides a secret's prefix right before it. */
-export const TRUNCATED = "…[truncated]";
-
-/** Cuts `text` to `limit` characters, marking the cut (see TRUNCATED). */
-export function truncate(text: string, limit: number): string {
-  return text.length <= limit ? text : `${text.slice(0, limit)}${TRUNCATED}`;
-}
 
 /** A pattern matching every prefix of `literal` at least `min` characters long. */
 function prefixPattern(literal: string, min: number): string {

@@ -7,8 +7,8 @@
  */
 import type { PlanStep } from "../../api/types/executions.js";
 import { describeError, NovaError } from "../../lib/errors.js";
+import { truncate } from "../../lib/truncate.js";
 import { backoffMs } from "../config.js";
-import { truncate } from "../masker.js";
 import { type StepKind, sleep } from "./step.js";
 
 type HttpStep = Extract<PlanStep, { kind: "http" }>;
