@@ -1,8 +1,6 @@
 // The migrations table on PostgreSQL and PGlite: which migrations the scheduler sees as
 // active, and a state change as a compare-and-set that refuses a row moved first.
 import { describe, expect, it } from "vitest";
-import { upsertHost } from "../src/cluster/store/hosts.js";
-import { getImage, insertImage } from "../src/cluster/store/images.js";
 import {
   getMigration,
   insertMigration,
@@ -10,17 +8,8 @@ import {
   transitionMigration,
 } from "../src/cluster/store/migrations.js";
 import type { Store } from "../src/cluster/store/store.js";
-import { insertVm } from "../src/cluster/store/vms.js";
 import { ENGINES, storePerSuite } from "./helpers/databases.js";
-
-const capacity = {
-  accel: "tcg" as const,
-  accelReason: "test",
-  vcpus: 2,
-  memoryMiB: 4096,
-  diskTotalBytes: 1e10,
-  diskFreeBytes: 5e9,
-};
+import { addHost, addImage, addVm } from "./helpers/store-fixtures.js";
 
 describe.each(ENGINES)("migrations table on $engine", ({ create }) => {
   let store!: Store;
@@ -29,42 +18,14 @@ describe.each(ENGINES)("migrations table on $engine", ({ create }) => {
   });
 
   async function migrationOfNewVm(name: string): Promise<string> {
-    const host = (h: string) =>
-      upsertHost(store.db, {
-        name: `${name}-${h}`,
-        agentUrl: "http://127.0.0.1:1",
-        agentToken: `${name}-${h}`,
-        agentVersion: "0",
-        capacity,
-      });
-    const a = await host("a");
-    const b = await host("b");
-    await insertImage(store.db, {
-      name: `${name}-img`,
-      diskDigest: "sha256:d",
-      diskFormat: "qcow2",
-      diskVirtualBytes: 1 << 26,
-      kernelDigest: null,
-      initrdDigest: null,
-      cmdline: "",
-      minMemoryMiB: 64,
-    });
-    const image = await getImage(store.db, `${name}-img`);
-    const vm = await insertVm(store.db, {
-      name,
-      imageId: image.id,
-      vcpus: 1,
-      memoryMiB: 64,
-      kernelArgs: "",
-      desiredState: "running",
-      hostId: a.id,
-      state: "scheduled",
-    });
+    const a = await addHost(store.db, `${name}-a`);
+    const b = await addHost(store.db, `${name}-b`);
+    const vmId = await addVm(store.db, name, await addImage(store.db, `${name}-img`), a);
     const { id } = await insertMigration(store.db, {
-      vmId: vm.id,
+      vmId,
       vmName: name,
-      sourceHostId: a.id,
-      targetHostId: b.id,
+      sourceHostId: a,
+      targetHostId: b,
       options: {},
       transport: "qemu",
     });

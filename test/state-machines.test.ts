@@ -2,12 +2,11 @@
 // CHECK allows exactly the machine's states, and a transition is a compare-and-set that
 // refuses a row another writer moved first.
 import { describe, expect, it } from "vitest";
-import { upsertHost } from "../src/cluster/store/hosts.js";
-import { getImage, insertImage } from "../src/cluster/store/images.js";
 import type { Store } from "../src/cluster/store/store.js";
-import { getVm, insertVm, transitionVm } from "../src/cluster/store/vms.js";
+import { getVm, transitionVm } from "../src/cluster/store/vms.js";
 import { STATE_MACHINES } from "../src/states/catalog.js";
 import { ENGINES, storePerSuite } from "./helpers/databases.js";
+import { addHost, addImage, addVm } from "./helpers/store-fixtures.js";
 
 /** The values a column's CHECK (… IN (…)) constraint allows, read back from the catalog. */
 async function checkedValues(store: Store, table: string, column: string): Promise<string[]> {
@@ -37,41 +36,8 @@ describe.each(ENGINES)("state machines on $engine", ({ create }) => {
   });
 
   it("refuses a VM transition whose from-state another writer already changed", async () => {
-    const host = await upsertHost(store.db, {
-      name: "h1",
-      agentUrl: "http://127.0.0.1:1",
-      agentToken: "t1",
-      agentVersion: "0",
-      capacity: {
-        accel: "tcg",
-        accelReason: "test",
-        vcpus: 2,
-        memoryMiB: 4096,
-        diskTotalBytes: 1e10,
-        diskFreeBytes: 5e9,
-      },
-    });
-    await insertImage(store.db, {
-      name: "guest",
-      diskDigest: "sha256:d",
-      diskFormat: "qcow2",
-      diskVirtualBytes: 1 << 26,
-      kernelDigest: "sha256:k",
-      initrdDigest: null,
-      cmdline: "console=ttyS0",
-      minMemoryMiB: 64,
-    });
-    const image = await getImage(store.db, "guest");
-    const { id } = await insertVm(store.db, {
-      name: "race",
-      imageId: image.id,
-      vcpus: 1,
-      memoryMiB: 64,
-      kernelArgs: "",
-      desiredState: "running",
-      hostId: host.id,
-      state: "scheduled",
-    });
+    const hostId = await addHost(store.db, "h1");
+    const id = await addVm(store.db, "race", await addImage(store.db, "guest"), hostId);
     const stale = await getVm(store.db, id);
     await transitionVm(store.db, stale, "starting", "first writer");
     await expect(transitionVm(store.db, stale, "failed", "second writer")).rejects.toMatchObject({

@@ -18,15 +18,9 @@ import { countTokens, createToken, findToken } from "../src/cluster/store/tokens
 import { getVm, insertVm, listVms, setObserved, transitionVm } from "../src/cluster/store/vms.js";
 import { isNovaError } from "../src/lib/errors.js";
 import { ENGINES, storePerSuite } from "./helpers/databases.js";
+import { TEST_CAPACITY } from "./helpers/store-fixtures.js";
 
-const capacity = {
-  accel: "tcg" as const,
-  accelReason: "test",
-  vcpus: 2,
-  memoryMiB: 4096,
-  diskTotalBytes: 1e10,
-  diskFreeBytes: 5e9,
-};
+const capacity = TEST_CAPACITY;
 
 describe.each(ENGINES)("store on $engine", ({ create }) => {
   let store!: Store;

@@ -1,0 +1,57 @@
+/** Rows the store suites need around the one they test: a host, an image, a VM. */
+import type { Queryable } from "../../src/cluster/store/db.js";
+import { upsertHost } from "../../src/cluster/store/hosts.js";
+import { getImage, insertImage } from "../../src/cluster/store/images.js";
+import { insertVm } from "../../src/cluster/store/vms.js";
+
+/** A small TCG host's capacity. */
+export const TEST_CAPACITY = {
+  accel: "tcg" as const,
+  accelReason: "test",
+  vcpus: 2,
+  memoryMiB: 4096,
+  diskTotalBytes: 1e10,
+  diskFreeBytes: 5e9,
+};
+
+/** Registers host `name` (its token is its name); returns its id. */
+export async function addHost(q: Queryable, name: string): Promise<string> {
+  const h = await upsertHost(q, {
+    name,
+    agentUrl: "http://127.0.0.1:1",
+    agentToken: name,
+    agentVersion: "0",
+    capacity: TEST_CAPACITY,
+  });
+  return h.id;
+}
+
+/** Records image `name`; returns its id. */
+export async function addImage(q: Queryable, name: string): Promise<string> {
+  await insertImage(q, {
+    name,
+    diskDigest: "sha256:d",
+    diskFormat: "qcow2",
+    diskVirtualBytes: 1 << 26,
+    kernelDigest: null,
+    initrdDigest: null,
+    cmdline: "",
+    minMemoryMiB: 64,
+  });
+  return (await getImage(q, name)).id;
+}
+
+/** Records a 64 MiB VM scheduled on `hostId`; returns its id. */
+export async function addVm(q: Queryable, name: string, imageId: string, hostId: string): Promise<string> {
+  const { id } = await insertVm(q, {
+    name,
+    imageId,
+    vcpus: 1,
+    memoryMiB: 64,
+    kernelArgs: "",
+    desiredState: "running",
+    hostId,
+    state: "scheduled",
+  });
+  return id;
+}
