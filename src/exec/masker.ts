@@ -39,6 +39,18 @@ const PATTERNS: RegExp[] = [
   /(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/@]+:)([^\s@/]+)(@)/gi,
 ];
 
+/** The forms a secret takes in text other than itself: URL, JSON, hex and base64 at any alignment. */
+function encodings(value: string): string[] {
+  const buf = Buffer.from(value, "utf8");
+  return [
+    encodeURIComponent(value),
+    JSON.stringify(value).slice(1, -1),
+    buf.toString("hex"),
+    ...base64Fragments(buf, false),
+    ...base64Fragments(buf, true),
+  ].filter((enc) => enc !== value);
+}
+
 /** A pattern matching every prefix of `literal` at least `min` characters long. */
 function prefixPattern(literal: string, min: number): string {
   const chars = [...literal].map(escapeRegExp);
@@ -101,16 +113,7 @@ export class Masker {
       const chars = [...v].map(escapeRegExp);
       alternatives.add(chars.join(SEPARATORS));
       if (v.length >= MIN_FRAGMENT) alternatives.add([...chars].reverse().join(SEPARATORS));
-      const buf = Buffer.from(v, "utf8");
-      for (const enc of [
-        encodeURIComponent(v),
-        JSON.stringify(v).slice(1, -1),
-        buf.toString("hex"),
-        ...base64Fragments(buf, false),
-        ...base64Fragments(buf, true),
-      ]) {
-        if (enc !== v && enc.length >= MIN_FRAGMENT) alternatives.add(escapeRegExp(enc));
-      }
+      for (const enc of encodings(v)) if (enc.length >= MIN_FRAGMENT) alternatives.add(escapeRegExp(enc));
     }
     // Longest first, so a value is masked whole rather than by a shorter fragment.
     const sorted = [...alternatives].sort((a, b) => b.length - a.length);
@@ -127,16 +130,7 @@ export class Masker {
       // Even one leaked character of the value itself is too many; the encodings'
       // first characters are too common to mask alone.
       prefixes.add(prefixPattern(v, 1));
-      const buf = Buffer.from(v, "utf8");
-      for (const enc of [
-        encodeURIComponent(v),
-        JSON.stringify(v).slice(1, -1),
-        buf.toString("hex"),
-        ...base64Fragments(buf, false),
-        ...base64Fragments(buf, true),
-      ]) {
-        if (enc !== v) prefixes.add(prefixPattern(enc, 3));
-      }
+      for (const enc of encodings(v)) prefixes.add(prefixPattern(enc, 3));
     }
     prefixes.delete("");
     const sorted = [...prefixes].sort((a, b) => b.length - a.length);
