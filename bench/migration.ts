@@ -180,7 +180,7 @@ async function main(): Promise<void> {
     const c = await LocalCluster.create(port);
     try {
       await c.startServer([], { listenHost: "0.0.0.0" });
-      const serverUrl = `http://${net.host}:${port}`;
+      const serverUrl = `https://${net.host}:${port}`;
       const agentFlags = ["--memory", String(memoryMiB * 3), "--stop-grace", "5"];
       const sites = [
         { name: "site-a", ns: link.nsA, mgmt: net.a, data: ADDR_A, port: port + 1 },

@@ -6,6 +6,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildExecConfig } from "../src/exec/config.js";
+import { clusterFetch } from "../src/security/tls-client.js";
 import { type RunningServer, startServer } from "../src/server/server-process.js";
 
 interface ApiError {
@@ -26,7 +27,7 @@ describe("REST API input handling", () => {
     route: string,
     init: { body?: string; contentType?: string; token?: string } = {},
   ) => {
-    const res = await fetch(`${server.url}${route}`, {
+    const res = await clusterFetch({ caPem: server.caPem }, { role: "server" })(`${server.url}${route}`, {
       method,
       headers: {
         authorization: `Bearer ${init.token ?? admin}`,

@@ -76,7 +76,7 @@ describe.skipIf(unavailable !== null)(
             "--dwcp-port",
             String(DWCP_PORT[s.name as "wan-a"]),
           ],
-          { netns: s.ns, host: s.mgmt, serverUrl: `http://${link.management!.host}:${PORT}` },
+          { netns: s.ns, host: s.mgmt, serverUrl: `https://${link.management!.host}:${PORT}` },
         );
       }
       const res = await c.cli(["image", "import", "guest", "--manifest", manifest, "--host", "wan-a"]);

@@ -8,6 +8,7 @@ import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildExecConfig } from "../src/exec/config.js";
 import { waitFor } from "../src/lib/wait.js";
+import { type ClusterFetch, clusterFetch } from "../src/security/tls-client.js";
 import { type RunningServer, startServer } from "../src/server/server-process.js";
 import { ENGINES, type TestDatabase } from "./helpers/databases.js";
 
@@ -35,7 +36,8 @@ describe.each(ENGINES.map((e, i) => ({ ...e, port: 17990 + i })))(
     let dir: string;
     let server: RunningServer;
     let admin: string;
-    const url = `http://127.0.0.1:${port}`;
+    const url = `https://127.0.0.1:${port}`;
+    let fetch: ClusterFetch;
 
     const api = async <T>(method: string, route: string, token: string, body?: unknown) => {
       const res = await fetch(`${url}${route}`, {
@@ -69,6 +71,7 @@ describe.each(ENGINES.map((e, i) => ({ ...e, port: 17990 + i })))(
         logger: pino({ level: "silent" }),
       });
       admin = server.created.admin!;
+      fetch = clusterFetch({ caPem: server.caPem }, { role: "server" });
     });
     afterAll(async () => {
       await server?.close();
@@ -137,12 +140,7 @@ describe.each(ENGINES.map((e, i) => ({ ...e, port: 17990 + i })))(
       const bad = await api<ApiError>("POST", "/v1/tokens", admin, { name: "x", grants: ["vms:write"] });
       expect(bad.status).toBe(400);
       const list = await api<{ tokens: Record<string, unknown>[] }>("GET", "/v1/tokens", admin);
-      expect(list.body.tokens.map((t) => t.name)).toEqual([
-        "initial admin",
-        "agent join",
-        "alice",
-        "solo-operator",
-      ]);
+      expect(list.body.tokens.map((t) => t.name)).toEqual(["initial admin", "alice", "solo-operator"]);
       expect(JSON.stringify(list.body)).not.toContain(second.body.token);
     });
 

@@ -2,10 +2,12 @@
 // the runner, the service and the worker pool against a real HTTP server, with secrets,
 // masking, idempotency, mutexes, approvals, cancel, timeouts, retries, the DLQ, the
 // execution-time RBAC check, and resumption after a worker loses its lease.
+
 import { randomBytes } from "node:crypto";
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Plan } from "../src/api/types/executions.js";
+import { AgentConnector } from "../src/cluster/agent-client.js";
 import { assetHolder } from "../src/cluster/store/exec-locks.js";
 import { getExecution, listLogs } from "../src/cluster/store/executions.js";
 import { listDeadJobs } from "../src/cluster/store/executions-queue.js";
@@ -141,7 +143,7 @@ describe.each(ENGINES.map((e, i) => ({ ...e, port: 17960 + i })))(
         config,
         secretKey: key,
         wake,
-        services: { store, vms: new VmService(store, () => {}) },
+        services: { store, vms: new VmService(store, () => {}), agents: new AgentConnector(null) },
       });
       pool = new WorkerPool({
         db: store.db,

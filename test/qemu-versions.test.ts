@@ -23,6 +23,7 @@ import { QEMU_6_2_0, QEMU_7_2_22, QEMU_10_0_2 } from "../src/lib/qemu-info.test-
 import { MigrationService } from "../src/migration/migration-service.js";
 import { type RunningServer, startServer } from "../src/server/server-process.js";
 import { ENGINES, storePerSuite, type TestDatabase } from "./helpers/databases.js";
+import { type Caller, type HostCreds, tlsApi } from "./helpers/tls-callers.js";
 
 interface ApiError {
   error: { code: string; message: string; details: Record<string, unknown> };
@@ -36,7 +37,11 @@ const capacity = (memoryMiB: number) => ({
   diskTotalBytes: 1e10,
   diskFreeBytes: 5e9,
 });
-const registration = (name: string, qemu: QemuInfo | undefined, memoryMiB = 4096): AgentRegisterPost => ({
+const registration = (
+  name: string,
+  qemu: QemuInfo | undefined,
+  memoryMiB = 4096,
+): Omit<AgentRegisterPost, "csr"> => ({
   name,
   // Nothing listens there: the reconciler's calls fail as unreachable and are retried.
   agentUrl: "http://127.0.0.1:9",
@@ -60,21 +65,10 @@ describe.each(ENGINES)("QEMU versions over REST on $engine", ({ engine, create }
   let dir: string;
   let server: RunningServer;
   let admin: string;
-  let join: string;
-  const tokens = new Map<string, string>();
-
-  const api = async <T>(method: string, route: string, token: string, body?: unknown) => {
-    const res = await fetch(`${server.url}${route}`, {
-      method,
-      headers: {
-        authorization: `Bearer ${token}`,
-        ...(body === undefined ? {} : { "content-type": "application/json" }),
-      },
-      body: body === undefined ? null : JSON.stringify(body),
-    });
-    const text = await res.text();
-    return { status: res.status, body: (text ? JSON.parse(text) : {}) as T };
-  };
+  const tokens = new Map<string, HostCreds>();
+  let tls: ReturnType<typeof tlsApi>;
+  const api = <T>(method: string, route: string, who: Caller, body?: unknown) =>
+    tls.api<T>(method, route, who, body);
 
   beforeAll(async () => {
     tdb = await create();
@@ -88,7 +82,7 @@ describe.each(ENGINES)("QEMU versions over REST on $engine", ({ engine, create }
       logger: pino({ level: "silent" }),
     });
     admin = server.created.admin!;
-    join = server.created.join!;
+    tls = tlsApi(server);
   });
   afterAll(async () => {
     await server?.close();
@@ -97,7 +91,8 @@ describe.each(ENGINES)("QEMU versions over REST on $engine", ({ engine, create }
   });
 
   it("refuses a registration without a QEMU version (an older agent), saying to upgrade it", async () => {
-    const res = await api<ApiError>("POST", "/v1/agent/register", join, registration("old-agent", undefined));
+    const join = await tls.joinToken(admin, "old-agent");
+    const res = await tls.register<ApiError>(join, registration("old-agent", undefined));
     expect(res.status).toBe(422);
     expect(res.body.error.code).toBe("NOVA_QEMU_UNSUPPORTED");
     expect(res.body.error.message).toMatch(
@@ -107,7 +102,10 @@ describe.each(ENGINES)("QEMU versions over REST on $engine", ({ engine, create }
   });
 
   it("refuses a registration reporting a QEMU older than 7.2, naming it and how to install one", async () => {
-    const res = await api<ApiError>("POST", "/v1/agent/register", join, registration("old-qemu", QEMU_6_2_0));
+    const res = await tls.register<ApiError>(
+      await tls.joinToken(admin, "old-qemu"),
+      registration("old-qemu", QEMU_6_2_0),
+    );
     expect(res.status).toBe(422);
     expect(res.body.error.code).toBe("NOVA_QEMU_UNSUPPORTED");
     expect(res.body.error.message).toContain(
@@ -121,7 +119,7 @@ describe.each(ENGINES)("QEMU versions over REST on $engine", ({ engine, create }
   it("an agent's server link gives up at once with the server's refusal instead of retrying", async () => {
     const link = new ServerLink({
       serverUrl: server.url,
-      joinToken: join,
+      joinToken: await tls.joinToken(admin, "old-link"),
       dataDir: dir,
       heartbeatIntervalMs: 60_000,
       agentUrl: "http://127.0.0.1:9",
@@ -140,14 +138,9 @@ describe.each(ENGINES)("QEMU versions over REST on $engine", ({ engine, create }
       ["h10", QEMU_10_0_2, 2048],
       ["h72", QEMU_7_2_22, 4096],
     ] as const) {
-      const res = await api<{ hostId: string; hostToken: string }>(
-        "POST",
-        "/v1/agent/register",
-        join,
-        registration(name, qemu, memory),
-      );
+      const res = await tls.register(await tls.joinToken(admin, name), registration(name, qemu, memory));
       expect(res.status).toBe(200);
-      tokens.set(name, res.body.hostToken);
+      tokens.set(name, res.creds!);
     }
     const h10 = await api<{ qemu: QemuInfo }>("GET", "/v1/hosts/h10", admin);
     expect(h10.body.qemu).toEqual(QEMU_10_0_2);
@@ -284,7 +277,7 @@ describe.each(ENGINES)("machine types in the VM and migration services on $engin
       const { id } = await upsertHost(store.db, {
         name,
         agentUrl: "http://127.0.0.1:9",
-        agentToken: `t-${name}`,
+        certificate: null,
         agentVersion: "0.1.0",
         capacity: capacity(4096),
         qemu,
@@ -361,9 +354,9 @@ describe("novacron agent with an unusable QEMU", () => {
           "novacron",
           "agent",
           "--server",
-          "http://127.0.0.1:9",
+          "https://127.0.0.1:9",
           "--join-token",
-          "nvj_x",
+          "nvj1.x.0000000000000000000000000000000000000000000000000000000000000000",
           "--data-dir",
           dir,
           "--listen",

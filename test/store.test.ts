@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { openDb } from "../src/cluster/store/db.js";
 import { listEventsAfter } from "../src/cluster/store/events.js";
 import {
-  findHostByToken,
+  findHostByCertSerial,
   getHost,
   listHosts,
   markSilentHostsDead,
@@ -54,26 +54,37 @@ describe.each(ENGINES)("store on $engine", ({ create }) => {
     expect(rows.every((r) => !r.token_hash.includes(token))).toBe(true);
   });
 
-  it("registers a host once by name and rotates its credential on re-registration", async () => {
+  it("registers a host once by name and knows it only by its current certificate", async () => {
+    const cert = (serial: string) => ({
+      serial,
+      fingerprint: `sha256:${serial}`,
+      notAfter: new Date(Date.now() + 86_400_000),
+    });
     const a = await upsertHost(store.db, {
       name: "h1",
       agentUrl: "http://127.0.0.1:1",
-      agentToken: "t1",
+      certificate: cert("0a"),
       agentVersion: "0",
       capacity,
     });
     const b = await upsertHost(store.db, {
       name: "h1",
       agentUrl: "http://127.0.0.1:2",
-      agentToken: "t2",
+      certificate: cert("0b"),
       agentVersion: "0",
       capacity,
     });
     expect(a.created).toBe(true);
     expect(b.created).toBe(false);
     expect(b.id).toBe(a.id);
-    expect(await findHostByToken(store.db, "t1")).toBeUndefined();
-    expect((await findHostByToken(store.db, "t2"))?.agentUrl).toBe("http://127.0.0.1:2");
+    expect(await findHostByCertSerial(store.db, "0a")).toBeUndefined();
+    expect((await findHostByCertSerial(store.db, "0b"))?.agentUrl).toBe("http://127.0.0.1:2");
+    expect((await getHost(store.db, "h1")).certificate?.serial).toBe("0b");
+    // The server keeps no host secret at all.
+    const { rows } = await store.db.query<{ column_name: string }>(
+      "SELECT column_name FROM information_schema.columns WHERE table_name = 'hosts'",
+    );
+    expect(rows.map((r) => r.column_name)).not.toContain("agent_token");
   });
 
   it("marks silent hosts dead and revives them on heartbeat", async () => {

@@ -1,11 +1,14 @@
 /**
- * The agent's HTTP API, called by the server with the host credential (`/agent/v1/...`,
- * docs/agent-protocol.md): put a VM in a power state, delete it, read its console,
- * import an image file into the host's image store.
+ * The agent's HTTPS API (`/agent/v1/...`, docs/agent-protocol.md): put a VM in a power
+ * state, delete it, read its console, import an image file into the host's image store,
+ * run allowlisted commands, migrate. Mutual TLS: the handshake needs a certificate from
+ * the cluster CA, and every route but blob downloads needs the server's; a blob download
+ * (by another host) needs a cluster certificate and a one-time ticket.
  */
 import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
 import path from "node:path";
+import { TLSSocket } from "node:tls";
 import type { TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
 import { Type } from "@sinclair/typebox";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from "fastify";
@@ -19,9 +22,10 @@ import {
 } from "../api/types/agent.js";
 import { AgentCommandPost, AgentCommandResult } from "../api/types/executions.js";
 import type { ImageStore } from "../compute/images/image-store.js";
-import { bearerToken, secretsEqual } from "../lib/bearer.js";
 import { NovaError } from "../lib/errors.js";
 import { installErrorHandlers } from "../lib/http-errors.js";
+import { identityOf, urisOf } from "../security/pki.js";
+import type { ClusterFetch } from "../security/tls-client.js";
 import { pullBlob } from "./blob-pull.js";
 import type { BlobTickets } from "./blob-tickets.js";
 import type { AgentDwcp } from "./dwcp-transport.js";
@@ -37,8 +41,10 @@ const DigestParams = Type.Object({ digest: Type.String({ pattern: "^sha256:[0-9a
 export interface AgentApiDeps {
   vms: VmManager;
   images: ImageStore;
-  /** The current host credential, undefined until registered. */
-  credential: () => string | undefined;
+  /** TLS material (HTTPS with client certificates); absent only for in-process tests over http. */
+  tls?: AgentApiTls;
+  /** Fetch for calls to other hosts (blob downloads), over their mutual TLS. */
+  fetchHost?: ClusterFetch;
   /** Called after an import so the next heartbeat reports the new blob at once. */
   onImagesChanged: () => void;
   /** One-time download tickets for this host's blobs. */
@@ -54,22 +60,52 @@ export interface AgentApiDeps {
   commandAllowlistFile?: string;
 }
 
+/** The agent API's TLS material. */
+export interface AgentApiTls {
+  caPem: string;
+  certPem: string;
+  keyPem: string;
+}
+
+/** The TLS server options: TLS 1.3, a client certificate from the cluster CA required. */
+export function agentTlsOptions(tls: AgentApiTls) {
+  return {
+    ca: tls.caPem,
+    cert: tls.certPem,
+    key: tls.keyPem,
+    requestCert: true,
+    rejectUnauthorized: true,
+    minVersion: "TLSv1.3" as const,
+  };
+}
+
+/** Who the verified client certificate on the request's connection names (undefined: none, or plain http). */
+function callerOf(req: { raw: { socket: unknown } }) {
+  const socket = req.raw.socket;
+  if (!(socket instanceof TLSSocket) || !socket.authorized) return undefined;
+  return identityOf(urisOf(socket.getPeerCertificate().subjectaltname));
+}
+
 /** Builds the agent's API server. */
 export function buildAgentApi(deps: AgentApiDeps): FastifyInstance {
   const app = Fastify({
+    ...(deps.tls ? { https: agentTlsOptions(deps.tls) } : {}),
     loggerInstance: deps.logger as unknown as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
   }).withTypeProvider<TypeBoxTypeProvider>();
   installErrorHandlers(app);
 
-  app.addHook("preHandler", async (req) => {
-    // Blob downloads carry a one-time ticket instead of the host credential.
-    if (req.url === "/healthz" || req.routeOptions.url === "/agent/v1/images/:digest/blob") return;
-    const expected = deps.credential();
-    if (!expected)
-      throw new NovaError("NOVA_UNAUTHENTICATED", "This agent has not registered with a server yet.");
-    if (!secretsEqual(bearerToken(req), expected))
-      throw new NovaError("NOVA_UNAUTHENTICATED", "Wrong host credential.");
+  app.addHook("onRequest", async (req) => {
+    // Plain http only in in-process tests, which build the API without TLS material.
+    if (!deps.tls) return;
+    const caller = callerOf(req);
+    if (!caller || caller.role === "unknown")
+      throw new NovaError("NOVA_UNAUTHENTICATED", "A NovaCron cluster certificate is required.");
+    if (req.url === "/healthz") return;
+    // Another host may download a blob (with a one-time ticket the server got for it).
+    if (req.routeOptions.url === "/agent/v1/images/:digest/blob") return;
+    if (caller.role !== "server")
+      throw new NovaError("NOVA_FORBIDDEN", "Only the NovaCron server may call this agent's API.");
   });
 
   app.get("/healthz", async () => ({ status: "ok" }));
@@ -132,7 +168,7 @@ export function buildAgentApi(deps: AgentApiDeps): FastifyInstance {
     "/agent/v1/images/pull",
     { schema: { body: AgentImagePullPost, response: { 200: AgentBlob } } },
     async (req) => {
-      const blob = await pullBlob(deps.images, deps.tmpDir, req.body);
+      const blob = await pullBlob(deps.images, deps.tmpDir, req.body, deps.fetchHost ?? fetch);
       deps.onImagesChanged();
       return blob;
     },

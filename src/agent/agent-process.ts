@@ -1,20 +1,27 @@
 /**
- * The `novacron agent` process: probes its QEMU (refusing one missing or older than 7.2)
- * and the accelerator once, opens the image store, re-adopts running VMs, serves the
- * agent API, registers with the server (reporting its QEMU) and heartbeats.
+ * The `novacron agent` process: secures its data dir, probes its QEMU (refusing one
+ * missing or older than 7.2) and the accelerator once, opens the image store, re-adopts
+ * running VMs, serves the agent API over mutual TLS, joins the server (or loads the
+ * identity it got when it joined), reports its QEMU and heartbeats.
  * On SIGINT/SIGTERM it stops serving and heartbeating but leaves VMs running: an agent
  * restart must never take VMs down.
  */
-import { mkdir, statfs } from "node:fs/promises";
+import { statfs } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import type { Server as TlsServer } from "node:tls";
 import pino, { type Logger } from "pino";
 import type { HostCapacity, QemuInfo } from "../api/types/agent.js";
 import { ImageStore } from "../compute/images/image-store.js";
 import { probeAccelerator } from "../compute/qemu/accel.js";
 import { probeQemu, type QemuProbe, resolveQemuBinary } from "../compute/qemu/qemu-version.js";
+import { secureDataDir } from "../lib/data-dir.js";
+import { NovaError } from "../lib/errors.js";
+import { createCa, issueWithNewKey } from "../security/pki.js";
+import { clusterFetch } from "../security/tls-client.js";
 import { VERSION } from "../version.js";
-import { buildAgentApi } from "./agent-api.js";
+import { type AgentApiTls, agentTlsOptions, buildAgentApi } from "./agent-api.js";
+import { AgentIdentityFiles } from "./agent-identity.js";
 import { BlobTickets } from "./blob-tickets.js";
 import { AgentDwcp } from "./dwcp-transport.js";
 import { ServerLink } from "./server-link.js";
@@ -23,7 +30,8 @@ import { VmManager } from "./vm-manager.js";
 /** Agent options (flags, environment). */
 export interface AgentOptions {
   serverUrl: string;
-  joinToken: string;
+  /** A join token from `novacron host join-token NAME`; needed only until the agent has joined. */
+  joinToken?: string;
   dataDir: string;
   /** Host name in the cluster. @defaultValue os.hostname() */
   name?: string;
@@ -71,7 +79,7 @@ export interface RunningAgent {
 export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   const log = o.logger ?? pino({ level: process.env.NOVACRON_LOG_LEVEL ?? "info" }, pino.destination(2));
   const name = o.name ?? os.hostname().toLowerCase();
-  await mkdir(o.dataDir, { recursive: true, mode: 0o700 });
+  await secureDataDir(o.dataDir, log);
   // Missing or older than 7.2: NOVA_QEMU_UNSUPPORTED stops the agent here, before it joins.
   const qemu = await probeQemu(resolveQemuBinary(o.qemuBinary));
   log.info(
@@ -105,11 +113,21 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
           log: log.child({ component: "dwcp" }),
         });
   if (dwcp) log.info({ dwcp: dwcp.endpoint }, "DWCP listening");
+  const serverUrl = o.serverUrl.replace(/\/+$/, "");
+  // Until the agent has joined it serves with a throwaway certificate and trusts no client,
+  // so nothing reaches the API; joining swaps in the host's identity.
+  const saved = await new AgentIdentityFiles(o.dataDir).load(serverUrl);
+  const apiTls: AgentApiTls = saved ?? (await provisionalTls());
+  let fetchHost = saved ? clusterFetch(saved, { role: "host" }) : undefined;
   const api = buildAgentApi({
     dwcp,
     vms,
     images,
-    credential: () => link?.credential,
+    tls: apiTls,
+    fetchHost: (url, init) => {
+      if (!fetchHost) throw new NovaError("NOVA_CONFLICT", "This agent has not joined its server yet.");
+      return fetchHost(url, init);
+    },
     onImagesChanged: () => link?.beat(),
     tickets: new BlobTickets(),
     tmpDir: path.join(o.dataDir, "tmp"),
@@ -120,7 +138,8 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   await api.listen({ host: o.host ?? "127.0.0.1", port: o.port ?? 7800 });
   const address = api.server.address();
   const port = typeof address === "object" && address ? address.port : o.port;
-  const url = `http://${o.host ?? "127.0.0.1"}:${port}`;
+  const listenHost = o.host ?? "127.0.0.1";
+  const url = `https://${listenHost.includes(":") ? `[${listenHost}]` : listenHost}:${port}`;
 
   const capacity = async (): Promise<HostCapacity> => {
     const fs = await statfs(o.dataDir);
@@ -144,8 +163,12 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     q35Alias: qemu.q35Alias,
   };
   link = new ServerLink({
-    serverUrl: o.serverUrl.replace(/\/+$/, ""),
-    joinToken: o.joinToken,
+    serverUrl,
+    ...(o.joinToken ? { joinToken: o.joinToken } : {}),
+    onIdentity: (identity) => {
+      (api.server as unknown as TlsServer).setSecureContext(agentTlsOptions(identity));
+      fetchHost = clusterFetch(identity, { role: "host" });
+    },
     dataDir: o.dataDir,
     heartbeatIntervalMs: o.heartbeatIntervalMs ?? 2000,
     agentUrl: url,
@@ -192,4 +215,11 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       return closing;
     },
   };
+}
+
+/** A self-signed certificate for the API before joining; with it as the only CA, no client can connect. */
+async function provisionalTls(): Promise<AgentApiTls> {
+  const ca = await createCa("novacron-agent-not-joined", 1);
+  const leaf = await issueWithNewKey(ca, { commonName: "novacron-agent-not-joined", uris: [], validDays: 1 });
+  return { caPem: ca.certPem, certPem: leaf.certPem, keyPem: leaf.keyPem };
 }

@@ -20,6 +20,8 @@ export async function pullBlob(
   images: ImageStore,
   tmpDir: string,
   req: AgentImagePullPost,
+  /** How to reach the other host (its mutual TLS). */
+  fetchBlob: (url: string, init?: RequestInit) => Promise<Response> = fetch,
 ): Promise<StoredBlob> {
   if (await images.has(req.digest)) {
     const existing = (await images.list()).find((b) => b.digest === req.digest);
@@ -30,7 +32,7 @@ export async function pullBlob(
   try {
     let res: Response;
     try {
-      res = await fetch(req.url, { signal: AbortSignal.timeout(30 * 60_000) });
+      res = await fetchBlob(req.url, { signal: AbortSignal.timeout(30 * 60_000) });
     } catch (err) {
       throw new NovaError(
         "NOVA_HOST_UNREACHABLE",

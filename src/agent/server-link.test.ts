@@ -1,26 +1,45 @@
 /**
- * The agent's server link against a stub server: one registration with the join token, a
- * heartbeat at start and every interval with the host credential, changes during a
- * heartbeat coalesced into one more right after it, and a 401 answered by registering
- * again and beating again at once.
+ * The agent's server link against a stub HTTPS server with its own cluster CA: a join
+ * with the token (after checking the CA's fingerprint), a heartbeat at start and every
+ * interval with the host certificate, changes during a heartbeat coalesced into one more
+ * right after it, a 401 answered by re-registering with the certificate, the saved
+ * identity reused, and an impostor server (another CA) refused before anything is sent.
  */
-import { statSync, writeFileSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
-import { createServer, type Server } from "node:http";
+import { statSync } from "node:fs";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import type { TLSSocket } from "node:tls";
 import pino from "pino";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { isNovaError } from "../lib/errors.js";
 import { waitFor } from "../lib/wait.js";
+import { formatJoinToken } from "../security/join-token.js";
+import {
+  type CertAndKey,
+  certInfo,
+  createCa,
+  HOST_IDENTITY_PREFIX,
+  identityOf,
+  issueFromCsr,
+  issueWithNewKey,
+  SERVER_IDENTITY,
+  urisOf,
+} from "../security/pki.js";
 import { ServerLink } from "./server-link.js";
 
 interface Call {
   route: string;
   auth: string | undefined;
+  /** Who the verified client certificate names. */
+  cert: string;
   status: number;
 }
 
+const HOST_ID = "00000000-0000-4000-8000-000000000001";
+let ca: CertAndKey;
 let server: Server;
 let url: string;
 let dataDir: string;
@@ -30,52 +49,83 @@ let registrations: number;
 let heartbeatStatuses: number[];
 let links: ServerLink[];
 
+async function serve(serverCa: CertAndKey): Promise<void> {
+  const cert = await issueWithNewKey(serverCa, { commonName: "server", uris: [SERVER_IDENTITY] });
+  server = createServer(
+    {
+      cert: `${cert.certPem}${serverCa.certPem}`,
+      key: cert.keyPem,
+      ca: serverCa.certPem,
+      requestCert: true,
+      rejectUnauthorized: false,
+    },
+    (req, res) => {
+      const chunks: Buffer[] = [];
+      req.on("data", (c: Buffer) => chunks.push(c));
+      req.on("end", () => {
+        void (async () => {
+          const socket = req.socket as TLSSocket;
+          const peer = socket.authorized
+            ? identityOf(urisOf(socket.getPeerCertificate().subjectaltname))
+            : null;
+          const route = req.url ?? "";
+          let status = 200;
+          let body = "{}";
+          if (route === "/v1/agent/register") {
+            registrations++;
+            const { csr, name } = JSON.parse(Buffer.concat(chunks).toString()) as {
+              csr: string;
+              name: string;
+            };
+            const certificate = await issueFromCsr(serverCa, csr, {
+              commonName: name,
+              uris: [`${HOST_IDENTITY_PREFIX}${HOST_ID}`],
+              validDays: 30,
+            });
+            body = JSON.stringify({ hostId: HOST_ID, certificate, caCertificate: serverCa.certPem });
+          } else if (route === "/v1/agent/heartbeat") {
+            status = peer?.role === "host" ? (heartbeatStatuses.shift() ?? 200) : 401;
+          } else status = 404;
+          calls.push({ route, auth: req.headers.authorization, cert: peer?.role ?? "none", status });
+          res.writeHead(status, { "content-type": "application/json" }).end(body);
+        })();
+      });
+    },
+  );
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
 beforeEach(async () => {
   calls = [];
   registrations = 0;
   heartbeatStatuses = [];
   links = [];
   dataDir = await mkdtemp(path.join(tmpdir(), "nc-server-link-"));
-  server = createServer((req, res) => {
-    req.resume();
-    req.on("end", () => {
-      const route = req.url ?? "";
-      let status = 200;
-      let body = "{}";
-      if (route === "/v1/agent/register") {
-        registrations++;
-        body = JSON.stringify({
-          hostId: "00000000-0000-4000-8000-000000000001",
-          hostToken: `nvh_${registrations}`,
-        });
-      } else if (route === "/v1/agent/heartbeat") {
-        status = heartbeatStatuses.shift() ?? 200;
-      } else status = 404;
-      calls.push({ route, auth: req.headers.authorization, status });
-      res.writeHead(status, { "content-type": "application/json" }).end(body);
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  ca = await createCa("stub cluster");
+  await serve(ca);
 });
 
 afterEach(async () => {
   for (const l of links) await l.stop();
+  server.closeAllConnections();
   await new Promise((r) => server.close(r));
   await rm(dataDir, { recursive: true, force: true });
 });
 
+const token = () => formatJoinToken("secret", certInfo(ca.certPem).fingerprint);
+
 /** A link whose heartbeat content waits for `gate()` when given. */
-function link(intervalMs: number, gate?: () => Promise<void>): { link: ServerLink; built: () => number } {
+function link(intervalMs: number, gate?: () => Promise<void>, joinToken: string | undefined = token()) {
   let built = 0;
   const l = new ServerLink({
     serverUrl: url,
-    joinToken: "join",
+    ...(joinToken ? { joinToken } : {}),
     dataDir,
     heartbeatIntervalMs: intervalMs,
-    agentUrl: "http://127.0.0.1:7800",
+    agentUrl: "https://127.0.0.1:7800",
     log: pino({ level: "silent" }),
-    registration: async () => ({}) as never,
+    registration: async () => ({ name: "h1" }) as never,
     heartbeat: async () => {
       built++;
       await gate?.();
@@ -89,14 +139,23 @@ function link(intervalMs: number, gate?: () => Promise<void>): { link: ServerLin
 const heartbeats = () => calls.filter((c) => c.route === "/v1/agent/heartbeat");
 
 describe("ServerLink", () => {
-  it("registers once with the join token, keeps the credential 0600 and heartbeats with it every interval", async () => {
+  it("joins once with the token, keeps its key 0600 and heartbeats with its certificate every interval", async () => {
     const { link: l, built } = link(30);
     await l.start();
-    expect(l.credential).toBe("nvh_1");
-    expect(statSync(path.join(dataDir, "agent-credentials.json")).mode & 0o777).toBe(0o600);
+    expect(l.hostId).toBe(HOST_ID);
+    const keys = (await readdir(path.join(dataDir, "pki"))).filter((f) => f.endsWith(".key"));
+    expect(keys).toHaveLength(1);
+    expect(statSync(path.join(dataDir, "pki", keys[0]!)).mode & 0o777).toBe(0o600);
     await waitFor(() => heartbeats().length >= 3, { what: "three heartbeats" });
-    expect(calls[0]).toEqual({ route: "/v1/agent/register", auth: "Bearer join", status: 200 });
-    expect(heartbeats().every((c) => c.auth === "Bearer nvh_1")).toBe(true);
+    expect(calls[0]).toEqual({
+      route: "/v1/agent/register",
+      auth: `Bearer ${token()}`,
+      cert: "none",
+      status: 200,
+    });
+    expect(heartbeats().every((c) => c.auth === undefined && c.cert === "host" && c.status === 200)).toBe(
+      true,
+    );
     expect(registrations).toBe(1);
     await l.stop();
     const before = built();
@@ -122,29 +181,42 @@ describe("ServerLink", () => {
     expect(built()).toBe(2);
   });
 
-  it("registers again on a 401 and beats again at once with the new credential", async () => {
+  it("re-registers with its own certificate on a 401 and beats again at once", async () => {
     heartbeatStatuses = [401];
     const { link: l } = link(60_000);
     await l.start();
+    const first = l.identity!.certPem;
     await waitFor(() => heartbeats().length === 2, { what: "the second heartbeat", timeoutMs: 5000 });
-    expect(calls.map((c) => [c.route, c.auth, c.status])).toEqual([
-      ["/v1/agent/register", "Bearer join", 200],
-      ["/v1/agent/heartbeat", "Bearer nvh_1", 401],
-      ["/v1/agent/register", "Bearer join", 200],
-      ["/v1/agent/heartbeat", "Bearer nvh_2", 200],
+    expect(calls.map((c) => [c.route, c.auth === undefined ? "-" : "bearer", c.cert, c.status])).toEqual([
+      ["/v1/agent/register", "bearer", "none", 200],
+      ["/v1/agent/heartbeat", "-", "host", 401],
+      ["/v1/agent/register", "-", "host", 200],
+      ["/v1/agent/heartbeat", "-", "host", 200],
     ]);
-    expect(l.credential).toBe("nvh_2");
+    expect(l.identity!.certPem).not.toBe(first);
   });
 
-  it("reuses the saved credential of the same server without registering", async () => {
-    writeFileSync(
-      path.join(dataDir, "agent-credentials.json"),
-      JSON.stringify({ serverUrl: url, hostId: "h", hostToken: "nvh_saved" }),
-    );
-    const { link: l } = link(60_000);
-    await l.start();
+  it("reuses the saved identity for the same server without registering or a token", async () => {
+    const { link: first } = link(60_000);
+    await first.start();
+    await first.stop();
+    calls = [];
+    const { link: again } = link(60_000, undefined, undefined);
+    await again.start();
     await waitFor(() => heartbeats().length === 1, { what: "a heartbeat", timeoutMs: 5000 });
-    expect(registrations).toBe(0);
-    expect(heartbeats()[0]!.auth).toBe("Bearer nvh_saved");
+    expect(registrations).toBe(1);
+    expect(heartbeats()[0]!.cert).toBe("host");
+  });
+
+  it("refuses a server whose CA is not the one the join token names, sending it nothing", async () => {
+    const impostor = await createCa("impostor");
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+    await serve(impostor);
+    const { link: l } = link(60_000);
+    const err = await l.start().catch((e: unknown) => e);
+    if (!isNovaError(err, "NOVA_TLS_UNTRUSTED")) throw err;
+    expect(err.message).toContain(certInfo(ca.certPem).fingerprint);
+    expect(calls).toEqual([]);
   });
 });

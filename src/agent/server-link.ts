@@ -1,45 +1,48 @@
 /**
- * The agent's link to its server: registers with the join token (once; the host
- * credential is kept 0600 in the data dir), then heartbeats every interval and at once
- * after any change. Survives server restarts (keeps retrying, logs once per outage) and
- * re-registers when the server no longer knows the credential.
+ * The agent's link to its server over mutual TLS. On first start it joins: it checks that
+ * the server's CA is the one its join token names, sends a CSR for a key it made itself
+ * with the token, and keeps the host certificate it gets back (agent-identity.ts). Then it
+ * heartbeats with that certificate every interval and at once after any change. It renews
+ * the certificate when a third of its life is left, and re-registers with it when the
+ * server no longer knows the host's registration. Survives server restarts (keeps
+ * retrying, logs once per outage).
  */
-import { readFile, rename, writeFile } from "node:fs/promises";
-import path from "node:path";
 import type { Logger } from "pino";
 import type { AgentHeartbeatPost, AgentRegisterPost, AgentRegisterResponse } from "../api/types/agent.js";
 import { ERROR_CODES, type ErrorCode } from "../lib/error-codes.js";
 import { describeError, NovaError } from "../lib/errors.js";
 import { WakeableLoop } from "../lib/wakeable-loop.js";
-
-interface Credentials {
-  serverUrl: string;
-  hostId: string;
-  hostToken: string;
-}
+import { parseJoinToken } from "../security/join-token.js";
+import { certInfo, createCsr } from "../security/pki.js";
+import { type ClusterFetch, clusterFetch, fetchPresentedCa } from "../security/tls-client.js";
+import { type AgentIdentity, AgentIdentityFiles, shouldRenew } from "./agent-identity.js";
 
 /** Link options. */
 export interface ServerLinkOptions {
   serverUrl: string;
-  joinToken: string;
+  /** Needed only to join the first time (or after the host was removed). */
+  joinToken?: string;
   dataDir: string;
   heartbeatIntervalMs: number;
-  registration: () => Promise<AgentRegisterPost>;
+  registration: () => Promise<Omit<AgentRegisterPost, "csr">>;
   heartbeat: () => Promise<Omit<AgentHeartbeatPost, "agentUrl">>;
   agentUrl: string;
   log: Logger;
+  /** Called with each new identity (first join, renewal), before it is used. */
+  onIdentity?: (identity: AgentIdentity) => void;
 }
 
 /** Registration and heartbeats. */
 export class ServerLink {
-  private creds: Credentials | undefined;
+  private id: AgentIdentity | undefined;
+  private fetchServer: ClusterFetch | undefined;
   private readonly heartbeats: WakeableLoop;
+  private readonly files: AgentIdentityFiles;
   private stopped = false;
   private outage = false;
-  private readonly credsPath: string;
 
   constructor(private readonly o: ServerLinkOptions) {
-    this.credsPath = path.join(o.dataDir, "agent-credentials.json");
+    this.files = new AgentIdentityFiles(o.dataDir);
     this.heartbeats = new WakeableLoop({
       pass: () => this.sendHeartbeat(),
       intervalMs: o.heartbeatIntervalMs,
@@ -48,20 +51,21 @@ export class ServerLink {
     });
   }
 
-  /** The host credential, once registered. */
-  get credential(): string | undefined {
-    return this.creds?.hostToken;
+  /** The host's identity, once joined. */
+  get identity(): AgentIdentity | undefined {
+    return this.id;
   }
 
-  /** The host id, once registered. */
+  /** The host id, once joined. */
   get hostId(): string | undefined {
-    return this.creds?.hostId;
+    return this.id?.hostId;
   }
 
-  /** Loads saved credentials or registers; then starts heartbeating. Retries until it works. */
+  /** Loads the saved identity or joins; then starts heartbeating. Retries until it works. */
   async start(signal?: AbortSignal): Promise<void> {
-    this.creds = await this.load();
-    if (!this.creds) await this.registerWithRetry(signal);
+    const saved = await this.files.load(this.o.serverUrl);
+    if (saved) this.adopt(saved);
+    else await this.registerWithRetry(signal);
     this.beat();
   }
 
@@ -81,20 +85,34 @@ export class ServerLink {
     await this.heartbeats.stop();
   }
 
+  private adopt(identity: AgentIdentity): void {
+    this.o.onIdentity?.(identity);
+    this.id = identity;
+    this.fetchServer = clusterFetch(
+      { caPem: identity.caPem, certPem: identity.certPem, keyPem: identity.keyPem },
+      { role: "server" },
+    );
+  }
+
   private async sendHeartbeat(): Promise<void> {
     try {
-      if (!this.creds) await this.register();
-      const body: AgentHeartbeatPost = { agentUrl: this.o.agentUrl, ...(await this.o.heartbeat()) };
-      const res = await this.post("/v1/agent/heartbeat", body, this.creds!.hostToken);
-      if (res.status === 401) {
-        this.o.log.warn("server does not know this host's credential; registering again");
-        this.creds = undefined;
+      if (!this.id) await this.register();
+      if (shouldRenew(this.id!.certPem)) {
+        this.o.log.info({ notAfter: certInfo(this.id!.certPem).notAfter }, "renewing the host certificate");
         await this.register();
-        // Beat again right after this pass, with the new credential.
+      }
+      const body: AgentHeartbeatPost = { agentUrl: this.o.agentUrl, ...(await this.o.heartbeat()) };
+      const res = await this.post("/v1/agent/heartbeat", body);
+      if (res.status === 401) {
+        await res.body?.cancel();
+        this.o.log.warn("the server does not accept this host's certificate; registering again");
+        await this.register();
+        // Beat again right after this pass, with the new certificate.
         this.heartbeats.wake();
         return;
       }
       if (!res.ok) throw await refusal(res, "heartbeat refused");
+      await res.body?.cancel();
       if (this.outage) this.o.log.info("server reachable again");
       this.outage = false;
     } catch (err) {
@@ -110,8 +128,8 @@ export class ServerLink {
         await this.register();
         return;
       } catch (err) {
-        // The server refusing this agent (bad join token, unsupported QEMU, …) is final;
-        // an unreachable or failing server is retried.
+        // The server refusing this agent (bad join token, unsupported QEMU, wrong CA, …) is
+        // final; an unreachable or failing server is retried.
         if (err instanceof NovaError && !err.retryable) throw err;
         if (attempt === 1)
           this.o.log.warn({ err: describeError(err) }, "cannot reach the server to register; retrying");
@@ -120,39 +138,92 @@ export class ServerLink {
     }
   }
 
+  /**
+   * Registers with a fresh key: with the current certificate when there is one (renewal,
+   * re-registration), else with the join token (first join).
+   */
   private async register(): Promise<void> {
-    const res = await this.post("/v1/agent/register", await this.o.registration(), this.o.joinToken);
+    const reg = await this.o.registration();
+    const { csrPem, keyPem } = await createCsr(reg.name);
+    const body: AgentRegisterPost = { ...reg, csr: csrPem };
+    let res: Response;
+    let caPem: string;
+    if (this.id) {
+      caPem = this.id.caPem;
+      res = await this.post("/v1/agent/register", body);
+      if (res.status === 401 && this.o.joinToken) {
+        await res.body?.cancel();
+        this.o.log.warn(
+          "the server no longer accepts this host's certificate; joining again with the join token",
+        );
+        this.id = undefined;
+        return this.register();
+      }
+    } else {
+      if (!this.o.joinToken) {
+        throw new NovaError(
+          "NOVA_CONFIG",
+          `This agent has not joined ${this.o.serverUrl} yet (or was removed from it). Make a join token on the server (novacron host join-token ${reg.name}) and start the agent with --join-token.`,
+        );
+      }
+      caPem = await this.trustedCa(this.o.joinToken);
+      res = await clusterFetch({ caPem }, { role: "server" })(`${this.o.serverUrl}/v1/agent/register`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${this.o.joinToken.trim()}` },
+        body: JSON.stringify(body),
+        signal: AbortSignal.timeout(30_000),
+      });
+    }
     if (res.status === 401 || res.status === 403) {
-      throw new NovaError(
-        "NOVA_UNAUTHENTICATED",
-        `The server at ${this.o.serverUrl} refused the join token (${res.status}). Use the token from the server's join.token file.`,
-      );
+      throw await refusal(res, "registration refused", true);
     }
     if (!res.ok) throw await refusal(res, "registration refused");
     const reply = (await res.json()) as AgentRegisterResponse;
-    this.creds = { serverUrl: this.o.serverUrl, hostId: reply.hostId, hostToken: reply.hostToken };
-    await writeFile(`${this.credsPath}.tmp`, JSON.stringify(this.creds), { mode: 0o600 });
-    await rename(`${this.credsPath}.tmp`, this.credsPath);
-    this.o.log.info({ hostId: reply.hostId }, "registered with server");
+    const identity: AgentIdentity = {
+      serverUrl: this.o.serverUrl,
+      hostId: reply.hostId,
+      caPem,
+      certPem: reply.certificate,
+      keyPem,
+    };
+    await this.files.save(identity);
+    this.adopt(identity);
+    this.o.log.info(
+      { hostId: reply.hostId, notAfter: certInfo(reply.certificate).notAfter },
+      "registered with the server; host certificate saved",
+    );
   }
 
-  private post(route: string, body: unknown, token: string): Promise<Response> {
-    return fetch(`${this.o.serverUrl}${route}`, {
+  /**
+   * The server's CA, read off its TLS handshake and accepted only if its fingerprint is the
+   * one in the join token: a man in the middle cannot present the cluster's CA.
+   */
+  private async trustedCa(joinToken: string): Promise<string> {
+    const { caFingerprint } = parseJoinToken(joinToken);
+    let presented: string;
+    try {
+      presented = await fetchPresentedCa(this.o.serverUrl);
+    } catch (err) {
+      throw new Error(`cannot read the TLS certificate of ${this.o.serverUrl}: ${describeError(err)}`);
+    }
+    const got = certInfo(presented).fingerprint;
+    if (got !== caFingerprint) {
+      throw new NovaError(
+        "NOVA_TLS_UNTRUSTED",
+        `The server at ${this.o.serverUrl} presents CA ${got}, but the join token names ${caFingerprint}. This is not the server the token was made on (or someone is in between). Check the URL, or make a token on the right server.`,
+        { details: { presented: got, expected: caFingerprint } },
+      );
+    }
+    return presented;
+  }
+
+  private post(route: string, body: unknown): Promise<Response> {
+    return this.fetchServer!(`${this.o.serverUrl}${route}`, {
       method: "POST",
-      headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+      headers: { "content-type": "application/json" },
       body: JSON.stringify(body),
       signal: AbortSignal.timeout(10_000),
     });
-  }
-
-  private async load(): Promise<Credentials | undefined> {
-    try {
-      const creds = JSON.parse(await readFile(this.credsPath, "utf8")) as Credentials;
-      // Credentials belong to one server; pointing the agent elsewhere means joining anew.
-      return creds.serverUrl === this.o.serverUrl ? creds : undefined;
-    } catch {
-      return undefined;
-    }
   }
 }
 
@@ -161,7 +232,7 @@ export class ServerLink {
  * with a NovaCron error body, so a final refusal such as NOVA_QEMU_UNSUPPORTED reaches the
  * user as the server said it; a plain Error (retried) otherwise.
  */
-async function refusal(res: Response, what: string): Promise<Error> {
+async function refusal(res: Response, what: string, final = false): Promise<Error> {
   const text = await res.text();
   if (res.status >= 400 && res.status < 500 && res.status !== 408 && res.status !== 429) {
     try {
@@ -178,5 +249,6 @@ async function refusal(res: Response, what: string): Promise<Error> {
       // not JSON: fall through
     }
   }
+  if (final) return new NovaError("NOVA_UNAUTHENTICATED", `${what}: HTTP ${res.status} ${text}`);
   return new Error(`${what}: HTTP ${res.status} ${text}`);
 }

@@ -3,11 +3,14 @@
  * OpenAPI at /v1/openapi.json), auth on every /v1 route, one error shape, /healthz,
  * /metrics, and the resource routes.
  */
+
+import type { SecureContextOptions } from "node:tls";
 import { AjvCompiler, type ValidatorFactory } from "@fastify/ajv-compiler";
 import swagger from "@fastify/swagger";
 import type { TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from "fastify";
 import type { Logger } from "pino";
+import type { AgentConnector } from "../cluster/agent-client.js";
 import type { HostService } from "../cluster/host-service.js";
 import type { ImageService } from "../cluster/image-service.js";
 import type { Store } from "../cluster/store/store.js";
@@ -47,6 +50,34 @@ export interface AppDeps {
   logger: Logger;
   /** The execution system (routes under /v1/executions, /v1/dlq, /v1/secrets). */
   exec?: ExecSystem;
+  /** Clients for the hosts' agents. */
+  agents: AgentConnector;
+  /** The cluster CA's fingerprint (join tokens carry it). */
+  caFingerprint: string;
+  /**
+   * Serve HTTPS with this certificate chain and key; client certificates are requested and
+   * verified against `ca` (agents authenticate with theirs; users with bearer tokens).
+   * Absent only for in-process tests of the app.
+   */
+  https?: { cert: string; key: string; ca: string };
+}
+
+/** The TLS server options of the API: TLS 1.3, client certificates optional but verified. */
+export function apiTlsOptions(https: { cert: string; key: string; ca: string }): SecureContextOptions & {
+  requestCert: boolean;
+  rejectUnauthorized: boolean;
+  minVersion: "TLSv1.3";
+} {
+  return {
+    cert: https.cert,
+    key: https.key,
+    ca: https.ca,
+    // Users' tools have no client certificate, so the handshake may go without one; a
+    // certificate that is presented is verified, and only routes for agents accept it.
+    requestCert: true,
+    rejectUnauthorized: false,
+    minVersion: "TLSv1.3",
+  };
 }
 
 /**
@@ -72,6 +103,7 @@ type Compile = (route: { httpPart?: string }) => unknown;
 /** Builds (but does not start) the API server. */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const app = Fastify({
+    ...(deps.https ? { https: apiTlsOptions(deps.https) } : {}),
     // pino 10's Logger type is newer than the one Fastify's types name; same runtime API.
     loggerInstance: deps.logger as unknown as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
@@ -119,6 +151,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     images: deps.images,
     vms: deps.vms,
     migrations: deps.migrations,
+    agents: deps.agents,
+    caFingerprint: deps.caFingerprint,
     guard,
   };
 

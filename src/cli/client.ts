@@ -1,12 +1,30 @@
-/** The CLI's REST client: typed calls, server errors turned into NovaErrors with the server's code. */
+/**
+ * The CLI's REST client: typed calls over TLS to the server whose CA was pinned at login
+ * (no other CA is trusted), server errors turned into NovaErrors with the server's code.
+ */
 
 import { describeError, NovaError } from "../lib/errors.js";
 import { readJsonReply } from "../lib/json-response.js";
+import { type ClusterFetch, clusterFetch } from "../security/tls-client.js";
 import type { CliConfig } from "./config.js";
 
 /** Calls the NovaCron API. */
 export class ApiClient {
-  constructor(private readonly config: CliConfig) {}
+  private readonly fetchServer: ClusterFetch;
+
+  constructor(private readonly config: CliConfig) {
+    if (config.server.startsWith("https://")) {
+      if (!config.ca) {
+        throw new NovaError(
+          "NOVA_CONFIG",
+          `No CA is pinned for ${config.server}. Run novacron login --server ${config.server} (it shows the CA fingerprint to confirm), or give --ca-file / NOVACRON_CA_FILE.`,
+        );
+      }
+      this.fetchServer = clusterFetch({ caPem: config.ca }, { role: "server" });
+    } else {
+      this.fetchServer = fetch;
+    }
+  }
 
   /** GET. */
   get<T>(route: string): Promise<T> {
@@ -26,7 +44,7 @@ export class ApiClient {
   private async request<T>(method: string, route: string, body?: unknown): Promise<T> {
     let res: Response;
     try {
-      res = await fetch(`${this.config.server}${route}`, {
+      res = await this.fetchServer(`${this.config.server}${route}`, {
         method,
         headers: {
           authorization: `Bearer ${this.config.token}`,
@@ -38,7 +56,7 @@ export class ApiClient {
     } catch (err) {
       throw new NovaError(
         "NOVA_HOST_UNREACHABLE",
-        `Cannot reach the NovaCron server at ${this.config.server}: ${describeError(err)}. Is it running?`,
+        `Cannot reach the NovaCron server at ${this.config.server}: ${describeTlsError(err)}`,
       );
     }
     const json = await readJsonReply(res, {
@@ -52,4 +70,17 @@ export class ApiClient {
 /** URL path segment for a resource id or name. */
 export function seg(value: string): string {
   return encodeURIComponent(value);
+}
+
+/** A connection failure in words an operator can act on (TLS trust problems say what to do). */
+function describeTlsError(err: unknown): string {
+  // fetch says only "fetch failed"; the reason is in the cause chain.
+  const parts: string[] = [];
+  for (let e: unknown = err; e && parts.length < 4; e = (e as { cause?: unknown }).cause)
+    parts.push(describeError(e));
+  const text = parts.join(": ");
+  if (/certificate|self[- ]signed|issuer|not the NovaCron server/i.test(text)) {
+    return `${text}. The server's certificate is not from the CA pinned at login: if the server's CA was really replaced, run novacron login again and compare the fingerprint it shows with the server's.`;
+  }
+  return `${text}. Is it running?`;
 }

@@ -1,7 +1,8 @@
 /**
- * CLI configuration: server URL and token from flags, then environment
- * (NOVACRON_SERVER, NOVACRON_TOKEN), then the config file written by `novacron login`
- * ($NOVACRON_CONFIG or ~/.config/novacron/config.json, mode 0600).
+ * CLI configuration: server URL, token and the pinned cluster CA from flags, then
+ * environment (NOVACRON_SERVER, NOVACRON_TOKEN, NOVACRON_CA_FILE), then the config file
+ * written by `novacron login` ($NOVACRON_CONFIG or ~/.config/novacron/config.json, mode
+ * 0600). The CA pinned at login is the only one the CLI trusts for that server.
  */
 import { chmod, mkdir, open, readFile, rename, rm } from "node:fs/promises";
 import os from "node:os";
@@ -12,6 +13,8 @@ import { NovaError } from "../lib/errors.js";
 export interface CliConfig {
   server: string;
   token: string;
+  /** The cluster CA, PEM, pinned at login (needed for https:// servers). */
+  ca?: string;
 }
 
 /** The config file's path. */
@@ -68,18 +71,27 @@ export async function writeConfigFile(config: CliConfig, file = configPath()): P
 
 /** Resolves server and token: flags over environment over config file. */
 export async function resolveConfig(
-  flags: { server?: string; token?: string },
+  flags: { server?: string; token?: string; caFile?: string },
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<CliConfig> {
   const file = await readConfigFile(configPath(env));
   const server = flags.server ?? env.NOVACRON_SERVER ?? file?.server;
   const token = flags.token ?? env.NOVACRON_TOKEN ?? file?.token;
+  const caFile = flags.caFile ?? env.NOVACRON_CA_FILE;
+  let ca = file?.server === server ? file?.ca : undefined;
+  if (caFile) {
+    try {
+      ca = await readFile(caFile, "utf8");
+    } catch (err) {
+      throw new NovaError("NOVA_CONFIG", `Cannot read the CA file ${caFile}: ${(err as Error).message}`);
+    }
+  }
   if (!server || !token) {
     const missing = [!server && "server URL", !token && "token"].filter(Boolean).join(" and ");
     throw new NovaError(
       "NOVA_CONFIG",
-      `No ${missing} configured. Run: novacron login --server http://127.0.0.1:7700 --token-file <server data dir>/admin.token (or set NOVACRON_SERVER / NOVACRON_TOKEN).`,
+      `No ${missing} configured. Run: novacron login --server https://127.0.0.1:7700 --token-file <server data dir>/admin.token (or set NOVACRON_SERVER / NOVACRON_TOKEN).`,
     );
   }
-  return { server: server.replace(/\/+$/, ""), token };
+  return { server: server.replace(/\/+$/, ""), token, ...(ca ? { ca } : {}) };
 }

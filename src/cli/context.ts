@@ -7,6 +7,7 @@ import { resolveConfig } from "./config.js";
 export interface GlobalOptions {
   server?: string;
   token?: string;
+  caFile?: string;
   json?: boolean;
 }
 
@@ -15,6 +16,10 @@ export function addClientOptions(cmd: Command): void {
   cmd
     .option("--server <url>", "server URL (default: $NOVACRON_SERVER, else the login config)")
     .option("--token <token>", "API token (default: $NOVACRON_TOKEN, else the login config)")
+    .option(
+      "--ca-file <path>",
+      "trust this cluster CA (default: $NOVACRON_CA_FILE, else the one pinned at login)",
+    )
     .option("--json", "machine-readable output");
 }
 
@@ -24,6 +29,7 @@ export async function apiFor(cmd: Command): Promise<{ api: ApiClient; json: bool
   const config = await resolveConfig({
     ...(g.server ? { server: g.server } : {}),
     ...(g.token ? { token: g.token } : {}),
+    ...(g.caFile ? { caFile: g.caFile } : {}),
   });
   return { api: new ApiClient(config), json: Boolean(g.json) };
 }

@@ -1,7 +1,8 @@
 /**
- * The server's client for a host agent's API (`/agent/v1/...`, docs/agent-protocol.md).
- * Network failures become NOVA_HOST_UNREACHABLE (retryable); the agent's own errors keep
- * their code and message so the user sees the host's reason.
+ * The server's client for a host agent's API (`/agent/v1/...`, docs/agent-protocol.md),
+ * over mutual TLS: the server presents its certificate and accepts only the host's own
+ * (AgentConnector). Network failures become NOVA_HOST_UNREACHABLE (retryable); the
+ * agent's own errors keep their code and message so the user sees the host's reason.
  */
 import type {
   AgentBlob,
@@ -16,18 +17,53 @@ import type {
 } from "../api/types/agent.js";
 import { describeError, NovaError } from "../lib/errors.js";
 import { readJsonReply } from "../lib/json-response.js";
+import { type ClusterFetch, type ClusterTls, clusterAgent, fetchVia } from "../security/tls-client.js";
 
-/** Where and how to reach one agent. */
+/** Where to reach one agent. */
 export interface AgentTarget {
+  id: string;
   name: string;
   agentUrl: string;
-  agentToken: string;
+}
+
+/**
+ * Makes clients for agents: one TLS connection pool per host, each accepting only that
+ * host's certificate. Without TLS material (in-process tests of the API alone) it calls
+ * plain http:// agent URLs.
+ */
+export class AgentConnector {
+  private readonly pools = new Map<string, ClusterFetch>();
+
+  /** @param tls the server's TLS identity, read at each new pool (it is renewed in place). */
+  constructor(private readonly tls: (() => ClusterTls) | null) {}
+
+  /** A client for `host`. */
+  client(host: AgentTarget, timeoutMs?: number): AgentClient {
+    return new AgentClient(host, this.fetchFor(host), timeoutMs);
+  }
+
+  /** The fetch to use for calls to `host`'s agent. */
+  fetchFor(host: AgentTarget): ClusterFetch {
+    if (!this.tls) return fetch;
+    let f = this.pools.get(host.id);
+    if (!f) {
+      f = fetchVia(clusterAgent(this.tls(), { role: "host", hostId: host.id }));
+      this.pools.set(host.id, f);
+    }
+    return f;
+  }
+
+  /** Drops the pools (after the server's certificate was renewed). */
+  reset(): void {
+    this.pools.clear();
+  }
 }
 
 /** Calls one agent. */
 export class AgentClient {
   constructor(
     private readonly target: AgentTarget,
+    private readonly fetchAgent: ClusterFetch,
     private readonly timeoutMs = 15_000,
   ) {}
 
@@ -105,12 +141,9 @@ export class AgentClient {
     const url = `${this.target.agentUrl}${path}`;
     let res: Response;
     try {
-      res = await fetch(url, {
+      res = await this.fetchAgent(url, {
         method,
-        headers: {
-          authorization: `Bearer ${this.target.agentToken}`,
-          ...(body === undefined ? {} : { "content-type": "application/json" }),
-        },
+        headers: body === undefined ? {} : { "content-type": "application/json" },
         body: body === undefined ? null : JSON.stringify(body),
         signal: AbortSignal.timeout(timeoutMs),
       });

@@ -1,8 +1,10 @@
 /**
- * Agents joining and reporting: registration (join token → host credential), heartbeats
+ * Agents joining and reporting: registration (a one-time join token, or the host's own
+ * certificate, and a CSR → the host certificate that is its identity), heartbeats
  * (capacity, every VM's observed state, the blobs in the host's image store), cordon, and
  * the liveness monitor that marks silent hosts dead.
  */
+import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import type {
   AgentHeartbeatPost,
@@ -12,20 +14,33 @@ import type {
 } from "../api/types/agent.js";
 import { NovaError } from "../lib/errors.js";
 import { isSupportedQemu, qemuUnsupportedError } from "../lib/qemu-support.js";
+import { certInfo } from "../security/pki.js";
 import { VERSION } from "../version.js";
 import { appendEvent } from "./store/events.js";
 import {
+  findHost,
+  findHostByCertSerial,
   getHost,
   type HostRecord,
   markSilentHostsDead,
   recordHeartbeat,
+  removeHost,
   setCordon,
   upsertHost,
 } from "./store/hosts.js";
 import { syncImageLocations } from "./store/images.js";
+import { consumeJoinToken, createJoinToken, type JoinTokenInfo } from "./store/join-tokens.js";
 import type { Store } from "./store/store.js";
-import { generateToken } from "./store/tokens.js";
 import { listVms, markHostVmsUnknown, setObserved } from "./store/vms.js";
+
+/** Signs host certificates (the server's PKI). */
+export interface HostCertIssuer {
+  caPem: string;
+  issueHostCert(csrPem: string, host: { id: string; name: string }): Promise<string>;
+}
+
+/** How a registering agent proved itself. */
+export type RegistrationAuth = { joinToken: string } | { certSerial: string };
 
 /** Host registration, heartbeats and liveness. */
 export class HostService {
@@ -35,17 +50,53 @@ export class HostService {
     private readonly store: Store,
     private readonly wake: () => void,
     private readonly log: Logger,
+    private readonly issuer: HostCertIssuer,
   ) {}
 
   /**
-   * Registers (or re-registers) an agent and issues its host credential. Refuses
-   * (NOVA_QEMU_UNSUPPORTED) an agent that reports no QEMU or a QEMU older than 7.2.
+   * Registers an agent and issues its host certificate from its CSR. A join token joins a
+   * new host (used up, and only for the name it was made for); an existing host needs the
+   * token to say `replace`, or the agent's own current certificate (re-registration,
+   * renewal). Refuses (NOVA_QEMU_UNSUPPORTED) an agent that reports no QEMU or a QEMU
+   * older than 7.2. Everything happens in one transaction: a refusal uses up nothing.
    */
-  async register(input: AgentRegisterPost): Promise<AgentRegisterResponse> {
+  async register(input: AgentRegisterPost, auth: RegistrationAuth): Promise<AgentRegisterResponse> {
     checkRegisteringQemu(input);
-    const hostToken = generateToken("nvh");
-    const { id, created } = await this.store.write(async (tx, emit) => {
-      const result = await upsertHost(tx, { ...input, agentToken: hostToken });
+    const { id, created, certificate } = await this.store.write(async (tx, emit) => {
+      const existing = await findHost(tx, input.name);
+      if ("joinToken" in auth) {
+        const { replace } = await consumeJoinToken(tx, auth.joinToken, input.name);
+        if (existing?.certificate && !replace) {
+          throw new NovaError(
+            "NOVA_CONFLICT",
+            `Host ${input.name} is already joined. Its own agent re-registers with its certificate; to give the name to a new machine, make a token with: novacron host join-token ${input.name} --replace`,
+            { details: { host: input.name } },
+          );
+        }
+      } else {
+        const self = await findHostByCertSerial(tx, auth.certSerial);
+        if (!self) {
+          throw new NovaError(
+            "NOVA_UNAUTHENTICATED",
+            "This host's certificate is not current (the host was removed or replaced). Join again with a new join token.",
+          );
+        }
+        if (self.name !== input.name) {
+          throw new NovaError(
+            "NOVA_FORBIDDEN",
+            `This certificate belongs to host ${self.name}; it cannot register as ${input.name}.`,
+            { details: { host: self.name, requested: input.name } },
+          );
+        }
+      }
+      const hostId = existing?.id ?? randomUUID();
+      const certificate = await this.issuer.issueHostCert(input.csr, { id: hostId, name: input.name });
+      const info = certInfo(certificate);
+      const result = await upsertHost(tx, {
+        ...input,
+        id: hostId,
+        certificate: { serial: info.serial, fingerprint: info.fingerprint, notAfter: info.notAfter },
+      });
       emit(
         await appendEvent(tx, {
           type: result.created ? "host.registered" : "host.reregistered",
@@ -59,11 +110,11 @@ export class HostService {
           },
         }),
       );
-      return result;
+      return { ...result, certificate };
     });
     this.log.info({ host: input.name, created }, "agent registered");
     this.wake();
-    return { hostId: id, hostToken };
+    return { hostId: id, certificate, caCertificate: this.issuer.caPem };
   }
 
   /** Applies a heartbeat from the host `hostId`. */
@@ -112,6 +163,71 @@ export class HostService {
       );
     });
     return getHost(this.store.read, host.id);
+  }
+
+  /**
+   * Makes a join token for host `name` (one use, expiring). `replace` lets it take over an
+   * existing host of that name.
+   */
+  async createJoinToken(input: {
+    name: string;
+    ttlSeconds: number;
+    replace: boolean;
+    createdBy: string;
+    caFingerprint: string;
+  }): Promise<{ token: string; info: JoinTokenInfo }> {
+    const existing = await findHost(this.store.read, input.name);
+    if (existing?.certificate && !input.replace) {
+      throw new NovaError(
+        "NOVA_CONFLICT",
+        `Host ${input.name} is already joined. Its agent keeps its identity across restarts; to give the name to a new machine, add --replace.`,
+        { details: { host: input.name } },
+      );
+    }
+    return this.store.write(async (tx, emit) => {
+      const made = await createJoinToken(tx, { ...input, hostName: input.name });
+      emit(
+        await appendEvent(tx, {
+          type: "host.join-token",
+          resourceType: "host",
+          resourceId: existing?.id ?? made.info.id,
+          data: { name: input.name, replace: input.replace, expiresAt: made.info.expiresAt },
+        }),
+      );
+      return made;
+    });
+  }
+
+  /**
+   * Removes a host that runs no VMs: its certificate is refused from now on (the agent
+   * must join again with a new token to come back).
+   */
+  async remove(idOrName: string): Promise<{ id: string; name: string; deleted: boolean }> {
+    const host = await getHost(this.store.read, idOrName);
+    return this.store.write(async (tx, emit) => {
+      const vms = await listVms(tx, { hostId: host.id });
+      if (vms.length > 0) {
+        throw new NovaError(
+          "NOVA_CONFLICT",
+          `Host ${host.name} still has ${vms.length} VM(s) (${vms
+            .slice(0, 5)
+            .map((v) => v.name)
+            .join(", ")}${vms.length > 5 ? ", …" : ""}). Migrate or delete them first.`,
+          { details: { host: host.name, vms: vms.length } },
+        );
+      }
+      const { deleted } = await removeHost(tx, host.id);
+      emit(
+        await appendEvent(tx, {
+          type: "host.removed",
+          resourceType: "host",
+          resourceId: host.id,
+          data: { name: host.name, revokedSerial: host.certificate?.serial ?? null },
+        }),
+      );
+      this.log.info({ host: host.name }, "host removed; its certificate is no longer accepted");
+      return { id: host.id, name: host.name, deleted };
+    });
   }
 
   /** Starts marking hosts dead after `timeoutMs` without a heartbeat. */

@@ -7,7 +7,7 @@
 import type { AgentBlob } from "../api/types/agent.js";
 import type { ImagesPost } from "../api/types/images.js";
 import { NovaError } from "../lib/errors.js";
-import { AgentClient } from "./agent-client.js";
+import type { AgentConnector } from "./agent-client.js";
 import { appendEvent } from "./store/events.js";
 import { getHost, type HostRecord, listHosts } from "./store/hosts.js";
 import { addImageLocation, findImage, getImage, type ImageRecord, insertImage } from "./store/images.js";
@@ -22,7 +22,10 @@ interface HostImport {
 
 /** Image import. */
 export class ImageService {
-  constructor(private readonly store: Store) {}
+  constructor(
+    private readonly store: Store,
+    private readonly agents: AgentConnector,
+  ) {}
 
   /** Imports files on hosts as a named image. */
   async import(input: ImagesPost): Promise<ImageRecord> {
@@ -105,7 +108,7 @@ export class ImageService {
   }
 
   private async importOn(host: HostRecord, input: ImagesPost): Promise<HostImport> {
-    const agent = new AgentClient(host);
+    const agent = this.agents.client(host);
     const disk = await agent.importBlob({ path: input.disk, kind: "disk" });
     const kernel = input.kernel ? await agent.importBlob({ path: input.kernel, kind: "kernel" }) : undefined;
     const initrd = input.initrd ? await agent.importBlob({ path: input.initrd, kind: "initrd" }) : undefined;

@@ -7,7 +7,7 @@
 import type { Logger } from "pino";
 import { describeError, isNovaError } from "../lib/errors.js";
 import { WakeableLoop } from "../lib/wakeable-loop.js";
-import { AgentClient } from "./agent-client.js";
+import type { AgentConnector } from "./agent-client.js";
 import { decide } from "./reconcile-decision.js";
 import { type HostRecord, listHosts } from "./store/hosts.js";
 import { bootImage, type ImageRecord, listImages } from "./store/images.js";
@@ -39,6 +39,7 @@ export class Reconciler {
   constructor(
     private readonly store: Store,
     private readonly log: Logger,
+    private readonly agents: AgentConnector,
     options: ReconcilerOptions = {},
   ) {
     this.resendAfterMs = options.resendAfterMs ?? 5000;
@@ -96,7 +97,7 @@ export class Reconciler {
         return;
       }
       if (!host) return;
-      const agent = new AgentClient(host);
+      const agent = this.agents.client(host);
       if (decision.kind === "delete") {
         this.asked.set(key("delete"), Date.now());
         await agent.deleteVm(vm.id);

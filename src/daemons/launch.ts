@@ -10,7 +10,6 @@ import path from "node:path";
 import { startAgent } from "../agent/agent-process.js";
 import type { AgentDaemonFlags, DaemonLauncher, ServerDaemonFlags } from "../cli/commands/daemons.js";
 import { loadExecConfig, parseWorkersFlag } from "../exec/config.js";
-import { NovaError } from "../lib/errors.js";
 import { parseListen, parsePort, parsePositiveInt } from "../lib/flags.js";
 import { startServer } from "../server/server-process.js";
 
@@ -24,6 +23,8 @@ function untilSignal(): Promise<string> {
 
 /** Runs the server in the foreground until a signal. */
 export async function runServer(o: ServerDaemonFlags): Promise<void> {
+  // Keys, tokens and the database: nothing this process creates is for other users.
+  process.umask(0o077);
   const { host, port } = parseListen(o.listen);
   const databaseUrl = o.databaseUrl ?? process.env.DATABASE_URL;
   const dataDir = path.resolve(o.dataDir);
@@ -41,6 +42,9 @@ export async function runServer(o: ServerDaemonFlags): Promise<void> {
     dataDir,
     host,
     port,
+    ...(o.caCert ? { caCertFile: path.resolve(o.caCert) } : {}),
+    ...(o.caKey ? { caKeyFile: path.resolve(o.caKey) } : {}),
+    ...(o.tlsName.length > 0 ? { tlsNames: o.tlsName } : {}),
     heartbeatTimeoutMs: parsePositiveInt(o.heartbeatTimeout, "--heartbeat-timeout") * 1000,
     maxMigrationsPerHost: parsePositiveInt(o.maxMigrationsPerHost, "--max-migrations-per-host"),
     execConfig,
@@ -49,12 +53,11 @@ export async function runServer(o: ServerDaemonFlags): Promise<void> {
   });
   const lines = [
     `NovaCron server listening on ${server.url} (database: ${server.store.db.kind === "pglite" ? `embedded PGlite in ${dataDir}/db` : "PostgreSQL"})`,
+    `Cluster CA: ${server.caCertPath}, fingerprint ${server.caFingerprint}`,
     server.created.admin
-      ? `Created the admin token: ${server.adminTokenPath} (mode 0600). Log in with: novacron login --server ${server.url} --token-file ${server.adminTokenPath}`
+      ? `Created the admin token: ${server.adminTokenPath} (mode 0600). Log in with: novacron login --server ${server.url} --token-file ${server.adminTokenPath} --fingerprint ${server.caFingerprint}`
       : `Admin token: ${server.adminTokenPath}`,
-    server.created.join
-      ? `Created the agent join token: ${server.joinTokenPath} (mode 0600). Start agents with: novacron agent --server ${server.url} --join-token-file ${server.joinTokenPath}`
-      : `Agent join token: ${server.joinTokenPath}`,
+    `Add a host: novacron host join-token NAME, then on that host: novacron agent --server ${server.url} --name NAME --join-token <token>`,
   ];
   process.stdout.write(`${lines.join("\n")}\n`);
   const signal = await untilSignal();
@@ -64,19 +67,16 @@ export async function runServer(o: ServerDaemonFlags): Promise<void> {
 
 /** Runs the agent in the foreground until a signal. */
 export async function runAgent(o: AgentDaemonFlags): Promise<void> {
+  process.umask(0o077);
+  // Only the first start needs one; later starts use the identity saved when joining.
   const joinToken =
     o.joinToken ??
     process.env.NOVACRON_JOIN_TOKEN ??
     (o.joinTokenFile ? (await readFile(o.joinTokenFile, "utf8")).trim() : undefined);
-  if (!joinToken)
-    throw new NovaError(
-      "NOVA_CONFIG",
-      "Give the server's join token: --join-token-file <server data dir>/join.token (or --join-token, or NOVACRON_JOIN_TOKEN).",
-    );
   const { host, port } = parseListen(o.listen);
   const agent = await startAgent({
     serverUrl: o.server,
-    joinToken,
+    ...(joinToken ? { joinToken } : {}),
     dataDir: path.resolve(o.dataDir),
     name: o.name,
     host,

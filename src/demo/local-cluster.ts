@@ -11,6 +11,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { waitFor } from "../lib/wait.js";
+import { type ClusterFetch, clusterFetch } from "../security/tls-client.js";
 
 const execFileAsync = promisify(execFile);
 
@@ -57,7 +58,9 @@ export class LocalCluster {
   readonly daemons = new Map<string, Daemon>();
   serverUrl = "";
   adminToken = "";
-  joinToken = "";
+  /** The cluster CA the server made (the demo and the suites trust it as `login` would pin it). */
+  caPem = "";
+  private fetchServer: ClusterFetch = fetch;
 
   private constructor(
     readonly dir: string,
@@ -91,10 +94,24 @@ export class LocalCluster {
       timeoutMs: 60_000,
       what: "the server banner",
     });
-    this.serverUrl = `http://127.0.0.1:${this.serverPort}`;
+    this.serverUrl = `https://127.0.0.1:${this.serverPort}`;
     this.adminToken = (await readFile(path.join(this.dir, "server", "admin.token"), "utf8")).trim();
-    this.joinToken = (await readFile(path.join(this.dir, "server", "join.token"), "utf8")).trim();
+    this.caPem = await readFile(this.caFile, "utf8");
+    this.fetchServer = clusterFetch({ caPem: this.caPem }, { role: "server" });
     return d;
+  }
+
+  /** The cluster CA certificate's file. */
+  get caFile(): string {
+    return path.join(this.dir, "server", "pki", "ca.crt");
+  }
+
+  /** A one-time join token for host `name` (`replace`: it may take over an existing host of that name). */
+  async joinToken(name: string, replace = false): Promise<string> {
+    const res = await this.api<{ token: string }>("POST", "/v1/join-tokens", { name, replace });
+    if (res.status !== 200)
+      throw new Error(`join token for ${name}: HTTP ${res.status} ${JSON.stringify(res.body)}`);
+    return res.body.token;
   }
 
   /**
@@ -108,14 +125,17 @@ export class LocalCluster {
     extra: string[] = [],
     opts: { netns?: string; host?: string; serverUrl?: string; qemuBinary?: string } = {},
   ): Promise<Daemon> {
+    // An agent that has joined keeps its identity; one that has not (or whose data dir is
+    // new) gets a token, which may replace an earlier host of the same name.
+    const joined = existsSync(path.join(this.agentDir(name), "pki", "identity.json"));
+    const token = joined ? [] : ["--join-token", await this.joinToken(name, true)];
     const d = this.spawnDaemon(
       name,
       [
         "agent",
         "--server",
         opts.serverUrl ?? this.serverUrl,
-        "--join-token-file",
-        path.join(this.dir, "server", "join.token"),
+        ...token,
         "--data-dir",
         this.agentDir(name),
         "--listen",
@@ -164,7 +184,7 @@ export class LocalCluster {
     const headers: Record<string, string> = {};
     if (token) headers.authorization = `Bearer ${token}`;
     if (body !== undefined || rawBody !== undefined) headers["content-type"] = "application/json";
-    const res = await fetch(`${this.serverUrl}${route}`, {
+    const res = await this.fetchServer(`${this.serverUrl}${route}`, {
       method,
       headers,
       body: rawBody ?? (body === undefined ? null : JSON.stringify(body)),
@@ -186,6 +206,7 @@ export class LocalCluster {
             ...process.env,
             NOVACRON_SERVER: this.serverUrl,
             NOVACRON_TOKEN: this.adminToken,
+            NOVACRON_CA_FILE: this.caFile,
             NOVACRON_CONFIG: path.join(this.dir, "cli.json"),
           },
         },

@@ -179,7 +179,7 @@ async function main(): Promise<number> {
     say("Everything is running. In another terminal:");
     process.stdout.write(
       [
-        `  export NOVACRON_SERVER=${c.serverUrl} NOVACRON_TOKEN=$(cat ${c.dir}/server/admin.token)`,
+        `  export NOVACRON_SERVER=${c.serverUrl} NOVACRON_TOKEN=$(cat ${c.dir}/server/admin.token) NOVACRON_CA_FILE=${c.caFile}`,
         `  node bin/novacron.js vm list`,
         `  node bin/novacron.js vm console ${VM_NAME} --follow`,
         "Following the console here; press Ctrl-C to stop everything.",
@@ -222,7 +222,7 @@ async function wanPart(c: LocalCluster, link: WanLink, port: number): Promise<vo
   process.stdout.write(
     "Control traffic runs on an unemulated management network; migrations cross the emulated link.\n",
   );
-  const serverUrl = `http://${net.host}:${port}`;
+  const serverUrl = `https://${net.host}:${port}`;
   for (const [name, ns, mgmt, data, p] of [
     ["host-c", link.nsA, net.a, ADDR_A, port + 103],
     ["host-d", link.nsB, net.b, ADDR_B, port + 104],

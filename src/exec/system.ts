@@ -6,6 +6,7 @@
 import path from "node:path";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
+import type { AgentConnector } from "../cluster/agent-client.js";
 import type { Store } from "../cluster/store/store.js";
 import type { VmService } from "../cluster/vm-service.js";
 import type { MigrationService } from "../migration/migration-service.js";
@@ -27,6 +28,8 @@ export interface ExecSystemOptions {
   config?: ExecConfig;
   vms: VmService;
   migrations?: MigrationService;
+  /** Clients for the hosts' agents (host.command and console steps). */
+  agents: AgentConnector;
   registry?: Registry;
   log: Logger;
   /** false: serve the API but run no workers (an API-only replica). @defaultValue true */
@@ -57,7 +60,12 @@ export async function startExecSystem(o: ExecSystemOptions): Promise<ExecSystem>
     config,
     secretKey,
     wake,
-    services: { store: o.store, vms: o.vms, ...(o.migrations ? { migrations: o.migrations } : {}) },
+    services: {
+      store: o.store,
+      vms: o.vms,
+      agents: o.agents,
+      ...(o.migrations ? { migrations: o.migrations } : {}),
+    },
     log: o.log,
     ...(metrics ? { observer: metrics.runner } : {}),
   });

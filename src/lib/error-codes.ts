@@ -21,7 +21,14 @@ export const ERROR_CODES = {
   NOVA_UNAUTHENTICATED: {
     status: 401,
     retryable: false,
-    description: "No bearer token, or the token is unknown.",
+    description:
+      "No bearer token, or the token is unknown; or a client certificate (or join token) that is not, or no longer, valid.",
+  },
+  NOVA_TLS_UNTRUSTED: {
+    status: 502,
+    retryable: false,
+    description:
+      "The peer's TLS certificate is not the one expected: its CA's fingerprint differs from the pinned one (login, join token), or it names another identity.",
   },
   NOVA_PAYLOAD_TOO_LARGE: {
     status: 413,

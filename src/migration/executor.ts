@@ -21,7 +21,7 @@ import {
   type MigrationResult,
   resolveMigrationOptions,
 } from "../api/types/migrations.js";
-import { AgentClient } from "../cluster/agent-client.js";
+import type { AgentClient, AgentConnector } from "../cluster/agent-client.js";
 import { getHost } from "../cluster/store/hosts.js";
 import { bootImage, getImage } from "../cluster/store/images.js";
 import {
@@ -49,6 +49,8 @@ import { toProgress } from "./progress.js";
 /** What a run needs from the orchestrator. */
 export interface RunContext {
   store: Store;
+  /** Clients for the hosts' agents. */
+  agents: AgentConnector;
   log: Logger;
   /** Wakes the VM controller: it owns the VM again once its migration ended. */
   wakeVms: () => void;
@@ -59,8 +61,8 @@ export interface RunContext {
 
 /** Runs migration `m` until it ends or is handed back to the scheduler (still active). */
 export async function runMigration(ctx: RunContext, m: MigrationRecord): Promise<void> {
-  const source = new AgentClient(await getHost(ctx.store.read, m.sourceHostId));
-  const target = new AgentClient(await getHost(ctx.store.read, m.targetHostId));
+  const source = ctx.agents.client(await getHost(ctx.store.read, m.sourceHostId));
+  const target = ctx.agents.client(await getHost(ctx.store.read, m.targetHostId));
   await new MigrationRun(ctx, m, source, target).run();
 }
 

@@ -16,6 +16,7 @@
  * executor that performs the actions (executor.ts).
  */
 import type { Logger } from "pino";
+import type { AgentConnector } from "../cluster/agent-client.js";
 import { listMigrations } from "../cluster/store/migrations.js";
 import type { Store } from "../cluster/store/store.js";
 import { WakeableLoop } from "../lib/wakeable-loop.js";
@@ -46,6 +47,7 @@ export class MigrationOrchestrator {
     private readonly store: Store,
     private readonly log: Logger,
     private readonly wakeVms: () => void,
+    private readonly agents: AgentConnector,
     options: OrchestratorOptions = {},
   ) {
     this.o = {
@@ -86,6 +88,7 @@ export class MigrationOrchestrator {
       const run = runMigration(
         {
           store: this.store,
+          agents: this.agents,
           log: this.log,
           wakeVms: this.wakeVms,
           policy: { pollMs: this.o.pollMs, unreachableGraceMs: this.o.unreachableGraceMs },

@@ -1,14 +1,16 @@
 /**
- * The `novacron server` process: opens the store (PostgreSQL when DATABASE_URL is set,
- * else PGlite in the data dir), creates the admin and join tokens on first start and
- * writes them 0600 into the data dir, starts the API, the reconciler and the liveness
- * monitor, and shuts all of it down cleanly on SIGINT/SIGTERM.
+ * The `novacron server` process: secures its data dir (0700), opens the store (PostgreSQL
+ * when DATABASE_URL is set, else PGlite in the data dir), loads or creates the cluster CA,
+ * creates the admin token on first start and writes it 0600 into the data dir, starts the
+ * HTTPS API, the reconciler and the liveness monitor, renews its own certificate before it
+ * expires, and shuts all of it down cleanly on SIGINT/SIGTERM.
  */
-import { mkdir, writeFile } from "node:fs/promises";
+import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { FastifyInstance } from "fastify";
 import pino, { type Logger } from "pino";
-import { buildApp } from "../api/app.js";
+import { apiTlsOptions, buildApp } from "../api/app.js";
+import { AgentConnector } from "../cluster/agent-client.js";
 import { HostService } from "../cluster/host-service.js";
 import { ImageService } from "../cluster/image-service.js";
 import { Reconciler } from "../cluster/reconciler.js";
@@ -17,9 +19,12 @@ import { countTokens, createToken } from "../cluster/store/tokens.js";
 import { VmService } from "../cluster/vm-service.js";
 import { type ExecConfig, loadExecConfig } from "../exec/config.js";
 import { startExecSystem } from "../exec/system.js";
+import { secureDataDir, tightenTree } from "../lib/data-dir.js";
 import { MigrationService } from "../migration/migration-service.js";
 import { MigrationOrchestrator } from "../migration/orchestrator.js";
 import { createServerMetrics } from "../observability/metrics.js";
+import { certInfo } from "../security/pki.js";
+import { loadServerPki } from "./server-pki.js";
 
 /** Server options (flags, environment). */
 export interface ServerOptions {
@@ -29,6 +34,11 @@ export interface ServerOptions {
   databaseUrl?: string;
   /** Listen address. @defaultValue "127.0.0.1" */
   host?: string;
+  /** An operator's CA (PEM files) instead of NovaCron's own in `<dataDir>/pki`. */
+  caCertFile?: string;
+  caKeyFile?: string;
+  /** Extra DNS names / IPs in the server certificate (for tools that check them). */
+  tlsNames?: string[];
   /** Listen port (0 = any free port). @defaultValue 7700 */
   port?: number;
   /** A host is dead after this long without a heartbeat. @defaultValue 10000 */
@@ -46,11 +56,16 @@ export interface ServerOptions {
 
 /** A running server. */
 export interface RunningServer {
+  /** https://host:port */
   url: string;
   adminTokenPath: string;
-  joinTokenPath: string;
-  /** Tokens created on this start (undefined when they existed already). */
-  created: { admin?: string; join?: string };
+  /** The cluster CA certificate's path and fingerprint (what `login` and join tokens pin). */
+  caCertPath: string;
+  caFingerprint: string;
+  /** The cluster CA certificate, PEM. */
+  caPem: string;
+  /** The admin token if it was created on this start (undefined when it existed already). */
+  created: { admin?: string };
   app: FastifyInstance;
   store: Store;
   close(): Promise<void>;
@@ -60,32 +75,50 @@ export interface RunningServer {
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
   const log =
     options.logger ?? pino({ level: process.env.NOVACRON_LOG_LEVEL ?? "info" }, pino.destination(2));
-  await mkdir(options.dataDir, { recursive: true, mode: 0o700 });
+  await secureDataDir(options.dataDir, log);
+  const pki = await loadServerPki({
+    dataDir: options.dataDir,
+    ...(options.caCertFile ? { caCertFile: options.caCertFile } : {}),
+    ...(options.caKeyFile ? { caKeyFile: options.caKeyFile } : {}),
+    ...(options.tlsNames ? { names: options.tlsNames } : {}),
+  });
   const store = await Store.open(
     options.databaseUrl ? { url: options.databaseUrl } : { dataDir: path.join(options.dataDir, "db") },
   );
 
+  // PGlite's file layer makes its files group/world-writable; the 0700 dir already keeps
+  // others out, and this keeps the files themselves 0600 as well.
+  if (!options.databaseUrl) await tightenTree(path.join(options.dataDir, "db"));
   const adminTokenPath = path.join(options.dataDir, "admin.token");
-  const joinTokenPath = path.join(options.dataDir, "join.token");
   const created: RunningServer["created"] = {};
   if ((await countTokens(store.read, "admin")) === 0) {
     created.admin = (await createToken(store.db, "initial admin", "admin")).token;
     await writeFile(adminTokenPath, `${created.admin}\n`, { mode: 0o600 });
   }
-  if ((await countTokens(store.read, "join")) === 0) {
-    created.join = (await createToken(store.db, "agent join", "join")).token;
-    await writeFile(joinTokenPath, `${created.join}\n`, { mode: 0o600 });
-  }
+  const agents = new AgentConnector(() => ({
+    caPem: pki.ca.certPem,
+    certPem: pki.server.certPem,
+    keyPem: pki.server.keyPem,
+  }));
 
-  const reconciler = new Reconciler(store, log.child({ component: "reconciler" }), {
+  const reconciler = new Reconciler(store, log.child({ component: "reconciler" }), agents, {
     intervalMs: options.reconcileIntervalMs ?? 1000,
   });
   const wake = () => reconciler.wake();
-  const orchestrator = new MigrationOrchestrator(store, log.child({ component: "migrations" }), wake, {
-    maxOutgoingPerHost: options.maxMigrationsPerHost ?? 2,
-    maxIncomingPerHost: options.maxMigrationsPerHost ?? 2,
+  const orchestrator = new MigrationOrchestrator(
+    store,
+    log.child({ component: "migrations" }),
+    wake,
+    agents,
+    {
+      maxOutgoingPerHost: options.maxMigrationsPerHost ?? 2,
+      maxIncomingPerHost: options.maxMigrationsPerHost ?? 2,
+    },
+  );
+  const hosts = new HostService(store, wake, log.child({ component: "hosts" }), {
+    caPem: pki.ca.certPem,
+    issueHostCert: (csr, host) => pki.issueHostCert(csr, host),
   });
-  const hosts = new HostService(store, wake, log.child({ component: "hosts" }));
   const vms = new VmService(store, wake);
   const migrations = new MigrationService(store, () => orchestrator.wake());
   const metrics = createServerMetrics(store);
@@ -101,6 +134,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         : {}),
     vms,
     migrations,
+    agents,
     registry: metrics.registry,
     log: log.child({ component: "executions" }),
     workers: options.execWorkers ?? process.env.NOVACRON_EXEC_WORKERS !== "0",
@@ -108,12 +142,15 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const app = await buildApp({
     store,
     hosts,
-    images: new ImageService(store),
+    images: new ImageService(store, agents),
     vms,
     migrations,
     metrics,
     logger: log,
     exec,
+    agents,
+    caFingerprint: pki.caFingerprint,
+    https: { cert: pki.serverChainPem, key: pki.server.keyPem, ca: pki.ca.certPem },
   });
   try {
     await app.listen({ host: options.host ?? "127.0.0.1", port: options.port ?? 7700 });
@@ -125,22 +162,44 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   }
   const address = app.server.address();
   const port = typeof address === "object" && address ? address.port : options.port;
-  const url = `http://${options.host ?? "127.0.0.1"}:${port}`;
+  const listenHost = options.host ?? "127.0.0.1";
+  const url = `https://${listenHost.includes(":") ? `[${listenHost}]` : listenHost}:${port}`;
   reconciler.start();
   orchestrator.start();
   hosts.startLivenessMonitor(options.heartbeatTimeoutMs ?? 10_000);
-  log.info({ url, database: store.db.kind }, "server started");
+  log.info({ url, database: store.db.kind, caFingerprint: pki.caFingerprint }, "server started");
+
+  // The server's certificate is renewed in place a month before it expires (checked
+  // hourly); connections already open keep the old one until they close.
+  const renewal = setInterval(() => {
+    const left = certInfo(pki.server.certPem).notAfter.getTime() - Date.now();
+    if (left > 30 * 86_400_000) return;
+    void pki
+      .renewServerCert()
+      .then(() => {
+        (app.server as unknown as import("node:tls").Server).setSecureContext(
+          apiTlsOptions({ cert: pki.serverChainPem, key: pki.server.keyPem, ca: pki.ca.certPem }),
+        );
+        agents.reset();
+        log.info({ notAfter: certInfo(pki.server.certPem).notAfter }, "server certificate renewed");
+      })
+      .catch((err) => log.error({ err }, "server certificate renewal failed; will retry"));
+  }, 3_600_000);
+  renewal.unref();
 
   let closing: Promise<void> | undefined;
   return {
     url,
     adminTokenPath,
-    joinTokenPath,
+    caCertPath: pki.caCertPath,
+    caFingerprint: pki.caFingerprint,
+    caPem: pki.ca.certPem,
     created,
     app,
     store,
     close: () => {
       closing ??= (async () => {
+        clearInterval(renewal);
         hosts.stopLivenessMonitor();
         // Drains first: running steps finish (or are handed back) while the store is open.
         await exec.close();

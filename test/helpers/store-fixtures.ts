@@ -14,12 +14,12 @@ export const TEST_CAPACITY = {
   diskFreeBytes: 5e9,
 };
 
-/** Registers host `name` (its token is its name); returns its id. */
+/** Registers host `name` (no certificate); returns its id. */
 export async function addHost(q: Queryable, name: string): Promise<string> {
   const h = await upsertHost(q, {
     name,
     agentUrl: "http://127.0.0.1:1",
-    agentToken: name,
+    certificate: null,
     agentVersion: "0",
     capacity: TEST_CAPACITY,
   });

@@ -1,6 +1,12 @@
-/** Routes agents call: /v1/agent/register (join token), /v1/agent/heartbeat (host credential). */
+/**
+ * Routes agents call: /v1/agent/register (a join token, or the host's own certificate to
+ * re-register and renew it), /v1/agent/heartbeat (host certificate).
+ */
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { Type } from "@sinclair/typebox";
+import { bearerToken } from "../../lib/bearer.js";
+import { NovaError } from "../../lib/errors.js";
+import { verifiedPeerCert } from "../auth.js";
 import { AgentHeartbeatPost, AgentRegisterPost, AgentRegisterResponse } from "../types/agent.js";
 import type { RouteDeps } from "./deps.js";
 
@@ -10,9 +16,18 @@ export const agentRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { h
     "/v1/agent/register",
     {
       schema: { tags: ["agent"], body: AgentRegisterPost, response: { 200: AgentRegisterResponse } },
-      preHandler: guard("agent:register"),
     },
-    async (req) => hosts.register(req.body),
+    async (req) => {
+      if (req.headers.authorization) return hosts.register(req.body, { joinToken: bearerToken(req) });
+      const cert = verifiedPeerCert(req);
+      if (!cert) {
+        throw new NovaError(
+          "NOVA_UNAUTHENTICATED",
+          "Registering needs a join token (novacron host join-token <name>) or, for a host already joined, its own client certificate.",
+        );
+      }
+      return hosts.register(req.body, { certSerial: cert.serial });
+    },
   );
 
   app.post(

@@ -1,5 +1,6 @@
 /** What route plugins receive: the store, the services and the auth guard. */
 import type { preHandlerAsyncHookHandler } from "fastify";
+import type { AgentConnector } from "../../cluster/agent-client.js";
 import type { HostService } from "../../cluster/host-service.js";
 import type { ImageService } from "../../cluster/image-service.js";
 import type { Store } from "../../cluster/store/store.js";
@@ -14,6 +15,10 @@ export interface RouteDeps {
   images: ImageService;
   vms: VmService;
   migrations: MigrationService;
+  /** Clients for the hosts' agents. */
+  agents: AgentConnector;
+  /** The cluster CA's fingerprint (join tokens carry it). */
+  caFingerprint: string;
   /** A preHandler that authenticates the caller and checks the permission. */
   guard: (permission: Permission) => preHandlerAsyncHookHandler;
 }

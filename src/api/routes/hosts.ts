@@ -1,12 +1,57 @@
-/** Routes: /v1/hosts — list, show, cordon, uncordon. */
+/** Routes: /v1/hosts — list, show, cordon, uncordon, remove; /v1/join-tokens — make and list join tokens. */
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { getHost, listHosts, publicHost } from "../../cluster/store/hosts.js";
+import { listJoinTokens } from "../../cluster/store/join-tokens.js";
 import { IdOrNameParams } from "../types/common.js";
-import { Host, HostCordonPost, HostList } from "../types/hosts.js";
+import {
+  Host,
+  HostCordonPost,
+  HostList,
+  HostRemoved,
+  JoinTokenCreated,
+  JoinTokenList,
+  JoinTokenPost,
+} from "../types/hosts.js";
 import type { RouteDeps } from "./deps.js";
 
 /** Host routes. */
-export const hostRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { store, hosts, guard }) => {
+export const hostRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (
+  app,
+  { store, hosts, guard, caFingerprint },
+) => {
+  app.post(
+    "/v1/join-tokens",
+    {
+      schema: { tags: ["hosts"], body: JoinTokenPost, response: { 200: JoinTokenCreated } },
+      preHandler: guard("hosts:write"),
+    },
+    async (req) => {
+      const made = await hosts.createJoinToken({
+        name: req.body.name,
+        ttlSeconds: req.body.ttlSeconds ?? 3600,
+        replace: req.body.replace ?? false,
+        createdBy: req.principal?.name ?? "unknown",
+        caFingerprint,
+      });
+      return { token: made.token, caFingerprint, info: made.info };
+    },
+  );
+
+  app.get(
+    "/v1/join-tokens",
+    { schema: { tags: ["hosts"], response: { 200: JoinTokenList } }, preHandler: guard("hosts:read") },
+    async () => ({ tokens: await listJoinTokens(store.read) }),
+  );
+
+  app.delete(
+    "/v1/hosts/:id",
+    {
+      schema: { tags: ["hosts"], params: IdOrNameParams, response: { 200: HostRemoved } },
+      preHandler: guard("hosts:write"),
+    },
+    async (req) => hosts.remove(req.params.id),
+  );
+
   app.get(
     "/v1/hosts",
     { schema: { tags: ["hosts"], response: { 200: HostList } }, preHandler: guard("hosts:read") },

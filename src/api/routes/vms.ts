@@ -1,6 +1,5 @@
 /** Routes: /v1/vms — create, list, show, start, stop, restart, delete, console. */
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
-import { AgentClient } from "../../cluster/agent-client.js";
 import { getHost } from "../../cluster/store/hosts.js";
 import { getVm, listVms, publicVm } from "../../cluster/store/vms.js";
 import { NovaError } from "../../lib/errors.js";
@@ -9,7 +8,7 @@ import { Vm, VmConsole, VmConsoleQuery, VmList, VmsPost } from "../types/vms.js"
 import type { RouteDeps } from "./deps.js";
 
 /** VM routes. */
-export const vmRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { store, vms, guard }) => {
+export const vmRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { store, vms, agents, guard }) => {
   app.get(
     "/v1/vms",
     { schema: { tags: ["vms"], response: { 200: VmList } }, preHandler: guard("vms:read") },
@@ -69,7 +68,7 @@ export const vmRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { stor
       if (!vm.hostId)
         throw new NovaError("NOVA_ILLEGAL_STATE", `VM ${vm.name} has no host yet, so it has no console.`);
       const host = await getHost(store.read, vm.hostId);
-      const { lines } = await new AgentClient(host).consoleTail(vm.id, req.query.lines ?? 50);
+      const { lines } = await agents.client(host).consoleTail(vm.id, req.query.lines ?? 50);
       return { vm: vm.name, host: host.name, lines };
     },
   );

@@ -62,10 +62,18 @@ export const ObservedVm = Type.Object({
 });
 export type ObservedVm = Static<typeof ObservedVm>;
 
-/** `POST /v1/agent/register` (join token). */
+/**
+ * `POST /v1/agent/register`: with a join token (first join, or an admin's replace), or
+ * with the host's own client certificate (re-registration and certificate renewal).
+ */
 export const AgentRegisterPost = Type.Object(
   {
     name: ResourceName,
+    csr: Type.String({
+      maxLength: 8192,
+      description:
+        "PEM PKCS#10 request for the agent's own key; the server issues the host certificate from it",
+    }),
     agentUrl: Type.String({ pattern: "^https?://", maxLength: 2048 }),
     agentVersion: Type.String({ maxLength: 64 }),
     capacity: HostCapacity,
@@ -77,11 +85,15 @@ export const AgentRegisterPost = Type.Object(
 );
 export type AgentRegisterPost = Static<typeof AgentRegisterPost>;
 
-/** Reply to registration: the host's identity and credential. */
-export const AgentRegisterResponse = Type.Object({ hostId: Uuid, hostToken: Type.String() });
+/** Reply to registration: the host's id and its certificate (its identity), and the cluster CA. */
+export const AgentRegisterResponse = Type.Object({
+  hostId: Uuid,
+  certificate: Type.String({ description: "PEM host certificate issued from the CSR" }),
+  caCertificate: Type.String({ description: "PEM cluster CA certificate" }),
+});
 export type AgentRegisterResponse = Static<typeof AgentRegisterResponse>;
 
-/** `POST /v1/agent/heartbeat` (host token): liveness, capacity and every VM's state. */
+/** `POST /v1/agent/heartbeat` (host certificate): liveness, capacity and every VM's state. */
 export const AgentHeartbeatPost = Type.Object(
   {
     agentUrl: Type.String({ pattern: "^https?://", maxLength: 2048 }),

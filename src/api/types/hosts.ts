@@ -1,7 +1,7 @@
 /** Wire types for hosts: what `GET /v1/hosts` returns and `host cordon` sends. */
 import { type Static, Type } from "@sinclair/typebox";
 import { QemuInfo } from "./agent.js";
-import { Uuid } from "./common.js";
+import { ResourceName, Uuid } from "./common.js";
 
 /** A hypervisor host as the API shows it. */
 export const Host = Type.Object({
@@ -23,6 +23,17 @@ export const Host = Type.Object({
   qemu: Type.Union([QemuInfo, Type.Null()], {
     description: "The host's QEMU as its agent last reported it (null: the agent predates QEMU reporting)",
   }),
+  certificate: Type.Union(
+    [
+      Type.Object({
+        serial: Type.String(),
+        fingerprint: Type.String(),
+        notAfter: Type.String({ format: "date-time" }),
+      }),
+      Type.Null(),
+    ],
+    { description: "The host's current certificate (its identity); null for a host not yet joined with one" },
+  ),
   registeredAt: Type.String({ format: "date-time" }),
   lastHeartbeatAt: Type.String({ format: "date-time" }),
 });
@@ -38,3 +49,53 @@ export const HostCordonPost = Type.Object(
   { additionalProperties: false },
 );
 export type HostCordonPost = Static<typeof HostCordonPost>;
+
+/** `POST /v1/join-tokens`: a one-time token for one agent to join as host `name`. */
+export const JoinTokenPost = Type.Object(
+  {
+    name: ResourceName,
+    ttlSeconds: Type.Integer({
+      minimum: 60,
+      maximum: 7 * 86_400,
+      default: 3600,
+      description: "How long the token stays usable",
+    }),
+    replace: Type.Boolean({
+      default: false,
+      description:
+        "Let the token's agent take over an existing host of this name (e.g. a reinstalled machine)",
+    }),
+  },
+  { additionalProperties: false },
+);
+export type JoinTokenPost = Static<typeof JoinTokenPost>;
+
+/** A join token as listed (never its secret). */
+export const JoinTokenInfo = Type.Object({
+  id: Uuid,
+  hostName: Type.String(),
+  replace: Type.Boolean(),
+  createdBy: Type.String(),
+  createdAt: Type.String({ format: "date-time" }),
+  expiresAt: Type.String({ format: "date-time" }),
+  usedAt: Type.Union([Type.String({ format: "date-time" }), Type.Null()]),
+});
+
+/** Reply to `POST /v1/join-tokens`: the token (shown once) and the CA fingerprint it pins. */
+export const JoinTokenCreated = Type.Object({
+  token: Type.String(),
+  caFingerprint: Type.String(),
+  info: JoinTokenInfo,
+});
+
+/** `GET /v1/join-tokens`. */
+export const JoinTokenList = Type.Object({ tokens: Type.Array(JoinTokenInfo) });
+
+/** Reply to `DELETE /v1/hosts/{id}`. */
+export const HostRemoved = Type.Object({
+  id: Uuid,
+  name: Type.String(),
+  deleted: Type.Boolean({
+    description: "false: the row stays (migration history names it), without a certificate",
+  }),
+});

@@ -85,6 +85,7 @@ describe("API schemas", () => {
     expect(Value.Check(QemuInfo, { ...QEMU_10_0_2, extra: 1 })).toBe(false);
     const reg = {
       name: "h1",
+      csr: "-----BEGIN CERTIFICATE REQUEST-----",
       agentUrl: "http://127.0.0.1:7800",
       agentVersion: "0.1.0",
       capacity: {

@@ -19,6 +19,9 @@ export interface ServerDaemonFlags {
   execWorkersMin?: string;
   execWorkersMax?: string;
   execWorkers: boolean;
+  caCert?: string;
+  caKey?: string;
+  tlsName: string[];
 }
 
 /** The flags of `novacron agent`, as commander parses them. */
@@ -87,6 +90,17 @@ export function registerDaemonCommands(program: Command, loadLauncher?: LoadDaem
     .option("--exec-workers-min <n>", "execution worker slots kept when idle (overrides the config file)")
     .option("--exec-workers-max <n>", "execution worker slots at most (overrides the config file)")
     .option("--no-exec-workers", "serve the API but run no execution workers (an API-only replica)")
+    .option(
+      "--ca-cert <file>",
+      "your own cluster CA certificate, PEM (default: NovaCron's own, made in <data dir>/pki)",
+    )
+    .option("--ca-key <file>", "the key of --ca-cert, PEM")
+    .option(
+      "--tls-name <name>",
+      "an extra DNS name or IP for the server certificate (repeatable; NovaCron's own clients check the CA, not the name)",
+      (v: string, all: string[]) => [...all, v],
+      [] as string[],
+    )
     .action(async (o: ServerDaemonFlags) => {
       await (await launcher()).runServer(o);
     });
@@ -94,9 +108,12 @@ export function registerDaemonCommands(program: Command, loadLauncher?: LoadDaem
   program
     .command("agent")
     .description("Run a hypervisor host's agent: runs QEMU VMs for the server")
-    .requiredOption("--server <url>", "the server to join, e.g. http://127.0.0.1:7700")
-    .option("--join-token <token>", "the server's join token")
-    .option("--join-token-file <path>", "read the join token from a file (the server's join.token)")
+    .requiredOption("--server <url>", "the server to join, e.g. https://127.0.0.1:7700")
+    .option(
+      "--join-token <token>",
+      "a one-time join token for this host (novacron host join-token NAME); needed only to join the first time",
+    )
+    .option("--join-token-file <path>", "read the join token from a file")
     .option("--data-dir <dir>", "VM disks, image store, credentials", defaultDataDir("agent"))
     .option("--listen <host:port>", "agent API address", "127.0.0.1:7800")
     .option(

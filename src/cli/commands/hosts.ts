@@ -1,6 +1,9 @@
-/** `novacron host list|show|cordon|uncordon`. */
+/** `novacron host list|show|cordon|uncordon|join-token|remove`. */
+
+import type { Static } from "@sinclair/typebox";
 import type { Command } from "commander";
-import type { Host, HostList } from "../../api/types/hosts.js";
+import type { Host, HostList, HostRemoved, JoinTokenCreated } from "../../api/types/hosts.js";
+import { parsePositiveInt } from "../../lib/flags.js";
 import { seg } from "../client.js";
 import { apiFor } from "../context.js";
 import { formatBytes, printFields, printJson, printTable } from "../output.js";
@@ -28,13 +31,55 @@ function printHost(h: Host): void {
     ["Disk", `${formatBytes(h.diskFreeBytes)} free of ${formatBytes(h.diskTotalBytes)}`],
     ["VMs", h.vmCount],
     ["Agent", `${h.agentUrl} (v${h.agentVersion})`],
+    [
+      "Certificate",
+      h.certificate
+        ? `${h.certificate.fingerprint}, serial ${h.certificate.serial}, valid until ${h.certificate.notAfter}`
+        : "none (not joined with a certificate; make a join token)",
+    ],
     ["Last heartbeat", h.lastHeartbeatAt],
   ]);
 }
 
 /** Registers the host commands. */
 export function registerHostCommands(program: Command): void {
-  const host = program.command("host").description("Inspect and cordon hypervisor hosts");
+  const host = program.command("host").description("Add, inspect, cordon and remove hypervisor hosts");
+
+  host
+    .command("join-token <name>")
+    .description("Make a one-time join token for an agent to join as host NAME")
+    .option("--ttl <seconds>", "how long the token stays usable", "3600")
+    .option("--replace", "let it take over an existing host of this name (e.g. a reinstalled machine)")
+    .action(async (name: string, o: { ttl: string; replace?: boolean }, cmd: Command) => {
+      const { api, json } = await apiFor(cmd);
+      const made = await api.post<Static<typeof JoinTokenCreated>>("/v1/join-tokens", {
+        name,
+        ttlSeconds: parsePositiveInt(o.ttl, "--ttl"),
+        replace: Boolean(o.replace),
+      });
+      if (json) return printJson(made);
+      process.stdout.write(
+        `Join token for host ${name} (one use, expires ${made.info.expiresAt}; it pins CA ${made.caFingerprint}):
+
+  ${made.token}
+
+On that host run: novacron agent --server <this server's URL> --name ${name} --join-token <token>
+`,
+      );
+    });
+
+  host
+    .command("remove <host>")
+    .description("Remove a host that runs no VMs; its certificate is refused from now on")
+    .action(async (name: string, _o, cmd: Command) => {
+      const { api, json } = await apiFor(cmd);
+      const r = await api.delete<Static<typeof HostRemoved>>(`/v1/hosts/${seg(name)}`);
+      if (json) return printJson(r);
+      process.stdout.write(
+        `Host ${r.name} removed; its certificate is revoked${r.deleted ? "" : " (kept as a dead host: migration history names it)"}
+`,
+      );
+    });
 
   host
     .command("list")

@@ -9,7 +9,9 @@ interface HostRow {
   id: string;
   name: string;
   agent_url: string;
-  agent_token: string;
+  cert_serial: string | null;
+  cert_fingerprint: string | null;
+  cert_not_after: Date | null;
   liveness: "alive" | "dead";
   cordoned: boolean;
   accel: "kvm" | "tcg";
@@ -26,9 +28,14 @@ interface HostRow {
   vm_count: number;
 }
 
-/** A host with the credential the server uses to call its agent. */
-export interface HostRecord extends Host {
-  agentToken: string;
+/** A host as the server keeps it (the API shows the same). */
+export type HostRecord = Host;
+
+/** The certificate a host is known by. */
+export interface HostCertificate {
+  serial: string;
+  fingerprint: string;
+  notAfter: Date;
 }
 
 // Memory is allocated by VMs that hold it (states/vm.ts RESERVING_STATES).
@@ -47,7 +54,6 @@ function toHost(row: HostRow): HostRecord {
     id: row.id,
     name: row.name,
     agentUrl: row.agent_url,
-    agentToken: row.agent_token,
     liveness: row.liveness,
     cordoned: row.cordoned,
     accel: row.accel,
@@ -61,15 +67,22 @@ function toHost(row: HostRow): HostRecord {
     diskFreeBytes: Number(row.disk_free_bytes),
     agentVersion: row.agent_version,
     qemu: row.qemu ?? null,
+    certificate:
+      row.cert_serial && row.cert_fingerprint && row.cert_not_after
+        ? {
+            serial: row.cert_serial,
+            fingerprint: row.cert_fingerprint,
+            notAfter: new Date(row.cert_not_after).toISOString(),
+          }
+        : null,
     registeredAt: new Date(row.registered_at).toISOString(),
     lastHeartbeatAt: new Date(row.last_heartbeat_at).toISOString(),
   };
 }
 
-/** Strips the credential for API output. */
+/** The host as the API shows it (the record holds no secret). */
 export function publicHost(host: HostRecord): Host {
-  const { agentToken: _secret, ...rest } = host;
-  return rest;
+  return host;
 }
 
 /** Every host, by name. */
@@ -95,13 +108,18 @@ export async function getHost(q: ReadQueryable, idOrName: string): Promise<HostR
   return host;
 }
 
-/** Creates the host or, when its name is known, updates it with a new credential. */
+/**
+ * Creates the host or, when its name is known, updates it with its new certificate.
+ * `id` is the id to use for a new host (its certificate names it, so it is chosen first);
+ * an existing host keeps its own.
+ */
 export async function upsertHost(
   q: Queryable,
   input: {
+    id?: string;
     name: string;
     agentUrl: string;
-    agentToken: string;
+    certificate: HostCertificate | null;
     agentVersion: string;
     capacity: HostCapacity;
     qemu?: QemuInfo | null;
@@ -109,19 +127,22 @@ export async function upsertHost(
 ): Promise<{ id: string; created: boolean }> {
   const c = input.capacity;
   const { rows } = await q.query<{ id: string; created: boolean }>(
-    `INSERT INTO hosts (id, name, agent_url, agent_token, agent_version, accel, accel_reason, vcpus, memory_mib,
-                        disk_total_bytes, disk_free_bytes, qemu, liveness, last_heartbeat_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, 'alive', now())
-     ON CONFLICT (name) DO UPDATE SET agent_url = EXCLUDED.agent_url, agent_token = EXCLUDED.agent_token,
+    `INSERT INTO hosts (id, name, agent_url, cert_serial, cert_fingerprint, cert_not_after, agent_version, accel,
+                        accel_reason, vcpus, memory_mib, disk_total_bytes, disk_free_bytes, qemu, liveness, last_heartbeat_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::jsonb, 'alive', now())
+     ON CONFLICT (name) DO UPDATE SET agent_url = EXCLUDED.agent_url, cert_serial = EXCLUDED.cert_serial,
+       cert_fingerprint = EXCLUDED.cert_fingerprint, cert_not_after = EXCLUDED.cert_not_after,
        agent_version = EXCLUDED.agent_version, accel = EXCLUDED.accel, accel_reason = EXCLUDED.accel_reason,
        vcpus = EXCLUDED.vcpus, memory_mib = EXCLUDED.memory_mib, disk_total_bytes = EXCLUDED.disk_total_bytes,
        disk_free_bytes = EXCLUDED.disk_free_bytes, qemu = EXCLUDED.qemu, liveness = 'alive', last_heartbeat_at = now()
      RETURNING id, (xmax = 0) AS created`,
     [
-      randomUUID(),
+      input.id ?? randomUUID(),
       input.name,
       input.agentUrl,
-      input.agentToken,
+      input.certificate?.serial ?? null,
+      input.certificate?.fingerprint ?? null,
+      input.certificate?.notAfter ?? null,
       input.agentVersion,
       c.accel,
       c.accelReason,
@@ -135,9 +156,12 @@ export async function upsertHost(
   return rows[0]!;
 }
 
-/** The host that owns an agent credential. */
-export async function findHostByToken(q: ReadQueryable, agentToken: string): Promise<HostRecord | undefined> {
-  const { rows } = await q.query<HostRow>(`${SELECT_HOSTS} WHERE h.agent_token = $1`, [agentToken]);
+/** The host whose current certificate has this serial (none: unknown, replaced or removed). */
+export async function findHostByCertSerial(
+  q: ReadQueryable,
+  serial: string,
+): Promise<HostRecord | undefined> {
+  const { rows } = await q.query<HostRow>(`${SELECT_HOSTS} WHERE h.cert_serial = $1`, [serial]);
   return rows[0] ? toHost(rows[0]) : undefined;
 }
 
@@ -189,6 +213,25 @@ export async function markSilentHostsDead(
     name: r.name,
     lastHeartbeatAt: new Date(r.last_heartbeat_at).toISOString(),
   }));
+}
+
+/**
+ * Removes a host from the cluster: its certificate stops being accepted at once. The row
+ * goes too, unless migration history names it; then it stays as a dead host with no
+ * certificate, and a plain join token may give the name to a new agent.
+ */
+export async function removeHost(q: Queryable, hostId: string): Promise<{ deleted: boolean }> {
+  await q.query(
+    `UPDATE hosts SET cert_serial = NULL, cert_fingerprint = NULL, cert_not_after = NULL, liveness = 'dead'
+     WHERE id = $1`,
+    [hostId],
+  );
+  const { rowCount } = await q.query(
+    `DELETE FROM hosts WHERE id = $1
+       AND NOT EXISTS (SELECT 1 FROM migrations WHERE source_host_id = $1 OR target_host_id = $1)`,
+    [hostId],
+  );
+  return { deleted: rowCount > 0 };
 }
 
 /** Sets or clears the cordon flag. */

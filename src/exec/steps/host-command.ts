@@ -19,9 +19,9 @@ export const hostCommandStep: StepKind<HostCommandStep> = {
     const host = await getHost(ctx.services.store.read, step.host);
     let res: Response;
     try {
-      res = await fetch(`${host.agentUrl}/agent/v1/commands/run`, {
+      res = await ctx.services.agents.fetchFor(host)(`${host.agentUrl}/agent/v1/commands/run`, {
         method: "POST",
-        headers: { authorization: `Bearer ${host.agentToken}`, "content-type": "application/json" },
+        headers: { "content-type": "application/json" },
         body: JSON.stringify({ command: step.command, args: step.args ?? [] }),
         signal: ctx.signal,
       });

@@ -5,6 +5,7 @@
  * crash resumes instead of repeating what already happened.
  */
 import type { PlanStep } from "../../api/types/executions.js";
+import type { AgentConnector } from "../../cluster/agent-client.js";
 import type { Store } from "../../cluster/store/store.js";
 import type { VmService } from "../../cluster/vm-service.js";
 import type { MigrationService } from "../../migration/migration-service.js";
@@ -12,6 +13,8 @@ import type { MigrationService } from "../../migration/migration-service.js";
 /** Services steps act through (the same ones the API uses). */
 export interface StepServices {
   store: Store;
+  /** Clients for the hosts' agents. */
+  agents: AgentConnector;
   vms: VmService;
   migrations?: MigrationService;
 }

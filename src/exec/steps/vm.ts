@@ -7,7 +7,6 @@
  * instead of doing it twice.
  */
 import type { PlanStep } from "../../api/types/executions.js";
-import { AgentClient } from "../../cluster/agent-client.js";
 import { getHost } from "../../cluster/store/hosts.js";
 import { getMigration } from "../../cluster/store/migrations.js";
 import { getVm, type VmRecord } from "../../cluster/store/vms.js";
@@ -147,7 +146,7 @@ export const vmConsoleCheckStep: StepKind<ConsoleStep> = {
         const host = await getHost(ctx.services.store.read, vm.hostId);
         let lines: string[] | undefined;
         try {
-          lines = (await new AgentClient(host).consoleTail(vm.id, step.lines ?? 200)).lines;
+          lines = (await ctx.services.agents.client(host).consoleTail(vm.id, step.lines ?? 200)).lines;
         } catch (err) {
           // An agent restarting, or a VM switching hosts mid-migration, is not a failed
           // check: keep looking until the step's time limit says otherwise.
