@@ -167,4 +167,14 @@ describe("REST API input handling", () => {
     expectEnvelope(retried.body, "NOVA_ILLEGAL_STATE");
     expect(retried.body.error.message).toMatch(/it is cancelled/);
   });
+  it("authenticates before it reads or validates a body: an unauthenticated caller gets 401, never the schema's details", async () => {
+    const res = await request<ApiError>("POST", "/v1/vms", {
+      body: JSON.stringify({ name: 12345, extra: true }),
+      contentType: "application/json",
+      token: "nva_wrong",
+    });
+    expect(res.status).toBe(401);
+    expectEnvelope(res.body, "NOVA_UNAUTHENTICATED");
+    expect(res.text).not.toContain("name");
+  });
 });

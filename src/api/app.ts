@@ -178,7 +178,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     return deps.metrics.registry.metrics();
   });
 
-  app.get("/v1/openapi.json", { schema: { hide: true }, preHandler: guard("hosts:read") }, async () =>
+  app.get("/v1/openapi.json", { schema: { hide: true }, onRequest: guard("hosts:read") }, async () =>
     app.swagger(),
   );
 

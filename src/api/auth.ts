@@ -1,6 +1,7 @@
 /**
  * Authentication and the authorisation check point. Every /v1 route declares the
- * permission it needs; a preHandler resolves the caller to a principal — an API token
+ * permission it needs; an onRequest hook — before the body is read, so an unauthenticated
+ * caller learns nothing from validation — resolves the caller to a principal — an API token
  * from the bearer header, or a host from the client certificate its TLS connection
  * presented — and asks `authorize` (policy/permissions.ts), which denies by default.
  */
@@ -61,7 +62,7 @@ export async function hostFromCertificate(
   return { kind: "host", id: host.id, name: host.name };
 }
 
-/** A preHandler that authenticates and checks `permission`. */
+/** An onRequest hook that authenticates and checks `permission`. */
 export function requirePermission(q: () => ReadQueryable, permission: Permission) {
   return async (request: FastifyRequest, _reply: FastifyReply): Promise<void> => {
     const principal = request.headers.authorization

@@ -38,7 +38,7 @@ export const agentRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { h
         body: AgentHeartbeatPost,
         response: { 200: Type.Object({ ok: Type.Boolean() }) },
       },
-      preHandler: guard("agent:heartbeat"),
+      onRequest: guard("agent:heartbeat"),
     },
     async (req) => {
       await hosts.heartbeat(req.principal!.id, req.body);

@@ -1,5 +1,5 @@
 /** What route plugins receive: the store, the services and the auth guard. */
-import type { preHandlerAsyncHookHandler } from "fastify";
+import type { onRequestAsyncHookHandler } from "fastify";
 import type { AgentConnector } from "../../cluster/agent-client.js";
 import type { HostService } from "../../cluster/host-service.js";
 import type { ImageService } from "../../cluster/image-service.js";
@@ -19,6 +19,6 @@ export interface RouteDeps {
   agents: AgentConnector;
   /** The cluster CA's fingerprint (join tokens carry it). */
   caFingerprint: string;
-  /** A preHandler that authenticates the caller and checks the permission. */
-  guard: (permission: Permission) => preHandlerAsyncHookHandler;
+  /** An onRequest hook that authenticates the caller and checks the permission (before the body is read or validated). */
+  guard: (permission: Permission) => onRequestAsyncHookHandler;
 }

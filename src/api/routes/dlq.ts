@@ -24,7 +24,7 @@ function toEntry(d: DeadLetter): DlqEntry {
 export const dlqRoutes: FastifyPluginAsyncTypebox<ExecRouteDeps> = async (app, { exec, guard }) => {
   app.get(
     "/v1/dlq",
-    { schema: { tags: ["dlq"], response: { 200: DlqList } }, preHandler: guard("executions:read") },
+    { schema: { tags: ["dlq"], response: { 200: DlqList } }, onRequest: guard("executions:read") },
     async () => ({ entries: (await exec.service.deadLetters()).map(toEntry) }),
   );
   app.post(
@@ -35,7 +35,7 @@ export const dlqRoutes: FastifyPluginAsyncTypebox<ExecRouteDeps> = async (app, {
         params: Type.Object({ jobId: Type.Integer({ minimum: 1 }) }),
         response: { 200: DlqEntry },
       },
-      preHandler: guard("executions:write"),
+      onRequest: guard("executions:write"),
     },
     async (req) => toEntry(await exec.service.requeue(req.params.jobId)),
   );

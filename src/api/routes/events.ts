@@ -20,7 +20,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { s
           since: Type.Optional(Type.Integer({ minimum: 0, description: "Replay events after this id" })),
         }),
       },
-      preHandler: guard("events:read"),
+      onRequest: guard("events:read"),
     },
     async (req, reply) => {
       const header = req.headers["last-event-id"];

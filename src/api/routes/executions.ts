@@ -50,7 +50,7 @@ export const executionRoutes: FastifyPluginAsyncTypebox<ExecRouteDeps> = async (
         body: ExecutionsPost,
         response: { 200: Execution, 201: Execution, 202: Execution },
       },
-      preHandler: guard("executions:write"),
+      onRequest: guard("executions:write"),
     },
     async (req, reply) => {
       const headerKey = req.headers["idempotency-key"];
@@ -79,7 +79,7 @@ export const executionRoutes: FastifyPluginAsyncTypebox<ExecRouteDeps> = async (
         }),
         response: { 200: ExecutionList },
       },
-      preHandler: guard("executions:read"),
+      onRequest: guard("executions:read"),
     },
     async (req) => ({
       executions: (
@@ -95,7 +95,7 @@ export const executionRoutes: FastifyPluginAsyncTypebox<ExecRouteDeps> = async (
     "/v1/executions/:id",
     {
       schema: { tags: ["executions"], params: IdOrNameParams, response: { 200: Execution } },
-      preHandler: guard("executions:read"),
+      onRequest: guard("executions:read"),
     },
     async (req) => publicExecution(await getExecution(store.read, req.params.id)),
   );
@@ -112,7 +112,7 @@ export const executionRoutes: FastifyPluginAsyncTypebox<ExecRouteDeps> = async (
         }),
         response: { 200: ExecutionLogs },
       },
-      preHandler: guard("executions:read"),
+      onRequest: guard("executions:read"),
     },
     async (req) => {
       const e = await getExecution(store.read, req.params.id);
@@ -133,9 +133,7 @@ export const executionRoutes: FastifyPluginAsyncTypebox<ExecRouteDeps> = async (
     preValidation: async (req: { body: unknown }) => {
       req.body ??= {};
     },
-    preHandler: guard(
-      action === "approve" || action === "reject" ? "executions:approve" : "executions:write",
-    ),
+    onRequest: guard(action === "approve" || action === "reject" ? "executions:approve" : "executions:write"),
   });
   app.post("/v1/executions/:id/cancel", decision("cancel"), async (req) =>
     publicExecution(await svc.cancel(req.params.id)),
@@ -153,7 +151,7 @@ export const executionRoutes: FastifyPluginAsyncTypebox<ExecRouteDeps> = async (
   const SecretParams = Type.Object({ name: Type.String({ pattern: "^[a-z0-9][a-z0-9._-]{0,62}$" }) });
   app.post(
     "/v1/secrets",
-    { schema: { tags: ["secrets"], body: SecretPost }, preHandler: guard("secrets:write") },
+    { schema: { tags: ["secrets"], body: SecretPost }, onRequest: guard("secrets:write") },
     async (req, reply) => {
       await putSecret(store.db, exec.secretKey, req.body.name, req.body.value);
       return reply.status(204).send();
@@ -161,12 +159,12 @@ export const executionRoutes: FastifyPluginAsyncTypebox<ExecRouteDeps> = async (
   );
   app.get(
     "/v1/secrets",
-    { schema: { tags: ["secrets"], response: { 200: SecretList } }, preHandler: guard("secrets:read") },
+    { schema: { tags: ["secrets"], response: { 200: SecretList } }, onRequest: guard("secrets:read") },
     async () => ({ secrets: await listSecrets(store.read) }),
   );
   app.delete(
     "/v1/secrets/:name",
-    { schema: { tags: ["secrets"], params: SecretParams }, preHandler: guard("secrets:write") },
+    { schema: { tags: ["secrets"], params: SecretParams }, onRequest: guard("secrets:write") },
     async (req, reply) => {
       if (!(await deleteSecret(store.db, req.params.name)))
         throw new NovaError("NOVA_NOT_FOUND", `Secret ${req.params.name} not found.`);

@@ -23,7 +23,7 @@ export const hostRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (
     "/v1/join-tokens",
     {
       schema: { tags: ["hosts"], body: JoinTokenPost, response: { 200: JoinTokenCreated } },
-      preHandler: guard("hosts:write"),
+      onRequest: guard("hosts:write"),
     },
     async (req) => {
       const made = await hosts.createJoinToken({
@@ -39,7 +39,7 @@ export const hostRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (
 
   app.get(
     "/v1/join-tokens",
-    { schema: { tags: ["hosts"], response: { 200: JoinTokenList } }, preHandler: guard("hosts:read") },
+    { schema: { tags: ["hosts"], response: { 200: JoinTokenList } }, onRequest: guard("hosts:read") },
     async () => ({ tokens: await listJoinTokens(store.read) }),
   );
 
@@ -47,14 +47,14 @@ export const hostRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (
     "/v1/hosts/:id",
     {
       schema: { tags: ["hosts"], params: IdOrNameParams, response: { 200: HostRemoved } },
-      preHandler: guard("hosts:write"),
+      onRequest: guard("hosts:write"),
     },
     async (req) => hosts.remove(req.params.id),
   );
 
   app.get(
     "/v1/hosts",
-    { schema: { tags: ["hosts"], response: { 200: HostList } }, preHandler: guard("hosts:read") },
+    { schema: { tags: ["hosts"], response: { 200: HostList } }, onRequest: guard("hosts:read") },
     async () => ({
       hosts: (await listHosts(store.read)).map(publicHost),
     }),
@@ -64,7 +64,7 @@ export const hostRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (
     "/v1/hosts/:id",
     {
       schema: { tags: ["hosts"], params: IdOrNameParams, response: { 200: Host } },
-      preHandler: guard("hosts:read"),
+      onRequest: guard("hosts:read"),
     },
     async (req) => publicHost(await getHost(store.read, req.params.id)),
   );
@@ -73,7 +73,7 @@ export const hostRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (
     "/v1/hosts/:id/cordon",
     {
       schema: { tags: ["hosts"], params: IdOrNameParams, body: HostCordonPost, response: { 200: Host } },
-      preHandler: guard("hosts:write"),
+      onRequest: guard("hosts:write"),
     },
     async (req) => publicHost(await hosts.cordon(req.params.id, req.body.cordoned ?? true)),
   );
@@ -82,7 +82,7 @@ export const hostRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (
     "/v1/hosts/:id/uncordon",
     {
       schema: { tags: ["hosts"], params: IdOrNameParams, response: { 200: Host } },
-      preHandler: guard("hosts:write"),
+      onRequest: guard("hosts:write"),
     },
     async (req) => publicHost(await hosts.cordon(req.params.id, false)),
   );

@@ -9,7 +9,7 @@ import type { RouteDeps } from "./deps.js";
 export const imageRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { store, images, guard }) => {
   app.get(
     "/v1/images",
-    { schema: { tags: ["images"], response: { 200: ImageList } }, preHandler: guard("images:read") },
+    { schema: { tags: ["images"], response: { 200: ImageList } }, onRequest: guard("images:read") },
     async () => ({
       images: (await listImages(store.read)).map(publicImage),
     }),
@@ -19,7 +19,7 @@ export const imageRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { s
     "/v1/images/:id",
     {
       schema: { tags: ["images"], params: IdOrNameParams, response: { 200: Image } },
-      preHandler: guard("images:read"),
+      onRequest: guard("images:read"),
     },
     async (req) => publicImage(await getImage(store.read, req.params.id)),
   );
@@ -28,7 +28,7 @@ export const imageRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { s
     "/v1/images",
     {
       schema: { tags: ["images"], body: ImagesPost, response: { 201: Image } },
-      preHandler: guard("images:write"),
+      onRequest: guard("images:write"),
     },
     async (req, reply) => {
       const image = await images.import(req.body);

@@ -20,7 +20,7 @@ export const migrationRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (
         body: MigrationsPost,
         response: { 202: Migration },
       },
-      preHandler: guard("vms:write"),
+      onRequest: guard("vms:write"),
     },
     async (req, reply) =>
       reply.status(202).send(publicMigration(await migrations.create(req.params.id, req.body ?? {}))),
@@ -28,7 +28,7 @@ export const migrationRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (
 
   app.get(
     "/v1/migrations",
-    { schema: { tags: ["migrations"], response: { 200: MigrationList } }, preHandler: guard("vms:read") },
+    { schema: { tags: ["migrations"], response: { 200: MigrationList } }, onRequest: guard("vms:read") },
     async () => ({ migrations: (await listMigrations(store.read)).map(publicMigration) }),
   );
 
@@ -36,7 +36,7 @@ export const migrationRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (
     "/v1/vms/:id/migrations",
     {
       schema: { tags: ["migrations"], params: IdOrNameParams, response: { 200: MigrationList } },
-      preHandler: guard("vms:read"),
+      onRequest: guard("vms:read"),
     },
     async (req) => {
       const vm = await getVm(store.read, req.params.id);
@@ -48,7 +48,7 @@ export const migrationRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (
     "/v1/migrations/:id",
     {
       schema: { tags: ["migrations"], params: IdOrNameParams, response: { 200: Migration } },
-      preHandler: guard("vms:read"),
+      onRequest: guard("vms:read"),
     },
     async (req) => publicMigration(await getMigration(store.read, req.params.id)),
   );
@@ -57,7 +57,7 @@ export const migrationRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (
     "/v1/migrations/:id",
     {
       schema: { tags: ["migrations"], params: IdOrNameParams, response: { 202: Migration } },
-      preHandler: guard("vms:write"),
+      onRequest: guard("vms:write"),
     },
     async (req, reply) => reply.status(202).send(publicMigration(await migrations.cancel(req.params.id))),
   );

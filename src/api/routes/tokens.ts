@@ -16,7 +16,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { s
     "/v1/tokens",
     {
       schema: { tags: ["tokens"], body: TokensPost, response: { 201: TokenCreated } },
-      preHandler: guard("tokens:write"),
+      onRequest: guard("tokens:write"),
     },
     async (req, reply) => {
       const { token, record } = await createToken(store.db, req.body.name, "admin", req.body.grants ?? []);
@@ -26,7 +26,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { s
 
   app.get(
     "/v1/tokens",
-    { schema: { tags: ["tokens"], response: { 200: TokenList } }, preHandler: guard("tokens:read") },
+    { schema: { tags: ["tokens"], response: { 200: TokenList } }, onRequest: guard("tokens:read") },
     async () => ({ tokens: await listTokens(store.read) }),
   );
 
@@ -34,7 +34,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { s
     "/v1/tokens/:id",
     {
       schema: { tags: ["tokens"], params: Type.Object({ id: Type.String({ format: "uuid" }) }) },
-      preHandler: guard("tokens:write"),
+      onRequest: guard("tokens:write"),
     },
     async (req, reply) => {
       await store.write(async (tx) => {

@@ -11,7 +11,7 @@ import type { RouteDeps } from "./deps.js";
 export const vmRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { store, vms, agents, guard }) => {
   app.get(
     "/v1/vms",
-    { schema: { tags: ["vms"], response: { 200: VmList } }, preHandler: guard("vms:read") },
+    { schema: { tags: ["vms"], response: { 200: VmList } }, onRequest: guard("vms:read") },
     async () => ({
       vms: (await listVms(store.read)).map(publicVm),
     }),
@@ -19,7 +19,7 @@ export const vmRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { stor
 
   app.post(
     "/v1/vms",
-    { schema: { tags: ["vms"], body: VmsPost, response: { 201: Vm } }, preHandler: guard("vms:write") },
+    { schema: { tags: ["vms"], body: VmsPost, response: { 201: Vm } }, onRequest: guard("vms:write") },
     async (req, reply) => reply.status(201).send(publicVm(await vms.create(req.body))),
   );
 
@@ -27,7 +27,7 @@ export const vmRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { stor
     "/v1/vms/:id",
     {
       schema: { tags: ["vms"], params: IdOrNameParams, response: { 200: Vm } },
-      preHandler: guard("vms:read"),
+      onRequest: guard("vms:read"),
     },
     async (req) => publicVm(await getVm(store.read, req.params.id)),
   );
@@ -37,7 +37,7 @@ export const vmRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { stor
       `/v1/vms/:id/${action}`,
       {
         schema: { tags: ["vms"], params: IdOrNameParams, response: { 202: Vm } },
-        preHandler: guard("vms:write"),
+        onRequest: guard("vms:write"),
       },
       async (req, reply) => reply.status(202).send(publicVm(await vms[action](req.params.id))),
     );
@@ -47,7 +47,7 @@ export const vmRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { stor
     "/v1/vms/:id",
     {
       schema: { tags: ["vms"], params: IdOrNameParams, response: { 202: Vm } },
-      preHandler: guard("vms:write"),
+      onRequest: guard("vms:write"),
     },
     async (req, reply) => reply.status(202).send(publicVm(await vms.delete(req.params.id))),
   );
@@ -61,7 +61,7 @@ export const vmRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { stor
         querystring: VmConsoleQuery,
         response: { 200: VmConsole },
       },
-      preHandler: guard("vms:read"),
+      onRequest: guard("vms:read"),
     },
     async (req) => {
       const vm = await getVm(store.read, req.params.id);
