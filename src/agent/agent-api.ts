@@ -111,7 +111,9 @@ export function buildAgentApi(deps: AgentApiDeps): FastifyInstance {
     if (!(await deps.images.has(req.params.digest))) {
       throw new NovaError("NOVA_NOT_FOUND", `This host's image store has no blob ${req.params.digest}`);
     }
-    return { ticket: deps.tickets.issue(req.params.digest) };
+    // The size lets the puller refuse a longer download (blob-pull.ts).
+    const { size } = await stat(deps.images.pathOf(req.params.digest));
+    return { ticket: deps.tickets.issue(req.params.digest), sizeBytes: size };
   });
 
   app.get(
