@@ -1,7 +1,8 @@
 /**
  * The agent's HTTP API, called by the server with the host credential (`/agent/v1/...`,
  * docs/agent-protocol.md): put a VM in a power state, delete it, read its console,
- * import an image file into the host's image store.
+ * import an image file into the host's image store. Bounded like the server's API
+ * (lib/http-limits.ts): a slow or silent client is cut off within seconds.
  */
 import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
@@ -22,6 +23,7 @@ import type { ImageStore } from "../compute/images/image-store.js";
 import { bearerToken, secretsEqual } from "../lib/bearer.js";
 import { NovaError } from "../lib/errors.js";
 import { installErrorHandlers } from "../lib/http-errors.js";
+import { applyHttpServerLimits } from "../lib/http-limits.js";
 import { pullBlob } from "./blob-pull.js";
 import type { BlobTickets } from "./blob-tickets.js";
 import type { AgentDwcp } from "./dwcp-transport.js";
@@ -60,6 +62,8 @@ export function buildAgentApi(deps: AgentApiDeps): FastifyInstance {
     loggerInstance: deps.logger as unknown as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
   }).withTypeProvider<TypeBoxTypeProvider>();
+  // Header, request and keep-alive timeouts and a connection cap, as on the server's API.
+  applyHttpServerLimits(app.server);
   installErrorHandlers(app);
 
   app.addHook("preHandler", async (req) => {
