@@ -4,6 +4,8 @@
  * run allowlisted commands, migrate. Mutual TLS: the handshake needs a certificate from
  * the cluster CA, and every route but blob downloads needs the server's; a blob download
  * (by another host) needs a cluster certificate and a one-time ticket.
+ * Bounded like the server's API (lib/http-limits.ts): a slow or silent client is cut
+ * off within seconds.
  */
 import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
@@ -24,6 +26,7 @@ import { AgentCommandPost, AgentCommandResult } from "../api/types/executions.js
 import type { ImageStore } from "../compute/images/image-store.js";
 import { NovaError } from "../lib/errors.js";
 import { installErrorHandlers } from "../lib/http-errors.js";
+import { applyHttpServerLimits, TLS_HANDSHAKE_TIMEOUT_MS } from "../lib/http-limits.js";
 import { identityOf, urisOf } from "../security/pki.js";
 import type { ClusterFetch } from "../security/tls-client.js";
 import { pullBlob } from "./blob-pull.js";
@@ -76,6 +79,7 @@ export function agentTlsOptions(tls: AgentApiTls) {
     requestCert: true,
     rejectUnauthorized: true,
     minVersion: "TLSv1.3" as const,
+    handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS,
   };
 }
 
@@ -93,6 +97,8 @@ export function buildAgentApi(deps: AgentApiDeps): FastifyInstance {
     loggerInstance: deps.logger as unknown as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
   }).withTypeProvider<TypeBoxTypeProvider>();
+  // Header, request and keep-alive timeouts and a connection cap, as on the server's API.
+  applyHttpServerLimits(app.server);
   installErrorHandlers(app);
 
   app.addHook("onRequest", async (req) => {
@@ -147,7 +153,9 @@ export function buildAgentApi(deps: AgentApiDeps): FastifyInstance {
     if (!(await deps.images.has(req.params.digest))) {
       throw new NovaError("NOVA_NOT_FOUND", `This host's image store has no blob ${req.params.digest}`);
     }
-    return { ticket: deps.tickets.issue(req.params.digest) };
+    // The size lets the puller refuse a longer download (blob-pull.ts).
+    const { size } = await stat(deps.images.pathOf(req.params.digest));
+    return { ticket: deps.tickets.issue(req.params.digest), sizeBytes: size };
   });
 
   app.get(

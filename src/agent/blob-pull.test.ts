@@ -55,3 +55,66 @@ describe("pullBlob", () => {
     expect(await readdir(path.join(dir, "tmp"))).toEqual([]);
   });
 });
+
+describe("pullBlob's bound", () => {
+  let big: Server;
+  let bigUrl: string;
+  let declare = false;
+  beforeEach(async () => {
+    big = createServer((_req, res) => {
+      // 64 MiB, with or without Content-Length.
+      res.writeHead(200, declare ? { "content-length": String(64 * 1024 * 1024) } : {});
+      let left = 1024;
+      const pump = () => {
+        while (left-- > 0) if (!res.write(Buffer.alloc(64 * 1024, 7))) return void res.once("drain", pump);
+        res.end();
+      };
+      res.on("close", () => {
+        left = 0;
+      });
+      pump();
+    });
+    await new Promise<void>((resolve) => big.listen(0, "127.0.0.1", resolve));
+    bigUrl = `http://127.0.0.1:${(big.address() as AddressInfo).port}/blob`;
+  });
+  afterEach(async () => {
+    big.closeAllConnections();
+    await new Promise<void>((resolve) => big.close(() => resolve()));
+  });
+
+  it.each([false, true])(
+    "refuses a download larger than the size its holder reported (Content-Length declared: %s) and keeps nothing",
+    async (withLength) => {
+      declare = withLength;
+      const store = new ImageStore(path.join(dir, "store"));
+      const digest = sha256(served);
+      const err = await pullBlob(store, path.join(dir, "tmp"), {
+        digest,
+        kind: "disk",
+        url: bigUrl,
+        sizeBytes: 4096,
+      }).catch((e: unknown) => e);
+      expect(isNovaError(err, "NOVA_REPLY_TOO_LARGE")).toBe(true);
+      expect((err as { details: Record<string, unknown> }).details).toMatchObject({
+        limitBytes: 4096,
+        digest,
+      });
+      expect(await store.list()).toEqual([]);
+      expect(await readdir(path.join(dir, "tmp"))).toEqual([]);
+    },
+  );
+
+  it("bounds a download by maxBytes when no size is given", async () => {
+    declare = false;
+    const store = new ImageStore(path.join(dir, "store"));
+    const err = await pullBlob(
+      store,
+      path.join(dir, "tmp"),
+      { digest: sha256(served), kind: "disk", url: bigUrl },
+      fetch,
+      { maxBytes: 1024 * 1024 },
+    ).catch((e: unknown) => e);
+    expect(isNovaError(err, "NOVA_REPLY_TOO_LARGE")).toBe(true);
+    expect(await readdir(path.join(dir, "tmp"))).toEqual([]);
+  });
+});

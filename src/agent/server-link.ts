@@ -11,6 +11,7 @@ import type { Logger } from "pino";
 import type { AgentHeartbeatPost, AgentRegisterPost, AgentRegisterResponse } from "../api/types/agent.js";
 import { ERROR_CODES, type ErrorCode } from "../lib/error-codes.js";
 import { describeError, NovaError } from "../lib/errors.js";
+import { readBoundedJson, readTextPrefix } from "../lib/json-response.js";
 import { WakeableLoop } from "../lib/wakeable-loop.js";
 import { parseJoinToken } from "../security/join-token.js";
 import { certInfo, createCsr } from "../security/pki.js";
@@ -178,7 +179,12 @@ export class ServerLink {
       throw await refusal(res, "registration refused", true);
     }
     if (!res.ok) throw await refusal(res, "registration refused");
-    const reply = (await res.json()) as AgentRegisterResponse;
+    const reply = (await readBoundedJson(res, {
+      peer: `server ${this.o.serverUrl}`,
+      maxBytes: 64 * 1024,
+    })) as AgentRegisterResponse | undefined;
+    if (!reply?.certificate)
+      throw new Error(`registration reply from ${this.o.serverUrl} is not a registration`);
     const identity: AgentIdentity = {
       serverUrl: this.o.serverUrl,
       hostId: reply.hostId,
@@ -233,7 +239,8 @@ export class ServerLink {
  * user as the server said it; a plain Error (retried) otherwise.
  */
 async function refusal(res: Response, what: string, final = false): Promise<Error> {
-  const text = await res.text();
+  // A prefix, not a bounded read that throws: an oversized refusal must stay retryable.
+  const { text } = await readTextPrefix(res, 64 * 1024);
   if (res.status >= 400 && res.status < 500 && res.status !== 408 && res.status !== 429) {
     try {
       const body = JSON.parse(text) as { error?: { code?: string; message?: string; details?: unknown } };

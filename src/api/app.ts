@@ -1,14 +1,21 @@
 /**
  * Builds the server's Fastify app: schemas as the one definition (validation, types,
  * OpenAPI at /v1/openapi.json), auth on every /v1 route, one error shape, /healthz,
- * /metrics, and the resource routes.
+ * /metrics, and the resource routes; bounded by limits.ts (HTTP timeouts, connection cap,
+ * rate limits per address, per token and for failed authentications, event stream caps).
  */
 
 import type { SecureContextOptions } from "node:tls";
 import { AjvCompiler, type ValidatorFactory } from "@fastify/ajv-compiler";
 import swagger from "@fastify/swagger";
 import type { TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from "fastify";
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+  LogController,
+} from "fastify";
 import type { Logger } from "pino";
 import type { AgentConnector } from "../cluster/agent-client.js";
 import type { HostService } from "../cluster/host-service.js";
@@ -16,7 +23,7 @@ import type { ImageService } from "../cluster/image-service.js";
 import type { Store } from "../cluster/store/store.js";
 import type { VmService } from "../cluster/vm-service.js";
 import type { ExecSystem } from "../exec/system.js";
-import { NovaError } from "../lib/errors.js";
+import { isNovaError, NovaError } from "../lib/errors.js";
 import {
   BODY_LIMIT_BYTES,
   frameworkErrors,
@@ -24,10 +31,13 @@ import {
   MAX_PARAM_LENGTH,
   rejectNulBytes,
 } from "../lib/http-errors.js";
+import { applyHttpServerLimits, TLS_HANDSHAKE_TIMEOUT_MS } from "../lib/http-limits.js";
 import type { MigrationService } from "../migration/migration-service.js";
 import type { ServerMetrics } from "../observability/metrics.js";
 import { VERSION } from "../version.js";
 import { type Permission, requirePermission } from "./auth.js";
+import { EventStreams } from "./event-streams.js";
+import { type ApiLimits, RateBuckets, rateLimited, resolveApiLimits } from "./limits.js";
 import { agentRoutes } from "./routes/agent.js";
 import type { RouteDeps } from "./routes/deps.js";
 import { dlqRoutes } from "./routes/dlq.js";
@@ -60,6 +70,8 @@ export interface AppDeps {
    * Absent only for in-process tests of the app.
    */
   https?: { cert: string; key: string; ca: string };
+  /** Resource bounds; unset fields come from $NOVACRON_API_LIMITS, else API_LIMITS. */
+  limits?: Partial<ApiLimits>;
 }
 
 /** The TLS server options of the API: TLS 1.3, client certificates optional but verified. */
@@ -67,6 +79,7 @@ export function apiTlsOptions(https: { cert: string; key: string; ca: string }):
   requestCert: boolean;
   rejectUnauthorized: boolean;
   minVersion: "TLSv1.3";
+  handshakeTimeout: number;
 } {
   return {
     cert: https.cert,
@@ -77,6 +90,7 @@ export function apiTlsOptions(https: { cert: string; key: string; ca: string }):
     requestCert: true,
     rejectUnauthorized: false,
     minVersion: "TLSv1.3",
+    handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS,
   };
 }
 
@@ -114,7 +128,18 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     schemaController: { compilersFactory: { buildValidator } },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
+  const limits = resolveApiLimits(deps.limits);
+  applyHttpServerLimits(app.server, limits);
+  const perAddress = new RateBuckets(limits.addressRate);
+  const perToken = new RateBuckets(limits.tokenRate);
+  const authFailures = new RateBuckets(limits.authFailureRate);
+  const streams = new EventStreams(limits);
+
   installErrorHandlers(app);
+  app.addHook("onRequest", async (req, reply) => {
+    const wait = perAddress.take(req.ip);
+    if (wait > 0) throw rateLimited(reply, "address", wait);
+  });
   app.addHook("preValidation", rejectNulBytes);
   // An empty body with Content-Type: application/json is no body (routes whose body is
   // optional accept it; the others say the body must be an object), not a parse error.
@@ -144,7 +169,24 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     },
   });
 
-  const guard = (permission: Permission) => requirePermission(() => deps.store.read, permission);
+  // Authentication with its two rate limits: an address that spent its failed-auth budget
+  // is refused before the token is even looked up; an authenticated principal spends its
+  // token's budget.
+  const guard = (permission: Permission) => {
+    const check = requirePermission(() => deps.store.read, permission);
+    return async (req: FastifyRequest, reply: FastifyReply) => {
+      const blocked = authFailures.peek(req.ip);
+      if (blocked > 0) throw rateLimited(reply, "auth-failures", blocked);
+      try {
+        await check(req, reply);
+      } catch (err) {
+        if (isNovaError(err, "NOVA_UNAUTHENTICATED")) authFailures.take(req.ip);
+        throw err;
+      }
+      const wait = perToken.take(req.principal!.id);
+      if (wait > 0) throw rateLimited(reply, "token", wait);
+    };
+  };
   const routeDeps: RouteDeps = {
     store: deps.store,
     hosts: deps.hosts,
@@ -154,6 +196,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     agents: deps.agents,
     caFingerprint: deps.caFingerprint,
     guard,
+    streams,
+    limits,
   };
 
   app.get("/healthz", { schema: { hide: true } }, async (_req, reply) => {

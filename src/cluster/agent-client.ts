@@ -118,7 +118,7 @@ export class AgentClient {
   }
 
   /** A one-time ticket to download a blob from this host. */
-  blobTicket(digest: string): Promise<{ ticket: string }> {
+  blobTicket(digest: string): Promise<{ ticket: string; sizeBytes?: number }> {
     return this.call("POST", `/agent/v1/images/${encodeURIComponent(digest)}/ticket`, {});
   }
 
@@ -159,6 +159,7 @@ export class AgentClient {
     }
     const json = await readJsonReply(res, {
       fallbackCode: "NOVA_AGENT_ERROR",
+      peer: `host ${this.target.name}`,
       describe: (message) => `Host ${this.target.name}: ${message}`,
       details: { host: this.target.name },
     });

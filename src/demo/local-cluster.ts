@@ -10,6 +10,7 @@ import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { readBoundedText } from "../lib/json-response.js";
 import { waitFor } from "../lib/wait.js";
 import { type ClusterFetch, clusterFetch } from "../security/tls-client.js";
 
@@ -189,7 +190,7 @@ export class LocalCluster {
       headers,
       body: rawBody ?? (body === undefined ? null : JSON.stringify(body)),
     });
-    const text = await res.text();
+    const text = await readBoundedText(res, { peer: "server" });
     return { status: res.status, body: (text ? JSON.parse(text) : {}) as T };
   }
 

@@ -41,6 +41,12 @@ export const ERROR_CODES = {
     retryable: false,
     description: "A path parameter (an id or name) is longer than the API accepts (128 characters).",
   },
+  NOVA_RATE_LIMITED: {
+    status: 429,
+    retryable: true,
+    description:
+      "Too many requests from this token or address, too many failed authentications from this address, or too many open event streams; retry after the Retry-After header's seconds (details.retryAfterSeconds, details.limit says which limit).",
+  },
   NOVA_FORBIDDEN: {
     status: 403,
     retryable: false,
@@ -87,6 +93,12 @@ export const ERROR_CODES = {
     status: 502,
     retryable: false,
     description: "The host's agent failed the operation; the message carries the agent's reason.",
+  },
+  NOVA_REPLY_TOO_LARGE: {
+    status: 502,
+    retryable: false,
+    description:
+      "A peer (an agent, the server, an outside service) sent a reply larger than the reader accepts; the transfer was aborted. details name the peer and limitBytes.",
   },
   NOVA_QEMU_ERROR: {
     status: 500,

@@ -356,9 +356,14 @@ class MigrationRun {
     if (image.kernelDigest) blobs.push([image.kernelDigest, "kernel"]);
     if (image.initrdDigest) blobs.push([image.initrdDigest, "initrd"]);
     for (const [digest, kind] of blobs) {
-      const { ticket } = await this.source.blobTicket(digest);
+      const { ticket, sizeBytes } = await this.source.blobTicket(digest);
       const url = `${this.source.url}/agent/v1/images/${encodeURIComponent(digest)}/blob?ticket=${encodeURIComponent(ticket)}`;
-      const blob = await this.target.pullBlob({ digest, kind, url });
+      const blob = await this.target.pullBlob({
+        digest,
+        kind,
+        url,
+        ...(sizeBytes !== undefined ? { sizeBytes } : {}),
+      });
       if (blob.digest !== digest)
         throw new NovaError(
           "NOVA_AGENT_ERROR",

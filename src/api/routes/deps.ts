@@ -1,4 +1,4 @@
-/** What route plugins receive: the store, the services and the auth guard. */
+/** What route plugins receive: the store, the services, the auth guard and the API limits. */
 import type { onRequestAsyncHookHandler } from "fastify";
 import type { AgentConnector } from "../../cluster/agent-client.js";
 import type { HostService } from "../../cluster/host-service.js";
@@ -7,6 +7,8 @@ import type { Store } from "../../cluster/store/store.js";
 import type { VmService } from "../../cluster/vm-service.js";
 import type { MigrationService } from "../../migration/migration-service.js";
 import type { Permission } from "../auth.js";
+import type { EventStreams } from "../event-streams.js";
+import type { ApiLimits } from "../limits.js";
 
 /** Dependencies handed to each route plugin. */
 export interface RouteDeps {
@@ -21,4 +23,8 @@ export interface RouteDeps {
   caFingerprint: string;
   /** An onRequest hook that authenticates the caller and checks the permission (before the body is read or validated). */
   guard: (permission: Permission) => onRequestAsyncHookHandler;
+  /** The open event streams (caps, and closing a revoked token's). */
+  streams: EventStreams;
+  /** The API's bounds. */
+  limits: ApiLimits;
 }

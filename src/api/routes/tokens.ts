@@ -2,6 +2,7 @@
  * Routes: /v1/tokens — admin tokens for more people and tools: create (optionally with
  * grants such as executions:approve-own), list, revoke. Approvals need them: the token
  * that submitted an execution may not approve it, so a second approver needs a token.
+ * Revoking a token ends its open event streams at once.
  */
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { Type } from "@sinclair/typebox";
@@ -11,7 +12,7 @@ import { TokenCreated, TokenList, TokensPost } from "../types/tokens.js";
 import type { RouteDeps } from "./deps.js";
 
 /** Token routes. */
-export const tokenRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { store, guard }) => {
+export const tokenRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { store, guard, streams }) => {
   app.post(
     "/v1/tokens",
     {
@@ -54,6 +55,8 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { s
         }
         await revokeToken(tx, target.id);
       });
+      // Committed: the token's open event streams end now, not at their next heartbeat.
+      streams.revoke(req.params.id);
       return reply.status(204).send();
     },
   );

@@ -344,6 +344,8 @@ export const AgentImagePullPost = Type.Object(
     digest: Type.String({ pattern: "^sha256:[0-9a-f]{64}$" }),
     kind: Type.Union([Type.Literal("disk"), Type.Literal("kernel"), Type.Literal("initrd")]),
     url: Type.String({ pattern: "^https?://" }),
+    /** The blob's size as its holder reported it (the ticket reply): the download may not be larger. */
+    sizeBytes: Type.Optional(Type.Integer({ minimum: 0 })),
   },
   { additionalProperties: false },
 );

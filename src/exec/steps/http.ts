@@ -2,18 +2,31 @@
  * The `http` step: calls an external automation service. Network errors, 429 and 5xx
  * are retried inside the step with exponential backoff and jitter; any other status not
  * in `expectStatus` (default 2xx) fails the step without retry. The response body is kept
- * (truncated) in the result, masked like everything else. The step has no masker, so every
- * cut goes through `truncate`, whose mark lets the masker hide a secret cut at the limit.
+ * (truncated) in the result, masked like everything else; only its first 16 KiB are ever
+ * read, so a huge reply costs no memory. The step has no masker, so every cut goes
+ * through `truncate`, whose mark lets the masker hide a secret cut at the limit.
  */
 import type { PlanStep } from "../../api/types/executions.js";
 import { describeError, NovaError } from "../../lib/errors.js";
-import { truncate } from "../../lib/truncate.js";
+import { readTextPrefix } from "../../lib/json-response.js";
+import { TRUNCATED, truncate } from "../../lib/truncate.js";
 import { backoffMs } from "../config.js";
 import { type StepKind, sleep } from "./step.js";
 
 type HttpStep = Extract<PlanStep, { kind: "http" }>;
 
 const BODY_LIMIT = 4096;
+/** Bytes read of a reply: enough for BODY_LIMIT characters of any UTF-8; the rest is never read. */
+const READ_LIMIT_BYTES = 4 * BODY_LIMIT + 4;
+
+/** The reply's body cut to BODY_LIMIT characters, reading at most READ_LIMIT_BYTES of it. */
+async function boundedBody(res: Response): Promise<string> {
+  const { text, truncated } = await readTextPrefix(res, READ_LIMIT_BYTES).catch(() => ({
+    text: "",
+    truncated: false,
+  }));
+  return truncated && text.length <= BODY_LIMIT ? `${text}${TRUNCATED}` : truncate(text, BODY_LIMIT);
+}
 
 /** Safe to repeat when the method is, unless the plan says otherwise. */
 export const httpStep: StepKind<HttpStep> = {
@@ -52,7 +65,7 @@ export const httpStep: StepKind<HttpStep> = {
         lastProblem = describeError(err);
         continue;
       }
-      const text = truncate(await res.text().catch(() => ""), BODY_LIMIT);
+      const text = await boundedBody(res);
       ctx.log(`${method} ${step.url} → ${res.status}`);
       if (expected(res.status)) return { status: res.status, body: text };
       if (res.status === 429 || res.status >= 500) {

@@ -1,0 +1,65 @@
+// The bounds on a real node:http server (the agent's API applies exactly this): a silent
+// connection, a header trickle and a slow body are each cut off within their timeout.
+import { createServer, type Server } from "node:http";
+import { type AddressInfo, connect, type Socket } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { applyHttpServerLimits, HTTP_SERVER_LIMITS } from "./http-limits.js";
+
+describe("applyHttpServerLimits", () => {
+  let server: Server;
+  let port: number;
+  beforeAll(async () => {
+    server = createServer((req, res) => {
+      req.resume();
+      req.on("end", () => res.end("ok"));
+    });
+    applyHttpServerLimits(server, { headersTimeoutMs: 600, requestTimeoutMs: 1000, checkIntervalMs: 100 });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    port = (server.address() as AddressInfo).port;
+  });
+  afterAll(async () => {
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+  });
+
+  const open = (): Promise<{ socket: Socket; closed: Promise<{ ms: number; text: string }> }> =>
+    new Promise((resolve) => {
+      const socket = connect(port, "127.0.0.1", () => {
+        const t0 = Date.now();
+        let text = "";
+        socket.on("data", (d: Buffer) => {
+          text += d.toString();
+        });
+        resolve({
+          socket,
+          closed: new Promise((r) => socket.on("close", () => r({ ms: Date.now() - t0, text }))),
+        });
+      });
+    });
+
+  it("has defaults that cut a client off within seconds", () => {
+    expect(HTTP_SERVER_LIMITS.headersTimeoutMs).toBeLessThanOrEqual(HTTP_SERVER_LIMITS.requestTimeoutMs);
+    expect(HTTP_SERVER_LIMITS.requestTimeoutMs).toBeLessThanOrEqual(60_000);
+    expect(server.maxConnections).toBe(HTTP_SERVER_LIMITS.maxConnections);
+  });
+
+  it("closes silent, header-trickling and slow-body connections with 408 within their bounds", async () => {
+    const silent = await open();
+    const trickle = await open();
+    const slow = await open();
+    trickle.socket.write("GET / HTTP/1.1\r\n");
+    slow.socket.write("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n");
+    const drip = setInterval(() => {
+      if (trickle.socket.writable) trickle.socket.write("X-Pad: y\r\n");
+      if (slow.socket.writable) slow.socket.write("a");
+    }, 50);
+    const [s, t, b] = await Promise.all([silent.closed, trickle.closed, slow.closed]);
+    clearInterval(drip);
+    expect(s.ms).toBeLessThan(600 + 400);
+    expect(t.ms).toBeLessThan(600 + 400);
+    expect(t.text).toMatch(/^HTTP\/1\.1 408/);
+    expect(b.ms).toBeGreaterThanOrEqual(900);
+    expect(b.ms).toBeLessThan(1000 + 400);
+    expect(b.text).toMatch(/^HTTP\/1\.1 408/);
+  });
+});
