@@ -95,3 +95,27 @@ export function makeTlsCluster(names: readonly string[]): {
     rmSync(dir, { recursive: true, force: true });
   }
 }
+
+/** Mutual-TLS options for both ends of a DWCP test session (one test CA, two leaves). */
+export interface DwcpTestTls {
+  /** For `DwcpListener.listen({ tls })`: client certificates required. */
+  listen: { ca: string; cert: string; key: string; requestCert: true; rejectUnauthorized: true };
+  /** For `dialSession({ tls })`: our certificate; the listener's chain checked, not its name. */
+  dial: { ca: string; cert: string; key: string; checkServerIdentity: () => undefined };
+}
+
+let shared: DwcpTestTls | null = null;
+
+/**
+ * TLS material for tests and benchmarks that run DWCP sessions, made once per process
+ * (openssl must be installed). Name checks are off: the peers are namespace addresses.
+ */
+export function dwcpTestTls(): DwcpTestTls {
+  if (shared) return shared;
+  const { ca, leaves } = makeTlsCluster(["listener.test", "dialer.test"]);
+  shared = {
+    listen: { ca, ...leaves["listener.test"]!, requestCert: true, rejectUnauthorized: true },
+    dial: { ca, ...leaves["dialer.test"]!, checkServerIdentity: () => undefined },
+  };
+  return shared;
+}
