@@ -225,9 +225,12 @@ export class DwcpListener {
     else void this.onSecure(raw);
   }
 
-  /** The raw TCP socket under `socket` (itself without TLS). */
+  /**
+   * The raw TCP socket under `socket` (itself without TLS). tls.Server wraps the socket it
+   * was given and Node keeps it as `_parent`; the security tests check that a welcomed TLS
+   * connection leaves the pending count, so a Node that changed this would fail them.
+   */
   private rawOf(socket: Socket): Socket {
-    // tls.Server wraps the socket it was given; Node keeps it as `_parent`.
     return (socket as Socket & { _parent?: Socket })._parent ?? socket;
   }
 
@@ -245,7 +248,9 @@ export class DwcpListener {
 
   private remainingMs(socket: Socket): number {
     const entry = this.pending.get(this.rawOf(socket));
-    return entry ? Math.max(1, entry.deadline - performance.now()) : 1;
+    return entry
+      ? Math.max(1, entry.deadline - performance.now())
+      : (this.options.handshakeTimeoutMs ?? LISTEN_LIMITS.handshakeTimeoutMs);
   }
 
   private async onSecure(socket: Socket): Promise<void> {

@@ -372,6 +372,8 @@ describe.skipIf(!haveOpenssl())("DWCP mutual TLS", () => {
       () => s.destroy(),
     );
     await until(() => s.streamCount === 3, 2000);
+    // Welcomed TLS connections left the pre-handshake state (their deadline is off).
+    expect(l.pendingConnections).toBe(0);
   });
 
   it("refuses a client certificate from another CA, and a client without one", async () => {
