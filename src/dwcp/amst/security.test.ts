@@ -257,6 +257,24 @@ describe("DWCP bounds after the handshake", () => {
     expect(after.heapUsed + after.external - before.heapUsed - before.external).toBeLessThan(64 << 20);
   });
 
+  it("ends a session whose peer opens more channels than the limit", async () => {
+    const l = await listen({ tuning: { maxOpenChannels: 8 } });
+    const accepted = l.accept();
+    const { sock } = await rawSession(l.port);
+    const server = await accepted;
+    const label = Buffer.alloc(200_000, 0x61); // long labels: only 256 characters are kept
+    for (let i = 0; i < 9; i++) {
+      const open = { type: FrameType.OPEN, flags: 0, channel: 1 + 2 * i, seq: i + 1, payload: label };
+      sock.write(Buffer.concat([encodeHeader(open), label]));
+    }
+    const err = await server.closed;
+    expect(isNovaError(err, "NOVA_DWCP_PROTOCOL")).toBe(true);
+    expect((err as Error).message).toMatch(/more than 8 channels/);
+    // The channels opened before the limit were queued for accept(), with short labels.
+    const first = await server.accept();
+    expect(first.label).toBe("a".repeat(256));
+  });
+
   it("drops a peer that does not read after the unread timeout", async () => {
     const l = await listen({ tuning: { peerUnreadTimeoutMs: 400 } });
     const accepted = l.accept();

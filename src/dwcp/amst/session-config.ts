@@ -40,6 +40,8 @@ export interface SessionTuning {
    * dropped, not buffered for forever. @defaultValue 60000
    */
   peerUnreadTimeoutMs: number;
+  /** Channels open at once (both sides'); a peer's OPEN beyond it ends the session. @defaultValue 1024 */
+  maxOpenChannels: number;
   /** PINGs a peer may send per second on one connection (sustained); more ends the session. @defaultValue 20 */
   peerPingsPerSecond: number;
   /** PINGs a peer may send in a burst on one connection. @defaultValue 40 */
@@ -60,6 +62,7 @@ export const DEFAULT_TUNING = {
   closeTimeoutMs: 5000,
   maxConnectionQueueBytes: 32 * 1024 * 1024,
   peerUnreadTimeoutMs: 60_000,
+  maxOpenChannels: 1024,
   peerPingsPerSecond: 20,
   peerPingBurst: 40,
 } as const satisfies SessionTuning;

@@ -200,6 +200,12 @@ export class DwcpSession {
   /** Opens a new logical channel; the peer receives it from `accept()`. */
   openChannel(label: string): Channel {
     this.assertOpen();
+    if (this.channels.size >= this.tuning.maxOpenChannels) {
+      throw new NovaError(
+        "NOVA_BAD_REQUEST",
+        `This DWCP session has ${this.channels.size} channels open, its limit (maxOpenChannels)`,
+      );
+    }
     const id = this.nextChannelId;
     if (id > 0xffff) throw new NovaError("NOVA_DWCP_CLOSED", "This session has used all its channel numbers");
     this.nextChannelId += 2;
@@ -629,8 +635,21 @@ export class DwcpSession {
           );
           return;
         }
+        if (this.channels.size >= this.tuning.maxOpenChannels) {
+          // Each channel holds state (digests, queues) until both sides end it: a peer
+          // opening channels without end would grow it without bound.
+          this.fail(
+            new NovaError(
+              "NOVA_DWCP_PROTOCOL",
+              `The DWCP peer opened more than ${this.tuning.maxOpenChannels} channels at once`,
+            ),
+          );
+          return;
+        }
         this.peerNextChannelId += 2;
-        const ch = new Channel(id, frame.payload.toString("utf8").slice(0, 256), this.hostApi);
+        // Decode only the label's first bytes: a slice of a long string keeps all of it alive.
+        const label = frame.payload.subarray(0, 1024).toString("utf8").slice(0, 256);
+        const ch = new Channel(id, label, this.hostApi);
         this.channels.set(id, ch);
         if (this.acceptWaiter) {
           const w = this.acceptWaiter;
