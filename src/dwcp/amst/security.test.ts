@@ -26,7 +26,7 @@ import { dialSession } from "./dial.js";
 import { DwcpListener, type ListenOptions } from "./listen.js";
 import { DwcpSession } from "./session.js";
 import { DEFAULT_TUNING } from "./session-config.js";
-import { tcpConnect } from "./transport.js";
+import { tcpConnect, tlsClient } from "./transport.js";
 
 const cleanup: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
@@ -365,7 +365,7 @@ describe("DWCP keyed channel digest", () => {
 });
 
 describe.skipIf(!haveOpenssl())("DWCP mutual TLS", () => {
-  const pki = haveOpenssl() ? makeTlsCluster(["a.test", "b.test"]) : null;
+  const pki = haveOpenssl() ? makeTlsCluster(["a.test", "b.test", "c.test"]) : null;
   const foreign = haveOpenssl() ? makeTlsCluster(["b.test"]) : null;
   const serverTls = () => ({
     ca: pki!.ca,
@@ -392,6 +392,36 @@ describe.skipIf(!haveOpenssl())("DWCP mutual TLS", () => {
     await until(() => s.streamCount === 3, 2000);
     // Welcomed TLS connections left the pre-handshake state (their deadline is off).
     expect(l.pendingConnections).toBe(0);
+  });
+
+  it("refuses a JOIN over another cluster certificate than the session's, before any challenge", async () => {
+    const l = await listen({ tls: serverTls() });
+    const [c, s] = await Promise.all([
+      dialSession({
+        port: l.port,
+        versions: [3],
+        tls: { ca: pki!.ca, ...pki!.leaves["b.test"]!, servername: "a.test" },
+      }),
+      l.accept(),
+    ]);
+    cleanup.push(
+      () => c.destroy(),
+      () => s.destroy(),
+    );
+    const raw = await tcpConnect("127.0.0.1", l.port, 2000);
+    const other = await tlsClient(
+      raw,
+      { ca: pki!.ca, ...pki!.leaves["c.test"]!, servername: "a.test" },
+      2000,
+    );
+    cleanup.push(() => {
+      other.destroy();
+    });
+    other.write(hello(c.sessionId, true));
+    const reply = decodeReply((await readHandshake(other, 2000)).message);
+    expect(reply.accepted).toBe(false);
+    expect(reply.reason).toBe(RejectReason.JOIN_UNAUTHORIZED);
+    expect(s.streamCount).toBe(1);
   });
 
   it("refuses a client certificate from another CA, and a client without one", async () => {
