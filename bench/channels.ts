@@ -16,6 +16,7 @@ import { parseArgs } from "node:util";
 import type { Channel } from "../src/dwcp/amst/channel.js";
 import { dialSession } from "../src/dwcp/amst/dial.js";
 import { DwcpListener } from "../src/dwcp/amst/listen.js";
+import { dwcpTestTls } from "../src/testing/tls-fixtures.js";
 import { ADDR_A, WanLink } from "../src/testing/wanem/link.js";
 import { emulatorUnavailableReason } from "../src/testing/wanem/netns.js";
 import { PROFILES, parseLinkSpec, specRttMs } from "../src/testing/wanem/spec.js";
@@ -78,9 +79,9 @@ async function measure(profile: string): Promise<Row[]> {
     const a = await link.sockets("a");
     const b = await link.sockets("b");
     const port = 47700;
-    const listener = await DwcpListener.listen({ server: await a.listen(port) });
+    const listener = await DwcpListener.listen({ server: await a.listen(port), tls: dwcpTestTls().listen });
     const [client, server] = await Promise.all([
-      dialSession({ connect: () => b.connect(ADDR_A, port), streams }),
+      dialSession({ connect: () => b.connect(ADDR_A, port), streams, tls: dwcpTestTls().dial }),
       listener.accept(),
     ]);
     const req = client.openChannel("req");

@@ -24,7 +24,8 @@ import { ADDR_A } from "../src/testing/wanem/link.js";
 
 /** What to measure, and which end of it this process is. */
 export interface RunSpec {
-  method: "tcp" | "tcp-zstd" | "dwcp";
+  /** `dwcp` runs mutual TLS 1.3 (`tls`); `dwcp-plaintext` is the same without TLS. */
+  method: "tcp" | "tcp-zstd" | "dwcp" | "dwcp-plaintext";
   /** The receiver (site A) starts first and prints a ready line; then the sender (site B). */
   role: "send" | "receive";
   pass: 1 | 2;
@@ -35,6 +36,8 @@ export interface RunSpec {
   /** Receiver cache and sender history live here (kept between passes). */
   stateDir: string;
   maxSeconds: number;
+  /** PEM material for `dwcp`: the CA and one leaf per end (each also used as client certificate). */
+  tls?: { ca: string; receiver: { cert: string; key: string }; sender: { cert: string; key: string } };
 }
 
 /** What one end measured; the parent merges the two ends into one row. */
@@ -156,7 +159,11 @@ function trackMemory(): NodeJS.Timeout {
 }
 
 async function receiveDwcp(spec: RunSpec, ns: NamespaceSockets): Promise<EndRun> {
-  const listener = await DwcpListener.listen({ server: await ns.listen(spec.port) });
+  const tls = spec.method === "dwcp" ? spec.tls : undefined;
+  const listener = await DwcpListener.listen({
+    server: await ns.listen(spec.port),
+    ...(tls ? { tls: { ca: tls.ca, ...tls.receiver, requestCert: true, rejectUnauthorized: true } } : {}),
+  });
   ready();
   const session = await listener.accept();
   const start = performance.now();
@@ -192,7 +199,12 @@ async function receiveDwcp(spec: RunSpec, ns: NamespaceSockets): Promise<EndRun>
 }
 
 async function sendDwcp(spec: RunSpec, image: SyntheticImage, ns: NamespaceSockets): Promise<EndRun> {
-  const client = await dialSession({ connect: () => ns.connect(ADDR_A, spec.port), streams: 1 });
+  const tls = spec.method === "dwcp" ? spec.tls : undefined;
+  const client = await dialSession({
+    connect: () => ns.connect(ADDR_A, spec.port),
+    streams: 1,
+    ...(tls ? { tls: { ca: tls.ca, ...tls.sender, checkServerIdentity: () => undefined } } : {}),
+  });
   const history = new PageHistory(new PageCache(join(spec.stateDir, "sender-history"), 2 * 1024 ** 3));
   history.load(join(spec.stateDir, "history.bin"));
   const start = performance.now();
@@ -268,13 +280,13 @@ async function main(): Promise<void> {
     let r: EndRun;
     if (spec.role === "receive") {
       r =
-        spec.method === "dwcp"
+        spec.method === "dwcp" || spec.method === "dwcp-plaintext"
           ? await receiveDwcp(spec, ns)
           : await receiveTcp(spec, ns, spec.method === "tcp-zstd");
     } else {
       const image = new SyntheticImage({ pages: spec.pages, changedFraction: spec.pass === 2 ? 0.1 : 0 });
       r =
-        spec.method === "dwcp"
+        spec.method === "dwcp" || spec.method === "dwcp-plaintext"
           ? await sendDwcp(spec, image, ns)
           : await sendTcp(spec, image, ns, spec.method === "tcp-zstd");
     }

@@ -1,6 +1,8 @@
 /**
  * `npm run bench:dwcp`: DWCP against plain TCP and TCP + streaming zstd over emulated WAN
- * links (issue 4). Per profile: pass 1 sends a synthetic memory image (~30 % zero, 40 %
+ * links (issue 4). DWCP runs mutual TLS 1.3 (`dwcp`, certificates from a throwaway test
+ * CA) and, in the same run, without TLS (`dwcp-plaintext`), each with its own receiver
+ * cache and sender history (issue 12). Per profile: pass 1 sends a synthetic memory image (~30 % zero, 40 %
  * text-like, 30 % random pages), pass 2 the same image with 10 % of its pages changed.
  * Each measurement runs its receiver and its sender in two child processes (bench/dwcp-run.ts),
  * as on two hosts: CPU seconds are their sum, max RSS the larger of the two.
@@ -9,15 +11,20 @@
  *   --link SPEC        ad-hoc link, e.g. rate=20mbit,rtt=250ms,loss=1%
  *   --cc NAME[,NAME]   congestion control per namespace (default cubic)
  *   --size SIZE        image size, e.g. 1GiB (default), 256MiB
- *   --methods LIST     subset of tcp,tcp-zstd,dwcp
+ *   --methods LIST     subset of tcp,tcp-zstd,dwcp,dwcp-plaintext
  *   --max-seconds N    cap per measurement; a capped run reports complete=false (default 150)
  *   --repeat N         run each measurement N times and report the median-goodput run (default 1)
  *   --json             one JSON object per line instead of the table
+ *
+ * CPU seconds are reported per end (cpu_seconds_sender / cpu_seconds_receiver, process.cpuUsage
+ * of each child) and summed (cpu_seconds).
  */
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { PAGE_SIZE } from "../src/dwcp/hde/page.js";
+import { makeTlsCluster } from "../src/testing/tls-fixtures.js";
 import { WanLink } from "../src/testing/wanem/link.js";
 import { emulatorUnavailableReason } from "../src/testing/wanem/netns.js";
 import type { EndResult, RunResult, RunSpec } from "./dwcp-run.js";
@@ -43,7 +50,7 @@ function parseArgs(argv: string[]) {
     profiles: [] as string[],
     ccs: ["cubic"],
     size: 1024 ** 3,
-    methods: ["tcp", "tcp-zstd", "dwcp"],
+    methods: ["tcp", "tcp-zstd", "dwcp", "dwcp-plaintext"],
     maxSeconds: 150,
     repeat: 1,
     json: false,
@@ -144,7 +151,7 @@ function printTable(rows: Row[]): void {
     "MiB wire",
     "seconds",
     "goodput Mbit/s",
-    "cpu s",
+    "cpu s tx+rx",
     "rss MiB",
     "ok",
     "note",
@@ -158,7 +165,7 @@ function printTable(rows: Row[]): void {
     (r.bytes_on_wire / 2 ** 20).toFixed(1),
     r.seconds.toFixed(1),
     r.goodput_mbps.toFixed(1),
-    r.cpu_seconds.toFixed(1),
+    `${Number(r.detail.cpu_seconds_sender ?? 0).toFixed(1)}+${Number(r.detail.cpu_seconds_receiver ?? 0).toFixed(1)}`,
     String(r.max_rss_mb),
     r.verified ? "yes" : "NO",
     [
@@ -193,10 +200,20 @@ function summarize(rows: Row[]): string[] {
       if (d !== undefined && t) parts.push(`pass ${p}: dwcp/tcp ${(d / t).toFixed(2)}x`);
       if (d !== undefined && z) parts.push(`dwcp/tcp-zstd ${(d / z).toFixed(2)}x`);
     }
+    const c = (m: string, p: number): number | undefined =>
+      rs.find((r) => r.method === m && r.pass === p)?.cpu_seconds;
+    for (const p of [1, 2]) {
+      const d = g("dwcp", p);
+      const pl = g("dwcp-plaintext", p);
+      const cd = c("dwcp", p);
+      const cp = c("dwcp-plaintext", p);
+      if (d !== undefined && pl)
+        parts.push(`pass ${p}: TLS/plaintext goodput ${(d / pl).toFixed(2)}x, cpu ${cd}s vs ${cp}s`);
+    }
     const w1 = w("dwcp", 1);
     const w2 = w("dwcp", 2);
     if (w1 && w2 !== undefined) parts.push(`pass2/pass1 wire ${((100 * w2) / w1).toFixed(1)}%`);
-    const rss = rs.filter((r) => r.method === "dwcp").map((r) => r.max_rss_mb);
+    const rss = rs.filter((r) => r.method.startsWith("dwcp")).map((r) => r.max_rss_mb);
     if (rss.length) parts.push(`dwcp max RSS ${Math.max(...rss)} MiB`);
     out.push(`${key.replace("|", " ")}: ${parts.join(", ")}`);
   }
@@ -212,6 +229,12 @@ async function main(): Promise<void> {
   }
   const pages = Math.floor(args.size / PAGE_SIZE);
   const rows: Row[] = [];
+  const pki = makeTlsCluster(["receiver.bench", "sender.bench"]);
+  const tls = {
+    ca: pki.ca,
+    receiver: pki.leaves["receiver.bench"]!,
+    sender: pki.leaves["sender.bench"]!,
+  };
   let port = 47100;
   let link: WanLink | null = null;
   let stateDir: string | null = null;
@@ -231,6 +254,8 @@ async function main(): Promise<void> {
         for (const pass of [1, 2] as const) {
           for (const method of args.methods as RunSpec["method"][]) {
             const runs: RunResult[] = [];
+            const methodDir = join(stateDir, method);
+            mkdirSync(methodDir, { recursive: true });
             for (let k = 0; k < args.repeat; k++) {
               const spec: Omit<RunSpec, "role"> = {
                 method,
@@ -239,8 +264,11 @@ async function main(): Promise<void> {
                 nsA: link.nsA,
                 nsB: link.nsB,
                 port: port++,
-                stateDir,
+                // Each DWCP variant keeps its own cache and history: pass 1 of the second
+                // must not find the first one's pages.
+                stateDir: methodDir,
                 maxSeconds: args.maxSeconds,
+                tls,
               };
               if (port > 48900) port = 47100;
               runs.push(await runPair(spec));

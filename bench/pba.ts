@@ -24,6 +24,7 @@ import {
   type Predictor,
   SlidingMedian,
 } from "../src/dwcp/pba/predictor.js";
+import { dwcpTestTls } from "../src/testing/tls-fixtures.js";
 import { ADDR_A, WanLink } from "../src/testing/wanem/link.js";
 import { emulatorUnavailableReason } from "../src/testing/wanem/netns.js";
 
@@ -77,9 +78,14 @@ async function record(s: Scenario, seconds: number, intervalMs: number, port: nu
   try {
     const a = await link.sockets("a");
     const b = await link.sockets("b");
-    const listener = await DwcpListener.listen({ server: await a.listen(port) });
+    const listener = await DwcpListener.listen({ server: await a.listen(port), tls: dwcpTestTls().listen });
     const [client, server] = await Promise.all([
-      dialSession({ connect: () => b.connect(ADDR_A, port), streams: 4, tuning: { windowBytes: 8 << 20 } }),
+      dialSession({
+        connect: () => b.connect(ADDR_A, port),
+        streams: 4,
+        tuning: { windowBytes: 8 << 20 },
+        tls: dwcpTestTls().dial,
+      }),
       listener.accept(),
     ]);
     const sink = (async () => {

@@ -40,6 +40,7 @@ import { ChannelRouter } from "../src/migration/dwcp/channel-router.js";
 import { MigrationRelaySource } from "../src/migration/dwcp/relay-source.js";
 import { MigrationRelayTarget } from "../src/migration/dwcp/relay-target.js";
 import { connectLocal, type LocalEndpoint, listenLocal } from "../src/migration/dwcp/socket-io.js";
+import { dwcpTestTls } from "../src/testing/tls-fixtures.js";
 
 const { values } = parseArgs({
   options: {
@@ -180,9 +181,9 @@ async function main(): Promise<void> {
     `stream: ${file} (${(data.length / MiB).toFixed(1)} MiB), zstd level ${level}, ${runs} run(s) per method`,
   );
 
-  const listener = await DwcpListener.listen({ port: 0 });
+  const listener = await DwcpListener.listen({ port: 0, tls: dwcpTestTls().listen });
   const accepted = listener.accept();
-  const src = await dialSession({ port: listener.port, streams: 4 });
+  const src = await dialSession({ port: listener.port, streams: 4, tls: dwcpTestTls().dial });
   const dst = await accepted;
   const router = new ChannelRouter(dst);
   const rows: Row[] = [];

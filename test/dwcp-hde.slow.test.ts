@@ -17,6 +17,7 @@ import { PageSender } from "../src/dwcp/hde/page-sender.js";
 import { DwcpMetrics } from "../src/dwcp/metrics.js";
 import { Tuner } from "../src/dwcp/tuner.js";
 import { SyntheticImage } from "../src/testing/synthetic-image.js";
+import { dwcpTestTls } from "../src/testing/tls-fixtures.js";
 import { ADDR_A, WanLink } from "../src/testing/wanem/link.js";
 import { emulatorUnavailableReason } from "../src/testing/wanem/netns.js";
 
@@ -43,9 +44,9 @@ describe.skipIf(unavailable !== null)("HDE over an emulated WAN link", () => {
     const p = port++;
     const a = await link.sockets("a");
     const b = await link.sockets("b");
-    const listener = await DwcpListener.listen({ server: await a.listen(p) });
+    const listener = await DwcpListener.listen({ server: await a.listen(p), tls: dwcpTestTls().listen });
     const [client, server] = await Promise.all([
-      dialSession({ connect: () => b.connect(ADDR_A, p) }),
+      dialSession({ connect: () => b.connect(ADDR_A, p), tls: dwcpTestTls().dial }),
       listener.accept(),
     ]);
     const cache = new PageCache(join(dir, "cache"), cacheBytes);

@@ -11,6 +11,7 @@ import { DwcpListener } from "../src/dwcp/amst/listen.js";
 import { OpaqueSender, readOpaque } from "../src/dwcp/hde/opaque.js";
 import { LinkShare, type SharedTransfer } from "../src/dwcp/pba/link-share.js";
 import { Tuner } from "../src/dwcp/tuner.js";
+import { dwcpTestTls } from "../src/testing/tls-fixtures.js";
 import { ADDR_A, WanLink } from "../src/testing/wanem/link.js";
 import { emulatorUnavailableReason } from "../src/testing/wanem/netns.js";
 
@@ -39,9 +40,9 @@ describe.skipIf(unavailable !== null)("sharing one WAN link between transfers", 
     let etas: number[] | null = null;
     const run = async (i: number, weight: number) => {
       const port = 47500 + i;
-      const listener = await DwcpListener.listen({ server: await a.listen(port) });
+      const listener = await DwcpListener.listen({ server: await a.listen(port), tls: dwcpTestTls().listen });
       const [client, server] = await Promise.all([
-        dialSession({ connect: () => b.connect(ADDR_A, port), streams: 2 }),
+        dialSession({ connect: () => b.connect(ADDR_A, port), streams: 2, tls: dwcpTestTls().dial }),
         listener.accept(),
       ]);
       const rx = (async () => {
@@ -84,9 +85,9 @@ describe.skipIf(unavailable !== null)("sharing one WAN link between transfers", 
     const port = 47510;
     // 1 Mbit/s: a fortieth of the link. Left alone, the pacer would hold the transfer there.
     const share = new LinkShare(1e6 / 8);
-    const listener = await DwcpListener.listen({ server: await a.listen(port) });
+    const listener = await DwcpListener.listen({ server: await a.listen(port), tls: dwcpTestTls().listen });
     const [client, server] = await Promise.all([
-      dialSession({ connect: () => b.connect(ADDR_A, port), streams: 2 }),
+      dialSession({ connect: () => b.connect(ADDR_A, port), streams: 2, tls: dwcpTestTls().dial }),
       listener.accept(),
     ]);
     let received = 0;

@@ -13,6 +13,7 @@ import type { DwcpSession } from "../src/dwcp/amst/session.js";
 import { Tuner } from "../src/dwcp/tuner.js";
 import { encodeFrame, encodeHeader, FRAME_HEADER_BYTES, FrameType } from "../src/dwcp/wire/frame.js";
 import { isNovaError } from "../src/lib/errors.js";
+import { dwcpTestTls } from "../src/testing/tls-fixtures.js";
 import { ADDR_A, WanLink } from "../src/testing/wanem/link.js";
 import { emulatorUnavailableReason } from "../src/testing/wanem/netns.js";
 
@@ -80,6 +81,7 @@ describe.skipIf(unavailable !== null)("DWCP over an emulated lossy WAN link", ()
       server: await a.listen(port),
       versions: opts.serverVersions ?? [1, 3],
       tuning: opts.tuning ?? {},
+      tls: dwcpTestTls().listen,
     });
     open.push(listener);
     const [client, server] = await Promise.all([
@@ -88,6 +90,7 @@ describe.skipIf(unavailable !== null)("DWCP over an emulated lossy WAN link", ()
         streams: opts.streams ?? 1,
         versions: opts.clientVersions ?? [1, 3],
         tuning: opts.tuning ?? {},
+        tls: dwcpTestTls().dial,
       }),
       listener.accept(),
     ]);
@@ -175,9 +178,17 @@ describe.skipIf(unavailable !== null)("DWCP over an emulated lossy WAN link", ()
     const port = nextPort++;
     const a = await link.sockets("a");
     const b = await link.sockets("b");
-    const listener = await DwcpListener.listen({ server: await a.listen(port), versions: [3] });
+    const listener = await DwcpListener.listen({
+      server: await a.listen(port),
+      versions: [3],
+      tls: dwcpTestTls().listen,
+    });
     open.push(listener);
-    const err = await dialSession({ connect: () => b.connect(ADDR_A, port), versions: [1] }).catch((e) => e);
+    const err = await dialSession({
+      connect: () => b.connect(ADDR_A, port),
+      versions: [1],
+      tls: dwcpTestTls().dial,
+    }).catch((e) => e);
     expect(isNovaError(err, "NOVA_DWCP_VERSION")).toBe(true);
   });
 
@@ -216,14 +227,14 @@ describe.skipIf(unavailable !== null)("DWCP over an emulated lossy WAN link", ()
     const port = nextPort++;
     const a = await link.sockets("a");
     const b = await link.sockets("b");
-    const listener = await DwcpListener.listen({ server: await a.listen(port) });
+    const listener = await DwcpListener.listen({ server: await a.listen(port), tls: dwcpTestTls().listen });
     open.push(listener);
     const deadline = performance.now() + 4000;
     let sessions = 0;
     let protocolErrors = 0;
     while (performance.now() < deadline) {
       const [client, server] = await Promise.all([
-        dialSession({ connect: () => b.connect(ADDR_A, port) }),
+        dialSession({ connect: () => b.connect(ADDR_A, port), tls: dwcpTestTls().dial }),
         listener.accept(),
       ]);
       sessions++;

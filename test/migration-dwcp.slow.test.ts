@@ -58,6 +58,7 @@ import { NbdRelaySource, NbdRelayTarget } from "../src/migration/dwcp/nbd-relay.
 import { MigrationRelaySource, type SourceRelayResult } from "../src/migration/dwcp/relay-source.js";
 import { MigrationRelayTarget, type TargetRelayResult } from "../src/migration/dwcp/relay-target.js";
 import { MigrationStreamParser } from "../src/migration/dwcp/stream-parser.js";
+import { dwcpTestTls } from "../src/testing/tls-fixtures.js";
 import { type Line, SerialTail } from "./helpers/serial-tail.js";
 
 const execFileP = promisify(execFile);
@@ -274,9 +275,9 @@ beforeAll(async () => {
   cmdline = `${manifest.cmdline} ${GUEST_PARAMS}`;
   root = await mkdtemp("/tmp/nc-mig-dwcp-");
 
-  listener = await DwcpListener.listen({ port: 0 });
+  listener = await DwcpListener.listen({ port: 0, tls: dwcpTestTls().listen });
   const accepted = listener.accept();
-  const dialed = await dialSession({ port: listener.port });
+  const dialed = await dialSession({ port: listener.port, tls: dwcpTestTls().dial });
   const listened = await accepted;
   const host = (name: string, session: DwcpSession): Host => {
     const cache = new PageCache(path.join(root, `cache-${name}`), 512 << 20);

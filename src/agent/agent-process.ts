@@ -47,6 +47,10 @@ export interface AgentOptions {
   dataHost?: string;
   /** DWCP listener port on the data address (0 = kernel-chosen); null turns DWCP off. @defaultValue 0 */
   dwcpPort?: number | null;
+  /** Mutual TLS material for DWCP (PEM: cluster CA, this host's certificate and key). */
+  dwcpTls?: { ca: string; cert: string; key: string };
+  /** Explicit opt-in to plaintext DWCP (logged loudly). */
+  dwcpPlaintext?: boolean;
   /** Memory offered to VMs; defaults to the machine's total. */
   memoryMiB?: number;
   /** vCPUs offered; defaults to the machine's. */
@@ -111,6 +115,9 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
           host: o.dataHost ?? o.host ?? "127.0.0.1",
           port: o.dwcpPort ?? 0,
           log: log.child({ component: "dwcp" }),
+          // TODO(pki): until the cluster PKI hands agents their certificates, an agent given
+          // neither falls back to the plaintext opt-in (AgentDwcp logs the loud warning).
+          ...(o.dwcpTls ? { tls: o.dwcpTls } : { plaintext: o.dwcpPlaintext ?? true }),
         });
   if (dwcp) log.info({ dwcp: dwcp.endpoint }, "DWCP listening");
   const serverUrl = o.serverUrl.replace(/\/+$/, "");

@@ -3,27 +3,52 @@
  * token it issued, lets a newer session replace one that never started relaying (the
  * source chose QEMU's transport, or restarted), and refuses a second one once relays run.
  * A malformed hello gets the same answer as a wrong token; an unreachable listener makes
- * "auto" fall back to QEMU's transport and "dwcp" fail.
+ * "auto" fall back to QEMU's transport and "dwcp" fail. Agents talk mutual TLS with
+ * certificates of one test CA; a certificate of another CA, a peer without TLS and an
+ * agent given neither TLS nor the plaintext opt-in are refused.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import pino from "pino";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { dialSession } from "../dwcp/amst/dial.js";
+import { type DialOptions, dialSession } from "../dwcp/amst/dial.js";
 import { DwcpListener } from "../dwcp/amst/listen.js";
-import { AgentDwcp } from "./dwcp-transport.js";
+import { isNovaError } from "../lib/errors.js";
+import { haveOpenssl, makeTlsCluster } from "../testing/tls-fixtures.js";
+import { AgentDwcp, type AgentDwcpOptions, DWCP_PLAINTEXT_WARNING } from "./dwcp-transport.js";
 
 const log = pino({ level: "silent" });
 let dirs: string[] = [];
 let agents: AgentDwcp[] = [];
+const NAMES = ["a.test", "b.test", "c.test", "peer.test"];
+const pki = haveOpenssl() ? makeTlsCluster(NAMES) : null;
+const foreign = haveOpenssl() ? makeTlsCluster(["a.test"]) : null;
+let next = 0;
 
-async function agent(): Promise<AgentDwcp> {
+function tlsOf(name: string, ca = pki!) {
+  return { ca: pki!.ca, ...ca.leaves[name]! };
+}
+
+async function agent(opts: Partial<AgentDwcpOptions> = {}): Promise<AgentDwcp> {
   const dataDir = mkdtempSync(path.join(tmpdir(), "nc-agent-dwcp-"));
   dirs.push(dataDir);
-  const a = await AgentDwcp.start({ dataDir, host: "127.0.0.1", cacheBytes: 16 * 1024 * 1024, log });
+  const name = NAMES[next++ % 3]!;
+  const a = await AgentDwcp.start({
+    dataDir,
+    host: "127.0.0.1",
+    cacheBytes: 16 * 1024 * 1024,
+    log,
+    ...(opts.plaintext ? {} : { tls: tlsOf(name) }),
+    ...opts,
+  });
   agents.push(a);
   return a;
+}
+
+/** A hand-made peer of the destination: a cluster certificate, but not an agent. */
+function peerTls(): Pick<DialOptions, "tls"> {
+  return { tls: { ...tlsOf("peer.test"), checkServerIdentity: () => undefined } };
 }
 
 beforeEach(() => {
@@ -36,14 +61,14 @@ afterEach(async () => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
-describe("AgentDwcp sessions", () => {
+describe.skipIf(!haveOpenssl())("AgentDwcp sessions", () => {
   it("lets a newer session replace one that carried nothing, and picks QEMU's transport on loopback", async () => {
     const dst = await agent();
     const src = await agent();
     const ep = dst.expectIncoming("m1", "vm1", { port: 9 }, { port: 9 });
     // A source that said hello and then went quiet (it restarted; its session can look
     // alive at the destination for a while): still open here.
-    const stale = await dialSession({ host: ep.host, port: ep.port });
+    const stale = await dialSession({ host: ep.host, port: ep.port, ...peerTls() });
     const hello = stale.openChannel("hello");
     await hello.send(Buffer.from(JSON.stringify({ migrationId: "m1", token: ep.token })));
     await hello.end();
@@ -74,7 +99,7 @@ describe("AgentDwcp sessions", () => {
     const src = await agent();
     const ep = dst.expectIncoming("m3", "vm3", { port: 9 }, { port: 9 });
     for (const bad of ["{not json", JSON.stringify({ migrationId: "m3" }), "x".repeat(5000)]) {
-      const peer = await dialSession({ host: ep.host, port: ep.port });
+      const peer = await dialSession({ host: ep.host, port: ep.port, ...peerTls() });
       const hello = peer.openChannel("hello");
       await hello.send(Buffer.from(bad));
       await hello.end();
@@ -99,5 +124,61 @@ describe("AgentDwcp sessions", () => {
     expect(chosen.reason).toMatch(/^auto: the destination's DWCP listener is unreachable \(/);
     expect(src.outgoingOf("m4")).toBeUndefined();
     await expect(src.startOutgoing("m4", "vm4", to, "dwcp")).rejects.toThrow();
+  });
+
+  it("refuses a certificate from another CA both ways, and a peer without TLS", async () => {
+    const dst = await agent();
+    const ep = dst.expectIncoming("m5", "vm5", { port: 9 }, { port: 9 });
+    // A source whose certificate another CA issued: the destination refuses it.
+    const intruder = await agent({ tls: { ...tlsOf("a.test", foreign!), ca: pki!.ca } });
+    const e1 = await intruder.startOutgoing("m5", "vm5", ep, "dwcp").catch((e) => e);
+    expect(isNovaError(e1, "NOVA_DWCP_HANDSHAKE")).toBe(true);
+    // A destination with such a certificate: a cluster source refuses it.
+    const rogue = await agent({ tls: { ...tlsOf("a.test", foreign!), ca: pki!.ca } });
+    const src = await agent();
+    const e2 = await src
+      .startOutgoing("m6", "vm6", { ...rogue.endpoint, token: "AAAA" }, "dwcp")
+      .catch((e) => e);
+    expect(isNovaError(e2, "NOVA_DWCP_HANDSHAKE")).toBe(true);
+    expect(e2.message).toMatch(/TLS/);
+    // No TLS at all.
+    const e3 = await dialSession({ host: ep.host, port: ep.port, handshakeTimeoutMs: 2000 }).catch((e) => e);
+    expect(isNovaError(e3, "NOVA_DWCP_HANDSHAKE")).toBe(true);
+    // The real source still gets in.
+    expect((await src.startOutgoing("m5", "vm5", ep, "dwcp")).chosen).toBe("dwcp");
+  });
+
+  it("checks the destination's name when serverName gives one", async () => {
+    const dst = await agent(); // a.test
+    const ep = dst.expectIncoming("m7", "vm7", { port: 9 }, { port: 9 });
+    const wrong = await agent({ tls: { ...tlsOf("b.test"), serverName: () => "c.test" } });
+    const err = await wrong.startOutgoing("m7", "vm7", ep, "dwcp").catch((e) => e);
+    expect(isNovaError(err, "NOVA_DWCP_HANDSHAKE")).toBe(true);
+    const right = await agent({ tls: { ...tlsOf("b.test"), serverName: () => "a.test" } });
+    expect((await right.startOutgoing("m7", "vm7", ep, "dwcp")).chosen).toBe("dwcp");
+  });
+});
+
+describe("AgentDwcp without TLS", () => {
+  it("refuses to start without TLS material or the plaintext opt-in", async () => {
+    const dataDir = mkdtempSync(path.join(tmpdir(), "nc-agent-dwcp-"));
+    dirs.push(dataDir);
+    const base = { dataDir, host: "127.0.0.1", log };
+    for (const o of [base, { ...base, plaintext: false }]) {
+      const err = await AgentDwcp.start(o).catch((e) => e);
+      expect(isNovaError(err, "NOVA_CONFIG")).toBe(true);
+      expect(err.message).toMatch(/TLS material .* or an explicit plaintext opt-in/);
+    }
+  });
+
+  it("runs plaintext only when asked, and says so loudly", async () => {
+    const lines: { level: number; msg: string }[] = [];
+    const loud = pino({ level: "warn" }, { write: (l: string) => lines.push(JSON.parse(l)) });
+    const dst = await agent({ plaintext: true, log: loud });
+    expect(dst.secure).toBe(false);
+    expect(lines).toContainEqual(expect.objectContaining({ level: 40, msg: DWCP_PLAINTEXT_WARNING }));
+    const src = await agent({ plaintext: true });
+    const ep = dst.expectIncoming("m8", "vm8", { port: 9 }, { port: 9 });
+    expect((await src.startOutgoing("m8", "vm8", ep, "dwcp")).chosen).toBe("dwcp");
   });
 });

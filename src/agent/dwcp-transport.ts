@@ -14,10 +14,17 @@
  * A session proves which migration it serves with a token the destination made when it
  * prepared the incoming VM; the server hands it to the source with the endpoints, so only
  * the control plane can point a source at a destination QEMU.
+ *
+ * Every DWCP connection runs mutual TLS 1.3 with the cluster's certificates (`tls`): the
+ * listener requires a client certificate chaining to the cluster CA, the source verifies
+ * the destination's chain (and its name when `serverName` gives one). Plaintext only with
+ * `plaintext: true`, which logs a loud warning; neither is a configuration error.
  */
+import type { ConnectionOptions } from "node:tls";
 import type { Logger } from "pino";
 import { DwcpListener } from "../dwcp/amst/listen.js";
 import type { DwcpSession } from "../dwcp/amst/session.js";
+import { NovaError } from "../lib/errors.js";
 import type { LocalEndpoint } from "../migration/dwcp/socket-io.js";
 import type { DwcpEndpoint } from "./dwcp/control.js";
 import { DwcpPageStore } from "./dwcp/page-store.js";
@@ -29,6 +36,23 @@ export type { DwcpEndpoint } from "./dwcp/control.js";
 export type { OutgoingDwcp, OutgoingStats } from "./dwcp/source.js";
 export type { TransportDecision } from "./dwcp/transport-choice.js";
 
+/** The host's certificate material for DWCP (PEM), issued by the cluster CA. */
+export interface AgentDwcpTls {
+  /** The cluster CA: peers' certificates must chain to it, both ways. */
+  ca: string;
+  /** This host's certificate (presented as server and as client). */
+  cert: string;
+  key: string;
+  /**
+   * The name the destination's certificate must carry, per endpoint; undefined (or no
+   * function) checks only that the chain leads to `ca`.
+   */
+  serverName?: (to: { host: string; port: number }) => string | undefined;
+}
+
+/** Logged (warn) when DWCP runs without TLS. */
+export const DWCP_PLAINTEXT_WARNING = "DWCP plaintext: VM memory and disks cross the network unencrypted";
+
 /** Options of the agent's DWCP transport. */
 export interface AgentDwcpOptions {
   dataDir: string;
@@ -39,6 +63,23 @@ export interface AgentDwcpOptions {
   /** Size cap of the host's page cache. @defaultValue 4 GiB */
   cacheBytes?: number;
   log: Logger;
+  /** Mutual TLS for every DWCP connection. Exactly one of `tls` and `plaintext`. */
+  tls?: AgentDwcpTls;
+  /** Explicit opt-in to plaintext DWCP; logs DWCP_PLAINTEXT_WARNING. */
+  plaintext?: boolean;
+}
+
+/** TLS client options towards a destination: our certificate, the cluster CA, its name if known. */
+function clientTls(tls: AgentDwcpTls, to: { host: string; port: number }): ConnectionOptions {
+  const name = tls.serverName?.(to);
+  return {
+    ca: tls.ca,
+    cert: tls.cert,
+    key: tls.key,
+    rejectUnauthorized: true,
+    // The chain is always verified against the cluster CA; the host name only when known.
+    ...(name ? { servername: name } : { checkServerIdentity: () => undefined }),
+  };
 }
 
 /** One per agent. */
@@ -53,14 +94,47 @@ export class AgentDwcp {
   ) {
     this.pages = new DwcpPageStore(o.dataDir, o.cacheBytes, o.log);
     this.target = new DwcpTarget(this.pages, () => this.endpoint);
-    this.source = new DwcpSource(this.pages);
+    const tls = o.tls;
+    this.source = new DwcpSource(this.pages, (to) => (tls ? clientTls(tls, to) : null));
     void this.acceptLoop();
   }
 
-  /** Starts listening on the data address. */
+  /**
+   * Starts listening on the data address. Throws NOVA_CONFIG unless exactly one of `tls`
+   * and `plaintext: true` is given.
+   */
   static async start(o: AgentDwcpOptions): Promise<AgentDwcp> {
-    const listener = await DwcpListener.listen({ host: o.host, port: o.port ?? 0 });
+    if (o.tls && o.plaintext) {
+      throw new NovaError("NOVA_CONFIG", "DWCP: give either TLS material or the plaintext opt-in, not both");
+    }
+    if (!o.tls && o.plaintext !== true) {
+      throw new NovaError(
+        "NOVA_CONFIG",
+        "DWCP needs TLS material (the host's certificate, key and the cluster CA) or an explicit plaintext opt-in",
+      );
+    }
+    if (!o.tls) o.log.warn({ dwcp: "plaintext" }, DWCP_PLAINTEXT_WARNING);
+    const listener = await DwcpListener.listen({
+      host: o.host,
+      port: o.port ?? 0,
+      ...(o.tls
+        ? {
+            tls: {
+              ca: o.tls.ca,
+              cert: o.tls.cert,
+              key: o.tls.key,
+              requestCert: true,
+              rejectUnauthorized: true,
+            },
+          }
+        : {}),
+    });
     return new AgentDwcp(o, listener);
+  }
+
+  /** True when DWCP runs with mutual TLS (false: the plaintext opt-in). */
+  get secure(): boolean {
+    return this.o.tls !== undefined;
   }
 
   /** The listener's address. */

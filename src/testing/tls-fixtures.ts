@@ -1,6 +1,10 @@
 /**
- * Throwaway certificates for TLS tests: a CA and a leaf for "dwcp.test" signed by it,
- * made with the openssl command (skipped when it is missing). Test infrastructure only.
+ * Throwaway certificates for TLS tests: a CA and leaves signed by it, made with the
+ * openssl command (skipped when it is missing). Test infrastructure only.
+ *
+ * `makeTlsFixture(name)` gives a fresh CA and one leaf; `makeTlsCluster(names)` one CA
+ * and a leaf per name (each valid as server and client, like the cluster PKI's host
+ * certificates), for mutual TLS between several endpoints.
  *
  * Dev-only test tooling (src/testing/): only tests, benches, src/demo and *.test.ts may
  * import it; the shipped library never does.
@@ -26,8 +30,19 @@ export function haveOpenssl(): boolean {
   }
 }
 
+const EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+
 /** Creates a CA and a leaf certificate for `name` (also valid for 127.0.0.1). */
 export function makeTlsFixture(name = "dwcp.test"): TlsFixture {
+  const cluster = makeTlsCluster([name]);
+  return { ca: cluster.ca, ...cluster.leaves[name]! };
+}
+
+/** One CA and a leaf per name, each for `name` and 127.0.0.1, usable as server and client. */
+export function makeTlsCluster(names: readonly string[]): {
+  ca: string;
+  leaves: Record<string, { cert: string; key: string }>;
+} {
   const dir = mkdtempSync("/tmp/nc-dwcp-tls-");
   try {
     const run = (args: string[]): void => {
@@ -36,11 +51,7 @@ export function makeTlsFixture(name = "dwcp.test"): TlsFixture {
     run([
       "req",
       "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:P-256",
-      "-nodes",
+      ...EC,
       "-keyout",
       "ca.key",
       "-out",
@@ -50,44 +61,61 @@ export function makeTlsFixture(name = "dwcp.test"): TlsFixture {
       "-subj",
       "/CN=nc-dwcp-test-ca",
     ]);
-    run([
-      "req",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:P-256",
-      "-nodes",
-      "-keyout",
-      "leaf.key",
-      "-out",
-      "leaf.csr",
-      "-subj",
-      `/CN=${name}`,
-    ]);
-    writeFileSync(join(dir, "ext.cnf"), `subjectAltName=DNS:${name},IP:127.0.0.1\n`);
-    run([
-      "x509",
-      "-req",
-      "-in",
-      "leaf.csr",
-      "-CA",
-      "ca.pem",
-      "-CAkey",
-      "ca.key",
-      "-CAcreateserial",
-      "-out",
-      "leaf.pem",
-      "-days",
-      "2",
-      "-extfile",
-      "ext.cnf",
-    ]);
-    return {
-      ca: readFileSync(join(dir, "ca.pem"), "utf8"),
-      cert: readFileSync(join(dir, "leaf.pem"), "utf8"),
-      key: readFileSync(join(dir, "leaf.key"), "utf8"),
-    };
+    const leaves: Record<string, { cert: string; key: string }> = {};
+    names.forEach((name, i) => {
+      run(["req", ...EC, "-keyout", `leaf${i}.key`, "-out", `leaf${i}.csr`, "-subj", `/CN=${name}`]);
+      writeFileSync(
+        join(dir, `ext${i}.cnf`),
+        `subjectAltName=DNS:${name},IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n`,
+      );
+      run([
+        "x509",
+        "-req",
+        "-in",
+        `leaf${i}.csr`,
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        `leaf${i}.pem`,
+        "-days",
+        "2",
+        "-extfile",
+        `ext${i}.cnf`,
+      ]);
+      leaves[name] = {
+        cert: readFileSync(join(dir, `leaf${i}.pem`), "utf8"),
+        key: readFileSync(join(dir, `leaf${i}.key`), "utf8"),
+      };
+    });
+    return { ca: readFileSync(join(dir, "ca.pem"), "utf8"), leaves };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** Mutual-TLS options for both ends of a DWCP test session (one test CA, two leaves). */
+export interface DwcpTestTls {
+  /** For `DwcpListener.listen({ tls })`: client certificates required. */
+  listen: { ca: string; cert: string; key: string; requestCert: true; rejectUnauthorized: true };
+  /** For `dialSession({ tls })`: our certificate; the listener's chain checked, not its name. */
+  dial: { ca: string; cert: string; key: string; checkServerIdentity: () => undefined };
+}
+
+let shared: DwcpTestTls | null = null;
+
+/**
+ * TLS material for tests and benchmarks that run DWCP sessions, made once per process
+ * (openssl must be installed). Name checks are off: the peers are namespace addresses.
+ */
+export function dwcpTestTls(): DwcpTestTls {
+  if (shared) return shared;
+  const { ca, leaves } = makeTlsCluster(["listener.test", "dialer.test"]);
+  shared = {
+    listen: { ca, ...leaves["listener.test"]!, requestCert: true, rejectUnauthorized: true },
+    dial: { ca, ...leaves["dialer.test"]!, checkServerIdentity: () => undefined },
+  };
+  return shared;
 }

@@ -5,6 +5,7 @@
  * against the destination's cache as its inventory describes it.
  */
 
+import type { ConnectionOptions } from "node:tls";
 import { dialSession } from "../../dwcp/amst/dial.js";
 import type { DwcpSession } from "../../dwcp/amst/session.js";
 import type { PageHistory } from "../../dwcp/hde/history.js";
@@ -124,7 +125,11 @@ export class OutgoingDwcp {
 export class DwcpSource {
   private readonly outgoing = new Map<string, OutgoingDwcp>();
 
-  constructor(private readonly pages: DwcpPageStore) {}
+  constructor(
+    private readonly pages: DwcpPageStore,
+    /** TLS client options for a destination (null: plaintext, the explicit opt-in). */
+    private readonly tlsFor: (to: { host: string; port: number }) => ConnectionOptions | null,
+  ) {}
 
   /** Connects to the destination for `migrationId` and decides the transport. */
   async start(
@@ -137,7 +142,8 @@ export class DwcpSource {
     if (existing) return existing.decision;
     let session: DwcpSession;
     try {
-      session = await dialSession({ host: to.host, port: to.port, streams: 2 });
+      const tls = this.tlsFor(to);
+      session = await dialSession({ host: to.host, port: to.port, streams: 2, ...(tls ? { tls } : {}) });
     } catch (err) {
       const fallback = chooseWhenUnreachable({ requested, error: describeError(err) });
       if (!fallback) throw err;

@@ -11,12 +11,15 @@
  * quarter of the session's credit to the others, which keep flowing. The receiver reports what its
  * application consumed in CREDIT frames (a running total per channel).
  *
- * Digest: SHA-256 over, for each message, its length as u32 BE followed by its bytes.
- * END carries u64 total bytes, u64 message count and the 32-byte digest. The receiver
+ * Digest: HMAC-SHA256, keyed with the session's digest key for this direction (derived in
+ * the handshake, never sent), over the channel number (u16 BE) and then, for each
+ * message, its length as u32 BE followed by its bytes. A frame injected on the way cannot
+ * be hidden by forging the digest without the key. END carries u64 total bytes, u64
+ * message count and the 32-byte digest. The receiver
  * compares before it ends its read side and before it answers END_OK; only END_OK makes
  * the sender's `end()` resolve. A mismatch aborts the channel with NOVA_DWCP_INTEGRITY.
  */
-import { createHash, type Hash } from "node:crypto";
+import { createHmac, type Hmac } from "node:crypto";
 import { NovaError } from "../../lib/errors.js";
 import { type Frame, FrameFlag, FrameType, wireSize } from "../wire/frame.js";
 
@@ -42,6 +45,16 @@ export interface ChannelHost {
   protocolViolation(err: NovaError): void;
   /** Both directions are finished; the session can forget the channel. */
   finished(id: number): void;
+  /** Keys the digest of what this side sends (§5). */
+  readonly sendDigestKey: Buffer;
+  /** Keys the digest of what the peer sends. */
+  readonly recvDigestKey: Buffer;
+}
+
+function channelMac(key: Buffer, channel: number): Hmac {
+  const id = Buffer.allocUnsafe(2);
+  id.writeUInt16BE(channel, 0);
+  return createHmac("sha256", key).update(id);
 }
 
 interface Queued {
@@ -59,7 +72,7 @@ function lengthPrefix(n: number): Buffer {
 
 /** One logical channel. Send with `send`/`end`, receive with `read` or `for await`. */
 export class Channel implements AsyncIterable<Buffer> {
-  private sendHash: Hash = createHash("sha256");
+  private readonly sendHash: Hmac;
   private sentBytes = 0;
   private sentMessages = 0;
   private sendChain: Promise<void> = Promise.resolve();
@@ -75,7 +88,7 @@ export class Channel implements AsyncIterable<Buffer> {
   private consumedWire = 0;
   private advertisedWire = 0;
 
-  private recvHash: Hash = createHash("sha256");
+  private readonly recvHash: Hmac;
   private recvBytes = 0;
   private recvMessages = 0;
   private parts: Buffer[] = [];
@@ -92,7 +105,10 @@ export class Channel implements AsyncIterable<Buffer> {
     /** Label given when the channel was opened, e.g. "mem" or "ctl". */
     readonly label: string,
     private readonly host: ChannelHost,
-  ) {}
+  ) {
+    this.sendHash = channelMac(host.sendDigestKey, id);
+    this.recvHash = channelMac(host.recvDigestKey, id);
+  }
 
   /** The error that ended this channel, if any. */
   get error(): Error | null {

@@ -4,7 +4,7 @@
  * sequencing or channels; the session decides what to write where.
  */
 import type { Socket } from "node:net";
-import type { NovaError } from "../../lib/errors.js";
+import { NovaError } from "../../lib/errors.js";
 import { FrameDecoder } from "../wire/decoder.js";
 import { encodeHeader, type Frame } from "../wire/frame.js";
 
@@ -17,6 +17,23 @@ export interface ConnectionEvents {
   closed(conn: Connection, err: Error | null): void;
   drain(conn: Connection): void;
 }
+
+/** Per-connection bounds against a peer that does not read or floods control frames. */
+export interface ConnectionLimits {
+  /** Past this many bytes in the user-space send queue the connection is dropped. */
+  maxQueuedBytes: number;
+  /** Sustained PINGs per second the peer may send. */
+  pingsPerSecond: number;
+  /** PING burst the peer may send. */
+  pingBurst: number;
+}
+
+/** Defaults of ConnectionLimits (session-config.ts has the same as tunables). */
+export const DEFAULT_CONNECTION_LIMITS: ConnectionLimits = {
+  maxQueuedBytes: 32 * 1024 * 1024,
+  pingsPerSecond: 20,
+  pingBurst: 40,
+};
 
 /** A handshaken socket carrying frames. */
 export class Connection {
@@ -36,13 +53,18 @@ export class Connection {
   private rateMark = { at: 0, bytes: 0 };
   private readonly decoder: FrameDecoder;
   private done = false;
+  /** PING token bucket: tokens left and when it was last refilled. */
+  private pingTokens: number;
+  private pingRefilledAt = performance.now();
 
   constructor(
     readonly socket: Socket,
     maxPayload: number,
     private readonly events: ConnectionEvents,
     rest: Buffer,
+    private readonly limits: ConnectionLimits = DEFAULT_CONNECTION_LIMITS,
   ) {
+    this.pingTokens = limits.pingBurst;
     this.decoder = new FrameDecoder({ maxPayload });
     socket.setNoDelay(true);
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
@@ -95,9 +117,36 @@ export class Connection {
     this.rateMark = { at: now, bytes: this.peerRead };
   }
 
-  /** Writes one frame (header and payload without copying). */
+  /**
+   * Takes one PING from the peer's allowance (token bucket); false when the peer exceeded
+   * it. Answering every PING would let a peer that floods them and never reads the PONGs
+   * grow our send queue without bound.
+   */
+  takePing(now = performance.now()): boolean {
+    const refill = ((now - this.pingRefilledAt) / 1000) * this.limits.pingsPerSecond;
+    this.pingTokens = Math.min(this.limits.pingBurst, this.pingTokens + refill);
+    this.pingRefilledAt = now;
+    if (this.pingTokens < 1) return false;
+    this.pingTokens -= 1;
+    return true;
+  }
+
+  /**
+   * Writes one frame (header and payload without copying). A connection whose send queue
+   * would pass `maxQueuedBytes` is dropped instead: its peer does not read.
+   */
   write(frame: Frame): void {
     if (!this.alive) return;
+    if (this.socket.writableLength + frame.payload.length > this.limits.maxQueuedBytes) {
+      this.destroy(
+        new NovaError(
+          "NOVA_DWCP_CONNECTION",
+          `The DWCP peer does not read: over ${this.limits.maxQueuedBytes} bytes queued on one connection`,
+          { details: { queued: this.socket.writableLength, limit: this.limits.maxQueuedBytes } },
+        ),
+      );
+      return;
+    }
     const header = encodeHeader(frame);
     this.socket.cork();
     this.socket.write(header);

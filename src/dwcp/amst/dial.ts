@@ -1,7 +1,8 @@
 /**
  * The dialing side of a DWCP session (docs/dwcp.md §2): opens the first connection,
- * negotiates version and capabilities, then opens the extra AMST connections (JOIN) and
- * gives the session a way to redial when one breaks.
+ * negotiates version and capabilities and the session keys, then opens the extra AMST
+ * connections (JOIN, answering the listener's challenge with the join key) and gives the
+ * session a way to redial when one breaks.
  */
 import { randomBytes } from "node:crypto";
 import type { Socket } from "node:net";
@@ -11,10 +12,17 @@ import { DEFAULT_MAX_PAYLOAD } from "../wire/decoder.js";
 import {
   ALL_CAPABILITIES,
   type DwcpVersion,
+  decodeAuth,
   decodeReply,
+  deriveSessionKeys,
   encodeHello,
+  encodeProof,
+  joinProof,
+  messageKind,
+  newKeyShare,
   readHandshake,
   rejectionError,
+  type SessionKeys,
   SUPPORTED_VERSIONS,
   versionMask,
 } from "../wire/handshake.js";
@@ -66,14 +74,37 @@ export async function dialSession(options: DialOptions): Promise<DwcpSession> {
     }
   };
 
+  const share = newKeyShare();
+  let keys: SessionKeys | null = null;
+
   const handshake = async (join: boolean, expectVersion?: number) => {
     const socket = await open();
     try {
       const t0 = performance.now();
       socket.write(
-        encodeHello({ versions, join, capabilities, sessionId, windowBytes: tuning.windowBytes, maxPayload }),
+        encodeHello({
+          versions,
+          join,
+          capabilities,
+          sessionId,
+          windowBytes: tuning.windowBytes,
+          maxPayload,
+          publicKey: join ? Buffer.alloc(32) : share.publicKey,
+        }),
       );
-      const { message, rest } = await readHandshake(socket, timeoutMs);
+      let { message, rest } = await readHandshake(socket, timeoutMs);
+      if (join && keys && messageKind(message) === 4) {
+        // The listener's challenge: prove we hold the session's join key (§2.2).
+        const { sessionId: challenged, value: nonce } = decodeAuth(message, 4);
+        if (!challenged.equals(sessionId)) {
+          throw new NovaError(
+            "NOVA_DWCP_HANDSHAKE",
+            "DWCP handshake failed: the challenge names another session",
+          );
+        }
+        socket.write(encodeProof(sessionId, joinProof(keys.join, sessionId, nonce)));
+        ({ message, rest } = await readHandshake(socket, timeoutMs, rest));
+      }
       const rttMs = performance.now() - t0;
       const reply = decodeReply(message);
       if (!reply.accepted) throw rejectionError(reply, versions);
@@ -92,7 +123,8 @@ export async function dialSession(options: DialOptions): Promise<DwcpSession> {
           `The DWCP peer chose version ${reply.version}, which was not offered`,
         );
       }
-      return { socket, rest, reply, rttMs };
+      const derived = join ? null : deriveSessionKeys(share, reply.publicKey, sessionId, "dialer");
+      return { socket, rest, reply, rttMs, derived };
     } catch (err) {
       socket.destroy();
       throw err;
@@ -100,6 +132,9 @@ export async function dialSession(options: DialOptions): Promise<DwcpSession> {
   };
 
   const first = await handshake(false);
+  const sessionKeys = first.derived;
+  if (!sessionKeys) throw new NovaError("NOVA_DWCP_HANDSHAKE", "DWCP handshake failed: no session keys");
+  keys = sessionKeys;
   const version = first.reply.version as DwcpVersion;
   const session = new DwcpSession({
     role: "dialer",
@@ -109,6 +144,7 @@ export async function dialSession(options: DialOptions): Promise<DwcpSession> {
     peerWindowBytes: first.reply.windowBytes,
     peerMaxPayload: first.reply.maxPayload,
     tuning,
+    keys: sessionKeys,
     handshakeRttMs: first.rttMs,
     redial: async () => {
       const { socket, rest } = await handshake(true, version);

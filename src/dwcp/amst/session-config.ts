@@ -3,7 +3,7 @@
  * with their defaults, what the handshake settles, and the statistics snapshot.
  */
 import type { Socket } from "node:net";
-import type { DwcpVersion } from "../wire/handshake.js";
+import type { DwcpVersion, SessionKeys } from "../wire/handshake.js";
 
 /** Tunables of a session. Both peers should use compatible values; the window is negotiated. */
 export interface SessionTuning {
@@ -27,6 +27,25 @@ export interface SessionTuning {
   connectionHighWater: number;
   /** How long close() waits for the peer. @defaultValue 5000 */
   closeTimeoutMs: number;
+  /**
+   * Hard bound on one connection's user-space send queue (bytes). Frames are assigned only
+   * below connectionHighWater, but control replies (ACK, CREDIT, PONG) and capacity probes
+   * are written regardless: a peer that does not read its socket would make them pile up.
+   * Past this bound the connection is dropped. @defaultValue 32 MiB
+   */
+  maxConnectionQueueBytes: number;
+  /**
+   * A session whose peer has acknowledged nothing for this long while frames are in flight
+   * fails (every version, even with a single connection): a peer that stops reading is
+   * dropped, not buffered for forever. @defaultValue 60000
+   */
+  peerUnreadTimeoutMs: number;
+  /** Channels open at once (both sides'); a peer's OPEN beyond it ends the session. @defaultValue 1024 */
+  maxOpenChannels: number;
+  /** PINGs a peer may send per second on one connection (sustained); more ends the session. @defaultValue 20 */
+  peerPingsPerSecond: number;
+  /** PINGs a peer may send in a burst on one connection. @defaultValue 40 */
+  peerPingBurst: number;
 }
 
 /** Defaults for SessionTuning. */
@@ -41,6 +60,11 @@ export const DEFAULT_TUNING = {
   ackEveryBytes: 128 * 1024,
   connectionHighWater: 512 * 1024,
   closeTimeoutMs: 5000,
+  maxConnectionQueueBytes: 32 * 1024 * 1024,
+  peerUnreadTimeoutMs: 60_000,
+  maxOpenChannels: 1024,
+  peerPingsPerSecond: 20,
+  peerPingBurst: 40,
 } as const satisfies SessionTuning;
 
 /** What the handshake settled. */
@@ -54,6 +78,8 @@ export interface SessionParams {
   /** The peer's largest accepted payload. */
   peerMaxPayload: number;
   tuning: SessionTuning;
+  /** Keys derived in the first handshake (join proof, keyed channel digests). */
+  keys: SessionKeys;
   /** RTT of the handshake exchange (ms): the first RTT estimate, before any probe. */
   handshakeRttMs?: number;
   /** Dialer only: opens one more handshaken connection to the same session (JOIN). */

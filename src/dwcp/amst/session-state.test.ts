@@ -37,6 +37,11 @@ function bareSession(): DwcpSession {
     peerWindowBytes: DEFAULT_TUNING.windowBytes,
     peerMaxPayload: DEFAULT_TUNING.maxPayload,
     tuning: { ...DEFAULT_TUNING },
+    keys: {
+      join: randomBytes(32),
+      digestDialerToListener: randomBytes(32),
+      digestListenerToDialer: randomBytes(32),
+    },
   });
   cleanup.push(() => s.destroy());
   return s;

@@ -180,6 +180,7 @@ describe("DWCP session over loopback", () => {
         sessionId: randomBytes(16),
         windowBytes: 1 << 20,
         maxPayload: 1 << 16,
+        publicKey: Buffer.alloc(32),
       }),
     );
     const reply = decodeReply((await readHandshake(sock, 2000)).message);

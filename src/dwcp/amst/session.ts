@@ -90,6 +90,11 @@ export class DwcpSession {
         // Only the dialer dials; a listener waits for the dialer's JOINs.
         redial: params.role === "dialer" ? params.redial : undefined,
         inflightOn: (c) => this.window.inflightOn(c),
+        limits: {
+          maxQueuedBytes: this.tuning.maxConnectionQueueBytes,
+          pingsPerSecond: this.tuning.peerPingsPerSecond,
+          pingBurst: this.tuning.peerPingBurst,
+        },
       },
       {
         frame: (c, f) => this.onFrame(c, f),
@@ -138,18 +143,30 @@ export class DwcpSession {
       },
       protocolViolation: (err) => this.fail(err),
       finished: (id) => this.channels.delete(id),
+      sendDigestKey:
+        params.role === "dialer" ? params.keys.digestDialerToListener : params.keys.digestListenerToDialer,
+      recvDigestKey:
+        params.role === "dialer" ? params.keys.digestListenerToDialer : params.keys.digestDialerToListener,
     };
     const every = (ms: number, fn: () => void): void => {
       const t = setInterval(fn, ms);
       t.unref();
       this.timers.push(t);
     };
-    every(Math.max(50, Math.floor(this.tuning.stallTimeoutMs / 4)), () => this.checkStall());
+    every(this.stallCheckInterval(), () => this.checkStall());
     every(this.tuning.pingIntervalMs, () => {
       this.ping();
       // A CREDIT that found no connection (all were being replaced) goes out now.
       if ([...this.channels.values()].some((c) => c.creditPending)) this.sendAck();
     });
+  }
+
+  /** How often stalls and unread peers are checked (ms). */
+  private stallCheckInterval(): number {
+    return Math.max(
+      50,
+      Math.floor(Math.min(this.tuning.stallTimeoutMs, this.tuning.peerUnreadTimeoutMs) / 4),
+    );
   }
 
   /** The session's state (session-state.ts). */
@@ -183,6 +200,12 @@ export class DwcpSession {
   /** Opens a new logical channel; the peer receives it from `accept()`. */
   openChannel(label: string): Channel {
     this.assertOpen();
+    if (this.channels.size >= this.tuning.maxOpenChannels) {
+      throw new NovaError(
+        "NOVA_BAD_REQUEST",
+        `This DWCP session has ${this.channels.size} channels open, its limit (maxOpenChannels)`,
+      );
+    }
     const id = this.nextChannelId;
     if (id > 0xffff) throw new NovaError("NOVA_DWCP_CLOSED", "This session has used all its channel numbers");
     this.nextChannelId += 2;
@@ -450,6 +473,17 @@ export class DwcpSession {
         this.onAck(conn, frame);
         return;
       case FrameType.PING:
+        // Rate-limited: our own prober sends one per pingIntervalMs per session; a peer
+        // far above that is flooding, and its session ends (docs/dwcp.md §3.3).
+        if (!conn.takePing()) {
+          this.fail(
+            new NovaError(
+              "NOVA_DWCP_PROTOCOL",
+              `The DWCP peer sent PINGs faster than ${this.tuning.peerPingsPerSecond}/s on one connection`,
+            ),
+          );
+          return;
+        }
         conn.write({ type: FrameType.PONG, flags: 0, channel: 0, seq: 0, payload: frame.payload });
         return;
       case FrameType.PONG:
@@ -601,8 +635,21 @@ export class DwcpSession {
           );
           return;
         }
+        if (this.channels.size >= this.tuning.maxOpenChannels) {
+          // Each channel holds state (digests, queues) until both sides end it: a peer
+          // opening channels without end would grow it without bound.
+          this.fail(
+            new NovaError(
+              "NOVA_DWCP_PROTOCOL",
+              `The DWCP peer opened more than ${this.tuning.maxOpenChannels} channels at once`,
+            ),
+          );
+          return;
+        }
         this.peerNextChannelId += 2;
-        const ch = new Channel(id, frame.payload.toString("utf8").slice(0, 256), this.hostApi);
+        // Decode only the label's first bytes: a slice of a long string keeps all of it alive.
+        const label = frame.payload.subarray(0, 1024).toString("utf8").slice(0, 256);
+        const ch = new Channel(id, label, this.hostApi);
         this.channels.set(id, ch);
         if (this.acceptWaiter) {
           const w = this.acceptWaiter;
@@ -700,9 +747,8 @@ export class DwcpSession {
 
   private checkStall(): void {
     if (this.ended) return;
-    if (this.version === 1 || !this.has(Capability.MULTI_STREAM)) return;
     const now = performance.now();
-    const interval = Math.max(50, Math.floor(this.tuning.stallTimeoutMs / 4));
+    const interval = this.stallCheckInterval();
     const late = this.lastStallCheck > 0 && now - this.lastStallCheck > 2 * interval;
     this.lastStallCheck = now;
     if (late) {
@@ -712,6 +758,18 @@ export class DwcpSession {
       return;
     }
     const oldest = this.window.oldestInflight();
+    const unread = this.tuning.peerUnreadTimeoutMs;
+    if (oldest && now - oldest.sentAt >= unread && now - this.window.lastProgressAt >= unread) {
+      // Whatever the connection count: a peer that stopped reading holds our window and
+      // queues; drop it rather than keep them forever.
+      this.fail(
+        new NovaError("NOVA_DWCP_CONNECTION", `The DWCP peer acknowledged nothing for ${unread} ms`, {
+          details: { timeoutMs: unread },
+        }),
+      );
+      return;
+    }
+    if (this.version === 1 || !this.has(Capability.MULTI_STREAM)) return;
     if (!oldest?.carrier) return;
     const limit = this.tuning.stallTimeoutMs;
     if (now - oldest.sentAt < limit || now - this.window.lastProgressAt < limit) return;

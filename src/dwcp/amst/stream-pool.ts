@@ -14,7 +14,7 @@
  */
 import type { Socket } from "node:net";
 import type { Frame } from "../wire/frame.js";
-import { Connection } from "./connection.js";
+import { Connection, type ConnectionLimits } from "./connection.js";
 
 /** What the pool needs from its session. */
 export interface StreamPoolOptions {
@@ -28,6 +28,8 @@ export interface StreamPoolOptions {
   redial?: (() => Promise<{ socket: Socket; rest: Buffer }>) | undefined;
   /** Bytes written on `conn` that the peer has not acknowledged (the session's send window). */
   inflightOn(conn: Connection): number;
+  /** Bounds on each connection's send queue and the peer's PINGs. @defaultValue DEFAULT_CONNECTION_LIMITS */
+  limits?: ConnectionLimits;
 }
 
 /** Callbacks from the pool to its session. */
@@ -150,6 +152,7 @@ export class StreamPool {
         drain: () => this.events.drain(),
       },
       rest,
+      this.opts.limits,
     );
     this.conns.add(conn);
     if (this.orphanTimer) {

@@ -72,10 +72,15 @@ export interface MirrorLimits {
   dedup?: boolean;
 }
 
-/** Reads the receiver's inventory (INVENTORY… INVENTORY_END) into a new mirror. */
+/**
+ * Reads the receiver's inventory (INVENTORY… INVENTORY_END) into a new mirror. Prefixes
+ * go into the mirror as they arrive (the mirror evicts like the cache), so an inventory
+ * of any length costs at most the mirror's fixed size: a peer cannot make this side
+ * buffer without bound. Every INVENTORY message carries the same capacity.
+ */
 export async function readInventory(channel: Channel, limits: MirrorLimits = {}): Promise<ReceiverMirror> {
+  let mirror: ReceiverMirror | null = null;
   let capacity = 0;
-  const prefixes: Buffer[] = [];
   for (;;) {
     const m = await channel.read();
     if (m === null)
@@ -84,19 +89,21 @@ export async function readInventory(channel: Channel, limits: MirrorLimits = {})
     if (m[0] !== Msg.INVENTORY || m.length < 5 || (m.length - 5) % PREFIX_BYTES !== 0) {
       throw new NovaError("NOVA_DWCP_PROTOCOL", "Malformed HDE inventory");
     }
-    capacity = m.readUInt32BE(1);
-    prefixes.push(m.subarray(5));
+    const claimed = m.readUInt32BE(1);
+    if (mirror === null) {
+      capacity = claimed;
+      // The mirror is allocated up front, so a peer's claimed capacity is capped. A mirror
+      // smaller than the cache stays a subset of it (same order, earlier eviction): safe.
+      const size = limits.dedup === false ? 0 : Math.min(capacity, limits.maxPages ?? 1 << 20);
+      const slack = Math.max(limits.slack ?? 0, Math.ceil(capacity * (limits.slackShare ?? 0)));
+      mirror = new ReceiverMirror(new LruIndex(Math.max(0, size - slack)));
+    } else if (claimed !== capacity) {
+      throw new NovaError("NOVA_DWCP_PROTOCOL", "Malformed HDE inventory: the capacity changed");
+    }
+    for (let i = 5; i + PREFIX_BYTES <= m.length; i += PREFIX_BYTES)
+      mirror.insert(m.readUInt32BE(i), m.readUInt32BE(i + 4));
   }
-  // The mirror is allocated up front, so a peer's claimed capacity is capped. A mirror
-  // smaller than the cache stays a subset of it (same order, earlier eviction): safe.
-  const size = limits.dedup === false ? 0 : Math.min(capacity, limits.maxPages ?? 1 << 20);
-  const slack = Math.max(limits.slack ?? 0, Math.ceil(capacity * (limits.slackShare ?? 0)));
-  const mirror = new ReceiverMirror(new LruIndex(Math.max(0, size - slack)));
-  for (const p of prefixes) {
-    for (let i = 0; i + PREFIX_BYTES <= p.length; i += PREFIX_BYTES)
-      mirror.insert(p.readUInt32BE(i), p.readUInt32BE(i + 4));
-  }
-  return mirror;
+  return mirror ?? new ReceiverMirror(new LruIndex(0));
 }
 
 /**

@@ -18,6 +18,7 @@ describe("handshake messages", () => {
       sessionId: Buffer.alloc(16, 7),
       windowBytes: 1 << 25,
       maxPayload: 1 << 18,
+      publicKey: Buffer.alloc(32, 9),
     };
     expect(decodeHello(encodeHello(hello))).toEqual(hello);
     const reply = {
@@ -29,6 +30,7 @@ describe("handshake messages", () => {
       sessionId: Buffer.alloc(16, 1),
       windowBytes: 0,
       maxPayload: 0,
+      publicKey: Buffer.alloc(32),
     };
     expect(decodeReply(encodeReply(reply))).toEqual(reply);
   });
@@ -41,7 +43,7 @@ describe("handshake messages", () => {
   });
 
   it("rejects a message that is not DWCP or is corrupted", () => {
-    expect(() => decodeHello(Buffer.alloc(44))).toThrow(/not a DWCP endpoint/);
+    expect(() => decodeHello(Buffer.alloc(76))).toThrow(/not a DWCP endpoint/);
     const b = encodeHello({
       versions: 5,
       join: false,
@@ -49,6 +51,7 @@ describe("handshake messages", () => {
       sessionId: Buffer.alloc(16),
       windowBytes: 1,
       maxPayload: 1,
+      publicKey: Buffer.alloc(32),
     });
     b.writeUInt8(b.readUInt8(30) ^ 1, 30);
     expect(() => decodeHello(b)).toThrow(/checksum/);

@@ -1,9 +1,10 @@
 /**
  * DWCP connection handshake (docs/dwcp.md §2). Owns the HELLO / reply messages, version
- * and capability negotiation, and reading exactly one handshake message off a socket
- * with a time bound, so that a peer that speaks something else fails fast and clearly.
+ * and capability negotiation, the session keys (X25519, HKDF) and the JOIN proof, and
+ * reading exactly one handshake message off a socket with a time and size bound, so that
+ * a peer that speaks something else fails fast and clearly.
  *
- * Both messages are 44 bytes, big-endian, and start with the magic "DWCP":
+ * Every handshake message is 76 bytes, big-endian, and starts with the magic "DWCP":
  *
  *   HELLO (dialer -> listener)            REPLY (listener -> dialer)
  *   0  "DWCP"                             0  "DWCP"
@@ -16,14 +17,41 @@
  *  28  u32 receive window bytes          28  u32 receive window bytes
  *  32  u32 max frame payload             32  u32 max frame payload
  *  36  u32 reserved                      36  u32 reserved
- *  40  u32 CRC-32 of bytes 0..39         40  u32 CRC-32 of bytes 0..39
+ *  40  32  dialer's X25519 public key    40  32  listener's X25519 public key
+ *          (zero on JOIN)                        (first WELCOME only; else zero)
+ *  72  u32 CRC-32 of bytes 0..71         72  u32 CRC-32 of bytes 0..71
+ *
+ *   CHALLENGE (listener -> dialer, JOIN)  PROOF (dialer -> listener, JOIN)
+ *   4  u8  kind = 4                       4  u8  kind = 5
+ *  12  16  session id                    12  16  session id
+ *  40  32  random nonce                  40  32  HMAC-SHA256(join key, "dwcp-join" ‖ id ‖ nonce)
+ *  (other bytes zero; CRC at 72 as above)
+ *
+ * The first HELLO and WELCOME exchange ephemeral X25519 keys; both sides derive the
+ * session's keys from the shared secret (HKDF-SHA256, salt = session id, info = both
+ * public keys): the join key that JOIN proofs use and one digest key per direction for
+ * the channels' keyed end-of-channel digests (§5). A JOIN is answered with a fresh nonce,
+ * so a recorded JOIN cannot be replayed.
  */
+import {
+  createHmac,
+  createPublicKey,
+  diffieHellman,
+  generateKeyPairSync,
+  hkdfSync,
+  type KeyObject,
+  timingSafeEqual,
+} from "node:crypto";
 import type { Duplex } from "node:stream";
 import { crc32 } from "node:zlib";
 import { NovaError } from "../../lib/errors.js";
 
-/** Size of HELLO and REPLY messages. */
-export const HANDSHAKE_BYTES = 44;
+/** Size of every handshake message (HELLO, REPLY, CHALLENGE, PROOF). */
+export const HANDSHAKE_BYTES = 76;
+/** Bytes covered by the CRC. */
+const BODY_BYTES = 72;
+/** Size of the key / nonce / proof field at offset 40. */
+export const KEY_BYTES = 32;
 const MAGIC = Buffer.from("DWCP", "ascii");
 
 /** Protocol versions this implementation speaks. */
@@ -52,6 +80,10 @@ export const RejectReason = {
   UNKNOWN_SESSION: 2,
   BAD_HELLO: 3,
   SESSION_FULL: 4,
+  /** A JOIN without a valid proof of the session's join key (or from another certificate). */
+  JOIN_UNAUTHORIZED: 5,
+  /** The listener has its maximum number of sessions. */
+  BUSY: 6,
 } as const;
 
 const REJECT_TEXT: Record<number, string> = {
@@ -59,6 +91,8 @@ const REJECT_TEXT: Record<number, string> = {
   2: "the session to join does not exist (anymore)",
   3: "the HELLO was malformed",
   4: "the session has its maximum number of connections",
+  5: "the JOIN did not prove knowledge of the session's key",
+  6: "the listener has its maximum number of sessions",
 };
 
 /** A decoded HELLO. */
@@ -69,6 +103,8 @@ export interface Hello {
   sessionId: Buffer;
   windowBytes: number;
   maxPayload: number;
+  /** The dialer's X25519 public key (first HELLO); zero bytes on JOIN. */
+  publicKey: Buffer;
 }
 
 /** A decoded REPLY. */
@@ -81,6 +117,8 @@ export interface Reply {
   sessionId: Buffer;
   windowBytes: number;
   maxPayload: number;
+  /** The listener's X25519 public key (first WELCOME); zero bytes otherwise. */
+  publicKey: Buffer;
 }
 
 /** Bitmask with bit (v-1) set for each version. */
@@ -105,8 +143,12 @@ export function chooseVersion(a: number, b: number): number {
 }
 
 function seal(buf: Buffer): Buffer {
-  buf.writeUInt32BE(crc32(buf.subarray(0, 40)), 40);
+  buf.writeUInt32BE(crc32(buf.subarray(0, BODY_BYTES)), BODY_BYTES);
   return buf;
+}
+
+function keyField(b: Buffer | undefined, target: Buffer): void {
+  if (b && b.length > 0) b.copy(target, 40, 0, KEY_BYTES);
 }
 
 /** Encodes a HELLO. */
@@ -120,6 +162,7 @@ export function encodeHello(h: Hello): Buffer {
   h.sessionId.copy(b, 12, 0, 16);
   b.writeUInt32BE(h.windowBytes >>> 0, 28);
   b.writeUInt32BE(h.maxPayload >>> 0, 32);
+  keyField(h.publicKey, b);
   return seal(b);
 }
 
@@ -135,7 +178,39 @@ export function encodeReply(r: Reply): Buffer {
   r.sessionId.copy(b, 12, 0, 16);
   b.writeUInt32BE(r.windowBytes >>> 0, 28);
   b.writeUInt32BE(r.maxPayload >>> 0, 32);
+  keyField(r.publicKey, b);
   return seal(b);
+}
+
+/** Encodes a CHALLENGE (kind 4) or PROOF (kind 5): session id and a 32-byte value. */
+function encodeAuth(kind: 4 | 5, sessionId: Buffer, value: Buffer): Buffer {
+  const b = Buffer.alloc(HANDSHAKE_BYTES);
+  MAGIC.copy(b, 0);
+  b.writeUInt8(kind, 4);
+  sessionId.copy(b, 12, 0, 16);
+  value.copy(b, 40, 0, KEY_BYTES);
+  return seal(b);
+}
+
+/** The listener's answer to a JOIN HELLO: a fresh nonce the dialer must sign. */
+export function encodeChallenge(sessionId: Buffer, nonce: Buffer): Buffer {
+  return encodeAuth(4, sessionId, nonce);
+}
+
+/** The dialer's answer to a CHALLENGE. */
+export function encodeProof(sessionId: Buffer, proof: Buffer): Buffer {
+  return encodeAuth(5, sessionId, proof);
+}
+
+/** Decodes a CHALLENGE or PROOF: the session id and the 32-byte value. */
+export function decodeAuth(b: Buffer, kind: 4 | 5): { sessionId: Buffer; value: Buffer } {
+  checkEnvelope(b, [kind]);
+  return { sessionId: Buffer.from(b.subarray(12, 28)), value: Buffer.from(b.subarray(40, 72)) };
+}
+
+/** The kind byte of a handshake message already checked for magic and length. */
+export function messageKind(b: Buffer): number {
+  return b.readUInt8(4);
 }
 
 function handshakeError(message: string, details: Record<string, unknown> = {}): NovaError {
@@ -148,7 +223,8 @@ function checkEnvelope(b: Buffer, kinds: number[]): void {
       received: b.subarray(0, 4).toString("latin1"),
     });
   }
-  if (crc32(b.subarray(0, 40)) !== b.readUInt32BE(40)) throw handshakeError("handshake checksum mismatch");
+  if (b.length !== HANDSHAKE_BYTES || crc32(b.subarray(0, BODY_BYTES)) !== b.readUInt32BE(BODY_BYTES))
+    throw handshakeError("handshake checksum mismatch (a peer of another DWCP build?)");
   const kind = b.readUInt8(4);
   if (!kinds.includes(kind)) throw handshakeError(`unexpected handshake message kind ${kind}`);
 }
@@ -163,6 +239,7 @@ export function decodeHello(b: Buffer): Hello {
     sessionId: Buffer.from(b.subarray(12, 28)),
     windowBytes: b.readUInt32BE(28),
     maxPayload: b.readUInt32BE(32),
+    publicKey: Buffer.from(b.subarray(40, 72)),
   };
 }
 
@@ -178,6 +255,7 @@ export function decodeReply(b: Buffer): Reply {
     sessionId: Buffer.from(b.subarray(12, 28)),
     windowBytes: b.readUInt32BE(28),
     maxPayload: b.readUInt32BE(32),
+    publicKey: Buffer.from(b.subarray(40, 72)),
   };
 }
 
@@ -204,11 +282,19 @@ export function rejectionError(reply: Reply, ourVersions: number): NovaError {
  * arrived after it (the start of the frame stream); rejects with NOVA_DWCP_HANDSHAKE on
  * timeout, close, or as soon as the first bytes show the peer is not speaking DWCP.
  */
-export function readHandshake(socket: Duplex, timeoutMs: number): Promise<{ message: Buffer; rest: Buffer }> {
+export function readHandshake(
+  socket: Duplex,
+  timeoutMs: number,
+  initial: Buffer = Buffer.alloc(0),
+): Promise<{ message: Buffer; rest: Buffer }> {
   return new Promise((resolve, reject) => {
+    // Bytes that came with the previous handshake message (a JOIN's PROOF may follow its
+    // HELLO in the same segment): at most one TCP read, so bounded.
     const parts: Buffer[] = [];
     let have = 0;
+    let settled = false;
     const cleanup = (): void => {
+      settled = true;
       clearTimeout(timer);
       socket.off("data", onData);
       socket.off("error", onError);
@@ -246,6 +332,79 @@ export function readHandshake(socket: Duplex, timeoutMs: number): Promise<{ mess
     socket.on("data", onData);
     socket.on("error", onError);
     socket.on("close", onClose);
-    socket.resume();
+    if (initial.length > 0) onData(initial);
+    if (!settled) socket.resume();
   });
+}
+
+// ---- session keys --------------------------------------------------------------------
+
+/** An ephemeral X25519 key pair for one session's first handshake. */
+export interface KeyShare {
+  privateKey: KeyObject;
+  /** Raw 32-byte public key as sent in HELLO / WELCOME. */
+  publicKey: Buffer;
+}
+
+/** The keys both ends of a session derive from the first handshake. */
+export interface SessionKeys {
+  /** Proves a JOIN belongs to the session (challenge-response over a listener nonce). */
+  join: Buffer;
+  /** Keys the channels' end-of-channel digests, dialer → listener. */
+  digestDialerToListener: Buffer;
+  /** Keys the channels' end-of-channel digests, listener → dialer. */
+  digestListenerToDialer: Buffer;
+}
+
+const X25519_SPKI_PREFIX = Buffer.from("302a300506032b656e032100", "hex");
+
+/** A fresh X25519 key share. */
+export function newKeyShare(): KeyShare {
+  const { privateKey, publicKey } = generateKeyPairSync("x25519");
+  const der = publicKey.export({ format: "der", type: "spki" });
+  return { privateKey, publicKey: Buffer.from(der.subarray(der.length - KEY_BYTES)) };
+}
+
+/**
+ * Derives the session's keys from our key share and the peer's public key. Throws
+ * NOVA_DWCP_HANDSHAKE for a public key that is malformed or of low order (the shared
+ * secret would be zero and known to anyone).
+ */
+export function deriveSessionKeys(
+  ours: KeyShare,
+  peerPublicKey: Buffer,
+  sessionId: Buffer,
+  role: "dialer" | "listener",
+): SessionKeys {
+  let shared: Buffer;
+  try {
+    const peer = createPublicKey({
+      key: Buffer.concat([X25519_SPKI_PREFIX, peerPublicKey.subarray(0, KEY_BYTES)]),
+      format: "der",
+      type: "spki",
+    });
+    shared = diffieHellman({ privateKey: ours.privateKey, publicKey: peer });
+  } catch (err) {
+    throw handshakeError(`unusable key share from the peer: ${(err as Error).message}`);
+  }
+  const [dialerPub, listenerPub] =
+    role === "dialer" ? [ours.publicKey, peerPublicKey] : [peerPublicKey, ours.publicKey];
+  const info = Buffer.concat([Buffer.from("dwcp-session-keys", "ascii"), dialerPub, listenerPub]);
+  const okm = Buffer.from(hkdfSync("sha256", shared, sessionId, info, 3 * KEY_BYTES));
+  return {
+    join: okm.subarray(0, KEY_BYTES),
+    digestDialerToListener: okm.subarray(KEY_BYTES, 2 * KEY_BYTES),
+    digestListenerToDialer: okm.subarray(2 * KEY_BYTES),
+  };
+}
+
+/** The PROOF value for a CHALLENGE's nonce. */
+export function joinProof(joinKey: Buffer, sessionId: Buffer, nonce: Buffer): Buffer {
+  return createHmac("sha256", joinKey).update("dwcp-join").update(sessionId).update(nonce).digest();
+}
+
+/** Constant-time check of a PROOF. */
+export function verifyJoinProof(joinKey: Buffer, sessionId: Buffer, nonce: Buffer, proof: Buffer): boolean {
+  const want = joinProof(joinKey, sessionId, nonce);
+  return proof.length === want.length && timingSafeEqual(proof, want);
 }
