@@ -159,7 +159,7 @@ describe("execution crash safety", () => {
         `/v1/executions/${first.body.id}/logs`,
       );
       expect(events.body.lines.some((l) => /resuming an interrupted attempt/.test(l.message))).toBe(true);
-      const health = await fetch(`${b.serverUrl}/healthz`).then((r) => r.json() as Promise<Health>);
+      const health = await b.fetch("/healthz").then((r) => r.json() as Promise<Health>);
       expect(health.executionWorkers).toMatchObject({ status: "ok" });
     }, 120_000);
   });
@@ -247,7 +247,7 @@ describe("execution crash safety", () => {
       expect(hook.count("/pg-2")).toBe(1);
       const health = await waitFor(
         async () => {
-          const h = await fetch(`${c.serverUrl}/healthz`).then((r) => r.json() as Promise<Health>);
+          const h = await c.fetch("/healthz").then((r) => r.json() as Promise<Health>);
           return h.executionWorkers?.listening ? h : undefined;
         },
         { timeoutMs: 20_000, what: "the LISTEN connection to come back" },

@@ -112,7 +112,7 @@ describe("VM and host-command steps on a real cluster", { timeout: 180_000 }, ()
     );
 
   it("sizes the worker pool from the server's flags over its config file, and refuses a bad mix naming the flag", async () => {
-    const health = (await (await fetch(`${c.serverUrl}/healthz`)).json()) as {
+    const health = (await (await c.fetch("/healthz")).json()) as {
       executionWorkers: { status: string; minWorkers: number; maxWorkers: number };
     };
     expect(health.executionWorkers).toMatchObject({ status: "ok", minWorkers: 2, maxWorkers: 3 });

@@ -21,7 +21,7 @@ describe("server on PostgreSQL", () => {
     const first = await c.startServer(["--database-url", db.url!]);
     expect(first.output.join("\n")).toContain("database: PostgreSQL");
     expect(first.output.join("\n")).toContain("Created the admin token");
-    const health = await (await fetch(`${c.serverUrl}/healthz`)).json();
+    const health = await (await c.fetch("/healthz")).json();
     expect(health).toMatchObject({ status: "ok", database: "postgres" });
 
     await c.startAgent("pg-a1", 17841, ["--memory", "512"]);

@@ -18,12 +18,12 @@ import { probeQemu, type QemuProbe, resolveQemuBinary } from "../compute/qemu/qe
 import { secureDataDir } from "../lib/data-dir.js";
 import { NovaError } from "../lib/errors.js";
 import { createCa, issueWithNewKey } from "../security/pki.js";
-import { clusterFetch } from "../security/tls-client.js";
+import { clusterFetch, peerIdentityError } from "../security/tls-client.js";
 import { VERSION } from "../version.js";
 import { type AgentApiTls, agentTlsOptions, buildAgentApi } from "./agent-api.js";
 import { AgentIdentityFiles } from "./agent-identity.js";
 import { BlobTickets } from "./blob-tickets.js";
-import { AgentDwcp } from "./dwcp-transport.js";
+import { AgentDwcp, type AgentDwcpTls } from "./dwcp-transport.js";
 import { ServerLink } from "./server-link.js";
 import { VmManager } from "./vm-manager.js";
 
@@ -47,9 +47,10 @@ export interface AgentOptions {
   dataHost?: string;
   /** DWCP listener port on the data address (0 = kernel-chosen); null turns DWCP off. @defaultValue 0 */
   dwcpPort?: number | null;
-  /** Mutual TLS material for DWCP (PEM: cluster CA, this host's certificate and key). */
-  dwcpTls?: { ca: string; cert: string; key: string };
-  /** Explicit opt-in to plaintext DWCP (logged loudly). */
+  /**
+   * Explicit opt-in to plaintext DWCP (logged loudly; for benchmarks and debugging). By
+   * default DWCP runs mutual TLS with the host's certificate.
+   */
   dwcpPlaintext?: boolean;
   /** Memory offered to VMs; defaults to the machine's total. */
   memoryMiB?: number;
@@ -107,6 +108,18 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   });
   await vms.init();
 
+  const serverUrl = o.serverUrl.replace(/\/+$/, "");
+  // Until the agent has joined, the API and DWCP serve with a throwaway certificate and
+  // trust no client, so nothing reaches them; joining swaps in the host's identity.
+  const saved = await new AgentIdentityFiles(o.dataDir).load(serverUrl);
+  const apiTls: AgentApiTls = saved ?? (await provisionalTls());
+  const dwcpTlsOf = (t: AgentApiTls): AgentDwcpTls => ({
+    ca: t.caPem,
+    cert: t.certPem,
+    key: t.keyPem,
+    // The destination must be a host of this cluster (the chain is checked against its CA).
+    checkPeer: (cert) => peerIdentityError(cert, { role: "host" }),
+  });
   const dwcp =
     o.dwcpPort === null
       ? null
@@ -115,16 +128,9 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
           host: o.dataHost ?? o.host ?? "127.0.0.1",
           port: o.dwcpPort ?? 0,
           log: log.child({ component: "dwcp" }),
-          // TODO(pki): until the cluster PKI hands agents their certificates, an agent given
-          // neither falls back to the plaintext opt-in (AgentDwcp logs the loud warning).
-          ...(o.dwcpTls ? { tls: o.dwcpTls } : { plaintext: o.dwcpPlaintext ?? true }),
+          ...(o.dwcpPlaintext ? { plaintext: true } : { tls: dwcpTlsOf(apiTls) }),
         });
-  if (dwcp) log.info({ dwcp: dwcp.endpoint }, "DWCP listening");
-  const serverUrl = o.serverUrl.replace(/\/+$/, "");
-  // Until the agent has joined it serves with a throwaway certificate and trusts no client,
-  // so nothing reaches the API; joining swaps in the host's identity.
-  const saved = await new AgentIdentityFiles(o.dataDir).load(serverUrl);
-  const apiTls: AgentApiTls = saved ?? (await provisionalTls());
+  if (dwcp) log.info({ dwcp: dwcp.endpoint, tls: dwcp.secure }, "DWCP listening");
   let fetchHost = saved ? clusterFetch(saved, { role: "host" }) : undefined;
   const api = buildAgentApi({
     dwcp,
@@ -174,6 +180,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     ...(o.joinToken ? { joinToken: o.joinToken } : {}),
     onIdentity: (identity) => {
       (api.server as unknown as TlsServer).setSecureContext(agentTlsOptions(identity));
+      dwcp?.updateTls(dwcpTlsOf(identity));
       fetchHost = clusterFetch(identity, { role: "host" });
     },
     dataDir: o.dataDir,

@@ -20,7 +20,7 @@
  * the destination's chain (and its name when `serverName` gives one). Plaintext only with
  * `plaintext: true`, which logs a loud warning; neither is a configuration error.
  */
-import type { ConnectionOptions } from "node:tls";
+import type { ConnectionOptions, PeerCertificate } from "node:tls";
 import type { Logger } from "pino";
 import { DwcpListener } from "../dwcp/amst/listen.js";
 import type { DwcpSession } from "../dwcp/amst/session.js";
@@ -48,6 +48,11 @@ export interface AgentDwcpTls {
    * function) checks only that the chain leads to `ca`.
    */
   serverName?: (to: { host: string; port: number }) => string | undefined;
+  /**
+   * Checks the destination's certificate when no name is checked (after the chain was
+   * verified against `ca`): an Error refuses it. The agent requires a cluster host.
+   */
+  checkPeer?: (cert: PeerCertificate) => Error | undefined;
 }
 
 /** Logged (warn) when DWCP runs without TLS. */
@@ -78,7 +83,9 @@ function clientTls(tls: AgentDwcpTls, to: { host: string; port: number }): Conne
     key: tls.key,
     rejectUnauthorized: true,
     // The chain is always verified against the cluster CA; the host name only when known.
-    ...(name ? { servername: name } : { checkServerIdentity: () => undefined }),
+    ...(name
+      ? { servername: name }
+      : { checkServerIdentity: (_host: string, cert: PeerCertificate) => tls.checkPeer?.(cert) }),
   };
 }
 
@@ -87,6 +94,7 @@ export class AgentDwcp {
   private readonly pages: DwcpPageStore;
   private readonly target: DwcpTarget;
   private readonly source: DwcpSource;
+  private tls: AgentDwcpTls | undefined;
 
   private constructor(
     private readonly o: AgentDwcpOptions,
@@ -94,8 +102,8 @@ export class AgentDwcp {
   ) {
     this.pages = new DwcpPageStore(o.dataDir, o.cacheBytes, o.log);
     this.target = new DwcpTarget(this.pages, () => this.endpoint);
-    const tls = o.tls;
-    this.source = new DwcpSource(this.pages, (to) => (tls ? clientTls(tls, to) : null));
+    this.tls = o.tls;
+    this.source = new DwcpSource(this.pages, (to) => (this.tls ? clientTls(this.tls, to) : null));
     void this.acceptLoop();
   }
 
@@ -134,7 +142,17 @@ export class AgentDwcp {
 
   /** True when DWCP runs with mutual TLS (false: the plaintext opt-in). */
   get secure(): boolean {
-    return this.o.tls !== undefined;
+    return this.tls !== undefined;
+  }
+
+  /**
+   * New TLS material (the host's renewed certificate) for connections from now on, both
+   * ways. Ignored when DWCP runs on the plaintext opt-in.
+   */
+  updateTls(tls: AgentDwcpTls): void {
+    if (!this.tls) return;
+    this.tls = tls;
+    this.listener.updateTls({ ca: tls.ca, cert: tls.cert, key: tls.key });
   }
 
   /** The listener's address. */

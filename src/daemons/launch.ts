@@ -83,6 +83,7 @@ export async function runAgent(o: AgentDaemonFlags): Promise<void> {
     port,
     ...(o.dataAddress ? { dataHost: o.dataAddress } : {}),
     dwcpPort: o.dwcp ? parsePort(o.dwcpPort, "--dwcp-port") : null,
+    ...(o.dwcpPlaintext ? { dwcpPlaintext: true } : {}),
     stopGraceMs: parsePositiveInt(o.stopGrace, "--stop-grace") * 1000,
     ...(o.memory ? { memoryMiB: parsePositiveInt(o.memory, "--memory") } : {}),
     ...(o.vcpus ? { vcpus: parsePositiveInt(o.vcpus, "--vcpus") } : {}),

@@ -174,6 +174,11 @@ export class LocalCluster {
     this.daemons.delete(name);
   }
 
+  /** A raw request to the server (`route` under its URL), trusting its cluster CA. */
+  fetch(route: string, init?: RequestInit): Promise<Response> {
+    return this.fetchServer(`${this.serverUrl}${route}`, init);
+  }
+
   /** Calls the API with the admin token (or another). */
   async api<T = Record<string, unknown>>(
     method: string,

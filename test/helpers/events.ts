@@ -12,7 +12,7 @@ export interface EventMsg {
 /** Reads the SSE stream from `since` until it has replayed the backlog. */
 export async function fetchEvents(c: LocalCluster, since: number): Promise<EventMsg[]> {
   const controller = new AbortController();
-  const res = await fetch(`${c.serverUrl}/v1/events?since=${since}`, {
+  const res = await c.fetch(`/v1/events?since=${since}`, {
     headers: { authorization: `Bearer ${c.adminToken}` },
     signal: controller.signal,
   });

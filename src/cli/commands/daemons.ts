@@ -34,6 +34,7 @@ export interface AgentDaemonFlags {
   dataAddress?: string;
   dwcpPort: string;
   dwcp: boolean;
+  dwcpPlaintext?: boolean;
   name: string;
   memory?: string;
   vcpus?: string;
@@ -123,6 +124,10 @@ export function registerDaemonCommands(program: Command, loadLauncher?: LoadDaem
     .option("--name <name>", "host name in the cluster", os.hostname().toLowerCase())
     .option("--dwcp-port <port>", "DWCP migration listener port on the data address (0 = any free port)", "0")
     .option("--no-dwcp", "do not offer DWCP for migrations (QEMU's own transport only)")
+    .option(
+      "--dwcp-plaintext",
+      "run DWCP without TLS: VM memory and disks cross the network unencrypted (benchmarks and debugging only; logged loudly)",
+    )
     .option("--memory <MiB>", "memory offered to VMs (default: all of this machine's)")
     .option("--vcpus <n>", "vCPUs offered to VMs (default: this machine's)")
     .option("--stop-grace <seconds>", "ACPI shutdown grace before a hard stop", "30")

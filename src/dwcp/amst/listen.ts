@@ -130,6 +130,14 @@ export class DwcpListener {
     server.on("connection", (s: Socket) => this.onConnection(s));
   }
 
+  /**
+   * Swaps in new TLS material (a renewed certificate) for connections accepted from now
+   * on; a listener without TLS stays without.
+   */
+  updateTls(tls: Pick<TlsOptions, "ca" | "cert" | "key">): void {
+    this.tls?.setSecureContext({ ...this.options.tls, ...tls, minVersion: "TLSv1.3" });
+  }
+
   /** Starts listening (or adopts `options.server`). */
   static async listen(options: ListenOptions = {}): Promise<DwcpListener> {
     if (options.server) return new DwcpListener(options.server, options);
