@@ -12,8 +12,12 @@
  *   qemu-postcopy      QEMU's transport, switched to post-copy in its first pass (only
  *                      when asked for with --method: the policy for guests that cannot
  *                      converge, docs/migration.md)
- *   dwcp               NovaCron's DWCP relay, the first DWCP migration: the destination's cache is cold
+ *   dwcp               NovaCron's DWCP relay over mutual TLS (the default), the first DWCP
+ *                      migration: the destination's cache is cold
  *   dwcp-again         the same VM again to the same host: the destination cache is warm
+ *   dwcp-plaintext     dwcp again with both agents restarted with --dwcp-plaintext and their
+ *                      DWCP caches emptied (cold, like dwcp): what TLS costs; the agents
+ *                      are restarted with TLS afterwards
  *   bound              bytes that must cross (zero pages elided, the rest zstd level 1,
  *                      measured on the guest's memory just before) / link rate
  * Every method uses NovaCron's defaults (auto-converge on, 300 ms downtime limit, no
@@ -30,11 +34,14 @@
  *   --port N            server port; agents use N+1, N+2 (default 17920)
  *   --json              one JSON object per line instead of the table; each carries
  *                       qemu_version, and one `ratio` line per profile and workload gives
- *                       dwcp's total over the best QEMU method whose guest passed
+ *                       dwcp's total over the best QEMU method whose guest passed, and
+ *                       dwcp's total and CPU seconds over dwcp-plaintext's (tls_ratio,
+ *                       tls_cpu_ratio)
  *
  * The agents run the system's qemu-system-x86_64 (QEMU 10 after scripts/ensure.mjs).
  */
-import { open, readFile } from "node:fs/promises";
+import { open, readFile, rm } from "node:fs/promises";
+import path from "node:path";
 import { parseArgs } from "node:util";
 import { compress } from "zstd-napi";
 import type { MigrationResult } from "../src/api/types/migrations.js";
@@ -59,6 +66,7 @@ const METHODS = [
   "qemu-postcopy",
   "dwcp",
   "dwcp-again",
+  "dwcp-plaintext",
   "bound",
 ] as const;
 /** What runs without --method: every method but post-copy, which is a policy, not a baseline. */
@@ -186,12 +194,32 @@ async function main(): Promise<void> {
         { name: "site-a", ns: link.nsA, mgmt: net.a, data: ADDR_A, port: port + 1 },
         { name: "site-b", ns: link.nsB, mgmt: net.b, data: ADDR_B, port: port + 2 },
       ];
-      for (const s of sites)
-        await c.startAgent(s.name, s.port, [...agentFlags, "--data-address", s.data], {
-          netns: s.ns,
-          host: s.mgmt,
-          serverUrl,
-        });
+      const startAgents = async (extra: string[] = []) => {
+        for (const s of sites)
+          await c.startAgent(s.name, s.port, [...agentFlags, "--data-address", s.data, ...extra], {
+            netns: s.ns,
+            host: s.mgmt,
+            serverUrl,
+          });
+      };
+      /** Restarts both agents (VMs keep running) with their DWCP caches emptied. */
+      const restartAgents = async (extra: string[]) => {
+        for (const s of sites) {
+          await c.stop(s.name);
+          await rm(path.join(c.agentDir(s.name), "dwcp"), { recursive: true, force: true });
+        }
+        await startAgents(extra);
+        for (const s of sites) {
+          await waitFor(
+            async () => {
+              const h = (await c.api<{ liveness: string }>("GET", `/v1/hosts/${s.name}`)).body;
+              return h.liveness === "alive" || undefined;
+            },
+            { timeoutMs: 60_000, what: `${s.name} alive again` },
+          );
+        }
+      };
+      await startAgents();
       const imp = await c.cli(["image", "import", "guest", "--manifest", manifest, "--host", "site-a"]);
       if (imp.code !== 0) throw new Error(`image import failed: ${imp.stderr}`);
       const agentPids = () =>
@@ -351,6 +379,14 @@ async function main(): Promise<void> {
           } else if (method === "dwcp-again") {
             await unmeasured({ transport: "dwcp" });
             await measured(method, { transport: "dwcp" });
+          } else if (method === "dwcp-plaintext") {
+            log(`${profile} ${workload}: restarting the agents with --dwcp-plaintext, caches emptied`);
+            await restartAgents(["--dwcp-plaintext"]);
+            try {
+              await measured(method, { transport: "dwcp" });
+            } finally {
+              await restartAgents([]);
+            }
           } else if (method === "bound") {
             const row: Row = {
               qemu_version: QEMU_VERSION,
@@ -383,7 +419,16 @@ async function main(): Promise<void> {
   if (!values.json) {
     printRows(rows);
     printTable(
-      ["profile", "workload", "dwcp s", "best QEMU method", "its s", "dwcp / best QEMU"],
+      [
+        "profile",
+        "workload",
+        "dwcp s",
+        "best QEMU method",
+        "its s",
+        "dwcp / best QEMU",
+        "TLS / plaintext",
+        "TLS / plaintext CPU",
+      ],
       ratios.map((r) => [
         r.profile,
         r.workload,
@@ -391,6 +436,8 @@ async function main(): Promise<void> {
         r.best_qemu_method ?? "-",
         r.best_qemu_s?.toFixed(1) ?? "-",
         r.ratio?.toFixed(2) ?? "-",
+        r.tls_ratio?.toFixed(2) ?? "-",
+        r.tls_cpu_ratio?.toFixed(2) ?? "-",
       ]),
     );
   }
@@ -406,6 +453,10 @@ interface Ratio {
   best_qemu_method: string | null;
   best_qemu_s: number | null;
   ratio: number | null;
+  /** dwcp (TLS) total over dwcp-plaintext total, both cold. */
+  tls_ratio: number | null;
+  /** dwcp (TLS) agents' CPU seconds over dwcp-plaintext's. */
+  tls_cpu_ratio: number | null;
 }
 
 /**
@@ -416,6 +467,7 @@ function ratioRow(rows: Row[], profile: string, workload: string): Ratio {
   const mine = rows.filter((r) => r.profile === profile && r.workload === workload);
   const ok = (r: Row) => r.total_s !== null && r.guest_pass === true;
   const dwcp = mine.find((r) => r.method === "dwcp" && ok(r));
+  const plain = mine.find((r) => r.method === "dwcp-plaintext" && ok(r));
   const best = mine
     .filter((r) => QEMU_METHODS.includes(r.method) && ok(r))
     .sort((a, b) => a.total_s! - b.total_s!)[0];
@@ -428,6 +480,11 @@ function ratioRow(rows: Row[], profile: string, workload: string): Ratio {
     best_qemu_method: best?.method ?? null,
     best_qemu_s: best?.total_s ?? null,
     ratio: dwcp && best ? Number((dwcp.total_s! / best.total_s!).toFixed(3)) : null,
+    tls_ratio: dwcp && plain ? Number((dwcp.total_s! / plain.total_s!).toFixed(3)) : null,
+    tls_cpu_ratio:
+      dwcp?.cpu_seconds && plain?.cpu_seconds
+        ? Number((dwcp.cpu_seconds / plain.cpu_seconds).toFixed(3))
+        : null,
   };
 }
 

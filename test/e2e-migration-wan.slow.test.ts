@@ -18,6 +18,7 @@ import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { waitFor } from "../src/lib/wait.js";
+import { authenticatedOnly, isLoopback, listListeners, probeFrom } from "../src/testing/port-scan.js";
 import { ADDR_A, ADDR_B, WanLink } from "../src/testing/wanem/link.js";
 import { emulatorUnavailableReason } from "../src/testing/wanem/netns.js";
 import { guestImageManifest, qemuPidsUnder, TestCluster } from "./helpers/cluster.js";
@@ -235,6 +236,55 @@ describe.skipIf(unavailable !== null)(
       // capped at 4 MiB/s with the dirtier running this took several pre-copy passes.
       console.log(`connection reset: completed after ${done.progress.pass} dirty syncs`);
       await expectGuestIntact(before);
+    });
+
+    it("a port scan during a migration finds nothing that acts on an unauthenticated byte off loopback", async () => {
+      const from = await where();
+      const m = await start({ transport: "dwcp", maxBandwidthMiBps: 2, timeoutSeconds: 120 });
+      await waitFor(
+        async () =>
+          ((await c.api<MigrationBody>("GET", `/v1/migrations/${m.id}`)).body.progress.transport
+            ?.logicalBytes ?? 0) >
+          2 ** 20,
+        { timeoutMs: 60_000, intervalMs: 100, what: "the memory stream to flow" },
+      );
+      // Every listener of the agents and their QEMUs (each site's namespace holds only
+      // ours) and of the server, probed from the other site as an attacker there would.
+      const serverPid = c.daemonPid("server")!;
+      const targets: { where: string; from: string; host: string; port: number; who: string }[] = [];
+      for (const s of sites()) {
+        const otherNs = sites().find((x) => x.name !== s.name)!.ns;
+        for (const l of await listListeners(s.ns)) {
+          if (isLoopback(l.address)) continue;
+          const hosts = l.address === "0.0.0.0" || l.address === "*" ? [s.mgmt, s.data] : [l.address];
+          for (const host of hosts)
+            targets.push({ where: s.name, from: otherNs, host, port: l.port, who: l.processes.join(",") });
+        }
+      }
+      for (const l of await listListeners()) {
+        if (!l.pids.includes(serverPid) || isLoopback(l.address)) continue;
+        targets.push({
+          where: "server",
+          from: link.nsA,
+          host: link.management!.host,
+          port: l.port,
+          who: "server",
+        });
+      }
+      // The agents' APIs, DWCP listeners and the server's API at least.
+      expect(targets.length).toBeGreaterThanOrEqual(5);
+      const open: string[] = [];
+      for (const t of targets) {
+        const r = await probeFrom(t.from, t.host, t.port);
+        if (!authenticatedOnly(r)) open.push(`${t.where} ${t.who} ${t.host}:${t.port} ${JSON.stringify(r)}`);
+      }
+      expect(open).toEqual([]);
+      // The migration was not disturbed by the probes.
+      await c.api("DELETE", `/v1/migrations/${m.id}`);
+      const done = await end(m.id);
+      expect(["cancelled", "completed"]).toContain(done.state);
+      await c.waitVmState("w", "running", 60_000);
+      expect(await where()).toBe(done.state === "completed" ? other(from) : from);
     });
 
     it("rolls back, the VM running at its source, when the link stays down", async () => {
