@@ -4,7 +4,7 @@
  * asserting that it fails and that nothing was written. DWCP's attacks are in
  * test/dwcp-security.test.ts; the migration data paths' in test/qemu-tls.slow.test.ts.
  */
-import { chmod, lstat, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { chmod, lstat, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { request as httpRequest } from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
@@ -15,6 +15,7 @@ import { runCli } from "../src/cli/main.js";
 import { QEMU_10_0_2 } from "../src/lib/qemu-info.test-util.js";
 import {
   type CertAndKey,
+  certInfo,
   createCa,
   HOST_IDENTITY_PREFIX,
   issueWithNewKey,
@@ -158,7 +159,7 @@ describe("security: the control plane refuses each attack", () => {
     expect((await hosts()).map((h) => h.name)).not.toContain("h5");
   });
 
-  it("refuses heartbeats without a certificate, with another CA's, and with a host's own forged identity", async () => {
+  it("refuses heartbeats without a certificate, with another CA's, with an expired one, and a host acting as admin", async () => {
     expect((await tls.api<ApiError>("POST", "/v1/agent/heartbeat", null, beat)).status).toBe(401);
     const foreign: CertAndKey = await createCa("attacker");
     const forged = await issueWithNewKey(foreign, {
@@ -172,6 +173,32 @@ describe("security: the control plane refuses each attack", () => {
       beat,
     );
     expect(res.status).toBe(401);
+    // One the cluster CA issued for h1's identity but that has expired.
+    const ca = {
+      certPem: server.caPem,
+      keyPem: await readFile(path.join(dir, "pki", "ca.key"), "utf8"),
+    };
+    const expired = await issueWithNewKey(ca, {
+      commonName: "h1",
+      uris: [`${HOST_IDENTITY_PREFIX}${h1.hostId}`],
+      validDays: -0.01,
+    });
+    // Even recorded as h1's current certificate, it is refused: only its expiry is wrong.
+    const current = certInfo(h1.certPem).serial;
+    const setSerial = (serial: string) =>
+      server.store.db.query("UPDATE hosts SET cert_serial = $1 WHERE id = $2", [serial, h1.hostId]);
+    await setSerial(certInfo(expired.certPem).serial);
+    try {
+      const stale = await tls.api<ApiError>(
+        "POST",
+        "/v1/agent/heartbeat",
+        { hostId: h1.hostId, certPem: expired.certPem, keyPem: expired.keyPem },
+        beat,
+      );
+      expect(stale.status).toBe(401);
+    } finally {
+      await setSerial(current);
+    }
     // A host certificate cannot act as an admin.
     expect((await tls.api<ApiError>("GET", "/v1/vms", h1)).status).toBe(403);
   });
