@@ -123,6 +123,16 @@ describe.skipIf(unavailable !== null)(
 
     const end = (id: string) => c.waitMigrationEnd<MigrationBody>(id);
 
+    /** Waits until the migration's memory stream has carried its first MiB. */
+    const flowing = (id: string) =>
+      waitFor(
+        async () =>
+          ((await c.api<MigrationBody>("GET", `/v1/migrations/${id}`)).body.progress.transport
+            ?.logicalBytes ?? 0) >
+          2 ** 20,
+        { timeoutMs: 60_000, intervalMs: 100, what: "the memory stream to flow" },
+      );
+
     /** The guest went on where it was: later verification rounds, no reboot, heartbeats in sequence. */
     async function expectGuestIntact(before: number): Promise<void> {
       await c.waitConsole("w", /NC-VERIFY PASS seed=21 .*round=(\d+)/);
@@ -241,13 +251,7 @@ describe.skipIf(unavailable !== null)(
     it("a port scan during a migration finds nothing that acts on an unauthenticated byte off loopback", async () => {
       const from = await where();
       const m = await start({ transport: "dwcp", maxBandwidthMiBps: 2, timeoutSeconds: 120 });
-      await waitFor(
-        async () =>
-          ((await c.api<MigrationBody>("GET", `/v1/migrations/${m.id}`)).body.progress.transport
-            ?.logicalBytes ?? 0) >
-          2 ** 20,
-        { timeoutMs: 60_000, intervalMs: 100, what: "the memory stream to flow" },
-      );
+      await flowing(m.id);
       // Every listener of the agents and their QEMUs (each site's namespace holds only
       // ours) and of the server, probed from the other site as an attacker there would.
       const serverPid = c.daemonPid("server")!;
@@ -292,13 +296,7 @@ describe.skipIf(unavailable !== null)(
       const before = await lastHeartbeat();
       // Capped so that the transfer is still running when the fault is injected.
       const m = await start({ transport: "dwcp", maxBandwidthMiBps: 4, timeoutSeconds: 45 });
-      await waitFor(
-        async () =>
-          ((await c.api<MigrationBody>("GET", `/v1/migrations/${m.id}`)).body.progress.transport
-            ?.logicalBytes ?? 0) >
-          2 ** 20,
-        { timeoutMs: 60_000, intervalMs: 100, what: "the memory stream to flow" },
-      );
+      await flowing(m.id);
       await link.set("both", "rate=100mbit,rtt=50ms,loss=99.99%");
       try {
         const done = await end(m.id);

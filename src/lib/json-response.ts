@@ -61,22 +61,10 @@ export async function readBoundedText(res: Response, options: BoundedReadOptions
     discard(res);
     throw tooLarge(res, peer, maxBytes, { declaredBytes: declared });
   }
-  if (!res.body) return "";
-  const reader = res.body.getReader();
-  const decoder = new TextDecoder();
-  let received = 0;
-  let text = "";
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    received += value.byteLength;
-    if (received > maxBytes) {
-      await reader.cancel().catch(() => {});
-      throw tooLarge(res, peer, maxBytes, { receivedBytes: received });
-    }
-    text += decoder.decode(value, { stream: true });
-  }
-  return text + decoder.decode();
+  const { text, truncated } = await readTextPrefix(res, maxBytes);
+  // More than the cap arrived: the prefix is dropped, the rest was never read.
+  if (truncated) throw tooLarge(res, peer, maxBytes, { receivedBytes: maxBytes + 1 });
+  return text;
 }
 
 /**
