@@ -4,6 +4,8 @@
  * (AgentConnector). Network failures become NOVA_HOST_UNREACHABLE (retryable); the
  * agent's own errors keep their code and message so the user sees the host's reason.
  */
+
+import type { Agent } from "undici";
 import type {
   AgentBlob,
   AgentImageImportPost,
@@ -32,7 +34,7 @@ export interface AgentTarget {
  * plain http:// agent URLs.
  */
 export class AgentConnector {
-  private readonly pools = new Map<string, ClusterFetch>();
+  private readonly pools = new Map<string, { agent: Agent; fetch: ClusterFetch }>();
 
   /** @param tls the server's TLS identity, read at each new pool (it is renewed in place). */
   constructor(private readonly tls: (() => ClusterTls) | null) {}
@@ -45,16 +47,18 @@ export class AgentConnector {
   /** The fetch to use for calls to `host`'s agent. */
   fetchFor(host: AgentTarget): ClusterFetch {
     if (!this.tls) return fetch;
-    let f = this.pools.get(host.id);
-    if (!f) {
-      f = fetchVia(clusterAgent(this.tls(), { role: "host", hostId: host.id }));
-      this.pools.set(host.id, f);
+    let pool = this.pools.get(host.id);
+    if (!pool) {
+      const agent = clusterAgent(this.tls(), { role: "host", hostId: host.id });
+      pool = { agent, fetch: fetchVia(agent) };
+      this.pools.set(host.id, pool);
     }
-    return f;
+    return pool.fetch;
   }
 
-  /** Drops the pools (after the server's certificate was renewed). */
+  /** Drops the pools (after the server's certificate was renewed); calls in flight finish. */
   reset(): void {
+    for (const { agent } of this.pools.values()) void agent.close().catch(() => {});
     this.pools.clear();
   }
 }

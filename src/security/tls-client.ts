@@ -7,7 +7,7 @@
  * Node 20's built-in fetch cannot take a CA or client certificate, so this uses undici,
  * the library Node's fetch is built from, with its own connection pool per identity.
  */
-import type { PeerCertificate } from "node:tls";
+import { connect, type PeerCertificate } from "node:tls";
 import { Agent, fetch as undiciFetch } from "undici";
 import { HOST_IDENTITY_PREFIX, identityOf, SERVER_IDENTITY, urisOf } from "./pki.js";
 
@@ -27,7 +27,10 @@ export type ExpectedPeer = { role: "server" } | { role: "host"; hostId?: string 
 export type ClusterFetch = (url: string | URL, init?: RequestInit) => Promise<Response>;
 
 /** Why a peer's certificate is not the one expected, or undefined when it is. */
-export function peerIdentityError(cert: Pick<PeerCertificate, "subjectaltname">, expected: ExpectedPeer) {
+export function peerIdentityError(
+  cert: Pick<PeerCertificate, "subjectaltname">,
+  expected: ExpectedPeer,
+): Error | undefined {
   const identity = identityOf(urisOf(cert.subjectaltname));
   if (expected.role === "any") {
     return identity.role === "unknown"
@@ -80,7 +83,6 @@ export function clusterFetch(tls: ClusterTls, expected: ExpectedPeer): ClusterFe
  * given out of band). Returns the PEM of the chain's last certificate (the root).
  */
 export async function fetchPresentedCa(url: string, timeoutMs = 10_000): Promise<string> {
-  const { connect } = await import("node:tls");
   const u = new URL(url);
   if (u.protocol !== "https:") throw new Error(`${url} is not an https:// URL`);
   return new Promise((resolve, reject) => {

@@ -206,6 +206,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         await orchestrator.stop();
         await reconciler.stop();
         await app.close();
+        agents.reset();
         await store.close();
       })();
       return closing;
