@@ -122,9 +122,10 @@ describe("execution crash safety", () => {
         what: "the first step to start on A",
       });
 
-      // B joins the same database (its tokens are A's), then A dies mid-step.
-      await mkdir(path.join(b.dir, "server"), { recursive: true });
-      for (const f of ["admin.token", "join.token"])
+      // B joins the same database (its admin token and cluster CA are A's: replicas share
+      // the CA), then A dies mid-step.
+      await mkdir(path.join(b.dir, "server", "pki"), { recursive: true });
+      for (const f of ["admin.token", "pki/ca.crt", "pki/ca.key"])
         await copyFile(path.join(a.dir, "server", f), path.join(b.dir, "server", f));
       await b.startServer(["--database-url", db.url!]);
       const killedAt = Date.now();

@@ -447,6 +447,7 @@ function followCli(c: TestCluster, args: string[]): { lines: string[]; exit: Pro
       ...process.env,
       NOVACRON_SERVER: c.serverUrl,
       NOVACRON_TOKEN: c.adminToken,
+      NOVACRON_CA_FILE: c.caFile,
       NOVACRON_CONFIG: path.join(c.dir, "cli.json"),
     },
     stdio: ["ignore", "pipe", "pipe"],

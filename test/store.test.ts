@@ -1,5 +1,6 @@
 // The store suite: the same SQL and repositories on a real PostgreSQL server and on PGlite.
 import { describe, expect, it } from "vitest";
+import { claimClusterCa } from "../src/cluster/store/cluster-ca.js";
 import { openDb } from "../src/cluster/store/db.js";
 import { listEventsAfter } from "../src/cluster/store/events.js";
 import {
@@ -52,6 +53,14 @@ describe.each(ENGINES)("store on $engine", ({ create }) => {
     expect(await countTokens(store.db, "admin")).toBe(1);
     const { rows } = await store.db.query<{ token_hash: string }>("SELECT token_hash FROM api_tokens");
     expect(rows.every((r) => !r.token_hash.includes(token))).toBe(true);
+  });
+
+  it("belongs to one cluster CA: the first server records it, another CA is refused", async () => {
+    await claimClusterCa(store.db, "sha256:aa", "first");
+    await claimClusterCa(store.db, "sha256:aa", "replica");
+    const err = await claimClusterCa(store.db, "sha256:bb", "/x/ca.crt").catch((e: unknown) => e);
+    expect(isNovaError(err, "NOVA_CONFIG")).toBe(true);
+    expect((err as Error).message).toContain("belongs to the cluster whose CA is sha256:aa");
   });
 
   it("registers a host once by name and knows it only by its current certificate", async () => {

@@ -14,6 +14,7 @@ import { AgentConnector } from "../cluster/agent-client.js";
 import { HostService } from "../cluster/host-service.js";
 import { ImageService } from "../cluster/image-service.js";
 import { Reconciler } from "../cluster/reconciler.js";
+import { claimClusterCa } from "../cluster/store/cluster-ca.js";
 import { Store } from "../cluster/store/store.js";
 import { countTokens, createToken } from "../cluster/store/tokens.js";
 import { VmService } from "../cluster/vm-service.js";
@@ -89,6 +90,12 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   // PGlite's file layer makes its files group/world-writable; the 0700 dir already keeps
   // others out, and this keeps the files themselves 0600 as well.
   if (!options.databaseUrl) await tightenTree(path.join(options.dataDir, "db"));
+  try {
+    await claimClusterCa(store.db, pki.caFingerprint, pki.caCertPath);
+  } catch (err) {
+    await store.close().catch(() => {});
+    throw err;
+  }
   const adminTokenPath = path.join(options.dataDir, "admin.token");
   const created: RunningServer["created"] = {};
   if ((await countTokens(store.read, "admin")) === 0) {

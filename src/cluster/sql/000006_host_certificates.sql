@@ -25,3 +25,12 @@ CREATE TABLE join_tokens (
 
 -- The old shared join tokens stop working: every agent joins with its own token now.
 UPDATE api_tokens SET revoked_at = now() WHERE kind = 'join' AND revoked_at IS NULL;
+
+-- Which cluster CA this database belongs to: recorded by the first server that starts on
+-- it. Another server (a replica) must present the same CA, or it would issue certificates
+-- that the others refuse.
+CREATE TABLE cluster_ca (
+  id              integer PRIMARY KEY CHECK (id = 1),
+  ca_fingerprint  text NOT NULL,
+  recorded_at     timestamptz NOT NULL DEFAULT now()
+);
