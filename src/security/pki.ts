@@ -172,7 +172,9 @@ async function issue(ca: CertAndKey, publicKey: CryptoKey, profile: CertProfile)
     signingKey: caKeys.privateKey,
     extensions: [
       new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      // Not critical: QEMU (GnuTLS) refuses a critical keyUsage without keyEncipherment,
+      // which an ECDSA key has no use for.
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, false),
       // Every NovaCron process both serves and calls others (the server calls agents,
       // agents call the server and each other), so each certificate carries both usages.
       new x509.ExtendedKeyUsageExtension([
