@@ -37,6 +37,13 @@ export interface AgentOptions {
    * @defaultValue the listen address
    */
   dataHost?: string;
+  /**
+   * QEMU's TLS directory for migrations (ca-cert.pem, server-cert.pem, server-key.pem,
+   * client-cert.pem, client-key.pem: the host's certificate under both names).
+   */
+  qemuTlsDir?: string;
+  /** The explicit, insecure opt-in: QEMU's migration listeners without TLS. */
+  qemuPlaintext?: boolean;
   /** DWCP listener port on the data address (0 = kernel-chosen); null turns DWCP off. @defaultValue 0 */
   dwcpPort?: number | null;
   /** Memory offered to VMs; defaults to the machine's total. */
@@ -105,6 +112,14 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
           log: log.child({ component: "dwcp" }),
         });
   if (dwcp) log.info({ dwcp: dwcp.endpoint }, "DWCP listening");
+  // TODO(pki): once the cluster PKI fills qemuTlsDir, neither being set must fail the
+  // migrations that expose QEMU (MigrationService does that when given neither).
+  const qemuPlaintext = o.qemuPlaintext === true || o.qemuTlsDir === undefined;
+  if (qemuPlaintext)
+    log.warn(
+      { dataHost: o.dataHost ?? o.host ?? "127.0.0.1" },
+      "INSECURE: QEMU's migration and NBD listeners take unauthenticated connections on the data address (no QEMU TLS directory configured)",
+    );
   const api = buildAgentApi({
     dwcp,
     vms,
@@ -115,6 +130,9 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     tmpDir: path.join(o.dataDir, "tmp"),
     // Migration listeners bind the data address (the API's listenHost option).
     listenHost: o.dataHost ?? o.host ?? "127.0.0.1",
+    hostName: name,
+    ...(o.qemuTlsDir === undefined ? {} : { qemuTls: { dir: o.qemuTlsDir } }),
+    qemuPlaintext,
     logger: log.child({ component: "agent-api" }),
   });
   await api.listen({ host: o.host ?? "127.0.0.1", port: o.port ?? 7800 });
