@@ -13,9 +13,6 @@
  * functions of compute/qemu.
  */
 
-import { readFileSync } from "node:fs";
-import path from "node:path";
-import type { ConnectionOptions } from "node:tls";
 import type {
   AgentIncomingEndpoints,
   AgentIncomingFinishPost,
@@ -49,6 +46,7 @@ import {
 import type { QemuProcess } from "../compute/qemu/process.js";
 import {
   addTlsCreds,
+  nodeTlsClientOptions,
   type QemuTlsConfig,
   type QemuTlsPeer,
   removeTlsCreds,
@@ -194,7 +192,7 @@ export class MigrationService {
         endpoints.dwcp = dwcp.expectIncoming(
           migrationId,
           id,
-          { host, port: migratePort, ...(tls ? { tls: this.relayTlsOptions(tls) } : {}) },
+          { host, port: migratePort, ...(tls ? { tls: nodeTlsClientOptions(tls, this.hostName) } : {}) },
           tls ? () => (moved ??= nbdForRelay()) : { host, port: nbdPort },
         );
       }
@@ -413,20 +411,6 @@ export class MigrationService {
       endpoint: "client",
     });
     return { creds, hostname: endpoints.tls.hostname };
-  }
-
-  /**
-   * Destination: the DWCP relay as a TLS client of this host's own QEMU (the same files
-   * QEMU reads), checking that QEMU presents this host's certificate.
-   */
-  private relayTlsOptions(tls: QemuTlsConfig): ConnectionOptions {
-    const read = (name: string): Buffer => readFileSync(path.join(tls.dir, name));
-    return {
-      ca: read("ca-cert.pem"),
-      cert: read("client-cert.pem"),
-      key: read("client-key.pem"),
-      servername: this.hostName,
-    };
   }
 
   private requireProcess(id: string): QemuProcess {

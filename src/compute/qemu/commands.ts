@@ -183,7 +183,13 @@ export async function objectDel(c: QmpClient, id: string): Promise<void> {
 
 /** The ids of the user-created objects (children of /objects). */
 export async function queryObjects(c: QmpClient): Promise<string[]> {
-  const reply = await c.execute<Array<{ name: string; type: string }>>("qom-list", { path: "/objects" });
+  // QEMU 7.2 creates /objects with the first object: "not found" means none yet.
+  const reply = await c
+    .execute<Array<{ name: string; type: string }>>("qom-list", { path: "/objects" })
+    .catch((err: unknown) => {
+      if (err instanceof Error && /not found/i.test(err.message)) return [];
+      throw err;
+    });
   return reply.filter((p) => p.type.startsWith("child<")).map((p) => p.name);
 }
 

@@ -10,6 +10,9 @@
  * client-cert.pem/client-key.pem. QEMU reads the files when the object is added, so the
  * object is added per migration: a rotated certificate counts from the next migration on.
  */
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import type { ConnectionOptions } from "node:tls";
 import { NovaError } from "../../lib/errors.js";
 import { objectAdd, objectDel, queryObjects } from "./commands.js";
 import type { QmpClient } from "./qmp.js";
@@ -56,6 +59,21 @@ export async function addTlsCreds(
     );
   }
   return opts.id;
+}
+
+/**
+ * Node's TLS client options from the same directory, for a process of ours that connects
+ * to a QEMU listener requiring TLS (the destination's DWCP relay): the host's client
+ * certificate, and the listener must present a certificate for `hostname` from the CA.
+ */
+export function nodeTlsClientOptions(config: QemuTlsConfig, hostname: string): ConnectionOptions {
+  const read = (name: string): Buffer => readFileSync(path.join(config.dir, name));
+  return {
+    ca: read("ca-cert.pem"),
+    cert: read("client-cert.pem"),
+    key: read("client-key.pem"),
+    servername: hostname,
+  };
 }
 
 /** Removes creds object `id` if it exists; harmless when QEMU still uses it or it is gone. */
