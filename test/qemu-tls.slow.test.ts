@@ -10,6 +10,9 @@
 //   loopback and the data address differ): transport `qemu` moves a VM with its disk
 //   mirror over TLS while the same attacks on the destination's listeners fail, and
 //   transport `dwcp` moves it back with the destination QEMU listening on 127.0.0.1 only.
+// - Across the emulated `wan` (root only; skipped otherwise), `auto` chooses DWCP: the
+//   relay is a TLS client of the destination's migration listener, which stays on the
+//   data address, and the NBD export has moved to 127.0.0.1.
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
@@ -26,6 +29,8 @@ import { QmpClient } from "../src/compute/qemu/qmp.js";
 import { waitFor } from "../src/lib/wait.js";
 import { connectLocal } from "../src/migration/dwcp/socket-io.js";
 import { haveOpenssl, makeTestCa, type TestCa, writeQemuTlsDir } from "../src/testing/tls-fixtures.js";
+import { ADDR_A, ADDR_B, WanLink } from "../src/testing/wanem/link.js";
+import { emulatorUnavailableReason } from "../src/testing/wanem/netns.js";
 import { guestImageManifest, qemuPidsUnder, ROOT, TestCluster } from "./helpers/cluster.js";
 
 const execFileAsync = promisify(execFile);
@@ -39,6 +44,9 @@ const AGENTS = {
 const GUEST = "nc.pattern_seed=12 nc.pattern_mem_mb=8 nc.pattern_disk_mb=8 nc.verify_every=2";
 
 const missing = haveOpenssl() ? null : "the openssl command is missing";
+const noWan = missing ?? emulatorUnavailableReason();
+if (noWan && !missing) console.warn(`QEMU TLS suite: skipping the emulated WAN case: ${noWan}`);
+const WAN_PORT = 17895;
 if (missing) console.warn(`Skipping the QEMU TLS suite: ${missing}`);
 
 /** Sends `bytes` on a plain TCP connection; resolves when the peer closed it. */
@@ -100,9 +108,11 @@ async function plainNbd(args: string[]): Promise<string> {
   throw new Error(`${args.join(" ")} succeeded against a TLS-only export`);
 }
 
-/** TCP listeners of process `pid`, as "address:port" (ss). */
-async function listenersOf(pid: number): Promise<string[]> {
-  const { stdout } = await execFileAsync("ss", ["-ltnpH"]);
+/** TCP listeners of process `pid`, as "address:port" (ss, in network namespace `ns`). */
+async function listenersOf(pid: number, ns?: string): Promise<string[]> {
+  const { stdout } = ns
+    ? await execFileAsync("ip", ["netns", "exec", ns, "ss", "-ltnpH"])
+    : await execFileAsync("ss", ["-ltnpH"]);
   return stdout
     .split("\n")
     .filter((l) => l.includes(`pid=${pid},`))
@@ -353,6 +363,83 @@ describe.skipIf(missing !== null)("QEMU's listeners with TLS", { timeout: 240_00
       expect(m.transport).toBe("dwcp");
       expect((await c.waitVmState("s", "running", 60_000)).host).toBe("t1");
       await expectIntactAfter(round);
+    });
+  });
+  describe.skipIf(noWan !== null)("auto across an emulated WAN (DWCP chosen)", () => {
+    let link: WanLink;
+    let c: TestCluster;
+
+    beforeAll(async () => {
+      const manifest = await guestImageManifest();
+      link = await WanLink.create({ spec: "wan", management: true });
+      c = await TestCluster.create(WAN_PORT);
+      await c.startServer(["--heartbeat-timeout", "10"], { listenHost: "0.0.0.0" });
+      const sites = [
+        { name: "w1", ns: link.nsA, mgmt: link.management!.a, data: ADDR_A, port: WAN_PORT + 1 },
+        { name: "w2", ns: link.nsB, mgmt: link.management!.b, data: ADDR_B, port: WAN_PORT + 2 },
+      ];
+      for (const w of sites) {
+        const tlsDir = writeQemuTlsDir(path.join(dir, `agent-${w.name}`), ca.ca, ca.issue(w.name, [w.data]));
+        await c.startAgent(
+          w.name,
+          w.port,
+          [
+            ...["--memory", "1024", "--stop-grace", "5"],
+            ...["--data-address", w.data, "--qemu-tls-dir", tlsDir],
+          ],
+          { netns: w.ns, host: w.mgmt, serverUrl: `http://${link.management!.host}:${WAN_PORT}` },
+        );
+      }
+      const res = await c.cli(["image", "import", "guest", "--manifest", manifest, "--host", "w1"]);
+      expect(res.code, res.stderr).toBe(0);
+      const vm = await c.api("POST", "/v1/vms", {
+        name: "w",
+        image: "guest",
+        memoryMiB: 256,
+        kernelArgs: GUEST,
+      });
+      expect(vm.status, JSON.stringify(vm.body)).toBe(201);
+      await c.waitVmState("w", "running", 120_000);
+      await c.waitConsole("w", /NC-VERIFY PASS seed=12 .*round=1/);
+    }, 240_000);
+
+    afterAll(async () => {
+      await c?.destroy();
+      await link?.close();
+    });
+
+    it("the relay meets the destination QEMU's TLS listener as a TLS client and its export on loopback", async () => {
+      const vm = (await c.vm("w")) as { id: string; host: string };
+      expect(vm.host).toBe("w1");
+      const res = await c.api<{ id: string }>("POST", "/v1/vms/w/migrations", {
+        targetHost: "w2",
+        options: { timeoutSeconds: 200 },
+      });
+      expect(res.status, JSON.stringify(res.body)).toBe(202);
+      // Once DWCP carries the disk, the export listens on loopback; the migration
+      // listener stays on the data address, TLS only.
+      const seen = await waitFor(
+        async () => {
+          const [pid] = await qemuPidsUnder(path.join(c.agentDir("w2"), "vms", vm.id));
+          if (pid === undefined) return undefined;
+          const addrs = await listenersOf(pid, link.nsB);
+          return addrs.some((a) => a.startsWith("127.0.0.1:")) ? addrs : undefined;
+        },
+        { timeoutMs: 60_000, intervalMs: 50, what: "the destination's export to move to loopback" },
+      );
+      console.log(`[qemu-tls] destination QEMU (auto, DWCP chosen) listens on ${seen.join(", ")}`);
+      expect(seen.every((a) => a.startsWith("127.0.0.1:") || a.startsWith(`${ADDR_B}:`))).toBe(true);
+      // On the data address only the migration listener, which takes TLS clients only.
+      expect(seen.filter((a) => a.startsWith(`${ADDR_B}:`)).length).toBeLessThanOrEqual(1);
+      const m = await c.waitMigrationEnd<{ state: string; stateReason: string; transport: string }>(
+        res.body.id,
+        240_000,
+      );
+      expect(m.state, m.stateReason).toBe("completed");
+      expect(m.transport).toBe("dwcp");
+      expect((await c.waitVmState("w", "running", 60_000)).host).toBe("w2");
+      const lines = await c.console("w", 400);
+      expect(lines.filter((l) => l.includes("NC-VERIFY FAIL") || l.includes("NC-ERROR"))).toEqual([]);
     });
   });
 });
