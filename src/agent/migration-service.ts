@@ -228,7 +228,10 @@ export class MigrationService {
       // Over DWCP, resume only a stream the relay verified end to end (SHA-256).
       await dwcp?.incomingVerified(incoming.migrationId);
       dwcp?.forgetIncoming(incoming.migrationId);
-      await stopNbdExport(proc.qmp, migrationNames(incoming.migrationId).exportName);
+      const { exportName, jobId } = migrationNames(incoming.migrationId);
+      await stopNbdExport(proc.qmp, exportName);
+      // The VM now runs here for good; its next migration loads the files afresh.
+      if (this.qemuTls) await removeTlsCreds(proc.qmp, tlsCredsId(jobId, "server"));
       if ((await queryStatus(proc.qmp)).status !== "running") await cont(proc.qmp);
       const after = await queryStatus(proc.qmp);
       if (after.status !== "running")
