@@ -202,6 +202,13 @@ async function completeAtSource(from: Vm, atPause?: () => Promise<void>): Promis
   await continueSwitchover(q);
   const done = await waitForMigration(q, { timeoutMs: 30_000, pollMs: 50, resolveOn: [] });
   expect(done.status).toBe("completed");
+  // QEMU reports "completed" from the migration thread a moment before its main loop moves
+  // the run state from "finish-migrate" to "postmigrate" (seen on QEMU 10 under load).
+  await waitFor(async () => (await queryStatus(q)).status !== "finish-migrate", {
+    timeoutMs: 5_000,
+    intervalMs: 10,
+    what: "the source to leave finish-migrate",
+  });
   expect(await queryStatus(q)).toEqual({ status: "postmigrate", running: false });
   return done;
 }

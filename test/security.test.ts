@@ -279,6 +279,7 @@ describe("security: the agent API needs the server's certificate", () => {
       tickets: { issue: () => "t", redeem: () => false } as never,
       tmpDir: "/tmp",
       listenHost: "127.0.0.1",
+      hostName: "a1",
       logger: pino({ level: "silent" }),
     });
     await app.listen({ host: "127.0.0.1", port: 0 });

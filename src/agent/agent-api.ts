@@ -56,6 +56,12 @@ export interface AgentApiDeps {
   tmpDir: string;
   /** The address migration and NBD listeners bind to (the agent's own). */
   listenHost: string;
+  /** This host's name in the cluster (what its certificate names). */
+  hostName: string;
+  /** How QEMU's own transports are secured (MigrationServiceDeps). */
+  qemuTls?: { dir: string } | null;
+  /** The explicit plaintext opt-in for QEMU's transports (MigrationServiceDeps). */
+  qemuPlaintext?: boolean;
   /** The DWCP migration transport, when this agent offers it. */
   dwcp?: AgentDwcp | null;
   logger: Logger;
@@ -199,7 +205,14 @@ export function buildAgentApi(deps: AgentApiDeps): FastifyInstance {
 
   registerMigrationRoutes(
     app,
-    new MigrationService({ vms: deps.vms, listenHost: deps.listenHost, dwcp: deps.dwcp ?? null }),
+    new MigrationService({
+      vms: deps.vms,
+      listenHost: deps.listenHost,
+      hostName: deps.hostName,
+      qemuTls: deps.qemuTls ?? null,
+      qemuPlaintext: deps.qemuPlaintext ?? false,
+      dwcp: deps.dwcp ?? null,
+    }),
   );
   return app;
 }

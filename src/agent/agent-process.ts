@@ -15,6 +15,7 @@ import type { HostCapacity, QemuInfo } from "../api/types/agent.js";
 import { ImageStore } from "../compute/images/image-store.js";
 import { probeAccelerator } from "../compute/qemu/accel.js";
 import { probeQemu, type QemuProbe, resolveQemuBinary } from "../compute/qemu/qemu-version.js";
+import { writeQemuTlsDir } from "../compute/qemu/tls-dir.js";
 import { secureDataDir } from "../lib/data-dir.js";
 import { NovaError } from "../lib/errors.js";
 import { createCa, issueWithNewKey } from "../security/pki.js";
@@ -45,6 +46,13 @@ export interface AgentOptions {
    * @defaultValue the listen address
    */
   dataHost?: string;
+  /**
+   * QEMU's TLS directory for migrations (ca-cert.pem, server-cert.pem, server-key.pem,
+   * client-cert.pem, client-key.pem: the host's certificate under both names).
+   */
+  qemuTlsDir?: string;
+  /** The explicit, insecure opt-in: QEMU's migration listeners without TLS. */
+  qemuPlaintext?: boolean;
   /** DWCP listener port on the data address (0 = kernel-chosen); null turns DWCP off. @defaultValue 0 */
   dwcpPort?: number | null;
   /**
@@ -132,6 +140,16 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
         });
   if (dwcp) log.info({ dwcp: dwcp.endpoint, tls: dwcp.secure }, "DWCP listening");
   let fetchHost = saved ? clusterFetch(saved, { role: "host" }) : undefined;
+  // QEMU's own migration and NBD listeners use TLS with the host's certificate, from a
+  // directory the agent writes from its identity (or the operator's --qemu-tls-dir).
+  const qemuTlsDir = o.qemuTlsDir ?? path.join(o.dataDir, "pki", "qemu");
+  const qemuPlaintext = o.qemuPlaintext === true;
+  if (qemuPlaintext)
+    log.warn(
+      { dataHost: o.dataHost ?? o.host ?? "127.0.0.1" },
+      "INSECURE: QEMU's migration and NBD listeners take unauthenticated connections on the data address (--qemu-plaintext)",
+    );
+  else if (!o.qemuTlsDir && saved) await writeQemuTlsDir(qemuTlsDir, saved);
   const api = buildAgentApi({
     dwcp,
     vms,
@@ -146,6 +164,9 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     tmpDir: path.join(o.dataDir, "tmp"),
     // Migration listeners bind the data address (the API's listenHost option).
     listenHost: o.dataHost ?? o.host ?? "127.0.0.1",
+    hostName: name,
+    ...(qemuPlaintext ? {} : { qemuTls: { dir: qemuTlsDir } }),
+    qemuPlaintext,
     logger: log.child({ component: "agent-api" }),
   });
   await api.listen({ host: o.host ?? "127.0.0.1", port: o.port ?? 7800 });
@@ -181,6 +202,11 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     onIdentity: (identity) => {
       (api.server as unknown as TlsServer).setSecureContext(agentTlsOptions(identity));
       dwcp?.updateTls(dwcpTlsOf(identity));
+      if (!qemuPlaintext && !o.qemuTlsDir) {
+        void writeQemuTlsDir(qemuTlsDir, identity).catch((err: unknown) =>
+          log.error({ err }, "cannot write QEMU's TLS directory; migrations over QEMU's transport will fail"),
+        );
+      }
       fetchHost = clusterFetch(identity, { role: "host" });
     },
     dataDir: o.dataDir,

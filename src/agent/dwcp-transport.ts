@@ -29,7 +29,7 @@ import type { LocalEndpoint } from "../migration/dwcp/socket-io.js";
 import type { DwcpEndpoint } from "./dwcp/control.js";
 import { DwcpPageStore } from "./dwcp/page-store.js";
 import { DwcpSource, type OutgoingDwcp } from "./dwcp/source.js";
-import { DwcpTarget } from "./dwcp/target.js";
+import { DwcpTarget, type NbdTarget } from "./dwcp/target.js";
 import type { TransportDecision } from "./dwcp/transport-choice.js";
 
 export type { DwcpEndpoint } from "./dwcp/control.js";
@@ -163,7 +163,7 @@ export class AgentDwcp {
   // ------------------------------------------------------------------ destination ---
 
   /** Destination: accept a session for `migrationId` that feeds these local endpoints. */
-  expectIncoming(migrationId: string, vmId: string, qemu: LocalEndpoint, nbd: LocalEndpoint): DwcpEndpoint {
+  expectIncoming(migrationId: string, vmId: string, qemu: LocalEndpoint, nbd: NbdTarget): DwcpEndpoint {
     return this.target.expect(migrationId, vmId, qemu, nbd);
   }
 

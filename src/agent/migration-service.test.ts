@@ -23,11 +23,13 @@ function fakeQemu() {
     jobs: [] as Array<Record<string, unknown>>,
   };
   const commands: string[] = [];
+  const args: Record<string, Record<string, unknown> | undefined> = {};
   const qmp = {
     closed: false,
     onEvent: (_: (ev: QmpEvent) => void) => () => {},
-    async execute(name: string, args?: Record<string, unknown>): Promise<unknown> {
+    async execute(name: string, a?: Record<string, unknown>): Promise<unknown> {
       commands.push(name);
+      args[name] = a;
       switch (name) {
         case "query-status":
           return { status: state.runStatus, running: state.runStatus === "running" };
@@ -38,7 +40,9 @@ function fakeQemu() {
         case "query-block":
           return [{ device: "drive-vda", inserted: { "node-name": "#block123" } }];
         case "blockdev-del":
-          throw new NovaError("NOVA_QEMU_ERROR", `no node ${String(args?.["node-name"])}`);
+          throw new NovaError("NOVA_QEMU_ERROR", `no node ${String(a?.["node-name"])}`);
+        case "qom-list":
+          return [];
         case "migrate-continue":
           // Let the second caller in while this one is still "in QEMU".
           await new Promise((r) => setTimeout(r, 5));
@@ -49,7 +53,7 @@ function fakeQemu() {
       }
     },
   };
-  return { state, commands, proc: { qmp } as unknown as QemuProcess };
+  return { state, commands, args, proc: { qmp } as unknown as QemuProcess };
 }
 
 function fakeVms(proc: QemuProcess | undefined, outgoing?: string) {
@@ -66,13 +70,19 @@ function fakeVms(proc: QemuProcess | undefined, outgoing?: string) {
   return vms;
 }
 
-function service(proc: QemuProcess | undefined, outgoing?: string) {
+function service(
+  proc: QemuProcess | undefined,
+  outgoing?: string,
+  security: { qemuTls?: { dir: string }; qemuPlaintext?: boolean } = { qemuPlaintext: true },
+) {
   const vms = fakeVms(proc, outgoing);
   return {
     vms,
     migrations: new MigrationService({
       vms: vms as unknown as VmManager,
       listenHost: "127.0.0.1",
+      hostName: "test-host",
+      ...security,
       dwcp: null,
       switchoverEstimate: "qemu",
     }),
@@ -87,6 +97,20 @@ async function rejection(p: Promise<unknown>): Promise<unknown> {
   }
   throw new Error("expected a rejection");
 }
+
+describe("MigrationService (destination)", () => {
+  it("refuses to expose QEMU's listeners with neither TLS credentials nor the plaintext opt-in, before launching QEMU", async () => {
+    const { migrations } = service(undefined, undefined, {});
+    const err = await rejection(
+      migrations.prepareIncoming(VM, {
+        migrationId: MIG,
+        spec: {} as never,
+        tuning: { downtimeLimitMs: 300, autoConverge: false, postcopy: false },
+      }),
+    );
+    expect(isNovaError(err, "NOVA_MIGRATION_INSECURE")).toBe(true);
+  });
+});
 
 describe("MigrationService (source)", () => {
   it("mirror step without DWCP: QEMU's transport, recorded and reported, after clearing a stale target node", async () => {
@@ -104,6 +128,43 @@ describe("MigrationService (source)", () => {
     });
     const mutating = q.commands.filter((c) => !c.startsWith("query-"));
     expect(mutating).toEqual(["blockdev-del", "blockdev-add", "blockdev-mirror"]);
+  });
+
+  it("mirror step to a destination that requires TLS: loads this host's credentials and checks the destination's name", async () => {
+    const q = fakeQemu();
+    const { migrations } = service(q.proc, undefined, { qemuTls: { dir: "/etc/nc/qemu-tls" } });
+    await migrations.outgoingStep(
+      VM,
+      { migrationId: MIG, step: "mirror", endpoints: { ...ENDPOINTS, tls: { hostname: "host-b" } } },
+      LOG,
+    );
+    expect(q.args["object-add"]).toEqual({
+      "qom-type": "tls-creds-x509",
+      id: `nc-tls-client-${JOB}`,
+      dir: "/etc/nc/qemu-tls",
+      endpoint: "client",
+      "verify-peer": true,
+    });
+    expect(q.args["blockdev-add"]).toMatchObject({
+      "tls-creds": `nc-tls-client-${JOB}`,
+      "tls-hostname": "host-b",
+    });
+  });
+
+  it("refuses QEMU's transport when the two agents disagree on TLS, before touching the block layer", async () => {
+    const tlsDest = { ...ENDPOINTS, tls: { hostname: "host-b" } };
+    for (const [security, endpoints] of [
+      [{ qemuPlaintext: true }, tlsDest],
+      [{ qemuTls: { dir: "/etc/nc/qemu-tls" } }, ENDPOINTS],
+    ] as const) {
+      const q = fakeQemu();
+      const { migrations } = service(q.proc, undefined, security);
+      const err = await rejection(
+        migrations.outgoingStep(VM, { migrationId: MIG, step: "mirror", endpoints }, LOG),
+      );
+      expect(isNovaError(err, "NOVA_MIGRATION_INSECURE")).toBe(true);
+      expect(q.commands).not.toContain("blockdev-add");
+    }
   });
 
   it("refuses transport dwcp on an agent without DWCP before touching QEMU's block layer", async () => {

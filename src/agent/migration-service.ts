@@ -12,6 +12,7 @@
  * decisions are pure functions in migration-decisions.ts; QMP goes through the typed
  * functions of compute/qemu.
  */
+
 import type {
   AgentIncomingEndpoints,
   AgentIncomingFinishPost,
@@ -43,6 +44,14 @@ import {
   tcpUri,
 } from "../compute/qemu/migration.js";
 import type { QemuProcess } from "../compute/qemu/process.js";
+import {
+  addTlsCreds,
+  nodeTlsClientOptions,
+  type QemuTlsConfig,
+  type QemuTlsPeer,
+  removeTlsCreds,
+  tlsCredsId,
+} from "../compute/qemu/qemu-tls.js";
 import { describeError, NovaError } from "../lib/errors.js";
 import { waitFor } from "../lib/wait.js";
 import { chooseBeforeDial } from "./dwcp/transport-choice.js";
@@ -65,6 +74,9 @@ import {
 } from "./switchover-bandwidth.js";
 import type { VmManager } from "./vm-manager.js";
 
+/** Where QEMU listens when only the DWCP relay (on this host) may reach it. */
+const LOOPBACK = "127.0.0.1";
+
 /** Where a step logs (the request's logger). */
 export interface MigrationLog {
   debug(obj: object, msg: string): void;
@@ -74,8 +86,25 @@ export interface MigrationLog {
 /** What MigrationService needs. */
 export interface MigrationServiceDeps {
   vms: VmManager;
-  /** The address migration and NBD listeners bind to (the agent's data address). */
+  /**
+   * The address QEMU's migration and NBD listeners bind to when QEMU's own transport may
+   * carry the migration (the agent's data address); behind the DWCP relay they bind
+   * 127.0.0.1.
+   */
   listenHost: string;
+  /** This host's name in the cluster: what its certificate names, and what sources check. */
+  hostName: string;
+  /**
+   * QEMU's TLS credentials (qemu-tls.ts): every QEMU listener on `listenHost` requires a
+   * client certificate from the CA, and this agent's QEMU checks the destination's.
+   */
+  qemuTls?: QemuTlsConfig | null;
+  /**
+   * The explicit, insecure opt-in: QEMU's listeners on `listenHost` take anyone. Without it
+   * and without `qemuTls`, a migration that would expose them fails (NOVA_MIGRATION_INSECURE).
+   * @defaultValue false
+   */
+  qemuPlaintext?: boolean;
   /** The DWCP migration transport, when this agent offers it. */
   dwcp?: AgentDwcp | null;
   /** Who estimates the switch-over bandwidth over DWCP. @defaultValue from the environment */
@@ -96,6 +125,9 @@ interface OutgoingRecord {
 export class MigrationService {
   private readonly vms: VmManager;
   private readonly listenHost: string;
+  private readonly hostName: string;
+  private readonly qemuTls: QemuTlsConfig | null;
+  private readonly qemuPlaintext: boolean;
   private readonly dwcp: AgentDwcp | null;
   private readonly switchoverEstimate: SwitchoverEstimate;
   private readonly outgoing = new Map<string, OutgoingRecord>();
@@ -105,40 +137,65 @@ export class MigrationService {
   constructor(deps: MigrationServiceDeps) {
     this.vms = deps.vms;
     this.listenHost = deps.listenHost;
+    this.hostName = deps.hostName;
+    this.qemuTls = deps.qemuTls ?? null;
+    this.qemuPlaintext = deps.qemuPlaintext ?? false;
     this.dwcp = deps.dwcp ?? null;
     this.switchoverEstimate = deps.switchoverEstimate ?? switchoverEstimateFromEnv();
   }
 
-  /** Destination: start a paused QEMU waiting for the VM, export its disk, listen. */
+  /**
+   * Destination: start a paused QEMU waiting for the VM, export its disk, listen. Where
+   * (docs/migration.md, "Who listens where"): over DWCP only (requested "dwcp") QEMU's
+   * listeners bind 127.0.0.1 and only the relay reaches them; otherwise the source may
+   * still choose QEMU's own transport, so they bind the data address, with TLS (or the
+   * plaintext opt-in), and should the source choose DWCP after all the relay meets them
+   * there over TLS (memory) or moves the NBD export to loopback first (disk).
+   */
   async prepareIncoming(id: string, body: AgentIncomingPost): Promise<AgentIncomingEndpoints> {
-    const { vms, listenHost, dwcp } = this;
+    const { vms, dwcp } = this;
     const { migrationId, spec, tuning } = body;
     const existing = vms.incomingOf(id);
     if (existing?.migrationId === migrationId && existing.endpoints && vms.processOf(id))
       return existing.endpoints;
+    const behindRelay = dwcp !== null && body.transport === "dwcp";
+    // Before launching anything: an exposed listener needs TLS or the explicit opt-in.
+    const tls = behindRelay ? null : this.requireQemuSecurity();
+    const host = behindRelay ? LOOPBACK : this.listenHost;
     const proc = await vms.launchIncoming(id, spec, migrationId);
     try {
-      const { exportName } = migrationNames(migrationId);
-      const nbdPort = await freePort(listenHost);
-      await startNbdExport(proc.qmp, {
-        host: listenHost,
-        port: nbdPort,
-        exportName,
-        nodeName: await diskNodeName(proc.qmp),
-      });
-      const migratePort = await freePort(listenHost);
-      await startIncoming(proc.qmp, { host: listenHost, port: migratePort }, tuning);
+      const { exportName, jobId } = migrationNames(migrationId);
+      const tlsCreds = tls
+        ? await addTlsCreds(proc.qmp, { id: tlsCredsId(jobId, "server"), dir: tls.dir, endpoint: "server" })
+        : undefined;
+      const nodeName = await diskNodeName(proc.qmp);
+      const nbdPort = await freePort(host);
+      await startNbdExport(proc.qmp, { host, port: nbdPort, exportName, nodeName, tlsCreds });
+      const migratePort = await freePort(host);
+      await startIncoming(proc.qmp, { host, port: migratePort, tlsCreds }, tuning);
       const endpoints: AgentIncomingEndpoints = {
-        migrateUri: tcpUri(listenHost, migratePort),
-        nbd: { host: listenHost, port: nbdPort, exportName },
+        migrateUri: tcpUri(host, migratePort),
+        nbd: { host, port: nbdPort, exportName },
+        ...(tls ? { tls: { hostname: this.hostName } } : {}),
       };
-      if (dwcp)
+      if (dwcp) {
+        // The relay is a TLS client of this QEMU like any source; NBD's TLS starts inside
+        // the client's own handshake (which the relay forwards), so the export moves to
+        // loopback instead once the source chose DWCP (before any client connected).
+        let moved: Promise<{ host: string; port: number }> | undefined;
+        const nbdForRelay = async (): Promise<{ host: string; port: number }> => {
+          await stopNbdExport(proc.qmp, exportName);
+          const port = await freePort(LOOPBACK);
+          await startNbdExport(proc.qmp, { host: LOOPBACK, port, exportName, nodeName });
+          return { host: LOOPBACK, port };
+        };
         endpoints.dwcp = dwcp.expectIncoming(
           migrationId,
           id,
-          { host: listenHost, port: migratePort },
-          { host: listenHost, port: nbdPort },
+          { host, port: migratePort, ...(tls ? { tls: nodeTlsClientOptions(tls, this.hostName) } : {}) },
+          tls ? () => (moved ??= nbdForRelay()) : { host, port: nbdPort },
         );
+      }
       await vms.setIncomingEndpoints(id, endpoints);
       return endpoints;
     } catch (err) {
@@ -171,7 +228,10 @@ export class MigrationService {
       // Over DWCP, resume only a stream the relay verified end to end (SHA-256).
       await dwcp?.incomingVerified(incoming.migrationId);
       dwcp?.forgetIncoming(incoming.migrationId);
-      await stopNbdExport(proc.qmp, migrationNames(incoming.migrationId).exportName);
+      const { exportName, jobId } = migrationNames(incoming.migrationId);
+      await stopNbdExport(proc.qmp, exportName);
+      // The VM now runs here for good; its next migration loads the files afresh.
+      if (this.qemuTls) await removeTlsCreds(proc.qmp, tlsCredsId(jobId, "server"));
       if ((await queryStatus(proc.qmp)).status !== "running") await cont(proc.qmp);
       const after = await queryStatus(proc.qmp);
       if (after.status !== "running")
@@ -198,10 +258,13 @@ export class MigrationService {
         const out = await this.chooseTransport(migrationId, id, endpoints, transport ?? "auto");
         // A step cut short (agent restart) may have added the target node but not the job.
         await blockdevDel(proc.qmp, mirrorTargetNodeName(jobId)).catch(() => {});
+        // The relay's endpoint is on loopback and plaintext; the destination's own needs TLS.
+        const tls = out ? undefined : await this.peerTls(proc, migrationId, endpoints);
         await startMirror(proc.qmp, {
           jobId,
           sourceNode: await diskNodeName(proc.qmp),
           nbd: out ? { ...(await out.nbdEndpoint()), exportName: endpoints.nbd.exportName } : endpoints.nbd,
+          ...(tls ? { tls } : {}),
         });
       }
     } else if (step === "memory") {
@@ -210,6 +273,7 @@ export class MigrationService {
       if (vms.outgoingOf(id) !== migrationId) {
         const out = dwcp?.outgoingOf(migrationId);
         const uri = out ? await out.migrateUri() : endpoints.migrateUri;
+        const tls = out ? undefined : await this.peerTls(proc, migrationId, endpoints);
         const times: SwitchoverTimes = {};
         this.record(migrationId).times = times;
         const auto = body.autoSwitchover === true;
@@ -242,7 +306,10 @@ export class MigrationService {
           } else {
             await resetSwitchoverBandwidth(proc.qmp);
           }
-          await startOutgoing(proc.qmp, uri, tuning, { pauseBeforeSwitchover: true });
+          await startOutgoing(proc.qmp, uri, tuning, {
+            pauseBeforeSwitchover: true,
+            ...(tls ? { tls } : {}),
+          });
         } catch (err) {
           stopWatching();
           this.stopGovernor(migrationId);
@@ -288,6 +355,8 @@ export class MigrationService {
       if (plan.cancelMirror && status.mirror) await cancelMirror(proc.qmp, status.mirror.jobId);
       if ((await queryStatus(proc.qmp)).status !== "running") await cont(proc.qmp);
     }
+    // The VM stays here: drop the migration's credentials (a later one loads fresh files).
+    if (this.qemuTls) await removeTlsCreds(proc.qmp, tlsCredsId(migrationNames(migrationId).jobId, "client"));
     return this.readOutgoing(id, migrationId, null);
   }
 
@@ -300,6 +369,51 @@ export class MigrationService {
       this.forgetOutgoing(migrationId);
     }
     return this.vms.release(id);
+  }
+
+  /**
+   * What a listener on the data address needs: the TLS credentials, or null for the
+   * plaintext opt-in; neither fails the migration before anything starts.
+   */
+  private requireQemuSecurity(): QemuTlsConfig | null {
+    if (this.qemuTls) return this.qemuTls;
+    if (this.qemuPlaintext) return null;
+    throw new NovaError(
+      "NOVA_MIGRATION_INSECURE",
+      `QEMU's migration and NBD listeners would be exposed on ${this.listenHost} without authentication: this agent has no QEMU TLS credentials and no plaintext opt-in`,
+      { details: { listenHost: this.listenHost } },
+    );
+  }
+
+  /**
+   * Source, QEMU's own transport: TLS to the destination as its endpoints ask, with this
+   * agent's credentials loaded into the VM's QEMU (per migration, so a rotated
+   * certificate is read afresh). Undefined: plaintext, which both agents must allow.
+   */
+  private async peerTls(
+    proc: QemuProcess,
+    migrationId: string,
+    endpoints: AgentIncomingEndpoints,
+  ): Promise<QemuTlsPeer | undefined> {
+    if (!endpoints.tls) {
+      if (this.qemuPlaintext) return undefined;
+      throw new NovaError(
+        "NOVA_MIGRATION_INSECURE",
+        "The destination offers QEMU's transport without TLS, and this agent requires TLS (plaintext needs the opt-in on both agents)",
+      );
+    }
+    if (!this.qemuTls)
+      throw new NovaError(
+        "NOVA_MIGRATION_INSECURE",
+        `The destination ${endpoints.tls.hostname} requires TLS on QEMU's transport, and this agent has no QEMU TLS credentials`,
+        { details: { hostname: endpoints.tls.hostname } },
+      );
+    const creds = await addTlsCreds(proc.qmp, {
+      id: tlsCredsId(migrationNames(migrationId).jobId, "client"),
+      dir: this.qemuTls.dir,
+      endpoint: "client",
+    });
+    return { creds, hostname: endpoints.tls.hostname };
   }
 
   private requireProcess(id: string): QemuProcess {

@@ -88,6 +88,8 @@ export async function runAgent(o: AgentDaemonFlags): Promise<void> {
     ...(o.memory ? { memoryMiB: parsePositiveInt(o.memory, "--memory") } : {}),
     ...(o.vcpus ? { vcpus: parsePositiveInt(o.vcpus, "--vcpus") } : {}),
     ...(o.qemuBinary !== undefined ? { qemuBinary: o.qemuBinary } : {}),
+    ...(o.qemuTlsDir !== undefined ? { qemuTlsDir: path.resolve(o.qemuTlsDir) } : {}),
+    ...(o.qemuPlaintext ? { qemuPlaintext: true } : {}),
   });
   process.stdout.write(
     `NovaCron agent ${agent.name} serving on ${agent.url}, joined ${o.server} (accelerator: ${agent.accel}; QEMU ${agent.qemu.version} at ${agent.qemu.binary}, q35 = ${agent.qemu.q35Alias})\n`,

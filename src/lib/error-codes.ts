@@ -251,6 +251,12 @@ export const ERROR_CODES = {
     description:
       "The DWCP migration relay could not carry the QEMU stream intact (socket lost, destination cache miss, end-to-end check failed); the source VM keeps running.",
   },
+  NOVA_MIGRATION_INSECURE: {
+    status: 500,
+    retryable: false,
+    description:
+      "A migration would use QEMU's own transport on a network address, but an agent has neither QEMU TLS credentials nor the plaintext opt-in, or the two agents disagree (one requires TLS, the other offers plaintext); nothing was started.",
+  },
 } as const satisfies Record<string, ErrorCodeEntry>;
 
 /** A stable error code. */

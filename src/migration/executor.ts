@@ -378,6 +378,8 @@ class MigrationRun {
     return this.target.prepareIncoming(vmId, {
       migrationId: this.m.id,
       tuning: this.tuning,
+      // With dwcp the destination's QEMU listens on loopback only (docs/migration.md).
+      transport: requestedTransport(this.m.options),
       spec: {
         name: vm.name,
         generation: vm.generation + 1,

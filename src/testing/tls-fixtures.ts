@@ -10,7 +10,7 @@
  * import it; the shipped library never does.
  */
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 /** PEM material for one CA and one leaf certificate. */
@@ -118,4 +118,89 @@ export function dwcpTestTls(): DwcpTestTls {
     dial: { ca, ...leaves["dialer.test"]!, checkServerIdentity: () => undefined },
   };
   return shared;
+}
+
+/**
+ * A throwaway cluster CA that can sign several host certificates (the shape of the
+ * lead's cluster PKI: ECDSA P-256, SAN DNS:<host name> plus its addresses, EKU serverAuth
+ * and clientAuth). `close()` removes its key.
+ */
+export interface TestCa {
+  /** The CA certificate (PEM). */
+  ca: string;
+  /** Signs a host certificate for `name`, valid for `ips` too. */
+  issue(name: string, ips?: string[]): { cert: string; key: string };
+  close(): void;
+}
+
+/** Creates a CA named `cn` (see TestCa). */
+export function makeTestCa(cn = "nc-test-cluster-ca"): TestCa {
+  const dir = mkdtempSync("/tmp/nc-test-ca-");
+  const run = (args: string[]): void => {
+    execFileSync("openssl", args, { cwd: dir, stdio: "ignore" });
+  };
+  const ecKey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+  run(["req", "-x509", ...ecKey, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", `/CN=${cn}`]);
+  let serial = 0;
+  return {
+    ca: readFileSync(join(dir, "ca.pem"), "utf8"),
+    issue(name, ips = ["127.0.0.1"]) {
+      serial += 1;
+      const base = `leaf${serial}`;
+      run(["req", ...ecKey, "-keyout", `${base}.key`, "-out", `${base}.csr`, "-subj", `/CN=${name}`]);
+      const san = [`DNS:${name}`, ...ips.map((ip) => `IP:${ip}`)].join(",");
+      writeFileSync(
+        join(dir, `${base}.cnf`),
+        [
+          `subjectAltName=${san}`,
+          "basicConstraints=critical,CA:FALSE",
+          // QEMU (gnutls) refuses a critical key usage without keyEncipherment, even for
+          // ECDSA keys where it means nothing: not critical here, as the cluster PKI does.
+          "keyUsage=digitalSignature",
+          "extendedKeyUsage=serverAuth,clientAuth",
+          "",
+        ].join("\n"),
+      );
+      run([
+        "x509",
+        "-req",
+        "-in",
+        `${base}.csr`,
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-set_serial",
+        String(1000 + serial),
+        "-out",
+        `${base}.pem`,
+        "-days",
+        "2",
+        "-extfile",
+        `${base}.cnf`,
+      ]);
+      return {
+        cert: readFileSync(join(dir, `${base}.pem`), "utf8"),
+        key: readFileSync(join(dir, `${base}.key`), "utf8"),
+      };
+    },
+    close() {
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * Writes QEMU's tls-creds-x509 directory for one host: the CA as ca-cert.pem and the
+ * host's certificate and key under both the server-* and client-* names (the layout
+ * the agent's `qemuTlsDir` expects, docs/migration.md). Returns `dir`.
+ */
+export function writeQemuTlsDir(dir: string, ca: string, host: { cert: string; key: string }): string {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  writeFileSync(join(dir, "ca-cert.pem"), ca);
+  for (const side of ["server", "client"]) {
+    writeFileSync(join(dir, `${side}-cert.pem`), host.cert);
+    writeFileSync(join(dir, `${side}-key.pem`), host.key, { mode: 0o600 });
+  }
+  return dir;
 }

@@ -20,11 +20,17 @@ import type { DwcpPageStore } from "./page-store.js";
 /** How long a connected peer has to say which migration it serves. */
 const HELLO_TIMEOUT_MS = 10_000;
 
+/**
+ * Where the relay meets the destination's NBD export: an endpoint, or a function that
+ * provides it once the source chose DWCP (the agent moves the export to loopback then).
+ */
+export type NbdTarget = LocalEndpoint | (() => Promise<LocalEndpoint>);
+
 interface Incoming {
   token: Buffer;
   vmId: string;
   qemu: LocalEndpoint;
-  nbd: LocalEndpoint;
+  nbd: NbdTarget;
   session: DwcpSession | null;
   relay: MigrationRelayTarget | null;
   nbdRelay: NbdRelayTarget | null;
@@ -43,7 +49,7 @@ export class DwcpTarget {
   ) {}
 
   /** Accept a session for `migrationId` that feeds these local endpoints. */
-  expect(migrationId: string, vmId: string, qemu: LocalEndpoint, nbd: LocalEndpoint): DwcpEndpoint {
+  expect(migrationId: string, vmId: string, qemu: LocalEndpoint, nbd: NbdTarget): DwcpEndpoint {
     const existing = this.incoming.get(migrationId);
     const token = existing?.token ?? randomBytes(24);
     if (!existing)
@@ -163,11 +169,13 @@ export class DwcpTarget {
       if (inc.session === session) inc.session = null;
       return;
     }
+    // Before the inventory, which the source waits for: its mirror connects only after.
+    const nbd = typeof inc.nbd === "function" ? await inc.nbd() : inc.nbd;
     ({ memory: inc.history, disk: inc.diskHistory } = this.pages.loadHistories(inc.vmId));
     inc.nbdRelay = new NbdRelayTarget({
       router,
       label: "nbd",
-      target: inc.nbd,
+      target: nbd,
       cache: this.pages.current,
       history: inc.diskHistory,
       announce: false,

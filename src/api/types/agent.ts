@@ -197,8 +197,20 @@ export type AgentMigrationTuning = Static<typeof AgentMigrationTuning>;
 
 /** Where the destination listens for a migration. */
 export const AgentIncomingEndpoints = Type.Object({
-  migrateUri: Type.String({ description: "QEMU migration URI, tcp:HOST:PORT" }),
+  migrateUri: Type.String({
+    description:
+      "QEMU migration URI, tcp:HOST:PORT (on 127.0.0.1 when only DWCP may carry the migration: not for the source to dial)",
+  }),
   nbd: Type.Object({ host: Type.String(), port: Type.Integer(), exportName: Type.String() }),
+  tls: Type.Optional(
+    Type.Object(
+      { hostname: Type.String() },
+      {
+        description:
+          "QEMU's listeners (migrateUri, nbd) require TLS with a certificate from the cluster CA; the source checks the destination's certificate against this host name. Absent: plaintext (the destination's explicit opt-in)",
+      },
+    ),
+  ),
   dwcp: Type.Optional(
     Type.Object(
       { host: Type.String(), port: Type.Integer(), token: Type.String() },
@@ -210,7 +222,17 @@ export type AgentIncomingEndpoints = Static<typeof AgentIncomingEndpoints>;
 
 /** `POST /agent/v1/vms/{id}/incoming`: start a destination QEMU waiting for the VM. */
 export const AgentIncomingPost = Type.Object(
-  { migrationId: Type.String(), spec: AgentVmPut, tuning: AgentMigrationTuning },
+  {
+    migrationId: Type.String(),
+    spec: AgentVmPut,
+    tuning: AgentMigrationTuning,
+    transport: Type.Optional(
+      Type.Union([Type.Literal("auto"), Type.Literal("qemu"), Type.Literal("dwcp")], {
+        description:
+          "The transport the migration asked for: with dwcp the destination QEMU listens on loopback only, behind the DWCP relay. @defaultValue auto",
+      }),
+    ),
+  },
   { additionalProperties: false },
 );
 export type AgentIncomingPost = Static<typeof AgentIncomingPost>;

@@ -40,6 +40,8 @@ export interface AgentDaemonFlags {
   vcpus?: string;
   stopGrace: string;
   qemuBinary?: string;
+  qemuTlsDir?: string;
+  qemuPlaintext?: boolean;
 }
 
 /** Runs a daemon in the foreground until SIGINT/SIGTERM. */
@@ -121,6 +123,11 @@ export function registerDaemonCommands(program: Command, loadLauncher?: LoadDaem
       "--data-address <host>",
       "address for migration traffic (QEMU migration and NBD listeners; default: the --listen host)",
     )
+    .option(
+      "--qemu-tls-dir <dir>",
+      "QEMU's TLS credentials for migrations (ca-cert.pem, server-cert.pem, server-key.pem, client-cert.pem, client-key.pem)",
+    )
+    .option("--qemu-plaintext", "INSECURE: QEMU's migration and NBD listeners without TLS")
     .option("--name <name>", "host name in the cluster", os.hostname().toLowerCase())
     .option("--dwcp-port <port>", "DWCP migration listener port on the data address (0 = any free port)", "0")
     .option("--no-dwcp", "do not offer DWCP for migrations (QEMU's own transport only)")

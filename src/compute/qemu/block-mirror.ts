@@ -47,6 +47,7 @@ import {
   queryStatus,
 } from "./commands.js";
 import { pollQmp } from "./migration-poll.js";
+import type { QemuTlsPeer } from "./qemu-tls.js";
 import type { QmpClient } from "./qmp.js";
 
 /** Where the destination serves a disk over NBD. */
@@ -131,16 +132,22 @@ export async function diskNodeName(qmp: QmpClient, device = "drive-vda"): Promis
 /**
  * Destination: starts QEMU's NBD server on host:port and exports `nodeName` writable as
  * `exportName`. Exporting activates the node, which QEMU holds inactive while incoming.
- * One NBD server per QEMU: it must not be running already.
+ * One NBD server per QEMU: it must not be running already. With `tlsCreds` (a server
+ * tls-creds object, qemu-tls.ts) a client must complete TLS with a certificate from the
+ * CA before it can name an export.
  */
 export async function startNbdExport(
   qmp: QmpClient,
-  opts: { host: string; port: number; exportName: string; nodeName: string },
+  opts: { host: string; port: number; exportName: string; nodeName: string; tlsCreds?: string },
 ): Promise<void> {
   checkEndpoint(opts);
   const revert = new Reverter();
   try {
-    await nbdServerStart(qmp, { host: opts.host, port: opts.port });
+    await nbdServerStart(qmp, {
+      host: opts.host,
+      port: opts.port,
+      ...(opts.tlsCreds ? { tlsCreds: opts.tlsCreds } : {}),
+    });
     revert.add(() => nbdServerStop(qmp));
     await blockExportAddNbd(qmp, {
       id: opts.exportName,
@@ -205,6 +212,8 @@ export interface MirrorOptions {
   sourceNode: string;
   /** The destination's export (startNbdExport). */
   nbd: NbdEndpoint;
+  /** Connect with TLS (the export was started with tlsCreds); unset: plaintext. */
+  tls?: QemuTlsPeer;
   /**
    * "background" copies dirty blocks asynchronously; "write-blocking" makes guest writes
    * wait until they reached the target once the job is ready. @defaultValue "background"
@@ -229,6 +238,7 @@ export async function startMirror(qmp: QmpClient, opts: MirrorOptions): Promise<
       host: opts.nbd.host,
       port: opts.nbd.port,
       exportName: opts.nbd.exportName,
+      ...(opts.tls ? { tls: opts.tls } : {}),
     });
     revert.add(() => blockdevDel(qmp, target));
     await blockdevMirror(qmp, {

@@ -104,6 +104,10 @@ export interface MigrationParameters {
    * whether the rest fits in downtime-limit; 0 = its own estimate.
    */
   "avail-switchover-bandwidth"?: number;
+  /** The tls-creds-x509 object migrations use; "" turns TLS off (qemu-tls.ts). */
+  "tls-creds"?: string;
+  /** Source: the name the destination's certificate must carry; "" = the URI's host. */
+  "tls-hostname"?: string;
 }
 
 /** Whether this QEMU has a migration parameter (names differ across QEMU versions). */
@@ -160,6 +164,35 @@ export async function queryMigrate(c: QmpClient): Promise<QueryMigrateReply> {
   return c.execute<QueryMigrateReply>("query-migrate");
 }
 
+// -------------------------------------------------------------------------- objects ---
+
+/** Adds a QOM object (object-add), e.g. a tls-creds-x509. */
+export async function objectAdd(
+  c: QmpClient,
+  qomType: string,
+  id: string,
+  props: Record<string, unknown>,
+): Promise<void> {
+  await c.execute("object-add", { "qom-type": qomType, id, ...props });
+}
+
+/** Removes a QOM object added with object-add. */
+export async function objectDel(c: QmpClient, id: string): Promise<void> {
+  await c.execute("object-del", { id });
+}
+
+/** The ids of the user-created objects (children of /objects). */
+export async function queryObjects(c: QmpClient): Promise<string[]> {
+  // QEMU 7.2 creates /objects with the first object: "not found" means none yet.
+  const reply = await c
+    .execute<Array<{ name: string; type: string }>>("qom-list", { path: "/objects" })
+    .catch((err: unknown) => {
+      if (err instanceof Error && /not found/i.test(err.message)) return [];
+      throw err;
+    });
+  return reply.filter((p) => p.type.startsWith("child<")).map((p) => p.name);
+}
+
 // ------------------------------------------------------------- block layer, NBD, jobs ---
 
 /** One entry of query-block: a guest drive and the node at its top. */
@@ -186,10 +219,17 @@ export async function queryNamedBlockNodes(c: QmpClient): Promise<string[]> {
   return reply.map((n) => n["node-name"]);
 }
 
-/** Starts QEMU's built-in NBD server on a TCP address. */
-export async function nbdServerStart(c: QmpClient, addr: { host: string; port: number }): Promise<void> {
+/**
+ * Starts QEMU's built-in NBD server on a TCP address; with `tlsCreds` (a server-endpoint
+ * tls-creds object) every client must complete TLS before any other option.
+ */
+export async function nbdServerStart(
+  c: QmpClient,
+  addr: { host: string; port: number; tlsCreds?: string },
+): Promise<void> {
   await c.execute("nbd-server-start", {
     addr: { type: "inet", data: { host: addr.host, port: String(addr.port) } },
+    ...(addr.tlsCreds ? { "tls-creds": addr.tlsCreds } : {}),
   });
 }
 
@@ -227,16 +267,26 @@ export async function queryBlockExports(c: QmpClient): Promise<string[]> {
   return reply.map((e) => e.id);
 }
 
-/** Adds a protocol node that is an NBD client of `export` on a TCP server (blockdev-add). */
+/**
+ * Adds a protocol node that is an NBD client of `export` on a TCP server (blockdev-add);
+ * with `tls` it talks TLS and checks the server's certificate against `tls.hostname`.
+ */
 export async function blockdevAddNbd(
   c: QmpClient,
-  opts: { nodeName: string; host: string; port: number; exportName: string },
+  opts: {
+    nodeName: string;
+    host: string;
+    port: number;
+    exportName: string;
+    tls?: { creds: string; hostname: string };
+  },
 ): Promise<void> {
   await c.execute("blockdev-add", {
     driver: "nbd",
     "node-name": opts.nodeName,
     server: { type: "inet", host: opts.host, port: String(opts.port) },
     export: opts.exportName,
+    ...(opts.tls ? { "tls-creds": opts.tls.creds, "tls-hostname": opts.tls.hostname } : {}),
   });
 }
 

@@ -173,6 +173,20 @@ describe("startIncoming", () => {
           ],
         },
       },
+      { command: "migrate-set-parameters", args: { "tls-creds": "" } },
+      { command: "migrate-incoming", args: { uri: "tcp:10.0.0.2:46001" } },
+    ]);
+  });
+
+  it("with TLS credentials, requires TLS on the listener before it listens", async () => {
+    const qmp = new ScriptedQmp().on("query-status", () => ({ status: "inmigrate", running: false }));
+    await startIncoming(
+      qmp.client,
+      { host: "10.0.0.2", port: 46001, tlsCreds: "nc-tls-server-x" },
+      DEFAULT_TUNING,
+    );
+    expect(qmp.calls.slice(-2)).toEqual([
+      { command: "migrate-set-parameters", args: { "tls-creds": "nc-tls-server-x" } },
       { command: "migrate-incoming", args: { uri: "tcp:10.0.0.2:46001" } },
     ]);
   });
@@ -209,6 +223,22 @@ describe("startOutgoing", () => {
         },
       },
       { command: "migrate-set-parameters", args: { "downtime-limit": 500, "max-bandwidth": 1048576 } },
+      // Cleared: the parameters outlive an earlier migration that used TLS.
+      { command: "migrate-set-parameters", args: { "tls-creds": "", "tls-hostname": "" } },
+      { command: "migrate", args: { uri: "tcp:10.0.0.2:46001" } },
+    ]);
+  });
+
+  it("with TLS, names the credentials and the destination's host name before migrating", async () => {
+    const qmp = new ScriptedQmp().on("query-migrate", () => ({}));
+    await startOutgoing(qmp.client, "tcp:10.0.0.2:46001", DEFAULT_TUNING, {
+      tls: { creds: "nc-tls-client-x", hostname: "host-b" },
+    });
+    expect(qmp.calls.slice(-2)).toEqual([
+      {
+        command: "migrate-set-parameters",
+        args: { "tls-creds": "nc-tls-client-x", "tls-hostname": "host-b" },
+      },
       { command: "migrate", args: { uri: "tcp:10.0.0.2:46001" } },
     ]);
   });

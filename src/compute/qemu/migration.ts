@@ -62,6 +62,7 @@ import {
   POSTCOPY_STATUSES,
   parseQueryMigrate,
 } from "./migration-progress.js";
+import type { QemuTlsPeer } from "./qemu-tls.js";
 import type { QmpClient } from "./qmp.js";
 
 export type { MigrationProgress, MigrationStatus } from "./migration-progress.js";
@@ -220,10 +221,13 @@ export function tcpUri(host: string, port: number): string {
  * Destination: prepares a QEMU started with `incoming: "defer"` and starts listening on
  * `listen`. Turns autostart off (the VM stays paused after the migration until `cont`),
  * and sets the capabilities that must match the source (postcopy-ram) plus events.
+ * With `listen.tlsCreds` (a server tls-creds object, qemu-tls.ts) every connection, the
+ * multifd channels included, must complete TLS with a client certificate from the CA
+ * before QEMU reads a byte of migration stream.
  */
 export async function startIncoming(
   qmp: QmpClient,
-  listen: { host: string; port: number },
+  listen: { host: string; port: number; tlsCreds?: string },
   tuning: MigrationTuning,
 ): Promise<void> {
   validateTuning(tuning);
@@ -246,6 +250,7 @@ export async function startIncoming(
     multifd: Boolean(tuning.multifd),
   });
   await applyMultifd(qmp, tuning);
+  await migrateSetParameters(qmp, { "tls-creds": listen.tlsCreds ?? "" });
   await migrateIncoming(qmp, uri);
 }
 
@@ -257,6 +262,12 @@ export interface OutgoingOptions {
    * @defaultValue false
    */
   pauseBeforeSwitchover?: boolean;
+  /**
+   * Speak TLS to the destination (memory stream and multifd channels) and check its
+   * certificate against `hostname`; unset means plaintext, as for the DWCP relay's
+   * loopback endpoint. Set (or cleared) on every start: the parameters outlive a migration.
+   */
+  tls?: QemuTlsPeer;
 }
 
 /**
@@ -291,6 +302,10 @@ export async function startOutgoing(
     maxBandwidthBytesPerSec: tuning.maxBandwidthBytesPerSec ?? UNLIMITED_BANDWIDTH,
   });
   await applyMultifd(qmp, tuning);
+  await migrateSetParameters(qmp, {
+    "tls-creds": opts.tls?.creds ?? "",
+    "tls-hostname": opts.tls?.hostname ?? "",
+  });
   await migrate(qmp, uri);
 }
 

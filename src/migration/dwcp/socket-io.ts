@@ -3,10 +3,14 @@
  * a unix socket), connecting to such an endpoint, and writing with backpressure.
  */
 import net, { type Server, type Socket } from "node:net";
+import tls from "node:tls";
 import { NovaError } from "../../lib/errors.js";
 
-/** A local endpoint: TCP (`host` defaults to 127.0.0.1) or a unix socket path. */
-export type LocalEndpoint = { host?: string; port: number } | { path: string };
+/**
+ * A local endpoint: TCP (`host` defaults to 127.0.0.1) or a unix socket path. `tls` makes
+ * connectLocal speak TLS (a destination QEMU whose migration listener requires it).
+ */
+export type LocalEndpoint = { host?: string; port: number; tls?: tls.ConnectionOptions } | { path: string };
 
 /** QEMU's URI for an endpoint, e.g. "tcp:127.0.0.1:46100" or "unix:/run/x.sock". */
 export function qemuUri(ep: LocalEndpoint): string {
@@ -41,15 +45,19 @@ export async function listenLocal(
 /** Connects to a local endpoint, bounded by `timeoutMs`. */
 export function connectLocal(ep: LocalEndpoint, timeoutMs = 10_000): Promise<Socket> {
   return new Promise((resolve, reject) => {
+    const secure = "path" in ep ? undefined : ep.tls;
     const s =
       "path" in ep
         ? net.connect({ path: ep.path, allowHalfOpen: true })
-        : net.connect({ host: ep.host ?? "127.0.0.1", port: ep.port, allowHalfOpen: true });
+        : secure
+          ? // TLS has no half-close; the relay ends the socket only after the whole stream.
+            tls.connect({ ...secure, host: ep.host ?? "127.0.0.1", port: ep.port })
+          : net.connect({ host: ep.host ?? "127.0.0.1", port: ep.port, allowHalfOpen: true });
     const timer = setTimeout(() => {
       s.destroy();
       reject(new NovaError("NOVA_MIGRATION_RELAY", `Timed out connecting to ${qemuUri(ep)}`));
     }, timeoutMs);
-    s.once("connect", () => {
+    s.once(secure ? "secureConnect" : "connect", () => {
       clearTimeout(timer);
       s.setNoDelay(true);
       resolve(s);
