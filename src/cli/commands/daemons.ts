@@ -125,7 +125,7 @@ export function registerDaemonCommands(program: Command, loadLauncher?: LoadDaem
     )
     .option(
       "--qemu-tls-dir <dir>",
-      "QEMU's TLS credentials for migrations (ca-cert.pem, server-cert.pem, server-key.pem, client-cert.pem, client-key.pem)",
+      "QEMU's TLS credentials for migrations (ca-cert.pem, server-cert.pem, server-key.pem, client-cert.pem, client-key.pem; default: written from the host's identity into <data dir>/pki/qemu)",
     )
     .option("--qemu-plaintext", "INSECURE: QEMU's migration and NBD listeners without TLS")
     .option("--name <name>", "host name in the cluster", os.hostname().toLowerCase())
