@@ -1,8 +1,9 @@
 /**
  * The permission policy: what a principal may do. Every /v1 route and the execution
  * system's run-time check ask `authorize`, which denies by default. Today's principals:
- * admin tokens (everything), join tokens (register an agent), host credentials
- * (heartbeat). RBAC roles replace the table in `PERMISSIONS_BY_KIND` later without
+ * admin tokens (everything) and hosts, known by their client certificate (heartbeat).
+ * The `join` kind is the API join token of old (migration 000006 revoked them all; agents
+ * join with one-time host-bound tokens, cluster/store/join-tokens.ts). RBAC roles replace the table in `PERMISSIONS_BY_KIND` later without
  * touching the routes. A leaf: it imports nothing of ours beyond lib and api/types.
  */
 
