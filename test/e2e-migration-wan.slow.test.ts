@@ -250,7 +250,9 @@ describe.skipIf(unavailable !== null)(
 
     it("a port scan during a migration finds nothing that acts on an unauthenticated byte off loopback", async () => {
       const from = await where();
-      const m = await start({ transport: "dwcp", maxBandwidthMiBps: 2, timeoutSeconds: 120 });
+      // `auto`: the destination QEMU listens on the data address (with TLS) before the
+      // source chooses, so its listeners are in the scan too.
+      const m = await start({ maxBandwidthMiBps: 2, timeoutSeconds: 120 });
       await flowing(m.id);
       // Every listener of the agents and their QEMUs (each site's namespace holds only
       // ours) and of the server, probed from the other site as an attacker there would.
@@ -275,8 +277,10 @@ describe.skipIf(unavailable !== null)(
           who: "server",
         });
       }
-      // The agents' APIs, DWCP listeners and the server's API at least.
-      expect(targets.length).toBeGreaterThanOrEqual(5);
+      // The agents' APIs, DWCP listeners, the destination QEMU and the server's API at least.
+      expect(targets.length).toBeGreaterThanOrEqual(6);
+      expect(targets.some((t) => t.who.includes("qemu"))).toBe(true);
+      console.log(`port scan: ${targets.map((t) => `${t.where} ${t.who} ${t.host}:${t.port}`).join("; ")}`);
       const open: string[] = [];
       for (const t of targets) {
         const r = await probeFrom(t.from, t.host, t.port);
