@@ -39,6 +39,9 @@ const LIMITS = {
   sseStreamsTotal: 4,
   sseHeartbeatMs: 1500,
   sseBufferBytes: 256 * 1024,
+  // The address-rate test opens hundreds of connections from one address at once; the
+  // per-address connection cap has its own test (src/lib/http-limits.test.ts).
+  maxConnectionsPerAddress: 10_000,
 };
 
 let server: RunningServer;

@@ -4,6 +4,7 @@ import { createServer, type Server } from "node:http";
 import { type AddressInfo, connect, type Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { applyHttpServerLimits, HTTP_SERVER_LIMITS } from "./http-limits.js";
+import { waitFor } from "./wait.js";
 
 describe("applyHttpServerLimits", () => {
   let server: Server;
@@ -61,5 +62,42 @@ describe("applyHttpServerLimits", () => {
     expect(b.ms).toBeGreaterThanOrEqual(900);
     expect(b.ms).toBeLessThan(1000 + 400);
     expect(b.text).toMatch(/^HTTP\/1\.1 408/);
+  });
+
+  it("closes connections from one address beyond its cap at once, and counts them down as they close", async () => {
+    const capped = createServer((_req, res) => res.end("ok"));
+    applyHttpServerLimits(capped, { maxConnectionsPerAddress: 3 });
+    await new Promise<void>((r) => capped.listen(0, "127.0.0.1", r));
+    const p = (capped.address() as AddressInfo).port;
+    const dial = () =>
+      new Promise<{ socket: Socket; closed: Promise<void> }>((resolve) => {
+        const socket = connect(p, "127.0.0.1", () =>
+          resolve({ socket, closed: new Promise((r) => socket.on("close", () => r())) }),
+        );
+      });
+    try {
+      const held = [await dial(), await dial(), await dial()];
+      const extra = await dial();
+      await extra.closed; // destroyed by the server as it arrived
+      held[0]!.socket.destroy();
+      await held[0]!.closed;
+      // The server sees the close a moment after the client does.
+      await waitFor(
+        () =>
+          new Promise<boolean | undefined>((r) => capped.getConnections((_e, n) => r(n === 2 || undefined))),
+        { timeoutMs: 5000, what: "the server to count the closed connection" },
+      );
+      // One slot free again: a new connection stays open long enough to be answered.
+      const again = await dial();
+      const reply = await new Promise<string>((resolve) => {
+        again.socket.on("data", (d: Buffer) => resolve(d.toString()));
+        again.socket.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+      });
+      expect(reply).toMatch(/^HTTP\/1\.1 200/);
+      for (const h of [...held, again]) h.socket.destroy();
+    } finally {
+      capped.closeAllConnections();
+      await new Promise((r) => capped.close(r));
+    }
   });
 });

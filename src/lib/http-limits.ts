@@ -9,13 +9,16 @@
  * - `requestTimeoutMs`: until the whole request, body included, is received (bodies are at
  *   most 1 MiB, so 30 s is 35 KB/s at worst);
  * - `keepAliveTimeoutMs`: an idle connection between requests;
- * - `maxConnections`: connections beyond it are closed as they arrive.
+ * - `maxConnections`: connections beyond it are closed as they arrive;
+ * - `maxConnectionsPerAddress`: the same per client address, so that one peer cannot take
+ *   them all (counted from the TCP accept, before any TLS handshake).
  *
  * Expiry is checked every `checkIntervalMs` (Node's default is 30 s, which would add up to
  * 30 s to every bound). Nothing bounds the time the server takes to answer a complete
  * request: some (an image import, an execution waited on) take minutes.
  */
 import type { Server } from "node:http";
+import type { Socket } from "node:net";
 
 /** The bounds, all in milliseconds except maxConnections. */
 export interface HttpServerLimits {
@@ -27,6 +30,8 @@ export interface HttpServerLimits {
   keepAliveTimeoutMs: number;
   /** @defaultValue 1024 */
   maxConnections: number;
+  /** @defaultValue 128 */
+  maxConnectionsPerAddress: number;
   /** @defaultValue 1000 */
   checkIntervalMs: number;
 }
@@ -37,6 +42,7 @@ export const HTTP_SERVER_LIMITS = {
   requestTimeoutMs: 30_000,
   keepAliveTimeoutMs: 10_000,
   maxConnections: 1024,
+  maxConnectionsPerAddress: 128,
   checkIntervalMs: 1000,
 } as const satisfies HttpServerLimits;
 
@@ -53,6 +59,21 @@ export function applyHttpServerLimits(server: Server, limits: Partial<HttpServer
   server.maxConnections = l.maxConnections;
   (server as Server & { connectionsCheckingInterval: number }).connectionsCheckingInterval =
     l.checkIntervalMs;
+  const perAddress = new Map<string, number>();
+  server.on("connection", (socket: Socket) => {
+    const address = socket.remoteAddress ?? "";
+    const n = (perAddress.get(address) ?? 0) + 1;
+    if (n > l.maxConnectionsPerAddress) {
+      socket.destroy();
+      return;
+    }
+    perAddress.set(address, n);
+    socket.once("close", () => {
+      const left = (perAddress.get(address) ?? 1) - 1;
+      if (left <= 0) perAddress.delete(address);
+      else perAddress.set(address, left);
+    });
+  });
 }
 
 /**
