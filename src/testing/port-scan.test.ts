@@ -36,6 +36,7 @@ describe("port scan", () => {
     );
     const rawResult = await probe("127.0.0.1", raw, 500);
     expect(rawResult.garbage).toBe("kept-open");
+    expect(rawResult.tlsWithoutCertificate).toBe("no-tls");
     expect(authenticatedOnly(rawResult)).toBe(false);
     const httpResult = await probe("127.0.0.1", http, 500);
     expect(httpResult.garbage).toBe("answered");

@@ -29,8 +29,13 @@ export interface Listener {
 export interface ProbeResult {
   /** Garbage sent in clear: `tls-alert`, `closed` (passes), `answered` (bytes that are no TLS alert) or `kept-open` (it took the bytes and waits for more). */
   garbage: "tls-alert" | "closed" | "answered" | "kept-open";
-  /** A TLS client with no certificate: `refused`, `no-tls`, or the HTTP status of an unauthenticated request. */
-  tlsWithoutCertificate: "refused" | "no-tls" | number;
+  /**
+   * A TLS client with no certificate: `refused` (closed or reset, during or right after
+   * the handshake), `no-tls` (no handshake and no refusal: something else holds the
+   * connection), `kept-open` (the handshake completed and the request got no answer), or
+   * the HTTP status of an unauthenticated request.
+   */
+  tlsWithoutCertificate: "refused" | "no-tls" | "kept-open" | number;
   /** First bytes of an answer, for the failure message. */
   sample?: string;
 }
@@ -99,13 +104,15 @@ export async function probe(host: string, port: number, timeoutMs = 2000): Promi
     });
     let text = "";
     let secure = false;
-    const timer = setTimeout(() => finish(), timeoutMs);
-    const finish = () => {
+    const finish = (timedOut: boolean) => {
       clearTimeout(timer);
       s.destroy();
       const status = /^HTTP\/1\.[01] (\d{3})/.exec(text)?.[1];
-      resolve(status ? Number(status) : secure ? "refused" : "no-tls");
+      if (status) resolve(Number(status));
+      else if (!timedOut) resolve("refused");
+      else resolve(secure ? "kept-open" : "no-tls");
     };
+    const timer = setTimeout(() => finish(true), timeoutMs);
     s.on("secureConnect", () => {
       secure = true;
       s.write(`GET /v1/hosts HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
@@ -113,12 +120,10 @@ export async function probe(host: string, port: number, timeoutMs = 2000): Promi
     s.on("data", (d: Buffer) => {
       text += d.toString("latin1");
     });
-    s.on("error", (err: NodeJS.ErrnoException) => {
-      // A TLS 1.3 server refusing the missing certificate says so after the handshake.
-      if (!secure && /alert|certificate/i.test(err.message)) secure = true;
-      finish();
-    });
-    s.on("close", finish);
+    // A TLS 1.3 server refusing the missing certificate does so after the handshake (an
+    // alert, or a reset as QEMU's GnuTLS does); either way no request got through.
+    s.on("error", () => finish(false));
+    s.on("close", () => finish(false));
   });
   return { ...garbage, tlsWithoutCertificate };
 }
