@@ -78,8 +78,12 @@ export class AgentIdentityFiles {
     await writeFile(`${file}.tmp`, `${JSON.stringify(meta)}\n`, { mode: 0o600 });
     await rename(`${file}.tmp`, file);
     const keep = new Set([META, meta.ca, meta.cert, meta.key]);
-    for (const f of await readdir(this.dir))
-      if (!keep.has(f)) await rm(path.join(this.dir, f), { force: true });
+    // Older generations only: the dir also holds QEMU's TLS directory (qemu/).
+    for (const f of await readdir(this.dir)) {
+      if (!keep.has(f) && /^(ca|host)-[0-9a-f]+\.(crt|key)$/.test(f)) {
+        await rm(path.join(this.dir, f), { force: true });
+      }
+    }
   }
 }
 

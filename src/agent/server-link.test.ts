@@ -6,7 +6,7 @@
  * identity reused, and an impostor server (another CA) refused before anything is sent.
  */
 import { statSync } from "node:fs";
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm } from "node:fs/promises";
 import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -184,6 +184,7 @@ describe("ServerLink", () => {
   it("re-registers with its own certificate on a 401 and beats again at once", async () => {
     heartbeatStatuses = [401];
     const { link: l } = link(60_000);
+    await mkdir(path.join(dataDir, "pki", "qemu"), { recursive: true });
     await l.start();
     const first = l.identity!.certPem;
     await waitFor(() => heartbeats().length === 2, { what: "the second heartbeat", timeoutMs: 5000 });
@@ -194,6 +195,10 @@ describe("ServerLink", () => {
       ["/v1/agent/heartbeat", "-", "host", 200],
     ]);
     expect(l.identity!.certPem).not.toBe(first);
+    // One generation of key and certificate is kept; other files in the dir stay.
+    const files = (await readdir(path.join(dataDir, "pki"))).sort();
+    expect(files.filter((f) => f.endsWith(".key"))).toHaveLength(1);
+    expect(files).toContain("qemu");
   });
 
   it("reuses the saved identity for the same server without registering or a token", async () => {
