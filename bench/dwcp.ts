@@ -13,7 +13,8 @@
  *   --size SIZE        image size, e.g. 1GiB (default), 256MiB
  *   --methods LIST     subset of tcp,tcp-zstd,dwcp,dwcp-plaintext
  *   --max-seconds N    cap per measurement; a capped run reports complete=false (default 150)
- *   --repeat N         run each measurement N times and report the median-goodput run (default 1)
+ *   --repeat N         run each measurement N times and report the median-goodput run (default 1);
+ *                      each repeat of pass 1 starts with an empty cache
  *   --json             one JSON object per line instead of the table
  *
  * CPU seconds are reported per end (cpu_seconds_sender / cpu_seconds_receiver, process.cpuUsage
@@ -254,9 +255,11 @@ async function main(): Promise<void> {
         for (const pass of [1, 2] as const) {
           for (const method of args.methods as RunSpec["method"][]) {
             const runs: RunResult[] = [];
-            const methodDir = join(stateDir, method);
-            mkdirSync(methodDir, { recursive: true });
             for (let k = 0; k < args.repeat; k++) {
+              // Repeat k of pass 1 starts cold in its own dir; repeat k of pass 2 finds only
+              // what repeat k of pass 1 left (a repeat must not warm the next one).
+              const methodDir = join(stateDir, method, `run${k}`);
+              mkdirSync(methodDir, { recursive: true });
               const spec: Omit<RunSpec, "role"> = {
                 method,
                 pass,
