@@ -125,7 +125,9 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     ca: t.caPem,
     cert: t.certPem,
     key: t.keyPem,
-    // The destination must be a host of this cluster (the chain is checked against its CA).
+    // The destination must be the host the server named (its certificate's DNS name, from
+    // the cluster CA); without a name, at least a host of this cluster.
+    serverName: (to) => to.name,
     checkPeer: (cert) => peerIdentityError(cert, { role: "host" }),
   });
   const dwcp =
@@ -135,6 +137,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
           dataDir: o.dataDir,
           host: o.dataHost ?? o.host ?? "127.0.0.1",
           port: o.dwcpPort ?? 0,
+          hostName: name,
           log: log.child({ component: "dwcp" }),
           ...(o.dwcpPlaintext ? { plaintext: true } : { tls: dwcpTlsOf(apiTls) }),
         });

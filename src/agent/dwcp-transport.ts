@@ -47,7 +47,7 @@ export interface AgentDwcpTls {
    * The name the destination's certificate must carry, per endpoint; undefined (or no
    * function) checks only that the chain leads to `ca`.
    */
-  serverName?: (to: { host: string; port: number }) => string | undefined;
+  serverName?: (to: { host: string; port: number; name?: string }) => string | undefined;
   /**
    * Checks the destination's certificate when no name is checked (after the chain was
    * verified against `ca`): an Error refuses it. The agent requires a cluster host.
@@ -61,6 +61,8 @@ export const DWCP_PLAINTEXT_WARNING = "DWCP plaintext: VM memory and disks cross
 /** Options of the agent's DWCP transport. */
 export interface AgentDwcpOptions {
   dataDir: string;
+  /** This host's cluster name, announced in incoming endpoints so the source can check it. */
+  hostName?: string;
   /** The data address to listen on. */
   host: string;
   /** @defaultValue 0 (kernel-chosen; the port travels in the incoming endpoints) */
@@ -75,7 +77,7 @@ export interface AgentDwcpOptions {
 }
 
 /** TLS client options towards a destination: our certificate, the cluster CA, its name if known. */
-function clientTls(tls: AgentDwcpTls, to: { host: string; port: number }): ConnectionOptions {
+function clientTls(tls: AgentDwcpTls, to: { host: string; port: number; name?: string }): ConnectionOptions {
   const name = tls.serverName?.(to);
   return {
     ca: tls.ca,
@@ -156,8 +158,12 @@ export class AgentDwcp {
   }
 
   /** The listener's address. */
-  get endpoint(): { host: string; port: number } {
-    return { host: this.o.host, port: this.listener.port };
+  get endpoint(): { host: string; port: number; name?: string } {
+    return {
+      host: this.o.host,
+      port: this.listener.port,
+      ...(this.o.hostName ? { name: this.o.hostName } : {}),
+    };
   }
 
   // ------------------------------------------------------------------ destination ---

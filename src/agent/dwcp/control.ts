@@ -29,6 +29,8 @@ export const MAX_CONTROL_MESSAGE_BYTES = 4096;
 export interface DwcpEndpoint {
   host: string;
   port: number;
+  /** The destination's cluster host name: its certificate must name it (DNS SAN). */
+  name?: string;
   /** Proves the session serves this migration (base64url, issued by the destination). */
   token: string;
 }

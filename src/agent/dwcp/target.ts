@@ -45,7 +45,7 @@ export class DwcpTarget {
   constructor(
     private readonly pages: DwcpPageStore,
     /** The agent's DWCP listener address, handed to sources in the endpoints. */
-    private readonly listenerEndpoint: () => { host: string; port: number },
+    private readonly listenerEndpoint: () => { host: string; port: number; name?: string },
   ) {}
 
   /** Accept a session for `migrationId` that feeds these local endpoints. */

@@ -213,7 +213,16 @@ export const AgentIncomingEndpoints = Type.Object({
   ),
   dwcp: Type.Optional(
     Type.Object(
-      { host: Type.String(), port: Type.Integer(), token: Type.String() },
+      {
+        host: Type.String(),
+        port: Type.Integer(),
+        token: Type.String(),
+        name: Type.Optional(
+          Type.String({
+            description: "The destination's host name; the source requires its certificate to name it",
+          }),
+        ),
+      },
       { description: "The destination agent's DWCP listener and this migration's session token" },
     ),
   ),
