@@ -34,11 +34,7 @@ describe("agent identity files", () => {
     expect(await files.load("https://other:1")).toBeUndefined();
     expect((await readdir(files.dir)).filter((f) => f.endsWith(".key"))).toHaveLength(1);
     // A key that is not the certificate's (a damaged or mixed-up file) is no identity.
-    const meta = JSON.parse(
-      await import("node:fs/promises").then((fs) =>
-        fs.readFile(path.join(files.dir, "identity.json"), "utf8"),
-      ),
-    ) as { key: string };
+    const meta = JSON.parse(await readFile(path.join(files.dir, "identity.json"), "utf8")) as { key: string };
     await writeFile(path.join(files.dir, meta.key), one.keyPem);
     expect(await files.load("https://s:1")).toBeUndefined();
   });
