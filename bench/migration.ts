@@ -220,7 +220,9 @@ async function main(): Promise<void> {
         }
       };
       await startAgents();
-      const imp = await c.cli(["image", "import", "guest", "--manifest", manifest, "--host", "site-a"]);
+      // On both sites: copying the base image to a host that lacks it is part of a VM's
+      // first move there, and would land in whichever method happens to run first.
+      const imp = await c.cli(["image", "import", "guest", "--manifest", manifest]);
       if (imp.code !== 0) throw new Error(`image import failed: ${imp.stderr}`);
       const agentPids = () =>
         sites.map((s) => c.daemonPid(s.name)).filter((p): p is number => typeof p === "number");
