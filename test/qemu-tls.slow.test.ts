@@ -387,7 +387,7 @@ describe.skipIf(missing !== null)("QEMU's listeners with TLS", { timeout: 240_00
             ...["--memory", "1024", "--stop-grace", "5"],
             ...["--data-address", w.data, "--qemu-tls-dir", tlsDir],
           ],
-          { netns: w.ns, host: w.mgmt, serverUrl: `http://${link.management!.host}:${WAN_PORT}` },
+          { netns: w.ns, host: w.mgmt, serverUrl: `https://${link.management!.host}:${WAN_PORT}` },
         );
       }
       const res = await c.cli(["image", "import", "guest", "--manifest", manifest, "--host", "w1"]);
@@ -435,6 +435,10 @@ describe.skipIf(missing !== null)("QEMU's listeners with TLS", { timeout: 240_00
         res.body.id,
         240_000,
       );
+      if (m.state !== "completed") {
+        for (const name of ["w1", "w2"])
+          console.log(`--- ${name} ---\n${c.daemons.get(name)?.output.slice(-30).join("\n")}`);
+      }
       expect(m.state, m.stateReason).toBe("completed");
       expect(m.transport).toBe("dwcp");
       expect((await c.waitVmState("w", "running", 60_000)).host).toBe("w2");
