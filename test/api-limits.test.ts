@@ -9,9 +9,8 @@
 // loopback address), all over the server's HTTPS with its cluster CA trusted.
 
 import { mkdtemp, rm } from "node:fs/promises";
-import { createServer, type Server } from "node:http";
 import { request as httpsRequest } from "node:https";
-import { type AddressInfo, type Socket, connect as tcpConnect } from "node:net";
+import { type Socket, connect as tcpConnect } from "node:net";
 import { connect } from "node:tls";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -22,6 +21,7 @@ import { isNovaError, type NovaError } from "../src/lib/errors.js";
 import { TLS_HANDSHAKE_TIMEOUT_MS } from "../src/lib/http-limits.js";
 import { clusterFetch } from "../src/security/tls-client.js";
 import { type RunningServer, startServer } from "../src/server/server-process.js";
+import { serveHugeReply } from "../src/testing/huge-reply.js";
 
 interface ApiError {
   error: { code: string; message: string; details: Record<string, unknown> };
@@ -374,30 +374,14 @@ describe("API limits", () => {
 });
 
 describe("reading an agent's reply", () => {
-  let fake: Server;
+  let fake: Awaited<ReturnType<typeof serveHugeReply>>;
   let agentUrl: string;
   beforeAll(async () => {
     // A "host" that answers every call with 200 MB of JSON-ish bytes, streamed with backpressure.
-    const chunk = Buffer.alloc(64 * 1024, "7");
-    fake = createServer((_req, res) => {
-      res.writeHead(200, { "content-type": "application/json" });
-      let left = 3200;
-      const pump = () => {
-        while (left-- > 0) if (!res.write(chunk)) return void res.once("drain", pump);
-        res.end();
-      };
-      res.on("close", () => {
-        left = 0;
-      });
-      pump();
-    });
-    await new Promise<void>((r) => fake.listen(0, "127.0.0.1", r));
-    agentUrl = `http://127.0.0.1:${(fake.address() as AddressInfo).port}`;
+    fake = await serveHugeReply({ fill: "7", headers: { "content-type": "application/json" } });
+    agentUrl = fake.url;
   });
-  afterAll(async () => {
-    fake.closeAllConnections();
-    await new Promise((r) => fake.close(r));
-  });
+  afterAll(async () => fake?.close());
 
   it("refuses a 200 MB reply with NOVA_REPLY_TOO_LARGE naming the host, without growing the heap by it", async () => {
     global.gc?.();

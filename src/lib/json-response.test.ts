@@ -4,6 +4,7 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { streamBytes } from "../testing/huge-reply.js";
 import { isNovaError, type NovaError } from "./errors.js";
 import { readBoundedText, readJsonReply, readTextPrefix } from "./json-response.js";
 
@@ -15,7 +16,6 @@ describe("bounded reply reads", () => {
   let bytesSent = 0;
 
   beforeAll(async () => {
-    const chunk = Buffer.alloc(64 * 1024, "x");
     server = createServer((req, res) => {
       const url = new URL(req.url ?? "/", "http://x");
       const size = Number(url.searchParams.get("size") ?? "0");
@@ -28,20 +28,9 @@ describe("bounded reply reads", () => {
       }
       // /declared sends Content-Length; /chunked does not. Both stream `size` bytes with backpressure.
       res.writeHead(200, url.pathname === "/declared" ? { "content-length": String(size) } : {});
-      let left = size;
-      const pump = () => {
-        while (left > 0) {
-          const piece = left >= chunk.length ? chunk : chunk.subarray(0, left);
-          left -= piece.length;
-          bytesSent += piece.length;
-          if (!res.write(piece)) return void res.once("drain", pump);
-        }
-        res.end();
-      };
-      res.on("close", () => {
-        left = 0;
+      streamBytes(res, size, "x", (n) => {
+        bytesSent += n;
       });
-      pump();
     });
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
     base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;

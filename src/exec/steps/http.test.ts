@@ -2,6 +2,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { isNovaError } from "../../lib/errors.js";
+import { serveHugeReply } from "../../testing/huge-reply.js";
 import { Masker } from "../masker.js";
 import { httpStep } from "./http.js";
 import type { StepContext } from "./step.js";
@@ -62,20 +63,8 @@ describe("the http step's truncated bodies", () => {
 describe("the http step's reads", () => {
   it("read only a prefix of a huge reply: the result is the marked cut and memory stays flat", async () => {
     // A streaming server (with backpressure), so only the step's own buffering is measured.
-    const chunk = Buffer.alloc(64 * 1024, "q");
-    const huge = createServer((_req, res) => {
-      let left = 3200;
-      const pump = () => {
-        while (left-- > 0) if (!res.write(chunk)) return void res.once("drain", pump);
-        res.end();
-      };
-      res.on("close", () => {
-        left = 0;
-      });
-      pump();
-    });
-    await new Promise<void>((resolve) => huge.listen(0, "127.0.0.1", resolve));
-    const hugeUrl = `http://127.0.0.1:${(huge.address() as AddressInfo).port}/`;
+    const huge = await serveHugeReply({ fill: "q" });
+    const hugeUrl = `${huge.url}/`;
     try {
       const heapBefore = process.memoryUsage().heapUsed;
       const result = (await httpStep.run({ kind: "http", url: hugeUrl, method: "GET" } as never, ctx())) as {
@@ -85,8 +74,7 @@ describe("the http step's reads", () => {
       // 200 MB were on offer; the step read 16 KiB of them.
       expect(process.memoryUsage().heapUsed - heapBefore).toBeLessThan(32 * 1024 * 1024);
     } finally {
-      huge.closeAllConnections();
-      await new Promise((resolve) => huge.close(resolve));
+      await huge.close();
     }
   });
 });
