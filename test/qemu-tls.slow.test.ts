@@ -26,9 +26,10 @@ import type { AgentIncomingEndpoints } from "../src/api/types/agent.js";
 import { queryBlockExports, queryMigrate } from "../src/compute/qemu/commands.js";
 import { addTlsCreds, nodeTlsClientOptions } from "../src/compute/qemu/qemu-tls.js";
 import { QmpClient } from "../src/compute/qemu/qmp.js";
+import { writeQemuTlsDir } from "../src/compute/qemu/tls-dir.js";
 import { waitFor } from "../src/lib/wait.js";
 import { connectLocal } from "../src/migration/dwcp/socket-io.js";
-import { haveOpenssl, makeTestCa, type TestCa, writeQemuTlsDir } from "../src/testing/tls-fixtures.js";
+import { haveOpenssl, makeTestCa, type TestCa } from "../src/testing/tls-fixtures.js";
 import { ADDR_A, ADDR_B, WanLink } from "../src/testing/wanem/link.js";
 import { emulatorUnavailableReason } from "../src/testing/wanem/netns.js";
 import { guestImageManifest, qemuPidsUnder, ROOT, TestCluster } from "./helpers/cluster.js";
@@ -109,6 +110,22 @@ async function plainNbd(args: string[]): Promise<string> {
 }
 
 /** TCP listeners of process `pid`, as "address:port" (ss, in network namespace `ns`). */
+/** QEMU's TLS directory for one host of the test CA. */
+function qemuTlsDir(dir: string, ca: TestCa, leaf: { cert: string; key: string }): Promise<string> {
+  return writeQemuTlsDir(dir, { caPem: ca.ca, certPem: leaf.cert, keyPem: leaf.key });
+}
+
+/** Imports the guest image on `host` only and boots VM `name` there until its first verification. */
+async function bootGuest(c: TestCluster, name: string, host: string): Promise<void> {
+  const manifest = await guestImageManifest();
+  const res = await c.cli(["image", "import", "guest", "--manifest", manifest, "--host", host]);
+  expect(res.code, res.stderr).toBe(0);
+  const vm = await c.api("POST", "/v1/vms", { name, image: "guest", memoryMiB: 256, kernelArgs: GUEST });
+  expect(vm.status, JSON.stringify(vm.body)).toBe(201);
+  await c.waitVmState(name, "running", 120_000);
+  await c.waitConsole(name, /NC-VERIFY PASS seed=12 .*round=1/);
+}
+
 async function listenersOf(pid: number, ns?: string): Promise<string[]> {
   const { stdout } = ns
     ? await execFileAsync("ip", ["netns", "exec", ns, "ss", "-ltnpH"])
@@ -143,7 +160,7 @@ describe.skipIf(missing !== null)("QEMU's listeners with TLS", { timeout: 240_00
     "%s refuses garbage, plain NBD and another CA's certificate, and keeps waiting",
     async (bin) => {
       const run = await mkdtemp(path.join(dir, "bare-"));
-      const tlsDir = writeQemuTlsDir(path.join(run, "tls"), ca.ca, ca.issue("dst.test"));
+      const tlsDir = await qemuTlsDir(path.join(run, "tls"), ca, ca.issue("dst.test"));
       const qmpPath = path.join(run, "qmp.sock");
       const qemu: ChildProcess = spawn(
         bin,
@@ -224,27 +241,16 @@ describe.skipIf(missing !== null)("QEMU's listeners with TLS", { timeout: 240_00
     let c: TestCluster;
 
     beforeAll(async () => {
-      const manifest = await guestImageManifest();
       c = await TestCluster.create(SERVER_PORT);
       await c.startServer(["--heartbeat-timeout", "10"]);
       for (const [name, a] of Object.entries(AGENTS)) {
-        const tlsDir = writeQemuTlsDir(path.join(dir, `agent-${name}`), ca.ca, ca.issue(name, [a.data]));
+        const tlsDir = await qemuTlsDir(path.join(dir, `agent-${name}`), ca, ca.issue(name, [a.data]));
         await c.startAgent(name, a.port, [
           ...["--memory", "1024", "--stop-grace", "5"],
           ...["--data-address", a.data, "--qemu-tls-dir", tlsDir],
         ]);
       }
-      const res = await c.cli(["image", "import", "guest", "--manifest", manifest, "--host", "t1"]);
-      expect(res.code, res.stderr).toBe(0);
-      const vm = await c.api("POST", "/v1/vms", {
-        name: "s",
-        image: "guest",
-        memoryMiB: 256,
-        kernelArgs: GUEST,
-      });
-      expect(vm.status, JSON.stringify(vm.body)).toBe(201);
-      await c.waitVmState("s", "running", 120_000);
-      await c.waitConsole("s", /NC-VERIFY PASS seed=12 .*round=1/);
+      await bootGuest(c, "s", "t1");
     }, 240_000);
 
     afterAll(async () => {
@@ -370,7 +376,6 @@ describe.skipIf(missing !== null)("QEMU's listeners with TLS", { timeout: 240_00
     let c: TestCluster;
 
     beforeAll(async () => {
-      const manifest = await guestImageManifest();
       link = await WanLink.create({ spec: "wan", management: true });
       c = await TestCluster.create(WAN_PORT);
       await c.startServer(["--heartbeat-timeout", "10"], { listenHost: "0.0.0.0" });
@@ -379,7 +384,7 @@ describe.skipIf(missing !== null)("QEMU's listeners with TLS", { timeout: 240_00
         { name: "w2", ns: link.nsB, mgmt: link.management!.b, data: ADDR_B, port: WAN_PORT + 2 },
       ];
       for (const w of sites) {
-        const tlsDir = writeQemuTlsDir(path.join(dir, `agent-${w.name}`), ca.ca, ca.issue(w.name, [w.data]));
+        const tlsDir = await qemuTlsDir(path.join(dir, `agent-${w.name}`), ca, ca.issue(w.name, [w.data]));
         await c.startAgent(
           w.name,
           w.port,
@@ -390,17 +395,7 @@ describe.skipIf(missing !== null)("QEMU's listeners with TLS", { timeout: 240_00
           { netns: w.ns, host: w.mgmt, serverUrl: `https://${link.management!.host}:${WAN_PORT}` },
         );
       }
-      const res = await c.cli(["image", "import", "guest", "--manifest", manifest, "--host", "w1"]);
-      expect(res.code, res.stderr).toBe(0);
-      const vm = await c.api("POST", "/v1/vms", {
-        name: "w",
-        image: "guest",
-        memoryMiB: 256,
-        kernelArgs: GUEST,
-      });
-      expect(vm.status, JSON.stringify(vm.body)).toBe(201);
-      await c.waitVmState("w", "running", 120_000);
-      await c.waitConsole("w", /NC-VERIFY PASS seed=12 .*round=1/);
+      await bootGuest(c, "w", "w1");
     }, 240_000);
 
     afterAll(async () => {

@@ -161,41 +161,29 @@ describe("security: the control plane refuses each attack", () => {
 
   it("refuses heartbeats without a certificate, with another CA's, with an expired one, and a host acting as admin", async () => {
     expect((await tls.api<ApiError>("POST", "/v1/agent/heartbeat", null, beat)).status).toBe(401);
-    const foreign: CertAndKey = await createCa("attacker");
-    const forged = await issueWithNewKey(foreign, {
-      commonName: "h1",
-      uris: [`${HOST_IDENTITY_PREFIX}${h1.hostId}`],
-    });
-    const res = await tls.api<ApiError>(
-      "POST",
-      "/v1/agent/heartbeat",
-      { hostId: h1.hostId, certPem: forged.certPem, keyPem: forged.keyPem },
-      beat,
-    );
-    expect(res.status).toBe(401);
+    /** A certificate `issuer` made for h1's identity, and a heartbeat with it. */
+    const asH1 = (issuer: CertAndKey, validDays?: number) =>
+      issueWithNewKey(issuer, {
+        commonName: "h1",
+        uris: [`${HOST_IDENTITY_PREFIX}${h1.hostId}`],
+        ...(validDays === undefined ? {} : { validDays }),
+      });
+    const beatWith = async (cert: CertAndKey) =>
+      (await tls.api("POST", "/v1/agent/heartbeat", { hostId: h1.hostId, ...cert }, beat)).status;
+    expect(await beatWith(await asH1(await createCa("attacker")))).toBe(401);
     // One the cluster CA issued for h1's identity but that has expired.
     const ca = {
       certPem: server.caPem,
       keyPem: await readFile(path.join(dir, "pki", "ca.key"), "utf8"),
     };
-    const expired = await issueWithNewKey(ca, {
-      commonName: "h1",
-      uris: [`${HOST_IDENTITY_PREFIX}${h1.hostId}`],
-      validDays: -0.01,
-    });
+    const expired = await asH1(ca, -0.01);
     // Even recorded as h1's current certificate, it is refused: only its expiry is wrong.
     const current = certInfo(h1.certPem).serial;
     const setSerial = (serial: string) =>
       server.store.db.query("UPDATE hosts SET cert_serial = $1 WHERE id = $2", [serial, h1.hostId]);
     await setSerial(certInfo(expired.certPem).serial);
     try {
-      const stale = await tls.api<ApiError>(
-        "POST",
-        "/v1/agent/heartbeat",
-        { hostId: h1.hostId, certPem: expired.certPem, keyPem: expired.keyPem },
-        beat,
-      );
-      expect(stale.status).toBe(401);
+      expect(await beatWith(expired)).toBe(401);
     } finally {
       await setSerial(current);
     }
@@ -275,6 +263,10 @@ describe("security: the agent API needs the server's certificate", () => {
       vms: { list: () => [] } as never,
       images: {} as never,
       tls: { caPem: ca.certPem, certPem: host.certPem, keyPem: host.keyPem },
+      fetchHost: clusterFetch(
+        { caPem: ca.certPem, certPem: host.certPem, keyPem: host.keyPem },
+        { role: "host" },
+      ),
       onImagesChanged: () => {},
       tickets: { issue: () => "t", redeem: () => false } as never,
       tmpDir: "/tmp",

@@ -44,10 +44,10 @@ const DigestParams = Type.Object({ digest: Type.String({ pattern: "^sha256:[0-9a
 export interface AgentApiDeps {
   vms: VmManager;
   images: ImageStore;
-  /** TLS material (HTTPS with client certificates); absent only for in-process tests over http. */
-  tls?: AgentApiTls;
+  /** TLS material: HTTPS with client certificates from the cluster CA, always. */
+  tls: AgentApiTls;
   /** Fetch for calls to other hosts (blob downloads), over their mutual TLS. */
-  fetchHost?: ClusterFetch;
+  fetchHost: ClusterFetch;
   /** Called after an import so the next heartbeat reports the new blob at once. */
   onImagesChanged: () => void;
   /** One-time download tickets for this host's blobs. */
@@ -99,7 +99,7 @@ function callerOf(req: { raw: { socket: unknown } }) {
 /** Builds the agent's API server. */
 export function buildAgentApi(deps: AgentApiDeps): FastifyInstance {
   const app = Fastify({
-    ...(deps.tls ? { https: agentTlsOptions(deps.tls) } : {}),
+    https: agentTlsOptions(deps.tls),
     loggerInstance: deps.logger as unknown as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
   }).withTypeProvider<TypeBoxTypeProvider>();
@@ -108,8 +108,6 @@ export function buildAgentApi(deps: AgentApiDeps): FastifyInstance {
   installErrorHandlers(app);
 
   app.addHook("onRequest", async (req) => {
-    // Plain http only in in-process tests, which build the API without TLS material.
-    if (!deps.tls) return;
     const caller = callerOf(req);
     if (!caller || caller.role === "unknown")
       throw new NovaError("NOVA_UNAUTHENTICATED", "A NovaCron cluster certificate is required.");
@@ -182,7 +180,7 @@ export function buildAgentApi(deps: AgentApiDeps): FastifyInstance {
     "/agent/v1/images/pull",
     { schema: { body: AgentImagePullPost, response: { 200: AgentBlob } } },
     async (req) => {
-      const blob = await pullBlob(deps.images, deps.tmpDir, req.body, deps.fetchHost ?? fetch);
+      const blob = await pullBlob(deps.images, deps.tmpDir, req.body, deps.fetchHost);
       deps.onImagesChanged();
       return blob;
     },

@@ -10,7 +10,7 @@
  * import it; the shipped library never does.
  */
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 /** PEM material for one CA and one leaf certificate. */
@@ -188,19 +188,4 @@ export function makeTestCa(cn = "nc-test-cluster-ca"): TestCa {
       rmSync(dir, { recursive: true, force: true });
     },
   };
-}
-
-/**
- * Writes QEMU's tls-creds-x509 directory for one host: the CA as ca-cert.pem and the
- * host's certificate and key under both the server-* and client-* names (the layout
- * the agent's `qemuTlsDir` expects, docs/migration.md). Returns `dir`.
- */
-export function writeQemuTlsDir(dir: string, ca: string, host: { cert: string; key: string }): string {
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  writeFileSync(join(dir, "ca-cert.pem"), ca);
-  for (const side of ["server", "client"]) {
-    writeFileSync(join(dir, `${side}-cert.pem`), host.cert);
-    writeFileSync(join(dir, `${side}-key.pem`), host.key, { mode: 0o600 });
-  }
-  return dir;
 }

@@ -1,6 +1,6 @@
 /** Routes: /v1/hosts — list, show, cordon, uncordon, remove; /v1/join-tokens — make and list join tokens. */
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
-import { getHost, listHosts, publicHost } from "../../cluster/store/hosts.js";
+import { getHost, listHosts } from "../../cluster/store/hosts.js";
 import { listJoinTokens } from "../../cluster/store/join-tokens.js";
 import { IdOrNameParams } from "../types/common.js";
 import {
@@ -56,7 +56,7 @@ export const hostRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (
     "/v1/hosts",
     { schema: { tags: ["hosts"], response: { 200: HostList } }, onRequest: guard("hosts:read") },
     async () => ({
-      hosts: (await listHosts(store.read)).map(publicHost),
+      hosts: await listHosts(store.read),
     }),
   );
 
@@ -66,7 +66,7 @@ export const hostRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (
       schema: { tags: ["hosts"], params: IdOrNameParams, response: { 200: Host } },
       onRequest: guard("hosts:read"),
     },
-    async (req) => publicHost(await getHost(store.read, req.params.id)),
+    async (req) => getHost(store.read, req.params.id),
   );
 
   app.post(
@@ -75,7 +75,7 @@ export const hostRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (
       schema: { tags: ["hosts"], params: IdOrNameParams, body: HostCordonPost, response: { 200: Host } },
       onRequest: guard("hosts:write"),
     },
-    async (req) => publicHost(await hosts.cordon(req.params.id, req.body.cordoned ?? true)),
+    async (req) => hosts.cordon(req.params.id, req.body.cordoned ?? true),
   );
 
   app.post(
@@ -84,6 +84,6 @@ export const hostRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (
       schema: { tags: ["hosts"], params: IdOrNameParams, response: { 200: Host } },
       onRequest: guard("hosts:write"),
     },
-    async (req) => publicHost(await hosts.cordon(req.params.id, false)),
+    async (req) => hosts.cordon(req.params.id, false),
   );
 };

@@ -80,11 +80,6 @@ function toHost(row: HostRow): HostRecord {
   };
 }
 
-/** The host as the API shows it (the record holds no secret). */
-export function publicHost(host: HostRecord): Host {
-  return host;
-}
-
 /** Every host, by name. */
 export async function listHosts(q: ReadQueryable): Promise<HostRecord[]> {
   const { rows } = await q.query<HostRow>(`${SELECT_HOSTS} ORDER BY h.name`);
