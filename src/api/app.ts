@@ -67,9 +67,8 @@ export interface AppDeps {
   /**
    * Serve HTTPS with this certificate chain and key; client certificates are requested and
    * verified against `ca` (agents authenticate with theirs; users with bearer tokens).
-   * Absent only for in-process tests of the app.
    */
-  https?: { cert: string; key: string; ca: string };
+  https: { cert: string; key: string; ca: string };
   /** Resource bounds; unset fields come from $NOVACRON_API_LIMITS, else API_LIMITS. */
   limits?: Partial<ApiLimits>;
 }
@@ -117,7 +116,7 @@ type Compile = (route: { httpPart?: string }) => unknown;
 /** Builds (but does not start) the API server. */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const app = Fastify({
-    ...(deps.https ? { https: apiTlsOptions(deps.https) } : {}),
+    https: apiTlsOptions(deps.https),
     // pino 10's Logger type is newer than the one Fastify's types name; same runtime API.
     loggerInstance: deps.logger as unknown as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),

@@ -8,9 +8,9 @@ describe("authorization check point", () => {
     expect(authorize(p("admin"), "vms:write")).toBe(true);
     expect(authorize(p("admin"), "agent:heartbeat")).toBe(false);
   });
-  it("lets a join token only register agents", () => {
-    expect(authorize(p("join"), "agent:register")).toBe(true);
+  it("gives an old API join token nothing", () => {
     expect(authorize(p("join"), "vms:read")).toBe(false);
+    expect(authorize(p("join"), "agent:heartbeat")).toBe(false);
   });
   it("lets a host credential only heartbeat", () => {
     expect(authorize(p("host"), "agent:heartbeat")).toBe(true);

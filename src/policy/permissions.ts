@@ -27,7 +27,6 @@ export type Permission =
   | "secrets:use"
   | "tokens:read"
   | "tokens:write"
-  | "agent:register"
   | "agent:heartbeat";
 
 /** Who is calling. */
@@ -68,7 +67,8 @@ const ALL: readonly Permission[] = [
 
 const PERMISSIONS_BY_KIND: Record<Principal["kind"], readonly Permission[]> = {
   admin: ALL,
-  join: ["agent:register"],
+  // Old API join tokens hold nothing: agents register with one-time host tokens.
+  join: [],
   host: ["agent:heartbeat"],
 };
 
