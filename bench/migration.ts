@@ -18,12 +18,17 @@
  *   dwcp-plaintext     dwcp again with both agents restarted with --dwcp-plaintext and their
  *                      DWCP caches emptied (cold, like dwcp): what TLS costs; the agents
  *                      are restarted with TLS afterwards
- *   bound              bytes that must cross (zero pages elided, the rest zstd level 1,
- *                      measured on the guest's memory just before) / link rate
+ *   bound              what must cross at the least, over the link rate, plus one round
+ *                      trip: the guest's non-zero memory pages and the disk's top-layer
+ *                      blocks (read from its QEMU and qcow2 just before), each distinct
+ *                      page once (the encoder dedups), zstd at the encoder's highest level
+ *                      (6); its detail carries the memory-only figure of earlier issues
+ *                      (memory at zstd level 1, no disk, no round trip) as `memory_only_s`
  * Every method uses NovaCron's defaults (auto-converge on, 300 ms downtime limit, no
  * bandwidth cap). Migrations alternate direction; a return trip between methods is not
  * measured. A guest that fails its check after a method is replaced by a freshly booted
- * one before the next method.
+ * one before the next method. `dwcp` is cold every time: after any DWCP migration the
+ * agents are restarted with their caches emptied before it.
  *
  *   --profile NAME      dc | metro | wan | intercontinental (repeatable; default dc, wan, intercontinental)
  *   --link SPEC         ad-hoc link, e.g. rate=20mbit,rtt=250ms,loss=1% (repeatable)
@@ -31,18 +36,24 @@
  *   --method NAME       subset of the methods above (repeatable; default all)
  *   --memory MiB        guest memory (default 1024)
  *   --timeout S         per migration (default 900)
+ *   --repeat N          run the methods N times, in reverse order every other time (so no
+ *                       method always follows the same one); a `median` row per method
+ *                       gives the median, min and max of its runs (default 1)
  *   --port N            server port; agents use N+1, N+2 (default 17920)
  *   --json              one JSON object per line instead of the table; each carries
  *                       qemu_version, and one `ratio` line per profile and workload gives
  *                       dwcp's total over the best QEMU method whose guest passed, and
  *                       dwcp's total and CPU seconds over dwcp-plaintext's (tls_ratio,
- *                       tls_cpu_ratio)
+ *                       tls_cpu_ratio), and over the bound (bound_ratio), from the
+ *                       medians of the runs
  *
  * The agents run the system's qemu-system-x86_64 (QEMU 10 after scripts/ensure.mjs).
  */
+import { execFile } from "node:child_process";
+import { createHash } from "node:crypto";
 import { open, readFile, rm } from "node:fs/promises";
 import path from "node:path";
-import { parseArgs } from "node:util";
+import { parseArgs, promisify } from "node:util";
 import { compress } from "zstd-napi";
 import type { MigrationResult } from "../src/api/types/migrations.js";
 import { probeQemu } from "../src/compute/qemu/qemu-version.js";
@@ -77,6 +88,8 @@ type Method = (typeof METHODS)[number];
 
 interface Row {
   qemu_version: string;
+  /** Which repetition (0-based; --repeat). */
+  run: number;
   profile: string;
   workload: string;
   method: Method;
@@ -108,6 +121,7 @@ const { values } = parseArgs({
     memory: { type: "string", default: "1024" },
     timeout: { type: "string", default: "900" },
     port: { type: "string", default: "17920" },
+    repeat: { type: "string", default: "1" },
     json: { type: "boolean", default: false },
   },
 });
@@ -120,6 +134,9 @@ for (const m of methods) if (!METHODS.includes(m)) throw new Error(`Unknown meth
 const memoryMiB = Number(values.memory);
 const timeoutS = Number(values.timeout);
 const port = Number(values.port);
+const repeat = Number(values.repeat);
+if (!Number.isInteger(repeat) || repeat < 1)
+  throw new Error(`--repeat must be a positive integer, got ${values.repeat}`);
 const log = (msg: string) => process.stderr.write(`${msg}\n`);
 
 /** The version of the QEMU the agents run ("10.0.2"), probed as the agents probe it. */
@@ -139,11 +156,36 @@ async function cpuSeconds(pid: number): Promise<number> {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
+/** The highest zstd level the DWCP encoder uses (internet mode, src/dwcp/mode.ts). */
+const BEST_LEVEL = 6;
+
+/** What must cross, measured on the running guest. */
+interface MustCross {
+  ram: number;
+  zero: number;
+  /** Memory only, non-zero pages at zstd level 1 (the bound of issues 5-12). */
+  memoryOnlyBytes: number;
+  /** Memory pages and disk blocks, non-zero, each distinct page once, zstd BEST_LEVEL. */
+  bytes: number;
+  diskBlocks: number;
+  /** Disk blocks that were zero or repeated a page already counted. */
+  diskElided: number;
+}
+
+/** zstd over `pages` in 4 MiB pieces (the encoder compresses batches, not the whole). */
+function compressedSize(pages: Buffer[], level: number): number {
+  let n = 0;
+  for (let i = 0; i < pages.length; i += 1024)
+    n += compress(Buffer.concat(pages.slice(i, i + 1024)), { compressionLevel: level }).length;
+  return n;
+}
+
 /**
  * The guest's RAM, read from its QEMU's address space (the anonymous mapping of exactly
- * the guest's memory size), reduced to what must cross: non-zero pages, zstd level 1.
+ * the guest's memory size), and its disk's top layer (the qcow2 overlay QEMU runs on: the
+ * mirror copies only that, the base image is on both hosts), reduced to what must cross.
  */
-async function mustCrossBytes(qemuPid: number): Promise<{ ram: number; zero: number; bytes: number }> {
+async function mustCrossBytes(qemuPid: number): Promise<MustCross> {
   const maps = await readFile(`/proc/${qemuPid}/maps`, "utf8");
   const size = memoryMiB * 1024 * 1024;
   const line = maps
@@ -151,11 +193,20 @@ async function mustCrossBytes(qemuPid: number): Promise<{ ram: number; zero: num
     .map((l) => /^([0-9a-f]+)-([0-9a-f]+) rw/.exec(l))
     .find((m) => m && Number.parseInt(m[2]!, 16) - Number.parseInt(m[1]!, 16) === size);
   if (!line) throw new Error(`no ${memoryMiB} MiB mapping in QEMU ${qemuPid}`);
+  const seen = new Set<string>();
+  const distinct: Buffer[] = [];
+  const keep = (page: Buffer): boolean => {
+    const h = createHash("sha256").update(page).digest("base64");
+    if (seen.has(h)) return false;
+    seen.add(h);
+    distinct.push(Buffer.from(page));
+    return true;
+  };
   const fh = await open(`/proc/${qemuPid}/mem`, "r");
   const start = Number.parseInt(line[1]!, 16);
   const chunk = Buffer.alloc(4 * 1024 * 1024);
   let zero = 0;
-  let bytes = 0;
+  let memoryOnlyBytes = 0;
   try {
     for (let off = 0; off < size; off += chunk.length) {
       await fh.read(chunk, 0, chunk.length, start + off);
@@ -163,14 +214,70 @@ async function mustCrossBytes(qemuPid: number): Promise<{ ram: number; zero: num
       for (let p = 0; p < chunk.length; p += PAGE_SIZE) {
         const page = chunk.subarray(p, p + PAGE_SIZE);
         if (isZeroPage(page)) zero++;
-        else nonZero.push(page);
+        else {
+          nonZero.push(page);
+          keep(page);
+        }
       }
-      if (nonZero.length) bytes += compress(Buffer.concat(nonZero), { compressionLevel: 1 }).length;
+      if (nonZero.length) memoryOnlyBytes += compress(Buffer.concat(nonZero), { compressionLevel: 1 }).length;
     }
   } finally {
     await fh.close();
   }
-  return { ram: size, zero, bytes };
+  // The overlay QEMU runs on, from its command line (file=…,format=qcow2).
+  const argv = (await readFile(`/proc/${qemuPid}/cmdline`, "utf8")).split("\0");
+  const disk = argv.map((a) => /(?:^|,)file=([^,]+),format=qcow2/.exec(a)?.[1]).find(Boolean);
+  if (!disk) throw new Error(`no qcow2 disk on QEMU ${qemuPid}'s command line`);
+  // -U: QEMU holds the image's lock; only the layout is read, and the data below as it is now.
+  const { stdout } = await promisify(execFile)(
+    "qemu-img",
+    ["map", "-U", "--output=json", "-f", "qcow2", disk],
+    {
+      maxBuffer: 64 * 1024 * 1024,
+    },
+  );
+  const extents = JSON.parse(stdout) as {
+    depth: number;
+    data: boolean;
+    zero: boolean;
+    length: number;
+    offset?: number;
+  }[];
+  let diskBlocks = 0;
+  let diskElided = 0;
+  const img = await open(disk, "r");
+  try {
+    for (const e of extents) {
+      if (e.depth !== 0 || !e.data || e.zero || e.offset === undefined) continue;
+      for (let off = 0; off < e.length; off += chunk.length) {
+        const n = Math.min(chunk.length, e.length - off);
+        await img.read(chunk, 0, n, e.offset + off);
+        for (let p = 0; p + PAGE_SIZE <= n; p += PAGE_SIZE) {
+          const block = chunk.subarray(p, p + PAGE_SIZE);
+          diskBlocks++;
+          if (isZeroPage(block) || !keep(block)) diskElided++;
+        }
+      }
+    }
+  } finally {
+    await img.close();
+  }
+  return {
+    ram: size,
+    zero,
+    memoryOnlyBytes,
+    bytes: compressedSize(distinct, BEST_LEVEL),
+    diskBlocks,
+    diskElided,
+  };
+}
+
+/** Median of numbers (the mean of the middle two for an even count). */
+function median(xs: number[]): number | null {
+  if (xs.length === 0) return null;
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 
 async function main(): Promise<void> {
@@ -181,6 +288,7 @@ async function main(): Promise<void> {
   }
   const manifest = await guestImageManifest();
   const rows: Row[] = [];
+  const medians: Median[] = [];
   const ratios: Ratio[] = [];
   for (const profile of profiles) {
     const link = await WanLink.create({ spec: profile, management: true });
@@ -322,12 +430,20 @@ async function main(): Promise<void> {
           return null;
         });
         const rateBps = link.spec.kind === "emulated" ? link.spec.ab.rateBps : null;
+        const rttS = link.spec.kind === "emulated" ? (link.spec.ab.delayMs + link.spec.ba.delayMs) / 1000 : 0;
+        let run = 0;
+        /** Whether a DWCP migration warmed the agents' caches since they were last emptied. */
+        let warm = false;
 
         const measured = async (method: Method, options: Record<string, unknown>) => {
-          log(`${profile} ${workload} ${method}: migrating...`);
+          log(
+            `${profile} ${workload} ${method}${repeat > 1 ? ` (run ${run + 1} of ${repeat})` : ""}: migrating...`,
+          );
           const r = await migrate(options);
+          if (r.m.transport === "dwcp") warm = true;
           const row: Row = {
             qemu_version: QEMU_VERSION,
+            run,
             profile: link.spec.name,
             workload,
             method,
@@ -364,10 +480,16 @@ async function main(): Promise<void> {
         };
         const unmeasured = async (options: Record<string, unknown>) => {
           log(`${profile} ${workload}: return trip`);
-          await migrate(options);
+          const r = await migrate(options);
+          if (r.m.transport === "dwcp") warm = true;
         };
 
-        for (const method of methods) {
+        for (run = 0; run < repeat; run++) {
+          // Every other run in reverse, so that no method always runs right after the same one.
+          const order = run % 2 === 0 ? methods : [...methods].reverse();
+          for (const method of order) await runMethod(method);
+        }
+        async function runMethod(method: Method): Promise<void> {
           if (method === "qemu") await measured(method, { transport: "qemu" });
           else if (method === "qemu-multifd")
             await measured(method, { transport: "qemu", multifdChannels: 4 });
@@ -375,8 +497,12 @@ async function main(): Promise<void> {
           else if (method === "qemu-multifd-zstd")
             await measured(method, { transport: "qemu", multifdChannels: 4, multifdCompression: "zstd" });
           else if (method === "dwcp") {
-            // Both hosts have met the VM before the measured run only through QEMU; the
-            // first DWCP migration is cold on the destination.
+            // The first DWCP migration between the hosts: the destination's cache is cold.
+            if (warm) {
+              log(`${profile} ${workload}: restarting the agents with their DWCP caches emptied`);
+              await restartAgents([]);
+              warm = false;
+            }
             await measured(method, { transport: "dwcp" });
           } else if (method === "dwcp-again") {
             await unmeasured({ transport: "dwcp" });
@@ -388,27 +514,43 @@ async function main(): Promise<void> {
               await measured(method, { transport: "dwcp" });
             } finally {
               await restartAgents([]);
+              warm = false;
             }
           } else if (method === "bound") {
             const row: Row = {
               qemu_version: QEMU_VERSION,
+              run,
               profile: link.spec.name,
               workload,
               method,
-              total_s: ram && rateBps ? Number(((ram.bytes * 8) / rateBps).toFixed(2)) : null,
+              total_s: ram && rateBps ? Number(((ram.bytes * 8) / rateBps + rttS).toFixed(2)) : null,
               downtime_ms: null,
               bytes_on_wire: ram?.bytes ?? null,
               ram_bytes: ram?.ram ?? null,
               guest_pass: null,
               cpu_seconds: null,
               state: ram ? (rateBps ? "computed" : "no link rate (unemulated)") : "memory not readable",
-              detail: { zero_pages: ram?.zero },
+              detail: {
+                zero_pages: ram?.zero,
+                disk_blocks: ram?.diskBlocks,
+                disk_blocks_elided: ram?.diskElided,
+                rtt_s: rttS,
+                zstd_level: BEST_LEVEL,
+                memory_only_bytes: ram?.memoryOnlyBytes,
+                memory_only_s:
+                  ram && rateBps ? Number(((ram.memoryOnlyBytes * 8) / rateBps).toFixed(2)) : null,
+              },
             };
             rows.push(row);
             if (values.json) console.log(JSON.stringify(row));
           }
         }
-        const ratio = ratioRow(rows, link.spec.name, workload);
+        for (const m of methods) {
+          const summary = medianRow(rows, link.spec.name, workload, m);
+          medians.push(summary);
+          if (values.json) console.log(JSON.stringify(summary));
+        }
+        const ratio = ratioRow(medians, link.spec.name, workload);
         if (values.json) console.log(JSON.stringify(ratio));
         else ratios.push(ratio);
         await remove();
@@ -420,6 +562,7 @@ async function main(): Promise<void> {
   }
   if (!values.json) {
     printRows(rows);
+    if (repeat > 1) printMedians(medians);
     printTable(
       [
         "profile",
@@ -428,16 +571,20 @@ async function main(): Promise<void> {
         "best QEMU method",
         "its s",
         "dwcp / best QEMU",
+        "bound s",
+        "dwcp / bound",
         "TLS / plaintext",
         "TLS / plaintext CPU",
       ],
       ratios.map((r) => [
         r.profile,
         r.workload,
-        r.dwcp_s?.toFixed(1) ?? "-",
+        r.dwcp_s?.toFixed(2) ?? "-",
         r.best_qemu_method ?? "-",
-        r.best_qemu_s?.toFixed(1) ?? "-",
+        r.best_qemu_s?.toFixed(2) ?? "-",
         r.ratio?.toFixed(2) ?? "-",
+        r.bound_s?.toFixed(2) ?? "-",
+        r.bound_ratio?.toFixed(2) ?? "-",
         r.tls_ratio?.toFixed(2) ?? "-",
         r.tls_cpu_ratio?.toFixed(2) ?? "-",
       ]),
@@ -445,7 +592,65 @@ async function main(): Promise<void> {
   }
 }
 
-/** dwcp's total over the fastest QEMU-only method of one profile and workload. */
+/** The median and spread of one method's runs (each figure over the runs that have it). */
+interface Median {
+  kind: "median";
+  qemu_version: string;
+  profile: string;
+  workload: string;
+  method: Method;
+  runs: number;
+  /** Runs that completed (for `bound`: that were computed). */
+  completed: number;
+  /** Completed runs whose guest passed its check. */
+  guest_pass: number;
+  total_s: number | null;
+  total_s_min: number | null;
+  total_s_max: number | null;
+  downtime_ms: number | null;
+  downtime_ms_min: number | null;
+  downtime_ms_max: number | null;
+  bytes_on_wire: number | null;
+  cpu_seconds: number | null;
+}
+
+function medianRow(rows: Row[], profile: string, workload: string, method: Method): Median {
+  const mine = rows.filter((r) => r.profile === profile && r.workload === workload && r.method === method);
+  // A run counts when it completed and its guest passed (bound rows have no guest).
+  const ok = mine.filter((r) => r.total_s !== null && r.guest_pass !== false);
+  const nums = (f: (r: Row) => number | null) => ok.map(f).filter((x): x is number => typeof x === "number");
+  const round = (x: number | null, d: number) => (x === null ? null : Number(x.toFixed(d)));
+  const stat = (f: (r: Row) => number | null, d: number) => {
+    const xs = nums(f);
+    return {
+      median: round(median(xs), d),
+      min: xs.length ? round(Math.min(...xs), d) : null,
+      max: xs.length ? round(Math.max(...xs), d) : null,
+    };
+  };
+  const total = stat((r) => r.total_s, 2);
+  const down = stat((r) => r.downtime_ms, 0);
+  return {
+    kind: "median",
+    qemu_version: QEMU_VERSION,
+    profile,
+    workload,
+    method,
+    runs: mine.length,
+    completed: mine.filter((r) => r.total_s !== null).length,
+    guest_pass: mine.filter((r) => r.guest_pass === true).length,
+    total_s: total.median,
+    total_s_min: total.min,
+    total_s_max: total.max,
+    downtime_ms: down.median,
+    downtime_ms_min: down.min,
+    downtime_ms_max: down.max,
+    bytes_on_wire: round(median(nums((r) => r.bytes_on_wire)), 0),
+    cpu_seconds: round(median(nums((r) => r.cpu_seconds)), 2),
+  };
+}
+
+/** dwcp's median total over the fastest QEMU-only method's median, over dwcp-plaintext's and over the bound. */
 interface Ratio {
   kind: "ratio";
   qemu_version: string;
@@ -455,6 +660,12 @@ interface Ratio {
   best_qemu_method: string | null;
   best_qemu_s: number | null;
   ratio: number | null;
+  /** The full bound (memory and disk, one round trip). */
+  bound_s: number | null;
+  /** dwcp over the full bound. */
+  bound_ratio: number | null;
+  /** dwcp-again's bytes on the wire over dwcp's. */
+  again_bytes_ratio: number | null;
   /** dwcp (TLS) total over dwcp-plaintext total, both cold. */
   tls_ratio: number | null;
   /** dwcp (TLS) agents' CPU seconds over dwcp-plaintext's. */
@@ -462,17 +673,21 @@ interface Ratio {
 }
 
 /**
- * Only completed runs whose guest passed count: a faster migration that delivers a broken
- * guest is no baseline, and a dwcp run that broke its guest has no ratio.
+ * From the medians of completed runs whose guest passed: a faster migration that delivers
+ * a broken guest is no baseline. A method none of whose runs passed has no median.
  */
-function ratioRow(rows: Row[], profile: string, workload: string): Ratio {
-  const mine = rows.filter((r) => r.profile === profile && r.workload === workload);
-  const ok = (r: Row) => r.total_s !== null && r.guest_pass === true;
-  const dwcp = mine.find((r) => r.method === "dwcp" && ok(r));
-  const plain = mine.find((r) => r.method === "dwcp-plaintext" && ok(r));
+function ratioRow(medians: Median[], profile: string, workload: string): Ratio {
+  const mine = medians.filter((r) => r.profile === profile && r.workload === workload);
+  const of = (m: Method) => mine.find((r) => r.method === m && r.total_s !== null);
+  const dwcp = of("dwcp");
+  const plain = of("dwcp-plaintext");
+  const again = of("dwcp-again");
+  const bound = of("bound");
   const best = mine
-    .filter((r) => QEMU_METHODS.includes(r.method) && ok(r))
+    .filter((r) => QEMU_METHODS.includes(r.method) && r.total_s !== null)
     .sort((a, b) => a.total_s! - b.total_s!)[0];
+  const div = (a: number | null | undefined, b: number | null | undefined) =>
+    a !== null && a !== undefined && b ? Number((a / b).toFixed(3)) : null;
   return {
     kind: "ratio",
     qemu_version: QEMU_VERSION,
@@ -481,12 +696,12 @@ function ratioRow(rows: Row[], profile: string, workload: string): Ratio {
     dwcp_s: dwcp?.total_s ?? null,
     best_qemu_method: best?.method ?? null,
     best_qemu_s: best?.total_s ?? null,
-    ratio: dwcp && best ? Number((dwcp.total_s! / best.total_s!).toFixed(3)) : null,
-    tls_ratio: dwcp && plain ? Number((dwcp.total_s! / plain.total_s!).toFixed(3)) : null,
-    tls_cpu_ratio:
-      dwcp?.cpu_seconds && plain?.cpu_seconds
-        ? Number((dwcp.cpu_seconds / plain.cpu_seconds).toFixed(3))
-        : null,
+    ratio: div(dwcp?.total_s, best?.total_s),
+    bound_s: bound?.total_s ?? null,
+    bound_ratio: div(dwcp?.total_s, bound?.total_s),
+    again_bytes_ratio: div(again?.bytes_on_wire, dwcp?.bytes_on_wire),
+    tls_ratio: div(dwcp?.total_s, plain?.total_s),
+    tls_cpu_ratio: div(dwcp?.cpu_seconds, plain?.cpu_seconds),
   };
 }
 
@@ -495,6 +710,7 @@ function printRows(rows: Row[]): void {
     "profile",
     "workload",
     "method",
+    "run",
     "total s",
     "downtime ms",
     "MiB wire",
@@ -506,7 +722,8 @@ function printRows(rows: Row[]): void {
     r.profile,
     r.workload,
     r.method,
-    r.total_s?.toFixed(1) ?? "-",
+    String(r.run + 1),
+    r.total_s?.toFixed(2) ?? "-",
     r.downtime_ms?.toString() ?? "-",
     r.bytes_on_wire === null ? "-" : (r.bytes_on_wire / 2 ** 20).toFixed(1),
     r.cpu_seconds?.toFixed(1) ?? "-",
@@ -514,6 +731,35 @@ function printRows(rows: Row[]): void {
     r.state,
   ]);
   printTable(head, body);
+}
+
+function printMedians(medians: Median[]): void {
+  const spread = (m: number | null, lo: number | null, hi: number | null, d: number) =>
+    m === null ? "-" : `${m.toFixed(d)} (${lo!.toFixed(d)}–${hi!.toFixed(d)})`;
+  printTable(
+    [
+      "profile",
+      "workload",
+      "method",
+      "runs ok / all",
+      "guest PASS",
+      "total s (min–max)",
+      "downtime ms (min–max)",
+      "MiB wire",
+      "CPU s",
+    ],
+    medians.map((m) => [
+      m.profile,
+      m.workload,
+      m.method,
+      `${m.completed} / ${m.runs}`,
+      m.method === "bound" ? "-" : String(m.guest_pass),
+      spread(m.total_s, m.total_s_min, m.total_s_max, 2),
+      spread(m.downtime_ms, m.downtime_ms_min, m.downtime_ms_max, 0),
+      m.bytes_on_wire === null ? "-" : (m.bytes_on_wire / 2 ** 20).toFixed(1),
+      m.cpu_seconds?.toFixed(1) ?? "-",
+    ]),
+  );
 }
 
 main().catch((err) => {

@@ -30,6 +30,7 @@ import {
   startMirror,
   startNbdExport,
   stopNbdExport,
+  waitMirrorReady,
 } from "../compute/qemu/block-mirror.js";
 import { blockdevDel, cont, queryStatus } from "../compute/qemu/commands.js";
 import { noteMigrationEvent, type SwitchoverTimes } from "../compute/qemu/downtime-breakdown.js";
@@ -37,6 +38,7 @@ import {
   cancelOutgoing,
   continueSwitchover,
   queryMigration,
+  releaseSwitchover,
   resumeSourceAfterSwitchover,
   startIncoming,
   startOutgoing,
@@ -119,7 +121,15 @@ interface OutgoingRecord {
   times?: SwitchoverTimes;
   /** Stops keeping QEMU's avail-switchover-bandwidth (switchover-bandwidth.ts). */
   stopGovernor?: () => void;
+  /**
+   * Memory started before the disk mirror was in sync: QEMU's switch-over is held back
+   * (downtime limit 0) until the mirror is ready, then gets this limit.
+   */
+  hold?: { downtimeLimitMs: number; released: boolean };
 }
+
+/** How long a switch-over waits for a mirror that was not in sync when the guest stopped. */
+const MIRROR_AT_SWITCHOVER_TIMEOUT_MS = 120_000;
 
 /** One agent's migrations; created once per agent API. */
 export class MigrationService {
@@ -275,10 +285,20 @@ export class MigrationService {
         const uri = out ? await out.migrateUri() : endpoints.migrateUri;
         const tls = out ? undefined : await this.peerTls(proc, migrationId, endpoints);
         const times: SwitchoverTimes = {};
-        this.record(migrationId).times = times;
+        const kept = this.record(migrationId);
+        kept.times = times;
+        // Over DWCP memory may start while the mirror still catches up (plan.ts); QEMU must
+        // not stop the guest before the disk is in sync, or the switch-over would wait for it.
+        const hold = status.mirror !== null && !status.mirror.ready;
+        if (hold) kept.hold = { downtimeLimitMs: tuning.downtimeLimitMs, released: false };
         const auto = body.autoSwitchover === true;
         const stopWatching = proc.qmp.onEvent((ev) => {
           noteMigrationEvent(times, ev);
+          if (ev.event === "BLOCK_JOB_READY" && ev.data?.device === jobId) {
+            this.releaseHold(proc, kept).catch((err: unknown) =>
+              log.warn({ err: describeError(err), migrationId }, "releasing the switch-over failed"),
+            );
+          }
           const st = ev.event === "MIGRATION" ? ev.data?.status : undefined;
           if (st === "pre-switchover" && auto) {
             // The source's vCPUs stop at pre-switchover: every round trip to the server
@@ -308,8 +328,11 @@ export class MigrationService {
           }
           await startOutgoing(proc.qmp, uri, tuning, {
             pauseBeforeSwitchover: true,
+            holdSwitchover: hold,
             ...(tls ? { tls } : {}),
           });
+          // The mirror may have become ready before the event listener saw it.
+          if (hold && (await queryMirror(proc.qmp, jobId))?.ready) await this.releaseHold(proc, kept);
         } catch (err) {
           stopWatching();
           this.stopGovernor(migrationId);
@@ -431,6 +454,19 @@ export class MigrationService {
     return r;
   }
 
+  /** Lets QEMU switch over within the migration's downtime limit again (once). */
+  private async releaseHold(proc: QemuProcess, kept: OutgoingRecord): Promise<void> {
+    const h = kept.hold;
+    if (!h || h.released) return;
+    h.released = true;
+    try {
+      await releaseSwitchover(proc.qmp, h.downtimeLimitMs);
+    } catch (err) {
+      h.released = false;
+      throw err;
+    }
+  }
+
   private stopGovernor(migrationId: string): void {
     const r = this.outgoing.get(migrationId);
     r?.stopGovernor?.();
@@ -458,6 +494,8 @@ export class MigrationService {
     ]);
     const out = dwcp?.outgoingOf(migrationId);
     const kept = this.outgoing.get(migrationId);
+    // A missed BLOCK_JOB_READY event is caught by the next status read (the server polls).
+    if (kept?.hold && !kept.hold.released && mirror?.ready) await this.releaseHold(proc, kept);
     return outgoingView({
       migrationId,
       vmStatus: status,
@@ -508,7 +546,13 @@ export class MigrationService {
         const proc = this.requireProcess(id);
         const status = await this.outgoingStatus(id, migrationId);
         const plan = switchoverPlan(status.memory?.status, status.mirror !== null);
-        if (plan.finishMirror) await finishMirror(proc.qmp, migrationNames(migrationId).jobId);
+        const { jobId } = migrationNames(migrationId);
+        // Only when QEMU had nothing at all left to send while its switch-over was held
+        // back (holdSwitchover) can it stop before the mirror is in sync: the mirror goes
+        // on copying with the vCPUs stopped, which costs downtime but nothing else.
+        if (plan.finishMirror && status.mirror && !status.mirror.ready)
+          await waitMirrorReady(proc.qmp, jobId, { timeoutMs: MIRROR_AT_SWITCHOVER_TIMEOUT_MS });
+        if (plan.finishMirror) await finishMirror(proc.qmp, jobId);
         if (plan.continue) await continueSwitchover(proc.qmp);
       })().finally(() => this.switching.delete(migrationId));
       this.switching.set(migrationId, p);

@@ -264,6 +264,40 @@ describe("migration plan: mirroring the disk", () => {
       { kind: "wait", ms: 200, progress: "disk-mirror" },
     ],
     [
+      "over DWCP, mirror running: memory starts beside it (overlap)",
+      r,
+      o({ source: status({ mirror: mirror({}), transport: { chosen: "dwcp", mode: "wan", reason: "r" } }) }),
+      {
+        kind: "mark",
+        to: "transferring",
+        reason: "copying memory while the disk mirror catches up (pre-copy)",
+        result: { baseImageCopied: true },
+        progress: "disk-mirror",
+        next: "mirror-synced",
+      },
+    ],
+    [
+      "over DWCP, no mirror job yet: waits for it",
+      r,
+      o({ source: status({ transport: { chosen: "dwcp", mode: "wan", reason: "r" } }) }),
+      { kind: "wait", ms: 200, progress: "disk-mirror" },
+    ],
+    [
+      "over DWCP with post-copy wanted: no overlap, waits for the mirror",
+      r,
+      o({
+        postcopy: { wanted: true, asked: false },
+        source: status({ mirror: mirror({}), transport: { chosen: "dwcp", mode: "wan", reason: "r" } }),
+      }),
+      { kind: "wait", ms: 200, progress: "disk-mirror" },
+    ],
+    [
+      "over QEMU's transport, mirror running: waits until in sync",
+      r,
+      o({ source: status({ mirror: mirror({}), transport: { chosen: "qemu", mode: null, reason: "r" } }) }),
+      { kind: "wait", ms: 200, progress: "disk-mirror" },
+    ],
+    [
       "mirror in sync: records the memory phase with the disk size",
       r,
       o({ source: status({ mirror: mirror({ ready: true, len: 8192 }) }) }),
@@ -354,6 +388,25 @@ describe("migration plan: copying memory", () => {
         to: "switching-over",
         reason: "memory converged; the source is paused",
         result: { baseImageCopied: false },
+        progress: "memory",
+        next: "converged",
+      },
+    ],
+    [
+      "converged with a mirror: records the switch-over with the mirror's final size",
+      r,
+      o({
+        baseImageCopied: true,
+        source: status({
+          mirror: mirror({ ready: true, len: 65536 }),
+          memory: mem({ status: "pre-switchover" }),
+        }),
+      }),
+      {
+        kind: "mark",
+        to: "switching-over",
+        reason: "memory converged; the source is paused",
+        result: { baseImageCopied: true, diskBytes: 65536 },
         progress: "memory",
         next: "converged",
       },

@@ -6,6 +6,7 @@
  *
  *   picked up ─queued─▶ mark preparing ─▶ copy image (if the target lacks it) ─▶ prepare target
  *     ─▶ (cancel?) mark transferring "mirroring the disk" ─▶ start mirror ─▶ poll until in sync
+ *        (over DWCP: only until the mirror runs; memory then overlaps the rest of the disk)
  *     ─▶ mark transferring "copying memory (pre-copy)" ─▶ start memory ─▶ poll until converged
  *     ─▶ mark switching-over ─▶ start switch-over ─▶ poll until sent ─▶ confirm on the target
  *     ─▶ (post-copy: poll until the last page) ─▶ complete
@@ -205,7 +206,20 @@ function transferPoll(m: PlanRecord, o: Observations, policy: PlanPolicy): Migra
         kind: "mark",
         to: "transferring",
         reason: "copying memory (pre-copy)",
-        result: { baseImageCopied: o.baseImageCopied, diskBytes: s.mirror?.len ?? 0 },
+        result: { baseImageCopied: o.baseImageCopied, diskBytes: s.mirror.len },
+        progress: "disk-mirror",
+        next: "mirror-synced",
+      };
+    }
+    // Over DWCP memory and disk share one session whose channel priorities keep the disk
+    // moving, so memory need not wait for the mirror; the source holds QEMU's switch-over
+    // back until the mirror is in sync (docs/migration.md, "Memory and disk together").
+    if (s.mirror && s.transport?.chosen === "dwcp" && !o.postcopy.wanted) {
+      return {
+        kind: "mark",
+        to: "transferring",
+        reason: "copying memory while the disk mirror catches up (pre-copy)",
+        result: { baseImageCopied: o.baseImageCopied },
         progress: "disk-mirror",
         next: "mirror-synced",
       };
@@ -224,7 +238,8 @@ function transferPoll(m: PlanRecord, o: Observations, policy: PlanPolicy): Migra
       kind: "mark",
       to: "switching-over",
       reason: "memory converged; the source is paused",
-      result: { baseImageCopied: o.baseImageCopied },
+      // The mirror's size is final only now when memory started before it was in sync.
+      result: { baseImageCopied: o.baseImageCopied, ...(s.mirror ? { diskBytes: s.mirror.len } : {}) },
       progress: "memory",
       next: "converged",
     };

@@ -52,6 +52,10 @@ export class OutgoingDwcp {
       history: this.diskHistory,
       mirror: this.mirror,
       level: this.relayLevel(),
+      // The mirror keeps few writes in flight and waits a round trip for each: its frames
+      // go before queued memory, which fills whatever the disk leaves of the link. At
+      // switch-over the mirror's last writes and flushes are on the critical path too.
+      priority: "normal",
     });
     const ep = this.nbd.endpoint as { host: string; port: number };
     return { host: ep.host, port: ep.port };
@@ -69,6 +73,7 @@ export class OutgoingDwcp {
       // 16 MiB 3.0 s. Downtime grows with it as QEMU's bandwidth estimate starts to count
       // the buffer: 298-630 ms at 8 MiB across runs, 423-485 ms at 16 MiB (one run each).
       maxInFlightBytes: 8 * 1024 * 1024,
+      priority: "bulk",
     });
     // The memory relay is done once the destination verified the whole stream.
     this.memory.done.then(

@@ -263,6 +263,12 @@ export interface OutgoingOptions {
    */
   pauseBeforeSwitchover?: boolean;
   /**
+   * Start with the switch-over held back (holdSwitchover) until releaseSwitchover():
+   * for memory that starts while the disk mirror is still catching up.
+   * @defaultValue false
+   */
+  holdSwitchover?: boolean;
+  /**
    * Speak TLS to the destination (memory stream and multifd channels) and check its
    * certificate against `hostname`; unset means plaintext, as for the DWCP relay's
    * loopback endpoint. Set (or cleared) on every start: the parameters outlive a migration.
@@ -301,12 +307,28 @@ export async function startOutgoing(
     downtimeLimitMs: tuning.downtimeLimitMs,
     maxBandwidthBytesPerSec: tuning.maxBandwidthBytesPerSec ?? UNLIMITED_BANDWIDTH,
   });
+  if (opts.holdSwitchover) await holdSwitchover(qmp);
   await applyMultifd(qmp, tuning);
   await migrateSetParameters(qmp, {
     "tls-creds": opts.tls?.creds ?? "",
     "tls-hostname": opts.tls?.hostname ?? "",
   });
   await migrate(qmp, uri);
+}
+
+/**
+ * Keeps a running pre-copy from stopping the guest: with a downtime limit of 0 QEMU's
+ * switch-over threshold (bandwidth × limit) is 0, so it goes on iterating passes and stops
+ * only when nothing at all is left to send (an idle guest may get there; the caller must
+ * cope). Works on 7.2 and 10.0; releaseSwitchover() restores the real limit.
+ */
+export async function holdSwitchover(qmp: QmpClient): Promise<void> {
+  await migrateSetParameters(qmp, { "downtime-limit": 0 });
+}
+
+/** Ends holdSwitchover(): QEMU may switch over within `downtimeLimitMs` again. */
+export async function releaseSwitchover(qmp: QmpClient, downtimeLimitMs: number): Promise<void> {
+  await setLiveTuning(qmp, { downtimeLimitMs });
 }
 
 /**

@@ -30,7 +30,7 @@ export interface ChannelHost {
   /** Largest message this side reassembles. */
   readonly maxMessageBytes: number;
   /** Resolves when `size` bytes of credit are free; rejects when the session failed. */
-  waitRoom(size: number): Promise<void>;
+  waitRoom(size: number, channel: number): Promise<void>;
   /** Queues a sequenced frame (the session assigns the sequence number). */
   enqueue(frame: Omit<Frame, "seq">): void;
   /** The application took `wireBytes` of received frames: return the credit to the peer. */
@@ -156,7 +156,7 @@ export class Channel implements AsyncIterable<Buffer> {
       };
       const size = wireSize({ ...frame, seq: 0 });
       await this.waitCredit(size);
-      await this.host.waitRoom(size);
+      await this.host.waitRoom(size, this.id);
       if (this.failure) throw this.failure;
       this.sentWire += size;
       this.host.enqueue(frame);

@@ -8,6 +8,12 @@
  * - `consumedBytes` returns credit: the peer's application has taken those bytes, so the
  *   peer's memory for them is free. Sender credit = window - (sequenced - consumed).
  * Splitting them keeps a slow consumer from looking like a stalled connection.
+ *
+ * Frames wait for a connection in priority classes (the channel's, docs/dwcp.md §4.6):
+ * resends first, then urgent, normal, bulk, and last the session's CLOSE. Within a class
+ * the order is the sequence order, so each channel's frames leave in order; the receiver
+ * delivers by channel order (channel-order.ts), so a frame sent ahead of lower-class
+ * frames sequenced before it is delivered at once.
  */
 import { type Frame, wireSize } from "../wire/frame.js";
 
@@ -26,12 +32,26 @@ export interface Outgoing {
   sentAt: number;
   /** Times it has been written. */
   transmissions: number;
+  /** Its priority class (index into SEND_CLASSES). */
+  priority: number;
 }
+
+/** Send priority classes, first to last. */
+export const SEND_CLASSES = ["urgent", "normal", "bulk", "last"] as const;
+export type SendClass = (typeof SEND_CLASSES)[number];
+/** The classes a channel may ask for ("last" is the session's CLOSE). */
+export type ChannelPriority = Exclude<SendClass, "last">;
+/** The class index of a channel's frames unless it asked for another. */
+export const NORMAL_PRIORITY = SEND_CLASSES.indexOf("normal");
 
 /** Sequencing, retention, resend queue and credit for one direction of a session. */
 export class SendWindow {
   private nextSeq = 1;
-  private readonly queue: Outgoing[] = [];
+  /** Frames of a broken connection to write again, by sequence number: before any class. */
+  private readonly resend: Outgoing[] = [];
+  /** Frames not written yet, one FIFO per priority class. */
+  private readonly queues: Outgoing[][] = SEND_CLASSES.map(() => []);
+  private queuedFrames = 0;
   private readonly inflight = new Map<number, Outgoing>();
   private sequencedBytes = 0;
   private peerConsumed = 0;
@@ -68,7 +88,7 @@ export class SendWindow {
 
   /** Frames waiting to be written. */
   get queuedCount(): number {
-    return this.queue.length;
+    return this.queuedFrames;
   }
 
   /** Frames written and not yet acknowledged as received. */
@@ -91,24 +111,39 @@ export class SendWindow {
     return this.outstandingBytes + size <= this.windowBytes;
   }
 
-  /** Assigns the next sequence number to `frame` and queues it for writing. */
-  enqueue(frame: Omit<Frame, "seq">): Outgoing {
+  /** Assigns the next sequence number to `frame` and queues it for writing in class `priority`. */
+  enqueue(frame: Omit<Frame, "seq">, priority = NORMAL_PRIORITY): Outgoing {
     const full: Frame = { ...frame, seq: this.nextSeq++ };
-    const out: Outgoing = { frame: full, size: wireSize(full), carrier: null, sentAt: 0, transmissions: 0 };
+    const out: Outgoing = {
+      frame: full,
+      size: wireSize(full),
+      carrier: null,
+      sentAt: 0,
+      transmissions: 0,
+      priority,
+    };
     this.sequencedBytes += out.size;
-    this.queue.push(out);
+    this.queues[priority]!.push(out);
+    this.queuedFrames++;
     return out;
+  }
+
+  /** The queue the next frame to write comes from. */
+  private head(): Outgoing[] | undefined {
+    if (this.resend.length > 0) return this.resend;
+    return this.queues.find((q) => q.length > 0);
   }
 
   /** The next frame to write, or undefined. */
   peek(): Outgoing | undefined {
-    return this.queue[0];
+    return this.head()?.[0];
   }
 
-  /** Marks the head of the queue as written to `carrier`. */
+  /** Marks the next frame to write (peek()) as written to `carrier`. */
   markSent(carrier: Carrier): Outgoing {
-    const out = this.queue.shift();
+    const out = this.head()?.shift();
     if (out === undefined) throw new Error("markSent on an empty queue");
+    this.queuedFrames--;
     out.carrier = carrier;
     out.sentAt = this.now();
     out.transmissions += 1;
@@ -124,11 +159,13 @@ export class SendWindow {
       for (let s = this.ackedThroughValue + 1; s <= receivedThrough; s++) {
         if (this.inflight.delete(s)) released++;
       }
-      // A frame can be acknowledged while queued for a resend: drop it from the queue too.
-      if (this.queue.length > 0 && this.queue[0]!.frame.seq <= receivedThrough) {
-        const keep = this.queue.filter((o) => o.frame.seq > receivedThrough);
-        this.queue.length = 0;
-        this.queue.push(...keep);
+      // A frame can be acknowledged while queued for a resend: drop it from the queue too
+      // (only a frame written before can have arrived).
+      if (this.resend.length > 0 && this.resend[0]!.frame.seq <= receivedThrough) {
+        const keep = this.resend.filter((o) => o.frame.seq > receivedThrough);
+        this.queuedFrames -= this.resend.length - keep.length;
+        this.resend.length = 0;
+        this.resend.push(...keep);
       }
       this.ackedThroughValue = receivedThrough;
       this.lastProgress = this.now();
@@ -137,8 +174,8 @@ export class SendWindow {
   }
 
   /**
-   * Moves every unacknowledged frame last written to `carrier` back to the front of the
-   * queue, in sequence order, so it is resent on another connection. Returns the count.
+   * Moves every unacknowledged frame last written to `carrier` to the resend queue (ahead
+   * of every class), in sequence order, so it is resent on another connection. Returns the count.
    */
   requeueFrom(carrier: Carrier): number {
     const back: Outgoing[] = [];
@@ -150,9 +187,10 @@ export class SendWindow {
       }
     }
     if (back.length === 0) return 0;
-    const merged = [...back, ...this.queue].sort((a, b) => a.frame.seq - b.frame.seq);
-    this.queue.length = 0;
-    this.queue.push(...merged);
+    const merged = [...back, ...this.resend].sort((a, b) => a.frame.seq - b.frame.seq);
+    this.resend.length = 0;
+    this.resend.push(...merged);
+    this.queuedFrames += back.length;
     return back.length;
   }
 

@@ -18,7 +18,7 @@ import { ChannelOrder } from "./channel-order.js";
 import type { Connection } from "./connection.js";
 import { ReorderBuffer } from "./reorder.js";
 import { RttEstimator } from "./rtt.js";
-import { SendWindow } from "./send-window.js";
+import { type ChannelPriority, NORMAL_PRIORITY, SEND_CLASSES, SendWindow } from "./send-window.js";
 import type { SessionParams, SessionStats, SessionTuning } from "./session-config.js";
 import { SESSION, type SessionState } from "./session-state.js";
 import { StreamPool } from "./stream-pool.js";
@@ -43,7 +43,11 @@ export class DwcpSession {
   private peerNextChannelId: number;
   private readonly incoming: Channel[] = [];
   private acceptWaiter: { resolve: (c: Channel) => void; reject: (e: Error) => void } | null = null;
-  private roomWaiters: { size: number; resolve: () => void; reject: (e: Error) => void }[] = [];
+  /** Producers waiting for the peer's credit, in priority class order, FIFO within a class. */
+  private roomWaiters: { size: number; priority: number; resolve: () => void; reject: (e: Error) => void }[] =
+    [];
+  /** Send priority class of each channel that asked for one other than normal. */
+  private readonly channelPriority = new Map<number, number>();
   private unconsumed = 0;
   private consumedTotal = 0;
   /** Wire bytes of distinct sequenced frames received, in order or not. */
@@ -131,7 +135,7 @@ export class DwcpSession {
         return self.framePayload;
       },
       maxMessageBytes: this.tuning.maxMessageBytes,
-      waitRoom: (size) => this.waitRoom(size),
+      waitRoom: (size, channel) => this.waitRoom(size, this.priorityOf(channel)),
       enqueue: (frame) => this.enqueue(frame),
       consumed: (bytes) => this.onConsumed(bytes),
       // Three quarters of the window each: one stalled channel never holds all of the
@@ -142,7 +146,10 @@ export class DwcpSession {
         this.channelCreditWaiters += delta;
       },
       protocolViolation: (err) => this.fail(err),
-      finished: (id) => this.channels.delete(id),
+      finished: (id) => {
+        this.channels.delete(id);
+        this.channelPriority.delete(id);
+      },
       sendDigestKey:
         params.role === "dialer" ? params.keys.digestDialerToListener : params.keys.digestListenerToDialer,
       recvDigestKey:
@@ -197,8 +204,11 @@ export class DwcpSession {
     this.pool.add(socket, rest);
   }
 
-  /** Opens a new logical channel; the peer receives it from `accept()`. */
-  openChannel(label: string): Channel {
+  /**
+   * Opens a new logical channel; the peer receives it from `accept()`. `priority` is the
+   * class its frames are sent in when several channels have data queued (docs/dwcp.md §4.6).
+   */
+  openChannel(label: string, opts: { priority?: ChannelPriority } = {}): Channel {
     this.assertOpen();
     if (this.channels.size >= this.tuning.maxOpenChannels) {
       throw new NovaError(
@@ -211,6 +221,8 @@ export class DwcpSession {
     this.nextChannelId += 2;
     const ch = new Channel(id, label, this.hostApi);
     this.channels.set(id, ch);
+    if (opts.priority && opts.priority !== "normal")
+      this.channelPriority.set(id, SEND_CLASSES.indexOf(opts.priority));
     this.enqueue({ type: FrameType.OPEN, flags: 0, channel: id, payload: Buffer.from(label, "utf8") });
     return ch;
   }
@@ -355,16 +367,23 @@ export class DwcpSession {
     }
   }
 
+  private priorityOf(channel: number): number {
+    return this.channelPriority.get(channel) ?? NORMAL_PRIORITY;
+  }
+
   private enqueue(frame: Omit<Frame, "seq">): number {
     if (this.ended) return 0;
     if (isChannelOrdered(frame.type)) frame.chseq = this.channelOrder.nextSend(frame.channel);
-    const out = this.window.enqueue(frame);
+    // The session's CLOSE follows everything queued, whatever its class.
+    const priority =
+      frame.type === FrameType.CLOSE ? SEND_CLASSES.indexOf("last") : this.priorityOf(frame.channel);
+    const out = this.window.enqueue(frame, priority);
     this.sentSizes.set(out.frame.seq, out.size);
     this.pump();
     return out.frame.seq;
   }
 
-  private waitRoom(size: number): Promise<void> {
+  private waitRoom(size: number, priority: number): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);
     if (this.current !== "open")
       return Promise.reject(new NovaError("NOVA_DWCP_CLOSED", "The DWCP session is closed"));
@@ -377,7 +396,12 @@ export class DwcpSession {
       this.lastYield = now;
       return new Promise((resolve) => setImmediate(resolve));
     }
-    return new Promise((resolve, reject) => this.roomWaiters.push({ size, resolve, reject }));
+    return new Promise((resolve, reject) => {
+      const at = this.roomWaiters.findIndex((w) => w.priority > priority);
+      const w = { size, priority, resolve, reject };
+      if (at < 0) this.roomWaiters.push(w);
+      else this.roomWaiters.splice(at, 0, w);
+    });
   }
 
   private wakeRoomWaiters(): void {

@@ -9,6 +9,7 @@
  * The server's replies travel back verbatim.
  */
 import type { Server, Socket } from "node:net";
+import type { ChannelPriority } from "../../dwcp/amst/send-window.js";
 import type { DwcpSession } from "../../dwcp/amst/session.js";
 import type { PageHistory } from "../../dwcp/hde/history.js";
 import type { PageCache } from "../../dwcp/hde/page-cache.js";
@@ -36,6 +37,8 @@ export interface NbdRelaySourceOptions {
    * in flight; this only keeps a fast reader from buffering a whole disk. @defaultValue 16 MiB
    */
   maxInFlightBytes?: number;
+  /** Send class of the relays' channels (docs/dwcp.md §4.6). @defaultValue "normal" */
+  priority?: ChannelPriority;
 }
 
 /** Source side: a local NBD endpoint whose connections are relayed over the session. */
@@ -107,6 +110,7 @@ export class NbdRelaySource {
       maxInFlightBytes: this.o.maxInFlightBytes ?? 16 * 1024 * 1024,
       splitter: new NbdRequestSplitter(),
       ...(this.o.mirror ? { mirror: this.o.mirror } : {}),
+      ...(this.o.priority ? { priority: this.o.priority } : {}),
     }).then(
       (relay) => {
         this.relays.push(relay);

@@ -20,6 +20,7 @@
 import { createHash } from "node:crypto";
 import type { Server, Socket } from "node:net";
 import type { Channel } from "../../dwcp/amst/channel.js";
+import type { ChannelPriority } from "../../dwcp/amst/send-window.js";
 import type { DwcpSession } from "../../dwcp/amst/session.js";
 import type { PageHistory } from "../../dwcp/hde/history.js";
 import { PageSender, type PageSendStats } from "../../dwcp/hde/page-sender.js";
@@ -68,6 +69,11 @@ export interface SourceRelayOptions {
    * destination relay must then be started with `announce: false`.
    */
   mirror?: ReceiverMirror;
+  /**
+   * Send class of the relay's channels when other channels of the session have data
+   * queued too (docs/dwcp.md §4.6). @defaultValue "normal"
+   */
+  priority?: ChannelPriority;
 }
 
 /** Counters of a relayed stream. */
@@ -177,8 +183,9 @@ export class MigrationRelaySource {
    */
   static async open(options: SourceRelayOptions): Promise<MigrationRelaySource> {
     const label = options.label ?? "mig";
-    const ctl = options.session.openChannel(`${label}/ctl`);
-    const pagesCh = options.session.openChannel(`${label}/pages`);
+    const priority = options.priority ?? "normal";
+    const ctl = options.session.openChannel(`${label}/ctl`, { priority });
+    const pagesCh = options.session.openChannel(`${label}/pages`, { priority });
     const history = options.history ?? null;
     const sender = new PageSender(pagesCh, {
       level: options.level ?? 3,
