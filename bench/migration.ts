@@ -55,7 +55,7 @@ import { open, readFile, rm } from "node:fs/promises";
 import path from "node:path";
 import { parseArgs, promisify } from "node:util";
 import { compress } from "zstd-napi";
-import type { MigrationResult } from "../src/api/types/migrations.js";
+import type { MigrationProgress, MigrationResult } from "../src/api/types/migrations.js";
 import { probeQemu } from "../src/compute/qemu/qemu-version.js";
 import { guestImageManifest, LocalCluster, qemuPidsUnder } from "../src/demo/local-cluster.js";
 import { isZeroPage, PAGE_SIZE } from "../src/dwcp/hde/page.js";
@@ -394,11 +394,31 @@ async function main(): Promise<void> {
           // When each phase began (state and reason as the server records them), seconds
           // after the API call: where the wall-clock time goes besides QEMU's own transfer.
           const phases: Record<string, number> = {};
+          // Every half second: seconds, disk mirrored, memory sent by QEMU, and over DWCP
+          // the memory and disk bytes on the wire and the stream count (MiB, 0.1 MiB steps):
+          // where the overlap of disk and memory shows.
+          const timeline: (number | string)[][] = [];
+          let nextSample = 0;
+          const mib = (b: unknown) => (typeof b === "number" ? Number((b / 2 ** 20).toFixed(1)) : "-");
           const m = await waitFor(
             async () => {
               const x = (await c.api<Migration>("GET", `/v1/migrations/${res.body.id}`)).body;
+              const now = (performance.now() - t0) / 1000;
               const phase = `${x.state}: ${x.stateReason}`;
-              phases[phase] ??= Number(((performance.now() - t0) / 1000).toFixed(2));
+              phases[phase] ??= Number(now.toFixed(2));
+              const p = x.progress as Partial<MigrationProgress>;
+              if (now >= nextSample && p.phase) {
+                nextSample = now + 0.5;
+                timeline.push([
+                  Number(now.toFixed(1)),
+                  p.phase,
+                  mib(p.diskBytesDone),
+                  mib(p.memoryBytesSent),
+                  mib(p.transport?.wireBytes),
+                  mib(p.transport?.diskWireBytes),
+                  p.transport?.streams ?? "-",
+                ]);
+              }
               return ["completed", "failed", "cancelled"].includes(x.state) ? x : undefined;
             },
             // A coarse poll would add up to its interval to every method's time.
@@ -420,7 +440,7 @@ async function main(): Promise<void> {
               lines.some((l) => Number(/NC-VERIFY PASS .*round=(\d+)/.exec(l)?.[1] ?? 0) > lastRound) &&
               seen !== null;
           }
-          return { m, wall, wire, cpu, pass, from, to, verdict, lastRound, phases };
+          return { m, wall, wire, cpu, pass, from, to, verdict, lastRound, phases, timeline };
         };
 
         const ram = await mustCrossBytes(
@@ -464,12 +484,33 @@ async function main(): Promise<void> {
               disk_bytes: r.m.result.diskBytes,
               guest_lines: r.verdict,
               phases: r.phases,
+              timeline: {
+                columns: [
+                  "s",
+                  "phase",
+                  "disk MiB",
+                  "memory MiB",
+                  "memory wire MiB",
+                  "disk wire MiB",
+                  "streams",
+                ],
+                rows: r.timeline,
+              },
               rounds_before: r.lastRound,
             },
           };
           rows.push(row);
           if (values.json) console.log(JSON.stringify(row));
           else log(`  -> ${row.state}, ${row.total_s ?? "-"} s, downtime ${row.downtime_ms ?? "-"} ms`);
+          if (r.m.state !== "completed") {
+            // What the agents said about it (warnings and errors), for whoever reads the run.
+            for (const s of sites)
+              for (const l of c
+                .daemonLog(s.name)
+                .filter((l) => /"level":(40|50|60)/.test(l) && !l.includes("data dir was readable"))
+                .slice(-8))
+                log(`  ${s.name}: ${l}`);
+          }
           if (r.pass === false) {
             // A guest that arrived corrupted (the TCG defect, docs/migration.md) would make
             // every later method move a hung or rebooting guest: the next one gets a new guest.

@@ -68,6 +68,7 @@ import {
   shouldStartPostcopy,
   switchoverPlan,
 } from "./migration-decisions.js";
+import { governRunAhead } from "./relay-run-ahead.js";
 import {
   governSwitchoverBandwidth,
   resetSwitchoverBandwidth,
@@ -119,7 +120,7 @@ interface OutgoingRecord {
   decision?: TransportDecision;
   /** Switch-over event times, for the downtime breakdown. */
   times?: SwitchoverTimes;
-  /** Stops keeping QEMU's avail-switchover-bandwidth (switchover-bandwidth.ts). */
+  /** Stops keeping QEMU's avail-switchover-bandwidth and the relay's run-ahead. */
   stopGovernor?: () => void;
   /**
    * Memory started before the disk mirror was in sync: QEMU's switch-over is held back
@@ -312,20 +313,23 @@ export class MigrationService {
           }
         });
         try {
+          this.stopGovernor(migrationId);
+          const stops: (() => void)[] = [];
+          // The relay's run-ahead follows QEMU's progress (relay-run-ahead.ts).
+          const relay = out?.memoryRelay();
+          if (relay) stops.push(governRunAhead(proc.qmp, relay, log));
           // Through the relay QEMU over-estimates its switch-over bandwidth; the relay
           // measures the real one (QEMU ≥ 8.2, switchover-bandwidth.ts).
           if (out && this.switchoverEstimate === "relay") {
-            this.outgoing.get(migrationId)?.stopGovernor?.();
-            const stop = await governSwitchoverBandwidth(
-              proc.qmp,
-              () => out.stats(),
-              tuning.downtimeLimitMs,
-              log,
+            stops.push(
+              await governSwitchoverBandwidth(proc.qmp, () => out.stats(), tuning.downtimeLimitMs, log),
             );
-            this.record(migrationId).stopGovernor = stop;
           } else {
             await resetSwitchoverBandwidth(proc.qmp);
           }
+          kept.stopGovernor = () => {
+            for (const stop of stops) stop();
+          };
           await startOutgoing(proc.qmp, uri, tuning, {
             pauseBeforeSwitchover: true,
             holdSwitchover: hold,

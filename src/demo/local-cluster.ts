@@ -160,6 +160,11 @@ export class LocalCluster {
     return this.daemons.get(name)?.proc.pid;
   }
 
+  /** The last lines a running daemon wrote (stdout and stderr, at most 5000 kept). */
+  daemonLog(name: string): readonly string[] {
+    return this.daemons.get(name)?.output ?? [];
+  }
+
   /** The agent's data dir. */
   agentDir(name: string): string {
     return path.join(this.dir, "agents", name);

@@ -16,6 +16,7 @@ import { Tuner } from "../../dwcp/tuner.js";
 import { describeError, NovaError } from "../../lib/errors.js";
 import { NbdRelaySource } from "../../migration/dwcp/nbd-relay.js";
 import { MigrationRelaySource, type RelayStats } from "../../migration/dwcp/relay-source.js";
+import { RUN_AHEAD_MIN } from "../relay-run-ahead.js";
 import { CONTROL_CHANNELS, type DwcpEndpoint, decodeHelloAnswer, encodeHelloRequest } from "./control.js";
 import type { DwcpPageStore, HistoryFiles } from "./page-store.js";
 import { chooseForPath, chooseWhenUnreachable, type TransportDecision } from "./transport-choice.js";
@@ -69,10 +70,9 @@ export class OutgoingDwcp {
       history: this.history,
       mirror: this.mirror,
       level: this.relayLevel(),
-      // Measured on the emulated wan (256 MiB guest, cold): 4 MiB 4.8 s, 8 MiB 3.0-3.9 s,
-      // 16 MiB 3.0 s. Downtime grows with it as QEMU's bandwidth estimate starts to count
-      // the buffer: 298-630 ms at 8 MiB across runs, 423-485 ms at 16 MiB (one run each).
-      maxInFlightBytes: 8 * 1024 * 1024,
+      // The bound near QEMU's switch-over decision; the agent raises it while most of the
+      // first pass is still to come (relay-run-ahead.ts says why and how far).
+      maxInFlightBytes: RUN_AHEAD_MIN,
       priority: "bulk",
     });
     // The memory relay is done once the destination verified the whole stream.
@@ -81,6 +81,11 @@ export class OutgoingDwcp {
       () => undefined,
     );
     return this.memory.uri;
+  }
+
+  /** The memory relay, once QEMU's stream has somewhere to go. */
+  memoryRelay(): MigrationRelaySource | null {
+    return this.memory;
   }
 
   /** zstd level for the relays: the tuner's, at least 1 (page batches always compress). */
@@ -185,10 +190,20 @@ export class DwcpSource {
         slackShare: 1 / 16,
       });
       const { memory, disk } = this.pages.loadHistories(vmId);
-      this.outgoing.set(
-        migrationId,
-        new OutgoingDwcp(decision, session, tuner, mirror, memory, disk, this.pages.historyFiles(vmId)),
+      const out = new OutgoingDwcp(
+        decision,
+        session,
+        tuner,
+        mirror,
+        memory,
+        disk,
+        this.pages.historyFiles(vmId),
       );
+      // Both relays now, before the mirror's writes fill the session: the memory relay's
+      // channels and its inventory exchange would otherwise queue behind them (its class
+      // is bulk), and memory may start as soon as the mirror runs (docs/migration.md).
+      await Promise.all([out.nbdEndpoint(), out.migrateUri()]);
+      this.outgoing.set(migrationId, out);
       return decision;
     } catch (err) {
       session.destroy();

@@ -12,7 +12,7 @@ import { PageDigest } from "./digest.js";
 import type { PageHistory } from "./history.js";
 import { hashKeyParts } from "./lru-index.js";
 import { HASH_BYTES, isZeroPage, looksCompressible, PAGE_SIZE, pageHash, ZERO_HASH } from "./page.js";
-import { ReceiverMirror, readInventory } from "./receiver-mirror.js";
+import { type MirrorAccess, ReceiverMirror, readInventory } from "./receiver-mirror.js";
 import { xbzrleEncode } from "./xbzrle.js";
 
 /** Where fills for the receiver's NEED list are read from. */
@@ -68,7 +68,7 @@ export interface PageSendStats {
 /** Encodes pages onto a channel. Call start(), then writePage() for each page, then finish(). */
 export class PageSender {
   /** What the receiver's cache holds. */
-  private mirror = ReceiverMirror.empty();
+  private mirror: MirrorAccess = ReceiverMirror.empty();
   private readonly builder = new BatchBuilder();
   private readonly compressor: BatchCompressor;
   private readonly digest = new PageDigest();
@@ -112,7 +112,8 @@ export class PageSender {
       maxPages: this.options.maxMirrorPages,
       dedup: this.dedup,
     });
-    this.mirror = this.dedup ? (this.options.mirror ?? own) : own;
+    // A shared mirror is used through a view of this stream's own (receiver-mirror.ts).
+    this.mirror = this.dedup ? (this.options.mirror?.forStream() ?? own) : own;
     this.started = true;
   }
 
@@ -209,6 +210,7 @@ export class PageSender {
     while ((await this.channel.read()) !== null) {
       // No further messages are expected; drain defensively.
     }
+    this.mirror.release();
     return { ...this.stats };
   }
 

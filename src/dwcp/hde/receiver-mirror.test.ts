@@ -56,3 +56,34 @@ describe("readInventory", () => {
     expect(isNovaError(await reading, "NOVA_DWCP_PROTOCOL")).toBe(true);
   });
 });
+
+describe("a mirror shared by several streams", () => {
+  it("lets each stream reference the inventory and its own pages, never another stream's", async () => {
+    const { tx, rx } = await channels();
+    const reading = readInventory(rx);
+    await tx.send(inventory(16, 100, 2));
+    await tx.send(Buffer.from([Msg.INVENTORY_END]));
+    const mirror = await reading;
+    const memory = mirror.forStream();
+    const disk = mirror.forStream();
+    // The inventory: in the cache before the session, safe for every stream.
+    expect(memory.touch(100, 7)).toBe(true);
+    expect(disk.has(101, 7)).toBe(true);
+    // A page the memory stream sent may still be on its way when the disk stream's
+    // reference to it would arrive: only the memory stream may reference it.
+    memory.insert(5, 5);
+    expect(memory.has(5, 5)).toBe(true);
+    expect(memory.touch(5, 5)).toBe(true);
+    expect(disk.has(5, 5)).toBe(false);
+    expect(disk.touch(5, 5)).toBe(false);
+    // The disk stream sends it too: it stays the memory stream's (the first copy).
+    disk.insert(5, 5);
+    expect(disk.touch(5, 5)).toBe(false);
+    expect(memory.touch(5, 5)).toBe(true);
+    // The unshared view of the mirror (one stream) sees everything.
+    expect(mirror.has(5, 5)).toBe(true);
+    // The memory stream ended verified: its pages are in the cache, for every stream.
+    memory.release();
+    expect(disk.touch(5, 5)).toBe(true);
+  });
+});

@@ -76,6 +76,9 @@ export interface SourceRelayOptions {
   priority?: ChannelPriority;
 }
 
+/** Progress arrives every 256 KiB; below 1 MiB the relay would wait on reports, not data. */
+const MIN_IN_FLIGHT = 1024 * 1024;
+
 /** Counters of a relayed stream. */
 export interface RelayStats {
   /** Stream bytes read from QEMU. */
@@ -139,7 +142,7 @@ export class MigrationRelaySource {
   private finished = false;
   private qemuEnded = false;
   private readonly batchPages: number;
-  private readonly maxInFlight: number;
+  private maxInFlight: number;
   private readonly framePayload: number;
 
   private constructor(
@@ -151,8 +154,7 @@ export class MigrationRelaySource {
     this.parser = options.splitter ?? new QemuStreamSplitter();
     this.compressor = new SegmentCompressor(options.level ?? 3);
     this.batchPages = options.batchPages ?? 256;
-    // Progress arrives every 256 KiB; below 1 MiB the relay would wait on reports, not data.
-    this.maxInFlight = Math.max(1024 * 1024, options.maxInFlightBytes ?? 4 * 1024 * 1024);
+    this.maxInFlight = Math.max(MIN_IN_FLIGHT, options.maxInFlightBytes ?? 4 * 1024 * 1024);
     this.framePayload = options.framePayload ?? 256 * 1024;
     this.done = new Promise((resolve, reject) => {
       this.resolveDone = resolve;
@@ -316,6 +318,20 @@ export class MigrationRelaySource {
       }
     });
     return this.work;
+  }
+
+  /** How far the relay may run ahead of the destination QEMU (`maxInFlightBytes`). */
+  get maxInFlightBytes(): number {
+    return this.maxInFlight;
+  }
+
+  /** Changes how far the relay may run ahead of the destination QEMU (at least 1 MiB). */
+  setMaxInFlight(bytes: number): void {
+    this.maxInFlight = Math.max(MIN_IN_FLIGHT, bytes);
+    // A reader waiting for the backlog to shrink re-checks against the new bound.
+    const w = this.progressWaiter;
+    this.progressWaiter = null;
+    w?.();
   }
 
   private async onChunk(chunk: Buffer): Promise<void> {
