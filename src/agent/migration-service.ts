@@ -127,6 +127,10 @@ interface OutgoingRecord {
    * (downtime limit 0) until the mirror is ready, then gets this limit.
    */
   hold?: { downtimeLimitMs: number; released: boolean };
+  /** The disk mirror's start, when it runs in the background (over DWCP). */
+  mirrorStart?: Promise<void>;
+  /** Why that start failed; reported as the mirror's error. */
+  mirrorStartError?: string;
 }
 
 /** How long a switch-over waits for a mirror that was not in sync when the guest stopped. */
@@ -227,17 +231,20 @@ export class MigrationService {
           `VM ${id} is waiting for migration ${incoming.migrationId}, not ${body.migrationId}`,
         );
       }
-      // This QEMU was started for this migration only, so its status is about it.
-      await waitFor(
-        async () => {
-          const migration = (await queryMigration(proc.qmp)).status;
-          if (!incomingStreamReady(migration)) return undefined;
-          return incomingLoaded(migration, (await queryStatus(proc.qmp)).status) || undefined;
-        },
-        { timeoutMs: 30_000, what: "the incoming migration to load the VM's state" },
-      );
-      // Over DWCP, resume only a stream the relay verified end to end (SHA-256).
-      await dwcp?.incomingVerified(incoming.migrationId);
+      // This QEMU was started for this migration only, so its status is about it. Over
+      // DWCP, resume only a stream the relay verified end to end (SHA-256). Both are
+      // awaited together: each waits for the stream's last bytes, and the guest is paused.
+      await Promise.all([
+        waitFor(
+          async () => {
+            const migration = (await queryMigration(proc.qmp)).status;
+            if (!incomingStreamReady(migration)) return undefined;
+            return incomingLoaded(migration, (await queryStatus(proc.qmp)).status) || undefined;
+          },
+          { timeoutMs: 30_000, what: "the incoming migration to load the VM's state" },
+        ),
+        dwcp?.incomingVerified(incoming.migrationId),
+      ]);
       dwcp?.forgetIncoming(incoming.migrationId);
       const { exportName, jobId } = migrationNames(incoming.migrationId);
       await stopNbdExport(proc.qmp, exportName);
@@ -265,18 +272,30 @@ export class MigrationService {
     const status = await this.outgoingStatus(id, migrationId);
     if (step === "mirror") {
       if (!endpoints) throw new NovaError("NOVA_BAD_REQUEST", "the mirror step needs the target's endpoints");
-      if (!status.mirror) {
+      const kept = this.record(migrationId);
+      if (!status.mirror && !kept.mirrorStart) {
         const out = await this.chooseTransport(migrationId, id, endpoints, transport ?? "auto");
         // A step cut short (agent restart) may have added the target node but not the job.
         await blockdevDel(proc.qmp, mirrorTargetNodeName(jobId)).catch(() => {});
         // The relay's endpoint is on loopback and plaintext; the destination's own needs TLS.
         const tls = out ? undefined : await this.peerTls(proc, migrationId, endpoints);
-        await startMirror(proc.qmp, {
-          jobId,
-          sourceNode: await diskNodeName(proc.qmp),
-          nbd: out ? { ...(await out.nbdEndpoint()), exportName: endpoints.nbd.exportName } : endpoints.nbd,
-          ...(tls ? { tls } : {}),
-        });
+        const start = (async () =>
+          startMirror(proc.qmp, {
+            jobId,
+            sourceNode: await diskNodeName(proc.qmp),
+            nbd: out ? { ...(await out.nbdEndpoint()), exportName: endpoints.nbd.exportName } : endpoints.nbd,
+            ...(tls ? { tls } : {}),
+          }))();
+        if (out) {
+          // Over DWCP adding the mirror's NBD node negotiates with the export across the
+          // path (several round trips): memory may start meanwhile (plan.ts), held back
+          // from switching over until the mirror is in sync. A failure shows in the status.
+          kept.mirrorStart = start.catch((err: unknown) => {
+            kept.mirrorStartError = describeError(err);
+          });
+        } else {
+          await start;
+        }
       }
     } else if (step === "memory") {
       if (!endpoints || !tuning)
@@ -288,9 +307,10 @@ export class MigrationService {
         const times: SwitchoverTimes = {};
         const kept = this.record(migrationId);
         kept.times = times;
-        // Over DWCP memory may start while the mirror still catches up (plan.ts); QEMU must
-        // not stop the guest before the disk is in sync, or the switch-over would wait for it.
-        const hold = status.mirror !== null && !status.mirror.ready;
+        // Over DWCP memory may start while the mirror still starts or catches up (plan.ts);
+        // QEMU must not stop the guest before the disk is in sync, or the switch-over would
+        // wait for it.
+        const hold = (status.mirror !== null || kept.mirrorStart !== undefined) && !status.mirror?.ready;
         if (hold) kept.hold = { downtimeLimitMs: tuning.downtimeLimitMs, released: false };
         const auto = body.autoSwitchover === true;
         const stopWatching = proc.qmp.onEvent((ev) => {
@@ -361,6 +381,8 @@ export class MigrationService {
     // An automatic switch-over already under way finishes first; what state it leaves
     // decides below whether the source may resume.
     await this.switching.get(migrationId)?.catch(() => undefined);
+    // A mirror still starting in the background would otherwise appear after the cancel.
+    await this.outgoing.get(migrationId)?.mirrorStart;
     const proc = this.vms.processOf(id);
     this.dwcp?.finishOutgoing(migrationId);
     this.forgetOutgoing(migrationId);
@@ -500,10 +522,14 @@ export class MigrationService {
     const kept = this.outgoing.get(migrationId);
     // A missed BLOCK_JOB_READY event is caught by the next status read (the server polls).
     if (kept?.hold && !kept.hold.released && mirror?.ready) await this.releaseHold(proc, kept);
+    const failedStart =
+      !mirror && kept?.mirrorStartError
+        ? { status: "concluded", ready: false, offset: 0, len: 0, error: kept.mirrorStartError }
+        : undefined;
     return outgoingView({
       migrationId,
       vmStatus: status,
-      mirror,
+      mirror: mirror ?? failedStart,
       memory,
       startedMigrationId: this.vms.outgoingOf(id),
       times: kept?.times,
@@ -548,6 +574,7 @@ export class MigrationService {
     if (!p) {
       p = (async () => {
         const proc = this.requireProcess(id);
+        await this.outgoing.get(migrationId)?.mirrorStart;
         const status = await this.outgoingStatus(id, migrationId);
         const plan = switchoverPlan(status.memory?.status, status.mirror !== null);
         const { jobId } = migrationNames(migrationId);

@@ -61,6 +61,7 @@ export class Tuner {
   private readonly interval: NodeJS.Timeout;
   private readonly poller: NodeJS.Timeout;
   private readonly horizon: number;
+  private readonly minLevels = new Map<BatchCompressor, number>();
   private readonly pending: { due: number; predicted: number; acc: number; k: number }[] = [];
   private errSum = 0;
   private errN = 0;
@@ -215,8 +216,18 @@ export class Tuner {
             margin: 2,
             ...(c ? { measured: c.speed } : {}),
           });
-    for (const comp of this.compressors) comp.setLevel(level);
+    for (const comp of this.compressors) comp.setLevel(Math.max(this.minLevels.get(comp) ?? 0, level));
     this.state.level = level;
+  }
+
+  /**
+   * Puts a compressor made after the tuner (a relay that starts later) under its level
+   * policy, never below `minLevel`; the first one's measured speeds inform the policy.
+   */
+  adopt(compressor: BatchCompressor, minLevel = 0): void {
+    this.compressors.push(compressor);
+    this.minLevels.set(compressor, minLevel);
+    compressor.setLevel(Math.max(minLevel, this.state.level));
   }
 
   /**

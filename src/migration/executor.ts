@@ -242,6 +242,9 @@ class MigrationRun {
             "transport chosen",
           );
         }
+        // The step answers with the source's status: the plan can go on from it (over DWCP
+        // straight to memory) without another poll.
+        this.fresh = { kind: "status", status: started };
         return false;
       }
       case "start-memory": {

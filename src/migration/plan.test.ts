@@ -272,15 +272,31 @@ describe("migration plan: mirroring the disk", () => {
         to: "transferring",
         reason: "copying memory while the disk mirror catches up (pre-copy)",
         result: { baseImageCopied: true },
-        progress: "disk-mirror",
         next: "mirror-synced",
       },
     ],
     [
-      "over DWCP, no mirror job yet: waits for it",
+      "over DWCP, the mirror still starting (no job yet): memory starts beside it",
       r,
       o({ source: status({ transport: { chosen: "dwcp", mode: "wan", reason: "r" } }) }),
-      { kind: "wait", ms: 200, progress: "disk-mirror" },
+      {
+        kind: "mark",
+        to: "transferring",
+        reason: "copying memory while the disk mirror catches up (pre-copy)",
+        result: { baseImageCopied: true },
+        next: "mirror-synced",
+      },
+    ],
+    [
+      "over DWCP, the mirror's start failed: rolled back",
+      r,
+      o({
+        source: status({
+          mirror: mirror({ status: "concluded", error: "NBD negotiation failed" }),
+          transport: { chosen: "dwcp", mode: "wan", reason: "r" },
+        }),
+      }),
+      failed("disk mirror failed: NBD negotiation failed"),
     ],
     [
       "over DWCP with post-copy wanted: no overlap, waits for the mirror",

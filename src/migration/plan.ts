@@ -212,15 +212,17 @@ function transferPoll(m: PlanRecord, o: Observations, policy: PlanPolicy): Migra
       };
     }
     // Over DWCP memory and disk share one session whose channel priorities keep the disk
-    // moving, so memory need not wait for the mirror; the source holds QEMU's switch-over
-    // back until the mirror is in sync (docs/migration.md, "Memory and disk together").
-    if (s.mirror && s.transport?.chosen === "dwcp" && !o.postcopy.wanted) {
+    // moving, so memory need not wait for the mirror (nor for its start, which negotiates
+    // across the path); the source holds QEMU's switch-over back until the mirror is in
+    // sync (docs/migration.md, "Memory and disk together").
+    if (s.transport?.chosen === "dwcp" && !o.postcopy.wanted) {
       return {
         kind: "mark",
         to: "transferring",
         reason: "copying memory while the disk mirror catches up (pre-copy)",
         result: { baseImageCopied: o.baseImageCopied },
-        progress: "disk-mirror",
+        // No progress saved here: one store write less before memory starts; the next
+        // poll saves it.
         next: "mirror-synced",
       };
     }

@@ -33,6 +33,9 @@ export interface OutgoingStats extends RelayStats {
 export class OutgoingDwcp {
   private nbd: NbdRelaySource | null = null;
   private memory: MigrationRelaySource | null = null;
+  private nbdStart: Promise<NbdRelaySource> | null = null;
+  private memoryStart: Promise<MigrationRelaySource> | null = null;
+  private closed = false;
 
   constructor(
     readonly decision: TransportDecision,
@@ -45,9 +48,19 @@ export class OutgoingDwcp {
     private readonly files: HistoryFiles,
   ) {}
 
-  /** The local NBD endpoint the block mirror writes to (relayed to the destination's export). */
-  async nbdEndpoint(): Promise<{ host: string; port: number }> {
-    this.nbd ??= await NbdRelaySource.start({
+  /**
+   * Starts both relays without waiting for them: their channels open now, before the
+   * mirror's writes fill the session (the memory relay's class is bulk, so its opening and
+   * inventory exchange would queue behind them), and memory may start as soon as the
+   * mirror runs (docs/migration.md). Their round trips overlap the mirror's start.
+   */
+  prepare(): void {
+    this.nbdRelay().catch(() => undefined);
+    this.memoryRelayStarted().catch(() => undefined);
+  }
+
+  private nbdRelay(): Promise<NbdRelaySource> {
+    this.nbdStart ??= NbdRelaySource.start({
       session: this.session,
       label: "nbd",
       history: this.diskHistory,
@@ -57,14 +70,16 @@ export class OutgoingDwcp {
       // go before queued memory, which fills whatever the disk leaves of the link. At
       // switch-over the mirror's last writes and flushes are on the critical path too.
       priority: "normal",
+    }).then((relay) => {
+      this.nbd = relay;
+      if (this.closed) relay.abort("the migration ended");
+      return relay;
     });
-    const ep = this.nbd.endpoint as { host: string; port: number };
-    return { host: ep.host, port: ep.port };
+    return this.nbdStart;
   }
 
-  /** The local URI QEMU's outgoing migration connects to. */
-  async migrateUri(): Promise<string> {
-    this.memory ??= await MigrationRelaySource.start({
+  private memoryRelayStarted(): Promise<MigrationRelaySource> {
+    this.memoryStart ??= MigrationRelaySource.start({
       session: this.session,
       label: "mig",
       history: this.history,
@@ -74,13 +89,30 @@ export class OutgoingDwcp {
       // first pass is still to come (relay-run-ahead.ts says why and how far).
       maxInFlightBytes: RUN_AHEAD_MIN,
       priority: "bulk",
+    }).then((relay) => {
+      this.memory = relay;
+      // The bulk of the bytes: its level follows the tuner from now on.
+      this.tuner.adopt(relay.pageCompressor, 1);
+      // The memory relay is done once the destination verified the whole stream.
+      relay.done.then(
+        () => this.history.save(this.files.memory),
+        () => undefined,
+      );
+      if (this.closed) relay.abort("the migration ended");
+      return relay;
     });
-    // The memory relay is done once the destination verified the whole stream.
-    this.memory.done.then(
-      () => this.history.save(this.files.memory),
-      () => undefined,
-    );
-    return this.memory.uri;
+    return this.memoryStart;
+  }
+
+  /** The local NBD endpoint the block mirror writes to (relayed to the destination's export). */
+  async nbdEndpoint(): Promise<{ host: string; port: number }> {
+    const ep = (await this.nbdRelay()).endpoint as { host: string; port: number };
+    return { host: ep.host, port: ep.port };
+  }
+
+  /** The local URI QEMU's outgoing migration connects to. */
+  async migrateUri(): Promise<string> {
+    return (await this.memoryRelayStarted()).uri;
   }
 
   /** The memory relay, once QEMU's stream has somewhere to go. */
@@ -122,6 +154,7 @@ export class OutgoingDwcp {
 
   /** Ends the session (after success or when giving up). */
   close(): void {
+    this.closed = true;
     this.tuner.stop();
     this.nbd?.abort("the migration ended");
     this.session.destroy();
@@ -153,7 +186,8 @@ export class DwcpSource {
     let session: DwcpSession;
     try {
       const tls = this.tlsFor(to);
-      session = await dialSession({ host: to.host, port: to.port, streams: 2, ...(tls ? { tls } : {}) });
+      // One connection to start: the tuner adds the rest in the background (tuner.ts).
+      session = await dialSession({ host: to.host, port: to.port, streams: 1, ...(tls ? { tls } : {}) });
     } catch (err) {
       const fallback = chooseWhenUnreachable({ requested, error: describeError(err) });
       if (!fallback) throw err;
@@ -199,10 +233,7 @@ export class DwcpSource {
         disk,
         this.pages.historyFiles(vmId),
       );
-      // Both relays now, before the mirror's writes fill the session: the memory relay's
-      // channels and its inventory exchange would otherwise queue behind them (its class
-      // is bulk), and memory may start as soon as the mirror runs (docs/migration.md).
-      await Promise.all([out.nbdEndpoint(), out.migrateUri()]);
+      out.prepare();
       this.outgoing.set(migrationId, out);
       return decision;
     } catch (err) {

@@ -169,8 +169,11 @@ export class DwcpTarget {
       if (inc.session === session) inc.session = null;
       return;
     }
-    // Before the inventory, which the source waits for: its mirror connects only after.
-    const nbd = typeof inc.nbd === "function" ? await inc.nbd() : inc.nbd;
+    // The export may have to move first (dwcp-transport.ts); the relays connect to it when
+    // the mirror's first connection arrives, so the inventory, which the source waits for,
+    // need not wait for the move.
+    const nbd = typeof inc.nbd === "function" ? inc.nbd() : Promise.resolve(inc.nbd);
+    nbd.catch(() => undefined);
     ({ memory: inc.history, disk: inc.diskHistory } = this.pages.loadHistories(inc.vmId));
     inc.nbdRelay = new NbdRelayTarget({
       router,

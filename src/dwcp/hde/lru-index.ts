@@ -33,8 +33,10 @@ export class LruIndex {
   private readonly next: Int32Array;
   private readonly table: Int32Array;
   private readonly mask: number;
+  /** Entries removed and free again (a stack); entries never used start at `fresh`. */
   private readonly free: Int32Array;
-  private freeTop: number;
+  private freeTop = 0;
+  private fresh = 0;
   private head = EMPTY;
   private tail = EMPTY;
   private count = 0;
@@ -53,11 +55,11 @@ export class LruIndex {
     this.next = new Int32Array(n);
     let size = 2;
     while (size < n * 2) size *= 2;
-    this.table = new Int32Array(size).fill(EMPTY);
+    // The table holds entry + 1 (0: empty), so that nothing is written at creation: the
+    // arrays of a million-page index cost no time until used (a session creates several).
+    this.table = new Int32Array(size);
     this.mask = size - 1;
     this.free = new Int32Array(n);
-    for (let i = 0; i < n; i++) this.free[i] = n - 1 - i;
-    this.freeTop = capacity;
   }
 
   /** Entries held. */
@@ -77,8 +79,9 @@ export class LruIndex {
   find(hi: number, lo: number): number {
     let i = this.home(hi, lo);
     for (;;) {
-      const e = this.table[i]!;
-      if (e === EMPTY) return EMPTY;
+      const t = this.table[i]!;
+      if (t === 0) return EMPTY;
+      const e = t - 1;
       if (this.hi[e] === hi && this.lo[e] === lo) return e;
       i = (i + 1) & this.mask;
     }
@@ -93,13 +96,14 @@ export class LruIndex {
 
   /** Adds a key (absent, with room) as most recently used; returns its entry. */
   insert(hi: number, lo: number): number {
-    if (this.freeTop === 0) throw new NovaError("NOVA_INTERNAL", "LRU index is full; evict oldest() first");
-    const e = this.free[--this.freeTop]!;
+    if (this.count >= this.capacity)
+      throw new NovaError("NOVA_INTERNAL", "LRU index is full; evict oldest() first");
+    const e = this.freeTop > 0 ? this.free[--this.freeTop]! : this.fresh++;
     this.hi[e] = hi;
     this.lo[e] = lo;
     let i = this.home(hi, lo);
-    while (this.table[i] !== EMPTY) i = (i + 1) & this.mask;
-    this.table[i] = e;
+    while (this.table[i] !== 0) i = (i + 1) & this.mask;
+    this.table[i] = e + 1;
     this.linkTail(e);
     this.count++;
     return e;
@@ -108,21 +112,21 @@ export class LruIndex {
   /** Removes an entry. */
   remove(e: number): void {
     let i = this.home(this.hi[e]!, this.lo[e]!);
-    while (this.table[i] !== e) i = (i + 1) & this.mask;
+    while (this.table[i] !== e + 1) i = (i + 1) & this.mask;
     // Backward-shift deletion keeps every probe chain unbroken without tombstones.
     let j = i;
     for (;;) {
-      this.table[i] = EMPTY;
+      this.table[i] = 0;
       for (;;) {
         j = (j + 1) & this.mask;
         const f = this.table[j]!;
-        if (f === EMPTY) {
+        if (f === 0) {
           this.unlink(e);
           this.free[this.freeTop++] = e;
           this.count--;
           return;
         }
-        const k = this.home(this.hi[f]!, this.lo[f]!);
+        const k = this.home(this.hi[f - 1]!, this.lo[f - 1]!);
         // Move f back to i unless its home lies cyclically in (i, j].
         const stays = i <= j ? i < k && k <= j : i < k || k <= j;
         if (!stays) {

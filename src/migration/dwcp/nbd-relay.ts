@@ -147,8 +147,8 @@ export interface NbdRelayTargetOptions {
   router: ChannelRouter;
   /** @defaultValue "nbd" */
   label?: string;
-  /** The destination QEMU's NBD export. */
-  target: LocalEndpoint;
+  /** The destination QEMU's NBD export (a promise: known only once the export moved). */
+  target: LocalEndpoint | Promise<LocalEndpoint>;
   cache: PageCache | null;
   /** Records received disk blocks as this host's last version (for a later way back). */
   history?: PageHistory | null;

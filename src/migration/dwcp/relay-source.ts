@@ -22,6 +22,7 @@ import type { Server, Socket } from "node:net";
 import type { Channel } from "../../dwcp/amst/channel.js";
 import type { ChannelPriority } from "../../dwcp/amst/send-window.js";
 import type { DwcpSession } from "../../dwcp/amst/session.js";
+import type { BatchCompressor } from "../../dwcp/hde/codec.js";
 import type { PageHistory } from "../../dwcp/hde/history.js";
 import { PageSender, type PageSendStats } from "../../dwcp/hde/page-sender.js";
 import type { ReceiverMirror } from "../../dwcp/hde/receiver-mirror.js";
@@ -318,6 +319,11 @@ export class MigrationRelaySource {
       }
     });
     return this.work;
+  }
+
+  /** The page batches' compressor, for a policy that sets its level (tuner.ts). */
+  get pageCompressor(): BatchCompressor {
+    return this.sender.zstd;
   }
 
   /** How far the relay may run ahead of the destination QEMU (`maxInFlightBytes`). */
