@@ -15,6 +15,8 @@
  *   dwcp               NovaCron's DWCP relay over mutual TLS (the default), the first DWCP
  *                      migration: the destination's cache is cold
  *   dwcp-again         the same VM again to the same host: the destination cache is warm
+ *   auto               NovaCron's default transport choice (`auto`: DWCP or QEMU's own by the
+ *                      path), only with --method; its row's detail says which it took
  *   dwcp-plaintext     dwcp again with both agents restarted with --dwcp-plaintext and their
  *                      DWCP caches emptied (cold, like dwcp): what TLS costs; the agents
  *                      are restarted with TLS afterwards
@@ -78,10 +80,14 @@ const METHODS = [
   "dwcp",
   "dwcp-again",
   "dwcp-plaintext",
+  "auto",
   "bound",
 ] as const;
-/** What runs without --method: every method but post-copy, which is a policy, not a baseline. */
-const DEFAULT_METHODS = METHODS.filter((m) => m !== "qemu-postcopy");
+/**
+ * What runs without --method: every method but post-copy, which is a policy, not a
+ * baseline, and auto, which picks one of the others (asked for on `dc`, where it matters).
+ */
+const DEFAULT_METHODS = METHODS.filter((m) => m !== "qemu-postcopy" && m !== "auto");
 /** The methods that use only QEMU's own transport: the baselines DWCP is compared with. */
 const QEMU_METHODS: readonly Method[] = ["qemu", "qemu-multifd", "qemu-multifd-zstd"];
 type Method = (typeof METHODS)[number];
@@ -535,6 +541,7 @@ async function main(): Promise<void> {
           else if (method === "qemu-multifd")
             await measured(method, { transport: "qemu", multifdChannels: 4 });
           else if (method === "qemu-postcopy") await measured(method, { transport: "qemu", postcopy: true });
+          else if (method === "auto") await measured(method, { transport: "auto" });
           else if (method === "qemu-multifd-zstd")
             await measured(method, { transport: "qemu", multifdChannels: 4, multifdCompression: "zstd" });
           else if (method === "dwcp") {
@@ -616,6 +623,7 @@ async function main(): Promise<void> {
         "dwcp / bound",
         "TLS / plaintext",
         "TLS / plaintext CPU",
+        "auto / fastest",
       ],
       ratios.map((r) => [
         r.profile,
@@ -628,6 +636,7 @@ async function main(): Promise<void> {
         r.bound_ratio?.toFixed(2) ?? "-",
         r.tls_ratio?.toFixed(2) ?? "-",
         r.tls_cpu_ratio?.toFixed(2) ?? "-",
+        r.auto_ratio?.toFixed(2) ?? "-",
       ]),
     );
   }
@@ -707,6 +716,8 @@ interface Ratio {
   bound_ratio: number | null;
   /** dwcp-again's bytes on the wire over dwcp's. */
   again_bytes_ratio: number | null;
+  /** auto's total over the fastest method measured (QEMU's or DWCP, cold). */
+  auto_ratio: number | null;
   /** dwcp (TLS) total over dwcp-plaintext total, both cold. */
   tls_ratio: number | null;
   /** dwcp (TLS) agents' CPU seconds over dwcp-plaintext's. */
@@ -741,9 +752,16 @@ function ratioRow(medians: Median[], profile: string, workload: string): Ratio {
     bound_s: bound?.total_s ?? null,
     bound_ratio: div(dwcp?.total_s, bound?.total_s),
     again_bytes_ratio: div(again?.bytes_on_wire, dwcp?.bytes_on_wire),
+    auto_ratio: div(of("auto")?.total_s, fastest([best?.total_s, dwcp?.total_s])),
     tls_ratio: div(dwcp?.total_s, plain?.total_s),
     tls_cpu_ratio: div(dwcp?.cpu_seconds, plain?.cpu_seconds),
   };
+}
+
+/** The smallest of the figures that exist, or null. */
+function fastest(xs: (number | null | undefined)[]): number | null {
+  const ok = xs.filter((x): x is number => typeof x === "number");
+  return ok.length ? Math.min(...ok) : null;
 }
 
 function printRows(rows: Row[]): void {
