@@ -21,7 +21,8 @@ export const MIGRATION = defineStateMachine({
   states: {
     queued: "accepted; waiting for its turn (one migration per VM and host pair at a time)",
     preparing: "copying the image when the target lacks it and preparing the target's QEMU",
-    transferring: "mirroring the disk, then copying memory while the guest runs",
+    transferring:
+      "mirroring the disk and copying memory while the guest runs (over DWCP at once, else one after the other)",
     "switching-over": "memory converged; the source is paused while the last pages cross",
     completed: "the VM runs on the target; the source copy is gone",
     failed: "stopped by an error; rollback says what was undone",
