@@ -52,7 +52,6 @@
  * The agents run the system's qemu-system-x86_64 (QEMU 10 after scripts/ensure.mjs).
  */
 import { execFile } from "node:child_process";
-import { createHash } from "node:crypto";
 import { open, readFile, rm } from "node:fs/promises";
 import path from "node:path";
 import { parseArgs, promisify } from "node:util";
@@ -60,7 +59,7 @@ import { compress } from "zstd-napi";
 import type { MigrationProgress, MigrationResult } from "../src/api/types/migrations.js";
 import { probeQemu } from "../src/compute/qemu/qemu-version.js";
 import { guestImageManifest, LocalCluster, qemuPidsUnder } from "../src/demo/local-cluster.js";
-import { isZeroPage, PAGE_SIZE } from "../src/dwcp/hde/page.js";
+import { isZeroPage, PAGE_SIZE, pageHash } from "../src/dwcp/hde/page.js";
 import { waitFor } from "../src/lib/wait.js";
 import { ADDR_A, ADDR_B, WanLink } from "../src/testing/wanem/link.js";
 import { emulatorUnavailableReason, inNs } from "../src/testing/wanem/netns.js";
@@ -178,14 +177,6 @@ interface MustCross {
   diskElided: number;
 }
 
-/** zstd over `pages` in 4 MiB pieces (the encoder compresses batches, not the whole). */
-function compressedSize(pages: Buffer[], level: number): number {
-  let n = 0;
-  for (let i = 0; i < pages.length; i += 1024)
-    n += compress(Buffer.concat(pages.slice(i, i + 1024)), { compressionLevel: level }).length;
-  return n;
-}
-
 /**
  * The guest's RAM, read from its QEMU's address space (the anonymous mapping of exactly
  * the guest's memory size), and its disk's top layer (the qcow2 overlay QEMU runs on: the
@@ -199,13 +190,21 @@ async function mustCrossBytes(qemuPid: number): Promise<MustCross> {
     .map((l) => /^([0-9a-f]+)-([0-9a-f]+) rw/.exec(l))
     .find((m) => m && Number.parseInt(m[2]!, 16) - Number.parseInt(m[1]!, 16) === size);
   if (!line) throw new Error(`no ${memoryMiB} MiB mapping in QEMU ${qemuPid}`);
+  // Distinct pages (by the encoder's own page hash), compressed in 4 MiB pieces as they
+  // come: the encoder compresses batches, not the whole.
   const seen = new Set<string>();
-  const distinct: Buffer[] = [];
+  let piece: Buffer[] = [];
+  let bytes = 0;
+  const compressPiece = () => {
+    if (piece.length) bytes += compress(Buffer.concat(piece), { compressionLevel: BEST_LEVEL }).length;
+    piece = [];
+  };
   const keep = (page: Buffer): boolean => {
-    const h = createHash("sha256").update(page).digest("base64");
+    const h = pageHash(page).toString("base64");
     if (seen.has(h)) return false;
     seen.add(h);
-    distinct.push(Buffer.from(page));
+    piece.push(Buffer.from(page));
+    if (piece.length === 1024) compressPiece();
     return true;
   };
   const fh = await open(`/proc/${qemuPid}/mem`, "r");
@@ -268,11 +267,12 @@ async function mustCrossBytes(qemuPid: number): Promise<MustCross> {
   } finally {
     await img.close();
   }
+  compressPiece();
   return {
     ram: size,
     zero,
     memoryOnlyBytes,
-    bytes: compressedSize(distinct, BEST_LEVEL),
+    bytes,
     diskBlocks,
     diskElided,
   };

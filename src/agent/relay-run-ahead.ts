@@ -15,6 +15,7 @@
 import { queryMigration } from "../compute/qemu/migration.js";
 import type { QmpClient } from "../compute/qemu/qmp.js";
 import { describeError } from "../lib/errors.js";
+import { WakeableLoop } from "../lib/wakeable-loop.js";
 
 const MiB = 1024 * 1024;
 /**
@@ -54,33 +55,23 @@ export function governRunAhead(
   relay: RunAheadTarget,
   log: { debug(obj: object, msg: string): void },
 ): () => void {
-  let busy = false;
-  let stopped = false;
-  const stop = () => {
-    stopped = true;
-    clearInterval(timer);
-  };
-  const timer = setInterval(() => {
-    if (busy || stopped) return;
-    busy = true;
-    queryMigration(qmp)
-      .then((m) => {
-        if (stopped) return;
-        if (m.status !== "active" && m.status !== "setup") {
-          // From the stop on only the bound that was set counts; later passes do not come.
-          if (m.status !== "none") stop();
-          return;
-        }
-        const next = runAheadFor(m.pass, m.remainingBytes);
-        if (next !== relay.maxInFlightBytes) relay.setMaxInFlight(next);
-      })
-      .catch((err: unknown) => {
-        log.debug({ err: describeError(err) }, "reading the migration for the relay's run-ahead failed");
-      })
-      .finally(() => {
-        busy = false;
-      });
-  }, TICK_MS);
-  timer.unref();
-  return stop;
+  const loop: WakeableLoop = new WakeableLoop({
+    intervalMs: TICK_MS,
+    runAtStart: false,
+    ref: false,
+    onError: (err) =>
+      log.debug({ err: describeError(err) }, "reading the migration for the relay's run-ahead failed"),
+    pass: async () => {
+      const m = await queryMigration(qmp);
+      if (m.status !== "active" && m.status !== "setup") {
+        // From the stop on only the bound that was set counts; later passes do not come.
+        if (m.status !== "none") void loop.stop();
+        return;
+      }
+      const next = runAheadFor(m.pass, m.remainingBytes);
+      if (next !== relay.maxInFlightBytes) relay.setMaxInFlight(next);
+    },
+  });
+  loop.start();
+  return () => void loop.stop();
 }

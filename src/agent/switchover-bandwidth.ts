@@ -15,6 +15,7 @@
 import { hasMigrationParameter, migrateSetParameters } from "../compute/qemu/commands.js";
 import type { QmpClient } from "../compute/qemu/qmp.js";
 import { describeError, NovaError } from "../lib/errors.js";
+import { WakeableLoop } from "../lib/wakeable-loop.js";
 
 /** Never tell QEMU less than this share of the measured rate: it must still converge. */
 export const MIN_SHARE_OF_RATE = 0.5;
@@ -102,40 +103,36 @@ export async function governSwitchoverBandwidth(
   await migrateSetParameters(qmp, { "avail-switchover-bandwidth": 0 });
   const samples: RelaySample[] = [];
   let current: number | null = null;
-  let busy = false;
-  let stopped = false;
-  const timer = setInterval(() => {
-    if (busy || stopped) return;
-    const s = sample();
-    if (!s) return;
-    const now = performance.now();
-    samples.push({ atMs: now, ...s });
-    while (samples.length > 2 && samples[0]!.atMs < now - RATE_WINDOW_MS - TICK_MS) samples.shift();
-    const next = switchoverBandwidth({
-      deliveredRateBps: deliveredRate(samples),
-      inFlightBytes: s.logicalBytes - s.deliveredBytes,
-      downtimeLimitMs,
-    });
-    if (next === null || !worthSending(current, next)) return;
-    busy = true;
-    migrateSetParameters(qmp, { "avail-switchover-bandwidth": next })
-      .then(() => {
-        current = next;
-      })
-      .catch((err: unknown) => {
-        // QEMU gone or the migration over: the next tick (if any) tries again.
-        log.debug({ err: describeError(err) }, "setting avail-switchover-bandwidth failed");
-      })
-      .finally(() => {
-        busy = false;
+  const loop = new WakeableLoop({
+    intervalMs: TICK_MS,
+    runAtStart: false,
+    ref: false,
+    // QEMU gone or the migration over: the next pass (if any) tries again.
+    onError: (err) => log.debug({ err: describeError(err) }, "setting avail-switchover-bandwidth failed"),
+    pass: async () => {
+      const s = sample();
+      if (!s) return;
+      const now = performance.now();
+      samples.push({ atMs: now, ...s });
+      while (samples.length > 2 && samples[0]!.atMs < now - RATE_WINDOW_MS - TICK_MS) samples.shift();
+      const next = switchoverBandwidth({
+        deliveredRateBps: deliveredRate(samples),
+        inFlightBytes: s.logicalBytes - s.deliveredBytes,
+        downtimeLimitMs,
       });
-  }, TICK_MS);
-  timer.unref();
+      if (next === null || !worthSending(current, next)) return;
+      await migrateSetParameters(qmp, { "avail-switchover-bandwidth": next });
+      current = next;
+    },
+  });
+  loop.start();
+  let stopped = false;
   return () => {
     if (stopped) return;
     stopped = true;
-    clearInterval(timer);
-    // Best effort: after a completed migration this QEMU is on its way out.
-    if (current !== null) migrateSetParameters(qmp, { "avail-switchover-bandwidth": 0 }).catch(() => {});
+    // Best effort, after the pass in flight: after a completed migration this QEMU is on its way out.
+    void loop.stop().then(() => {
+      if (current !== null) migrateSetParameters(qmp, { "avail-switchover-bandwidth": 0 }).catch(() => {});
+    });
   };
 }

@@ -201,28 +201,26 @@ function transferPoll(m: PlanRecord, o: Observations, policy: PlanPolicy): Migra
   const broken = statusFailure(m, s, memoryStep);
   if (broken) return fail(broken);
   if (!memoryStep) {
-    if (s.mirror?.ready === true) {
-      return {
-        kind: "mark",
-        to: "transferring",
-        reason: "copying memory (pre-copy)",
-        result: { baseImageCopied: o.baseImageCopied, diskBytes: s.mirror.len },
-        progress: "disk-mirror",
-        next: "mirror-synced",
-      };
-    }
     // Over DWCP memory and disk share one session whose channel priorities keep the disk
     // moving, so memory need not wait for the mirror (nor for its start, which negotiates
     // across the path); the source holds QEMU's switch-over back until the mirror is in
     // sync (docs/migration.md, "Memory and disk together").
-    if (s.transport?.chosen === "dwcp" && !o.postcopy.wanted) {
+    const inSync = s.mirror?.ready === true;
+    if (inSync || (s.transport?.chosen === "dwcp" && !o.postcopy.wanted)) {
       return {
         kind: "mark",
         to: "transferring",
-        reason: "copying memory while the disk mirror catches up (pre-copy)",
-        result: { baseImageCopied: o.baseImageCopied },
-        // No progress saved here: one store write less before memory starts; the next
-        // poll saves it.
+        reason: inSync
+          ? "copying memory (pre-copy)"
+          : "copying memory while the disk mirror catches up (pre-copy)",
+        // The mirror's size is final only once in sync (else it is recorded at convergence);
+        // overlapped, no progress is saved: one store write less before memory starts.
+        ...(inSync
+          ? {
+              result: { baseImageCopied: o.baseImageCopied, diskBytes: s.mirror!.len },
+              progress: "disk-mirror",
+            }
+          : { result: { baseImageCopied: o.baseImageCopied } }),
         next: "mirror-synced",
       };
     }

@@ -229,10 +229,13 @@ export class PageCache {
     write(this.fd, run.buf, 0, run.count * PAGE_SIZE, run.first * PAGE_SIZE, () => {
       // A failed write leaves bytes that do not match their hashes: reads reject them.
       this.writing = false;
+      if (this.closeAfterWrite) {
+        closeSync(this.fd);
+        return;
+      }
       this.pending.shift();
       this.pendingBytes -= run.count * PAGE_SIZE;
-      if (this.closeAfterWrite) closeSync(this.fd);
-      else this.writeNext();
+      this.writeNext();
     });
   }
 
@@ -281,15 +284,11 @@ export class PageCache {
    */
   close(): void {
     this.flush();
-    const runs = this.writing ? this.pending.slice() : this.pending.splice(0);
-    for (const r of runs) writeSync(this.fd, r.buf, 0, r.count * PAGE_SIZE, r.first * PAGE_SIZE);
-    if (this.writing) {
-      this.pending.length = 1;
-      this.closeAfterWrite = true;
-      return;
-    }
+    for (const r of this.pending.splice(0))
+      writeSync(this.fd, r.buf, 0, r.count * PAGE_SIZE, r.first * PAGE_SIZE);
     this.pendingBytes = 0;
-    closeSync(this.fd);
+    if (this.writing) this.closeAfterWrite = true;
+    else closeSync(this.fd);
   }
 
   private loadIndex(capacity: number): string | null {
