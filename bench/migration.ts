@@ -49,6 +49,11 @@
  *                       tls_cpu_ratio), and over the bound (bound_ratio), from the
  *                       medians of the runs
  *
+ * `downtime ms` is QEMU's figure (the source's vCPUs stopped until it sent the last byte);
+ * `pause ms` is the guest's whole pause, until the destination agent resumed it
+ * (result.guestPauseMs: the destination's load, the relays' checks and the server's
+ * confirmation included).
+ *
  * The agents run the system's qemu-system-x86_64 (QEMU 10 after scripts/ensure.mjs).
  */
 import { execFile } from "node:child_process";
@@ -100,6 +105,8 @@ interface Row {
   method: Method;
   total_s: number | null;
   downtime_ms: number | null;
+  /** From the source's vCPUs stopping to the destination's resuming them (result.guestPauseMs). */
+  guest_pause_ms: number | null;
   bytes_on_wire: number | null;
   ram_bytes: number | null;
   guest_pass: boolean | null;
@@ -475,6 +482,7 @@ async function main(): Promise<void> {
             method,
             total_s: r.m.state === "completed" ? Number(r.wall.toFixed(2)) : null,
             downtime_ms: r.m.result.downtimeMs ?? null,
+            guest_pause_ms: r.m.result.guestPauseMs ?? null,
             bytes_on_wire: r.wire,
             ram_bytes: memoryMiB * 1024 * 1024,
             guest_pass: r.pass,
@@ -573,6 +581,7 @@ async function main(): Promise<void> {
               method,
               total_s: ram && rateBps ? Number(((ram.bytes * 8) / rateBps + rttS).toFixed(2)) : null,
               downtime_ms: null,
+              guest_pause_ms: null,
               bytes_on_wire: ram?.bytes ?? null,
               ram_bytes: ram?.ram ?? null,
               guest_pass: null,
@@ -660,6 +669,9 @@ interface Median {
   downtime_ms: number | null;
   downtime_ms_min: number | null;
   downtime_ms_max: number | null;
+  guest_pause_ms: number | null;
+  guest_pause_ms_min: number | null;
+  guest_pause_ms_max: number | null;
   bytes_on_wire: number | null;
   cpu_seconds: number | null;
 }
@@ -680,6 +692,7 @@ function medianRow(rows: Row[], profile: string, workload: string, method: Metho
   };
   const total = stat((r) => r.total_s, 2);
   const down = stat((r) => r.downtime_ms, 0);
+  const pause = stat((r) => r.guest_pause_ms, 0);
   return {
     kind: "median",
     qemu_version: QEMU_VERSION,
@@ -695,6 +708,9 @@ function medianRow(rows: Row[], profile: string, workload: string, method: Metho
     downtime_ms: down.median,
     downtime_ms_min: down.min,
     downtime_ms_max: down.max,
+    guest_pause_ms: pause.median,
+    guest_pause_ms_min: pause.min,
+    guest_pause_ms_max: pause.max,
     bytes_on_wire: round(median(nums((r) => r.bytes_on_wire)), 0),
     cpu_seconds: round(median(nums((r) => r.cpu_seconds)), 2),
   };
@@ -772,6 +788,7 @@ function printRows(rows: Row[]): void {
     "run",
     "total s",
     "downtime ms",
+    "pause ms",
     "MiB wire",
     "CPU s",
     "guest",
@@ -784,6 +801,7 @@ function printRows(rows: Row[]): void {
     String(r.run + 1),
     r.total_s?.toFixed(2) ?? "-",
     r.downtime_ms?.toString() ?? "-",
+    r.guest_pause_ms?.toString() ?? "-",
     r.bytes_on_wire === null ? "-" : (r.bytes_on_wire / 2 ** 20).toFixed(1),
     r.cpu_seconds?.toFixed(1) ?? "-",
     r.guest_pass === null ? "-" : r.guest_pass ? "PASS" : "FAIL",
@@ -804,6 +822,7 @@ function printMedians(medians: Median[]): void {
       "guest PASS",
       "total s (min–max)",
       "downtime ms (min–max)",
+      "pause ms (min–max)",
       "MiB wire",
       "CPU s",
     ],
@@ -815,6 +834,7 @@ function printMedians(medians: Median[]): void {
       m.method === "bound" ? "-" : String(m.guest_pass),
       spread(m.total_s, m.total_s_min, m.total_s_max, 2),
       spread(m.downtime_ms, m.downtime_ms_min, m.downtime_ms_max, 0),
+      spread(m.guest_pause_ms, m.guest_pause_ms_min, m.guest_pause_ms_max, 0),
       m.bytes_on_wire === null ? "-" : (m.bytes_on_wire / 2 ** 20).toFixed(1),
       m.cpu_seconds?.toFixed(1) ?? "-",
     ]),

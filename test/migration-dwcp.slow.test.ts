@@ -213,6 +213,11 @@ async function migrateOverDwcp(from: Vm, x: Host, y: Host, name: string, unixSoc
   await nbdTarget.idle();
   expect(nbdSource.error).toBeNull();
   expect(nbdTarget.error).toBeNull();
+  // The mirror's flushes (at ready, at the guest's stop, at its end) were answered by the
+  // source relay, and every one was confirmed by the destination's export.
+  const { flushes } = nbdSource.stats();
+  expect(flushes.answered).toBeGreaterThan(0);
+  expect(flushes.confirmed).toBe(flushes.answered);
   return {
     dst,
     done,
@@ -253,6 +258,7 @@ function report(label: string, m: Moved): string {
     `QEMU zero records ${s.qemuZeroPages}; parser ${s.parserMode} (${s.parserReason}); ` +
     `QEMU downtime ${m.done.downtimeMs} ms, total ${m.done.totalTimeMs} ms, ${m.done.pass} dirty syncs; ` +
     `disk: ${m.disk.connections} NBD connection(s) (splitter fallbacks: ${m.disk.fallbacks.join("; ") || "none"}), ` +
+    `flushes answered at the source ${m.disk.flushes.answered} (confirmed ${m.disk.flushes.confirmed}), ` +
     `${mib(m.disk.logicalBytes)} MiB -> ${mib(m.disk.wireBytes)} MiB ` +
     `wire, blocks ${m.disk.pages.total} (zero ${m.disk.pages.zero}, ref ${m.disk.pages.ref}, ` +
     `delta ${m.disk.pages.delta}, full ${m.disk.pages.full})`

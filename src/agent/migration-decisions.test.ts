@@ -79,9 +79,11 @@ describe("outgoingView", () => {
     const times = { preSwitchoverAt: 1000, deviceAt: 1100, completedAt: 1150 };
     const view = outgoingView(observation({ memory: progress("completed", { downtimeMs: 400 }), times }));
     expect(view.memory?.downtimeBreakdown).toEqual({ stopMs: 250, mirrorFinishMs: 100, finalMs: 50 });
-    expect(outgoingView(observation({ memory: progress("completed"), times })).memory).not.toHaveProperty(
-      "downtimeBreakdown",
-    );
+    // The vCPUs stopped QEMU's downtime before `completed`.
+    expect(view.memory?.stoppedAt).toBe(750);
+    const unknown = outgoingView(observation({ memory: progress("completed"), times })).memory;
+    expect(unknown).not.toHaveProperty("downtimeBreakdown");
+    expect(unknown).not.toHaveProperty("stoppedAt");
   });
 
   it("reports the transport decision, with the relay's counters over DWCP", () => {

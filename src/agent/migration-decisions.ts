@@ -41,6 +41,9 @@ export function memoryView(
   if (p.downtimeMs !== undefined) view.downtimeMs = p.downtimeMs;
   const breakdown = times && downtimeBreakdown(times, p.downtimeMs);
   if (breakdown) view.downtimeBreakdown = breakdown;
+  // QEMU's figure ends at `completed`, so it started that long before (QEMU's wall clock).
+  if (times?.completedAt !== undefined && p.downtimeMs !== undefined)
+    view.stoppedAt = Math.round(times.completedAt - p.downtimeMs);
   if (p.totalTimeMs !== undefined) view.totalTimeMs = p.totalTimeMs;
   if (p.cpuThrottlePercent !== undefined) view.cpuThrottlePercentage = p.cpuThrottlePercent;
   if (p.errorDesc !== undefined) view.errorDesc = p.errorDesc;

@@ -224,6 +224,7 @@ export class MigrationService {
     const { vms, dwcp } = this;
     const proc = this.requireProcess(id);
     const incoming = vms.incomingOf(id);
+    let resumedAt: number | undefined;
     if (incoming) {
       if (incoming.migrationId !== body.migrationId) {
         throw new NovaError(
@@ -250,12 +251,16 @@ export class MigrationService {
       await stopNbdExport(proc.qmp, exportName);
       // The VM now runs here for good; its next migration loads the files afresh.
       if (this.qemuTls) await removeTlsCreds(proc.qmp, tlsCredsId(jobId, "server"));
-      if ((await queryStatus(proc.qmp)).status !== "running") await cont(proc.qmp);
+      if ((await queryStatus(proc.qmp)).status !== "running") {
+        await cont(proc.qmp);
+        resumedAt = Date.now();
+      }
       const after = await queryStatus(proc.qmp);
       if (after.status !== "running")
         throw new NovaError("NOVA_QEMU_ERROR", `the destination QEMU is ${after.status} after cont`);
     }
-    return vms.adoptIncoming(id, body.generation);
+    const observed = await vms.adoptIncoming(id, body.generation);
+    return resumedAt === undefined ? observed : { ...observed, resumedAt };
   }
 
   /** Source: the status of `migrationId` as QEMU reports it (plus the DWCP relay's counters). */

@@ -84,7 +84,7 @@ class MigrationRun {
   private fresh: Observations["source"];
   private unreachableSince: number | undefined;
   private handedOver: AgentOutgoingStatus | undefined;
-  private targetAnswer: { state: string; reason: string } | undefined;
+  private targetAnswer: { state: string; reason: string; resumedAt?: number } | undefined;
   private failure: Observations["failure"];
   private readonly reverter = new Reverter();
   private readonly note: RollbackNote = { undone: [], targetGone: false, sourceGone: false };
@@ -293,7 +293,11 @@ class MigrationRun {
         this.handedOver = status;
         const vm = await getVm(this.ctx.store.read, vmId);
         const observed = await this.target.finishIncoming(vmId, this.m.id, vm.generation + 1);
-        this.targetAnswer = { state: observed.state, reason: observed.reason };
+        this.targetAnswer = {
+          state: observed.state,
+          reason: observed.reason,
+          ...(observed.resumedAt === undefined ? {} : { resumedAt: observed.resumedAt }),
+        };
         return false;
       }
       case "complete":

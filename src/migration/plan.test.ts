@@ -559,6 +559,41 @@ describe("migration plan: after the target was asked to run the VM", () => {
       },
     ],
     [
+      "target runs it and says when it resumed: the guest's pause from the source's stop",
+      r,
+      o({
+        handedOver: { ...handedOver, memory: { ...done, stoppedAt: 10_000 } },
+        target: { ...running, resumedAt: 10_312.4 },
+      }),
+      {
+        kind: "complete",
+        result: {
+          totalTimeMs: 900,
+          downtimeMs: 40,
+          downtimeBreakdown: done.downtimeBreakdown,
+          guestPauseMs: 312,
+          memoryBytes: 5000,
+        },
+      },
+    ],
+    [
+      "target's clock behind the source's by more than the pause: no pause reported",
+      r,
+      o({
+        handedOver: { ...handedOver, memory: { ...done, stoppedAt: 10_000 } },
+        target: { ...running, resumedAt: 9_000 },
+      }),
+      {
+        kind: "complete",
+        result: {
+          totalTimeMs: 900,
+          downtimeMs: 40,
+          downtimeBreakdown: done.downtimeBreakdown,
+          memoryBytes: 5000,
+        },
+      },
+    ],
+    [
       "target runs it, status without memory: completed with zero bytes",
       r,
       o({ handedOver: { vmStatus: "postmigrate", mirror: null, memory: null } }),

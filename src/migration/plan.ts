@@ -117,7 +117,7 @@ export interface Observations {
   /** The source's status when switch-over ended (step `confirmed`). */
   handedOver?: AgentOutgoingStatus;
   /** What the target reported when asked to run the VM (step `confirmed`). */
-  target?: { state: string; reason: string };
+  target?: { state: string; reason: string; resumedAt?: number };
   /** The last action (or reading the observations for the next one) threw. */
   failure?: { action: MigrationAction["kind"] | "observe"; message: string; unreachable: boolean };
 }
@@ -263,7 +263,7 @@ function switchOverPoll(m: PlanRecord, o: Observations, policy: PlanPolicy): Mig
         reason: `the target did not resume the VM: ${o.target.reason || o.target.state}`,
       };
     if (o.handedOver?.memory?.status !== "postcopy-active")
-      return { kind: "complete", result: resultOf(o.handedOver) };
+      return { kind: "complete", result: resultOf(o.handedOver, o.target) };
   }
   if (!o.source) {
     if (o.shuttingDown) return { kind: "retry-later", reason: "the server is shutting down" };
@@ -317,13 +317,20 @@ function lostReason(why: string): string {
   return `post-copy failed, the VM's memory is split between hosts and it is lost: ${why}`;
 }
 
-/** The figures a completed migration records from the source's final status. */
-function resultOf(s: AgentOutgoingStatus | undefined): MigrationResult {
+/**
+ * The figures a completed migration records from the source's final status and the
+ * target's answer. The guest's pause spans two hosts' clocks; a negative difference
+ * (clocks apart by more than the pause) is left out rather than reported.
+ */
+function resultOf(s: AgentOutgoingStatus | undefined, target?: Observations["target"]): MigrationResult {
   const mem = s?.memory;
+  const pause =
+    mem?.stoppedAt !== undefined && target?.resumedAt !== undefined ? target.resumedAt - mem.stoppedAt : -1;
   return {
     ...(mem?.totalTimeMs === undefined ? {} : { totalTimeMs: mem.totalTimeMs }),
     ...(mem?.downtimeMs === undefined ? {} : { downtimeMs: mem.downtimeMs }),
     ...(mem?.downtimeBreakdown ? { downtimeBreakdown: mem.downtimeBreakdown } : {}),
+    ...(pause >= 0 ? { guestPauseMs: Math.round(pause) } : {}),
     memoryBytes: mem?.transferredBytes ?? 0,
   };
 }

@@ -77,19 +77,26 @@ export class DwcpTarget {
     if (!inc?.relay) return;
     let timer: NodeJS.Timeout | undefined;
     try {
+      // The disk's connections are finished by now (the mirror ended before the switch-over
+      // went on); each counts as done once verified end to end and once the export answered
+      // every flush the source had answered for it (nbd-reply-gate.ts).
       await Promise.race([
-        inc.relay.done,
+        Promise.all([inc.relay.done, inc.nbdRelay?.idle()]),
         new Promise((_, reject) => {
           timer = setTimeout(
             () =>
-              reject(new NovaError("NOVA_TIMEOUT", "the DWCP relay did not confirm the migration stream")),
+              reject(
+                new NovaError(
+                  "NOVA_TIMEOUT",
+                  "the DWCP relay did not confirm the migration stream and the disk's writes in time",
+                ),
+              ),
             timeoutMs,
           );
         }),
       ]);
-      // Each disk write was acknowledged by the export itself through the relay, so a
-      // mirror that completed delivered it; a relay that nonetheless failed (its end-to-end
-      // check included) means the disk cannot be trusted.
+      // A disk relay that failed (an error answer, its end-to-end check) means the disk
+      // cannot be trusted.
       const diskError = inc.nbdRelay?.error;
       if (diskError)
         throw new NovaError(

@@ -59,6 +59,11 @@ export const ObservedVm = Type.Object({
   ]),
   reason: Type.String(),
   pid: Type.Union([Type.Integer(), Type.Null()]),
+  resumedAt: Type.Optional(
+    Type.Number({
+      description: "After an incoming migration: when this agent resumed the VM (epoch ms, its clock)",
+    }),
+  ),
 });
 export type ObservedVm = Static<typeof ObservedVm>;
 
@@ -336,6 +341,11 @@ export const AgentOutgoingStatus = Type.Object({
       expectedDowntimeMs: Type.Optional(Type.Number()),
       downtimeMs: Type.Optional(Type.Number()),
       downtimeBreakdown: Type.Optional(DowntimeBreakdown),
+      stoppedAt: Type.Optional(
+        Type.Number({
+          description: "When the source's vCPUs stopped for the switch-over (epoch ms, the source's clock)",
+        }),
+      ),
       totalTimeMs: Type.Optional(Type.Number()),
       cpuThrottlePercentage: Type.Optional(Type.Number()),
       errorDesc: Type.Optional(Type.String()),

@@ -175,6 +175,12 @@ export const MigrationResult = Type.Object({
   totalTimeMs: Type.Optional(Type.Number()),
   downtimeMs: Type.Optional(Type.Number({ description: "Downtime as QEMU reports it" })),
   downtimeBreakdown: Type.Optional(DowntimeBreakdown),
+  guestPauseMs: Type.Optional(
+    Type.Number({
+      description:
+        "From the source's vCPUs stopping to the target's resuming them, as the guest is paused (the two hosts' clocks)",
+    }),
+  ),
   memoryBytes: Type.Optional(Type.Number()),
   diskBytes: Type.Optional(Type.Number()),
   baseImageCopied: Type.Optional(Type.Boolean()),

@@ -70,6 +70,7 @@ export function summaryLine(m: Migration): string {
       `downtime ${r.downtimeMs} ms${b ? ` (stopping ${b.stopMs}, finishing the disk mirror ${b.mirrorFinishMs}, final state ${b.finalMs})` : ""}`,
     );
   }
+  if (r.guestPauseMs !== undefined) parts.push(`guest paused ${r.guestPauseMs} ms`);
   if (r.memoryBytes !== undefined) parts.push(`memory moved ${formatBytes(r.memoryBytes)}`);
   if (r.diskBytes !== undefined) parts.push(`disk mirrored ${formatBytes(r.diskBytes)}`);
   if (r.baseImageCopied) parts.push("base image copied");

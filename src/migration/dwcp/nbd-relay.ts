@@ -6,7 +6,10 @@
  * (nbd-splitter.ts) and deduplicated against the destination's page cache; on the
  * destination each such relay connects to the export and rebuilds the client's bytes in
  * order, verified end to end (byte count and SHA-256) before the connection closes.
- * The server's replies travel back verbatim.
+ * The server's replies travel back verbatim, except the replies to flushes, which the
+ * source answers at once and the destination confirms (nbd-local-answers.ts,
+ * nbd-reply-gate.ts): a flush then costs no round trip, and the destination's relay
+ * reports a connection finished only once its export answered those flushes too.
  */
 import type { Server, Socket } from "node:net";
 import type { ChannelPriority } from "../../dwcp/amst/send-window.js";
@@ -15,6 +18,8 @@ import type { PageHistory } from "../../dwcp/hde/history.js";
 import type { PageCache } from "../../dwcp/hde/page-cache.js";
 import type { ReceiverMirror } from "../../dwcp/hde/receiver-mirror.js";
 import type { ChannelRouter } from "./channel-router.js";
+import { NbdLocalAnswers } from "./nbd-local-answers.js";
+import { NbdReplyGate } from "./nbd-reply-gate.js";
 import { NbdRequestSplitter } from "./nbd-splitter.js";
 import { MigrationRelaySource, type RelayStats } from "./relay-source.js";
 import { MigrationRelayTarget } from "./relay-target.js";
@@ -39,13 +44,18 @@ export interface NbdRelaySourceOptions {
   maxInFlightBytes?: number;
   /** Send class of the relays' channels (docs/dwcp.md §4.6). @defaultValue "normal" */
   priority?: ChannelPriority;
+  /**
+   * Answer the mirror's flushes here, confirmed later by the destination's export
+   * (nbd-local-answers.ts); false sends every flush across and waits. @defaultValue true
+   */
+  answerFlushes?: boolean;
 }
 
 /** Source side: a local NBD endpoint whose connections are relayed over the session. */
 export class NbdRelaySource {
   private server: Server | null = null;
   private endpointValue: LocalEndpoint | null = null;
-  private readonly relays: MigrationRelaySource[] = [];
+  private readonly relays: { relay: MigrationRelaySource; answers: NbdLocalAnswers | null }[] = [];
   private readonly pending = new Set<Promise<unknown>>();
   private connections = 0;
   private lastError: Error | null = null;
@@ -81,6 +91,8 @@ export class NbdRelaySource {
   stats(): Pick<RelayStats, "logicalBytes" | "wireBytes" | "pages"> & {
     connections: number;
     fallbacks: string[];
+    /** Flushes answered here, and of those the ones the destination's export confirmed. */
+    flushes: { answered: number; confirmed: number };
   } {
     const sum = {
       connections: this.connections,
@@ -88,8 +100,11 @@ export class NbdRelaySource {
       wireBytes: 0,
       pages: { total: 0, zero: 0, ref: 0, delta: 0, full: 0 },
       fallbacks: [] as string[],
+      flushes: { answered: 0, confirmed: 0 },
     };
-    for (const r of this.relays) {
+    for (const { relay: r, answers } of this.relays) {
+      sum.flushes.answered += answers?.stats.answered ?? 0;
+      sum.flushes.confirmed += answers?.stats.confirmed ?? 0;
       const s = r.stats();
       if (s.parserMode === "fallback") sum.fallbacks.push(s.parserReason ?? "fallback");
       sum.logicalBytes += s.logicalBytes;
@@ -101,6 +116,7 @@ export class NbdRelaySource {
 
   private onConnection(s: Socket): void {
     const label = `${this.o.label ?? "nbd"}/${this.connections++}`;
+    const answers = this.o.answerFlushes === false ? null : new NbdLocalAnswers();
     // The socket stays paused (no data listener) until the relay's channels are open.
     const p = MigrationRelaySource.open({
       session: this.o.session,
@@ -108,12 +124,13 @@ export class NbdRelaySource {
       history: this.o.history ?? null,
       level: this.o.level ?? 1,
       maxInFlightBytes: this.o.maxInFlightBytes ?? 16 * 1024 * 1024,
-      splitter: new NbdRequestSplitter(),
+      splitter: new NbdRequestSplitter(answers ? (r) => answers.onRequest(r) : undefined),
+      ...(answers ? { returnPath: answers } : {}),
       ...(this.o.mirror ? { mirror: this.o.mirror } : {}),
       ...(this.o.priority ? { priority: this.o.priority } : {}),
     }).then(
       (relay) => {
-        this.relays.push(relay);
+        this.relays.push({ relay, answers });
         relay.attach(s);
         return relay.done;
       },
@@ -137,7 +154,7 @@ export class NbdRelaySource {
 
   /** Fails every connection (the mirror then fails; the source disk is untouched). */
   abort(reason: string): void {
-    for (const r of this.relays) r.abort(reason);
+    for (const { relay } of this.relays) relay.abort(reason);
     this.server?.close();
   }
 }
@@ -176,6 +193,7 @@ export class NbdRelayTarget {
         announce: o.announce ?? true,
         // The NBD server speaks first (its greeting).
         connectAtStart: true,
+        gate: new NbdReplyGate(),
       });
       relay.done.catch((err: unknown) => {
         this.lastError ??= err instanceof Error ? err : new Error(String(err));

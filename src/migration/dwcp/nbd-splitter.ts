@@ -58,6 +58,18 @@ export interface NbdSplitStats {
   otherPayloadBytes: number;
 }
 
+/** A request header as the splitter saw it. */
+export interface NbdRequestHeader {
+  type: number;
+  flags: number;
+  cookie: bigint;
+  offset: bigint;
+  length: bigint;
+  extended: boolean;
+  /** Stream position just after the header (bytes from the connection's start). */
+  end: number;
+}
+
 /** Incremental splitter of one NBD client stream. */
 export class NbdRequestSplitter implements StreamSplitter {
   readonly stats: NbdSplitStats = {
@@ -77,6 +89,12 @@ export class NbdRequestSplitter implements StreamSplitter {
   private pageNo = 0;
   private why: string | null = null;
   private ended = false;
+  /** Stream bytes pushed so far, and the position of the buffer being parsed. */
+  private pushed = 0;
+  private position = 0;
+
+  /** @param onRequest told of every request header, in stream order. */
+  constructor(private readonly onRequest?: (r: NbdRequestHeader) => void) {}
 
   get mode(): string {
     if (this.state === S.OPAQUE) return "fallback";
@@ -89,6 +107,8 @@ export class NbdRequestSplitter implements StreamSplitter {
 
   push(chunk: Buffer): SplitEvent[] {
     const out: SplitEvent[] = [];
+    this.position = this.pushed - this.pending.length;
+    this.pushed += chunk.length;
     let b = this.pending.length > 0 ? Buffer.concat([this.pending, chunk]) : chunk;
     this.pending = Buffer.alloc(0);
     while (b.length > 0) {
@@ -99,6 +119,7 @@ export class NbdRequestSplitter implements StreamSplitter {
         break;
       }
       b = b.subarray(used);
+      this.position += used;
     }
     return out;
   }
@@ -173,6 +194,15 @@ export class NbdRequestSplitter implements StreamSplitter {
     const offset = b.readBigUInt64BE(16);
     const length = extended ? b.readBigUInt64BE(24) : BigInt(b.readUInt32BE(24));
     if (write) this.stats.writes++;
+    this.onRequest?.({
+      type: b.readUInt16BE(6),
+      flags,
+      cookie: b.readBigUInt64BE(8),
+      offset,
+      length,
+      extended,
+      end: this.position + size,
+    });
     if (!write && !(extended && (flags & CMD_FLAG_PAYLOAD_LEN) !== 0)) return size;
     if (length === 0n) return size;
     if (length > MAX_SAFE || offset > MAX_SAFE) {

@@ -28,6 +28,7 @@ import { PageSender, type PageSendStats } from "../../dwcp/hde/page-sender.js";
 import type { ReceiverMirror } from "../../dwcp/hde/receiver-mirror.js";
 import { FRAME_HEADER_BYTES } from "../../dwcp/wire/frame.js";
 import { NovaError } from "../../lib/errors.js";
+import type { ReturnPath } from "./nbd-local-answers.js";
 import {
   CtlMsg,
   decodeCounter,
@@ -75,6 +76,11 @@ export interface SourceRelayOptions {
    * queued too (docs/dwcp.md §4.6). @defaultValue "normal"
    */
   priority?: ChannelPriority;
+  /**
+   * Lets the stream's protocol answer some requests here and filter the destination's
+   * replies (NBD flushes, nbd-local-answers.ts). @defaultValue every reply passes verbatim
+   */
+  returnPath?: ReturnPath;
 }
 
 /** Progress arrives every 256 KiB; below 1 MiB the relay would wait on reports, not data. */
@@ -285,6 +291,7 @@ export class MigrationRelaySource {
     s.setNoDelay(true);
     for (const b of this.earlyReturns) s.write(b);
     this.earlyReturns = [];
+    this.writeReturn(this.options.returnPath?.takeLocal() ?? []);
     s.on("data", (chunk: Buffer) => {
       s.pause();
       if (this.idleTimer) clearTimeout(this.idleTimer);
@@ -343,7 +350,11 @@ export class MigrationRelaySource {
   private async onChunk(chunk: Buffer): Promise<void> {
     this.logical += chunk.length;
     this.hash.update(chunk);
-    await this.handle(this.parser.push(chunk));
+    const events = this.parser.push(chunk);
+    // Answers made here (the splitter told the return path of each request) go at once.
+    const local = this.options.returnPath?.takeLocal();
+    if (local && local.length > 0) this.writeReturn(local);
+    await this.handle(events);
     if (this.logical - this.delivered > this.maxInFlight) {
       await this.flush();
       while (!this.failure && this.logical - this.delivered > this.maxInFlight / 2) {
@@ -417,11 +428,26 @@ export class MigrationRelaySource {
         details: { sentBytes: this.logical, writtenBytes: v.bytes },
       });
     }
+    // The destination's replies travel before its verdict on the same channel.
+    this.options.returnPath?.confirmAll();
     this.finished = true;
     await this.ctl.end();
     await this.ctlReader;
     this.sock?.destroy();
     this.resolveDone({ stats: this.stats(), hde, truncated: end.truncated });
+  }
+
+  /**
+   * Writes return-path bytes to the local client, all at once: a local answer may be
+   * inserted only where the return path said, so nothing may come between these pieces.
+   * false when the socket asks the writer to wait for drain.
+   */
+  private writeReturn(pieces: Buffer[]): boolean {
+    const s = this.sock;
+    if (!s || s.destroyed || !s.writable) return true;
+    let room = true;
+    for (const b of pieces) room = s.write(b);
+    return room;
   }
 
   private async readCtl(): Promise<void> {
@@ -432,14 +458,15 @@ export class MigrationRelaySource {
         switch (m[0]) {
           case CtlMsg.RETURN: {
             this.returned += m.length - 1;
-            const s = this.sock;
-            if (!s) {
+            const rp = this.options.returnPath;
+            const pieces = rp ? rp.fromDestination(m.subarray(1)) : [m.subarray(1)];
+            if (!this.sock) {
               // The destination spoke before the stream's socket was attached (an NBD
               // server's greeting, on a fast path): keep it for attach().
-              this.earlyReturns.push(m.subarray(1));
+              this.earlyReturns.push(...pieces);
               break;
             }
-            if (!s.destroyed && s.writable && !s.write(m.subarray(1))) await waitDrain(s);
+            if (!this.writeReturn(pieces)) await waitDrain(this.sock);
             break;
           }
           case CtlMsg.PROGRESS: {

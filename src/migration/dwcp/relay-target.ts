@@ -22,6 +22,7 @@ import type { PageCache } from "../../dwcp/hde/page-cache.js";
 import { PageReceiver, type PageReceiveStats } from "../../dwcp/hde/page-receiver.js";
 import { NovaError } from "../../lib/errors.js";
 import type { ChannelRouter } from "./channel-router.js";
+import type { ServerReplyGate } from "./nbd-reply-gate.js";
 import {
   CtlMsg,
   decodeEnd,
@@ -64,6 +65,12 @@ export interface TargetRelayOptions {
    * whose server speaks first (NBD's greeting). @defaultValue false
    */
   connectAtStart?: boolean;
+  /**
+   * Follows the server's answers (NBD: nbd-reply-gate.ts): the stream counts as verified
+   * only once the requests the source answered itself were answered here too, and no
+   * answer reported an error.
+   */
+  gate?: ServerReplyGate;
 }
 
 /** What the destination relay did. */
@@ -206,6 +213,7 @@ export class MigrationRelayTarget {
     this.failure = e;
     this.sock?.destroy();
     this.queue.fail(e);
+    this.options.gate?.abort(e);
     for (const ch of [this.ctl, this.pagesCh]) if (ch && ch.error === null) ch.abort(e.message);
     return e;
   }
@@ -278,6 +286,10 @@ export class MigrationRelayTarget {
         throw new NovaError("NOVA_DWCP_PROTOCOL", `Migration relay: unexpected control message ${m[0]}`);
       end = decodeEnd(m);
       receiverStats = await received;
+      if (this.options.gate) {
+        await this.flushOut(await this.qemuSocket());
+        await this.options.gate.settled();
+      }
       const ours = this.hash.digest();
       const ok = end.bytes === this.written && end.sha256.equals(ours) && end.pages === this.pagesWritten;
       await ctl.send(encodeCounter(CtlMsg.PROGRESS, this.written));
@@ -308,6 +320,12 @@ export class MigrationRelayTarget {
     this.sock = s;
     const ctl = this.ctl!;
     s.on("data", (d: Buffer) => {
+      try {
+        this.options.gate?.serverBytes(d);
+      } catch (err) {
+        this.fail(err);
+        return;
+      }
       // QEMU's return path: tiny messages, sent as they come.
       const m = Buffer.allocUnsafe(1 + d.length);
       m[0] = CtlMsg.RETURN;
@@ -350,6 +368,18 @@ export class MigrationRelayTarget {
   private async write(s: Socket, data: Buffer): Promise<void> {
     this.hash.update(data);
     this.written += data.length;
+    const gate = this.options.gate;
+    const now = gate ? gate.clientBytes(data) : data.length;
+    if (now < data.length) {
+      // The gate holds the rest back until the server has answered everything before it.
+      if (now > 0) {
+        this.out.push(data.subarray(0, now));
+        this.outBytes += now;
+      }
+      await this.flushOut(s);
+      await gate!.settled();
+      data = data.subarray(now);
+    }
     this.out.push(data);
     this.outBytes += data.length;
     if (this.outBytes >= OUT_BATCH_BYTES) await this.flushOut(s);

@@ -19,7 +19,17 @@ import { PageCache } from "../../dwcp/hde/page-cache.js";
 import { readInventory, sendInventory } from "../../dwcp/hde/receiver-mirror.js";
 import { waitFor } from "../../lib/wait.js";
 import { ChannelRouter } from "./channel-router.js";
+import {
+  chunkReply,
+  errorPayload,
+  greeting as nbdGreeting,
+  Opt,
+  option,
+  optionReply,
+  request,
+} from "./nbd-frames.test-util.js";
 import { NbdRelaySource, NbdRelayTarget } from "./nbd-relay.js";
+import { NbdCmd } from "./nbd-replies.js";
 import { MigrationRelaySource } from "./relay-source.js";
 import { MigrationRelayTarget } from "./relay-target.js";
 import { connectLocal, type LocalEndpoint, listenLocal } from "./socket-io.js";
@@ -308,5 +318,104 @@ describe("NBD relay over DWCP (in-process)", () => {
     expect(stats.logicalBytes).toBe(fx.data.length);
     expect(stats.pages.total).toBe(fx.pageNos.length);
     server.close();
+  });
+
+  describe("flushes answered at the source", () => {
+    const HANDSHAKE = 4 + 16 + 16;
+    const FLUSH = request(NbdCmd.FLUSH, 1n, { extended: true });
+    const DISC = request(NbdCmd.DISC, 2n, { extended: true });
+
+    /** An NBD export stand-in (extended headers) that answers the flush only when told. */
+    async function holdingExport(answer: Buffer) {
+      let got = Buffer.alloc(0);
+      let replied = false;
+      let discBeforeReply: boolean | null = null;
+      let sock: Socket | null = null;
+      const { server, endpoint } = await listenLocal({ port: 0 }, (s: Socket) => {
+        sock = s;
+        s.write(nbdGreeting());
+        s.on("data", (d: Buffer) => {
+          const before = got.length;
+          got = Buffer.concat([got, d]);
+          if (before < HANDSHAKE && got.length >= HANDSHAKE)
+            s.write(Buffer.concat([optionReply(Opt.EXTENDED_HEADERS, 1), optionReply(Opt.GO, 1)]));
+          if (discBeforeReply === null && got.length >= HANDSHAKE + FLUSH.length + DISC.length)
+            discBeforeReply = !replied;
+        });
+        s.on("end", () => s.end());
+        s.on("error", () => undefined);
+      });
+      return {
+        endpoint,
+        received: () => got.length,
+        discBeforeReply: () => discBeforeReply,
+        answer: () => {
+          replied = true;
+          sock!.write(answer);
+        },
+        close: () => server.close(),
+      };
+    }
+
+    /** The source QEMU's side: handshake, one flush; resolves with the flush's answer. */
+    async function flushingClient(ep: LocalEndpoint) {
+      const s = await connectLocal(ep);
+      let back = Buffer.alloc(0);
+      s.on("data", (d: Buffer) => (back = Buffer.concat([back, d])));
+      const upTo = (n: number, what: string) =>
+        waitFor(() => back.length >= n || undefined, { timeoutMs: 10_000, what });
+      await upTo(18, "the greeting");
+      s.write(Buffer.concat([Buffer.from([0, 0, 0, 3]), option(Opt.EXTENDED_HEADERS), option(Opt.GO)]));
+      await upTo(18 + 40, "the option replies");
+      s.write(FLUSH);
+      await upTo(18 + 40 + 32, "the flush's answer");
+      return { answer: back.subarray(18 + 40), disconnect: () => s.end(DISC) };
+    }
+
+    it("answers at once; the destination's relay finishes only after its export answered", async () => {
+      const exp = await holdingExport(chunkReply(1n, { extended: true }));
+      const target = new NbdRelayTarget({ router, target: exp.endpoint, cache: null });
+      const relay = await NbdRelaySource.start({ session: src });
+      const client = await flushingClient(relay.endpoint);
+      // The client has its answer while the export has not answered (it cannot have: it
+      // answers only when told).
+      expect(client.answer.equals(chunkReply(1n, { extended: true }))).toBe(true);
+      await waitFor(() => exp.received() >= HANDSHAKE + FLUSH.length || undefined, {
+        timeoutMs: 10_000,
+        what: "the flush at the export",
+      });
+      client.disconnect();
+      // Everything but DISC's last byte reaches the export; DISC waits for the answer.
+      await waitFor(() => exp.received() >= HANDSHAKE + FLUSH.length + DISC.length - 1 || undefined, {
+        timeoutMs: 10_000,
+        what: "the client's bytes at the export",
+      });
+      expect(relay.stats().flushes).toEqual({ answered: 1, confirmed: 0 });
+      exp.answer();
+      await relay.close();
+      await target.idle();
+      expect(exp.discBeforeReply()).toBe(false);
+      expect(relay.error).toBeNull();
+      expect(target.error).toBeNull();
+      expect(relay.stats().flushes).toEqual({ answered: 1, confirmed: 1 });
+      exp.close();
+    });
+
+    it("fails both ends when the export's real flush fails", async () => {
+      const exp = await holdingExport(
+        chunkReply(1n, { extended: true, type: 0x8001, payload: errorPayload(5) }),
+      );
+      const target = new NbdRelayTarget({ router, target: exp.endpoint, cache: null });
+      const relay = await NbdRelaySource.start({ session: src });
+      const client = await flushingClient(relay.endpoint);
+      expect(client.answer.equals(chunkReply(1n, { extended: true }))).toBe(true);
+      exp.answer();
+      client.disconnect();
+      await relay.close();
+      await target.idle();
+      expect(target.error?.message).toMatch(/failed request 1 \(error 5\)/);
+      expect(relay.error).not.toBeNull();
+      exp.close();
+    });
   });
 });
