@@ -78,6 +78,7 @@ describe.skipIf(unavailable !== null)("HDE over an emulated WAN link", () => {
       return { sent, received, wire: client.stats().bytesWritten, mismatches, written };
     } finally {
       cache.close();
+      await cache.whenClosed();
       await client.close().catch(() => undefined);
       await listener.close();
     }

@@ -48,12 +48,13 @@ describe("page cache", () => {
     again.close();
   });
 
-  it("never returns corrupted bytes: a damaged slot is a miss", () => {
+  it("never returns corrupted bytes: a damaged slot is a miss", async () => {
     const dir = tmp();
     const p = randomBytes(4096);
     const c = new PageCache(dir, 1 << 20);
     c.put(pageHash(p), p);
     c.close();
+    await c.whenClosed();
     const fd = openSync(join(dir, "pages.dat"), "r+");
     writeSync(fd, Buffer.from("garbage"), 0, 7, 100);
     closeSync(fd);

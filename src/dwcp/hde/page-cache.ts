@@ -70,6 +70,8 @@ export class PageCache {
   private writing = false;
   /** close() came while a write was in flight: the callback closes the file. */
   private closeAfterWrite = false;
+  private closedValue: Promise<void> = Promise.resolve();
+  private fileClosed: (() => void) | null = null;
   /** Why the index on disk was ignored at open, if it was. */
   readonly openWarning: string | null;
 
@@ -231,6 +233,7 @@ export class PageCache {
       this.writing = false;
       if (this.closeAfterWrite) {
         closeSync(this.fd);
+        this.fileClosed?.();
         return;
       }
       this.pending.shift();
@@ -287,8 +290,21 @@ export class PageCache {
     for (const r of this.pending.splice(0))
       writeSync(this.fd, r.buf, 0, r.count * PAGE_SIZE, r.first * PAGE_SIZE);
     this.pendingBytes = 0;
-    if (this.writing) this.closeAfterWrite = true;
-    else closeSync(this.fd);
+    if (this.writing) {
+      this.closeAfterWrite = true;
+      this.closedValue = new Promise((resolve) => {
+        this.fileClosed = resolve;
+      });
+    } else closeSync(this.fd);
+  }
+
+  /**
+   * Resolves once the data file is closed: after close(), a write that was in flight may
+   * still land (the same bytes close() wrote). Wait for this before anything else writes
+   * the file.
+   */
+  whenClosed(): Promise<void> {
+    return this.closedValue;
   }
 
   private loadIndex(capacity: number): string | null {

@@ -50,6 +50,7 @@ async function transfer(image: SyntheticImage, cacheDir: string, history: PageHi
     return { out, sent, received, wire: client.stats().bytesWritten };
   } finally {
     cache.close();
+    await cache.whenClosed();
     await client.close().catch(() => undefined);
     await listener.close();
   }

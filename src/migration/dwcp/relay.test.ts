@@ -136,6 +136,8 @@ describe.each(STREAM_FIXTURES)("migration relay over DWCP (recorded $qemu stream
     const cache = new PageCache(cachePath, 64 << 20);
     await migrate(fixture, cache, "warm");
     cache.close();
+    // A write still in flight would land after ours and undo the damage.
+    await cache.whenClosed();
     // Overwrite every cached page on disk: the index still announces them.
     const fd = openSync(path.join(cachePath, "pages.dat"), "r+");
     writeSync(fd, Buffer.alloc(64 * 4096, 0xa5), 0, 64 * 4096, 0);
