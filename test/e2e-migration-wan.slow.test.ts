@@ -43,7 +43,13 @@ interface MigrationBody {
   progress: {
     /** QEMU's dirty-bitmap syncs when last polled. */
     pass?: number;
-    transport?: { chosen: string; mode: string | null; wireBytes?: number; logicalBytes?: number };
+    transport?: {
+      chosen: string;
+      mode: string | null;
+      wireBytes?: number;
+      logicalBytes?: number;
+      startedFromPath?: { streams: number; capacityBps: number };
+    };
   };
 }
 
@@ -241,6 +247,12 @@ describe.skipIf(unavailable !== null)(
       ]);
       const done = await end(m.id);
       expect(done.state, done.stateReason).toBe("completed");
+      // The first test moved the VM the same way: this session started from what that one
+      // sustained (streams and capacity), not from a guess (path-memory.ts).
+      expect(
+        done.progress.transport?.startedFromPath?.streams,
+        JSON.stringify(done.progress.transport),
+      ).toBeGreaterThan(0);
       await runningOnceOn(to);
       // The destination resumed only after the relay verified the whole stream (SHA-256);
       // capped at 4 MiB/s with the dirtier running this took several pre-copy passes.

@@ -20,10 +20,12 @@
  * the destination's chain (and its name when `serverName` gives one). Plaintext only with
  * `plaintext: true`, which logs a loud warning; neither is a configuration error.
  */
+import path from "node:path";
 import type { ConnectionOptions, PeerCertificate } from "node:tls";
 import type { Logger } from "pino";
 import { DwcpListener } from "../dwcp/amst/listen.js";
 import type { DwcpSession } from "../dwcp/amst/session.js";
+import { PathMemory } from "../dwcp/pba/path-memory.js";
 import { NovaError } from "../lib/errors.js";
 import type { LocalEndpoint } from "../migration/dwcp/socket-io.js";
 import type { DwcpEndpoint } from "./dwcp/control.js";
@@ -105,7 +107,10 @@ export class AgentDwcp {
     this.pages = new DwcpPageStore(o.dataDir, o.cacheBytes, o.log);
     this.target = new DwcpTarget(this.pages, () => this.endpoint);
     this.tls = o.tls;
-    this.source = new DwcpSource(this.pages, (to) => (this.tls ? clientTls(this.tls, to) : null));
+    const paths = new PathMemory(path.join(o.dataDir, "dwcp", "paths.json"));
+    if (paths.loadError)
+      o.log.warn({ err: paths.loadError }, "DWCP path memory ignored; paths are measured afresh");
+    this.source = new DwcpSource(this.pages, (to) => (this.tls ? clientTls(this.tls, to) : null), paths);
     void this.acceptLoop();
   }
 

@@ -92,6 +92,7 @@ export function outgoingView(o: OutgoingObservation): AgentOutgoingStatus {
                     mode: relay.mode,
                     pages: relay.pages,
                     disk: relay.disk,
+                    ...(relay.startedFrom ? { startedFrom: relay.startedFrom } : {}),
                   },
                 }
               : {}),

@@ -12,6 +12,7 @@ import type { DwcpMetrics } from "./metrics.js";
 import { ModeDetector, type NetworkMode } from "./mode.js";
 import type { LinkShare } from "./pba/link-share.js";
 import { ThroughputMeter } from "./pba/meter.js";
+import type { RememberedPath } from "./pba/path-memory.js";
 import { DampedHolt, type Predictor } from "./pba/predictor.js";
 
 /** Tuner options. */
@@ -24,6 +25,12 @@ export interface TunerOptions {
   fixedStreams?: number;
   /** Stream count to start the adaptation from, instead of the BDP estimate. */
   initialStreams?: number;
+  /**
+   * What this path last sustained (path-memory.ts): the session starts from its mode,
+   * stream count, capacity and level instead of guessing, unless the path's RTT now is
+   * not within half to twice what it was then.
+   */
+  remembered?: RememberedPath;
   /** Lower and upper stream bounds overriding the mode's. */
   streamBounds?: [number, number];
   /** Metrics to publish, if any. */
@@ -67,10 +74,17 @@ export class Tuner {
   private errN = 0;
   private lastPrediction: number | null = null;
   private capacityEstimate = 0;
+  /** The best interval's goodput: what the path sustained at least, network-bound or not. */
+  private peakGoodput = 0;
+  /** A remembered capacity stands in for measurements during the first `horizon` intervals. */
+  private recalledCapacity = 0;
+  private ticks = 0;
   /** Path capacity from the PAD probe (bytes/s), a floor for mode detection. */
   private probed = 0;
   /** The latest state. */
   state: TunerState;
+  /** The remembered path this session started from, if one was used. */
+  readonly startedFrom: RememberedPath | null;
   /**
    * Resolves once the start-up capacity probe finished (at once on long paths). Await it
    * before producing data: a probe competing with the transfer measures the transfer.
@@ -83,8 +97,11 @@ export class Tuner {
     private readonly options: TunerOptions = {},
   ) {
     const rtt = session.stats().minRttMs ?? 1;
-    // Before any goodput is measured, guess the mode from the RTT alone.
-    const initialMode: NetworkMode = rtt < 10 ? "hybrid" : "internet";
+    const r = options.remembered;
+    const recalled = r && rtt >= r.rttMs / 2 && rtt <= r.rttMs * 2 ? r : undefined;
+    this.startedFrom = recalled ?? null;
+    // Before any goodput is measured: the path's last figures, or a guess from the RTT.
+    const initialMode: NetworkMode = recalled?.mode ?? (rtt < 10 ? "hybrid" : "internet");
     this.detector = new ModeDetector({ initial: initialMode });
     const [min, max] = options.streamBounds ?? [
       this.detector.profile.minStreams,
@@ -92,7 +109,10 @@ export class Tuner {
     ];
     // The first BDP estimate assumes a 1 Gbit/s path and 512 KiB in flight per stream; the
     // hill climb corrects it from measured goodput.
-    const start = options.fixedStreams ?? options.initialStreams ?? initialStreams(1e9, rtt, min, max);
+    const start =
+      options.fixedStreams ??
+      options.initialStreams ??
+      (recalled ? Math.min(max, Math.max(min, recalled.streams)) : initialStreams(1e9, rtt, min, max));
     this.streams = new StreamController(start, { min, max });
     this.horizon = options.horizon ?? 4;
     this.state = {
@@ -106,9 +126,13 @@ export class Tuner {
       backlogged: false,
       probedBps: 0,
     };
-    // Until goodput is measured: compress on a long path, not on a short one (likely fast,
-    // where the CPU rather than the link would be the bottleneck).
-    this.applyLevel(null, initialMode === "internet");
+    // Until goodput is measured: at the remembered capacity; else compress on a long path,
+    // not on a short one (likely fast, where the CPU rather than the link would be the
+    // bottleneck).
+    if (recalled) {
+      this.recalledCapacity = recalled.capacityBps;
+      this.applyLevel(recalled.capacityBps, true);
+    } else this.applyLevel(null, initialMode === "internet");
     session.setFramePayload(this.detector.profile.frameBytes);
     void session.setStreamCount(start);
     // Only a path under 50 ms can be datacenter or hybrid; longer ones skip the probe. A
@@ -128,6 +152,29 @@ export class Tuner {
     this.poller = setInterval(() => this.meter.poll(session.stats()), 50);
     this.interval.unref();
     this.poller.unref();
+  }
+
+  /**
+   * What this path sustained, for the next session to it (path-memory.ts): the capacity
+   * measured while network-bound, else the best interval's goodput (a lower bound); null
+   * before any interval was measured.
+   */
+  snapshot(now = Date.now()): RememberedPath | null {
+    // Only this session's measurements: a remembered figure is not carried forward unseen.
+    const capacityBps = this.capacityEstimate > 0 ? this.capacityEstimate : this.peakGoodput;
+    if (capacityBps <= 0) return null;
+    return {
+      mode: this.state.mode,
+      // The session may already be closed (its streams gone): its count at the last interval.
+      streams: Math.max(1, this.session.isOpen ? this.session.streamCount : this.state.streams),
+      capacityBps,
+      networkBound: this.capacityEstimate > 0,
+      predictedBps: this.lastPrediction,
+      mape: this.state.mape,
+      level: this.state.level,
+      rttMs: this.session.stats().minRttMs ?? this.state.rttMs ?? 0,
+      at: now,
+    };
   }
 
   /** Stops the loop. */
@@ -157,11 +204,14 @@ export class Tuner {
       }
     }
     if (s.backlogged) this.capacityEstimate = Math.max(s.goodputBps, this.capacityEstimate * 0.9);
+    this.peakGoodput = Math.max(this.peakGoodput, s.goodputBps);
+    this.ticks++;
     this.predictor.update(s.goodputBps);
     const predicted = this.predictor.predict(this.horizon);
     if (predicted !== null) this.pending.push({ due: 0, predicted, acc: 0, k: 0 });
     this.lastPrediction = predicted;
-    const bandwidth = Math.max(predicted ?? 0, this.capacityEstimate);
+    const recalled = this.ticks <= this.horizon ? this.recalledCapacity : 0;
+    const bandwidth = Math.max(predicted ?? 0, this.capacityEstimate, recalled);
     // The mode is about the path: what a cheap probe got through is a lower bound on it,
     // even when our own encoding (CPU) keeps goodput lower.
     const pathBandwidth = Math.max(bandwidth, this.probed);

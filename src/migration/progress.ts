@@ -37,6 +37,15 @@ export function toProgress(phase: string, s: AgentOutgoingStatus): MigrationProg
                   logicalBytes: s.transport.relay.logicalBytes,
                   ratio: Math.round(s.transport.relay.ratio * 100) / 100,
                   streams: s.transport.relay.streams,
+                  ...(s.transport.relay.startedFrom
+                    ? {
+                        startedFromPath: {
+                          streams: s.transport.relay.startedFrom.streams,
+                          capacityBps: s.transport.relay.startedFrom.capacityBps,
+                          measuredAt: new Date(s.transport.relay.startedFrom.at).toISOString(),
+                        },
+                      }
+                    : {}),
                   ...(s.transport.relay.disk
                     ? {
                         diskWireBytes: s.transport.relay.disk.wireBytes,

@@ -12,6 +12,7 @@ import type { PageHistory } from "../../dwcp/hde/history.js";
 import { type ReceiverMirror, readInventory } from "../../dwcp/hde/receiver-mirror.js";
 import { kernelMinRttMs } from "../../dwcp/kernel-rtt.js";
 import type { NetworkMode } from "../../dwcp/mode.js";
+import type { PathMemory, RememberedPath } from "../../dwcp/pba/path-memory.js";
 import { Tuner } from "../../dwcp/tuner.js";
 import { describeError, NovaError } from "../../lib/errors.js";
 import { NbdRelaySource } from "../../migration/dwcp/nbd-relay.js";
@@ -27,6 +28,8 @@ export interface OutgoingStats extends RelayStats {
   mode: NetworkMode | null;
   /** The disk mirror's NBD connections. */
   disk: { logicalBytes: number; wireBytes: number; pages: RelayStats["pages"] };
+  /** The session started from what this path last sustained (path-memory.ts). */
+  startedFrom: { streams: number; capacityBps: number; mode: NetworkMode; level: number; at: number } | null;
 }
 
 /** The source side of one migration over DWCP. */
@@ -144,6 +147,7 @@ export class OutgoingDwcp {
       ...m,
       streams: this.session.streamCount,
       mode: this.tuner.state.mode,
+      startedFrom: this.startedFrom(),
       disk: {
         logicalBytes: d?.logicalBytes ?? 0,
         wireBytes: d?.wireBytes ?? 0,
@@ -152,8 +156,16 @@ export class OutgoingDwcp {
     };
   }
 
-  /** Ends the session (after success or when giving up). */
-  close(): void {
+  private startedFrom(): OutgoingStats["startedFrom"] {
+    const r = this.tuner.startedFrom;
+    return r
+      ? { streams: r.streams, capacityBps: r.capacityBps, mode: r.mode, level: r.level, at: r.at }
+      : null;
+  }
+
+  /** Ends the session (after success or when giving up); returns what the path sustained. */
+  close(): RememberedPath | null {
+    const sustained = this.tuner.snapshot();
     this.closed = true;
     this.tuner.stop();
     this.nbd?.abort("the migration ended");
@@ -161,17 +173,20 @@ export class OutgoingDwcp {
     // Only a base for later deltas: a block listed here that never arrived is simply not
     // in the destination's cache, which the mirror checks before using it.
     this.diskHistory.save(this.files.disk);
+    return sustained;
   }
 }
 
 /** One per agent: the migrations this host sends over DWCP. */
 export class DwcpSource {
-  private readonly outgoing = new Map<string, OutgoingDwcp>();
+  private readonly outgoing = new Map<string, { out: OutgoingDwcp; peer: string }>();
 
   constructor(
     private readonly pages: DwcpPageStore,
     /** TLS client options for a destination (null: plaintext, the explicit opt-in). */
     private readonly tlsFor: (to: { host: string; port: number }) => ConnectionOptions | null,
+    /** What each destination's path last sustained: sessions start from it. */
+    private readonly paths: PathMemory,
   ) {}
 
   /** Connects to the destination for `migrationId` and decides the transport. */
@@ -182,7 +197,9 @@ export class DwcpSource {
     requested: "auto" | "dwcp",
   ): Promise<TransportDecision> {
     const existing = this.outgoing.get(migrationId);
-    if (existing) return existing.decision;
+    if (existing) return existing.out.decision;
+    // The destination host's name when known: its address may change, its path rarely.
+    const peer = to.name ?? `${to.host}:${to.port}`;
     let session: DwcpSession;
     try {
       const tls = this.tlsFor(to);
@@ -203,7 +220,8 @@ export class DwcpSource {
           "NOVA_MIGRATION_RELAY",
           `The destination refused the DWCP session: ${answer.error}`,
         );
-      const tuner = new Tuner(session, []);
+      const remembered = this.paths.recall(peer);
+      const tuner = new Tuner(session, [], remembered ? { remembered } : {});
       await tuner.ready;
       const decision = chooseForPath({
         requested,
@@ -234,7 +252,7 @@ export class DwcpSource {
         this.pages.historyFiles(vmId),
       );
       out.prepare();
-      this.outgoing.set(migrationId, out);
+      this.outgoing.set(migrationId, { out, peer });
       return decision;
     } catch (err) {
       session.destroy();
@@ -244,15 +262,16 @@ export class DwcpSource {
 
   /** The DWCP side of a migration, if it runs over DWCP. */
   of(migrationId: string): OutgoingDwcp | undefined {
-    return this.outgoing.get(migrationId);
+    return this.outgoing.get(migrationId)?.out;
   }
 
-  /** The migration ended (either way). */
+  /** The migration ended (either way): its path's figures are kept for the next session. */
   finish(migrationId: string): void {
-    const out = this.outgoing.get(migrationId);
-    if (!out) return;
+    const o = this.outgoing.get(migrationId);
+    if (!o) return;
     this.outgoing.delete(migrationId);
-    out.close();
+    const sustained = o.out.close();
+    if (sustained) this.paths.remember(o.peer, sustained);
   }
 
   /** Ends every outgoing migration's session. */

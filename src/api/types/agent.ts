@@ -372,6 +372,18 @@ export const AgentOutgoingStatus = Type.Object({
               pages: RelayPages,
             }),
           ),
+          startedFrom: Type.Optional(
+            Type.Object(
+              {
+                streams: Type.Integer(),
+                capacityBps: Type.Number(),
+                mode: Type.String(),
+                level: Type.Integer(),
+                at: Type.Number(),
+              },
+              { description: "What this path last sustained, which the session started from" },
+            ),
+          ),
         }),
       ),
     }),

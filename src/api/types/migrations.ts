@@ -159,6 +159,15 @@ export const MigrationProgress = Type.Object({
       ),
       ratio: Type.Optional(Type.Number({ description: "DWCP: logical / wire" })),
       streams: Type.Optional(Type.Integer({ description: "DWCP: TCP connections in use" })),
+      startedFromPath: Type.Optional(
+        Type.Object(
+          { streams: Type.Integer(), capacityBps: Type.Number(), measuredAt: Type.String() },
+          {
+            description:
+              "DWCP: the session started from what this path last sustained (streams, bytes/s) instead of probing",
+          },
+        ),
+      ),
       diskWireBytes: Type.Optional(
         Type.Number({ description: "DWCP: bytes on the wire for the disk mirror's NBD traffic" }),
       ),
