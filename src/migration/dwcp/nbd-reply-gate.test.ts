@@ -78,8 +78,15 @@ describe("NbdReplyGate", () => {
     const waiting = g.settled();
     expect(() =>
       g.serverBytes(chunkReply(7n, { extended: true, type: 0x8001, payload: errorPayload(5) })),
-    ).toThrow(/failed request 7 \(error 5\)/);
+    ).toThrow(/failed a flush the source had answered \(request 7, error 5\)/);
     await expect(waiting).rejects.toThrow(/error 5/);
+    // An error to a request the source did not answer is the source QEMU's to handle.
+    const w2 = opened();
+    w2.clientBytes(request(NbdCmd.WRITE_ZEROES, 9n, { extended: true, length: 4096 }));
+    expect(() =>
+      w2.serverBytes(chunkReply(9n, { extended: true, type: 0x8001, payload: errorPayload(95) })),
+    ).not.toThrow();
+    expect(await settledNow(w2)).toBe(true);
     const h = opened();
     h.clientBytes(request(NbdCmd.FLUSH, 8n, { extended: true }));
     const w = h.settled();

@@ -4,7 +4,9 @@
  * so the source QEMU may finish its mirror and disconnect while the real flush is still
  * running here. This gate makes the destination the judge instead:
  * - it follows every request of the rebuilt client stream and every reply of the export;
- * - a reply reporting an error fails the relay (the destination then never resumes);
+ * - an error reply to a flush the source answered fails the relay (the destination then
+ *   never resumes); other error replies reach the source QEMU, which handles them as
+ *   it would without the relay (falling back from a fast zero, failing its mirror);
  * - NBD_CMD_DISC is held back (its last byte) until the export answered every flush the
  *   source answered, because QEMU's server drops the connection on DISC without
  *   answering what is still in flight (the client itself waits for its other requests);
@@ -89,11 +91,11 @@ export class NbdReplyGate implements ServerReplyGate {
     for (const piece of this.replies.push(data)) {
       const r = piece.reply;
       if (!r) continue;
-      if (r.failed) {
+      if (r.failed && this.flushes.has(r.cookie)) {
         throw this.fail(
           new NovaError(
             "NOVA_MIGRATION_RELAY",
-            `The destination's disk export failed request ${r.cookie} (error ${r.code}); the disk cannot be trusted`,
+            `The destination's disk export failed a flush the source had answered (request ${r.cookie}, error ${r.code}); the disk cannot be trusted`,
             { details: { code: r.code } },
           ),
         );

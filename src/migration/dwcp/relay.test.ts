@@ -415,7 +415,7 @@ describe("NBD relay over DWCP (in-process)", () => {
       client.disconnect();
       await relay.close();
       await target.idle();
-      expect(target.error?.message).toMatch(/failed request 1 \(error 5\)/);
+      expect(target.error?.message).toMatch(/failed a flush the source had answered \(request 1, error 5\)/);
       expect(relay.error).not.toBeNull();
       exp.close();
     });
