@@ -9,7 +9,7 @@ import { DwcpListener } from "../amst/listen.js";
 import { Msg } from "./batch.js";
 import { exitingWorkerUrl, testWorkerUrl } from "./hde-worker.test-util.js";
 import { PageHistory } from "./history.js";
-import { PAGE_SIZE } from "./page.js";
+import { PAGE_SIZE, pageHash } from "./page.js";
 import { PageCache } from "./page-cache.js";
 import { PageReceiver } from "./page-receiver.js";
 import { PageSender } from "./page-sender.js";
@@ -159,11 +159,18 @@ describe("HDE page streams on worker threads", () => {
     cleanup.push(() => cache.close());
     const image = new SyntheticImage({ pages: 4096, seed: 11 });
     const out = new Map<number, Buffer>();
+    let badHashes = 0;
     const rx = (async () =>
       new PageReceiver(await server.accept(), {
         cache,
         pool: p,
-        sink: { write: (n, pg) => void out.set(n, Buffer.from(pg)) },
+        sink: {
+          write: (n, pg, h) => {
+            // The sink is handed the verified hash, so it need not hash again.
+            if (!h.equals(pageHash(pg))) badHashes++;
+            out.set(n, Buffer.from(pg));
+          },
+        },
       }).run())();
     const sender = new PageSender(client.openChannel("mem"), {
       source: { readPage: (n) => image.page(n) },
@@ -174,6 +181,7 @@ describe("HDE page streams on worker threads", () => {
     const sent = await sender.finish();
     const received = await rx;
     expect(received.full).toBe(sent.full);
+    expect(badHashes).toBe(0);
     for (let n = 0; n < image.pageCount; n++)
       if (!out.get(n)!.equals(image.page(n))) throw new Error(`page ${n} differs`);
   });

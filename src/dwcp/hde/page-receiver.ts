@@ -25,7 +25,13 @@ export const MIN_OFFLOAD_MESSAGE = 32 * 1024;
 
 /** Where rebuilt pages go. Zero pages are passed as the shared ZERO_PAGE buffer. */
 export interface PageSink {
-  write(pageNo: number, page: Buffer): void | Promise<void>;
+  /**
+   * `hash` is the page's verified 16-byte content hash (ZERO_HASH for a zero page), so a
+   * sink that records pages (a PageHistory) does not hash them a second time. The
+   * receiver never reuses either buffer, so a sink may keep them. Sinks written for the
+   * two-argument form keep working.
+   */
+  write(pageNo: number, page: Buffer, hash: Buffer): void | Promise<void>;
 }
 
 /** Receiver options. */
@@ -207,7 +213,7 @@ export class PageReceiver {
         this.digest.add(r.pageNo, ZERO_HASH);
         this.needs.delete(r.pageNo);
         this.stats.zero++;
-        await sink.write(r.pageNo, ZERO_PAGE);
+        await sink.write(r.pageNo, ZERO_PAGE, ZERO_HASH);
         return;
       case Op.FULL:
       case Op.FULL_B: {
@@ -216,7 +222,7 @@ export class PageReceiver {
         this.needs.delete(r.pageNo);
         this.stats.full++;
         cache?.put(h, r.page);
-        await sink.write(r.pageNo, r.page);
+        await sink.write(r.pageNo, r.page, h);
         return;
       }
       case Op.REF: {
@@ -226,7 +232,7 @@ export class PageReceiver {
         const page = cache?.get(hash) ?? null;
         if (!page) return this.miss(r.pageNo, hash);
         this.needs.delete(r.pageNo);
-        await sink.write(r.pageNo, page);
+        await sink.write(r.pageNo, page, hash);
         return;
       }
       case Op.DELTA: {
@@ -244,7 +250,7 @@ export class PageReceiver {
         }
         this.needs.delete(r.pageNo);
         cache?.put(target, page);
-        await sink.write(r.pageNo, page);
+        await sink.write(r.pageNo, page, target);
         return;
       }
     }
@@ -288,7 +294,7 @@ export class PageReceiver {
         }
         this.needs.delete(r.pageNo);
         this.options.cache?.put(h, r.page);
-        await this.options.sink.write(r.pageNo, r.page);
+        await this.options.sink.write(r.pageNo, r.page, h);
       }
     }
     if (this.needs.size > 0) {
