@@ -20,8 +20,8 @@ import { sendInventory } from "./receiver-mirror.js";
 import { HdeWorkerPool } from "./worker-pool.js";
 import { xbzrleDecode } from "./xbzrle.js";
 
-/** Batches smaller than this are decoded inline: a worker round trip costs more than they do. */
-export const MIN_OFFLOAD_MESSAGE = 32 * 1024;
+/** Batches smaller than this are decoded inline: a worker round trip (100-200 µs) costs more than they do. */
+export const MIN_OFFLOAD_MESSAGE = 64 * 1024;
 
 /** Where rebuilt pages go. Zero pages are passed as the shared ZERO_PAGE buffer. */
 export interface PageSink {

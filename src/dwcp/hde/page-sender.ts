@@ -23,9 +23,10 @@ import { xbzrleEncode } from "./xbzrle.js";
 
 /**
  * Section A below this is compressed inline: a worker round trip (two thread hops and a
- * wake-up, ~50-100 µs) costs more than zstd takes for a few pages.
+ * wake-up) measured 100-200 µs of CPU on the 2-vCPU bench host, against ~260 µs for
+ * zstd level 3 on 64 KiB and ~55 µs on 4 KiB (docs/benchmarks.md, "Every core").
  */
-export const MIN_OFFLOAD_BYTES = 32 * 1024;
+export const MIN_OFFLOAD_BYTES = 64 * 1024;
 
 /** Where fills for the receiver's NEED list are read from. */
 export interface PageSource {
