@@ -128,6 +128,28 @@ describe("HDE page streams on worker threads", () => {
     expect(ch.sent.filter((m) => m[0] === Msg.BATCH).length).toBe(image.pageCount / 64);
   });
 
+  it("wake every caller waiting for a slot when flush() is called concurrently", async () => {
+    const ch = new RecordingChannel();
+    const image = new SyntheticImage({ pages: 256, seed: 5 });
+    const sender = new PageSender(ch as unknown as Channel, {
+      source: { readPage: (n) => image.page(n) },
+      pool: pool(1),
+      maxBatchesInFlight: 1,
+      batchPages: 1024,
+    });
+    await sender.start();
+    ch.open = false;
+    const flushes: Promise<void>[] = [];
+    for (let part = 0; part < 4; part++) {
+      for (let n = part * 64; n < (part + 1) * 64; n++) await sender.writePage(n, image.page(n));
+      flushes.push(sender.flush());
+    }
+    ch.release();
+    await Promise.all(flushes);
+    await sender.finish();
+    expect(ch.sent.filter((m) => m[0] === Msg.BATCH).length).toBe(4);
+  });
+
   it("fail the sender with NOVA_DWCP_WORKER and abort its channel when a worker dies", async () => {
     const ch = new RecordingChannel();
     const image = new SyntheticImage({ pages: 2048, seed: 4 });

@@ -87,7 +87,8 @@ export class PageReceiver {
   /** Batches read and not yet applied; applied in order along `applyChain`. */
   private inFlight = 0;
   private applyChain: Promise<void> = Promise.resolve();
-  private slotWaiter: (() => void) | null = null;
+  /** Callers waiting for a free slot (several, if flush() is called concurrently). */
+  private slotWaiters: (() => void)[] = [];
   private failure: Error | null = null;
 
   constructor(
@@ -191,14 +192,10 @@ export class PageReceiver {
       })
       .finally(() => {
         this.inFlight--;
-        const w = this.slotWaiter;
-        this.slotWaiter = null;
-        w?.();
+        for (const w of this.slotWaiters.splice(0)) w();
       });
     while (this.inFlight >= this.maxInFlight && !this.failure) {
-      await new Promise<void>((resolve) => {
-        this.slotWaiter = resolve;
-      });
+      await new Promise<void>((resolve) => this.slotWaiters.push(resolve));
     }
     if (this.failure) throw this.failure;
   }

@@ -117,7 +117,8 @@ export class PageSender {
   /** Batches built and not yet sent; they are sent in order along `sendChain`. */
   private inFlight = 0;
   private sendChain: Promise<void> = Promise.resolve();
-  private slotWaiter: (() => void) | null = null;
+  /** Callers waiting for a free slot (several, if flush() is called concurrently). */
+  private slotWaiters: (() => void)[] = [];
   private failure: Error | null = null;
 
   constructor(
@@ -241,14 +242,10 @@ export class PageSender {
       .catch((err: unknown) => this.fail(err))
       .finally(() => {
         this.inFlight--;
-        const w = this.slotWaiter;
-        this.slotWaiter = null;
-        w?.();
+        for (const w of this.slotWaiters.splice(0)) w();
       });
     while (this.inFlight >= this.maxInFlight && !this.failure) {
-      await new Promise<void>((resolve) => {
-        this.slotWaiter = resolve;
-      });
+      await new Promise<void>((resolve) => this.slotWaiters.push(resolve));
     }
     if (this.failure) throw this.failure;
   }
