@@ -17,11 +17,12 @@
  *   --level N       zstd level of page batches (default 3, the internet mode's cap)
  *   --runs N        repetitions per method (default 3)
  *   --profile       print the top CPU consumers of the first dwcp run
+ *   --profile-out F with --profile: also write that run's V8 profile to F (.cpuprofile)
  *   --json          one JSON object per line: method, run, logical_bytes, wire_bytes,
  *                   wall_s, cpu_s, mib_per_cpu_s (and profile rows with --profile)
  */
 import { randomUUID } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { Session } from "node:inspector/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -48,6 +49,7 @@ const { values } = parseArgs({
     level: { type: "string", default: "3" },
     runs: { type: "string", default: "3" },
     profile: { type: "boolean", default: false },
+    "profile-out": { type: "string" },
     json: { type: "boolean", default: false },
   },
 });
@@ -239,6 +241,7 @@ async function main(): Promise<void> {
         if (inspector) {
           const { profile } = await inspector.post("Profiler.stop");
           inspector.disconnect();
+          if (values["profile-out"]) writeFileSync(values["profile-out"], JSON.stringify(profile));
           profileRows.push(...topFunctions(profile, 15));
         }
         emit(row(method, run, m, m.value));

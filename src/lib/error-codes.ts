@@ -165,6 +165,12 @@ export const ERROR_CODES = {
     description:
       "The DWCP page cache on disk is unusable (bad header, wrong page size); details name the path.",
   },
+  NOVA_DWCP_WORKER: {
+    status: 500,
+    retryable: true,
+    description:
+      "An HDE worker thread failed (it crashed, exited or could not start); the page stream it served was failed, not left waiting.",
+  },
   NOVA_DWCP_EMULATOR: {
     status: 500,
     retryable: false,

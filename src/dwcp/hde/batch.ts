@@ -38,11 +38,22 @@ export type PageRecord =
 /** Largest page number (u48). */
 export const MAX_PAGE_NO = 2 ** 48 - 1;
 
+/** A built batch whose sections are not encoded yet (BatchBuilder.take()). */
+export interface RawBatch {
+  /** Section A, raw; its ArrayBuffer belongs to this batch alone (it may be transferred). */
+  a: Buffer;
+  /** Section B; its ArrayBuffer belongs to this batch alone. */
+  b: Buffer;
+  count: number;
+}
+
+const MIN_SECTION = 64 * 1024;
+
 /** Accumulates records for one batch, copying each payload once into growing buffers. */
 export class BatchBuilder {
-  private a = Buffer.allocUnsafe(64 * 1024);
+  private a = Buffer.allocUnsafeSlow(MIN_SECTION);
   private lenA = 4;
-  private b = Buffer.allocUnsafe(64 * 1024);
+  private b = Buffer.allocUnsafeSlow(MIN_SECTION);
   private lenB = 0;
   private countValue = 0;
 
@@ -56,9 +67,14 @@ export class BatchBuilder {
     return this.lenA + this.lenB;
   }
 
+  /** Size of section A so far (what zstd would be given). */
+  get rawBytesA(): number {
+    return this.lenA;
+  }
+
   private reserveA(n: number): number {
     if (this.lenA + n > this.a.length) {
-      const bigger = Buffer.allocUnsafe(Math.max(this.a.length * 2, this.lenA + n));
+      const bigger = Buffer.allocUnsafeSlow(Math.max(this.a.length * 2, this.lenA + n));
       this.a.copy(bigger, 0, 0, this.lenA);
       this.a = bigger;
     }
@@ -93,7 +109,7 @@ export class BatchBuilder {
     }
     this.head(Op.FULL_B, pageNo, 0);
     if (this.lenB + PAGE_SIZE > this.b.length) {
-      const bigger = Buffer.allocUnsafe(this.b.length * 2);
+      const bigger = Buffer.allocUnsafeSlow(this.b.length * 2);
       this.b.copy(bigger, 0, 0, this.lenB);
       this.b = bigger;
     }
@@ -116,38 +132,81 @@ export class BatchBuilder {
     delta.copy(this.a, at + 2 * HASH_BYTES + 2);
   }
 
-  /** Encodes the batch message and resets the builder. */
+  /** Encodes the batch message and resets the builder (its buffers are reused). */
   finish(compressor: BatchCompressor): Buffer {
     this.a.writeUInt32BE(this.countValue, 0);
     const rawA = this.a.subarray(0, this.lenA);
     const [codec, encA] = compressor.compress(rawA);
-    const msg = Buffer.allocUnsafe(10 + encA.length + this.lenB);
-    msg.writeUInt8(Msg.BATCH, 0);
-    msg.writeUInt8(codec, 1);
-    msg.writeUInt32BE(rawA.length, 2);
-    msg.writeUInt32BE(encA.length, 6);
-    encA.copy(msg, 10);
-    this.b.copy(msg, 10 + encA.length, 0, this.lenB);
+    const msg = assembleBatch(codec, rawA.length, encA, this.b.subarray(0, this.lenB));
     this.lenA = 4;
     this.lenB = 0;
     this.countValue = 0;
     return msg;
   }
+
+  /**
+   * Hands the batch's raw sections over (to be encoded elsewhere, e.g. on a worker thread)
+   * and starts the next batch in new buffers, sized like this one's so that a steady
+   * stream does not grow them again by doubling every batch.
+   */
+  take(): RawBatch {
+    this.a.writeUInt32BE(this.countValue, 0);
+    const out: RawBatch = {
+      a: this.a.subarray(0, this.lenA),
+      b: this.b.subarray(0, this.lenB),
+      count: this.countValue,
+    };
+    this.a = Buffer.allocUnsafeSlow(Math.max(MIN_SECTION, this.lenA));
+    this.b = Buffer.allocUnsafeSlow(Math.max(MIN_SECTION, this.lenB));
+    this.lenA = 4;
+    this.lenB = 0;
+    this.countValue = 0;
+    return out;
+  }
+}
+
+/** The BATCH message: header, section A as encoded, section B. */
+export function assembleBatch(codec: number, rawLengthA: number, encodedA: Buffer, b: Buffer): Buffer {
+  const msg = Buffer.allocUnsafe(10 + encodedA.length + b.length);
+  msg.writeUInt8(Msg.BATCH, 0);
+  msg.writeUInt8(codec, 1);
+  msg.writeUInt32BE(rawLengthA, 2);
+  msg.writeUInt32BE(encodedA.length, 6);
+  encodedA.copy(msg, 10);
+  b.copy(msg, 10 + encodedA.length);
+  return msg;
 }
 
 function bad(what: string): NovaError {
   return new NovaError("NOVA_DWCP_PROTOCOL", `Malformed HDE batch: ${what}`);
 }
 
-/** Decodes a BATCH message into records; throws NOVA_DWCP_PROTOCOL on any inconsistency. */
-export function decodeBatch(msg: Buffer, dec: BoundedDecompressor, maxRawA: number): PageRecord[] {
+/** A BATCH message's sections, section A still encoded. */
+export interface BatchSections {
+  codec: number;
+  rawLengthA: number;
+  encodedA: Buffer;
+  b: Buffer;
+}
+
+/** Splits a BATCH message into its sections; throws NOVA_DWCP_PROTOCOL on a bad header. */
+export function splitBatch(msg: Buffer): BatchSections {
   if (msg.length < 10 || msg[0] !== Msg.BATCH) throw bad("short header");
   const codec = msg.readUInt8(1);
-  const rawLen = msg.readUInt32BE(2);
+  const rawLengthA = msg.readUInt32BE(2);
   const encLen = msg.readUInt32BE(6);
   if (10 + encLen > msg.length) throw bad("section A overruns the message");
-  const a = dec.decompress(codec, msg.subarray(10, 10 + encLen), rawLen, maxRawA);
-  const b = msg.subarray(10 + encLen);
+  return { codec, rawLengthA, encodedA: msg.subarray(10, 10 + encLen), b: msg.subarray(10 + encLen) };
+}
+
+/** Decodes a BATCH message into records; throws NOVA_DWCP_PROTOCOL on any inconsistency. */
+export function decodeBatch(msg: Buffer, dec: BoundedDecompressor, maxRawA: number): PageRecord[] {
+  const s = splitBatch(msg);
+  return decodeRecords(dec.decompress(s.codec, s.encodedA, s.rawLengthA, maxRawA), s.b);
+}
+
+/** Decodes a batch's records from section A (raw) and section B; NOVA_DWCP_PROTOCOL on any inconsistency. */
+export function decodeRecords(a: Buffer, b: Buffer): PageRecord[] {
   if (b.length % PAGE_SIZE !== 0) throw bad("section B is not whole pages");
   if (a.length < 4) throw bad("no record count");
   const count = a.readUInt32BE(0);

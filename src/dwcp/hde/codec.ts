@@ -39,25 +39,59 @@ export class BatchCompressor {
     if (level !== 0) this.cctx.setParameters({ compressionLevel: level, contentSizeFlag: true });
   }
 
+  /** True when compress() would hand the input back unchanged (off, or too small to try). */
+  static skips(level: number, rawLength: number): boolean {
+    return level === 0 || rawLength < 64;
+  }
+
   /** Returns [codec, body]: zstd when enabled and worth it, else the input itself. */
   compress(raw: Buffer): [number, Buffer] {
-    this.bytesIn += raw.length;
-    if (this.levelValue === 0 || raw.length < 64) {
-      this.bytesOut += raw.length;
+    if (BatchCompressor.skips(this.levelValue, raw.length)) {
+      this.record(0, raw.length, raw.length, 0);
       return [Codec.RAW, raw];
     }
     const t0 = process.hrtime.bigint();
-    const out = this.cctx.compress(raw);
-    const s = this.speed.get(this.levelValue) ?? { bytes: 0, ns: 0 };
-    s.bytes += raw.length;
-    s.ns += Number(process.hrtime.bigint() - t0);
-    this.speed.set(this.levelValue, s);
-    if (out.length >= raw.length * RAW_FALLBACK_RATIO) {
-      this.bytesOut += raw.length;
-      return [Codec.RAW, raw];
+    const [codec, body] = pickEncoding(raw, this.cctx.compress(raw));
+    this.record(this.levelValue, raw.length, body.length, Number(process.hrtime.bigint() - t0));
+    return [codec, body];
+  }
+
+  /**
+   * Counts a section compressed elsewhere (an HDE worker thread, worker-pool.ts) at
+   * `level`, so the level policy's measured speeds and the byte counters stay whole.
+   */
+  record(level: number, rawLength: number, encodedLength: number, ns: number): void {
+    this.bytesIn += rawLength;
+    this.bytesOut += encodedLength;
+    if (level === 0) return;
+    const s = this.speed.get(level) ?? { bytes: 0, ns: 0 };
+    s.bytes += rawLength;
+    s.ns += ns;
+    this.speed.set(level, s);
+  }
+}
+
+/** The raw-fallback rule (§7.4): zstd output that does not shrink below 95 % is not worth sending. */
+export function pickEncoding(raw: Buffer, compressed: Buffer): [number, Buffer] {
+  return compressed.length >= raw.length * RAW_FALLBACK_RATIO ? [Codec.RAW, raw] : [Codec.ZSTD, compressed];
+}
+
+/**
+ * A zstd context per level for code that compresses at a level given per call (an HDE
+ * worker thread serves every sender of the process). Same parameters as BatchCompressor,
+ * so the output is byte for byte what the sender would have produced inline.
+ */
+export class LevelCompressors {
+  private readonly byLevel = new Map<number, Compressor>();
+
+  compress(level: number, raw: Buffer): Buffer {
+    let c = this.byLevel.get(level);
+    if (!c) {
+      c = new Compressor();
+      c.setParameters({ compressionLevel: level, contentSizeFlag: true });
+      this.byLevel.set(level, c);
     }
-    this.bytesOut += out.length;
-    return [Codec.ZSTD, out];
+    return c.compress(raw);
   }
 }
 

@@ -4,20 +4,34 @@
  * cached base), verifies each page's hash and the stream digest, asks the sender again
  * for pages it could not resolve (evicted or corrupted cache), and only then reports
  * success. It never writes a page whose content does not match the sender's hash.
+ *
+ * With HDE worker threads (worker-pool.ts), batches are decompressed and their full pages
+ * hashed there, a bounded number at a time, while this loop applies finished batches in
+ * the order they arrived; cache, digest and sink are only ever touched here.
  */
 import { NovaError } from "../../lib/errors.js";
 import type { Channel } from "../amst/channel.js";
-import { decodeBatch, MAX_PAGE_NO, Msg, Op, type PageRecord } from "./batch.js";
+import { decodeBatch, decodeRecords, MAX_PAGE_NO, Msg, Op, type PageRecord } from "./batch.js";
 import { BoundedDecompressor } from "./codec.js";
 import { PageDigest } from "./digest.js";
 import { HASH_BYTES, pageHash, ZERO_HASH, ZERO_PAGE } from "./page.js";
 import type { PageCache } from "./page-cache.js";
 import { sendInventory } from "./receiver-mirror.js";
+import { HdeWorkerPool } from "./worker-pool.js";
 import { xbzrleDecode } from "./xbzrle.js";
+
+/** Batches smaller than this are decoded inline: a worker round trip (100-200 µs) costs more than they do. */
+export const MIN_OFFLOAD_MESSAGE = 64 * 1024;
 
 /** Where rebuilt pages go. Zero pages are passed as the shared ZERO_PAGE buffer. */
 export interface PageSink {
-  write(pageNo: number, page: Buffer): void | Promise<void>;
+  /**
+   * `hash` is the page's verified 16-byte content hash (ZERO_HASH for a zero page), so a
+   * sink that records pages (a PageHistory) does not hash them a second time. The
+   * receiver never reuses either buffer, so a sink may keep them. Sinks written for the
+   * two-argument form keep working.
+   */
+  write(pageNo: number, page: Buffer, hash: Buffer): void | Promise<void>;
 }
 
 /** Receiver options. */
@@ -34,6 +48,19 @@ export interface PageReceiverOptions {
    * that another channel announced (receiver-mirror.ts). @defaultValue true
    */
   announce?: boolean;
+  /**
+   * Worker threads that decompress batches and hash their pages; 0 threads (or null)
+   * works inline. @defaultValue HdeWorkerPool.shared()
+   */
+  pool?: HdeWorkerPool | null;
+  /** Batches read and not yet applied, at most. @defaultValue 2 per pool thread, at least 2; 1 inline */
+  maxBatchesInFlight?: number;
+}
+
+/** A batch's records; `hashes` (16 bytes per full page, in order) when a worker computed them. */
+interface DecodedBatch {
+  records: PageRecord[];
+  hashes: Buffer | null;
 }
 
 /** What a received page stream did. */
@@ -55,12 +82,26 @@ export class PageReceiver {
   private readonly maxBatch: number;
   /** Counters. */
   readonly stats: PageReceiveStats = { pages: 0, zero: 0, full: 0, ref: 0, delta: 0, misses: 0 };
+  private readonly pool: HdeWorkerPool | null;
+  private readonly maxInFlight: number;
+  /** Batches read and not yet applied; applied in order along `applyChain`. */
+  private inFlight = 0;
+  private applyChain: Promise<void> = Promise.resolve();
+  /** Callers waiting for a free slot (several, if flush() is called concurrently). */
+  private slotWaiters: (() => void)[] = [];
+  private failure: Error | null = null;
 
   constructor(
     private readonly channel: Channel,
     private readonly options: PageReceiverOptions,
   ) {
     this.maxBatch = options.maxBatchBytes ?? 8 * 1024 * 1024;
+    const pool = options.pool === undefined ? HdeWorkerPool.shared() : options.pool;
+    this.pool = pool && pool.threads > 0 ? pool : null;
+    this.maxInFlight = Math.max(
+      1,
+      options.maxBatchesInFlight ?? (this.pool ? Math.max(2, 2 * this.pool.threads) : 1),
+    );
   }
 
   /** Runs the whole exchange; resolves when every page is verified and written. */
@@ -74,8 +115,11 @@ export class PageReceiver {
         throw new NovaError("NOVA_DWCP_PROTOCOL", "HDE sender sent data after FILLS_END");
       return { ...this.stats };
     } catch (err) {
-      if (this.channel.error === null) this.channel.abort(err instanceof Error ? err.message : String(err));
-      throw err;
+      // A batch that failed to apply aborted the channel; its error, not the abort, is the cause.
+      const cause = this.failure ?? err;
+      if (this.channel.error === null)
+        this.channel.abort(cause instanceof Error ? cause.message : String(cause));
+      throw cause;
     }
   }
 
@@ -91,9 +135,11 @@ export class PageReceiver {
       const m = await this.channel.read();
       if (m === null) throw new NovaError("NOVA_DWCP_PROTOCOL", "HDE sender ended before PAGES_END");
       if (m[0] === Msg.BATCH) {
-        for (const r of decodeBatch(m, this.dec, this.maxBatch)) await this.apply(r);
+        await this.queueBatch(m);
         continue;
       }
+      await this.applyChain;
+      if (this.failure) throw this.failure;
       if (m[0] !== Msg.PAGES_END || m.length !== 41)
         throw new NovaError("NOVA_DWCP_PROTOCOL", `Unexpected HDE message ${m[0]}`);
       const pages = Number(m.readBigUInt64BE(1));
@@ -107,7 +153,55 @@ export class PageReceiver {
     }
   }
 
-  private async apply(r: PageRecord): Promise<void> {
+  /** Decodes a batch (on a worker when there is a pool) and queues it to be applied in order. */
+  private async queueBatch(m: Buffer): Promise<void> {
+    let decoded: Promise<DecodedBatch>;
+    if (!this.pool || m.length < MIN_OFFLOAD_MESSAGE) {
+      try {
+        decoded = Promise.resolve({ records: decodeBatch(m, this.dec, this.maxBatch), hashes: null });
+      } catch (err) {
+        decoded = Promise.reject(err);
+      }
+    } else {
+      decoded = this.pool
+        .decode(m, this.maxBatch)
+        .then((d) => ({ records: decodeRecords(d.a, d.b), hashes: d.hashes }));
+    }
+    decoded.catch(() => undefined);
+    this.inFlight++;
+    this.applyChain = this.applyChain
+      .then(async () => {
+        const batch = await decoded;
+        if (this.failure) return;
+        let full = 0;
+        for (const r of batch.records) {
+          let h: Buffer | null = null;
+          if (batch.hashes && (r.op === Op.FULL || r.op === Op.FULL_B)) {
+            h = batch.hashes.subarray(full * HASH_BYTES, (full + 1) * HASH_BYTES);
+            full++;
+          }
+          await this.apply(r, h);
+        }
+      })
+      .catch((err: unknown) => {
+        if (this.failure) return;
+        this.failure = err instanceof Error ? err : new NovaError("NOVA_INTERNAL", String(err));
+        // The read loop may be waiting for a message the sender will not send until this
+        // side makes progress: aborting wakes it.
+        if (this.channel.error === null) this.channel.abort(this.failure.message);
+      })
+      .finally(() => {
+        this.inFlight--;
+        for (const w of this.slotWaiters.splice(0)) w();
+      });
+    while (this.inFlight >= this.maxInFlight && !this.failure) {
+      await new Promise<void>((resolve) => this.slotWaiters.push(resolve));
+    }
+    if (this.failure) throw this.failure;
+  }
+
+  /** Applies one record; `fullHash` is a full page's hash when a worker already computed it. */
+  private async apply(r: PageRecord, fullHash: Buffer | null = null): Promise<void> {
     this.stats.pages++;
     const sink = this.options.sink;
     const cache = this.options.cache;
@@ -116,16 +210,16 @@ export class PageReceiver {
         this.digest.add(r.pageNo, ZERO_HASH);
         this.needs.delete(r.pageNo);
         this.stats.zero++;
-        await sink.write(r.pageNo, ZERO_PAGE);
+        await sink.write(r.pageNo, ZERO_PAGE, ZERO_HASH);
         return;
       case Op.FULL:
       case Op.FULL_B: {
-        const h = pageHash(r.page);
+        const h = fullHash ?? pageHash(r.page);
         this.digest.add(r.pageNo, h);
         this.needs.delete(r.pageNo);
         this.stats.full++;
         cache?.put(h, r.page);
-        await sink.write(r.pageNo, r.page);
+        await sink.write(r.pageNo, r.page, h);
         return;
       }
       case Op.REF: {
@@ -135,7 +229,7 @@ export class PageReceiver {
         const page = cache?.get(hash) ?? null;
         if (!page) return this.miss(r.pageNo, hash);
         this.needs.delete(r.pageNo);
-        await sink.write(r.pageNo, page);
+        await sink.write(r.pageNo, page, hash);
         return;
       }
       case Op.DELTA: {
@@ -153,7 +247,7 @@ export class PageReceiver {
         }
         this.needs.delete(r.pageNo);
         cache?.put(target, page);
-        await sink.write(r.pageNo, page);
+        await sink.write(r.pageNo, page, target);
         return;
       }
     }
@@ -197,7 +291,7 @@ export class PageReceiver {
         }
         this.needs.delete(r.pageNo);
         this.options.cache?.put(h, r.page);
-        await this.options.sink.write(r.pageNo, r.page);
+        await this.options.sink.write(r.pageNo, r.page, h);
       }
     }
     if (this.needs.size > 0) {
