@@ -97,4 +97,24 @@ describe("NbdLocalAnswers", () => {
     d.send(request(NbdCmd.FLUSH, 8n));
     expect(() => d.fromDst(Buffer.from("not an NBD reply"))).toThrow(/can no longer be followed/);
   });
+
+  it("holds a request that reuses an unconfirmed answer's cookie until the real reply", async () => {
+    const c = connection(false);
+    c.send(request(NbdCmd.FLUSH, 5n));
+    expect(c.answers.held()).toBeNull();
+    // QEMU's client reuses the slot's cookie once it has an answer.
+    c.send(request(NbdCmd.WRITE, 5n, { offset: 0, payload: randomBytes(4096) }));
+    const held = c.answers.held();
+    expect(held).not.toBeNull();
+    let released = false;
+    void held!.then(() => (released = true));
+    await new Promise((r) => setImmediate(r));
+    expect(released).toBe(false);
+    c.fromDst(simpleReply(5n)); // the flush's real reply: swallowed
+    await held;
+    expect(c.answers.held()).toBeNull();
+    expect(c.answers.stats).toEqual({ answered: 1, confirmed: 1 });
+    c.fromDst(simpleReply(5n)); // the write's: the client's
+    expect(c.received().equals(Buffer.concat([simpleReply(5n), simpleReply(5n)]))).toBe(true);
+  });
 });

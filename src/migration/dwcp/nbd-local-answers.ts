@@ -14,6 +14,11 @@
  *
  * Replies are inserted only between two records of the destination's reply stream
  * (nbd-replies.ts); while that stream cannot be followed, nothing is answered locally.
+ *
+ * Cookies: QEMU's client numbers requests by their slot and reuses a cookie as soon as it
+ * has the answer. After a local answer it may send a new request under that cookie while
+ * the real flush is still out, and a reply to that cookie would be ambiguous. Such a
+ * request is held: the relay sends nothing more until the real reply came back (held()).
  */
 import { NovaError } from "../../lib/errors.js";
 import { NbdCmd, NbdReplyParser, type RequestInfo } from "./nbd-replies.js";
@@ -27,6 +32,8 @@ export interface ReturnPath {
   takeLocal(): Buffer[];
   /** After the destination's verdict: throws if an answer given here was not confirmed. */
   confirmAll(): void;
+  /** null, or a promise: the client's bytes must wait for it before going on. */
+  held(): Promise<void> | null;
 }
 
 /** Requests followed at once; QEMU's NBD client keeps at most 16 in flight. */
@@ -52,10 +59,18 @@ export class NbdLocalAnswers implements ReturnPath {
   private readonly replies = new NbdReplyParser((c) => this.requests.get(c));
   private queued: Buffer[] = [];
   private tracking = true;
+  /** Requests that reuse the cookie of an answer not yet confirmed, held back. */
+  private readonly reused = new Map<bigint, RequestInfo>();
+  private holders: (() => void)[] = [];
 
   /** Told of every request header the source's splitter reads (NbdRequestSplitter). */
   onRequest(r: NbdRequestHeader): void {
     if (!this.tracking || r.type === NbdCmd.DISC) return;
+    if (this.ours.has(r.cookie)) {
+      // Not answered here either: it goes across once the earlier flush is confirmed.
+      this.reused.set(r.cookie, { type: r.type, length: Number(r.length) });
+      return;
+    }
     if (this.requests.size >= MAX_TRACKED) {
       // Following cannot go on; answers already given are still checked by the gate.
       this.tracking = false;
@@ -90,6 +105,7 @@ export class NbdLocalAnswers implements ReturnPath {
           this.ours.delete(r.cookie);
           this.requests.delete(r.cookie);
           this.stats.confirmed++;
+          this.release(r.cookie);
         }
       } else {
         if (r && piece.last && r.final) this.requests.delete(r.cookie);
@@ -107,6 +123,25 @@ export class NbdLocalAnswers implements ReturnPath {
         `The destination's NBD replies can no longer be followed (${this.replies.reason}) with ${this.ours.size} flush(es) answered here unconfirmed`,
       );
     return out;
+  }
+
+  /** Requests held back now (reusing the cookie of an unconfirmed answer). */
+  get holding(): number {
+    return this.reused.size;
+  }
+
+  held(): Promise<void> | null {
+    if (this.reused.size === 0) return null;
+    return new Promise((resolve) => this.holders.push(resolve));
+  }
+
+  /** The request held under `cookie` may go on now; it is followed from here on. */
+  private release(cookie: bigint): void {
+    const next = this.reused.get(cookie);
+    if (!next) return;
+    this.reused.delete(cookie);
+    this.requests.set(cookie, next);
+    if (this.reused.size === 0) for (const h of this.holders.splice(0)) h();
   }
 
   confirmAll(): void {

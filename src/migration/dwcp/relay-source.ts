@@ -114,6 +114,7 @@ export interface SourceRelayResult {
 }
 
 const HEADER = 8;
+const noop = (): void => undefined;
 
 /** Carries one outgoing QEMU migration over a DWCP session. */
 export class MigrationRelaySource {
@@ -354,6 +355,15 @@ export class MigrationRelaySource {
     // Answers made here (the splitter told the return path of each request) go at once.
     const local = this.options.returnPath?.takeLocal();
     if (local && local.length > 0) this.writeReturn(local);
+    // A request reusing the cookie of an answer given here waits for the real answer
+    // (nbd-local-answers.ts); a failure ends the wait too.
+    const held = this.options.returnPath?.held();
+    if (held) {
+      // What came before (the flush being waited for among it) must be on its way.
+      await this.flush();
+      await Promise.race([held, this.done.then(noop, noop)]);
+      if (this.failure) return;
+    }
     await this.handle(events);
     if (this.logical - this.delivered > this.maxInFlight) {
       await this.flush();

@@ -17,7 +17,7 @@ import { createHash } from "node:crypto";
 import type { Socket } from "node:net";
 import type { Channel } from "../../dwcp/amst/channel.js";
 import type { PageHistory } from "../../dwcp/hde/history.js";
-import { pageHash, ZERO_PAGE } from "../../dwcp/hde/page.js";
+import { ZERO_PAGE } from "../../dwcp/hde/page.js";
 import type { PageCache } from "../../dwcp/hde/page-cache.js";
 import { PageReceiver, type PageReceiveStats } from "../../dwcp/hde/page-receiver.js";
 import { NovaError } from "../../lib/errors.js";
@@ -247,11 +247,12 @@ export class MigrationRelayTarget {
       cache: this.options.cache,
       announce: this.options.announce ?? true,
       sink: {
-        write: async (pageNo, page) => {
+        write: async (pageNo, page, hash) => {
           if (receiver.stats.misses > 0) throw missed();
           if (history) {
+            // The receiver verified the page against this hash: no second SHA-256 here.
             if (page === ZERO_PAGE) history.record(pageNo, null, null);
-            else history.record(pageNo, pageHash(page), page);
+            else history.record(pageNo, hash, page);
           }
           await this.queue.put(page);
         },

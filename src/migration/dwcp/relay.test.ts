@@ -332,6 +332,7 @@ describe("NBD relay over DWCP (in-process)", () => {
       let got = Buffer.alloc(0);
       let replied = false;
       let discBeforeReply: boolean | null = null;
+      let moreBeforeReply = false;
       let sock: Socket | null = null;
       const { server, endpoint } = await listenLocal({ port: 0 }, (s: Socket) => {
         sock = s;
@@ -343,14 +344,19 @@ describe("NBD relay over DWCP (in-process)", () => {
             s.write(Buffer.concat([optionReply(Opt.EXTENDED_HEADERS, 1), optionReply(Opt.GO, 1)]));
           if (discBeforeReply === null && got.length >= HANDSHAKE + FLUSH.length + DISC.length)
             discBeforeReply = !replied;
+          if (!replied && got.length > HANDSHAKE + FLUSH.length) moreBeforeReply = true;
         });
         s.on("end", () => s.end());
         s.on("error", () => undefined);
       });
       return {
         endpoint,
-        received: () => got.length,
+        receivedBytes: () => got.length,
         discBeforeReply: () => discBeforeReply,
+        /** Bytes after the flush arrived before the export answered it. */
+        moreBeforeReply: () => moreBeforeReply,
+        received: () => got,
+        write: (b: Buffer) => sock!.write(b),
         answer: () => {
           replied = true;
           sock!.write(answer);
@@ -371,7 +377,12 @@ describe("NBD relay over DWCP (in-process)", () => {
       await upTo(18 + 40, "the option replies");
       s.write(FLUSH);
       await upTo(18 + 40 + 32, "the flush's answer");
-      return { answer: back.subarray(18 + 40), disconnect: () => s.end(DISC) };
+      return {
+        answer: back.subarray(18 + 40),
+        disconnect: () => s.end(DISC),
+        send: (b: Buffer) => s.write(b),
+        back: () => back.subarray(18 + 40 + 32),
+      };
     }
 
     it("answers at once; the destination's relay finishes only after its export answered", async () => {
@@ -382,24 +393,24 @@ describe("NBD relay over DWCP (in-process)", () => {
       // The client has its answer while the export has not answered (it cannot have: it
       // answers only when told).
       expect(client.answer.equals(chunkReply(1n, { extended: true }))).toBe(true);
-      await waitFor(() => exp.received() >= HANDSHAKE + FLUSH.length || undefined, {
+      await waitFor(() => exp.receivedBytes() >= HANDSHAKE + FLUSH.length || undefined, {
         timeoutMs: 10_000,
         what: "the flush at the export",
       });
       client.disconnect();
       // Everything but DISC's last byte reaches the export; DISC waits for the answer.
-      await waitFor(() => exp.received() >= HANDSHAKE + FLUSH.length + DISC.length - 1 || undefined, {
+      await waitFor(() => exp.receivedBytes() >= HANDSHAKE + FLUSH.length + DISC.length - 1 || undefined, {
         timeoutMs: 10_000,
         what: "the client's bytes at the export",
       });
-      expect(relay.stats().flushes).toEqual({ answered: 1, confirmed: 0 });
+      expect(relay.stats().flushes).toEqual({ answered: 1, confirmed: 0, holding: 0 });
       exp.answer();
       await relay.close();
       await target.idle();
       expect(exp.discBeforeReply()).toBe(false);
       expect(relay.error).toBeNull();
       expect(target.error).toBeNull();
-      expect(relay.stats().flushes).toEqual({ answered: 1, confirmed: 1 });
+      expect(relay.stats().flushes).toEqual({ answered: 1, confirmed: 1, holding: 0 });
       exp.close();
     });
 
@@ -417,6 +428,50 @@ describe("NBD relay over DWCP (in-process)", () => {
       await target.idle();
       expect(target.error?.message).toMatch(/failed a flush the source had answered \(request 1, error 5\)/);
       expect(relay.error).not.toBeNull();
+      exp.close();
+    });
+
+    it("holds a request that reuses the flush's cookie until the export answered the flush", async () => {
+      const exp = await holdingExport(chunkReply(1n, { extended: true }));
+      const target = new NbdRelayTarget({ router, target: exp.endpoint, cache: null });
+      const relay = await NbdRelaySource.start({ session: src });
+      const client = await flushingClient(relay.endpoint);
+      // QEMU's client reuses a cookie once it has the answer: a write under cookie 1.
+      const write = request(NbdCmd.WRITE, 1n, {
+        extended: true,
+        offset: 8192,
+        payload: Buffer.alloc(4096, 9),
+      });
+      client.send(write);
+      // The relay read the write and holds it: nothing of it was sent.
+      await waitFor(() => relay.stats().flushes.holding === 1 || undefined, {
+        timeoutMs: 10_000,
+        what: "the write held at the source",
+      });
+      await waitFor(() => exp.receivedBytes() >= HANDSHAKE + FLUSH.length || undefined, {
+        timeoutMs: 10_000,
+        what: "the flush at the export",
+      });
+      expect(exp.moreBeforeReply()).toBe(false);
+      exp.answer();
+      await waitFor(() => exp.receivedBytes() >= HANDSHAKE + FLUSH.length + write.length || undefined, {
+        timeoutMs: 10_000,
+        what: "the write at the export",
+      });
+      expect(exp.moreBeforeReply()).toBe(false);
+      // The export's answer to the write reaches the client: it was not taken for the flush's.
+      exp.write(chunkReply(1n, { extended: true, offset: 8192 }));
+      await waitFor(() => client.back().length >= 32 || undefined, {
+        timeoutMs: 10_000,
+        what: "the write's answer",
+      });
+      expect(client.back().equals(chunkReply(1n, { extended: true, offset: 8192 }))).toBe(true);
+      client.disconnect();
+      await relay.close();
+      await target.idle();
+      expect(relay.error).toBeNull();
+      expect(target.error).toBeNull();
+      expect(relay.stats().flushes).toEqual({ answered: 1, confirmed: 1, holding: 0 });
       exp.close();
     });
   });
