@@ -16,9 +16,11 @@
  * (nbd-replies.ts); while that stream cannot be followed, nothing is answered locally.
  *
  * Cookies: QEMU's client numbers requests by their slot and reuses a cookie as soon as it
- * has the answer. After a local answer it may send a new request under that cookie while
- * the real flush is still out, and a reply to that cookie would be ambiguous. Such a
- * request is held: the relay sends nothing more until the real reply came back (held()).
+ * has the answer, so after a local answer it may send a new request under that cookie
+ * while the real flush is still out, and a reply to that cookie would be ambiguous. The
+ * relay therefore gives every request crossing the link a cookie of its own (counting up
+ * from 2^60, far above QEMU's slot numbers and 7.2's pointer values) and puts QEMU's back
+ * into each reply; the end-to-end check covers the stream as relayed.
  */
 import { NovaError } from "../../lib/errors.js";
 import { NbdCmd, NbdReplyParser, type RequestInfo } from "./nbd-replies.js";
@@ -32,9 +34,10 @@ export interface ReturnPath {
   takeLocal(): Buffer[];
   /** After the destination's verdict: throws if an answer given here was not confirmed. */
   confirmAll(): void;
-  /** null, or a promise: the client's bytes must wait for it before going on. */
-  held(): Promise<void> | null;
 }
+
+/** The first cookie the relay gives a request; QEMU's own are far below. */
+export const RELAY_COOKIE_BASE = 1n << 60n;
 
 /** Requests followed at once; QEMU's NBD client keeps at most 16 in flight. */
 const MAX_TRACKED = 4096;
@@ -54,33 +57,36 @@ export interface LocalAnswerStats {
 /** Answers one NBD connection's flushes at the source. */
 export class NbdLocalAnswers implements ReturnPath {
   readonly stats: LocalAnswerStats = { answered: 0, confirmed: 0 };
+  /** Requests in flight by the relay's cookie: what the reply parser needs. */
   private readonly requests = new Map<bigint, RequestInfo>();
+  /** The client's own cookie of each request in flight, by the relay's. */
+  private readonly clientCookie = new Map<bigint, bigint>();
   private readonly ours = new Set<bigint>();
   private readonly replies = new NbdReplyParser((c) => this.requests.get(c));
   private queued: Buffer[] = [];
-  private tracking = true;
-  /** Requests that reuse the cookie of an answer not yet confirmed, held back. */
-  private readonly reused = new Map<bigint, RequestInfo>();
-  private holders: (() => void)[] = [];
+  private nextCookie = RELAY_COOKIE_BASE;
 
-  /** Told of every request header the source's splitter reads (NbdRequestSplitter). */
-  onRequest(r: NbdRequestHeader): void {
-    if (!this.tracking || r.type === NbdCmd.DISC) return;
-    if (this.ours.has(r.cookie)) {
-      // Not answered here either: it goes across once the earlier flush is confirmed.
-      this.reused.set(r.cookie, { type: r.type, length: Number(r.length) });
-      return;
+  /**
+   * Told of every request header the source's splitter reads (NbdRequestSplitter); returns
+   * the cookie the request crosses the link with.
+   */
+  onRequest(r: NbdRequestHeader): bigint | undefined {
+    // DISC has no reply: nothing to translate back.
+    if (r.type === NbdCmd.DISC) return undefined;
+    if (this.requests.size >= MAX_TRACKED)
+      throw new NovaError(
+        "NOVA_MIGRATION_RELAY",
+        `More than ${MAX_TRACKED} NBD requests in flight on one connection; the relay follows at most that many`,
+      );
+    const cookie = this.nextCookie++;
+    this.requests.set(cookie, { type: r.type, length: Number(r.length) });
+    this.clientCookie.set(cookie, r.cookie);
+    if (r.type === NbdCmd.FLUSH && this.replies.mode === "transmission") {
+      this.ours.add(cookie);
+      this.stats.answered++;
+      this.queued.push(this.replies.extendedHeaders ? extendedDone(r) : simpleOk(r.cookie));
     }
-    if (this.requests.size >= MAX_TRACKED) {
-      // Following cannot go on; answers already given are still checked by the gate.
-      this.tracking = false;
-      return;
-    }
-    this.requests.set(r.cookie, { type: r.type, length: Number(r.length) });
-    if (r.type !== NbdCmd.FLUSH || this.replies.mode !== "transmission") return;
-    this.ours.add(r.cookie);
-    this.stats.answered++;
-    this.queued.push(this.replies.extendedHeaders ? extendedDone(r) : simpleOk(r.cookie));
+    return cookie;
   }
 
   takeLocal(): Buffer[] {
@@ -103,45 +109,43 @@ export class NbdLocalAnswers implements ReturnPath {
           );
         if (piece.last && r.final) {
           this.ours.delete(r.cookie);
-          this.requests.delete(r.cookie);
+          this.forget(r.cookie);
           this.stats.confirmed++;
-          this.release(r.cookie);
         }
-      } else {
-        if (r && piece.last && r.final) this.requests.delete(r.cookie);
-        out.push(piece.data);
-      }
+      } else if (r) {
+        out.push(piece.header ? this.toClient(piece.data, r.cookie) : piece.data);
+        if (piece.last && r.final) this.forget(r.cookie);
+      } else out.push(piece.data);
       // A record ends here, whatever the parser's state at the end of `bytes`.
       if (piece.last && this.queued.length > 0) {
         out.push(...this.queued);
         this.queued = [];
       }
     }
-    if (this.replies.mode === "opaque" && this.ours.size > 0)
+    if (this.replies.mode === "opaque" && this.clientCookie.size > 0)
       throw new NovaError(
         "NOVA_MIGRATION_RELAY",
-        `The destination's NBD replies can no longer be followed (${this.replies.reason}) with ${this.ours.size} flush(es) answered here unconfirmed`,
+        `The destination's NBD replies can no longer be followed (${this.replies.reason}) with ${this.clientCookie.size} request(s) in flight`,
       );
     return out;
   }
 
-  /** Requests held back now (reusing the cookie of an unconfirmed answer). */
-  get holding(): number {
-    return this.reused.size;
+  /** The reply header with the client's own cookie in place of the relay's. */
+  private toClient(header: Buffer, cookie: bigint): Buffer {
+    const own = this.clientCookie.get(cookie);
+    if (own === undefined)
+      throw new NovaError(
+        "NOVA_DWCP_PROTOCOL",
+        `The destination's NBD server answered request ${cookie}, which was never sent`,
+      );
+    const h = Buffer.from(header);
+    h.writeBigUInt64BE(own, 8);
+    return h;
   }
 
-  held(): Promise<void> | null {
-    if (this.reused.size === 0) return null;
-    return new Promise((resolve) => this.holders.push(resolve));
-  }
-
-  /** The request held under `cookie` may go on now; it is followed from here on. */
-  private release(cookie: bigint): void {
-    const next = this.reused.get(cookie);
-    if (!next) return;
-    this.reused.delete(cookie);
-    this.requests.set(cookie, next);
-    if (this.reused.size === 0) for (const h of this.holders.splice(0)) h();
+  private forget(cookie: bigint): void {
+    this.requests.delete(cookie);
+    this.clientCookie.delete(cookie);
   }
 
   confirmAll(): void {

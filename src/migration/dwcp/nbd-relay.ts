@@ -91,11 +91,8 @@ export class NbdRelaySource {
   stats(): Pick<RelayStats, "logicalBytes" | "wireBytes" | "pages"> & {
     connections: number;
     fallbacks: string[];
-    /**
-     * Flushes answered here, the ones the destination's export confirmed, and requests
-     * held now because they reuse the cookie of one not yet confirmed.
-     */
-    flushes: { answered: number; confirmed: number; holding: number };
+    /** Flushes answered here, and of those the ones the destination's export confirmed. */
+    flushes: { answered: number; confirmed: number };
   } {
     const sum = {
       connections: this.connections,
@@ -103,12 +100,11 @@ export class NbdRelaySource {
       wireBytes: 0,
       pages: { total: 0, zero: 0, ref: 0, delta: 0, full: 0 },
       fallbacks: [] as string[],
-      flushes: { answered: 0, confirmed: 0, holding: 0 },
+      flushes: { answered: 0, confirmed: 0 },
     };
     for (const { relay: r, answers } of this.relays) {
       sum.flushes.answered += answers?.stats.answered ?? 0;
       sum.flushes.confirmed += answers?.stats.confirmed ?? 0;
-      sum.flushes.holding += answers?.holding ?? 0;
       const s = r.stats();
       if (s.parserMode === "fallback") sum.fallbacks.push(s.parserReason ?? "fallback");
       sum.logicalBytes += s.logicalBytes;

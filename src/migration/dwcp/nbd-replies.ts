@@ -67,6 +67,8 @@ export interface ReplyPiece {
   reply: NbdReply | null;
   /** The record ends with this piece: another record may start right after it. */
   last: boolean;
+  /** The piece is a reply's whole header (its cookie at byte 8). */
+  header?: boolean;
 }
 
 /** What the parser needs to know about a request to find the end of its reply. */
@@ -191,7 +193,7 @@ export class NbdReplyParser {
       const reply: NbdReply = { cookie, failed: error !== 0, code: error, final: true };
       this.left = req?.type === NbdCmd.READ ? req.length : 0;
       this.current = this.left > 0 ? reply : null;
-      out.push({ data: b.subarray(0, SIMPLE_HEADER), reply, last: this.left === 0 });
+      out.push({ data: b.subarray(0, SIMPLE_HEADER), reply, last: this.left === 0, header: true });
       return SIMPLE_HEADER;
     }
     if (
@@ -212,7 +214,7 @@ export class NbdReplyParser {
       const reply: NbdReply = { cookie, failed, code, final: (flags & REPLY_FLAG_DONE) !== 0 };
       this.left = Number(length);
       this.current = this.left > 0 ? reply : null;
-      out.push({ data: b.subarray(0, size), reply, last: this.left === 0 });
+      out.push({ data: b.subarray(0, size), reply, last: this.left === 0, header: true });
       return size;
     }
     return this.stop(b, out, `unknown NBD reply magic 0x${magic.toString(16)}`);

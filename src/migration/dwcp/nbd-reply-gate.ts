@@ -53,7 +53,11 @@ export class NbdReplyGate implements ServerReplyGate {
   private waiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
 
   constructor() {
-    this.requests = new NbdRequestSplitter((r) => this.onRequest(r));
+    // Only follows: the bytes written are the rebuilt stream, never changed here.
+    this.requests = new NbdRequestSplitter((r) => {
+      this.onRequest(r);
+      return undefined;
+    });
   }
 
   /** Flushes answered by the source and not yet by the export. */

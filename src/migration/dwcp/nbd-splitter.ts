@@ -93,8 +93,17 @@ export class NbdRequestSplitter implements StreamSplitter {
   private pushed = 0;
   private position = 0;
 
-  /** @param onRequest told of every request header, in stream order. */
-  constructor(private readonly onRequest?: (r: NbdRequestHeader) => void) {}
+  /**
+   * @param onRequest told of every request header, in stream order; a cookie it returns
+   *   replaces the request's in the bytes passed on (the source relay's own cookies,
+   *   nbd-local-answers.ts).
+   */
+  constructor(private readonly onRequest?: (r: NbdRequestHeader) => bigint | undefined) {}
+
+  /** Whether bytes passed on may differ from the input (cookies rewritten). */
+  get rewrites(): boolean {
+    return this.onRequest !== undefined;
+  }
 
   get mode(): string {
     if (this.state === S.OPAQUE) return "fallback";
@@ -194,7 +203,7 @@ export class NbdRequestSplitter implements StreamSplitter {
     const offset = b.readBigUInt64BE(16);
     const length = extended ? b.readBigUInt64BE(24) : BigInt(b.readUInt32BE(24));
     if (write) this.stats.writes++;
-    this.onRequest?.({
+    const cookie = this.onRequest?.({
       type: b.readUInt16BE(6),
       flags,
       cookie: b.readBigUInt64BE(8),
@@ -203,6 +212,8 @@ export class NbdRequestSplitter implements StreamSplitter {
       extended,
       end: this.position + size,
     });
+    // The header's event is a view of `b`: the new cookie is what is passed on.
+    if (typeof cookie === "bigint") b.writeBigUInt64BE(cookie, 8);
     if (!write && !(extended && (flags & CMD_FLAG_PAYLOAD_LEN) !== 0)) return size;
     if (length === 0n) return size;
     if (length > MAX_SAFE || offset > MAX_SAFE) {

@@ -114,7 +114,6 @@ export interface SourceRelayResult {
 }
 
 const HEADER = 8;
-const noop = (): void => undefined;
 
 /** Carries one outgoing QEMU migration over a DWCP session. */
 export class MigrationRelaySource {
@@ -350,20 +349,13 @@ export class MigrationRelaySource {
 
   private async onChunk(chunk: Buffer): Promise<void> {
     this.logical += chunk.length;
-    this.hash.update(chunk);
+    const rewrites = this.parser.rewrites === true;
+    if (!rewrites) this.hash.update(chunk);
     const events = this.parser.push(chunk);
+    if (rewrites) for (const e of events) this.hash.update(e.data);
     // Answers made here (the splitter told the return path of each request) go at once.
     const local = this.options.returnPath?.takeLocal();
     if (local && local.length > 0) this.writeReturn(local);
-    // A request reusing the cookie of an answer given here waits for the real answer
-    // (nbd-local-answers.ts); a failure ends the wait too.
-    const held = this.options.returnPath?.held();
-    if (held) {
-      // What came before (the flush being waited for among it) must be on its way.
-      await this.flush();
-      await Promise.race([held, this.done.then(noop, noop)]);
-      if (this.failure) return;
-    }
     await this.handle(events);
     if (this.logical - this.delivered > this.maxInFlight) {
       await this.flush();
@@ -416,6 +408,7 @@ export class MigrationRelaySource {
   private async finish(): Promise<void> {
     if (this.idleTimer) clearTimeout(this.idleTimer);
     const end = this.parser.end();
+    if (this.parser.rewrites) for (const e of end.events) this.hash.update(e.data);
     await this.handle(end.events);
     await this.flush();
     const verdict = new Promise<{ ok: boolean; bytes: number }>((resolve, reject) => {

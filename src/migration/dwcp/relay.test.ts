@@ -30,12 +30,21 @@ import {
 } from "./nbd-frames.test-util.js";
 import { NbdRelaySource, NbdRelayTarget } from "./nbd-relay.js";
 import { NbdCmd } from "./nbd-replies.js";
+import { NbdRequestSplitter } from "./nbd-splitter.js";
 import { MigrationRelaySource } from "./relay-source.js";
 import { MigrationRelayTarget } from "./relay-target.js";
 import { connectLocal, type LocalEndpoint, listenLocal } from "./socket-io.js";
 import { fixtureLayout, NBD_FIXTURES, STREAM_FIXTURES } from "./stream-fixture.test-util.js";
 
 const sha = (b: Buffer): string => createHash("sha256").update(b).digest("hex");
+
+/** An NBD client stream with every request's cookie zeroed (the relay gives its own). */
+function withoutCookies(stream: Buffer): Buffer {
+  const splitter = new NbdRequestSplitter(() => 0n);
+  const events = splitter.push(Buffer.from(stream));
+  events.push(...splitter.end().events);
+  return Buffer.concat(events.map((e) => e.data));
+}
 
 let dir: string;
 let listener: DwcpListener;
@@ -281,9 +290,9 @@ describe("NBD relay over DWCP (in-process)", () => {
       };
       expect((await connect()).equals(greeting)).toBe(true);
       const first = relay.stats();
-      expect((await received[0])!.equals(clientStream)).toBe(true);
+      expect(withoutCookies(await received[0]!).equals(withoutCookies(clientStream))).toBe(true);
       expect((await connect()).equals(greeting)).toBe(true);
-      expect((await received[1])!.equals(clientStream)).toBe(true);
+      expect(withoutCookies(await received[1]!).equals(withoutCookies(clientStream))).toBe(true);
       await relay.close();
       await target.idle();
       expect(target.error).toBeNull();
@@ -314,7 +323,10 @@ describe("NBD relay over DWCP (in-process)", () => {
     await target.idle();
     expect(relay.error).toBeNull();
     expect(target.error).toBeNull();
-    expect(sha(await received[0]!)).toBe(sha(fx.data));
+    // Byte for byte but the cookies, which the relay gives every request (its own, unique).
+    const got = await received[0]!;
+    expect(sha(withoutCookies(got))).toBe(sha(withoutCookies(fx.data)));
+    expect(got.length).toBe(fx.data.length);
     const stats = relay.stats();
     expect(stats.fallbacks).toEqual([]);
     expect(stats.logicalBytes).toBe(fx.data.length);
@@ -327,12 +339,14 @@ describe("NBD relay over DWCP (in-process)", () => {
     const FLUSH = request(NbdCmd.FLUSH, 1n, { extended: true });
     const DISC = request(NbdCmd.DISC, 2n, { extended: true });
 
-    /** An NBD export stand-in (extended headers) that answers the flush only when told. */
-    async function holdingExport(answer: Buffer) {
+    /**
+     * An NBD export stand-in (extended headers) that answers the flush only when told, under
+     * the cookie it received (the relay's own, not the client's).
+     */
+    async function holdingExport(answer: (cookie: bigint) => Buffer) {
       let got = Buffer.alloc(0);
       let replied = false;
       let discBeforeReply: boolean | null = null;
-      let moreBeforeReply = false;
       let sock: Socket | null = null;
       const { server, endpoint } = await listenLocal({ port: 0 }, (s: Socket) => {
         sock = s;
@@ -344,22 +358,21 @@ describe("NBD relay over DWCP (in-process)", () => {
             s.write(Buffer.concat([optionReply(Opt.EXTENDED_HEADERS, 1), optionReply(Opt.GO, 1)]));
           if (discBeforeReply === null && got.length >= HANDSHAKE + FLUSH.length + DISC.length)
             discBeforeReply = !replied;
-          if (!replied && got.length > HANDSHAKE + FLUSH.length) moreBeforeReply = true;
         });
         s.on("end", () => s.end());
         s.on("error", () => undefined);
       });
+      /** The cookie of the request whose header starts `at` bytes into what arrived. */
+      const cookieAt = (at: number): bigint => got.readBigUInt64BE(at + 8);
       return {
         endpoint,
         receivedBytes: () => got.length,
         discBeforeReply: () => discBeforeReply,
-        /** Bytes after the flush arrived before the export answered it. */
-        moreBeforeReply: () => moreBeforeReply,
-        received: () => got,
+        cookieAt,
         write: (b: Buffer) => sock!.write(b),
         answer: () => {
           replied = true;
-          sock!.write(answer);
+          sock!.write(answer(cookieAt(HANDSHAKE)));
         },
         close: () => server.close(),
       };
@@ -386,7 +399,7 @@ describe("NBD relay over DWCP (in-process)", () => {
     }
 
     it("answers at once; the destination's relay finishes only after its export answered", async () => {
-      const exp = await holdingExport(chunkReply(1n, { extended: true }));
+      const exp = await holdingExport((c) => chunkReply(c, { extended: true }));
       const target = new NbdRelayTarget({ router, target: exp.endpoint, cache: null });
       const relay = await NbdRelaySource.start({ session: src });
       const client = await flushingClient(relay.endpoint);
@@ -403,20 +416,20 @@ describe("NBD relay over DWCP (in-process)", () => {
         timeoutMs: 10_000,
         what: "the client's bytes at the export",
       });
-      expect(relay.stats().flushes).toEqual({ answered: 1, confirmed: 0, holding: 0 });
+      expect(relay.stats().flushes).toEqual({ answered: 1, confirmed: 0 });
       exp.answer();
       await relay.close();
       await target.idle();
       expect(exp.discBeforeReply()).toBe(false);
       expect(relay.error).toBeNull();
       expect(target.error).toBeNull();
-      expect(relay.stats().flushes).toEqual({ answered: 1, confirmed: 1, holding: 0 });
+      expect(relay.stats().flushes).toEqual({ answered: 1, confirmed: 1 });
       exp.close();
     });
 
     it("fails both ends when the export's real flush fails", async () => {
-      const exp = await holdingExport(
-        chunkReply(1n, { extended: true, type: 0x8001, payload: errorPayload(5) }),
+      const exp = await holdingExport((c) =>
+        chunkReply(c, { extended: true, type: 0x8001, payload: errorPayload(5) }),
       );
       const target = new NbdRelayTarget({ router, target: exp.endpoint, cache: null });
       const relay = await NbdRelaySource.start({ session: src });
@@ -426,13 +439,15 @@ describe("NBD relay over DWCP (in-process)", () => {
       client.disconnect();
       await relay.close();
       await target.idle();
-      expect(target.error?.message).toMatch(/failed a flush the source had answered \(request 1, error 5\)/);
+      expect(target.error?.message).toMatch(
+        /failed a flush the source had answered \(request \d+, error 5\)/,
+      );
       expect(relay.error).not.toBeNull();
       exp.close();
     });
 
-    it("holds a request that reuses the flush's cookie until the export answered the flush", async () => {
-      const exp = await holdingExport(chunkReply(1n, { extended: true }));
+    it("keeps a reused cookie unambiguous: the export answers the next request first", async () => {
+      const exp = await holdingExport((c) => chunkReply(c, { extended: true }));
       const target = new NbdRelayTarget({ router, target: exp.endpoint, cache: null });
       const relay = await NbdRelaySource.start({ session: src });
       const client = await flushingClient(relay.endpoint);
@@ -443,35 +458,29 @@ describe("NBD relay over DWCP (in-process)", () => {
         payload: Buffer.alloc(4096, 9),
       });
       client.send(write);
-      // The relay read the write and holds it: nothing of it was sent.
-      await waitFor(() => relay.stats().flushes.holding === 1 || undefined, {
-        timeoutMs: 10_000,
-        what: "the write held at the source",
-      });
-      await waitFor(() => exp.receivedBytes() >= HANDSHAKE + FLUSH.length || undefined, {
-        timeoutMs: 10_000,
-        what: "the flush at the export",
-      });
-      expect(exp.moreBeforeReply()).toBe(false);
-      exp.answer();
       await waitFor(() => exp.receivedBytes() >= HANDSHAKE + FLUSH.length + write.length || undefined, {
         timeoutMs: 10_000,
-        what: "the write at the export",
+        what: "the flush and the write at the export",
       });
-      expect(exp.moreBeforeReply()).toBe(false);
-      // The export's answer to the write reaches the client: it was not taken for the flush's.
-      exp.write(chunkReply(1n, { extended: true, offset: 8192 }));
+      // Two requests under two cookies at the export: the relay's own.
+      const [flushCookie, writeCookie] = [exp.cookieAt(HANDSHAKE), exp.cookieAt(HANDSHAKE + FLUSH.length)];
+      expect(flushCookie).not.toBe(writeCookie);
+      // The write is answered before the flush; the client gets the write's answer under
+      // its own cookie, and the flush's real answer is taken for the flush.
+      exp.write(chunkReply(writeCookie, { extended: true, offset: 8192 }));
       await waitFor(() => client.back().length >= 32 || undefined, {
         timeoutMs: 10_000,
         what: "the write's answer",
       });
       expect(client.back().equals(chunkReply(1n, { extended: true, offset: 8192 }))).toBe(true);
+      exp.answer();
       client.disconnect();
       await relay.close();
       await target.idle();
       expect(relay.error).toBeNull();
       expect(target.error).toBeNull();
-      expect(relay.stats().flushes).toEqual({ answered: 1, confirmed: 1, holding: 0 });
+      expect(relay.stats().flushes).toEqual({ answered: 1, confirmed: 1 });
+      expect(client.back().length).toBe(32);
       exp.close();
     });
   });

@@ -23,6 +23,11 @@ export interface StreamSplitter {
   readonly reason: string | null;
   /** Zero pages the format encodes itself (carried verbatim, counted for progress). */
   readonly formatZeroPages: number;
+  /**
+   * The events' bytes may differ from the input (NBD cookies given by the relay): the
+   * stream's digest is then taken over the events, the stream as relayed.
+   */
+  readonly rewrites?: boolean;
 }
 
 /** QEMU's outgoing migration stream (7.2 and 10.0). */
