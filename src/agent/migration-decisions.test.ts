@@ -113,6 +113,7 @@ describe("outgoingView", () => {
       streams: 3,
       mode: "internet",
       disk: { logicalBytes: 1, wireBytes: 1, pages },
+      startedFrom: null,
     };
     const view = outgoingView(
       observation({ decision: { ...decision, chosen: "dwcp", mode: "internet" }, relay }),
@@ -131,6 +132,15 @@ describe("outgoingView", () => {
         disk: { logicalBytes: 1, wireBytes: 1, pages },
       },
     });
+    // A session started from the path's remembered figures says so.
+    const startedFrom = { streams: 12, capacityBps: 11e6, mode: "internet" as const, level: 3, at: 1 };
+    const remembered = outgoingView(
+      observation({
+        decision: { ...decision, chosen: "dwcp", mode: "internet" },
+        relay: { ...relay, startedFrom },
+      }),
+    );
+    expect(remembered.transport?.relay?.startedFrom).toEqual(startedFrom);
   });
 });
 
