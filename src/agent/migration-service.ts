@@ -133,6 +133,11 @@ interface OutgoingRecord {
   mirrorStartError?: string;
 }
 
+/** QEMU migration statuses a switch-over ends in (post-copy has its own step). */
+const SWITCHOVER_ENDED = new Set(["completed", "failed", "cancelled"]);
+/** How long the switch-over step waits for QEMU to end it before answering. */
+const SWITCHOVER_ANSWER_WAIT_MS = 2000;
+
 /** How long a switch-over waits for a mirror that was not in sync when the guest stopped. */
 const MIRROR_AT_SWITCHOVER_TIMEOUT_MS = 120_000;
 
@@ -371,6 +376,14 @@ export class MigrationService {
       }
     } else if (step === "switchover") {
       await this.switchOver(id, migrationId);
+      // QEMU sends the last pages and the device state right after: answering with its
+      // end lets the server confirm on the target at once instead of at its next poll,
+      // which the guest would spend paused. Bounded; the server polls on otherwise.
+      await waitFor(async () => SWITCHOVER_ENDED.has((await queryMigration(proc.qmp)).status) || undefined, {
+        timeoutMs: SWITCHOVER_ANSWER_WAIT_MS,
+        intervalMs: 10,
+        what: "QEMU to end the switch-over",
+      }).catch(() => undefined);
     } else if (step === "postcopy") {
       if (shouldStartPostcopy(status.memory?.status)) await startPostcopy(proc.qmp);
     }

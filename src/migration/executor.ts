@@ -279,7 +279,12 @@ class MigrationRun {
         // Past this point cancelling is refused: the target may already hold the newer
         // state. The source finishes the disk mirror while its vCPUs are paused (the
         // target disk becomes a consistent copy), then QEMU sends the final device state.
-        await this.source.startOutgoing(vmId, { migrationId: this.m.id, step: "switchover" });
+        // The step answers once QEMU ended the switch-over (or after a bounded wait): the
+        // plan confirms on the target from that answer without another poll.
+        this.fresh = {
+          kind: "status",
+          status: await this.source.startOutgoing(vmId, { migrationId: this.m.id, step: "switchover" }),
+        };
         return false;
       case "poll":
         await this.poll(vmId);
