@@ -9,15 +9,17 @@
  * hashed there, a bounded number at a time, while this loop applies finished batches in
  * the order they arrived; cache, digest and sink are only ever touched here.
  */
+
 import { NovaError } from "../../lib/errors.js";
 import type { Channel } from "../amst/channel.js";
 import { decodeBatch, decodeRecords, MAX_PAGE_NO, Msg, Op, type PageRecord } from "./batch.js";
 import { BoundedDecompressor } from "./codec.js";
 import { PageDigest } from "./digest.js";
+import { OrderedSteps, pipelineFor } from "./ordered-steps.js";
 import { HASH_BYTES, pageHash, ZERO_HASH, ZERO_PAGE } from "./page.js";
 import type { PageCache } from "./page-cache.js";
 import { sendInventory } from "./receiver-mirror.js";
-import { HdeWorkerPool } from "./worker-pool.js";
+import type { HdeWorkerPool } from "./worker-pool.js";
 import { xbzrleDecode } from "./xbzrle.js";
 
 /** Batches smaller than this are decoded inline: a worker round trip (100-200 µs) costs more than they do. */
@@ -83,12 +85,8 @@ export class PageReceiver {
   /** Counters. */
   readonly stats: PageReceiveStats = { pages: 0, zero: 0, full: 0, ref: 0, delta: 0, misses: 0 };
   private readonly pool: HdeWorkerPool | null;
-  private readonly maxInFlight: number;
-  /** Batches read and not yet applied; applied in order along `applyChain`. */
-  private inFlight = 0;
-  private applyChain: Promise<void> = Promise.resolve();
-  /** Callers waiting for a free slot (several, if flush() is called concurrently). */
-  private slotWaiters: (() => void)[] = [];
+  /** Batches read and not yet applied, applied in order. */
+  private readonly applies: OrderedSteps;
   private failure: Error | null = null;
 
   constructor(
@@ -96,12 +94,9 @@ export class PageReceiver {
     private readonly options: PageReceiverOptions,
   ) {
     this.maxBatch = options.maxBatchBytes ?? 8 * 1024 * 1024;
-    const pool = options.pool === undefined ? HdeWorkerPool.shared() : options.pool;
-    this.pool = pool && pool.threads > 0 ? pool : null;
-    this.maxInFlight = Math.max(
-      1,
-      options.maxBatchesInFlight ?? (this.pool ? Math.max(2, 2 * this.pool.threads) : 1),
-    );
+    const { pool, maxInFlight } = pipelineFor(options.pool, options.maxBatchesInFlight);
+    this.pool = pool;
+    this.applies = new OrderedSteps(maxInFlight, () => this.failure !== null);
   }
 
   /** Runs the whole exchange; resolves when every page is verified and written. */
@@ -138,7 +133,7 @@ export class PageReceiver {
         await this.queueBatch(m);
         continue;
       }
-      await this.applyChain;
+      await this.applies.idle();
       if (this.failure) throw this.failure;
       if (m[0] !== Msg.PAGES_END || m.length !== 41)
         throw new NovaError("NOVA_DWCP_PROTOCOL", `Unexpected HDE message ${m[0]}`);
@@ -168,9 +163,8 @@ export class PageReceiver {
         .then((d) => ({ records: decodeRecords(d.a, d.b), hashes: d.hashes }));
     }
     decoded.catch(() => undefined);
-    this.inFlight++;
-    this.applyChain = this.applyChain
-      .then(async () => {
+    await this.applies.add(
+      async () => {
         const batch = await decoded;
         if (this.failure) return;
         let full = 0;
@@ -182,21 +176,15 @@ export class PageReceiver {
           }
           await this.apply(r, h);
         }
-      })
-      .catch((err: unknown) => {
+      },
+      (err) => {
         if (this.failure) return;
         this.failure = err instanceof Error ? err : new NovaError("NOVA_INTERNAL", String(err));
         // The read loop may be waiting for a message the sender will not send until this
         // side makes progress: aborting wakes it.
         if (this.channel.error === null) this.channel.abort(this.failure.message);
-      })
-      .finally(() => {
-        this.inFlight--;
-        for (const w of this.slotWaiters.splice(0)) w();
-      });
-    while (this.inFlight >= this.maxInFlight && !this.failure) {
-      await new Promise<void>((resolve) => this.slotWaiters.push(resolve));
-    }
+      },
+    );
     if (this.failure) throw this.failure;
   }
 

@@ -9,6 +9,7 @@
  * the order they were built, so the wire and every record's meaning are those of inline
  * encoding; everything that depends on order (mirror, history, digest) stays here.
  */
+
 import { NovaError } from "../../lib/errors.js";
 import type { Channel } from "../amst/channel.js";
 import { assembleBatch, BatchBuilder, Msg } from "./batch.js";
@@ -16,9 +17,10 @@ import { BatchCompressor } from "./codec.js";
 import { PageDigest } from "./digest.js";
 import type { PageHistory } from "./history.js";
 import { hashKeyParts } from "./lru-index.js";
+import { OrderedSteps, pipelineFor } from "./ordered-steps.js";
 import { HASH_BYTES, isZeroPage, looksCompressible, PAGE_SIZE, pageHash, ZERO_HASH } from "./page.js";
 import { type MirrorAccess, ReceiverMirror, readInventory } from "./receiver-mirror.js";
-import { HdeWorkerPool } from "./worker-pool.js";
+import type { HdeWorkerPool } from "./worker-pool.js";
 import { xbzrleEncode } from "./xbzrle.js";
 
 /**
@@ -113,12 +115,8 @@ export class PageSender {
   };
   private pendingDigest: [number, Buffer][] = [];
   private readonly pool: HdeWorkerPool | null;
-  private readonly maxInFlight: number;
-  /** Batches built and not yet sent; they are sent in order along `sendChain`. */
-  private inFlight = 0;
-  private sendChain: Promise<void> = Promise.resolve();
-  /** Callers waiting for a free slot (several, if flush() is called concurrently). */
-  private slotWaiters: (() => void)[] = [];
+  /** Batches built and not yet sent, sent in order. */
+  private readonly sends: OrderedSteps;
   private failure: Error | null = null;
 
   constructor(
@@ -130,12 +128,9 @@ export class PageSender {
     this.deltaLimit = options.deltaLimit ?? 2048;
     this.history = options.history ?? null;
     this.dedup = options.dedup ?? true;
-    const pool = options.pool === undefined ? HdeWorkerPool.shared() : options.pool;
-    this.pool = pool && pool.threads > 0 ? pool : null;
-    this.maxInFlight = Math.max(
-      1,
-      options.maxBatchesInFlight ?? (this.pool ? Math.max(2, 2 * this.pool.threads) : 1),
-    );
+    const { pool, maxInFlight } = pipelineFor(options.pool, options.maxBatchesInFlight);
+    this.pool = pool;
+    this.sends = new OrderedSteps(maxInFlight, () => this.failure !== null);
   }
 
   /** The compressor, so a policy can change the level and read measured speeds. */
@@ -230,29 +225,22 @@ export class PageSender {
       });
       encoded.catch(() => undefined);
     }
-    this.inFlight++;
-    this.sendChain = this.sendChain
-      .then(async () => {
+    await this.sends.add(
+      async () => {
         const msg = await encoded;
         if (this.failure) return;
         this.stats.bytesOut += msg.length;
         await this.options.pacer?.acquire(msg.length);
         await this.channel.send(msg);
-      })
-      .catch((err: unknown) => this.fail(err))
-      .finally(() => {
-        this.inFlight--;
-        for (const w of this.slotWaiters.splice(0)) w();
-      });
-    while (this.inFlight >= this.maxInFlight && !this.failure) {
-      await new Promise<void>((resolve) => this.slotWaiters.push(resolve));
-    }
+      },
+      (err) => this.fail(err),
+    );
     if (this.failure) throw this.failure;
   }
 
   /** Waits until every queued batch was sent; throws what failed, if anything did. */
   private async drain(): Promise<void> {
-    await this.sendChain;
+    await this.sends.idle();
     if (this.failure) throw this.failure;
   }
 
