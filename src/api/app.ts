@@ -23,6 +23,7 @@ import type { ImageService } from "../cluster/image-service.js";
 import type { Store } from "../cluster/store/store.js";
 import type { VmService } from "../cluster/vm-service.js";
 import type { ExecSystem } from "../exec/system.js";
+import type { Federation } from "../federation/federation.js";
 import { isNovaError, NovaError } from "../lib/errors.js";
 import {
   BODY_LIMIT_BYTES,
@@ -43,6 +44,7 @@ import type { RouteDeps } from "./routes/deps.js";
 import { dlqRoutes } from "./routes/dlq.js";
 import { eventRoutes } from "./routes/events.js";
 import { executionRoutes } from "./routes/executions.js";
+import { federationRoutes } from "./routes/federation.js";
 import { hostRoutes } from "./routes/hosts.js";
 import { imageRoutes } from "./routes/images.js";
 import { migrationRoutes } from "./routes/migrations.js";
@@ -60,6 +62,8 @@ export interface AppDeps {
   logger: Logger;
   /** The execution system (routes under /v1/executions, /v1/dlq, /v1/secrets). */
   exec?: ExecSystem;
+  /** This cluster's federation (peering and the global view); absent in API-only tests. */
+  federation?: Federation;
   /** Clients for the hosts' agents. */
   agents: AgentConnector;
   /** The cluster CA's fingerprint (join tokens carry it). */
@@ -236,5 +240,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     await app.register(executionRoutes, { ...routeDeps, exec: deps.exec });
     await app.register(dlqRoutes, { ...routeDeps, exec: deps.exec });
   }
+  if (deps.federation) await app.register(federationRoutes, { ...routeDeps, federation: deps.federation });
   return app;
 }

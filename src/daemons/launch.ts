@@ -10,6 +10,7 @@ import path from "node:path";
 import { startAgent } from "../agent/agent-process.js";
 import type { AgentDaemonFlags, DaemonLauncher, ServerDaemonFlags } from "../cli/commands/daemons.js";
 import { loadExecConfig, parseWorkersFlag } from "../exec/config.js";
+import { NovaError } from "../lib/errors.js";
 import { parseListen, parsePort, parsePositiveInt } from "../lib/flags.js";
 import { startServer } from "../server/server-process.js";
 
@@ -19,6 +20,17 @@ function untilSignal(): Promise<string> {
     process.once("SIGINT", () => resolve("SIGINT"));
     process.once("SIGTERM", () => resolve("SIGTERM"));
   });
+}
+
+/** A cluster name as `--cluster-name` takes it; NOVA_CONFIG names the rule otherwise. */
+function parseClusterName(name: string): string {
+  if (!/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(name)) {
+    throw new NovaError(
+      "NOVA_CONFIG",
+      `--cluster-name ${JSON.stringify(name)} is not a valid cluster name: use 1-63 lowercase letters, digits and dashes, starting and ending with a letter or digit`,
+    );
+  }
+  return name;
 }
 
 /** Runs the server in the foreground until a signal. */
@@ -49,11 +61,15 @@ export async function runServer(o: ServerDaemonFlags): Promise<void> {
     maxMigrationsPerHost: parsePositiveInt(o.maxMigrationsPerHost, "--max-migrations-per-host"),
     execConfig,
     ...(o.execWorkers ? {} : { execWorkers: false }),
+    ...(o.clusterName ? { clusterName: parseClusterName(o.clusterName) } : {}),
+    ...(o.federationPort !== undefined ? { federationPort: parsePort(o.federationPort, "--federation-port") } : {}),
+    ...(o.advertiseHost ? { advertiseHost: o.advertiseHost } : {}),
     ...(databaseUrl ? { databaseUrl } : {}),
   });
   const lines = [
     `NovaCron server listening on ${server.url} (database: ${server.store.db.kind === "pglite" ? `embedded PGlite in ${dataDir}/db` : "PostgreSQL"})`,
     `Cluster CA: ${server.caCertPath}, fingerprint ${server.caFingerprint}`,
+    `Cluster ${server.federation.self.name} (${server.federation.self.id}); federation listener on port ${server.federation.port} (peer with: novacron cluster peer token / peer add)`,
     server.created.admin
       ? `Created the admin token: ${server.adminTokenPath} (mode 0600). Log in with: novacron login --server ${server.url} --token-file ${server.adminTokenPath} --fingerprint ${server.caFingerprint}`
       : `Admin token: ${server.adminTokenPath}`,

@@ -89,6 +89,8 @@ export class LocalCluster {
       path.join(this.dir, "server"),
       "--listen",
       `${opts.listenHost ?? "127.0.0.1"}:${this.serverPort}`,
+      // The suites pick agent ports next to the server's; the federation takes any free one.
+      ...(extra.includes("--federation-port") ? [] : ["--federation-port", "0"]),
       ...extra,
     ]);
     await waitFor(() => d.output.some((l) => l.includes("NovaCron server listening")), {

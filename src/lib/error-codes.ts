@@ -263,6 +263,63 @@ export const ERROR_CODES = {
     description:
       "A migration would use QEMU's own transport on a network address, but an agent has neither QEMU TLS credentials nor the plaintext opt-in, or the two agents disagree (one requires TLS, the other offers plaintext); nothing was started.",
   },
+  NOVA_FED_RECORD_TOO_LARGE: {
+    status: 413,
+    retryable: false,
+    description:
+      "A federation record is larger than the limit (64 KiB of canonical JSON); details name the record, its size and the limit. It is neither published nor accepted.",
+  },
+  NOVA_FED_TOKEN_INVALID: {
+    status: 401,
+    retryable: false,
+    description:
+      "The peering token is malformed or unknown to the cluster that should have made it; make a new one there with: novacron cluster peer token.",
+  },
+  NOVA_FED_TOKEN_EXPIRED: {
+    status: 401,
+    retryable: false,
+    description: "The peering token has expired; make a new one with: novacron cluster peer token.",
+  },
+  NOVA_FED_TOKEN_USED: {
+    status: 409,
+    retryable: false,
+    description:
+      "The peering token was already used (tokens are one-time); make a new one with: novacron cluster peer token.",
+  },
+  NOVA_FED_PEER_UNKNOWN: {
+    status: 404,
+    retryable: false,
+    description: "No peer cluster has that name; novacron cluster peer list shows the peers.",
+  },
+  NOVA_FED_PEER_UNREACHABLE: {
+    status: 502,
+    retryable: true,
+    description:
+      "The peer cluster could not be reached (connection refused, timed out, or TLS failed); details.cause says which.",
+  },
+  NOVA_FED_PROTOCOL: {
+    status: 409,
+    retryable: false,
+    description:
+      "The peer speaks an incompatible federation protocol version (both sides' versions are in details), or broke the protocol; upgrade the older cluster.",
+  },
+  NOVA_FED_NAME_CLASH: {
+    status: 409,
+    retryable: false,
+    description:
+      "Two clusters of the federation would have the same name; rename one (novacron server --cluster-name) before peering.",
+  },
+  NOVA_FED_PEER_EXISTS: {
+    status: 409,
+    retryable: false,
+    description: "The two clusters are already peers (or the token is this cluster's own).",
+  },
+  NOVA_FED_QUARANTINED: {
+    status: 409,
+    retryable: false,
+    description:
+      "The peer is quarantined for misbehaving (novacron cluster peer list shows why); nothing is exchanged with it until an admin lifts the quarantine.",
+  },
 } as const satisfies Record<string, ErrorCodeEntry>;
 
 /** A stable error code. */

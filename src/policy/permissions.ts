@@ -27,6 +27,8 @@ export type Permission =
   | "secrets:use"
   | "tokens:read"
   | "tokens:write"
+  | "federation:read"
+  | "federation:write"
   | "agent:heartbeat";
 
 /** Who is calling. */
@@ -63,6 +65,8 @@ const ALL: readonly Permission[] = [
   "secrets:use",
   "tokens:read",
   "tokens:write",
+  "federation:read",
+  "federation:write",
 ];
 
 const PERMISSIONS_BY_KIND: Record<Principal["kind"], readonly Permission[]> = {

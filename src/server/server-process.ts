@@ -6,6 +6,7 @@
  * expires, and shuts all of it down cleanly on SIGINT/SIGTERM.
  */
 import { writeFile } from "node:fs/promises";
+import { hostname } from "node:os";
 import path from "node:path";
 import type { FastifyInstance } from "fastify";
 import pino, { type Logger } from "pino";
@@ -20,6 +21,7 @@ import { countTokens, createToken } from "../cluster/store/tokens.js";
 import { VmService } from "../cluster/vm-service.js";
 import { type ExecConfig, loadExecConfig } from "../exec/config.js";
 import { startExecSystem } from "../exec/system.js";
+import { Federation } from "../federation/federation.js";
 import { secureDataDir, tightenTree } from "../lib/data-dir.js";
 import { MigrationService } from "../migration/migration-service.js";
 import { MigrationOrchestrator } from "../migration/orchestrator.js";
@@ -52,6 +54,14 @@ export interface ServerOptions {
   execConfig?: ExecConfig;
   /** Run execution workers in this server. @defaultValue true */
   execWorkers?: boolean;
+  /** This cluster's name in a federation (stored; default on first start: the host name). */
+  clusterName?: string;
+  /** Port of the federation (ASS over DWCP) listener. @defaultValue port + 1 (0 when port is 0) */
+  federationPort?: number;
+  /** Host name or address peers and tokens use to reach this server. @defaultValue the listen host (the machine's name when that is a wildcard) */
+  advertiseHost?: string;
+  /** Longest a federation pull waits for news (the idle heartbeat). @defaultValue 5000 */
+  federationHeartbeatMs?: number;
   logger?: Logger;
 }
 
@@ -69,6 +79,7 @@ export interface RunningServer {
   created: { admin?: string };
   app: FastifyInstance;
   store: Store;
+  federation: Federation;
   close(): Promise<void>;
 }
 
@@ -146,7 +157,36 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     log: log.child({ component: "executions" }),
     workers: options.execWorkers ?? process.env.NOVACRON_EXEC_WORKERS !== "0",
   });
+  const listenHost = options.host ?? "127.0.0.1";
+  const advertiseHost =
+    options.advertiseHost ?? (listenHost === "0.0.0.0" || listenHost === "::" ? hostname() : listenHost);
+  let apiUrl = "";
+  let federation: Federation;
+  try {
+    federation = await Federation.start({
+      store,
+      log: log.child({ component: "federation" }),
+      registry: metrics.registry,
+      ...(options.clusterName ? { name: options.clusterName } : {}),
+      apiUrl: () => apiUrl,
+      listenHost,
+      listenPort: options.federationPort ?? (options.port === 0 ? 0 : (options.port ?? 7700) + 1),
+      advertiseHost,
+      pki: {
+        caPem: pki.ca.certPem,
+        caFingerprint: pki.caFingerprint,
+        certChainPem: pki.serverChainPem,
+        keyPem: pki.server.keyPem,
+      },
+      ...(options.federationHeartbeatMs ? { heartbeatMs: options.federationHeartbeatMs } : {}),
+    });
+  } catch (err) {
+    await exec.close().catch(() => {});
+    await store.close().catch(() => {});
+    throw err;
+  }
   const app = await buildApp({
+    federation,
     store,
     hosts,
     images: new ImageService(store, agents),
@@ -162,6 +202,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   try {
     await app.listen({ host: options.host ?? "127.0.0.1", port: options.port ?? 7700 });
   } catch (err) {
+    await federation.close().catch(() => {});
     await exec.close().catch(() => {});
     await app.close().catch(() => {});
     await store.close().catch(() => {});
@@ -169,8 +210,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   }
   const address = app.server.address();
   const port = typeof address === "object" && address ? address.port : options.port;
-  const listenHost = options.host ?? "127.0.0.1";
   const url = `https://${listenHost.includes(":") ? `[${listenHost}]` : listenHost}:${port}`;
+  apiUrl = `https://${advertiseHost.includes(":") ? `[${advertiseHost}]` : advertiseHost}:${port}`;
+  federation.run();
   reconciler.start();
   orchestrator.start();
   hosts.startLivenessMonitor(options.heartbeatTimeoutMs ?? 10_000);
@@ -204,6 +246,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     created,
     app,
     store,
+    federation,
     close: () => {
       closing ??= (async () => {
         clearInterval(renewal);
@@ -212,6 +255,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         await exec.close();
         await orchestrator.stop();
         await reconciler.stop();
+        await federation.close();
         await app.close();
         agents.reset();
         await store.close();

@@ -9,6 +9,7 @@ import type { StateMachine } from "../lib/state-machine.js";
 import { EXECUTION } from "./execution.js";
 import { JOB } from "./job.js";
 import { MIGRATION } from "./migration.js";
+import { PEER } from "./peer.js";
 import { STEP } from "./step.js";
 import { VM } from "./vm.js";
 
@@ -28,5 +29,6 @@ export const STATE_MACHINES: readonly CatalogEntry[] = [
   { machine: EXECUTION, source: "states/execution.ts", column: "executions.state" },
   { machine: STEP, source: "states/step.ts", column: "execution_steps.state" },
   { machine: JOB, source: "states/job.ts", column: "exec_jobs.state" },
+  { machine: PEER, source: "states/peer.ts", column: "fed_peers.state" },
   { machine: SESSION, source: "dwcp/amst/session-state.ts", column: null },
 ];

@@ -22,6 +22,9 @@ export interface ServerDaemonFlags {
   caCert?: string;
   caKey?: string;
   tlsName: string[];
+  clusterName?: string;
+  federationPort?: string;
+  advertiseHost?: string;
 }
 
 /** The flags of `novacron agent`, as commander parses them. */
@@ -103,6 +106,18 @@ export function registerDaemonCommands(program: Command, loadLauncher?: LoadDaem
       "an extra DNS name or IP for the server certificate (repeatable; NovaCron's own clients check the CA, not the name)",
       (v: string, all: string[]) => [...all, v],
       [] as string[],
+    )
+    .option(
+      "--cluster-name <name>",
+      "this cluster's name in a federation (kept in the database; default on first start: this machine's host name)",
+    )
+    .option(
+      "--federation-port <port>",
+      "port of the federation listener (ASS over DWCP, mutual TLS with peers only; default: the API port + 1; 0 = any free port)",
+    )
+    .option(
+      "--advertise-host <host>",
+      "the host name or address other clusters reach this server at (default: the --listen host, or this machine's name when that is 0.0.0.0)",
     )
     .action(async (o: ServerDaemonFlags) => {
       await (await launcher()).runServer(o);

@@ -1,0 +1,264 @@
+/**
+ * The ASS listener (docs/federation.md §4): a DWCP listener with mutual TLS that only
+ * peers pass. TLS trusts this cluster's CA and the CA each peer pinned at peering; the
+ * session's client certificate must be a server certificate issued by a live peer's CA,
+ * and the hello must name that peer, or the session is dropped before any record is read.
+ * Each pull is answered with a batch; an empty answer waits (long-poll) for a change up
+ * to the pull's waitMs, so a change travels in one round trip and an idle link carries
+ * one small exchange per heartbeat.
+ */
+import type { TLSSocket } from "node:tls";
+import type { Logger } from "pino";
+import { type AssBatch, FEDERATION_PROTOCOL } from "../api/types/federation.js";
+import { type PeerRow, readClusterIdentity, readVector, recordsSince } from "../cluster/store/federation.js";
+import type { Store } from "../cluster/store/store.js";
+import type { Channel } from "../dwcp/amst/channel.js";
+import { DwcpListener } from "../dwcp/amst/listen.js";
+import type { DwcpSession } from "../dwcp/amst/session.js";
+import { describeError, NovaError } from "../lib/errors.js";
+import { verifyIssued } from "../security/pki.js";
+import { peerIdentityError } from "../security/tls-client.js";
+import { BATCH_LIMITS, MAX_PULL_BYTES, readHello, readPull, send } from "./ass-wire.js";
+import type { Changes } from "./changes.js";
+import { recordSize, type SignedRecord } from "./records.js";
+import type { VersionVector } from "./version-vector.js";
+
+/** What the listener needs from the federation. */
+export interface AssListenerDeps {
+  store: Store;
+  self: { id: string; name: string };
+  /** Live peers (not removed), fresh from the store or a cache. */
+  peers: () => Promise<PeerRow[]>;
+  changes: Changes;
+  log: Logger;
+  /** Bytes served, for the traffic metric. */
+  onBytes?: (bytes: number) => void;
+}
+
+/** TLS material of this cluster's server. */
+export interface ListenerTls {
+  certChainPem: string;
+  keyPem: string;
+  ownCaPem: string;
+  /** CAs of live peers. */
+  peerCas: string[];
+}
+
+function pemOf(raw: Buffer): string {
+  const b64 = raw.toString("base64").replace(/(.{64})/g, "$1\n");
+  return `-----BEGIN CERTIFICATE-----\n${b64.trim()}\n-----END CERTIFICATE-----\n`;
+}
+
+/** Serves pulls from peers. */
+export class AssListener {
+  private readonly byPeer = new Map<string, Set<DwcpSession>>();
+  private closed = false;
+  private tlsMaterial: ListenerTls;
+
+  private constructor(
+    private readonly listener: DwcpListener,
+    private readonly deps: AssListenerDeps,
+    tls: ListenerTls,
+  ) {
+    this.tlsMaterial = tls;
+    void this.acceptLoop();
+  }
+
+  /** Listens on host:port (0 = any port). */
+  static async start(
+    deps: AssListenerDeps,
+    host: string,
+    port: number,
+    tls: ListenerTls,
+  ): Promise<AssListener> {
+    const listener = await DwcpListener.listen({
+      host,
+      port,
+      tls: {
+        cert: tls.certChainPem,
+        key: tls.keyPem,
+        // Never empty: an empty list would fall back to the system's roots.
+        ca: [tls.ownCaPem, ...tls.peerCas],
+        requestCert: true,
+      },
+      versions: [3],
+      maxSessions: 64,
+      maxPendingPerAddress: 8,
+      tuning: { maxMessageBytes: MAX_PULL_BYTES },
+    });
+    return new AssListener(listener, deps, tls);
+  }
+
+  /** The bound port. */
+  get port(): number {
+    return this.listener.port;
+  }
+
+  /** Trusts a new set of peer CAs (a peer was added or removed). */
+  setPeerCas(peerCas: string[]): void {
+    this.tlsMaterial = { ...this.tlsMaterial, peerCas };
+    this.listener.updateTls({
+      ca: [this.tlsMaterial.ownCaPem, ...peerCas],
+      cert: this.tlsMaterial.certChainPem,
+      key: this.tlsMaterial.keyPem,
+    });
+  }
+
+  /** Drops every session of a peer (removed or quarantined). */
+  dropPeer(id: string): void {
+    for (const s of this.byPeer.get(id) ?? [])
+      s.destroy(new NovaError("NOVA_FED_PEER_UNKNOWN", "peer dropped"));
+    this.byPeer.delete(id);
+  }
+
+  /** Stops listening and drops every session. */
+  async close(): Promise<void> {
+    this.closed = true;
+    this.deps.changes.signal();
+    for (const id of [...this.byPeer.keys()]) this.dropPeer(id);
+    await this.listener.close();
+  }
+
+  private async acceptLoop(): Promise<void> {
+    while (!this.closed) {
+      let session: DwcpSession;
+      try {
+        session = await this.listener.accept();
+      } catch {
+        return;
+      }
+      void this.serveSession(session).catch((err) =>
+        this.deps.log.warn({ err: describeError(err) }, "federation session ended"),
+      );
+    }
+  }
+
+  /** Which live peer this session's client certificate belongs to, or why none. */
+  private async identify(session: DwcpSession): Promise<PeerRow> {
+    const socket = session.connectionSockets()[0] as TLSSocket | undefined;
+    const cert = socket?.getPeerCertificate?.();
+    if (!cert?.raw) throw new NovaError("NOVA_UNAUTHENTICATED", "no client certificate");
+    const identityError = peerIdentityError(cert, { role: "server" });
+    if (identityError) throw new NovaError("NOVA_UNAUTHENTICATED", identityError.message);
+    const pem = pemOf(cert.raw);
+    const peer = (await this.deps.peers()).find((p) => verifyIssued(pem, p.caPem));
+    if (!peer) throw new NovaError("NOVA_FED_PEER_UNKNOWN", "the client certificate is no peer's");
+    return peer;
+  }
+
+  private async serveSession(session: DwcpSession): Promise<void> {
+    let peer: PeerRow;
+    try {
+      peer = await this.identify(session);
+    } catch (err) {
+      session.destroy(err as Error);
+      throw err;
+    }
+    const set = this.byPeer.get(peer.id) ?? new Set();
+    set.add(session);
+    this.byPeer.set(peer.id, set);
+    try {
+      // One exchange at a time: a peer gets one channel; a second one ends the session.
+      const ch = await session.accept();
+      await this.serveChannel(ch, peer);
+      await ch.end().catch(() => {});
+    } finally {
+      set.delete(session);
+      session.destroy();
+    }
+  }
+
+  private async serveChannel(ch: Channel, peer: PeerRow): Promise<void> {
+    const hello = await readHello(ch);
+    if (hello.cluster !== peer.id) {
+      await send(ch, {
+        type: "error",
+        code: "NOVA_UNAUTHENTICATED",
+        message: "the hello names another cluster than the certificate",
+      });
+      return;
+    }
+    if (peer.state === "quarantined") {
+      await send(ch, {
+        type: "error",
+        code: "NOVA_FED_QUARANTINED",
+        message: `${this.deps.self.name} has quarantined ${peer.name}: ${peer.quarantineReason}`,
+      });
+      return;
+    }
+    await send(ch, {
+      type: "hello",
+      protocol: FEDERATION_PROTOCOL,
+      cluster: this.deps.self.id,
+      name: this.deps.self.name,
+    });
+    for (;;) {
+      const pull = await readPull(ch);
+      if (pull === null) return;
+      const now = (await this.deps.peers()).find((p) => p.id === peer.id);
+      if (now?.state !== "active") {
+        await send(ch, {
+          type: "error",
+          code: now ? "NOVA_FED_QUARANTINED" : "NOVA_FED_PEER_UNKNOWN",
+          message: now
+            ? `${this.deps.self.name} has quarantined ${peer.name}: ${now.quarantineReason}`
+            : `${this.deps.self.name} no longer peers with ${peer.name}`,
+        });
+        return;
+      }
+      const batch = await this.answer(pull.vector, pull.waitMs);
+      const bytes = Buffer.byteLength(JSON.stringify(batch));
+      this.deps.onBytes?.(bytes);
+      await send(ch, batch);
+    }
+  }
+
+  /** The batch for a pull: records past `asked` for origins we may vouch for, waiting up to `waitMs` for one. */
+  private async answer(asked: VersionVector, waitMs: number): Promise<AssBatch> {
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      if (this.closed) throw new NovaError("NOVA_DWCP_CLOSED", "the federation listener is closing");
+      const seen = this.deps.changes.current;
+      const peers = await this.deps.peers();
+      const vouch = new Set([
+        this.deps.self.id,
+        ...peers.filter((p) => p.state === "active").map((p) => p.id),
+      ]);
+      const restricted: VersionVector = {};
+      for (const [o, v] of Object.entries(asked)) if (vouch.has(o)) restricted[o] = v;
+      const identity = await readClusterIdentity(this.deps.store.read);
+      const held = await readVector(this.deps.store.read);
+      const vector: VersionVector = {};
+      for (const o of Object.keys(restricted))
+        vector[o] = o === this.deps.self.id ? identity.seq : (held[o] ?? 0);
+      const rows = (await recordsSince(
+        this.deps.store.read,
+        restricted,
+        BATCH_LIMITS.records + 1,
+      )) as SignedRecord[];
+      let truncated = rows.length > BATCH_LIMITS.records;
+      const records: SignedRecord[] = [];
+      let bytes = 0;
+      for (const r of rows.slice(0, BATCH_LIMITS.records)) {
+        bytes += recordSize(r);
+        if (bytes > BATCH_LIMITS.bytes && records.length > 0) {
+          truncated = true;
+          break;
+        }
+        records.push(r);
+      }
+      const left = deadline - Date.now();
+      if (records.length > 0 || left <= 0) {
+        return {
+          type: "batch",
+          vector,
+          seq: identity.seq,
+          records,
+          truncated,
+          now: new Date().toISOString(),
+        };
+      }
+      await this.deps.changes.wait(seen, left);
+    }
+  }
+}

@@ -1,0 +1,647 @@
+/**
+ * The federation of this cluster (docs/federation.md): its identity, the publisher of its
+ * records, the ASS listener peers pull from, one link per active peer, peering (tokens,
+ * redeeming, adding, removing, lifting a quarantine) and the global view the API shows.
+ * The server starts one; every decision about a record is the judge's, every write the
+ * store's.
+ */
+import { type KeyObject, randomBytes, X509Certificate } from "node:crypto";
+import { hostname } from "node:os";
+import { Value } from "@sinclair/typebox/value";
+import "./formats.js";
+import type { Logger } from "pino";
+import type { Registry } from "prom-client";
+import {
+  type ClusterCard,
+  FEDERATION_PROTOCOL,
+  type FederatedCluster,
+  type FederatedVm,
+  type Peer,
+  type PeerRemoved,
+  type RedeemRequest,
+  type RedeemResponse,
+  RedeemResponse as RedeemResponseSchema,
+} from "../api/types/federation.js";
+import { appendEvent } from "../cluster/store/events.js";
+import {
+  checkPeeringToken,
+  claimClusterIdentity,
+  createPeeringToken,
+  deleteRecordsOf,
+  evidenceCounts,
+  getLivePeer,
+  insertPeer,
+  listEvidence,
+  listPeers,
+  liveRecords,
+  type PeerRow,
+  readVector,
+  recordCounts,
+  transitionPeer,
+  useToken,
+} from "../cluster/store/federation.js";
+import type { Store } from "../cluster/store/store.js";
+import { describeError, NovaError } from "../lib/errors.js";
+import { WakeableLoop } from "../lib/wakeable-loop.js";
+import { fingerprintOf, verifyIssued } from "../security/pki.js";
+import { clusterFetch, fetchPresentedCa, peerIdentityError } from "../security/tls-client.js";
+import { VERSION } from "../version.js";
+import { AssListener } from "./ass-listener.js";
+import { Changes } from "./changes.js";
+import { createFederationMetrics, type FederationMetrics } from "./metrics.js";
+import { PeerLink } from "./peer-link.js";
+import { formatPeeringToken, parsePeeringToken } from "./peering-token.js";
+import { Publisher } from "./publisher.js";
+import type { Roster } from "./receiver.js";
+import { newSigningIdentity, privateKeyOf, publicKeyFromRaw, signingKeyFingerprint } from "./records.js";
+
+/** How a server runs its federation. */
+export interface FederationOptions {
+  store: Store;
+  log: Logger;
+  registry?: Registry;
+  /** This cluster's name; kept in the database (default on first start: the machine's host name). */
+  name?: string;
+  /** Where peers reach this cluster's REST API (for peering); known once the API listens. */
+  apiUrl: () => string;
+  /** Where the ASS listener binds, and the host peers are told to dial. */
+  listenHost: string;
+  listenPort: number;
+  advertiseHost: string;
+  pki: { caPem: string; caFingerprint: string; certChainPem: string; keyPem: string };
+  /** Longest a pull waits at a peer for news (the idle heartbeat). @defaultValue 5000 */
+  heartbeatMs?: number;
+  /** A peer not heard from for this long is shown as stale. @defaultValue 3 heartbeats + 5 s */
+  staleAfterMs?: number;
+  /** Full publish pass interval (changes made here wake it at once). @defaultValue 5000 */
+  publishIntervalMs?: number;
+}
+
+/** A cluster name from a host name: lower-case, dashes for anything else, 63 at most. */
+export function defaultClusterName(): string {
+  const n = hostname()
+    .toLowerCase()
+    .replace(/[^a-z0-9-]+/g, "-")
+    .replace(/^-+|-+$/g, "")
+    .slice(0, 63);
+  return n.replace(/-+$/, "") || "cluster";
+}
+
+/** The running federation of this cluster. */
+export class Federation {
+  private readonly links = new Map<string, PeerLink>();
+  private readonly changes = new Changes();
+  private readonly keys = new Map<string, KeyObject>();
+  private readonly publishLoop: WakeableLoop;
+  private readonly refreshLoop: WakeableLoop;
+  private readonly metrics: FederationMetrics | undefined;
+  private unsubscribe: () => void = () => {};
+  private listener!: AssListener;
+  private closed = false;
+
+  private constructor(
+    private readonly o: FederationOptions,
+    readonly self: { id: string; name: string; publicKey: string },
+    signingKey: KeyObject,
+  ) {
+    const heartbeatMs = o.heartbeatMs ?? 5000;
+    this.staleAfterMs = o.staleAfterMs ?? heartbeatMs * 3 + 5000;
+    this.publisher = new Publisher(o.store, self.id, signingKey, () => this.summary(), o.log);
+    this.publishLoop = new WakeableLoop({
+      pass: async () => {
+        const written = await this.publisher.publish();
+        if (written.length > 0) this.changes.signal();
+      },
+      intervalMs: o.publishIntervalMs ?? 5000,
+      onError: (err) => o.log.error({ err: describeError(err) }, "federation publish failed; will retry"),
+    });
+    this.refreshLoop = new WakeableLoop({
+      pass: () => this.refresh(),
+      intervalMs: 5000,
+      onError: (err) => o.log.error({ err: describeError(err) }, "federation refresh failed; will retry"),
+    });
+    this.metrics = o.registry ? createFederationMetrics(o.registry, (m) => this.collect(m)) : undefined;
+  }
+
+  private readonly publisher: Publisher;
+  private readonly staleAfterMs: number;
+  private fedPort = 0;
+
+  /** Claims the identity and starts the listener; `run()` starts publishing and the links. */
+  static async start(o: FederationOptions): Promise<Federation> {
+    const identity = await o.store.write((tx) =>
+      claimClusterIdentity(tx, o.name, () => {
+        const id = newSigningIdentity();
+        return { name: defaultClusterName(), privateKeyPem: id.privateKeyPem, publicKey: id.publicKey };
+      }),
+    );
+    const fed = new Federation(
+      o,
+      { id: identity.id, name: identity.name, publicKey: identity.signingPublicKey },
+      privateKeyOf({ privateKeyPem: identity.signingKeyPem }),
+    );
+    const peers = (await listPeers(o.store.read)).filter((p) => p.state !== "removed");
+    fed.listener = await AssListener.start(
+      {
+        store: o.store,
+        self: fed.self,
+        peers: async () => (await listPeers(o.store.read)).filter((p) => p.state !== "removed"),
+        changes: fed.changes,
+        log: o.log,
+        onBytes: (n) => fed.metrics?.bytes.inc({ direction: "sent" }, n),
+      },
+      o.listenHost,
+      o.listenPort,
+      {
+        certChainPem: o.pki.certChainPem,
+        keyPem: o.pki.keyPem,
+        ownCaPem: o.pki.caPem,
+        peerCas: peers.map((p) => p.caPem),
+      },
+    );
+    fed.fedPort = fed.listener.port;
+    fed.unsubscribe = o.store.bus.subscribe((e) => {
+      if (/^(vm|host|image)\./.test(e.type)) fed.publishLoop.wake();
+    });
+    return fed;
+  }
+
+  /** Starts publishing and the links to the peers (once the API's URL is known). */
+  run(): void {
+    this.publishLoop.start();
+    this.refreshLoop.start();
+    this.o.log.info(
+      { cluster: this.self.name, id: this.self.id, federationPort: this.fedPort },
+      "federation started",
+    );
+  }
+
+  /** The ASS listener's port. */
+  get port(): number {
+    return this.fedPort;
+  }
+
+  private summary() {
+    return {
+      name: this.self.name,
+      apiUrl: this.o.apiUrl(),
+      federation: `${this.o.advertiseHost}:${this.fedPort}`,
+      protocol: FEDERATION_PROTOCOL,
+      softwareVersion: VERSION,
+    };
+  }
+
+  /** Publishes what changed now (tests and the API call it to not wait for the loop). */
+  async publishNow(): Promise<void> {
+    this.publishLoop.wake();
+    await this.publishLoop.current;
+  }
+
+  /** Who we accept records from: us and every active peer, with their keys. */
+  private async roster(): Promise<Roster> {
+    const peers = await listPeers(this.o.store.read);
+    const keys = new Map<string, KeyObject>([[this.self.id, this.keyOf(this.self.id, this.self.publicKey)]]);
+    const quarantined = new Set<string>();
+    for (const p of peers) {
+      if (p.state === "active") keys.set(p.id, this.keyOf(p.id, p.signingPublicKey));
+      if (p.state === "quarantined") quarantined.add(p.id);
+    }
+    return { self: this.self.id, keys, quarantined };
+  }
+
+  private keyOf(id: string, raw: string): KeyObject {
+    let k = this.keys.get(`${id}/${raw}`);
+    if (!k) {
+      k = publicKeyFromRaw(raw);
+      this.keys.set(`${id}/${raw}`, k);
+    }
+    return k;
+  }
+
+  /** Brings links and the listener's trust in line with the peers table. */
+  private async refresh(): Promise<void> {
+    if (this.closed) return;
+    const peers = await listPeers(this.o.store.read);
+    const live = peers.filter((p) => p.state !== "removed");
+    this.listener.setPeerCas(live.map((p) => p.caPem));
+    for (const p of peers) {
+      const link = this.links.get(p.id);
+      if (p.state === "active" && !link) {
+        this.links.set(p.id, this.newLink(p));
+      } else if (p.state !== "active" && link) {
+        this.links.delete(p.id);
+        await link.stop();
+        if (p.state === "removed") this.listener.dropPeer(p.id);
+      }
+    }
+  }
+
+  private newLink(p: PeerRow): PeerLink {
+    return new PeerLink(p, {
+      store: this.o.store,
+      self: this.self,
+      tls: { certChainPem: this.o.pki.certChainPem, keyPem: this.o.pki.keyPem },
+      roster: () => this.roster(),
+      changes: this.changes,
+      log: this.o.log.child({ peer: p.name }),
+      heartbeatMs: this.o.heartbeatMs ?? 5000,
+      onBatch: (_peer, outcome, bytes) => {
+        const m = this.metrics;
+        if (!m) return;
+        m.bytes.inc({ direction: "received" }, bytes);
+        m.records.inc({ outcome: "accepted" }, outcome.accepted);
+        m.records.inc({ outcome: "duplicate" }, outcome.duplicates);
+        m.records.inc({ outcome: "stale" }, outcome.stale);
+        m.records.inc({ outcome: "ignored" }, outcome.ignored);
+        m.records.inc({ outcome: "too_large" }, outcome.tooLarge);
+        m.records.inc({ outcome: "conflict" }, outcome.conflicts);
+      },
+      onViolation: (v) => {
+        this.metrics?.violations.inc({ kind: v.kind });
+        this.o.log.warn(
+          { culprit: v.culprit, kind: v.kind, detail: v.detail },
+          "federation peer quarantined",
+        );
+        this.refreshLoop.wake();
+      },
+    });
+  }
+
+  // ---- peering ---------------------------------------------------------------------------
+
+  /** This cluster's card, as peers pin it. */
+  card(): ClusterCard {
+    return {
+      id: this.self.id,
+      name: this.self.name,
+      protocol: FEDERATION_PROTOCOL,
+      apiUrl: this.o.apiUrl(),
+      federation: { host: this.o.advertiseHost, port: this.fedPort },
+      caPem: this.o.pki.caPem,
+      signingPublicKey: this.self.publicKey,
+    };
+  }
+
+  /** Makes a one-time peering token. */
+  async createToken(createdBy: string, ttlSeconds: number): Promise<{ token: string; expiresAt: string }> {
+    const secret = randomBytes(32).toString("base64url");
+    const { expiresAt } = await createPeeringToken(this.o.store.db, secret, ttlSeconds, createdBy);
+    return {
+      token: formatPeeringToken({ secret, caFingerprint: this.o.pki.caFingerprint, apiUrl: this.o.apiUrl() }),
+      expiresAt,
+    };
+  }
+
+  /**
+   * Another cluster redeems one of our tokens: it presents its card and, as its TLS client
+   * certificate, a server certificate from the CA on that card. Checks everything first,
+   * then uses the token and adds the peer in one transaction: a refusal changes nothing.
+   */
+  async redeem(req: RedeemRequest, clientCertPem: string | undefined): Promise<RedeemResponse> {
+    const c = req.cluster;
+    if (c.protocol !== FEDERATION_PROTOCOL) {
+      throw new NovaError(
+        "NOVA_FED_PROTOCOL",
+        `Cluster ${c.name} speaks federation protocol ${c.protocol}, ${this.self.name} speaks ${FEDERATION_PROTOCOL}; upgrade the older one.`,
+        { details: { peer: c.protocol, ours: FEDERATION_PROTOCOL } },
+      );
+    }
+    if (c.id === this.self.id) {
+      throw new NovaError(
+        "NOVA_FED_PEER_EXISTS",
+        "This token belongs to this very cluster: a cluster cannot peer with itself.",
+      );
+    }
+    publicKeyFromRaw(c.signingPublicKey);
+    if (
+      !clientCertPem ||
+      !safeVerify(clientCertPem, c.caPem) ||
+      peerIdentityError(certSan(clientCertPem), { role: "server" })
+    ) {
+      throw new NovaError(
+        "NOVA_UNAUTHENTICATED",
+        "The redeeming cluster must present, as its TLS client certificate, its server certificate issued by the CA on its card.",
+      );
+    }
+    await this.o.store.write(async (tx, emit) => {
+      const tokenId = await checkPeeringToken(tx, req.secret);
+      if (c.name === this.self.name || req.takenNames.includes(this.self.name)) {
+        throw new NovaError(
+          "NOVA_FED_NAME_CLASH",
+          `The name ${c.name === this.self.name ? c.name : this.self.name} is used on both sides; clusters of a federation need different names. Rename one (novacron server --cluster-name NAME) and make a new token.`,
+          { details: { ours: this.self.name, theirs: c.name } },
+        );
+      }
+      const peer = await insertPeer(tx, this.peerFromCard(c));
+      await useToken(tx, tokenId, c.id);
+      emit(
+        await appendEvent(tx, {
+          type: "federation.peer.added",
+          resourceType: "peer",
+          resourceId: peer.id,
+          data: { name: peer.name },
+        }),
+      );
+    });
+    this.refreshLoop.wake();
+    return { cluster: this.card() };
+  }
+
+  private peerFromCard(c: ClusterCard) {
+    return {
+      id: c.id,
+      name: c.name,
+      apiUrl: c.apiUrl,
+      fedHost: c.federation.host,
+      fedPort: c.federation.port,
+      caPem: c.caPem,
+      caFingerprint: fingerprintOf(c.caPem),
+      signingPublicKey: c.signingPublicKey,
+      protocol: c.protocol,
+    };
+  }
+
+  /** Peers this cluster with the one that made `tokenText`. */
+  async addPeer(tokenText: string): Promise<Peer> {
+    const t = parsePeeringToken(tokenText);
+    let caPem: string;
+    try {
+      caPem = await fetchPresentedCa(t.apiUrl, 10_000);
+    } catch (err) {
+      throw new NovaError(
+        "NOVA_FED_PEER_UNREACHABLE",
+        `Could not reach the cluster at ${t.apiUrl}: ${describeError(err)}`,
+        {
+          details: { url: t.apiUrl },
+        },
+      );
+    }
+    if (fingerprintOf(caPem) !== t.caFingerprint) {
+      throw new NovaError(
+        "NOVA_TLS_UNTRUSTED",
+        `The server at ${t.apiUrl} presents CA ${fingerprintOf(caPem)}, but the token pins ${t.caFingerprint}: it is not the cluster that made the token.`,
+        { details: { presented: fingerprintOf(caPem), pinned: t.caFingerprint } },
+      );
+    }
+    const taken = [
+      this.self.name,
+      ...(await listPeers(this.o.store.read)).filter((p) => p.state !== "removed").map((p) => p.name),
+    ];
+    const fetch = clusterFetch(
+      { caPem, certPem: this.o.pki.certChainPem, keyPem: this.o.pki.keyPem },
+      { role: "server" },
+    );
+    let res: Response;
+    try {
+      res = await fetch(new URL("/v1/federation/redeem", t.apiUrl), {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({
+          secret: t.secret,
+          cluster: this.card(),
+          takenNames: taken,
+        } satisfies RedeemRequest),
+        signal: AbortSignal.timeout(15_000),
+      });
+    } catch (err) {
+      throw new NovaError(
+        "NOVA_FED_PEER_UNREACHABLE",
+        `Could not reach the cluster at ${t.apiUrl}: ${describeError(err)}`,
+        {
+          details: { url: t.apiUrl },
+        },
+      );
+    }
+    const body = (await res.json().catch(() => null)) as {
+      error?: { code?: string; message?: string; details?: Record<string, unknown> };
+    } | null;
+    if (!res.ok) {
+      const code = body?.error?.code;
+      throw new NovaError(
+        (code?.startsWith("NOVA_") ? code : "NOVA_FED_PEER_UNREACHABLE") as "NOVA_FED_PROTOCOL",
+        `The cluster at ${t.apiUrl} refused the peering: ${body?.error?.message ?? `HTTP ${res.status}`}`,
+        { details: { url: t.apiUrl, ...(body?.error?.details ?? {}) } },
+      );
+    }
+    if (!Value.Check(RedeemResponseSchema, body)) {
+      throw new NovaError(
+        "NOVA_FED_PROTOCOL",
+        `The cluster at ${t.apiUrl} answered the peering with something else than a cluster card.`,
+      );
+    }
+    const card = (body as RedeemResponse).cluster;
+    if (fingerprintOf(card.caPem) !== t.caFingerprint) {
+      throw new NovaError("NOVA_TLS_UNTRUSTED", "The peer's card names another CA than the token pins.");
+    }
+    const peer = await this.o.store.write(async (tx, emit) => {
+      // The other side checked our names; a clash can only come from a peer added here meanwhile.
+      const row = await insertPeer(tx, this.peerFromCard(card));
+      emit(
+        await appendEvent(tx, {
+          type: "federation.peer.added",
+          resourceType: "peer",
+          resourceId: row.id,
+          data: { name: row.name },
+        }),
+      );
+      return row;
+    });
+    await this.refresh();
+    return (await this.listPeers()).find((p) => p.id === peer.id)!;
+  }
+
+  /** Removes a peer: no more exchange, its records dropped; says what it held. */
+  async removePeer(nameOrId: string): Promise<PeerRemoved> {
+    const before = await getLivePeer(this.o.store.read, nameOrId);
+    const shown = (await this.listPeers()).find((p) => p.id === before.id)!;
+    const counts = (await recordCounts(this.o.store.read)).get(before.id) ?? { hosts: 0, vms: 0, images: 0 };
+    await this.o.store.write(async (tx, emit) => {
+      await transitionPeer(tx, before.id, before.state, "removed");
+      await deleteRecordsOf(tx, before.id);
+      emit(
+        await appendEvent(tx, {
+          type: "federation.peer.removed",
+          resourceType: "peer",
+          resourceId: before.id,
+          data: { name: before.name, hosts: counts.hosts, vms: counts.vms, images: counts.images },
+        }),
+      );
+    });
+    await this.refresh();
+    return {
+      peer: { ...shown, state: "removed" },
+      held: { hosts: counts.hosts, vms: counts.vms, images: counts.images },
+    };
+  }
+
+  /** Lifts a quarantine (an admin's explicit decision); the evidence stays. */
+  async liftQuarantine(nameOrId: string): Promise<Peer> {
+    const peer = await getLivePeer(this.o.store.read, nameOrId);
+    if (peer.state !== "quarantined") {
+      throw new NovaError("NOVA_ILLEGAL_STATE", `Peer ${peer.name} is ${peer.state}, not quarantined.`, {
+        details: { peer: peer.name, state: peer.state },
+      });
+    }
+    await this.o.store.write(async (tx, emit) => {
+      await transitionPeer(tx, peer.id, "quarantined", "active");
+      emit(
+        await appendEvent(tx, {
+          type: "federation.peer.unquarantined",
+          resourceType: "peer",
+          resourceId: peer.id,
+          data: { name: peer.name },
+        }),
+      );
+    });
+    await this.refresh();
+    return (await this.listPeers()).find((p) => p.id === peer.id)!;
+  }
+
+  // ---- views -----------------------------------------------------------------------------
+
+  private isStale(lastContactAt: string | null): boolean {
+    return lastContactAt === null || Date.now() - Date.parse(lastContactAt) > this.staleAfterMs;
+  }
+
+  /** Live peers as the API shows them. */
+  async listPeers(): Promise<Peer[]> {
+    const peers = (await listPeers(this.o.store.read)).filter((p) => p.state !== "removed");
+    const vector = await readVector(this.o.store.read);
+    const evidence = await evidenceCounts(this.o.store.read);
+    return peers.map((p) => ({
+      id: p.id,
+      name: p.name,
+      state: p.state,
+      apiUrl: p.apiUrl,
+      federation: `${p.fedHost}:${p.fedPort}`,
+      caFingerprint: p.caFingerprint,
+      signingKeyFingerprint: signingKeyFingerprint(p.signingPublicKey),
+      protocol: p.protocol,
+      addedAt: p.addedAt,
+      lastContactAt: p.lastContactAt,
+      lastError: p.lastError,
+      lagRecords: Math.max(0, p.peerSeq - (vector[p.id] ?? 0)),
+      stale: this.isStale(p.lastContactAt),
+      quarantine:
+        p.state === "quarantined"
+          ? {
+              kind: p.quarantineKind ?? "",
+              reason: p.quarantineReason,
+              at: p.quarantinedAt ?? p.addedAt,
+              evidence: evidence.get(p.id) ?? 0,
+            }
+          : null,
+    }));
+  }
+
+  /** This cluster and its peers. */
+  async clusters(): Promise<FederatedCluster[]> {
+    const counts = await recordCounts(this.o.store.read);
+    const zero = { hosts: 0, vms: 0, images: 0, version: 0 };
+    const own = counts.get(this.self.id) ?? zero;
+    const out: FederatedCluster[] = [
+      {
+        id: this.self.id,
+        name: this.self.name,
+        self: true,
+        state: "self",
+        lastContactAt: null,
+        lagRecords: 0,
+        stale: false,
+        version: own.version,
+        hosts: own.hosts,
+        vms: own.vms,
+      },
+    ];
+    for (const p of await this.listPeers()) {
+      const c = counts.get(p.id) ?? zero;
+      out.push({
+        id: p.id,
+        name: p.name,
+        self: false,
+        state: p.state,
+        lastContactAt: p.lastContactAt,
+        lagRecords: p.lagRecords,
+        stale: p.stale || p.state !== "active",
+        version: c.version,
+        hosts: c.hosts,
+        vms: c.vms,
+      });
+    }
+    return out;
+  }
+
+  /** Every VM of the federation, with its cluster; a stale or quarantined cluster's VMs say so. */
+  async vms(): Promise<FederatedVm[]> {
+    const clusters = new Map((await this.clusters()).map((c) => [c.id, c]));
+    const out: FederatedVm[] = [];
+    for (const r of await liveRecords(this.o.store.read, "vm")) {
+      const c = clusters.get(r.origin);
+      if (!c) continue;
+      const b = (r.body ?? {}) as Record<string, unknown>;
+      out.push({
+        id: r.id,
+        name: String(b.name ?? ""),
+        cluster: { id: c.id, name: c.name },
+        state: String(b.state ?? "unknown"),
+        host: typeof b.host === "string" ? b.host : null,
+        vcpus: Number(b.vcpus ?? 0),
+        memoryMiB: Number(b.memoryMiB ?? 0),
+        image: String(b.image ?? ""),
+        version: r.version,
+        stale: c.stale,
+      });
+    }
+    return out.sort((a, b) =>
+      a.cluster.name === b.cluster.name
+        ? a.name.localeCompare(b.name)
+        : a.cluster.name.localeCompare(b.cluster.name),
+    );
+  }
+
+  /** Stored evidence, for one peer or all. */
+  async evidence(nameOrId?: string) {
+    const peerId = nameOrId ? (await getLivePeer(this.o.store.read, nameOrId)).id : undefined;
+    return listEvidence(this.o.store.read, peerId);
+  }
+
+  private async collect(m: FederationMetrics): Promise<void> {
+    const peers = await this.listPeers();
+    m.peers.reset();
+    m.lag.reset();
+    m.contactAge.reset();
+    for (const s of ["active", "quarantined"] as const)
+      m.peers.set({ state: s }, peers.filter((p) => p.state === s).length);
+    for (const p of peers) {
+      m.lag.set({ peer: p.name }, p.lagRecords);
+      m.contactAge.set(
+        { peer: p.name },
+        p.lastContactAt ? (Date.now() - Date.parse(p.lastContactAt)) / 1000 : -1,
+      );
+    }
+  }
+
+  /** Stops links, loops and the listener. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.unsubscribe();
+    await this.refreshLoop.stop();
+    await this.publishLoop.stop();
+    await Promise.all([...this.links.values()].map((l) => l.stop()));
+    this.links.clear();
+    await this.listener.close();
+  }
+}
+
+function safeVerify(certPem: string, caPem: string): boolean {
+  try {
+    return verifyIssued(certPem, caPem);
+  } catch {
+    return false;
+  }
+}
+
+function certSan(pem: string): { subjectaltname: string } {
+  return { subjectaltname: new X509Certificate(pem).subjectAltName ?? "" };
+}
