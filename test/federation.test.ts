@@ -1,24 +1,38 @@
 // Federation I on real servers (PGlite, real TLS, real DWCP over loopback): peering with a
 // one-time token, the global view converging both ways, bad peering input refused with
-// nothing changed, removal, and records surviving a restart.
+// nothing changed, a stopped peer shown as stale, records surviving a restart, removal.
 import { rm } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Peer } from "../src/api/types/federation.js";
+import { formatPeeringToken } from "../src/federation/peering-token.js";
 import { globalVms, peer, startCluster, type TestCluster, until } from "./helpers/federation.js";
 import { addHost, addImage, addVm } from "./helpers/store-fixtures.js";
+
+interface ApiError {
+  error: { code: string; message: string };
+}
+
+const peersOf = async (c: TestCluster) =>
+  (await c.api<{ peers: Peer[] }>("GET", "/v1/federation/peers")).body.peers;
+const peerNames = async (c: TestCluster) => (await peersOf(c)).map((p) => p.name).sort();
+const token = async (c: TestCluster) =>
+  (await c.api<{ token: string }>("POST", "/v1/federation/tokens", {})).body.token;
 
 describe("federation: peering and the global view", () => {
   let a: TestCluster;
   let b: TestCluster;
+  let c: TestCluster;
+  const started: TestCluster[] = [];
 
   beforeAll(async () => {
     a = await startCluster("east");
     b = await startCluster("west");
+    c = await startCluster("north");
+    started.push(a, b, c);
   });
   afterAll(async () => {
-    for (const c of [a, b]) {
-      await c?.server.close();
-      if (c) await rm(c.dir, { recursive: true, force: true });
-    }
+    for (const x of started) await x.server.close().catch(() => {});
+    for (const x of started) await rm(x.dir, { recursive: true, force: true });
   });
 
   it("peers with a token and converges both ways", async () => {
@@ -29,17 +43,136 @@ describe("federation: peering and the global view", () => {
     await addVm(b.server.store.db, "db", await addImage(b.server.store.db, "img"), hb);
     await a.server.federation.publishNow();
     await b.server.federation.publishNow();
-    const want = ["east/web", "west/db"];
+    const want = ["east/web", "west/db"].join();
     await until(
       "both views",
-      async () => (await globalVms(a)).join() === want.join() && (await globalVms(b)).join() === want.join(),
+      async () => (await globalVms(a)).join() === want && (await globalVms(b)).join() === want,
     );
     const clusters = await b.api<{
       clusters: { name: string; self: boolean; stale: boolean; vms: number }[];
     }>("GET", "/v1/federation/clusters");
-    expect(clusters.body.clusters.map((c) => [c.name, c.self, c.stale, c.vms])).toEqual([
+    expect(clusters.body.clusters.map((x) => [x.name, x.self, x.stale, x.vms])).toEqual([
       ["west", true, false, 1],
       ["east", false, false, 1],
     ]);
+    // Each side pinned the other's CA and signing key.
+    const [east] = await peersOf(b);
+    expect(east?.caFingerprint).toBe(a.server.caFingerprint);
+    expect(east?.signingKeyFingerprint).toMatch(/^sha256:[0-9a-f]{64}$/);
+  });
+
+  it("refuses bad peering input with a stable code and changes nothing", async () => {
+    const expectRefused = async (
+      r: { status: number; body: unknown },
+      status: number,
+      code: string,
+    ): Promise<void> => {
+      expect(r.status, JSON.stringify(r.body)).toBe(status);
+      expect((r.body as ApiError).error.code).toBe(code);
+    };
+    const add = (on: TestCluster, t: string) => on.api("POST", "/v1/federation/peers", { token: t });
+
+    await expectRefused(await add(c, "not-a-token"), 401, "NOVA_FED_TOKEN_INVALID");
+
+    // A token of east's that was never made: right CA, unknown secret.
+    const forged = formatPeeringToken({
+      secret: "x".repeat(43),
+      caFingerprint: a.server.caFingerprint,
+      apiUrl: a.server.url,
+    });
+    await expectRefused(await add(c, forged), 401, "NOVA_FED_TOKEN_INVALID");
+
+    const expired = await token(a);
+    await a.server.store.db.query(
+      "UPDATE fed_tokens SET created_at = now() - interval '2 hours', expires_at = now() - interval '1 hour' WHERE used_at IS NULL",
+    );
+    await expectRefused(await add(c, expired), 401, "NOVA_FED_TOKEN_EXPIRED");
+
+    // A cluster whose name east already has: refused on both sides, the token stays unused.
+    const clash = await startCluster("east");
+    started.push(clash);
+    const fresh = await token(a);
+    await expectRefused(await add(clash, fresh), 409, "NOVA_FED_NAME_CLASH");
+    expect(await peerNames(clash)).toEqual([]);
+
+    // Already peers, and a cluster's own token.
+    await expectRefused(await add(b, await token(a)), 409, "NOVA_FED_PEER_EXISTS");
+    await expectRefused(await add(a, await token(a)), 409, "NOVA_FED_PEER_EXISTS");
+
+    // A token pointing at a server that is gone.
+    const gone = await startCluster("gone");
+    const goneToken = await token(gone);
+    await gone.server.close();
+    await rm(gone.dir, { recursive: true, force: true });
+    await expectRefused(await add(c, goneToken), 502, "NOVA_FED_PEER_UNREACHABLE");
+
+    // A token used once cannot be used again.
+    expect((await add(c, fresh)).status).toBe(201);
+    await expectRefused(await add(clash, fresh), 409, "NOVA_FED_TOKEN_USED");
+
+    await expectRefused(await a.api("DELETE", "/v1/federation/peers/nobody"), 404, "NOVA_FED_PEER_UNKNOWN");
+    expect(await peerNames(a)).toEqual(["north", "west"]);
+    expect(await peerNames(b)).toEqual(["east"]);
+    expect(await peerNames(c)).toEqual(["east"]);
+    expect(await peerNames(clash)).toEqual([]);
+  });
+
+  it("refuses an incompatible protocol version at redeem", async () => {
+    const card = { ...b.server.federation.card(), protocol: 99 };
+    const r = await b.api("POST", "/v1/federation/redeem", { secret: "x", cluster: card, takenNames: [] });
+    // b's own API: the protocol check comes first, whoever calls.
+    expect(r.status).toBe(409);
+    expect((r.body as unknown as ApiError).error.code).toBe("NOVA_FED_PROTOCOL");
+  });
+
+  it("shows a peer that stopped answering as stale, and its VMs too", async () => {
+    await until("north sees east", async () => (await globalVms(c)).includes("east/web"));
+    await c.server.close();
+    await until(
+      "east shows north stale",
+      async () => (await peersOf(a)).find((p) => p.name === "north")?.stale === true,
+    );
+    const clusters = (
+      await a.api<{ clusters: { name: string; stale: boolean }[] }>("GET", "/v1/federation/clusters")
+    ).body.clusters;
+    expect(clusters.find((x) => x.name === "north")?.stale).toBe(true);
+    expect(clusters.find((x) => x.name === "west")?.stale).toBe(false);
+    // east keeps serving its own API while a peer is down.
+    expect((await a.api("GET", "/v1/vms")).status).toBe(200);
+  });
+
+  it("keeps every record across a restart and resumes where it was", async () => {
+    await a.server.close();
+    const restarted = await startCluster("east", { dir: a.dir });
+    started.push(restarted);
+    a = restarted;
+    // Straight from the database, before any contact.
+    expect(await globalVms(a)).toEqual(["east/web", "west/db"]);
+    const hb2 = await addHost(b.server.store.db, "hb2");
+    await addVm(
+      b.server.store.db,
+      "cache",
+      (await b.server.store.db.query<{ id: string }>("SELECT id FROM images")).rows[0]!.id,
+      hb2,
+    );
+    await b.server.federation.publishNow();
+    await until("east sees west's new VM", async () => (await globalVms(a)).includes("west/cache"));
+  });
+
+  it("removes a peer: says what it held, drops its records, stops the exchange", async () => {
+    const removed = await b.api<{ peer: Peer; held: { hosts: number; vms: number; images: number } }>(
+      "DELETE",
+      "/v1/federation/peers/east",
+    );
+    expect(removed.status).toBe(200);
+    expect(removed.body.held).toEqual({ hosts: 1, vms: 1, images: 1 });
+    expect(removed.body.peer.state).toBe("removed");
+    expect(await globalVms(b)).toEqual(["west/cache", "west/db"]);
+    expect(await peerNames(b)).toEqual([]);
+    // east can no longer pull from west: its link fails and west shows as stale there.
+    await until(
+      "east shows west stale",
+      async () => (await peersOf(a)).find((p) => p.name === "west")?.stale === true,
+    );
   });
 });

@@ -325,6 +325,12 @@ export class Federation {
     }
     await this.o.store.write(async (tx, emit) => {
       const tokenId = await checkPeeringToken(tx, req.secret);
+      const already = (await listPeers(tx)).find((p) => p.id === c.id && p.state !== "removed");
+      if (already) {
+        throw new NovaError("NOVA_FED_PEER_EXISTS", `${this.self.name} and ${c.name} are already peers.`, {
+          details: { peer: already.name, id: c.id },
+        });
+      }
       if (c.name === this.self.name || req.takenNames.includes(this.self.name)) {
         throw new NovaError(
           "NOVA_FED_NAME_CLASH",
@@ -364,6 +370,20 @@ export class Federation {
   /** Peers this cluster with the one that made `tokenText`. */
   async addPeer(tokenText: string): Promise<Peer> {
     const t = parsePeeringToken(tokenText);
+    if (t.caFingerprint === this.o.pki.caFingerprint) {
+      throw new NovaError(
+        "NOVA_FED_PEER_EXISTS",
+        "This token belongs to this very cluster: a cluster cannot peer with itself.",
+      );
+    }
+    const known = (await listPeers(this.o.store.read)).find(
+      (p) => p.state !== "removed" && p.caFingerprint === t.caFingerprint,
+    );
+    if (known) {
+      throw new NovaError("NOVA_FED_PEER_EXISTS", `${this.self.name} and ${known.name} are already peers.`, {
+        details: { peer: known.name, id: known.id },
+      });
+    }
     let caPem: string;
     try {
       caPem = await fetchPresentedCa(t.apiUrl, 10_000);

@@ -62,6 +62,8 @@ export interface ServerOptions {
   advertiseHost?: string;
   /** Longest a federation pull waits for news (the idle heartbeat). @defaultValue 5000 */
   federationHeartbeatMs?: number;
+  /** A peer not heard from for this long is shown as stale. @defaultValue 3 heartbeats + 5 s */
+  federationStaleAfterMs?: number;
   logger?: Logger;
 }
 
@@ -179,6 +181,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         keyPem: pki.server.keyPem,
       },
       ...(options.federationHeartbeatMs ? { heartbeatMs: options.federationHeartbeatMs } : {}),
+      ...(options.federationStaleAfterMs ? { staleAfterMs: options.federationStaleAfterMs } : {}),
     });
   } catch (err) {
     await exec.close().catch(() => {});

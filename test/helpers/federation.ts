@@ -28,6 +28,7 @@ export async function startCluster(
     port: 0,
     clusterName: name,
     federationHeartbeatMs: 500,
+    federationStaleAfterMs: 2000,
     execWorkers: false,
     logger: pino({ level: process.env.NOVACRON_TEST_LOG ?? "silent" }),
     ...opts.extra,
