@@ -62,7 +62,9 @@ export async function runServer(o: ServerDaemonFlags): Promise<void> {
     execConfig,
     ...(o.execWorkers ? {} : { execWorkers: false }),
     ...(o.clusterName ? { clusterName: parseClusterName(o.clusterName) } : {}),
-    ...(o.federationPort !== undefined ? { federationPort: parsePort(o.federationPort, "--federation-port") } : {}),
+    ...(o.federationPort !== undefined
+      ? { federationPort: parsePort(o.federationPort, "--federation-port") }
+      : {}),
     ...(o.advertiseHost ? { advertiseHost: o.advertiseHost } : {}),
     ...(databaseUrl ? { databaseUrl } : {}),
   });
