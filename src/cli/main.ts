@@ -4,6 +4,7 @@
  */
 import { Command, CommanderError } from "commander";
 import { VERSION } from "../version.js";
+import { registerClusterCommands } from "./commands/clusters.js";
 import { type LoadDaemonLauncher, registerDaemonCommands } from "./commands/daemons.js";
 import { registerDlqCommands } from "./commands/dlq.js";
 import { registerExecCommands } from "./commands/exec.js";
@@ -37,6 +38,7 @@ export function buildProgram(deps: CliDeps = {}): Command {
   registerExecCommands(program);
   registerDlqCommands(program);
   registerTokenCommands(program);
+  registerClusterCommands(program);
   for (const cmd of program.commands) {
     cmd.exitOverride();
     for (const sub of cmd.commands) {
@@ -44,13 +46,13 @@ export function buildProgram(deps: CliDeps = {}): Command {
       // Resource commands talk to a server: each takes the client options itself, so
       // they may come anywhere after the command (`novacron vm list --json`).
       if (
-        ["host", "image", "vm", "migration", "exec", "dlq", "token"].includes(cmd.name()) &&
+        ["host", "image", "vm", "migration", "exec", "dlq", "token", "cluster"].includes(cmd.name()) &&
         sub.commands.length === 0
       )
         addClientOptions(sub);
       for (const leaf of sub.commands) {
         leaf.exitOverride();
-        if (cmd.name() === "exec") addClientOptions(leaf);
+        if (["exec", "cluster"].includes(cmd.name())) addClientOptions(leaf);
       }
     }
   }

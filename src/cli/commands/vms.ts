@@ -1,6 +1,8 @@
 /** `novacron vm create|list|show|start|stop|restart|delete|console`. */
 import { setTimeout as sleep } from "node:timers/promises";
+import type { Static } from "@sinclair/typebox";
 import type { Command } from "commander";
+import type { FederatedVm, FederatedVmList } from "../../api/types/federation.js";
 import type { Vm, VmConsole, VmList, VmsPost } from "../../api/types/vms.js";
 import { isNovaError, NovaError } from "../../lib/errors.js";
 import { parsePositiveInt } from "../../lib/flags.js";
@@ -9,6 +11,24 @@ import type { ApiClient } from "../client.js";
 import { seg } from "../client.js";
 import { apiFor } from "../context.js";
 import { printFields, printJson, printTable } from "../output.js";
+import { stateLabel } from "./clusters.js";
+
+export const FEDERATED_VM_HEADERS = ["NAME", "CLUSTER", "STATE", "HOST", "VCPUS", "MEMORY"];
+
+/**
+ * The rows of `vm list --all-clusters`: a VM of a cluster not heard from within the staleness
+ * bound (or quarantined) is marked "(stale)", never shown as current.
+ */
+export function federatedVmRows(vms: readonly FederatedVm[]): (string | number | null)[][] {
+  return vms.map((v) => [
+    v.name,
+    v.cluster.name,
+    stateLabel(v.state, v.stale),
+    v.host,
+    v.vcpus,
+    `${v.memoryMiB} MiB`,
+  ]);
+}
 
 /** Which end state an action waits for. */
 const WAIT_TARGET = {
@@ -151,8 +171,17 @@ export function registerVmCommands(program: Command): void {
 
   vm.command("list")
     .description("List VMs")
-    .action(async (_o, cmd: Command) => {
+    .option(
+      "--all-clusters",
+      "list the VMs of every cluster of the federation (this one and its peers), marking those of stale clusters",
+    )
+    .action(async (o: { allClusters?: boolean }, cmd: Command) => {
       const { api, json } = await apiFor(cmd);
+      if (o.allClusters) {
+        const { vms } = await api.get<Static<typeof FederatedVmList>>("/v1/federation/vms");
+        if (json) return printJson(vms);
+        return printTable(FEDERATED_VM_HEADERS, federatedVmRows(vms));
+      }
       const { vms } = await api.get<VmList>("/v1/vms");
       if (json) return printJson(vms);
       printTable(
