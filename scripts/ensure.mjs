@@ -58,6 +58,8 @@ const HOST_PACKAGES = [
   ["iproute2", () => has("ip")],
   // DWCP's TLS tests make throwaway certificates with it.
   ["openssl", () => has("openssl")],
+  // The federation fault suite runs one server with its clock minutes off (libfaketime).
+  ["faketime", () => has("faketime")],
 ];
 
 function has(cmd) {

@@ -519,8 +519,8 @@ export class Federation {
 
   // ---- views -----------------------------------------------------------------------------
 
-  private isStale(lastContactAt: string | null): boolean {
-    return lastContactAt === null || Date.now() - Date.parse(lastContactAt) > this.staleAfterMs;
+  private isStale(contactAgeMs: number | null): boolean {
+    return contactAgeMs === null || contactAgeMs > this.staleAfterMs;
   }
 
   /** Live peers as the API shows them. */
@@ -541,7 +541,7 @@ export class Federation {
       lastContactAt: p.lastContactAt,
       lastError: p.lastError,
       lagRecords: Math.max(0, p.peerSeq - (vector[p.id] ?? 0)),
-      stale: this.isStale(p.lastContactAt),
+      stale: this.isStale(p.contactAgeMs),
       quarantine:
         p.state === "quarantined"
           ? {
@@ -627,6 +627,7 @@ export class Federation {
 
   private async collect(m: FederationMetrics): Promise<void> {
     const peers = await this.listPeers();
+    const ages = new Map((await listPeers(this.o.store.read)).map((p) => [p.id, p.contactAgeMs]));
     m.peers.reset();
     m.lag.reset();
     m.contactAge.reset();
@@ -636,7 +637,7 @@ export class Federation {
       m.lag.set({ peer: p.name }, p.lagRecords);
       m.contactAge.set(
         { peer: p.name },
-        p.lastContactAt ? (Date.now() - Date.parse(p.lastContactAt)) / 1000 : -1,
+        (ages.get(p.id) ?? null) === null ? -1 : (ages.get(p.id) as number) / 1000,
       );
     }
   }

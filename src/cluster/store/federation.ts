@@ -286,6 +286,8 @@ export interface PeerRow {
   protocol: number;
   addedAt: string;
   lastContactAt: string | null;
+  /** Milliseconds since the last contact by the database's clock (the one that wrote it), null: never. */
+  contactAgeMs: number | null;
   lastError: string;
   peerSeq: number;
   quarantineKind: string | null;
@@ -306,6 +308,7 @@ interface PeerDbRow {
   protocol: number;
   added_at: Date;
   last_contact_at: Date | null;
+  contact_age_ms: number | string | null;
   last_error: string;
   peer_seq: string;
   quarantine_kind: string | null;
@@ -329,6 +332,7 @@ function toPeer(r: PeerDbRow): PeerRow {
     protocol: r.protocol,
     addedAt: iso(r.added_at)!,
     lastContactAt: iso(r.last_contact_at),
+    contactAgeMs: r.contact_age_ms === null ? null : Number(r.contact_age_ms),
     lastError: r.last_error,
     peerSeq: Number(r.peer_seq),
     quarantineKind: r.quarantine_kind,
@@ -374,7 +378,7 @@ export async function insertPeer(q: Queryable, p: NewPeer): Promise<PeerRow> {
   await q.query("DELETE FROM fed_peers WHERE id = $1 AND state = 'removed'", [p.id]);
   const { rows } = await q.query<PeerDbRow>(
     `INSERT INTO fed_peers (id, name, state, api_url, fed_host, fed_port, ca_pem, ca_fingerprint, signing_public_key, protocol)
-     VALUES ($1, $2, 'active', $3, $4, $5, $6, $7, $8, $9) RETURNING *`,
+     VALUES ($1, $2, 'active', $3, $4, $5, $6, $7, $8, $9) RETURNING *, NULL::float8 AS contact_age_ms`,
     [p.id, p.name, p.apiUrl, p.fedHost, p.fedPort, p.caPem, p.caFingerprint, p.signingPublicKey, p.protocol],
   );
   return toPeer(rows[0]!);
@@ -382,7 +386,12 @@ export async function insertPeer(q: Queryable, p: NewPeer): Promise<PeerRow> {
 
 /** Every peer, removed ones included, by name. */
 export async function listPeers(q: ReadQueryable): Promise<PeerRow[]> {
-  const { rows } = await q.query<PeerDbRow>("SELECT * FROM fed_peers ORDER BY name, added_at");
+  // The age is the database's arithmetic on its own timestamps, so a server whose clock is
+  // off never calls a peer stale (or current) by mistake.
+  const { rows } = await q.query<PeerDbRow>(
+    `SELECT *, (EXTRACT(EPOCH FROM (now() - last_contact_at)) * 1000)::float8 AS contact_age_ms
+       FROM fed_peers ORDER BY name, added_at`,
+  );
   return rows.map(toPeer);
 }
 
