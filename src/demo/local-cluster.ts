@@ -82,22 +82,38 @@ export class LocalCluster {
    * serves agents in network namespaces on a management network; this process still uses
    * 127.0.0.1.
    */
-  async startServer(extra: string[] = [], opts: { listenHost?: string } = {}): Promise<Daemon> {
-    const d = this.spawnDaemon("server", [
+  async startServer(
+    extra: string[] = [],
+    opts: {
+      listenHost?: string;
+      /** Run the server inside this network namespace. */
+      netns?: string;
+      /** The address this process reaches the server at (default 127.0.0.1). */
+      reachAt?: string;
+      /** Extra environment, e.g. libfaketime's LD_PRELOAD and FAKETIME for a clock that is off. */
+      env?: Record<string, string>;
+    } = {},
+  ): Promise<Daemon> {
+    const d = this.spawnDaemon(
       "server",
-      "--data-dir",
-      path.join(this.dir, "server"),
-      "--listen",
-      `${opts.listenHost ?? "127.0.0.1"}:${this.serverPort}`,
-      // The suites pick agent ports next to the server's; the federation takes any free one.
-      ...(extra.includes("--federation-port") ? [] : ["--federation-port", "0"]),
-      ...extra,
-    ]);
+      [
+        "server",
+        "--data-dir",
+        path.join(this.dir, "server"),
+        "--listen",
+        `${opts.listenHost ?? "127.0.0.1"}:${this.serverPort}`,
+        // The suites pick agent ports next to the server's; the federation takes any free one.
+        ...(extra.includes("--federation-port") ? [] : ["--federation-port", "0"]),
+        ...extra,
+      ],
+      opts.netns,
+      opts.env,
+    );
     await waitFor(() => d.output.some((l) => l.includes("NovaCron server listening")), {
       timeoutMs: 60_000,
       what: "the server banner",
     });
-    this.serverUrl = `https://127.0.0.1:${this.serverPort}`;
+    this.serverUrl = `https://${opts.reachAt ?? "127.0.0.1"}:${this.serverPort}`;
     this.adminToken = (await readFile(path.join(this.dir, "server", "admin.token"), "utf8")).trim();
     this.caPem = await readFile(this.caFile, "utf8");
     this.fetchServer = clusterFetch({ caPem: this.caPem }, { role: "server" });
@@ -293,14 +309,19 @@ export class LocalCluster {
     await rm(this.dir, { recursive: true, force: true });
   }
 
-  private spawnDaemon(name: string, args: string[], netns?: string): Daemon {
+  private spawnDaemon(
+    name: string,
+    args: string[],
+    netns?: string,
+    env: Record<string, string> = {},
+  ): Daemon {
     // `ip netns exec` execs the command in place, so the pid is still the daemon's.
     const [cmd, argv] = netns
       ? ["ip", ["netns", "exec", netns, process.execPath, BIN, ...args]]
       : [process.execPath, [BIN, ...args]];
     const proc = spawn(cmd, argv, {
       cwd: ROOT,
-      env: { ...process.env, NOVACRON_LOG_LEVEL: process.env.NOVACRON_LOG_LEVEL ?? "warn" },
+      env: { ...process.env, NOVACRON_LOG_LEVEL: process.env.NOVACRON_LOG_LEVEL ?? "warn", ...env },
       stdio: ["ignore", "pipe", "pipe"],
     });
     const output: string[] = [];
