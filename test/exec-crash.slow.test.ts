@@ -1,19 +1,16 @@
 // Crash safety of the execution system with real processes: a server (its worker pool)
 // killed with SIGKILL mid-step while a second server shares its PostgreSQL, and a private
 // PostgreSQL restarted under a running execution. No mocks: the leases expire for real.
-import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { chown, copyFile, mkdir, mkdtemp, rm } from "node:fs/promises";
+import { copyFile, mkdir } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
-import os from "node:os";
 import path from "node:path";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { waitFor } from "../src/lib/wait.js";
 import { TestCluster } from "./helpers/cluster.js";
 import { createPostgresDatabase, type TestDatabase } from "./helpers/databases.js";
+import { PrivatePostgres } from "./helpers/private-postgres.js";
 
-const run = promisify(execFile);
 const HOOK_PORT = 17970;
 const PRIVATE_PG_PORT = 55_437;
 
@@ -166,45 +163,20 @@ describe("execution crash safety", () => {
   });
 
   describe("PostgreSQL restarted under a running execution", () => {
-    let dir = "";
+    let pg: PrivatePostgres;
     let c: TestCluster;
-    const bin = async () => {
-      const { stdout } = await run("bash", ["-c", "ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1"]);
-      return stdout.trim();
-    };
-    const asPostgres = (cmd: string, args: string[]) =>
-      run("runuser", ["-u", "postgres", "--", cmd, ...args], { timeout: 60_000 });
 
     beforeAll(async () => {
-      dir = await mkdtemp(path.join(os.tmpdir(), "nc-pg-"));
-      await chown(
-        dir,
-        Number((await run("id", ["-u", "postgres"])).stdout),
-        Number((await run("id", ["-g", "postgres"])).stdout),
-      );
-      const b = await bin();
-      await asPostgres(`${b}/initdb`, ["-D", `${dir}/data`, "-A", "trust", "-U", "postgres"]);
-      await asPostgres(`${b}/pg_ctl`, [
-        "-D",
-        `${dir}/data`,
-        "-o",
-        `-p ${PRIVATE_PG_PORT} -k ${dir} -c listen_addresses=127.0.0.1`,
-        "-l",
-        `${dir}/log`,
-        "-w",
-        "start",
-      ]);
+      pg = await PrivatePostgres.start({ tcpPort: PRIVATE_PG_PORT });
       c = await TestCluster.create(17953);
     }, 120_000);
     afterAll(async () => {
       await c?.destroy();
-      const b = await bin();
-      await asPostgres(`${b}/pg_ctl`, ["-D", `${dir}/data`, "-m", "immediate", "-w", "stop"]).catch(() => {});
-      await rm(dir, { recursive: true, force: true });
+      await pg?.destroy();
     });
 
     it("reconnects its workers and finishes the execution", async () => {
-      const url = `postgres://postgres@127.0.0.1:${PRIVATE_PG_PORT}/postgres`;
+      const url = pg.tcpUrl("postgres");
       await c.startServer(["--database-url", url]);
       const res = await c.api<Exec>("POST", "/v1/executions", {
         plan: {
@@ -224,17 +196,7 @@ describe("execution crash safety", () => {
           (await c.api<Exec>("GET", `/v1/executions/${res.body.id}`)).body.steps[0]!.state === "running",
         { timeoutMs: 20_000, what: "the first step to run" },
       );
-      const b = await bin();
-      await asPostgres(`${b}/pg_ctl`, [
-        "-D",
-        `${dir}/data`,
-        "-m",
-        "fast",
-        "-w",
-        "restart",
-        "-o",
-        `-p ${PRIVATE_PG_PORT} -k ${dir} -c listen_addresses=127.0.0.1`,
-      ]);
+      await pg.restartServer();
       const done = await waitFor(
         async () => {
           const r = await c.api<Exec>("GET", `/v1/executions/${res.body.id}`).catch(() => undefined);

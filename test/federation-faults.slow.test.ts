@@ -116,8 +116,8 @@ describe.skipIf(unavailable !== null)("federation under faults", { timeout: 600_
     link = await WanLink.create({ spec: "wan", management: true });
     pg = await PrivatePostgres.start();
     for (const [name, port, ns, mgmt, addr] of [
-      ["east", 17960, () => link.nsA, () => link.management!.a, ADDR_A],
-      ["west", 17970, () => link.nsB, () => link.management!.b, ADDR_B],
+      ["east", 18160, () => link.nsA, () => link.management!.a, ADDR_A],
+      ["west", 18170, () => link.nsB, () => link.management!.b, ADDR_B],
     ] as const) {
       await pg.createDatabase(`fed_${name}`);
       const s: Site = {
