@@ -7,7 +7,7 @@
  */
 import type { KeyObject } from "node:crypto";
 import type { Logger } from "pino";
-import { ownedState, ownRecordIndex, putRecord, takeVersions } from "../cluster/store/federation.js";
+import { ownedState, ownRecordIndex, putRecords, takeVersions } from "../cluster/store/federation.js";
 import type { Store } from "../cluster/store/store.js";
 import { NovaError } from "../lib/errors.js";
 import { canonicalBody, type RecordKind, type SignedRecord, signRecord } from "./records.js";
@@ -67,11 +67,14 @@ export class Publisher {
           }
           throw err;
         }
-        await putRecord(tx, record, canonicalBody(record.body));
         written.push(record);
         version++;
       }
       // A skipped oversized record leaves a gap in the sequence: harmless, versions need not be dense.
+      await putRecords(
+        tx,
+        written.map((record) => ({ record, bodyJson: canonicalBody(record.body) })),
+      );
       return written;
     });
   }

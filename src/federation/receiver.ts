@@ -11,7 +11,7 @@ import { appendEvent } from "../cluster/store/events.js";
 import {
   addEvidence,
   liveOwners,
-  putRecord,
+  putRecords,
   raiseOwnSeq,
   raiseVector,
   recordsByKeys,
@@ -77,6 +77,7 @@ export async function applyBatch(
     const atVersion = await recordsByVersions(tx, records);
     const owners = await liveOwners(tx, records);
     const culprits = new Set<string>();
+    const accepted: { record: SignedRecord; bodyJson: string }[] = [];
     let ownSeq = 0;
     for (const r of records) {
       if (culprits.has(r.origin)) continue;
@@ -95,7 +96,7 @@ export async function applyBatch(
       const verdict: Verdict = judgeRecord(r, facts);
       switch (verdict.kind) {
         case "accept":
-          await putRecord(tx, r, canonicalBody(r.body));
+          accepted.push({ record: r, bodyJson: canonicalBody(r.body) });
           held.set(k, r);
           atVersion.set(`${r.origin}@${r.version}`, r);
           if (!r.deleted)
@@ -152,6 +153,7 @@ export async function applyBatch(
     }
     if (ownSeq > 0) await raiseOwnSeq(tx, ownSeq);
     if (culprits.has(sender)) return asked;
+    await putRecords(tx, accepted);
     const next = advanceVector(asked, batch.vector, records, batch.truncated);
     for (const c of culprits) if (c in next) next[c] = asked[c] ?? 0;
     const up: VersionVector = {};

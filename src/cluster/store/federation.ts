@@ -118,19 +118,45 @@ function toRecord(r: RecordRow): SignedRecordWire {
 }
 
 /**
- * Stores a record as the newest of its key. `bodyJson` is the exact text signed, kept so
- * that a relayed record verifies byte for byte; jsonb keeps a queryable copy.
+ * Stores records, each as the newest of its key (an older version never replaces a newer
+ * one); of several records for one key only the highest version is kept. `bodyJson` is the
+ * exact text signed, kept so that a relayed record verifies byte for byte; jsonb keeps a
+ * queryable copy. One statement per 5,000 records.
  */
-export async function putRecord(q: Queryable, r: SignedRecordWire, bodyJson: string): Promise<void> {
-  await q.query(
-    `INSERT INTO fed_records (origin, kind, id, version, deleted, body, body_json, issued_at, sig)
-     VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9)
-     ON CONFLICT (origin, kind, id) DO UPDATE SET version = EXCLUDED.version, deleted = EXCLUDED.deleted,
-       body = EXCLUDED.body, body_json = EXCLUDED.body_json, issued_at = EXCLUDED.issued_at,
-       sig = EXCLUDED.sig, received_at = now()
-     WHERE fed_records.version < EXCLUDED.version`,
-    [r.origin, r.kind, r.id, r.version, r.deleted, bodyJson, bodyJson, r.issuedAt, r.sig],
-  );
+export async function putRecords(
+  q: Queryable,
+  records: readonly { record: SignedRecordWire; bodyJson: string }[],
+): Promise<void> {
+  const newest = new Map<string, { record: SignedRecordWire; bodyJson: string }>();
+  for (const r of records) {
+    const k = `${r.record.origin}/${r.record.kind}/${r.record.id}`;
+    const had = newest.get(k);
+    if (!had || had.record.version < r.record.version) newest.set(k, r);
+  }
+  const rows = [...newest.values()];
+  for (let i = 0; i < rows.length; i += 5000) {
+    const chunk = rows.slice(i, i + 5000);
+    await q.query(
+      `INSERT INTO fed_records (origin, kind, id, version, deleted, body, body_json, issued_at, sig)
+       SELECT origin, kind, id, version, deleted, body_json::jsonb, body_json, issued_at, sig
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::boolean[], $6::text[], $7::text[], $8::text[])
+           AS t(origin, kind, id, version, deleted, body_json, issued_at, sig)
+       ON CONFLICT (origin, kind, id) DO UPDATE SET version = EXCLUDED.version, deleted = EXCLUDED.deleted,
+         body = EXCLUDED.body, body_json = EXCLUDED.body_json, issued_at = EXCLUDED.issued_at,
+         sig = EXCLUDED.sig, received_at = now()
+       WHERE fed_records.version < EXCLUDED.version`,
+      [
+        chunk.map((r) => r.record.origin),
+        chunk.map((r) => r.record.kind),
+        chunk.map((r) => r.record.id),
+        chunk.map((r) => r.record.version),
+        chunk.map((r) => r.record.deleted),
+        chunk.map((r) => r.bodyJson),
+        chunk.map((r) => r.record.issuedAt),
+        chunk.map((r) => r.record.sig),
+      ],
+    );
+  }
 }
 
 /** The record held for a key. */
