@@ -41,7 +41,11 @@ export const SignedRecordSchema = Type.Object(
 export type SignedRecordWire = Static<typeof SignedRecordSchema>;
 
 /** Origin → highest version held in full. */
-export const VectorSchema = Type.Record(Type.String({ format: "uuid" }), Type.Integer({ minimum: 0 }));
+export const VectorSchema = Type.Record(
+  Type.String({ pattern: "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$" }),
+  Type.Integer({ minimum: 0 }),
+  { maxProperties: 1000, additionalProperties: false },
+);
 
 /** ASS over DWCP: the first message each way on a session's channel. */
 export const AssHello = Type.Object({
