@@ -42,6 +42,7 @@ import {
 } from "../cluster/store/federation.js";
 import type { Store } from "../cluster/store/store.js";
 import { describeError, NovaError } from "../lib/errors.js";
+import { waitFor } from "../lib/wait.js";
 import { WakeableLoop } from "../lib/wakeable-loop.js";
 import { fingerprintOf, verifyIssued } from "../security/pki.js";
 import { clusterFetch, fetchPresentedCa, peerIdentityError } from "../security/tls-client.js";
@@ -467,7 +468,17 @@ export class Federation {
       return row;
     });
     await this.refresh();
-    return (await this.listPeers()).find((p) => p.id === peer.id)!;
+    // Show the peer after its first exchange when that comes soon, so the answer says
+    // whether the link works (a peer not reached yet is shown stale, with its last error).
+    const shown = async () => (await this.listPeers()).find((p) => p.id === peer.id)!;
+    await waitFor(
+      async () => {
+        const p = await shown();
+        return p.lastContactAt !== null || p.lastError !== "";
+      },
+      { timeoutMs: 5000, intervalMs: 100, what: "the first exchange" },
+    ).catch(() => {});
+    return shown();
   }
 
   /** Removes a peer: no more exchange, its records dropped; says what it held. */
