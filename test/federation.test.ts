@@ -176,3 +176,34 @@ describe("federation: peering and the global view", () => {
     );
   });
 });
+
+describe("federation: records travel through a third cluster", () => {
+  const cs: TestCluster[] = [];
+
+  afterAll(async () => {
+    for (const x of cs) await x.server.close().catch(() => {});
+    for (const x of cs) await rm(x.dir, { recursive: true, force: true });
+  });
+
+  it("reaches a cluster that cannot pull from the origin, signed by the origin, through a common peer", async () => {
+    const [a, b, c] = [await startCluster("east"), await startCluster("west"), await startCluster("north")];
+    cs.push(a, b, c);
+    await peer(a, b);
+    await peer(b, c);
+    await peer(a, c);
+    // north refuses east from now on (an admin's quarantine there): east can no longer pull from north.
+    const eastOnNorth = (await peersOf(c)).find((p) => p.name === "east")!;
+    await c.server.store.db.query("UPDATE fed_peers SET state = 'quarantined' WHERE id = $1", [
+      eastOnNorth.id,
+    ]);
+    await until("east to be refused by north", async () =>
+      /quarantined/.test((await peersOf(a)).find((p) => p.name === "north")?.lastError ?? ""),
+    );
+    const h = await addHost(c.server.store.db, "hn");
+    await addVm(c.server.store.db, "relayed", await addImage(c.server.store.db, "img"), h);
+    await c.server.federation.publishNow();
+    await until("east holds north's VM", async () => (await globalVms(a)).includes("north/relayed"));
+    // Still refused: the VM came through west, signed by north.
+    expect((await peersOf(a)).find((p) => p.name === "north")?.lastError).toMatch(/quarantined/);
+  });
+});

@@ -9,7 +9,7 @@
  */
 import type { TLSSocket } from "node:tls";
 import type { Logger } from "pino";
-import { type AssBatch, FEDERATION_PROTOCOL } from "../api/types/federation.js";
+import { type AssBatch, type AssRefusal, FEDERATION_PROTOCOL } from "../api/types/federation.js";
 import { type PeerRow, readClusterIdentity, readVector, recordsSince } from "../cluster/store/federation.js";
 import type { Store } from "../cluster/store/store.js";
 import type { Channel } from "../dwcp/amst/channel.js";
@@ -22,6 +22,9 @@ import { BATCH_LIMITS, MAX_PULL_BYTES, readHello, readPull, send } from "./ass-w
 import type { Changes } from "./changes.js";
 import { recordSize, type SignedRecord } from "./records.js";
 import type { VersionVector } from "./version-vector.js";
+
+/** Sessions one peer may hold open at once. */
+const MAX_SESSIONS_PER_PEER = 4;
 
 /** What the listener needs from the federation. */
 export interface AssListenerDeps {
@@ -94,8 +97,9 @@ export class AssListener {
     return this.listener.port;
   }
 
-  /** Trusts a new set of peer CAs (a peer was added or removed). */
+  /** Trusts a new set of peer CAs (a peer was added or removed); a no-op when nothing changed. */
   setPeerCas(peerCas: string[]): void {
+    if (peerCas.join("\n") === this.tlsMaterial.peerCas.join("\n")) return;
     this.tlsMaterial = { ...this.tlsMaterial, peerCas };
     this.listener.updateTls({
       ca: [this.tlsMaterial.ownCaPem, ...peerCas],
@@ -155,6 +159,14 @@ export class AssListener {
       throw err;
     }
     const set = this.byPeer.get(peer.id) ?? new Set();
+    if (set.size >= MAX_SESSIONS_PER_PEER) {
+      // An honest peer holds one session to us (two while it replaces a broken one).
+      session.destroy(new NovaError("NOVA_FED_PROTOCOL", "too many sessions from one peer"));
+      throw new NovaError(
+        "NOVA_FED_PROTOCOL",
+        `${peer.name} opened more than ${MAX_SESSIONS_PER_PEER} sessions`,
+      );
+    }
     set.add(session);
     this.byPeer.set(peer.id, set);
     try {
@@ -195,31 +207,38 @@ export class AssListener {
     for (;;) {
       const pull = await readPull(ch);
       if (pull === null) return;
-      const now = (await this.deps.peers()).find((p) => p.id === peer.id);
-      if (now?.state !== "active") {
-        await send(ch, {
-          type: "error",
-          code: now ? "NOVA_FED_QUARANTINED" : "NOVA_FED_PEER_UNKNOWN",
-          message: now
-            ? `${this.deps.self.name} has quarantined ${peer.name}: ${now.quarantineReason}`
-            : `${this.deps.self.name} no longer peers with ${peer.name}`,
-        });
-        return;
-      }
-      const batch = await this.answer(pull.vector, pull.waitMs);
-      const bytes = Buffer.byteLength(JSON.stringify(batch));
-      this.deps.onBytes?.(bytes);
-      await send(ch, batch);
+      const answer = await this.answer(peer, pull.vector, pull.waitMs);
+      this.deps.onBytes?.(Buffer.byteLength(JSON.stringify(answer)));
+      await send(ch, answer);
+      if (answer.type === "error") return;
     }
   }
 
-  /** The batch for a pull: records past `asked` for origins we may vouch for, waiting up to `waitMs` for one. */
-  private async answer(asked: VersionVector, waitMs: number): Promise<AssBatch> {
+  /** A refusal when `peer` is no longer active here (checked before every answer). */
+  private refusal(peer: PeerRow, peers: readonly PeerRow[]): AssRefusal | null {
+    const now = peers.find((p) => p.id === peer.id);
+    if (now?.state === "active") return null;
+    return {
+      type: "error",
+      code: now ? "NOVA_FED_QUARANTINED" : "NOVA_FED_PEER_UNKNOWN",
+      message: now
+        ? `${this.deps.self.name} has quarantined ${peer.name}: ${now.quarantineReason}`
+        : `${this.deps.self.name} no longer peers with ${peer.name}`,
+    };
+  }
+
+  /**
+   * The batch for a pull: records past `asked` for origins we may vouch for, waiting up to
+   * `waitMs` for one; a refusal instead once `peer` is no longer active here.
+   */
+  private async answer(peer: PeerRow, asked: VersionVector, waitMs: number): Promise<AssBatch | AssRefusal> {
     const deadline = Date.now() + waitMs;
     for (;;) {
       if (this.closed) throw new NovaError("NOVA_DWCP_CLOSED", "the federation listener is closing");
       const seen = this.deps.changes.current;
       const peers = await this.deps.peers();
+      const refused = this.refusal(peer, peers);
+      if (refused) return refused;
       const vouch = new Set([
         this.deps.self.id,
         ...peers.filter((p) => p.state === "active").map((p) => p.id),
