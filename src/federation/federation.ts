@@ -11,6 +11,7 @@ import { Value } from "@sinclair/typebox/value";
 import "./formats.js";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
+import type { ClusterEvent } from "../api/types/events.js";
 import {
   type ClusterCard,
   FEDERATION_PROTOCOL,
@@ -22,6 +23,7 @@ import {
   type RedeemResponse,
   RedeemResponse as RedeemResponseSchema,
 } from "../api/types/federation.js";
+import type { Queryable } from "../cluster/store/db.js";
 import { appendEvent } from "../cluster/store/events.js";
 import {
   checkPeeringToken,
@@ -34,6 +36,7 @@ import {
   listEvidence,
   listPeers,
   liveRecords,
+  type NewPeer,
   type PeerRow,
   readVector,
   recordCounts,
@@ -339,22 +342,32 @@ export class Federation {
           { details: { ours: this.self.name, theirs: c.name } },
         );
       }
-      const peer = await insertPeer(tx, this.peerFromCard(c));
+      await this.pin(tx, emit, c);
       await useToken(tx, tokenId, c.id);
-      emit(
-        await appendEvent(tx, {
-          type: "federation.peer.added",
-          resourceType: "peer",
-          resourceId: peer.id,
-          data: { name: peer.name },
-        }),
-      );
     });
     this.refreshLoop.wake();
     return { cluster: this.card() };
   }
 
-  private peerFromCard(c: ClusterCard) {
+  /** Pins a cluster as an active peer (its CA and signing key) and records the event. */
+  private async pin(tx: Queryable, emit: (e: ClusterEvent) => void, c: ClusterCard): Promise<PeerRow> {
+    const row = await insertPeer(tx, this.peerFromCard(c));
+    await this.event(tx, emit, "federation.peer.added", row.id, { name: row.name });
+    return row;
+  }
+
+  /** Records a federation event about a peer, published after the commit. */
+  private async event(
+    tx: Queryable,
+    emit: (e: ClusterEvent) => void,
+    type: string,
+    peerId: string,
+    data: Record<string, unknown>,
+  ): Promise<void> {
+    emit(await appendEvent(tx, { type, resourceType: "peer", resourceId: peerId, data }));
+  }
+
+  private peerFromCard(c: ClusterCard): NewPeer {
     return {
       id: c.id,
       name: c.name,
@@ -454,19 +467,8 @@ export class Federation {
     if (fingerprintOf(card.caPem) !== t.caFingerprint) {
       throw new NovaError("NOVA_TLS_UNTRUSTED", "The peer's card names another CA than the token pins.");
     }
-    const peer = await this.o.store.write(async (tx, emit) => {
-      // The other side checked our names; a clash can only come from a peer added here meanwhile.
-      const row = await insertPeer(tx, this.peerFromCard(card));
-      emit(
-        await appendEvent(tx, {
-          type: "federation.peer.added",
-          resourceType: "peer",
-          resourceId: row.id,
-          data: { name: row.name },
-        }),
-      );
-      return row;
-    });
+    // The other side checked our names; a clash can only come from a peer added here meanwhile.
+    const peer = await this.o.store.write((tx, emit) => this.pin(tx, emit, card));
     await this.refresh();
     // Show the peer after its first exchange when that comes soon, so the answer says
     // whether the link works (a peer not reached yet is shown stale, with its last error).
@@ -485,18 +487,18 @@ export class Federation {
   async removePeer(nameOrId: string): Promise<PeerRemoved> {
     const before = await getLivePeer(this.o.store.read, nameOrId);
     const shown = (await this.listPeers()).find((p) => p.id === before.id)!;
-    const counts = (await recordCounts(this.o.store.read)).get(before.id) ?? { hosts: 0, vms: 0, images: 0 };
-    await this.o.store.write(async (tx, emit) => {
+    const counts = await this.o.store.write(async (tx, emit) => {
+      // Counted in the transaction that deletes them: what it held is exactly what went.
+      const held = (await recordCounts(tx)).get(before.id) ?? { hosts: 0, vms: 0, images: 0 };
       await transitionPeer(tx, before.id, before.state, "removed");
       await deleteRecordsOf(tx, before.id);
-      emit(
-        await appendEvent(tx, {
-          type: "federation.peer.removed",
-          resourceType: "peer",
-          resourceId: before.id,
-          data: { name: before.name, hosts: counts.hosts, vms: counts.vms, images: counts.images },
-        }),
-      );
+      await this.event(tx, emit, "federation.peer.removed", before.id, {
+        name: before.name,
+        hosts: held.hosts,
+        vms: held.vms,
+        images: held.images,
+      });
+      return held;
     });
     await this.refresh();
     return {
@@ -515,14 +517,7 @@ export class Federation {
     }
     await this.o.store.write(async (tx, emit) => {
       await transitionPeer(tx, peer.id, "quarantined", "active");
-      emit(
-        await appendEvent(tx, {
-          type: "federation.peer.unquarantined",
-          resourceType: "peer",
-          resourceId: peer.id,
-          data: { name: peer.name },
-        }),
-      );
+      await this.event(tx, emit, "federation.peer.unquarantined", peer.id, { name: peer.name });
     });
     await this.refresh();
     return (await this.listPeers()).find((p) => p.id === peer.id)!;

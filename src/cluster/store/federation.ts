@@ -298,11 +298,10 @@ export async function raiseVector(q: Queryable, entries: Record<string, number>)
 
 // ---- peers -----------------------------------------------------------------------------
 
-/** A peer row. */
-export interface PeerRow {
+/** What a new peer row holds. */
+export interface NewPeer {
   id: string;
   name: string;
-  state: PeerState;
   apiUrl: string;
   fedHost: string;
   fedPort: number;
@@ -310,6 +309,11 @@ export interface PeerRow {
   caFingerprint: string;
   signingPublicKey: string;
   protocol: number;
+}
+
+/** A peer row. */
+export interface PeerRow extends NewPeer {
+  state: PeerState;
   addedAt: string;
   lastContactAt: string | null;
   /** Milliseconds since the last contact by the database's clock (the one that wrote it), null: never. */
@@ -365,19 +369,6 @@ function toPeer(r: PeerDbRow): PeerRow {
     quarantineReason: r.quarantine_reason,
     quarantinedAt: iso(r.quarantined_at),
   };
-}
-
-/** What a new peer row holds. */
-export interface NewPeer {
-  id: string;
-  name: string;
-  apiUrl: string;
-  fedHost: string;
-  fedPort: number;
-  caPem: string;
-  caFingerprint: string;
-  signingPublicKey: string;
-  protocol: number;
 }
 
 /**
