@@ -61,6 +61,19 @@ describe("federation: peering and the global view", () => {
     expect(east?.signingKeyFingerprint).toMatch(/^sha256:[0-9a-f]{64}$/);
   });
 
+  it("is quiet when nothing changes: no record is written, only heartbeats cross", async () => {
+    const seq = async (c: TestCluster) =>
+      Number((await c.server.store.db.query<{ seq: string }>("SELECT seq FROM cluster_info")).rows[0]!.seq);
+    await a.server.federation.publishNow();
+    const before = [await seq(a), await seq(b)];
+    const contact = (await peersOf(b))[0]!.lastContactAt;
+    // A heartbeat (500 ms here) crosses: the link stays in contact, and nobody publishes.
+    await until("a heartbeat", async () => (await peersOf(b))[0]!.lastContactAt !== contact);
+    await a.server.federation.publishNow();
+    await b.server.federation.publishNow();
+    expect([await seq(a), await seq(b)]).toEqual(before);
+  });
+
   it("refuses bad peering input with a stable code and changes nothing", async () => {
     const expectRefused = async (
       r: { status: number; body: unknown },
@@ -157,15 +170,34 @@ describe("federation: peering and the global view", () => {
     );
     await b.server.federation.publishNow();
     await until("east sees west's new VM", async () => (await globalVms(a)).includes("west/cache"));
+    // And the other way: east came back on new ports and said so in its hello.
+    const ha2 = await addHost(a.server.store.db, "ha2");
+    await addVm(
+      a.server.store.db,
+      "later",
+      (await a.server.store.db.query<{ id: string }>("SELECT id FROM images")).rows[0]!.id,
+      ha2,
+    );
+    await a.server.federation.publishNow();
+    await until("west sees east's new VM", async () => (await globalVms(b)).includes("east/later"));
+  });
+
+  it("follows a peer that renames itself", async () => {
+    await a.server.close();
+    const renamed = await startCluster("eastern", { dir: a.dir });
+    started.push(renamed);
+    a = renamed;
+    await until("west to call it eastern", async () => (await peerNames(b)).join() === "eastern");
+    expect(await globalVms(b)).toContain("eastern/web");
   });
 
   it("removes a peer: says what it held, drops its records, stops the exchange", async () => {
     const removed = await b.api<{ peer: Peer; held: { hosts: number; vms: number; images: number } }>(
       "DELETE",
-      "/v1/federation/peers/east",
+      "/v1/federation/peers/eastern",
     );
     expect(removed.status).toBe(200);
-    expect(removed.body.held).toEqual({ hosts: 1, vms: 1, images: 1 });
+    expect(removed.body.held).toEqual({ hosts: 2, vms: 2, images: 1 });
     expect(removed.body.peer.state).toBe("removed");
     expect(await globalVms(b)).toEqual(["west/cache", "west/db"]);
     expect(await peerNames(b)).toEqual([]);

@@ -10,7 +10,13 @@
 import type { TLSSocket } from "node:tls";
 import type { Logger } from "pino";
 import { type AssBatch, type AssRefusal, FEDERATION_PROTOCOL } from "../api/types/federation.js";
-import { type PeerRow, readClusterIdentity, readVector, recordsSince } from "../cluster/store/federation.js";
+import {
+  followPeerCard,
+  type PeerRow,
+  readClusterIdentity,
+  readVector,
+  recordsSince,
+} from "../cluster/store/federation.js";
 import type { Store } from "../cluster/store/store.js";
 import type { Channel } from "../dwcp/amst/channel.js";
 import { DwcpListener } from "../dwcp/amst/listen.js";
@@ -20,6 +26,7 @@ import { verifyIssued } from "../security/pki.js";
 import { peerIdentityError } from "../security/tls-client.js";
 import { BATCH_LIMITS, MAX_PULL_BYTES, readHello, readPull, send } from "./ass-wire.js";
 import type { Changes } from "./changes.js";
+import { parseFederationAddress } from "./receiver.js";
 import { recordSize, type SignedRecord } from "./records.js";
 import type { VersionVector } from "./version-vector.js";
 
@@ -190,6 +197,9 @@ export class AssListener {
       });
       return;
     }
+    // The peer says where it listens now (its certificate vouches for it): follow a move.
+    const moved = parseFederationAddress(hello.federation);
+    if (moved.fedHost) await followPeerCard(this.deps.store.db, peer.id, moved);
     if (peer.state === "quarantined") {
       await send(ch, {
         type: "error",

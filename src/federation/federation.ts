@@ -244,6 +244,7 @@ export class Federation {
     return new PeerLink(p, {
       store: this.o.store,
       self: this.self,
+      selfAddress: () => this.summary().federation,
       tls: { certChainPem: this.o.pki.certChainPem, keyPem: this.o.pki.keyPem },
       roster: () => this.roster(),
       changes: this.changes,

@@ -10,6 +10,7 @@
 import type { Logger } from "pino";
 import { FEDERATION_PROTOCOL } from "../api/types/federation.js";
 import {
+  getPeerById,
   notePeerContact,
   type PeerRow,
   readClusterIdentity,
@@ -29,6 +30,8 @@ import type { VersionVector } from "./version-vector.js";
 export interface PeerLinkDeps {
   store: Store;
   self: { id: string; name: string };
+  /** Where peers reach our own listener (host:port), told in every hello. */
+  selfAddress: () => string;
   tls: { certChainPem: string; keyPem: string };
   roster: () => Promise<Roster>;
   changes: Changes;
@@ -111,7 +114,9 @@ export class PeerLink {
 
   /** One session: hello, then pulls until something fails. True when the link must end for good. */
   private async exchange(connected: () => void): Promise<boolean> {
-    const p = this.peer;
+    // Fresh each time: the peer may have moved (its signed cluster record says where to).
+    const p = await getPeerById(this.deps.store.read, this.peer.id);
+    if (!p) return true;
     const session = await dialSession({
       host: p.fedHost,
       port: p.fedPort,
@@ -134,6 +139,7 @@ export class PeerLink {
       protocol: FEDERATION_PROTOCOL,
       cluster: this.deps.self.id,
       name: this.deps.self.name,
+      federation: this.deps.selfAddress(),
     });
     const hello = await this.bounded(readHello(ch), 10_000, "hello");
     if (hello.cluster !== p.id) {

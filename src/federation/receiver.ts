@@ -10,6 +10,7 @@ import type { AssBatch } from "../api/types/federation.js";
 import { appendEvent } from "../cluster/store/events.js";
 import {
   addEvidence,
+  followPeerCard,
   liveOwners,
   putRecords,
   raiseOwnSeq,
@@ -50,6 +51,27 @@ export interface BatchOutcome {
   violations: Violation[];
   /** The vector after the batch. */
   vector: VersionVector;
+}
+
+const NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+/** `host:port` (IPv6 in brackets) as a federation address, or nothing when malformed. */
+export function parseFederationAddress(
+  text: unknown,
+): { fedHost: string; fedPort: number } | Record<string, never> {
+  const m = typeof text === "string" ? /^(.{1,255}):(\d{1,5})$/.exec(text) : null;
+  const port = m ? Number(m[2]) : 0;
+  if (!m || port < 1 || port > 65535) return {};
+  return { fedHost: m[1]!.replace(/^\[|\]$/g, ""), fedPort: port };
+}
+
+/** The name and federation address a cluster record states, where well-formed. */
+export function cardOf(record: SignedRecord): { name?: string; fedHost?: string; fedPort?: number } {
+  const b = record.body ?? {};
+  return {
+    ...(typeof b.name === "string" && NAME.test(b.name) ? { name: b.name } : {}),
+    ...parseFederationAddress(b.federation),
+  };
 }
 
 /** Applies `batch`, the answer of `sender` to a pull that asked with `asked`. */
@@ -152,8 +174,16 @@ export async function applyBatch(
       if (culprits.has(sender)) break;
     }
     if (ownSeq > 0) await raiseOwnSeq(tx, ownSeq);
-    if (culprits.has(sender)) return asked;
+    if (culprits.has(sender)) {
+      outcome.accepted = 0; // judged acceptable, but a lying sender's batch is dropped whole
+      return asked;
+    }
     await putRecords(tx, accepted);
+    // A peer's own cluster record carries its name and federation address: follow them.
+    for (const { record } of accepted) {
+      if (record.kind === "cluster" && !record.deleted)
+        await followPeerCard(tx, record.origin, cardOf(record));
+    }
     const next = advanceVector(asked, batch.vector, records, batch.truncated);
     for (const c of culprits) if (c in next) next[c] = asked[c] ?? 0;
     const up: VersionVector = {};

@@ -52,7 +52,9 @@ export const AssHello = Type.Object({
   type: Type.Literal("hello"),
   protocol: Type.Integer(),
   cluster: Uuid,
-  name: Type.String(),
+  name: Type.String({ maxLength: 63 }),
+  /** The dialer's own federation address (host:port): where the listener can pull from it. */
+  federation: Type.Optional(Type.String({ maxLength: 300 })),
 });
 export type AssHello = Static<typeof AssHello>;
 

@@ -455,6 +455,35 @@ export async function transitionPeer(
   }
 }
 
+/**
+ * Follows what a peer says of itself in its own signed `cluster` record: a new name
+ * (unless another live peer has it already) and a new federation address.
+ */
+export async function followPeerCard(
+  q: Queryable,
+  id: string,
+  card: { name?: string; fedHost?: string; fedPort?: number },
+): Promise<void> {
+  if (card.name) {
+    await q.query(
+      `UPDATE fed_peers SET name = $2 WHERE id = $1 AND state <> 'removed' AND name <> $2
+         AND NOT EXISTS (SELECT 1 FROM fed_peers o WHERE o.name = $2 AND o.state <> 'removed' AND o.id <> $1)`,
+      [id, card.name],
+    );
+  }
+  if (card.fedHost && card.fedPort) {
+    await q.query(
+      "UPDATE fed_peers SET fed_host = $2, fed_port = $3 WHERE id = $1 AND (fed_host <> $2 OR fed_port <> $3)",
+      [id, card.fedHost, card.fedPort],
+    );
+  }
+}
+
+/** A live peer by id, fresh from the table. */
+export async function getPeerById(q: ReadQueryable, id: string): Promise<PeerRow | undefined> {
+  return (await listPeers(q)).find((p) => p.id === id && p.state !== "removed");
+}
+
 /** Notes a successful exchange (and the peer's sequence then) or a failed one. */
 export async function notePeerContact(
   q: Queryable,
