@@ -22,6 +22,7 @@ import type { Channel } from "../dwcp/amst/channel.js";
 import { DwcpListener } from "../dwcp/amst/listen.js";
 import type { DwcpSession } from "../dwcp/amst/session.js";
 import { describeError, NovaError } from "../lib/errors.js";
+import { withDeadline } from "../lib/wait.js";
 import { verifyIssued } from "../security/pki.js";
 import { peerIdentityError } from "../security/tls-client.js";
 import { BATCH_LIMITS, MAX_PULL_BYTES, readHello, readPull, send } from "./ass-wire.js";
@@ -29,6 +30,10 @@ import type { Changes } from "./changes.js";
 import { parseFederationAddress } from "./receiver.js";
 import { recordSize, type SignedRecord } from "./records.js";
 import type { VersionVector } from "./version-vector.js";
+
+/** How long a session may take to open its channel and say hello. */
+const HELLO_DEADLINE_MS = 10_000;
+const silent = (): Error => new NovaError("NOVA_FED_PROTOCOL", `no hello within ${HELLO_DEADLINE_MS} ms`);
 
 /** Sessions one peer may hold open at once. */
 const MAX_SESSIONS_PER_PEER = 4;
@@ -144,23 +149,49 @@ export class AssListener {
     }
   }
 
-  /** Which live peer this session's client certificate belongs to, or why none. */
-  private async identify(session: DwcpSession): Promise<PeerRow> {
+  /**
+   * The live peers this session's client certificate may belong to: those whose pinned CA
+   * issued it (several when clusters share one CA; the hello then says which).
+   */
+  private async candidates(session: DwcpSession): Promise<PeerRow[]> {
     const socket = session.connectionSockets()[0] as TLSSocket | undefined;
     const cert = socket?.getPeerCertificate?.();
     if (!cert?.raw) throw new NovaError("NOVA_UNAUTHENTICATED", "no client certificate");
     const identityError = peerIdentityError(cert, { role: "server" });
     if (identityError) throw new NovaError("NOVA_UNAUTHENTICATED", identityError.message);
     const pem = pemOf(cert.raw);
-    const peer = (await this.deps.peers()).find((p) => verifyIssued(pem, p.caPem));
-    if (!peer) throw new NovaError("NOVA_FED_PEER_UNKNOWN", "the client certificate is no peer's");
-    return peer;
+    const peers = (await this.deps.peers()).filter((p) => verifyIssued(pem, p.caPem));
+    if (peers.length === 0)
+      throw new NovaError("NOVA_FED_PEER_UNKNOWN", "the client certificate is no peer's");
+    return peers;
   }
 
   private async serveSession(session: DwcpSession): Promise<void> {
+    let candidates: PeerRow[];
+    let ch: Channel;
     let peer: PeerRow;
     try {
-      peer = await this.identify(session);
+      candidates = await this.candidates(session);
+      // One exchange at a time: a peer gets one channel, and says hello within the bound.
+      const opened = await withDeadline(session.accept(), HELLO_DEADLINE_MS, silent);
+      ch = opened;
+      const hello = await withDeadline(readHello(opened), HELLO_DEADLINE_MS, silent);
+      const named = candidates.find((p) => p.id === hello.cluster);
+      if (!named) {
+        await send(ch, {
+          type: "error",
+          code: "NOVA_UNAUTHENTICATED",
+          message: "the hello names another cluster than the certificate",
+        });
+        throw new NovaError(
+          "NOVA_UNAUTHENTICATED",
+          `a peer's certificate, but a hello naming ${hello.cluster}`,
+        );
+      }
+      peer = named;
+      // The peer says where it listens now (its certificate vouches for it): follow a move.
+      const moved = parseFederationAddress(hello.federation);
+      if (moved.fedHost) await followPeerCard(this.deps.store.db, peer.id, moved);
     } catch (err) {
       session.destroy(err as Error);
       throw err;
@@ -177,8 +208,6 @@ export class AssListener {
     set.add(session);
     this.byPeer.set(peer.id, set);
     try {
-      // One exchange at a time: a peer gets one channel; a second one ends the session.
-      const ch = await session.accept();
       await this.serveChannel(ch, peer);
       await ch.end().catch(() => {});
     } finally {
@@ -188,18 +217,6 @@ export class AssListener {
   }
 
   private async serveChannel(ch: Channel, peer: PeerRow): Promise<void> {
-    const hello = await readHello(ch);
-    if (hello.cluster !== peer.id) {
-      await send(ch, {
-        type: "error",
-        code: "NOVA_UNAUTHENTICATED",
-        message: "the hello names another cluster than the certificate",
-      });
-      return;
-    }
-    // The peer says where it listens now (its certificate vouches for it): follow a move.
-    const moved = parseFederationAddress(hello.federation);
-    if (moved.fedHost) await followPeerCard(this.deps.store.db, peer.id, moved);
     if (peer.state === "quarantined") {
       await send(ch, {
         type: "error",

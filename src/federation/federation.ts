@@ -385,20 +385,6 @@ export class Federation {
   /** Peers this cluster with the one that made `tokenText`. */
   async addPeer(tokenText: string): Promise<Peer> {
     const t = parsePeeringToken(tokenText);
-    if (t.caFingerprint === this.o.pki.caFingerprint) {
-      throw new NovaError(
-        "NOVA_FED_PEER_EXISTS",
-        "This token belongs to this very cluster: a cluster cannot peer with itself.",
-      );
-    }
-    const known = (await listPeers(this.o.store.read)).find(
-      (p) => p.state !== "removed" && p.caFingerprint === t.caFingerprint,
-    );
-    if (known) {
-      throw new NovaError("NOVA_FED_PEER_EXISTS", `${this.self.name} and ${known.name} are already peers.`, {
-        details: { peer: known.name, id: known.id },
-      });
-    }
     let caPem: string;
     try {
       caPem = await fetchPresentedCa(t.apiUrl, 10_000);

@@ -20,6 +20,7 @@ import type { Store } from "../cluster/store/store.js";
 import { dialSession } from "../dwcp/amst/dial.js";
 import type { DwcpSession } from "../dwcp/amst/session.js";
 import { describeError, NovaError } from "../lib/errors.js";
+import { withDeadline } from "../lib/wait.js";
 import { peerIdentityError } from "../security/tls-client.js";
 import { ASS_CHANNEL, MAX_BATCH_BYTES, readBatch, readHello, send } from "./ass-wire.js";
 import type { Changes } from "./changes.js";
@@ -177,14 +178,10 @@ export class PeerLink {
   }
 
   private bounded<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        reject(
-          new NovaError("NOVA_FED_PEER_UNREACHABLE", `${this.peer.name} sent no ${what} within ${ms} ms`),
-        );
-      }, ms);
-    });
-    return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+    return withDeadline(
+      p,
+      ms,
+      () => new NovaError("NOVA_FED_PEER_UNREACHABLE", `${this.peer.name} sent no ${what} within ${ms} ms`),
+    );
   }
 }

@@ -44,3 +44,15 @@ export async function waitFor<T>(
     await sleep(intervalMs, undefined, options.signal ? { signal: options.signal } : undefined);
   }
 }
+
+/**
+ * `promise`, or the error `expired()` makes when it has not settled within `ms`. The
+ * timer is cleared either way; the promise itself is not cancelled (close what it waits on).
+ */
+export function withDeadline<T>(promise: Promise<T>, ms: number, expired: () => Error): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(expired()), ms);
+  });
+  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
+}
