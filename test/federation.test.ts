@@ -239,3 +239,34 @@ describe("federation: records travel through a third cluster", () => {
     expect((await peersOf(a)).find((p) => p.name === "north")?.lastError).toMatch(/quarantined/);
   });
 });
+
+describe("federation: two clusters under one CA", () => {
+  const cs: TestCluster[] = [];
+
+  afterAll(async () => {
+    for (const x of cs) await x.server.close().catch(() => {});
+    for (const x of cs) await rm(x.dir, { recursive: true, force: true });
+  });
+
+  it("peer and converge: the hello says which cluster a certificate of the shared CA is", async () => {
+    const a = await startCluster("east");
+    cs.push(a);
+    const b = await startCluster("west", {
+      extra: { caCertFile: `${a.dir}/pki/ca.crt`, caKeyFile: `${a.dir}/pki/ca.key` },
+    });
+    cs.push(b);
+    expect(b.server.caFingerprint).toBe(a.server.caFingerprint);
+    await peer(a, b);
+    const ha = await addHost(a.server.store.db, "ha");
+    await addVm(a.server.store.db, "web", await addImage(a.server.store.db, "img"), ha);
+    await a.server.federation.publishNow();
+    const hb = await addHost(b.server.store.db, "hb");
+    await addVm(b.server.store.db, "db", await addImage(b.server.store.db, "img"), hb);
+    await b.server.federation.publishNow();
+    const want = ["east/web", "west/db"].join();
+    await until(
+      "both views",
+      async () => (await globalVms(a)).join() === want && (await globalVms(b)).join() === want,
+    );
+  });
+});
