@@ -34,6 +34,10 @@
  *   --idle S          idle window in seconds (default 30)
  *   --vms N           VMs across the federation (default 10000)
  *   --partition MODE  all | one (default all)
+ *   --stall S         give up on convergence when no cluster gained a VM record for S
+ *                     seconds (default 90); the row then says why (converge_error: the
+ *                     servers' distinct federation errors since the heal) and step 4 is
+ *                     skipped
  *   --quick           small numbers for a smoke run (10 changes, 5 loaded, 5 s idle, 600 VMs)
  *   --json            one JSON object per line instead of the table
  *
@@ -81,6 +85,7 @@ interface Options {
   idleS: number;
   vms: number;
   partition: "all" | "one";
+  stallS: number;
   json: boolean;
   quick: boolean;
 }
@@ -95,6 +100,7 @@ function options(): Options {
       idle: { type: "string" },
       vms: { type: "string" },
       partition: { type: "string", default: "all" },
+      stall: { type: "string" },
       quick: { type: "boolean", default: false },
       json: { type: "boolean", default: false },
     },
@@ -118,6 +124,7 @@ function options(): Options {
     idleS: num(values.idle, 30, 5, "idle"),
     vms: num(values.vms, 10_000, 600, "vms"),
     partition: values.partition,
+    stallS: num(values.stall, 90, 60, "stall"),
     json: values.json ?? false,
     quick,
   };
@@ -146,8 +153,9 @@ for (const sig of ["SIGINT", "SIGTERM"] as const) {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function log(o: Options, msg: string): void {
-  if (!o.json) console.error(`[${new Date().toISOString().slice(11, 23)}] ${msg}`);
+/** Progress on stderr (the table or the JSON lines go to stdout). */
+function log(msg: string): void {
+  console.error(`[${new Date().toISOString().slice(11, 23)}] ${msg}`);
 }
 
 // ---- one cluster ---------------------------------------------------------------------------
@@ -373,6 +381,24 @@ async function snapshot(star: WanStar, cs: Cluster[]): Promise<Snapshot> {
   return { at: performance.now(), wire: wireBytes(stats), packets, metrics };
 }
 
+/** The distinct federation errors the servers logged since `mark` (their output line counts), with counts. */
+function serverErrors(cs: Cluster[], mark: number[]): string {
+  const seen = new Map<string, number>();
+  for (const [i, c] of cs.entries()) {
+    for (const line of c.output.slice(mark[i])) {
+      let err: unknown;
+      try {
+        err = (JSON.parse(line) as { err?: unknown }).err;
+      } catch {
+        continue;
+      }
+      if (typeof err === "string") seen.set(err, (seen.get(err) ?? 0) + 1);
+    }
+  }
+  if (seen.size === 0) return "nothing";
+  return [...seen].map(([e, n]) => `${n}x "${e}"`).join("; ");
+}
+
 /** A cluster's own records: kind/id → version and body. */
 async function ownRecords(c: Cluster): Promise<Map<string, { version: number; body: string }>> {
   const { rows } = await c.pool.query<{ kind: string; id: string; version: string; body_json: string }>(
@@ -422,7 +448,7 @@ function percentile(sorted: number[], p: number): number {
  * `count` changes, one at a time: cordon flips on the clusters' bench hosts, by turns.
  * Each is timed from the API call until every other cluster's database holds it.
  */
-async function measureChanges(o: Options, cs: Cluster[], count: number): Promise<number[]> {
+async function measureChanges(cs: Cluster[], count: number): Promise<number[]> {
   const out: number[] = [];
   for (let k = 0; k < count; k++) {
     const c = cs[k % cs.length]!;
@@ -448,8 +474,7 @@ async function measureChanges(o: Options, cs: Cluster[], count: number): Promise
       await sleep(10);
     }
     out.push(performance.now() - t0);
-    if ((k + 1) % 10 === 0)
-      log(o, `  ${k + 1}/${count} changes, last ${Math.round(out[out.length - 1]!)} ms`);
+    if ((k + 1) % 10 === 0) log(`  ${k + 1}/${count} changes, last ${Math.round(out[out.length - 1]!)} ms`);
     await sleep(100 + Math.random() * 200);
   }
   return out;
@@ -482,7 +507,7 @@ async function vmCounts(cs: Cluster[]): Promise<number[]> {
 
 async function runFederation(o: Options, n: number): Promise<Record<string, unknown>> {
   const mark = cleanups.length;
-  log(o, `${n} clusters: building the star (${o.profile} site to site)`);
+  log(`${n} clusters: building the star (${o.profile} site to site)`);
   const star = await WanStar.create({ sites: n, spec: o.profile, management: true });
   cleanups.push(() => star.close());
   const work = await mkdtemp("/tmp/nc-fedbench-");
@@ -491,7 +516,7 @@ async function runFederation(o: Options, n: number): Promise<Record<string, unkn
   try {
     for (let i = 0; i < n; i++) cs.push(await startCluster(star, i, work));
     for (const c of cs) await seedFleet(c);
-    log(o, `${n} servers up; peering every pair`);
+    log(`${n} servers up; peering every pair`);
     const tPeer = performance.now();
     for (let i = 0; i < n; i++) {
       for (let j = i + 1; j < n; j++) {
@@ -506,7 +531,7 @@ async function runFederation(o: Options, n: number): Promise<Record<string, unkn
       return true;
     });
     const syncMs = await waitFor("the initial sync", 120_000, () => inSync(cs), 200);
-    log(o, `peered in ${Math.round(peeredMs)} ms, in sync ${Math.round(syncMs)} ms later`);
+    log(`peered in ${Math.round(peeredMs)} ms, in sync ${Math.round(syncMs)} ms later`);
 
     // 1. idle
     await sleep(3000);
@@ -529,18 +554,18 @@ async function runFederation(o: Options, n: number): Promise<Record<string, unkn
     const idleS = (idle1.at - idle0.at) / 1000;
     const idleRate = (idle1.wire - idle0.wire) / idleS;
     const idleSync = diffMetrics(idle0.metrics, idle1.metrics);
-    log(o, `idle: ${idleRate.toFixed(0)} wire bytes/s over ${idleS.toFixed(1)} s`);
+    log(`idle: ${idleRate.toFixed(0)} wire bytes/s over ${idleS.toFixed(1)} s`);
 
     // 2. changes
     const ch0 = await snapshot(star, cs);
-    const lat = await measureChanges(o, cs, o.changes);
+    const lat = await measureChanges(cs, o.changes);
     await sleep(1000);
     const ch1 = await snapshot(star, cs);
     const chS = (ch1.at - ch0.at) / 1000;
     const chWire = ch1.wire - ch0.wire;
     const chSync = diffMetrics(ch0.metrics, ch1.metrics);
     const changes = summary(lat);
-    log(o, `changes: p50 ${changes.p50} ms, p99 ${changes.p99} ms, max ${changes.max} ms`);
+    log(`changes: p50 ${changes.p50} ms, p99 ${changes.p99} ms, max ${changes.max} ms`);
 
     // 3. partition, seed, heal, converge
     const cut = o.partition === "all" ? cs.map((c) => c.index) : [0];
@@ -562,29 +587,37 @@ async function runFederation(o: Options, n: number): Promise<Record<string, unkn
       return true;
     });
     log(
-      o,
       `cut; ${o.vms} VMs inserted in ${Math.round(seedMs)} ms, signed by their publishers ${Math.round(publishMs)} ms later`,
     );
     const heal0 = await snapshot(star, cs);
     for (const i of cut) await star.heal(i);
     const cutMs = performance.now() - tCut;
     const t0 = performance.now();
+    const outputMark = cs.map((c) => c.output.length);
     const firstAt: (number | null)[] = cs.map(() => null);
     const doneAt: (number | null)[] = cs.map(() => null);
+    let convergeError: string | null = null;
+    let lastCounts: number[] = [];
+    let lastProgress = 0;
     for (;;) {
       const counts = await vmCounts(cs);
       const now = performance.now() - t0;
+      if (counts.some((x, i) => x !== lastCounts[i])) lastProgress = now;
+      lastCounts = counts;
       for (const [i, c] of cs.entries()) {
         if (firstAt[i] === null && counts[i]! > c.vms) firstAt[i] = now;
         if (doneAt[i] === null && counts[i] === o.vms) doneAt[i] = now;
       }
       if (doneAt.every((d) => d !== null)) break;
-      if (now > 600_000)
-        throw new Error(`no convergence within 600 s: VM records held ${counts.join(", ")} of ${o.vms}`);
+      if (now - lastProgress > o.stallS * 1000) {
+        convergeError = `no VM record arrived anywhere for ${o.stallS} s (held ${counts.join(", ")} of ${o.vms}, ${Math.round(now / 1000)} s after the heal); servers said: ${serverErrors(cs, outputMark)}`;
+        log(convergeError);
+        break;
+      }
       await sleep(50);
     }
     const heal1 = await snapshot(star, cs);
-    const convergeMs = Math.max(...(doneAt as number[]));
+    const convergeMs = convergeError ? null : Math.max(...(doneAt as number[]));
     const convergeWire = heal1.wire - heal0.wire;
     const convergeSync = diffMetrics(heal0.metrics, heal1.metrics);
     // Where the time went: when each cluster's peer VM records were written (its receiver's
@@ -607,16 +640,16 @@ async function runFederation(o: Options, n: number): Promise<Record<string, unkn
     );
     await sleep(5000);
     const settled = await snapshot(star, cs);
-    log(
-      o,
-      `converged ${Math.round(convergeMs)} ms after the heal, ${(convergeWire / 2 ** 20).toFixed(2)} MiB on the wire`,
-    );
+    if (convergeMs !== null)
+      log(
+        `converged ${Math.round(convergeMs)} ms after the heal, ${(convergeWire / 2 ** 20).toFixed(2)} MiB on the wire`,
+      );
 
-    // 4. changes with the VMs in place
-    const loadedLat = o.loaded > 0 ? await measureChanges(o, cs, o.loaded) : [];
+    // 4. changes with the VMs in place (not on a federation that did not converge)
+    const loadedLat = o.loaded > 0 && convergeMs !== null ? await measureChanges(cs, o.loaded) : [];
     const loaded = summary(loadedLat);
-    if (o.loaded > 0)
-      log(o, `loaded changes: p50 ${loaded.p50} ms, p99 ${loaded.p99} ms, max ${loaded.max} ms`);
+    if (loadedLat.length > 0)
+      log(`loaded changes: p50 ${loaded.p50} ms, p99 ${loaded.p99} ms, max ${loaded.max} ms`);
 
     const hop = star.linkSpec;
     return {
@@ -650,9 +683,13 @@ async function runFederation(o: Options, n: number): Promise<Record<string, unkn
       cut_ms: Math.round(cutMs),
       seed_ms: Math.round(seedMs),
       publish_ms: Math.round(publishMs),
-      converge_ms: Math.round(convergeMs),
-      converge_first_ms: Math.round(Math.min(...firstAt.filter((x): x is number => x !== null))),
-      converge_per_cluster_ms: doneAt.map((d) => Math.round(d ?? -1)),
+      converge_ms: convergeMs === null ? null : Math.round(convergeMs),
+      converge_error: convergeError,
+      converge_first_ms: firstAt.some((x) => x !== null)
+        ? Math.round(Math.min(...firstAt.filter((x): x is number => x !== null)))
+        : null,
+      converge_per_cluster_ms: doneAt.map((d) => (d === null ? null : Math.round(d))),
+      converge_held: lastCounts,
       converge_bytes: convergeWire,
       converge_bytes_settled: Math.round(
         settled.wire - heal0.wire - idleRate * ((settled.at - heal1.at) / 1000),
@@ -661,9 +698,9 @@ async function runFederation(o: Options, n: number): Promise<Record<string, unkn
       converge_records: convergeSync.records,
       converge_landing: landing,
       loaded_changes: loadedLat.length,
-      loaded_p50_ms: o.loaded > 0 ? loaded.p50 : null,
-      loaded_p99_ms: o.loaded > 0 ? loaded.p99 : null,
-      loaded_max_ms: o.loaded > 0 ? loaded.max : null,
+      loaded_p50_ms: loadedLat.length > 0 ? loaded.p50 : null,
+      loaded_p99_ms: loadedLat.length > 0 ? loaded.p99 : null,
+      loaded_max_ms: loadedLat.length > 0 ? loaded.max : null,
       peering_ms: Math.round(peeredMs),
       initial_sync_ms: Math.round(syncMs),
     };
@@ -719,12 +756,13 @@ async function main(): Promise<void> {
         f(r.bytes_per_change),
         f(r.idle_bytes_per_s),
         f(r.vms),
-        ((r.converge_ms as number) / 1000).toFixed(2),
+        r.converge_ms === null ? "FAILED" : ((r.converge_ms as number) / 1000).toFixed(2),
         ((r.converge_bytes as number) / 2 ** 20).toFixed(2),
         f(r.loaded_p99_ms),
       ]),
     );
     console.log(`\n${rows[0]?.topology ?? ""}`);
+    for (const r of rows) if (r.converge_error) console.log(`${r.clusters} clusters: ${r.converge_error}`);
   }
 }
 
