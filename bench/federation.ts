@@ -12,8 +12,10 @@
  * For each cluster count, in one federation:
  *   1. idle     after the initial sync, an idle window: wire bytes per second (every
  *               link's counters: the Ethernet frames the sites sent, TLS, TCP and IP
- *               included) and the ASS bytes the servers served (their
- *               novacron_federation_sync_bytes_total{direction="sent"})
+ *               included) and the ASS batch bytes the servers pulled and applied
+ *               (novacron_federation_sync_bytes_total{direction="received"}; `sent`
+ *               counts a batch before it is sent, also one whose send fails, and is
+ *               reported as served_bytes)
  *   2. changes  one change at a time, made through a cluster's API (POST
  *               /v1/hosts/:id/cordon, cordoned and uncordoned by turns, the clusters taking
  *               turns), timed from the call until every other cluster's database holds the
@@ -625,15 +627,15 @@ async function runFederation(o: Options, n: number): Promise<Record<string, unkn
     const healWall = Date.now() - (performance.now() - t0);
     const landing = await Promise.all(
       cs.map(async (c) => {
-        const { rows } = await c.pool.query<{ first: Date; last: Date; n: string }>(
+        const { rows } = await c.pool.query<{ first: Date | null; last: Date | null; n: string }>(
           "SELECT min(received_at) AS first, max(received_at) AS last, count(*) AS n FROM fed_records WHERE kind = 'vm' AND origin <> $1",
           [c.id],
         );
         const r = rows[0]!;
         return {
           cluster: c.name,
-          first_ms: Math.round(new Date(r.first).getTime() - healWall),
-          last_ms: Math.round(new Date(r.last).getTime() - healWall),
+          first_ms: r.first ? Math.round(new Date(r.first).getTime() - healWall) : null,
+          last_ms: r.last ? Math.round(new Date(r.last).getTime() - healWall) : null,
           records: Number(r.n),
         };
       }),
@@ -670,10 +672,11 @@ async function runFederation(o: Options, n: number): Promise<Record<string, unkn
       bytes_per_change: Math.round(chWire / lat.length),
       packets_per_change: Math.round((ch1.packets - ch0.packets) / lat.length),
       bytes_per_change_net: Math.round((chWire - idleRate * chS) / lat.length),
-      sync_bytes_per_change: Math.round(chSync.sent / lat.length),
+      sync_bytes_per_change: Math.round(chSync.received / lat.length),
+      served_bytes_per_change: Math.round(chSync.sent / lat.length),
       change_records: chSync.records,
       idle_bytes_per_s: Math.round(idleRate),
-      idle_sync_bytes_per_s: Math.round(idleSync.sent / idleS),
+      idle_sync_bytes_per_s: Math.round(idleSync.received / idleS),
       idle_records: idleSync.records,
       idle_republished: idleRepublished,
       idle_packets_per_s: Number(((idle1.packets - idle0.packets) / idleS).toFixed(1)),
@@ -694,7 +697,8 @@ async function runFederation(o: Options, n: number): Promise<Record<string, unkn
       converge_bytes_settled: Math.round(
         settled.wire - heal0.wire - idleRate * ((settled.at - heal1.at) / 1000),
       ),
-      converge_sync_bytes: convergeSync.sent,
+      converge_sync_bytes: convergeSync.received,
+      converge_served_bytes: convergeSync.sent,
       converge_records: convergeSync.records,
       converge_landing: landing,
       loaded_changes: loadedLat.length,
