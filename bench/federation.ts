@@ -48,7 +48,8 @@
  * created and dropped. The servers are the built `novacron` command (dist/; `npm run
  * bench:build` builds it), started with --no-exec-workers (the execution system has no
  * part in federation). Cleans up namespaces, processes, databases and data dirs on exit,
- * failure and SIGINT/SIGTERM.
+ * failure and SIGINT/SIGTERM; what a killed run left (namespaces, bridges, the databases
+ * of this bench and of bench:federation-parts) is swept at the next start.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
@@ -135,12 +136,24 @@ function options(): Options {
 // ---- cleanup -------------------------------------------------------------------------------
 
 const cleanups: (() => Promise<unknown>)[] = [];
+/** Cleanups popped and still running: a signal's cleanup waits for them too before exiting. */
+const running = new Set<Promise<unknown>>();
 
-async function cleanUp(): Promise<void> {
-  while (cleanups.length > 0) {
+/** Runs the cleanups registered after the first `downTo`, newest first. */
+async function runCleanups(downTo: number): Promise<void> {
+  while (cleanups.length > downTo) {
     const f = cleanups.pop()!;
-    await f().catch((err) => console.error(`cleanup: ${(err as Error).message}`));
+    const p = f().catch((err) => console.error(`cleanup: ${(err as Error).message}`));
+    running.add(p);
+    await p;
+    running.delete(p);
   }
+}
+
+/** Runs every cleanup, also waiting for those another caller is running. */
+async function cleanUp(): Promise<void> {
+  await runCleanups(0);
+  await Promise.all([...running]);
 }
 
 let interrupted = false;
@@ -191,6 +204,24 @@ async function admin<T extends pg.QueryResultRow>(sql: string): Promise<pg.Query
     return await c.query<T>(sql);
   } finally {
     await c.end();
+  }
+}
+
+/** Drops the databases of earlier runs whose process is gone (killed before it could clean up). */
+async function sweepStaleDatabases(): Promise<void> {
+  const { rows } = await admin<{ datname: string }>(
+    "SELECT datname FROM pg_database WHERE datname LIKE 'fedbench\\_%' OR datname LIKE 'fedparts\\_%'",
+  );
+  for (const { datname } of rows) {
+    const pid = Number(/^fed(?:bench|parts)_(\d+)_/.exec(datname)?.[1]);
+    if (!pid || pid === process.pid) continue;
+    try {
+      process.kill(pid, 0);
+      continue;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "EPERM") continue;
+    }
+    await admin(`DROP DATABASE IF EXISTS ${datname} WITH (FORCE)`);
   }
 }
 
@@ -713,10 +744,7 @@ async function runFederation(o: Options, n: number): Promise<Record<string, unkn
     for (const c of cs) console.error(`--- ${c.name}, last lines:\n${c.output.slice(-15).join("\n")}`);
     throw err;
   } finally {
-    while (cleanups.length > mark) {
-      const f = cleanups.pop()!;
-      await f().catch((e) => console.error(`cleanup: ${(e as Error).message}`));
-    }
+    await runCleanups(mark);
   }
 }
 
@@ -727,6 +755,7 @@ async function main(): Promise<void> {
     console.error(`bench:federation needs the WAN emulator: ${why}`);
     process.exit(2);
   }
+  await sweepStaleDatabases();
   const rows: Record<string, unknown>[] = [];
   for (const n of o.clusters) {
     const row = await runFederation(o, n);
