@@ -254,7 +254,7 @@ async function createManagement(bridge: string, nsA: string, nsB: string): Promi
  * plus the boot default). Appending one is additive: it changes no existing socket or
  * default, it only lets namespaces select it.
  */
-async function allowCongestionControl(cc: string): Promise<void> {
+export async function allowCongestionControl(cc: string): Promise<void> {
   const allowed = (await sh("sysctl", ["-n", "net.ipv4.tcp_allowed_congestion_control"])).trim().split(/\s+/);
   if (allowed.includes(cc)) return;
   const available = (await sh("sysctl", ["-n", "net.ipv4.tcp_available_congestion_control"]))
@@ -267,7 +267,8 @@ async function allowCongestionControl(cc: string): Promise<void> {
   await sh("sysctl", ["-q", "-w", `net.ipv4.tcp_allowed_congestion_control=${[...allowed, cc].join(" ")}`]);
 }
 
-function waitReady(child: ChildProcess): Promise<void> {
+/** Resolves when a starting wanem process prints "ready"; fails if it exits or takes 10 s. */
+export function waitReady(child: ChildProcess): Promise<void> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(
       () => reject(new NovaError("NOVA_DWCP_EMULATOR", "wanem did not start within 10 s")),

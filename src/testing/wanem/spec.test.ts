@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { directionArg, parseLinkSpec, specRttMs } from "./spec.js";
+import { directionArg, parseLinkSpec, specRttMs, splitSpec } from "./spec.js";
 
 describe("link specs", () => {
   it("expands the named profiles", () => {
@@ -19,5 +19,16 @@ describe("link specs", () => {
     expect(() => parseLinkSpec("rate=fast")).toThrow(/Bad link rate/);
     expect(() => parseLinkSpec("loss=100%")).toThrow(/below 100/);
     expect(() => parseLinkSpec("color=blue")).toThrow(/Unknown/);
+  });
+
+  it("splits a path into equal hops that compound to it", () => {
+    const wan = parseLinkSpec("wan");
+    const hop = splitSpec(wan, 2);
+    if (hop.kind !== "emulated") throw new Error("expected emulated");
+    expect(specRttMs(hop) * 2).toBe(specRttMs(wan));
+    expect(hop.ab).toMatchObject({ rateBps: 100e6, delayMs: 12.5, queueBytes: 625_000 });
+    expect(1 - (1 - hop.ab.loss) ** 2).toBeCloseTo(0.001, 12);
+    expect(splitSpec(parseLinkSpec("dc"), 2).kind).toBe("veth");
+    expect(() => splitSpec(wan, 0)).toThrow(/hop count/);
   });
 });

@@ -120,3 +120,21 @@ export function directionArg(d: DirectionSpec): string {
 export function specRttMs(spec: LinkSpec): number {
   return spec.kind === "veth" ? 0 : spec.ab.delayMs + spec.ba.delayMs;
 }
+
+/**
+ * One of `hops` equal hops that in series make `path` (a star's site-to-hub links, so
+ * that site to site is `path`): the same rate and queue, the one-way delay and jitter
+ * divided by `hops`, and the loss that compounds to the path's (1 − (1 − loss)^(1/hops)).
+ * A veth path stays veth.
+ */
+export function splitSpec(path: LinkSpec, hops: number): LinkSpec {
+  if (!Number.isInteger(hops) || hops < 1) throw new NovaError("NOVA_CONFIG", `Bad hop count ${hops}`);
+  if (path.kind === "veth") return path;
+  const split = (d: DirectionSpec): DirectionSpec => ({
+    ...d,
+    delayMs: d.delayMs / hops,
+    jitterMs: d.jitterMs / hops,
+    loss: 1 - (1 - d.loss) ** (1 / hops),
+  });
+  return { kind: "emulated", name: `${path.name}/${hops}`, ab: split(path.ab), ba: split(path.ba) };
+}
