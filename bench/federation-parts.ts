@@ -120,6 +120,7 @@ async function main(): Promise<void> {
         [idb.id, publicKeyFromRaw(idb.signingPublicKey)],
       ]),
       quarantined: new Set<string>(),
+      direct: new Set<string>(),
     };
     const all: SignedRecord[] = [];
     const parts: {

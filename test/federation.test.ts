@@ -269,4 +269,20 @@ describe("federation: two clusters under one CA", () => {
       async () => (await globalVms(a)).join() === want && (await globalVms(b)).join() === want,
     );
   });
+
+  it("carries a backlog of thousands of records in several batches", async () => {
+    const [a, b] = cs as [TestCluster, TestCluster];
+    const db = b.server.store.db;
+    const { rows } = await db.query<{ h: string; i: string }>(
+      "SELECT (SELECT id FROM hosts LIMIT 1) AS h, (SELECT id FROM images LIMIT 1) AS i",
+    );
+    // 3,000 VM records: two batches (2,000 a batch), each well over a megabyte.
+    await db.query(
+      `INSERT INTO vms (id, name, image_id, vcpus, memory_mib, desired_state, state, host_id)
+       SELECT gen_random_uuid(), 'bulk-' || g, $1, 1, 64, 'running', 'scheduled', $2 FROM generate_series(1, 3000) g`,
+      [rows[0]!.i, rows[0]!.h],
+    );
+    await b.server.federation.publishNow();
+    await until("east holds every VM of west's", async () => (await globalVms(a)).length === 3002, 60_000);
+  }, 90_000);
 });

@@ -25,7 +25,7 @@ import { describeError, NovaError } from "../lib/errors.js";
 import { withDeadline } from "../lib/wait.js";
 import { verifyIssued } from "../security/pki.js";
 import { peerIdentityError } from "../security/tls-client.js";
-import { BATCH_LIMITS, MAX_PULL_BYTES, readHello, readPull, send } from "./ass-wire.js";
+import { ASS_SESSION_TUNING, BATCH_LIMITS, readHello, readPull, send } from "./ass-wire.js";
 import type { Changes } from "./changes.js";
 import { parseFederationAddress } from "./receiver.js";
 import { recordSize, type SignedRecord } from "./records.js";
@@ -99,7 +99,9 @@ export class AssListener {
       versions: [3],
       maxSessions: 64,
       maxPendingPerAddress: 8,
-      tuning: { maxMessageBytes: MAX_PULL_BYTES },
+      // The session's message bound applies to what it sends as well: batches. What a peer
+      // sends (pulls, hellos) is refused above MAX_PULL_BYTES when decoded.
+      tuning: ASS_SESSION_TUNING,
     });
     return new AssListener(listener, deps, tls);
   }
@@ -235,8 +237,8 @@ export class AssListener {
       const pull = await readPull(ch);
       if (pull === null) return;
       const answer = await this.answer(peer, pull.vector, pull.waitMs);
-      this.deps.onBytes?.(Buffer.byteLength(JSON.stringify(answer)));
       await send(ch, answer);
+      this.deps.onBytes?.(Buffer.byteLength(JSON.stringify(answer)));
       if (answer.type === "error") return;
     }
   }

@@ -17,8 +17,15 @@ import { NovaError } from "../lib/errors.js";
 export const ASS_CHANNEL = "ass/1";
 /** Largest pull or hello accepted (a vector of a few hundred clusters). */
 export const MAX_PULL_BYTES = 256 * 1024;
+/**
+ * The DWCP session tuning of both ends of an ASS link: messages up to a batch (the bound
+ * applies to sending too), and an RTT probe every 5 s rather than DWCP's 500 ms, which
+ * alone made 97 % of an idle federation's traffic (docs/benchmarks.md, "Federation").
+ */
+export const ASS_SESSION_TUNING = { maxMessageBytes: 6 * 1024 * 1024, pingIntervalMs: 5000 } as const;
 /** Largest batch accepted (the sender cuts its batches well below). */
-export const MAX_BATCH_BYTES = 6 * 1024 * 1024;
+export const MAX_BATCH_BYTES = ASS_SESSION_TUNING.maxMessageBytes;
+
 /** What a sender puts in one batch at most. */
 export const BATCH_LIMITS = { records: 2000, bytes: 4 * 1024 * 1024 } as const;
 

@@ -206,11 +206,15 @@ export class Federation {
     const peers = await listPeers(this.o.store.read);
     const keys = new Map<string, KeyObject>([[this.self.id, this.keyOf(this.self.id, this.self.publicKey)]]);
     const quarantined = new Set<string>();
+    const direct = new Set<string>();
+    // In contact: its own link answered within two heartbeats (a waiting pull answers at least once per heartbeat).
+    const freshMs = 2 * (this.o.heartbeatMs ?? 5000) + 1000;
     for (const p of peers) {
       if (p.state === "active") keys.set(p.id, this.keyOf(p.id, p.signingPublicKey));
       if (p.state === "quarantined") quarantined.add(p.id);
+      if (p.state === "active" && p.contactAgeMs !== null && p.contactAgeMs <= freshMs) direct.add(p.id);
     }
-    return { self: this.self.id, keys, quarantined };
+    return { self: this.self.id, keys, quarantined, direct };
   }
 
   private keyOf(id: string, raw: string): KeyObject {

@@ -22,7 +22,7 @@ import type { DwcpSession } from "../dwcp/amst/session.js";
 import { describeError, NovaError } from "../lib/errors.js";
 import { withDeadline } from "../lib/wait.js";
 import { peerIdentityError } from "../security/tls-client.js";
-import { ASS_CHANNEL, MAX_BATCH_BYTES, readBatch, readHello, send } from "./ass-wire.js";
+import { ASS_CHANNEL, ASS_SESSION_TUNING, readBatch, readHello, send } from "./ass-wire.js";
 import type { Changes } from "./changes.js";
 import { applyBatch, type BatchOutcome, type Roster, type Violation } from "./receiver.js";
 import type { VersionVector } from "./version-vector.js";
@@ -130,7 +130,7 @@ export class PeerLink {
       versions: [3],
       streams: 1,
       handshakeTimeoutMs: 10_000,
-      tuning: { maxMessageBytes: MAX_BATCH_BYTES },
+      tuning: ASS_SESSION_TUNING,
     });
     this.session = session;
     if (this.stopped) return true;
@@ -153,7 +153,7 @@ export class PeerLink {
     while (!this.stopped) {
       const roster = await this.deps.roster();
       if (!roster.keys.has(p.id)) return true; // quarantined or removed meanwhile
-      const vector = await this.askVector(roster);
+      const vector = await this.askVector(roster, p.id);
       await send(ch, { type: "pull", vector, waitMs });
       const batch = await this.bounded(readBatch(ch), waitMs + 15_000, "batch");
       const outcome = await applyBatch(this.deps.store, roster, p.id, vector, batch, this.deps.onViolation);
@@ -167,13 +167,20 @@ export class PeerLink {
     return true;
   }
 
-  /** Our vector for the origins we accept: us and every active peer. */
-  private async askVector(roster: Roster): Promise<VersionVector> {
+  /**
+   * Our vector for the origins we ask this peer about: us, the peer itself, and every other
+   * active peer we do not hear from directly right now. A peer we are in contact with
+   * sends us its own records; asking everyone for them too would carry each change
+   * (N-1)^2 times across the WAN instead of N-1 (docs/benchmarks.md, "Federation").
+   */
+  private async askVector(roster: Roster, answerer: string): Promise<VersionVector> {
     const held = await readVector(this.deps.store.read);
     const own = await readClusterIdentity(this.deps.store.read);
     const vector: VersionVector = {};
-    for (const origin of roster.keys.keys())
+    for (const origin of roster.keys.keys()) {
+      if (origin !== roster.self && origin !== answerer && roster.direct.has(origin)) continue;
       vector[origin] = origin === roster.self ? own.seq : (held[origin] ?? 0);
+    }
     return vector;
   }
 

@@ -42,6 +42,7 @@ describe("applyBatch (on an in-memory PGlite)", () => {
     self: SELF,
     keys: new Map([SELF, A, B].map((o) => [o, publicKeyFromRaw(ids[o]!.publicKey)])),
     quarantined: new Set(),
+    direct: new Set(),
   });
 
   beforeAll(async () => {

@@ -31,6 +31,8 @@ export interface Roster {
   keys: Map<string, KeyObject>;
   /** Quarantined peers. */
   quarantined: Set<string>;
+  /** Active peers in contact directly now (their own link answered recently). */
+  direct: Set<string>;
 }
 
 /** A violation found in a batch. */
@@ -178,7 +180,8 @@ export async function applyBatch(
       outcome.accepted = 0; // judged acceptable, but a lying sender's batch is dropped whole
       return asked;
     }
-    await putRecords(tx, accepted);
+    // Counted as stored: a record another link stored in the meantime is not counted twice.
+    outcome.accepted = await putRecords(tx, accepted);
     // A peer's own cluster record carries its name and federation address: follow them.
     for (const { record } of accepted) {
       if (record.kind === "cluster" && !record.deleted)

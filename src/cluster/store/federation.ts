@@ -121,12 +121,12 @@ function toRecord(r: RecordRow): SignedRecordWire {
  * Stores records, each as the newest of its key (an older version never replaces a newer
  * one); of several records for one key only the highest version is kept. `bodyJson` is the
  * exact text signed, kept so that a relayed record verifies byte for byte; jsonb keeps a
- * queryable copy. One statement per 5,000 records.
+ * queryable copy. One statement per 5,000 records. Returns how many were written.
  */
 export async function putRecords(
   q: Queryable,
   records: readonly { record: SignedRecordWire; bodyJson: string }[],
-): Promise<void> {
+): Promise<number> {
   const newest = new Map<string, { record: SignedRecordWire; bodyJson: string }>();
   for (const r of records) {
     const k = `${r.record.origin}/${r.record.kind}/${r.record.id}`;
@@ -134,9 +134,10 @@ export async function putRecords(
     if (!had || had.record.version < r.record.version) newest.set(k, r);
   }
   const rows = [...newest.values()];
+  let written = 0;
   for (let i = 0; i < rows.length; i += 5000) {
     const chunk = rows.slice(i, i + 5000);
-    await q.query(
+    const { rowCount } = await q.query(
       `INSERT INTO fed_records (origin, kind, id, version, deleted, body, body_json, issued_at, sig)
        SELECT origin, kind, id, version, deleted, body_json::jsonb, body_json, issued_at, sig
          FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::boolean[], $6::text[], $7::text[], $8::text[])
@@ -156,7 +157,9 @@ export async function putRecords(
         chunk.map((r) => r.record.sig),
       ],
     );
+    written += rowCount;
   }
+  return written;
 }
 
 /** The record held for a key. */
