@@ -102,6 +102,9 @@ export class Federation {
   private unsubscribe: () => void = () => {};
   private listener!: AssListener;
   private closed = false;
+  private readonly publisher: Publisher;
+  private readonly staleAfterMs: number;
+  private fedPort = 0;
 
   private constructor(
     private readonly o: FederationOptions,
@@ -126,10 +129,6 @@ export class Federation {
     });
     this.metrics = o.registry ? createFederationMetrics(o.registry, (m) => this.collect(m)) : undefined;
   }
-
-  private readonly publisher: Publisher;
-  private readonly staleAfterMs: number;
-  private fedPort = 0;
 
   /** Claims the identity and starts the listener; `run()` starts publishing and the links. */
   static async start(o: FederationOptions): Promise<Federation> {
@@ -189,13 +188,13 @@ export class Federation {
     return {
       name: this.self.name,
       apiUrl: this.o.apiUrl(),
-      federation: `${this.o.advertiseHost}:${this.fedPort}`,
+      federation: `${this.o.advertiseHost.includes(":") ? `[${this.o.advertiseHost}]` : this.o.advertiseHost}:${this.fedPort}`,
       protocol: FEDERATION_PROTOCOL,
       softwareVersion: VERSION,
     };
   }
 
-  /** Publishes what changed now (tests and the API call it to not wait for the loop). */
+  /** Publishes what changed now, without waiting for the loop's next pass (tests, benches). */
   async publishNow(): Promise<void> {
     this.publishLoop.wake();
     await this.publishLoop.current;

@@ -71,11 +71,6 @@ export class PeerLink {
     await this.done;
   }
 
-  /** Drops the session and dials again at once (e.g. after a restart of the peer). */
-  kick(): void {
-    this.session?.destroy(new NovaError("NOVA_DWCP_CLOSED", "federation link restarted"));
-  }
-
   private sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
       this.sleeper = { timer: setTimeout(resolve, ms), resolve };
