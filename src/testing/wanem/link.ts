@@ -12,10 +12,10 @@
  * import it; the shipped library never does.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { createInterface } from "node:readline";
 import { NovaError } from "../../lib/errors.js";
 import { NamespaceSockets } from "./broker.js";
 import { buildWanem } from "./build.js";
+import { Emulator } from "./emulator.js";
 import { deleteNamespace, inNs, sh, sweepStaleNamespaces } from "./netns.js";
 import { directionArg, type LinkSpec, parseLinkSpec } from "./spec.js";
 
@@ -62,7 +62,7 @@ let counter = 0;
 /** A live emulated link; always `close()` it (it also cleans up on failure of create). */
 export class WanLink {
   private brokers = new Map<string, Promise<NamespaceSockets>>();
-  private lines: ((line: string) => void)[] = [];
+  private readonly channel: Emulator | null;
 
   /** The management network, when created. */
   management: ManagementNetwork | null = null;
@@ -75,9 +75,7 @@ export class WanLink {
     readonly cc: string,
     private readonly emulator: ChildProcess | null,
   ) {
-    if (emulator?.stdout) {
-      createInterface({ input: emulator.stdout }).on("line", (line) => this.lines.shift()?.(line));
-    }
+    this.channel = emulator ? new Emulator(emulator) : null;
   }
 
   /** Creates namespaces, the link and addresses; tears everything down again if a step fails. */
@@ -188,19 +186,9 @@ export class WanLink {
   }
 
   private command(line: string): Promise<string> {
-    const em = this.emulator;
-    if (!em?.stdin) return Promise.reject(new NovaError("NOVA_DWCP_EMULATOR", "This link has no emulator"));
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new NovaError("NOVA_DWCP_EMULATOR", `wanem did not answer "${line}"`)),
-        5000,
-      );
-      this.lines.push((l) => {
-        clearTimeout(timer);
-        resolve(l);
-      });
-      em.stdin!.write(`${line}\n`);
-    });
+    if (!this.channel)
+      return Promise.reject(new NovaError("NOVA_DWCP_EMULATOR", "This link has no emulator"));
+    return this.channel.command(line);
   }
 
   /** Stops helpers and the emulator and deletes both namespaces. */
@@ -212,13 +200,7 @@ export class WanLink {
         // The helper never started.
       }
     }
-    if (this.emulator && this.emulator.exitCode === null) {
-      const exited = new Promise((r) => this.emulator!.once("exit", r));
-      this.emulator.stdin?.end();
-      const t = setTimeout(() => this.emulator?.kill("SIGKILL"), 2000);
-      await exited;
-      clearTimeout(t);
-    }
+    await this.channel?.stop();
     await deleteNamespace(this.nsA);
     await deleteNamespace(this.nsB);
     if (this.bridge) await sh("ip", ["link", "del", this.bridge]).catch(() => undefined);

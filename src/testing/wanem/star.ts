@@ -22,10 +22,10 @@
  * Dev-only test tooling (src/testing/): only tests, benches, src/demo and *.test.ts may
  * import it; the shipped library never does.
  */
-import { type ChildProcess, spawn } from "node:child_process";
-import { createInterface } from "node:readline";
+import { spawn } from "node:child_process";
 import { NovaError } from "../../lib/errors.js";
 import { buildWanem } from "./build.js";
+import { Emulator } from "./emulator.js";
 import { allowCongestionControl, type DirectionStats, waitReady } from "./link.js";
 import { deleteNamespace, inNs, sh, sweepStaleNamespaces } from "./netns.js";
 import { directionArg, type LinkSpec, parseLinkSpec, splitSpec } from "./spec.js";
@@ -69,41 +69,6 @@ export interface StarLinkStats {
 /** The site's address on the star. */
 export function starAddress(index: number): string {
   return `10.77.0.${index + 1}`;
-}
-
-/** A running wanem process and its command channel. */
-class Emulator {
-  private lines: ((line: string) => void)[] = [];
-
-  constructor(readonly proc: ChildProcess) {
-    if (proc.stdout) createInterface({ input: proc.stdout }).on("line", (l) => this.lines.shift()?.(l));
-  }
-
-  command(line: string): Promise<string> {
-    const stdin = this.proc.stdin;
-    if (!stdin || this.proc.exitCode !== null)
-      return Promise.reject(new NovaError("NOVA_DWCP_EMULATOR", "wanem is not running"));
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new NovaError("NOVA_DWCP_EMULATOR", `wanem did not answer "${line}"`)),
-        5000,
-      );
-      this.lines.push((l) => {
-        clearTimeout(timer);
-        resolve(l);
-      });
-      stdin.write(`${line}\n`);
-    });
-  }
-
-  async stop(): Promise<void> {
-    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
-    const exited = new Promise((r) => this.proc.once("exit", r));
-    this.proc.stdin?.end();
-    const t = setTimeout(() => this.proc.kill("SIGKILL"), 2000);
-    await exited;
-    clearTimeout(t);
-  }
 }
 
 let counter = 0;
