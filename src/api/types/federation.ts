@@ -139,6 +139,10 @@ export const Peer = Type.Object({
   protocol: Type.Integer(),
   addedAt: Type.String({ format: "date-time" }),
   lastContactAt: Type.Union([Type.String({ format: "date-time" }), Type.Null()]),
+  lastContactAgeSeconds: Type.Union([Type.Number(), Type.Null()], {
+    description:
+      "seconds since the last contact by the server's database clock (a client's clock may differ)",
+  }),
   lastError: Type.String(),
   /** Writes of the peer this cluster has not yet got (as of the last contact). */
   lagRecords: Type.Integer(),
@@ -175,6 +179,10 @@ export const FederatedCluster = Type.Object({
   self: Type.Boolean(),
   state: Type.String({ description: "self, or the peer's state" }),
   lastContactAt: Type.Union([Type.String({ format: "date-time" }), Type.Null()]),
+  lastContactAgeSeconds: Type.Union([Type.Number(), Type.Null()], {
+    description:
+      "seconds since the last contact by the server's database clock (a client's clock may differ)",
+  }),
   lagRecords: Type.Integer(),
   stale: Type.Boolean(),
   version: Type.Integer({ description: "newest version of its records held here" }),

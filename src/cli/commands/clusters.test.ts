@@ -5,6 +5,7 @@ import { runAgainstStub } from "../stub-api.test-util.js";
 import {
   CLUSTER_HEADERS,
   clusterRows,
+  contactAge,
   evidenceRows,
   formatAge,
   PEER_HEADERS,
@@ -28,6 +29,7 @@ function peer(over: Partial<Peer> = {}): Peer {
     protocol: 1,
     addedAt: ago(3600),
     lastContactAt: ago(3),
+    lastContactAgeSeconds: null,
     lastError: "",
     lagRecords: 0,
     stale: false,
@@ -43,6 +45,7 @@ function cluster(over: Partial<FederatedCluster> = {}): FederatedCluster {
     self: false,
     state: "active",
     lastContactAt: ago(3),
+    lastContactAgeSeconds: null,
     lagRecords: 0,
     stale: false,
     version: 10,
@@ -72,6 +75,13 @@ describe("formatAge", () => {
 
   it("shows a contact ahead of this machine's clock as just now", () => {
     expect(formatAge(new Date(NOW + 5000).toISOString(), NOW)).toBe("0s ago");
+  });
+
+  it("prefers the server's own age, so a CLI clock that is off does not matter", () => {
+    const skewed = { lastContactAt: ago(7 * 60), lastContactAgeSeconds: 2.4 };
+    expect(contactAge(skewed, NOW)).toBe("2s ago");
+    expect(contactAge({ lastContactAt: ago(5), lastContactAgeSeconds: null }, NOW)).toBe("5s ago");
+    expect(contactAge({ lastContactAt: null, lastContactAgeSeconds: null }, NOW)).toBe("never");
   });
 });
 

@@ -39,17 +39,36 @@ export function parseTtl(value: string, flag = "--ttl"): number {
   return n;
 }
 
-/** How long ago `at` was, e.g. "3s ago", "5m ago", "2h ago", "4d ago"; "never" when it never happened. */
+/** "3s ago", "5m ago", "2h ago", "4d ago" for an age in seconds (never negative). */
+export function formatSeconds(seconds: number): string {
+  const s = Math.max(0, Math.floor(seconds));
+  if (s < 120) return `${s}s ago`;
+  if (s < 2 * 3600) return `${Math.floor(s / 60)}m ago`;
+  if (s < 2 * 86_400) return `${Math.floor(s / 3600)}h ago`;
+  return `${Math.floor(s / 86_400)}d ago`;
+}
+
+/** How long ago `at` was by this machine's clock; "never" when it never happened. */
 export function formatAge(at: string | null, now: number): string {
   if (at === null) return "never";
   const t = Date.parse(at);
   if (Number.isNaN(t)) return at;
   // This machine's clock may run behind the server's: a contact "in the future" is just now.
-  const s = Math.max(0, Math.floor((now - t) / 1000));
-  if (s < 120) return `${s}s ago`;
-  if (s < 2 * 3600) return `${Math.floor(s / 60)}m ago`;
-  if (s < 2 * 86_400) return `${Math.floor(s / 3600)}h ago`;
-  return `${Math.floor(s / 86_400)}d ago`;
+  return formatSeconds((now - t) / 1000);
+}
+
+/**
+ * The age of a last contact: the server's own figure (its database clock) when it gives
+ * one, so a CLI machine whose clock is off still shows the truth; else by this clock.
+ */
+export function contactAge(
+  x: { lastContactAt: string | null; lastContactAgeSeconds?: number | null },
+  now: number,
+): string {
+  if (x.lastContactAt === null) return "never";
+  return typeof x.lastContactAgeSeconds === "number"
+    ? formatSeconds(x.lastContactAgeSeconds)
+    : formatAge(x.lastContactAt, now);
 }
 
 /** A state with the stale marker: "active (stale)" for data that may be out of date. */
@@ -83,7 +102,7 @@ export function clusterRows(clusters: readonly FederatedCluster[], now: number):
     String(c.hosts),
     c.self ? "-" : plural(c.lagRecords, "record"),
     // This cluster is never "contacted"; "never" would read as a problem.
-    c.self ? "-" : formatAge(c.lastContactAt, now),
+    c.self ? "-" : contactAge(c, now),
     c.stale ? "yes" : "no",
   ]);
 }
@@ -97,7 +116,7 @@ export function peerRows(peers: readonly Peer[], now: number): string[][] {
     stateLabel(p.state, p.stale),
     p.federation,
     plural(p.lagRecords, "record"),
-    formatAge(p.lastContactAt, now),
+    contactAge(p, now),
     p.stale ? "yes" : "no",
     peerReason(p),
   ]);
@@ -129,7 +148,7 @@ function printPeer(p: Peer, now: number): void {
     ["Signing key fingerprint", p.signingKeyFingerprint],
     ["Protocol", p.protocol],
     ["Added", p.addedAt],
-    ["Last contact", p.lastContactAt ? `${formatAge(p.lastContactAt, now)} (${p.lastContactAt})` : "never"],
+    ["Last contact", p.lastContactAt ? `${contactAge(p, now)} (${p.lastContactAt})` : "never"],
     ["Lag", plural(p.lagRecords, "record")],
     ["Last error", p.lastError],
     [
