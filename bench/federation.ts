@@ -57,6 +57,7 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import pg from "pg";
 import { ROOT } from "../src/demo/local-cluster.js";
+import { QEMU_10_0_2 } from "../src/lib/qemu-info.test-util.js";
 import { type ClusterFetch, clusterFetch } from "../src/security/tls-client.js";
 import { emulatorUnavailableReason } from "../src/testing/wanem/netns.js";
 import { type StarLinkStats, WanStar } from "../src/testing/wanem/star.js";
@@ -68,17 +69,6 @@ const API_PORT = 7700;
 const FED_PORT = 7701;
 const TARGET_P99_MS = 2000;
 const HOSTS_PER_CLUSTER = 8;
-/** What an agent with Debian's QEMU 10 reports (the hosts' `qemu` column, as the API shows it). */
-const QEMU = {
-  binary: "/usr/bin/qemu-system-x86_64",
-  version: "10.0.2",
-  major: 10,
-  minor: 0,
-  micro: 2,
-  text: "QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)",
-  machineTypes: ["pc-q35-10.0", "pc-q35-9.2", "pc-q35-9.1"],
-  q35Alias: "pc-q35-10.0",
-};
 
 interface Options {
   clusters: number[];
@@ -333,7 +323,7 @@ async function seedFleet(c: Cluster): Promise<void> {
      SELECT gen_random_uuid(), $1 || '-h' || lpad(g::text, 2, '0'), 'https://10.1.0.' || g || ':7800', '0.1.0',
             'kvm', 64, 262144, 'dead', $3::jsonb
        FROM generate_series(1, $2) g`,
-    [c.name, HOSTS_PER_CLUSTER, JSON.stringify(QEMU)],
+    [c.name, HOSTS_PER_CLUSTER, JSON.stringify(QEMU_10_0_2)],
   );
   const h = await c.pool.query<{ id: string; name: string }>(
     "SELECT id, name FROM hosts ORDER BY name LIMIT 1",

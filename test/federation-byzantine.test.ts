@@ -149,7 +149,9 @@ describe("federation: a misbehaving peer is detected and quarantined", () => {
       ].map((r) => ({ ...r, body: { ...r.body, pad: "x".repeat(MAX_RECORD_BYTES + 10) } })),
     );
     await served();
-    await new Promise((r) => setTimeout(r, 500));
+    // A further pull means the victim has applied (and refused) the batch.
+    const after = rogue.pulls;
+    await until("the next pull", async () => rogue.pulls > after);
     expect((await peerState()).state).toBe("active");
     expect(Object.keys(await rogueVms())).not.toContain(id);
   });

@@ -5,7 +5,7 @@ import { rm } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Peer } from "../src/api/types/federation.js";
 import { formatPeeringToken } from "../src/federation/peering-token.js";
-import { globalVms, peer, startCluster, type TestCluster, until } from "./helpers/federation.js";
+import { globalVms, peer, publishVm, startCluster, type TestCluster, until } from "./helpers/federation.js";
 import { addHost, addImage, addVm } from "./helpers/store-fixtures.js";
 
 interface ApiError {
@@ -161,24 +161,10 @@ describe("federation: peering and the global view", () => {
     a = restarted;
     // Straight from the database, before any contact.
     expect(await globalVms(a)).toEqual(["east/web", "west/db"]);
-    const hb2 = await addHost(b.server.store.db, "hb2");
-    await addVm(
-      b.server.store.db,
-      "cache",
-      (await b.server.store.db.query<{ id: string }>("SELECT id FROM images")).rows[0]!.id,
-      hb2,
-    );
-    await b.server.federation.publishNow();
+    await publishVm(b, "cache", "hb2");
     await until("east sees west's new VM", async () => (await globalVms(a)).includes("west/cache"));
     // And the other way: east came back on new ports and said so in its hello.
-    const ha2 = await addHost(a.server.store.db, "ha2");
-    await addVm(
-      a.server.store.db,
-      "later",
-      (await a.server.store.db.query<{ id: string }>("SELECT id FROM images")).rows[0]!.id,
-      ha2,
-    );
-    await a.server.federation.publishNow();
+    await publishVm(a, "later", "ha2");
     await until("west sees east's new VM", async () => (await globalVms(b)).includes("east/later"));
   });
 

@@ -4,6 +4,7 @@ import pino from "pino";
 import { expect } from "vitest";
 import { clusterFetch } from "../../src/security/tls-client.js";
 import { type RunningServer, type ServerOptions, startServer } from "../../src/server/server-process.js";
+import { addHost, addImage, addVm } from "./store-fixtures.js";
 
 /** A server of a test federation, with an API client. */
 export interface TestCluster {
@@ -76,4 +77,13 @@ export async function until(what: string, check: () => Promise<boolean>, ms = 15
 export async function globalVms(c: TestCluster): Promise<string[]> {
   const r = await c.api<{ vms: { name: string; cluster: { name: string } }[] }>("GET", "/v1/federation/vms");
   return r.body.vms.map((v) => `${v.cluster.name}/${v.name}`).sort();
+}
+
+/** Adds VM `name` on a new host `host` in `c`'s database (its image, made if missing) and publishes it. */
+export async function publishVm(c: TestCluster, name: string, host: string): Promise<void> {
+  const db = c.server.store.db;
+  const h = await addHost(db, host);
+  const image = (await db.query<{ id: string }>("SELECT id FROM images LIMIT 1")).rows[0]?.id;
+  await addVm(db, name, image ?? (await addImage(db, "img")), h);
+  await c.server.federation.publishNow();
 }
