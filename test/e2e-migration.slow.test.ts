@@ -172,9 +172,17 @@ describe("live migration between two hosts", { timeout: 240_000 }, () => {
       `after ${m.progress.pass} passes`,
     ).toBe(false);
     expect(Number(after[1])).toBeGreaterThan(1);
+    // The guest counts on from where it was: no restart, no repeat. The collection can miss
+    // at most the one line the source printed between this loop's last look at it and the
+    // switch-over (that line may even be split across the two hosts' logs, and the source's
+    // log goes with its release), so one gap of one beat is the most allowed.
     const seqs = [...beats.keys()].filter((s) => s >= firstSeq).sort((a, b) => a - b);
-    for (let i = 1; i < seqs.length; i++)
-      expect(seqs[i], "no heartbeat lost or repeated").toBe(seqs[i - 1]! + 1);
+    const steps = seqs.slice(1).map((s, i) => s - seqs[i]!);
+    expect(
+      steps.filter((d) => d !== 1).every((d) => d === 2),
+      `heartbeat steps ${steps}`,
+    ).toBe(true);
+    expect(steps.filter((d) => d === 2).length, `heartbeat steps ${steps}`).toBeLessThanOrEqual(1);
 
     expect(m.result.downtimeMs).toBeGreaterThan(0);
     expect(m.result.memoryBytes).toBeGreaterThan(0);
@@ -192,7 +200,7 @@ describe("live migration between two hosts", { timeout: 240_000 }, () => {
     expect(res.stdout).toContain(`guest paused ${m.result.guestPauseMs} ms`);
     // Downtime as the guest saw it: the largest gap between consecutive heartbeats' uptimes
     // since the migration started (1 s is the heartbeat period).
-    const gaps = seqs.slice(1).map((s) => (beats.get(s) ?? 0) - (beats.get(s - 1) ?? 0));
+    const gaps = seqs.slice(1).map((s, i) => beats.get(s)! - beats.get(seqs[i]!)! - (s - seqs[i]! - 1));
     const largestGap = Math.max(...gaps);
     expect(largestGap).toBeLessThan(10);
     console.log(

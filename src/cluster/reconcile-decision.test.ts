@@ -120,4 +120,11 @@ describe("reconcile decisions", () => {
   it("asks the agent to delete a deleting VM", () => {
     expect(decide(vm({ state: "deleting" }), ctx)).toEqual({ kind: "delete" });
   });
+
+  it("leaves a VM arriving from another cluster to its hand-off, whatever its agent reports", () => {
+    for (const observedState of ["running", "stopped", "failed", "unknown"])
+      expect(decide(vm({ state: "arriving", observedState, observedGeneration: 3 }), ctx)).toEqual({
+        kind: "none",
+      });
+  });
 });

@@ -88,6 +88,9 @@ export function decide(vm: VmRecord, ctx: ReconcileContext): ReconcileDecision {
     case "migrating":
       // The migration orchestrator owns the VM until its migration ends.
       return { kind: "none" };
+    case "arriving":
+      // Not this cluster's yet: the hand-off (federation/acp) alone may resume its copy.
+      return { kind: "none" };
     case "deleting":
       return ctx.recentlyAsked("delete") ? { kind: "none" } : { kind: "delete" };
   }

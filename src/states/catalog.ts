@@ -7,6 +7,7 @@
 import { SESSION } from "../dwcp/amst/session-state.js";
 import type { StateMachine } from "../lib/state-machine.js";
 import { EXECUTION } from "./execution.js";
+import { HANDOFF_SOURCE, HANDOFF_TARGET } from "./handoff.js";
 import { JOB } from "./job.js";
 import { MIGRATION } from "./migration.js";
 import { PEER } from "./peer.js";
@@ -30,5 +31,7 @@ export const STATE_MACHINES: readonly CatalogEntry[] = [
   { machine: STEP, source: "states/step.ts", column: "execution_steps.state" },
   { machine: JOB, source: "states/job.ts", column: "exec_jobs.state" },
   { machine: PEER, source: "states/peer.ts", column: "fed_peers.state" },
+  { machine: HANDOFF_SOURCE, source: "states/handoff.ts", column: "acp_outgoing.state" },
+  { machine: HANDOFF_TARGET, source: "states/handoff.ts", column: "acp_incoming.state" },
   { machine: SESSION, source: "dwcp/amst/session-state.ts", column: null },
 ];

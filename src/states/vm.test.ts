@@ -36,10 +36,11 @@ describe("VM state machine", () => {
     }
   });
 
-  it("lets every state except deleting and migrating reach deleting", () => {
+  it("lets every state except deleting, migrating and arriving reach deleting by a user's action", () => {
     for (const s of states) {
-      // A migrating VM is deleted after its migration is cancelled, never mid-flight.
-      if (s === "deleting" || s === "migrating") continue;
+      // A migrating VM is deleted after its migration is cancelled, never mid-flight; an
+      // arriving one is not this cluster's to delete until its hand-off ends.
+      if (s === "deleting" || s === "migrating" || s === "arriving") continue;
       expect(TRANSITIONS[s]).toContain("deleting");
       expect(ALLOWED_ACTIONS[s]).toContain("delete");
     }

@@ -12,6 +12,7 @@
  *   any state but deleting ──delete──▶ deleting ──agent removed it──▶ (row gone)
  *   running ──migrate──▶ migrating ──completed, failed or cancelled──▶ running (on the
  *   target or still on the source); ──both QEMUs lost──▶ failed
+ *   (a hand-off from another cluster) arriving ──owned here──▶ running; ──called off──▶ deleting
  *
  * `desired_state` records what the user asked for (running, stopped, deleted); the
  * reconciler (cluster/reconciler.ts) moves `state` towards it using what the agent reports.
@@ -33,8 +34,10 @@ export const VM = defineStateMachine({
     failed: "QEMU died or could not start; state_reason says why",
     deleting: "the agent is removing the VM and its disk",
     migrating: "moving to another host; cancel the migration to stop it",
+    arriving:
+      "coming from another cluster: a paused copy waits here until the hand-off makes it this cluster's",
   },
-  initial: ["pending"],
+  initial: ["pending", "arriving"],
   // The transitions the reconciler may make (user actions included). Every other state
   // rests until the user or the agent's report moves it; `deleting` ends with the row
   // removed, so it alone is final.
@@ -48,6 +51,7 @@ export const VM = defineStateMachine({
     failed: ["starting", "deleting"],
     deleting: [],
     migrating: ["running", "failed"],
+    arriving: ["running", "failed", "deleting"],
   },
   final: ["deleting"],
 });
@@ -72,6 +76,7 @@ export const ALLOWED_ACTIONS: Record<VmState, readonly VmAction[]> = {
   failed: ["start", "delete"],
   deleting: [],
   migrating: [],
+  arriving: [],
 };
 
 /** The transitions the reconciler may make (user actions included). */
@@ -109,4 +114,5 @@ export const RESERVING_STATES: readonly VmState[] = [
   "running",
   "stopping",
   "migrating",
+  "arriving",
 ];
