@@ -320,6 +320,29 @@ export const ERROR_CODES = {
     description:
       "The peer is quarantined for misbehaving (novacron cluster peer list shows why); nothing is exchanged with it until an admin lifts the quarantine.",
   },
+  NOVA_ACP_PROTOCOL: {
+    status: 409,
+    retryable: false,
+    description:
+      "A hand-off message or statement was malformed, badly signed, or contradicted one the same cluster signed before (docs/federation.md §10); a contradiction quarantines the peer.",
+  },
+  NOVA_ACP_NOT_OWNER: {
+    status: 409,
+    retryable: false,
+    description:
+      "This cluster does not own the VM (it was handed to another cluster, at the epoch in details); act on it through its owner.",
+  },
+  NOVA_ACP_OWNER_UNCERTAIN: {
+    status: 409,
+    retryable: true,
+    description:
+      "The VM is in the middle of a hand-off between clusters that has not resolved yet (details.handoff says where it is); wait for it, or see novacron migration show.",
+  },
+  NOVA_ACP_ABORTED: {
+    status: 409,
+    retryable: false,
+    description: "The hand-off was already called off by its source cluster; start a new migration.",
+  },
 } as const satisfies Record<string, ErrorCodeEntry>;
 
 /** A stable error code. */

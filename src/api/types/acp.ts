@@ -1,0 +1,90 @@
+/**
+ * Wire types of ACP, the cross-cluster ownership hand-off (docs/federation.md §10): the
+ * signed statement each step is, and the request/answer messages of the `acp/1` channel.
+ */
+import { type Static, Type } from "@sinclair/typebox";
+import { Uuid } from "./common.js";
+
+/**
+ * The statement kinds, in protocol order. The source signs prepare, release and abort;
+ * the destination the others.
+ */
+export const STATEMENT_KINDS = [
+  "prepare",
+  "prepared",
+  "release",
+  "owned",
+  "returned",
+  "abort",
+  "aborted",
+] as const;
+export type StatementKind = (typeof STATEMENT_KINDS)[number];
+
+/** The kinds the source cluster signs. */
+export const SOURCE_STATEMENTS: readonly StatementKind[] = ["prepare", "release", "abort"];
+
+export const StatementKindSchema = Type.Union(STATEMENT_KINDS.map((k) => Type.Literal(k)));
+
+/** The largest statement accepted or sent: its canonical JSON, signature included. */
+export const MAX_STATEMENT_BYTES = 64 * 1024;
+
+/** A signed ACP statement (acp/statements.ts says what the signature covers). */
+export const SignedStatementSchema = Type.Object(
+  {
+    kind: StatementKindSchema,
+    handoff: Uuid,
+    vm: Uuid,
+    source: Uuid,
+    target: Uuid,
+    /** The epoch the statement is about: e+1 (the hand-off's), e+2 for `returned`. */
+    epoch: Type.Integer({ minimum: 2 }),
+    /** The signer's clock: for people only. */
+    issuedAt: Type.String({ maxLength: 64 }),
+    /** What the step carries besides ownership (prepare: the VM; prepared: endpoints). */
+    detail: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+    sig: Type.String({ maxLength: 128 }),
+  },
+  { additionalProperties: false },
+);
+export type SignedStatement = Static<typeof SignedStatementSchema>;
+
+/** `acp/1` request: deliver a statement (prepare, release, abort) or ask for the answerer's. */
+export const AcpRequest = Type.Union([
+  Type.Object(
+    {
+      type: Type.Literal("deliver"),
+      statement: SignedStatementSchema,
+    },
+    { additionalProperties: false },
+  ),
+  Type.Object(
+    {
+      type: Type.Literal("status"),
+      handoff: Uuid,
+    },
+    { additionalProperties: false },
+  ),
+]);
+export type AcpRequest = Static<typeof AcpRequest>;
+
+/**
+ * `acp/1` answer: the answerer's newest statement for the hand-off, `pending` (the source
+ * has not decided yet), `unknown` (no record of it), or a refusal with a stable code.
+ */
+export const AcpAnswer = Type.Union([
+  Type.Object(
+    { type: Type.Literal("statement"), statement: SignedStatementSchema },
+    { additionalProperties: false },
+  ),
+  Type.Object({ type: Type.Literal("pending") }, { additionalProperties: false }),
+  Type.Object({ type: Type.Literal("unknown") }, { additionalProperties: false }),
+  Type.Object(
+    {
+      type: Type.Literal("error"),
+      code: Type.String({ maxLength: 64 }),
+      message: Type.String({ maxLength: 4096 }),
+    },
+    { additionalProperties: false },
+  ),
+]);
+export type AcpAnswer = Static<typeof AcpAnswer>;

@@ -1,0 +1,344 @@
+/**
+ * The hand-off tables (docs/federation.md §10): `acp_outgoing` (this cluster is the
+ * source), `acp_incoming` (the destination), and the VM's owner and epoch. Every state
+ * change is a compare-and-set on the from-state and records an event; the signed
+ * statements each side made or received are kept with the hand-off, by kind.
+ */
+import type { SignedStatement, StatementKind } from "../../api/types/acp.js";
+import type { ClusterEvent } from "../../api/types/events.js";
+import { NovaError } from "../../lib/errors.js";
+import { stateChanged } from "../../lib/state-machine.js";
+import {
+  HANDOFF_SOURCE,
+  HANDOFF_TARGET,
+  type HandoffSourceState,
+  type HandoffTargetState,
+} from "../../states/handoff.js";
+import type { Queryable, ReadQueryable } from "./db.js";
+import { appendEvent } from "./events.js";
+
+/** The statements of a hand-off, by kind (at most one of each). */
+export type Statements = Partial<Record<StatementKind, SignedStatement>>;
+
+interface HandoffCommon {
+  id: string;
+  vmId: string;
+  vmName: string;
+  /** The epoch the source owned the VM at; the hand-off moves it to fromEpoch + 1. */
+  fromEpoch: number;
+  reason: string;
+  statements: Statements;
+  createdAt: string;
+  stateChangedAt: string;
+}
+
+/** This cluster's side of a hand-off it started (the source). */
+export interface OutgoingHandoff extends HandoffCommon {
+  state: HandoffSourceState;
+  migrationId: string | null;
+  targetClusterId: string;
+}
+
+/** This cluster's side of a hand-off offered to it (the destination). */
+export interface IncomingHandoff extends HandoffCommon {
+  state: HandoffTargetState;
+  sourceClusterId: string;
+  hostId: string | null;
+}
+
+interface Row {
+  id: string;
+  vm_id: string;
+  vm_name: string;
+  from_epoch: number;
+  state: string;
+  reason: string;
+  statements: Statements | string;
+  created_at: Date | string;
+  state_changed_at: Date | string;
+}
+
+function iso(v: Date | string): string {
+  return v instanceof Date ? v.toISOString() : new Date(v).toISOString();
+}
+
+function common(r: Row): HandoffCommon {
+  return {
+    id: r.id,
+    vmId: r.vm_id,
+    vmName: r.vm_name,
+    fromEpoch: r.from_epoch,
+    reason: r.reason,
+    statements: typeof r.statements === "string" ? (JSON.parse(r.statements) as Statements) : r.statements,
+    createdAt: iso(r.created_at),
+    stateChangedAt: iso(r.state_changed_at),
+  };
+}
+
+const OUT_COLUMNS =
+  "id, vm_id, vm_name, from_epoch, state, reason, statements, created_at, state_changed_at, migration_id, target_cluster_id";
+const IN_COLUMNS =
+  "id, vm_id, vm_name, from_epoch, state, reason, statements, created_at, state_changed_at, source_cluster_id, host_id";
+
+function outgoing(r: Row & { migration_id: string | null; target_cluster_id: string }): OutgoingHandoff {
+  return {
+    ...common(r),
+    state: r.state as HandoffSourceState,
+    migrationId: r.migration_id,
+    targetClusterId: r.target_cluster_id,
+  };
+}
+
+function incoming(r: Row & { source_cluster_id: string; host_id: string | null }): IncomingHandoff {
+  return {
+    ...common(r),
+    state: r.state as HandoffTargetState,
+    sourceClusterId: r.source_cluster_id,
+    hostId: r.host_id,
+  };
+}
+
+/** Records a new outgoing hand-off in `preparing`, with the signed `prepare`. */
+export async function createOutgoing(
+  q: Queryable,
+  h: {
+    id: string;
+    vmId: string;
+    vmName: string;
+    migrationId: string | null;
+    targetClusterId: string;
+    fromEpoch: number;
+    prepare: SignedStatement;
+  },
+): Promise<ClusterEvent> {
+  const { rows } = await q.query<{ id: string }>(
+    `SELECT id FROM acp_outgoing WHERE vm_id = $1 AND state IN ('preparing', 'transferring', 'released', 'aborting')`,
+    [h.vmId],
+  );
+  if (rows.length > 0)
+    throw new NovaError(
+      "NOVA_ACP_OWNER_UNCERTAIN",
+      `VM ${h.vmName} is already being handed to another cluster (hand-off ${rows[0]!.id})`,
+      { details: { vm: h.vmName, handoff: rows[0]!.id } },
+    );
+  await q.query(
+    `INSERT INTO acp_outgoing (id, vm_id, vm_name, migration_id, target_cluster_id, from_epoch, state, reason, statements)
+     VALUES ($1, $2, $3, $4, $5, $6, 'preparing', 'asking the destination to prepare', $7::jsonb)`,
+    [
+      h.id,
+      h.vmId,
+      h.vmName,
+      h.migrationId,
+      h.targetClusterId,
+      h.fromEpoch,
+      JSON.stringify({ prepare: h.prepare } satisfies Statements),
+    ],
+  );
+  return handoffEvent(q, "source", h.id, h.vmName, null, "preparing", "asking the destination to prepare");
+}
+
+/** One outgoing hand-off; `forUpdate` locks its row. NOVA_NOT_FOUND when unknown. */
+export async function getOutgoing(q: ReadQueryable, id: string, forUpdate = false): Promise<OutgoingHandoff> {
+  const found = await findOutgoing(q, id, forUpdate);
+  if (!found) throw new NovaError("NOVA_NOT_FOUND", `No outgoing hand-off ${id}`);
+  return found;
+}
+
+/** One outgoing hand-off, or undefined. */
+export async function findOutgoing(
+  q: ReadQueryable,
+  id: string,
+  forUpdate = false,
+): Promise<OutgoingHandoff | undefined> {
+  const { rows } = await q.query<Row & { migration_id: string | null; target_cluster_id: string }>(
+    `SELECT ${OUT_COLUMNS} FROM acp_outgoing WHERE id = $1${forUpdate ? " FOR UPDATE" : ""}`,
+    [id],
+  );
+  return rows[0] ? outgoing(rows[0]) : undefined;
+}
+
+/** Outgoing hand-offs in a state that still has work to do, oldest first. */
+export async function listActiveOutgoing(q: ReadQueryable): Promise<OutgoingHandoff[]> {
+  const { rows } = await q.query<Row & { migration_id: string | null; target_cluster_id: string }>(
+    `SELECT ${OUT_COLUMNS} FROM acp_outgoing WHERE state = ANY($1) ORDER BY created_at, id`,
+    [HANDOFF_SOURCE.active],
+  );
+  return rows.map(outgoing);
+}
+
+/** The outgoing hand-offs of one VM, newest first. */
+export async function listOutgoingOfVm(q: ReadQueryable, vmId: string): Promise<OutgoingHandoff[]> {
+  const { rows } = await q.query<Row & { migration_id: string | null; target_cluster_id: string }>(
+    `SELECT ${OUT_COLUMNS} FROM acp_outgoing WHERE vm_id = $1 ORDER BY created_at DESC, id`,
+    [vmId],
+  );
+  return rows.map(outgoing);
+}
+
+/**
+ * Moves an outgoing hand-off `h.state → to` (compare-and-set), adding `statements` to the
+ * ones it holds.
+ */
+export async function transitionOutgoing(
+  q: Queryable,
+  h: OutgoingHandoff,
+  to: HandoffSourceState,
+  reason: string,
+  statements: Statements = {},
+): Promise<ClusterEvent> {
+  HANDOFF_SOURCE.assertTransition(`hand-off ${h.id}`, h.state, to);
+  const { rowCount } = await q.query(
+    `UPDATE acp_outgoing SET state = $2, reason = $3, statements = statements || $4::jsonb, state_changed_at = now()
+     WHERE id = $1 AND state = $5`,
+    [h.id, to, reason, JSON.stringify(statements), h.state],
+  );
+  if (rowCount === 0) throw stateChanged(HANDOFF_SOURCE.name, `hand-off ${h.id}`, h.state, to);
+  return handoffEvent(q, "source", h.id, h.vmName, h.state, to, reason);
+}
+
+/** Keeps a statement received without a state change (a repeated answer, a status). */
+export async function addOutgoingStatement(q: Queryable, id: string, s: SignedStatement): Promise<void> {
+  await q.query(
+    `UPDATE acp_outgoing SET statements = statements || jsonb_build_object($2::text, $3::jsonb) WHERE id = $1`,
+    [id, s.kind, JSON.stringify(s)],
+  );
+}
+
+/**
+ * Records an incoming hand-off: `prepared` for a `prepare` (its host chosen), or `aborted`
+ * for an `abort` of a hand-off never prepared here (so that a late `prepare` is refused).
+ */
+export async function createIncoming(
+  q: Queryable,
+  h: {
+    id: string;
+    vmId: string;
+    vmName: string;
+    sourceClusterId: string;
+    fromEpoch: number;
+    state: HandoffTargetState;
+    reason: string;
+    hostId: string | null;
+    statements: Statements;
+  },
+): Promise<ClusterEvent> {
+  if (!HANDOFF_TARGET.initial.includes(h.state))
+    throw new NovaError("NOVA_INTERNAL", `an incoming hand-off cannot start in ${h.state}`);
+  await q.query(
+    `INSERT INTO acp_incoming (id, vm_id, vm_name, source_cluster_id, from_epoch, state, reason, host_id, statements)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)`,
+    [
+      h.id,
+      h.vmId,
+      h.vmName,
+      h.sourceClusterId,
+      h.fromEpoch,
+      h.state,
+      h.reason,
+      h.hostId,
+      JSON.stringify(h.statements),
+    ],
+  );
+  return handoffEvent(q, "destination", h.id, h.vmName, null, h.state, h.reason);
+}
+
+/** One incoming hand-off, or undefined; `forUpdate` locks its row. */
+export async function findIncoming(
+  q: ReadQueryable,
+  id: string,
+  forUpdate = false,
+): Promise<IncomingHandoff | undefined> {
+  const { rows } = await q.query<Row & { source_cluster_id: string; host_id: string | null }>(
+    `SELECT ${IN_COLUMNS} FROM acp_incoming WHERE id = $1${forUpdate ? " FOR UPDATE" : ""}`,
+    [id],
+  );
+  return rows[0] ? incoming(rows[0]) : undefined;
+}
+
+/** Incoming hand-offs still waiting for the source's decision, oldest first. */
+export async function listActiveIncoming(q: ReadQueryable): Promise<IncomingHandoff[]> {
+  const { rows } = await q.query<Row & { source_cluster_id: string; host_id: string | null }>(
+    `SELECT ${IN_COLUMNS} FROM acp_incoming WHERE state = ANY($1) ORDER BY created_at, id`,
+    [HANDOFF_TARGET.active],
+  );
+  return rows.map(incoming);
+}
+
+/** Moves an incoming hand-off `h.state → to` (compare-and-set), adding `statements`. */
+export async function transitionIncoming(
+  q: Queryable,
+  h: IncomingHandoff,
+  to: HandoffTargetState,
+  reason: string,
+  statements: Statements = {},
+): Promise<ClusterEvent> {
+  HANDOFF_TARGET.assertTransition(`hand-off ${h.id}`, h.state, to);
+  const { rowCount } = await q.query(
+    `UPDATE acp_incoming SET state = $2, reason = $3, statements = statements || $4::jsonb, state_changed_at = now()
+     WHERE id = $1 AND state = $5`,
+    [h.id, to, reason, JSON.stringify(statements), h.state],
+  );
+  if (rowCount === 0) throw stateChanged(HANDOFF_TARGET.name, `hand-off ${h.id}`, h.state, to);
+  return handoffEvent(q, "destination", h.id, h.vmName, h.state, to, reason);
+}
+
+/** A VM's owner as this cluster's database has it: null = this cluster. */
+export interface VmOwnership {
+  ownerClusterId: string | null;
+  epoch: number;
+}
+
+/** The VM's owner and epoch; undefined when this cluster has no row for it. */
+export async function vmOwnership(q: ReadQueryable, vmId: string): Promise<VmOwnership | undefined> {
+  const { rows } = await q.query<{ owner_cluster_id: string | null; owner_epoch: number }>(
+    "SELECT owner_cluster_id, owner_epoch FROM vms WHERE id = $1",
+    [vmId],
+  );
+  const r = rows[0];
+  return r ? { ownerClusterId: r.owner_cluster_id, epoch: r.owner_epoch } : undefined;
+}
+
+/**
+ * Moves a VM's ownership `from → to` (compare-and-set on owner and epoch): epochs only
+ * grow, so a stale writer — a second replica, a retried step — changes nothing.
+ */
+export async function moveVmOwnership(
+  q: Queryable,
+  vmId: string,
+  from: VmOwnership,
+  to: VmOwnership,
+): Promise<void> {
+  if (to.epoch <= from.epoch)
+    throw new NovaError(
+      "NOVA_INTERNAL",
+      `VM ${vmId}: an owner epoch only grows (${from.epoch} → ${to.epoch})`,
+    );
+  const { rowCount } = await q.query(
+    `UPDATE vms SET owner_cluster_id = $2, owner_epoch = $3, updated_at = now()
+     WHERE id = $1 AND owner_epoch = $4 AND owner_cluster_id IS NOT DISTINCT FROM $5`,
+    [vmId, to.ownerClusterId, to.epoch, from.epoch, from.ownerClusterId],
+  );
+  if (rowCount === 0)
+    throw new NovaError(
+      "NOVA_STATE_CHANGED",
+      `VM ${vmId} is no longer owned by ${from.ownerClusterId ?? "this cluster"} at epoch ${from.epoch}; reload and retry`,
+      { details: { vm: vmId, expected: from } },
+    );
+}
+
+function handoffEvent(
+  q: Queryable,
+  side: "source" | "destination",
+  id: string,
+  vm: string,
+  from: string | null,
+  to: string,
+  reason: string,
+): Promise<ClusterEvent> {
+  return appendEvent(q, {
+    type: "acp.handoff",
+    resourceType: "handoff",
+    resourceId: id,
+    data: { side, vm, from, to, reason },
+  });
+}
