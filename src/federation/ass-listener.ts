@@ -9,6 +9,7 @@
  */
 import type { TLSSocket } from "node:tls";
 import type { Logger } from "pino";
+import type { AcpAnswer, AcpRequest } from "../api/types/acp.js";
 import { type AssBatch, type AssRefusal, FEDERATION_PROTOCOL } from "../api/types/federation.js";
 import {
   followPeerCard,
@@ -25,7 +26,8 @@ import { describeError, NovaError } from "../lib/errors.js";
 import { withDeadline } from "../lib/wait.js";
 import { verifyIssued } from "../security/pki.js";
 import { peerIdentityError } from "../security/tls-client.js";
-import { ASS_SESSION_TUNING, BATCH_LIMITS, readHello, readPull, send } from "./ass-wire.js";
+import { ACP_CHANNEL, readAcpRequest, sendAcp } from "./acp/acp-wire.js";
+import { ASS_CHANNEL, ASS_SESSION_TUNING, BATCH_LIMITS, readHello, readPull, send } from "./ass-wire.js";
 import type { Changes } from "./changes.js";
 import { parseFederationAddress } from "./receiver.js";
 import { recordSize, type SignedRecord } from "./records.js";
@@ -48,7 +50,12 @@ export interface AssListenerDeps {
   log: Logger;
   /** Bytes served, for the traffic metric. */
   onBytes?: (bytes: number) => void;
+  /** Answers ACP requests (docs/federation.md §10); without it the acp/1 channel is refused. */
+  acp?: AcpHandler;
 }
+
+/** Answers one ACP request from an active peer; never throws (a failure is an error answer). */
+export type AcpHandler = (peer: PeerRow, request: AcpRequest) => Promise<AcpAnswer>;
 
 /** TLS material of this cluster's server. */
 export interface ListenerTls {
@@ -227,12 +234,21 @@ export class AssListener {
       });
       return;
     }
+    if (ch.label !== ASS_CHANNEL && !(ch.label === ACP_CHANNEL && this.deps.acp)) {
+      await send(ch, {
+        type: "error",
+        code: "NOVA_FED_PROTOCOL",
+        message: `${this.deps.self.name} serves no channel ${JSON.stringify(ch.label.slice(0, 64))}`,
+      });
+      return;
+    }
     await send(ch, {
       type: "hello",
       protocol: FEDERATION_PROTOCOL,
       cluster: this.deps.self.id,
       name: this.deps.self.name,
     });
+    if (ch.label === ACP_CHANNEL && this.deps.acp) return this.serveAcp(ch, peer, this.deps.acp);
     for (;;) {
       const pull = await readPull(ch);
       if (pull === null) return;
@@ -240,6 +256,23 @@ export class AssListener {
       await send(ch, answer);
       this.deps.onBytes?.(Buffer.byteLength(JSON.stringify(answer)));
       if (answer.type === "error") return;
+    }
+  }
+
+  /**
+   * ACP requests, one at a time: the peer's state is checked before each (a peer
+   * quarantined or removed meanwhile gets the refusal), then the handler answers.
+   */
+  private async serveAcp(ch: Channel, peer: PeerRow, handler: AcpHandler): Promise<void> {
+    for (;;) {
+      const request = await readAcpRequest(ch);
+      if (request === null) return;
+      const refused = this.refusal(peer, await this.deps.peers());
+      if (refused) {
+        await send(ch, refused);
+        return;
+      }
+      await sendAcp(ch, await handler(peer, request));
     }
   }
 

@@ -29,12 +29,16 @@ export const MAX_BATCH_BYTES = ASS_SESSION_TUNING.maxMessageBytes;
 /** What a sender puts in one batch at most. */
 export const BATCH_LIMITS = { records: 2000, bytes: 4 * 1024 * 1024 } as const;
 
-/** Sends one message. */
-export function send(channel: Channel, message: AssHello | AssPull | AssBatch | AssRefusal): Promise<void> {
+/** Sends one message (any of the federation's channels: one JSON document each). */
+export function send(channel: Channel, message: AssHello | AssPull | AssBatch | AssRefusal | object): Promise<void> {
   return channel.send(Buffer.from(JSON.stringify(message), "utf8"));
 }
 
-function decode<T>(raw: Buffer, schema: TSchema, what: string, limit: number): T {
+/**
+ * Decodes one message against `schema`: NOVA_FED_PROTOCOL when over `limit`, not JSON or
+ * off the schema; a peer's `{"type":"error"}` refusal is thrown as the error it names.
+ */
+export function decodeMessage<T>(raw: Buffer, schema: TSchema, what: string, limit: number): T {
   if (raw.length > limit) {
     throw new NovaError(
       "NOVA_FED_PROTOCOL",
@@ -65,7 +69,7 @@ function decode<T>(raw: Buffer, schema: TSchema, what: string, limit: number): T
 }
 
 /** Reads the next message; NOVA_FED_PROTOCOL when the channel ended instead. */
-async function next(channel: Channel, what: string): Promise<Buffer> {
+export async function next(channel: Channel, what: string): Promise<Buffer> {
   const raw = await channel.read();
   if (raw === null)
     throw new NovaError("NOVA_FED_PROTOCOL", `The peer ended the channel instead of sending a ${what}`);
@@ -74,7 +78,7 @@ async function next(channel: Channel, what: string): Promise<Buffer> {
 
 /** Reads a hello and checks the protocol version. */
 export async function readHello(channel: Channel): Promise<AssHello> {
-  const hello = decode<AssHello>(await next(channel, "hello"), AssHello, "hello", MAX_PULL_BYTES);
+  const hello = decodeMessage<AssHello>(await next(channel, "hello"), AssHello, "hello", MAX_PULL_BYTES);
   if (hello.protocol !== FEDERATION_PROTOCOL) {
     throw new NovaError(
       "NOVA_FED_PROTOCOL",
@@ -89,10 +93,10 @@ export async function readHello(channel: Channel): Promise<AssHello> {
 export async function readPull(channel: Channel): Promise<AssPull | null> {
   const raw = await channel.read();
   if (raw === null) return null;
-  return decode<AssPull>(raw, AssPull, "pull", MAX_PULL_BYTES);
+  return decodeMessage<AssPull>(raw, AssPull, "pull", MAX_PULL_BYTES);
 }
 
 /** Reads a batch. */
 export async function readBatch(channel: Channel): Promise<AssBatch> {
-  return decode<AssBatch>(await next(channel, "batch"), AssBatch, "batch", MAX_BATCH_BYTES);
+  return decodeMessage<AssBatch>(await next(channel, "batch"), AssBatch, "batch", MAX_BATCH_BYTES);
 }

@@ -8,7 +8,6 @@
  * the database holds: nothing is lost and nothing is taken twice.
  */
 import type { Logger } from "pino";
-import { FEDERATION_PROTOCOL } from "../api/types/federation.js";
 import {
   getPeerById,
   notePeerContact,
@@ -17,23 +16,18 @@ import {
   readVector,
 } from "../cluster/store/federation.js";
 import type { Store } from "../cluster/store/store.js";
-import { dialSession } from "../dwcp/amst/dial.js";
 import type { DwcpSession } from "../dwcp/amst/session.js";
 import { describeError, NovaError } from "../lib/errors.js";
 import { withDeadline } from "../lib/wait.js";
-import { peerIdentityError } from "../security/tls-client.js";
-import { ASS_CHANNEL, ASS_SESSION_TUNING, readBatch, readHello, send } from "./ass-wire.js";
+import { ASS_CHANNEL, readBatch, send } from "./ass-wire.js";
 import type { Changes } from "./changes.js";
+import { type DialSelf, dialPeer } from "./peer-dial.js";
 import { applyBatch, type BatchOutcome, type Roster, type Violation } from "./receiver.js";
 import type { VersionVector } from "./version-vector.js";
 
 /** What a link needs. */
-export interface PeerLinkDeps {
+export interface PeerLinkDeps extends DialSelf {
   store: Store;
-  self: { id: string; name: string };
-  /** Where peers reach our own listener (host:port), told in every hello. */
-  selfAddress: () => string;
-  tls: { certChainPem: string; keyPem: string };
   roster: () => Promise<Roster>;
   changes: Changes;
   log: Logger;
@@ -113,37 +107,10 @@ export class PeerLink {
     // Fresh each time: the peer may have moved (its signed cluster record says where to).
     const p = await getPeerById(this.deps.store.read, this.peer.id);
     if (!p) return true;
-    const session = await dialSession({
-      host: p.fedHost,
-      port: p.fedPort,
-      tls: {
-        ca: p.caPem,
-        cert: this.deps.tls.certChainPem,
-        key: this.deps.tls.keyPem,
-        checkServerIdentity: (_host, cert) => peerIdentityError(cert, { role: "server" }),
-      },
-      versions: [3],
-      streams: 1,
-      handshakeTimeoutMs: 10_000,
-      tuning: ASS_SESSION_TUNING,
+    const { channel: ch } = await dialPeer(p, this.deps, ASS_CHANNEL, (session) => {
+      this.session = session;
     });
-    this.session = session;
     if (this.stopped) return true;
-    const ch = session.openChannel(ASS_CHANNEL);
-    await send(ch, {
-      type: "hello",
-      protocol: FEDERATION_PROTOCOL,
-      cluster: this.deps.self.id,
-      name: this.deps.self.name,
-      federation: this.deps.selfAddress(),
-    });
-    const hello = await this.bounded(readHello(ch), 10_000, "hello");
-    if (hello.cluster !== p.id) {
-      throw new NovaError(
-        "NOVA_UNAUTHENTICATED",
-        `${p.fedHost}:${p.fedPort} is cluster ${hello.cluster}, not ${p.name} (${p.id})`,
-      );
-    }
     let waitMs = 0;
     while (!this.stopped) {
       const roster = await this.deps.roster();

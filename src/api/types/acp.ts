@@ -48,6 +48,36 @@ export const SignedStatementSchema = Type.Object(
 );
 export type SignedStatement = Static<typeof SignedStatementSchema>;
 
+/**
+ * What a `prepare` carries in its detail: the VM as the destination must start it, and the
+ * host the user asked for, if any (the destination's placement picks one otherwise).
+ */
+export const HandoffVmSpec = Type.Object(
+  {
+    name: Type.String({ pattern: "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$" }),
+    vcpus: Type.Integer({ minimum: 1, maximum: 1024 }),
+    memoryMiB: Type.Integer({ minimum: 16 }),
+    kernelArgs: Type.String({ maxLength: 4096 }),
+    machineType: Type.Optional(Type.String({ pattern: "^(q35|pc-q35-[0-9]{1,3}\\.[0-9]{1,3})$" })),
+    image: Type.Object(
+      {
+        name: Type.String({ maxLength: 128 }),
+        diskDigest: Type.String({ maxLength: 128 }),
+        diskFormat: Type.Union([Type.Literal("qcow2"), Type.Literal("raw")]),
+        diskVirtualBytes: Type.Integer({ minimum: 0 }),
+        kernelDigest: Type.Union([Type.String({ maxLength: 128 }), Type.Null()]),
+        initrdDigest: Type.Union([Type.String({ maxLength: 128 }), Type.Null()]),
+        cmdline: Type.String({ maxLength: 4096 }),
+        minMemoryMiB: Type.Integer({ minimum: 0 }),
+      },
+      { additionalProperties: false },
+    ),
+    targetHost: Type.Optional(Type.String({ maxLength: 253 })),
+  },
+  { additionalProperties: false },
+);
+export type HandoffVmSpec = Static<typeof HandoffVmSpec>;
+
 /** `acp/1` request: deliver a statement (prepare, release, abort) or ask for the answerer's. */
 export const AcpRequest = Type.Union([
   Type.Object(

@@ -342,3 +342,102 @@ function handoffEvent(
     data: { side, vm, from, to, reason },
   });
 }
+
+/** A VM offered by another cluster, as the destination records it while it arrives. */
+export interface ArrivingVm {
+  id: string;
+  name: string;
+  imageId: string;
+  vcpus: number;
+  memoryMiB: number;
+  kernelArgs: string;
+  machineType: string | null;
+  hostId: string;
+  /** The source cluster, the owner until the hand-off commits here. */
+  ownerClusterId: string;
+  ownerEpoch: number;
+}
+
+/**
+ * Records an arriving VM (state `arriving`, owned by the source): NOVA_FED_NAME_CLASH when
+ * a VM of that name exists here, NOVA_ACP_PROTOCOL when one with its id does.
+ */
+export async function insertArrivingVm(q: Queryable, vm: ArrivingVm): Promise<ClusterEvent> {
+  const { rows } = await q.query<{ id: string; name: string }>("SELECT id, name FROM vms WHERE id = $1 OR name = $2", [
+    vm.id,
+    vm.name,
+  ]);
+  if (rows.some((r) => r.id === vm.id))
+    throw new NovaError("NOVA_ACP_PROTOCOL", `This cluster already has VM ${vm.id}; it cannot arrive here again`);
+  if (rows.length > 0)
+    throw new NovaError(
+      "NOVA_FED_NAME_CLASH",
+      `A VM named ${vm.name} already exists in the destination cluster; rename or delete one of them first`,
+      { details: { vm: vm.name } },
+    );
+  await q.query(
+    `INSERT INTO vms (id, name, image_id, vcpus, memory_mib, kernel_args, desired_state, state, state_reason, host_id, machine_type, owner_cluster_id, owner_epoch)
+     VALUES ($1, $2, $3, $4, $5, $6, 'running', 'arriving', 'a paused copy waits for the hand-off', $7, $8, $9, $10)`,
+    [
+      vm.id,
+      vm.name,
+      vm.imageId,
+      vm.vcpus,
+      vm.memoryMiB,
+      vm.kernelArgs,
+      vm.hostId,
+      vm.machineType,
+      vm.ownerClusterId,
+      vm.ownerEpoch,
+    ],
+  );
+  return vmStateEvent(q, vm.id, vm.name, null, "arriving", "a paused copy waits for the hand-off");
+}
+
+/**
+ * The hand-off committed here: the arriving VM becomes this cluster's at `epoch` and
+ * `running` (its copy is resumed next). A compare-and-set on state and owner.
+ */
+export async function takeArrivedVm(
+  q: Queryable,
+  vmId: string,
+  from: { ownerClusterId: string; epoch: number },
+  reason: string,
+): Promise<ClusterEvent> {
+  const { rows } = await q.query<{ name: string }>(
+    `UPDATE vms SET state = 'running', state_reason = $2, owner_cluster_id = NULL, owner_epoch = $3 + 1,
+       generation = generation + 1, updated_at = now(), state_changed_at = now()
+     WHERE id = $1 AND state = 'arriving' AND owner_cluster_id = $4 AND owner_epoch = $3
+     RETURNING name`,
+    [vmId, reason, from.epoch, from.ownerClusterId],
+  );
+  if (rows.length === 0)
+    throw new NovaError("NOVA_STATE_CHANGED", `VM ${vmId} is no longer arriving from ${from.ownerClusterId} at epoch ${from.epoch}`);
+  return vmStateEvent(q, vmId, rows[0]!.name, "arriving", "running", reason);
+}
+
+/** Forgets an arriving VM whose hand-off was called off or given back; false if none. */
+export async function dropArrivingVm(q: Queryable, vmId: string, reason: string): Promise<ClusterEvent | undefined> {
+  const { rows } = await q.query<{ name: string }>(
+    "DELETE FROM vms WHERE id = $1 AND state = 'arriving' RETURNING name",
+    [vmId],
+  );
+  if (rows.length === 0) return undefined;
+  return appendEvent(q, {
+    type: "vm.deleted",
+    resourceType: "vm",
+    resourceId: vmId,
+    data: { name: rows[0]!.name, reason },
+  });
+}
+
+function vmStateEvent(
+  q: Queryable,
+  id: string,
+  name: string,
+  from: string | null,
+  to: string,
+  reason: string,
+): Promise<ClusterEvent> {
+  return appendEvent(q, { type: "vm.state", resourceType: "vm", resourceId: id, data: { name, from, to, reason } });
+}

@@ -1,0 +1,48 @@
+/**
+ * What ACP needs from the hosts (docs/federation.md §10): the copies of a VM on this
+ * cluster's agents. The hand-off decides when a copy may be started, resumed, fenced or
+ * removed; these ports do it. Every call is idempotent: the service repeats it after a
+ * restart when it cannot know whether the previous attempt happened.
+ */
+import type { SignedStatement } from "../../api/types/acp.js";
+import type { IncomingHandoff, OutgoingHandoff } from "../../cluster/store/acp.js";
+import type { CopyState } from "./plan.js";
+
+/** A fencing token: the cluster that owns the VM, at which epoch. */
+export interface FenceToken {
+  owner: string;
+  epoch: number;
+}
+
+/** The source's copy: the VM's QEMU on its host in this cluster. */
+export interface SourceCopies {
+  state(h: OutgoingHandoff): Promise<CopyState>;
+  /** Gives the copy's agent the destination's token: from then on it refuses to resume it. */
+  fence(h: OutgoingHandoff, token: FenceToken): Promise<void>;
+  /** Stops the copy and removes its disk. */
+  remove(h: OutgoingHandoff): Promise<void>;
+  /** Resumes the paused copy (after an abort or a return) with this cluster's token. */
+  resume(h: OutgoingHandoff, token: FenceToken): Promise<void>;
+}
+
+/** Where an arriving VM will wait, chosen before anything is recorded. */
+export interface Placement {
+  hostId: string;
+  imageId: string;
+}
+
+/** The destination's copy: a paused QEMU waiting for the stream on one of its hosts. */
+export interface TargetCopies {
+  /**
+   * Checks the offered VM can be taken (image, capacity, name) and picks its host; a
+   * refusal throws with a stable code and nothing is recorded.
+   */
+  place(prepare: SignedStatement): Promise<Placement>;
+  /** Starts (or finds) the paused copy; returns what the source needs to reach it. */
+  start(h: IncomingHandoff, prepare: SignedStatement): Promise<Record<string, unknown>>;
+  state(h: IncomingHandoff): Promise<CopyState>;
+  /** Resumes the copy with this cluster's token. */
+  resume(h: IncomingHandoff, token: FenceToken): Promise<void>;
+  /** Stops the copy and removes its disk. */
+  remove(h: IncomingHandoff): Promise<void>;
+}
