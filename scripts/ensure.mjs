@@ -60,6 +60,8 @@ const HOST_PACKAGES = [
   ["openssl", () => has("openssl")],
   // The federation fault suite runs one server with its clock minutes off (libfaketime).
   ["faketime", () => has("faketime")],
+  // The ACP model (spec/acp.pml) is checked by spin, which writes a C verifier gcc builds.
+  ["spin", () => has("spin")],
 ];
 
 function has(cmd) {
