@@ -28,7 +28,7 @@
  *  - The copies: S's QEMU copy (running, paused, gone) and D's (absent; waiting: paused,
  *    waiting for the stream; holding: paused, holds the whole VM; running; gone). `empty`
  *    and `full` would read better but are Promela keywords. The transfer is one step of
- *    QEMU's; the environment may kill D's copy once before it runs.
+ *    QEMU's; the environment may kill D's copy once, at any time before it runs.
  *  - Fencing: a copy is resumed only with its side's durable (owner, epoch) as token, and
  *    only if that names the side and is not older than the agent's highest token.
  *
@@ -48,9 +48,7 @@
  *
  * Mutants (each must be caught, test/acp-model.test.ts): -DBUG_ABORT_AFTER_RELEASE,
  * -DBUG_RECLAIM_ON_TIMEOUT, -DBUG_OWN_EMPTY_COPY, -DBUG_REMOVE_ON_RELEASE,
- * -DBUG_RELEASE_RUNNING. -DKILL_AFTER_OWNED
- * widens the environment's kill to the gap between D's commit of `owned` and its resume
- * (see the Environment).
+ * -DBUG_RELEASE_RUNNING, -DBUG_OWNED_BEFORE_RESUME.
  */
 
 /*
@@ -63,7 +61,7 @@
 mtype = {
   none,
   preparing, transferring, released, completed, aborting, aborted, reclaimed,
-  prepared, owned, returned,
+  prepared, resuming, owned, returned,
   prepare, release, abort,
   running, paused, gone, absent, waiting, holding,
   S, D
@@ -71,7 +69,7 @@ mtype = {
 
 #define SOURCE_STATE(x) (x == preparing || x == transferring || x == released || x == completed || x == aborting || x == aborted || x == reclaimed)
 #define SOURCE_FINAL(x) (x == completed || x == aborted || x == reclaimed)
-#define TARGET_STATE(x) (x == prepared || x == owned || x == returned || x == aborted)
+#define TARGET_STATE(x) (x == prepared || x == resuming || x == owned || x == returned || x == aborted)
 #define TARGET_FINAL(x) (x == owned || x == returned || x == aborted)
 #define STATEMENT(x) (x == prepare || x == prepared || x == release || x == owned || x == returned || x == abort || x == aborted)
 
@@ -160,18 +158,27 @@ end:
   /* A repeated `prepare` finds the copy gone and starts it again, empty: this is why
    * `release` asks for a copy that holds the VM and not just for a copy. */
   :: atomic { d_state == prepared && sent[prepare] && d_copy == gone -> d_copy = waiting }
+  /* The release commits ownership here; the copy is resumed in a later step and `owned`
+   * is signed only once it runs. A copy that dies in between never ran, and S still holds
+   * its paused copy (it removes it only on `owned`): D gives the VM back. */
 #ifdef BUG_OWN_EMPTY_COPY
-  :: atomic { d_state == prepared && sent[release] && (d_copy == holding || d_copy == waiting) -> d_state = owned; d_owner = D; d_epoch = 1 }
+  :: atomic { d_state == prepared && sent[release] && (d_copy == holding || d_copy == waiting) -> d_state = resuming; d_owner = D; d_epoch = 1 }
   :: atomic { d_state == prepared && sent[release] && d_copy != holding && d_copy != waiting -> d_state = returned; d_epoch = 2 }
 #else
-  :: atomic { d_state == prepared && sent[release] && d_copy == holding -> d_state = owned; d_owner = D; d_epoch = 1 }
+  :: atomic { d_state == prepared && sent[release] && d_copy == holding -> d_state = resuming; d_owner = D; d_epoch = 1 }
   :: atomic { d_state == prepared && sent[release] && d_copy != holding -> d_state = returned; d_epoch = 2 }
 #endif
+#ifdef BUG_OWNED_BEFORE_RESUME
+  /* Answering `owned` on the commit, before the copy runs: S removes its copy on it. */
+  :: atomic { d_state == resuming && !sent[owned] -> send(owned) }
+#endif
+  :: atomic { d_state == resuming && d_copy == holding && D_MAY_RUN -> d_copy = running }
+  :: atomic { d_state == resuming && d_copy == running -> d_state = owned; send(owned) }
+  :: atomic { d_state == resuming && d_copy == gone -> d_state = returned; d_owner = S; d_epoch = 2 }
   :: atomic { d_state == prepared && sent[abort] -> d_state = aborted }
   /* Each answer goes out after its effect, as the statement says: "I hold a paused
    * copy", "runs here", "my copy is gone", "I hold no copy". */
   :: atomic { d_state == prepared && d_copy == absent -> d_copy = waiting; send(prepared) }
-  :: atomic { d_state == owned && d_copy == holding && D_MAY_RUN -> d_copy = running; send(owned) }
   :: atomic {
        d_state == returned && (d_copy == waiting || d_copy == holding || !sent[returned]) ->
          if :: d_copy == waiting || d_copy == holding -> d_copy = gone :: else -> skip fi;
@@ -191,16 +198,10 @@ end:
   /* QEMU's migration: memory and disk cross while S's copy runs, then S's copy pauses
    * holding the VM and D's holds all of it. */
   :: atomic { s_state == transferring && s_copy == running && d_copy == waiting -> s_copy = paused; d_copy = holding }
-  /* D's QEMU dies (host crash, OOM) before it ever runs. Not between D's commit of
-   * `owned` and its resume: D would then own a VM it cannot run, and S, released, could
-   * not take it back: a state for a human (§10), not one the protocol resolves. With
-   * -DKILL_AFTER_OWNED spin shows exactly that: safety and not_lost still hold, agreement
-   * does not. */
-#ifdef KILL_AFTER_OWNED
+  /* D's QEMU dies (host crash, OOM) once, at any time before it runs: while prepared,
+   * and between D's commit of the release (resuming) and its resume, which D answers by
+   * giving the VM back. */
   :: atomic { !killed && (d_copy == waiting || d_copy == holding) -> killed = true; d_copy = gone }
-#else
-  :: atomic { !killed && (d_copy == waiting || d_copy == holding) && d_state != owned -> killed = true; d_copy = gone }
-#endif
   od
 }
 

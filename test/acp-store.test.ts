@@ -142,7 +142,11 @@ describe.each(ENGINES)("hand-off store on $engine", ({ create }) => {
     expect(h).toMatchObject({ state: "prepared", sourceClusterId: S });
     expect((await listActiveIncoming(store.read)).map((x) => x.id)).toContain(id);
     await store.write((tx) =>
-      transitionIncoming(tx, h, "owned", "released to us", { owned: statement("owned", id, vmId) }),
+      transitionIncoming(tx, h, "resuming", "released to us", { release: statement("release", id, vmId) }),
+    );
+    const r = (await findIncoming(store.read, id))!;
+    await store.write((tx) =>
+      transitionIncoming(tx, r, "owned", "runs here", { owned: statement("owned", id, vmId) }),
     );
     await expect(
       store.write((tx) => transitionIncoming(tx, h, "aborted", "late abort")),

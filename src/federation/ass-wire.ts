@@ -30,7 +30,10 @@ export const MAX_BATCH_BYTES = ASS_SESSION_TUNING.maxMessageBytes;
 export const BATCH_LIMITS = { records: 2000, bytes: 4 * 1024 * 1024 } as const;
 
 /** Sends one message (any of the federation's channels: one JSON document each). */
-export function send(channel: Channel, message: AssHello | AssPull | AssBatch | AssRefusal | object): Promise<void> {
+export function send(
+  channel: Channel,
+  message: AssHello | AssPull | AssBatch | AssRefusal | object,
+): Promise<void> {
   return channel.send(Buffer.from(JSON.stringify(message), "utf8"));
 }
 

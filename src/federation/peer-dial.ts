@@ -63,7 +63,11 @@ export async function dialPeer(
     const hello = await withDeadline(
       readHello(channel),
       HELLO_TIMEOUT_MS,
-      () => new NovaError("NOVA_FED_PEER_UNREACHABLE", `${peer.name} sent no hello within ${HELLO_TIMEOUT_MS} ms`),
+      () =>
+        new NovaError(
+          "NOVA_FED_PEER_UNREACHABLE",
+          `${peer.name} sent no hello within ${HELLO_TIMEOUT_MS} ms`,
+        ),
     );
     if (hello.cluster !== peer.id) {
       throw new NovaError(

@@ -14,9 +14,10 @@
  *
  * Destination:
  *
- *   (nothing) ──PREPARE──▶ prepared ──RELEASE(S, e+1), own copy alive──▶ owned (resumes it)
- *   (nothing) ──ABORT──▶ aborted        │ ──RELEASE(S, e+1), own copy gone──▶ returned (e+2)
- *                                       └──ABORT──▶ aborted (its copy removed)
+ *   (nothing) ──PREPARE──▶ prepared ──RELEASE(S, e+1), own copy whole──▶ resuming ──copy runs──▶ owned
+ *   (nothing) ──ABORT──▶ aborted        │                                    │ (signs OWNED only now)
+ *                                       │ ──RELEASE, own copy gone──▶ returned ◀──copy died before it ran
+ *                                       └──ABORT──▶ aborted (its copy removed)   (signed back at e+2)
  *
  * The source's commit of `released` is the one point where ownership moves: before it the
  * source may abort on its own (the destination never resumes without the signed release);
@@ -54,14 +55,17 @@ export const HANDOFF_TARGET = defineStateMachine({
   name: "hand-off (destination)",
   states: {
     prepared: "a paused copy waits here; it never runs without the source's signed release",
-    owned: "released to this cluster at the new epoch: owned here, resumed here",
-    returned: "released here but this copy was gone: signed back to the source at the epoch after",
+    resuming: "released to this cluster at the new epoch: owned here; its copy is being resumed",
+    owned: "owned and running here; `owned` is signed only once the copy runs",
+    returned:
+      "released here but this copy was gone, or died before it ran: signed back to the source at the epoch after",
     aborted:
       "the source called it off: this copy is removed (also recorded for a hand-off never prepared, so a late PREPARE is refused)",
   },
   initial: ["prepared", "aborted"],
   transitions: {
-    prepared: ["owned", "returned", "aborted"],
+    prepared: ["resuming", "returned", "aborted"],
+    resuming: ["owned", "returned"],
     owned: [],
     returned: [],
     aborted: [],

@@ -39,11 +39,11 @@ CREATE TABLE acp_incoming (
   vm_name            text NOT NULL,
   source_cluster_id  uuid NOT NULL,
   from_epoch         integer NOT NULL CHECK (from_epoch > 0),
-  state              text NOT NULL CHECK (state IN ('prepared', 'owned', 'returned', 'aborted')),
+  state              text NOT NULL CHECK (state IN ('prepared', 'resuming', 'owned', 'returned', 'aborted')),
   reason             text NOT NULL DEFAULT '',
   host_id            uuid,
   statements         jsonb NOT NULL DEFAULT '{}',
   created_at         timestamptz NOT NULL DEFAULT now(),
   state_changed_at   timestamptz NOT NULL DEFAULT now()
 );
-CREATE UNIQUE INDEX acp_incoming_active_vm ON acp_incoming (vm_id) WHERE state = 'prepared';
+CREATE UNIQUE INDEX acp_incoming_active_vm ON acp_incoming (vm_id) WHERE state IN ('prepared', 'resuming');

@@ -363,12 +363,15 @@ export interface ArrivingVm {
  * a VM of that name exists here, NOVA_ACP_PROTOCOL when one with its id does.
  */
 export async function insertArrivingVm(q: Queryable, vm: ArrivingVm): Promise<ClusterEvent> {
-  const { rows } = await q.query<{ id: string; name: string }>("SELECT id, name FROM vms WHERE id = $1 OR name = $2", [
-    vm.id,
-    vm.name,
-  ]);
+  const { rows } = await q.query<{ id: string; name: string }>(
+    "SELECT id, name FROM vms WHERE id = $1 OR name = $2",
+    [vm.id, vm.name],
+  );
   if (rows.some((r) => r.id === vm.id))
-    throw new NovaError("NOVA_ACP_PROTOCOL", `This cluster already has VM ${vm.id}; it cannot arrive here again`);
+    throw new NovaError(
+      "NOVA_ACP_PROTOCOL",
+      `This cluster already has VM ${vm.id}; it cannot arrive here again`,
+    );
   if (rows.length > 0)
     throw new NovaError(
       "NOVA_FED_NAME_CLASH",
@@ -395,29 +398,45 @@ export async function insertArrivingVm(q: Queryable, vm: ArrivingVm): Promise<Cl
 }
 
 /**
- * The hand-off committed here: the arriving VM becomes this cluster's at `epoch` and
- * `running` (its copy is resumed next). A compare-and-set on state and owner.
+ * The hand-off committed here: the arriving VM becomes this cluster's at the next epoch
+ * (a compare-and-set on state and owner). It stays `arriving` until its copy runs.
  */
-export async function takeArrivedVm(
+export async function takeArrivingVm(
   q: Queryable,
   vmId: string,
   from: { ownerClusterId: string; epoch: number },
-  reason: string,
-): Promise<ClusterEvent> {
+): Promise<void> {
+  const { rowCount } = await q.query(
+    `UPDATE vms SET owner_cluster_id = NULL, owner_epoch = $2 + 1, updated_at = now()
+     WHERE id = $1 AND state = 'arriving' AND owner_cluster_id = $3 AND owner_epoch = $2`,
+    [vmId, from.epoch, from.ownerClusterId],
+  );
+  if (rowCount === 0)
+    throw new NovaError(
+      "NOVA_STATE_CHANGED",
+      `VM ${vmId} is no longer arriving from ${from.ownerClusterId} at epoch ${from.epoch}`,
+    );
+}
+
+/** The arrived VM's copy runs here: it is `running`, this cluster's like any other. */
+export async function arrivedVmRuns(q: Queryable, vmId: string, reason: string): Promise<ClusterEvent> {
   const { rows } = await q.query<{ name: string }>(
-    `UPDATE vms SET state = 'running', state_reason = $2, owner_cluster_id = NULL, owner_epoch = $3 + 1,
-       generation = generation + 1, updated_at = now(), state_changed_at = now()
-     WHERE id = $1 AND state = 'arriving' AND owner_cluster_id = $4 AND owner_epoch = $3
+    `UPDATE vms SET state = 'running', state_reason = $2, updated_at = now(), state_changed_at = now()
+     WHERE id = $1 AND state = 'arriving' AND owner_cluster_id IS NULL
      RETURNING name`,
-    [vmId, reason, from.epoch, from.ownerClusterId],
+    [vmId, reason],
   );
   if (rows.length === 0)
-    throw new NovaError("NOVA_STATE_CHANGED", `VM ${vmId} is no longer arriving from ${from.ownerClusterId} at epoch ${from.epoch}`);
+    throw new NovaError("NOVA_STATE_CHANGED", `VM ${vmId} is not an arrived VM of this cluster`);
   return vmStateEvent(q, vmId, rows[0]!.name, "arriving", "running", reason);
 }
 
 /** Forgets an arriving VM whose hand-off was called off or given back; false if none. */
-export async function dropArrivingVm(q: Queryable, vmId: string, reason: string): Promise<ClusterEvent | undefined> {
+export async function dropArrivingVm(
+  q: Queryable,
+  vmId: string,
+  reason: string,
+): Promise<ClusterEvent | undefined> {
   const { rows } = await q.query<{ name: string }>(
     "DELETE FROM vms WHERE id = $1 AND state = 'arriving' RETURNING name",
     [vmId],
@@ -439,5 +458,10 @@ function vmStateEvent(
   to: string,
   reason: string,
 ): Promise<ClusterEvent> {
-  return appendEvent(q, { type: "vm.state", resourceType: "vm", resourceId: id, data: { name, from, to, reason } });
+  return appendEvent(q, {
+    type: "vm.state",
+    resourceType: "vm",
+    resourceId: id,
+    data: { name, from, to, reason },
+  });
 }

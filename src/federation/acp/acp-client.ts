@@ -19,7 +19,12 @@ import type { PeerAnswer } from "./plan.js";
 export const ACP_REQUEST_TIMEOUT_MS = 60_000;
 
 /** Refusals after which the listener has ended the channel. */
-const LINK_ENDING = new Set(["NOVA_FED_QUARANTINED", "NOVA_FED_PEER_UNKNOWN", "NOVA_FED_PROTOCOL", "NOVA_UNAUTHENTICATED"]);
+const LINK_ENDING = new Set([
+  "NOVA_FED_QUARANTINED",
+  "NOVA_FED_PEER_UNKNOWN",
+  "NOVA_FED_PROTOCOL",
+  "NOVA_UNAUTHENTICATED",
+]);
 
 export class AcpClient {
   private link: { session: DwcpSession; channel: Channel } | undefined;

@@ -28,6 +28,7 @@ export async function readAcpRequest(channel: Channel): Promise<AcpRequest | nul
 /** Reads an answer; a refusal is thrown as the error it names (details.peerCode set). */
 export async function readAcpAnswer(channel: Channel): Promise<AcpAnswer> {
   const raw = await channel.read();
-  if (raw === null) return { type: "error", code: "NOVA_FED_PEER_UNREACHABLE", message: "the peer ended the channel" };
+  if (raw === null)
+    return { type: "error", code: "NOVA_FED_PEER_UNREACHABLE", message: "the peer ended the channel" };
   return decodeMessage<AcpAnswer>(raw, AcpAnswer, "hand-off answer", MAX_ACP_MESSAGE_BYTES);
 }

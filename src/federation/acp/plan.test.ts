@@ -69,9 +69,8 @@ describe("the source's next action", () => {
   it("preparing: delivers prepare until answered, then moves on the answer", () => {
     expect(nextOutgoingAction(out("preparing"), o())).toEqual({ kind: "deliver", statement: "prepare" });
     expect(nextOutgoingAction(out("preparing"), o({ answer: unreachable }))).toMatchObject({ kind: "wait" });
-    expect(nextOutgoingAction(out("preparing"), o({ answer: { kind: "pending" } }))).toEqual({
-      kind: "deliver",
-      statement: "prepare",
+    expect(nextOutgoingAction(out("preparing"), o({ answer: { kind: "pending" } }))).toMatchObject({
+      kind: "wait",
     });
     expect(nextOutgoingAction(out("preparing"), o({ answer: said("prepared") }))).toMatchObject({
       kind: "transition",
@@ -121,6 +120,10 @@ describe("the source's next action", () => {
       statement: "release",
     });
     expect(nextOutgoingAction(out("released"), fenced({ answer: unreachable }))).toMatchObject({
+      kind: "wait",
+    });
+    // The destination is still resuming its copy: ask again on the next pass.
+    expect(nextOutgoingAction(out("released"), fenced({ answer: { kind: "pending" } }))).toMatchObject({
       kind: "wait",
     });
     expect(nextOutgoingAction(out("released"), fenced({ answer: said("owned") }))).toMatchObject({
@@ -226,7 +229,7 @@ describe("the destination's answer to a delivery", () => {
 
   it("prepared: owns only with a whole copy, gives back otherwise, drops on abort", () => {
     const p = inc("prepared");
-    expect(decideDelivery(p, "release", "paused")).toMatchObject({ kind: "transition", to: "owned" });
+    expect(decideDelivery(p, "release", "paused")).toMatchObject({ kind: "transition", to: "resuming" });
     for (const copy of ["incomplete", "gone", "running"] as CopyState[])
       expect(decideDelivery(p, "release", copy)).toMatchObject({ kind: "transition", to: "returned" });
     expect(decideDelivery(p, "release", "unknown")).toMatchObject({
@@ -239,8 +242,8 @@ describe("the destination's answer to a delivery", () => {
     expect(decideDelivery(p, "prepare", "gone")).toEqual({ kind: "restart-copy" });
   });
 
-  it("owned or returned: repeats its answer; an abort now is the source contradicting itself", () => {
-    for (const state of ["owned", "returned"] as const) {
+  it("resuming, owned or returned: repeats its answer; an abort now is the source contradicting itself", () => {
+    for (const state of ["resuming", "owned", "returned"] as const) {
       expect(decideDelivery(inc(state), "release", "running")).toEqual({ kind: "repeat" });
       expect(decideDelivery(inc(state), "prepare", "running")).toEqual({ kind: "repeat" });
       expect(decideDelivery(inc(state), "abort", "running")).toMatchObject({
@@ -303,10 +306,23 @@ describe("the destination's next action", () => {
     });
   });
 
-  it("owned: resumes a paused copy once; returned and aborted remove it", () => {
-    expect(nextIncomingAction(inc("owned"), io("paused"))).toEqual({ kind: "resume-copy" });
-    expect(nextIncomingAction(inc("owned"), io("unknown"))).toMatchObject({ kind: "wait" });
-    expect(nextIncomingAction(inc("owned"), io("running"))).toEqual({ kind: "done" });
+  it("resuming: resumes the copy, owns once it runs, gives the VM back if it died first", () => {
+    expect(nextIncomingAction(inc("resuming"), io("paused"))).toEqual({ kind: "resume-copy" });
+    expect(nextIncomingAction(inc("resuming"), io("unknown"))).toMatchObject({ kind: "wait" });
+    expect(nextIncomingAction(inc("resuming"), io("running"))).toMatchObject({
+      kind: "transition",
+      to: "owned",
+    });
+    for (const copy of ["gone", "incomplete"] as const)
+      expect(nextIncomingAction(inc("resuming"), io(copy))).toMatchObject({
+        kind: "transition",
+        to: "returned",
+      });
+  });
+
+  it("owned is the reconciler's; returned and aborted remove the copy", () => {
+    for (const copy of ["running", "gone", "paused"] as const)
+      expect(nextIncomingAction(inc("owned"), io(copy))).toEqual({ kind: "done" });
     for (const state of ["returned", "aborted"] as const) {
       expect(nextIncomingAction(inc(state), io("paused"))).toEqual({ kind: "remove-copy" });
       expect(nextIncomingAction(inc(state), io("incomplete"))).toEqual({ kind: "remove-copy" });
@@ -317,7 +333,7 @@ describe("the destination's next action", () => {
 
   it("never resumes a copy it does not own", () => {
     for (const state of HANDOFF_TARGET.list) {
-      if (state === "owned") continue;
+      if (state === "resuming") continue;
       for (const copy of ["paused", "incomplete", "gone", "unknown"] as CopyState[])
         for (const answer of [undefined, said("release"), said("abort"), unreachable])
           expect(nextIncomingAction(inc(state), io(copy, answer ? { answer } : {})).kind).not.toBe(

@@ -21,7 +21,11 @@
  *                 our release).
  *
  * Destination: decideDelivery answers a statement the source delivered; nextIncomingAction
- * performs what the stored state calls for and asks the source for `status` while it waits.
+ * performs what the stored state calls for and asks the source for `status` while it waits:
+ *   prepared      ask the source for its decision; apply a `release` or `abort` it shows.
+ *   resuming      resume the copy; once it runs → owned (signs `owned`); gone before it
+ *                 ran → returned (the source still holds its paused copy).
+ *   returned, aborted   remove the copy.
  */
 import type { SignedStatement, StatementKind } from "../../api/types/acp.js";
 import type { IncomingHandoff, OutgoingHandoff } from "../../cluster/store/acp.js";
@@ -195,10 +199,12 @@ export function nextOutgoingAction(h: OutgoingHandoff, o: OutgoingObservations):
   }
 }
 
-/** After an answer that settles nothing: retry (the executor backs off on unreachable). */
+/** After an answer that settles nothing: retry now, or on the next pass when the peer is busy or away. */
 function waitOrDeliver(answer: PeerAnswer, statement: StatementKind): OutgoingAction {
   if (answer.kind === "unreachable")
     return { kind: "wait", reason: `the destination is unreachable: ${answer.message}` };
+  if (answer.kind === "pending")
+    return { kind: "wait", reason: "the destination has not finished its step yet" };
   return { kind: "deliver", statement };
 }
 
@@ -257,7 +263,8 @@ export function decideDelivery(
     case "prepared":
       if (kind === "prepare") return copy === "gone" ? { kind: "restart-copy" } : { kind: "repeat" };
       if (kind === "abort") return { kind: "transition", to: "aborted", reason: "the source called it off" };
-      if (copy === "paused") return { kind: "transition", to: "owned", reason: "released to this cluster" };
+      if (copy === "paused")
+        return { kind: "transition", to: "resuming", reason: "released to this cluster" };
       if (copy === "unknown")
         // The agent did not say: answering either way could be wrong. The source repeats.
         return {
@@ -274,6 +281,7 @@ export function decideDelivery(
             ? "released, but this copy never received the whole VM"
             : "released, but this copy is gone",
       };
+    case "resuming":
     case "owned":
     case "returned":
       if (kind === "release") return { kind: "repeat" };
@@ -313,6 +321,7 @@ export interface IncomingObservations {
 export type IncomingAction =
   /** Act on the source's decision as if it had been delivered. */
   | { kind: "apply"; statement: SignedStatement }
+  | { kind: "transition"; to: "owned" | "returned"; reason: string }
   | { kind: "ask-status" }
   | { kind: "resume-copy" }
   | { kind: "remove-copy" }
@@ -340,10 +349,19 @@ export function nextIncomingAction(h: IncomingHandoff, o: IncomingObservations):
         return { kind: "wait", reason: `the source is unreachable: ${o.answer.message}` };
       return { kind: "ask-status" };
     }
-    case "owned":
+    case "resuming":
       if (o.copy === "paused") return { kind: "resume-copy" };
+      if (o.copy === "running") return { kind: "transition", to: "owned", reason: "its copy runs here" };
       if (o.copy === "unknown") return { kind: "wait", reason: "the copy's agent does not answer" };
-      // Running, or gone after it ran: from here on the VM's lifecycle is the reconciler's.
+      // Gone before it ever ran (`owned` is signed only once it runs, so the source still
+      // holds its paused copy): give the VM back rather than lose it.
+      return {
+        kind: "transition",
+        to: "returned",
+        reason: "this copy died before it ran; the VM goes back to the source",
+      };
+    case "owned":
+      // From here on the VM's lifecycle is the reconciler's.
       return { kind: "done" };
     case "returned":
     case "aborted":

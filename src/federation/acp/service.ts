@@ -10,8 +10,9 @@
  * restart of the server, its database or an agent loses nothing: the loop finds the
  * record where the last commit left it and does what it says.
  */
-import { Value } from "@sinclair/typebox/value";
+
 import type { KeyObject } from "node:crypto";
+import { Value } from "@sinclair/typebox/value";
 import type { Logger } from "pino";
 import {
   type AcpAnswer,
@@ -21,6 +22,7 @@ import {
   type StatementKind,
 } from "../../api/types/acp.js";
 import {
+  arrivedVmRuns,
   createIncoming,
   createOutgoing,
   dropArrivingVm,
@@ -33,7 +35,7 @@ import {
   moveVmOwnership,
   type OutgoingHandoff,
   type Statements,
-  takeArrivedVm,
+  takeArrivingVm,
   transitionIncoming,
   transitionOutgoing,
 } from "../../cluster/store/acp.js";
@@ -53,7 +55,13 @@ import {
   type PeerAnswer,
 } from "./plan.js";
 import type { SourceCopies, TargetCopies } from "./ports.js";
-import { contradicts, signerOf, signStatement, type StatementContent, verifyStatement } from "./statements.js";
+import {
+  contradicts,
+  type StatementContent,
+  signerOf,
+  signStatement,
+  verifyStatement,
+} from "./statements.js";
 
 export interface AcpDeps {
   store: Store;
@@ -202,7 +210,11 @@ export class AcpService {
     this.wake();
   }
 
-  private async toAborting(tx: Parameters<Parameters<Store["write"]>[0]>[0], h: OutgoingHandoff, reason: string) {
+  private async toAborting(
+    tx: Parameters<Parameters<Store["write"]>[0]>[0],
+    h: OutgoingHandoff,
+    reason: string,
+  ) {
     const abort = this.sign({
       kind: "abort",
       handoff: h.id,
@@ -222,14 +234,20 @@ export class AcpService {
       try {
         await this.stepOutgoing(h, peers.get(h.targetClusterId));
       } catch (err) {
-        this.d.log.warn({ handoff: h.id, err: describeError(err) }, "hand-off step failed; retried next pass");
+        this.d.log.warn(
+          { handoff: h.id, err: describeError(err) },
+          "hand-off step failed; retried next pass",
+        );
       }
     }
     for (const h of await listActiveIncoming(this.d.store.read)) {
       try {
         await this.stepIncoming(h, peers.get(h.sourceClusterId));
       } catch (err) {
-        this.d.log.warn({ handoff: h.id, err: describeError(err) }, "hand-off step failed; retried next pass");
+        this.d.log.warn(
+          { handoff: h.id, err: describeError(err) },
+          "hand-off step failed; retried next pass",
+        );
       }
     }
   }
@@ -251,9 +269,14 @@ export class AcpService {
       switch (action.kind) {
         case "deliver": {
           const statement = h.statements[action.statement];
-          if (!statement) throw new NovaError("NOVA_INTERNAL", `hand-off ${h.id} holds no ${action.statement}`);
+          if (!statement)
+            throw new NovaError("NOVA_INTERNAL", `hand-off ${h.id} holds no ${action.statement}`);
           answer = peer
-            ? await this.checkAnswer(h, peer, await this.d.client(peer.id).request({ type: "deliver", statement }))
+            ? await this.checkAnswer(
+                h,
+                peer,
+                await this.d.client(peer.id).request({ type: "deliver", statement }),
+              )
             : { kind: "refused", code: "NOVA_FED_PEER_UNKNOWN", message: "the peer was removed" };
           continue;
         }
@@ -278,7 +301,10 @@ export class AcpService {
           return; // its agent did not answer: next pass
         case "needs-decision":
           if (this.decisions.get(h.id) !== action.reason)
-            this.d.log.warn({ handoff: h.id, vm: h.vmName, reason: action.reason }, "hand-off needs an operator");
+            this.d.log.warn(
+              { handoff: h.id, vm: h.vmName, reason: action.reason },
+              "hand-off needs an operator",
+            );
           this.decisions.set(h.id, action.reason);
           return;
         case "wait":
@@ -301,15 +327,25 @@ export class AcpService {
       signer: peer,
     });
     if (problem) {
-      this.d.log.warn({ handoff: h.id, peer: peer.name, problem }, "the destination's answer is not acceptable");
+      this.d.log.warn(
+        { handoff: h.id, peer: peer.name, problem },
+        "the destination's answer is not acceptable",
+      );
       return { kind: "refused", code: "NOVA_ACP_PROTOCOL", message: problem };
     }
     const contradicted = Object.values(h.statements).find(
       (held) => held && signerOf(held) === peer.id && contradicts(held, s),
     );
     if (contradicted) {
-      await this.quarantine(peer, `signed both ${contradicted.kind} and ${s.kind} for hand-off ${h.id}`, [contradicted, s]);
-      return { kind: "refused", code: "NOVA_ACP_PROTOCOL", message: `the destination contradicted its ${contradicted.kind}` };
+      await this.quarantine(peer, `signed both ${contradicted.kind} and ${s.kind} for hand-off ${h.id}`, [
+        contradicted,
+        s,
+      ]);
+      return {
+        kind: "refused",
+        code: "NOVA_ACP_PROTOCOL",
+        message: `the destination contradicted its ${contradicted.kind}`,
+      };
     }
     return a;
   }
@@ -346,7 +382,11 @@ export class AcpService {
     let answer: PeerAnswer | undefined;
     for (let i = 0; i < MAX_STEPS_PER_PASS; i++) {
       const copy = await this.d.target.state(h).catch((): CopyState => "unknown");
-      const action = nextIncomingAction(h, { peer: peer?.state ?? "removed", copy, ...(answer ? { answer } : {}) });
+      const action = nextIncomingAction(h, {
+        peer: peer?.state ?? "removed",
+        copy,
+        ...(answer ? { answer } : {}),
+      });
       if (action.kind !== "needs-decision") this.decisions.delete(h.id);
       switch (action.kind) {
         case "ask-status":
@@ -367,12 +407,16 @@ export class AcpService {
           continue;
         case "apply": {
           const a = await this.deliver(peer, action.statement);
-          if (a.type === "error") this.d.log.warn({ handoff: h.id, error: a.message }, "applying the source's word failed");
+          if (a.type === "error")
+            this.d.log.warn({ handoff: h.id, error: a.message }, "applying the source's word failed");
           h = (await findIncoming(this.d.store.read, h.id)) ?? h;
           answer = undefined;
           if (a.type === "error") return;
           continue;
         }
+        case "transition":
+          h = await this.moveIncoming(h, action.to, action.reason);
+          continue;
         case "resume-copy":
           await this.d.target.resume(h, { owner: this.d.self.id, epoch: h.fromEpoch + 1 });
           continue;
@@ -381,7 +425,10 @@ export class AcpService {
           continue;
         case "needs-decision":
           if (this.decisions.get(h.id) !== action.reason)
-            this.d.log.warn({ handoff: h.id, vm: h.vmName, reason: action.reason }, "hand-off needs an operator");
+            this.d.log.warn(
+              { handoff: h.id, vm: h.vmName, reason: action.reason },
+              "hand-off needs an operator",
+            );
           this.decisions.set(h.id, action.reason);
           return;
         case "wait":
@@ -414,7 +461,8 @@ export class AcpService {
     }
     const inc = await findIncoming(this.d.store.read, handoffId);
     if (inc && inc.sourceClusterId === peer.id) {
-      const s = inc.statements.returned ?? inc.statements.owned ?? inc.statements.aborted ?? inc.statements.prepared;
+      // While resuming there is nothing to say yet: `owned` is signed once the copy runs.
+      const s = inc.state === "resuming" ? undefined : inc.statements[inc.state];
       return s ? { type: "statement", statement: s } : { type: "pending" };
     }
     return { type: "unknown" };
@@ -423,7 +471,14 @@ export class AcpService {
   /** What is wrong with `s` as a statement of this hand-off signed by `signer`, if anything. */
   private statementProblem(
     s: SignedStatement,
-    want: { handoff: string; vm: string; source: string; target: string; fromEpoch: number | undefined; signer: PeerRow },
+    want: {
+      handoff: string;
+      vm: string;
+      source: string;
+      target: string;
+      fromEpoch: number | undefined;
+      signer: PeerRow;
+    },
   ): string | undefined {
     if (s.handoff !== want.handoff || s.vm !== want.vm) return "it is about another hand-off or VM";
     if (s.source !== want.source || s.target !== want.target) return "it names other clusters";
@@ -437,12 +492,21 @@ export class AcpService {
 
   /** The destination's side of a delivered prepare, release or abort (docs/federation.md §10). */
   private async deliver(peer: PeerRow | undefined, s: SignedStatement): Promise<AcpAnswer> {
-    if (!peer) return { type: "error", code: "NOVA_FED_PEER_UNKNOWN", message: "the source cluster was removed" };
+    if (!peer)
+      return { type: "error", code: "NOVA_FED_PEER_UNKNOWN", message: "the source cluster was removed" };
     if (s.kind !== "prepare" && s.kind !== "release" && s.kind !== "abort")
-      return { type: "error", code: "NOVA_ACP_PROTOCOL", message: `a ${s.kind} is not delivered to a destination` };
+      return {
+        type: "error",
+        code: "NOVA_ACP_PROTOCOL",
+        message: `a ${s.kind} is not delivered to a destination`,
+      };
     const existing = await findIncoming(this.d.store.read, s.handoff);
     if (existing && existing.sourceClusterId !== peer.id)
-      return { type: "error", code: "NOVA_ACP_PROTOCOL", message: "that hand-off belongs to another cluster" };
+      return {
+        type: "error",
+        code: "NOVA_ACP_PROTOCOL",
+        message: "that hand-off belongs to another cluster",
+      };
     const problem = this.statementProblem(s, {
       handoff: s.handoff,
       vm: existing?.vmId ?? s.vm,
@@ -451,8 +515,11 @@ export class AcpService {
       fromEpoch: existing?.fromEpoch ?? s.epoch - 1,
       signer: peer,
     });
-    if (problem) return { type: "error", code: "NOVA_ACP_PROTOCOL", message: `refused ${s.kind}: ${problem}` };
-    const copy: CopyState = existing ? await this.d.target.state(existing).catch((): CopyState => "unknown") : "gone";
+    if (problem)
+      return { type: "error", code: "NOVA_ACP_PROTOCOL", message: `refused ${s.kind}: ${problem}` };
+    const copy: CopyState = existing
+      ? await this.d.target.state(existing).catch((): CopyState => "unknown")
+      : "gone";
     const decision = decideDelivery(existing, s.kind, copy);
     switch (decision.kind) {
       case "refuse":
@@ -495,7 +562,11 @@ export class AcpService {
 
   private async prepare(peer: PeerRow, prepare: SignedStatement): Promise<AcpAnswer> {
     if (!Value.Check(HandoffVmSpec, prepare.detail))
-      return { type: "error", code: "NOVA_ACP_PROTOCOL", message: "the prepare does not carry a VM this cluster can start" };
+      return {
+        type: "error",
+        code: "NOVA_ACP_PROTOCOL",
+        message: "the prepare does not carry a VM this cluster can start",
+      };
     const spec = prepare.detail as HandoffVmSpec;
     const placement = await this.d.target.place(prepare);
     await this.d.store.write(async (tx, emit) => {
@@ -533,7 +604,12 @@ export class AcpService {
   /** Starts the paused copy and answers `prepared` with where the source reaches it. */
   private async startCopy(h: IncomingHandoff, prepare: SignedStatement): Promise<AcpAnswer> {
     const endpoints = await this.d.target.start(h, prepare);
-    const prepared = this.sign({ ...idsOf(prepare), kind: "prepared", epoch: h.fromEpoch + 1, detail: endpoints });
+    const prepared = this.sign({
+      ...idsOf(prepare),
+      kind: "prepared",
+      epoch: h.fromEpoch + 1,
+      detail: endpoints,
+    });
     await this.d.store.write(async (tx) => {
       await tx.query(
         `UPDATE acp_incoming SET statements = statements || jsonb_build_object('prepared', $2::jsonb) WHERE id = $1 AND state = 'prepared'`,
@@ -543,35 +619,86 @@ export class AcpService {
     return { type: "statement", statement: prepared };
   }
 
-  /** The source's release or abort moves this side (one transaction), then answers. */
+  /**
+   * The source's release or abort moves this side, then answers. A release is answered
+   * after the copy was resumed, as the statement says ("owned: runs here"), so the source
+   * learns it in this one round trip; when the resume cannot finish now the answer is
+   * `pending` and the loop carries on.
+   */
   private async decide(
     h: IncomingHandoff,
     to: IncomingHandoff["state"],
     reason: string,
     word: SignedStatement,
   ): Promise<AcpAnswer> {
-    const kind: StatementKind = to === "owned" ? "owned" : to === "returned" ? "returned" : "aborted";
-    const answer = this.sign({ ...idsOf(word), kind, epoch: epochOf(kind, h.fromEpoch) });
+    let now = await this.moveIncoming(h, to, reason, word);
+    if (now.state === "resuming") {
+      try {
+        await this.d.target.resume(now, { owner: this.d.self.id, epoch: now.fromEpoch + 1 });
+        if ((await this.d.target.state(now)) === "running")
+          now = await this.moveIncoming(now, "owned", "its copy runs here");
+      } catch (err) {
+        this.d.log.warn(
+          { handoff: h.id, err: describeError(err) },
+          "resuming the arrived copy failed; the loop retries",
+        );
+      }
+    }
+    this.wake();
+    return this.status(await this.peerOf(now), now.id);
+  }
+
+  private async peerOf(h: IncomingHandoff): Promise<PeerRow> {
+    const peer = (await this.d.peers()).find((p) => p.id === h.sourceClusterId);
+    if (!peer) throw new NovaError("NOVA_FED_PEER_UNKNOWN", "the source cluster was removed");
+    return peer;
+  }
+
+  /**
+   * Moves this side (one transaction): resuming takes the VM's ownership; owned, returned
+   * and aborted sign the statement that says so; `word` is the source's statement it rests on.
+   */
+  private async moveIncoming(
+    h: IncomingHandoff,
+    to: IncomingHandoff["state"],
+    reason: string,
+    word?: SignedStatement,
+  ): Promise<IncomingHandoff> {
+    const ids = { handoff: h.id, vm: h.vmId, source: h.sourceClusterId, target: this.d.self.id };
+    const statements: Statements = word ? { [word.kind]: word } : {};
+    if (to === "owned" || to === "returned" || to === "aborted")
+      statements[to] = this.sign({ ...ids, kind: to, epoch: epochOf(to, h.fromEpoch) });
     await this.d.store.write(async (tx, emit) => {
       const current = await findIncoming(tx, h.id, true);
-      if (!current || current.state !== h.state) throw new NovaError("NOVA_STATE_CHANGED", `hand-off ${h.id} moved meanwhile`);
-      if (to === "owned")
-        emit(await takeArrivedVm(tx, h.vmId, { ownerClusterId: h.sourceClusterId, epoch: h.fromEpoch }, reason));
+      if (!current || current.state !== h.state)
+        throw new NovaError("NOVA_STATE_CHANGED", `hand-off ${h.id} moved meanwhile`);
+      if (to === "resuming")
+        await takeArrivingVm(tx, h.vmId, { ownerClusterId: h.sourceClusterId, epoch: h.fromEpoch });
+      else if (to === "owned")
+        emit(await arrivedVmRuns(tx, h.vmId, `arrived from another cluster: ${reason}`));
       else {
         const dropped = await dropArrivingVm(tx, h.vmId, reason);
         if (dropped) emit(dropped);
       }
-      emit(await transitionIncoming(tx, current, to, reason, { [word.kind]: word, [kind]: answer }));
+      emit(await transitionIncoming(tx, current, to, reason, statements));
     });
-    this.wake();
-    return { type: "statement", statement: answer };
+    return (await findIncoming(this.d.store.read, h.id))!;
   }
 
   /** Stores the proof and quarantines a peer that contradicted itself. */
   private async quarantine(peer: PeerRow, detail: string, proof: SignedStatement[]): Promise<void> {
     await this.d.store.write(async (tx, emit) => {
-      await addEvidence(tx, { peerId: peer.id, senderId: peer.id, kind: "equivocation", detail, records: proof });
-      const { rows } = await tx.query<{ state: string }>("SELECT state FROM fed_peers WHERE id = $1 FOR UPDATE", [peer.id]);
+      await addEvidence(tx, {
+        peerId: peer.id,
+        senderId: peer.id,
+        kind: "equivocation",
+        detail,
+        records: proof,
+      });
+      const { rows } = await tx.query<{ state: string }>(
+        "SELECT state FROM fed_peers WHERE id = $1 FOR UPDATE",
+        [peer.id],
+      );
       if (rows[0]?.state !== "active") return;
       await transitionPeer(tx, peer.id, "active", "quarantined", { kind: "equivocation", reason: detail });
       emit(
