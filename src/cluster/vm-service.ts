@@ -13,7 +13,7 @@ import {
   machineTypeSupport,
   validateMachineType,
 } from "../lib/qemu-support.js";
-import { placeVm } from "../placement/most-free-memory.js";
+import { PLACEMENT_LOCK_KEY, placeVm } from "../placement/most-free-memory.js";
 import { assertActionAllowed } from "../states/vm.js";
 import type { Queryable } from "./store/db.js";
 import { getHost, type HostRecord, listHosts } from "./store/hosts.js";
@@ -22,7 +22,6 @@ import type { Store } from "./store/store.js";
 import { getVm, insertVm, transitionVm, type VmRecord } from "./store/vms.js";
 
 // Serialises placement decisions so two creates cannot both take a host's last memory.
-const PLACEMENT_LOCK_KEY = 7_311_002;
 
 /** User operations on VMs. */
 export class VmService {

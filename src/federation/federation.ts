@@ -11,6 +11,7 @@ import { Value } from "@sinclair/typebox/value";
 import "./formats.js";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
+import type { AcpRequest } from "../api/types/acp.js";
 import type { ClusterEvent } from "../api/types/events.js";
 import {
   type ClusterCard,
@@ -32,6 +33,7 @@ import {
   deleteRecordsOf,
   evidenceCounts,
   getLivePeer,
+  getPeerById,
   insertPeer,
   listEvidence,
   listPeers,
@@ -50,6 +52,9 @@ import { WakeableLoop } from "../lib/wakeable-loop.js";
 import { fingerprintOf, verifyIssued } from "../security/pki.js";
 import { clusterFetch, fetchPresentedCa, peerIdentityError } from "../security/tls-client.js";
 import { VERSION } from "../version.js";
+import { AcpClient } from "./acp/acp-client.js";
+import type { SourceCopies, TargetCopies } from "./acp/ports.js";
+import { AcpService } from "./acp/service.js";
 import { AssListener } from "./ass-listener.js";
 import { Changes } from "./changes.js";
 import { createFederationMetrics, type FederationMetrics } from "./metrics.js";
@@ -79,6 +84,11 @@ export interface FederationOptions {
   staleAfterMs?: number;
   /** Full publish pass interval (changes made here wake it at once). @defaultValue 5000 */
   publishIntervalMs?: number;
+  /**
+   * ACP (docs/federation.md §10): the copies of VMs on this cluster's hosts, and whether a
+   * migration run carries a hand-off's transfer. Without it this cluster refuses hand-offs.
+   */
+  acp?: { source: SourceCopies; target: TargetCopies; transferActive: (handoffId: string) => boolean };
 }
 
 /** A cluster name from a host name: lower-case, dashes for anything else, 63 at most. */
@@ -105,12 +115,27 @@ export class Federation {
   private readonly publisher: Publisher;
   private readonly staleAfterMs: number;
   private fedPort = 0;
+  private readonly acpClients = new Map<string, AcpClient>();
+  /** The hand-offs of this cluster (absent when the server runs without ACP). */
+  acp: AcpService | undefined;
 
   private constructor(
     private readonly o: FederationOptions,
     readonly self: { id: string; name: string; publicKey: string },
     signingKey: KeyObject,
   ) {
+    if (o.acp)
+      this.acp = new AcpService({
+        store: o.store,
+        self,
+        signingKey,
+        peers: async () => (await listPeers(o.store.read)).filter((p) => p.state !== "removed"),
+        client: (peerId) => this.acpClient(peerId),
+        source: o.acp.source,
+        target: o.acp.target,
+        transferActive: o.acp.transferActive,
+        log: o.log.child({ component: "acp" }),
+      });
     const heartbeatMs = o.heartbeatMs ?? 5000;
     this.staleAfterMs = o.staleAfterMs ?? heartbeatMs * 3 + 5000;
     this.publisher = new Publisher(o.store, self.id, signingKey, () => this.summary(), o.log);
@@ -152,6 +177,7 @@ export class Federation {
         changes: fed.changes,
         log: o.log,
         onBytes: (n) => fed.metrics?.bytes.inc({ direction: "sent" }, n),
+        ...(fed.acp ? { acp: (peer: PeerRow, request: AcpRequest) => fed.acp!.answer(peer, request) } : {}),
       },
       o.listenHost,
       o.listenPort,
@@ -173,6 +199,7 @@ export class Federation {
   run(): void {
     this.publishLoop.start();
     this.refreshLoop.start();
+    this.acp?.start();
     this.o.log.info(
       { cluster: this.self.name, id: this.self.id, federationPort: this.fedPort },
       "federation started",
@@ -240,6 +267,10 @@ export class Federation {
         await link.stop();
         if (p.state === "removed") this.listener.dropPeer(p.id);
       }
+      if (p.state !== "active") {
+        this.acpClients.get(p.id)?.close();
+        this.acpClients.delete(p.id);
+      }
     }
   }
 
@@ -273,6 +304,26 @@ export class Federation {
         this.refreshLoop.wake();
       },
     });
+  }
+
+  /** The ACP request client of a peer (one session, dialed on first use). */
+  acpClient(peerId: string): AcpClient {
+    let c = this.acpClients.get(peerId);
+    if (!c) {
+      c = new AcpClient(
+        async () => {
+          const p = await getPeerById(this.o.store.read, peerId);
+          return p?.state === "active" ? p : undefined;
+        },
+        {
+          self: this.self,
+          selfAddress: () => this.summary().federation,
+          tls: { certChainPem: this.o.pki.certChainPem, keyPem: this.o.pki.keyPem },
+        },
+      );
+      this.acpClients.set(peerId, c);
+    }
+    return c;
   }
 
   // ---- peering ---------------------------------------------------------------------------
@@ -646,6 +697,9 @@ export class Federation {
     if (this.closed) return;
     this.closed = true;
     this.unsubscribe();
+    await this.acp?.stop();
+    for (const c of this.acpClients.values()) c.close();
+    this.acpClients.clear();
     await this.refreshLoop.stop();
     await this.publishLoop.stop();
     await Promise.all([...this.links.values()].map((l) => l.stop()));

@@ -14,10 +14,9 @@ import type { Store } from "../cluster/store/store.js";
 import { getVm, recordMachineType, transitionVm } from "../cluster/store/vms.js";
 import { NovaError } from "../lib/errors.js";
 import { compareMajorMinor, machineTypeSupport } from "../lib/qemu-support.js";
-import { placeVm } from "../placement/most-free-memory.js";
+import { PLACEMENT_LOCK_KEY, placeVm } from "../placement/most-free-memory.js";
 import { assertActionAllowed } from "../states/vm.js";
 
-const PLACEMENT_LOCK_KEY = 7_311_002; // shared with VM placement (vm-service.ts)
 
 /** Starts and cancels migrations. */
 export class MigrationService {

@@ -7,6 +7,13 @@
 import { NovaError } from "../lib/errors.js";
 import { machineTypeSupport, type QemuMachineFacts } from "../lib/qemu-support.js";
 
+/**
+ * The transaction-scoped advisory lock every placement takes (VM create, start,
+ * migration, a VM arriving from another cluster), so that two placements never count the
+ * same free memory.
+ */
+export const PLACEMENT_LOCK_KEY = 7_311_002;
+
 /** What placement needs to know about a host. */
 export interface PlacementHost {
   id: string;

@@ -4,7 +4,8 @@
  * removed; these ports do it. Every call is idempotent: the service repeats it after a
  * restart when it cannot know whether the previous attempt happened.
  */
-import type { SignedStatement } from "../../api/types/acp.js";
+import type { HandoffVmSpec, SignedStatement } from "../../api/types/acp.js";
+import type { Queryable } from "../../cluster/store/db.js";
 import type { IncomingHandoff, OutgoingHandoff } from "../../cluster/store/acp.js";
 import type { CopyState } from "./plan.js";
 
@@ -34,10 +35,11 @@ export interface Placement {
 /** The destination's copy: a paused QEMU waiting for the stream on one of its hosts. */
 export interface TargetCopies {
   /**
-   * Checks the offered VM can be taken (image, capacity, name) and picks its host; a
-   * refusal throws with a stable code and nothing is recorded.
+   * Checks the offered VM can be taken (image, capacity) and picks its host, inside the
+   * transaction that records it arriving (so two placements cannot both count the same
+   * free memory); a refusal throws with a stable code and nothing is recorded.
    */
-  place(prepare: SignedStatement): Promise<Placement>;
+  place(tx: Queryable, spec: HandoffVmSpec): Promise<Placement>;
   /** Starts (or finds) the paused copy; returns what the source needs to reach it. */
   start(h: IncomingHandoff, prepare: SignedStatement): Promise<Record<string, unknown>>;
   state(h: IncomingHandoff): Promise<CopyState>;

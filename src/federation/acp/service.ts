@@ -568,8 +568,8 @@ export class AcpService {
         message: "the prepare does not carry a VM this cluster can start",
       };
     const spec = prepare.detail as HandoffVmSpec;
-    const placement = await this.d.target.place(prepare);
     await this.d.store.write(async (tx, emit) => {
+      const placement = await this.d.target.place(tx, spec);
       emit(
         await insertArrivingVm(tx, {
           id: prepare.vm,
