@@ -320,6 +320,12 @@ export const ERROR_CODES = {
     description:
       "The peer is quarantined for misbehaving (novacron cluster peer list shows why); nothing is exchanged with it until an admin lifts the quarantine.",
   },
+  NOVA_ACP_FENCED: {
+    status: 409,
+    retryable: false,
+    description:
+      "A host refused to start or resume a VM: the fencing token (owner cluster, epoch) it was given is older than the one it holds or names another cluster, so the VM is owned elsewhere or at a newer epoch (the message names both tokens; docs/federation.md §10). Only the VM's current owner may run it.",
+  },
 } as const satisfies Record<string, ErrorCodeEntry>;
 
 /** A stable error code. */
