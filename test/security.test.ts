@@ -208,6 +208,9 @@ describe("security: the control plane refuses each attack", () => {
   it("a host renews its certificate with its current one; the old one stops working", async () => {
     const renewed = await tls.register(h1, registration("h1"));
     expect(renewed.status).toBe(200);
+    // The reply names the cluster (its federation identity): the owner in the fencing
+    // tokens of the VMs this cluster owns.
+    expect(renewed.body.clusterId).toBe(server.federation.self.id);
     expect((await tls.api("POST", "/v1/agent/heartbeat", renewed.creds!, beat)).status).toBe(200);
     expect((await tls.api("POST", "/v1/agent/heartbeat", h1, beat)).status).toBe(401);
     // …and it cannot register under another host's name.
@@ -261,6 +264,7 @@ describe("security: the agent API needs the server's certificate", () => {
     const host = await issueWithNewKey(ca, { commonName: "a1", uris: [`${HOST_IDENTITY_PREFIX}a1`] });
     const app = buildAgentApi({
       vms: { list: () => [] } as never,
+      fences: {} as never,
       images: {} as never,
       tls: { caPem: ca.certPem, certPem: host.certPem, keyPem: host.keyPem },
       fetchHost: clusterFetch(

@@ -16,7 +16,15 @@ import { addImageLocation, getImage, insertImage, syncImageLocations } from "../
 import { migrate, schemaVersion } from "../src/cluster/store/migrate.js";
 import { Store } from "../src/cluster/store/store.js";
 import { countTokens, createToken, findToken } from "../src/cluster/store/tokens.js";
-import { getVm, insertVm, listVms, setObserved, transitionVm } from "../src/cluster/store/vms.js";
+import {
+  getVm,
+  insertVm,
+  listVms,
+  publicVm,
+  setObserved,
+  transitionVm,
+  vmFence,
+} from "../src/cluster/store/vms.js";
 import { isNovaError } from "../src/lib/errors.js";
 import { ENGINES, storePerSuite } from "./helpers/databases.js";
 import { TEST_CAPACITY } from "./helpers/store-fixtures.js";
@@ -194,6 +202,14 @@ describe.each(ENGINES)("store on $engine", ({ create }) => {
     expect(heard).toEqual(["vm.state:starting"]);
     const vm = await getVm(store.db, "vm1");
     expect(vm).toMatchObject({ state: "starting", stateReason: "agent starting QEMU", generation: 2 });
+    // Created here: owned by this cluster (no owner named) at the first epoch, so its
+    // fencing token names this cluster's id at epoch 1.
+    expect(vm).toMatchObject({ ownerClusterId: null, ownerEpoch: 1 });
+    expect(vmFence(vm, "c0000000-0000-4000-8000-000000000001")).toEqual({
+      owner: "c0000000-0000-4000-8000-000000000001",
+      epoch: 1,
+    });
+    expect(publicVm(vm)).not.toHaveProperty("ownerEpoch");
     const events = (await listEventsAfter(store.db, 0)).filter((e) => e.resourceId === vm.id);
     expect(events.map((e) => e.type)).toEqual(["vm.created", "vm.state"]);
     expect(events[1]!.data).toMatchObject({ from: "scheduled", to: "starting" });

@@ -19,6 +19,8 @@ import {
   AgentBlob,
   AgentImageImportPost,
   AgentImagePullPost,
+  AgentVmFencePut,
+  AgentVmFenceReply,
   AgentVmPut,
   ObservedVm,
 } from "../api/types/agent.js";
@@ -32,6 +34,7 @@ import type { ClusterFetch } from "../security/tls-client.js";
 import { pullBlob } from "./blob-pull.js";
 import type { BlobTickets } from "./blob-tickets.js";
 import type { AgentDwcp } from "./dwcp-transport.js";
+import type { FenceStore } from "./fence-store.js";
 import { runAllowedCommand } from "./host-commands.js";
 import { registerMigrationRoutes } from "./migration-api.js";
 import { MigrationService } from "./migration-service.js";
@@ -43,6 +46,8 @@ const DigestParams = Type.Object({ digest: Type.String({ pattern: "^sha256:[0-9a
 /** What the agent API needs. */
 export interface AgentApiDeps {
   vms: VmManager;
+  /** The fencing tokens held for this host's VMs. */
+  fences: FenceStore;
   images: ImageStore;
   /** TLS material: HTTPS with client certificates from the cluster CA, always. */
   tls: AgentApiTls;
@@ -128,6 +133,14 @@ export function buildAgentApi(deps: AgentApiDeps): FastifyInstance {
     async (req) => deps.vms.put(req.params.id, req.body),
   );
 
+  // A newer token for a VM, held or not (a released VM's directory is gone), without
+  // touching its power state: the hand-off fences the paused source copy with it.
+  app.put(
+    "/agent/v1/vms/:id/fence",
+    { schema: { params: VmParams, body: AgentVmFencePut, response: { 200: AgentVmFenceReply } } },
+    async (req) => ({ held: (await deps.fences.admit(req.params.id, req.body, "record")) ?? req.body }),
+  );
+
   app.delete("/agent/v1/vms/:id", { schema: { params: VmParams } }, async (req) => ({
     deleted: await deps.vms.delete(req.params.id),
   }));
@@ -205,6 +218,7 @@ export function buildAgentApi(deps: AgentApiDeps): FastifyInstance {
     app,
     new MigrationService({
       vms: deps.vms,
+      fences: deps.fences,
       listenHost: deps.listenHost,
       hostName: deps.hostName,
       qemuTls: deps.qemuTls ?? null,

@@ -1,7 +1,8 @@
 /**
  * The agent's identity in its cluster (docs/security.md): its private key (made here,
  * never sent), the host certificate the server issued from its CSR, the cluster CA it
- * trusts, and which server and host id these belong to. Kept in `<data dir>/pki/`, the
+ * trusts, which server and host id these belong to, and the id of the server's cluster
+ * (what the fencing tokens of the VMs it owns name). Kept in `<data dir>/pki/`, the
  * key 0600. A renewal writes the new key and certificate under new names and then
  * switches `identity.json` to them in one rename, so a crash never pairs a key with
  * another key's certificate.
@@ -14,6 +15,11 @@ import { certInfo, verifyIssued } from "../security/pki.js";
 export interface AgentIdentity {
   serverUrl: string;
   hostId: string;
+  /**
+   * The cluster's id, from the registration reply. Absent in an identity saved before
+   * agents were told it: the agent then registers again at its next heartbeat.
+   */
+  clusterId?: string;
   caPem: string;
   certPem: string;
   keyPem: string;
@@ -24,6 +30,7 @@ const META = "identity.json";
 interface Meta {
   serverUrl: string;
   hostId: string;
+  clusterId?: string;
   /** File names in the dir, of this generation. */
   ca: string;
   cert: string;
@@ -57,7 +64,14 @@ export class AgentIdentityFiles {
     }
     // A certificate that is not from the CA or not for this key is worth nothing: join anew.
     if (!verifyIssued(certPem, caPem, keyPem)) return undefined;
-    return { serverUrl: meta.serverUrl, hostId: meta.hostId, caPem, certPem, keyPem };
+    return {
+      serverUrl: meta.serverUrl,
+      hostId: meta.hostId,
+      ...(meta.clusterId ? { clusterId: meta.clusterId } : {}),
+      caPem,
+      certPem,
+      keyPem,
+    };
   }
 
   /** Saves an identity as a new generation, switches to it, then removes older ones. */
@@ -67,6 +81,7 @@ export class AgentIdentityFiles {
     const meta: Meta = {
       serverUrl: id.serverUrl,
       hostId: id.hostId,
+      ...(id.clusterId ? { clusterId: id.clusterId } : {}),
       ca: `ca-${gen}.crt`,
       cert: `host-${gen}.crt`,
       key: `host-${gen}.key`,

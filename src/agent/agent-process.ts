@@ -25,6 +25,7 @@ import { type AgentApiTls, agentTlsOptions, buildAgentApi } from "./agent-api.js
 import { AgentIdentityFiles } from "./agent-identity.js";
 import { BlobTickets } from "./blob-tickets.js";
 import { AgentDwcp, type AgentDwcpTls } from "./dwcp-transport.js";
+import { FenceStore } from "./fence-store.js";
 import { ServerLink } from "./server-link.js";
 import { VmManager } from "./vm-manager.js";
 
@@ -85,6 +86,8 @@ export interface RunningAgent {
   qemu: QemuProbe;
   link: ServerLink;
   vms: VmManager;
+  /** The fencing tokens it holds. */
+  fences: FenceStore;
   close(): Promise<void>;
 }
 
@@ -103,8 +106,16 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   log.info({ accel: accel.accel, reason: accel.reason }, "accelerator chosen");
   const images = new ImageStore(path.join(o.dataDir, "images"));
 
+  const serverUrl = o.serverUrl.replace(/\/+$/, "");
+  const saved = await new AgentIdentityFiles(o.dataDir).load(serverUrl);
+  // Before any VM is touched: the tokens held and, when already joined, whose cluster this is.
+  const fences = new FenceStore({ dataDir: o.dataDir });
+  await fences.init();
+  if (saved?.clusterId) fences.setOwnCluster(saved.clusterId);
+
   let link: ServerLink | undefined;
   const vms = new VmManager({
+    fences,
     dataDir: o.dataDir,
     images,
     accel: accel.accel,
@@ -116,10 +127,8 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   });
   await vms.init();
 
-  const serverUrl = o.serverUrl.replace(/\/+$/, "");
   // Until the agent has joined, the API and DWCP serve with a throwaway certificate and
   // trust no client, so nothing reaches them; joining swaps in the host's identity.
-  const saved = await new AgentIdentityFiles(o.dataDir).load(serverUrl);
   const apiTls: AgentApiTls = saved ?? (await provisionalTls());
   const dwcpTlsOf = (t: AgentApiTls): AgentDwcpTls => ({
     ca: t.caPem,
@@ -156,6 +165,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   const api = buildAgentApi({
     dwcp,
     vms,
+    fences,
     images,
     tls: apiTls,
     fetchHost: (url, init) => {
@@ -203,6 +213,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     serverUrl,
     ...(o.joinToken ? { joinToken: o.joinToken } : {}),
     onIdentity: (identity) => {
+      if (identity.clusterId) fences.setOwnCluster(identity.clusterId);
       (api.server as unknown as TlsServer).setSecureContext(agentTlsOptions(identity));
       dwcp?.updateTls(dwcpTlsOf(identity));
       if (!qemuPlaintext && !o.qemuTlsDir) {
@@ -248,6 +259,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     qemu,
     link,
     vms,
+    fences,
     close: () => {
       closing ??= (async () => {
         await link?.stop();

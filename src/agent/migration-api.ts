@@ -8,16 +8,13 @@ import {
   type AgentIncomingEndpoints,
   AgentIncomingFinishPost,
   AgentIncomingPost,
+  AgentOutgoingCancelPost,
   AgentOutgoingPost,
 } from "../api/types/agent.js";
 import type { MigrationService } from "./migration-service.js";
 
 const VmParams = Type.Object({ id: Type.String({ pattern: "^[0-9a-f-]{36}$" }) });
 const MigrationQuery = Type.Object({ migrationId: Type.String({ minLength: 1 }) });
-const CancelBody = Type.Object({
-  migrationId: Type.String({ minLength: 1 }),
-  targetGone: Type.Optional(Type.Boolean()),
-});
 
 /** Registers the migration routes on the agent API; `migrations` holds their state. */
 export function registerMigrationRoutes(app: FastifyInstance, migrations: MigrationService): void {
@@ -49,11 +46,16 @@ export function registerMigrationRoutes(app: FastifyInstance, migrations: Migrat
   );
 
   // Source: abandon the migration; the VM keeps (or resumes) running here.
-  app.post<{ Params: { id: string }; Body: { migrationId: string; targetGone?: boolean } }>(
+  app.post<{ Params: { id: string }; Body: AgentOutgoingCancelPost }>(
     "/agent/v1/vms/:id/outgoing/cancel",
-    { schema: { params: VmParams, body: CancelBody } },
+    { schema: { params: VmParams, body: AgentOutgoingCancelPost } },
     async (req) =>
-      migrations.cancelOutgoing(req.params.id, req.body.migrationId, req.body.targetGone === true),
+      migrations.cancelOutgoing(
+        req.params.id,
+        req.body.migrationId,
+        req.body.targetGone === true,
+        req.body.fence,
+      ),
   );
 
   // Source: the VM runs on the target now; remove this copy.

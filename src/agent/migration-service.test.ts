@@ -1,8 +1,12 @@
-import { describe, expect, it } from "vitest";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
 import type { AgentIncomingEndpoints } from "../api/types/agent.js";
 import type { QemuProcess } from "../compute/qemu/process.js";
 import type { QmpEvent } from "../compute/qemu/qmp-wire.js";
 import { isNovaError, NovaError } from "../lib/errors.js";
+import { FenceStore } from "./fence-store.js";
 import { MigrationService } from "./migration-service.js";
 import type { VmManager } from "./vm-manager.js";
 
@@ -14,6 +18,14 @@ const ENDPOINTS: AgentIncomingEndpoints = {
   nbd: { host: "127.0.0.1", port: 10809, exportName: JOB },
 };
 const LOG = { debug: () => {}, warn: () => {} };
+const HERE = "c0000000-0000-4000-8000-000000000001";
+const ELSEWHERE = "c0000000-0000-4000-8000-000000000002";
+/** The VM's current token while this cluster owns it. */
+const FENCE = { owner: HERE, epoch: 1 };
+const dataDirs: string[] = [];
+afterAll(() => {
+  for (const d of dataDirs) rmSync(d, { recursive: true, force: true });
+});
 
 /** A QEMU that answers the queries from `state` and records every command. */
 function fakeQemu() {
@@ -76,10 +88,16 @@ function service(
   security: { qemuTls?: { dir: string }; qemuPlaintext?: boolean } = { qemuPlaintext: true },
 ) {
   const vms = fakeVms(proc, outgoing);
+  const dataDir = mkdtempSync(path.join(tmpdir(), "nc-migsvc-"));
+  dataDirs.push(dataDir);
+  const fences = new FenceStore({ dataDir });
+  fences.setOwnCluster(HERE);
   return {
     vms,
+    fences,
     migrations: new MigrationService({
       vms: vms as unknown as VmManager,
+      fences,
       listenHost: "127.0.0.1",
       hostName: "test-host",
       ...security,
@@ -109,6 +127,27 @@ describe("MigrationService (destination)", () => {
       }),
     );
     expect(isNovaError(err, "NOVA_MIGRATION_INSECURE")).toBe(true);
+  });
+});
+
+describe("MigrationService (destination), fenced", () => {
+  it("does not resume the incoming copy with a token naming another cluster, and keeps the newer token", async () => {
+    const q = fakeQemu();
+    q.state.runStatus = "inmigrate";
+    const { migrations, fences } = service(q.proc);
+    const other = { owner: ELSEWHERE, epoch: 3 };
+    const err = await rejection(
+      migrations.finishIncoming(VM, { migrationId: MIG, generation: 2, fence: other }),
+    );
+    expect(isNovaError(err, "NOVA_ACP_FENCED")).toBe(true);
+    expect(q.commands).toEqual([]);
+    expect(fences.heldFor(VM)).toEqual(other);
+    // This cluster's token at the old epoch is now stale too.
+    const stale = await rejection(
+      migrations.finishIncoming(VM, { migrationId: MIG, generation: 2, fence: FENCE }),
+    );
+    expect(isNovaError(stale, "NOVA_ACP_FENCED")).toBe(true);
+    expect(q.commands).toEqual([]);
   });
 });
 
@@ -207,7 +246,7 @@ describe("MigrationService (source)", () => {
     q.state.runStatus = "postmigrate";
     q.state.migration = { status: "completed" };
     const { migrations } = service(q.proc, MIG);
-    const err = await rejection(migrations.cancelOutgoing(VM, MIG, false));
+    const err = await rejection(migrations.cancelOutgoing(VM, MIG, false, FENCE));
     expect(isNovaError(err, "NOVA_ILLEGAL_STATE")).toBe(true);
     expect(q.commands.every((c) => c.startsWith("query-"))).toBe(true);
   });
@@ -217,8 +256,22 @@ describe("MigrationService (source)", () => {
     q.state.runStatus = "paused";
     q.state.migration = { status: "failed" };
     const { migrations } = service(q.proc, MIG);
-    await migrations.cancelOutgoing(VM, MIG, false);
+    await migrations.cancelOutgoing(VM, MIG, false, FENCE);
     expect(q.commands.filter((c) => !c.startsWith("query-"))).toEqual(["cont"]);
+  });
+
+  it("does not resume a paused source with a token older than the one it holds, or another cluster's", async () => {
+    const q = fakeQemu();
+    q.state.runStatus = "paused";
+    q.state.migration = { status: "failed" };
+    const { migrations, fences } = service(q.proc, MIG);
+    // The hand-off released the VM to another cluster at epoch 2 and fenced this copy.
+    await fences.admit(VM, { owner: ELSEWHERE, epoch: 2 }, "record");
+    for (const stale of [FENCE, { owner: ELSEWHERE, epoch: 2 }]) {
+      const err = await rejection(migrations.cancelOutgoing(VM, MIG, true, stale));
+      expect(isNovaError(err, "NOVA_ACP_FENCED")).toBe(true);
+    }
+    expect(q.commands).toEqual([]);
   });
 
   it("reports an absent VM without asking QEMU", async () => {
@@ -228,7 +281,7 @@ describe("MigrationService (source)", () => {
       mirror: null,
       memory: null,
     });
-    expect(await migrations.cancelOutgoing(VM, MIG, true)).toEqual({
+    expect(await migrations.cancelOutgoing(VM, MIG, true, FENCE)).toEqual({
       vmStatus: "absent",
       mirror: null,
       memory: null,

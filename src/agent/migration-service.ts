@@ -19,6 +19,7 @@ import type {
   AgentIncomingPost,
   AgentOutgoingPost,
   AgentOutgoingStatus,
+  FenceToken,
   ObservedVm,
 } from "../api/types/agent.js";
 import {
@@ -58,6 +59,7 @@ import { describeError, NovaError } from "../lib/errors.js";
 import { waitFor } from "../lib/wait.js";
 import { chooseBeforeDial } from "./dwcp/transport-choice.js";
 import type { AgentDwcp, OutgoingDwcp, TransportDecision } from "./dwcp-transport.js";
+import type { FenceStore } from "./fence-store.js";
 import { freePort } from "./free-port.js";
 import {
   cancelPlan,
@@ -89,6 +91,8 @@ export interface MigrationLog {
 /** What MigrationService needs. */
 export interface MigrationServiceDeps {
   vms: VmManager;
+  /** The fencing tokens: resuming a copy (finish, cancel) needs the VM's current one. */
+  fences: FenceStore;
   /**
    * The address QEMU's migration and NBD listeners bind to when QEMU's own transport may
    * carry the migration (the agent's data address); behind the DWCP relay they bind
@@ -144,6 +148,7 @@ const MIRROR_AT_SWITCHOVER_TIMEOUT_MS = 120_000;
 /** One agent's migrations; created once per agent API. */
 export class MigrationService {
   private readonly vms: VmManager;
+  private readonly fences: FenceStore;
   private readonly listenHost: string;
   private readonly hostName: string;
   private readonly qemuTls: QemuTlsConfig | null;
@@ -156,6 +161,7 @@ export class MigrationService {
 
   constructor(deps: MigrationServiceDeps) {
     this.vms = deps.vms;
+    this.fences = deps.fences;
     this.listenHost = deps.listenHost;
     this.hostName = deps.hostName;
     this.qemuTls = deps.qemuTls ?? null;
@@ -224,10 +230,14 @@ export class MigrationService {
     }
   }
 
-  /** Destination: the source completed; stop exporting the disk and run the VM here. */
+  /**
+   * Destination: the source completed; stop exporting the disk and run the VM here. Only
+   * with the VM's current token (NOVA_ACP_FENCED otherwise, the copy left paused).
+   */
   async finishIncoming(id: string, body: AgentIncomingFinishPost): Promise<ObservedVm> {
     const { vms, dwcp } = this;
     const proc = this.requireProcess(id);
+    await this.fences.admit(id, body.fence, "run");
     const incoming = vms.incomingOf(id);
     let resumedAt: number | undefined;
     if (incoming) {
@@ -393,9 +403,17 @@ export class MigrationService {
   /**
    * Source: abandon the migration; the VM keeps (or resumes) running here. After QEMU
    * completed the transfer the VM's latest state is on the target, so the source is only
-   * resumed when the caller says the target's QEMU is gone (never both running).
+   * resumed when the caller says the target's QEMU is gone (never both running). Resuming
+   * needs the VM's current token: with a stale one or another owner's, nothing is touched
+   * (NOVA_ACP_FENCED); with no QEMU here a newer token is only kept.
    */
-  async cancelOutgoing(id: string, migrationId: string, targetGone: boolean): Promise<AgentOutgoingStatus> {
+  async cancelOutgoing(
+    id: string,
+    migrationId: string,
+    targetGone: boolean,
+    fence: FenceToken,
+  ): Promise<AgentOutgoingStatus> {
+    await this.fences.admit(id, fence, this.vms.processOf(id) ? "run" : "safe");
     // An automatic switch-over already under way finishes first; what state it leaves
     // decides below whether the source may resume.
     await this.switching.get(migrationId)?.catch(() => undefined);

@@ -6,7 +6,7 @@
  * identity reused, and an impostor server (another CA) refused before anything is sent.
  */
 import { statSync } from "node:fs";
-import { mkdir, mkdtemp, readdir, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -39,6 +39,7 @@ interface Call {
 }
 
 const HOST_ID = "00000000-0000-4000-8000-000000000001";
+const CLUSTER_ID = "c0000000-0000-4000-8000-000000000001";
 let ca: CertAndKey;
 let server: Server;
 let url: string;
@@ -82,7 +83,12 @@ async function serve(serverCa: CertAndKey): Promise<void> {
               uris: [`${HOST_IDENTITY_PREFIX}${HOST_ID}`],
               validDays: 30,
             });
-            body = JSON.stringify({ hostId: HOST_ID, certificate, caCertificate: serverCa.certPem });
+            body = JSON.stringify({
+              hostId: HOST_ID,
+              certificate,
+              caCertificate: serverCa.certPem,
+              clusterId: CLUSTER_ID,
+            });
           } else if (route === "/v1/agent/heartbeat") {
             status = peer?.role === "host" ? (heartbeatStatuses.shift() ?? 200) : 401;
           } else status = 404;
@@ -211,6 +217,28 @@ describe("ServerLink", () => {
     await waitFor(() => heartbeats().length === 1, { what: "a heartbeat", timeoutMs: 5000 });
     expect(registrations).toBe(1);
     expect(heartbeats()[0]!.cert).toBe("host");
+    expect(again.identity?.clusterId).toBe(CLUSTER_ID);
+  });
+
+  it("registers again, once, to learn the cluster's id when its saved identity predates it", async () => {
+    const { link: first } = link(60_000);
+    await first.start();
+    await first.stop();
+    // An identity saved by an agent from before registration replies named the cluster.
+    const meta = path.join(dataDir, "pki", "identity.json");
+    const { clusterId: _gone, ...old } = JSON.parse(await readFile(meta, "utf8")) as Record<string, unknown>;
+    await writeFile(meta, JSON.stringify(old));
+    calls = [];
+    const { link: again } = link(60_000, undefined, undefined);
+    await again.start();
+    expect(again.identity?.clusterId).toBeUndefined();
+    await waitFor(() => heartbeats().length === 1, { what: "a heartbeat", timeoutMs: 5000 });
+    expect(calls.map((c) => [c.route, c.cert])).toEqual([
+      ["/v1/agent/register", "host"],
+      ["/v1/agent/heartbeat", "host"],
+    ]);
+    expect(again.identity?.clusterId).toBe(CLUSTER_ID);
+    expect(JSON.parse(await readFile(meta, "utf8")).clusterId).toBe(CLUSTER_ID);
   });
 
   it("refuses a server whose CA is not the one the join token names, sending it nothing", async () => {

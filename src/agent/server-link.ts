@@ -4,8 +4,9 @@
  * with the token, and keeps the host certificate it gets back (agent-identity.ts). Then it
  * heartbeats with that certificate every interval and at once after any change. It renews
  * the certificate when a third of its life is left, and re-registers with it when the
- * server no longer knows the host's registration. Survives server restarts (keeps
- * retrying, logs once per outage).
+ * server no longer knows the host's registration, or when its saved identity predates the
+ * cluster id in the registration reply (the id its VMs' fencing tokens name: agent/fence.ts).
+ * Survives server restarts (keeps retrying, logs once per outage).
  */
 import type { Logger } from "pino";
 import type { AgentHeartbeatPost, AgentRegisterPost, AgentRegisterResponse } from "../api/types/agent.js";
@@ -41,6 +42,8 @@ export class ServerLink {
   private readonly files: AgentIdentityFiles;
   private stopped = false;
   private outage = false;
+  /** Re-registered once already to learn the cluster id (an older server may not send it). */
+  private askedClusterId = false;
 
   constructor(private readonly o: ServerLinkOptions) {
     this.files = new AgentIdentityFiles(o.dataDir);
@@ -100,6 +103,12 @@ export class ServerLink {
       if (!this.id) await this.register();
       if (shouldRenew(this.id!.certPem)) {
         this.o.log.info({ notAfter: certInfo(this.id!.certPem).notAfter }, "renewing the host certificate");
+        await this.register();
+      } else if (!this.id!.clusterId && !this.askedClusterId) {
+        this.askedClusterId = true;
+        // Registered before servers said their cluster's id: the one sound way to learn it
+        // is the server's own reply, and re-registering (a renewal) gives it.
+        this.o.log.info("registering again to learn the cluster's id");
         await this.register();
       }
       const body: AgentHeartbeatPost = { agentUrl: this.o.agentUrl, ...(await this.o.heartbeat()) };
@@ -185,9 +194,18 @@ export class ServerLink {
     })) as AgentRegisterResponse | undefined;
     if (!reply?.certificate)
       throw new Error(`registration reply from ${this.o.serverUrl} is not a registration`);
+    const previous = this.id?.clusterId;
+    if (previous && reply.clusterId && previous !== reply.clusterId) {
+      // A server whose database was replaced: VMs whose tokens name the old id stay fenced.
+      this.o.log.warn(
+        { previous, clusterId: reply.clusterId },
+        "the server's cluster id changed; VMs held under the old one will not be started",
+      );
+    }
     const identity: AgentIdentity = {
       serverUrl: this.o.serverUrl,
       hostId: reply.hostId,
+      ...(reply.clusterId ? { clusterId: reply.clusterId } : {}),
       caPem,
       certPem: reply.certificate,
       keyPem,
@@ -195,7 +213,7 @@ export class ServerLink {
     await this.files.save(identity);
     this.adopt(identity);
     this.o.log.info(
-      { hostId: reply.hostId, notAfter: certInfo(reply.certificate).notAfter },
+      { hostId: reply.hostId, clusterId: reply.clusterId, notAfter: certInfo(reply.certificate).notAfter },
       "registered with the server; host certificate saved",
     );
   }

@@ -5,11 +5,16 @@
  * one operation at a time per VM; every observed change is reported through `onChange`.
  * On start the manager re-adopts the QEMU processes a previous agent left running, so an
  * agent restart never kills or duplicates a VM.
+ *
+ * Fencing (fence.ts, fence-store.ts): a request to run a VM is admitted only with its
+ * current token, and every start the manager makes — including one it converges to after
+ * a fence overtook the request — needs a held token naming this agent's own cluster.
+ * Re-adopting a QEMU after an agent restart starts and resumes nothing.
  */
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "pino";
-import type { AgentIncomingEndpoints, AgentVmPut, ObservedVm } from "../api/types/agent.js";
+import type { AgentIncomingEndpoints, AgentVmPut, AgentVmSpec, ObservedVm } from "../api/types/agent.js";
 import type { ImageStore } from "../compute/images/image-store.js";
 import type { MachineConfig } from "../compute/qemu/machine.js";
 import { vmRunPaths } from "../compute/qemu/machine.js";
@@ -18,13 +23,15 @@ import { createOverlay } from "../compute/qemu/qemu-img.js";
 import { describeError, NovaError } from "../lib/errors.js";
 import { machineTypeSupport, type QemuMachineFacts } from "../lib/qemu-support.js";
 import { readLastLines } from "./console-tail.js";
+import type { FenceStore } from "./fence-store.js";
 
 type ObservedState = ObservedVm["state"];
 
 /** What is persisted per VM. */
 interface VmFile {
   id: string;
-  spec: AgentVmPut;
+  /** The last spec asked for (without its token: the held token is in the fence store). */
+  spec: AgentVmSpec;
   observed: { state: ObservedState; reason: string };
   /** Set while this host is the destination of a migration that has not switched over. */
   incoming?: { migrationId: string; endpoints?: AgentIncomingEndpoints };
@@ -53,6 +60,8 @@ export interface VmManagerOptions {
   qemuBinary?: string;
   /** That QEMU's version and machine types (probed at agent start); checked before each launch. */
   qemu?: QemuMachineFacts;
+  /** The fencing tokens held for this host's VMs (init() is the caller's). */
+  fences: FenceStore;
   log: Logger;
   /** Called after any observed change (the agent then heartbeats at once). */
   onChange: () => void;
@@ -109,8 +118,15 @@ export class VmManager {
     return [...this.vms.values()].map((vm) => this.snapshot(vm));
   }
 
-  /** Records the server's request for a VM and starts converging; returns the new observation. */
-  async put(id: string, spec: AgentVmPut): Promise<ObservedVm> {
+  /**
+   * Records the server's request for a VM and starts converging; returns the new
+   * observation. A request to run it is refused (NOVA_ACP_FENCED, nothing recorded but a
+   * newer token) unless its token is current; a stop is never refused.
+   */
+  async put(id: string, body: AgentVmPut): Promise<ObservedVm> {
+    const { fence, ...spec } = body;
+    this.vmDir(id); // validates the id before anything is written under it
+    await this.o.fences.admit(id, fence, spec.power === "running" ? "run" : "safe");
     let vm = this.vms.get(id);
     if (vm && spec.generation < vm.spec.generation) {
       // A stale request (reordered or replayed) must not undo a newer one.
@@ -198,7 +214,7 @@ export class VmManager {
    * QEMU with `-incoming defer`, paused, waiting for the migration. Returns the process;
    * `setIncomingEndpoints` records where it listens. Undone on any failure.
    */
-  async launchIncoming(id: string, spec: AgentVmPut, migrationId: string): Promise<QemuProcess> {
+  async launchIncoming(id: string, spec: AgentVmSpec, migrationId: string): Promise<QemuProcess> {
     const existing = this.vms.get(id);
     if (existing && !existing.incoming) {
       throw new NovaError(
@@ -303,6 +319,8 @@ export class VmManager {
   private async startVm(vm: ManagedVm): Promise<void> {
     await this.setObserved(vm, "starting", "");
     try {
+      // A fence may have arrived since the request was admitted.
+      this.o.fences.checkOwnStart(vm.id);
       this.checkMachineType(vm);
       await this.ensureDisk(vm);
       const proc = await QemuProcess.launch(this.machine(vm), this.launchOptions());

@@ -14,7 +14,9 @@ import type {
   AgentIncomingPost,
   AgentOutgoingPost,
   AgentOutgoingStatus,
+  AgentVmFenceReply,
   AgentVmPut,
+  FenceToken,
   ObservedVm,
 } from "../api/types/agent.js";
 import { describeError, NovaError } from "../lib/errors.js";
@@ -76,6 +78,14 @@ export class AgentClient {
     return this.call("PUT", `/agent/v1/vms/${vmId}`, body);
   }
 
+  /**
+   * Hands the agent a newer fencing token for the VM (held or not) without changing its
+   * power state; returns the token it holds afterwards (an older one leaves it as is).
+   */
+  fenceVm(vmId: string, fence: FenceToken): Promise<AgentVmFenceReply> {
+    return this.call("PUT", `/agent/v1/vms/${vmId}/fence`, fence);
+  }
+
   /** Stops (hard after the grace period) and removes the VM and its disk (idempotent). */
   deleteVm(vmId: string): Promise<{ deleted: boolean }> {
     return this.call("DELETE", `/agent/v1/vms/${vmId}`);
@@ -96,9 +106,19 @@ export class AgentClient {
     return this.call("POST", `/agent/v1/vms/${vmId}/incoming`, body, 120_000);
   }
 
-  /** Destination: after the transfer completed, resume the VM here. */
-  finishIncoming(vmId: string, migrationId: string, generation: number): Promise<ObservedVm> {
-    return this.call("POST", `/agent/v1/vms/${vmId}/incoming/finish`, { migrationId, generation }, 60_000);
+  /** Destination: after the transfer completed, resume the VM here (with its current token). */
+  finishIncoming(
+    vmId: string,
+    migrationId: string,
+    generation: number,
+    fence: FenceToken,
+  ): Promise<ObservedVm> {
+    return this.call(
+      "POST",
+      `/agent/v1/vms/${vmId}/incoming/finish`,
+      { migrationId, generation, fence },
+      60_000,
+    );
   }
 
   /** Source: starts a step (disk mirror, memory, post-copy switch). */
@@ -111,9 +131,22 @@ export class AgentClient {
     return this.call("GET", `/agent/v1/vms/${vmId}/outgoing?migrationId=${encodeURIComponent(migrationId)}`);
   }
 
-  /** Source: stops the transfer; the VM keeps (or resumes) running here. `targetGone` allows resuming after a completed transfer. */
-  cancelOutgoing(vmId: string, migrationId: string, targetGone: boolean): Promise<AgentOutgoingStatus> {
-    return this.call("POST", `/agent/v1/vms/${vmId}/outgoing/cancel`, { migrationId, targetGone }, 60_000);
+  /**
+   * Source: stops the transfer; the VM keeps (or resumes) running here, with its current
+   * token. `targetGone` allows resuming after a completed transfer.
+   */
+  cancelOutgoing(
+    vmId: string,
+    migrationId: string,
+    targetGone: boolean,
+    fence: FenceToken,
+  ): Promise<AgentOutgoingStatus> {
+    return this.call(
+      "POST",
+      `/agent/v1/vms/${vmId}/outgoing/cancel`,
+      { migrationId, targetGone, fence },
+      60_000,
+    );
   }
 
   /** Source: the VM runs elsewhere now; stop this QEMU and remove its disk. */

@@ -51,6 +51,8 @@ export class HostService {
     private readonly wake: () => void,
     private readonly log: Logger,
     private readonly issuer: HostCertIssuer,
+    /** This cluster's id, told to every registering agent (the owner its VMs' fencing tokens name). */
+    private readonly clusterId: string,
   ) {}
 
   /**
@@ -114,7 +116,7 @@ export class HostService {
     });
     this.log.info({ host: input.name, created }, "agent registered");
     this.wake();
-    return { hostId: id, certificate, caCertificate: this.issuer.caPem };
+    return { hostId: id, certificate, caCertificate: this.issuer.caPem, clusterId: this.clusterId };
   }
 
   /** Applies a heartbeat from the host `hostId`. */

@@ -21,6 +21,8 @@ const vm = (over: Partial<VmRecord>): VmRecord => ({
   hostId: "h",
   generation: 3,
   restartPending: false,
+  ownerClusterId: null,
+  ownerEpoch: 1,
   createdAt: "",
   updatedAt: "",
   stateChangedAt: "",

@@ -2,7 +2,9 @@
  * The VM controller: brings every VM's host in line with the server's state and moves
  * VMs along the state machine as agents report progress. Level-triggered (each pass looks
  * at everything, so a server restart just resumes), woken early by events. One pass at
- * a time; VMs within a pass are handled concurrently.
+ * a time; VMs within a pass are handled concurrently. Every power request carries the
+ * VM's current fencing token (store/vms.ts vmFence): an agent refuses to run a VM
+ * another cluster owns, or that it holds a newer token for (NOVA_ACP_FENCED).
  */
 import type { Logger } from "pino";
 import { describeError, isNovaError } from "../lib/errors.js";
@@ -20,10 +22,13 @@ import {
   setObserved,
   transitionVm,
   type VmRecord,
+  vmFence,
 } from "./store/vms.js";
 
 /** Reconciler options. */
 export interface ReconcilerOptions {
+  /** This cluster's id (its federation identity): the owner of the VMs whose row names none. */
+  clusterId: string;
   /** Time between passes when nothing wakes it. @defaultValue 1000 */
   intervalMs?: number;
   /** How long to wait before repeating the same request to an agent. @defaultValue 5000 */
@@ -40,7 +45,7 @@ export class Reconciler {
     private readonly store: Store,
     private readonly log: Logger,
     private readonly agents: AgentConnector,
-    options: ReconcilerOptions = {},
+    private readonly options: ReconcilerOptions,
   ) {
     this.resendAfterMs = options.resendAfterMs ?? 5000;
     this.loop = new WakeableLoop({
@@ -120,6 +125,7 @@ export class Reconciler {
         image: bootImage(image),
         power: decision.power,
         ...(machineType ? { machineType } : {}),
+        fence: vmFence(vm, this.options.clusterId),
       });
       await setObserved(this.store.db, vm.id, observed.state, observed.reason, observed.generation);
       if (decision.onAccepted)
@@ -129,14 +135,17 @@ export class Reconciler {
       // Unreachable hosts are retried on later passes; the agent refusing is final for
       // a VM that has not started yet.
       this.log.warn({ vm: vm.name, err: describeError(err) }, "reconcile step failed");
+      const fenced = isNovaError(err, "NOVA_ACP_FENCED");
       if (
         !isNovaError(err, "NOVA_HOST_UNREACHABLE") &&
         (vm.state === "scheduled" || vm.state === "starting")
       ) {
+        // A fenced start names the code: asking again cannot help (the host holds a newer
+        // token, or another cluster's), and the user should see why at once.
         await this.transition(
           vm,
           "failed",
-          `start failed on host ${vm.host}: ${describeError(err)}`,
+          `start failed on host ${vm.host}: ${fenced ? "NOVA_ACP_FENCED: " : ""}${describeError(err)}`,
           {},
         ).catch(() => {});
       }

@@ -343,6 +343,12 @@ export const ERROR_CODES = {
     retryable: false,
     description: "The hand-off was already called off by its source cluster; start a new migration.",
   },
+  NOVA_ACP_FENCED: {
+    status: 409,
+    retryable: false,
+    description:
+      "A host refused to start or resume a VM: the fencing token (owner cluster, epoch) it was given is older than the one it holds or names another cluster, so the VM is owned elsewhere or at a newer epoch (the message names both tokens; docs/federation.md §10). Only the VM's current owner may run it.",
+  },
 } as const satisfies Record<string, ErrorCodeEntry>;
 
 /** A stable error code. */

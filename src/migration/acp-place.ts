@@ -12,7 +12,10 @@ import { NovaError } from "../lib/errors.js";
 import { PLACEMENT_LOCK_KEY, placeVm } from "../placement/most-free-memory.js";
 
 /** Picks the arriving VM's host and this cluster's image for it; NOVA_NO_CAPACITY / NOVA_NOT_FOUND otherwise. */
-export async function placeArrivingVm(tx: Queryable, spec: HandoffVmSpec): Promise<{ hostId: string; imageId: string }> {
+export async function placeArrivingVm(
+  tx: Queryable,
+  spec: HandoffVmSpec,
+): Promise<{ hostId: string; imageId: string }> {
   await tx.query("SELECT pg_advisory_xact_lock($1)", [PLACEMENT_LOCK_KEY]);
   const image = (await listImages(tx)).find(
     (i) =>

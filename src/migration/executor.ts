@@ -34,7 +34,7 @@ import {
   transitionMigration,
 } from "../cluster/store/migrations.js";
 import type { Store } from "../cluster/store/store.js";
-import { getVm, transitionVm } from "../cluster/store/vms.js";
+import { getVm, transitionVm, vmFence } from "../cluster/store/vms.js";
 import { describeError, isNovaError, NovaError } from "../lib/errors.js";
 import { Reverter } from "../lib/revert.js";
 import {
@@ -51,6 +51,11 @@ export interface RunContext {
   store: Store;
   /** Clients for the hosts' agents. */
   agents: AgentConnector;
+  /**
+   * This cluster's id: with the VM's row, its fencing token, which the calls that resume a
+   * copy carry (a migration inside the cluster keeps owner and epoch).
+   */
+  clusterId: string;
   log: Logger;
   /** Wakes the VM controller: it owns the VM again once its migration ended. */
   wakeVms: () => void;
@@ -297,7 +302,12 @@ class MigrationRun {
         await progress(action.progress);
         this.handedOver = status;
         const vm = await getVm(this.ctx.store.read, vmId);
-        const observed = await this.target.finishIncoming(vmId, this.m.id, vm.generation + 1);
+        const observed = await this.target.finishIncoming(
+          vmId,
+          this.m.id,
+          vm.generation + 1,
+          vmFence(vm, this.ctx.clusterId),
+        );
         this.targetAnswer = {
           state: observed.state,
           reason: observed.reason,
@@ -467,7 +477,10 @@ class MigrationRun {
    */
   private async resumeSource(vmId: string): Promise<void> {
     try {
-      const s = await this.retrying(() => this.source.cancelOutgoing(vmId, this.m.id, this.note.targetGone));
+      const fence = vmFence(await getVm(this.ctx.store.read, vmId), this.ctx.clusterId);
+      const s = await this.retrying(() =>
+        this.source.cancelOutgoing(vmId, this.m.id, this.note.targetGone, fence),
+      );
       this.note.sourceGone = s.vmStatus === "absent";
       this.note.undone.push(
         s.vmStatus === "running" ? `VM kept running on ${this.m.sourceHost}` : `source QEMU is ${s.vmStatus}`,

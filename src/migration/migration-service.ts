@@ -17,7 +17,6 @@ import { compareMajorMinor, machineTypeSupport } from "../lib/qemu-support.js";
 import { PLACEMENT_LOCK_KEY, placeVm } from "../placement/most-free-memory.js";
 import { assertActionAllowed } from "../states/vm.js";
 
-
 /** Starts and cancels migrations. */
 export class MigrationService {
   constructor(

@@ -25,6 +25,8 @@ import { toRun } from "./queue.js";
 
 /** Orchestrator options. */
 export interface OrchestratorOptions {
+  /** This cluster's id: the owner in the fencing tokens of the VMs it owns (executor.ts). */
+  clusterId: string;
   /** Concurrent outgoing migrations per host; more wait in `queued`. @defaultValue 2 */
   maxOutgoingPerHost?: number;
   /** Concurrent incoming migrations per host. @defaultValue 2 */
@@ -48,9 +50,10 @@ export class MigrationOrchestrator {
     private readonly log: Logger,
     private readonly wakeVms: () => void,
     private readonly agents: AgentConnector,
-    options: OrchestratorOptions = {},
+    options: OrchestratorOptions,
   ) {
     this.o = {
+      clusterId: options.clusterId,
       maxOutgoingPerHost: options.maxOutgoingPerHost ?? 2,
       maxIncomingPerHost: options.maxIncomingPerHost ?? 2,
       pollMs: options.pollMs ?? 200,
@@ -89,6 +92,7 @@ export class MigrationOrchestrator {
         {
           store: this.store,
           agents: this.agents,
+          clusterId: this.o.clusterId,
           log: this.log,
           wakeVms: this.wakeVms,
           policy: { pollMs: this.o.pollMs, unreachableGraceMs: this.o.unreachableGraceMs },

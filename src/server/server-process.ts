@@ -115,50 +115,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     created.admin = (await createToken(store.db, "initial admin", "admin")).token;
     await writeFile(adminTokenPath, `${created.admin}\n`, { mode: 0o600 });
   }
-  const agents = new AgentConnector(() => ({
-    caPem: pki.ca.certPem,
-    certPem: pki.server.certPem,
-    keyPem: pki.server.keyPem,
-  }));
-
-  const reconciler = new Reconciler(store, log.child({ component: "reconciler" }), agents, {
-    intervalMs: options.reconcileIntervalMs ?? 1000,
-  });
-  const wake = () => reconciler.wake();
-  const orchestrator = new MigrationOrchestrator(
-    store,
-    log.child({ component: "migrations" }),
-    wake,
-    agents,
-    {
-      maxOutgoingPerHost: options.maxMigrationsPerHost ?? 2,
-      maxIncomingPerHost: options.maxMigrationsPerHost ?? 2,
-    },
-  );
-  const hosts = new HostService(store, wake, log.child({ component: "hosts" }), {
-    caPem: pki.ca.certPem,
-    issueHostCert: (csr, host) => pki.issueHostCert(csr, host),
-  });
-  const vms = new VmService(store, wake);
-  const migrations = new MigrationService(store, () => orchestrator.wake());
   const metrics = createServerMetrics(store);
-  const execConfigFile = process.env.NOVACRON_EXEC_CONFIG;
-  const exec = await startExecSystem({
-    store,
-    dataDir: options.dataDir,
-    ...(options.databaseUrl ? { databaseUrl: options.databaseUrl } : {}),
-    ...(options.execConfig
-      ? { config: options.execConfig }
-      : execConfigFile
-        ? { config: await loadExecConfig(execConfigFile) }
-        : {}),
-    vms,
-    migrations,
-    agents,
-    registry: metrics.registry,
-    log: log.child({ component: "executions" }),
-    workers: options.execWorkers ?? process.env.NOVACRON_EXEC_WORKERS !== "0",
-  });
+  // The federation claims the cluster's identity first: its id is the owner in the fencing
+  // token of every VM this cluster owns, which the reconciler, the migrations and the
+  // agents' registration replies need (docs/federation.md §10).
   const listenHost = options.host ?? "127.0.0.1";
   const advertiseHost =
     options.advertiseHost ?? (listenHost === "0.0.0.0" || listenHost === "::" ? hostname() : listenHost);
@@ -184,7 +144,62 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       ...(options.federationStaleAfterMs ? { staleAfterMs: options.federationStaleAfterMs } : {}),
     });
   } catch (err) {
-    await exec.close().catch(() => {});
+    await store.close().catch(() => {});
+    throw err;
+  }
+  const clusterId = federation.self.id;
+  const agents = new AgentConnector(() => ({
+    caPem: pki.ca.certPem,
+    certPem: pki.server.certPem,
+    keyPem: pki.server.keyPem,
+  }));
+
+  const reconciler = new Reconciler(store, log.child({ component: "reconciler" }), agents, {
+    clusterId,
+    intervalMs: options.reconcileIntervalMs ?? 1000,
+  });
+  const wake = () => reconciler.wake();
+  const orchestrator = new MigrationOrchestrator(
+    store,
+    log.child({ component: "migrations" }),
+    wake,
+    agents,
+    {
+      clusterId,
+      maxOutgoingPerHost: options.maxMigrationsPerHost ?? 2,
+      maxIncomingPerHost: options.maxMigrationsPerHost ?? 2,
+    },
+  );
+  const hosts = new HostService(
+    store,
+    wake,
+    log.child({ component: "hosts" }),
+    { caPem: pki.ca.certPem, issueHostCert: (csr, host) => pki.issueHostCert(csr, host) },
+    clusterId,
+  );
+  const vms = new VmService(store, wake);
+  const migrations = new MigrationService(store, () => orchestrator.wake());
+  const execConfigFile = process.env.NOVACRON_EXEC_CONFIG;
+  let exec: Awaited<ReturnType<typeof startExecSystem>>;
+  try {
+    exec = await startExecSystem({
+      store,
+      dataDir: options.dataDir,
+      ...(options.databaseUrl ? { databaseUrl: options.databaseUrl } : {}),
+      ...(options.execConfig
+        ? { config: options.execConfig }
+        : execConfigFile
+          ? { config: await loadExecConfig(execConfigFile) }
+          : {}),
+      vms,
+      migrations,
+      agents,
+      registry: metrics.registry,
+      log: log.child({ component: "executions" }),
+      workers: options.execWorkers ?? process.env.NOVACRON_EXEC_WORKERS !== "0",
+    });
+  } catch (err) {
+    await federation.close().catch(() => {});
     await store.close().catch(() => {});
     throw err;
   }

@@ -90,11 +90,18 @@ export const AgentRegisterPost = Type.Object(
 );
 export type AgentRegisterPost = Static<typeof AgentRegisterPost>;
 
-/** Reply to registration: the host's id and its certificate (its identity), and the cluster CA. */
+/**
+ * Reply to registration: the host's id and its certificate (its identity), the cluster CA,
+ * and the cluster's id (the owner a fencing token names when this cluster owns a VM).
+ */
 export const AgentRegisterResponse = Type.Object({
   hostId: Uuid,
   certificate: Type.String({ description: "PEM host certificate issued from the CSR" }),
   caCertificate: Type.String({ description: "PEM cluster CA certificate" }),
+  clusterId: Type.String({
+    format: "uuid",
+    description: "The cluster's id (cluster_info.id, its federation identity)",
+  }),
 });
 export type AgentRegisterResponse = Static<typeof AgentRegisterResponse>;
 
@@ -121,8 +128,25 @@ export const VmBootImage = Type.Object({
 });
 export type VmBootImage = Static<typeof VmBootImage>;
 
-/** `PUT /agent/v1/vms/{id}`: make this VM exist with this spec in this power state. */
-export const AgentVmPut = Type.Object(
+/**
+ * A fencing token (docs/federation.md §10): the cluster that owns a VM and the epoch of
+ * that ownership. An agent starts or resumes a copy only with the newest token it has
+ * seen for the VM, naming its own cluster (agent/fence.ts).
+ */
+export const FenceToken = Type.Object(
+  {
+    owner: Uuid,
+    epoch: Type.Integer({
+      minimum: 1,
+      description: "Counts the VM's owners: 1 where it was created, +1 per hand-off",
+    }),
+  },
+  { additionalProperties: false },
+);
+export type FenceToken = Static<typeof FenceToken>;
+
+/** What a VM is: its spec and wanted power state, as an agent records it (vm.json). */
+export const AgentVmSpec = Type.Object(
   {
     name: Type.String(),
     generation: Type.Integer(),
@@ -140,7 +164,25 @@ export const AgentVmPut = Type.Object(
   },
   { additionalProperties: false },
 );
+export type AgentVmSpec = Static<typeof AgentVmSpec>;
+
+/**
+ * `PUT /agent/v1/vms/{id}`: make this VM exist with this spec in this power state; the
+ * token is the VM's current one (refused for `running` when fenced, NOVA_ACP_FENCED).
+ */
+export const AgentVmPut = Type.Object(
+  { ...AgentVmSpec.properties, fence: FenceToken },
+  { additionalProperties: false },
+);
 export type AgentVmPut = Static<typeof AgentVmPut>;
+
+/** `PUT /agent/v1/vms/{id}/fence`: a newer token for the VM; its power state is left as it is. */
+export const AgentVmFencePut = FenceToken;
+export type AgentVmFencePut = Static<typeof AgentVmFencePut>;
+
+/** Reply to the fence call: the token the agent holds for the VM afterwards. */
+export const AgentVmFenceReply = Type.Object({ held: FenceToken });
+export type AgentVmFenceReply = Static<typeof AgentVmFenceReply>;
 
 /** `POST /agent/v1/images/import`: copy a file on the host into its image store. */
 export const AgentImageImportPost = Type.Object(
@@ -238,7 +280,8 @@ export type AgentIncomingEndpoints = Static<typeof AgentIncomingEndpoints>;
 export const AgentIncomingPost = Type.Object(
   {
     migrationId: Type.String(),
-    spec: AgentVmPut,
+    // No token: the copy it starts stays paused until incoming/finish, which carries one.
+    spec: AgentVmSpec,
     tuning: AgentMigrationTuning,
     transport: Type.Optional(
       Type.Union([Type.Literal("auto"), Type.Literal("qemu"), Type.Literal("dwcp")], {
@@ -251,12 +294,30 @@ export const AgentIncomingPost = Type.Object(
 );
 export type AgentIncomingPost = Static<typeof AgentIncomingPost>;
 
-/** `POST /agent/v1/vms/{id}/incoming/finish`: take over the VM after the transfer completed. */
+/**
+ * `POST /agent/v1/vms/{id}/incoming/finish`: take over the VM after the transfer
+ * completed; resumes it, so only with the VM's current token.
+ */
 export const AgentIncomingFinishPost = Type.Object(
-  { migrationId: Type.String(), generation: Type.Integer() },
+  { migrationId: Type.String(), generation: Type.Integer(), fence: FenceToken },
   { additionalProperties: false },
 );
 export type AgentIncomingFinishPost = Static<typeof AgentIncomingFinishPost>;
+
+/**
+ * `POST /agent/v1/vms/{id}/outgoing/cancel`: abandon the migration and resume the source,
+ * so only with the VM's current token. `targetGone` allows resuming after a completed
+ * transfer (the target's QEMU is known to be gone).
+ */
+export const AgentOutgoingCancelPost = Type.Object(
+  {
+    migrationId: Type.String({ minLength: 1 }),
+    targetGone: Type.Optional(Type.Boolean()),
+    fence: FenceToken,
+  },
+  { additionalProperties: false },
+);
+export type AgentOutgoingCancelPost = Static<typeof AgentOutgoingCancelPost>;
 
 /**
  * `POST /agent/v1/vms/{id}/outgoing`: start one step of sending the VM. `mirror` starts

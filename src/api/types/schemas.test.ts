@@ -51,9 +51,14 @@ describe("API schemas", () => {
         cmdline: "",
       },
       power: "running",
+      fence: { owner: "00000000-0000-4000-8000-0000000000c1", epoch: 1 },
     };
     expect(Value.Check(AgentVmPut, put)).toBe(true);
     expect(Value.Check(AgentVmPut, { ...put, power: "paused" })).toBe(false);
+    // Every power request carries the VM's fencing token, at an epoch of at least 1.
+    const { fence: _f, ...unfenced } = put;
+    expect(Value.Check(AgentVmPut, unfenced)).toBe(false);
+    expect(Value.Check(AgentVmPut, { ...put, fence: { ...put.fence, epoch: 0 } })).toBe(false);
     const beat = {
       agentUrl: "http://127.0.0.1:7800",
       capacity: {

@@ -4,6 +4,7 @@
  * transaction, so the API, the SSE stream and the database never disagree.
  */
 import { randomUUID } from "node:crypto";
+import type { FenceToken } from "../../api/types/agent.js";
 import type { ClusterEvent } from "../../api/types/events.js";
 import type { Vm } from "../../api/types/vms.js";
 import { NovaError } from "../../lib/errors.js";
@@ -31,6 +32,8 @@ interface VmRow {
   host_name: string | null;
   generation: number;
   restart_pending: boolean;
+  owner_cluster_id: string | null;
+  owner_epoch: number;
   created_at: Date;
   updated_at: Date;
   state_changed_at: Date;
@@ -40,6 +43,19 @@ interface VmRow {
 export interface VmRecord extends Vm {
   restartPending: boolean;
   observedGeneration: number;
+  /** The cluster that owns the VM; null: this one (docs/federation.md §10). */
+  ownerClusterId: string | null;
+  /** Counts the VM's owners: 1 where it was created, +1 per hand-off. */
+  ownerEpoch: number;
+}
+
+/**
+ * The VM's current fencing token, which every request that may run a copy of it carries
+ * (agent/fence.ts): its owner (this cluster, `clusterId`, while the row names none) and
+ * the epoch of that ownership.
+ */
+export function vmFence(vm: Pick<VmRecord, "ownerClusterId" | "ownerEpoch">, clusterId: string): FenceToken {
+  return { owner: vm.ownerClusterId ?? clusterId, epoch: vm.ownerEpoch };
 }
 
 const SELECT_VMS = `
@@ -66,6 +82,8 @@ function toVm(row: VmRow): VmRecord {
     generation: row.generation,
     restartPending: row.restart_pending,
     observedGeneration: row.observed_generation,
+    ownerClusterId: row.owner_cluster_id ?? null,
+    ownerEpoch: row.owner_epoch,
     createdAt: new Date(row.created_at).toISOString(),
     updatedAt: new Date(row.updated_at).toISOString(),
     stateChangedAt: new Date(row.state_changed_at).toISOString(),
@@ -74,7 +92,7 @@ function toVm(row: VmRow): VmRecord {
 
 /** Strips internal fields for API output. */
 export function publicVm(vm: VmRecord): Vm {
-  const { restartPending: _r, observedGeneration: _g, ...rest } = vm;
+  const { restartPending: _r, observedGeneration: _g, ownerClusterId: _o, ownerEpoch: _e, ...rest } = vm;
   return rest;
 }
 

@@ -5,8 +5,8 @@
  * restart when it cannot know whether the previous attempt happened.
  */
 import type { HandoffVmSpec, SignedStatement } from "../../api/types/acp.js";
-import type { Queryable } from "../../cluster/store/db.js";
 import type { IncomingHandoff, OutgoingHandoff } from "../../cluster/store/acp.js";
+import type { Queryable } from "../../cluster/store/db.js";
 import type { CopyState } from "./plan.js";
 
 /** A fencing token: the cluster that owns the VM, at which epoch. */
