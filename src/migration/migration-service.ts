@@ -12,6 +12,7 @@ import {
 } from "../cluster/store/migrations.js";
 import type { Store } from "../cluster/store/store.js";
 import { getVm, recordMachineType, transitionVm } from "../cluster/store/vms.js";
+import { assertOwnedHere } from "../cluster/vm-ownership.js";
 import { NovaError } from "../lib/errors.js";
 import { compareMajorMinor, machineTypeSupport } from "../lib/qemu-support.js";
 import { PLACEMENT_LOCK_KEY, placeVm } from "../placement/most-free-memory.js";
@@ -30,6 +31,7 @@ export class MigrationService {
     const id = await this.store.write(async (tx, emit) => {
       await tx.query("SELECT pg_advisory_xact_lock($1)", [PLACEMENT_LOCK_KEY]);
       const vm = await getVm(tx, vmIdOrName, true);
+      assertOwnedHere(vm, "migrate");
       if (vm.state === "stopped") {
         throw new NovaError(
           "NOVA_ILLEGAL_STATE",
