@@ -80,7 +80,7 @@ describe.each(ENGINES)("federation store on $engine", ({ create }) => {
     expect((await recordsSince(store.read, { [O1]: 5 }, 10)).map((r) => r.version)).toEqual([7]);
     expect((await recordsSince(store.read, { [O1]: 0, [O2]: 0 }, 1)).map((r) => r.version)).toEqual([5]);
     expect((await recordsByVersions(store.read, [{ origin: O1, version: 7 }])).get(`${O1}@7`)?.id).toBe("c");
-    expect((await liveOwners(store.read, [{ kind: "vm", id: "b" }])).get("vm/b")).toEqual([O2]);
+    expect((await liveOwners(store.read, [{ kind: "vm", id: "b" }])).get("vm/b")).toEqual([{ origin: O2 }]);
   });
 
   it("never lowers a vector entry", async () => {

@@ -57,6 +57,7 @@ import type { SourceCopies, TargetCopies } from "./acp/ports.js";
 import { AcpService } from "./acp/service.js";
 import { AssListener } from "./ass-listener.js";
 import { Changes } from "./changes.js";
+import { recordEpoch } from "./judge.js";
 import { createFederationMetrics, type FederationMetrics } from "./metrics.js";
 import { PeerLink } from "./peer-link.js";
 import { formatPeeringToken, parsePeeringToken } from "./peering-token.js";
@@ -644,12 +645,14 @@ export class Federation {
   /** Every VM of the federation, with its cluster; a stale or quarantined cluster's VMs say so. */
   async vms(): Promise<FederatedVm[]> {
     const clusters = new Map((await this.clusters()).map((c) => [c.id, c]));
-    const out: FederatedVm[] = [];
+    // One VM per id: during a hand-off the new owner's record may arrive before the old
+    // owner's tombstone; the higher epoch is the current owner (§10).
+    const byId = new Map<string, FederatedVm>();
     for (const r of await liveRecords(this.o.store.read, "vm")) {
       const c = clusters.get(r.origin);
       if (!c) continue;
       const b = (r.body ?? {}) as Record<string, unknown>;
-      out.push({
+      const vm: FederatedVm = {
         id: r.id,
         name: String(b.name ?? ""),
         cluster: { id: c.id, name: c.name },
@@ -659,10 +662,13 @@ export class Federation {
         memoryMiB: Number(b.memoryMiB ?? 0),
         image: String(b.image ?? ""),
         version: r.version,
+        epoch: recordEpoch(r) ?? 1,
         stale: c.stale,
-      });
+      };
+      const seen = byId.get(vm.id);
+      if (!seen || vm.epoch > seen.epoch) byId.set(vm.id, vm);
     }
-    return out.sort((a, b) =>
+    return [...byId.values()].sort((a, b) =>
       a.cluster.name === b.cluster.name
         ? a.name.localeCompare(b.name)
         : a.cluster.name.localeCompare(b.cluster.name),

@@ -129,6 +129,53 @@ describe("judgeRecord", () => {
     expect(judgeRecord(rec(), facts({ otherOwner: B }))).toEqual({ kind: "conflict", owner: B });
   });
 
+  describe("a VM that moved between clusters (ACP epochs)", () => {
+    const at = (epoch: number) => rec({ body: { name: "web", state: "running", epoch } });
+
+    it("takes a later owner's record over a third cluster's earlier one", () => {
+      expect(judgeRecord(at(3), facts({ otherOwner: B, otherEpoch: 2 })).kind).toBe("accept");
+    });
+
+    it("drops an earlier owner's record as superseded, ours or a third cluster's", () => {
+      expect(judgeRecord(at(1), facts({ otherOwner: B, otherEpoch: 2 }))).toEqual({ kind: "stale" });
+      expect(judgeRecord(at(1), facts({ otherOwner: SELF, otherEpoch: 2 }))).toEqual({ kind: "stale" });
+    });
+
+    it("takes a later owner's record of a VM this cluster held only if it released it there", () => {
+      expect(
+        judgeRecord(at(2), facts({ otherOwner: SELF, otherEpoch: 1, releasedToOrigin: true })).kind,
+      ).toBe("accept");
+      expect(
+        judgeRecord(at(2), facts({ otherOwner: SELF, otherEpoch: 1, releasedToOrigin: false })),
+      ).toMatchObject({
+        kind: "violation",
+        violation: "not-owner",
+        culprit: A,
+      });
+    });
+
+    it("sees two owners at one epoch as a conflict, or a claim on ours", () => {
+      expect(judgeRecord(at(2), facts({ otherOwner: B, otherEpoch: 2 }))).toEqual({
+        kind: "conflict",
+        owner: B,
+      });
+      expect(
+        judgeRecord(at(2), facts({ otherOwner: SELF, otherEpoch: 2, releasedToOrigin: true })),
+      ).toMatchObject({
+        kind: "violation",
+        violation: "not-owner",
+      });
+    });
+
+    it("ignores an epoch that is not a positive integer", () => {
+      const odd = rec({ body: { name: "web", epoch: "9" } });
+      expect(judgeRecord(odd, facts({ otherOwner: B, otherEpoch: 2 }))).toEqual({
+        kind: "conflict",
+        owner: B,
+      });
+    });
+  });
+
   it("lets a tombstone through even where another cluster owns the id", () => {
     expect(judgeRecord(rec({ deleted: true, body: null }), facts({ otherOwner: B })).kind).toBe("accept");
   });

@@ -58,6 +58,16 @@ export interface JudgeFacts {
   atVersion: SignedRecord | undefined;
   /** The origin of another live (not deleted) record for the same kind and id, if any. */
   otherOwner: string | undefined;
+  /** The owner epoch that other record states (VMs, docs/federation.md §10). */
+  otherEpoch?: number;
+  /** This cluster released the VM to the record's origin at the record's epoch (ACP). */
+  releasedToOrigin?: boolean;
+}
+
+/** The owner epoch a VM record states, if it is one that does. */
+export function recordEpoch(record: Pick<SignedRecord, "kind" | "body">): number | undefined {
+  const e = record.kind === "vm" ? record.body?.epoch : undefined;
+  return typeof e === "number" && Number.isInteger(e) && e > 0 ? e : undefined;
 }
 
 /** Judges one record. */
@@ -105,7 +115,15 @@ export function judgeRecord(record: SignedRecord, f: JudgeFacts): Verdict {
     };
   }
   if (!record.deleted && f.otherOwner && f.otherOwner !== record.origin) {
-    if (f.otherOwner === f.self) {
+    // A VM moves between clusters by ACP, each owner at a higher epoch: a record of an
+    // earlier owner is superseded, one of a later owner supersedes — a later owner of a VM
+    // this cluster holds only if this cluster released it to that one at that epoch.
+    const epoch = recordEpoch(record);
+    const moved = epoch !== undefined && f.otherEpoch !== undefined;
+    if (moved && epoch < f.otherEpoch!) return { kind: "stale" };
+    const supersedes =
+      moved && epoch > f.otherEpoch! && (f.otherOwner !== f.self || f.releasedToOrigin === true);
+    if (!supersedes && f.otherOwner === f.self) {
       return {
         kind: "violation",
         violation: "not-owner",
@@ -114,7 +132,7 @@ export function judgeRecord(record: SignedRecord, f: JudgeFacts): Verdict {
         evidence: [record],
       };
     }
-    return { kind: "conflict", owner: f.otherOwner };
+    if (!supersedes) return { kind: "conflict", owner: f.otherOwner };
   }
   if (f.held && recordDigest(f.held) === digest) return { kind: "duplicate" };
   if (record.version <= (f.asked[record.origin] ?? 0)) {

@@ -17,10 +17,11 @@ import {
   raiseVector,
   recordsByKeys,
   recordsByVersions,
+  releasedVms,
   transitionPeer,
 } from "../cluster/store/federation.js";
 import type { Store } from "../cluster/store/store.js";
-import { type JudgeFacts, judgeRecord, type Verdict, type ViolationKind } from "./judge.js";
+import { type JudgeFacts, judgeRecord, recordEpoch, type Verdict, type ViolationKind } from "./judge.js";
 import { canonicalBody, type SignedRecord } from "./records.js";
 import { advanceVector, type VersionVector } from "./version-vector.js";
 
@@ -100,13 +101,19 @@ export async function applyBatch(
     const held = await recordsByKeys(tx, records);
     const atVersion = await recordsByVersions(tx, records);
     const owners = await liveOwners(tx, records);
+    const released = await releasedVms(
+      tx,
+      records.filter((r) => r.kind === "vm").map((r) => r.id),
+    );
     const culprits = new Set<string>();
     const accepted: { record: SignedRecord; bodyJson: string }[] = [];
     let ownSeq = 0;
     for (const r of records) {
       if (culprits.has(r.origin)) continue;
       const k = `${r.origin}/${r.kind}/${r.id}`;
-      const others = (owners.get(`${r.kind}/${r.id}`) ?? []).filter((o) => o !== r.origin);
+      const others = (owners.get(`${r.kind}/${r.id}`) ?? []).filter((o) => o.origin !== r.origin);
+      const other = others.find((o) => o.origin === roster.self) ?? others[0];
+      const epoch = recordEpoch(r);
       const facts: JudgeFacts = {
         self: roster.self,
         sender,
@@ -115,7 +122,9 @@ export async function applyBatch(
         originQuarantined: roster.quarantined.has(r.origin),
         held: held.get(k),
         atVersion: atVersion.get(`${r.origin}@${r.version}`),
-        otherOwner: others.includes(roster.self) ? roster.self : others[0],
+        otherOwner: other?.origin,
+        ...(other?.epoch !== undefined ? { otherEpoch: other.epoch } : {}),
+        releasedToOrigin: (released.get(r.id) ?? []).some((x) => x.to === r.origin && x.epoch === epoch),
       };
       const verdict: Verdict = judgeRecord(r, facts);
       switch (verdict.kind) {
@@ -124,7 +133,10 @@ export async function applyBatch(
           held.set(k, r);
           atVersion.set(`${r.origin}@${r.version}`, r);
           if (!r.deleted)
-            owners.set(`${r.kind}/${r.id}`, [...(owners.get(`${r.kind}/${r.id}`) ?? []), r.origin]);
+            owners.set(`${r.kind}/${r.id}`, [
+              ...(owners.get(`${r.kind}/${r.id}`) ?? []),
+              { origin: r.origin, ...(epoch !== undefined ? { epoch } : {}) },
+            ]);
           outcome.accepted++;
           break;
         case "duplicate":

@@ -203,6 +203,10 @@ export const FederatedVm = Type.Object({
   memoryMiB: Type.Integer(),
   image: Type.String(),
   version: Type.Integer(),
+  epoch: Type.Integer({
+    description:
+      "the owner epoch: 1 where the VM was created, +1 per hand-off between clusters (docs/federation.md §10)",
+  }),
   stale: Type.Boolean({ description: "its cluster is a peer not heard from within the staleness bound" }),
 });
 export type FederatedVm = Static<typeof FederatedVm>;

@@ -14,6 +14,7 @@ function fedVm(over: Partial<FederatedVm> = {}): FederatedVm {
     memoryMiB: 512,
     image: "debian",
     version: 3,
+    epoch: 1,
     stale: false,
     ...over,
   };
@@ -30,11 +31,11 @@ describe("vm list --all-clusters rows", () => {
       }),
       fedVm({ name: "new-1", state: "pending", host: null }),
     ]);
-    expect(FEDERATED_VM_HEADERS).toEqual(["NAME", "CLUSTER", "STATE", "HOST", "VCPUS", "MEMORY"]);
+    expect(FEDERATED_VM_HEADERS).toEqual(["NAME", "CLUSTER", "EPOCH", "STATE", "HOST", "VCPUS", "MEMORY"]);
     expect(rows).toEqual([
-      ["web-1", "east", "running", "h1", 2, "512 MiB"],
-      ["db-1", "west", "running (stale)", "h1", 2, "512 MiB"],
-      ["new-1", "east", "pending", null, 2, "512 MiB"],
+      ["web-1", "east", 1, "running", "h1", 2, "512 MiB"],
+      ["db-1", "west", 1, "running (stale)", "h1", 2, "512 MiB"],
+      ["new-1", "east", 1, "pending", null, 2, "512 MiB"],
     ]);
   });
 });
@@ -49,8 +50,8 @@ describe("novacron vm list against a stub API", () => {
     expect(run.code).toBe(0);
     expect(run.requests.map((r) => r.url)).toEqual(["/v1/federation/vms"]);
     const lines = run.stdout.trimEnd().split("\n");
-    expect(lines[0]).toMatch(/^NAME +CLUSTER +STATE +HOST +VCPUS +MEMORY$/);
-    expect(lines[1]).toMatch(/^web-1 +west +running \(stale\) +h1 +2 +512 MiB$/);
+    expect(lines[0]).toMatch(/^NAME +CLUSTER +EPOCH +STATE +HOST +VCPUS +MEMORY$/);
+    expect(lines[1]).toMatch(/^web-1 +west +1 +running \(stale\) +h1 +2 +512 MiB$/);
   });
 
   it("--all-clusters --json prints the federation's VMs as one document", async () => {

@@ -13,7 +13,7 @@ import { apiFor } from "../context.js";
 import { printFields, printJson, printTable } from "../output.js";
 import { stateLabel } from "./clusters.js";
 
-export const FEDERATED_VM_HEADERS = ["NAME", "CLUSTER", "STATE", "HOST", "VCPUS", "MEMORY"];
+export const FEDERATED_VM_HEADERS = ["NAME", "CLUSTER", "EPOCH", "STATE", "HOST", "VCPUS", "MEMORY"];
 
 /**
  * The rows of `vm list --all-clusters`: a VM of a cluster not heard from within the staleness
@@ -23,6 +23,7 @@ export function federatedVmRows(vms: readonly FederatedVm[]): (string | number |
   return vms.map((v) => [
     v.name,
     v.cluster.name,
+    v.epoch,
     stateLabel(v.state, v.stale),
     v.host,
     v.vcpus,

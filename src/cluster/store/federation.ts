@@ -677,9 +677,15 @@ export async function ownedState(q: ReadQueryable): Promise<Map<string, Record<s
     vcpus: number;
     memory_mib: number;
     image_id: string;
-  }>("SELECT id, name, state, desired_state, host_id, vcpus, memory_mib, image_id FROM vms");
+    owner_epoch: number;
+  }>(
+    // Only the VMs this cluster owns: one released to another cluster is that cluster's to
+    // publish, one still arriving is still its source's (docs/federation.md §10).
+    "SELECT id, name, state, desired_state, host_id, vcpus, memory_mib, image_id, owner_epoch FROM vms WHERE owner_cluster_id IS NULL AND state <> 'arriving'",
+  );
   for (const v of vms.rows) {
     out.set(`vm/${v.id}`, {
+      epoch: v.owner_epoch,
       name: v.name,
       state: v.state,
       desiredState: v.desired_state,
@@ -722,22 +728,56 @@ export async function recordsByVersions(
   return new Map(rows.map((r) => [`${r.origin}@${r.version}`, toRecord(r)]));
 }
 
-/** For many (kind, id): the origins holding a live record of it. */
+/** For many (kind, id): the origins holding a live record of it, with the epoch each states. */
 export async function liveOwners(
   q: ReadQueryable,
   keys: readonly { kind: string; id: string }[],
-): Promise<Map<string, string[]>> {
+): Promise<Map<string, LiveOwner[]>> {
   if (keys.length === 0) return new Map();
-  const { rows } = await q.query<{ kind: string; id: string; origin: string }>(
-    `SELECT r.kind, r.id, r.origin FROM fed_records r
+  const { rows } = await q.query<{ kind: string; id: string; origin: string; epoch: string | null }>(
+    `SELECT r.kind, r.id, r.origin, r.body->>'epoch' AS epoch FROM fed_records r
        JOIN (SELECT * FROM unnest($1::text[], $2::text[]) AS k(kind, id)) k ON k.kind = r.kind AND k.id = r.id
      WHERE NOT r.deleted ORDER BY r.origin`,
     [keys.map((k) => k.kind), keys.map((k) => k.id)],
   );
-  const out = new Map<string, string[]>();
+  const out = new Map<string, LiveOwner[]>();
   for (const r of rows) {
     const key = `${r.kind}/${r.id}`;
-    out.set(key, [...(out.get(key) ?? []), r.origin]);
+    const epoch = r.epoch === null ? undefined : Number(r.epoch);
+    out.set(key, [
+      ...(out.get(key) ?? []),
+      { origin: r.origin, ...(Number.isInteger(epoch) ? { epoch } : {}) },
+    ]);
   }
+  return out;
+}
+
+/** A cluster holding a live record of a key, with the owner epoch the record states (VMs). */
+export interface LiveOwner {
+  origin: string;
+  epoch?: number;
+}
+
+/**
+ * The VMs this cluster released, by id → the (cluster, epoch) it released each to: what
+ * makes another cluster's record of one of them at that epoch legitimate (judge.ts).
+ */
+export async function releasedVms(
+  q: ReadQueryable,
+  vmIds: readonly string[],
+): Promise<Map<string, { to: string; epoch: number }[]>> {
+  // Record ids come from peers: only well-formed ones reach the uuid cast.
+  const ids = vmIds.filter((id) =>
+    /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id),
+  );
+  if (ids.length === 0) return new Map();
+  const { rows } = await q.query<{ vm_id: string; target_cluster_id: string; from_epoch: number }>(
+    `SELECT vm_id, target_cluster_id, from_epoch FROM acp_outgoing
+     WHERE vm_id = ANY($1::uuid[]) AND state IN ('released', 'completed', 'reclaimed')`,
+    [ids],
+  );
+  const out = new Map<string, { to: string; epoch: number }[]>();
+  for (const r of rows)
+    out.set(r.vm_id, [...(out.get(r.vm_id) ?? []), { to: r.target_cluster_id, epoch: r.from_epoch + 1 }]);
   return out;
 }
