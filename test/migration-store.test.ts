@@ -25,7 +25,7 @@ describe.each(ENGINES)("migrations table on $engine", ({ create }) => {
       vmId,
       vmName: name,
       sourceHostId: a,
-      targetHostId: b,
+      target: { hostId: b },
       options: {},
       transport: "qemu",
     });

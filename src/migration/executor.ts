@@ -23,20 +23,19 @@ import {
 } from "../api/types/migrations.js";
 import type { AgentClient, AgentConnector } from "../cluster/agent-client.js";
 import { getHost } from "../cluster/store/hosts.js";
-import { bootImage, getImage } from "../cluster/store/images.js";
 import {
   getMigration,
   isCancelRequested,
   type MigrationRecord,
-  moveVmToHost,
   saveProgress,
   setMigrationTransport,
   transitionMigration,
 } from "../cluster/store/migrations.js";
 import type { Store } from "../cluster/store/store.js";
 import { getVm, transitionVm, vmFence } from "../cluster/store/vms.js";
-import { describeError, isNovaError, NovaError } from "../lib/errors.js";
+import { describeError, isNovaError } from "../lib/errors.js";
 import { Reverter } from "../lib/revert.js";
+import { HostTarget } from "./host-target.js";
 import {
   type MigrationAction,
   nextAction,
@@ -45,6 +44,7 @@ import {
   type RunStep,
 } from "./plan.js";
 import { toProgress } from "./progress.js";
+import type { MigrationTarget } from "./target.js";
 
 /** What a run needs from the orchestrator. */
 export interface RunContext {
@@ -62,12 +62,22 @@ export interface RunContext {
   policy: PlanPolicy;
   /** True once the server is shutting down. */
   stopping: () => boolean;
+  /** The target of a migration to another cluster (ACP); absent when the server has none. */
+  clusterTarget?: (m: MigrationRecord) => Promise<MigrationTarget>;
 }
 
 /** Runs migration `m` until it ends or is handed back to the scheduler (still active). */
 export async function runMigration(ctx: RunContext, m: MigrationRecord): Promise<void> {
   const source = ctx.agents.client(await getHost(ctx.store.read, m.sourceHostId));
-  const target = ctx.agents.client(await getHost(ctx.store.read, m.targetHostId));
+  let target: MigrationTarget;
+  if (m.targetHostId !== null) {
+    const host = await getHost(ctx.store.read, m.targetHostId);
+    target = new HostTarget(ctx.store, ctx.clusterId, ctx.log, host, ctx.agents.client(host), m.id);
+  } else {
+    if (!ctx.clusterTarget)
+      throw new Error(`migration ${m.id} leaves the cluster, but this server runs no ACP`);
+    target = await ctx.clusterTarget(m);
+  }
   await new MigrationRun(ctx, m, source, target).run();
 }
 
@@ -100,7 +110,7 @@ class MigrationRun {
     private readonly ctx: RunContext,
     private m: MigrationRecord,
     private readonly source: AgentClient,
-    private readonly target: AgentClient,
+    private readonly target: MigrationTarget,
   ) {
     this.tuning = agentMigrationTuning(m.options);
     this.vmIdOrNull = m.vmId;
@@ -301,18 +311,7 @@ class MigrationRun {
       case "confirm": {
         await progress(action.progress);
         this.handedOver = status;
-        const vm = await getVm(this.ctx.store.read, vmId);
-        const observed = await this.target.finishIncoming(
-          vmId,
-          this.m.id,
-          vm.generation + 1,
-          vmFence(vm, this.ctx.clusterId),
-        );
-        this.targetAnswer = {
-          state: observed.state,
-          reason: observed.reason,
-          ...(observed.resumedAt === undefined ? {} : { resumedAt: observed.resumedAt }),
-        };
+        this.targetAnswer = await this.target.finish(await getVm(this.ctx.store.read, vmId));
         return false;
       }
       case "complete":
@@ -365,107 +364,59 @@ class MigrationRun {
   }
 
   private async imageOnTarget(): Promise<boolean> {
-    const vm = await getVm(this.ctx.store.read, this.vmId);
-    const image = await getImage(this.ctx.store.read, vm.imageId);
-    return image.hostIds.includes(this.m.targetHostId);
+    return this.target.hasImage(await getVm(this.ctx.store.read, this.vmId));
   }
 
-  /** Copies the VM's image blobs from the source to the target, each checked by digest. */
   private async copyImage(vmId: string): Promise<void> {
-    const vm = await getVm(this.ctx.store.read, vmId);
-    const image = await getImage(this.ctx.store.read, vm.imageId);
-    const blobs: [string, "disk" | "kernel" | "initrd"][] = [[image.diskDigest, "disk"]];
-    if (image.kernelDigest) blobs.push([image.kernelDigest, "kernel"]);
-    if (image.initrdDigest) blobs.push([image.initrdDigest, "initrd"]);
-    for (const [digest, kind] of blobs) {
-      const { ticket, sizeBytes } = await this.source.blobTicket(digest);
-      const url = `${this.source.url}/agent/v1/images/${encodeURIComponent(digest)}/blob?ticket=${encodeURIComponent(ticket)}`;
-      const blob = await this.target.pullBlob({
-        digest,
-        kind,
-        url,
-        ...(sizeBytes !== undefined ? { sizeBytes } : {}),
-      });
-      if (blob.digest !== digest)
-        throw new NovaError(
-          "NOVA_AGENT_ERROR",
-          `copied ${kind} has digest ${blob.digest}, expected ${digest}`,
-        );
-    }
+    await this.target.copyImage(await getVm(this.ctx.store.read, vmId), this.source);
   }
 
   private async prepareTarget(vmId: string): Promise<AgentIncomingEndpoints> {
-    const vm = await getVm(this.ctx.store.read, vmId);
-    const image = await getImage(this.ctx.store.read, vm.imageId);
-    return this.target.prepareIncoming(vmId, {
+    return this.target.prepare(await getVm(this.ctx.store.read, vmId), {
       migrationId: this.m.id,
       tuning: this.tuning,
       // With dwcp the destination's QEMU listens on loopback only (docs/migration.md).
       transport: requestedTransport(this.m.options),
-      spec: {
-        name: vm.name,
-        generation: vm.generation + 1,
-        vcpus: vm.vcpus,
-        memoryMiB: vm.memoryMiB,
-        kernelArgs: vm.kernelArgs,
-        image: bootImage(image),
-        power: "running",
-        // Recorded when the migration was accepted (migration-service.ts): the
-        // destination starts exactly the machine the source runs.
-        ...(vm.machineType ? { machineType: vm.machineType } : {}),
-      },
     });
   }
 
-  /** The target runs the VM: move it there, end the migration, then drop the source copy. */
+  /** The target runs the VM: record it there, end the migration, then see to the source copy. */
   private async complete(vmId: string, figures: MigrationResult): Promise<void> {
     const m = this.m;
     const result = { ...(await getMigration(this.ctx.store.read, m.id)).result, ...figures };
-    await this.ctx.store.write(async (tx, emit) => {
+    const vm = await this.ctx.store.write(async (tx, emit) => {
       const current = await getVm(tx, vmId, true);
-      await moveVmToHost(tx, vmId, m.targetHostId);
-      emit(
-        await transitionVm(
-          tx,
-          { ...current, host: m.targetHost },
-          "running",
-          `migrated from ${m.sourceHost} to ${m.targetHost}`,
-        ),
-      );
+      for (const e of await this.target.takeOver(
+        tx,
+        current,
+        `migrated from ${m.sourceHost} to ${this.target.label}`,
+      ))
+        emit(e);
       emit(
         await transitionMigration(
           tx,
           await getMigration(tx, m.id, true),
           "completed",
-          `running on ${m.targetHost}`,
+          `running on ${this.target.label}`,
           { result },
         ),
       );
+      return current;
     });
     this.reverter.success();
     this.ctx.wakeVms();
-    // The target runs the VM: the paused source copy can go. Retried, because leaving it
-    // only costs disk space on the source, never correctness.
-    for (let attempt = 1; attempt <= 5; attempt++) {
-      try {
-        await this.source.releaseOutgoing(vmId);
-        return;
-      } catch (err) {
-        this.ctx.log.warn({ err: describeError(err), attempt }, "releasing the source copy failed; retrying");
-        await sleep(2000 * attempt);
-      }
-    }
+    await this.target.afterComplete(vm, this.source);
   }
 
-  /** Undo: stop the target's QEMU and remove its disk. */
+  /** Undo: the target's copy goes (or, across clusters, can never run). */
   private async removeTargetCopy(vmId: string): Promise<void> {
     try {
-      await this.retrying(() => this.target.deleteVm(vmId));
+      const vm = await getVm(this.ctx.store.read, vmId);
+      this.note.undone.push(await this.retrying(() => this.target.remove(vm)));
       this.note.targetGone = true;
-      this.note.undone.push(`destination QEMU stopped and its disk removed on ${this.m.targetHost}`);
     } catch (e) {
       this.note.undone.push(
-        `destination cleanup on ${this.m.targetHost} failed (${describeError(e)}); its agent keeps a paused copy and its disk until removed by hand (it is never resumed)`,
+        `destination cleanup on ${this.target.label} failed (${describeError(e)}); its paused copy stays until removed by hand (it is never resumed)`,
       );
     }
   }

@@ -110,7 +110,7 @@ export class MigrationService {
         vmId: vm.id,
         vmName: vm.name,
         sourceHostId: source.id,
-        targetHostId: targetId,
+        target: { hostId: targetId },
         options,
         transport: "qemu",
       });

@@ -10,7 +10,8 @@ export interface QueuedOrActive {
   id: string;
   state: string;
   sourceHostId: string;
-  targetHostId: string;
+  /** Null for a migration to another cluster: its host there counts against that cluster's limits. */
+  targetHostId: string | null;
   createdAt: string;
 }
 
@@ -35,7 +36,8 @@ export function startable<M extends QueuedOrActive>(
   const queued = migrations.filter(waiting).sort((a, b) => a.createdAt.localeCompare(b.createdAt));
   for (const m of queued) {
     const out = inFlight.filter((x) => x.sourceHostId === m.sourceHostId).length;
-    const inc = inFlight.filter((x) => x.targetHostId === m.targetHostId).length;
+    const inc =
+      m.targetHostId === null ? 0 : inFlight.filter((x) => x.targetHostId === m.targetHostId).length;
     if (out >= limits.maxOutgoing || inc >= limits.maxIncoming) continue;
     inFlight.push(m);
     chosen.push(m);

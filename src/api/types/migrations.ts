@@ -121,7 +121,17 @@ export function agentMigrationTuning(o: MigrationOptions): AgentMigrationTuning 
 export const MigrationsPost = Type.Object(
   {
     targetHost: Type.Optional(
-      Type.String({ minLength: 1, description: "Host name or id; default: placement picks one" }),
+      Type.String({
+        minLength: 1,
+        description: "Host name or id (a host of targetCluster when given); default: placement picks one",
+      }),
+    ),
+    targetCluster: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 63,
+        description: "A peer cluster to move the VM to (live, with its ownership: docs/federation.md §10)",
+      }),
     ),
     options: Type.Optional(MigrationOptions),
   },
@@ -204,7 +214,14 @@ export const Migration = Type.Object({
   vm: Type.String(),
   vmId: Type.Union([Uuid, Type.Null()]),
   sourceHost: Type.String(),
-  targetHost: Type.String(),
+  targetHost: Type.String({
+    description:
+      "The target host's name; for a migration to another cluster the host there, empty until that cluster chose it",
+  }),
+  targetCluster: Type.Union([Type.String(), Type.Null()], {
+    description:
+      "The destination cluster's name when the VM leaves this cluster (docs/federation.md §10); null inside it",
+  }),
   state: MigrationStateSchema,
   stateReason: Type.String(),
   rollback: Type.String({ description: "What was undone after a failure or cancel" }),

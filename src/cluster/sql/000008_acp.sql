@@ -47,3 +47,13 @@ CREATE TABLE acp_incoming (
   state_changed_at   timestamptz NOT NULL DEFAULT now()
 );
 CREATE UNIQUE INDEX acp_incoming_active_vm ON acp_incoming (vm_id) WHERE state IN ('prepared', 'resuming');
+
+-- A migration to another cluster: the destination is a cluster (and, once it chose or was
+-- told, a host name there) instead of one of this cluster's hosts. Its hand-off has the
+-- migration's id.
+ALTER TABLE migrations ALTER COLUMN target_host_id DROP NOT NULL;
+ALTER TABLE migrations ADD COLUMN target_cluster_id uuid;
+ALTER TABLE migrations ADD COLUMN target_cluster_name text;
+ALTER TABLE migrations ADD COLUMN target_host_name text;
+ALTER TABLE migrations ADD CONSTRAINT migrations_target_check
+  CHECK ((target_host_id IS NOT NULL) <> (target_cluster_id IS NOT NULL));

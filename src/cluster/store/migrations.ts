@@ -21,9 +21,11 @@ interface MigrationRow {
   vm_id: string | null;
   vm_name: string;
   source_host_id: string;
-  target_host_id: string;
+  target_host_id: string | null;
+  target_cluster_id: string | null;
+  target_cluster_name: string | null;
   source_name: string;
-  target_name: string;
+  target_name: string | null;
   state: MigrationState;
   state_reason: string;
   rollback: string;
@@ -40,13 +42,16 @@ interface MigrationRow {
 /** A migration with the host ids the orchestrator needs. */
 export interface MigrationRecord extends Migration {
   sourceHostId: string;
-  targetHostId: string;
+  /** The target host of a migration inside this cluster; null for one to another cluster. */
+  targetHostId: string | null;
+  /** The destination cluster's id when the migration leaves this cluster. */
+  targetClusterId: string | null;
   options: MigrationOptions;
 }
 
 const SELECT = `
-  SELECT m.*, s.name AS source_name, t.name AS target_name
-  FROM migrations m JOIN hosts s ON s.id = m.source_host_id JOIN hosts t ON t.id = m.target_host_id`;
+  SELECT m.*, s.name AS source_name, COALESCE(t.name, m.target_host_name) AS target_name
+  FROM migrations m JOIN hosts s ON s.id = m.source_host_id LEFT JOIN hosts t ON t.id = m.target_host_id`;
 
 const iso = (d: Date | null) => (d ? new Date(d).toISOString() : null);
 
@@ -56,9 +61,11 @@ function toMigration(r: MigrationRow): MigrationRecord {
     vm: r.vm_name,
     vmId: r.vm_id,
     sourceHost: r.source_name,
-    targetHost: r.target_name,
+    targetHost: r.target_name ?? "",
+    targetCluster: r.target_cluster_name,
     sourceHostId: r.source_host_id,
     targetHostId: r.target_host_id,
+    targetClusterId: r.target_cluster_id,
     state: r.state,
     stateReason: r.state_reason,
     rollback: r.rollback,
@@ -75,7 +82,7 @@ function toMigration(r: MigrationRow): MigrationRecord {
 
 /** Strips internal fields for API output. */
 export function publicMigration(m: MigrationRecord): Migration {
-  const { sourceHostId: _s, targetHostId: _t, ...rest } = m;
+  const { sourceHostId: _s, targetHostId: _t, targetClusterId: _c, ...rest } = m;
   return rest;
 }
 
@@ -130,22 +137,39 @@ export async function insertMigration(
     vmId: string;
     vmName: string;
     sourceHostId: string;
-    targetHostId: string;
+    /** A host of this cluster, or a cluster (and maybe a host name there). */
+    target: { hostId: string } | { clusterId: string; clusterName: string; hostName: string | null };
     options: MigrationOptions;
     transport: string;
   },
 ): Promise<{ id: string; event: ClusterEvent }> {
   const id = randomUUID();
+  const t = m.target;
   await q.query(
-    `INSERT INTO migrations (id, vm_id, vm_name, source_host_id, target_host_id, state, options, transport)
-     VALUES ($1, $2, $3, $4, $5, 'queued', $6::jsonb, $7)`,
-    [id, m.vmId, m.vmName, m.sourceHostId, m.targetHostId, JSON.stringify(m.options), m.transport],
+    `INSERT INTO migrations (id, vm_id, vm_name, source_host_id, target_host_id, target_cluster_id, target_cluster_name, target_host_name, state, options, transport)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9::jsonb, $10)`,
+    [
+      id,
+      m.vmId,
+      m.vmName,
+      m.sourceHostId,
+      "hostId" in t ? t.hostId : null,
+      "clusterId" in t ? t.clusterId : null,
+      "clusterId" in t ? t.clusterName : null,
+      "clusterId" in t ? t.hostName : null,
+      JSON.stringify(m.options),
+      m.transport,
+    ],
   );
   const event = await appendEvent(q, {
     type: "migration.created",
     resourceType: "migration",
     resourceId: id,
-    data: { vm: m.vmName, sourceHostId: m.sourceHostId, targetHostId: m.targetHostId },
+    data: {
+      vm: m.vmName,
+      sourceHostId: m.sourceHostId,
+      ...("hostId" in t ? { targetHostId: t.hostId } : { targetCluster: t.clusterName }),
+    },
   });
   return { id, event };
 }
@@ -193,6 +217,7 @@ export async function transitionMigration(
       reason,
       sourceHost: m.sourceHost,
       targetHost: m.targetHost,
+      ...(m.targetCluster ? { targetCluster: m.targetCluster } : {}),
       ...(extra.rollback ? { rollback: extra.rollback } : {}),
       ...(extra.result ? { result: extra.result } : {}),
     },
