@@ -10,9 +10,10 @@ import {
   createOutgoing,
   findIncoming,
   getOutgoing,
-  listActiveIncoming,
-  listActiveOutgoing,
+  listUnsettledIncoming,
+  listUnsettledOutgoing,
   moveVmOwnership,
+  settleHandoff,
   transitionIncoming,
   transitionOutgoing,
   vmOwnership,
@@ -91,9 +92,13 @@ describe.each(ENGINES)("hand-off store on $engine", ({ create }) => {
     expect(r.state).toBe("released");
     expect(Object.keys(r.statements).sort()).toEqual(["owned", "prepare", "prepared", "release"]);
     expect(r.statements.release?.sig).toBe("sig-release");
-    expect((await listActiveOutgoing(store.read)).map((x) => x.id)).toContain(id);
+    expect((await listUnsettledOutgoing(store.read)).map((x) => x.id)).toContain(id);
+    // Only a final state settles; a final one stays listed until its effects are done.
+    await expect(settleHandoff(store.db, "source", id, "released")).rejects.toMatchObject({ code: "NOVA_INTERNAL" });
     await store.write((tx) => transitionOutgoing(tx, r, "completed", "owned"));
-    expect((await listActiveOutgoing(store.read)).map((x) => x.id)).not.toContain(id);
+    expect((await listUnsettledOutgoing(store.read)).map((x) => x.id)).toContain(id);
+    await settleHandoff(store.db, "source", id, "completed");
+    expect((await listUnsettledOutgoing(store.read)).map((x) => x.id)).not.toContain(id);
   });
 
   it("allows one active outgoing hand-off per VM, and a new one once it ended", async () => {
@@ -140,7 +145,7 @@ describe.each(ENGINES)("hand-off store on $engine", ({ create }) => {
     );
     const h = (await findIncoming(store.read, id))!;
     expect(h).toMatchObject({ state: "prepared", sourceClusterId: S });
-    expect((await listActiveIncoming(store.read)).map((x) => x.id)).toContain(id);
+    expect((await listUnsettledIncoming(store.read)).map((x) => x.id)).toContain(id);
     await store.write((tx) =>
       transitionIncoming(tx, h, "resuming", "released to us", { release: statement("release", id, vmId) }),
     );

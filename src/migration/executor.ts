@@ -170,7 +170,7 @@ class MigrationRun {
         this.failure = {
           action: action.kind,
           message: describeError(err),
-          unreachable: isNovaError(err, "NOVA_HOST_UNREACHABLE"),
+          unreachable: unreachable(err),
         };
       }
     }
@@ -206,7 +206,7 @@ class MigrationRun {
         failure: {
           action: "observe",
           message: describeError(err),
-          unreachable: isNovaError(err, "NOVA_HOST_UNREACHABLE"),
+          unreachable: unreachable(err),
         },
       };
     }
@@ -458,7 +458,9 @@ class MigrationRun {
     const sourceGone = this.note.sourceGone;
     await this.ctx.store.write(async (tx, emit) => {
       const current = await getVm(tx, vmId, true).catch(() => undefined);
-      if (current?.state === "migrating") {
+      // A VM this cluster released to another is not resumed here whatever went wrong:
+      // only the hand-off's signed outcome gives it back (docs/federation.md §10).
+      if (current?.state === "migrating" && current.ownerClusterId === null) {
         emit(
           sourceGone
             ? await transitionVm(
@@ -538,4 +540,13 @@ function requestedTransport(o: MigrationOptions): "auto" | "qemu" | "dwcp" {
   const t = resolveMigrationOptions(o).transport;
   if (t === "auto" && (o.multifdChannels || o.postcopy)) return "qemu";
   return t;
+}
+
+/**
+ * A failure that says nothing about the migration, only that the other side did not
+ * answer: a host's agent, or (across clusters) the destination cluster, or a hand-off
+ * waiting on it. During the switch-over it means "try again", never "roll back".
+ */
+function unreachable(err: unknown): boolean {
+  return isNovaError(err, "NOVA_HOST_UNREACHABLE") || isNovaError(err, "NOVA_FED_PEER_UNREACHABLE");
 }

@@ -3,6 +3,8 @@
  * to `migrating` and the migration queued in one transaction) and cancel one.
  */
 import type { MigrationOptions, MigrationsPost } from "../api/types/migrations.js";
+import { listOutgoingOfVm } from "../cluster/store/acp.js";
+import { type PeerRow, peerHasHostNamed, peerHasVmNamed } from "../cluster/store/federation.js";
 import { getHost, type HostRecord, listHosts } from "../cluster/store/hosts.js";
 import {
   getMigration,
@@ -16,17 +18,30 @@ import { assertOwnedHere } from "../cluster/vm-ownership.js";
 import { NovaError } from "../lib/errors.js";
 import { compareMajorMinor, machineTypeSupport } from "../lib/qemu-support.js";
 import { PLACEMENT_LOCK_KEY, placeVm } from "../placement/most-free-memory.js";
+import { HANDOFF_SOURCE } from "../states/handoff.js";
 import { assertActionAllowed } from "../states/vm.js";
+
+/** What a migration to another cluster needs to know about the federation. */
+export interface PeerClusters {
+  /** This cluster's name. */
+  selfName: string;
+  /** A live peer by name, and whether it is stale; NOVA_FED_PEER_UNKNOWN when there is none. */
+  peer(name: string): Promise<{ row: PeerRow; stale: boolean }>;
+}
 
 /** Starts and cancels migrations. */
 export class MigrationService {
   constructor(
     private readonly store: Store,
     private readonly wake: () => void,
+    /** The federation, for migrations to other clusters; absent: they are refused. */
+    private readonly peers?: PeerClusters,
   ) {}
 
   /** Validates and queues a migration of a running VM. */
   async create(vmIdOrName: string, input: MigrationsPost): Promise<MigrationRecord> {
+    if (input.targetCluster !== undefined && input.targetCluster !== this.peers?.selfName)
+      return this.createCrossCluster(vmIdOrName, input.targetCluster, input);
     validateOptions(input.options ?? {});
     const id = await this.store.write(async (tx, emit) => {
       await tx.query("SELECT pg_advisory_xact_lock($1)", [PLACEMENT_LOCK_KEY]);
@@ -113,6 +128,100 @@ export class MigrationService {
         target: { hostId: targetId },
         options,
         transport: "qemu",
+      });
+      emit(event);
+      return id;
+    });
+    this.wake();
+    return getMigration(this.store.read, id);
+  }
+
+  /**
+   * A live migration to a peer cluster (docs/federation.md §10): refused, with nothing
+   * changed, for an unknown, quarantined or stale peer, a VM this cluster does not own or
+   * whose ownership is being handed over already, a VM not running, a name the
+   * destination already uses, or options only QEMU's own transport has. The destination
+   * checks again, authoritatively, when it prepares.
+   */
+  private async createCrossCluster(
+    vmIdOrName: string,
+    clusterName: string,
+    input: MigrationsPost,
+  ): Promise<MigrationRecord> {
+    if (!this.peers)
+      throw new NovaError(
+        "NOVA_UNPROCESSABLE",
+        "This server does not take part in a federation; migrate inside the cluster.",
+      );
+    const o = input.options ?? {};
+    const refuse = (message: string, field: string) =>
+      new NovaError("NOVA_UNPROCESSABLE", `Invalid migration to cluster ${clusterName}: ${message}`, {
+        details: { field },
+      });
+    if (o.transport === "qemu")
+      throw refuse(
+        "between clusters a VM moves over DWCP only (QEMU's transport trusts one cluster's CA)",
+        "transport",
+      );
+    if (o.postcopy)
+      throw refuse("post-copy is not offered between clusters: a failure would lose the VM", "postcopy");
+    if (o.multifdChannels)
+      throw refuse(
+        "multifd is QEMU's own transport; between clusters DWCP carries the VM",
+        "multifdChannels",
+      );
+    const { row: peer, stale } = await this.peers.peer(clusterName);
+    if (peer.state === "quarantined")
+      throw new NovaError(
+        "NOVA_FED_QUARANTINED",
+        `Cluster ${peer.name} is quarantined (${peer.quarantineReason}); no VM is handed to it.`,
+        { details: { cluster: peer.name } },
+      );
+    if (stale)
+      throw new NovaError(
+        "NOVA_FED_PEER_UNREACHABLE",
+        `Cluster ${peer.name} has not been heard from recently (${peer.lastError || "no contact"}); a hand-off needs it answering. See novacron cluster list.`,
+        { details: { cluster: peer.name } },
+      );
+    const id = await this.store.write(async (tx, emit) => {
+      const vm = await getVm(tx, vmIdOrName, true);
+      assertOwnedHere(vm, "migrate");
+      const open = (await listOutgoingOfVm(tx, vm.id)).find((h) => !HANDOFF_SOURCE.isFinal(h.state));
+      if (open)
+        throw new NovaError(
+          "NOVA_ACP_OWNER_UNCERTAIN",
+          `VM ${vm.name} is in a hand-off to another cluster already (${open.id}, ${open.state}).`,
+          { details: { vm: vm.name, handoff: open.id, state: open.state } },
+        );
+      if (vm.state === "stopped")
+        throw new NovaError(
+          "NOVA_ILLEGAL_STATE",
+          `Cannot migrate VM ${vm.name}: it is stopped. Live migration moves running VMs; start it first.`,
+          { details: { vm: vm.name, state: vm.state, action: "migrate" } },
+        );
+      assertActionAllowed(vm.name, vm.state, "migrate");
+      if (!vm.hostId) throw new NovaError("NOVA_INTERNAL", `VM ${vm.name} is running but has no host`);
+      if (await peerHasVmNamed(tx, peer.id, vm.name))
+        throw new NovaError(
+          "NOVA_FED_NAME_CLASH",
+          `Cluster ${peer.name} already has a VM named ${vm.name}; rename or delete one of them first.`,
+          { details: { vm: vm.name, cluster: peer.name } },
+        );
+      if (input.targetHost && !(await peerHasHostNamed(tx, peer.id, input.targetHost)))
+        throw new NovaError("NOVA_NOT_FOUND", `Cluster ${peer.name} has no host ${input.targetHost}.`, {
+          details: { cluster: peer.name, host: input.targetHost },
+        });
+      const source = await getHost(tx, vm.hostId);
+      const machineType = vm.machineType ?? source.qemu?.q35Alias;
+      if (machineType && !vm.machineType) await recordMachineType(tx, vm.id, machineType);
+      emit(await transitionVm(tx, vm, "migrating", `migration to cluster ${peer.name} queued`));
+      const { id, event } = await insertMigration(tx, {
+        vmId: vm.id,
+        vmName: vm.name,
+        sourceHostId: source.id,
+        target: { clusterId: peer.id, clusterName: peer.name, hostName: input.targetHost ?? null },
+        options: { ...o, transport: "dwcp" },
+        transport: "dwcp",
       });
       emit(event);
       return id;

@@ -20,7 +20,7 @@ import type { AgentConnector } from "../cluster/agent-client.js";
 import { listMigrations } from "../cluster/store/migrations.js";
 import type { Store } from "../cluster/store/store.js";
 import { WakeableLoop } from "../lib/wakeable-loop.js";
-import { runMigration } from "./executor.js";
+import { type RunContext, runMigration } from "./executor.js";
 import { toRun } from "./queue.js";
 
 /** Orchestrator options. */
@@ -35,6 +35,8 @@ export interface OrchestratorOptions {
   pollMs?: number;
   /** How long an agent may be unreachable mid-migration before it is rolled back. @defaultValue 60000 */
   unreachableGraceMs?: number;
+  /** The target of a migration to another cluster (ACP); absent: such migrations are not run. */
+  clusterTarget?: RunContext["clusterTarget"];
 }
 
 /** Starts queued migrations within limits and runs each to an end. */
@@ -42,7 +44,8 @@ export class MigrationOrchestrator {
   private readonly running = new Map<string, Promise<void>>();
   private readonly loop: WakeableLoop;
   private stopping = true;
-  private readonly o: Required<OrchestratorOptions>;
+  private readonly o: Required<Omit<OrchestratorOptions, "clusterTarget">> &
+    Pick<OrchestratorOptions, "clusterTarget">;
 
   /** `wakeVms` wakes the VM controller when a migration hands a VM back to it. */
   constructor(
@@ -58,6 +61,7 @@ export class MigrationOrchestrator {
       maxIncomingPerHost: options.maxIncomingPerHost ?? 2,
       pollMs: options.pollMs ?? 200,
       unreachableGraceMs: options.unreachableGraceMs ?? 60_000,
+      ...(options.clusterTarget ? { clusterTarget: options.clusterTarget } : {}),
     };
     this.loop = new WakeableLoop({
       pass: () => this.schedule(),
@@ -84,6 +88,11 @@ export class MigrationOrchestrator {
     this.loop.wake();
   }
 
+  /** Whether a runner of this server carries migration `id` now (ACP asks about its hand-offs). */
+  isRunning(id: string): boolean {
+    return this.running.has(id);
+  }
+
   private async schedule(): Promise<void> {
     const active = await listMigrations(this.store.read, { activeOnly: true });
     const limits = { maxOutgoing: this.o.maxOutgoingPerHost, maxIncoming: this.o.maxIncomingPerHost };
@@ -97,6 +106,7 @@ export class MigrationOrchestrator {
           wakeVms: this.wakeVms,
           policy: { pollMs: this.o.pollMs, unreachableGraceMs: this.o.unreachableGraceMs },
           stopping: () => this.stopping,
+          ...(this.o.clusterTarget ? { clusterTarget: this.o.clusterTarget } : {}),
         },
         m,
       )

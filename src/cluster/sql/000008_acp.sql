@@ -25,7 +25,10 @@ CREATE TABLE acp_outgoing (
   -- abort, aborted): what either side can show the other, or an operator, later.
   statements         jsonb NOT NULL DEFAULT '{}',
   created_at         timestamptz NOT NULL DEFAULT now(),
-  state_changed_at   timestamptz NOT NULL DEFAULT now()
+  state_changed_at   timestamptz NOT NULL DEFAULT now(),
+  -- When everything its state calls for was done (a final state's copy removed or
+  -- resumed): until then the hand-off loop keeps visiting it, final or not.
+  settled_at         timestamptz
 );
 -- One hand-off at a time per VM.
 CREATE UNIQUE INDEX acp_outgoing_active_vm ON acp_outgoing (vm_id)
@@ -44,7 +47,8 @@ CREATE TABLE acp_incoming (
   host_id            uuid,
   statements         jsonb NOT NULL DEFAULT '{}',
   created_at         timestamptz NOT NULL DEFAULT now(),
-  state_changed_at   timestamptz NOT NULL DEFAULT now()
+  state_changed_at   timestamptz NOT NULL DEFAULT now(),
+  settled_at         timestamptz
 );
 CREATE UNIQUE INDEX acp_incoming_active_vm ON acp_incoming (vm_id) WHERE state IN ('prepared', 'resuming');
 

@@ -157,13 +157,28 @@ export async function findOutgoing(
   return rows[0] ? outgoing(rows[0]) : undefined;
 }
 
-/** Outgoing hand-offs in a state that still has work to do, oldest first. */
-export async function listActiveOutgoing(q: ReadQueryable): Promise<OutgoingHandoff[]> {
+/** Outgoing hand-offs with work left: not settled (a final state's effects may be pending), oldest first. */
+export async function listUnsettledOutgoing(q: ReadQueryable): Promise<OutgoingHandoff[]> {
   const { rows } = await q.query<Row & { migration_id: string | null; target_cluster_id: string }>(
-    `SELECT ${OUT_COLUMNS} FROM acp_outgoing WHERE state = ANY($1) ORDER BY created_at, id`,
-    [HANDOFF_SOURCE.active],
+    `SELECT ${OUT_COLUMNS} FROM acp_outgoing WHERE settled_at IS NULL ORDER BY created_at, id`,
   );
   return rows.map(outgoing);
+}
+
+/** Everything a final state calls for is done: the loop stops visiting the hand-off. */
+export async function settleHandoff(
+  q: Queryable,
+  side: "source" | "destination",
+  id: string,
+  state: string,
+): Promise<void> {
+  const machine = side === "source" ? HANDOFF_SOURCE : HANDOFF_TARGET;
+  if (!(machine.final as readonly string[]).includes(state))
+    throw new NovaError("NOVA_INTERNAL", `hand-off ${id} is ${state}: only a final state settles`);
+  await q.query(
+    `UPDATE ${side === "source" ? "acp_outgoing" : "acp_incoming"} SET settled_at = now() WHERE id = $1 AND state = $2 AND settled_at IS NULL`,
+    [id, state],
+  );
 }
 
 /** The outgoing hand-offs of one VM, newest first. */
@@ -255,11 +270,10 @@ export async function findIncoming(
   return rows[0] ? incoming(rows[0]) : undefined;
 }
 
-/** Incoming hand-offs still waiting for the source's decision, oldest first. */
-export async function listActiveIncoming(q: ReadQueryable): Promise<IncomingHandoff[]> {
+/** Incoming hand-offs with work left (not settled), oldest first. */
+export async function listUnsettledIncoming(q: ReadQueryable): Promise<IncomingHandoff[]> {
   const { rows } = await q.query<Row & { source_cluster_id: string; host_id: string | null }>(
-    `SELECT ${IN_COLUMNS} FROM acp_incoming WHERE state = ANY($1) ORDER BY created_at, id`,
-    [HANDOFF_TARGET.active],
+    `SELECT ${IN_COLUMNS} FROM acp_incoming WHERE settled_at IS NULL ORDER BY created_at, id`,
   );
   return rows.map(incoming);
 }
@@ -463,5 +477,27 @@ function vmStateEvent(
     resourceType: "vm",
     resourceId: id,
     data: { name, from, to, reason },
+  });
+}
+
+/**
+ * Forgets a VM this cluster handed to `owner` once its copy here is gone: from then on it
+ * is only in the global view, as the new owner's. False when there is no such row.
+ */
+export async function dropReleasedVm(
+  q: Queryable,
+  vmId: string,
+  owner: string,
+): Promise<ClusterEvent | undefined> {
+  const { rows } = await q.query<{ name: string }>(
+    "DELETE FROM vms WHERE id = $1 AND owner_cluster_id = $2 RETURNING name",
+    [vmId, owner],
+  );
+  if (rows.length === 0) return undefined;
+  return appendEvent(q, {
+    type: "vm.deleted",
+    resourceType: "vm",
+    resourceId: vmId,
+    data: { name: rows[0]!.name, reason: "handed to another cluster" },
   });
 }

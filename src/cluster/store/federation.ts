@@ -781,3 +781,21 @@ export async function releasedVms(
     out.set(r.vm_id, [...(out.get(r.vm_id) ?? []), { to: r.target_cluster_id, epoch: r.from_epoch + 1 }]);
   return out;
 }
+
+/** Whether `origin` publishes a live VM named `name` (a destination name clash). */
+export async function peerHasVmNamed(q: ReadQueryable, origin: string, name: string): Promise<boolean> {
+  const { rows } = await q.query(
+    "SELECT 1 FROM fed_records WHERE origin = $1 AND kind = 'vm' AND NOT deleted AND body->>'name' = $2 LIMIT 1",
+    [origin, name],
+  );
+  return rows.length > 0;
+}
+
+/** Whether `origin` publishes a live host named `name`. */
+export async function peerHasHostNamed(q: ReadQueryable, origin: string, name: string): Promise<boolean> {
+  const { rows } = await q.query(
+    "SELECT 1 FROM fed_records WHERE origin = $1 AND kind = 'host' AND NOT deleted AND body->>'name' = $2 LIMIT 1",
+    [origin, name],
+  );
+  return rows.length > 0;
+}

@@ -258,3 +258,11 @@ export async function moveVmToHost(q: Queryable, vmId: string, hostId: string): 
     [vmId, hostId],
   );
 }
+
+/** A migration to another cluster learns which host there took the VM. */
+export async function setMigrationTargetHostName(q: Queryable, id: string, hostName: string): Promise<void> {
+  await q.query(
+    "UPDATE migrations SET target_host_name = $2, updated_at = now() WHERE id = $1 AND target_host_id IS NULL",
+    [id, hostName],
+  );
+}

@@ -26,15 +26,17 @@ import {
   createIncoming,
   createOutgoing,
   dropArrivingVm,
+  dropReleasedVm,
   findIncoming,
   findOutgoing,
   type IncomingHandoff,
   insertArrivingVm,
-  listActiveIncoming,
-  listActiveOutgoing,
+  listUnsettledIncoming,
+  listUnsettledOutgoing,
   moveVmOwnership,
   type OutgoingHandoff,
   type Statements,
+  settleHandoff,
   takeArrivingVm,
   transitionIncoming,
   transitionOutgoing,
@@ -230,7 +232,7 @@ export class AcpService {
 
   private async pass(): Promise<void> {
     const peers = new Map((await this.d.peers()).map((p) => [p.id, p]));
-    for (const h of await listActiveOutgoing(this.d.store.read)) {
+    for (const h of await listUnsettledOutgoing(this.d.store.read)) {
       try {
         await this.stepOutgoing(h, peers.get(h.targetClusterId));
       } catch (err) {
@@ -240,7 +242,7 @@ export class AcpService {
         );
       }
     }
-    for (const h of await listActiveIncoming(this.d.store.read)) {
+    for (const h of await listUnsettledIncoming(this.d.store.read)) {
       try {
         await this.stepIncoming(h, peers.get(h.sourceClusterId));
       } catch (err) {
@@ -307,8 +309,18 @@ export class AcpService {
             );
           this.decisions.set(h.id, action.reason);
           return;
+        case "done": {
+          const { vmId, targetClusterId, state } = h;
+          await this.d.store.write(async (tx, emit) => {
+            if (state === "completed") {
+              const dropped = await dropReleasedVm(tx, vmId, targetClusterId);
+              if (dropped) emit(dropped);
+            }
+            await settleHandoff(tx, "source", h.id, state);
+          });
+          return;
+        }
         case "wait":
-        case "done":
           return;
       }
     }
@@ -431,8 +443,10 @@ export class AcpService {
             );
           this.decisions.set(h.id, action.reason);
           return;
-        case "wait":
         case "done":
+          await settleHandoff(this.d.store.db, "destination", h.id, h.state);
+          return;
+        case "wait":
           return;
       }
     }
