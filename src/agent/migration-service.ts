@@ -14,6 +14,7 @@
  */
 
 import type {
+  AgentCopyState,
   AgentIncomingEndpoints,
   AgentIncomingFinishPost,
   AgentIncomingPost,
@@ -57,6 +58,7 @@ import {
 } from "../compute/qemu/qemu-tls.js";
 import { describeError, NovaError } from "../lib/errors.js";
 import { waitFor } from "../lib/wait.js";
+import { copyStateOf } from "./copy-state.js";
 import { chooseBeforeDial } from "./dwcp/transport-choice.js";
 import type { AgentDwcp, OutgoingDwcp, TransportDecision } from "./dwcp-transport.js";
 import type { FenceStore } from "./fence-store.js";
@@ -276,6 +278,31 @@ export class MigrationService {
     }
     const observed = await vms.adoptIncoming(id, body.generation);
     return resumedAt === undefined ? observed : { ...observed, resumedAt };
+  }
+
+  /**
+   * What this host holds of the VM (copy-state.ts), read from QEMU: right after an agent
+   * restart too. A QEMU that exits while it is asked is gone.
+   */
+  async copyState(id: string): Promise<AgentCopyState> {
+    const ids = {
+      incomingMigrationId: this.vms.incomingOf(id)?.migrationId,
+      outgoingMigrationId: this.vms.outgoingOf(id),
+    };
+    const proc = this.vms.processOf(id);
+    if (!proc) return copyStateOf({ qemu: null, ...ids });
+    try {
+      const [{ status }, { status: migrationStatus }] = await Promise.all([
+        queryStatus(proc.qmp),
+        queryMigration(proc.qmp),
+      ]);
+      return copyStateOf({ qemu: { runState: status, migrationStatus }, ...ids });
+    } catch (err) {
+      // QEMU died between the lookup and the query: its exit is what counts.
+      const died = await Promise.race([proc.exited.then(() => true), delayFalse(1000)]);
+      if (died || !this.vms.processOf(id)) return copyStateOf({ qemu: null, ...ids });
+      throw err;
+    }
   }
 
   /** Source: the status of `migrationId` as QEMU reports it (plus the DWCP relay's counters). */
@@ -626,4 +653,9 @@ export class MigrationService {
     }
     return p;
   }
+}
+
+/** Resolves false after `ms` (a bounded wait that never rejects). */
+function delayFalse(ms: number): Promise<false> {
+  return new Promise((resolve) => setTimeout(() => resolve(false), ms).unref());
 }
