@@ -59,12 +59,14 @@ import {
 import { describeError, NovaError } from "../lib/errors.js";
 import { waitFor } from "../lib/wait.js";
 import { copyStateOf } from "./copy-state.js";
+import { parsePeerCa } from "./dwcp/peer-trust.js";
 import { chooseBeforeDial } from "./dwcp/transport-choice.js";
 import type { AgentDwcp, OutgoingDwcp, TransportDecision } from "./dwcp-transport.js";
 import type { FenceStore } from "./fence-store.js";
 import { freePort } from "./free-port.js";
 import {
   cancelPlan,
+  incomingListeners,
   incomingLoaded,
   incomingStreamReady,
   migrationNames,
@@ -186,7 +188,17 @@ export class MigrationService {
     const existing = vms.incomingOf(id);
     if (existing?.migrationId === migrationId && existing.endpoints && vms.processOf(id))
       return existing.endpoints;
-    const behindRelay = dwcp !== null && body.transport === "dwcp";
+    // Another migration's copy is replaced below: its session (and peer CA) goes with it.
+    if (existing && existing.migrationId !== migrationId) dwcp?.forgetIncoming(existing.migrationId);
+    // Refused before anything starts: another cluster's migration over QEMU's transport,
+    // or without DWCP, or with a CA that is none.
+    const crossCluster = body.peerCaPem !== undefined;
+    if (body.peerCaPem !== undefined) parsePeerCa(body.peerCaPem);
+    const { behindRelay } = incomingListeners({
+      transport: body.transport,
+      crossCluster,
+      dwcp: dwcp !== null,
+    });
     // Before launching anything: an exposed listener needs TLS or the explicit opt-in.
     const tls = behindRelay ? null : this.requireQemuSecurity();
     const host = behindRelay ? LOOPBACK : this.listenHost;
@@ -222,14 +234,27 @@ export class MigrationService {
           id,
           { host, port: migratePort, ...(tls ? { tls: nodeTlsClientOptions(tls, this.hostName) } : {}) },
           tls ? () => (moved ??= nbdForRelay()) : { host, port: nbdPort },
+          body.peerCaPem,
         );
       }
       await vms.setIncomingEndpoints(id, endpoints);
       return endpoints;
     } catch (err) {
+      dwcp?.forgetIncoming(migrationId);
       await vms.release(id);
       throw err;
     }
+  }
+
+  /**
+   * Deletes the VM from this host (vms.delete); a migration it was waiting for ends with
+   * it: its DWCP session, and the peer CA trusted for it, are dropped.
+   */
+  async deleteVm(id: string): Promise<boolean> {
+    const incoming = this.vms.incomingOf(id)?.migrationId;
+    const deleted = await this.vms.delete(id);
+    if (incoming) this.dwcp?.forgetIncoming(incoming);
+    return deleted;
   }
 
   /**
@@ -614,16 +639,20 @@ export class MigrationService {
     const { dwcp } = this;
     const existing = dwcp?.outgoingOf(migrationId);
     if (existing) return existing;
-    const choice = chooseBeforeDial({ requested, localDwcp: dwcp !== null, peerDwcp: !!endpoints.dwcp });
+    const choice = chooseBeforeDial({
+      requested,
+      localDwcp: dwcp !== null,
+      peerDwcp: !!endpoints.dwcp,
+      crossCluster: endpoints.dwcp?.caPem !== undefined,
+    });
     if (choice.action === "fail") throw choice.error;
     if (choice.action === "use") {
       this.record(migrationId).decision = choice.decision;
       return undefined;
     }
-    // "dial" comes only with DWCP on both sides and QEMU's transport not demanded; this
-    // line says so to the type checker.
-    if (!dwcp || !endpoints.dwcp || requested === "qemu") return undefined;
-    const decision = await dwcp.startOutgoing(migrationId, vmId, endpoints.dwcp, requested);
+    // "dial" comes only with DWCP on both sides; this line says so to the type checker.
+    if (!dwcp || !endpoints.dwcp) return undefined;
+    const decision = await dwcp.startOutgoing(migrationId, vmId, endpoints.dwcp, choice.requested);
     if (decision.chosen === "qemu") {
       this.record(migrationId).decision = decision;
       return undefined;
