@@ -141,8 +141,19 @@ export function buildAgentApi(deps: AgentApiDeps): FastifyInstance {
     async (req) => ({ held: (await deps.fences.admit(req.params.id, req.body, "record")) ?? req.body }),
   );
 
+  const migrations = new MigrationService({
+    vms: deps.vms,
+    fences: deps.fences,
+    listenHost: deps.listenHost,
+    hostName: deps.hostName,
+    qemuTls: deps.qemuTls ?? null,
+    qemuPlaintext: deps.qemuPlaintext ?? false,
+    dwcp: deps.dwcp ?? null,
+  });
+
+  // Through the migration service: a destination's copy ends the migration it waited for.
   app.delete("/agent/v1/vms/:id", { schema: { params: VmParams } }, async (req) => ({
-    deleted: await deps.vms.delete(req.params.id),
+    deleted: await migrations.deleteVm(req.params.id),
   }));
 
   app.get(
@@ -214,17 +225,6 @@ export function buildAgentApi(deps: AgentApiDeps): FastifyInstance {
     },
   );
 
-  registerMigrationRoutes(
-    app,
-    new MigrationService({
-      vms: deps.vms,
-      fences: deps.fences,
-      listenHost: deps.listenHost,
-      hostName: deps.hostName,
-      qemuTls: deps.qemuTls ?? null,
-      qemuPlaintext: deps.qemuPlaintext ?? false,
-      dwcp: deps.dwcp ?? null,
-    }),
-  );
+  registerMigrationRoutes(app, migrations);
   return app;
 }

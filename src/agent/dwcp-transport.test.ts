@@ -5,7 +5,10 @@
  * A malformed hello gets the same answer as a wrong token; an unreachable listener makes
  * "auto" fall back to QEMU's transport and "dwcp" fail. Agents talk mutual TLS with
  * certificates of one test CA; a certificate of another CA, a peer without TLS and an
- * agent given neither TLS nor the plaintext opt-in are refused.
+ * agent given neither TLS nor the plaintext opt-in are refused. Across clusters (the real
+ * PKI, three CAs): a host of the source cluster gets in for the migration prepared with its
+ * CA only, only while it is prepared, and verifies the destination against the destination
+ * cluster's CA; the source cluster's server certificate and a third CA's host are refused.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -15,6 +18,13 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type DialOptions, dialSession } from "../dwcp/amst/dial.js";
 import { DwcpListener } from "../dwcp/amst/listen.js";
 import { isNovaError } from "../lib/errors.js";
+import {
+  type CertAndKey,
+  createCa,
+  HOST_IDENTITY_PREFIX,
+  issueWithNewKey,
+  SERVER_IDENTITY,
+} from "../security/pki.js";
 import { haveOpenssl, makeTlsCluster } from "../testing/tls-fixtures.js";
 import { AgentDwcp, type AgentDwcpOptions, DWCP_PLAINTEXT_WARNING } from "./dwcp-transport.js";
 
@@ -180,5 +190,83 @@ describe("AgentDwcp without TLS", () => {
     const src = await agent({ plaintext: true });
     const ep = dst.expectIncoming("m8", "vm8", { port: 9 }, { port: 9 });
     expect((await src.startOutgoing("m8", "vm8", ep, "dwcp")).chosen).toBe("dwcp");
+  });
+});
+
+describe("AgentDwcp across clusters", () => {
+  /** A cluster CA of the real PKI and its hosts' DWCP TLS material (host identity, DNS name). */
+  async function cluster(name: string) {
+    const ca = await createCa(`${name}-ca`);
+    let n = 0;
+    const host = async (uris?: string[]) => {
+      const leaf = await issueWithNewKey(ca, {
+        commonName: `${name}-h${n}`,
+        uris: uris ?? [`${HOST_IDENTITY_PREFIX}00000000-0000-4000-8000-00000000000${n++}`],
+        names: [`${name}-h${n}.test`, "127.0.0.1"],
+      });
+      return { ca: ca.certPem, cert: leaf.certPem, key: leaf.keyPem };
+    };
+    return { ca, host };
+  }
+  let s: { ca: CertAndKey; host: (uris?: string[]) => Promise<{ ca: string; cert: string; key: string }> };
+  let d: typeof s;
+  let x: typeof s;
+
+  beforeEach(async () => {
+    [s, d, x] = await Promise.all([cluster("s"), cluster("d"), cluster("x")]);
+  });
+
+  it("lets a host of the source cluster in for the migration prepared with its CA only, and only while it is prepared", async () => {
+    const dst = await agent({ tls: await d.host() });
+    const src = await agent({ tls: await s.host() });
+    const ep = dst.expectIncoming("x1", "vm1", { port: 9 }, { port: 9 }, s.ca.certPem);
+    // The source is told which CA to verify the destination against: the destination cluster's.
+    expect(ep.caPem).toBe(d.ca.certPem);
+    // A migration of the destination's own cluster, prepared meanwhile: S's CA is trusted at
+    // the TLS layer now, but not for this migration.
+    const local = dst.expectIncoming("l1", "vm2", { port: 9 }, { port: 9 });
+    const wrongMigration = await src
+      .startOutgoing("l1", "vm2", { ...local, caPem: d.ca.certPem }, "dwcp")
+      .catch((e) => e);
+    expect(wrongMigration.message).toMatch(/the client certificate is not accepted for this migration/);
+    // The source cluster's server certificate is no host's.
+    const server = await agent({ tls: await s.host([SERVER_IDENTITY]) });
+    const notHost = await server.startOutgoing("x1", "vm1", ep, "dwcp").catch((e) => e);
+    expect(notHost.message).toMatch(/not accepted for this migration/);
+    // A host of a third cluster fails TLS, token or not.
+    const stranger = await agent({ tls: await x.host() });
+    const e3 = await stranger.startOutgoing("x1", "vm1", ep, "dwcp").catch((e) => e);
+    expect(isNovaError(e3, "NOVA_DWCP_HANDSHAKE"), String(e3)).toBe(true);
+    // The source's own cluster CA does not verify the destination: without ep.caPem it refuses.
+    const unpinned = await src
+      .startOutgoing("x0", "vm1", { ...ep, caPem: undefined } as typeof ep, "dwcp")
+      .catch((e) => e);
+    expect(isNovaError(unpinned, "NOVA_DWCP_HANDSHAKE"), String(unpinned)).toBe(true);
+    // The real source gets in, over DWCP even though loopback would make auto pick QEMU's.
+    const chosen = await src.startOutgoing("x1", "vm1", ep, "dwcp");
+    expect(chosen.chosen).toBe("dwcp");
+    // Once the migration ended, S's CA is no longer trusted: a later session fails at TLS.
+    dst.forgetIncoming("x1");
+    const again = dst.expectIncoming("l2", "vm3", { port: 9 }, { port: 9 });
+    const late = await (await agent({ tls: await s.host() }))
+      .startOutgoing("l2", "vm3", { ...again, caPem: d.ca.certPem }, "dwcp")
+      .catch((e) => e);
+    expect(isNovaError(late, "NOVA_DWCP_HANDSHAKE"), String(late)).toBe(true);
+    // A host of its own cluster still gets in as before.
+    expect(
+      (await (await agent({ tls: await d.host() })).startOutgoing("l2", "vm3", again, "dwcp")).chosen,
+    ).toBe("dwcp");
+  });
+
+  it("refuses a peer CA on a plaintext agent and a CA that is none", async () => {
+    const plain = await agent({ plaintext: true });
+    expect(() => plain.expectIncoming("p1", "vm1", { port: 9 }, { port: 9 }, s.ca.certPem)).toThrow(
+      /needs DWCP with TLS/,
+    );
+    const dst = await agent({ tls: await d.host() });
+    const leaf = await s.host();
+    expect(() => dst.expectIncoming("p2", "vm1", { port: 9 }, { port: 9 }, leaf.cert)).toThrow(
+      /not a CA certificate/,
+    );
   });
 });

@@ -19,9 +19,15 @@
  * listener requires a client certificate chaining to the cluster CA, the source verifies
  * the destination's chain (and its name when `serverName` gives one). Plaintext only with
  * `plaintext: true`, which logs a loud warning; neither is a configuration error.
+ *
+ * Across clusters (dwcp/peer-trust.ts): a migration prepared with another cluster's CA
+ * adds that CA to the listener's trust list while it is prepared, and only its own
+ * session may present a host certificate of it; the source, given the destination
+ * cluster's CA with the endpoint, trusts only that CA for the session.
  */
+import { X509Certificate } from "node:crypto";
 import path from "node:path";
-import type { ConnectionOptions, PeerCertificate } from "node:tls";
+import type { ConnectionOptions, PeerCertificate, TLSSocket } from "node:tls";
 import type { Logger } from "pino";
 import { DwcpListener } from "../dwcp/amst/listen.js";
 import type { DwcpSession } from "../dwcp/amst/session.js";
@@ -30,6 +36,7 @@ import { NovaError } from "../lib/errors.js";
 import type { LocalEndpoint } from "../migration/dwcp/socket-io.js";
 import type { DwcpEndpoint } from "./dwcp/control.js";
 import { DwcpPageStore } from "./dwcp/page-store.js";
+import { judgeSessionCert, PeerCaTrust, parsePeerCa } from "./dwcp/peer-trust.js";
 import { DwcpSource, type OutgoingDwcp } from "./dwcp/source.js";
 import { DwcpTarget, type NbdTarget } from "./dwcp/target.js";
 import type { TransportDecision } from "./dwcp/transport-choice.js";
@@ -78,15 +85,19 @@ export interface AgentDwcpOptions {
   plaintext?: boolean;
 }
 
-/** TLS client options towards a destination: our certificate, the cluster CA, its name if known. */
-function clientTls(tls: AgentDwcpTls, to: { host: string; port: number; name?: string }): ConnectionOptions {
+/**
+ * TLS client options towards a destination: our certificate, the CA it must chain to (its
+ * cluster's when the endpoint names one: a migration to another cluster; else ours), its
+ * name if known.
+ */
+function clientTls(tls: AgentDwcpTls, to: DwcpEndpoint): ConnectionOptions {
   const name = tls.serverName?.(to);
   return {
-    ca: tls.ca,
+    ca: to.caPem ?? tls.ca,
     cert: tls.cert,
     key: tls.key,
     rejectUnauthorized: true,
-    // The chain is always verified against the cluster CA; the host name only when known.
+    // The chain is always verified against the CA; the host name only when known.
     ...(name
       ? { servername: name }
       : { checkServerIdentity: (_host: string, cert: PeerCertificate) => tls.checkPeer?.(cert) }),
@@ -99,13 +110,19 @@ export class AgentDwcp {
   private readonly target: DwcpTarget;
   private readonly source: DwcpSource;
   private tls: AgentDwcpTls | undefined;
+  /** Other clusters' CAs trusted for the incoming migrations prepared with them. */
+  private readonly peerCas = new PeerCaTrust();
 
   private constructor(
     private readonly o: AgentDwcpOptions,
     private readonly listener: DwcpListener,
   ) {
     this.pages = new DwcpPageStore(o.dataDir, o.cacheBytes, o.log);
-    this.target = new DwcpTarget(this.pages, () => this.endpoint);
+    this.target = new DwcpTarget(
+      this.pages,
+      () => this.endpoint,
+      (session, peerCaPem) => this.authorize(session, peerCaPem),
+    );
     this.tls = o.tls;
     const paths = new PathMemory(path.join(o.dataDir, "dwcp", "paths.json"));
     if (paths.loadError)
@@ -159,7 +176,27 @@ export class AgentDwcp {
   updateTls(tls: AgentDwcpTls): void {
     if (!this.tls) return;
     this.tls = tls;
-    this.listener.updateTls({ ca: tls.ca, cert: tls.cert, key: tls.key });
+    this.applyListenerTls();
+  }
+
+  /** The listener trusts the cluster CA and the peer CAs of the migrations prepared now. */
+  private applyListenerTls(): void {
+    const tls = this.tls;
+    if (!tls) return;
+    this.listener.updateTls({ ca: [tls.ca, ...this.peerCas.list()], cert: tls.cert, key: tls.key });
+  }
+
+  /** Why a session may not serve the migration it named (its client certificate), if so. */
+  private authorize(session: DwcpSession, peerCaPem: string | undefined): string | undefined {
+    const tls = this.tls;
+    // The plaintext opt-in: the token alone (a peer CA is refused when preparing).
+    if (!tls) return undefined;
+    const peer = (session.connectionSockets()[0] as TLSSocket | undefined)?.getPeerCertificate?.();
+    const cert = peer?.raw
+      ? { pem: new X509Certificate(peer.raw).toString(), subjectaltname: peer.subjectaltname }
+      : null;
+    const verdict = judgeSessionCert({ cert, ownCaPem: tls.ca, peerCaPem });
+    return verdict.ok ? undefined : verdict.reason;
   }
 
   /** The listener's address. */
@@ -173,9 +210,32 @@ export class AgentDwcp {
 
   // ------------------------------------------------------------------ destination ---
 
-  /** Destination: accept a session for `migrationId` that feeds these local endpoints. */
-  expectIncoming(migrationId: string, vmId: string, qemu: LocalEndpoint, nbd: NbdTarget): DwcpEndpoint {
-    return this.target.expect(migrationId, vmId, qemu, nbd);
+  /**
+   * Destination: accept a session for `migrationId` that feeds these local endpoints. With
+   * `peerCaPem` (a migration from another cluster) the listener trusts that CA until the
+   * migration is forgotten, for this migration's session only, and the endpoint names this
+   * cluster's CA for the source to verify us against. Refused without TLS
+   * (NOVA_UNPROCESSABLE), with a malformed CA (NOVA_BAD_REQUEST) and beyond MAX_PEER_CAS
+   * distinct CAs (NOVA_NO_CAPACITY).
+   */
+  expectIncoming(
+    migrationId: string,
+    vmId: string,
+    qemu: LocalEndpoint,
+    nbd: NbdTarget,
+    peerCaPem?: string,
+  ): DwcpEndpoint {
+    if (peerCaPem === undefined) return this.target.expect(migrationId, vmId, qemu, nbd);
+    const tls = this.tls;
+    if (!tls)
+      throw new NovaError(
+        "NOVA_UNPROCESSABLE",
+        "A migration from another cluster needs DWCP with TLS, and this agent runs DWCP in plaintext (its opt-in)",
+      );
+    const ca = parsePeerCa(peerCaPem);
+    this.peerCas.add(migrationId, ca);
+    this.applyListenerTls();
+    return { ...this.target.expect(migrationId, vmId, qemu, nbd, ca), caPem: tls.ca };
   }
 
   /**
@@ -190,6 +250,7 @@ export class AgentDwcp {
   /** Destination: the migration ended (either way); drop its session. */
   forgetIncoming(migrationId: string): void {
     this.target.forget(migrationId);
+    if (this.peerCas.remove(migrationId)) this.applyListenerTls();
   }
 
   private async acceptLoop(): Promise<void> {

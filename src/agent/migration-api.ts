@@ -5,6 +5,7 @@
 import { Type } from "@sinclair/typebox";
 import type { FastifyInstance } from "fastify";
 import {
+  AgentCopyState,
   type AgentIncomingEndpoints,
   AgentIncomingFinishPost,
   AgentIncomingPost,
@@ -56,6 +57,13 @@ export function registerMigrationRoutes(app: FastifyInstance, migrations: Migrat
         req.body.targetGone === true,
         req.body.fence,
       ),
+  );
+
+  // Either side: what this host holds of the VM (ACP's planner asks); 200 even when gone.
+  app.get<{ Params: { id: string } }>(
+    "/agent/v1/vms/:id/copy",
+    { schema: { params: VmParams, response: { 200: AgentCopyState } } },
+    async (req) => migrations.copyState(req.params.id),
   );
 
   // Source: the VM runs on the target now; remove this copy.

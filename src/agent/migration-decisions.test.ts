@@ -4,6 +4,7 @@ import { isNovaError } from "../lib/errors.js";
 import type { OutgoingStats } from "./dwcp-transport.js";
 import {
   cancelPlan,
+  incomingListeners,
   incomingLoaded,
   incomingStreamReady,
   migrationNames,
@@ -217,6 +218,44 @@ describe("incoming migration", () => {
     expect(incomingLoaded("postcopy-active", "inmigrate")).toBe(false);
     expect(incomingLoaded("completed", "inmigrate")).toBe(false);
     expect(incomingLoaded("active", "paused")).toBe(false);
+  });
+});
+
+describe("incomingListeners", () => {
+  it("inside a cluster puts QEMU behind the relay only when DWCP was requested and offered", () => {
+    for (const transport of [undefined, "auto", "qemu"] as const)
+      expect(incomingListeners({ transport, crossCluster: false, dwcp: true })).toEqual({
+        behindRelay: false,
+      });
+    expect(incomingListeners({ transport: "dwcp", crossCluster: false, dwcp: true })).toEqual({
+      behindRelay: true,
+    });
+    expect(incomingListeners({ transport: "dwcp", crossCluster: false, dwcp: false })).toEqual({
+      behindRelay: false,
+    });
+  });
+
+  it("from another cluster always puts QEMU behind the relay (auto means DWCP)", () => {
+    for (const transport of [undefined, "auto", "dwcp"] as const)
+      expect(incomingListeners({ transport, crossCluster: true, dwcp: true })).toEqual({ behindRelay: true });
+  });
+
+  it("from another cluster refuses QEMU's transport and an agent without DWCP", () => {
+    const refusal = (o: Parameters<typeof incomingListeners>[0]) => {
+      try {
+        incomingListeners(o);
+      } catch (err) {
+        expect(isNovaError(err, "NOVA_UNPROCESSABLE")).toBe(true);
+        return (err as Error).message;
+      }
+      throw new Error("not refused");
+    };
+    expect(refusal({ transport: "qemu", crossCluster: true, dwcp: true })).toMatch(
+      /^QEMU's own transport stays inside a cluster/,
+    );
+    expect(refusal({ transport: "auto", crossCluster: true, dwcp: false })).toMatch(
+      /this agent does not offer it/,
+    );
   });
 });
 

@@ -167,6 +167,33 @@ export function incomingLoaded(migrationStatus: string, runState: string): boole
   return incomingStreamReady(migrationStatus) && runState !== "inmigrate";
 }
 
+/**
+ * Destination: where QEMU's migration and NBD listeners go. Behind the DWCP relay (on
+ * loopback) when DWCP was requested, and always for a migration from another cluster
+ * (`crossCluster`: prepared with its CA): QEMU's own TLS trusts this cluster's CA only, so
+ * across clusters DWCP is the one transport, and "qemu" or an agent without DWCP is
+ * refused (NOVA_UNPROCESSABLE) before anything starts.
+ */
+export function incomingListeners(o: {
+  transport: "auto" | "qemu" | "dwcp" | undefined;
+  crossCluster: boolean;
+  /** This agent offers DWCP. */
+  dwcp: boolean;
+}): { behindRelay: boolean } {
+  if (!o.crossCluster) return { behindRelay: o.dwcp && o.transport === "dwcp" };
+  if (o.transport === "qemu")
+    throw new NovaError(
+      "NOVA_UNPROCESSABLE",
+      "QEMU's own transport stays inside a cluster: a migration from another cluster (peerCaPem) must use DWCP",
+    );
+  if (!o.dwcp)
+    throw new NovaError(
+      "NOVA_UNPROCESSABLE",
+      "A migration from another cluster (peerCaPem) needs DWCP, and this agent does not offer it",
+    );
+  return { behindRelay: true };
+}
+
 /** Post-copy is started only from a running pre-copy; any other status makes the step a no-op. */
 export function shouldStartPostcopy(memoryStatus: string | undefined): boolean {
   return memoryStatus === "active";

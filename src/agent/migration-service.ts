@@ -14,6 +14,7 @@
  */
 
 import type {
+  AgentCopyState,
   AgentIncomingEndpoints,
   AgentIncomingFinishPost,
   AgentIncomingPost,
@@ -57,12 +58,15 @@ import {
 } from "../compute/qemu/qemu-tls.js";
 import { describeError, NovaError } from "../lib/errors.js";
 import { waitFor } from "../lib/wait.js";
+import { copyStateOf } from "./copy-state.js";
+import { parsePeerCa } from "./dwcp/peer-trust.js";
 import { chooseBeforeDial } from "./dwcp/transport-choice.js";
 import type { AgentDwcp, OutgoingDwcp, TransportDecision } from "./dwcp-transport.js";
 import type { FenceStore } from "./fence-store.js";
 import { freePort } from "./free-port.js";
 import {
   cancelPlan,
+  incomingListeners,
   incomingLoaded,
   incomingStreamReady,
   migrationNames,
@@ -184,7 +188,17 @@ export class MigrationService {
     const existing = vms.incomingOf(id);
     if (existing?.migrationId === migrationId && existing.endpoints && vms.processOf(id))
       return existing.endpoints;
-    const behindRelay = dwcp !== null && body.transport === "dwcp";
+    // Another migration's copy is replaced below: its session (and peer CA) goes with it.
+    if (existing && existing.migrationId !== migrationId) dwcp?.forgetIncoming(existing.migrationId);
+    // Refused before anything starts: another cluster's migration over QEMU's transport,
+    // or without DWCP, or with a CA that is none.
+    const crossCluster = body.peerCaPem !== undefined;
+    if (body.peerCaPem !== undefined) parsePeerCa(body.peerCaPem);
+    const { behindRelay } = incomingListeners({
+      transport: body.transport,
+      crossCluster,
+      dwcp: dwcp !== null,
+    });
     // Before launching anything: an exposed listener needs TLS or the explicit opt-in.
     const tls = behindRelay ? null : this.requireQemuSecurity();
     const host = behindRelay ? LOOPBACK : this.listenHost;
@@ -220,14 +234,27 @@ export class MigrationService {
           id,
           { host, port: migratePort, ...(tls ? { tls: nodeTlsClientOptions(tls, this.hostName) } : {}) },
           tls ? () => (moved ??= nbdForRelay()) : { host, port: nbdPort },
+          body.peerCaPem,
         );
       }
       await vms.setIncomingEndpoints(id, endpoints);
       return endpoints;
     } catch (err) {
+      dwcp?.forgetIncoming(migrationId);
       await vms.release(id);
       throw err;
     }
+  }
+
+  /**
+   * Deletes the VM from this host (vms.delete); a migration it was waiting for ends with
+   * it: its DWCP session, and the peer CA trusted for it, are dropped.
+   */
+  async deleteVm(id: string): Promise<boolean> {
+    const incoming = this.vms.incomingOf(id)?.migrationId;
+    const deleted = await this.vms.delete(id);
+    if (incoming) this.dwcp?.forgetIncoming(incoming);
+    return deleted;
   }
 
   /**
@@ -276,6 +303,31 @@ export class MigrationService {
     }
     const observed = await vms.adoptIncoming(id, body.generation);
     return resumedAt === undefined ? observed : { ...observed, resumedAt };
+  }
+
+  /**
+   * What this host holds of the VM (copy-state.ts), read from QEMU: right after an agent
+   * restart too. A QEMU that exits while it is asked is gone.
+   */
+  async copyState(id: string): Promise<AgentCopyState> {
+    const ids = {
+      incomingMigrationId: this.vms.incomingOf(id)?.migrationId,
+      outgoingMigrationId: this.vms.outgoingOf(id),
+    };
+    const proc = this.vms.processOf(id);
+    if (!proc) return copyStateOf({ qemu: null, ...ids });
+    try {
+      const [{ status }, { status: migrationStatus }] = await Promise.all([
+        queryStatus(proc.qmp),
+        queryMigration(proc.qmp),
+      ]);
+      return copyStateOf({ qemu: { runState: status, migrationStatus }, ...ids });
+    } catch (err) {
+      // QEMU died between the lookup and the query: its exit is what counts.
+      const died = await Promise.race([proc.exited.then(() => true), delayFalse(1000)]);
+      if (died || !this.vms.processOf(id)) return copyStateOf({ qemu: null, ...ids });
+      throw err;
+    }
   }
 
   /** Source: the status of `migrationId` as QEMU reports it (plus the DWCP relay's counters). */
@@ -587,16 +639,20 @@ export class MigrationService {
     const { dwcp } = this;
     const existing = dwcp?.outgoingOf(migrationId);
     if (existing) return existing;
-    const choice = chooseBeforeDial({ requested, localDwcp: dwcp !== null, peerDwcp: !!endpoints.dwcp });
+    const choice = chooseBeforeDial({
+      requested,
+      localDwcp: dwcp !== null,
+      peerDwcp: !!endpoints.dwcp,
+      crossCluster: endpoints.dwcp?.caPem !== undefined,
+    });
     if (choice.action === "fail") throw choice.error;
     if (choice.action === "use") {
       this.record(migrationId).decision = choice.decision;
       return undefined;
     }
-    // "dial" comes only with DWCP on both sides and QEMU's transport not demanded; this
-    // line says so to the type checker.
-    if (!dwcp || !endpoints.dwcp || requested === "qemu") return undefined;
-    const decision = await dwcp.startOutgoing(migrationId, vmId, endpoints.dwcp, requested);
+    // "dial" comes only with DWCP on both sides; this line says so to the type checker.
+    if (!dwcp || !endpoints.dwcp) return undefined;
+    const decision = await dwcp.startOutgoing(migrationId, vmId, endpoints.dwcp, choice.requested);
     if (decision.chosen === "qemu") {
       this.record(migrationId).decision = decision;
       return undefined;
@@ -626,4 +682,9 @@ export class MigrationService {
     }
     return p;
   }
+}
+
+/** Resolves false after `ms` (a bounded wait that never rejects). */
+function delayFalse(ms: number): Promise<false> {
+  return new Promise((resolve) => setTimeout(() => resolve(false), ms).unref());
 }

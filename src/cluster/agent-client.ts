@@ -8,6 +8,7 @@
 import type { Agent } from "undici";
 import type {
   AgentBlob,
+  AgentCopyState,
   AgentImageImportPost,
   AgentImagePullPost,
   AgentIncomingEndpoints,
@@ -152,6 +153,14 @@ export class AgentClient {
   /** Source: the VM runs elsewhere now; stop this QEMU and remove its disk. */
   releaseOutgoing(vmId: string): Promise<{ released: boolean }> {
     return this.call("POST", `/agent/v1/vms/${vmId}/outgoing/release`, {}, 60_000);
+  }
+
+  /**
+   * What this host holds of the VM, read from its QEMU: running, paused (the whole VM),
+   * incomplete (a destination not yet whole) or gone (no QEMU for it: not an error).
+   */
+  copyState(vmId: string): Promise<AgentCopyState> {
+    return this.call("GET", `/agent/v1/vms/${vmId}/copy`);
   }
 
   /** A one-time ticket to download a blob from this host. */

@@ -33,6 +33,11 @@ export interface DwcpEndpoint {
   name?: string;
   /** Proves the session serves this migration (base64url, issued by the destination). */
   token: string;
+  /**
+   * A migration from another cluster: the destination cluster's CA, the only one the
+   * source trusts for this session (else its own cluster CA).
+   */
+  caPem?: string;
 }
 
 /** Source → destination: which migration this session serves, and the proof. */

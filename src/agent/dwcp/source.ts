@@ -184,7 +184,7 @@ export class DwcpSource {
   constructor(
     private readonly pages: DwcpPageStore,
     /** TLS client options for a destination (null: plaintext, the explicit opt-in). */
-    private readonly tlsFor: (to: { host: string; port: number }) => ConnectionOptions | null,
+    private readonly tlsFor: (to: DwcpEndpoint) => ConnectionOptions | null,
     /** What each destination's path last sustained: sessions start from it. */
     private readonly paths: PathMemory,
   ) {}

@@ -28,6 +28,8 @@ export type NbdTarget = LocalEndpoint | (() => Promise<LocalEndpoint>);
 
 interface Incoming {
   token: Buffer;
+  /** Another cluster's CA whose host certificates may serve this migration (peer-trust.ts). */
+  peerCaPem: string | undefined;
   vmId: string;
   qemu: LocalEndpoint;
   nbd: NbdTarget;
@@ -46,15 +48,30 @@ export class DwcpTarget {
     private readonly pages: DwcpPageStore,
     /** The agent's DWCP listener address, handed to sources in the endpoints. */
     private readonly listenerEndpoint: () => { host: string; port: number; name?: string },
+    /**
+     * Judges a session's client certificate for the migration its hello named (with the
+     * migration's peer CA, if any): a reason refuses it.
+     */
+    private readonly authorize: (session: DwcpSession, peerCaPem: string | undefined) => string | undefined,
   ) {}
 
-  /** Accept a session for `migrationId` that feeds these local endpoints. */
-  expect(migrationId: string, vmId: string, qemu: LocalEndpoint, nbd: NbdTarget): DwcpEndpoint {
+  /**
+   * Accept a session for `migrationId` that feeds these local endpoints; with `peerCaPem`
+   * its client certificate may also be a host certificate of that CA.
+   */
+  expect(
+    migrationId: string,
+    vmId: string,
+    qemu: LocalEndpoint,
+    nbd: NbdTarget,
+    peerCaPem?: string,
+  ): DwcpEndpoint {
     const existing = this.incoming.get(migrationId);
     const token = existing?.token ?? randomBytes(24);
     if (!existing)
       this.incoming.set(migrationId, {
         token,
+        peerCaPem,
         vmId,
         qemu,
         nbd,
@@ -155,6 +172,13 @@ export class DwcpTarget {
         malformed ??
         new NovaError("NOVA_FORBIDDEN", `DWCP session for unknown migration ${migrationId ?? "?"}`)
       );
+    }
+    // The token binds the session to the migration; the certificate must fit the
+    // migration too (another cluster's CA only for the migration prepared with it).
+    const denied = this.authorize(session, inc.peerCaPem);
+    if (denied) {
+      await refuse(hello, "the client certificate is not accepted for this migration");
+      throw new NovaError("NOVA_FORBIDDEN", `DWCP session for migration ${migrationId} refused: ${denied}`);
     }
     if (inc.session && inc.relay) {
       // Data may already have reached the destination QEMU through the first session.

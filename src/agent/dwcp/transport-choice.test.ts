@@ -51,6 +51,43 @@ describe("chooseBeforeDial", () => {
   });
 });
 
+describe("chooseBeforeDial across clusters", () => {
+  it("dials for DWCP whether auto or dwcp was asked: nothing else reaches the other cluster", () => {
+    for (const requested of ["auto", "dwcp"] as const)
+      expect(chooseBeforeDial({ requested, localDwcp: true, peerDwcp: true, crossCluster: true })).toEqual({
+        action: "dial",
+        requested: "dwcp",
+      });
+  });
+
+  it("fails for QEMU's transport, and without DWCP on either side", () => {
+    const failed = (o: Parameters<typeof chooseBeforeDial>[0]) => {
+      const c = chooseBeforeDial(o);
+      if (c.action !== "fail") throw new Error(`expected a failure, got ${c.action}`);
+      expect(isNovaError(c.error, "NOVA_UNPROCESSABLE")).toBe(true);
+      return c.error.message;
+    };
+    expect(failed({ requested: "qemu", localDwcp: true, peerDwcp: true, crossCluster: true })).toBe(
+      "QEMU's own transport stays inside a cluster: a migration to another cluster must use DWCP",
+    );
+    expect(failed({ requested: "auto", localDwcp: false, peerDwcp: true, crossCluster: true })).toMatch(
+      /needs DWCP, and this agent does not offer it/,
+    );
+    expect(failed({ requested: "dwcp", localDwcp: true, peerDwcp: false, crossCluster: true })).toMatch(
+      /needs DWCP, and the destination agent does not offer it/,
+    );
+  });
+
+  it("inside a cluster passes the request on unchanged", () => {
+    expect(
+      chooseBeforeDial({ requested: "auto", localDwcp: true, peerDwcp: true, crossCluster: false }),
+    ).toEqual({
+      action: "dial",
+      requested: "auto",
+    });
+  });
+});
+
 describe("chooseWhenUnreachable", () => {
   it("auto falls back to QEMU's transport and says why", () => {
     expect(chooseWhenUnreachable({ requested: "auto", error: "connect ECONNREFUSED" })).toEqual({

@@ -8,6 +8,10 @@
  * < 1 ms) goes over QEMU's own transport, where the benchmark shows it is faster; anything
  * slower over DWCP; a destination whose DWCP listener cannot be reached still gets the VM
  * over QEMU's transport. "dwcp" is honoured or fails; "qemu" never dials.
+ *
+ * Across clusters (the endpoint names the destination cluster's CA) only DWCP can carry
+ * the migration: QEMU's own TLS trusts one cluster CA, and the destination QEMU listens on
+ * loopback behind its relay. "auto" then means "dwcp" and "qemu" fails.
  */
 import { classify, type NetworkMode } from "../../dwcp/mode.js";
 import { NovaError } from "../../lib/errors.js";
@@ -27,8 +31,8 @@ export type RequestedTransport = "auto" | "qemu" | "dwcp";
 /** What to do next, before any DWCP session exists. */
 export type OfferChoice =
   | { action: "use"; decision: TransportDecision }
-  /** Connect to the destination's DWCP listener and measure the path. */
-  | { action: "dial" }
+  /** Connect to the destination's DWCP listener and measure the path; `requested` is what to honour. */
+  | { action: "dial"; requested: "auto" | "dwcp" }
   | { action: "fail"; error: NovaError };
 
 /** Before dialing: whether DWCP is possible at all between these hosts. */
@@ -38,8 +42,23 @@ export function chooseBeforeDial(o: {
   localDwcp: boolean;
   /** The destination handed out a DWCP endpoint. */
   peerDwcp: boolean;
+  /** The destination is in another cluster (its endpoint names that cluster's CA). */
+  crossCluster?: boolean;
 }): OfferChoice {
-  if (o.requested !== "qemu" && o.localDwcp && o.peerDwcp) return { action: "dial" };
+  if (o.crossCluster) {
+    if (o.requested === "qemu" || !o.localDwcp || !o.peerDwcp)
+      return {
+        action: "fail",
+        error: new NovaError(
+          "NOVA_UNPROCESSABLE",
+          o.requested === "qemu"
+            ? "QEMU's own transport stays inside a cluster: a migration to another cluster must use DWCP"
+            : `A migration to another cluster needs DWCP, and ${!o.localDwcp ? "this agent" : "the destination agent"} does not offer it`,
+        ),
+      };
+    return { action: "dial", requested: "dwcp" };
+  }
+  if (o.requested !== "qemu" && o.localDwcp && o.peerDwcp) return { action: "dial", requested: o.requested };
   if (o.requested === "dwcp")
     return {
       action: "fail",

@@ -242,6 +242,9 @@ export const AgentMigrationTuning = Type.Object({
 });
 export type AgentMigrationTuning = Static<typeof AgentMigrationTuning>;
 
+/** Longest PEM certificate accepted on the wire (a CA certificate is 1–2 KiB). */
+const PEM_MAX_CHARS = 16_384;
+
 /** Where the destination listens for a migration. */
 export const AgentIncomingEndpoints = Type.Object({
   migrateUri: Type.String({
@@ -269,6 +272,13 @@ export const AgentIncomingEndpoints = Type.Object({
             description: "The destination's host name; the source requires its certificate to name it",
           }),
         ),
+        caPem: Type.Optional(
+          Type.String({
+            maxLength: PEM_MAX_CHARS,
+            description:
+              "A migration from another cluster: the destination cluster's CA (PEM), the only CA the source trusts for this session. Absent: the source's own cluster CA",
+          }),
+        ),
       },
       { description: "The destination agent's DWCP listener and this migration's session token" },
     ),
@@ -287,6 +297,13 @@ export const AgentIncomingPost = Type.Object(
       Type.Union([Type.Literal("auto"), Type.Literal("qemu"), Type.Literal("dwcp")], {
         description:
           "The transport the migration asked for: with dwcp the destination QEMU listens on loopback only, behind the DWCP relay. @defaultValue auto",
+      }),
+    ),
+    peerCaPem: Type.Optional(
+      Type.String({
+        maxLength: PEM_MAX_CHARS,
+        description:
+          "A migration from another cluster: that cluster's CA (PEM). This migration's DWCP session may then present a host certificate it issued; other sessions still need this cluster's CA. Only over DWCP: refused with transport qemu",
       }),
     ),
   },
@@ -464,3 +481,37 @@ export const AgentImagePullPost = Type.Object(
   { additionalProperties: false },
 );
 export type AgentImagePullPost = Static<typeof AgentImagePullPost>;
+
+/**
+ * `GET /agent/v1/vms/{id}/copy`: what this host holds of a VM, read from QEMU (so it is
+ * right after an agent restart). ACP decides on `state` (docs/federation.md §10); the rest
+ * is for operators.
+ */
+export const AgentCopyState = Type.Object({
+  state: Type.Union(
+    [Type.Literal("running"), Type.Literal("paused"), Type.Literal("incomplete"), Type.Literal("gone")],
+    {
+      description:
+        "running: QEMU runs the guest; paused: QEMU holds the whole VM, paused (a source after its transfer, a destination whose incoming migration completed); incomplete: a destination still waiting for, or receiving, the stream; gone: no QEMU for the VM on this host",
+    },
+  ),
+  reason: Type.String({ description: "Why this state, in words" }),
+  qemu: Type.Union([
+    Type.Object({
+      runState: Type.String({
+        description: "QEMU's run state (query-status): running, paused, inmigrate, postmigrate, …",
+      }),
+      migrationStatus: Type.String({
+        description: "QEMU's migration status (query-migrate), incoming or outgoing; none when none ran",
+      }),
+    }),
+    Type.Null(),
+  ]),
+  incomingMigrationId: Type.Optional(
+    Type.String({ description: "The migration this QEMU was started to receive, until it was resumed" }),
+  ),
+  outgoingMigrationId: Type.Optional(
+    Type.String({ description: "The outgoing migration whose memory transfer this agent started" }),
+  ),
+});
+export type AgentCopyState = Static<typeof AgentCopyState>;
