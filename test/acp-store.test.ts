@@ -94,7 +94,9 @@ describe.each(ENGINES)("hand-off store on $engine", ({ create }) => {
     expect(r.statements.release?.sig).toBe("sig-release");
     expect((await listUnsettledOutgoing(store.read)).map((x) => x.id)).toContain(id);
     // Only a final state settles; a final one stays listed until its effects are done.
-    await expect(settleHandoff(store.db, "source", id, "released")).rejects.toMatchObject({ code: "NOVA_INTERNAL" });
+    await expect(settleHandoff(store.db, "source", id, "released")).rejects.toMatchObject({
+      code: "NOVA_INTERNAL",
+    });
     await store.write((tx) => transitionOutgoing(tx, r, "completed", "owned"));
     expect((await listUnsettledOutgoing(store.read)).map((x) => x.id)).toContain(id);
     await settleHandoff(store.db, "source", id, "completed");

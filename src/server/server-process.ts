@@ -16,6 +16,7 @@ import { HostService } from "../cluster/host-service.js";
 import { ImageService } from "../cluster/image-service.js";
 import { Reconciler } from "../cluster/reconciler.js";
 import { claimClusterCa } from "../cluster/store/cluster-ca.js";
+import { getLivePeer, getPeerById } from "../cluster/store/federation.js";
 import { Store } from "../cluster/store/store.js";
 import { countTokens, createToken } from "../cluster/store/tokens.js";
 import { VmService } from "../cluster/vm-service.js";
@@ -23,6 +24,9 @@ import { type ExecConfig, loadExecConfig } from "../exec/config.js";
 import { startExecSystem } from "../exec/system.js";
 import { Federation } from "../federation/federation.js";
 import { secureDataDir, tightenTree } from "../lib/data-dir.js";
+import { NovaError } from "../lib/errors.js";
+import { AgentCopies } from "../migration/acp-copies.js";
+import { ClusterTarget } from "../migration/cluster-target.js";
 import { MigrationService } from "../migration/migration-service.js";
 import { MigrationOrchestrator } from "../migration/orchestrator.js";
 import { createServerMetrics } from "../observability/metrics.js";
@@ -142,6 +146,24 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       },
       ...(options.federationHeartbeatMs ? { heartbeatMs: options.federationHeartbeatMs } : {}),
       ...(options.federationStaleAfterMs ? { staleAfterMs: options.federationStaleAfterMs } : {}),
+      // Bound late: the agents and the orchestrator exist once the cluster id is known; the
+      // hand-off loop starts with federation.run(), after both.
+      acp: {
+        source: {
+          state: (h) => copies.state(h),
+          fence: (h, t) => copies.fence(h, t),
+          remove: (h) => copies.remove(h),
+          resume: (h, t) => copies.resume(h, t),
+        },
+        target: {
+          place: (tx, spec) => copies.place(tx, spec),
+          start: (h, p) => copies.start(h, p),
+          state: (h) => copies.state(h),
+          resume: (h, t) => copies.resume(h, t),
+          remove: (h) => copies.remove(h),
+        },
+        transferActive: (id) => orchestrator.isRunning(id),
+      },
     });
   } catch (err) {
     await store.close().catch(() => {});
@@ -154,6 +176,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     keyPem: pki.server.keyPem,
   }));
 
+  const copies = new AgentCopies(store, agents);
+  const acp = federation.acp!;
   const reconciler = new Reconciler(store, log.child({ component: "reconciler" }), agents, {
     clusterId,
     intervalMs: options.reconcileIntervalMs ?? 1000,
@@ -168,6 +192,15 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       clusterId,
       maxOutgoingPerHost: options.maxMigrationsPerHost ?? 2,
       maxIncomingPerHost: options.maxMigrationsPerHost ?? 2,
+      clusterTarget: async (m) => {
+        const peer = m.targetClusterId ? await getPeerById(store.read, m.targetClusterId) : undefined;
+        if (!peer)
+          throw new NovaError(
+            "NOVA_FED_PEER_UNKNOWN",
+            `the destination cluster of migration ${m.id} was removed`,
+          );
+        return new ClusterTarget(store, acp, peer, m);
+      },
     },
   );
   const hosts = new HostService(
@@ -178,7 +211,14 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     clusterId,
   );
   const vms = new VmService(store, wake);
-  const migrations = new MigrationService(store, () => orchestrator.wake());
+  const migrations = new MigrationService(store, () => orchestrator.wake(), {
+    selfName: federation.self.name,
+    peer: async (name) => {
+      const row = await getLivePeer(store.read, name);
+      const view = (await federation.clusters()).find((c) => c.id === row.id);
+      return { row, stale: view?.stale ?? true };
+    },
+  });
   const execConfigFile = process.env.NOVACRON_EXEC_CONFIG;
   let exec: Awaited<ReturnType<typeof startExecSystem>>;
   try {
