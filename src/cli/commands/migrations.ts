@@ -62,7 +62,7 @@ export function summaryLine(m: Migration): string {
     return `Migration ${m.state}: ${m.stateReason}${m.rollback ? ` (rolled back: ${m.rollback})` : ""}`;
   }
   const r = m.result;
-  const parts = [`Migrated ${m.vm} from ${m.sourceHost} to ${m.targetHost} over ${m.transport}`];
+  const parts = [`Migrated ${m.vm} from ${m.sourceHost} to ${targetOf(m)} over ${m.transport}`];
   if (r.totalTimeMs !== undefined) parts.push(`total ${(r.totalTimeMs / 1000).toFixed(1)} s`);
   if (r.downtimeMs !== undefined) {
     const b = r.downtimeBreakdown;
@@ -75,6 +75,12 @@ export function summaryLine(m: Migration): string {
   if (r.diskBytes !== undefined) parts.push(`disk mirrored ${formatBytes(r.diskBytes)}`);
   if (r.baseImageCopied) parts.push("base image copied");
   return parts.join(", ");
+}
+
+/** Where a migration goes: a host, or a host (once known) in another cluster. */
+export function targetOf(m: Pick<Migration, "targetHost" | "targetCluster">): string {
+  if (!m.targetCluster) return m.targetHost;
+  return m.targetHost ? `${m.targetHost} in cluster ${m.targetCluster}` : `cluster ${m.targetCluster}`;
 }
 
 /** Follows a migration until it ends, drawing progress; returns the final state. */
@@ -113,7 +119,7 @@ function printMigration(m: Migration): void {
     ["ID", m.id],
     ["VM", m.vm],
     ["From", m.sourceHost],
-    ["To", m.targetHost],
+    ["To", targetOf(m)],
     ["State", `${m.state}${m.stateReason ? ` (${m.stateReason})` : ""}`],
     ["Rolled back", m.rollback],
     ["Progress", TERMINAL.has(m.state) ? "" : progressLine(m)],
@@ -129,8 +135,11 @@ export function registerMigrationCommands(program: Command): void {
   const vm = program.commands.find((c) => c.name() === "vm");
   if (!vm) throw new Error("register the vm commands first");
   vm.command("migrate <vm>")
-    .description("Live-migrate a running VM to another host (memory and disk)")
-    .option("--to <host>", "target host (default: placement picks one)")
+    .description(
+      "Live-migrate a running VM to another host, or to another cluster with its ownership (memory and disk)",
+    )
+    .option("--to <host>", "target host (default: placement picks one; with --to-cluster, a host there)")
+    .option("--to-cluster <cluster>", "a peer cluster to move the VM to (over DWCP; docs/federation.md §10)")
     .option("--follow", "show a live progress bar until it ends")
     .option(
       "--downtime-ms <ms>",
@@ -157,6 +166,7 @@ export function registerMigrationCommands(program: Command): void {
         name: string,
         o: {
           to?: string;
+          toCluster?: string;
           follow?: boolean;
           downtimeMs: string;
           bandwidth?: string;
@@ -182,11 +192,12 @@ export function registerMigrationCommands(program: Command): void {
         };
         let m = await api.post<Migration>(`/v1/vms/${seg(name)}/migrations`, {
           ...(o.to ? { targetHost: o.to } : {}),
+          ...(o.toCluster ? { targetCluster: o.toCluster } : {}),
           options,
         });
         if (!json)
           process.stderr.write(
-            `Migrating ${m.vm} from ${m.sourceHost} to ${m.targetHost} (migration ${m.id})\n`,
+            `Migrating ${m.vm} from ${m.sourceHost} to ${targetOf(m)} (migration ${m.id})\n`,
           );
         if (!o.follow) return json ? printJson(m) : undefined;
         m = await followMigration(api, m.id, json);

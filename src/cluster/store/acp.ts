@@ -377,21 +377,7 @@ export interface ArrivingVm {
  * a VM of that name exists here, NOVA_ACP_PROTOCOL when one with its id does.
  */
 export async function insertArrivingVm(q: Queryable, vm: ArrivingVm): Promise<ClusterEvent> {
-  const { rows } = await q.query<{ id: string; name: string }>(
-    "SELECT id, name FROM vms WHERE id = $1 OR name = $2",
-    [vm.id, vm.name],
-  );
-  if (rows.some((r) => r.id === vm.id))
-    throw new NovaError(
-      "NOVA_ACP_PROTOCOL",
-      `This cluster already has VM ${vm.id}; it cannot arrive here again`,
-    );
-  if (rows.length > 0)
-    throw new NovaError(
-      "NOVA_FED_NAME_CLASH",
-      `A VM named ${vm.name} already exists in the destination cluster; rename or delete one of them first`,
-      { details: { vm: vm.name } },
-    );
+  await assertVmCanArrive(q, vm.id, vm.name);
   await q.query(
     `INSERT INTO vms (id, name, image_id, vcpus, memory_mib, kernel_args, desired_state, state, state_reason, host_id, machine_type, owner_cluster_id, owner_epoch)
      VALUES ($1, $2, $3, $4, $5, $6, 'running', 'arriving', 'a paused copy waits for the hand-off', $7, $8, $9, $10)`,
@@ -409,6 +395,25 @@ export async function insertArrivingVm(q: Queryable, vm: ArrivingVm): Promise<Cl
     ],
   );
   return vmStateEvent(q, vm.id, vm.name, null, "arriving", "a paused copy waits for the hand-off");
+}
+
+/** NOVA_FED_NAME_CLASH when a VM of that name exists here, NOVA_ACP_PROTOCOL when one with its id does. */
+export async function assertVmCanArrive(q: ReadQueryable, id: string, name: string): Promise<void> {
+  const { rows } = await q.query<{ id: string; name: string }>(
+    "SELECT id, name FROM vms WHERE id = $1 OR name = $2",
+    [id, name],
+  );
+  if (rows.some((r) => r.id === id))
+    throw new NovaError(
+      "NOVA_ACP_PROTOCOL",
+      `This cluster already has VM ${id}; it cannot arrive here again`,
+    );
+  if (rows.length > 0)
+    throw new NovaError(
+      "NOVA_FED_NAME_CLASH",
+      `A VM named ${name} already exists in the destination cluster; rename or delete one of them first`,
+      { details: { vm: name } },
+    );
 }
 
 /**

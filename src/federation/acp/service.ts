@@ -23,6 +23,7 @@ import {
 } from "../../api/types/acp.js";
 import {
   arrivedVmRuns,
+  assertVmCanArrive,
   createIncoming,
   createOutgoing,
   dropArrivingVm,
@@ -583,6 +584,8 @@ export class AcpService {
       };
     const spec = prepare.detail as HandoffVmSpec;
     await this.d.store.write(async (tx, emit) => {
+      // The name first: a clash is the more useful refusal than a lack of room.
+      await assertVmCanArrive(tx, prepare.vm, spec.name);
       const placement = await this.d.target.place(tx, spec);
       emit(
         await insertArrivingVm(tx, {
