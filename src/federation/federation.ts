@@ -11,7 +11,7 @@ import { Value } from "@sinclair/typebox/value";
 import "./formats.js";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
-import type { AcpRequest } from "../api/types/acp.js";
+import type { AcpRequest, Handoff } from "../api/types/acp.js";
 import type { ClusterEvent } from "../api/types/events.js";
 import {
   type ClusterCard,
@@ -24,6 +24,7 @@ import {
   type RedeemResponse,
   RedeemResponse as RedeemResponseSchema,
 } from "../api/types/federation.js";
+import { type IncomingHandoff, listRecentHandoffs, type OutgoingHandoff } from "../cluster/store/acp.js";
 import type { Queryable } from "../cluster/store/db.js";
 import { appendEvent } from "../cluster/store/events.js";
 import {
@@ -673,6 +674,38 @@ export class Federation {
         ? a.name.localeCompare(b.name)
         : a.cluster.name.localeCompare(b.cluster.name),
     );
+  }
+
+  /** The newest hand-offs of both sides, with what each waits for (docs/federation.md §10). */
+  async handoffs(limit = 100): Promise<Handoff[]> {
+    const names = new Map((await listPeers(this.o.store.read)).map((p) => [p.id, p.name]));
+    const { outgoing, incoming } = await listRecentHandoffs(this.o.store.read, limit);
+    const common = (h: OutgoingHandoff | IncomingHandoff, peer: string) => ({
+      id: h.id,
+      vm: h.vmName,
+      vmId: h.vmId,
+      peer: { id: peer, name: names.get(peer) ?? null },
+      reason: h.reason,
+      fromEpoch: h.fromEpoch,
+      needsDecision: this.acp?.needsDecision(h.id) ?? null,
+      settled: h.settledAt !== null,
+      createdAt: h.createdAt,
+      stateChangedAt: h.stateChangedAt,
+    });
+    return [
+      ...outgoing.map((h) => ({
+        ...common(h, h.targetClusterId),
+        side: "source" as const,
+        state: h.state,
+        migrationId: h.migrationId,
+      })),
+      ...incoming.map((h) => ({
+        ...common(h, h.sourceClusterId),
+        side: "destination" as const,
+        state: h.state,
+        migrationId: null,
+      })),
+    ].sort((a, b) => b.createdAt.localeCompare(a.createdAt));
   }
 
   /** Stored evidence, for one peer or all. */

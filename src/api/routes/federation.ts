@@ -9,6 +9,7 @@ import { TLSSocket } from "node:tls";
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { Type } from "@sinclair/typebox";
 import type { Federation } from "../../federation/federation.js";
+import { HandoffList } from "../types/acp.js";
 import {
   EvidenceList,
   FederatedClusterList,
@@ -118,5 +119,14 @@ export const federationRoutes: FastifyPluginAsyncTypebox<RouteDeps & { federatio
       onRequest: guard("federation:read"),
     },
     async () => ({ vms: await federation.vms() }),
+  );
+
+  app.get(
+    "/v1/federation/handoffs",
+    {
+      schema: { tags: ["federation"], response: { 200: HandoffList } },
+      onRequest: guard("federation:read"),
+    },
+    async () => ({ handoffs: await federation.handoffs() }),
   );
 };

@@ -3,7 +3,9 @@
  * signed statement each step is, and the request/answer messages of the `acp/1` channel.
  */
 import { type Static, Type } from "@sinclair/typebox";
+import { HANDOFF_SOURCE, HANDOFF_TARGET } from "../../states/handoff.js";
 import { Uuid } from "./common.js";
+import { stateUnion } from "./state-schema.js";
 
 /**
  * The statement kinds, in protocol order. The source signs prepare, release and abort;
@@ -118,3 +120,25 @@ export const AcpAnswer = Type.Union([
   ),
 ]);
 export type AcpAnswer = Static<typeof AcpAnswer>;
+
+/** A hand-off as `GET /v1/federation/handoffs` shows it, from this cluster's side. */
+export const Handoff = Type.Object({
+  id: Uuid,
+  side: Type.Union([Type.Literal("source"), Type.Literal("destination")]),
+  vm: Type.String(),
+  vmId: Uuid,
+  peer: Type.Object({ id: Uuid, name: Type.Union([Type.String(), Type.Null()]) }),
+  state: Type.Union([stateUnion(HANDOFF_SOURCE), stateUnion(HANDOFF_TARGET)]),
+  reason: Type.String(),
+  fromEpoch: Type.Integer(),
+  /** Set when only an operator can move it on (docs/federation.md §10): why, and that waiting is safe. */
+  needsDecision: Type.Union([Type.String(), Type.Null()]),
+  /** Its final state's work is done. */
+  settled: Type.Boolean(),
+  migrationId: Type.Union([Uuid, Type.Null()]),
+  createdAt: Type.String(),
+  stateChangedAt: Type.String(),
+});
+export type Handoff = Static<typeof Handoff>;
+export const HandoffList = Type.Object({ handoffs: Type.Array(Handoff) });
+export type HandoffList = Static<typeof HandoffList>;

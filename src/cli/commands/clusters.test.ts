@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import type { Handoff } from "../../api/types/acp.js";
 import type { FederatedCluster, Peer, PeerRemoved } from "../../api/types/federation.js";
 import { isNovaError } from "../../lib/errors.js";
 import { runAgainstStub } from "../stub-api.test-util.js";
@@ -8,6 +9,8 @@ import {
   contactAge,
   evidenceRows,
   formatAge,
+  HANDOFF_HEADERS,
+  handoffRows,
   PEER_HEADERS,
   parseTtl,
   peerRows,
@@ -344,5 +347,57 @@ describe("novacron cluster against a stub API", () => {
     });
     expect(refused.code).toBe(1);
     expect(refused.stderr).toBe("novacron: The peering token was already used. [NOVA_FED_TOKEN_USED]\n");
+  });
+});
+
+describe("cluster handoffs rows", () => {
+  const h = (over: Partial<Handoff>): Handoff => ({
+    id: "7d1c3c0e-8a5e-4c2f-9d41-5b7e2a6c9f10",
+    side: "source",
+    vm: "web-1",
+    vmId: "9e1b7c2a-3d4f-4a5b-8c6d-7e8f9a0b1c2d",
+    peer: { id: "0d3c1f4e-8b9a-4a57-8c1e-2b6f1d9e7c01", name: "west" },
+    state: "released",
+    reason: "the transfer completed; released",
+    fromEpoch: 1,
+    needsDecision: null,
+    settled: false,
+    migrationId: null,
+    createdAt: "2026-12-06T10:00:00.000Z",
+    stateChangedAt: "2026-12-06T10:00:01.000Z",
+    ...over,
+  });
+
+  it("says what a hand-off at work waits for, and nothing once it settled", () => {
+    const [working, settled] = handoffRows([h({}), h({ state: "completed", settled: true })]);
+    expect(HANDOFF_HEADERS).toEqual(["VM", "SIDE", "PEER", "EPOCH", "STATE", "WAITS FOR"]);
+    expect(working).toEqual([
+      "web-1",
+      "source",
+      "west",
+      "1→2",
+      "released",
+      "the transfer completed; released",
+    ]);
+    expect(settled?.[5]).toBe("");
+  });
+
+  it("names a decision only an operator can take, and a given-back VM's epoch", () => {
+    const [stuck, back] = handoffRows([
+      h({ needsDecision: "the destination cluster was removed after the VM was released to it" }),
+      h({
+        side: "destination",
+        state: "returned",
+        peer: { id: "0d3c1f4e-8b9a-4a57-8c1e-2b6f1d9e7c01", name: null },
+      }),
+    ]);
+    expect(stuck?.[5]).toBe("decision: the destination cluster was removed after the VM was released to it");
+    expect(back?.slice(0, 5)).toEqual([
+      "web-1",
+      "destination",
+      "0d3c1f4e-8b9a-4a57-8c1e-2b6f1d9e7c01",
+      "1→3",
+      "returned",
+    ]);
   });
 });

@@ -4,8 +4,10 @@
  * server's staleness bound is always shown as stale, never as current; a quarantined peer
  * shows why.
  */
+
 import type { Static } from "@sinclair/typebox";
 import type { Command } from "commander";
+import type { Handoff, HandoffList } from "../../api/types/acp.js";
 import {
   type EvidenceList,
   type FederatedCluster,
@@ -160,6 +162,23 @@ function printPeer(p: Peer, now: number): void {
   ]);
 }
 
+export const HANDOFF_HEADERS = ["VM", "SIDE", "PEER", "EPOCH", "STATE", "WAITS FOR"];
+
+/**
+ * The rows of `cluster handoffs`: a hand-off that only an operator can move on says so
+ * ("decision: …"); one still at work says what it is doing.
+ */
+export function handoffRows(handoffs: readonly Handoff[]): (string | number | null)[][] {
+  return handoffs.map((h) => [
+    h.vm,
+    h.side,
+    h.peer.name ?? h.peer.id,
+    `${h.fromEpoch}→${h.state === "returned" || h.state === "reclaimed" ? h.fromEpoch + 2 : h.fromEpoch + 1}`,
+    h.state,
+    h.needsDecision ? `decision: ${h.needsDecision}` : h.settled ? "" : h.reason,
+  ]);
+}
+
 /** Registers `cluster`. */
 export function registerClusterCommands(program: Command): void {
   const cluster = program
@@ -174,6 +193,18 @@ export function registerClusterCommands(program: Command): void {
       const { clusters } = await api.get<Static<typeof FederatedClusterList>>("/v1/federation/clusters");
       if (json) return printJson(clusters);
       printTable(CLUSTER_HEADERS, clusterRows(clusters, Date.now()));
+    });
+
+  cluster
+    .command("handoffs")
+    .description(
+      "List the VM ownership hand-offs with peers (migrations between clusters) and what each waits for",
+    )
+    .action(async (_o: unknown, cmd: Command) => {
+      const { api, json } = await apiFor(cmd);
+      const { handoffs } = await api.get<HandoffList>("/v1/federation/handoffs");
+      if (json) return printJson(handoffs);
+      printTable(HANDOFF_HEADERS, handoffRows(handoffs));
     });
 
   const peer = cluster.command("peer").description("Peer with other clusters, inspect and remove peers");

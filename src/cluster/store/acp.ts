@@ -30,6 +30,8 @@ interface HandoffCommon {
   statements: Statements;
   createdAt: string;
   stateChangedAt: string;
+  /** When its final state's work was done; null while the loop still visits it. */
+  settledAt: string | null;
 }
 
 /** This cluster's side of a hand-off it started (the source). */
@@ -56,6 +58,7 @@ interface Row {
   statements: Statements | string;
   created_at: Date | string;
   state_changed_at: Date | string;
+  settled_at: Date | string | null;
 }
 
 function iso(v: Date | string): string {
@@ -72,13 +75,14 @@ function common(r: Row): HandoffCommon {
     statements: typeof r.statements === "string" ? (JSON.parse(r.statements) as Statements) : r.statements,
     createdAt: iso(r.created_at),
     stateChangedAt: iso(r.state_changed_at),
+    settledAt: r.settled_at === null ? null : iso(r.settled_at),
   };
 }
 
 const OUT_COLUMNS =
-  "id, vm_id, vm_name, from_epoch, state, reason, statements, created_at, state_changed_at, migration_id, target_cluster_id";
+  "id, vm_id, vm_name, from_epoch, state, reason, statements, created_at, state_changed_at, settled_at, migration_id, target_cluster_id";
 const IN_COLUMNS =
-  "id, vm_id, vm_name, from_epoch, state, reason, statements, created_at, state_changed_at, source_cluster_id, host_id";
+  "id, vm_id, vm_name, from_epoch, state, reason, statements, created_at, state_changed_at, settled_at, source_cluster_id, host_id";
 
 function outgoing(r: Row & { migration_id: string | null; target_cluster_id: string }): OutgoingHandoff {
   return {
@@ -163,6 +167,23 @@ export async function listUnsettledOutgoing(q: ReadQueryable): Promise<OutgoingH
     `SELECT ${OUT_COLUMNS} FROM acp_outgoing WHERE settled_at IS NULL ORDER BY created_at, id`,
   );
   return rows.map(outgoing);
+}
+
+/** The newest hand-offs of both sides (at most `limit` of each), unsettled ones first. */
+export async function listRecentHandoffs(
+  q: ReadQueryable,
+  limit: number,
+): Promise<{ outgoing: OutgoingHandoff[]; incoming: IncomingHandoff[] }> {
+  const order = "ORDER BY (settled_at IS NULL) DESC, created_at DESC, id LIMIT $1";
+  const out = await q.query<Row & { migration_id: string | null; target_cluster_id: string }>(
+    `SELECT ${OUT_COLUMNS} FROM acp_outgoing ${order}`,
+    [limit],
+  );
+  const inc = await q.query<Row & { source_cluster_id: string; host_id: string | null }>(
+    `SELECT ${IN_COLUMNS} FROM acp_incoming ${order}`,
+    [limit],
+  );
+  return { outgoing: out.rows.map(outgoing), incoming: inc.rows.map(incoming) };
 }
 
 /** Everything a final state calls for is done: the loop stops visiting the hand-off. */

@@ -120,8 +120,8 @@ export class AcpService {
   }
 
   /** Why a hand-off waits for an operator, if it does. */
-  needsDecision(handoffId: string): string | undefined {
-    return this.decisions.get(handoffId);
+  needsDecision(handoffId: string): string | null {
+    return this.decisions.get(handoffId) ?? null;
   }
 
   private sign(c: Omit<StatementContent, "issuedAt">): SignedStatement {
