@@ -201,7 +201,7 @@ export class MigrationService {
         );
       assertActionAllowed(vm.name, vm.state, "migrate");
       if (!vm.hostId) throw new NovaError("NOVA_INTERNAL", `VM ${vm.name} is running but has no host`);
-      if (await peerHasVmNamed(tx, peer.id, vm.name))
+      if (await peerHasVmNamed(tx, peer.id, vm.name, vm.id))
         throw new NovaError(
           "NOVA_FED_NAME_CLASH",
           `Cluster ${peer.name} already has a VM named ${vm.name}; rename or delete one of them first.`,

@@ -508,22 +508,30 @@ function vmStateEvent(
 
 /**
  * Forgets a VM this cluster handed to `owner` once its copy here is gone: from then on it
- * is only in the global view, as the new owner's. False when there is no such row.
+ * is only in the global view, as the new owner's. Not while a migration of it is still
+ * active (its runner records the end from the row).
  */
 export async function dropReleasedVm(
   q: Queryable,
   vmId: string,
   owner: string,
-): Promise<ClusterEvent | undefined> {
+): Promise<"dropped" | "migration-active" | "none"> {
+  // Not while its migration is still being recorded as ended: that runner reads the row.
+  const busy = await q.query(
+    "SELECT 1 FROM migrations WHERE vm_id = $1 AND state IN ('queued', 'preparing', 'transferring', 'switching-over')",
+    [vmId],
+  );
+  if (busy.rows.length > 0) return "migration-active";
   const { rows } = await q.query<{ name: string }>(
     "DELETE FROM vms WHERE id = $1 AND owner_cluster_id = $2 RETURNING name",
     [vmId, owner],
   );
-  if (rows.length === 0) return undefined;
-  return appendEvent(q, {
+  if (rows.length === 0) return "none";
+  await appendEvent(q, {
     type: "vm.deleted",
     resourceType: "vm",
     resourceId: vmId,
     data: { name: rows[0]!.name, reason: "handed to another cluster" },
   });
+  return "dropped";
 }

@@ -782,11 +782,19 @@ export async function releasedVms(
   return out;
 }
 
-/** Whether `origin` publishes a live VM named `name` (a destination name clash). */
-export async function peerHasVmNamed(q: ReadQueryable, origin: string, name: string): Promise<boolean> {
+/**
+ * Whether `origin` publishes a live VM named `name` other than VM `vmId` itself (a
+ * destination name clash; the VM's own record there is one it has not withdrawn yet).
+ */
+export async function peerHasVmNamed(
+  q: ReadQueryable,
+  origin: string,
+  name: string,
+  vmId: string,
+): Promise<boolean> {
   const { rows } = await q.query(
-    "SELECT 1 FROM fed_records WHERE origin = $1 AND kind = 'vm' AND NOT deleted AND body->>'name' = $2 LIMIT 1",
-    [origin, name],
+    "SELECT 1 FROM fed_records WHERE origin = $1 AND kind = 'vm' AND NOT deleted AND body->>'name' = $2 AND id <> $3 LIMIT 1",
+    [origin, name, vmId],
   );
   return rows.length > 0;
 }

@@ -457,10 +457,17 @@ describe("resumeSourceAfterSwitchover", () => {
     expect(qmp.commands).toEqual(["query-migrate", "query-status", "cont"]);
   });
 
+  it("does nothing for a source that runs again already (a repeated undo)", async () => {
+    const qmp = new ScriptedQmp()
+      .on("query-migrate", () => COMPLETED_REPLY)
+      .on("query-status", () => ({ status: "running", running: true }));
+    await resumeSourceAfterSwitchover(qmp.client);
+    expect(qmp.commands).toEqual(["query-migrate", "query-status"]);
+  });
+
   it("refuses while the migration is not completed or the VM is not in postmigrate", async () => {
     for (const [migration, vm] of [
       [ACTIVE_REPLY, { status: "running", running: true }],
-      [COMPLETED_REPLY, { status: "running", running: true }],
       [{ status: "cancelled" }, { status: "paused", running: false }],
     ] as const) {
       const qmp = new ScriptedQmp().on("query-migrate", () => migration).on("query-status", () => vm);

@@ -433,11 +433,14 @@ export async function cancelOutgoing(qmp: QmpClient, opts: CancelOptions = {}): 
  * Source, to undo a switch-over that completed but whose destination could not be
  * started: resumes the source VM (`cont` also re-activates the disks QEMU inactivated at
  * completion). Call it only once the destination QEMU is gone, or the VM runs twice.
- * Refuses unless the migration completed and the source sits in "postmigrate".
+ * Refuses unless the migration completed and the source sits in "postmigrate" (or runs
+ * already: then there is nothing to do).
  */
 export async function resumeSourceAfterSwitchover(qmp: QmpClient): Promise<void> {
   const p = await queryMigration(qmp);
   const vm = await queryStatus(qmp);
+  // Already resumed (a repeated undo, or across clusters the hand-off's own resume): done.
+  if (p.status === "completed" && vm.status === "running") return;
   if (p.status !== "completed" || vm.status !== "postmigrate") {
     throw new NovaError(
       "NOVA_ILLEGAL_STATE",

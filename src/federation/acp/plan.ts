@@ -138,7 +138,7 @@ export function nextOutgoingAction(h: OutgoingHandoff, o: OutgoingObservations):
         return {
           kind: "transition",
           to: "reclaimed",
-          reason: "the destination's copy was gone; it signed the VM back",
+          reason: `the destination signed the VM back: ${typeof returned.detail?.reason === "string" ? returned.detail.reason.slice(0, 500) : "its copy could not run it"}`,
           keep: returned,
         };
       if (gone)

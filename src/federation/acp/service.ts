@@ -83,6 +83,9 @@ export interface AcpDeps {
   passMs?: number;
 }
 
+/** How long a release waits for the destination's copy to finish loading the stream. */
+const RELEASE_LOAD_WAIT_MS = 20_000;
+
 /** Steps one hand-off may take in one pass before the loop moves on to the next. */
 const MAX_STEPS_PER_PASS = 8;
 
@@ -312,11 +315,14 @@ export class AcpService {
           return;
         case "done": {
           const { vmId, targetClusterId, state } = h;
-          await this.d.store.write(async (tx, emit) => {
-            if (state === "completed") {
-              const dropped = await dropReleasedVm(tx, vmId, targetClusterId);
-              if (dropped) emit(dropped);
-            }
+          await this.d.store.write(async (tx) => {
+            // The VM's row goes with the copy; a migration still recording its end keeps
+            // it (and the hand-off unsettled) until the next pass.
+            if (
+              state === "completed" &&
+              (await dropReleasedVm(tx, vmId, targetClusterId)) === "migration-active"
+            )
+              return;
             await settleHandoff(tx, "source", h.id, state);
           });
           return;
@@ -532,9 +538,13 @@ export class AcpService {
     });
     if (problem)
       return { type: "error", code: "NOVA_ACP_PROTOCOL", message: `refused ${s.kind}: ${problem}` };
-    const copy: CopyState = existing
+    let copy: CopyState = existing
       ? await this.d.target.state(existing).catch((): CopyState => "unknown")
       : "gone";
+    // The source releases once its QEMU sent the last bytes; this copy may still be
+    // loading them. Give it a moment rather than give the VM back for nothing.
+    if (existing?.state === "prepared" && s.kind === "release" && copy === "incomplete")
+      copy = await this.copyLoaded(existing);
     const decision = decideDelivery(existing, s.kind, copy);
     switch (decision.kind) {
       case "refuse":
@@ -552,6 +562,16 @@ export class AcpService {
         return this.startCopy(existing!, s);
       case "transition":
         return this.decide(existing!, decision.to, decision.reason, s);
+    }
+  }
+
+  /** Waits (bounded) for a copy that is receiving its last bytes to hold the whole VM. */
+  private async copyLoaded(h: IncomingHandoff): Promise<CopyState> {
+    const deadline = Date.now() + RELEASE_LOAD_WAIT_MS;
+    for (;;) {
+      const copy = await this.d.target.state(h).catch((): CopyState => "unknown");
+      if ((copy !== "incomplete" && copy !== "unknown") || Date.now() > deadline) return copy;
+      await new Promise((r) => setTimeout(r, 50));
     }
   }
 
@@ -684,7 +704,13 @@ export class AcpService {
     const ids = { handoff: h.id, vm: h.vmId, source: h.sourceClusterId, target: this.d.self.id };
     const statements: Statements = word ? { [word.kind]: word } : {};
     if (to === "owned" || to === "returned" || to === "aborted")
-      statements[to] = this.sign({ ...ids, kind: to, epoch: epochOf(to, h.fromEpoch) });
+      statements[to] = this.sign({
+        ...ids,
+        kind: to,
+        epoch: epochOf(to, h.fromEpoch),
+        // Why it is given back, for the source's operator.
+        ...(to === "returned" ? { detail: { reason } } : {}),
+      });
     await this.d.store.write(async (tx, emit) => {
       const current = await findIncoming(tx, h.id, true);
       if (!current || current.state !== h.state)
