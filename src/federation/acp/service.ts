@@ -46,6 +46,7 @@ import { appendEvent } from "../../cluster/store/events.js";
 import { addEvidence, type PeerRow, transitionPeer } from "../../cluster/store/federation.js";
 import type { Store } from "../../cluster/store/store.js";
 import { describeError, isNovaError, NovaError } from "../../lib/errors.js";
+import { failpoint } from "../../lib/failpoints.js";
 import { WakeableLoop } from "../../lib/wakeable-loop.js";
 import { publicKeyFromRaw } from "../records.js";
 import type { AcpClient } from "./acp-client.js";
@@ -172,6 +173,7 @@ export class AcpService {
         }),
       );
     });
+    failpoint("acp.source.preparing");
     this.wake();
     return (await findOutgoing(this.d.store.read, p.id))!;
   }
@@ -202,6 +204,7 @@ export class AcpService {
       );
       emit(await transitionOutgoing(tx, h, "released", "the transfer completed; released", { release }));
     });
+    failpoint("acp.source.released");
     this.wake();
   }
 
@@ -393,6 +396,7 @@ export class AcpService {
         );
       emit(await transitionOutgoing(tx, current, to, reason, statements));
     });
+    failpoint(`acp.source.${to}`);
     return (await findOutgoing(this.d.store.read, h.id))!;
   }
 
@@ -635,6 +639,7 @@ export class AcpService {
         }),
       );
     });
+    failpoint("acp.destination.prepared");
     return this.startCopy((await findIncoming(this.d.store.read, prepare.handoff))!, prepare);
   }
 
@@ -725,6 +730,7 @@ export class AcpService {
       }
       emit(await transitionIncoming(tx, current, to, reason, statements));
     });
+    failpoint(`acp.destination.${to}`);
     return (await findIncoming(this.d.store.read, h.id))!;
   }
 

@@ -1,0 +1,220 @@
+// The hand-off survives a crash of either server at its critical steps (docs/federation.md
+// §10): a failpoint (src/lib/failpoints.ts) kills the server exactly as `kill -9` would,
+// right after the step committed, and the server is started again. Afterwards exactly one
+// copy of the VM runs, both clusters agree on its owner and epoch, the guest's memory and
+// disk are intact, and a source that released the VM never runs it again.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { waitFor } from "../src/lib/wait.js";
+import { guestImageManifest, qemuPidsUnder, TestCluster } from "./helpers/cluster.js";
+
+const AGENT_FLAGS = ["--memory", "1024", "--stop-grace", "10"];
+// A light guest: the faults are in the hand-off, not in pre-copy.
+const WORKLOAD = "nc.pattern_seed=19 nc.pattern_mem_mb=8 nc.pattern_disk_mb=8 nc.verify_every=2";
+const SERVER_FLAGS = {
+  east: ["--cluster-name", "east", "--heartbeat-timeout", "6"],
+  west: ["--cluster-name", "west", "--heartbeat-timeout", "6"],
+};
+
+interface VmBody {
+  id: string;
+  state: string;
+  host: string;
+}
+interface MigrationBody {
+  id: string;
+  state: string;
+  stateReason: string;
+  rollback: string;
+}
+interface FedVm {
+  id: string;
+  name: string;
+  cluster: { name: string };
+  epoch: number;
+}
+
+describe("hand-off faults: a server killed at a step of the hand-off", { timeout: 300_000 }, () => {
+  let east!: TestCluster;
+  let west!: TestCluster;
+  const clusters = () => ({ east, west });
+
+  beforeAll(async () => {
+    const manifest = await guestImageManifest();
+    [east, west] = await Promise.all([TestCluster.create(17765), TestCluster.create(17775)]);
+    await Promise.all([east.startServer(SERVER_FLAGS.east), west.startServer(SERVER_FLAGS.west)]);
+    await Promise.all([east.startAgent("e1", 17866, AGENT_FLAGS), west.startAgent("w1", 17876, AGENT_FLAGS)]);
+    for (const c of [east, west]) {
+      const res = await c.cli(["image", "import", "guest", "--manifest", manifest]);
+      expect(res.code, res.stderr).toBe(0);
+    }
+    const token = await east.cli(["cluster", "peer", "token", "--json"]);
+    const added = await west.cli(["cluster", "peer", "add", JSON.parse(token.stdout).token]);
+    expect(added.code, added.stderr).toBe(0);
+  }, 240_000);
+
+  afterAll(async () => {
+    await Promise.all([east?.destroy(), west?.destroy()]);
+  });
+
+  /** Restarts `which`'s server, with the failpoints given (none: a plain restart). */
+  async function restart(which: "east" | "west", failpoints?: string) {
+    const c = clusters()[which];
+    await c.stop("server", "SIGKILL");
+    return c.startServer(SERVER_FLAGS[which], failpoints ? { env: { NOVACRON_FAILPOINTS: failpoints } } : {});
+  }
+
+  const qemus = async (vmId: string) => ({
+    east: (await qemuPidsUnder(`${east.dir}/agents/e1/vms/${vmId}`)).length,
+    west: (await qemuPidsUnder(`${west.dir}/agents/w1/vms/${vmId}`)).length,
+  });
+
+  async function createRunning(name: string): Promise<{ id: string; round: number }> {
+    const created = await east.api<VmBody>("POST", "/v1/vms", {
+      name,
+      image: "guest",
+      memoryMiB: 256,
+      kernelArgs: WORKLOAD,
+    });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    await east.waitVmState(name, "running");
+    await east.waitConsole(name, /NC-VERIFY PASS seed=19 .*round=1/);
+    return { id: created.body.id, round: lastRound(await east.console(name, 400)) };
+  }
+
+  function lastRound(lines: string[]): number {
+    return Math.max(0, ...lines.map((l) => Number(/NC-VERIFY PASS seed=19 .*round=(\d+)/.exec(l)?.[1] ?? 0)));
+  }
+
+  async function startMigration(name: string): Promise<string> {
+    const res = await east.api<MigrationBody>("POST", `/v1/vms/${name}/migrations`, {
+      targetCluster: "west",
+    });
+    expect(res.status, JSON.stringify(res.body)).toBe(202);
+    return res.body.id;
+  }
+
+  async function ended(id: string): Promise<MigrationBody> {
+    return east.waitMigrationEnd<MigrationBody>(id, 180_000);
+  }
+
+  /**
+   * The guest runs on `on` only, intact, and both views put it there at `epoch`. `boots`:
+   * the boot lines its console may hold (1 for a VM that never left its first host).
+   */
+  async function settledOn(
+    on: "east" | "west",
+    name: string,
+    vmId: string,
+    epoch: number,
+    afterRound: number,
+    boots = 0,
+  ) {
+    const c = clusters()[on];
+    await c.waitVmState(name, "running", 90_000);
+    const round = await waitFor(
+      async () => {
+        const r = lastRound(await c.console(name, 400));
+        return r > afterRound ? r : undefined;
+      },
+      { timeoutMs: 90_000, what: `${name} to verify its pattern on ${on}` },
+    );
+    expect(round).toBeGreaterThan(afterRound);
+    const lines = await c.console(name, 400);
+    expect(
+      lines.filter((l) => l.startsWith("NC-READY")),
+      "no reboot",
+    ).toHaveLength(boots);
+    expect(lines.filter((l) => l.includes("NC-VERIFY FAIL"))).toEqual([]);
+    await waitFor(
+      async () => {
+        const q = await qemus(vmId);
+        return q[on] === 1 && q[on === "east" ? "west" : "east"] === 0;
+      },
+      { timeoutMs: 60_000, what: `one QEMU of ${name}, on ${on}` },
+    );
+    for (const v of [east, west])
+      await waitFor(
+        async () => {
+          const vms = (await v.api<{ vms: FedVm[] }>("GET", "/v1/federation/vms")).body.vms.filter(
+            (x) => x.id === vmId,
+          );
+          return vms.length === 1 && vms[0]!.cluster.name === on && vms[0]!.epoch === epoch;
+        },
+        { timeoutMs: 60_000, what: `the global view to show ${name} in ${on} at epoch ${epoch}` },
+      );
+    const other = on === "east" ? west : east;
+    await waitFor(async () => (await other.vm(name)) === undefined, {
+      timeoutMs: 60_000,
+      what: `${name} gone from the other cluster`,
+    });
+  }
+
+  it("source killed right after the release: nothing runs until it is back, then the hand-off completes", async () => {
+    const vm = await createRunning("f-released");
+    const dying = await restart("east", "acp.source.released=kill");
+    // The restart's own QEMU adoption takes a moment; the VM must run before migrating.
+    await east.waitVmState("f-released", "running");
+    await startMigration("f-released").catch(() => undefined);
+    await dying.exited;
+    // The source released the VM: its copy is paused; the destination holds its own,
+    // which has not run (its console is still empty) and cannot without the release.
+    expect(await qemus(vm.id)).toEqual({ east: 1, west: 1 });
+    expect(lastRound(await west.console("f-released", 400))).toBe(0);
+    await restart("east");
+    await settledOn("west", "f-released", vm.id, 2, vm.round);
+    const m = await waitFor(
+      async () =>
+        (
+          await east.api<{ migrations: (MigrationBody & { vm: string })[] }>("GET", "/v1/migrations")
+        ).body.migrations.find((x) => x.vm === "f-released" && x.state === "completed"),
+      { timeoutMs: 60_000, what: "the migration of f-released to be recorded completed" },
+    );
+    expect(m.state).toBe("completed");
+  });
+
+  it("destination killed after committing the release, before resuming: restarted, it resumes and owns", async () => {
+    const vm = await createRunning("f-resuming");
+    const dying = await restart("west", "acp.destination.resuming=kill");
+    const id = await startMigration("f-resuming");
+    await dying.exited;
+    // Released by east, owned (but not resumed) by west: no copy runs, east cannot take it back.
+    const during = (await east.api<MigrationBody>("GET", `/v1/migrations/${id}`)).body;
+    expect(during.state).toBe("switching-over");
+    await restart("west");
+    expect((await ended(id)).state).toBe("completed");
+    await settledOn("west", "f-resuming", vm.id, 2, vm.round);
+  });
+
+  it("source killed mid-transfer: restarted, it calls the hand-off off and the VM runs on at the source", async () => {
+    // The last test's VM moved to west; this one starts in east again.
+    const vm = await createRunning("f-transfer");
+    const dying = await restart("east", "acp.source.transferring=kill");
+    await east.waitVmState("f-transfer", "running");
+    await startMigration("f-transfer").catch(() => undefined);
+    await dying.exited;
+    await restart("east");
+    const m = await waitFor(
+      async () =>
+        (
+          await east.api<{ migrations: MigrationBody[] }>("GET", "/v1/vms/f-transfer/migrations")
+        ).body.migrations.find((x) => x.state === "failed"),
+      { timeoutMs: 120_000, what: "the migration to be rolled back" },
+    );
+    expect(m.stateReason).toMatch(/restart/);
+    await settledOn("east", "f-transfer", vm.id, 1, vm.round, 1);
+    const handoffs = (
+      await west.api<{ handoffs: { vm: string; state: string }[] }>("GET", "/v1/federation/handoffs")
+    ).body.handoffs;
+    expect(handoffs.find((h) => h.vm === "f-transfer")?.state).toBe("aborted");
+  });
+
+  it("destination killed after recording the prepare: the prepare is repeated and the migration completes", async () => {
+    const vm = await createRunning("f-prepared");
+    const dying = await restart("west", "acp.destination.prepared=kill");
+    const id = await startMigration("f-prepared");
+    await dying.exited;
+    await restart("west");
+    expect((await ended(id)).state).toBe("completed");
+    await settledOn("west", "f-prepared", vm.id, 2, vm.round);
+  });
+});
