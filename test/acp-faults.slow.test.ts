@@ -63,6 +63,19 @@ describe("hand-off faults: a server killed at a step of the hand-off", { timeout
     return c.startServer(SERVER_FLAGS[which], failpoints ? { env: { NOVACRON_FAILPOINTS: failpoints } } : {});
   }
 
+  /** Restarts an agent, with the failpoints given (none: a plain restart). */
+  async function restartAgent(which: "east" | "west", failpoints?: string) {
+    const c = clusters()[which];
+    const [name, port] = which === "east" ? ["e1", 17866] : ["w1", 17876];
+    await c.stop(name, "SIGKILL");
+    return c.startAgent(
+      name,
+      port as number,
+      AGENT_FLAGS,
+      failpoints ? { env: { NOVACRON_FAILPOINTS: failpoints } } : {},
+    );
+  }
+
   const qemus = async (vmId: string) => ({
     east: (await qemuPidsUnder(`${east.dir}/agents/e1/vms/${vmId}`)).length,
     west: (await qemuPidsUnder(`${west.dir}/agents/w1/vms/${vmId}`)).length,
@@ -216,5 +229,36 @@ describe("hand-off faults: a server killed at a step of the hand-off", { timeout
     await restart("west");
     expect((await ended(id)).state).toBe("completed");
     await settledOn("west", "f-prepared", vm.id, 2, vm.round);
+  });
+
+  it("source agent killed when it is fenced: restarted, it is fenced before the release is delivered", async () => {
+    const vm = await createRunning("f-fence");
+    const dying = await restartAgent("east", "agent.fence=kill");
+    await east.waitVmState("f-fence", "running");
+    const id = await startMigration("f-fence");
+    await dying.exited;
+    // Not fenced yet, so the release is not delivered: west has not resumed its copy.
+    expect(lastRound(await west.console("f-fence", 400))).toBe(0);
+    await restartAgent("east");
+    const m = await ended(id).catch(async (e) => {
+      console.log("EAST SERVER\n", east.daemonLog("server").filter((l) => /acp|hand|copy|warn|error|migrat/i.test(l)).slice(-60).join("\n"), "\nEAST AGENT\n", east.daemonLog("e1").slice(-40).join("\n"));
+      throw e;
+    });
+    expect(m.state).toBe("completed");
+    await settledOn("west", "f-fence", vm.id, 2, vm.round);
+  });
+
+  it("destination agent killed when asked to resume: restarted, it resumes the copy it kept", async () => {
+    const vm = await createRunning("f-finish");
+    const dying = await restartAgent("west", "agent.incoming.finish=kill");
+    const id = await startMigration("f-finish");
+    await dying.exited;
+    await restartAgent("west");
+    const m = await ended(id);
+    if (m.state !== "completed") {
+      console.log(JSON.stringify(m), "\nWEST SERVER\n", west.daemonLog("server").filter((l) => /acp|hand|copy|warn|error/i.test(l)).slice(-40).join("\n"), "\nWEST AGENT\n", west.daemonLog("w1").slice(-40).join("\n"));
+    }
+    expect(m.state).toBe("completed");
+    await settledOn("west", "f-finish", vm.id, 2, vm.round);
   });
 });

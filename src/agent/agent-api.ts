@@ -7,6 +7,7 @@
  * Bounded like the server's API (lib/http-limits.ts): a slow or silent client is cut
  * off within seconds.
  */
+
 import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
 import path from "node:path";
@@ -27,6 +28,7 @@ import {
 import { AgentCommandPost, AgentCommandResult } from "../api/types/executions.js";
 import type { ImageStore } from "../compute/images/image-store.js";
 import { NovaError } from "../lib/errors.js";
+import { failpoint } from "../lib/failpoints.js";
 import { installErrorHandlers } from "../lib/http-errors.js";
 import { applyHttpServerLimits, TLS_HANDSHAKE_TIMEOUT_MS } from "../lib/http-limits.js";
 import { identityOf, urisOf } from "../security/pki.js";
@@ -138,7 +140,10 @@ export function buildAgentApi(deps: AgentApiDeps): FastifyInstance {
   app.put(
     "/agent/v1/vms/:id/fence",
     { schema: { params: VmParams, body: AgentVmFencePut, response: { 200: AgentVmFenceReply } } },
-    async (req) => ({ held: (await deps.fences.admit(req.params.id, req.body, "record")) ?? req.body }),
+    async (req) => {
+      failpoint("agent.fence");
+      return { held: (await deps.fences.admit(req.params.id, req.body, "record")) ?? req.body };
+    },
   );
 
   const migrations = new MigrationService({

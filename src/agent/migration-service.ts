@@ -57,6 +57,7 @@ import {
   tlsCredsId,
 } from "../compute/qemu/qemu-tls.js";
 import { describeError, NovaError } from "../lib/errors.js";
+import { failpoint } from "../lib/failpoints.js";
 import { waitFor } from "../lib/wait.js";
 import { copyStateOf } from "./copy-state.js";
 import { parsePeerCa } from "./dwcp/peer-trust.js";
@@ -262,6 +263,7 @@ export class MigrationService {
    * with the VM's current token (NOVA_ACP_FENCED otherwise, the copy left paused).
    */
   async finishIncoming(id: string, body: AgentIncomingFinishPost): Promise<ObservedVm> {
+    failpoint("agent.incoming.finish");
     const { vms, dwcp } = this;
     const proc = this.requireProcess(id);
     await this.fences.admit(id, body.fence, "run");

@@ -142,7 +142,14 @@ export class LocalCluster {
     name: string,
     port: number,
     extra: string[] = [],
-    opts: { netns?: string; host?: string; serverUrl?: string; qemuBinary?: string } = {},
+    opts: {
+      netns?: string;
+      host?: string;
+      serverUrl?: string;
+      qemuBinary?: string;
+      /** Extra environment, e.g. NOVACRON_FAILPOINTS for the fault suites. */
+      env?: Record<string, string>;
+    } = {},
   ): Promise<Daemon> {
     // An agent that has joined keeps its identity; one that has not (or whose data dir is
     // new) gets a token, which may replace an earlier host of the same name.
@@ -165,6 +172,7 @@ export class LocalCluster {
         ...extra,
       ],
       opts.netns,
+      opts.env,
     );
     await waitFor(() => d.output.some((l) => l.includes("NovaCron agent")), {
       timeoutMs: 60_000,
