@@ -456,7 +456,20 @@ async function main(): Promise<void> {
         rows.push(row);
         if (values.json) console.log(JSON.stringify(row));
         else log(`  -> ${row.state}, ${row.total_s ?? "-"} s, downtime ${row.downtime_ms ?? "-"} ms`);
-        if (!ok) throw new Error(`${method} migration did not complete: ${row.state}`);
+        if (!ok) {
+          // What the daemons said about it (warnings and errors), for whoever reads the run.
+          for (const [c, d] of [
+            [east, "server"],
+            [west, "server"],
+            ...agents.map((a) => [a.c, a.name] as const),
+          ] as const)
+            for (const l of c
+              .daemonLog(d)
+              .filter((l) => /"level":(40|50|60)/.test(l))
+              .slice(-8))
+              log(`  ${c === east ? "east" : "west"} ${d}: ${l}`);
+          throw new Error(`${method} migration did not complete: ${row.state}`);
+        }
         // Back to east-a, unmeasured, so that every measured migration starts there.
         log(`${profile} run ${run + 1} of ${runs}: ${method}: return trip`);
         const back =
