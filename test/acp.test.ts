@@ -93,6 +93,47 @@ describe("ACP between two servers", () => {
     expect(await westVms("late-1")).toBe(0);
   });
 
+  it("counts every round trip at both ends and every transaction the hand-off committed", async () => {
+    /** The novacron_acp_* samples of a server, by name and labels. */
+    const acpMetrics = async (c: TestCluster) => {
+      const text = (await c.server.app.inject({ method: "GET", url: "/metrics" })).body;
+      return Object.fromEntries(
+        text
+          .split("\n")
+          .filter((l) => l.startsWith("novacron_acp_"))
+          .map((l) => [l.slice(0, l.lastIndexOf(" ")), Number(l.slice(l.lastIndexOf(" ") + 1))]),
+      );
+    };
+    const delta = (after: Record<string, number>, before: Record<string, number>) =>
+      Object.fromEntries(
+        Object.entries(after)
+          .map(([k, v]) => [k, v - (before[k] ?? 0)] as const)
+          .filter(([, v]) => v !== 0),
+      );
+    const [east0, west0] = await Promise.all([acpMetrics(east), acpMetrics(west)]);
+    const h = ids();
+    expect((await ask({ type: "deliver", statement: sign({ ...h, kind: "abort", epoch: 2 }) })).kind).toBe(
+      "statement",
+    );
+    expect((await ask({ type: "status", handoff: h.handoff })).kind).toBe("statement");
+    // A refusal is an answer too, and commits nothing.
+    expect(
+      refused(await ask({ type: "deliver", statement: sign({ ...ids(), kind: "release", epoch: 2 }) })),
+    ).toBe("NOVA_ACP_PROTOCOL");
+    expect(delta(await acpMetrics(east), east0)).toEqual({
+      'novacron_acp_requests_total{role="sent",request="abort"}': 1,
+      'novacron_acp_requests_total{role="sent",request="status"}': 1,
+      'novacron_acp_requests_total{role="sent",request="release"}': 1,
+    });
+    // West committed once: the abort of a hand-off it never prepared, recorded `aborted`.
+    expect(delta(await acpMetrics(west), west0)).toEqual({
+      'novacron_acp_requests_total{role="answered",request="abort"}': 1,
+      'novacron_acp_requests_total{role="answered",request="status"}': 1,
+      'novacron_acp_requests_total{role="answered",request="release"}': 1,
+      'novacron_acp_commits_total{side="destination"}': 1,
+    });
+  });
+
   it("refuses a release of a hand-off it never prepared", async () => {
     const h = ids();
     expect(

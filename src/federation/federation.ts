@@ -54,6 +54,7 @@ import { fingerprintOf, verifyIssued } from "../security/pki.js";
 import { clusterFetch, fetchPresentedCa, peerIdentityError } from "../security/tls-client.js";
 import { VERSION } from "../version.js";
 import { AcpClient } from "./acp/acp-client.js";
+import { type AcpMetrics, createAcpMetrics } from "./acp/metrics.js";
 import type { SourceCopies, TargetCopies } from "./acp/ports.js";
 import { AcpService } from "./acp/service.js";
 import { AssListener } from "./ass-listener.js";
@@ -118,6 +119,7 @@ export class Federation {
   private readonly staleAfterMs: number;
   private fedPort = 0;
   private readonly acpClients = new Map<string, AcpClient>();
+  private readonly acpMetrics: AcpMetrics | undefined;
   /** The hand-offs of this cluster (absent when the server runs without ACP). */
   acp: AcpService | undefined;
 
@@ -126,6 +128,7 @@ export class Federation {
     readonly self: { id: string; name: string; publicKey: string },
     signingKey: KeyObject,
   ) {
+    this.acpMetrics = o.acp && o.registry ? createAcpMetrics(o.registry) : undefined;
     if (o.acp)
       this.acp = new AcpService({
         store: o.store,
@@ -137,6 +140,7 @@ export class Federation {
         target: o.acp.target,
         transferActive: o.acp.transferActive,
         log: o.log.child({ component: "acp" }),
+        ...(this.acpMetrics ? { metrics: this.acpMetrics } : {}),
       });
     const heartbeatMs = o.heartbeatMs ?? 5000;
     this.staleAfterMs = o.staleAfterMs ?? heartbeatMs * 3 + 5000;
@@ -322,6 +326,7 @@ export class Federation {
           selfAddress: () => this.summary().federation,
           tls: { certChainPem: this.o.pki.certChainPem, keyPem: this.o.pki.keyPem },
         },
+        this.acpMetrics,
       );
       this.acpClients.set(peerId, c);
     }

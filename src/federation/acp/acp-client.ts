@@ -13,6 +13,7 @@ import { describeError, NovaError } from "../../lib/errors.js";
 import { withDeadline } from "../../lib/wait.js";
 import { type DialSelf, dialPeer } from "../peer-dial.js";
 import { ACP_CHANNEL, readAcpAnswer, sendAcp } from "./acp-wire.js";
+import { type AcpMetrics, requestLabel } from "./metrics.js";
 import type { PeerAnswer } from "./plan.js";
 
 /** How long one exchange may take (the destination's prepare starts a QEMU). */
@@ -36,6 +37,8 @@ export class AcpClient {
     /** The peer as the store has it now (it may have moved), or undefined once removed. */
     private readonly peer: () => Promise<PeerRow | undefined>,
     private readonly me: DialSelf,
+    /** Counts the dials and the answered round trips. */
+    private readonly metrics?: AcpMetrics,
   ) {}
 
   /** Sends `request` and returns the peer's answer, or why there is none. */
@@ -56,6 +59,11 @@ export class AcpClient {
     this.link = undefined;
   }
 
+  /** One round trip done: the peer answered (a refusal is an answer too). */
+  private answered(request: AcpRequest): void {
+    this.metrics?.requests.inc({ role: "sent", request: requestLabel(request) });
+  }
+
   private async exchange(request: AcpRequest, timeoutMs: number): Promise<PeerAnswer> {
     if (this.closed) return { kind: "unreachable", message: "the hand-off client is closed" };
     try {
@@ -63,6 +71,7 @@ export class AcpClient {
         const p = await this.peer();
         if (!p) return { kind: "refused", code: "NOVA_FED_PEER_UNKNOWN", message: "the peer was removed" };
         this.link = await dialPeer(p, this.me, ACP_CHANNEL);
+        this.metrics?.dials.inc();
       }
       const channel = this.link.channel;
       await sendAcp(channel, request);
@@ -71,6 +80,8 @@ export class AcpClient {
         timeoutMs,
         () => new NovaError("NOVA_FED_PEER_UNREACHABLE", `no answer within ${timeoutMs} ms`),
       );
+      // An `error` here is the channel ending unanswered (readAcpAnswer throws refusals).
+      if (answer.type !== "error") this.answered(request);
       switch (answer.type) {
         case "statement":
           return { kind: "statement", statement: answer.statement };
@@ -89,8 +100,9 @@ export class AcpClient {
       // A hand-off's refusal leaves the channel open; the listener's own (quarantine,
       // removal, protocol) ends it.
       if (!peerCode || LINK_ENDING.has(peerCode)) this.drop();
-      if (peerCode) return { kind: "refused", code: peerCode, message: describeError(err) };
-      return { kind: "unreachable", message: describeError(err) };
+      if (!peerCode) return { kind: "unreachable", message: describeError(err) };
+      this.answered(request);
+      return { kind: "refused", code: peerCode, message: describeError(err) };
     }
   }
 }

@@ -21,6 +21,7 @@ import {
   type SignedStatement,
   type StatementKind,
 } from "../../api/types/acp.js";
+import type { ClusterEvent } from "../../api/types/events.js";
 import {
   arrivedVmRuns,
   assertVmCanArrive,
@@ -42,6 +43,7 @@ import {
   transitionIncoming,
   transitionOutgoing,
 } from "../../cluster/store/acp.js";
+import type { Queryable } from "../../cluster/store/db.js";
 import { appendEvent } from "../../cluster/store/events.js";
 import { addEvidence, type PeerRow, transitionPeer } from "../../cluster/store/federation.js";
 import type { Store } from "../../cluster/store/store.js";
@@ -50,6 +52,7 @@ import { failpoint } from "../../lib/failpoints.js";
 import { WakeableLoop } from "../../lib/wakeable-loop.js";
 import { publicKeyFromRaw } from "../records.js";
 import type { AcpClient } from "./acp-client.js";
+import { type AcpMetrics, requestLabel } from "./metrics.js";
 import {
   type CopyState,
   decideDelivery,
@@ -80,9 +83,14 @@ export interface AcpDeps {
   /** True while a migration run of this server carries the hand-off's transfer. */
   transferActive: (handoffId: string) => boolean;
   log: Logger;
+  /** Counts the requests answered and the transactions committed (metrics.ts). */
+  metrics?: AcpMetrics;
   /** Pause between passes when nothing wakes the loop. */
   passMs?: number;
 }
+
+/** Which side of a hand-off this cluster is. */
+type Side = "source" | "destination";
 
 /** How long a release waits for the destination's copy to finish loading the stream. */
 const RELEASE_LOAD_WAIT_MS = 20_000;
@@ -132,6 +140,16 @@ export class AcpService {
     return signStatement({ ...c, issuedAt: new Date().toISOString() }, this.d.signingKey);
   }
 
+  /** One transaction of a hand-off's `side`, counted once it committed. */
+  private async commit<T>(
+    side: Side,
+    fn: (tx: Queryable, emit: (event: ClusterEvent) => void) => Promise<T>,
+  ): Promise<T> {
+    const result = await this.d.store.write(fn);
+    this.d.metrics?.commits.inc({ side });
+    return result;
+  }
+
   // ── source side ────────────────────────────────────────────────────────────────────
 
   /**
@@ -160,7 +178,7 @@ export class AcpService {
       epoch: p.fromEpoch + 1,
       detail: p.spec,
     });
-    await this.d.store.write(async (tx, emit) => {
+    await this.commit("source", async (tx, emit) => {
       emit(
         await createOutgoing(tx, {
           id: p.id,
@@ -184,7 +202,7 @@ export class AcpService {
    * cluster never runs the VM unless the destination signs it back.
    */
   async release(handoffId: string): Promise<void> {
-    await this.d.store.write(async (tx, emit) => {
+    await this.commit("source", async (tx, emit) => {
       const h = await findOutgoing(tx, handoffId, true);
       if (!h) throw new NovaError("NOVA_NOT_FOUND", `No outgoing hand-off ${handoffId}`);
       if (h.state === "released" || h.state === "completed") return;
@@ -210,7 +228,7 @@ export class AcpService {
 
   /** Calls a hand-off off before its release; NOVA_ILLEGAL_STATE after it. */
   async abort(handoffId: string, reason: string): Promise<void> {
-    await this.d.store.write(async (tx, emit) => {
+    await this.commit("source", async (tx, emit) => {
       const h = await findOutgoing(tx, handoffId, true);
       if (!h) throw new NovaError("NOVA_NOT_FOUND", `No outgoing hand-off ${handoffId}`);
       if (h.state === "aborting" || h.state === "aborted") return;
@@ -318,7 +336,7 @@ export class AcpService {
           return;
         case "done": {
           const { vmId, targetClusterId, state } = h;
-          await this.d.store.write(async (tx) => {
+          await this.commit("source", async (tx) => {
             // The VM's row goes with the copy; a migration still recording its end keeps
             // it (and the hand-off unsettled) until the next pass.
             if (
@@ -359,10 +377,12 @@ export class AcpService {
       (held) => held && signerOf(held) === peer.id && contradicts(held, s),
     );
     if (contradicted) {
-      await this.quarantine(peer, `signed both ${contradicted.kind} and ${s.kind} for hand-off ${h.id}`, [
-        contradicted,
-        s,
-      ]);
+      await this.quarantine(
+        "source",
+        peer,
+        `signed both ${contradicted.kind} and ${s.kind} for hand-off ${h.id}`,
+        [contradicted, s],
+      );
       return {
         kind: "refused",
         code: "NOVA_ACP_PROTOCOL",
@@ -378,7 +398,7 @@ export class AcpService {
     reason: string,
     keep?: SignedStatement,
   ): Promise<OutgoingHandoff> {
-    await this.d.store.write(async (tx, emit) => {
+    await this.commit("source", async (tx, emit) => {
       const current = await findOutgoing(tx, h.id, true);
       if (!current || current.state !== h.state)
         throw new NovaError("NOVA_STATE_CHANGED", `hand-off ${h.id} moved meanwhile`);
@@ -456,6 +476,7 @@ export class AcpService {
           return;
         case "done":
           await settleHandoff(this.d.store.db, "destination", h.id, h.state);
+          this.d.metrics?.commits.inc({ side: "destination" });
           return;
         case "wait":
           return;
@@ -467,6 +488,7 @@ export class AcpService {
 
   /** The acp/1 handler: never throws; a failure is an error answer with a stable code. */
   async answer(peer: PeerRow, request: AcpRequest): Promise<AcpAnswer> {
+    this.d.metrics?.requests.inc({ role: "answered", request: requestLabel(request) });
     try {
       if (request.type === "status") return await this.status(peer, request.handoff);
       return await this.deliver(peer, request.statement);
@@ -554,7 +576,7 @@ export class AcpService {
       case "refuse":
         if (decision.equivocation && existing) {
           const held = existing.statements.release ?? existing.statements.abort ?? s;
-          await this.quarantine(peer, `${decision.reason} (hand-off ${s.handoff})`, [held, s]);
+          await this.quarantine("destination", peer, `${decision.reason} (hand-off ${s.handoff})`, [held, s]);
         }
         return { type: "error", code: decision.code, message: decision.reason };
       case "repeat":
@@ -581,7 +603,7 @@ export class AcpService {
 
   private async recordNeverPrepared(peer: PeerRow, abort: SignedStatement): Promise<AcpAnswer> {
     const aborted = this.sign({ ...idsOf(abort), kind: "aborted", epoch: abort.epoch });
-    await this.d.store.write(async (tx, emit) => {
+    await this.commit("destination", async (tx, emit) => {
       emit(
         await createIncoming(tx, {
           id: abort.handoff,
@@ -607,7 +629,7 @@ export class AcpService {
         message: "the prepare does not carry a VM this cluster can start",
       };
     const spec = prepare.detail as HandoffVmSpec;
-    await this.d.store.write(async (tx, emit) => {
+    await this.commit("destination", async (tx, emit) => {
       // The name first: a clash is the more useful refusal than a lack of room.
       await assertVmCanArrive(tx, prepare.vm, spec.name);
       const placement = await this.d.target.place(tx, spec);
@@ -652,7 +674,7 @@ export class AcpService {
       epoch: h.fromEpoch + 1,
       detail: endpoints,
     });
-    await this.d.store.write(async (tx) => {
+    await this.commit("destination", async (tx) => {
       await tx.query(
         `UPDATE acp_incoming SET statements = statements || jsonb_build_object('prepared', $2::jsonb) WHERE id = $1 AND state = 'prepared'`,
         [h.id, JSON.stringify(prepared)],
@@ -716,7 +738,7 @@ export class AcpService {
         // Why it is given back, for the source's operator.
         ...(to === "returned" ? { detail: { reason } } : {}),
       });
-    await this.d.store.write(async (tx, emit) => {
+    await this.commit("destination", async (tx, emit) => {
       const current = await findIncoming(tx, h.id, true);
       if (!current || current.state !== h.state)
         throw new NovaError("NOVA_STATE_CHANGED", `hand-off ${h.id} moved meanwhile`);
@@ -735,8 +757,13 @@ export class AcpService {
   }
 
   /** Stores the proof and quarantines a peer that contradicted itself. */
-  private async quarantine(peer: PeerRow, detail: string, proof: SignedStatement[]): Promise<void> {
-    await this.d.store.write(async (tx, emit) => {
+  private async quarantine(
+    side: Side,
+    peer: PeerRow,
+    detail: string,
+    proof: SignedStatement[],
+  ): Promise<void> {
+    await this.commit(side, async (tx, emit) => {
       await addEvidence(tx, {
         peerId: peer.id,
         senderId: peer.id,
