@@ -241,7 +241,16 @@ describe("hand-off faults: a server killed at a step of the hand-off", { timeout
     expect(lastRound(await west.console("f-fence", 400))).toBe(0);
     await restartAgent("east");
     const m = await ended(id).catch(async (e) => {
-      console.log("EAST SERVER\n", east.daemonLog("server").filter((l) => /acp|hand|copy|warn|error|migrat/i.test(l)).slice(-60).join("\n"), "\nEAST AGENT\n", east.daemonLog("e1").slice(-40).join("\n"));
+      console.log(
+        "EAST SERVER\n",
+        east
+          .daemonLog("server")
+          .filter((l) => /acp|hand|copy|warn|error|migrat/i.test(l))
+          .slice(-60)
+          .join("\n"),
+        "\nEAST AGENT\n",
+        east.daemonLog("e1").slice(-40).join("\n"),
+      );
       throw e;
     });
     expect(m.state).toBe("completed");
@@ -256,7 +265,17 @@ describe("hand-off faults: a server killed at a step of the hand-off", { timeout
     await restartAgent("west");
     const m = await ended(id);
     if (m.state !== "completed") {
-      console.log(JSON.stringify(m), "\nWEST SERVER\n", west.daemonLog("server").filter((l) => /acp|hand|copy|warn|error/i.test(l)).slice(-40).join("\n"), "\nWEST AGENT\n", west.daemonLog("w1").slice(-40).join("\n"));
+      console.log(
+        JSON.stringify(m),
+        "\nWEST SERVER\n",
+        west
+          .daemonLog("server")
+          .filter((l) => /acp|hand|copy|warn|error/i.test(l))
+          .slice(-40)
+          .join("\n"),
+        "\nWEST AGENT\n",
+        west.daemonLog("w1").slice(-40).join("\n"),
+      );
     }
     expect(m.state).toBe("completed");
     await settledOn("west", "f-finish", vm.id, 2, vm.round);

@@ -7,9 +7,12 @@
  * stops it all cleanly. `--once` does the same work, then cleans up and exits 0 only if
  * the guest printed its integrity PASS at the destination.
  *
- * As root it then does the same across an emulated WAN (100 Mbit/s, 50 ms RTT, 0.1 % loss):
- * two more agents in two network namespaces, a second VM migrated there and back over
- * DWCP, chosen by the measured path. Not as root it says why it skips that part.
+ * As root the cluster ("east") runs in site A, one of two network namespaces joined by an
+ * emulated WAN (100 Mbit/s, 50 ms RTT, 0.1 % loss), and the demo goes on: two more agents,
+ * one in each site, a second VM migrated there and back over DWCP, chosen by the measured
+ * path (this file's wanPart); then a second cluster, west, in site B, peered with east, and
+ * a third VM live-migrated from east to west with its ownership (federation-part.ts). Not
+ * as root it says why it skips those parts.
  */
 import path from "node:path";
 import { parseArgs } from "node:util";
@@ -17,11 +20,15 @@ import { describeError } from "../lib/errors.js";
 import { waitFor } from "../lib/wait.js";
 import { ADDR_A, ADDR_B, WanLink } from "../testing/wanem/link.js";
 import { emulatorUnavailableReason } from "../testing/wanem/netns.js";
-import { type CliResult, guestImageManifest, LocalCluster } from "./local-cluster.js";
+import { eastServerFlags, FED_VM, federationPart, federationPorts } from "./federation-part.js";
+import { guestImageManifest, LocalCluster } from "./local-cluster.js";
+import { say, show } from "./narrate.js";
 
 const USAGE = `Usage: npm run demo -- [--once] [--port N] [--data-dir DIR]
   --once          do the whole job, then stop everything and exit (for CI)
-  --port N        server port; agents use N+101 and N+102 (default 7700)
+  --port N        server port; agents use N+101 and N+102 (default 7700); as root also
+                  N+1 (east's federation), N+10 and N+11 (west's server), N+103 to
+                  N+105 (agents in the sites), all inside the sites' network namespaces
   --data-dir DIR  keep the cluster's data here (default: a new temp dir)`;
 
 const VM_NAME = "demo-vm";
@@ -31,20 +38,6 @@ const WAN_WORKLOAD =
   "nc.dirty_mb=32 nc.dirty_rate_mbps=1 nc.pattern_seed=2027 nc.pattern_mem_mb=8 nc.pattern_disk_mb=8 nc.verify_every=3";
 const WORKLOAD =
   "nc.dirty_mb=32 nc.dirty_rate_mbps=4 nc.mix=zero:30,text:40,random:30 nc.pattern_seed=2026 nc.pattern_mem_mb=8 nc.pattern_disk_mb=8 nc.verify_every=5";
-
-function say(text: string): void {
-  process.stdout.write(`\n== ${text}\n`);
-}
-
-async function show(c: LocalCluster, args: string[]): Promise<CliResult> {
-  process.stdout.write(`$ novacron ${args.join(" ")}\n`);
-  const res = await c.cli(args);
-  // Progress goes to stderr while a command runs, its result to stdout at the end.
-  process.stdout.write(res.stderr);
-  process.stdout.write(res.stdout);
-  if (res.code !== 0) throw new Error(`novacron ${args.join(" ")} exited with ${res.code}`);
-  return res;
-}
 
 async function main(): Promise<number> {
   let opts: { once: boolean; port: number; dataDir?: string };
@@ -87,17 +80,27 @@ async function main(): Promise<number> {
 
   const wanUnavailable = emulatorUnavailableReason();
   let link: WanLink | null = null;
+  let west: LocalCluster | null = null;
   try {
     say("Guest image (images/build.sh: Debian kernel + busybox + the NovaCron workload)");
     const manifest = await guestImageManifest();
     process.stdout.write(`manifest: ${manifest}\n`);
 
-    say(`Starting a server (embedded PGlite in ${c.dir}/server) and two agents`);
-    // Agents in network namespaces (the WAN part) reach the server over a management bridge.
-    await c.startServer([], wanUnavailable ? {} : { listenHost: "0.0.0.0" });
+    // As root the cluster lives in site A from the start: its server's federation listener
+    // must sit on the emulated link for the federation part. This process and the agents
+    // in site B reach the server over the unemulated management network.
+    if (!wanUnavailable) link = await WanLink.create({ spec: "wan", management: true });
+    const siteA = link ? { netns: link.nsA } : {};
+    say(
+      `Starting cluster east: a server (embedded PGlite in ${c.dir}/server) and two agents${link ? ", in site A (a network namespace)" : ""}`,
+    );
+    await c.startServer(
+      link ? eastServerFlags(opts.port) : ["--cluster-name", "east"],
+      link ? { ...siteA, listenHost: "0.0.0.0", reachAt: link.management!.a } : {},
+    );
     process.stdout.write(`server: ${c.serverUrl}\n`);
-    await c.startAgent("host-a", opts.port + 101, ["--memory", "2048", "--stop-grace", "20"]);
-    await c.startAgent("host-b", opts.port + 102, ["--memory", "2048", "--stop-grace", "20"]);
+    await c.startAgent("host-a", opts.port + 101, ["--memory", "2048", "--stop-grace", "20"], siteA);
+    await c.startAgent("host-b", opts.port + 102, ["--memory", "2048", "--stop-grace", "20"], siteA);
     await waitFor(
       async () => {
         const { body } = await c.api<{ hosts: { liveness: string }[] }>("GET", "/v1/hosts");
@@ -158,19 +161,24 @@ async function main(): Promise<number> {
       `Heartbeat: last seen on ${String(before?.host)} seq=${lastSeq}, on ${String(after?.host)} seq=${firstSeqThere} onward, no reboot; NC-VERIFY PASS at the destination\n`,
     );
 
-    if (wanUnavailable) {
+    if (!link) {
       say("Across an emulated WAN with DWCP: skipped");
       process.stdout.write(
         `${wanUnavailable}. Run the demo as root to see a VM cross an emulated 100 Mbit/s, 50 ms, 0.1 % loss link over DWCP.\n`,
       );
+      say("Two clusters in two sites, a VM live-migrated between them: skipped");
+      process.stdout.write(
+        `${wanUnavailable}. Run the demo as root to see cluster east hand a running VM over to cluster west across the emulated link.\n`,
+      );
     } else {
-      link = await WanLink.create({ spec: "wan", management: true });
       await wanPart(c, link, opts.port);
+      west = await LocalCluster.create(federationPorts(opts.port).west, path.join(c.dir, "west"));
+      await federationPart(c, west, link, opts.port);
     }
 
     if (opts.once) {
-      say("--once: stopping and deleting the VMs, then the agents and the server");
-      if (!wanUnavailable) await show(c, ["vm", "delete", WAN_VM, "--wait", "--timeout", "60"]);
+      say("--once: stopping and deleting the VMs, then the agents and the servers");
+      if (west) await show(west, ["vm", "delete", FED_VM, "--wait", "--timeout", "60"], "west");
       await show(c, ["vm", "stop", VM_NAME, "--wait", "--timeout", "60"]);
       await show(c, ["vm", "delete", VM_NAME, "--wait", "--timeout", "60"]);
       return 0;
@@ -182,6 +190,12 @@ async function main(): Promise<number> {
         `  export NOVACRON_SERVER=${c.serverUrl} NOVACRON_TOKEN=$(cat ${c.dir}/server/admin.token) NOVACRON_CA_FILE=${c.caFile}`,
         `  node bin/novacron.js vm list`,
         `  node bin/novacron.js vm console ${VM_NAME} --follow`,
+        ...(west
+          ? [
+              "Cluster west (where demo-fed runs now):",
+              `  NOVACRON_SERVER=${west.serverUrl} NOVACRON_TOKEN=$(cat ${west.dir}/server/admin.token) NOVACRON_CA_FILE=${west.caFile} node bin/novacron.js vm list --all-clusters`,
+            ]
+          : []),
         "Following the console here; press Ctrl-C to stop everything.",
         "",
       ].join("\n"),
@@ -201,11 +215,18 @@ async function main(): Promise<number> {
     return 0;
   } catch (err) {
     process.stderr.write(`\ndemo failed: ${describeError(err)}\n`);
-    for (const [name, d] of c.daemons) {
-      process.stderr.write(`--- last lines of ${name} ---\n${d.output.slice(-15).join("\n")}\n`);
+    for (const [cluster, x] of [
+      ["east", c],
+      ["west", west],
+    ] as const) {
+      for (const [name, d] of x?.daemons ?? []) {
+        process.stderr.write(`--- last lines of ${cluster} ${name} ---\n${d.output.slice(-15).join("\n")}\n`);
+      }
     }
     return 1;
   } finally {
+    // West's data dir is inside east's: its QEMUs are killed and its files removed with east's.
+    for (const name of [...(west?.daemons.keys() ?? [])].reverse()) await west!.stop(name, "SIGTERM");
     for (const name of [...c.daemons.keys()].reverse()) await c.stop(name, "SIGTERM");
     if (!opts.dataDir) await c.destroy();
     else await c.killQemus();
@@ -222,7 +243,6 @@ async function wanPart(c: LocalCluster, link: WanLink, port: number): Promise<vo
   process.stdout.write(
     "Control traffic runs on an unemulated management network; migrations cross the emulated link.\n",
   );
-  const serverUrl = `https://${net.host}:${port}`;
   for (const [name, ns, mgmt, data, p] of [
     ["host-c", link.nsA, net.a, ADDR_A, port + 103],
     ["host-d", link.nsB, net.b, ADDR_B, port + 104],
@@ -230,7 +250,6 @@ async function wanPart(c: LocalCluster, link: WanLink, port: number): Promise<vo
     await c.startAgent(name, p, ["--memory", "1024", "--stop-grace", "10", "--data-address", data], {
       netns: ns,
       host: mgmt,
-      serverUrl,
     });
   }
   await waitFor(
@@ -281,6 +300,8 @@ async function wanPart(c: LocalCluster, link: WanLink, port: number): Promise<vo
   if (lines.some((l) => l.includes("NC-VERIFY FAIL") || l.startsWith("NC-READY")))
     throw new Error(`${WAN_VM} did not arrive intact`);
   process.stdout.write(`${WAN_VM}: NC-VERIFY PASS after two WAN migrations over DWCP, no reboot\n`);
+  // Its part is done: the CPUs (two TCG guests at most) go to the next part's VM.
+  await show(c, ["vm", "delete", WAN_VM, "--wait", "--timeout", "60"]);
 }
 
 function lastHeartbeat(lines: string[]): number | undefined {
