@@ -349,6 +349,9 @@ export class AcpService {
           return;
         }
         case "wait":
+          // Released and the destination is still resuming its copy: the VM is down until
+          // it answers, so ask again soon rather than at the next pass.
+          if (h.state === "released" && answer?.kind === "pending") setTimeout(() => this.wake(), 250).unref();
           return;
       }
     }
