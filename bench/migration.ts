@@ -68,7 +68,7 @@ import { isZeroPage, PAGE_SIZE, pageHash } from "../src/dwcp/hde/page.js";
 import { waitFor } from "../src/lib/wait.js";
 import { ADDR_A, ADDR_B, WanLink } from "../src/testing/wanem/link.js";
 import { emulatorUnavailableReason, inNs } from "../src/testing/wanem/netns.js";
-import { printTable } from "./table.js";
+import { median, printTable } from "./table.js";
 
 const WORKLOADS: Record<string, string> = {
   idle: "",
@@ -286,13 +286,6 @@ async function mustCrossBytes(qemuPid: number): Promise<MustCross> {
 }
 
 /** Median of numbers (the mean of the middle two for an even count). */
-function median(xs: number[]): number | null {
-  if (xs.length === 0) return null;
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
-
 async function main(): Promise<void> {
   const why = emulatorUnavailableReason();
   if (why) {

@@ -50,7 +50,7 @@ import { guestImageManifest, LocalCluster } from "../src/demo/local-cluster.js";
 import { waitFor } from "../src/lib/wait.js";
 import { ADDR_A, ADDR_B, WanLink } from "../src/testing/wanem/link.js";
 import { emulatorUnavailableReason, inNs } from "../src/testing/wanem/netns.js";
-import { printTable } from "./table.js";
+import { median, printTable } from "./table.js";
 
 const WORKLOADS: Record<string, string> = {
   idle: "",
@@ -225,13 +225,6 @@ function requestsOf(d: Record<string, number>, role: "sent" | "answered"): Recor
 const sum = (r: Record<string, number>) => Object.values(r).reduce((a, b) => a + b, 0);
 
 /** Median (the mean of the middle two for an even count), null for none. */
-function median(xs: number[]): number | null {
-  if (xs.length === 0) return null;
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
-
 async function main(): Promise<void> {
   const why = emulatorUnavailableReason();
   if (why) {

@@ -131,6 +131,13 @@ export class AcpService {
     this.loop.wake();
   }
 
+  /** Records (and logs once) that only an operator can move `h` on, and why. */
+  private noteDecision(h: { id: string; vmName: string }, reason: string): void {
+    if (this.decisions.get(h.id) !== reason)
+      this.d.log.warn({ handoff: h.id, vm: h.vmName, reason }, "hand-off needs an operator");
+    this.decisions.set(h.id, reason);
+  }
+
   /** Why a hand-off waits for an operator, if it does. */
   needsDecision(handoffId: string): string | null {
     return this.decisions.get(handoffId) ?? null;
@@ -327,12 +334,7 @@ export class AcpService {
         case "observe-source":
           return; // its agent did not answer: next pass
         case "needs-decision":
-          if (this.decisions.get(h.id) !== action.reason)
-            this.d.log.warn(
-              { handoff: h.id, vm: h.vmName, reason: action.reason },
-              "hand-off needs an operator",
-            );
-          this.decisions.set(h.id, action.reason);
+          this.noteDecision(h, action.reason);
           return;
         case "done": {
           const { vmId, targetClusterId, state } = h;
@@ -351,7 +353,8 @@ export class AcpService {
         case "wait":
           // Released and the destination is still resuming its copy: the VM is down until
           // it answers, so ask again soon rather than at the next pass.
-          if (h.state === "released" && answer?.kind === "pending") setTimeout(() => this.wake(), 250).unref();
+          if (h.state === "released" && answer?.kind === "pending")
+            setTimeout(() => this.wake(), 250).unref();
           return;
       }
     }
@@ -470,12 +473,7 @@ export class AcpService {
           await this.d.target.remove(h);
           continue;
         case "needs-decision":
-          if (this.decisions.get(h.id) !== action.reason)
-            this.d.log.warn(
-              { handoff: h.id, vm: h.vmName, reason: action.reason },
-              "hand-off needs an operator",
-            );
-          this.decisions.set(h.id, action.reason);
+          this.noteDecision(h, action.reason);
           return;
         case "done":
           await settleHandoff(this.d.store.db, "destination", h.id, h.state);
