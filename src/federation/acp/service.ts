@@ -62,6 +62,7 @@ import {
   type PeerAnswer,
 } from "./plan.js";
 import type { SourceCopies, TargetCopies } from "./ports.js";
+import { RunnerGrace } from "./runner-grace.js";
 import {
   contradicts,
   type StatementContent,
@@ -92,6 +93,12 @@ export interface AcpDeps {
 /** Which side of a hand-off this cluster is. */
 type Side = "source" | "destination";
 
+/**
+ * How long a transferring hand-off may be without its migration runner before it is
+ * called off: longer than the scheduler's hand-back and rerun of a waiting migration.
+ */
+const RUNNER_GRACE_MS = 10_000;
+
 /** How long a release waits for the destination's copy to finish loading the stream. */
 const RELEASE_LOAD_WAIT_MS = 20_000;
 
@@ -107,6 +114,8 @@ export class AcpService {
   private readonly loop: WakeableLoop;
   /** Source copies fenced by this process (fencing is idempotent; after a restart it is redone). */
   private readonly fenced = new Set<string>();
+  /** Whether each transferring hand-off still has its migration runner, with a grace. */
+  private readonly runners = new RunnerGrace(RUNNER_GRACE_MS);
   /** Hand-offs waiting for an operator, with why: shown by the API, logged once. */
   private readonly decisions = new Map<string, string>();
 
@@ -294,7 +303,7 @@ export class AcpService {
         peer: peer?.state ?? "removed",
         ...(answer ? { answer } : {}),
         sourceFenced: this.fenced.has(h.id),
-        transferActive: this.d.transferActive(h.id),
+        transferActive: h.state !== "transferring" || this.runners.alive(h.id, this.d.transferActive(h.id)),
       };
       if (h.state === "completed" || h.state === "reclaimed" || h.state === "aborting")
         o.sourceCopy = await this.d.source.state(h).catch((): CopyState => "unknown");
@@ -315,6 +324,7 @@ export class AcpService {
           continue;
         }
         case "transition":
+          this.runners.forget(h.id);
           h = await this.moveOutgoing(h, action.to, action.reason, action.keep);
           answer = undefined;
           continue;
