@@ -67,7 +67,7 @@ import { guestImageManifest, LocalCluster, qemuPidsUnder } from "../src/demo/loc
 import { isZeroPage, PAGE_SIZE, pageHash } from "../src/dwcp/hde/page.js";
 import { waitFor } from "../src/lib/wait.js";
 import { ADDR_A, ADDR_B, WanLink } from "../src/testing/wanem/link.js";
-import { emulatorUnavailableReason, inNs } from "../src/testing/wanem/netns.js";
+import { emulatorUnavailableReason } from "../src/testing/wanem/netns.js";
 import { median, printTable } from "./table.js";
 
 const WORKLOADS: Record<string, string> = {
@@ -153,13 +153,6 @@ const log = (msg: string) => process.stderr.write(`${msg}\n`);
 
 /** The version of the QEMU the agents run ("10.0.2"), probed as the agents probe it. */
 const QEMU_VERSION = (await probeQemu()).version;
-
-/** Bytes the data-plane interface of a site has sent and received (both directions of the link). */
-async function linkBytes(link: WanLink): Promise<number> {
-  const out = await inNs(link.nsA, ["cat", "/sys/class/net/dwcp0/statistics/tx_bytes"]);
-  const inn = await inNs(link.nsA, ["cat", "/sys/class/net/dwcp0/statistics/rx_bytes"]);
-  return Number(out) + Number(inn);
-}
 
 /** CPU seconds (user + system) a process has used, from /proc. */
 async function cpuSeconds(pid: number): Promise<number> {
@@ -389,7 +382,7 @@ async function main(): Promise<void> {
               Number(/NC-VERIFY PASS .*round=(\d+)/.exec(l)?.[1] ?? 0),
             ),
           );
-          const wire0 = await linkBytes(link);
+          const wire0 = await link.siteABytes();
           const cpu0 = (await Promise.all(agentPids().map(cpuSeconds))).reduce((a, b) => a + b, 0);
           const t0 = performance.now();
           const res = await c.api<Migration>("POST", `/v1/vms/${name}/migrations`, {
@@ -431,7 +424,7 @@ async function main(): Promise<void> {
             { timeoutMs: (timeoutS + 120) * 1000, intervalMs: 100, what: `migration of ${name}` },
           );
           const wall = (performance.now() - t0) / 1000;
-          const wire = (await linkBytes(link)) - wire0;
+          const wire = (await link.siteABytes()) - wire0;
           const cpu = (await Promise.all(agentPids().map(cpuSeconds))).reduce((a, b) => a + b, 0) - cpu0;
           let pass: boolean | null = null;
           let verdict: string[] = [];

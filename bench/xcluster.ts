@@ -49,7 +49,7 @@ import { probeQemu } from "../src/compute/qemu/qemu-version.js";
 import { guestImageManifest, LocalCluster } from "../src/demo/local-cluster.js";
 import { waitFor } from "../src/lib/wait.js";
 import { ADDR_A, ADDR_B, WanLink } from "../src/testing/wanem/link.js";
-import { emulatorUnavailableReason, inNs } from "../src/testing/wanem/netns.js";
+import { emulatorUnavailableReason } from "../src/testing/wanem/netns.js";
 import { median, printTable } from "./table.js";
 
 const WORKLOADS: Record<string, string> = {
@@ -138,13 +138,6 @@ const timeoutS = Number(values.timeout);
 const port = Number(values.port);
 const log = (msg: string) => process.stderr.write(`${msg}\n`);
 const QEMU_VERSION = (await probeQemu()).version;
-
-/** Bytes site A's data-plane interface sent and received (both directions of the link). */
-async function linkBytes(link: WanLink): Promise<number> {
-  const tx = await inNs(link.nsA, ["cat", "/sys/class/net/dwcp0/statistics/tx_bytes"]);
-  const rx = await inNs(link.nsA, ["cat", "/sys/class/net/dwcp0/statistics/rx_bytes"]);
-  return Number(tx) + Number(rx);
-}
 
 /** A server's novacron_acp_* samples, by name and labels. */
 async function acpCounters(c: LocalCluster): Promise<Record<string, number>> {
@@ -359,7 +352,7 @@ async function main(): Promise<void> {
 
       /** One migration through `c`'s API; the wall time until its record ended. */
       const migrate = async (c: LocalCluster, body: Record<string, unknown>) => {
-        const wire0 = await linkBytes(link);
+        const wire0 = await link.siteABytes();
         const t0 = performance.now();
         const res = await c.api<Migration>("POST", `/v1/vms/${name}/migrations`, {
           ...body,
@@ -375,7 +368,7 @@ async function main(): Promise<void> {
           { timeoutMs: (timeoutS + 120) * 1000, intervalMs: 100, what: `migration of ${name}` },
         );
         const wall = (performance.now() - t0) / 1000;
-        return { m, wall, wire: (await linkBytes(link)) - wire0 };
+        return { m, wall, wire: (await link.siteABytes()) - wire0 };
       };
 
       const measured = async (run: number, method: Method) => {

@@ -37,7 +37,8 @@ const refused: PeerAnswer = {
   message: "no host has 4096 MiB free",
 };
 
-const out = (state: OutgoingHandoff["state"]): OutgoingHandoff => ({
+/** What both sides' records share. */
+const common = {
   id: H,
   vmId: V,
   vmName: "web",
@@ -47,20 +48,15 @@ const out = (state: OutgoingHandoff["state"]): OutgoingHandoff => ({
   createdAt: "",
   stateChangedAt: "",
   settledAt: null,
+};
+const out = (state: OutgoingHandoff["state"]): OutgoingHandoff => ({
+  ...common,
   state,
   migrationId: null,
   targetClusterId: D,
 });
 const inc = (state: IncomingHandoff["state"]): IncomingHandoff => ({
-  id: H,
-  vmId: V,
-  vmName: "web",
-  fromEpoch: 1,
-  reason: "",
-  statements: {},
-  createdAt: "",
-  stateChangedAt: "",
-  settledAt: null,
+  ...common,
   state,
   sourceClusterId: S,
   hostId: null,

@@ -185,6 +185,16 @@ export class WanLink {
     return JSON.parse(await this.command("stats"));
   }
 
+  /**
+   * Bytes site A's data-plane interface has sent and received so far: both directions of
+   * the link, as the kernel counts them (the benches take the difference around a run).
+   */
+  async siteABytes(): Promise<number> {
+    const read = (dir: "tx" | "rx") =>
+      inNs(this.nsA, ["cat", `/sys/class/net/dwcp0/statistics/${dir}_bytes`]);
+    return Number(await read("tx")) + Number(await read("rx"));
+  }
+
   private command(line: string): Promise<string> {
     if (!this.channel)
       return Promise.reject(new NovaError("NOVA_DWCP_EMULATOR", "This link has no emulator"));
