@@ -69,11 +69,14 @@ describe("hand-off faults: a server killed at a step of the hand-off", { timeout
     }
   });
 
-  /** Restarts `which`'s server, with the failpoints given (none: a plain restart). */
-  async function restart(which: "east" | "west", failpoints?: string) {
+  /** Restarts `which`'s server, with the failpoints and extra flags given (none: a plain restart). */
+  async function restart(which: "east" | "west", failpoints?: string, flags: string[] = []) {
     const c = clusters()[which];
     await c.stop("server", "SIGKILL");
-    return c.startServer(SERVER_FLAGS[which], failpoints ? { env: { NOVACRON_FAILPOINTS: failpoints } } : {});
+    return c.startServer(
+      [...SERVER_FLAGS[which], ...flags],
+      failpoints ? { env: { NOVACRON_FAILPOINTS: failpoints } } : {},
+    );
   }
 
   /** Kills `which`'s agent as `kill -9` would and starts it again, with the failpoints given. */
@@ -312,5 +315,36 @@ describe("hand-off faults: a server killed at a step of the hand-off", { timeout
     await dying.exited;
     await restartAgent("west");
     await settledEitherWay("f-finish", vm.id, vm.round, id);
+  });
+
+  it("a destination that does not prepare in time: the authorisation expires, the VM runs on at the source, nothing arrives", async () => {
+    const vm = await createRunning("f-expiry");
+    await restart("east", undefined, ["--acp-prepare-timeout", "5"]);
+    await east.waitVmState("f-expiry", "running");
+    // West's server freezes: still a fresh peer to east, but it answers nothing.
+    const westPid = west.daemonPid("server")!;
+    process.kill(westPid, "SIGSTOP");
+    let m: MigrationBody;
+    try {
+      const id = await startMigration("f-expiry");
+      m = await ended(id);
+    } finally {
+      process.kill(westPid, "SIGCONT");
+    }
+    expect(m.state).toBe("failed");
+    expect(m.stateReason).toMatch(
+      /did not prepare a copy within 5 s, so the hand-off's authorisation expired/,
+    );
+    // Once west answers again it drops whatever it prepared, and both sides agree.
+    for (const c of [east, west])
+      await waitFor(
+        async () =>
+          (
+            await c.api<{ handoffs: { vm: string; state: string }[] }>("GET", "/v1/federation/handoffs")
+          ).body.handoffs.find((h) => h.vm === "f-expiry")?.state === "aborted",
+        { timeoutMs: 90_000, what: `the hand-off of f-expiry aborted in ${c === east ? "east" : "west"}` },
+      );
+    await settledOn("east", "f-expiry", vm.id, 1, vm.round, 1);
+    await restart("east");
   });
 });

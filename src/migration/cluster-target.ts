@@ -13,7 +13,7 @@ import type { HandoffVmSpec } from "../api/types/acp.js";
 import { AgentIncomingEndpoints } from "../api/types/agent.js";
 import type { ClusterEvent } from "../api/types/events.js";
 import type { AgentClient } from "../cluster/agent-client.js";
-import { findOutgoing, type OutgoingHandoff } from "../cluster/store/acp.js";
+import { findOutgoing, type OutgoingHandoff, outgoingAgeMs } from "../cluster/store/acp.js";
 import type { Queryable } from "../cluster/store/db.js";
 import type { PeerRow } from "../cluster/store/federation.js";
 import { getImage } from "../cluster/store/images.js";
@@ -33,6 +33,14 @@ export interface PreparedDetail {
 /** How long preparing and finishing wait for the destination before handing back to the planner. */
 const WAIT_MS = { prepare: 180_000, finish: 30_000 } as const;
 
+/**
+ * How long the source's `prepare` authorises the hand-off: a destination that has not
+ * prepared by then (silent, or stuck) gets it withdrawn, so a migration never waits
+ * for a peer forever. Measured from the proposal by the source database's clock; no
+ * other cluster's clock is read.
+ */
+export const DEFAULT_PREPARE_TIMEOUT_MS = 600_000;
+
 export class ClusterTarget implements MigrationTarget {
   private hostName: string | null;
 
@@ -41,6 +49,7 @@ export class ClusterTarget implements MigrationTarget {
     private readonly acp: AcpService,
     private readonly peer: PeerRow,
     private readonly migration: { id: string; targetHost: string },
+    private readonly prepareTimeoutMs = DEFAULT_PREPARE_TIMEOUT_MS,
   ) {
     this.hostName = migration.targetHost || null;
   }
@@ -86,7 +95,14 @@ export class ClusterTarget implements MigrationTarget {
         spec,
       });
     }
-    const h = await this.waitWhile(["preparing"], WAIT_MS.prepare, "prepare its copy");
+    const age = (await outgoingAgeMs(this.store.read, this.migration.id)) ?? 0;
+    const left = this.prepareTimeoutMs - age;
+    if (left <= 0) await this.expire();
+    // Past the authorisation's end the wait means expiry; before it, only a retry later.
+    const h =
+      left <= WAIT_MS.prepare
+        ? await this.waitWhile(["preparing"], left, "prepare its copy", () => this.expire())
+        : await this.waitWhile(["preparing"], WAIT_MS.prepare, "prepare its copy");
     if (h.state !== "transferring")
       throw new NovaError("NOVA_ACP_ABORTED", `cluster ${this.peer.name} did not prepare: ${h.reason}`);
     const detail = h.statements.prepared?.detail as Partial<PreparedDetail> | undefined;
@@ -98,6 +114,22 @@ export class ClusterTarget implements MigrationTarget {
     this.hostName = detail.host;
     await setMigrationTargetHostName(this.store.db, this.migration.id, detail.host);
     return detail.endpoints as AgentIncomingEndpoints;
+  }
+
+  /**
+   * The authorisation lapsed while the destination was still preparing: withdraw the
+   * hand-off (its copy, if any, is dropped and never runs) and end the migration.
+   */
+  private async expire(): Promise<never> {
+    const h = await findOutgoing(this.store.read, this.migration.id);
+    const seconds = Math.round(this.prepareTimeoutMs / 1000);
+    if (h?.state === "preparing")
+      await this.acp.abort(h.id, `the authorisation expired: no prepared copy within ${seconds} s`);
+    throw new NovaError(
+      "NOVA_ACP_EXPIRED",
+      `cluster ${this.peer.name} did not prepare a copy within ${seconds} s, so the hand-off's authorisation expired and was withdrawn; the VM runs on here. Check the peer (novacron cluster list) and migrate again`,
+      { details: { handoff: this.migration.id, timeoutSeconds: seconds } },
+    );
   }
 
   async finish(): Promise<TargetAnswer> {
@@ -138,6 +170,8 @@ export class ClusterTarget implements MigrationTarget {
     states: OutgoingHandoff["state"][],
     ms: number,
     what: string,
+    /** What the deadline means instead, if anything (an authorisation that lapses). */
+    atDeadline?: () => Promise<never>,
   ): Promise<OutgoingHandoff> {
     const deadline = Date.now() + ms;
     for (;;) {
@@ -145,6 +179,7 @@ export class ClusterTarget implements MigrationTarget {
       if (!h) throw new NovaError("NOVA_INTERNAL", `hand-off ${this.migration.id} is gone`);
       if (!states.includes(h.state)) return h;
       const decision = this.acp.needsDecision(h.id);
+      if (Date.now() > deadline && atDeadline) return atDeadline();
       if (Date.now() > deadline || decision)
         throw new NovaError(
           "NOVA_FED_PEER_UNREACHABLE",
