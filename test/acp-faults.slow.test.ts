@@ -122,36 +122,35 @@ describe("hand-off faults: a server killed at a step of the hand-off", { timeout
     return res.body.id;
   }
 
-  /**
-   * The migration's end. When it did not complete, the servers' and agents' last warnings
-   * go to the test's output: a fault suite that fails must say what the processes saw.
-   */
+  /** The servers' and agents' last warnings: a fault suite that fails must say what the processes saw. */
+  function printLogs() {
+    const pick = (c: TestCluster, d: string) =>
+      c
+        .daemonLog(d)
+        .filter((l) => /"level":(40|50)|warn|error/i.test(l))
+        .slice(-20);
+    console.log(
+      [
+        "east server",
+        ...pick(east, "server"),
+        "east agent",
+        ...pick(east, "e1"),
+        "west server",
+        ...pick(west, "server"),
+        "west agent",
+        ...pick(west, "w1"),
+      ].join("\n"),
+    );
+  }
+
+  /** The migration's end; the processes' warnings go to the output when it did not complete. */
   async function ended(id: string): Promise<MigrationBody> {
-    const logs = () => {
-      const pick = (c: TestCluster, d: string) =>
-        c
-          .daemonLog(d)
-          .filter((l) => /"level":(40|50)|warn|error/i.test(l))
-          .slice(-20);
-      console.log(
-        [
-          "east server",
-          ...pick(east, "server"),
-          "east agent",
-          ...pick(east, "e1"),
-          "west server",
-          ...pick(west, "server"),
-          "west agent",
-          ...pick(west, "w1"),
-        ].join("\n"),
-      );
-    };
     try {
       const m = await east.waitMigrationEnd<MigrationBody>(id, 180_000);
-      if (m.state !== "completed") logs();
+      if (m.state !== "completed") printLogs();
       return m;
     } catch (err) {
-      logs();
+      printLogs();
       throw err;
     }
   }
@@ -265,6 +264,50 @@ describe("hand-off faults: a server killed at a step of the hand-off", { timeout
       await west.api<{ handoffs: { vm: string; state: string }[] }>("GET", "/v1/federation/handoffs")
     ).body.handoffs;
     expect(handoffs.find((h) => h.vm === "f-transfer")?.state).toBe("aborted");
+  });
+
+  it("source killed right after proposing: restarted, it carries the hand-off through or calls it off, never half", async () => {
+    const vm = await createRunning("f-proposed");
+    const dying = await restart("east", "acp.source.preparing=kill");
+    await east.waitVmState("f-proposed", "running");
+    await startMigration("f-proposed").catch(() => undefined);
+    await dying.exited;
+    await restart("east");
+    const m = await waitFor(
+      async () =>
+        (
+          await east.api<{ migrations: MigrationBody[] }>("GET", "/v1/vms/f-proposed/migrations")
+        ).body.migrations.find((x) => x.state === "completed" || x.state === "failed"),
+      { timeoutMs: 180_000, what: "the migration of f-proposed to end" },
+    ).catch((err) => {
+      printLogs();
+      throw err;
+    });
+    console.log(`f-proposed: the migration ended ${m.state}: ${m.stateReason}`);
+    if (m.state === "completed") await settledOn("west", "f-proposed", vm.id, 2, vm.round);
+    else {
+      await settledOn("east", "f-proposed", vm.id, 1, vm.round, 1);
+      for (const c of [east, west])
+        await waitFor(
+          async () =>
+            (
+              await c.api<{ handoffs: { vm: string; state: string }[] }>("GET", "/v1/federation/handoffs")
+            ).body.handoffs.find((h) => h.vm === "f-proposed")?.state === "aborted",
+          { timeoutMs: 60_000, what: "the hand-off of f-proposed aborted on both sides" },
+        );
+    }
+  });
+
+  it("destination killed right after owning the VM, before answering: restarted, it answers and the migration completes", async () => {
+    const vm = await createRunning("f-owned");
+    const dying = await restart("west", "acp.destination.owned=kill");
+    const id = await startMigration("f-owned");
+    await dying.exited;
+    // West's copy runs (it was resumed before `owned` was committed); east waits, released.
+    expect(await qemus(vm.id)).toEqual({ east: 1, west: 1 });
+    await restart("west");
+    expect((await ended(id)).state).toBe("completed");
+    await settledOn("west", "f-owned", vm.id, 2, vm.round);
   });
 
   it("destination killed after recording the prepare: the prepare is repeated and the migration completes", async () => {
