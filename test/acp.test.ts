@@ -222,6 +222,54 @@ describe("ACP between two servers", () => {
     expect((await east.server.store.db.query("SELECT 1 FROM acp_outgoing")).rows).toEqual([]);
   });
 
+  it("refuses a VM owned elsewhere, one in a hand-off or migrating, and a quarantined peer, changing nothing", async () => {
+    const db = east.server.store.db;
+    await publishVm(east, "mover-3", "e-h1");
+    await db.query("UPDATE vms SET state = 'running' WHERE name = 'mover-3'");
+    const vmId = (await db.query<{ id: string }>("SELECT id FROM vms WHERE name = 'mover-3'")).rows[0]!.id;
+    const migrate = () =>
+      east.api<{ error: { code: string; message: string } }>("POST", "/v1/vms/mover-3/migrations", {
+        targetCluster: "west",
+      });
+    const expectRefused = async (status: number, code: string, message: RegExp) => {
+      const r = await migrate();
+      expect([r.status, r.body.error?.code, r.body.error?.message]).toEqual([
+        status,
+        code,
+        expect.stringMatching(message),
+      ]);
+    };
+    // Handed to west at epoch 2: east may no longer move it.
+    await db.query("UPDATE vms SET owner_cluster_id = $1, owner_epoch = 2 WHERE id = $2", [westId, vmId]);
+    await expectRefused(409, "NOVA_ACP_NOT_OWNER", /west/);
+    await db.query("UPDATE vms SET owner_cluster_id = NULL, owner_epoch = 1 WHERE id = $1", [vmId]);
+    // Already migrating (inside the cluster).
+    await db.query("UPDATE vms SET state = 'migrating' WHERE id = $1", [vmId]);
+    await expectRefused(409, "NOVA_ILLEGAL_STATE", /migrating/);
+    await db.query("UPDATE vms SET state = 'running' WHERE id = $1", [vmId]);
+    // A hand-off of it that has not settled: who owns it is not certain yet.
+    const open = randomUUID();
+    await db.query(
+      "INSERT INTO acp_outgoing (id, vm_id, vm_name, migration_id, target_cluster_id, from_epoch, state, reason, statements) VALUES ($1, $2, 'mover-3', NULL, $3, 1, 'aborting', 'test', '{}'::jsonb)",
+      [open, vmId, westId],
+    );
+    await expectRefused(409, "NOVA_ACP_OWNER_UNCERTAIN", /hand-off/);
+    await db.query("DELETE FROM acp_outgoing WHERE id = $1", [open]);
+    // West quarantined (by east's own judgement): nothing is handed to it.
+    await db.query(
+      "UPDATE fed_peers SET state = 'quarantined', quarantine_kind = 'replay', quarantine_reason = 'test', quarantined_at = now() WHERE id = $1",
+      [westId],
+    );
+    await expectRefused(409, "NOVA_FED_QUARANTINED", /quarantined/);
+    const lifted = await east.api("POST", "/v1/federation/peers/west/unquarantine", {});
+    expect(lifted.status, JSON.stringify(lifted.body)).toBe(200);
+    expect((await db.query("SELECT 1 FROM migrations WHERE vm_id = $1", [vmId])).rows).toEqual([]);
+    expect((await db.query("SELECT 1 FROM acp_outgoing WHERE vm_id = $1", [vmId])).rows).toEqual([]);
+    expect(
+      (await db.query<{ state: string }>("SELECT state FROM vms WHERE id = $1", [vmId])).rows[0]!.state,
+    ).toBe("running");
+  });
+
   it("quarantines a source that contradicts itself, keeping both statements as evidence", async () => {
     const h = ids();
     const abort = sign({ ...h, kind: "abort", epoch: 2 });

@@ -21,6 +21,12 @@ describe("the API's ownership check", () => {
     );
   });
 
+  it("names the owner when the caller knows it", () => {
+    expect(() =>
+      assertOwnedHere({ name: "a", state: "running", ownerClusterId: D, ownerEpoch: 2 }, "migrate", "west"),
+    ).toThrow(`handed to cluster west (${D}) at epoch 2`);
+  });
+
   it("refuses a VM still arriving", () => {
     expect(() =>
       assertOwnedHere({ name: "a", state: "arriving", ownerClusterId: D, ownerEpoch: 1 }, "delete"),

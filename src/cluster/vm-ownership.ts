@@ -4,19 +4,30 @@
  * its state is even looked at — the agents' fencing tokens refuse it again below.
  */
 import { NovaError } from "../lib/errors.js";
+import type { ReadQueryable } from "./store/db.js";
+import { getPeerById } from "./store/federation.js";
 
-/** Throws NOVA_ACP_NOT_OWNER unless this cluster owns `vm`. */
-export function assertOwnedHere(
-  vm: { name: string; state: string; ownerClusterId: string | null; ownerEpoch: number },
-  action: string,
-): void {
+type OwnedVm = { name: string; state: string; ownerClusterId: string | null; ownerEpoch: number };
+
+/** Throws NOVA_ACP_NOT_OWNER unless this cluster owns `vm`; `ownerName` names the owner for people. */
+export function assertOwnedHere(vm: OwnedVm, action: string, ownerName?: string): void {
   if (vm.ownerClusterId === null) return;
+  const owner = ownerName
+    ? `cluster ${ownerName} (${vm.ownerClusterId})`
+    : `another cluster (${vm.ownerClusterId})`;
   const arriving = vm.state === "arriving";
   throw new NovaError(
     "NOVA_ACP_NOT_OWNER",
     arriving
       ? `Cannot ${action} VM ${vm.name}: it is arriving from another cluster and is not this cluster's until its hand-off ends.`
-      : `Cannot ${action} VM ${vm.name}: it was handed to another cluster (${vm.ownerClusterId}) at epoch ${vm.ownerEpoch}; act on it there.`,
+      : `Cannot ${action} VM ${vm.name}: it was handed to ${owner} at epoch ${vm.ownerEpoch}; act on it there.`,
     { details: { vm: vm.name, owner: vm.ownerClusterId, epoch: vm.ownerEpoch, action } },
   );
+}
+
+/** assertOwnedHere, with the owner named as this cluster knows its peer. */
+export async function checkOwnedHere(q: ReadQueryable, vm: OwnedVm, action: string): Promise<void> {
+  if (vm.ownerClusterId === null) return;
+  const peer = await getPeerById(q, vm.ownerClusterId);
+  assertOwnedHere(vm, action, peer?.name);
 }

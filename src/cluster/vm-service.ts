@@ -20,7 +20,7 @@ import { getHost, type HostRecord, listHosts } from "./store/hosts.js";
 import { getImage } from "./store/images.js";
 import type { Store } from "./store/store.js";
 import { getVm, insertVm, transitionVm, type VmRecord } from "./store/vms.js";
-import { assertOwnedHere } from "./vm-ownership.js";
+import { checkOwnedHere } from "./vm-ownership.js";
 
 // Serialises placement decisions so two creates cannot both take a host's last memory.
 
@@ -168,7 +168,7 @@ export class VmService {
   ): Promise<VmRecord> {
     const id = await this.store.write(async (tx, emit) => {
       const vm = await getVm(tx, idOrName, true);
-      assertOwnedHere(vm, action);
+      await checkOwnedHere(tx, vm, action);
       assertActionAllowed(vm.name, vm.state, action);
       emit(await apply(tx, vm));
       return vm.id;

@@ -14,7 +14,7 @@ import {
 } from "../cluster/store/migrations.js";
 import type { Store } from "../cluster/store/store.js";
 import { getVm, recordMachineType, transitionVm } from "../cluster/store/vms.js";
-import { assertOwnedHere } from "../cluster/vm-ownership.js";
+import { checkOwnedHere } from "../cluster/vm-ownership.js";
 import { NovaError } from "../lib/errors.js";
 import { compareMajorMinor, machineTypeSupport } from "../lib/qemu-support.js";
 import { PLACEMENT_LOCK_KEY, placeVm } from "../placement/most-free-memory.js";
@@ -46,7 +46,7 @@ export class MigrationService {
     const id = await this.store.write(async (tx, emit) => {
       await tx.query("SELECT pg_advisory_xact_lock($1)", [PLACEMENT_LOCK_KEY]);
       const vm = await getVm(tx, vmIdOrName, true);
-      assertOwnedHere(vm, "migrate");
+      await checkOwnedHere(tx, vm, "migrate");
       if (vm.state === "stopped") {
         throw new NovaError(
           "NOVA_ILLEGAL_STATE",
@@ -185,7 +185,7 @@ export class MigrationService {
       );
     const id = await this.store.write(async (tx, emit) => {
       const vm = await getVm(tx, vmIdOrName, true);
-      assertOwnedHere(vm, "migrate");
+      await checkOwnedHere(tx, vm, "migrate");
       const open = (await listOutgoingOfVm(tx, vm.id)).find((h) => !HANDOFF_SOURCE.isFinal(h.state));
       if (open)
         throw new NovaError(
