@@ -86,10 +86,21 @@ describe("live migration between two clusters", { timeout: 300_000 }, () => {
     return round;
   }
 
-  async function migrate(from: TestCluster, to: string, name: string): Promise<void> {
-    const res = await from.cli(["vm", "migrate", name, "--to-cluster", to, "--follow"]);
+  /** `host`: the host there, named with --host (else the destination's placement picks). */
+  async function migrate(from: TestCluster, to: string, name: string, host?: string): Promise<void> {
+    const res = await from.cli([
+      "vm",
+      "migrate",
+      name,
+      "--to-cluster",
+      to,
+      ...(host ? ["--host", host] : []),
+      "--follow",
+    ]);
     expect(res.code, `${res.stdout}\n${res.stderr}`).toBe(0);
-    expect(res.stdout).toMatch(new RegExp(`Migrated ${name} from \\S+ to \\S+ in cluster ${to} over dwcp`));
+    expect(res.stdout).toMatch(
+      new RegExp(`Migrated ${name} from \\S+ to ${host ?? "\\S+"} in cluster ${to} over dwcp`),
+    );
   }
 
   it("moves a running VM to the other cluster with its memory, disk, UUID and a new owner epoch", async () => {
@@ -150,7 +161,7 @@ describe("live migration between two clusters", { timeout: 300_000 }, () => {
         Number(/NC-VERIFY PASS seed=17 .*round=(\d+)/.exec(l)?.[1] ?? 0),
       ),
     );
-    await migrate(west, "east", "mover");
+    await migrate(west, "east", "mover", "e1");
     const back = (await east.waitVmState("mover", "running", 60_000)) as unknown as VmBody;
     await intactOn(east, "mover", before);
     await waitFor(async () => (await west.vm("mover")) === undefined, {

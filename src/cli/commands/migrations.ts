@@ -140,6 +140,7 @@ export function registerMigrationCommands(program: Command): void {
     )
     .option("--to <host>", "target host (default: placement picks one; with --to-cluster, a host there)")
     .option("--to-cluster <cluster>", "a peer cluster to move the VM to (over DWCP; docs/federation.md §10)")
+    .option("--host <host>", "the same as --to (a host there, with --to-cluster)")
     .option("--follow", "show a live progress bar until it ends")
     .option(
       "--downtime-ms <ms>",
@@ -166,6 +167,7 @@ export function registerMigrationCommands(program: Command): void {
         name: string,
         o: {
           to?: string;
+          host?: string;
           toCluster?: string;
           follow?: boolean;
           downtimeMs: string;
@@ -179,6 +181,12 @@ export function registerMigrationCommands(program: Command): void {
         },
         cmd: Command,
       ) => {
+        if (o.to && o.host && o.to !== o.host)
+          throw new NovaError(
+            "NOVA_BAD_REQUEST",
+            `--to ${o.to} and --host ${o.host} name different hosts; give one of them`,
+          );
+        const targetHost = o.to ?? o.host;
         const { api, json } = await apiFor(cmd);
         const options: MigrationOptions = {
           downtimeLimitMs: parsePositiveInt(o.downtimeMs, "--downtime-ms"),
@@ -191,7 +199,7 @@ export function registerMigrationCommands(program: Command): void {
           ...(o.multifdCompression ? { multifdCompression: parseCompression(o.multifdCompression) } : {}),
         };
         let m = await api.post<Migration>(`/v1/vms/${seg(name)}/migrations`, {
-          ...(o.to ? { targetHost: o.to } : {}),
+          ...(targetHost ? { targetHost } : {}),
           ...(o.toCluster ? { targetCluster: o.toCluster } : {}),
           options,
         });
