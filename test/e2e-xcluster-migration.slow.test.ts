@@ -4,7 +4,8 @@
 // with the hand-off: the guest arrives with its memory and disk intact and without a
 // reboot, keeps its UUID, runs once (on west only), and both clusters' global views agree
 // that west owns it at epoch 2; east forgot it and its agent holds west's token, so the old
-// copy can never run again. Then back to east, at epoch 3.
+// copy can never run again. Then back to east, at epoch 3, and a third migration cancelled:
+// the VM runs on at east and west drops its copy.
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -63,6 +64,8 @@ describe("live migration between two clusters", { timeout: 300_000 }, () => {
 
   const qemus = (c: TestCluster, agent: string, vmId: string) =>
     qemuPidsUnder(`${c.dir}/agents/${agent}/vms/${vmId}`);
+  const handoffs = async (c: TestCluster) =>
+    (await c.api<{ handoffs: HandoffBody[] }>("GET", "/v1/federation/handoffs")).body.handoffs;
   const view = async (c: TestCluster, name: string) =>
     (await c.api<{ vms: FedVm[] }>("GET", "/v1/federation/vms")).body.vms.filter((v) => v.name === name);
 
@@ -145,8 +148,6 @@ describe("live migration between two clusters", { timeout: 300_000 }, () => {
         },
         { timeoutMs: 30_000, what: "the global view to show mover in west at epoch 2" },
       );
-    const handoffs = async (c: TestCluster) =>
-      (await c.api<{ handoffs: HandoffBody[] }>("GET", "/v1/federation/handoffs")).body.handoffs;
     await waitFor(async () => (await handoffs(east))[0]?.settled, {
       timeoutMs: 30_000,
       what: "east's hand-off to settle",
@@ -178,5 +179,44 @@ describe("live migration between two clusters", { timeout: 300_000 }, () => {
         },
         { timeoutMs: 30_000, what: "the global view to show mover in east at epoch 3" },
       );
+  });
+
+  it("cancels a migration to another cluster: the VM runs on at the source and the destination drops its copy", async () => {
+    const vm = (await east.vm("mover")) as unknown as VmBody;
+    const before = Math.max(
+      ...(await east.console("mover", 400)).map((l) =>
+        Number(/NC-VERIFY PASS seed=17 .*round=(\d+)/.exec(l)?.[1] ?? 0),
+      ),
+    );
+    const started = await east.api<{ id: string }>("POST", "/v1/vms/mover/migrations", {
+      targetCluster: "west",
+    });
+    expect(started.status, JSON.stringify(started.body)).toBe(202);
+    const cancelled = await east.api("DELETE", `/v1/migrations/${started.body.id}`);
+    expect(cancelled.status, JSON.stringify(cancelled.body)).toBe(202);
+    const m = await east.waitMigrationEnd<{ state: string; rollback: string }>(started.body.id, 120_000);
+    expect(m.state).toBe("cancelled");
+    await east.waitVmState("mover", "running", 60_000);
+    // It never stopped: the guest verified on, and no second QEMU anywhere.
+    await intactOn(east, "mover", before);
+    expect(await qemus(east, "e1", vm.id)).toHaveLength(1);
+    await waitFor(async () => (await qemus(west, "w1", vm.id)).length === 0 || undefined, {
+      timeoutMs: 60_000,
+      what: "west to drop its copy",
+    });
+    for (const c of [east, west])
+      await waitFor(
+        async () => {
+          const h = (await handoffs(c)).find((x) => x.id === started.body.id);
+          // West may never have heard of it, when the cancel came before the prepare.
+          return (h ? h.state === "aborted" && h.settled : c === west) || undefined;
+        },
+        { timeoutMs: 60_000, what: "the hand-off aborted and settled" },
+      );
+    expect(await west.vm("mover")).toBeUndefined();
+    for (const c of [east, west]) {
+      const v = await view(c, "mover");
+      expect(v.map((x) => [x.cluster.name, x.epoch])).toEqual([["east", 3]]);
+    }
   });
 });
