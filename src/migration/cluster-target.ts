@@ -12,11 +12,12 @@ import { Value } from "@sinclair/typebox/value";
 import type { HandoffVmSpec } from "../api/types/acp.js";
 import { AgentIncomingEndpoints } from "../api/types/agent.js";
 import type { ClusterEvent } from "../api/types/events.js";
-import type { AgentClient } from "../cluster/agent-client.js";
+import type { AgentClient, AgentConnector } from "../cluster/agent-client.js";
 import { findOutgoing, type OutgoingHandoff } from "../cluster/store/acp.js";
 import type { Queryable } from "../cluster/store/db.js";
 import type { PeerRow } from "../cluster/store/federation.js";
-import { getImage } from "../cluster/store/images.js";
+import { getHost } from "../cluster/store/hosts.js";
+import { getImage, type ImageRecord } from "../cluster/store/images.js";
 import { setMigrationTargetHostName } from "../cluster/store/migrations.js";
 import type { Store } from "../cluster/store/store.js";
 import type { VmRecord } from "../cluster/store/vms.js";
@@ -33,6 +34,16 @@ export interface PreparedDetail {
 /** How long preparing and finishing wait for the destination before handing back to the planner. */
 const WAIT_MS = { prepare: 180_000, finish: 30_000 } as const;
 
+/**
+ * While the destination answers the prepare `pending` (it copies the image), the wait goes
+ * on for this long after each such answer, up to IMAGE_COPY_MAX_MS in all.
+ */
+const PENDING_GRACE_MS = 30_000;
+const IMAGE_COPY_MAX_MS = 2 * 3600_000;
+
+/** How long the source host offers the image's blobs at most; withdrawn once the prepare ended. */
+const OFFER_TTL_SECONDS = IMAGE_COPY_MAX_MS / 1000;
+
 export class ClusterTarget implements MigrationTarget {
   private hostName: string | null;
 
@@ -41,6 +52,8 @@ export class ClusterTarget implements MigrationTarget {
     private readonly acp: AcpService,
     private readonly peer: PeerRow,
     private readonly migration: { id: string; targetHost: string },
+    /** Reaches the source host, which offers the image's blobs to the destination. */
+    private readonly agents: AgentConnector,
   ) {
     this.hostName = migration.targetHost || null;
   }
@@ -76,6 +89,7 @@ export class ClusterTarget implements MigrationTarget {
           minMemoryMiB: image.minMemoryMiB,
         },
         ...(this.migration.targetHost ? { targetHost: this.migration.targetHost } : {}),
+        imageOffer: await this.offerImage(vm, image),
       };
       await this.acp.propose({
         id: this.migration.id,
@@ -86,7 +100,10 @@ export class ClusterTarget implements MigrationTarget {
         spec,
       });
     }
-    const h = await this.waitWhile(["preparing"], WAIT_MS.prepare, "prepare its copy");
+    // The offer ends with the prepare, either way: the destination holds the image by then.
+    const h = await this.waitWhile(["preparing"], WAIT_MS.prepare, "prepare its copy").finally(() =>
+      this.withdrawOffer(vm),
+    );
     if (h.state !== "transferring")
       throw new NovaError("NOVA_ACP_ABORTED", `cluster ${this.peer.name} did not prepare: ${h.reason}`);
     const detail = h.statements.prepared?.detail as Partial<PreparedDetail> | undefined;
@@ -98,6 +115,34 @@ export class ClusterTarget implements MigrationTarget {
     this.hostName = detail.host;
     await setMigrationTargetHostName(this.store.db, this.migration.id, detail.host);
     return detail.endpoints as AgentIncomingEndpoints;
+  }
+
+  /**
+   * Has the source host offer the image's blobs to the destination cluster's hosts (its CA
+   * trusted for this offer only), in case the destination lacks the image.
+   */
+  private async offerImage(vm: VmRecord, image: ImageRecord) {
+    if (!vm.hostId) throw new NovaError("NOVA_ILLEGAL_STATE", `VM ${vm.name} has no host`);
+    const digests = [image.diskDigest, image.kernelDigest, image.initrdDigest].filter(
+      (d): d is string => d !== null,
+    );
+    return this.agents.client(await getHost(this.store.read, vm.hostId)).offerImage({
+      id: this.migration.id,
+      digests,
+      peerCaPem: this.peer.caPem,
+      ttlSeconds: OFFER_TTL_SECONDS,
+    });
+  }
+
+  /** Best effort: the offer expires on its own otherwise. */
+  private async withdrawOffer(vm: VmRecord): Promise<void> {
+    if (!vm.hostId) return;
+    const host = await getHost(this.store.read, vm.hostId).catch(() => undefined);
+    if (host)
+      await this.agents
+        .client(host)
+        .withdrawImageOffer(this.migration.id)
+        .catch(() => undefined);
   }
 
   async finish(): Promise<TargetAnswer> {
@@ -139,11 +184,16 @@ export class ClusterTarget implements MigrationTarget {
     ms: number,
     what: string,
   ): Promise<OutgoingHandoff> {
-    const deadline = Date.now() + ms;
+    const start = Date.now();
+    let deadline = start + ms;
     for (;;) {
       const h = await findOutgoing(this.store.read, this.migration.id);
       if (!h) throw new NovaError("NOVA_INTERNAL", `hand-off ${this.migration.id} is gone`);
       if (!states.includes(h.state)) return h;
+      // A destination that keeps answering `pending` is copying the image: it is alive.
+      const pendingAt = this.acp.lastPendingAt(h.id);
+      if (h.state === "preparing" && pendingAt !== undefined)
+        deadline = Math.min(Math.max(deadline, pendingAt + PENDING_GRACE_MS), start + IMAGE_COPY_MAX_MS);
       const decision = this.acp.needsDecision(h.id);
       if (Date.now() > deadline || decision)
         throw new NovaError(

@@ -32,14 +32,27 @@ export interface Placement {
   imageId: string;
 }
 
+/**
+ * Whether the arriving VM's image is on a host of this cluster: `ready` (with the host it
+ * was copied to, if it was), or `pending` while it is copied from the source's offer.
+ */
+export type ImageReadiness = { kind: "ready"; copiedTo?: string } | { kind: "pending"; reason: string };
+
 /** The destination's copy: a paused QEMU waiting for the stream on one of its hosts. */
 export interface TargetCopies {
   /**
+   * Makes sure the image of a prepared hand-off is here, copying it from the source's offer
+   * in the background when it is not (nothing recorded until it is whole and verified); a
+   * refusal (no image and no offer, a blob with another digest) throws with a stable code.
+   */
+  ensureImage(handoffId: string, sourceCaPem: string, spec: HandoffVmSpec): Promise<ImageReadiness>;
+  /**
    * Checks the offered VM can be taken (image, capacity) and picks its host, inside the
    * transaction that records it arriving (so two placements cannot both count the same
-   * free memory); a refusal throws with a stable code and nothing is recorded.
+   * free memory); a refusal throws with a stable code and nothing is recorded. An image
+   * `copiedTo` a host is recorded in the same transaction, and the VM placed there.
    */
-  place(tx: Queryable, spec: HandoffVmSpec): Promise<Placement>;
+  place(tx: Queryable, spec: HandoffVmSpec, copiedTo?: string): Promise<Placement>;
   /** Starts (or finds) the paused copy; returns what the source needs to reach it. */
   start(h: IncomingHandoff, prepare: SignedStatement): Promise<Record<string, unknown>>;
   state(h: IncomingHandoff): Promise<CopyState>;
