@@ -16,6 +16,7 @@ import type { Store } from "../cluster/store/store.js";
 import { findVm } from "../cluster/store/vms.js";
 import type { CopyState } from "../federation/acp/plan.js";
 import type {
+  CopiedImage,
   FenceToken,
   ImageReadiness,
   Placement,
@@ -94,8 +95,8 @@ export class AgentCopies implements SourceCopies, TargetCopies {
     return this.images.ensure(handoffId, sourceCaPem, spec);
   }
 
-  place(tx: Queryable, spec: HandoffVmSpec, copiedTo?: string): Promise<Placement> {
-    return placeArrivingVm(tx, spec, copiedTo);
+  place(tx: Queryable, spec: HandoffVmSpec, copied?: CopiedImage): Promise<Placement> {
+    return placeArrivingVm(tx, spec, copied);
   }
 
   async start(h: IncomingHandoff, _prepare: SignedStatement): Promise<Record<string, unknown>> {

@@ -12,12 +12,20 @@
  * a first pull completed, so nothing is fetched twice on one host).
  */
 import type { HandoffVmSpec } from "../api/types/acp.js";
+import type { ClusterEvent } from "../api/types/events.js";
 import type { AgentConnector } from "../cluster/agent-client.js";
 import type { Queryable, ReadQueryable } from "../cluster/store/db.js";
+import { appendEvent } from "../cluster/store/events.js";
 import { getHost, type HostRecord, listHosts } from "../cluster/store/hosts.js";
-import { addImageLocation, type ImageRecord, insertImage, listImages } from "../cluster/store/images.js";
+import {
+  addImageLocation,
+  getImage,
+  type ImageRecord,
+  insertImage,
+  listImages,
+} from "../cluster/store/images.js";
 import type { Store } from "../cluster/store/store.js";
-import type { ImageReadiness } from "../federation/acp/ports.js";
+import type { CopiedImage, ImageReadiness } from "../federation/acp/ports.js";
 import { describeError, isNovaError, NovaError } from "../lib/errors.js";
 import { placeVm } from "../placement/most-free-memory.js";
 
@@ -41,26 +49,40 @@ export async function findImageByContent(
 }
 
 /**
- * Records the image copied to `hostId` (one transaction with the arriving VM): a new
- * image named as the source's, or suffixed (`-2`, `-3`, …) when another image here has
- * that name; an image with the same content already recorded only gains the location.
+ * Records the image copied to a host (one transaction with the arriving VM): a new image
+ * named as the source's, or suffixed (`-2`, `-3`, …) when another image here has that
+ * name; an image with the same content already recorded only gains the location. The
+ * `image.copied` event says what the copy cost.
  */
 export async function recordCopiedImage(
   tx: Queryable,
   image: HandoffVmSpec["image"],
-  hostId: string,
-): Promise<void> {
-  const existing = await findImageByContent(tx, image);
-  if (existing) {
-    await addImageLocation(tx, existing.id, hostId);
-    return;
+  copied: CopiedImage,
+): Promise<ClusterEvent> {
+  let record = await findImageByContent(tx, image);
+  if (!record) {
+    const taken = new Set((await listImages(tx)).map((i) => i.name));
+    let name = image.name;
+    for (let n = 2; taken.has(name); n++) name = `${image.name.slice(0, 120)}-${n}`;
+    // The spec's image has exactly an image record's fields.
+    record = await getImage(tx, await insertImage(tx, { ...image, name }));
   }
-  const taken = new Set((await listImages(tx)).map((i) => i.name));
-  let name = image.name;
-  for (let n = 2; taken.has(name); n++) name = `${image.name.slice(0, 120)}-${n}`;
-  // The spec's image has exactly an image record's fields.
-  const id = await insertImage(tx, { ...image, name });
-  await addImageLocation(tx, id, hostId);
+  await addImageLocation(tx, record.id, copied.hostId);
+  const host = await getHost(tx, copied.hostId);
+  return appendEvent(tx, {
+    type: "image.copied",
+    resourceType: "image",
+    resourceId: record.id,
+    data: {
+      name: record.name,
+      host: host.name,
+      diskDigest: image.diskDigest,
+      logicalBytes: copied.logicalBytes,
+      wireBytes: copied.wireBytes,
+      pages: copied.pages,
+      pagesDeduplicated: copied.pagesDeduplicated,
+    },
+  });
 }
 
 export class ImageCopies {
@@ -97,8 +119,13 @@ export class ImageCopies {
       return { kind: "pending", reason: `host ${host.name} did not answer: ${describeError(err)}` };
     }
     if (status.state === "done") {
-      this.hosts.delete(handoffId);
-      return { kind: "ready", copiedTo: host.id };
+      // The host stays remembered: should the prepare's transaction fail, the next
+      // delivery finds the pull done on the same host.
+      const { logicalBytes, wireBytes, pages, pagesDeduplicated } = status;
+      return {
+        kind: "ready",
+        copied: { hostId: host.id, logicalBytes, wireBytes, pages, pagesDeduplicated },
+      };
     }
     if (status.state === "running")
       return {

@@ -657,7 +657,8 @@ export class AcpService {
     if (image.kind === "pending") return { type: "pending" };
     await this.commit("destination", async (tx, emit) => {
       await assertVmCanArrive(tx, prepare.vm, spec.name);
-      const placement = await this.d.target.place(tx, spec, image.copiedTo);
+      const placement = await this.d.target.place(tx, spec, image.copied);
+      for (const e of placement.events ?? []) emit(e);
       emit(
         await insertArrivingVm(tx, {
           id: prepare.vm,
