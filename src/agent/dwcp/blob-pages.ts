@@ -90,32 +90,35 @@ export async function receiveBlobPages(
   file: string,
   sizeBytes: number,
   cache: PageCache,
+  /** Called with each message's size as it arrives (a watchdog's sign of life). */
+  onBytes: (bytes: number) => void = () => {},
 ): Promise<BlobReceiveStats> {
   const pages = pageCount(sizeBytes);
   let wireBytes = 0;
   const fh = await open(file, "w", 0o600);
   try {
-    const receiver = new PageReceiver(
-      countReads(channel, (n) => (wireBytes += n)),
-      {
-        cache,
-        announce: false,
-        sink: {
-          write: async (pageNo, page) => {
-            if (pageNo >= pages)
-              throw new NovaError(
-                "NOVA_REPLY_TOO_LARGE",
-                `the peer sent page ${pageNo} of a blob declared ${sizeBytes} bytes (${pages} pages)`,
-                { details: { limitBytes: sizeBytes } },
-              );
-            // Left as a hole: the truncate below gives the file its length.
-            if (page === ZERO_PAGE) return;
-            const len = Math.min(PAGE_SIZE, sizeBytes - pageNo * PAGE_SIZE);
-            await fh.write(page, 0, len, pageNo * PAGE_SIZE);
-          },
+    const count = (n: number) => {
+      wireBytes += n;
+      onBytes(n);
+    };
+    const receiver = new PageReceiver(countReads(channel, count), {
+      cache,
+      announce: false,
+      sink: {
+        write: async (pageNo, page) => {
+          if (pageNo >= pages)
+            throw new NovaError(
+              "NOVA_REPLY_TOO_LARGE",
+              `the peer sent page ${pageNo} of a blob declared ${sizeBytes} bytes (${pages} pages)`,
+              { details: { limitBytes: sizeBytes } },
+            );
+          // Left as a hole: the truncate below gives the file its length.
+          if (page === ZERO_PAGE) return;
+          const len = Math.min(PAGE_SIZE, sizeBytes - pageNo * PAGE_SIZE);
+          await fh.write(page, 0, len, pageNo * PAGE_SIZE);
         },
       },
-    );
+    });
     const s = await receiver.run();
     await fh.truncate(sizeBytes);
     await fh.sync();

@@ -142,6 +142,30 @@ describe.skipIf(!haveOpenssl())("image copy between clusters", () => {
     expect(await dst.images.has(a.digest)).toBe(false);
   });
 
+  it("keeps nothing of a pull whose source went away mid-blob, and pulls afresh when asked again", async () => {
+    const id = "66666666-6666-4666-8666-666666666666";
+    const { src, dst, a, req } = await offered(id, 96 * MiB);
+    expect(dst.dwcp.pullImage(req).state).toBe("running");
+    // The source agent stops (its offer and sessions with it) while the blob crosses.
+    await new Promise((r) => setTimeout(r, 150));
+    await src.dwcp.close();
+    agents = agents.filter((x) => x !== src.dwcp);
+    const cut = (await dst.dwcp.imagePulls!.settled(id))!;
+    expect(cut.state).toBe("failed");
+    expect(await dst.images.has(a.digest)).toBe(false);
+    expect(readdirSync(path.join(dst.dataDir, "tmp", "image-pulls"))).toEqual([]);
+    // The failure is reported once; a source host that offers again is pulled from afresh.
+    expect(dst.dwcp.pullImage(req).state).toBe("failed");
+    const again = await agent(s);
+    await again.images.importFile(src.images.pathOf(a.digest), "kernel");
+    const st = await pull(
+      dst.dwcp,
+      pullOf(id, await again.dwcp.offerImage(id, [a.digest], d.ca.certPem, 60_000)),
+    );
+    expect(st.state, st.message).toBe("done");
+    expect(await dst.images.has(a.digest)).toBe(true);
+  });
+
   it("gives nothing to a bad token, after a withdrawal, or to a host of a third cluster", async () => {
     const id = "55555555-5555-4555-8555-555555555555";
     const { src, dst, a, req } = await offered(id, 64 * 1024);

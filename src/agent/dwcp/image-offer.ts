@@ -36,6 +36,8 @@ export interface OfferedBlob {
 }
 
 interface Offer {
+  /** The sessions serving it: ended with it, so a puller cannot hold one past its offer. */
+  sessions: Set<DwcpSession>;
   token: Buffer;
   peerCaPem: string;
   blobs: Map<string, OfferedBlob>;
@@ -76,6 +78,7 @@ export class ImageOffers {
       blobs.set(digest, { digest, kind: b.kind, sizeBytes: b.sizeBytes });
     }
     const offer: Offer = {
+      sessions: new Set(),
       token: randomBytes(24),
       peerCaPem,
       blobs,
@@ -85,9 +88,14 @@ export class ImageOffers {
     return { token: offer.token.toString("base64url"), blobs: [...blobs.values()] };
   }
 
-  /** Ends an offer; true when there was one. Sessions already serving it run out. */
+  /** Ends an offer and the sessions serving it; true when there was one. */
   withdraw(id: string): boolean {
-    return this.offers.delete(id);
+    const offer = this.offers.get(id);
+    if (!offer) return false;
+    this.offers.delete(id);
+    for (const session of offer.sessions)
+      session.destroy(new NovaError("NOVA_DWCP_CLOSED", `image offer ${id} ended`));
+    return true;
   }
 
   /** The peer CA of offer `id`, while it lives. */
@@ -99,7 +107,7 @@ export class ImageOffers {
   /** Ids of expired offers, dropped now (their peer CAs are to be untrusted). */
   expire(now = Date.now()): string[] {
     const gone = [...this.offers].filter(([, o]) => o.expiresAt <= now).map(([id]) => id);
-    for (const id of gone) this.offers.delete(id);
+    for (const id of gone) this.withdraw(id);
     return gone;
   }
 
@@ -118,6 +126,8 @@ export class ImageOffers {
   async serve(id: string, session: DwcpSession, router: ChannelRouter): Promise<void> {
     const offer = this.offers.get(id);
     if (!offer) throw new NovaError("NOVA_NOT_FOUND", `no image offer ${id}`);
+    offer.sessions.add(session);
+    void session.closed.then(() => offer.sessions.delete(session));
     const mirror = await readInventory(await router.take(CONTROL_CHANNELS.inventory));
     const sends: Promise<unknown>[] = [];
     router.onPrefix(BLOB_CHANNEL_PREFIX, (ch: Channel) => {

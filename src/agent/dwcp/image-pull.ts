@@ -25,6 +25,9 @@ import { BLOB_CHANNEL_PREFIX, MAX_OFFER_BLOBS, type OfferedBlob } from "./image-
 /** Pulls remembered at once (running or finished); the oldest finished ones are forgotten first. */
 export const MAX_PULLS = 32;
 
+/** A pull whose session carried nothing for this long is ended (NOVA_TIMEOUT). */
+export const PULL_IDLE_MS = 60_000;
+
 /** What the server asks for: where the offer is, its token, and the blobs as offered. */
 export interface PullRequest {
   id: string;
@@ -139,6 +142,19 @@ export class ImagePulls {
     const session = await this.d.dial(req.endpoint, req.peerCaPem).catch((err: unknown) => {
       throw new NovaError("NOVA_HOST_UNREACHABLE", `the offering host is unreachable: ${describeError(err)}`);
     });
+    // A source that stops sending (but keeps its connections up) would hold this pull
+    // forever: a session silent for PULL_IDLE_MS is ended.
+    let lastActive = Date.now();
+    const alive = () => {
+      lastActive = Date.now();
+    };
+    const watchdog = setInterval(() => {
+      if (Date.now() - lastActive > PULL_IDLE_MS)
+        session.destroy(
+          new NovaError("NOVA_TIMEOUT", `the offering host sent nothing for ${PULL_IDLE_MS / 1000} s`),
+        );
+    }, 1000);
+    watchdog.unref();
     try {
       const answer = await sayHello(session, {
         migrationId: `${OFFER_HELLO_PREFIX}${req.id}`,
@@ -151,8 +167,9 @@ export class ImagePulls {
         );
       const cache = this.d.cache();
       await this.sendInventory(session, cache);
-      for (const blob of missing) await this.pullOne(session, cache, blob, dir, status);
+      for (const blob of missing) await this.pullOne(session, cache, blob, dir, status, alive);
     } finally {
+      clearInterval(watchdog);
       session.destroy();
     }
   }
@@ -169,11 +186,12 @@ export class ImagePulls {
     blob: OfferedBlob,
     dir: string,
     status: PullStatus,
+    alive: () => void,
   ): Promise<void> {
     const tmp = path.join(dir, `${blob.digest.slice(7, 23)}-${process.pid}-${Date.now()}`);
     try {
       const ch = session.openChannel(`${BLOB_CHANNEL_PREFIX}${blob.digest}`);
-      const s = await receiveBlobPages(ch, tmp, blob.sizeBytes, cache);
+      const s = await receiveBlobPages(ch, tmp, blob.sizeBytes, cache, alive);
       try {
         await this.d.images.importFile(tmp, blob.kind, { expectedDigest: blob.digest });
       } catch (err) {
