@@ -12,6 +12,7 @@
  * a first pull completed, so nothing is fetched twice on one host).
  */
 import type { HandoffVmSpec } from "../api/types/acp.js";
+import type { AgentImagePullStatus } from "../api/types/agent.js";
 import type { ClusterEvent } from "../api/types/events.js";
 import type { AgentConnector } from "../cluster/agent-client.js";
 import type { Queryable, ReadQueryable } from "../cluster/store/db.js";
@@ -26,6 +27,7 @@ import {
 } from "../cluster/store/images.js";
 import type { Store } from "../cluster/store/store.js";
 import type { CopiedImage, ImageReadiness } from "../federation/acp/ports.js";
+import type { ErrorCode } from "../lib/error-codes.js";
 import { describeError, isNovaError, NovaError } from "../lib/errors.js";
 import { placeVm } from "../placement/most-free-memory.js";
 
@@ -33,7 +35,12 @@ import { placeVm } from "../placement/most-free-memory.js";
 const MAX_REMEMBERED = 256;
 
 /** Failures of a pull that asking again cannot fix: the hand-off is refused. */
-const FINAL_FAILURES = new Set(["NOVA_IMAGE_DIGEST_MISMATCH", "NOVA_REPLY_TOO_LARGE", "NOVA_UNPROCESSABLE"]);
+const FINAL_FAILURES = new Set<string>([
+  "NOVA_IMAGE_DIGEST_MISMATCH",
+  "NOVA_REPLY_TOO_LARGE",
+  "NOVA_UNPROCESSABLE",
+  "NOVA_BAD_REQUEST",
+]);
 
 /** This cluster's image with the spec's content, if any. */
 export async function findImageByContent(
@@ -106,7 +113,7 @@ export class ImageCopies {
         { details: { image: spec.image.name, diskDigest: spec.image.diskDigest } },
       );
     const host = named ?? (await this.pullHost(handoffId, spec));
-    let status: Awaited<ReturnType<ReturnType<AgentConnector["client"]>["pullImage"]>>;
+    let status: AgentImagePullStatus;
     try {
       status = await this.agents.client(host).pullImage({
         id: handoffId,
@@ -135,7 +142,7 @@ export class ImageCopies {
     const code = status.code ?? "NOVA_INTERNAL";
     if (FINAL_FAILURES.has(code))
       throw new NovaError(
-        code as "NOVA_IMAGE_DIGEST_MISMATCH",
+        code as ErrorCode,
         `copying image ${spec.image.name} to host ${host.name} failed: ${status.message ?? code}`,
         { details: { image: spec.image.name, host: host.name } },
       );
