@@ -5,9 +5,10 @@
 // intact. The copy's wire bytes are checked against the blobs' sizes: the first image
 // costs about its size; a second image whose kernel differs from the first's by 2 MiB of
 // appended bytes (and whose disk and initrd are the first's) costs a small fraction of it,
-// its other pages crossing as references to west's page cache.
+// its other pages crossing as references to west's page cache. A third one is copied
+// across a kill of west's server in the middle of the copy.
 import { randomBytes } from "node:crypto";
-import { copyFile, mkdtemp, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -18,6 +19,7 @@ import { fetchEvents } from "./helpers/events.js";
 const AGENT_FLAGS = ["--memory", "1024", "--stop-grace", "10"];
 const WORKLOAD = "nc.pattern_seed=23 nc.pattern_mem_mb=8 nc.pattern_disk_mb=8 nc.verify_every=2";
 const MiB = 1024 * 1024;
+const serverFlags = (name: string) => ["--cluster-name", name, "--heartbeat-timeout", "6"];
 
 interface ImageBody {
   name: string;
@@ -47,9 +49,7 @@ describe("a VM moves to a cluster that lacks its image", { timeout: 400_000 }, (
       [east, "east"],
       [west, "west"],
     ]);
-    await Promise.all(
-      [...names].map(([c, name]) => c.startServer(["--cluster-name", name, "--heartbeat-timeout", "6"])),
-    );
+    await Promise.all([...names].map(([c, name]) => c.startServer(serverFlags(name))));
     await Promise.all([east.startAgent("e1", 18320, AGENT_FLAGS), west.startAgent("w1", 18330, AGENT_FLAGS)]);
     // Only east has the image; the two clusters peer through the REST API.
     const imported = await east.cli(["image", "import", "guest", "--manifest", manifest]);
@@ -71,6 +71,26 @@ describe("a VM moves to a cluster that lacks its image", { timeout: 400_000 }, (
     let total = 0;
     for (const k of kinds) total += (await stat(path.join(path.dirname(file), m[k]!))).size;
     return total;
+  }
+
+  /**
+   * Imports on east an image `name` like the guest's: the same disk and initrd, a kernel
+   * with 2 MiB of random bytes appended (an ELF loader reads only its segments, so it
+   * boots as before). Returns its manifest.
+   */
+  async function similarImage(name: string): Promise<string> {
+    const m = JSON.parse(await readFile(manifest, "utf8")) as Record<string, string>;
+    const from = path.dirname(manifest);
+    const dir = path.join(scratch, name);
+    await mkdir(dir);
+    for (const k of ["disk", "initrd"]) await symlink(path.join(from, m[k]!), path.join(dir, m[k]!));
+    await copyFile(path.join(from, m.kernel!), path.join(dir, m.kernel!));
+    await writeFile(path.join(dir, m.kernel!), randomBytes(2 * MiB), { flag: "a" });
+    const file = path.join(dir, "manifest.json");
+    await writeFile(file, JSON.stringify(m));
+    const res = await east.cli(["image", "import", name, "--manifest", file]);
+    expect(res.code, res.stderr).toBe(0);
+    return file;
   }
 
   /** Creates `name` on east from `image`, lets its guest verify once, moves it to west and checks it arrived intact. */
@@ -117,17 +137,7 @@ describe("a VM moves to a cluster that lacks its image", { timeout: 400_000 }, (
   });
 
   it("copies a second, similar image for a fraction of its size", async () => {
-    // guest-v2: the same disk and initrd, a kernel with 2 MiB of random bytes appended
-    // (an ELF loader reads only its segments, so it boots as before).
-    const m = JSON.parse(await readFile(manifest, "utf8")) as Record<string, string>;
-    const dir = path.dirname(manifest);
-    for (const k of ["disk", "initrd"]) await symlink(path.join(dir, m[k]!), path.join(scratch, m[k]!));
-    await copyFile(path.join(dir, m.kernel!), path.join(scratch, m.kernel!));
-    await writeFile(path.join(scratch, m.kernel!), randomBytes(2 * MiB), { flag: "a" });
-    const v2 = path.join(scratch, "manifest.json");
-    await writeFile(v2, JSON.stringify(m));
-    const res = await east.cli(["image", "import", "guest-v2", "--manifest", v2]);
-    expect(res.code, res.stderr).toBe(0);
+    const v2 = await similarImage("guest-v2");
 
     const copied = await moveToWest("mover-2", "guest-v2");
     // Only the kernel was missing on west; of its pages only the appended ones crossed in full.
@@ -138,5 +148,27 @@ describe("a VM moves to a cluster that lacks its image", { timeout: 400_000 }, (
     console.log(
       `image copy (similar): ${kernel} bytes of blobs, ${copied.wireBytes} on the wire (${((100 * copied.wireBytes) / kernel).toFixed(1)} %), ${copied.pagesDeduplicated}/${copied.pages} pages as references or zero`,
     );
+  });
+
+  it("goes on when the destination's server is killed while it copies the image", async () => {
+    await similarImage("guest-v3");
+    // West's server dies (as kill -9 would) right after it started the pull and before it
+    // answered `pending`; it is started again, and the source's next delivery finds the
+    // pull running or done on w1.
+    await west.stop("server", "SIGKILL");
+    const doomed = await west.startServer(serverFlags("west"), {
+      env: { NOVACRON_FAILPOINTS: "acp.destination.image-pending=kill" },
+    });
+    const restarted = doomed.exited.then(() => west.startServer(serverFlags("west")));
+    const copied = await moveToWest("mover-3", "guest-v3");
+    await restarted;
+    expect(copied).toMatchObject({ name: "guest-v3", host: "w1" });
+    // Recorded once, on its one host, and nothing else half-recorded.
+    const images = (await west.api<{ images: ImageBody[] }>("GET", "/v1/images")).body.images;
+    expect(images.map((i) => [i.name, i.hosts])).toEqual([
+      ["guest", ["w1"]],
+      ["guest-v2", ["w1"]],
+      ["guest-v3", ["w1"]],
+    ]);
   });
 });

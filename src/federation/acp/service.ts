@@ -654,7 +654,10 @@ export class AcpService {
     await assertVmCanArrive(this.d.store.read, prepare.vm, spec.name);
     // A copy of the image takes longer than one request may: the source asks again.
     const image = await this.d.target.ensureImage(prepare.handoff, peer.caPem, spec);
-    if (image.kind === "pending") return { type: "pending" };
+    if (image.kind === "pending") {
+      failpoint("acp.destination.image-pending");
+      return { type: "pending" };
+    }
     await this.commit("destination", async (tx, emit) => {
       await assertVmCanArrive(tx, prepare.vm, spec.name);
       const placement = await this.d.target.place(tx, spec, image.copied);
