@@ -69,11 +69,27 @@ describe("hand-off faults: a server killed at a step of the hand-off", { timeout
     }
   });
 
-  /** Restarts `which`'s server, with the failpoints given (none: a plain restart). */
-  async function restart(which: "east" | "west", failpoints?: string) {
+  /** Restarts `which`'s server, with the failpoints and extra flags given (none: a plain restart). */
+  async function restart(which: "east" | "west", failpoints?: string, flags: string[] = []) {
     const c = clusters()[which];
     await c.stop("server", "SIGKILL");
-    return c.startServer(SERVER_FLAGS[which], failpoints ? { env: { NOVACRON_FAILPOINTS: failpoints } } : {});
+    return c.startServer(
+      [...SERVER_FLAGS[which], ...flags],
+      failpoints ? { env: { NOVACRON_FAILPOINTS: failpoints } } : {},
+    );
+  }
+
+  /** Kills `which`'s agent as `kill -9` would and starts it again, with the failpoints given. */
+  async function restartAgent(which: "east" | "west", failpoints?: string) {
+    const c = clusters()[which];
+    const [name, port] = which === "east" ? ["e1", 17866] : ["w1", 17876];
+    await c.stop(name as string, "SIGKILL");
+    return c.startAgent(
+      name as string,
+      port as number,
+      AGENT_FLAGS,
+      failpoints ? { env: { NOVACRON_FAILPOINTS: failpoints } } : {},
+    );
   }
 
   const qemus = async (vmId: string) => ({
@@ -259,5 +275,76 @@ describe("hand-off faults: a server killed at a step of the hand-off", { timeout
     await restart("west");
     expect((await ended(id)).state).toBe("completed");
     await settledOn("west", "f-prepared", vm.id, 2, vm.round);
+  });
+
+  /**
+   * After an agent died mid-hand-off either outcome is right, and which one depends on how
+   * far the relay got: west owns the VM at epoch 2 (its copy was verified before the
+   * kill) or west gave it back and east runs it at epoch 3. Either way one copy runs,
+   * intact, and both views agree.
+   */
+  async function settledEitherWay(name: string, vmId: string, round: number, migrationId: string) {
+    const m = await ended(migrationId);
+    const on = m.state === "completed" ? "west" : "east";
+    console.log(`${name}: the migration ended ${m.state}; the VM runs in ${on}`);
+    // A VM that stayed in east keeps the QEMU it booted in, and so its boot line.
+    await settledOn(on, name, vmId, on === "west" ? 2 : 3, round, on === "west" ? 0 : 1);
+    const handoffs = (
+      await east.api<{ handoffs: { vm: string; state: string }[] }>("GET", "/v1/federation/handoffs")
+    ).body.handoffs;
+    expect(handoffs.find((h) => h.vm === name)?.state).toBe(on === "west" ? "completed" : "reclaimed");
+    return on;
+  }
+
+  it("source agent killed as it is fenced after the release: one copy runs once it is back", async () => {
+    const vm = await createRunning("f-fence");
+    const dying = await restartAgent("east", "agent.fence=kill");
+    await east.waitVmState("f-fence", "running");
+    const id = await startMigration("f-fence");
+    await dying.exited;
+    // Not fenced yet, so the release is not delivered: west has not resumed its copy.
+    expect(lastRound(await west.console("f-fence", 400))).toBe(0);
+    await restartAgent("east");
+    await settledEitherWay("f-fence", vm.id, vm.round, id);
+  });
+
+  it("destination agent killed as it is asked to resume: restarted, it resumes a verified copy or gives the VM back", async () => {
+    const vm = await createRunning("f-finish");
+    const dying = await restartAgent("west", "agent.incoming.finish=kill");
+    const id = await startMigration("f-finish");
+    await dying.exited;
+    await restartAgent("west");
+    await settledEitherWay("f-finish", vm.id, vm.round, id);
+  });
+
+  it("a destination that does not prepare in time: the authorisation expires, the VM runs on at the source, nothing arrives", async () => {
+    const vm = await createRunning("f-expiry");
+    await restart("east", undefined, ["--acp-prepare-timeout", "5"]);
+    await east.waitVmState("f-expiry", "running");
+    // West's server freezes: still a fresh peer to east, but it answers nothing.
+    const westPid = west.daemonPid("server")!;
+    process.kill(westPid, "SIGSTOP");
+    let m: MigrationBody;
+    try {
+      const id = await startMigration("f-expiry");
+      m = await ended(id);
+    } finally {
+      process.kill(westPid, "SIGCONT");
+    }
+    expect(m.state).toBe("failed");
+    expect(m.stateReason).toMatch(
+      /did not prepare a copy within 5 s, so the hand-off's authorisation expired/,
+    );
+    // Once west answers again it drops whatever it prepared, and both sides agree.
+    for (const c of [east, west])
+      await waitFor(
+        async () =>
+          (
+            await c.api<{ handoffs: { vm: string; state: string }[] }>("GET", "/v1/federation/handoffs")
+          ).body.handoffs.find((h) => h.vm === "f-expiry")?.state === "aborted",
+        { timeoutMs: 90_000, what: `the hand-off of f-expiry aborted in ${c === east ? "east" : "west"}` },
+      );
+    await settledOn("east", "f-expiry", vm.id, 1, vm.round, 1);
+    await restart("east");
   });
 });

@@ -13,6 +13,7 @@ import {
   listUnsettledIncoming,
   listUnsettledOutgoing,
   moveVmOwnership,
+  outgoingAgeMs,
   settleHandoff,
   transitionIncoming,
   transitionOutgoing,
@@ -71,6 +72,15 @@ describe.each(ENGINES)("hand-off store on $engine", ({ create }) => {
     const h = await getOutgoing(store.read, id);
     expect(h).toMatchObject({ state: "preparing", fromEpoch: 1, targetClusterId: D });
     expect(Object.keys(h.statements)).toEqual(["prepare"]);
+    // Its age by the database's clock, which the prepare's authorisation is measured by.
+    await store.db.query("UPDATE acp_outgoing SET created_at = now() - interval '90 seconds' WHERE id = $1", [
+      id,
+    ]);
+    const age = await outgoingAgeMs(store.read, id);
+    expect(age).toBeGreaterThanOrEqual(90_000);
+    expect(age).toBeLessThan(150_000);
+    expect(await outgoingAgeMs(store.read, randomUUID())).toBeUndefined();
+    await store.db.query("UPDATE acp_outgoing SET created_at = now() WHERE id = $1", [id]);
 
     await store.write((tx) =>
       transitionOutgoing(tx, h, "transferring", "prepared", { prepared: statement("prepared", id, vmId) }),

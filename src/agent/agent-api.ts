@@ -155,6 +155,7 @@ export function buildAgentApi(deps: AgentApiDeps): FastifyInstance {
     qemuTls: deps.qemuTls ?? null,
     qemuPlaintext: deps.qemuPlaintext ?? false,
     dwcp: deps.dwcp ?? null,
+    log: app.log,
   });
 
   // Through the migration service: a destination's copy ends the migration it waited for.

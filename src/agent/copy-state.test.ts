@@ -58,6 +58,24 @@ describe("copyStateOf", () => {
     expect(s.reason).toMatch(/incoming migration completed/);
   });
 
+  it("is incomplete for a destination whose relay failed, though QEMU loaded a whole-looking stream", () => {
+    const s = copyStateOf({
+      qemu: qemu("paused", "completed"),
+      incomingMigrationId: "m1",
+      incomingRelayFailure: "The DWCP session lost all connections",
+    });
+    expect(s).toMatchObject({ state: "incomplete", incomingMigrationId: "m1" });
+    expect(s.reason).toMatch(/relay failed .*lost all connections/);
+    expect(s).not.toHaveProperty("incomingRelayFailure");
+    // Once it runs, it runs: a relay failure afterwards changes nothing.
+    const running = copyStateOf({
+      qemu: qemu("running", "completed"),
+      incomingMigrationId: "m1",
+      incomingRelayFailure: "x",
+    });
+    expect(running.state).toBe("running");
+  });
+
   it("is incomplete for a destination waiting for or receiving the stream", () => {
     for (const mig of ["none", "setup", "active", "postcopy-active"])
       expect(copyStateOf({ qemu: qemu("inmigrate", mig), incomingMigrationId: "m1" }).state, mig).toBe(

@@ -26,6 +26,11 @@ export interface CopyObservation {
   incomingMigrationId?: string | undefined;
   /** The outgoing migration whose memory transfer this agent started (vm.json). */
   outgoingMigrationId?: string | undefined;
+  /**
+   * Why the DWCP relay feeding the incoming migration failed for good, if it did: the
+   * stream was never verified end to end, so the copy is not trusted to run.
+   */
+  incomingRelayFailure?: string | undefined;
 }
 
 /** The copy state of a VM on this host. */
@@ -49,6 +54,14 @@ export function copyStateOf(o: CopyObservation): AgentCopyState {
   if (runState === "inmigrate")
     return answer("incomplete", "a destination QEMU waiting for, or receiving, the migration stream");
   if (o.incomingMigrationId) {
+    // QEMU may have loaded what looks like the whole stream, yet the relay never confirmed
+    // it (the source's agent died before the stream's end-to-end check arrived): the copy
+    // is not trusted, and the source, which sent everything, still holds the VM.
+    if (o.incomingRelayFailure)
+      return answer(
+        "incomplete",
+        `the DWCP relay failed before it verified the whole VM (${o.incomingRelayFailure})`,
+      );
     // A destination that left inmigrate: it holds the whole VM only once its incoming
     // migration completed (post-copy would still fetch pages from the source).
     if (migrationStatus === "completed")

@@ -48,7 +48,7 @@ import { ImagePulls, type PullRequest, type PullStatus } from "./dwcp/image-pull
 import { DwcpPageStore } from "./dwcp/page-store.js";
 import { judgeSessionCert, PeerCaTrust, parsePeerCa } from "./dwcp/peer-trust.js";
 import { DwcpSource, type OutgoingDwcp } from "./dwcp/source.js";
-import { DwcpTarget, type NbdTarget, refuse } from "./dwcp/target.js";
+import { DwcpTarget, type IncomingRelayMark, type NbdTarget, refuse } from "./dwcp/target.js";
 import type { TransportDecision } from "./dwcp/transport-choice.js";
 
 export type { DwcpEndpoint } from "./dwcp/control.js";
@@ -274,6 +274,21 @@ export class AgentDwcp {
    */
   incomingVerified(migrationId: string, timeoutMs?: number): Promise<void> {
     return this.target.verified(migrationId, timeoutMs);
+  }
+
+  /** Destination: where each incoming relay's course is recorded (DwcpTarget.onRelayMark). */
+  onIncomingRelayMark(mark: IncomingRelayMark): void {
+    this.target.onRelayMark(mark);
+  }
+
+  /** Destination: whether this agent runs a relay for `migrationId` (it does not after a restart). */
+  hasIncomingRelay(migrationId: string): boolean {
+    return this.target.hasRelay(migrationId);
+  }
+
+  /** Destination: why the relay of `migrationId` failed for good, if it did (DwcpTarget.failure). */
+  incomingFailure(migrationId: string): string | undefined {
+    return this.target.failure(migrationId);
   }
 
   /** Destination: the migration ended (either way); drop its session. */

@@ -121,6 +121,8 @@ export interface MigrationServiceDeps {
   dwcp?: AgentDwcp | null;
   /** Who estimates the switch-over bandwidth over DWCP. @defaultValue from the environment */
   switchoverEstimate?: SwitchoverEstimate;
+  /** Where what goes wrong outside a request is said. */
+  log?: MigrationLog;
 }
 
 /** What the agent keeps about one outgoing migration while it runs. */
@@ -173,6 +175,31 @@ export class MigrationService {
     this.qemuPlaintext = deps.qemuPlaintext ?? false;
     this.dwcp = deps.dwcp ?? null;
     this.switchoverEstimate = deps.switchoverEstimate ?? switchoverEstimateFromEnv();
+    deps.dwcp?.onIncomingRelayMark((migrationId, vmId, mark) => {
+      this.vms
+        .noteIncomingRelay(vmId, migrationId, mark)
+        .catch((err: unknown) =>
+          deps.log?.warn(
+            { err: describeError(err), migrationId },
+            "recording the incoming relay's course failed",
+          ),
+        );
+    });
+  }
+
+  /**
+   * Why the DWCP relay feeding `id`'s incoming migration cannot be trusted, if it cannot:
+   * it failed, or this agent restarted after the source chose DWCP and before the stream
+   * was verified (the check died with the old process).
+   */
+  private incomingRelayFailure(id: string): string | undefined {
+    const incoming = this.vms.incomingOf(id);
+    if (!incoming) return undefined;
+    const failed = this.dwcp?.incomingFailure(incoming.migrationId);
+    if (failed) return failed;
+    if (incoming.relay === "started" && !this.dwcp?.hasIncomingRelay(incoming.migrationId))
+      return "the agent restarted before the relayed stream was verified end to end";
+    return undefined;
   }
 
   /**
@@ -276,6 +303,12 @@ export class MigrationService {
           `VM ${id} is waiting for migration ${incoming.migrationId}, not ${body.migrationId}`,
         );
       }
+      const untrusted = this.incomingRelayFailure(id);
+      if (untrusted)
+        throw new NovaError(
+          "NOVA_MIGRATION_RELAY",
+          `VM ${id}'s copy is not resumed: ${untrusted}; the source keeps the VM`,
+        );
       // This QEMU was started for this migration only, so its status is about it. Over
       // DWCP, resume only a stream the relay verified end to end (SHA-256). Both are
       // awaited together: each waits for the stream's last bytes, and the guest is paused.
@@ -315,6 +348,7 @@ export class MigrationService {
     const ids = {
       incomingMigrationId: this.vms.incomingOf(id)?.migrationId,
       outgoingMigrationId: this.vms.outgoingOf(id),
+      incomingRelayFailure: this.incomingRelayFailure(id),
     };
     const proc = this.vms.processOf(id);
     if (!proc) return copyStateOf({ qemu: null, ...ids });

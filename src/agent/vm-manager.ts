@@ -34,7 +34,12 @@ interface VmFile {
   spec: AgentVmSpec;
   observed: { state: ObservedState; reason: string };
   /** Set while this host is the destination of a migration that has not switched over. */
-  incoming?: { migrationId: string; endpoints?: AgentIncomingEndpoints };
+  incoming?: {
+    migrationId: string;
+    endpoints?: AgentIncomingEndpoints;
+    /** The DWCP relay's course (dwcp/target.ts IncomingRelayMark); absent: no relay started. */
+    relay?: "started" | "verified";
+  };
   /**
    * The outgoing migration whose memory transfer this agent started. QEMU's query-migrate
    * does not say which migration it describes (a VM that arrived by migration reports that
@@ -256,6 +261,18 @@ export class VmManager {
     const vm = this.vms.get(id);
     if (!vm?.incoming) return;
     vm.incoming = { ...vm.incoming, endpoints };
+    await this.persist(vm);
+  }
+
+  /**
+   * Destination: records how far the DWCP relay of the VM's incoming migration got, so a
+   * restarted agent does not resume a stream that nobody checked. A mark of another
+   * migration, or one that would go back from verified, is ignored.
+   */
+  async noteIncomingRelay(id: string, migrationId: string, mark: "started" | "verified"): Promise<void> {
+    const vm = this.vms.get(id);
+    if (vm?.incoming?.migrationId !== migrationId || vm.incoming.relay === "verified") return;
+    vm.incoming = { ...vm.incoming, relay: mark };
     await this.persist(vm);
   }
 

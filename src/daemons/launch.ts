@@ -66,6 +66,7 @@ export async function runServer(o: ServerDaemonFlags): Promise<void> {
       ? { federationPort: parsePort(o.federationPort, "--federation-port") }
       : {}),
     ...(o.advertiseHost ? { advertiseHost: o.advertiseHost } : {}),
+    acpPrepareTimeoutMs: parsePositiveInt(o.acpPrepareTimeout, "--acp-prepare-timeout") * 1000,
     ...(databaseUrl ? { databaseUrl } : {}),
   });
   const lines = [

@@ -349,6 +349,12 @@ export const ERROR_CODES = {
     retryable: false,
     description: "The hand-off was already called off by its source cluster; start a new migration.",
   },
+  NOVA_ACP_EXPIRED: {
+    status: 504,
+    retryable: false,
+    description:
+      "The destination cluster did not prepare its copy within the hand-off's authorisation window (the source server's --acp-prepare-timeout, default 600 s): the source withdrew the hand-off and the VM runs on where it was. Check the peer (novacron cluster list) and migrate again.",
+  },
   NOVA_ACP_FENCED: {
     status: 409,
     retryable: false,

@@ -13,14 +13,14 @@ import type { HandoffVmSpec } from "../api/types/acp.js";
 import { AgentIncomingEndpoints } from "../api/types/agent.js";
 import type { ClusterEvent } from "../api/types/events.js";
 import type { AgentClient, AgentConnector } from "../cluster/agent-client.js";
-import { findOutgoing, type OutgoingHandoff } from "../cluster/store/acp.js";
+import { findOutgoing, type OutgoingHandoff, outgoingAgeMs } from "../cluster/store/acp.js";
 import type { Queryable } from "../cluster/store/db.js";
 import type { PeerRow } from "../cluster/store/federation.js";
 import { getHost } from "../cluster/store/hosts.js";
 import { getImage, type ImageRecord } from "../cluster/store/images.js";
 import { setMigrationTargetHostName } from "../cluster/store/migrations.js";
 import type { Store } from "../cluster/store/store.js";
-import type { VmRecord } from "../cluster/store/vms.js";
+import { findVm, type VmRecord } from "../cluster/store/vms.js";
 import type { AcpService } from "../federation/acp/service.js";
 import { NovaError } from "../lib/errors.js";
 import type { MigrationTarget, TargetAnswer } from "./target.js";
@@ -35,14 +35,21 @@ export interface PreparedDetail {
 const WAIT_MS = { prepare: 180_000, finish: 30_000 } as const;
 
 /**
+ * How long the source's `prepare` authorises the hand-off: a destination that has not
+ * prepared by then (silent, or stuck) gets it withdrawn, so a migration never waits
+ * for a peer forever. Measured from the proposal by the source database's clock; no
+ * other cluster's clock is read.
+ */
+export const DEFAULT_PREPARE_TIMEOUT_MS = 600_000;
+
+/**
  * While the destination answers the prepare `pending` (it copies the image), the wait goes
- * on for this long after each such answer, up to IMAGE_COPY_MAX_MS in all.
+ * on for this long after each such answer, up to the authorisation's end.
  */
 const PENDING_GRACE_MS = 30_000;
-const IMAGE_COPY_MAX_MS = 2 * 3600_000;
 
-/** How long the source host offers the image's blobs at most; withdrawn once the prepare ended. */
-const OFFER_TTL_SECONDS = IMAGE_COPY_MAX_MS / 1000;
+/** The longest an offer of the image's blobs lives on the source host (the agent's bound). */
+const MAX_OFFER_TTL_SECONDS = 21_600;
 
 export class ClusterTarget implements MigrationTarget {
   private hostName: string | null;
@@ -54,6 +61,7 @@ export class ClusterTarget implements MigrationTarget {
     private readonly migration: { id: string; targetHost: string },
     /** Reaches the source host, which offers the image's blobs to the destination. */
     private readonly agents: AgentConnector,
+    private readonly prepareTimeoutMs = DEFAULT_PREPARE_TIMEOUT_MS,
   ) {
     this.hostName = migration.targetHost || null;
   }
@@ -100,10 +108,16 @@ export class ClusterTarget implements MigrationTarget {
         spec,
       });
     }
-    // The offer ends with the prepare, either way: the destination holds the image by then.
-    const h = await this.waitWhile(["preparing"], WAIT_MS.prepare, "prepare its copy").finally(() =>
-      this.withdrawOffer(vm),
-    );
+    const age = (await outgoingAgeMs(this.store.read, this.migration.id)) ?? 0;
+    const left = this.prepareTimeoutMs - age;
+    if (left <= 0) await this.expire(vm);
+    // Past the authorisation's end the wait means expiry; before it, a failure to prepare.
+    const h = await this.waitWhile(["preparing"], WAIT_MS.prepare, "prepare its copy", {
+      lapseMs: left,
+      atLapse: () => this.expire(vm),
+    });
+    // The destination holds the image now, or never will for this hand-off.
+    await this.withdrawOffer(vm);
     if (h.state !== "transferring")
       throw new NovaError("NOVA_ACP_ABORTED", `cluster ${this.peer.name} did not prepare: ${h.reason}`);
     const detail = h.statements.prepared?.detail as Partial<PreparedDetail> | undefined;
@@ -118,8 +132,26 @@ export class ClusterTarget implements MigrationTarget {
   }
 
   /**
+   * The authorisation lapsed while the destination was still preparing: withdraw the
+   * hand-off (its copy, if any, is dropped and never runs) and end the migration.
+   */
+  private async expire(vm: VmRecord): Promise<never> {
+    await this.withdrawOffer(vm);
+    const h = await findOutgoing(this.store.read, this.migration.id);
+    const seconds = Math.round(this.prepareTimeoutMs / 1000);
+    if (h?.state === "preparing")
+      await this.acp.abort(h.id, `the authorisation expired: no prepared copy within ${seconds} s`);
+    throw new NovaError(
+      "NOVA_ACP_EXPIRED",
+      `cluster ${this.peer.name} did not prepare a copy within ${seconds} s, so the hand-off's authorisation expired and was withdrawn; the VM runs on here. Check the peer (novacron cluster list) and migrate again`,
+      { details: { handoff: this.migration.id, timeoutSeconds: seconds } },
+    );
+  }
+
+  /**
    * Has the source host offer the image's blobs to the destination cluster's hosts (its CA
-   * trusted for this offer only), in case the destination lacks the image.
+   * trusted for this offer only) for as long as the prepare authorises the hand-off, in
+   * case the destination lacks the image.
    */
   private async offerImage(vm: VmRecord, image: ImageRecord) {
     if (!vm.hostId) throw new NovaError("NOVA_ILLEGAL_STATE", `VM ${vm.name} has no host`);
@@ -130,12 +162,12 @@ export class ClusterTarget implements MigrationTarget {
       id: this.migration.id,
       digests,
       peerCaPem: this.peer.caPem,
-      ttlSeconds: OFFER_TTL_SECONDS,
+      ttlSeconds: Math.min(MAX_OFFER_TTL_SECONDS, Math.ceil(this.prepareTimeoutMs / 1000)),
     });
   }
 
   /** Best effort: the offer expires on its own otherwise. */
-  private async withdrawOffer(vm: VmRecord): Promise<void> {
+  private async withdrawOffer(vm: { hostId: string | null }): Promise<void> {
     if (!vm.hostId) return;
     const host = await getHost(this.store.read, vm.hostId).catch(() => undefined);
     if (host)
@@ -164,6 +196,7 @@ export class ClusterTarget implements MigrationTarget {
         `the VM was released to cluster ${this.peer.name}; it is not rolled back`,
       );
     await this.acp.abort(h.id, "the migration was rolled back");
+    await this.withdrawOffer((await findVm(this.store.read, h.vmId)) ?? { hostId: null });
     return `hand-off to cluster ${this.peer.name} called off: its copy is dropped and never runs`;
   }
 
@@ -178,23 +211,27 @@ export class ClusterTarget implements MigrationTarget {
   /**
    * Waits while the hand-off is in one of `states`. Past `ms` the destination is treated as
    * unreachable: the planner retries later (after the release) or rolls back (before it).
+   * While a preparing destination answers `pending` (it copies the image), the wait goes on
+   * PENDING_GRACE_MS past each such answer; never past `lapseMs`, the authorisation's end,
+   * which means `atLapse` instead.
    */
   private async waitWhile(
     states: OutgoingHandoff["state"][],
     ms: number,
     what: string,
+    lapse: { lapseMs: number; atLapse: () => Promise<never> } | undefined = undefined,
   ): Promise<OutgoingHandoff> {
-    const start = Date.now();
-    let deadline = start + ms;
+    const lapseAt = lapse ? Date.now() + lapse.lapseMs : Number.POSITIVE_INFINITY;
+    let deadline = Math.min(Date.now() + ms, lapseAt);
     for (;;) {
       const h = await findOutgoing(this.store.read, this.migration.id);
       if (!h) throw new NovaError("NOVA_INTERNAL", `hand-off ${this.migration.id} is gone`);
       if (!states.includes(h.state)) return h;
-      // A destination that keeps answering `pending` is copying the image: it is alive.
       const pendingAt = this.acp.lastPendingAt(h.id);
       if (h.state === "preparing" && pendingAt !== undefined)
-        deadline = Math.min(Math.max(deadline, pendingAt + PENDING_GRACE_MS), start + IMAGE_COPY_MAX_MS);
+        deadline = Math.min(Math.max(deadline, pendingAt + PENDING_GRACE_MS), lapseAt);
       const decision = this.acp.needsDecision(h.id);
+      if (Date.now() > deadline && deadline >= lapseAt && lapse) return lapse.atLapse();
       if (Date.now() > deadline || decision)
         throw new NovaError(
           "NOVA_FED_PEER_UNREACHABLE",

@@ -68,6 +68,8 @@ export interface ServerOptions {
   federationHeartbeatMs?: number;
   /** A peer not heard from for this long is shown as stale. @defaultValue 3 heartbeats + 5 s */
   federationStaleAfterMs?: number;
+  /** How long a hand-off's `prepare` authorises it before it is withdrawn (cluster-target.ts). @defaultValue 600000 */
+  acpPrepareTimeoutMs?: number;
   logger?: Logger;
 }
 
@@ -200,7 +202,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
             "NOVA_FED_PEER_UNKNOWN",
             `the destination cluster of migration ${m.id} was removed`,
           );
-        return new ClusterTarget(store, acp, peer, m, agents);
+        return new ClusterTarget(store, acp, peer, m, agents, options.acpPrepareTimeoutMs);
       },
     },
   );

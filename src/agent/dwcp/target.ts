@@ -55,9 +55,17 @@ export type OfferSessions = (
   hello: Channel,
 ) => Promise<void>;
 
+/**
+ * What the agent records of an incoming relay's course (vm.json), so that after its own
+ * restart it knows whether a stream it can no longer check was checked: "started" once
+ * the source chose DWCP, "verified" once the whole memory stream matched end to end.
+ */
+export type IncomingRelayMark = (migrationId: string, vmId: string, mark: "started" | "verified") => void;
+
 /** One per agent. */
 export class DwcpTarget {
   private readonly incoming = new Map<string, Incoming>();
+  private mark: IncomingRelayMark = () => {};
 
   constructor(
     private readonly pages: DwcpPageStore,
@@ -71,6 +79,11 @@ export class DwcpTarget {
     /** Sessions that ask for an image offer rather than a migration. */
     private readonly offers: OfferSessions,
   ) {}
+
+  /** Where the relays' course is recorded (IncomingRelayMark). */
+  onRelayMark(mark: IncomingRelayMark): void {
+    this.mark = mark;
+  }
 
   /**
    * Accept a session for `migrationId` that feeds these local endpoints; with `peerCaPem`
@@ -143,6 +156,22 @@ export class DwcpTarget {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /**
+   * Why this migration's relay can no longer deliver the VM, once it cannot: the memory
+   * stream or a disk connection failed (a session that lost its connections for good,
+   * a check that did not match). Its QEMU may still have loaded a whole-looking stream,
+   * but without the end-to-end check it is not trusted to run.
+   */
+  failure(migrationId: string): string | undefined {
+    const inc = this.incoming.get(migrationId);
+    return (inc?.relay?.error ?? inc?.nbdRelay?.error)?.message;
+  }
+
+  /** Whether a relay of this agent feeds `migrationId`'s QEMU. */
+  hasRelay(migrationId: string): boolean {
+    return this.incoming.get(migrationId)?.relay != null;
   }
 
   /** The migration ended (either way); drop its session. */
@@ -241,6 +270,11 @@ export class DwcpTarget {
       history: inc.history,
       announce: false,
     });
+    this.mark(migrationId!, inc.vmId, "started");
+    inc.relay.done.then(
+      () => this.mark(migrationId!, inc.vmId, "verified"),
+      () => undefined,
+    );
     // One inventory for the whole session; the relays' own channels announce none.
     await this.pages.sendInventory(await router.take(CONTROL_CHANNELS.inventory));
     this.pages.resetIfDamagedAfter(inc.relay.done);

@@ -14,6 +14,7 @@ export interface ServerDaemonFlags {
   listen: string;
   databaseUrl?: string;
   heartbeatTimeout: string;
+  acpPrepareTimeout: string;
   maxMigrationsPerHost: string;
   execConfig?: string;
   execWorkersMin?: string;
@@ -84,6 +85,11 @@ export function registerDaemonCommands(program: Command, loadLauncher?: LoadDaem
       "PostgreSQL URL (default: $DATABASE_URL, else embedded PGlite in the data dir)",
     )
     .option("--heartbeat-timeout <seconds>", "mark a host dead after this long without a heartbeat", "10")
+    .option(
+      "--acp-prepare-timeout <seconds>",
+      "how long a migration to another cluster waits for that cluster to prepare its copy before the hand-off's authorisation expires and is withdrawn (NOVA_ACP_EXPIRED)",
+      "600",
+    )
     .option(
       "--max-migrations-per-host <n>",
       "concurrent incoming and outgoing live migrations per host; more wait queued",

@@ -161,6 +161,18 @@ export async function findOutgoing(
   return rows[0] ? outgoing(rows[0]) : undefined;
 }
 
+/**
+ * How long ago the outgoing hand-off was proposed, by the database's clock (the one that
+ * stamped it), in ms; undefined when there is no such hand-off.
+ */
+export async function outgoingAgeMs(q: ReadQueryable, id: string): Promise<number | undefined> {
+  const { rows } = await q.query<{ ms: number | string }>(
+    "SELECT (EXTRACT(EPOCH FROM (now() - created_at)) * 1000)::float8 AS ms FROM acp_outgoing WHERE id = $1",
+    [id],
+  );
+  return rows[0] ? Number(rows[0].ms) : undefined;
+}
+
 /** Outgoing hand-offs with work left: not settled (a final state's effects may be pending), oldest first. */
 export async function listUnsettledOutgoing(q: ReadQueryable): Promise<OutgoingHandoff[]> {
   const { rows } = await q.query<Row & { migration_id: string | null; target_cluster_id: string }>(

@@ -202,6 +202,11 @@ export class MigrationRelayTarget {
     return this.written;
   }
 
+  /** Why the relay failed, once it did (its `done` rejected with this). */
+  get error(): Error | null {
+    return this.failure;
+  }
+
   /** Stops the relay: the QEMU socket is destroyed and the channels aborted. */
   abort(reason: string): void {
     this.fail(new NovaError("NOVA_MIGRATION_RELAY", `Migration relay aborted: ${reason}`));
