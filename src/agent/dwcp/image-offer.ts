@@ -7,7 +7,8 @@
  * opens, deduplicated against the cache inventory it sent first (channel `inv`).
  *
  * Bounded: at most MAX_OFFERS offers, each of at most MAX_OFFER_BLOBS blobs, each living
- * at most MAX_OFFER_TTL_MS (the server withdraws it when the hand-off's prepare ended).
+ * at most MAX_OFFER_TTL_MS (the server withdraws it when the hand-off's prepare ended),
+ * served to at most MAX_SESSIONS_PER_OFFER sessions at once, each blob once per session.
  */
 import { randomBytes, timingSafeEqual } from "node:crypto";
 import type { BlobKind, ImageStore } from "../../compute/images/image-store.js";
@@ -25,6 +26,11 @@ export const MAX_OFFERS = 16;
 export const MAX_OFFER_BLOBS = 3;
 /** The longest an offer lives. */
 export const MAX_OFFER_TTL_MS = 6 * 3600_000;
+/**
+ * Sessions serving one offer at once: a pull and its retry (the first may linger on this
+ * side for a moment after the puller gave it up).
+ */
+export const MAX_SESSIONS_PER_OFFER = 2;
 /** The label prefix of a blob's channel; the rest is its digest. */
 export const BLOB_CHANNEL_PREFIX = "blob:";
 
@@ -121,19 +127,25 @@ export class ImageOffers {
 
   /**
    * Serves an accepted session of offer `id`: reads the puller's inventory, then sends each
-   * blob whose channel it opens. A channel for a blob not offered is aborted.
+   * blob whose channel it opens. A channel for a blob not offered, or already sent on
+   * this session, is aborted.
    */
   async serve(id: string, session: DwcpSession, router: ChannelRouter): Promise<void> {
     const offer = this.offers.get(id);
     if (!offer) throw new NovaError("NOVA_NOT_FOUND", `no image offer ${id}`);
+    if (offer.sessions.size >= MAX_SESSIONS_PER_OFFER)
+      throw new NovaError(
+        "NOVA_NO_CAPACITY",
+        `image offer ${id} already has ${MAX_SESSIONS_PER_OFFER} sessions`,
+      );
     offer.sessions.add(session);
     void session.closed.then(() => offer.sessions.delete(session));
     const mirror = await readInventory(await router.take(CONTROL_CHANNELS.inventory));
-    const sends: Promise<unknown>[] = [];
+    const sends = new Map<string, Promise<unknown>>();
     router.onPrefix(BLOB_CHANNEL_PREFIX, (ch: Channel) => {
       const blob = offer.blobs.get(ch.label.slice(BLOB_CHANNEL_PREFIX.length));
-      if (!blob || !this.offers.has(id)) {
-        ch.abort("that blob is not offered (or the offer ended)");
+      if (!blob || !this.offers.has(id) || sends.has(blob.digest)) {
+        ch.abort("that blob is not offered, was sent already, or the offer ended");
         return true;
       }
       const send = sendBlobPages(ch, this.images.pathOf(blob.digest), blob.sizeBytes, mirror).catch(
@@ -141,11 +153,11 @@ export class ImageOffers {
           if (ch.error === null) ch.abort(err instanceof Error ? err.message : String(err));
         },
       );
-      sends.push(send);
+      sends.set(blob.digest, send);
       return true;
     });
     // The puller closes the session when it has what it came for.
     await session.closed.catch(() => undefined);
-    await Promise.all(sends);
+    await Promise.all(sends.values());
   }
 }
