@@ -1,12 +1,15 @@
 /**
  * Failpoints: named places in a long protocol where a test can make this process die
- * exactly as `kill -9` would, right after a step committed (docs/testing.md, "Faults").
- * Off unless NOVACRON_FAILPOINTS names them (`name=kill`, comma-separated), read once at
- * start; no production setting does. Timing a kill from outside cannot hit a step that
- * lasts milliseconds; a failpoint hits it every time.
+ * exactly as `kill -9` would, or freeze, right after a step committed (docs/testing.md,
+ * "Faults"). Off unless NOVACRON_FAILPOINTS names them (`name=kill` or `name=stop`,
+ * comma-separated), read once at start; no production setting does. Timing a fault from
+ * outside cannot hit a step that lasts milliseconds; a failpoint hits it every time.
+ *
+ * `stop` sends this process SIGSTOP: it stands still, sockets open, until the test sends
+ * SIGCONT, having done whatever it wanted meanwhile (cut a link, stop a database).
  */
 
-const ACTIONS = ["kill"] as const;
+const ACTIONS = ["kill", "stop"] as const;
 type Action = (typeof ACTIONS)[number];
 
 /** Parses NOVACRON_FAILPOINTS; throws on a malformed entry so a typo never silently tests nothing. */
@@ -26,7 +29,12 @@ export function parseFailpoints(spec: string | undefined): Map<string, Action> {
 
 const active = parseFailpoints(process.env.NOVACRON_FAILPOINTS);
 
-/** Dies here (SIGKILL to itself: no cleanup, no flush) when the failpoint `name` is set. */
+/**
+ * Dies here (SIGKILL to itself: no cleanup, no flush) or freezes until SIGCONT (SIGSTOP),
+ * when the failpoint `name` is set.
+ */
 export function failpoint(name: string): void {
-  if (active.get(name) === "kill") process.kill(process.pid, "SIGKILL");
+  const action = active.get(name);
+  if (action === "kill") process.kill(process.pid, "SIGKILL");
+  else if (action === "stop") process.kill(process.pid, "SIGSTOP");
 }

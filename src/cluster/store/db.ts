@@ -87,16 +87,28 @@ async function openPostgres(url: string): Promise<Db> {
     },
     transaction: async (fn) => {
       const client = await pool.connect();
+      // A checked-out client is the pool's no longer: when the server goes away between
+      // two queries (the transaction awaits something else), the error would be emitted on
+      // the client with nobody listening and end the process. Noted here, the transaction
+      // fails on its next query, and the client is discarded rather than reused.
+      let broken: Error | undefined;
+      const onError = (err: Error) => {
+        broken ??= err;
+      };
+      client.on("error", onError);
       try {
         await client.query("BEGIN");
         const result = await fn(txHandle({ query: (sql, params) => run(client, sql, params) }));
         await client.query("COMMIT");
         return result;
       } catch (err) {
-        await client.query("ROLLBACK").catch(() => {});
+        await client.query("ROLLBACK").catch((e: unknown) => {
+          broken ??= e instanceof Error ? e : new Error(String(e));
+        });
         throw err;
       } finally {
-        client.release();
+        client.off("error", onError);
+        client.release(broken);
       }
     },
     close: () => pool.end(),

@@ -27,6 +27,18 @@ const LINK_ENDING = new Set([
   "NOVA_UNAUTHENTICATED",
 ]);
 
+/**
+ * Errors by which the peer says it could not decide now (its database is down, a move
+ * raced another, it is busy): no refusal, only "ask again", like no answer at all.
+ */
+const PEER_TRANSIENT = new Set([
+  "NOVA_FED_PEER_UNREACHABLE",
+  "NOVA_STORE",
+  "NOVA_STATE_CHANGED",
+  "NOVA_TIMEOUT",
+  "NOVA_RATE_LIMITED",
+]);
+
 export class AcpClient {
   private link: { session: DwcpSession; channel: Channel } | undefined;
   /** One exchange at a time on the channel. */
@@ -91,7 +103,7 @@ export class AcpClient {
         case "error":
           // The channel ended; the next request dials again.
           this.drop();
-          return answer.code === "NOVA_FED_PEER_UNREACHABLE"
+          return PEER_TRANSIENT.has(answer.code)
             ? { kind: "unreachable", message: answer.message }
             : { kind: "refused", code: answer.code, message: answer.message };
       }
@@ -102,6 +114,7 @@ export class AcpClient {
       if (!peerCode || LINK_ENDING.has(peerCode)) this.drop();
       if (!peerCode) return { kind: "unreachable", message: describeError(err) };
       this.answered(request);
+      if (PEER_TRANSIENT.has(peerCode)) return { kind: "unreachable", message: describeError(err) };
       return { kind: "refused", code: peerCode, message: describeError(err) };
     }
   }

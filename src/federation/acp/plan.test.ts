@@ -236,8 +236,12 @@ describe("the destination's answer to a delivery", () => {
       equivocation: false,
     });
     expect(decideDelivery(p, "abort", "paused")).toMatchObject({ kind: "transition", to: "aborted" });
-    expect(decideDelivery(p, "prepare", "incomplete")).toEqual({ kind: "repeat" });
-    expect(decideDelivery(p, "prepare", "gone")).toEqual({ kind: "restart-copy" });
+    // A repeated prepare is answered with the recorded `prepared`, or the copy is started
+    // (again) when that was never recorded (the database failed after the copy started).
+    const answered = { ...p, statements: { prepare: st("prepare"), prepared: st("prepared") } };
+    expect(decideDelivery(answered, "prepare", "incomplete")).toEqual({ kind: "repeat" });
+    expect(decideDelivery(answered, "prepare", "gone")).toEqual({ kind: "restart-copy" });
+    expect(decideDelivery(p, "prepare", "incomplete")).toEqual({ kind: "restart-copy" });
   });
 
   it("resuming, owned or returned: repeats its answer; an abort now is the source contradicting itself", () => {

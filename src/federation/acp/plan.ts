@@ -223,7 +223,11 @@ export type DeliveryDecision =
   | { kind: "transition"; to: IncomingHandoff["state"]; reason: string }
   /** Nothing changes; answer with the statement already made (a repeated delivery). */
   | { kind: "repeat" }
-  /** A repeated prepare whose copy is gone: start a new (empty) one, answer prepared. */
+  /**
+   * A repeated prepare whose copy is gone, or whose `prepared` was never recorded (the
+   * database failed after the copy started): start the copy (again; the agent's prepare
+   * is idempotent per hand-off) and answer prepared.
+   */
   | { kind: "restart-copy" }
   /** Refuse: the source contradicts itself (evidence), or asks for what cannot be. */
   | {
@@ -261,7 +265,8 @@ export function decideDelivery(
   }
   switch (h.state) {
     case "prepared":
-      if (kind === "prepare") return copy === "gone" ? { kind: "restart-copy" } : { kind: "repeat" };
+      if (kind === "prepare")
+        return copy === "gone" || !h.statements.prepared ? { kind: "restart-copy" } : { kind: "repeat" };
       if (kind === "abort") return { kind: "transition", to: "aborted", reason: "the source called it off" };
       if (copy === "paused")
         return { kind: "transition", to: "resuming", reason: "released to this cluster" };
