@@ -12,7 +12,7 @@ import type { PeerAnswer } from "../src/federation/acp/plan.js";
 import { type StatementContent, signStatement, verifyStatement } from "../src/federation/acp/statements.js";
 import { newSigningIdentity, privateKeyOf, publicKeyFromRaw } from "../src/federation/records.js";
 import { peer, publishVm, startCluster, type TestCluster, until } from "./helpers/federation.js";
-import { addHost, addImage, addVm } from "./helpers/store-fixtures.js";
+import { addHost, addImage, addVm, TEST_IMAGE } from "./helpers/store-fixtures.js";
 
 describe("ACP between two servers", () => {
   let east!: TestCluster;
@@ -56,16 +56,7 @@ describe("ACP between two servers", () => {
     vcpus: 1,
     memoryMiB: 64,
     kernelArgs: "",
-    image: {
-      name: "img",
-      diskDigest,
-      diskFormat: "qcow2" as const,
-      diskVirtualBytes: 1 << 26,
-      kernelDigest: null,
-      initrdDigest: null,
-      cmdline: "",
-      minMemoryMiB: 64,
-    },
+    image: { name: "img", diskDigest, ...TEST_IMAGE },
   });
 
   it("knows no hand-off it never saw", async () => {

@@ -23,6 +23,7 @@ import { QEMU_6_2_0, QEMU_7_2_22, QEMU_10_0_2 } from "../src/lib/qemu-info.test-
 import { MigrationService } from "../src/migration/migration-service.js";
 import { type RunningServer, startServer } from "../src/server/server-process.js";
 import { ENGINES, storePerSuite, type TestDatabase } from "./helpers/databases.js";
+import { TEST_IMAGE } from "./helpers/store-fixtures.js";
 import { type Caller, type HostCreds, tlsApi } from "./helpers/tls-callers.js";
 
 interface ApiError {
@@ -49,16 +50,7 @@ const registration = (
   capacity: capacity(memoryMiB),
   ...(qemu ? { qemu } : {}),
 });
-const image = {
-  name: "guest",
-  diskDigest: "sha256:d",
-  diskFormat: "qcow2" as const,
-  diskVirtualBytes: 1 << 26,
-  kernelDigest: null,
-  initrdDigest: null,
-  cmdline: "",
-  minMemoryMiB: 64,
-};
+const image = { name: "guest", diskDigest: "sha256:d", ...TEST_IMAGE };
 
 describe.each(ENGINES)("QEMU versions over REST on $engine", ({ engine, create }) => {
   let tdb: TestDatabase;

@@ -38,6 +38,7 @@ import type { BlobTickets } from "./blob-tickets.js";
 import type { AgentDwcp } from "./dwcp-transport.js";
 import type { FenceStore } from "./fence-store.js";
 import { runAllowedCommand } from "./host-commands.js";
+import { registerImageCopyRoutes } from "./image-copy-api.js";
 import { registerMigrationRoutes } from "./migration-api.js";
 import { MigrationService } from "./migration-service.js";
 import type { VmManager } from "./vm-manager.js";
@@ -232,5 +233,6 @@ export function buildAgentApi(deps: AgentApiDeps): FastifyInstance {
   );
 
   registerMigrationRoutes(app, migrations);
+  registerImageCopyRoutes(app, deps.dwcp);
   return app;
 }

@@ -148,6 +148,9 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
           port: o.dwcpPort ?? 0,
           hostName: name,
           log: log.child({ component: "dwcp" }),
+          images,
+          tmpDir: path.join(o.dataDir, "tmp"),
+          onImagesChanged: () => link?.beat(),
           ...(o.dwcpPlaintext ? { plaintext: true } : { tls: dwcpTlsOf(apiTls) }),
         });
   if (dwcp) log.info({ dwcp: dwcp.endpoint, tls: dwcp.secure }, "DWCP listening");

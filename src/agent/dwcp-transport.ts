@@ -24,21 +24,31 @@
  * adds that CA to the listener's trust list while it is prepared, and only its own
  * session may present a host certificate of it; the source, given the destination
  * cluster's CA with the endpoint, trusts only that CA for the session.
+ *
+ * Images across clusters: the listener also serves image offers (dwcp/image-offer.ts), a
+ * peer CA trusted for each offer's sessions alone, and the agent pulls offered images
+ * from another cluster's listener (dwcp/image-pull.ts), trusting only that cluster's CA.
  */
 import { X509Certificate } from "node:crypto";
 import path from "node:path";
 import type { ConnectionOptions, PeerCertificate, TLSSocket } from "node:tls";
 import type { Logger } from "pino";
+import type { ImageStore } from "../compute/images/image-store.js";
+import type { Channel } from "../dwcp/amst/channel.js";
+import { dialSession } from "../dwcp/amst/dial.js";
 import { DwcpListener } from "../dwcp/amst/listen.js";
 import type { DwcpSession } from "../dwcp/amst/session.js";
 import { PathMemory } from "../dwcp/pba/path-memory.js";
 import { NovaError } from "../lib/errors.js";
+import type { ChannelRouter } from "../migration/dwcp/channel-router.js";
 import type { LocalEndpoint } from "../migration/dwcp/socket-io.js";
-import type { DwcpEndpoint } from "./dwcp/control.js";
+import { type DwcpEndpoint, encodeHelloAnswer, OFFER_HELLO_PREFIX } from "./dwcp/control.js";
+import { ImageOffers, type OfferedBlob } from "./dwcp/image-offer.js";
+import { ImagePulls, type PullRequest, type PullStatus } from "./dwcp/image-pull.js";
 import { DwcpPageStore } from "./dwcp/page-store.js";
 import { judgeSessionCert, PeerCaTrust, parsePeerCa } from "./dwcp/peer-trust.js";
 import { DwcpSource, type OutgoingDwcp } from "./dwcp/source.js";
-import { DwcpTarget, type IncomingRelayMark, type NbdTarget } from "./dwcp/target.js";
+import { DwcpTarget, type IncomingRelayMark, type NbdTarget, refuse } from "./dwcp/target.js";
 import type { TransportDecision } from "./dwcp/transport-choice.js";
 
 export type { DwcpEndpoint } from "./dwcp/control.js";
@@ -83,6 +93,12 @@ export interface AgentDwcpOptions {
   tls?: AgentDwcpTls;
   /** Explicit opt-in to plaintext DWCP; logs DWCP_PLAINTEXT_WARNING. */
   plaintext?: boolean;
+  /** The host's image store, for offering and pulling images across clusters. */
+  images?: ImageStore;
+  /** Where pulled blobs land before they are verified. @defaultValue `<dataDir>/tmp` */
+  tmpDir?: string;
+  /** Called when a pull added a blob to the store (the next heartbeat reports it). */
+  onImagesChanged?: () => void;
 }
 
 /**
@@ -112,6 +128,8 @@ export class AgentDwcp {
   private tls: AgentDwcpTls | undefined;
   /** Other clusters' CAs trusted for the incoming migrations prepared with them. */
   private readonly peerCas = new PeerCaTrust();
+  private readonly offers: ImageOffers | null;
+  private readonly pulls: ImagePulls | null;
 
   private constructor(
     private readonly o: AgentDwcpOptions,
@@ -122,8 +140,19 @@ export class AgentDwcp {
       this.pages,
       () => this.endpoint,
       (session, peerCaPem) => this.authorize(session, peerCaPem),
+      (id, token, session, router, hello) => this.serveOffer(id, token, session, router, hello),
     );
     this.tls = o.tls;
+    this.offers = o.images ? new ImageOffers(o.images) : null;
+    this.pulls = o.images
+      ? new ImagePulls({
+          images: o.images,
+          cache: () => this.pages.current,
+          dial: (to, peerCaPem) => this.dialPeer(to, peerCaPem),
+          tmpDir: o.tmpDir ?? path.join(o.dataDir, "tmp"),
+          onImagesChanged: o.onImagesChanged ?? (() => {}),
+        })
+      : null;
     const paths = new PathMemory(path.join(o.dataDir, "dwcp", "paths.json"));
     if (paths.loadError)
       o.log.warn({ err: paths.loadError }, "DWCP path memory ignored; paths are measured afresh");
@@ -266,6 +295,110 @@ export class AgentDwcp {
   forgetIncoming(migrationId: string): void {
     this.target.forget(migrationId);
     if (this.peerCas.remove(migrationId)) this.applyListenerTls();
+  }
+
+  // ------------------------------------------------------------------ image copy ---
+
+  /** The TLS material a copy of images across clusters needs; NOVA_UNPROCESSABLE on the plaintext opt-in. */
+  private crossClusterTls(): AgentDwcpTls {
+    if (!this.tls)
+      throw new NovaError(
+        "NOVA_UNPROCESSABLE",
+        "Copying an image to or from another cluster needs DWCP with TLS, and this agent runs DWCP in plaintext (its opt-in)",
+      );
+    return this.tls;
+  }
+
+  private imageParts(): { offers: ImageOffers; pulls: ImagePulls } {
+    if (!this.offers || !this.pulls)
+      throw new NovaError(
+        "NOVA_UNPROCESSABLE",
+        "This agent's DWCP transport was started without an image store",
+      );
+    return { offers: this.offers, pulls: this.pulls };
+  }
+
+  /**
+   * Source of an image copy: offers `digests` under `id` to the hosts of `peerCaPem`'s
+   * cluster (trusted by the listener for that offer's sessions only) until `ttlMs` passed
+   * or it is withdrawn. Idempotent.
+   */
+  async offerImage(
+    id: string,
+    digests: readonly string[],
+    peerCaPem: string,
+    ttlMs: number,
+  ): Promise<{
+    endpoint: { host: string; port: number; name?: string };
+    token: string;
+    blobs: OfferedBlob[];
+  }> {
+    this.crossClusterTls();
+    const ca = parsePeerCa(peerCaPem);
+    this.dropExpiredOffers();
+    const offer = await this.imageParts().offers.offer(id, digests, ca, ttlMs);
+    try {
+      this.peerCas.add(`${OFFER_HELLO_PREFIX}${id}`, ca);
+    } catch (err) {
+      this.imageParts().offers.withdraw(id);
+      throw err;
+    }
+    this.applyListenerTls();
+    return { endpoint: this.endpoint, ...offer };
+  }
+
+  /** Ends offer `id` (idempotent); its CA is no longer trusted for it. */
+  withdrawImageOffer(id: string): boolean {
+    const had = this.imageParts().offers.withdraw(id);
+    if (this.peerCas.remove(`${OFFER_HELLO_PREFIX}${id}`)) this.applyListenerTls();
+    return had;
+  }
+
+  private dropExpiredOffers(): void {
+    for (const id of this.offers?.expire() ?? [])
+      if (this.peerCas.remove(`${OFFER_HELLO_PREFIX}${id}`)) this.applyListenerTls();
+  }
+
+  /** Destination of an image copy: starts (or reports) the pull of an offer. */
+  pullImage(req: PullRequest): PullStatus {
+    this.crossClusterTls();
+    parsePeerCa(req.peerCaPem);
+    return this.imageParts().pulls.start(req);
+  }
+
+  /** The pulls, for tests that wait for one to end. */
+  get imagePulls(): ImagePulls | null {
+    return this.pulls;
+  }
+
+  /** Dials another agent's listener trusting only `peerCaPem` (another cluster's CA). */
+  private dialPeer(to: { host: string; port: number; name?: string }, peerCaPem: string) {
+    const tls = clientTls(this.crossClusterTls(), { ...to, token: "", caPem: peerCaPem });
+    return dialSession({ host: to.host, port: to.port, streams: 1, tls });
+  }
+
+  /** A session whose hello named an image offer: its token and certificate must fit the offer. */
+  private async serveOffer(
+    id: string,
+    token: Buffer,
+    session: DwcpSession,
+    router: ChannelRouter,
+    hello: Channel,
+  ): Promise<void> {
+    this.dropExpiredOffers();
+    const offer = this.offers?.check(id, token);
+    if (!offer) {
+      await refuse(hello, "unknown offer or bad token");
+      throw new NovaError("NOVA_FORBIDDEN", `DWCP session for unknown image offer ${id}`);
+    }
+    const denied = this.authorize(session, offer.peerCaPem);
+    if (denied) {
+      await refuse(hello, "the client certificate is not accepted for this offer");
+      throw new NovaError("NOVA_FORBIDDEN", `DWCP session for image offer ${id} refused: ${denied}`);
+    }
+    await hello.send(encodeHelloAnswer({ ok: true }));
+    await hello.end();
+    await this.imageParts().offers.serve(id, session, router);
   }
 
   private async acceptLoop(): Promise<void> {

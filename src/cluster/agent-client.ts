@@ -10,7 +10,11 @@ import type {
   AgentBlob,
   AgentCopyState,
   AgentImageImportPost,
+  AgentImageOffer,
+  AgentImageOfferPost,
   AgentImagePullPost,
+  AgentImagePullStart,
+  AgentImagePullStatus,
   AgentIncomingEndpoints,
   AgentIncomingPost,
   AgentOutgoingPost,
@@ -171,6 +175,21 @@ export class AgentClient {
   /** Has this host fetch a blob from another host, verified by digest. */
   pullBlob(body: AgentImagePullPost): Promise<AgentBlob> {
     return this.call("POST", "/agent/v1/images/pull", body, 1_800_000);
+  }
+
+  /** Offers blobs of this host's store to another cluster's hosts (an image copy's source). */
+  offerImage(body: AgentImageOfferPost): Promise<AgentImageOffer> {
+    return this.call("POST", "/agent/v1/image-offers", body);
+  }
+
+  /** Ends an offer (idempotent). */
+  withdrawImageOffer(id: string): Promise<{ withdrawn: boolean }> {
+    return this.call("DELETE", `/agent/v1/image-offers/${id}`);
+  }
+
+  /** Starts, or reports, this host's pull of another cluster's offer (returns at once). */
+  pullImage(body: AgentImagePullStart): Promise<AgentImagePullStatus> {
+    return this.call("POST", "/agent/v1/image-pulls", body);
   }
 
   /** The agent's URL, for building blob download links. */

@@ -251,6 +251,12 @@ export const ERROR_CODES = {
     retryable: false,
     description: "An unexpected error; the server log has the stack.",
   },
+  NOVA_IMAGE_DIGEST_MISMATCH: {
+    status: 502,
+    retryable: false,
+    description:
+      "An image blob copied from another host or cluster does not have the digest it was offered under; it was refused and nothing of it was kept. details.digest is the offered digest, details.actual what arrived.",
+  },
   NOVA_MIGRATION_RELAY: {
     status: 502,
     retryable: true,

@@ -15,16 +15,28 @@ import { bootImage, getImage } from "../cluster/store/images.js";
 import type { Store } from "../cluster/store/store.js";
 import { findVm } from "../cluster/store/vms.js";
 import type { CopyState } from "../federation/acp/plan.js";
-import type { FenceToken, Placement, SourceCopies, TargetCopies } from "../federation/acp/ports.js";
+import type {
+  CopiedImage,
+  FenceToken,
+  ImageReadiness,
+  Placement,
+  SourceCopies,
+  TargetCopies,
+} from "../federation/acp/ports.js";
 import { NovaError } from "../lib/errors.js";
+import { ImageCopies } from "./acp-image-copy.js";
 import { placeArrivingVm } from "./acp-place.js";
 import type { PreparedDetail } from "./cluster-target.js";
 
 export class AgentCopies implements SourceCopies, TargetCopies {
+  private readonly images: ImageCopies;
+
   constructor(
     private readonly store: Store,
     private readonly agents: AgentConnector,
-  ) {}
+  ) {
+    this.images = new ImageCopies(store, agents);
+  }
 
   private async agentOf(hostId: string): Promise<AgentClient> {
     return this.agents.client(await getHost(this.store.read, hostId));
@@ -79,8 +91,12 @@ export class AgentCopies implements SourceCopies, TargetCopies {
 
   // ── destination ──
 
-  place(tx: Queryable, spec: HandoffVmSpec): Promise<Placement> {
-    return placeArrivingVm(tx, spec);
+  ensureImage(handoffId: string, sourceCaPem: string, spec: HandoffVmSpec): Promise<ImageReadiness> {
+    return this.images.ensure(handoffId, sourceCaPem, spec);
+  }
+
+  place(tx: Queryable, spec: HandoffVmSpec, copied?: CopiedImage): Promise<Placement> {
+    return placeArrivingVm(tx, spec, copied);
   }
 
   async start(h: IncomingHandoff, _prepare: SignedStatement): Promise<Record<string, unknown>> {

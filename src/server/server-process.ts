@@ -158,7 +158,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
           resume: (h, t) => copies.resume(h, t),
         },
         target: {
-          place: (tx, spec) => copies.place(tx, spec),
+          ensureImage: (h, ca, spec) => copies.ensureImage(h, ca, spec),
+          place: (tx, spec, copiedTo) => copies.place(tx, spec, copiedTo),
           start: (h, p) => copies.start(h, p),
           state: (h) => copies.state(h),
           resume: (h, t) => copies.resume(h, t),
@@ -201,7 +202,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
             "NOVA_FED_PEER_UNKNOWN",
             `the destination cluster of migration ${m.id} was removed`,
           );
-        return new ClusterTarget(store, acp, peer, m, options.acpPrepareTimeoutMs);
+        return new ClusterTarget(store, acp, peer, m, agents, options.acpPrepareTimeoutMs);
       },
     },
   );

@@ -26,18 +26,19 @@ export async function addHost(q: Queryable, name: string): Promise<string> {
   return h.id;
 }
 
+/** A test image's fields besides its name and disk digest. */
+export const TEST_IMAGE = {
+  diskFormat: "qcow2" as const,
+  diskVirtualBytes: 1 << 26,
+  kernelDigest: null,
+  initrdDigest: null,
+  cmdline: "",
+  minMemoryMiB: 64,
+};
+
 /** Records image `name`; returns its id. */
 export async function addImage(q: Queryable, name: string): Promise<string> {
-  await insertImage(q, {
-    name,
-    diskDigest: "sha256:d",
-    diskFormat: "qcow2",
-    diskVirtualBytes: 1 << 26,
-    kernelDigest: null,
-    initrdDigest: null,
-    cmdline: "",
-    minMemoryMiB: 64,
-  });
+  await insertImage(q, { name, diskDigest: "sha256:d", ...TEST_IMAGE });
   return (await getImage(q, name)).id;
 }
 

@@ -17,10 +17,17 @@
  */
 import { type Static, type TSchema, Type } from "@sinclair/typebox";
 import { Value } from "@sinclair/typebox/value";
+import type { DwcpSession } from "../../dwcp/amst/session.js";
 import { describeError, NovaError } from "../../lib/errors.js";
 
 /** The channel labels of the exchange, in the order they open. */
 export const CONTROL_CHANNELS = { hello: "hello", go: "go", inventory: "inv" } as const;
+
+/**
+ * A hello whose migrationId starts with this asks for an image offer (image-offer.ts), not
+ * a migration: the rest is the offer's id, the token the offer's.
+ */
+export const OFFER_HELLO_PREFIX = "offer:";
 
 /** Largest control message accepted (a hello is well under 200 bytes). */
 export const MAX_CONTROL_MESSAGE_BYTES = 4096;
@@ -64,6 +71,17 @@ export function encodeHelloRequest(req: HelloRequest): Buffer {
 /** A hello as the destination received it (null: the peer ended the channel silently). */
 export function decodeHelloRequest(message: Buffer | null): HelloRequest {
   return decode("hello", HelloRequest, message);
+}
+
+/**
+ * The dialing side's hello on a new session: sends `req` and returns the answer
+ * (NOVA_DWCP_PROTOCOL when it is malformed).
+ */
+export async function sayHello(session: DwcpSession, req: HelloRequest): Promise<HelloAnswer> {
+  const hello = session.openChannel(CONTROL_CHANNELS.hello);
+  await hello.send(encodeHelloRequest(req));
+  await hello.end();
+  return decodeHelloAnswer(await hello.read());
 }
 
 /** The destination's answer. */

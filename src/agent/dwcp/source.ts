@@ -18,7 +18,7 @@ import { describeError, NovaError } from "../../lib/errors.js";
 import { NbdRelaySource } from "../../migration/dwcp/nbd-relay.js";
 import { MigrationRelaySource, type RelayStats } from "../../migration/dwcp/relay-source.js";
 import { RUN_AHEAD_MIN } from "../relay-run-ahead.js";
-import { CONTROL_CHANNELS, type DwcpEndpoint, decodeHelloAnswer, encodeHelloRequest } from "./control.js";
+import { CONTROL_CHANNELS, type DwcpEndpoint, sayHello } from "./control.js";
 import type { DwcpPageStore, HistoryFiles } from "./page-store.js";
 import { chooseForPath, chooseWhenUnreachable, type TransportDecision } from "./transport-choice.js";
 
@@ -211,10 +211,7 @@ export class DwcpSource {
       return fallback;
     }
     try {
-      const hello = session.openChannel(CONTROL_CHANNELS.hello);
-      await hello.send(encodeHelloRequest({ migrationId, token: to.token }));
-      await hello.end();
-      const answer = decodeHelloAnswer(await hello.read());
+      const answer = await sayHello(session, { migrationId, token: to.token });
       if (!answer.ok)
         throw new NovaError(
           "NOVA_MIGRATION_RELAY",

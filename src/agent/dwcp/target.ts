@@ -14,7 +14,13 @@ import { ChannelRouter } from "../../migration/dwcp/channel-router.js";
 import { NbdRelayTarget } from "../../migration/dwcp/nbd-relay.js";
 import { MigrationRelayTarget } from "../../migration/dwcp/relay-target.js";
 import type { LocalEndpoint } from "../../migration/dwcp/socket-io.js";
-import { CONTROL_CHANNELS, type DwcpEndpoint, decodeHelloRequest, encodeHelloAnswer } from "./control.js";
+import {
+  CONTROL_CHANNELS,
+  type DwcpEndpoint,
+  decodeHelloRequest,
+  encodeHelloAnswer,
+  OFFER_HELLO_PREFIX,
+} from "./control.js";
 import type { DwcpPageStore } from "./page-store.js";
 
 /** How long a connected peer has to say which migration it serves. */
@@ -40,6 +46,15 @@ interface Incoming {
   diskHistory: PageHistory | null;
 }
 
+/** Serves a session whose hello named an image offer (image-offer.ts), with the token it gave. */
+export type OfferSessions = (
+  offerId: string,
+  token: Buffer,
+  session: DwcpSession,
+  router: ChannelRouter,
+  hello: Channel,
+) => Promise<void>;
+
 /**
  * What the agent records of an incoming relay's course (vm.json), so that after its own
  * restart it knows whether a stream it can no longer check was checked: "started" once
@@ -61,6 +76,8 @@ export class DwcpTarget {
      * migration's peer CA, if any): a reason refuses it.
      */
     private readonly authorize: (session: DwcpSession, peerCaPem: string | undefined) => string | undefined,
+    /** Sessions that ask for an image offer rather than a migration. */
+    private readonly offers: OfferSessions,
   ) {}
 
   /** Where the relays' course is recorded (IncomingRelayMark). */
@@ -194,6 +211,8 @@ export class DwcpTarget {
       // The peer gets the same answer as for a wrong token; the log gets the reason.
       malformed = err;
     }
+    if (migrationId?.startsWith(OFFER_HELLO_PREFIX))
+      return this.offers(migrationId.slice(OFFER_HELLO_PREFIX.length), given, session, router, hello);
     const inc = migrationId === undefined ? undefined : this.incoming.get(migrationId);
     if (!inc || given.length !== inc.token.length || !timingSafeEqual(given, inc.token)) {
       await refuse(hello, "unknown migration or bad token");
@@ -262,7 +281,8 @@ export class DwcpTarget {
   }
 }
 
-async function refuse(hello: Channel, error: string): Promise<void> {
+/** Answers a hello with a refusal and ends the channel. */
+export async function refuse(hello: Channel, error: string): Promise<void> {
   await hello.send(encodeHelloAnswer({ ok: false, error }));
   await hello.end().catch(() => undefined);
 }

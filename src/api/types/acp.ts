@@ -4,6 +4,7 @@
  */
 import { type Static, Type } from "@sinclair/typebox";
 import { HANDOFF_SOURCE, HANDOFF_TARGET } from "../../states/handoff.js";
+import { AgentImageOffer } from "./agent.js";
 import { Uuid } from "./common.js";
 import { stateUnion } from "./state-schema.js";
 
@@ -51,8 +52,9 @@ export const SignedStatementSchema = Type.Object(
 export type SignedStatement = Static<typeof SignedStatementSchema>;
 
 /**
- * What a `prepare` carries in its detail: the VM as the destination must start it, and the
- * host the user asked for, if any (the destination's placement picks one otherwise).
+ * What a `prepare` carries in its detail: the VM as the destination must start it, the
+ * host the user asked for, if any (the destination's placement picks one otherwise), and
+ * the offer of the image's blobs.
  */
 export const HandoffVmSpec = Type.Object(
   {
@@ -75,6 +77,11 @@ export const HandoffVmSpec = Type.Object(
       { additionalProperties: false },
     ),
     targetHost: Type.Optional(Type.String({ maxLength: 253 })),
+    /**
+     * Where the destination may pull the image's blobs if it lacks them: the source host's
+     * DWCP listener, a one-time token and the blobs with their sizes (docs/federation.md §10).
+     */
+    imageOffer: Type.Optional(AgentImageOffer),
   },
   { additionalProperties: false },
 );

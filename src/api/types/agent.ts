@@ -515,3 +515,78 @@ export const AgentCopyState = Type.Object({
   ),
 });
 export type AgentCopyState = Static<typeof AgentCopyState>;
+
+/** One blob of an image offered to another cluster: what the puller may receive, at most. */
+export const OfferedBlob = Type.Object(
+  {
+    digest: Type.String({ pattern: "^sha256:[0-9a-f]{64}$" }),
+    kind: Type.Union([Type.Literal("disk"), Type.Literal("kernel"), Type.Literal("initrd")]),
+    sizeBytes: Type.Integer({ minimum: 0 }),
+  },
+  { additionalProperties: false },
+);
+export type OfferedBlob = Static<typeof OfferedBlob>;
+
+/** An agent's DWCP listener, as another cluster's agent dials it. */
+export const DwcpListenerAddress = Type.Object(
+  {
+    host: Type.String({ maxLength: 253 }),
+    port: Type.Integer({ minimum: 1, maximum: 65535 }),
+    name: Type.Optional(Type.String({ maxLength: 253 })),
+  },
+  { additionalProperties: false },
+);
+export type DwcpListenerAddress = Static<typeof DwcpListenerAddress>;
+
+/**
+ * `POST /agent/v1/image-offers`: offer these blobs of the host's store, for one hand-off
+ * (`id`), to the hosts of the cluster whose CA is `peerCaPem`, for `ttlSeconds` at most.
+ */
+export const AgentImageOfferPost = Type.Object(
+  {
+    id: Type.String({ pattern: "^[0-9a-f-]{36}$" }),
+    digests: Type.Array(Type.String({ pattern: "^sha256:[0-9a-f]{64}$" }), { minItems: 1, maxItems: 3 }),
+    peerCaPem: Type.String({ maxLength: 16384 }),
+    ttlSeconds: Type.Integer({ minimum: 1, maximum: 21600 }),
+  },
+  { additionalProperties: false },
+);
+export type AgentImageOfferPost = Static<typeof AgentImageOfferPost>;
+
+/** The offer: where the puller dials, the one-time token, the blobs with their sizes. */
+export const AgentImageOffer = Type.Object(
+  {
+    endpoint: DwcpListenerAddress,
+    token: Type.String({ maxLength: 512 }),
+    blobs: Type.Array(OfferedBlob, { minItems: 1, maxItems: 3 }),
+  },
+  { additionalProperties: false },
+);
+export type AgentImageOffer = Static<typeof AgentImageOffer>;
+
+/**
+ * `POST /agent/v1/image-pulls`: pull an offer of another cluster's agent into this host's
+ * store (started in the background; the same call reports how it goes).
+ */
+export const AgentImagePullStart = Type.Object(
+  {
+    id: Type.String({ pattern: "^[0-9a-f-]{36}$" }),
+    offer: AgentImageOffer,
+    /** The offering cluster's CA: the only one trusted for the pull's session. */
+    peerCaPem: Type.String({ maxLength: 16384 }),
+  },
+  { additionalProperties: false },
+);
+export type AgentImagePullStart = Static<typeof AgentImagePullStart>;
+
+/** How a pull goes (a failed pull is reported once, then started afresh by the next call). */
+export const AgentImagePullStatus = Type.Object({
+  state: Type.Union([Type.Literal("running"), Type.Literal("done"), Type.Literal("failed")]),
+  code: Type.Optional(Type.String()),
+  message: Type.Optional(Type.String()),
+  logicalBytes: Type.Number(),
+  wireBytes: Type.Number(),
+  pages: Type.Number(),
+  pagesDeduplicated: Type.Number(),
+});
+export type AgentImagePullStatus = Static<typeof AgentImagePullStatus>;

@@ -5,6 +5,7 @@
  * restart when it cannot know whether the previous attempt happened.
  */
 import type { HandoffVmSpec, SignedStatement } from "../../api/types/acp.js";
+import type { ClusterEvent } from "../../api/types/events.js";
 import type { IncomingHandoff, OutgoingHandoff } from "../../cluster/store/acp.js";
 import type { Queryable } from "../../cluster/store/db.js";
 import type { CopyState } from "./plan.js";
@@ -30,16 +31,41 @@ export interface SourceCopies {
 export interface Placement {
   hostId: string;
   imageId: string;
+  /** What the placement recorded besides (an image copied here for the hand-off). */
+  events?: ClusterEvent[];
 }
+
+/** An image just copied to a host for a hand-off, with what the copy cost. */
+export interface CopiedImage {
+  hostId: string;
+  /** Bytes of the blobs fetched, and the HDE bytes that crossed for them. */
+  logicalBytes: number;
+  wireBytes: number;
+  pages: number;
+  pagesDeduplicated: number;
+}
+
+/**
+ * Whether the arriving VM's image is on a host of this cluster: `ready` (with the host it
+ * was copied to, if it was), or `pending` while it is copied from the source's offer.
+ */
+export type ImageReadiness = { kind: "ready"; copied?: CopiedImage } | { kind: "pending"; reason: string };
 
 /** The destination's copy: a paused QEMU waiting for the stream on one of its hosts. */
 export interface TargetCopies {
   /**
+   * Makes sure the image of a prepared hand-off is here, copying it from the source's offer
+   * in the background when it is not (nothing recorded until it is whole and verified); a
+   * refusal (no image and no offer, a blob with another digest) throws with a stable code.
+   */
+  ensureImage(handoffId: string, sourceCaPem: string, spec: HandoffVmSpec): Promise<ImageReadiness>;
+  /**
    * Checks the offered VM can be taken (image, capacity) and picks its host, inside the
    * transaction that records it arriving (so two placements cannot both count the same
-   * free memory); a refusal throws with a stable code and nothing is recorded.
+   * free memory); a refusal throws with a stable code and nothing is recorded. An image
+   * `copied` to a host is recorded in the same transaction, and the VM placed there.
    */
-  place(tx: Queryable, spec: HandoffVmSpec): Promise<Placement>;
+  place(tx: Queryable, spec: HandoffVmSpec, copied?: CopiedImage): Promise<Placement>;
   /** Starts (or finds) the paused copy; returns what the source needs to reach it. */
   start(h: IncomingHandoff, prepare: SignedStatement): Promise<Record<string, unknown>>;
   state(h: IncomingHandoff): Promise<CopyState>;

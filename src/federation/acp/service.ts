@@ -118,6 +118,8 @@ export class AcpService {
   private readonly runners = new RunnerGrace(RUNNER_GRACE_MS);
   /** Hand-offs waiting for an operator, with why: shown by the API, logged once. */
   private readonly decisions = new Map<string, string>();
+  /** When each preparing hand-off's destination last answered `pending` (copying the image). */
+  private readonly pendingAt = new Map<string, number>();
 
   constructor(private readonly d: AcpDeps) {
     this.loop = new WakeableLoop({
@@ -145,6 +147,11 @@ export class AcpService {
     if (this.decisions.get(h.id) !== reason)
       this.d.log.warn({ handoff: h.id, vm: h.vmName, reason }, "hand-off needs an operator");
     this.decisions.set(h.id, reason);
+  }
+
+  /** When the destination of preparing hand-off `id` last answered `pending`, if it did. */
+  lastPendingAt(handoffId: string): number | undefined {
+    return this.pendingAt.get(handoffId);
   }
 
   /** Why a hand-off waits for an operator, if it does. */
@@ -324,6 +331,8 @@ export class AcpService {
                 await this.d.client(peer.id).request({ type: "deliver", statement }),
               )
             : { kind: "refused", code: "NOVA_FED_PEER_UNKNOWN", message: "the peer was removed" };
+          if (h.state === "preparing" && answer.kind === "pending") this.pendingAt.set(h.id, Date.now());
+          else this.pendingAt.delete(h.id);
           continue;
         }
         case "transition":
@@ -643,10 +652,19 @@ export class AcpService {
         message: "the prepare does not carry a VM this cluster can start",
       };
     const spec = prepare.detail as HandoffVmSpec;
+    // The name first: a clash is the more useful refusal than a lack of room, and than
+    // copying an image for nothing.
+    await assertVmCanArrive(this.d.store.read, prepare.vm, spec.name);
+    // A copy of the image takes longer than one request may: the source asks again.
+    const image = await this.d.target.ensureImage(prepare.handoff, peer.caPem, spec);
+    if (image.kind === "pending") {
+      failpoint("acp.destination.image-pending");
+      return { type: "pending" };
+    }
     await this.commit("destination", async (tx, emit) => {
-      // The name first: a clash is the more useful refusal than a lack of room.
       await assertVmCanArrive(tx, prepare.vm, spec.name);
-      const placement = await this.d.target.place(tx, spec);
+      const placement = await this.d.target.place(tx, spec, image.copied);
+      for (const e of placement.events ?? []) emit(e);
       emit(
         await insertArrivingVm(tx, {
           id: prepare.vm,
