@@ -69,6 +69,8 @@ describe("npm run demo -- --once", () => {
         expect(view, `${cluster}'s global view`).toMatch(/^demo-fed +west +2 +running +west-1 /m);
         expect(view, `${cluster}'s global view`).toMatch(/^demo-vm +east +1 +running /m);
       }
+      // West imported no image: it holds east's now, copied for the hand-off.
+      expect(echoed(out, "west", "image list")).toMatch(/^guest-wan +\S+ .*west-1/m);
       expect(echoed(out, "east", "cluster handoffs")).toMatch(/^demo-fed +source +west +1→2 +completed/m);
       expect(echoed(out, "west", "cluster handoffs")).toMatch(/^demo-fed +destination +east +1→2 +owned/m);
       expect(out).toContain("demo-fed deleted");

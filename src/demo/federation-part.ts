@@ -1,9 +1,10 @@
 /**
  * The demo's federation part (as root, after the WAN part): cluster west, with its own
- * server (embedded PGlite) and one agent in site B, peers with cluster east — the demo's
- * cluster, whose server runs in site A — across the emulated WAN link; both global views
- * are shown; a VM running the busy workload on east's host-c (site A) live-migrates to
- * west with its ownership (docs/federation.md §10); the guest's console on west shows its
+ * server (embedded PGlite) and one agent in site B and no image, peers with cluster east —
+ * the demo's cluster, whose server runs in site A — across the emulated WAN link; both
+ * global views are shown; a VM running the busy workload on east's host-c (site A)
+ * live-migrates to west with its ownership (docs/federation.md §10), west copying its
+ * image from east's host on the way; the guest's console on west shows its
  * heartbeat and integrity verdict; both views show the VM in west at epoch 2 and both
  * clusters' hand-offs are listed. The servers' federation traffic (advertised on the link's
  * addresses) and the migration's DWCP stream cross the emulated link; the demo reaches the
@@ -13,7 +14,7 @@ import type { Handoff } from "../api/types/acp.js";
 import type { FederatedVm, Peer } from "../api/types/federation.js";
 import { waitFor } from "../lib/wait.js";
 import { ADDR_A, ADDR_B, type WanLink } from "../testing/wanem/link.js";
-import { guestImageManifest, type LocalCluster } from "./local-cluster.js";
+import type { LocalCluster } from "./local-cluster.js";
 import { say, show } from "./narrate.js";
 
 /** The VM that moves from east to west. */
@@ -75,7 +76,11 @@ export async function federationPart(
     },
     { timeoutMs: 30_000, what: "west's agent to register" },
   );
-  await show(west, ["image", "import", "guest", "--manifest", await guestImageManifest()], "west");
+  // West imports no image: the migration copies the VM's from east's host (over DWCP).
+  say(
+    "West holds no image yet: the migration copies the VM's image from east's host, over DWCP, deduplicated",
+  );
+  await show(west, ["image", "list"], "west");
 
   say("Peering the clusters: a one-time token made on east, added on west");
   const made = await show(east, ["cluster", "peer", "token"], "east");
@@ -165,6 +170,8 @@ export async function federationPart(
   );
   await show(east, ["vm", "list", "--all-clusters"], "east");
   await show(west, ["vm", "list", "--all-clusters"], "west");
+  // The image west copied for the hand-off, under east's name.
+  await show(west, ["image", "list"], "west");
   await show(east, ["cluster", "handoffs"], "east");
   await show(west, ["cluster", "handoffs"], "west");
   process.stdout.write(
