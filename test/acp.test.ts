@@ -32,8 +32,11 @@ describe("ACP between two servers", () => {
     sign = (c) => signStatement({ ...c, issuedAt: new Date().toISOString() }, key);
   }, 60_000);
 
+  /** The last case stops west's server itself. */
+  let westClosed = false;
+
   afterAll(async () => {
-    await Promise.all([east?.server.close(), west?.server.close()]);
+    await Promise.all([east?.server.close(), westClosed ? undefined : west?.server.close()]);
   });
 
   /** east (the source) asks west (the destination). */
@@ -282,5 +285,37 @@ describe("ACP between two servers", () => {
     expect(evidence.body.evidence.at(-1)?.records.map((r) => r.kind)).toEqual(["abort", "release"]);
     // Nothing more is taken from it, on any channel.
     expect(refused(await ask({ type: "status", handoff: h.handoff }))).toBe("NOVA_FED_QUARANTINED");
+  });
+
+  it("refuses a migration to a peer not heard from within the staleness bound, changing nothing", async () => {
+    const db = east.server.store.db;
+    await publishVm(east, "mover-4", "e-h1");
+    await db.query("UPDATE vms SET state = 'running' WHERE name = 'mover-4'");
+    westClosed = true;
+    await west.server.close();
+    await until(
+      "east to show west stale",
+      async () =>
+        (
+          await east.api<{ peers: { name: string; stale: boolean }[] }>("GET", "/v1/federation/peers")
+        ).body.peers.find((p) => p.name === "west")?.stale === true,
+      30_000,
+    );
+    const r = await east.api<{ error: { code: string; message: string } }>(
+      "POST",
+      "/v1/vms/mover-4/migrations",
+      {
+        targetCluster: "west",
+      },
+    );
+    expect([r.status, r.body.error?.code]).toEqual([502, "NOVA_FED_PEER_UNREACHABLE"]);
+    expect(r.body.error.message).toMatch(/west/);
+    expect(
+      (await db.query("SELECT 1 FROM migrations m JOIN vms v ON v.id = m.vm_id WHERE v.name = 'mover-4'"))
+        .rows,
+    ).toEqual([]);
+    expect(
+      (await db.query<{ state: string }>("SELECT state FROM vms WHERE name = 'mover-4'")).rows[0]!.state,
+    ).toBe("running");
   });
 });
