@@ -136,6 +136,22 @@ describe.skipIf(unavailable !== null)(
       return res.body.id;
     }
 
+    /**
+     * Starts a migration of a new running VM `name` with `side`'s server restarted to freeze
+     * at failpoint `at`, and waits until it stands still there: the case then places its
+     * fault and sends SIGCONT to `pid`.
+     */
+    async function migrateFrozenAt(name: string, side: Side, at: string) {
+      const vm = await createRunning(name);
+      await restartServer(side, `${at}=stop`);
+      // A restarted source adopts its QEMU again before the VM may move.
+      if (side === "east") await c.east.waitVmState(name, "running");
+      const id = await startMigration(name);
+      const pid = c[side].daemonPid("server")!;
+      await stopped(pid, `${side}'s server to stop at ${at}`);
+      return { vm, id, pid };
+    }
+
     async function handoffState(s: Side, vm: string): Promise<string | undefined> {
       const { body } = await c[s].api<{ handoffs: HandoffBody[] }>("GET", "/v1/federation/handoffs");
       return body.handoffs.find((h) => h.vm === vm)?.state;
@@ -279,12 +295,7 @@ describe.skipIf(unavailable !== null)(
     });
 
     it("the link cut mid-transfer: the migration rolls back, the VM runs on at the source, both sides abort once healed", async () => {
-      const vm = await createRunning("p-transfer");
-      await restartServer("east", "acp.source.transferring=stop");
-      await c.east.waitVmState("p-transfer", "running");
-      const id = await startMigration("p-transfer");
-      const east = c.east.daemonPid("server")!;
-      await stopped(east, "east's server to stop as the hand-off moves to transferring");
+      const { vm, id, pid: east } = await migrateFrozenAt("p-transfer", "east", "acp.source.transferring");
       await cut();
       process.kill(east, "SIGCONT");
       const m = await ended(id);
@@ -302,12 +313,7 @@ describe.skipIf(unavailable !== null)(
     });
 
     it("the link cut right after the release: nothing runs while it is down, the destination takes the VM once healed", async () => {
-      const vm = await createRunning("p-released");
-      await restartServer("east", "acp.source.released=stop");
-      await c.east.waitVmState("p-released", "running");
-      const id = await startMigration("p-released");
-      const east = c.east.daemonPid("server")!;
-      await stopped(east, "east's server to stop right after it released the VM");
+      const { vm, id, pid: east } = await migrateFrozenAt("p-released", "east", "acp.source.released");
       await cut();
       process.kill(east, "SIGCONT");
       // East released the VM: its copy stays paused; west never heard and runs nothing.
@@ -324,11 +330,7 @@ describe.skipIf(unavailable !== null)(
     });
 
     it("the link cut after the destination owns the VM, before the source heard: west runs it, east learns once healed", async () => {
-      const vm = await createRunning("p-owned");
-      await restartServer("west", "acp.destination.owned=stop");
-      const id = await startMigration("p-owned");
-      const west = c.west.daemonPid("server")!;
-      await stopped(west, "west's server to stop right after it owned the VM");
+      const { vm, id, pid: west } = await migrateFrozenAt("p-owned", "west", "acp.destination.owned");
       await cut();
       process.kill(west, "SIGCONT");
       // West runs the VM; east, cut off, keeps its released copy paused and the migration open.
@@ -348,12 +350,7 @@ describe.skipIf(unavailable !== null)(
     });
 
     it("the source's database stopped right after the release and started again: the hand-off completes", async () => {
-      const vm = await createRunning("p-db-east");
-      await restartServer("east", "acp.source.released=stop");
-      await c.east.waitVmState("p-db-east", "running");
-      const id = await startMigration("p-db-east");
-      const east = c.east.daemonPid("server")!;
-      await stopped(east, "east's server to stop right after it released the VM");
+      const { vm, id, pid: east } = await migrateFrozenAt("p-db-east", "east", "acp.source.released");
       await pg.east.stopServer();
       process.kill(east, "SIGCONT");
       await waitFor(async () => (await c.east.api("GET", "/healthz")).status === 503 || undefined, {
@@ -368,11 +365,7 @@ describe.skipIf(unavailable !== null)(
     });
 
     it("the destination's database stopped right after it prepared and started again: the hand-off completes", async () => {
-      const vm = await createRunning("p-db-west");
-      await restartServer("west", "acp.destination.prepared=stop");
-      const id = await startMigration("p-db-west");
-      const west = c.west.daemonPid("server")!;
-      await stopped(west, "west's server to stop right after it recorded the prepare");
+      const { vm, id, pid: west } = await migrateFrozenAt("p-db-west", "west", "acp.destination.prepared");
       await pg.west.stopServer();
       process.kill(west, "SIGCONT");
       await waitFor(async () => (await c.west.api("GET", "/healthz")).status === 503 || undefined, {
