@@ -36,8 +36,9 @@
  *
  * `total s` is the API call until the source's migration record says completed (for cross:
  * after the destination signed `owned`); `downtime ms` QEMU's; `pause ms` the guest's
- * whole pause when the record has it (result.guestPauseMs; across clusters it has not, and
- * `~N` is QEMU's downtime + release → owned instead, see HandoffCost). The hand-off's cost comes from
+ * whole pause when the record has it (result.guestPauseMs; across clusters from the resume
+ * time the destination's `owned` carries; without it `~N`, QEMU's downtime + release → owned,
+ * see HandoffCost). The hand-off's cost comes from
  * both servers' novacron_acp_* counters around each cross migration (docs/federation.md
  * §10, "What a hand-off costs") and their `acp.handoff` events.
  */
@@ -81,8 +82,8 @@ interface HandoffCost {
   /** The source's `released` to its `completed` (it learned `owned`). */
   release_to_completed_ms: number | null;
   /**
-   * The guest's pause, estimated as QEMU's downtime + release → owned (the source record has
-   * no guestPauseMs across clusters: the destination resumes the copy inside the hand-off).
+   * The guest's pause, estimated as QEMU's downtime + release → owned, for a record without
+   * guestPauseMs (an `owned` that did not say when the destination resumed its copy).
    * It leaves out QEMU's completion → the release commit and counts the destination's
    * resume → its `owned` commit: a few ms to tens of ms each way.
    */

@@ -124,6 +124,16 @@ describe("live migration between two clusters", { timeout: 300_000 }, () => {
     );
 
     await migrate(east, "west", "mover");
+    // The guest's whole pause is measured across clusters too: west's `owned` says when
+    // its copy ran again, east's record holds when the source stopped.
+    const done = (
+      await east.api<{
+        migrations: { vm: string; result: { downtimeMs?: number; guestPauseMs?: number } }[];
+      }>("GET", "/v1/migrations")
+    ).body.migrations.find((m) => m.vm === "mover");
+    expect(done?.result.guestPauseMs).toBeGreaterThanOrEqual(
+      done?.result.downtimeMs ?? Number.POSITIVE_INFINITY,
+    );
 
     const arrived = (await west.waitVmState("mover", "running", 60_000)) as unknown as VmBody;
     expect(arrived.id, "the VM keeps its UUID").toBe(id);

@@ -75,18 +75,19 @@ export class AgentCopies implements SourceCopies, TargetCopies {
     if (h.hostId) await (await this.agentOf(h.hostId)).deleteVm(h.vmId);
   }
 
-  async resume(h: OutgoingHandoff | IncomingHandoff, token: FenceToken): Promise<void> {
+  async resume(h: OutgoingHandoff | IncomingHandoff, token: FenceToken): Promise<{ resumedAt?: number }> {
     if ("targetClusterId" in h) {
       const agent = await this.sourceAgent(h);
       if (!agent) throw new NovaError("NOVA_INTERNAL", `VM ${h.vmName} has no host here to resume on`);
       // The destination never runs its copy (aborted, or it gave the VM back): resuming
       // after a completed transfer is safe, so the source agent is told the target is gone.
       await agent.cancelOutgoing(h.vmId, h.migrationId ?? h.id, true, token);
-      return;
+      return {};
     }
     const vm = await findVm(this.store.read, h.vmId);
     if (!vm || !h.hostId) throw new NovaError("NOVA_INTERNAL", `arriving VM ${h.vmName} has no record here`);
-    await (await this.agentOf(h.hostId)).finishIncoming(h.vmId, h.id, vm.generation, token);
+    const observed = await (await this.agentOf(h.hostId)).finishIncoming(h.vmId, h.id, vm.generation, token);
+    return observed.resumedAt === undefined ? {} : { resumedAt: observed.resumedAt };
   }
 
   // ── destination ──

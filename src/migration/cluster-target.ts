@@ -180,7 +180,11 @@ export class ClusterTarget implements MigrationTarget {
   async finish(): Promise<TargetAnswer> {
     await this.acp.release(this.migration.id);
     const h = await this.waitWhile(["released"], WAIT_MS.finish, "take the VM");
-    if (h.state === "completed") return { state: "running", reason: h.reason };
+    if (h.state === "completed") {
+      // The destination's `owned` says when its copy ran (its host's clock), if it resumed it then.
+      const resumedAt = h.statements.owned?.detail?.resumedAt;
+      return { state: "running", reason: h.reason, ...(typeof resumedAt === "number" ? { resumedAt } : {}) };
+    }
     if (h.state === "reclaimed")
       return { state: "returned", reason: `cluster ${this.peer.name} gave the VM back: ${h.reason}` };
     throw new NovaError("NOVA_INTERNAL", `hand-off ${h.id} is ${h.state} after its release`);

@@ -24,7 +24,7 @@ export interface SourceCopies {
   /** Stops the copy and removes its disk. */
   remove(h: OutgoingHandoff): Promise<void>;
   /** Resumes the paused copy (after an abort or a return) with this cluster's token. */
-  resume(h: OutgoingHandoff, token: FenceToken): Promise<void>;
+  resume(h: OutgoingHandoff, token: FenceToken): Promise<{ resumedAt?: number }>;
 }
 
 /** Where an arriving VM will wait, chosen before anything is recorded. */
@@ -69,8 +69,11 @@ export interface TargetCopies {
   /** Starts (or finds) the paused copy; returns what the source needs to reach it. */
   start(h: IncomingHandoff, prepare: SignedStatement): Promise<Record<string, unknown>>;
   state(h: IncomingHandoff): Promise<CopyState>;
-  /** Resumes the copy with this cluster's token. */
-  resume(h: IncomingHandoff, token: FenceToken): Promise<void>;
+  /**
+   * Resumes the copy with this cluster's token; says when the guest ran again (epoch ms,
+   * its host's clock) when this call resumed it.
+   */
+  resume(h: IncomingHandoff, token: FenceToken): Promise<{ resumedAt?: number }>;
   /** Stops the copy and removes its disk. */
   remove(h: IncomingHandoff): Promise<void>;
 }

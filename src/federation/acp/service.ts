@@ -451,6 +451,8 @@ export class AcpService {
   private async stepIncoming(first: IncomingHandoff, peer: PeerRow | undefined): Promise<void> {
     let h = first;
     let answer: PeerAnswer | undefined;
+    /** When this pass resumed the copy, for its `owned`. */
+    let resumedAt: number | undefined;
     for (let i = 0; i < MAX_STEPS_PER_PASS; i++) {
       const copy = await this.d.target.state(h).catch((): CopyState => "unknown");
       const action = nextIncomingAction(h, {
@@ -486,10 +488,16 @@ export class AcpService {
           continue;
         }
         case "transition":
-          h = await this.moveIncoming(h, action.to, action.reason);
+          h = await this.moveIncoming(
+            h,
+            action.to,
+            action.reason,
+            undefined,
+            action.to === "owned" && resumedAt !== undefined ? { resumedAt } : undefined,
+          );
           continue;
         case "resume-copy":
-          await this.d.target.resume(h, { owner: this.d.self.id, epoch: h.fromEpoch + 1 });
+          ({ resumedAt } = await this.d.target.resume(h, { owner: this.d.self.id, epoch: h.fromEpoch + 1 }));
           continue;
         case "remove-copy":
           await this.d.target.remove(h);
@@ -730,9 +738,20 @@ export class AcpService {
     let now = await this.moveIncoming(h, to, reason, word);
     if (now.state === "resuming") {
       try {
-        await this.d.target.resume(now, { owner: this.d.self.id, epoch: now.fromEpoch + 1 });
+        const { resumedAt } = await this.d.target.resume(now, {
+          owner: this.d.self.id,
+          epoch: now.fromEpoch + 1,
+        });
+        // When the guest ran again goes with `owned`: the source's migration record
+        // reports the guest's whole pause from it, as inside a cluster.
         if ((await this.d.target.state(now)) === "running")
-          now = await this.moveIncoming(now, "owned", "its copy runs here");
+          now = await this.moveIncoming(
+            now,
+            "owned",
+            "its copy runs here",
+            undefined,
+            resumedAt === undefined ? undefined : { resumedAt },
+          );
       } catch (err) {
         this.d.log.warn(
           { handoff: h.id, err: describeError(err) },
@@ -759,6 +778,8 @@ export class AcpService {
     to: IncomingHandoff["state"],
     reason: string,
     word?: SignedStatement,
+    /** What `owned` says besides (when the guest was resumed). */
+    detail?: Record<string, unknown>,
   ): Promise<IncomingHandoff> {
     const ids = { handoff: h.id, vm: h.vmId, source: h.sourceClusterId, target: this.d.self.id };
     const statements: Statements = word ? { [word.kind]: word } : {};
@@ -768,7 +789,7 @@ export class AcpService {
         kind: to,
         epoch: epochOf(to, h.fromEpoch),
         // Why it is given back, for the source's operator.
-        ...(to === "returned" ? { detail: { reason } } : {}),
+        ...(to === "returned" ? { detail: { reason } } : detail ? { detail } : {}),
       });
     await this.commit("destination", async (tx, emit) => {
       const current = await findIncoming(tx, h.id, true);
