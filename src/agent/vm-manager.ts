@@ -77,6 +77,8 @@ export interface VmManagerOptions {
 /** Runs and watches the VMs of one host. */
 export class VmManager {
   private readonly vms = new Map<string, ManagedVm>();
+  /** Each VM's vm.json write in progress (persist). */
+  private readonly writes = new Map<string, Promise<void>>();
   private readonly vmsDir: string;
 
   constructor(private readonly o: VmManagerOptions) {
@@ -459,7 +461,24 @@ export class VmManager {
       .catch((err) => this.o.log.error({ vm: vm.spec.name, err }, "VM operation failed"));
   }
 
-  private async persist(vm: ManagedVm): Promise<void> {
+  /**
+   * Writes vm.json, one write per VM at a time: two callers (a request and the relay's
+   * course being noted) would otherwise share the temporary file, and one rename fail or
+   * an older state land last. Each write takes the VM's state as it is when it runs.
+   */
+  private persist(vm: ManagedVm): Promise<void> {
+    const next = (this.writes.get(vm.id) ?? Promise.resolve())
+      .catch(() => {})
+      .then(() => this.writeVmFile(vm));
+    this.writes.set(vm.id, next);
+    const forget = () => {
+      if (this.writes.get(vm.id) === next) this.writes.delete(vm.id);
+    };
+    next.then(forget, forget);
+    return next;
+  }
+
+  private async writeVmFile(vm: ManagedVm): Promise<void> {
     const file: VmFile = {
       ...(vm.outgoing ? { outgoing: vm.outgoing } : {}),
       id: vm.id,
