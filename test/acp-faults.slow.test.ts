@@ -6,6 +6,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { waitFor } from "../src/lib/wait.js";
 import { guestImageManifest, qemuPidsUnder, TestCluster } from "./helpers/cluster.js";
+import { migrationEnd, printDaemonWarnings, type WatchedDaemon } from "./helpers/daemon-warnings.js";
 
 const AGENT_FLAGS = ["--memory", "1024", "--stop-grace", "10"];
 // A light guest: the faults are in the hand-off, not in pre-copy.
@@ -122,37 +123,50 @@ describe("hand-off faults: a server killed at a step of the hand-off", { timeout
     return res.body.id;
   }
 
-  /** The servers' and agents' last warnings: a fault suite that fails must say what the processes saw. */
-  function printLogs() {
-    const pick = (c: TestCluster, d: string) =>
-      c
-        .daemonLog(d)
-        .filter((l) => /"level":(40|50)|warn|error/i.test(l))
-        .slice(-20);
-    console.log(
-      [
-        "east server",
-        ...pick(east, "server"),
-        "east agent",
-        ...pick(east, "e1"),
-        "west server",
-        ...pick(west, "server"),
-        "west agent",
-        ...pick(west, "w1"),
-      ].join("\n"),
-    );
-  }
+  const daemons = (): WatchedDaemon[] => [
+    ["east server", east, "server"],
+    ["east agent", east, "e1"],
+    ["west server", west, "server"],
+    ["west agent", west, "w1"],
+  ];
+  const printLogs = () => printDaemonWarnings(daemons());
 
   /** The migration's end; the processes' warnings go to the output when it did not complete. */
-  async function ended(id: string): Promise<MigrationBody> {
-    try {
-      const m = await east.waitMigrationEnd<MigrationBody>(id, 180_000);
-      if (m.state !== "completed") printLogs();
-      return m;
-    } catch (err) {
+  const ended = (id: string) => migrationEnd<MigrationBody>(east, id, 180_000, daemons());
+
+  /**
+   * The migration of VM `name` once it is in one of `states` (for a case whose migration
+   * request died with the server that took it, so its id is unknown).
+   */
+  async function migrationOf(name: string, states: string[], timeoutMs: number): Promise<MigrationBody> {
+    return waitFor(
+      async () =>
+        (
+          await east.api<{ migrations: MigrationBody[] }>("GET", `/v1/vms/${name}/migrations`)
+        ).body.migrations.find((x) => states.includes(x.state)),
+      { timeoutMs, what: `the migration of ${name} to be ${states.join(" or ")}` },
+    ).catch((err) => {
       printLogs();
       throw err;
-    }
+    });
+  }
+
+  /** Both sides end the hand-off of VM `vm` aborted. */
+  async function abortedOnBothSides(vm: string, timeoutMs: number): Promise<void> {
+    for (const c of [east, west])
+      await waitFor(async () => (await handoffState(c, vm)) === "aborted" || undefined, {
+        timeoutMs,
+        what: `the hand-off of ${vm} aborted in ${c === east ? "east" : "west"}`,
+      });
+  }
+
+  /** `c`'s side of the hand-off of VM `vm`, if it has one. */
+  async function handoffState(c: TestCluster, vm: string): Promise<string | undefined> {
+    const { body } = await c.api<{ handoffs: { vm: string; state: string }[] }>(
+      "GET",
+      "/v1/federation/handoffs",
+    );
+    return body.handoffs.find((h) => h.vm === vm)?.state;
   }
 
   /**
@@ -251,19 +265,10 @@ describe("hand-off faults: a server killed at a step of the hand-off", { timeout
     await startMigration("f-transfer").catch(() => undefined);
     await dying.exited;
     await restart("east");
-    const m = await waitFor(
-      async () =>
-        (
-          await east.api<{ migrations: MigrationBody[] }>("GET", "/v1/vms/f-transfer/migrations")
-        ).body.migrations.find((x) => x.state === "failed"),
-      { timeoutMs: 120_000, what: "the migration to be rolled back" },
-    );
+    const m = await migrationOf("f-transfer", ["failed"], 120_000);
     expect(m.stateReason).toMatch(/restart/);
     await settledOn("east", "f-transfer", vm.id, 1, vm.round, 1);
-    const handoffs = (
-      await west.api<{ handoffs: { vm: string; state: string }[] }>("GET", "/v1/federation/handoffs")
-    ).body.handoffs;
-    expect(handoffs.find((h) => h.vm === "f-transfer")?.state).toBe("aborted");
+    expect(await handoffState(west, "f-transfer")).toBe("aborted");
   });
 
   it("source killed right after proposing: restarted, it carries the hand-off through or calls it off, never half", async () => {
@@ -273,28 +278,12 @@ describe("hand-off faults: a server killed at a step of the hand-off", { timeout
     await startMigration("f-proposed").catch(() => undefined);
     await dying.exited;
     await restart("east");
-    const m = await waitFor(
-      async () =>
-        (
-          await east.api<{ migrations: MigrationBody[] }>("GET", "/v1/vms/f-proposed/migrations")
-        ).body.migrations.find((x) => x.state === "completed" || x.state === "failed"),
-      { timeoutMs: 180_000, what: "the migration of f-proposed to end" },
-    ).catch((err) => {
-      printLogs();
-      throw err;
-    });
+    const m = await migrationOf("f-proposed", ["completed", "failed"], 180_000);
     console.log(`f-proposed: the migration ended ${m.state}: ${m.stateReason}`);
     if (m.state === "completed") await settledOn("west", "f-proposed", vm.id, 2, vm.round);
     else {
       await settledOn("east", "f-proposed", vm.id, 1, vm.round, 1);
-      for (const c of [east, west])
-        await waitFor(
-          async () =>
-            (
-              await c.api<{ handoffs: { vm: string; state: string }[] }>("GET", "/v1/federation/handoffs")
-            ).body.handoffs.find((h) => h.vm === "f-proposed")?.state === "aborted",
-          { timeoutMs: 60_000, what: "the hand-off of f-proposed aborted on both sides" },
-        );
+      await abortedOnBothSides("f-proposed", 60_000);
     }
   });
 
@@ -332,10 +321,7 @@ describe("hand-off faults: a server killed at a step of the hand-off", { timeout
     console.log(`${name}: the migration ended ${m.state}; the VM runs in ${on}`);
     // A VM that stayed in east keeps the QEMU it booted in, and so its boot line.
     await settledOn(on, name, vmId, on === "west" ? 2 : 3, round, on === "west" ? 0 : 1);
-    const handoffs = (
-      await east.api<{ handoffs: { vm: string; state: string }[] }>("GET", "/v1/federation/handoffs")
-    ).body.handoffs;
-    expect(handoffs.find((h) => h.vm === name)?.state).toBe(on === "west" ? "completed" : "reclaimed");
+    expect(await handoffState(east, name)).toBe(on === "west" ? "completed" : "reclaimed");
     return on;
   }
 
@@ -379,14 +365,7 @@ describe("hand-off faults: a server killed at a step of the hand-off", { timeout
       /did not prepare a copy within 5 s, so the hand-off's authorisation expired/,
     );
     // Once west answers again it drops whatever it prepared, and both sides agree.
-    for (const c of [east, west])
-      await waitFor(
-        async () =>
-          (
-            await c.api<{ handoffs: { vm: string; state: string }[] }>("GET", "/v1/federation/handoffs")
-          ).body.handoffs.find((h) => h.vm === "f-expiry")?.state === "aborted",
-        { timeoutMs: 90_000, what: `the hand-off of f-expiry aborted in ${c === east ? "east" : "west"}` },
-      );
+    await abortedOnBothSides("f-expiry", 90_000);
     await settledOn("east", "f-expiry", vm.id, 1, vm.round, 1);
     await restart("east");
   });

@@ -19,6 +19,7 @@ import { waitFor } from "../src/lib/wait.js";
 import { ADDR_A, ADDR_B, WanLink } from "../src/testing/wanem/link.js";
 import { emulatorUnavailableReason } from "../src/testing/wanem/netns.js";
 import { guestImageManifest, qemuPidsUnder, TestCluster } from "./helpers/cluster.js";
+import { migrationEnd, printDaemonWarnings, type WatchedDaemon } from "./helpers/daemon-warnings.js";
 import { PrivatePostgres } from "./helpers/private-postgres.js";
 
 const run = promisify(execFile);
@@ -158,26 +159,27 @@ describe.skipIf(unavailable !== null)(
     }
 
     /** The migration's end; its processes' last warnings go to the output when it did not complete. */
-    async function ended(id: string): Promise<MigrationBody> {
-      const logs = () => {
-        for (const s of ["east", "west"] as const)
-          for (const d of ["server", agentName[s]])
-            console.log(
-              `${s} ${d}\n${c[s]
-                .daemonLog(d)
-                .filter((l) => /"level":(40|50)|warn|error/i.test(l))
-                .slice(-15)
-                .join("\n")}`,
-            );
-      };
-      try {
-        const m = await c.east.waitMigrationEnd<MigrationBody>(id, 240_000);
-        if (m.state !== "completed") logs();
-        return m;
-      } catch (err) {
-        logs();
+    const daemons = (): WatchedDaemon[] =>
+      (["east", "west"] as const).flatMap((s): WatchedDaemon[] => [
+        [`${s} server`, c[s], "server"],
+        [`${s} ${agentName[s]}`, c[s], agentName[s]],
+      ]);
+    const ended = (id: string) => migrationEnd<MigrationBody>(c.east, id, 240_000, daemons());
+
+    /**
+     * Stops `side`'s database while its server stands frozen at a failpoint, lets the
+     * server go on, and waits until it noticed (its health turns 503).
+     */
+    async function stopDatabaseUnder(side: Side, frozenPid: number): Promise<void> {
+      await pg[side].stopServer();
+      process.kill(frozenPid, "SIGCONT");
+      await waitFor(async () => (await c[side].api("GET", "/healthz")).status === 503 || undefined, {
+        timeoutMs: 30_000,
+        what: `${side}'s server to notice its database is gone`,
+      }).catch((err) => {
+        printDaemonWarnings(daemons());
         throw err;
-      }
+      });
     }
 
     /** The guest runs on `on` only, intact (no reboot), and both views put it there at `epoch`. */
@@ -351,12 +353,7 @@ describe.skipIf(unavailable !== null)(
 
     it("the source's database stopped right after the release and started again: the hand-off completes", async () => {
       const { vm, id, pid: east } = await migrateFrozenAt("p-db-east", "east", "acp.source.released");
-      await pg.east.stopServer();
-      process.kill(east, "SIGCONT");
-      await waitFor(async () => (await c.east.api("GET", "/healthz")).status === 503 || undefined, {
-        timeoutMs: 30_000,
-        what: "east's server to notice its database is gone",
-      });
+      await stopDatabaseUnder("east", east);
       await eastStayedPaused("p-db-east", 4);
       await pg.east.startServer();
       expect((await ended(id)).state).toBe("completed");
@@ -366,15 +363,7 @@ describe.skipIf(unavailable !== null)(
 
     it("the destination's database stopped right after it prepared and started again: the hand-off completes", async () => {
       const { vm, id, pid: west } = await migrateFrozenAt("p-db-west", "west", "acp.destination.prepared");
-      await pg.west.stopServer();
-      process.kill(west, "SIGCONT");
-      await waitFor(async () => (await c.west.api("GET", "/healthz")).status === 503 || undefined, {
-        timeoutMs: 30_000,
-        what: "west's server to notice its database is gone",
-      }).catch((e) => {
-        console.log(`WEST SERVER\n${c.west.daemonLog("server").slice(-40).join("\n")}`);
-        throw e;
-      });
+      await stopDatabaseUnder("west", west);
       // While west cannot record anything the VM runs on at east.
       expect(lastRound(await c.west.console("p-db-west", 400))).toBe(0);
       await pg.west.startServer();
