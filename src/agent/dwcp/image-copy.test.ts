@@ -9,12 +9,13 @@
  * third cluster get nothing.
  */
 import { randomBytes } from "node:crypto";
-import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import pino from "pino";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ImageStore } from "../../compute/images/image-store.js";
+import { waitFor } from "../../lib/wait.js";
 import { type CertAndKey, createCa, HOST_IDENTITY_PREFIX, issueWithNewKey } from "../../security/pki.js";
 import { haveOpenssl } from "../../testing/tls-fixtures.js";
 import { AgentDwcp } from "../dwcp-transport.js";
@@ -146,8 +147,13 @@ describe.skipIf(!haveOpenssl())("image copy between clusters", () => {
     const id = "66666666-6666-4666-8666-666666666666";
     const { src, dst, a, req } = await offered(id, 96 * MiB);
     expect(dst.dwcp.pullImage(req).state).toBe("running");
-    // The source agent stops (its offer and sessions with it) while the blob crosses.
-    await new Promise((r) => setTimeout(r, 150));
+    // The source agent stops (its offer and sessions with it) while the blob crosses:
+    // once the destination's temporary file holds some of it.
+    const landing = path.join(dst.dataDir, "tmp", "image-pulls");
+    await waitFor(
+      () => readdirSync(landing).some((f) => statSync(path.join(landing, f)).size > 0) || undefined,
+      { timeoutMs: 30_000, intervalMs: 5, what: "the blob to start arriving" },
+    );
     await src.dwcp.close();
     agents = agents.filter((x) => x !== src.dwcp);
     const cut = (await dst.dwcp.imagePulls!.settled(id))!;
