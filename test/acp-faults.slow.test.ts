@@ -151,22 +151,28 @@ describe("hand-off faults: a server killed at a step of the hand-off", { timeout
     });
   }
 
-  /** Both sides end the hand-off of VM `vm` aborted. */
-  async function abortedOnBothSides(vm: string, timeoutMs: number): Promise<void> {
+  /** Both sides end the hand-off of the VM with id `vmId` aborted. */
+  async function abortedOnBothSides(vmId: string, timeoutMs: number): Promise<void> {
     for (const c of [east, west])
-      await waitFor(async () => (await handoffState(c, vm)) === "aborted" || undefined, {
+      await waitFor(async () => (await handoffState(c, vmId)) === "aborted" || undefined, {
         timeoutMs,
-        what: `the hand-off of ${vm} aborted in ${c === east ? "east" : "west"}`,
+        what: `the hand-off of VM ${vmId} aborted in ${c === east ? "east" : "west"}`,
+      }).catch((err) => {
+        printLogs();
+        throw err;
       });
   }
 
-  /** `c`'s side of the hand-off of VM `vm`, if it has one. */
-  async function handoffState(c: TestCluster, vm: string): Promise<string | undefined> {
-    const { body } = await c.api<{ handoffs: { vm: string; state: string }[] }>(
+  /**
+   * `c`'s side of the hand-off of the VM with id `vmId`, if it has one. By id: a
+   * destination that learnt of the hand-off only from its abort may know no name.
+   */
+  async function handoffState(c: TestCluster, vmId: string): Promise<string | undefined> {
+    const { body } = await c.api<{ handoffs: { vmId: string; state: string }[] }>(
       "GET",
       "/v1/federation/handoffs",
     );
-    return body.handoffs.find((h) => h.vm === vm)?.state;
+    return body.handoffs.find((h) => h.vmId === vmId)?.state;
   }
 
   /**
@@ -268,7 +274,7 @@ describe("hand-off faults: a server killed at a step of the hand-off", { timeout
     const m = await migrationOf("f-transfer", ["failed"], 120_000);
     expect(m.stateReason).toMatch(/restart/);
     await settledOn("east", "f-transfer", vm.id, 1, vm.round, 1);
-    expect(await handoffState(west, "f-transfer")).toBe("aborted");
+    expect(await handoffState(west, vm.id)).toBe("aborted");
   });
 
   it("source killed right after proposing: restarted, it carries the hand-off through or calls it off, never half", async () => {
@@ -283,7 +289,7 @@ describe("hand-off faults: a server killed at a step of the hand-off", { timeout
     if (m.state === "completed") await settledOn("west", "f-proposed", vm.id, 2, vm.round);
     else {
       await settledOn("east", "f-proposed", vm.id, 1, vm.round, 1);
-      await abortedOnBothSides("f-proposed", 60_000);
+      await abortedOnBothSides(vm.id, 60_000);
     }
   });
 
@@ -321,7 +327,7 @@ describe("hand-off faults: a server killed at a step of the hand-off", { timeout
     console.log(`${name}: the migration ended ${m.state}; the VM runs in ${on}`);
     // A VM that stayed in east keeps the QEMU it booted in, and so its boot line.
     await settledOn(on, name, vmId, on === "west" ? 2 : 3, round, on === "west" ? 0 : 1);
-    expect(await handoffState(east, name)).toBe(on === "west" ? "completed" : "reclaimed");
+    expect(await handoffState(east, vmId)).toBe(on === "west" ? "completed" : "reclaimed");
     return on;
   }
 
@@ -365,7 +371,7 @@ describe("hand-off faults: a server killed at a step of the hand-off", { timeout
       /did not prepare a copy within 5 s, so the hand-off's authorisation expired/,
     );
     // Once west answers again it drops whatever it prepared, and both sides agree.
-    await abortedOnBothSides("f-expiry", 90_000);
+    await abortedOnBothSides(vm.id, 90_000);
     await settledOn("east", "f-expiry", vm.id, 1, vm.round, 1);
     await restart("east");
   });

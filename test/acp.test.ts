@@ -68,12 +68,21 @@ describe("ACP between two servers", () => {
 
   it("records an abort of a hand-off it never prepared, signs it, and refuses a late prepare", async () => {
     const h = ids();
-    const a = await ask({ type: "deliver", statement: sign({ ...h, kind: "abort", epoch: 2 }) });
+    const a = await ask({
+      type: "deliver",
+      statement: sign({ ...h, kind: "abort", epoch: 2, detail: { vmName: "never-here" } }),
+    });
     expect(a.kind).toBe("statement");
     const aborted = (a as Extract<PeerAnswer, { kind: "statement" }>).statement;
     expect(aborted).toMatchObject({ kind: "aborted", handoff: h.handoff, epoch: 2 });
     expect(verifyStatement(aborted, publicKeyFromRaw(west.server.federation.self.publicKey))).toBe(true);
     expect(await incomingRows(h.handoff)).toEqual([{ state: "aborted" }]);
+    // The abort named the VM, so the list of hand-offs shows which one was called off.
+    const listed = await west.api<{ handoffs: { id: string; vm: string }[] }>(
+      "GET",
+      "/v1/federation/handoffs",
+    );
+    expect(listed.body.handoffs.find((x) => x.id === h.handoff)?.vm).toBe("never-here");
     // Asked again: the same answer.
     expect(await ask({ type: "status", handoff: h.handoff })).toMatchObject({
       kind: "statement",

@@ -21,6 +21,7 @@ import {
   type SignedStatement,
   type StatementKind,
 } from "../../api/types/acp.js";
+import { ResourceName } from "../../api/types/common.js";
 import type { ClusterEvent } from "../../api/types/events.js";
 import {
   arrivedVmRuns,
@@ -275,6 +276,8 @@ export class AcpService {
       source: this.d.self.id,
       target: h.targetClusterId,
       epoch: h.fromEpoch + 1,
+      // A destination that never saw the prepare learns the VM's name from here alone.
+      detail: { vmName: h.vmName },
     });
     return transitionOutgoing(tx, h, "aborting", reason, { abort });
   }
@@ -639,7 +642,7 @@ export class AcpService {
         await createIncoming(tx, {
           id: abort.handoff,
           vmId: abort.vm,
-          vmName: "",
+          vmName: abortedVmName(abort),
           sourceClusterId: peer.id,
           fromEpoch: abort.epoch - 1,
           state: "aborted",
@@ -845,4 +848,10 @@ export class AcpService {
 
 function idsOf(s: SignedStatement): Pick<StatementContent, "handoff" | "vm" | "source" | "target"> {
   return { handoff: s.handoff, vm: s.vm, source: s.source, target: s.target };
+}
+
+/** The VM's name an abort carries, if it is one (a name is only shown, never acted on). */
+function abortedVmName(abort: SignedStatement): string {
+  const name = abort.detail?.vmName;
+  return typeof name === "string" && Value.Check(ResourceName, name) ? name : "";
 }
