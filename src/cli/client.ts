@@ -47,7 +47,8 @@ export class ApiClient {
       res = await this.fetchServer(`${this.config.server}${route}`, {
         method,
         headers: {
-          authorization: `Bearer ${this.config.token}`,
+          // No token only for logging in (POST /v1/session).
+          ...(this.config.token ? { authorization: `Bearer ${this.config.token}` } : {}),
           ...(body === undefined ? {} : { "content-type": "application/json" }),
         },
         body: body === undefined ? null : JSON.stringify(body),

@@ -12,7 +12,10 @@ import { NovaError } from "../lib/errors.js";
 /** What the CLI needs to reach a server. */
 export interface CliConfig {
   server: string;
+  /** An API token, or a user's session token (`nvs_…`) from `novacron login --user`. */
   token: string;
+  /** The user the token's session belongs to (login --user), for messages. */
+  user?: string;
   /** The cluster CA, PEM, pinned at login (needed for https:// servers). */
   ca?: string;
 }
