@@ -269,6 +269,41 @@ describe("users and sessions over the real API", () => {
     expect((await call<User>("GET", "/v1/users/victor", asAdmin)).body.role).toBe("viewer");
   });
 
+  it("lets a user submit an execution but not approve it; a viewer may not approve, another user may", async () => {
+    const plan = {
+      name: "needs-eyes",
+      sla: "fast",
+      approval: "required",
+      steps: [{ kind: "wait", seconds: 0 }],
+    };
+    const o = await login("olga", PASSWORDS.olga);
+    const submitted = await call<{ id: string; state: string; actor: string }>("POST", "/v1/executions", o, {
+      plan,
+    });
+    expect(submitted.status, JSON.stringify(submitted.body)).toBe(202);
+    expect(submitted.body).toMatchObject({ state: "pending_approval", actor: "user:olga" });
+    const approve = `/v1/executions/${submitted.body.id}/approve`;
+    const self = await call("POST", approve, o, {});
+    expectError(self, 403, "NOVA_EXEC_SELF_APPROVAL");
+    expect(self.body.error?.message).toContain("submitted by you (user olga)");
+    expectError(
+      await call("POST", approve, await login("victor", PASSWORDS.victor), {}),
+      403,
+      "NOVA_FORBIDDEN",
+    );
+    const state = async () =>
+      (await call<{ state: string }>("GET", `/v1/executions/${submitted.body.id}`, asAdmin)).body.state;
+    expect(await state()).toBe("pending_approval");
+    const approved = await call<{ state: string }>(
+      "POST",
+      approve,
+      await login("alice", PASSWORDS.alice),
+      {},
+    );
+    expect(approved.status, JSON.stringify(approved.body)).toBe(200);
+    expect(approved.body.state).toBe("queued");
+  });
+
   it("applies a role change to the user's next request", async () => {
     const s = await login("victor", PASSWORDS.victor);
     expectError(await call("POST", "/v1/join-tokens", s, { name: "h-v2" }), 403, "NOVA_FORBIDDEN");
@@ -391,6 +426,9 @@ describe("users and sessions over the real API", () => {
     const third = await call("POST", "/v1/session", null, wrong);
     expectError(third, 423, "NOVA_ACCOUNT_LOCKED");
     const unlocksAt = String(third.body.error?.details.unlocksAt);
+    const retryAfter = Number(third.headers.get("retry-after"));
+    expect(retryAfter).toBeGreaterThan(590);
+    expect(retryAfter).toBeLessThanOrEqual(600);
     expect(new Date(unlocksAt).getTime()).toBeGreaterThan(Date.now() + 500_000);
     expect(third.body.error?.message).toContain(unlocksAt);
     // The right password does not get in while locked, and gets no session.

@@ -135,6 +135,15 @@ describe("novacron user and login --user against a real server", () => {
     const role = await cli(["user", "set-role", "bob", "root"]);
     expect(role.code).toBe(2);
     expect(role.stderr).toContain("Unknown role root");
+    // bob's saved session idles out: the next command says so and how to log in again.
+    await server.store.db.query(
+      "UPDATE user_sessions SET last_seen_at = now() - interval '1 hour' FROM users WHERE users.id = user_sessions.user_id AND users.username = 'bob'",
+    );
+    const expired = await cli(["vm", "list"]);
+    expect(expired.code).toBe(1);
+    expect(expired.stderr).toMatch(
+      /session ended after 30 minutes without use: log in again\. \(novacron login --user bob\) \[NOVA_SESSION_EXPIRED\]/,
+    );
   });
 
   it("manages users as an admin: role, lock-out, password reset, second factor, deletion", async () => {

@@ -86,6 +86,10 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (
       return await fn();
     } catch (err) {
       if (FAILED_AUTH.some((code) => isNovaError(err, code))) authFailures.take(req.ip);
+      if (isNovaError(err, "NOVA_ACCOUNT_LOCKED")) {
+        const left = Date.parse(String(err.details.unlocksAt)) - Date.now();
+        reply.header("retry-after", String(Math.max(1, Math.ceil(left / 1000))));
+      }
       if (isNovaError(err, "NOVA_RATE_LIMITED")) reply.header("retry-after", "1");
       throw err;
     }
