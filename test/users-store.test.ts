@@ -10,6 +10,7 @@ import {
   findSession,
   pruneSessions,
   touchSession,
+  trimUserSessions,
 } from "../src/cluster/store/user-sessions.js";
 import {
   acceptTotpStep,
@@ -217,10 +218,23 @@ describe.each(ENGINES)("users store on $engine", ({ create }) => {
     expect(await pruneSessions(store.db)).toBeGreaterThanOrEqual(1);
     expect(await findSession(store.db, second.token)).toBeUndefined();
 
-    expect(await deleteSession(store.db, third.id)).toBe(true);
+    // At most `keep` sessions per user: the oldest end first.
+    const extra = [];
+    for (let i = 0; i < 3; i++) extra.push(await createSession(store.db, u.id, SESSION));
+    await store.db.query(
+      "UPDATE user_sessions SET created_at = created_at - interval '1 minute' WHERE id = $1",
+      [third.id],
+    );
+    const trimmed = await trimUserSessions(store.db, u.id, 3);
+    expect(trimmed.sort()).toEqual([id, third.id].sort());
+    for (const s of extra) expect(await findSession(store.db, s.token)).toBeDefined();
     expect(await findSession(store.db, third.token)).toBeUndefined();
+    for (const s of extra) await deleteSession(store.db, s.id);
+    expect(await deleteSession(store.db, third.id)).toBe(false);
+    expect(await findSession(store.db, third.token)).toBeUndefined();
+    const ends = await createSession(store.db, u.id, SESSION);
     const others = await createSession(store.db, u.id, SESSION);
-    expect((await deleteUserSessions(store.db, u.id, others.id)).sort()).toEqual([id].sort());
+    expect(await deleteUserSessions(store.db, u.id, others.id)).toEqual([ends.id]);
     expect(await findSession(store.db, others.token)).toBeDefined();
     await deleteUser(store.db, u.id);
     expect(await findSession(store.db, others.token)).toBeUndefined();

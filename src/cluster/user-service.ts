@@ -27,6 +27,7 @@ import {
   type SessionLimits,
   type SessionRow,
   touchSession,
+  trimUserSessions,
 } from "./store/user-sessions.js";
 import {
   acceptTotpStep,
@@ -89,6 +90,8 @@ export interface MfaProofInput {
  */
 const MAX_CONCURRENT_HASHES = 2;
 const MAX_HASH_WAITERS = 64;
+/** Live sessions a user may hold (browsers, CLIs); a login beyond ends the oldest. */
+export const MAX_SESSIONS_PER_USER = 32;
 
 /** The users of a cluster. */
 export class UserService {
@@ -204,7 +207,9 @@ export class UserService {
    * Logs a user in: the password, then (MFA on) the second factor; starts a session.
    * An unknown username costs the same time as a wrong password and gets the same error.
    */
-  async login(attempt: LoginAttempt): Promise<{ user: UserRow; session: { token: string; id: string } }> {
+  async login(
+    attempt: LoginAttempt,
+  ): Promise<{ user: UserRow; session: { token: string; id: string }; ended: string[] }> {
     const username = attempt.username.trim().toLowerCase();
     const user = await findUserByName(this.store.read, username);
     if (!user) {
@@ -220,7 +225,9 @@ export class UserService {
     }
     await this.pruneNow();
     const session = await createSession(this.store.db, user.id, this.sessionLimits);
-    return { user, session };
+    // Bounded: a user holds at most MAX_SESSIONS_PER_USER sessions; the oldest end first.
+    const ended = await trimUserSessions(this.store.db, user.id, MAX_SESSIONS_PER_USER);
+    return { user, session, ended };
   }
 
   /** Removes long-ended sessions, at most once a minute (login is when sessions are made). */

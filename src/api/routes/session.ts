@@ -112,7 +112,8 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (
       },
     },
     async (req, reply) => {
-      const { user, session } = await checkingSecrets(req, reply, () => users.login(req.body));
+      const { user, session, ended } = await checkingSecrets(req, reply, () => users.login(req.body));
+      for (const id of ended) streams.revoke(id, "session ended: too many sessions");
       const row = await users.resolveSession(session.token, { touch: false });
       if (!row)
         throw new NovaError("NOVA_INTERNAL", `Session of ${user.username} vanished right after login`);

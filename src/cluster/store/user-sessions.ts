@@ -141,6 +141,17 @@ export async function userSessionIds(q: ReadQueryable, userId: string): Promise<
   return rows.map((r) => r.id);
 }
 
+/** Ends a user's oldest sessions beyond the newest `keep`; returns their ids. */
+export async function trimUserSessions(q: Queryable, userId: string, keep: number): Promise<string[]> {
+  const { rows } = await q.query<{ id: string }>(
+    `DELETE FROM user_sessions WHERE user_id = $1 AND id NOT IN (
+       SELECT id FROM user_sessions WHERE user_id = $1 ORDER BY created_at DESC, id LIMIT $2)
+     RETURNING id`,
+    [userId, keep],
+  );
+  return rows.map((r) => r.id);
+}
+
 /** Removes sessions that ended over a day ago; returns how many. */
 export async function pruneSessions(q: Queryable): Promise<number> {
   const { rowCount } = await q.query(
