@@ -240,6 +240,17 @@ describe.each(ENGINES)("users store on $engine", ({ create }) => {
     expect(await findSession(store.db, others.token)).toBeUndefined();
   });
 
+  it("records use of a session with a short idle timeout often enough to keep it alive", async () => {
+    const u = await newUser();
+    const s = await createSession(store.db, u.id, { lifetimeMs: 3_600_000, idleTimeoutMs: 8000 });
+    await store.db.query(
+      "UPDATE user_sessions SET last_seen_at = now() - interval '3 seconds' WHERE id = $1",
+      [s.id],
+    );
+    // A quarter of 8 s has passed: the next use is recorded, well before the 8 s run out.
+    expect(await findSession(store.db, s.token)).toMatchObject({ stale: true, expired: false });
+  });
+
   it("keeps a lock-out across a new service on the same database (a restarted server)", async () => {
     const first = new UserService(store, { ...USER_SECURITY_DEFAULTS, maxFailures: 2 });
     const { user } = await first.create({
