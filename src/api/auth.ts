@@ -16,7 +16,7 @@ import { findToken } from "../cluster/store/tokens.js";
 import { SESSION_TOKEN_PREFIX, type SessionRow } from "../cluster/store/user-sessions.js";
 import type { UserService } from "../cluster/user-service.js";
 import { bearerToken } from "../lib/bearer.js";
-import { NovaError } from "../lib/errors.js";
+import { isNovaError, NovaError } from "../lib/errors.js";
 import { authorize, type Permission, type Principal } from "../policy/permissions.js";
 import { identityOf, normaliseSerial, urisOf } from "../security/pki.js";
 import { assertCsrfToken, needsCsrfToken } from "./csrf.js";
@@ -165,8 +165,10 @@ export async function stillValid(sources: AuthSources, credential: Credential): 
   if (credential.kind === "session") {
     try {
       return (await sources.users.resolveSession(credential.secret, { touch: false })) !== undefined;
-    } catch {
-      return false;
+    } catch (err) {
+      // An ended session is invalid; a database that did not answer decides nothing.
+      if (isNovaError(err, "NOVA_SESSION_EXPIRED")) return false;
+      throw err;
     }
   }
   return true;
