@@ -542,3 +542,86 @@ describe("users and sessions over the real API", () => {
     expectError(await call("GET", "/v1/vms", asAdmin), 429, "NOVA_RATE_LIMITED");
   });
 });
+
+describe("a session's event stream, re-checked at every heartbeat", () => {
+  let dir: string;
+  let server: RunningServer;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), "nc-users-sse-"));
+    process.env.NOVACRON_API_LIMITS = JSON.stringify({ sseHeartbeatMs: 200 });
+    try {
+      server = await startServer({
+        dataDir: dir,
+        port: 0,
+        execWorkers: false,
+        logger: pino({ level: "silent" }),
+      });
+    } finally {
+      delete process.env.NOVACRON_API_LIMITS;
+    }
+  });
+  afterAll(async () => {
+    await server?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("stays open while the session lives and does not keep it alive, then ends once it idled out", async () => {
+    const f = clusterFetch({ caPem: server.caPem }, { role: "server" });
+    const admin = server.created.admin!;
+    await f(`${server.url}/v1/users`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${admin}`, "content-type": "application/json" },
+      body: JSON.stringify({ username: "sse", role: "viewer", password: "a long enough password" }),
+    });
+    const res = await f(`${server.url}/v1/session`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ username: "sse", password: "a long enough password" }),
+    });
+    const cookie = /^[^=]+=([^;]+)/.exec(res.headers.getSetCookie()[0] ?? "")![1]!;
+    const session = ((await res.json()) as SessionInfo).session!;
+    const controller = new AbortController();
+    const stream = await f(`${server.url}/v1/events`, {
+      headers: { cookie: `${COOKIE}=${cookie}` },
+      signal: controller.signal,
+    });
+    expect(stream.status).toBe(200);
+    const reader = stream.body!.getReader();
+    let text = "";
+    /** Reads until the stream ends (true) or `ms` pass (false). */
+    const endsWithin = async (ms: number) => {
+      const deadline = Date.now() + ms;
+      for (;;) {
+        const r = await Promise.race([
+          reader.read(),
+          new Promise<null>((resolve) => setTimeout(() => resolve(null), Math.max(0, deadline - Date.now()))),
+        ]);
+        if (r === null) return false;
+        if (r.done) return true;
+        text += new TextDecoder().decode(r.value);
+      }
+    };
+    // Last used 5 minutes ago: alive, and due to have its next use recorded.
+    await server.store.db.query(
+      "UPDATE user_sessions SET last_seen_at = now() - interval '5 minutes' WHERE id = $1",
+      [session.id],
+    );
+    // Several heartbeats pass: the live session keeps its stream ...
+    expect(await endsWithin(1000)).toBe(false);
+    expect(text.match(/: keep-alive/g)?.length ?? 0).toBeGreaterThanOrEqual(3);
+    // ... and the heartbeats' checks did not count as use of it.
+    const { rows } = await server.store.db.query<{ idle: boolean }>(
+      "SELECT last_seen_at < now() - interval '4 minutes' AS idle FROM user_sessions WHERE id = $1",
+      [session.id],
+    );
+    expect(rows[0]?.idle).toBe(true);
+    await server.store.db.query(
+      "UPDATE user_sessions SET last_seen_at = now() - interval '31 minutes' WHERE id = $1",
+      [session.id],
+    );
+    expect(await endsWithin(5000)).toBe(true);
+    controller.abort();
+    expect(text).toContain(": closed: session ended");
+  });
+});

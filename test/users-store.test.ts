@@ -27,6 +27,7 @@ import {
   useRecoveryCode,
 } from "../src/cluster/store/users.js";
 import { USER_SECURITY_DEFAULTS, UserService } from "../src/cluster/user-service.js";
+import { hashPassword } from "../src/security/password-hash.js";
 import { hashRecoveryCode } from "../src/security/recovery-codes.js";
 import { totpCode } from "../src/security/totp.js";
 import { ENGINES, storePerSuite } from "./helpers/databases.js";
@@ -249,6 +250,19 @@ describe.each(ENGINES)("users store on $engine", ({ create }) => {
     );
     // A quarter of 8 s has passed: the next use is recorded, well before the 8 s run out.
     expect(await findSession(store.db, s.token)).toMatchObject({ stale: true, expired: false });
+  });
+
+  it("re-hashes a password stored under weaker parameters at its next login", async () => {
+    const svc = new UserService(store);
+    const u = await insertUser(store.db, {
+      username: "old-hash",
+      role: "viewer",
+      passwordHash: await hashPassword("an old long password", { ln: 12, r: 8, p: 1 }),
+    });
+    await svc.login({ username: u.username, password: "an old long password" });
+    const now = (await getUserByName(store.db, u.username)).passwordHash;
+    expect(now).toMatch(/^\$scrypt\$ln=15,r=8,p=3\$/);
+    await svc.login({ username: u.username, password: "an old long password" });
   });
 
   it("keeps a lock-out across a new service on the same database (a restarted server)", async () => {
