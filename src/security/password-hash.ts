@@ -96,12 +96,13 @@ export function needsRehash(stored: string, current: ScryptParams = SCRYPT_PARAM
   return params.ln < current.ln || params.r < current.r || params.p < current.p;
 }
 
+let decoy: Promise<string> | undefined;
+
 /**
  * A hash of a random password, computed once: verifying against it when the username is
  * unknown costs what a real verification costs, so response times do not tell which
  * usernames exist.
  */
-let decoy: Promise<string> | undefined;
 export function decoyHash(): Promise<string> {
   decoy ??= hashPassword(randomBytes(16).toString("base64"));
   return decoy;
