@@ -265,6 +265,25 @@ describe.each(ENGINES)("users store on $engine", ({ create }) => {
     await svc.login({ username: u.username, password: "an old long password" });
   });
 
+  it("runs a bounded number of password hashes and refuses logins beyond the bounded queue at once", async () => {
+    const svc = new UserService(store, { concurrentHashes: 1, hashWaiters: 1 });
+    await svc.create({ username: "bounded", role: "viewer", password: "a long enough password" });
+    const outcomes = await Promise.all(
+      [1, 2, 3].map((i) =>
+        svc.login({ username: "bounded", password: `wrong password ${i}` }).then(
+          () => "in",
+          (err: { code: string; details: Record<string, unknown> }) =>
+            err.code === "NOVA_RATE_LIMITED" ? `429 ${String(err.details.limit)}` : err.code,
+        ),
+      ),
+    );
+    // One hashing, one waiting, the third refused without being hashed or counted.
+    expect(outcomes.sort()).toEqual(["429 password-hashing", "NOVA_LOGIN_FAILED", "NOVA_LOGIN_FAILED"]);
+    expect((await svc.get("bounded")).failedAttempts).toBe(2);
+    // The slots are free again afterwards.
+    await svc.login({ username: "bounded", password: "a long enough password" });
+  });
+
   it("keeps a lock-out across a new service on the same database (a restarted server)", async () => {
     const first = new UserService(store, { ...USER_SECURITY_DEFAULTS, maxFailures: 2 });
     const { user } = await first.create({

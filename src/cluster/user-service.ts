@@ -59,6 +59,10 @@ export interface UserSecurityConfig {
   sessionLifetimeMs: number;
   /** Sessions end after this long without a request. @defaultValue 1800000 (30 min) */
   sessionIdleTimeoutMs: number;
+  /** Password hashes run at once (each holds 32 MiB and a core for 0.2 s). @defaultValue 2 */
+  concurrentHashes: number;
+  /** Hashes that may wait for a slot; beyond, a login is refused at once (429) rather than queued without bound. @defaultValue 64 */
+  hashWaiters: number;
 }
 
 /** The defaults (docs/security.md, "Users and sessions"). */
@@ -67,6 +71,8 @@ export const USER_SECURITY_DEFAULTS = {
   lockoutMs: 15 * 60_000,
   sessionLifetimeMs: 12 * 3_600_000,
   sessionIdleTimeoutMs: 30 * 60_000,
+  concurrentHashes: 2,
+  hashWaiters: 64,
 } as const satisfies UserSecurityConfig;
 
 /** What a login presents. */
@@ -83,13 +89,6 @@ export interface MfaProofInput {
   recoveryCode?: string | undefined;
 }
 
-/**
- * At most this many password hashes run at once (each holds 32 MiB and a core for 0.2 s),
- * and at most `MAX_HASH_WAITERS` wait; beyond that a login is refused at once (429) rather
- * than queued without bound.
- */
-const MAX_CONCURRENT_HASHES = 2;
-const MAX_HASH_WAITERS = 64;
 /** Live sessions a user may hold (browsers, CLIs); a login beyond ends the oldest. */
 export const MAX_SESSIONS_PER_USER = 32;
 
@@ -113,8 +112,8 @@ export class UserService {
 
   /** Runs `fn` (a password hash) within the concurrency bound. */
   private async bounded<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.hashing >= MAX_CONCURRENT_HASHES) {
-      if (this.waiting.length >= MAX_HASH_WAITERS)
+    if (this.hashing >= this.config.concurrentHashes) {
+      if (this.waiting.length >= this.config.hashWaiters)
         throw new NovaError("NOVA_RATE_LIMITED", "Too many logins at once on this server; retry in 1 s.", {
           details: { limit: "password-hashing", retryAfterSeconds: 1 },
         });
