@@ -182,6 +182,18 @@ describe("users and sessions over the real API", () => {
     expect(tokenMe.body.principal).toMatchObject({ kind: "admin" });
     expect(tokenMe.body.permissions).toContain("users:write");
     expect(tokenMe.body.session).toBeUndefined();
+    // The OpenAPI document names the login, and the cookie as a way to authenticate.
+    const openapi = await call<{ paths: Record<string, unknown>; components: { securitySchemes: unknown } }>(
+      "GET",
+      "/v1/openapi.json",
+      { cookie: s.cookie },
+    );
+    expect(Object.keys(openapi.body.paths)).toEqual(
+      expect.arrayContaining(["/v1/session", "/v1/users/{name}"]),
+    );
+    expect(openapi.body.components.securitySchemes).toMatchObject({
+      session: { type: "apiKey", in: "cookie", name: "__Host-novacron_session" },
+    });
   });
 
   it("answers every /v1 read to the cookie without a CSRF token", async () => {
