@@ -10,9 +10,10 @@ import { registerDlqCommands } from "./commands/dlq.js";
 import { registerExecCommands } from "./commands/exec.js";
 import { registerHostCommands } from "./commands/hosts.js";
 import { registerImageCommands } from "./commands/images.js";
-import { registerLoginCommand } from "./commands/login.js";
+import { registerLoginCommand, registerLogoutCommand } from "./commands/login.js";
 import { registerMigrationCommands } from "./commands/migrations.js";
 import { registerTokenCommands } from "./commands/tokens.js";
+import { registerUserCommands } from "./commands/users.js";
 import { registerVmCommands } from "./commands/vms.js";
 import { addClientOptions } from "./context.js";
 import { EXIT, exitFor } from "./output.js";
@@ -31,6 +32,7 @@ export function buildProgram(deps: CliDeps = {}): Command {
     .exitOverride();
   registerDaemonCommands(program, deps.loadDaemons);
   registerLoginCommand(program);
+  registerLogoutCommand(program);
   registerHostCommands(program);
   registerImageCommands(program);
   registerVmCommands(program);
@@ -38,6 +40,7 @@ export function buildProgram(deps: CliDeps = {}): Command {
   registerExecCommands(program);
   registerDlqCommands(program);
   registerTokenCommands(program);
+  registerUserCommands(program);
   registerClusterCommands(program);
   for (const cmd of program.commands) {
     cmd.exitOverride();
@@ -46,13 +49,15 @@ export function buildProgram(deps: CliDeps = {}): Command {
       // Resource commands talk to a server: each takes the client options itself, so
       // they may come anywhere after the command (`novacron vm list --json`).
       if (
-        ["host", "image", "vm", "migration", "exec", "dlq", "token", "cluster"].includes(cmd.name()) &&
+        ["host", "image", "vm", "migration", "exec", "dlq", "token", "cluster", "user"].includes(
+          cmd.name(),
+        ) &&
         sub.commands.length === 0
       )
         addClientOptions(sub);
       for (const leaf of sub.commands) {
         leaf.exitOverride();
-        if (["exec", "cluster"].includes(cmd.name())) addClientOptions(leaf);
+        if (["exec", "cluster", "user"].includes(cmd.name())) addClientOptions(leaf);
       }
     }
   }

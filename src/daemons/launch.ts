@@ -67,6 +67,12 @@ export async function runServer(o: ServerDaemonFlags): Promise<void> {
       : {}),
     ...(o.advertiseHost ? { advertiseHost: o.advertiseHost } : {}),
     acpPrepareTimeoutMs: parsePositiveInt(o.acpPrepareTimeout, "--acp-prepare-timeout") * 1000,
+    userSecurity: {
+      maxFailures: parsePositiveInt(o.loginMaxFailures, "--login-max-failures"),
+      lockoutMs: parsePositiveInt(o.loginLockout, "--login-lockout") * 1000,
+      sessionIdleTimeoutMs: parsePositiveInt(o.sessionIdleTimeout, "--session-idle-timeout") * 1000,
+      sessionLifetimeMs: parsePositiveInt(o.sessionLifetime, "--session-lifetime") * 1000,
+    },
     ...(databaseUrl ? { databaseUrl } : {}),
   });
   const lines = [
@@ -74,7 +80,7 @@ export async function runServer(o: ServerDaemonFlags): Promise<void> {
     `Cluster CA: ${server.caCertPath}, fingerprint ${server.caFingerprint}`,
     `Cluster ${server.federation.self.name} (${server.federation.self.id}); federation listener on port ${server.federation.port} (peer with: novacron cluster peer token / peer add)`,
     server.created.admin
-      ? `Created the admin token: ${server.adminTokenPath} (mode 0600). Log in with: novacron login --server ${server.url} --token-file ${server.adminTokenPath} --fingerprint ${server.caFingerprint}`
+      ? `Created the admin token: ${server.adminTokenPath} (mode 0600). Log in with: novacron login --server ${server.url} --token-file ${server.adminTokenPath} --fingerprint ${server.caFingerprint}; then create the first admin user: novacron user create NAME --role admin`
       : `Admin token: ${server.adminTokenPath}`,
     `Add a host: novacron host join-token NAME, then on that host: novacron agent --server ${server.url} --name NAME --join-token <token>`,
   ];

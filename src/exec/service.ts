@@ -218,7 +218,9 @@ export class ExecutionService {
       if (own && !authorize(principal, "executions:approve-own")) {
         throw new NovaError(
           "NOVA_EXEC_SELF_APPROVAL",
-          `Execution ${id} was submitted by this token (${principal.kind}:${principal.name}), which may not approve it as well. Ask another approver, or use a token granted executions:approve-own (novacron token create NAME --grant executions:approve-own).`,
+          principal.kind === "user"
+            ? `Execution ${id} was submitted by you (user ${principal.name}), so you may not approve it as well. Ask another approver.`
+            : `Execution ${id} was submitted by this token (${principal.kind}:${principal.name}), which may not approve it as well. Ask another approver, or use a token granted executions:approve-own (novacron token create NAME --grant executions:approve-own).`,
           { details: { execution: id, submittedBy: e.actor, needs: "executions:approve-own" } },
         );
       }

@@ -19,6 +19,7 @@ import { claimClusterCa } from "../cluster/store/cluster-ca.js";
 import { getLivePeer, getPeerById } from "../cluster/store/federation.js";
 import { Store } from "../cluster/store/store.js";
 import { countTokens, createToken } from "../cluster/store/tokens.js";
+import { type UserSecurityConfig, UserService } from "../cluster/user-service.js";
 import { VmService } from "../cluster/vm-service.js";
 import { type ExecConfig, loadExecConfig } from "../exec/config.js";
 import { startExecSystem } from "../exec/system.js";
@@ -70,6 +71,8 @@ export interface ServerOptions {
   federationStaleAfterMs?: number;
   /** How long a hand-off's `prepare` authorises it before it is withdrawn (cluster-target.ts). @defaultValue 600000 */
   acpPrepareTimeoutMs?: number;
+  /** Lock-out after failed logins and session lifetimes (cluster/user-service.ts); unset fields take the defaults. */
+  userSecurity?: Partial<UserSecurityConfig>;
   logger?: Logger;
 }
 
@@ -254,6 +257,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     vms,
     migrations,
     metrics,
+    users: new UserService(store, options.userSecurity),
     logger: log,
     exec,
     agents,
