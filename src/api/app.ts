@@ -35,6 +35,7 @@ import {
   rejectNulBytes,
 } from "../lib/http-errors.js";
 import { applyHttpServerLimits, TLS_HANDSHAKE_TIMEOUT_MS } from "../lib/http-limits.js";
+import { installRequestTracing } from "../lib/http-tracing.js";
 import type { MigrationService } from "../migration/migration-service.js";
 import type { ServerMetrics } from "../observability/metrics.js";
 import { VERSION } from "../version.js";
@@ -148,6 +149,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   // Parses the Cookie header (the console's session cookie); no signing secret: the
   // cookie's value is itself an unguessable session token.
   await app.register(cookie);
+  installRequestTracing(app, (req) => isTracedRoute(req.routeOptions.url));
   app.addHook("onRequest", async (req, reply) => {
     const wait = perAddress.take(req.ip);
     if (wait > 0) throw rateLimited(reply, "address", wait);
@@ -261,4 +263,14 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   }
   if (deps.federation) await app.register(federationRoutes, { ...routeDeps, federation: deps.federation });
   return app;
+}
+
+/**
+ * Whether a request to `route` starts a trace without a caller's `traceparent`: the API's
+ * own routes do; agents' heartbeats (every 2 s each) and the long-lived event stream
+ * would only bury the traces an operator looks for.
+ */
+export function isTracedRoute(route: string | undefined): boolean {
+  if (!route?.startsWith("/v1/")) return false;
+  return !route.startsWith("/v1/agent/") && route !== "/v1/events";
 }

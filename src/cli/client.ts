@@ -5,6 +5,7 @@
 
 import { describeError, isNovaError, NovaError } from "../lib/errors.js";
 import { readJsonReply } from "../lib/json-response.js";
+import { traceHeaders } from "../lib/tracing.js";
 import { type ClusterFetch, clusterFetch } from "../security/tls-client.js";
 import type { CliConfig } from "./config.js";
 
@@ -46,11 +47,11 @@ export class ApiClient {
     try {
       res = await this.fetchServer(`${this.config.server}${route}`, {
         method,
-        headers: {
+        headers: traceHeaders({
           // No token only for logging in (POST /v1/session).
           ...(this.config.token ? { authorization: `Bearer ${this.config.token}` } : {}),
           ...(body === undefined ? {} : { "content-type": "application/json" }),
-        },
+        }),
         body: body === undefined ? null : JSON.stringify(body),
         signal: AbortSignal.timeout(660_000),
       });

@@ -3,6 +3,7 @@
  * Errors end the process with one line and an exit code (output.ts EXIT).
  */
 import { Command, CommanderError } from "commander";
+import { inSpan, tracingConfigured } from "../lib/tracing.js";
 import { VERSION } from "../version.js";
 import { registerClusterCommands } from "./commands/clusters.js";
 import { type LoadDaemonLauncher, registerDaemonCommands } from "./commands/daemons.js";
@@ -66,8 +67,32 @@ export function buildProgram(deps: CliDeps = {}): Command {
 
 /** Runs the CLI with `argv`; returns the exit code. */
 export async function runCli(argv: string[], deps: CliDeps = {}): Promise<number> {
+  // The daemons trace as themselves (daemons/launch.ts); a client command is a trace's root.
+  const daemon = ["server", "agent"].includes(argv[2] ?? "");
+  if (daemon || !tracingConfigured()) return runProgram(argv, deps);
+  // Loaded only when asked for: most invocations never pay for the SDK.
+  const { startTracing } = await import("../lib/tracing-sdk.js");
+  const tracing = startTracing({ serviceName: "novacron-cli", version: VERSION });
   try {
-    await buildProgram(deps).parseAsync(argv);
+    return await inSpan("novacron", undefined, async (span) => {
+      const program = buildProgram(deps);
+      program.hook("preAction", (_root, action) => {
+        const path: string[] = [];
+        for (let c: Command | null = action; c; c = c.parent) path.unshift(c.name());
+        span.updateName(path.join(" "));
+      });
+      const code = await runProgram(argv, deps, program);
+      if (code !== EXIT.ok) span.setStatus({ code: 2, message: `exit code ${code}` });
+      return code;
+    });
+  } finally {
+    await tracing.shutdown().catch(() => {});
+  }
+}
+
+async function runProgram(argv: string[], deps: CliDeps, program = buildProgram(deps)): Promise<number> {
+  try {
+    await program.parseAsync(argv);
     return EXIT.ok;
   } catch (err) {
     if (err instanceof CommanderError) {

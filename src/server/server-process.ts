@@ -26,6 +26,7 @@ import { startExecSystem } from "../exec/system.js";
 import { Federation } from "../federation/federation.js";
 import { secureDataDir, tightenTree } from "../lib/data-dir.js";
 import { NovaError } from "../lib/errors.js";
+import { traceLogFields } from "../lib/tracing.js";
 import { AgentCopies } from "../migration/acp-copies.js";
 import { ClusterTarget } from "../migration/cluster-target.js";
 import { MigrationService } from "../migration/migration-service.js";
@@ -97,7 +98,8 @@ export interface RunningServer {
 /** Starts a server. */
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
   const log =
-    options.logger ?? pino({ level: process.env.NOVACRON_LOG_LEVEL ?? "info" }, pino.destination(2));
+    options.logger ??
+    pino({ level: process.env.NOVACRON_LOG_LEVEL ?? "info", mixin: traceLogFields }, pino.destination(2));
   await secureDataDir(options.dataDir, log);
   const pki = await loadServerPki({
     dataDir: options.dataDir,
