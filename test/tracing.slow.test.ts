@@ -77,14 +77,20 @@ describe("one trace per migration and per execution, across CLI, server, agents 
     }
   }
 
-  /** The trace once a span named `name` of it arrived (exporters send in batches, each within a second or so). */
-  function spansOnce(traceId: string, ...names: string[]): Promise<CollectedSpan[]> {
+  /**
+   * The trace once a span named each of `names` (and, with `instance`, one of that agent)
+   * arrived: each process exports in batches, each within a second or so.
+   */
+  function spansOnce(traceId: string, names: string[], instances: string[] = []): Promise<CollectedSpan[]> {
     return waitFor(
       () => {
         const spans = collector.trace(traceId);
-        return names.every((n) => spans.some((s) => s.name === n)) ? spans : undefined;
+        const all =
+          names.every((n) => spans.some((s) => s.name === n)) &&
+          instances.every((i) => spans.some((s) => s.service === "novacron-agent" && s.instance === i));
+        return all ? spans : undefined;
       },
-      { timeoutMs: 30_000, what: `spans ${names.join(", ")} of trace ${traceId}` },
+      { timeoutMs: 30_000, what: `spans ${[...names, ...instances].join(", ")} of trace ${traceId}` },
     );
   }
 
@@ -111,10 +117,8 @@ describe("one trace per migration and per execution, across CLI, server, agents 
 
     const spans = await spansOnce(
       m.traceId!,
-      "novacron vm migrate",
-      "migration",
-      "dwcp session (source)",
-      "dwcp session (destination)",
+      ["novacron vm migrate", "migration", "dwcp session (source)", "dwcp session (destination)"],
+      [before.host, to],
     );
     const root = expectConnected(spans);
     expect(root).toMatchObject({ service: "novacron-cli", name: "novacron vm migrate" });
@@ -168,7 +172,11 @@ describe("one trace per migration and per execution, across CLI, server, agents 
     const e = JSON.parse(res.stdout) as { id: string; state: string; traceId?: string };
     expect(e.state).toBe("completed");
     expect(e.traceId).toMatch(/^[0-9a-f]{32}$/);
-    const spans = await spansOnce(e.traceId!, "novacron exec submit", "execution", "step host.command");
+    const spans = await spansOnce(
+      e.traceId!,
+      ["novacron exec submit", "execution", "step host.command"],
+      [vm.host],
+    );
     const root = expectConnected(spans);
     expect(root).toMatchObject({ service: "novacron-cli", name: "novacron exec submit" });
     const step = spans.find((s) => s.name === "step host.command")!;
