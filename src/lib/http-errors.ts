@@ -112,17 +112,19 @@ export async function rejectNulBytes(request: FastifyRequest): Promise<void> {
   }
 }
 
+/** The error for a request no route serves. */
+export function noRoute(method: string, url: string): NovaError {
+  return new NovaError(
+    "NOVA_NOT_FOUND",
+    `No route ${method} ${url.split("?")[0]}. See /v1/openapi.json for the API.`,
+    { details: { method, url } },
+  );
+}
+
 /** Installs the error and not-found handlers. */
 export function installErrorHandlers(app: FastifyInstance): void {
   app.setErrorHandler(sendError);
   app.setNotFoundHandler((request, reply) => {
-    const err = new NovaError(
-      "NOVA_NOT_FOUND",
-      `No route ${request.method} ${request.url.split("?")[0]}. See /v1/openapi.json for the API.`,
-      {
-        details: { method: request.method, url: request.url },
-      },
-    );
-    void reply.status(404).send(err.toJSON());
+    void reply.status(404).send(noRoute(request.method, request.url).toJSON());
   });
 }

@@ -71,6 +71,8 @@ export interface ServerOptions {
   /** How long a hand-off's `prepare` authorises it before it is withdrawn (cluster-target.ts). @defaultValue 600000 */
   acpPrepareTimeoutMs?: number;
   logger?: Logger;
+  /** The built web console to serve at `/` (default dist/console; null: none). */
+  consoleDir?: string | null;
 }
 
 /** A running server. */
@@ -259,6 +261,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     agents,
     caFingerprint: pki.caFingerprint,
     https: { cert: pki.serverChainPem, key: pki.server.keyPem, ca: pki.ca.certPem },
+    ...(options.consoleDir !== undefined ? { consoleDir: options.consoleDir } : {}),
   });
   try {
     await app.listen({ host: options.host ?? "127.0.0.1", port: options.port ?? 7700 });
