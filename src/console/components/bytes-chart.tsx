@@ -30,7 +30,16 @@ export function BytesChart({ samples }: { samples: readonly ProgressSample[] }) 
   if (samples.length < 2)
     return <p className="muted">The chart fills in as progress arrives while this page is open.</p>;
   const t0 = samples[0]!.at;
-  const points = samples.map((s) => ({ t: s.at - t0, ...byteCounts(s.progress) }));
+  // Both are running totals; a sample taken across the switch-over can report less than
+  // the one before it, so each line keeps the highest total reached.
+  let wireMax = 0;
+  let logicalMax = 0;
+  const points = samples.map((s) => {
+    const c = byteCounts(s.progress);
+    wireMax = Math.max(wireMax, c.wire);
+    logicalMax = Math.max(logicalMax, c.logical);
+    return { t: s.at - t0, wire: wireMax, logical: logicalMax, measuredWire: c.measuredWire };
+  });
   const tMax = Math.max(1, points.at(-1)!.t);
   const yMax = Math.max(1, ...points.map((p) => Math.max(p.wire, p.logical)));
   const x = (t: number) => PAD.left + (t / tMax) * (W - PAD.left - PAD.right);

@@ -66,7 +66,7 @@ export function ExecutionsPage() {
         <ErrorNote message={error} />
       </details>
       <div className="table-wrap">
-        <table>
+        <table className="stack">
           <thead>
             <tr>
               <th scope="col">Execution</th>
@@ -81,13 +81,13 @@ export function ExecutionsPage() {
                 <th scope="row">
                   <Link to={`/executions/${x.id}`}>{x.name}</Link>
                 </th>
-                <td>
+                <td data-label="State">
                   <StateBadge state={x.state} />
                 </td>
-                <td>
+                <td data-label="Step">
                   {Math.min(x.currentStep + 1, x.steps.length)} of {x.steps.length}
                 </td>
-                <td>{time(x.createdAt)}</td>
+                <td data-label="Created">{time(x.createdAt)}</td>
               </tr>
             ))}
           </tbody>

@@ -20,7 +20,7 @@ export function HostsPage() {
       <PageHead title="Hosts" error={live.error} loading={!live.data && !live.error} />
       <ErrorNote message={actionError} />
       <div className="table-wrap">
-        <table>
+        <table className="stack">
           <thead>
             <tr>
               <th scope="col">Host</th>
@@ -37,11 +37,11 @@ export function HostsPage() {
             {hosts.map((h) => (
               <tr key={h.id}>
                 <th scope="row">{h.name}</th>
-                <td>
+                <td data-label="State">
                   <StateBadge state={h.liveness} /> {h.cordoned ? <StateBadge state="cordoned" /> : null}{" "}
                   <span className="muted small">{h.accel}</span>
                 </td>
-                <td className="cell-bar">
+                <td data-label="Memory in use" className="cell-bar">
                   <ProgressBar
                     value={percent(h.allocatedMemoryMiB, h.memoryMiB)}
                     label={`Memory of ${h.name} in use`}
@@ -50,12 +50,12 @@ export function HostsPage() {
                     {mib(h.allocatedMemoryMiB)} of {mib(h.memoryMiB)}
                   </span>
                 </td>
-                <td>{h.vcpus}</td>
-                <td>
+                <td data-label="vCPUs">{h.vcpus}</td>
+                <td data-label="Disk free">
                   {bytes(h.diskFreeBytes)} of {bytes(h.diskTotalBytes)}
                 </td>
-                <td>{h.vmCount}</td>
-                <td>
+                <td data-label="VMs">{h.vmCount}</td>
+                <td data-label="QEMU">
                   {h.qemu ? (
                     <>
                       {h.qemu.version}
@@ -65,7 +65,7 @@ export function HostsPage() {
                     "—"
                   )}
                 </td>
-                <td>
+                <td data-label="Actions">
                   {h.cordoned ? (
                     <ActionButton
                       label={`Uncordon ${h.name}`}

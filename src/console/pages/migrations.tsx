@@ -16,7 +16,7 @@ export function MigrationsPage() {
       <PageHead title="Migrations" error={live.error} loading={!live.data && !live.error} />
       {live.data && list.length === 0 ? <p className="muted">No migration yet.</p> : null}
       <div className="table-wrap">
-        <table>
+        <table className="stack">
           <thead>
             <tr>
               <th scope="col">VM</th>
@@ -34,17 +34,17 @@ export function MigrationsPage() {
                 <th scope="row">
                   <Link to={`/migrations/${m.id}`}>{m.vm}</Link>
                 </th>
-                <td>
+                <td data-label="From → to">
                   {m.sourceHost} → {m.targetCluster ? `${m.targetCluster}/` : ""}
                   {m.targetHost || "?"}
                 </td>
-                <td>
+                <td data-label="State">
                   <StateBadge state={m.state} />
                 </td>
-                <td>{m.transport}</td>
-                <td>{time(m.startedAt ?? m.createdAt)}</td>
-                <td>{duration(m.result.totalTimeMs)}</td>
-                <td>{duration(m.result.guestPauseMs)}</td>
+                <td data-label="Transport">{m.transport}</td>
+                <td data-label="Started">{time(m.startedAt ?? m.createdAt)}</td>
+                <td data-label="Took">{duration(m.result.totalTimeMs)}</td>
+                <td data-label="Guest paused">{duration(m.result.guestPauseMs)}</td>
               </tr>
             ))}
           </tbody>

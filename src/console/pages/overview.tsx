@@ -143,7 +143,7 @@ export function OverviewPage() {
             <section className="card wide" aria-labelledby="ov-clusters">
               <h2 id="ov-clusters">Clusters</h2>
               <div className="table-wrap">
-                <table>
+                <table className="stack">
                   <thead>
                     <tr>
                       <th scope="col">Cluster</th>
@@ -155,15 +155,15 @@ export function OverviewPage() {
                   <tbody>
                     {d.clusters.map((c) => (
                       <tr key={c.id}>
-                        <td>
+                        <th scope="row">
                           {c.name}
                           {c.self ? " (this one)" : ""}
-                        </td>
-                        <td>
+                        </th>
+                        <td data-label="State">
                           <StateBadge state={c.stale ? "stale" : c.state} />
                         </td>
-                        <td>{c.hosts}</td>
-                        <td>{c.vms}</td>
+                        <td data-label="Hosts">{c.hosts}</td>
+                        <td data-label="VMs">{c.vms}</td>
                       </tr>
                     ))}
                   </tbody>

@@ -64,7 +64,7 @@ export function TokensPage() {
         <ErrorNote message={error} />
       </section>
       <div className="table-wrap">
-        <table>
+        <table className="stack">
           <thead>
             <tr>
               <th scope="col">Name</th>
@@ -78,12 +78,12 @@ export function TokensPage() {
             {tokens.map((t) => (
               <tr key={t.id}>
                 <th scope="row">{t.name}</th>
-                <td>{t.grants.join(", ") || "—"}</td>
-                <td>{time(t.createdAt)}</td>
-                <td>
+                <td data-label="Grants">{t.grants.join(", ") || "—"}</td>
+                <td data-label="Created">{time(t.createdAt)}</td>
+                <td data-label="State">
                   <StateBadge state={t.revokedAt ? "revoked" : "active"} />
                 </td>
-                <td>
+                <td data-label="Actions">
                   {t.revokedAt ? null : (
                     <ActionButton
                       label={`Revoke token ${t.name}`}

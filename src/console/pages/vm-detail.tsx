@@ -111,6 +111,7 @@ function MigrateForm({ vm, disabled, onStarted }: { vm: Vm; disabled: boolean; o
   const hosts = useLive(() => api<{ hosts: Host[] }>("GET", "/v1/hosts"), ["host."]);
   const [target, setTarget] = useState("");
   const [transport, setTransport] = useState<"auto" | "qemu" | "dwcp">("auto");
+  const [bandwidth, setBandwidth] = useState("");
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
   const candidates = (hosts.data?.hosts ?? []).filter((h) => h.name !== vm.host);
@@ -121,7 +122,7 @@ function MigrateForm({ vm, disabled, onStarted }: { vm: Vm; disabled: boolean; o
     try {
       await api("POST", `/v1/vms/${encodeURIComponent(vm.name)}/migrations`, {
         ...(target ? { targetHost: target } : {}),
-        options: { transport },
+        options: { transport, ...(bandwidth ? { maxBandwidthMiBps: Number(bandwidth) } : {}) },
       });
       onStarted();
     } catch (err) {
@@ -154,6 +155,17 @@ function MigrateForm({ vm, disabled, onStarted }: { vm: Vm; disabled: boolean; o
           <option value="qemu">QEMU</option>
           <option value="dwcp">DWCP</option>
         </select>
+        <label htmlFor="migrate-bandwidth">Bandwidth limit (MiB/s)</label>
+        <input
+          id="migrate-bandwidth"
+          type="number"
+          min={1}
+          max={100000}
+          placeholder="none"
+          className="narrow"
+          value={bandwidth}
+          onChange={(e) => setBandwidth(e.target.value)}
+        />
         <button type="submit" className="btn primary" disabled={busy || disabled}>
           Migrate
         </button>

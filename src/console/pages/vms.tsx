@@ -54,7 +54,7 @@ export function VmsPage() {
           </span>
         </div>
         <div className="table-wrap">
-          <table className="vm-table">
+          <table className="vm-table stack">
             <thead>
               <tr>
                 <th scope="col">Name</th>
@@ -71,13 +71,13 @@ export function VmsPage() {
                   <th scope="row">
                     <Link to={`/vms/${encodeURIComponent(v.name)}`}>{v.name}</Link>
                   </th>
-                  <td>
+                  <td data-label="State">
                     <StateBadge state={v.state} />
                   </td>
-                  <td>{v.host ?? "—"}</td>
-                  <td>{v.vcpus}</td>
-                  <td>{mib(v.memoryMiB)}</td>
-                  <td>{v.image}</td>
+                  <td data-label="Host">{v.host ?? "—"}</td>
+                  <td data-label="vCPUs">{v.vcpus}</td>
+                  <td data-label="Memory">{mib(v.memoryMiB)}</td>
+                  <td data-label="Image">{v.image}</td>
                 </tr>
               ))}
             </tbody>
