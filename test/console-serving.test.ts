@@ -102,6 +102,13 @@ describe("the web console's files", () => {
       expect(res.status, route).toBe(404);
       expect(((await res.json()) as { error: { code: string } }).error.code, route).toBe("NOVA_NOT_FOUND");
     }
+    // The router's own refusals stay: a path parameter over its limit is 414, not the console.
+    const long = await get(`/v1/vms/${"a".repeat(129)}`);
+    expect(long.status).toBe(414);
+    const post = await clusterFetch({ caPem: server.caPem }, { role: "server" })(`${server.url}/vms`, {
+      method: "POST",
+    });
+    expect(post.status).toBe(404);
     const vms = await get("/v1/vms");
     expect(vms.status).toBe(401);
     expect((await get("/healthz")).status).toBe(200);

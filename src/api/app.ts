@@ -42,7 +42,7 @@ import { defaultConsoleDir, loadConsoleAssets } from "./console-assets.js";
 import { EventStreams } from "./event-streams.js";
 import { type ApiLimits, RateBuckets, rateLimited, resolveApiLimits } from "./limits.js";
 import { agentRoutes } from "./routes/agent.js";
-import { consoleRoutes } from "./routes/console.js";
+import { consoleFallback } from "./routes/console.js";
 import type { RouteDeps } from "./routes/deps.js";
 import { dlqRoutes } from "./routes/dlq.js";
 import { eventRoutes } from "./routes/events.js";
@@ -143,7 +143,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const authFailures = new RateBuckets(limits.authFailureRate);
   const streams = new EventStreams(limits);
 
-  installErrorHandlers(app);
+  // The console answers where no API route does (GETs of its own paths and files).
+  const consoleDir = deps.consoleDir === null ? undefined : (deps.consoleDir ?? defaultConsoleDir());
+  const consoleAssets = consoleDir ? await loadConsoleAssets(consoleDir) : undefined;
+  if (consoleDir && !consoleAssets)
+    deps.logger.warn({ dir: consoleDir }, "the web console is not built (npm run build): / serves nothing");
+  installErrorHandlers(app, consoleAssets ? consoleFallback(consoleAssets) : undefined);
   app.addHook("onRequest", async (req, reply) => {
     const wait = perAddress.take(req.ip);
     if (wait > 0) throw rateLimited(reply, "address", wait);
@@ -246,11 +251,5 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     await app.register(dlqRoutes, { ...routeDeps, exec: deps.exec });
   }
   if (deps.federation) await app.register(federationRoutes, { ...routeDeps, federation: deps.federation });
-  if (deps.consoleDir !== null) {
-    const dir = deps.consoleDir ?? defaultConsoleDir();
-    const assets = await loadConsoleAssets(dir);
-    if (assets) await app.register(consoleRoutes, { assets });
-    else deps.logger.warn({ dir }, "the web console is not built (npm run build): / serves nothing");
-  }
   return app;
 }

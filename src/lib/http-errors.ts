@@ -121,10 +121,17 @@ export function noRoute(method: string, url: string): NovaError {
   );
 }
 
-/** Installs the error and not-found handlers. */
-export function installErrorHandlers(app: FastifyInstance): void {
+/**
+ * Answers a request no route matched, if it can (the server's web console, for GETs of
+ * its own paths); returns false to leave it to the 404.
+ */
+export type NotFoundFallback = (request: FastifyRequest, reply: FastifyReply) => boolean;
+
+/** Installs the error and not-found handlers; `fallback` gets a say before the 404. */
+export function installErrorHandlers(app: FastifyInstance, fallback?: NotFoundFallback): void {
   app.setErrorHandler(sendError);
   app.setNotFoundHandler((request, reply) => {
+    if (fallback?.(request, reply)) return;
     void reply.status(404).send(noRoute(request.method, request.url).toJSON());
   });
 }
