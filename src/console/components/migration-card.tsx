@@ -65,7 +65,7 @@ export function MigrationCard({ m, chart = false }: { m: Migration; chart?: bool
       {chart ? <BytesChart samples={samples} /> : null}
       {!done ? (
         <ActionButton
-          label={`Cancel the migration of ${m.vm}`}
+          label={`Cancel migration of ${m.vm}`}
           kind="danger"
           action={() => api("DELETE", `/v1/migrations/${m.id}`)}
           onError={setError}

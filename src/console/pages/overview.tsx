@@ -10,6 +10,7 @@ import { migrationPercent, ProgressBar } from "../components/progress.js";
 import { useLive } from "../live.js";
 import { Link } from "../router.js";
 import { ACTIVE_EXECUTION, FINAL_MIGRATION } from "../states.js";
+import { useTick } from "../tick.js";
 
 /** A cluster as /v1/federation/clusters lists it (the fields shown here). */
 interface ClusterRow {
@@ -69,6 +70,7 @@ export function OverviewPage() {
   const d = live.data;
   const activeMigrations = d?.migrations.filter((m) => !FINAL_MIGRATION.has(m.state)) ?? [];
   const activeExecutions = d?.executions?.filter((e) => ACTIVE_EXECUTION.has(e.state)) ?? [];
+  useTick(activeMigrations.length > 0);
   return (
     <>
       <PageHead title="Overview" error={live.error} loading={!d && !live.error} />
