@@ -2,9 +2,9 @@
 // as a root in the browser's own NSS database) against a real server, two agents and a
 // TCG guest: log in, the overview, a VM created from the form becoming running, a live
 // migration to the other host with the progress bar moving and the migration completing,
-// a refused create showing the server's explanation, tokens and an approved execution,
-// and no horizontal overflow at 1280×720 or 390×844. Screenshots of every page go to
-// test-artifacts/console/.
+// a refused create showing the server's explanation, tokens and an approved execution
+// with its log live, and no horizontal overflow at 1280×720 or 390×844. Screenshots of
+// every page go to test-artifacts/console/.
 import { mkdir, mkdtemp } from "node:fs/promises";
 import path from "node:path";
 import type { Page } from "playwright-core";
@@ -165,6 +165,10 @@ describe("the web console in Chromium", { timeout: 300_000 }, () => {
     await state("State").filter({ hasText: "pending_approval" }).waitFor();
     await page.getByRole("button", { name: "Approve" }).click();
     await state("State").filter({ hasText: "completed" }).waitFor({ timeout: 60_000 });
+    // The log grew on the page as the run went, without a reload.
+    await expect
+      .poll(() => page.locator("#x-logs + pre").textContent())
+      .toMatch(/completed: all 1 steps done/);
     await shot("execution");
   });
 
