@@ -78,6 +78,17 @@ describe("the web console in Chromium", { timeout: 300_000 }, () => {
     await shot("overview");
   });
 
+  it("cordons and uncordons a host from its row", async () => {
+    await page.getByRole("link", { name: "Hosts", exact: true }).first().click();
+    await page.getByRole("button", { name: "Cordon c1" }).click();
+    await page.getByRole("button", { name: "Uncordon c1" }).waitFor();
+    expect((await c.api<{ cordoned: boolean }>("GET", "/v1/hosts/c1")).body.cordoned).toBe(true);
+    await shot("hosts-cordoned");
+    await page.getByRole("button", { name: "Uncordon c1" }).click();
+    await page.getByRole("button", { name: "Cordon c1" }).waitFor();
+    expect((await c.api<{ cordoned: boolean }>("GET", "/v1/hosts/c1")).body.cordoned).toBe(false);
+  });
+
   it("creates a VM from the form and shows it becoming running, its console live", async () => {
     await page.getByRole("link", { name: "VMs", exact: true }).first().click();
     await page.getByText("Create a VM").click();
@@ -201,5 +212,20 @@ describe("the web console in Chromium", { timeout: 300_000 }, () => {
       timeoutMs: 60_000,
       what: "web-1 to be gone",
     });
+  });
+
+  it("ends the login when its token is revoked elsewhere, and says why", async () => {
+    await page.goto(`${base}/`);
+    await page.getByRole("status", { name: "Live updates: live" }).waitFor();
+    const tokens = await c.api<{ tokens: { id: string; name: string; revokedAt: string | null }[] }>(
+      "GET",
+      "/v1/tokens",
+    );
+    const approver = tokens.body.tokens.find((t) => t.name === "approver" && !t.revokedAt)!;
+    expect((await c.api("DELETE", `/v1/tokens/${approver.id}`)).status).toBe(204);
+    // The revocation ends the event stream at once; reconnecting is refused, so the login ends.
+    await page.getByLabel("API token").waitFor({ timeout: 30_000 });
+    expect(await page.locator(".notice").textContent()).toMatch(/Unknown or revoked token/);
+    await shot("login-after-revocation");
   });
 });
