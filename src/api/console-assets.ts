@@ -56,12 +56,12 @@ export async function loadConsoleAssets(dir: string): Promise<ConsoleAssets | un
   const files = await walk(dir, "");
   const assets = new Map<string, ConsoleAsset>();
   let total = 0;
+  // Sizes are checked before reading, so an oversized file is never read at all.
   const take = async (rel: string): Promise<Buffer> => {
-    const b = await readFile(path.join(dir, rel));
-    total += b.length;
+    total += (await stat(path.join(dir, rel))).size;
     if (total > CONSOLE_LIMITS.maxBytes)
       throw new Error(`the console in ${dir} exceeds ${CONSOLE_LIMITS.maxBytes} bytes`);
-    return b;
+    return readFile(path.join(dir, rel));
   };
   const present = new Set(files);
   for (const rel of files) {
