@@ -183,6 +183,51 @@ describe("the web console in Chromium", { timeout: 300_000 }, () => {
     await shot("execution");
   });
 
+  it("shows a refused plan's message, and requeues a dead execution from the DLQ", async () => {
+    await page.getByRole("link", { name: "Executions", exact: true }).click();
+    await page.getByText("Submit a plan").click();
+    const plan = (vm: string) =>
+      JSON.stringify({ name: `start ${vm}`, approval: "required", steps: [{ kind: "vm.start", vm }] });
+    await page.getByLabel(/^Plan/).fill(plan("no-such-vm"));
+    await page.getByRole("button", { name: "Submit", exact: true }).click();
+    await expect.poll(() => page.getByRole("alert").first().textContent()).toMatch(/VM no-such-vm not found/);
+    // A plan whose VM is gone by the time it runs: its step fails for good, into the DLQ.
+    const created = await c.api("POST", "/v1/vms", {
+      name: "doomed",
+      image: "guest",
+      memoryMiB: 256,
+      start: false,
+    });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    await page.getByLabel(/^Plan/).fill(plan("doomed"));
+    await page.getByRole("button", { name: "Submit", exact: true }).click();
+    await state("State").filter({ hasText: "pending_approval" }).waitFor();
+    expect((await c.api("DELETE", "/v1/vms/doomed")).status).toBe(202);
+    await waitFor(async () => (await c.api("GET", "/v1/vms/doomed")).status === 404, {
+      timeoutMs: 60_000,
+      what: "doomed to be gone",
+    });
+    await page.getByRole("button", { name: "Approve" }).click();
+    await state("State").filter({ hasText: "failed" }).waitFor({ timeout: 60_000 });
+    await page.getByRole("link", { name: "← All executions" }).click();
+    const requeue = page.getByRole("button", { name: /^Requeue job \d+$/ });
+    await requeue.waitFor();
+    const dlq = await c.api<{ entries: { jobId: number; executionId: string }[] }>("GET", "/v1/dlq");
+    const jobId = Number((await requeue.getAttribute("aria-label"))!.replace(/\D/g, ""));
+    const executionId = dlq.body.entries.find((d) => d.jobId === jobId)!.executionId;
+    await shot("executions-dlq");
+    await requeue.click();
+    // Requeued, the execution runs again (and fails again, the VM still gone): its step's second attempt.
+    await waitFor(
+      async () => {
+        const x = await c.api<{ steps: { attempts: number }[] }>("GET", `/v1/executions/${executionId}`);
+        return (x.body.steps[0]?.attempts ?? 0) >= 2;
+      },
+      { timeoutMs: 60_000, what: "the requeued execution to run its step again" },
+    );
+    expect(await page.getByRole("alert").count()).toBe(0);
+  });
+
   it("keeps every page within the screen's width at 1280×720 and at 390×844", async () => {
     const paths = ["/", "/hosts", "/vms", "/vms/web-1", "/migrations", "/executions", "/tokens"];
     const overflows: string[] = [];

@@ -105,7 +105,13 @@ export function ExecutionsPage() {
                 <Link to={`/executions/${d.executionId}`}>{d.executionName ?? d.executionId}</Link>
               ) : null}{" "}
               after {d.attempts} of {d.maxAttempts} attempts, dead {time(d.deadAt)}
-              {d.lastError ? <pre className="small">{JSON.stringify(d.lastError)}</pre> : null}
+              {d.lastError ? (
+                <p className="small">
+                  {typeof d.lastError.message === "string"
+                    ? d.lastError.message
+                    : JSON.stringify(d.lastError)}
+                </p>
+              ) : null}
               <ActionButton
                 label={`Requeue job ${d.jobId}`}
                 action={() => api("POST", `/v1/dlq/${d.jobId}/requeue`).then(dlq.reload)}
