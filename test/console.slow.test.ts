@@ -5,7 +5,7 @@
 // a refused create showing the server's explanation, tokens and an approved execution
 // with its log live, and no horizontal overflow at 1280×720 or 390×844. Screenshots of
 // every page go to test-artifacts/console/.
-import { mkdir, mkdtemp } from "node:fs/promises";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import path from "node:path";
 import type { Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -31,11 +31,12 @@ describe("the web console in Chromium", { timeout: 300_000 }, () => {
   let tb: TestBrowser;
   let page: Page;
   let base: string;
+  let dir: string | undefined;
 
   beforeAll(async () => {
     const manifest = await guestImageManifest();
     await mkdir("/tmp/wt-console", { recursive: true });
-    const dir = await mkdtemp("/tmp/wt-console/console-suite-");
+    dir = await mkdtemp("/tmp/wt-console/console-suite-");
     c = await TestCluster.create(SERVER_PORT, path.join(dir, "cluster"));
     await c.startServer(["--heartbeat-timeout", "6"]);
     await c.startAgent("c1", AGENT_PORTS.c1, AGENT_FLAGS);
@@ -51,6 +52,7 @@ describe("the web console in Chromium", { timeout: 300_000 }, () => {
   afterAll(async () => {
     await tb?.close();
     await c?.destroy();
+    if (dir) await rm(dir, { recursive: true, force: true });
   });
 
   const shot = (name: string) =>
