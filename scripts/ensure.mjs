@@ -62,6 +62,10 @@ const HOST_PACKAGES = [
   ["faketime", () => has("faketime")],
   // The ACP model (spec/acp.pml) is checked by spin, which writes a C verifier gcc builds.
   ["spin", () => has("spin")],
+  // The web console's browser suite drives Debian's Chromium through playwright-core.
+  ["chromium", () => existsSync("/usr/bin/chromium")],
+  // certutil: that suite trusts the cluster CA in a private NSS database, as a browser would.
+  ["libnss3-tools", () => has("certutil")],
 ];
 
 function has(cmd) {

@@ -14,7 +14,12 @@ const NESTED_MODULES = ["api/types", "migration/dwcp"];
 
 /** The module a file under src/ belongs to: its first directory, or a nested module. */
 function moduleOf(file: string): string {
-  const rel = path.relative(SRC, file).split(path.sep).join("/").replace(/\.js$/, ".ts");
+  const rel = path
+    .relative(SRC, file)
+    .split(path.sep)
+    .join("/")
+    .replace(/\.jsx?$/, ".ts")
+    .replace(/\.tsx$/, ".ts");
   for (const nested of NESTED_MODULES) if (rel.startsWith(`${nested}/`)) return nested;
   const first = rel.split("/")[0] as string;
   return rel.includes("/") ? first : first.replace(/\.ts$/, "");
@@ -37,7 +42,7 @@ async function sourceFiles(dir: string): Promise<string[]> {
   for (const entry of await readdir(dir, { withFileTypes: true })) {
     const p = path.join(dir, entry.name);
     if (entry.isDirectory()) out.push(...(await sourceFiles(p)));
-    else if (entry.name.endsWith(".ts") && !/\.test(-util)?\.ts$/.test(entry.name)) out.push(p);
+    else if (/\.tsx?$/.test(entry.name) && !/\.test(-util)?\.ts$/.test(entry.name)) out.push(p);
   }
   return out;
 }
@@ -83,6 +88,7 @@ describe("architecture", () => {
     expect(moduleOf(path.join(SRC, "migration/dwcp/relay-source.ts"))).toBe("migration/dwcp");
     expect(moduleOf(path.join(SRC, "version.ts"))).toBe("version");
     expect(moduleOf(path.join(SRC, "version.js"))).toBe("version");
+    expect(moduleOf(path.join(SRC, "console/pages/vms.tsx"))).toBe("console");
   });
 
   it("reads a rule from the doc that keeps the protocol library and the CLI apart from the cluster", async () => {
@@ -113,5 +119,21 @@ describe("architecture", () => {
     for (const mod of rule.keys())
       if (!seen.has(mod)) violations.push(`table names ${mod}, which has no source`);
     expect(violations).toEqual([]);
+  });
+
+  it("lets the web console take only types from the rest of src/, so no server code reaches the page", async () => {
+    const valueImports: string[] = [];
+    for (const file of await sourceFiles(path.join(SRC, "console"))) {
+      const source = await readFile(file, "utf8");
+      for (const m of source.matchAll(
+        /(?:^|\n)\s*(import|export)(\s+type)?\s[^;]*?\sfrom\s+["']([^"']+)["']/g,
+      )) {
+        const spec = m[3] as string;
+        if (!spec.startsWith(".") || m[2]) continue;
+        if (moduleOf(path.resolve(path.dirname(file), spec)) !== "console")
+          valueImports.push(`${path.relative(SRC, file)} imports values from ${spec}`);
+      }
+    }
+    expect(valueImports).toEqual([]);
   });
 });

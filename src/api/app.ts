@@ -2,7 +2,8 @@
  * Builds the server's Fastify app: schemas as the one definition (validation, types,
  * OpenAPI at /v1/openapi.json), auth on every /v1 route, one error shape, /healthz,
  * /metrics, and the resource routes; bounded by limits.ts (HTTP timeouts, connection cap,
- * rate limits per address, per token and for failed authentications, event stream caps).
+ * rate limits per address, per token and for failed authentications, event stream caps),
+ * and the web console's files at `/` (routes/console.ts).
  */
 
 import type { SecureContextOptions } from "node:tls";
@@ -40,9 +41,11 @@ import type { MigrationService } from "../migration/migration-service.js";
 import type { ServerMetrics } from "../observability/metrics.js";
 import { VERSION } from "../version.js";
 import { type Requirement, requirePermission } from "./auth.js";
+import { defaultConsoleDir, loadConsoleAssets } from "./console-assets.js";
 import { EventStreams } from "./event-streams.js";
 import { type ApiLimits, RateBuckets, rateLimited, resolveApiLimits } from "./limits.js";
 import { agentRoutes } from "./routes/agent.js";
+import { consoleFallback } from "./routes/console.js";
 import type { RouteDeps } from "./routes/deps.js";
 import { dlqRoutes } from "./routes/dlq.js";
 import { eventRoutes } from "./routes/events.js";
@@ -82,6 +85,8 @@ export interface AppDeps {
   https: { cert: string; key: string; ca: string };
   /** Resource bounds; unset fields come from $NOVACRON_API_LIMITS, else API_LIMITS. */
   limits?: Partial<ApiLimits>;
+  /** The built web console to serve at `/` (default dist/console; null: serve none). */
+  consoleDir?: string | null;
 }
 
 /** The TLS server options of the API: TLS 1.3, client certificates optional but verified. */
@@ -145,7 +150,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const authFailures = new RateBuckets(limits.authFailureRate);
   const streams = new EventStreams(limits);
 
-  installErrorHandlers(app);
+  // The console answers where no API route does (GETs of its own paths and files).
+  const consoleDir = deps.consoleDir === null ? undefined : (deps.consoleDir ?? defaultConsoleDir());
+  const consoleAssets = consoleDir ? await loadConsoleAssets(consoleDir) : undefined;
+  if (consoleDir && !consoleAssets)
+    deps.logger.warn({ dir: consoleDir }, "the web console is not built (npm run build): / serves nothing");
+  installErrorHandlers(app, consoleAssets ? consoleFallback(consoleAssets) : undefined);
   // Parses the Cookie header (the console's session cookie); no signing secret: the
   // cookie's value is itself an unguessable session token.
   await app.register(cookie);

@@ -112,17 +112,26 @@ export async function rejectNulBytes(request: FastifyRequest): Promise<void> {
   }
 }
 
-/** Installs the error and not-found handlers. */
-export function installErrorHandlers(app: FastifyInstance): void {
+/** The error for a request no route serves. */
+export function noRoute(method: string, url: string): NovaError {
+  return new NovaError(
+    "NOVA_NOT_FOUND",
+    `No route ${method} ${url.split("?")[0]}. See /v1/openapi.json for the API.`,
+    { details: { method, url } },
+  );
+}
+
+/**
+ * Answers a request no route matched, if it can (the server's web console, for GETs of
+ * its own paths); returns false to leave it to the 404.
+ */
+export type NotFoundFallback = (request: FastifyRequest, reply: FastifyReply) => boolean;
+
+/** Installs the error and not-found handlers; `fallback` gets a say before the 404. */
+export function installErrorHandlers(app: FastifyInstance, fallback?: NotFoundFallback): void {
   app.setErrorHandler(sendError);
   app.setNotFoundHandler((request, reply) => {
-    const err = new NovaError(
-      "NOVA_NOT_FOUND",
-      `No route ${request.method} ${request.url.split("?")[0]}. See /v1/openapi.json for the API.`,
-      {
-        details: { method: request.method, url: request.url },
-      },
-    );
-    void reply.status(404).send(err.toJSON());
+    if (fallback?.(request, reply)) return;
+    void reply.status(404).send(noRoute(request.method, request.url).toJSON());
   });
 }

@@ -75,6 +75,8 @@ export interface ServerOptions {
   /** Lock-out after failed logins and session lifetimes (cluster/user-service.ts); unset fields take the defaults. */
   userSecurity?: Partial<UserSecurityConfig>;
   logger?: Logger;
+  /** The built web console to serve at `/` (default dist/console; null: none). */
+  consoleDir?: string | null;
 }
 
 /** A running server. */
@@ -265,6 +267,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     agents,
     caFingerprint: pki.caFingerprint,
     https: { cert: pki.serverChainPem, key: pki.server.keyPem, ca: pki.ca.certPem },
+    ...(options.consoleDir !== undefined ? { consoleDir: options.consoleDir } : {}),
   });
   try {
     await app.listen({ host: options.host ?? "127.0.0.1", port: options.port ?? 7700 });
