@@ -24,7 +24,7 @@ import {
   recordFailedAttempt,
   recordLogin,
   unlockUser,
-  useRecoveryCode,
+  spendRecoveryCode,
 } from "../src/cluster/store/users.js";
 import { USER_SECURITY_DEFAULTS, UserService } from "../src/cluster/user-service.js";
 import { hashPassword } from "../src/security/password-hash.js";
@@ -128,7 +128,7 @@ describe.each(ENGINES)("users store on $engine", ({ create }) => {
     });
     await disableMfa(store.db, await getUserByName(store.db, u.username));
     expect(await getUserByName(store.db, u.username)).toMatchObject({ mfaState: "off", totpSecret: null });
-    expect(await useRecoveryCode(store.db, u.id, hashRecoveryCode("AAAA-BBBB-CCCC-DDDD"))).toBe("unknown");
+    expect(await spendRecoveryCode(store.db, u.id, hashRecoveryCode("AAAA-BBBB-CCCC-DDDD"))).toBe("unknown");
   });
 
   it("accepts each TOTP time step once and never an earlier one", async () => {
@@ -152,9 +152,9 @@ describe.each(ENGINES)("users store on $engine", ({ create }) => {
       1,
       codes.map(hashRecoveryCode),
     );
-    expect(await useRecoveryCode(store.db, u.id, hashRecoveryCode(codes[0]!))).toBe("used");
-    expect(await useRecoveryCode(store.db, u.id, hashRecoveryCode(codes[0]!))).toBe("already-used");
-    expect(await useRecoveryCode(store.db, u.id, hashRecoveryCode("ZZZZ-ZZZZ-ZZZZ-ZZZZ"))).toBe("unknown");
+    expect(await spendRecoveryCode(store.db, u.id, hashRecoveryCode(codes[0]!))).toBe("used");
+    expect(await spendRecoveryCode(store.db, u.id, hashRecoveryCode(codes[0]!))).toBe("already-used");
+    expect(await spendRecoveryCode(store.db, u.id, hashRecoveryCode("ZZZZ-ZZZZ-ZZZZ-ZZZZ"))).toBe("unknown");
     const { rows } = await store.db.query<{ code_hash: string }>(
       "SELECT code_hash FROM user_recovery_codes WHERE user_id = $1",
       [u.id],

@@ -46,7 +46,7 @@ import {
   setUserRole,
   type UserRow,
   unlockUser,
-  useRecoveryCode,
+  spendRecoveryCode,
 } from "./store/users.js";
 
 /** How logins are bounded and how long sessions last. */
@@ -177,7 +177,7 @@ export class UserService {
       return;
     }
     if (proof.recoveryCode !== undefined && proof.recoveryCode !== "") {
-      const outcome = await useRecoveryCode(this.store.db, user.id, hashRecoveryCode(proof.recoveryCode));
+      const outcome = await spendRecoveryCode(this.store.db, user.id, hashRecoveryCode(proof.recoveryCode));
       if (outcome === "used") return;
       throw await this.failed(
         user,

@@ -273,7 +273,7 @@ export async function acceptTotpStep(q: Queryable, id: string, step: number): Pr
 }
 
 /** Uses a recovery code (by hash): `used` now, `already-used` before, or `unknown`. */
-export async function useRecoveryCode(
+export async function spendRecoveryCode(
   q: Queryable,
   id: string,
   codeHash: string,
