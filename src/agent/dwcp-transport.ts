@@ -38,6 +38,7 @@ import type { Channel } from "../dwcp/amst/channel.js";
 import { dialSession } from "../dwcp/amst/dial.js";
 import { DwcpListener } from "../dwcp/amst/listen.js";
 import type { DwcpSession } from "../dwcp/amst/session.js";
+import type { DwcpMetrics } from "../dwcp/metrics.js";
 import { PathMemory } from "../dwcp/pba/path-memory.js";
 import { NovaError } from "../lib/errors.js";
 import type { ChannelRouter } from "../migration/dwcp/channel-router.js";
@@ -99,6 +100,8 @@ export interface AgentDwcpOptions {
   tmpDir?: string;
   /** Called when a pull added a blob to the store (the next heartbeat reports it). */
   onImagesChanged?: () => void;
+  /** The agent's DWCP metrics (agent-metrics.ts), fed by the migrations it sends. */
+  metrics?: DwcpMetrics;
 }
 
 /**
@@ -156,7 +159,12 @@ export class AgentDwcp {
     const paths = new PathMemory(path.join(o.dataDir, "dwcp", "paths.json"));
     if (paths.loadError)
       o.log.warn({ err: paths.loadError }, "DWCP path memory ignored; paths are measured afresh");
-    this.source = new DwcpSource(this.pages, (to) => (this.tls ? clientTls(this.tls, to) : null), paths);
+    this.source = new DwcpSource(
+      this.pages,
+      (to) => (this.tls ? clientTls(this.tls, to) : null),
+      paths,
+      o.metrics,
+    );
     void this.acceptLoop();
   }
 

@@ -62,17 +62,28 @@ export async function hostFromCertificate(
   return { kind: "host", id: host.id, name: host.name };
 }
 
+/**
+ * The metrics scraper a request's client certificate names (`novacron metrics
+ * credentials`): any certificate of the cluster CA with the scraper identity. Its only
+ * permission is metrics:read.
+ */
+export function scraperFromCertificate(request: FastifyRequest): Principal | undefined {
+  const cert = verifiedPeerCert(request);
+  if (!cert || identityOf(cert.uris).role !== "scraper") return undefined;
+  return { kind: "scraper", id: cert.serial, name: `scraper ${cert.serial}` };
+}
+
 /** An onRequest hook that authenticates and checks `permission`. */
 export function requirePermission(q: () => ReadQueryable, permission: Permission) {
   return async (request: FastifyRequest, _reply: FastifyReply): Promise<void> => {
     const principal = request.headers.authorization
       ? await resolvePrincipal(q(), bearerToken(request))
-      : await hostFromCertificate(q(), request);
+      : (scraperFromCertificate(request) ?? (await hostFromCertificate(q(), request)));
     if (!principal) {
       if (!request.headers.authorization && verifiedPeerCert(request)) {
         throw new NovaError(
           "NOVA_UNAUTHENTICATED",
-          "This client certificate is no host's current certificate (the host was removed or replaced). Join the host again with a new join token.",
+          "This client certificate is neither a host's current certificate (the host was removed or replaced: join it again with a new join token) nor a metrics scraper's.",
         );
       }
       if (!request.headers.authorization) bearerToken(request); // throws the "missing bearer token" error

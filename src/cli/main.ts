@@ -11,6 +11,7 @@ import { registerExecCommands } from "./commands/exec.js";
 import { registerHostCommands } from "./commands/hosts.js";
 import { registerImageCommands } from "./commands/images.js";
 import { registerLoginCommand } from "./commands/login.js";
+import { registerMetricsCommands } from "./commands/metrics.js";
 import { registerMigrationCommands } from "./commands/migrations.js";
 import { registerTokenCommands } from "./commands/tokens.js";
 import { registerVmCommands } from "./commands/vms.js";
@@ -39,6 +40,7 @@ export function buildProgram(deps: CliDeps = {}): Command {
   registerDlqCommands(program);
   registerTokenCommands(program);
   registerClusterCommands(program);
+  registerMetricsCommands(program);
   for (const cmd of program.commands) {
     cmd.exitOverride();
     for (const sub of cmd.commands) {

@@ -35,6 +35,7 @@ import type { Store } from "../cluster/store/store.js";
 import { getVm, transitionVm, vmFence } from "../cluster/store/vms.js";
 import { describeError, isNovaError } from "../lib/errors.js";
 import { Reverter } from "../lib/revert.js";
+import { MIGRATION } from "../states/migration.js";
 import { HostTarget } from "./host-target.js";
 import {
   type MigrationAction,
@@ -64,6 +65,8 @@ export interface RunContext {
   stopping: () => boolean;
   /** The target of a migration to another cluster (ACP); absent when the server has none. */
   clusterTarget?: (m: MigrationRecord) => Promise<MigrationTarget>;
+  /** Told once when a run ends the migration (the server's metrics). */
+  onEnded?: (m: MigrationRecord) => void;
 }
 
 /** Runs migration `m` until it ends or is handed back to the scheduler (still active). */
@@ -79,6 +82,12 @@ export async function runMigration(ctx: RunContext, m: MigrationRecord): Promise
     target = await ctx.clusterTarget(m);
   }
   await new MigrationRun(ctx, m, source, target).run();
+  // Whatever path ended it (completed, rolled back, lost, abandoned), it is final now, or
+  // handed back to the scheduler still active and ended by a later run.
+  if (ctx.onEnded) {
+    const after = await getMigration(ctx.store.read, m.id).catch(() => undefined);
+    if (after && MIGRATION.isFinal(after.state)) ctx.onEnded(after);
+  }
 }
 
 /** What the rollback's undo steps found, for the migration's `rollback` text and the VM's state. */

@@ -1,7 +1,8 @@
 /**
  * The permission policy: what a principal may do. Every /v1 route and the execution
  * system's run-time check ask `authorize`, which denies by default. Today's principals:
- * admin tokens (everything) and hosts, known by their client certificate (heartbeat).
+ * admin tokens (everything), hosts, known by their client certificate (heartbeat), and
+ * metrics scrapers, known by theirs (`/metrics` only).
  * The `join` kind is the API join token of old (migration 000006 revoked them all; agents
  * join with one-time host-bound tokens, cluster/store/join-tokens.ts). RBAC roles replace the table in `PERMISSIONS_BY_KIND` later without
  * touching the routes. A leaf: it imports nothing of ours beyond lib and api/types.
@@ -29,11 +30,13 @@ export type Permission =
   | "tokens:write"
   | "federation:read"
   | "federation:write"
+  | "metrics:read"
+  | "metrics:credentials"
   | "agent:heartbeat";
 
 /** Who is calling. */
 export interface Principal {
-  kind: "admin" | "join" | "host";
+  kind: "admin" | "join" | "host" | "scraper";
   id: string;
   name: string;
   /** Permissions granted to this token beyond its kind's (api_tokens.grants). */
@@ -67,6 +70,8 @@ const ALL: readonly Permission[] = [
   "tokens:write",
   "federation:read",
   "federation:write",
+  "metrics:read",
+  "metrics:credentials",
 ];
 
 const PERMISSIONS_BY_KIND: Record<Principal["kind"], readonly Permission[]> = {
@@ -74,6 +79,8 @@ const PERMISSIONS_BY_KIND: Record<Principal["kind"], readonly Permission[]> = {
   // Old API join tokens hold nothing: agents register with one-time host tokens.
   join: [],
   host: ["agent:heartbeat"],
+  // A scraper certificate (novacron metrics credentials) reads /metrics and nothing else.
+  scraper: ["metrics:read"],
 };
 
 /** True when `principal` holds `permission` by its kind or by a grant. Unknown kinds hold nothing. */
