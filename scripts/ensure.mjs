@@ -62,6 +62,8 @@ const HOST_PACKAGES = [
   ["faketime", () => has("faketime")],
   // The ACP model (spec/acp.pml) is checked by spin, which writes a C verifier gcc builds.
   ["spin", () => has("spin")],
+  // The alert rules in deploy/prometheus/ are checked and unit-tested by promtool.
+  ["prometheus", () => has("promtool")],
 ];
 
 function has(cmd) {
