@@ -66,6 +66,8 @@ export interface CertProfile {
   uris: string[];
   /** DNS names and IP addresses, for tools that check them. */
   names?: string[];
+  /** An organisational unit (OU) in the subject after the CN, for peers that match subjects. */
+  unit?: string;
   /** @defaultValue 365 */
   validDays?: number;
 }
@@ -170,7 +172,7 @@ async function issue(ca: CertAndKey, publicKey: CryptoKey, profile: CertProfile)
   for (const name of profile.names ?? []) sans.push({ type: isIP(name) ? "ip" : "dns", value: name });
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: serialHex(),
-    subject: `CN=${escapeDn(profile.commonName)}`,
+    subject: `CN=${escapeDn(profile.commonName)}${profile.unit ? `, OU=${escapeDn(profile.unit)}` : ""}`,
     issuer: caCert.subject,
     notBefore: new Date(Date.now() - 3_600_000),
     notAfter: dateDaysFromNow(profile.validDays ?? 365),

@@ -7,6 +7,7 @@
 import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { SCRAPER_CERT_UNIT } from "../api/types/metrics.js";
 import { NovaError } from "../lib/errors.js";
 import {
   type CertAndKey,
@@ -122,7 +123,12 @@ export async function loadServerPki(o: ServerPkiOptions): Promise<ServerPki> {
         validDays: hostCertDays,
       }),
     issueScraperCert: (csrPem, name, validDays) =>
-      issueFromCsr(ca, csrPem, { commonName: `scraper-${name}`, uris: [SCRAPER_IDENTITY], validDays }),
+      issueFromCsr(ca, csrPem, {
+        commonName: `scraper-${name}`,
+        unit: SCRAPER_CERT_UNIT,
+        uris: [SCRAPER_IDENTITY],
+        validDays,
+      }),
     renewServerCert: async () => {
       // A new key each time: the server's key never outlives its certificate.
       pki.server = await issueWithNewKey(ca, {

@@ -2,6 +2,13 @@
 import { type Static, Type } from "@sinclair/typebox";
 import { ResourceName } from "./common.js";
 
+/**
+ * The organisational unit in every scraper certificate's subject: QEMU's TLS listeners
+ * check only the chain to the cluster CA, so their authorisation list (qemu-tls.ts) refuses
+ * a subject with this unit.
+ */
+export const SCRAPER_CERT_UNIT = "novacron-scraper";
+
 /** The most days a scraper certificate may be valid. */
 export const SCRAPER_CERT_MAX_DAYS = 825;
 
