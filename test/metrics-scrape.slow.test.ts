@@ -3,18 +3,23 @@
 // query or an alert rule's expression in deploy/ names must be in what was scraped, the
 // exposition passes `promtool check metrics` (bar prom-client's own process gauges), and
 // nothing is served without credentials (the server answers 401; the agent refuses the
-// TLS handshake). A scraper's certificate opens no other route of either.
+// TLS handshake). A scraper's certificate opens no other route of either. Then a guest
+// (TCG) moves between two agents over DWCP: the server's migration histograms, the
+// source agent's DWCP figures and the destination agent's series for the VM show it.
 import { spawnSync } from "node:child_process";
 import { mkdir, readFile } from "node:fs/promises";
 import { request } from "node:https";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createCa, issueWithNewKey, SCRAPER_IDENTITY } from "../src/security/pki.js";
-import { TestCluster } from "./helpers/cluster.js";
+import { guestImageManifest, TestCluster } from "./helpers/cluster.js";
 import { deployQueries, exposedNames, metricNamesInPromql } from "./helpers/deploy-queries.js";
 
 const SERVER_PORT = 18460;
 const AGENT_PORT = 18461;
 const AGENT = "metrics-a1";
+const AGENT2_PORT = 18462;
+const AGENT2 = "metrics-a2";
+const AGENT_FLAGS = ["--memory", "1024", "--stop-grace", "10"];
 
 /** What a TLS client with these files (as Prometheus's tls_config) gets from `url`. */
 function scrape(
@@ -62,7 +67,8 @@ describe("scraping a live server and agent with scraper credentials", () => {
     await mkdir("/tmp/wt-metrics", { recursive: true });
     c = await TestCluster.create(SERVER_PORT, `/tmp/wt-metrics/scrape-${process.pid}`);
     await c.startServer();
-    await c.startAgent(AGENT, AGENT_PORT);
+    await c.startAgent(AGENT, AGENT_PORT, AGENT_FLAGS);
+    await c.startAgent(AGENT2, AGENT2_PORT, AGENT_FLAGS);
     agentUrl = `https://127.0.0.1:${AGENT_PORT}`;
     const out = `${c.dir}/prometheus`;
     const res = await c.cli(["metrics", "credentials", "--out", out, "--name", "prom", "--days", "30"]);
@@ -86,7 +92,7 @@ describe("scraping a live server and agent with scraper credentials", () => {
     const agent = await scrape(`${agentUrl}/metrics`, { ...creds, servername: AGENT });
     expect(agent.status).toBe(200);
     agentText = agent.body;
-    expect(serverText).toMatch(/^novacron_hosts\{liveness="alive",cordoned="false"\} 1$/m);
+    expect(serverText).toMatch(/^novacron_hosts\{liveness="alive",cordoned="false"\} 2$/m);
     expect(agentText).toMatch(/^novacron_certificate_expiry_timestamp_seconds\{certificate="host"\} \d+$/m);
     expect(agentText).toMatch(/^novacron_agent_vms\{state="running"\} 0$/m);
     expect(agentText).toContain("# TYPE novacron_dwcp_goodput_bytes_per_second gauge");
@@ -140,4 +146,70 @@ describe("scraping a live server and agent with scraper credentials", () => {
     expect((await scrape(`${agentUrl}/agent/v1/vms`, { ...creds, servername: AGENT })).status).toBe(403);
     expect((await scrape(`${agentUrl}/healthz`, { ...creds, servername: AGENT })).status).toBe(403);
   });
+
+  it("shows a migration over DWCP in the server's histograms and on both agents", async () => {
+    const manifest = await guestImageManifest();
+    const imported = await c.cli(["image", "import", "guest", "--manifest", manifest, "--host", AGENT]);
+    expect(imported.code, imported.stderr).toBe(0);
+    const created = await c.api<{ id: string }>("POST", "/v1/vms", {
+      name: "scraped",
+      image: "guest",
+      memoryMiB: 128,
+    });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    // Placement takes the host that holds the image.
+    expect((await c.waitVmState("scraped", "running", 120_000)).host).toBe(AGENT);
+    const started = await c.api<{ id: string }>("POST", "/v1/vms/scraped/migrations", {
+      targetHost: AGENT2,
+      options: { transport: "dwcp" },
+    });
+    expect(started.status, JSON.stringify(started.body)).toBe(202);
+    const ended = await c.waitMigrationEnd<{
+      state: string;
+      transport: string;
+      progress: {
+        transport?: Record<"wireBytes" | "diskWireBytes" | "logicalBytes" | "diskLogicalBytes", number>;
+      };
+    }>(started.body.id);
+    expect(ended).toMatchObject({ state: "completed", transport: "dwcp" });
+
+    const server = (await scrape(`${c.serverUrl}/metrics`, { ...creds, servername: "localhost" })).body;
+    const sample = (text: string, re: RegExp) => Number(re.exec(text)?.[1] ?? Number.NaN);
+    const labels = 'transport="dwcp",outcome="completed"';
+    expect(
+      sample(server, new RegExp(`^novacron_migration_duration_seconds_count\\{${labels}\\} (\\S+)$`, "m")),
+    ).toBe(1);
+    expect(
+      sample(server, new RegExp(`^novacron_migration_downtime_seconds_count\\{${labels}\\} (\\S+)$`, "m")),
+    ).toBe(1);
+    const wire = sample(server, new RegExp(`^novacron_migration_wire_bytes_sum\\{${labels}\\} (\\S+)$`, "m"));
+    const logical = sample(
+      server,
+      new RegExp(`^novacron_migration_logical_bytes_sum\\{${labels}\\} (\\S+)$`, "m"),
+    );
+    // The migration's own record of what DWCP relayed and sent, memory and disk.
+    const t = ended.progress.transport!;
+    expect(wire).toBe(t.wireBytes! + t.diskWireBytes!);
+    expect(logical).toBe(t.logicalBytes! + t.diskLogicalBytes!);
+    expect(logical).toBeGreaterThan(16 << 20);
+    expect(server).toMatch(/^novacron_migrations_active\{state="transferring"\} 0$/m);
+
+    // The source agent sent it over DWCP; the session is closed and its bytes counted.
+    const source = (await scrape(`${agentUrl}/metrics`, { ...creds, servername: AGENT })).body;
+    expect(sample(source, /^novacron_dwcp_input_bytes_total (\S+)$/m)).toBe(logical);
+    // The agent counts the session's last bytes too (digests at its end), which the
+    // migration's last recorded progress may miss.
+    const agentWire = sample(source, /^novacron_dwcp_wire_bytes_total (\S+)$/m);
+    expect(agentWire).toBeGreaterThanOrEqual(wire);
+    expect(agentWire).toBeLessThan(wire * 1.01);
+    expect(source).toMatch(/^novacron_dwcp_sessions 0$/m);
+    expect(source).toMatch(/^novacron_dwcp_mode\{mode="\w+"\} 1$/m);
+    expect(source).not.toContain(`vm_id="${created.body.id}"`);
+    // The destination holds the VM now: its series says so.
+    const destination = (
+      await scrape(`https://127.0.0.1:${AGENT2_PORT}/metrics`, { ...creds, servername: AGENT2 })
+    ).body;
+    expect(destination).toContain(`novacron_agent_vm_state{vm_id="${created.body.id}",state="running"} 1`);
+    expect(destination).toMatch(/^novacron_agent_vms\{state="running"\} 1$/m);
+  }, 300_000);
 });
