@@ -81,13 +81,11 @@ export async function runMigration(ctx: RunContext, m: MigrationRecord): Promise
       throw new Error(`migration ${m.id} leaves the cluster, but this server runs no ACP`);
     target = await ctx.clusterTarget(m);
   }
-  await new MigrationRun(ctx, m, source, target).run();
+  const run = new MigrationRun(ctx, m, source, target);
+  await run.run();
   // Whatever path ended it (completed, rolled back, lost, abandoned), it is final now, or
   // handed back to the scheduler still active and ended by a later run.
-  if (ctx.onEnded) {
-    const after = await getMigration(ctx.store.read, m.id).catch(() => undefined);
-    if (after && MIGRATION.isFinal(after.state)) ctx.onEnded(after);
-  }
+  await run.reportEnd();
 }
 
 /** What the rollback's undo steps found, for the migration's `rollback` text and the VM's state. */
@@ -114,6 +112,8 @@ class MigrationRun {
   private readonly note: RollbackNote = { undone: [], targetGone: false, sourceGone: false };
   /** The migrating VM (null once deleted: the planner abandons such a migration first). */
   private readonly vmIdOrNull: string | null;
+  /** ctx.onEnded was told. */
+  private reported = false;
 
   constructor(
     private readonly ctx: RunContext,
@@ -414,7 +414,18 @@ class MigrationRun {
     });
     this.reverter.success();
     this.ctx.wakeVms();
+    // Before the source copy is seen to, which may wait out an unreachable source agent.
+    await this.reportEnd();
     await this.target.afterComplete(vm, this.source);
+  }
+
+  /** Tells ctx.onEnded, once, if the migration has reached a final state. */
+  async reportEnd(): Promise<void> {
+    if (this.reported || !this.ctx.onEnded) return;
+    const after = await getMigration(this.ctx.store.read, this.m.id).catch(() => undefined);
+    if (!after || !MIGRATION.isFinal(after.state)) return;
+    this.reported = true;
+    this.ctx.onEnded(after);
   }
 
   /** Undo: the target's copy goes (or, across clusters, can never run). */
