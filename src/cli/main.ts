@@ -48,7 +48,9 @@ export function buildProgram(deps: CliDeps = {}): Command {
       // Resource commands talk to a server: each takes the client options itself, so
       // they may come anywhere after the command (`novacron vm list --json`).
       if (
-        ["host", "image", "vm", "migration", "exec", "dlq", "token", "cluster"].includes(cmd.name()) &&
+        ["host", "image", "vm", "migration", "exec", "dlq", "token", "cluster", "metrics"].includes(
+          cmd.name(),
+        ) &&
         sub.commands.length === 0
       )
         addClientOptions(sub);

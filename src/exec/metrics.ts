@@ -21,7 +21,7 @@ export interface ExecMetrics {
 export function registerExecMetrics(registry: Registry, store: Store): ExecMetrics {
   new Gauge({
     name: "novacron_exec_queue_depth",
-    help: "Jobs waiting in the queue (state queued), by queue",
+    help: "Jobs in the execution queue, by queue and job state",
     labelNames: ["queue", "state"] as const,
     registers: [registry],
     async collect() {

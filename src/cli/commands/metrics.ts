@@ -9,7 +9,7 @@ import path from "node:path";
 import type { Command } from "commander";
 import { type MetricsCredentials, SCRAPER_CERT_MAX_DAYS } from "../../api/types/metrics.js";
 import { NovaError } from "../../lib/errors.js";
-import { createCsr } from "../../security/pki.js";
+import { createCsr, verifyIssued } from "../../security/pki.js";
 import { apiFor } from "../context.js";
 import { printJson } from "../output.js";
 
@@ -39,6 +39,18 @@ export function registerMetricsCommands(program: Command): void {
         csr: csrPem,
         validDays: days,
       });
+      // Nothing is written unless the certificate is for this key and from the CA sent with it.
+      let matches = false;
+      try {
+        matches = verifyIssued(issued.certificate, issued.ca, keyPem);
+      } catch {
+        matches = false;
+      }
+      if (!matches)
+        throw new NovaError(
+          "NOVA_TLS_UNTRUSTED",
+          "The server's answer is not a certificate for this request's key issued by the CA it sent; nothing was written.",
+        );
       await mkdir(o.out, { recursive: true, mode: 0o700 });
       await writeFile(path.join(o.out, "key.pem"), keyPem, { mode: 0o600 });
       await writeFile(path.join(o.out, "cert.pem"), issued.certificate, { mode: 0o644 });
