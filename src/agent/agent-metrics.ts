@@ -2,7 +2,8 @@
  * The agent's Prometheus metrics (docs/metrics.md), served on `/metrics` of its mutual-TLS
  * API to the server and to scraper certificates: its VMs by state and each VM's state
  * (one series per VM it holds: bounded by what the host runs), DWCP's figures for the
- * migrations it sends (dwcp/metrics.ts, fed by the tuner of each session), the fencing
+ * migrations it sends (dwcp/metrics.ts, fed by the tuner of each session) and the image
+ * blobs it pulls from other clusters, the fencing
  * check's refusals, its own and the CA's certificate expiry, and the process's own metrics under `novacron_agent_`.
  */
 import { Counter, collectDefaultMetrics, Gauge, Registry } from "prom-client";
@@ -26,6 +27,8 @@ export interface AgentMetrics {
   dwcp: DwcpMetrics;
   /** Counts a request the fencing check refused (fence-store.ts), by refusal kind. */
   fenceRefused(refusal: string): void;
+  /** Counts an image blob pulled from another cluster's host over DWCP (dwcp/image-pull.ts). */
+  imageBlobPulled(bytes: { logicalBytes: number; wireBytes: number }): void;
 }
 
 /** What the agent's metrics read at scrape time. */
@@ -71,9 +74,23 @@ export function createAgentMetrics(src: AgentMetricsSources): AgentMetrics {
     labelNames: ["refusal"] as const,
     registers: [registry],
   });
+  const pulledLogical = new Counter({
+    name: "novacron_agent_image_pull_logical_bytes_total",
+    help: "Bytes of image blobs this agent pulled from another cluster's host over DWCP and stored",
+    registers: [registry],
+  });
+  const pulledWire = new Counter({
+    name: "novacron_agent_image_pull_wire_bytes_total",
+    help: "HDE bytes that crossed for those blobs (references to this host's page cache cost little)",
+    registers: [registry],
+  });
   return {
     registry,
     dwcp: new DwcpMetrics(registry),
     fenceRefused: (refusal) => refusals.inc({ refusal }),
+    imageBlobPulled: (b) => {
+      pulledLogical.inc(b.logicalBytes);
+      pulledWire.inc(b.wireBytes);
+    },
   };
 }

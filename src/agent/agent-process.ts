@@ -166,6 +166,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
           tmpDir: path.join(o.dataDir, "tmp"),
           onImagesChanged: () => link?.beat(),
           metrics: metrics.dwcp,
+          onImageBlobPulled: (b) => metrics.imageBlobPulled(b),
           ...(o.dwcpPlaintext ? { plaintext: true } : { tls: dwcpTlsOf(apiTls) }),
         });
   if (dwcp) log.info({ dwcp: dwcp.endpoint, tls: dwcp.secure }, "DWCP listening");

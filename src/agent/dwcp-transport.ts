@@ -102,6 +102,8 @@ export interface AgentDwcpOptions {
   onImagesChanged?: () => void;
   /** The agent's DWCP metrics (agent-metrics.ts), fed by the migrations it sends. */
   metrics?: DwcpMetrics;
+  /** Told of each image blob pulled from another cluster (ImagePullsDeps.onBlobPulled). */
+  onImageBlobPulled?: (bytes: { logicalBytes: number; wireBytes: number }) => void;
 }
 
 /**
@@ -154,6 +156,7 @@ export class AgentDwcp {
           dial: (to, peerCaPem) => this.dialPeer(to, peerCaPem),
           tmpDir: o.tmpDir ?? path.join(o.dataDir, "tmp"),
           onImagesChanged: o.onImagesChanged ?? (() => {}),
+          ...(o.onImageBlobPulled ? { onBlobPulled: o.onImageBlobPulled } : {}),
         })
       : null;
     const paths = new PathMemory(path.join(o.dataDir, "dwcp", "paths.json"));
