@@ -34,6 +34,7 @@ import { NovaError } from "../lib/errors.js";
 import { failpoint } from "../lib/failpoints.js";
 import { installErrorHandlers } from "../lib/http-errors.js";
 import { applyHttpServerLimits, TLS_HANDSHAKE_TIMEOUT_MS } from "../lib/http-limits.js";
+import { installRequestTracing } from "../lib/http-tracing.js";
 import { identityOf, urisOf } from "../security/pki.js";
 import type { ClusterFetch } from "../security/tls-client.js";
 import { pullBlob } from "./blob-pull.js";
@@ -119,6 +120,8 @@ export function buildAgentApi(deps: AgentApiDeps): FastifyInstance {
   // Header, request and keep-alive timeouts and a connection cap, as on the server's API.
   applyHttpServerLimits(app.server);
   installErrorHandlers(app);
+  // Only the server's calls within a trace of its own are traced here.
+  installRequestTracing(app, () => false);
 
   app.addHook("onRequest", async (req) => {
     const caller = callerOf(req);

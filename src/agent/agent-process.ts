@@ -18,6 +18,7 @@ import { probeQemu, type QemuProbe, resolveQemuBinary } from "../compute/qemu/qe
 import { writeQemuTlsDir } from "../compute/qemu/tls-dir.js";
 import { secureDataDir } from "../lib/data-dir.js";
 import { NovaError } from "../lib/errors.js";
+import { traceLogFields } from "../lib/tracing.js";
 import { createCa, issueWithNewKey } from "../security/pki.js";
 import { clusterFetch, peerIdentityError } from "../security/tls-client.js";
 import { VERSION } from "../version.js";
@@ -94,7 +95,9 @@ export interface RunningAgent {
 
 /** Starts an agent. */
 export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
-  const log = o.logger ?? pino({ level: process.env.NOVACRON_LOG_LEVEL ?? "info" }, pino.destination(2));
+  const log =
+    o.logger ??
+    pino({ level: process.env.NOVACRON_LOG_LEVEL ?? "info", mixin: traceLogFields }, pino.destination(2));
   const name = o.name ?? os.hostname().toLowerCase();
   await secureDataDir(o.dataDir, log);
   // Missing or older than 7.2: NOVA_QEMU_UNSUPPORTED stops the agent here, before it joins.

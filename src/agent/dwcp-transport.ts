@@ -41,6 +41,7 @@ import type { DwcpSession } from "../dwcp/amst/session.js";
 import type { DwcpMetrics } from "../dwcp/metrics.js";
 import { PathMemory } from "../dwcp/pba/path-memory.js";
 import { NovaError } from "../lib/errors.js";
+import { KeyedSpans } from "../lib/tracing.js";
 import type { ChannelRouter } from "../migration/dwcp/channel-router.js";
 import type { LocalEndpoint } from "../migration/dwcp/socket-io.js";
 import { type DwcpEndpoint, encodeHelloAnswer, OFFER_HELLO_PREFIX } from "./dwcp/control.js";
@@ -48,7 +49,7 @@ import { ImageOffers, type OfferedBlob } from "./dwcp/image-offer.js";
 import { ImagePulls, type PullRequest, type PullStatus } from "./dwcp/image-pull.js";
 import { DwcpPageStore } from "./dwcp/page-store.js";
 import { judgeSessionCert, PeerCaTrust, parsePeerCa } from "./dwcp/peer-trust.js";
-import { DwcpSource, type OutgoingDwcp } from "./dwcp/source.js";
+import { DwcpSource, type OutgoingDwcp, type OutgoingStats } from "./dwcp/source.js";
 import { DwcpTarget, type IncomingRelayMark, type NbdTarget, refuse } from "./dwcp/target.js";
 import type { TransportDecision } from "./dwcp/transport-choice.js";
 
@@ -135,6 +136,8 @@ export class AgentDwcp {
   private readonly peerCas = new PeerCaTrust();
   private readonly offers: ImageOffers | null;
   private readonly pulls: ImagePulls | null;
+  /** Each migration's session as a span of its trace (lib/tracing.ts). */
+  private readonly spans = new KeyedSpans();
 
   private constructor(
     private readonly o: AgentDwcpOptions,
@@ -265,6 +268,10 @@ export class AgentDwcp {
     nbd: NbdTarget,
     peerCaPem?: string,
   ): DwcpEndpoint {
+    this.spans.open(migrationId, "dwcp session (destination)", {
+      "novacron.migration.id": migrationId,
+      "novacron.migration.cross_cluster": peerCaPem !== undefined,
+    });
     if (peerCaPem === undefined) return this.target.expect(migrationId, vmId, qemu, nbd);
     const tls = this.tls;
     if (!tls)
@@ -305,6 +312,9 @@ export class AgentDwcp {
   /** Destination: the migration ended (either way); drop its session. */
   forgetIncoming(migrationId: string): void {
     this.target.forget(migrationId);
+    this.spans.close(migrationId, "dwcp session (destination)", {
+      "novacron.dwcp.relay_failure": this.target.failure(migrationId),
+    });
     if (this.peerCas.remove(migrationId)) this.applyListenerTls();
   }
 
@@ -436,6 +446,10 @@ export class AgentDwcp {
     to: DwcpEndpoint,
     requested: "auto" | "dwcp",
   ): Promise<TransportDecision> {
+    this.spans.open(migrationId, "dwcp session (source)", {
+      "novacron.migration.id": migrationId,
+      "server.address": to.name ?? to.host,
+    });
     return this.source.start(migrationId, vmId, to, requested);
   }
 
@@ -446,14 +460,29 @@ export class AgentDwcp {
 
   /** Source: the migration ended (either way). */
   finishOutgoing(migrationId: string): void {
+    const stats = this.source.of(migrationId)?.stats();
     this.source.finish(migrationId);
+    this.spans.close(migrationId, "dwcp session (source)", stats ? outgoingSpanAttributes(stats) : {});
   }
 
   /** Stops listening and ends every session. */
   async close(): Promise<void> {
+    this.spans.closeAll();
     this.source.finishAll();
     this.target.forgetAll();
     await this.listener.close();
     this.pages.close();
   }
+}
+
+/** What a source's session carried, for its span. */
+function outgoingSpanAttributes(s: OutgoingStats): Record<string, string | number> {
+  return {
+    "novacron.dwcp.streams": s.streams,
+    ...(s.mode ? { "novacron.dwcp.mode": s.mode } : {}),
+    "novacron.dwcp.memory.logical_bytes": s.logicalBytes,
+    "novacron.dwcp.memory.wire_bytes": s.wireBytes,
+    "novacron.dwcp.disk.logical_bytes": s.disk.logicalBytes,
+    "novacron.dwcp.disk.wire_bytes": s.disk.wireBytes,
+  };
 }

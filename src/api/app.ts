@@ -7,6 +7,7 @@
 
 import type { SecureContextOptions } from "node:tls";
 import { AjvCompiler, type ValidatorFactory } from "@fastify/ajv-compiler";
+import cookie from "@fastify/cookie";
 import swagger from "@fastify/swagger";
 import type { TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
 import Fastify, {
@@ -21,6 +22,7 @@ import type { AgentConnector } from "../cluster/agent-client.js";
 import type { HostService } from "../cluster/host-service.js";
 import type { ImageService } from "../cluster/image-service.js";
 import type { Store } from "../cluster/store/store.js";
+import type { UserService } from "../cluster/user-service.js";
 import type { VmService } from "../cluster/vm-service.js";
 import type { ExecSystem } from "../exec/system.js";
 import type { Federation } from "../federation/federation.js";
@@ -33,10 +35,11 @@ import {
   rejectNulBytes,
 } from "../lib/http-errors.js";
 import { applyHttpServerLimits, TLS_HANDSHAKE_TIMEOUT_MS } from "../lib/http-limits.js";
+import { installRequestTracing } from "../lib/http-tracing.js";
 import type { MigrationService } from "../migration/migration-service.js";
 import type { ServerMetrics } from "../observability/metrics.js";
 import { VERSION } from "../version.js";
-import { type Permission, requirePermission } from "./auth.js";
+import { type Requirement, requirePermission } from "./auth.js";
 import { EventStreams } from "./event-streams.js";
 import { type ApiLimits, RateBuckets, rateLimited, resolveApiLimits } from "./limits.js";
 import { agentRoutes } from "./routes/agent.js";
@@ -49,7 +52,9 @@ import { hostRoutes } from "./routes/hosts.js";
 import { imageRoutes } from "./routes/images.js";
 import { metricsRoutes } from "./routes/metrics.js";
 import { migrationRoutes } from "./routes/migrations.js";
+import { sessionRoutes } from "./routes/session.js";
 import { tokenRoutes } from "./routes/tokens.js";
+import { userRoutes } from "./routes/users.js";
 import { vmRoutes } from "./routes/vms.js";
 
 /** What the app is built from. */
@@ -60,6 +65,8 @@ export interface AppDeps {
   vms: VmService;
   migrations: MigrationService;
   metrics: ServerMetrics;
+  /** Users, their logins and sessions (routes /v1/users and /v1/session, and the session cookie on every route). */
+  users: UserService;
   logger: Logger;
   /** The execution system (routes under /v1/executions, /v1/dlq, /v1/secrets). */
   exec?: ExecSystem;
@@ -142,6 +149,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const streams = new EventStreams(limits);
 
   installErrorHandlers(app);
+  // Parses the Cookie header (the console's session cookie); no signing secret: the
+  // cookie's value is itself an unguessable session token.
+  await app.register(cookie);
+  installRequestTracing(app, (req) => isTracedRoute(req.routeOptions.url));
   app.addHook("onRequest", async (req, reply) => {
     const wait = perAddress.take(req.ip);
     if (wait > 0) throw rateLimited(reply, "address", wait);
@@ -168,18 +179,24 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       info: {
         title: "NovaCron API",
         version: VERSION,
-        description: "Control plane for QEMU VMs across hosts. Every /v1 route needs a bearer token.",
+        description:
+          "Control plane for QEMU VMs across hosts. Every /v1 route but POST /v1/session needs a bearer token or the console's session cookie (with X-CSRF-Token on state-changing requests).",
       },
-      components: { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } },
-      security: [{ bearer: [] }],
+      components: {
+        securitySchemes: {
+          bearer: { type: "http", scheme: "bearer" },
+          session: { type: "apiKey", in: "cookie", name: "__Host-novacron_session" },
+        },
+      },
+      security: [{ bearer: [] }, { session: [] }],
     },
   });
 
   // Authentication with its two rate limits: an address that spent its failed-auth budget
   // is refused before the token is even looked up; an authenticated principal spends its
   // token's budget.
-  const guard = (permission: Permission) => {
-    const check = requirePermission(() => deps.store.read, permission);
+  const guard = (permission: Requirement) => {
+    const check = requirePermission({ read: () => deps.store.read, users: deps.users }, permission);
     return async (req: FastifyRequest, reply: FastifyReply) => {
       const blocked = authFailures.peek(req.ip);
       if (blocked > 0) throw rateLimited(reply, "auth-failures", blocked);
@@ -199,9 +216,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     images: deps.images,
     vms: deps.vms,
     migrations: deps.migrations,
+    users: deps.users,
     agents: deps.agents,
     caFingerprint: deps.caFingerprint,
     guard,
+    authFailures,
     streams,
     limits,
   };
@@ -246,10 +265,22 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
         }),
     },
   });
+  await app.register(sessionRoutes, routeDeps);
+  await app.register(userRoutes, routeDeps);
   if (deps.exec) {
     await app.register(executionRoutes, { ...routeDeps, exec: deps.exec });
     await app.register(dlqRoutes, { ...routeDeps, exec: deps.exec });
   }
   if (deps.federation) await app.register(federationRoutes, { ...routeDeps, federation: deps.federation });
   return app;
+}
+
+/**
+ * Whether a request to `route` starts a trace without a caller's `traceparent`: the API's
+ * own routes do; agents' heartbeats (every 2 s each) and the long-lived event stream
+ * would only bury the traces an operator looks for.
+ */
+export function isTracedRoute(route: string | undefined): boolean {
+  if (!route?.startsWith("/v1/")) return false;
+  return !route.startsWith("/v1/agent/") && route !== "/v1/events";
 }

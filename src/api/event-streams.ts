@@ -1,5 +1,6 @@
 /**
- * The open event (SSE) streams of this server: a cap per principal (token) and in total,
+ * The open event (SSE) streams of this server: a cap per principal (a token, or a user's
+ * login session) and in total,
  * and revocation that closes a principal's streams at once. The token routes call
  * `revoke` after a revocation commits; a stream also re-checks its token on every
  * heartbeat (events.ts), which catches a revocation made elsewhere (another server
@@ -44,10 +45,10 @@ export class EventStreams {
     };
   }
 
-  /** Closes every open stream of `principalId` (its token was revoked); returns how many. */
-  revoke(principalId: string): number {
+  /** Closes every open stream of `principalId` (its token was revoked, its session ended); returns how many. */
+  revoke(principalId: string, reason = "token revoked"): number {
     const mine = [...(this.byPrincipal.get(principalId) ?? [])];
-    for (const close of mine) close("token revoked");
+    for (const close of mine) close(reason);
     return mine.length;
   }
 

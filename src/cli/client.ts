@@ -3,8 +3,9 @@
  * (no other CA is trusted), server errors turned into NovaErrors with the server's code.
  */
 
-import { describeError, NovaError } from "../lib/errors.js";
+import { describeError, isNovaError, NovaError } from "../lib/errors.js";
 import { readJsonReply } from "../lib/json-response.js";
+import { traceHeaders } from "../lib/tracing.js";
 import { type ClusterFetch, clusterFetch } from "../security/tls-client.js";
 import type { CliConfig } from "./config.js";
 
@@ -46,10 +47,11 @@ export class ApiClient {
     try {
       res = await this.fetchServer(`${this.config.server}${route}`, {
         method,
-        headers: {
-          authorization: `Bearer ${this.config.token}`,
+        headers: traceHeaders({
+          // No token only for logging in (POST /v1/session).
+          ...(this.config.token ? { authorization: `Bearer ${this.config.token}` } : {}),
           ...(body === undefined ? {} : { "content-type": "application/json" }),
-        },
+        }),
         body: body === undefined ? null : JSON.stringify(body),
         signal: AbortSignal.timeout(660_000),
       });
@@ -59,11 +61,22 @@ export class ApiClient {
         `Cannot reach the NovaCron server at ${this.config.server}: ${describeTlsError(err)}`,
       );
     }
-    const json = await readJsonReply(res, {
-      fallbackCode: "NOVA_INTERNAL",
-      describe: (message) => (message.startsWith("HTTP ") ? `${message} from ${method} ${route}` : message),
-    });
-    return json as T;
+    try {
+      return (await readJsonReply(res, {
+        fallbackCode: "NOVA_INTERNAL",
+        describe: (message) => (message.startsWith("HTTP ") ? `${message} from ${method} ${route}` : message),
+      })) as T;
+    } catch (err) {
+      // A user's saved session ended (or was ended): say how to get a new one.
+      if (
+        this.config.user &&
+        (isNovaError(err, "NOVA_SESSION_EXPIRED") || isNovaError(err, "NOVA_UNAUTHENTICATED"))
+      )
+        throw new NovaError(err.code, `${err.message} (novacron login --user ${this.config.user})`, {
+          details: err.details,
+        });
+      throw err;
+    }
   }
 }
 

@@ -26,6 +26,20 @@ describe("CLI config", () => {
     expect(await resolveConfig({}, env)).toEqual({ server: "http://127.0.0.1:7700", token: "file-token" });
   });
 
+  it("names the user of a saved session only while that session is the token in use", async () => {
+    const file = env.NOVACRON_CONFIG!;
+    await writeConfigFile({ server: "http://127.0.0.1:7700", token: "nvs_saved", user: "alice" }, file);
+    expect(await resolveConfig({}, env)).toEqual({
+      server: "http://127.0.0.1:7700",
+      token: "nvs_saved",
+      user: "alice",
+    });
+    expect(await resolveConfig({}, { ...env, NOVACRON_TOKEN: "nva_other" })).toEqual({
+      server: "http://127.0.0.1:7700",
+      token: "nva_other",
+    });
+  });
+
   it("ends with mode 0600 even over a stale world-readable .tmp file", async () => {
     const file = env.NOVACRON_CONFIG!;
     await writeFile(`${file}.tmp`, "stale", { mode: 0o644 });

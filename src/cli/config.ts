@@ -12,7 +12,10 @@ import { NovaError } from "../lib/errors.js";
 /** What the CLI needs to reach a server. */
 export interface CliConfig {
   server: string;
+  /** An API token, or a user's session token (`nvs_…`) from `novacron login --user`. */
   token: string;
+  /** The user the token's session belongs to (login --user), for messages. */
+  user?: string;
   /** The cluster CA, PEM, pinned at login (needed for https:// servers). */
   ca?: string;
 }
@@ -93,5 +96,7 @@ export async function resolveConfig(
       `No ${missing} configured. Run: novacron login --server https://127.0.0.1:7700 --token-file <server data dir>/admin.token (or set NOVACRON_SERVER / NOVACRON_TOKEN).`,
     );
   }
-  return { server: server.replace(/\/+$/, ""), token, ...(ca ? { ca } : {}) };
+  // The user a saved session belongs to, for the "log in again" hint when it ends.
+  const user = token === file?.token && file?.server === server ? file?.user : undefined;
+  return { server: server.replace(/\/+$/, ""), token, ...(ca ? { ca } : {}), ...(user ? { user } : {}) };
 }

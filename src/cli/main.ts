@@ -3,6 +3,7 @@
  * Errors end the process with one line and an exit code (output.ts EXIT).
  */
 import { Command, CommanderError } from "commander";
+import { inSpan, tracingConfigured } from "../lib/tracing.js";
 import { VERSION } from "../version.js";
 import { registerClusterCommands } from "./commands/clusters.js";
 import { type LoadDaemonLauncher, registerDaemonCommands } from "./commands/daemons.js";
@@ -10,10 +11,11 @@ import { registerDlqCommands } from "./commands/dlq.js";
 import { registerExecCommands } from "./commands/exec.js";
 import { registerHostCommands } from "./commands/hosts.js";
 import { registerImageCommands } from "./commands/images.js";
-import { registerLoginCommand } from "./commands/login.js";
+import { registerLoginCommand, registerLogoutCommand } from "./commands/login.js";
 import { registerMetricsCommands } from "./commands/metrics.js";
 import { registerMigrationCommands } from "./commands/migrations.js";
 import { registerTokenCommands } from "./commands/tokens.js";
+import { registerUserCommands } from "./commands/users.js";
 import { registerVmCommands } from "./commands/vms.js";
 import { addClientOptions } from "./context.js";
 import { EXIT, exitFor } from "./output.js";
@@ -32,6 +34,7 @@ export function buildProgram(deps: CliDeps = {}): Command {
     .exitOverride();
   registerDaemonCommands(program, deps.loadDaemons);
   registerLoginCommand(program);
+  registerLogoutCommand(program);
   registerHostCommands(program);
   registerImageCommands(program);
   registerVmCommands(program);
@@ -39,6 +42,7 @@ export function buildProgram(deps: CliDeps = {}): Command {
   registerExecCommands(program);
   registerDlqCommands(program);
   registerTokenCommands(program);
+  registerUserCommands(program);
   registerClusterCommands(program);
   registerMetricsCommands(program);
   for (const cmd of program.commands) {
@@ -48,7 +52,7 @@ export function buildProgram(deps: CliDeps = {}): Command {
       // Resource commands talk to a server: each takes the client options itself, so
       // they may come anywhere after the command (`novacron vm list --json`).
       if (
-        ["host", "image", "vm", "migration", "exec", "dlq", "token", "cluster", "metrics"].includes(
+        ["host", "image", "vm", "migration", "exec", "dlq", "token", "cluster", "user", "metrics"].includes(
           cmd.name(),
         ) &&
         sub.commands.length === 0
@@ -56,7 +60,7 @@ export function buildProgram(deps: CliDeps = {}): Command {
         addClientOptions(sub);
       for (const leaf of sub.commands) {
         leaf.exitOverride();
-        if (["exec", "cluster"].includes(cmd.name())) addClientOptions(leaf);
+        if (["exec", "cluster", "user"].includes(cmd.name())) addClientOptions(leaf);
       }
     }
   }
@@ -65,8 +69,32 @@ export function buildProgram(deps: CliDeps = {}): Command {
 
 /** Runs the CLI with `argv`; returns the exit code. */
 export async function runCli(argv: string[], deps: CliDeps = {}): Promise<number> {
+  // The daemons trace as themselves (daemons/launch.ts); a client command is a trace's root.
+  const daemon = ["server", "agent"].includes(argv[2] ?? "");
+  if (daemon || !tracingConfigured()) return runProgram(argv, deps);
+  // Loaded only when asked for: most invocations never pay for the SDK.
+  const { startTracing } = await import("../lib/tracing-sdk.js");
+  const tracing = startTracing({ serviceName: "novacron-cli", version: VERSION });
   try {
-    await buildProgram(deps).parseAsync(argv);
+    return await inSpan("novacron", undefined, async (span) => {
+      const program = buildProgram(deps);
+      program.hook("preAction", (_root, action) => {
+        const path: string[] = [];
+        for (let c: Command | null = action; c; c = c.parent) path.unshift(c.name());
+        span.updateName(path.join(" "));
+      });
+      const code = await runProgram(argv, deps, program);
+      if (code !== EXIT.ok) span.setStatus({ code: 2, message: `exit code ${code}` });
+      return code;
+    });
+  } finally {
+    await tracing.shutdown().catch(() => {});
+  }
+}
+
+async function runProgram(argv: string[], deps: CliDeps, program = buildProgram(deps)): Promise<number> {
+  try {
+    await program.parseAsync(argv);
     return EXIT.ok;
   } catch (err) {
     if (err instanceof CommanderError) {

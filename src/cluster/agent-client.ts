@@ -26,6 +26,7 @@ import type {
 } from "../api/types/agent.js";
 import { describeError, NovaError } from "../lib/errors.js";
 import { readJsonReply } from "../lib/json-response.js";
+import { hasActiveSpan, inSpan, traceHeaders } from "../lib/tracing.js";
 import { type ClusterFetch, type ClusterTls, clusterAgent, fetchVia } from "../security/tls-client.js";
 
 /** Where to reach one agent. */
@@ -197,18 +198,24 @@ export class AgentClient {
     return this.target.agentUrl;
   }
 
-  private async call<T>(
-    method: string,
-    path: string,
-    body?: unknown,
-    timeoutMs = this.timeoutMs,
-  ): Promise<T> {
+  private call<T>(method: string, path: string, body?: unknown, timeoutMs = this.timeoutMs): Promise<T> {
+    // Within a trace (a migration's run, an execution's step) each call is a span the
+    // agent's own spans hang under; outside one (the reconciler, polls) it is not traced.
+    if (!hasActiveSpan()) return this.send(method, path, body, timeoutMs);
+    return inSpan(
+      `agent ${method} ${routeOf(path)}`,
+      { "server.address": this.target.name, "http.request.method": method, "url.path": path },
+      () => this.send(method, path, body, timeoutMs),
+    );
+  }
+
+  private async send<T>(method: string, path: string, body: unknown, timeoutMs: number): Promise<T> {
     const url = `${this.target.agentUrl}${path}`;
     let res: Response;
     try {
       res = await this.fetchAgent(url, {
         method,
-        headers: body === undefined ? {} : { "content-type": "application/json" },
+        headers: traceHeaders(body === undefined ? {} : { "content-type": "application/json" }),
         body: body === undefined ? null : JSON.stringify(body),
         signal: AbortSignal.timeout(timeoutMs),
       });
@@ -235,4 +242,13 @@ export class AgentClient {
       );
     return json as T;
   }
+}
+
+/** A path with its ids and digests replaced, for a span name of bounded variety. */
+export function routeOf(path: string): string {
+  return path
+    .split("?")[0]!
+    .split("/")
+    .map((seg) => (/^[0-9a-f-]{16,}$/i.test(seg) || /^sha256:/.test(seg) ? ":id" : seg))
+    .join("/");
 }

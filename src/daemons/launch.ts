@@ -12,7 +12,9 @@ import type { AgentDaemonFlags, DaemonLauncher, ServerDaemonFlags } from "../cli
 import { loadExecConfig, parseWorkersFlag } from "../exec/config.js";
 import { NovaError } from "../lib/errors.js";
 import { parseListen, parsePort, parsePositiveInt } from "../lib/flags.js";
+import { startTracing } from "../lib/tracing-sdk.js";
 import { startServer } from "../server/server-process.js";
+import { VERSION } from "../version.js";
 
 /** Resolves once SIGINT or SIGTERM arrives. */
 function untilSignal(): Promise<string> {
@@ -37,6 +39,11 @@ function parseClusterName(name: string): string {
 export async function runServer(o: ServerDaemonFlags): Promise<void> {
   // Keys, tokens and the database: nothing this process creates is for other users.
   process.umask(0o077);
+  const tracing = startTracing({
+    serviceName: "novacron-server",
+    version: VERSION,
+    ...(o.clusterName ? { instance: o.clusterName } : {}),
+  });
   const { host, port } = parseListen(o.listen);
   const databaseUrl = o.databaseUrl ?? process.env.DATABASE_URL;
   const dataDir = path.resolve(o.dataDir);
@@ -67,6 +74,12 @@ export async function runServer(o: ServerDaemonFlags): Promise<void> {
       : {}),
     ...(o.advertiseHost ? { advertiseHost: o.advertiseHost } : {}),
     acpPrepareTimeoutMs: parsePositiveInt(o.acpPrepareTimeout, "--acp-prepare-timeout") * 1000,
+    userSecurity: {
+      maxFailures: parsePositiveInt(o.loginMaxFailures, "--login-max-failures"),
+      lockoutMs: parsePositiveInt(o.loginLockout, "--login-lockout") * 1000,
+      sessionIdleTimeoutMs: parsePositiveInt(o.sessionIdleTimeout, "--session-idle-timeout") * 1000,
+      sessionLifetimeMs: parsePositiveInt(o.sessionLifetime, "--session-lifetime") * 1000,
+    },
     ...(databaseUrl ? { databaseUrl } : {}),
   });
   const lines = [
@@ -74,14 +87,16 @@ export async function runServer(o: ServerDaemonFlags): Promise<void> {
     `Cluster CA: ${server.caCertPath}, fingerprint ${server.caFingerprint}`,
     `Cluster ${server.federation.self.name} (${server.federation.self.id}); federation listener on port ${server.federation.port} (peer with: novacron cluster peer token / peer add)`,
     server.created.admin
-      ? `Created the admin token: ${server.adminTokenPath} (mode 0600). Log in with: novacron login --server ${server.url} --token-file ${server.adminTokenPath} --fingerprint ${server.caFingerprint}`
+      ? `Created the admin token: ${server.adminTokenPath} (mode 0600). Log in with: novacron login --server ${server.url} --token-file ${server.adminTokenPath} --fingerprint ${server.caFingerprint}; then create the first admin user: novacron user create NAME --role admin`
       : `Admin token: ${server.adminTokenPath}`,
     `Add a host: novacron host join-token NAME, then on that host: novacron agent --server ${server.url} --name NAME --join-token <token>`,
+    ...(tracing.enabled ? [tracingLine()] : []),
   ];
   process.stdout.write(`${lines.join("\n")}\n`);
   const signal = await untilSignal();
   process.stderr.write(`${signal}: shutting down the server\n`);
   await server.close();
+  await tracing.shutdown().catch(() => {});
 }
 
 /** Runs the agent in the foreground until a signal. */
@@ -93,6 +108,7 @@ export async function runAgent(o: AgentDaemonFlags): Promise<void> {
     process.env.NOVACRON_JOIN_TOKEN ??
     (o.joinTokenFile ? (await readFile(o.joinTokenFile, "utf8")).trim() : undefined);
   const { host, port } = parseListen(o.listen);
+  const tracing = startTracing({ serviceName: "novacron-agent", version: VERSION, instance: o.name });
   const agent = await startAgent({
     serverUrl: o.server,
     ...(joinToken ? { joinToken } : {}),
@@ -111,11 +127,18 @@ export async function runAgent(o: AgentDaemonFlags): Promise<void> {
     ...(o.qemuPlaintext ? { qemuPlaintext: true } : {}),
   });
   process.stdout.write(
-    `NovaCron agent ${agent.name} serving on ${agent.url}, joined ${o.server} (accelerator: ${agent.accel}; QEMU ${agent.qemu.version} at ${agent.qemu.binary}, q35 = ${agent.qemu.q35Alias})\n`,
+    `NovaCron agent ${agent.name} serving on ${agent.url}, joined ${o.server} (accelerator: ${agent.accel}; QEMU ${agent.qemu.version} at ${agent.qemu.binary}, q35 = ${agent.qemu.q35Alias})\n${tracing.enabled ? `${tracingLine()}\n` : ""}`,
   );
   const signal = await untilSignal();
   process.stderr.write(`${signal}: stopping the agent (VMs keep running)\n`);
   await agent.close();
+  await tracing.shutdown().catch(() => {});
+}
+
+/** Where spans go, for the start-up lines. */
+function tracingLine(): string {
+  const to = process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? process.env.OTEL_EXPORTER_OTLP_ENDPOINT;
+  return `Tracing: spans exported over OTLP/HTTP to ${to}`;
 }
 
 /** What bin/novacron.js hands to the CLI. */

@@ -8,6 +8,7 @@
  */
 import type { Plan } from "../api/types/executions.js";
 import type { ReadQueryable } from "../cluster/store/db.js";
+import { findUserById } from "../cluster/store/users.js";
 import { NovaError } from "../lib/errors.js";
 import { authorize, type Permission, type Principal } from "../policy/permissions.js";
 import { secretRefs } from "./secrets.js";
@@ -44,7 +45,11 @@ export function requiredPermissions(plan: Plan): { step: number | null; permissi
 export function assertMayRun(principal: Principal | undefined, plan: Plan, executionId?: string): void {
   for (const need of requiredPermissions(plan)) {
     if (principal && need.permission && authorize(principal, need.permission)) continue;
-    const who = principal ? `a ${principal.kind} token (${principal.name})` : "an unknown or revoked token";
+    const who = !principal
+      ? "an unknown or revoked token"
+      : principal.kind === "user"
+        ? `user ${principal.name} (role ${principal.role})`
+        : `a ${principal.kind} token (${principal.name})`;
     const what =
       need.step === null ? "this execution" : `step ${need.step + 1} (${plan.steps[need.step]!.kind})`;
     throw new NovaError(
@@ -63,13 +68,19 @@ export function assertMayRun(principal: Principal | undefined, plan: Plan, execu
 }
 
 /**
- * The submitter as it is now: its token's current record (undefined when revoked or
- * gone). Host credentials never submit executions.
+ * The submitter as it is now: its token's current record, or its user's current role
+ * (undefined when revoked or gone). Host credentials never submit executions.
  */
 export async function currentPrincipal(
   q: ReadQueryable,
   actor: { kind: string; id: string },
 ): Promise<Principal | undefined> {
+  if (actor.kind === "user") {
+    // A user acts with the role they have now: a demoted or deleted user's waiting
+    // executions no longer run with the permissions they had when submitting.
+    const user = await findUserById(q, actor.id);
+    return user ? { kind: "user", id: user.id, name: user.username, role: user.role } : undefined;
+  }
   if (actor.kind !== "admin" && actor.kind !== "join") return undefined;
   const { rows } = await q.query<{ id: string; name: string; kind: "admin" | "join"; grants: string[] }>(
     "SELECT id, name, kind, grants FROM api_tokens WHERE id = $1 AND revoked_at IS NULL",

@@ -38,6 +38,7 @@ import {
 import { type ClaimedJob, holdJobLease } from "../cluster/store/executions-queue.js";
 import type { Store } from "../cluster/store/store.js";
 import { describeError, NovaError } from "../lib/errors.js";
+import { contextFromTraceparent, inSpan } from "../lib/tracing.js";
 import type { ExecState } from "../states/execution.js";
 import { STEP_DONE, type StepState } from "../states/step.js";
 import { type ExecConfig, type SlaClass, stepTimeoutMs } from "./config.js";
@@ -89,7 +90,18 @@ export class ExecutionRunner {
   /** The job handler for the execution queue. */
   readonly handle = async (job: ClaimedJob, ctx: JobContext): Promise<void> => {
     const attempt = await ExecutionAttempt.begin(this.deps, job, ctx);
-    await attempt?.run();
+    if (!attempt) return;
+    // One span per attempt, continuing the trace of the request that submitted it.
+    await inSpan(
+      "execution",
+      {
+        "novacron.execution.id": attempt.id,
+        "novacron.execution.attempt": job.attempt,
+        "novacron.exec.worker": ctx.workerId,
+      },
+      () => attempt.run(),
+      contextFromTraceparent(attempt.traceParent),
+    );
   };
 }
 
@@ -233,6 +245,16 @@ class ExecutionAttempt {
     });
   }
 
+  /** The execution this attempt runs. */
+  get id(): string {
+    return this.e.id;
+  }
+
+  /** The trace its submission belongs to (null: not traced). */
+  get traceParent(): string | null {
+    return this.e.traceParent;
+  }
+
   /** Runs the steps; keeps the asset leases renewed and watches for cancel meanwhile. */
   async run(): Promise<void> {
     const id = this.e.id;
@@ -267,7 +289,13 @@ class ExecutionAttempt {
     const total = this.e.plan.steps.length;
     logger.line(null, `attempt ${job.attempt}/${job.maxAttempts} started on ${ctx.workerId}`);
     for (let i = 0; i < total; i++) {
-      if ((await this.runStep(i)) === "stop") return;
+      const def = this.e.plan.steps[i]!;
+      const outcome = await inSpan(
+        `step ${def.kind}`,
+        { "novacron.execution.step": i, "novacron.execution.step_name": this.e.steps[i]?.name },
+        () => this.runStep(i),
+      );
+      if (outcome === "stop") return;
     }
     logger.line(null, `completed: all ${total} steps done`);
     await logger.flush(true);

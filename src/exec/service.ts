@@ -37,6 +37,7 @@ import type { Store } from "../cluster/store/store.js";
 import { getVm } from "../cluster/store/vms.js";
 import { describeError, NovaError } from "../lib/errors.js";
 import { stateChanged } from "../lib/state-machine.js";
+import { currentTraceparent } from "../lib/tracing.js";
 import { authorize, type Principal } from "../policy/permissions.js";
 import { EXECUTION, FINAL_STATES, RETRYABLE_STATES } from "../states/execution.js";
 import type { ExecConfig, SlaClass } from "./config.js";
@@ -106,6 +107,7 @@ export class ExecutionService {
           stepAssets,
           lock: plan.lock ?? "step",
           idempotencyKey: key,
+          traceParent: currentTraceparent(),
           approvalExpiresAt: needsApproval
             ? new Date(
                 Date.now() + (plan.timeouts?.approvalSeconds ?? limits.approvalTimeoutMs / 1000) * 1000,
@@ -218,7 +220,9 @@ export class ExecutionService {
       if (own && !authorize(principal, "executions:approve-own")) {
         throw new NovaError(
           "NOVA_EXEC_SELF_APPROVAL",
-          `Execution ${id} was submitted by this token (${principal.kind}:${principal.name}), which may not approve it as well. Ask another approver, or use a token granted executions:approve-own (novacron token create NAME --grant executions:approve-own).`,
+          principal.kind === "user"
+            ? `Execution ${id} was submitted by you (user ${principal.name}), so you may not approve it as well. Ask another approver.`
+            : `Execution ${id} was submitted by this token (${principal.kind}:${principal.name}), which may not approve it as well. Ask another approver, or use a token granted executions:approve-own (novacron token create NAME --grant executions:approve-own).`,
           { details: { execution: id, submittedBy: e.actor, needs: "executions:approve-own" } },
         );
       }

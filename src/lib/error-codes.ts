@@ -22,7 +22,7 @@ export const ERROR_CODES = {
     status: 401,
     retryable: false,
     description:
-      "No bearer token, or the token is unknown; or a client certificate (or join token) that is not, or no longer, valid.",
+      "No credential (bearer token or session cookie), or the token or session is unknown (logged out, deleted); or a client certificate (or join token) that is not, or no longer, valid.",
   },
   NOVA_TLS_UNTRUSTED: {
     status: 502,
@@ -50,7 +50,50 @@ export const ERROR_CODES = {
   NOVA_FORBIDDEN: {
     status: 403,
     retryable: false,
-    description: "The token is valid but not allowed to do this.",
+    description:
+      "The token or the user is valid but not allowed to do this (details.needs names the permission).",
+  },
+  NOVA_LOGIN_FAILED: {
+    status: 401,
+    retryable: false,
+    description:
+      "Wrong username or password (the two are not told apart); counts towards the account's lock-out and the address's failed-authentication budget.",
+  },
+  NOVA_MFA_REQUIRED: {
+    status: 401,
+    retryable: false,
+    description:
+      "The password is right and the account has a second factor: send the login again with `totp` (the authenticator app's code) or `recoveryCode`.",
+  },
+  NOVA_MFA_INVALID: {
+    status: 401,
+    retryable: false,
+    description:
+      "The TOTP code or recovery code is wrong (or not of the current 30 s window, one either side); counts towards the lock-out.",
+  },
+  NOVA_MFA_REUSED: {
+    status: 401,
+    retryable: false,
+    description:
+      "The TOTP code was already accepted once (wait for the next one), or the recovery code was already used; counts towards the lock-out.",
+  },
+  NOVA_ACCOUNT_LOCKED: {
+    status: 423,
+    retryable: true,
+    description:
+      "The account is locked after repeated failed logins; details.unlocksAt says when it unlocks (an admin can unlock it sooner: novacron user unlock NAME).",
+  },
+  NOVA_SESSION_EXPIRED: {
+    status: 401,
+    retryable: false,
+    description:
+      "The login session ended (idle timeout or absolute lifetime, details say which): log in again.",
+  },
+  NOVA_CSRF_REJECTED: {
+    status: 403,
+    retryable: false,
+    description:
+      "A state-changing request authenticated by the session cookie without the session's CSRF token in X-CSRF-Token, or with a wrong one; nothing was done.",
   },
   NOVA_NOT_FOUND: {
     status: 404,

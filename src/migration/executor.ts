@@ -35,6 +35,7 @@ import type { Store } from "../cluster/store/store.js";
 import { getVm, transitionVm, vmFence } from "../cluster/store/vms.js";
 import { describeError, isNovaError } from "../lib/errors.js";
 import { Reverter } from "../lib/revert.js";
+import { contextFromTraceparent, inSpan, untraced } from "../lib/tracing.js";
 import { MIGRATION } from "../states/migration.js";
 import { HostTarget } from "./host-target.js";
 import {
@@ -81,11 +82,28 @@ export async function runMigration(ctx: RunContext, m: MigrationRecord): Promise
       throw new Error(`migration ${m.id} leaves the cluster, but this server runs no ACP`);
     target = await ctx.clusterTarget(m);
   }
-  const run = new MigrationRun(ctx, m, source, target);
-  await run.run();
-  // Whatever path ended it (completed, rolled back, lost, abandoned), it is final now, or
-  // handed back to the scheduler still active and ended by a later run.
-  await run.reportEnd();
+  // One span per run, continuing the trace of the request that asked for the migration
+  // (its traceparent was stored with it), so one trace covers the request and the run.
+  await inSpan(
+    "migration",
+    {
+      "novacron.migration.id": m.id,
+      "novacron.vm.name": m.vm,
+      "novacron.migration.transport": m.transport,
+      "novacron.migration.source": m.sourceHost,
+      "novacron.migration.target": target.label,
+    },
+    async (span) => {
+      const run = new MigrationRun(ctx, m, source, target);
+      await run.run();
+      // Whatever path ended it (completed, rolled back, lost, abandoned), it is final now,
+      // or handed back to the scheduler still active and ended by a later run.
+      await run.reportEnd();
+      const ended = await getMigration(ctx.store.read, m.id).catch(() => undefined);
+      if (ended) span.setAttribute("novacron.migration.state", ended.state);
+    },
+    contextFromTraceparent(m.traceParent),
+  );
 }
 
 /** What the rollback's undo steps found, for the migration's `rollback` text and the VM's state. */
@@ -155,7 +173,9 @@ class MigrationRun {
           await this.end("failed", action.reason, "");
           return;
         case "rollback":
-          await this.rollBack(action.outcome, action.reason);
+          await inSpan("migration rollback", { "novacron.migration.reason": action.reason }, () =>
+            this.rollBack(action.outcome, action.reason),
+          );
           return;
         case "lost":
           await this.lose(action.reason);
@@ -169,7 +189,14 @@ class MigrationRun {
           return; // the scheduler runs it again: it is still active
       }
       try {
-        const done = await this.perform(action, fresh);
+        // A span per step; the progress polls and the waits between them (five a second)
+        // stay out of the trace.
+        const done =
+          action.kind === "poll" || action.kind === "wait"
+            ? await untraced(() => this.perform(action, fresh))
+            : await inSpan(`migration ${action.kind}`, { "novacron.migration.step": this.step }, () =>
+                this.perform(action, fresh),
+              );
         if (done) return;
         if ("next" in action && action.next !== this.step) {
           this.step = action.next;

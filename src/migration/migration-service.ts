@@ -17,6 +17,7 @@ import { getVm, recordMachineType, transitionVm } from "../cluster/store/vms.js"
 import { checkOwnedHere } from "../cluster/vm-ownership.js";
 import { NovaError } from "../lib/errors.js";
 import { compareMajorMinor, machineTypeSupport } from "../lib/qemu-support.js";
+import { currentTraceparent } from "../lib/tracing.js";
 import { PLACEMENT_LOCK_KEY, placeVm } from "../placement/most-free-memory.js";
 import { HANDOFF_SOURCE } from "../states/handoff.js";
 import { assertActionAllowed } from "../states/vm.js";
@@ -128,6 +129,7 @@ export class MigrationService {
         target: { hostId: targetId },
         options,
         transport: "qemu",
+        traceParent: currentTraceparent(),
       });
       emit(event);
       return id;
@@ -222,6 +224,7 @@ export class MigrationService {
         target: { clusterId: peer.id, clusterName: peer.name, hostName: input.targetHost ?? null },
         options: { ...o, transport: "dwcp" },
         transport: "dwcp",
+        traceParent: currentTraceparent(),
       });
       emit(event);
       return id;

@@ -1,12 +1,15 @@
 /**
  * The permission policy: what a principal may do. Every /v1 route and the execution
- * system's run-time check ask `authorize`, which denies by default. Today's principals:
- * admin tokens (everything), hosts, known by their client certificate (heartbeat), and
- * metrics scrapers, known by theirs (`/metrics` only).
- * The `join` kind is the API join token of old (migration 000006 revoked them all; agents
- * join with one-time host-bound tokens, cluster/store/join-tokens.ts). RBAC roles replace the table in `PERMISSIONS_BY_KIND` later without
- * touching the routes. A leaf: it imports nothing of ours beyond lib and api/types.
+ * system's run-time check ask `authorize`, which denies by default. The principals: admin
+ * tokens (everything), hosts, known by their client certificate (heartbeat), metrics
+ * scrapers, known by theirs (`/metrics` only), and users,
+ * logged in with a password (and a second factor), whose role decides
+ * (`PERMISSIONS_BY_ROLE`). The `join` kind is the API join token of old (migration 000006
+ * revoked them all; agents join with one-time host-bound tokens,
+ * cluster/store/join-tokens.ts). A leaf: it imports nothing of ours beyond lib and
+ * api/types.
  */
+import type { Role } from "../api/types/users.js";
 
 /** What a route may require. */
 export type Permission =
@@ -32,13 +35,20 @@ export type Permission =
   | "federation:write"
   | "metrics:read"
   | "metrics:credentials"
+  | "users:read"
+  | "users:write"
   | "agent:heartbeat";
 
 /** Who is calling. */
 export interface Principal {
-  kind: "admin" | "join" | "host" | "scraper";
+  kind: "admin" | "join" | "host" | "scraper" | "user";
+  /** The token's, host's, scraper certificate's or user's id. */
   id: string;
   name: string;
+  /** A user's role (kind "user" only). */
+  role?: Role;
+  /** The login session a user's request came with (kind "user" only). */
+  sessionId?: string;
   /** Permissions granted to this token beyond its kind's (api_tokens.grants). */
   grants?: readonly string[];
 }
@@ -72,9 +82,11 @@ const ALL: readonly Permission[] = [
   "federation:write",
   "metrics:read",
   "metrics:credentials",
+  "users:read",
+  "users:write",
 ];
 
-const PERMISSIONS_BY_KIND: Record<Principal["kind"], readonly Permission[]> = {
+const PERMISSIONS_BY_KIND: Record<Exclude<Principal["kind"], "user">, readonly Permission[]> = {
   admin: ALL,
   // Old API join tokens hold nothing: agents register with one-time host tokens.
   join: [],
@@ -83,8 +95,51 @@ const PERMISSIONS_BY_KIND: Record<Principal["kind"], readonly Permission[]> = {
   scraper: ["metrics:read"],
 };
 
-/** True when `principal` holds `permission` by its kind or by a grant. Unknown kinds hold nothing. */
+const READ: readonly Permission[] = [
+  "hosts:read",
+  "images:read",
+  "vms:read",
+  "events:read",
+  "executions:read",
+  "federation:read",
+  "metrics:read",
+];
+
+/**
+ * What each user role may do. An operator runs the fleet: hosts (cordon, drain, join
+ * tokens, removal), images, VMs and their migrations, executions (submit, cancel, approve
+ * others'), and reads the federation. Only an admin manages tokens, users, secrets and
+ * peers, and runs the step kinds that reach beyond NovaCron: `host.command` (a command
+ * as root on a host) and `http` (the server calling out), which is why hosts:exec and
+ * executions:http are an admin's. A viewer reads what an operator sees and changes
+ * nothing.
+ */
+export const PERMISSIONS_BY_ROLE: Record<Role, readonly Permission[]> = {
+  admin: ALL,
+  operator: [
+    ...READ,
+    "hosts:write",
+    "images:write",
+    "vms:write",
+    "executions:write",
+    "executions:approve",
+    "secrets:use",
+  ],
+  viewer: READ,
+};
+
+/** Every permission `principal` holds (for `GET /v1/session`, so a UI can hide what it may not do). */
+export function permissionsOf(principal: Principal): Permission[] {
+  const all: Permission[] = [...ALL, ...GRANTABLE_PERMISSIONS, "agent:heartbeat"];
+  return all.filter((p) => authorize(principal, p));
+}
+
+/** True when `principal` holds `permission` by its kind (a user: its role) or by a grant. Unknown kinds hold nothing. */
 export function authorize(principal: Principal, permission: Permission): boolean {
+  if (principal.kind === "user")
+    return (
+      principal.role !== undefined && (PERMISSIONS_BY_ROLE[principal.role]?.includes(permission) ?? false)
+    );
   if (PERMISSIONS_BY_KIND[principal.kind]?.includes(permission)) return true;
   // Grants only ever add the grantable permissions, and only to token kinds that exist.
   return (

@@ -19,12 +19,14 @@ import { claimClusterCa } from "../cluster/store/cluster-ca.js";
 import { getLivePeer, getPeerById } from "../cluster/store/federation.js";
 import { Store } from "../cluster/store/store.js";
 import { countTokens, createToken } from "../cluster/store/tokens.js";
+import { type UserSecurityConfig, UserService } from "../cluster/user-service.js";
 import { VmService } from "../cluster/vm-service.js";
 import { type ExecConfig, loadExecConfig } from "../exec/config.js";
 import { startExecSystem } from "../exec/system.js";
 import { Federation } from "../federation/federation.js";
 import { secureDataDir, tightenTree } from "../lib/data-dir.js";
 import { NovaError } from "../lib/errors.js";
+import { traceLogFields } from "../lib/tracing.js";
 import { AgentCopies } from "../migration/acp-copies.js";
 import { ClusterTarget } from "../migration/cluster-target.js";
 import { MigrationService } from "../migration/migration-service.js";
@@ -70,6 +72,8 @@ export interface ServerOptions {
   federationStaleAfterMs?: number;
   /** How long a hand-off's `prepare` authorises it before it is withdrawn (cluster-target.ts). @defaultValue 600000 */
   acpPrepareTimeoutMs?: number;
+  /** Lock-out after failed logins and session lifetimes (cluster/user-service.ts); unset fields take the defaults. */
+  userSecurity?: Partial<UserSecurityConfig>;
   logger?: Logger;
 }
 
@@ -94,7 +98,8 @@ export interface RunningServer {
 /** Starts a server. */
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
   const log =
-    options.logger ?? pino({ level: process.env.NOVACRON_LOG_LEVEL ?? "info" }, pino.destination(2));
+    options.logger ??
+    pino({ level: process.env.NOVACRON_LOG_LEVEL ?? "info", mixin: traceLogFields }, pino.destination(2));
   await secureDataDir(options.dataDir, log);
   const pki = await loadServerPki({
     dataDir: options.dataDir,
@@ -258,6 +263,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     vms,
     migrations,
     metrics,
+    users: new UserService(store, options.userSecurity),
     logger: log,
     exec,
     agents,

@@ -12,6 +12,7 @@ import { JOB } from "./job.js";
 import { MIGRATION } from "./migration.js";
 import { PEER } from "./peer.js";
 import { STEP } from "./step.js";
+import { USER_MFA } from "./user-mfa.js";
 import { VM } from "./vm.js";
 
 /** A machine with the file that defines it and the column that stores it (if any). */
@@ -33,5 +34,6 @@ export const STATE_MACHINES: readonly CatalogEntry[] = [
   { machine: PEER, source: "states/peer.ts", column: "fed_peers.state" },
   { machine: HANDOFF_SOURCE, source: "states/handoff.ts", column: "acp_outgoing.state" },
   { machine: HANDOFF_TARGET, source: "states/handoff.ts", column: "acp_incoming.state" },
+  { machine: USER_MFA, source: "states/user-mfa.ts", column: "users.mfa_state" },
   { machine: SESSION, source: "dwcp/amst/session-state.ts", column: null },
 ];

@@ -12,8 +12,7 @@ import type { ServerResponse } from "node:http";
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { Type } from "@sinclair/typebox";
 import { latestEventId, listEventsAfter } from "../../cluster/store/events.js";
-import { bearerToken } from "../../lib/bearer.js";
-import { resolvePrincipal } from "../auth.js";
+import { stillValid } from "../auth.js";
 import { rateLimited } from "../limits.js";
 import type { ClusterEvent } from "../types/events.js";
 import type { RouteDeps } from "./deps.js";
@@ -44,7 +43,7 @@ function drained(res: ServerResponse, ms: number): Promise<boolean> {
 /** SSE event stream. */
 export const eventRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (
   app,
-  { store, guard, streams, limits },
+  { store, users, guard, streams, limits },
 ) => {
   app.get(
     "/v1/events",
@@ -61,7 +60,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (
       const header = req.headers["last-event-id"];
       const fromHeader = typeof header === "string" && /^\d+$/.test(header) ? Number(header) : undefined;
       let cursor = fromHeader ?? req.query.since ?? (await latestEventId(store.read));
-      const token = bearerToken(req);
+      const credential = req.credential!;
       const res = reply.raw;
 
       let ended = false;
@@ -75,7 +74,8 @@ export const eventRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (
         else res.destroy();
         setTimeout(() => res.destroy(), 1000).unref();
       };
-      const slot = streams.open(req.principal!.id, end);
+      // A user's streams are counted and ended per login session (logging out ends them).
+      const slot = streams.open(req.principal!.sessionId ?? req.principal!.id, end);
       if (typeof slot === "string") throw rateLimited(reply, slot, STREAM_RETRY_AFTER_S);
       const held = slot;
 
@@ -117,13 +117,14 @@ export const eventRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (
         if (pending.length > MAX_PENDING_EVENTS)
           end("the client reads too slowly to follow; resume with Last-Event-ID");
       });
-      // The heartbeat keeps idle proxies open and re-checks the token, so a revocation
-      // made by another process also ends the stream within one beat.
+      // The heartbeat keeps idle proxies open and re-checks the credential, so a
+      // revocation made by another process, or a session that ended, also ends the stream
+      // within one beat.
       const heartbeat = setInterval(() => {
         write(": keep-alive\n\n");
-        resolvePrincipal(store.read, token).then(
-          (p) => {
-            if (!p) end("token revoked");
+        stillValid({ read: () => store.read, users }, credential).then(
+          (valid) => {
+            if (!valid) end(credential.kind === "session" ? "session ended" : "token revoked");
           },
           () => {},
         );

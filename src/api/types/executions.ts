@@ -243,6 +243,9 @@ export const Execution = Type.Object({
   steps: Type.Array(ExecutionStep),
   plan: Type.Record(Type.String(), Type.Unknown()),
   duplicate: Type.Optional(Type.Boolean({ description: "True when an idempotent resubmission matched it" })),
+  traceId: Type.Optional(
+    Type.String({ description: "The OpenTelemetry trace its submission and runs belong to, when traced" }),
+  ),
 });
 export type Execution = Static<typeof Execution>;
 

@@ -233,6 +233,9 @@ export const Migration = Type.Object({
   createdAt: Type.String({ format: "date-time" }),
   startedAt: Type.Union([Type.String({ format: "date-time" }), Type.Null()]),
   finishedAt: Type.Union([Type.String({ format: "date-time" }), Type.Null()]),
+  traceId: Type.Optional(
+    Type.String({ description: "The OpenTelemetry trace its request and run belong to, when traced" }),
+  ),
 });
 export type Migration = Static<typeof Migration>;
 

@@ -26,6 +26,10 @@ export interface ServerDaemonFlags {
   clusterName?: string;
   federationPort?: string;
   advertiseHost?: string;
+  loginMaxFailures: string;
+  loginLockout: string;
+  sessionIdleTimeout: string;
+  sessionLifetime: string;
 }
 
 /** The flags of `novacron agent`, as commander parses them. */
@@ -124,6 +128,26 @@ export function registerDaemonCommands(program: Command, loadLauncher?: LoadDaem
     .option(
       "--advertise-host <host>",
       "the host name or address other clusters reach this server at (default: the --listen host, or this machine's name when that is 0.0.0.0)",
+    )
+    .option(
+      "--login-max-failures <n>",
+      "failed password or second-factor attempts that lock a user's account (NOVA_ACCOUNT_LOCKED)",
+      "5",
+    )
+    .option(
+      "--login-lockout <seconds>",
+      "how long a locked account stays locked (and how long failed attempts are remembered)",
+      "900",
+    )
+    .option(
+      "--session-idle-timeout <seconds>",
+      "a login session ends after this long without a request",
+      "1800",
+    )
+    .option(
+      "--session-lifetime <seconds>",
+      "a login session ends this long after login, used or not",
+      "43200",
     )
     .action(async (o: ServerDaemonFlags) => {
       await (await launcher()).runServer(o);

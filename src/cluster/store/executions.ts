@@ -35,6 +35,7 @@ interface ExecRow {
   state_reason: string;
   assets: string[];
   lock_scope: "step" | "execution";
+  trace_parent: string | null;
   idempotency_key: string | null;
   job_id: number | null;
   current_step: number;
@@ -81,6 +82,8 @@ export interface ExecutionRecord extends Omit<Execution, "steps"> {
   actorId: string;
   actorName: string;
   deadlineAt: string | null;
+  /** The W3C traceparent of the request that submitted it (null: not traced). */
+  traceParent: string | null;
   steps: StepRecord[];
 }
 
@@ -140,14 +143,16 @@ function toExecution(r: ExecRow, steps: StepRecord[]): ExecutionRecord {
     startedAt: iso(r.started_at),
     finishedAt: iso(r.finished_at),
     plan: r.plan,
+    traceParent: r.trace_parent,
     steps,
   };
 }
 
 /** The API view. */
 export function publicExecution(e: ExecutionRecord): Execution {
-  const { actorKind: _k, actorId: _i, actorName: _n, deadlineAt: _d, steps, ...rest } = e;
-  return { ...rest, steps: steps.map(({ checkpoint: _c, ...s }) => s) };
+  const { actorKind: _k, actorId: _i, actorName: _n, deadlineAt: _d, traceParent, steps, ...rest } = e;
+  const traceId = traceParent?.split("-")[1];
+  return { ...rest, ...(traceId ? { traceId } : {}), steps: steps.map(({ checkpoint: _c, ...s }) => s) };
 }
 
 /** What a new execution is made of (validated and normalised by the service). */
@@ -167,6 +172,8 @@ export interface NewExecution {
   lock: LockScope;
   idempotencyKey: string | null;
   approvalExpiresAt: Date | null;
+  /** The trace the run continues (lib/tracing.ts currentTraceparent). */
+  traceParent?: string | null;
 }
 
 /** Inserts an execution and its steps; returns its id and creation event. */
@@ -177,8 +184,8 @@ export async function insertExecution(
 ): Promise<{ id: string; event: ClusterEvent }> {
   await q.query(
     `INSERT INTO executions (id, name, tenant, actor_kind, actor_id, actor_name, plan, sla_class, mode, priority,
-       state, state_reason, assets, idempotency_key, approval_expires_at, lock_scope)
-     VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
+       state, state_reason, assets, idempotency_key, approval_expires_at, lock_scope, trace_parent)
+     VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
     [
       id,
       e.name,
@@ -196,6 +203,7 @@ export async function insertExecution(
       e.idempotencyKey,
       e.approvalExpiresAt,
       e.lock,
+      e.traceParent ?? null,
     ],
   );
   // Per-step asset lists travel as JSON text: unnest() flattens a two-dimensional array.

@@ -20,6 +20,7 @@ interface MigrationRow {
   id: string;
   vm_id: string | null;
   vm_name: string;
+  trace_parent: string | null;
   source_host_id: string;
   target_host_id: string | null;
   target_cluster_id: string | null;
@@ -47,6 +48,8 @@ export interface MigrationRecord extends Migration {
   /** The destination cluster's id when the migration leaves this cluster. */
   targetClusterId: string | null;
   options: MigrationOptions;
+  /** The W3C traceparent of the request that asked for it (null: not traced). */
+  traceParent: string | null;
 }
 
 const SELECT = `
@@ -77,13 +80,15 @@ function toMigration(r: MigrationRow): MigrationRecord {
     createdAt: new Date(r.created_at).toISOString(),
     startedAt: iso(r.started_at),
     finishedAt: iso(r.finished_at),
+    traceParent: r.trace_parent,
   };
 }
 
-/** Strips internal fields for API output. */
+/** Strips internal fields for API output; the trace is given by its id alone. */
 export function publicMigration(m: MigrationRecord): Migration {
-  const { sourceHostId: _s, targetHostId: _t, targetClusterId: _c, ...rest } = m;
-  return rest;
+  const { sourceHostId: _s, targetHostId: _t, targetClusterId: _c, traceParent, ...rest } = m;
+  const traceId = traceParent?.split("-")[1];
+  return { ...rest, ...(traceId ? { traceId } : {}) };
 }
 
 /** Migrations, newest first; `activeOnly` (not in a final state of the machine) for the scheduler. */
@@ -139,6 +144,8 @@ export async function insertMigration(
     sourceHostId: string;
     /** A host of this cluster, or a cluster (and maybe a host name there). */
     target: { hostId: string } | { clusterId: string; clusterName: string; hostName: string | null };
+    /** The trace the migration's run continues (lib/tracing.ts currentTraceparent). */
+    traceParent?: string | null;
     options: MigrationOptions;
     transport: string;
   },
@@ -146,8 +153,8 @@ export async function insertMigration(
   const id = randomUUID();
   const t = m.target;
   await q.query(
-    `INSERT INTO migrations (id, vm_id, vm_name, source_host_id, target_host_id, target_cluster_id, target_cluster_name, target_host_name, state, options, transport)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9::jsonb, $10)`,
+    `INSERT INTO migrations (id, vm_id, vm_name, source_host_id, target_host_id, target_cluster_id, target_cluster_name, target_host_name, state, options, transport, trace_parent)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9::jsonb, $10, $11)`,
     [
       id,
       m.vmId,
@@ -159,6 +166,7 @@ export async function insertMigration(
       "clusterId" in t ? t.hostName : null,
       JSON.stringify(m.options),
       m.transport,
+      m.traceParent ?? null,
     ],
   );
   const event = await appendEvent(q, {
