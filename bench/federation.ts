@@ -358,7 +358,7 @@ interface Metrics {
 }
 
 async function metricsOf(c: Cluster): Promise<Metrics> {
-  const res = await c.fetch(`${c.apiBase}/metrics`);
+  const res = await c.fetch(`${c.apiBase}/metrics`, { headers: { authorization: `Bearer ${c.token}` } });
   const text = await res.text();
   const m: Metrics = { sent: 0, received: 0, records: {} };
   for (const line of text.split("\n")) {

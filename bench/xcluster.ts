@@ -142,7 +142,9 @@ const QEMU_VERSION = (await probeQemu()).version;
 
 /** A server's novacron_acp_* samples, by name and labels. */
 async function acpCounters(c: LocalCluster): Promise<Record<string, number>> {
-  const text = await (await c.fetch("/metrics")).text();
+  const text = await (
+    await c.fetch("/metrics", { headers: { authorization: `Bearer ${c.adminToken}` } })
+  ).text();
   const out: Record<string, number> = {};
   for (const l of text.split("\n")) {
     if (!l.startsWith("novacron_acp_")) continue;

@@ -66,6 +66,8 @@ const HOST_PACKAGES = [
   ["chromium", () => existsSync("/usr/bin/chromium")],
   // certutil: that suite trusts the cluster CA in a private NSS database, as a browser would.
   ["libnss3-tools", () => has("certutil")],
+  // The alert rules in deploy/prometheus/ are checked and unit-tested by promtool.
+  ["prometheus", () => has("promtool")],
 ];
 
 function has(cmd) {

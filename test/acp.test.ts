@@ -99,7 +99,7 @@ describe("ACP between two servers", () => {
   it("counts every round trip at both ends and every transaction the hand-off committed", async () => {
     /** The novacron_acp_* samples of a server, by name and labels. */
     const acpMetrics = async (c: TestCluster) => {
-      const text = (await c.server.app.inject({ method: "GET", url: "/metrics" })).body;
+      const text = await c.metrics();
       return Object.fromEntries(
         text
           .split("\n")

@@ -96,10 +96,10 @@ describe.skipIf(unavailable !== null)("HDE over an emulated WAN link", () => {
     expect(second.written).toBe(4096);
     expect(second.wire / first.wire).toBeLessThan(0.15);
     const text = await registry.metrics();
-    expect(text).toMatch(/dwcp_mode\{mode="(internet|hybrid|datacenter)"\} 1/);
+    expect(text).toMatch(/novacron_dwcp_mode\{mode="(internet|hybrid|datacenter)"\} 1/);
     // Pass 2: every unchanged non-zero page is a reference.
     expect(second.sent.ref / second.sent.pages).toBeGreaterThan(0.5);
-    expect(text).toContain(`dwcp_hde_dedup_ratio ${second.sent.ref / second.sent.pages}`);
+    expect(text).toContain(`novacron_dwcp_hde_dedup_ratio ${second.sent.ref / second.sent.pages}`);
   });
 
   it("detects a corrupted receiver cache and falls back to full pages, still exact", async () => {

@@ -297,7 +297,9 @@ describe("a real VM end to end", () => {
   it("exposes health and Prometheus metrics with VM states", async () => {
     const health = await c.fetch("/healthz");
     expect(health.status).toBe(200);
-    const metrics = await (await c.fetch("/metrics")).text();
+    const metrics = await (
+      await c.fetch("/metrics", { headers: { authorization: `Bearer ${c.adminToken}` } })
+    ).text();
     expect(metrics).toMatch(/novacron_vms\{state="running"\} 1/);
     expect(metrics).toContain("novacron_http_requests_total");
     const token = await readFile(`${c.dir}/server/admin.token`);

@@ -259,7 +259,9 @@ describe.each(ENGINES.map((e, i) => ({ ...e, port: 17990 + i })))(
         listening: true,
       });
       expect(Number(health.executionWorkers.size)).toBeGreaterThanOrEqual(2);
-      const metrics = await (await fetch(`${url}/metrics`)).text();
+      const metrics = await (
+        await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${admin}` } })
+      ).text();
       expect(metrics).toMatch(/^novacron_executions\{state="completed"\} [1-9]/m);
       expect(metrics).toMatch(/^novacron_exec_dlq_size 0$/m);
       expect(metrics).toMatch(

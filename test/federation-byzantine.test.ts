@@ -34,7 +34,7 @@ describe("federation: a misbehaving peer is detected and quarantined", () => {
         .map((v) => [v.id, v.state]),
     );
   const metric = async (kind: string): Promise<number> => {
-    const text = await victim.server.app.inject({ method: "GET", url: "/metrics" }).then((r) => r.body);
+    const text = await victim.metrics();
     const m = new RegExp(`^novacron_federation_violations_total\\{kind="${kind}"\\} (\\d+)`, "m").exec(text);
     return m ? Number(m[1]) : 0;
   };

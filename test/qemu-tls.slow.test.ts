@@ -14,6 +14,7 @@
 //   relay is a TLS client of the destination's migration listener, which stays on the
 //   data address, and the NBD export has moved to 127.0.0.1.
 import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import net from "node:net";
@@ -23,12 +24,14 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "../src/agent/free-port.js";
 import type { AgentIncomingEndpoints } from "../src/api/types/agent.js";
-import { queryBlockExports, queryMigrate } from "../src/compute/qemu/commands.js";
-import { addTlsCreds, nodeTlsClientOptions } from "../src/compute/qemu/qemu-tls.js";
+import { nbdServerStart, queryBlockExports, queryMigrate } from "../src/compute/qemu/commands.js";
+import { addTlsCreds, nodeTlsClientOptions, tlsAuthzId } from "../src/compute/qemu/qemu-tls.js";
 import { QmpClient } from "../src/compute/qemu/qmp.js";
 import { writeQemuTlsDir } from "../src/compute/qemu/tls-dir.js";
 import { waitFor } from "../src/lib/wait.js";
 import { connectLocal } from "../src/migration/dwcp/socket-io.js";
+import { createCsr } from "../src/security/pki.js";
+import { loadServerPki } from "../src/server/server-pki.js";
 import { haveOpenssl, makeTestCa, type TestCa } from "../src/testing/tls-fixtures.js";
 import { ADDR_A, ADDR_B, WanLink } from "../src/testing/wanem/link.js";
 import { emulatorUnavailableReason } from "../src/testing/wanem/netns.js";
@@ -183,6 +186,7 @@ describe.skipIf(missing !== null)("QEMU's listeners with TLS", { timeout: 240_00
         await qmp.execute("nbd-server-start", {
           addr: { type: "inet", data: { host: "127.0.0.1", port: String(nbdPort) } },
           "tls-creds": creds,
+          "tls-authz": tlsAuthzId(creds),
         });
         await qmp.execute("block-export-add", {
           type: "nbd",
@@ -191,7 +195,7 @@ describe.skipIf(missing !== null)("QEMU's listeners with TLS", { timeout: 240_00
           name: "e",
           writable: true,
         });
-        await qmp.execute("migrate-set-parameters", { "tls-creds": creds });
+        await qmp.execute("migrate-set-parameters", { "tls-creds": creds, "tls-authz": tlsAuthzId(creds) });
         await qmp.execute("migrate-incoming", { uri: `tcp:127.0.0.1:${migratePort}` });
 
         await sendGarbage("127.0.0.1", migratePort, Buffer.from("QEVM\0\0\0\x03garbage".repeat(64)));
@@ -226,6 +230,95 @@ describe.skipIf(missing !== null)("QEMU's listeners with TLS", { timeout: 240_00
           host: "127.0.0.1",
           port: migratePort,
           tls: nodeTlsClientOptions({ dir: tlsDir }, "dst.test"),
+        });
+        expect((relay as tls.TLSSocket).authorized).toBe(true);
+        relay.destroy();
+        await qmp.close();
+      } finally {
+        qemu.kill("SIGKILL");
+        await exited;
+      }
+    },
+  );
+
+  it.each(binaries)(
+    "%s refuses a metrics scraper's certificate of the cluster CA on both listeners, and takes a host's",
+    async (bin) => {
+      const run = await mkdtemp(path.join(dir, "scraper-"));
+      // The cluster PKI as the server runs it: its CA, a host's certificate, a scraper's.
+      const pki = await loadServerPki({ dataDir: path.join(run, "server") });
+      const hostCsr = await createCsr("127.0.0.1");
+      const hostCert = await pki.issueHostCert(hostCsr.csrPem, { id: randomUUID(), name: "127.0.0.1" });
+      const scraperCsr = await createCsr("scraper-prom");
+      const scraperCert = await pki.issueScraperCert(scraperCsr.csrPem, "prom", 30);
+      const asHost = { caPem: pki.ca.certPem, certPem: hostCert, keyPem: hostCsr.keyPem };
+      const asScraper = { caPem: pki.ca.certPem, certPem: scraperCert, keyPem: scraperCsr.keyPem };
+      const tlsDir = await writeQemuTlsDir(path.join(run, "tls"), asHost);
+      const scraperDir = await writeQemuTlsDir(path.join(run, "tls-scraper"), asScraper);
+      const qmpPath = path.join(run, "qmp.sock");
+      const qemu: ChildProcess = spawn(
+        bin,
+        [
+          ...["-machine", "none", "-nodefaults", "-display", "none", "-incoming", "defer"],
+          ...["-qmp", `unix:${qmpPath},server=on,wait=off`],
+          ...["-blockdev", "driver=null-co,node-name=disk0,size=67108864"],
+        ],
+        { stdio: "ignore" },
+      );
+      const exited = new Promise<number | null>((r) => qemu.once("exit", r));
+      try {
+        const qmp = await waitFor(() => QmpClient.connect(qmpPath).catch(() => undefined), {
+          timeoutMs: 20_000,
+          what: "QEMU's QMP socket",
+        });
+        const creds = await addTlsCreds(qmp, { id: "nc-tls-server-s", dir: tlsDir, endpoint: "server" });
+        const nbdPort = await freePort("127.0.0.1");
+        const migratePort = await freePort("127.0.0.1");
+        // What the agent does for an incoming migration (startNbdExport, startIncoming).
+        await nbdServerStart(qmp, {
+          host: "127.0.0.1",
+          port: nbdPort,
+          tlsCreds: creds,
+          tlsAuthz: tlsAuthzId(creds),
+        });
+        await qmp.execute("block-export-add", {
+          type: "nbd",
+          id: "e",
+          "node-name": "disk0",
+          name: "e",
+          writable: true,
+        });
+        await qmp.execute("migrate-set-parameters", { "tls-creds": creds, "tls-authz": tlsAuthzId(creds) });
+        await qmp.execute("migrate-incoming", { uri: `tcp:127.0.0.1:${migratePort}` });
+
+        // NBD over TLS as QEMU's own client does it (the source's block mirror): the scraper
+        // is refused, the host gets in.
+        const nbdInfo = (tls: string) =>
+          execFileAsync(
+            "qemu-img",
+            [
+              "info",
+              "--object",
+              `tls-creds-x509,id=tls0,dir=${tls},endpoint=client`,
+              "--image-opts",
+              `driver=nbd,host=127.0.0.1,port=${nbdPort},export=e,tls-creds=tls0`,
+            ],
+            { timeout: 20_000 },
+          );
+        await expect(nbdInfo(scraperDir)).rejects.toThrow();
+        expect((await nbdInfo(tlsDir)).stdout).toMatch(/virtual size: 64 MiB/);
+
+        // The migration port: the scraper's handshake is refused without an answer.
+        console.log(
+          `[qemu-tls] ${bin}: a scraper's certificate on the migration port: ${await rogueTls("127.0.0.1", migratePort, { ca: pki.ca.certPem, cert: scraperCert, key: scraperCsr.keyPem })}`,
+        );
+        expect(qemu.exitCode).toBeNull();
+        expect((await queryMigrate(qmp)).status ?? "none").not.toBe("failed");
+        // A host's certificate still gets in (as a source QEMU or the DWCP relay would).
+        const relay = await connectLocal({
+          host: "127.0.0.1",
+          port: migratePort,
+          tls: nodeTlsClientOptions({ dir: tlsDir }, "127.0.0.1"),
         });
         expect((relay as tls.TLSSocket).authorized).toBe(true);
         relay.destroy();

@@ -1,9 +1,11 @@
 /**
  * The agent's HTTPS API (`/agent/v1/...`, docs/agent-protocol.md): put a VM in a power
  * state, delete it, read its console, import an image file into the host's image store,
- * run allowlisted commands, migrate. Mutual TLS: the handshake needs a certificate from
- * the cluster CA, and every route but blob downloads needs the server's; a blob download
- * (by another host) needs a cluster certificate and a one-time ticket.
+ * run allowlisted commands, migrate; and `/metrics`. Mutual TLS: the handshake needs a
+ * certificate from the cluster CA, and every route but blob downloads and `/metrics` needs
+ * the server's; a blob download (by another host) needs a host certificate and a one-time
+ * ticket; `/metrics` takes the server's or a metrics scraper's certificate, and a
+ * scraper's certificate opens nothing else.
  * Bounded like the server's API (lib/http-limits.ts): a slow or silent client is cut
  * off within seconds.
  */
@@ -16,6 +18,7 @@ import type { TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
 import { Type } from "@sinclair/typebox";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from "fastify";
 import type { Logger } from "pino";
+import type { Registry } from "prom-client";
 import {
   AgentBlob,
   AgentImageImportPost,
@@ -76,6 +79,8 @@ export interface AgentApiDeps {
   logger: Logger;
   /** The host command allowlist. @defaultValue `<data dir>/host-commands.json` (next to tmpDir) */
   commandAllowlistFile?: string;
+  /** The agent's metrics (agent-metrics.ts), served on /metrics; absent: no /metrics route. */
+  metrics?: Registry;
 }
 
 /** The agent API's TLS material. */
@@ -122,6 +127,11 @@ export function buildAgentApi(deps: AgentApiDeps): FastifyInstance {
     const caller = callerOf(req);
     if (!caller || caller.role === "unknown")
       throw new NovaError("NOVA_UNAUTHENTICATED", "A NovaCron cluster certificate is required.");
+    // Prometheus with a scraper certificate (novacron metrics credentials) reads /metrics only.
+    if (req.routeOptions.url === "/metrics" && (caller.role === "scraper" || caller.role === "server"))
+      return;
+    if (caller.role === "scraper")
+      throw new NovaError("NOVA_FORBIDDEN", "A metrics scraper's certificate may read /metrics only.");
     if (req.url === "/healthz") return;
     // Another host may download a blob (with a one-time ticket the server got for it).
     if (req.routeOptions.url === "/agent/v1/images/:digest/blob") return;
@@ -130,6 +140,14 @@ export function buildAgentApi(deps: AgentApiDeps): FastifyInstance {
   });
 
   app.get("/healthz", async () => ({ status: "ok" }));
+
+  const registry = deps.metrics;
+  if (registry) {
+    app.get("/metrics", async (_req, reply) => {
+      reply.header("content-type", registry.contentType);
+      return registry.metrics();
+    });
+  }
 
   app.get("/agent/v1/vms", async () => ({ vms: deps.vms.list() }));
 

@@ -24,6 +24,7 @@ import { clusterFetch, peerIdentityError } from "../security/tls-client.js";
 import { VERSION } from "../version.js";
 import { type AgentApiTls, agentTlsOptions, buildAgentApi } from "./agent-api.js";
 import { AgentIdentityFiles } from "./agent-identity.js";
+import { createAgentMetrics } from "./agent-metrics.js";
 import { BlobTickets } from "./blob-tickets.js";
 import { AgentDwcp, type AgentDwcpTls } from "./dwcp-transport.js";
 import { FenceStore } from "./fence-store.js";
@@ -112,7 +113,19 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   const serverUrl = o.serverUrl.replace(/\/+$/, "");
   const saved = await new AgentIdentityFiles(o.dataDir).load(serverUrl);
   // Before any VM is touched: the tokens held and, when already joined, whose cluster this is.
-  const fences = new FenceStore({ dataDir: o.dataDir });
+  // Before the parts that feed it; it reads the VMs and certificates only when scraped.
+  let heldTls: AgentApiTls | undefined = saved ?? undefined;
+  const metrics = createAgentMetrics({
+    vms: () => vms.list(),
+    certificates: () =>
+      heldTls
+        ? [
+            { certificate: "host", pem: heldTls.certPem },
+            { certificate: "ca", pem: heldTls.caPem },
+          ]
+        : [],
+  });
+  const fences = new FenceStore({ dataDir: o.dataDir, onRefusal: (r) => metrics.fenceRefused(r) });
   await fences.init();
   if (saved?.clusterId) fences.setOwnCluster(saved.clusterId);
 
@@ -133,6 +146,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   // Until the agent has joined, the API and DWCP serve with a throwaway certificate and
   // trust no client, so nothing reaches them; joining swaps in the host's identity.
   const apiTls: AgentApiTls = saved ?? (await provisionalTls());
+
   const dwcpTlsOf = (t: AgentApiTls): AgentDwcpTls => ({
     ca: t.caPem,
     cert: t.certPem,
@@ -154,6 +168,8 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
           images,
           tmpDir: path.join(o.dataDir, "tmp"),
           onImagesChanged: () => link?.beat(),
+          metrics: metrics.dwcp,
+          onImageBlobPulled: (b) => metrics.imageBlobPulled(b),
           ...(o.dwcpPlaintext ? { plaintext: true } : { tls: dwcpTlsOf(apiTls) }),
         });
   if (dwcp) log.info({ dwcp: dwcp.endpoint, tls: dwcp.secure }, "DWCP listening");
@@ -187,6 +203,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     ...(qemuPlaintext ? {} : { qemuTls: { dir: qemuTlsDir } }),
     qemuPlaintext,
     logger: log.child({ component: "agent-api" }),
+    metrics: metrics.registry,
   });
   await api.listen({ host: o.host ?? "127.0.0.1", port: o.port ?? 7800 });
   const address = api.server.address();
@@ -219,6 +236,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     serverUrl,
     ...(o.joinToken ? { joinToken: o.joinToken } : {}),
     onIdentity: (identity) => {
+      heldTls = identity;
       if (identity.clusterId) fences.setOwnCluster(identity.clusterId);
       (api.server as unknown as TlsServer).setSecureContext(agentTlsOptions(identity));
       dwcp?.updateTls(dwcpTlsOf(identity));

@@ -38,6 +38,7 @@ import type { Channel } from "../dwcp/amst/channel.js";
 import { dialSession } from "../dwcp/amst/dial.js";
 import { DwcpListener } from "../dwcp/amst/listen.js";
 import type { DwcpSession } from "../dwcp/amst/session.js";
+import type { DwcpMetrics } from "../dwcp/metrics.js";
 import { PathMemory } from "../dwcp/pba/path-memory.js";
 import { NovaError } from "../lib/errors.js";
 import { KeyedSpans } from "../lib/tracing.js";
@@ -100,6 +101,10 @@ export interface AgentDwcpOptions {
   tmpDir?: string;
   /** Called when a pull added a blob to the store (the next heartbeat reports it). */
   onImagesChanged?: () => void;
+  /** The agent's DWCP metrics (agent-metrics.ts), fed by the migrations it sends. */
+  metrics?: DwcpMetrics;
+  /** Told of each image blob pulled from another cluster (ImagePullsDeps.onBlobPulled). */
+  onImageBlobPulled?: (bytes: { logicalBytes: number; wireBytes: number }) => void;
 }
 
 /**
@@ -154,12 +159,18 @@ export class AgentDwcp {
           dial: (to, peerCaPem) => this.dialPeer(to, peerCaPem),
           tmpDir: o.tmpDir ?? path.join(o.dataDir, "tmp"),
           onImagesChanged: o.onImagesChanged ?? (() => {}),
+          ...(o.onImageBlobPulled ? { onBlobPulled: o.onImageBlobPulled } : {}),
         })
       : null;
     const paths = new PathMemory(path.join(o.dataDir, "dwcp", "paths.json"));
     if (paths.loadError)
       o.log.warn({ err: paths.loadError }, "DWCP path memory ignored; paths are measured afresh");
-    this.source = new DwcpSource(this.pages, (to) => (this.tls ? clientTls(this.tls, to) : null), paths);
+    this.source = new DwcpSource(
+      this.pages,
+      (to) => (this.tls ? clientTls(this.tls, to) : null),
+      paths,
+      o.metrics,
+    );
     void this.acceptLoop();
   }
 

@@ -23,6 +23,8 @@ export interface FenceStoreOptions {
    * (at its first registration after start) before it is refused. @defaultValue 10000
    */
   ownClusterWaitMs?: number;
+  /** Told of every refusal, by its kind (agent-metrics.ts counts them). */
+  onRefusal?: (refusal: string) => void;
 }
 
 const VM_ID = /^[0-9a-f-]{36}$/;
@@ -37,9 +39,11 @@ export class FenceStore {
   private ownKnown: () => void = () => {};
   private readonly ownLearned: Promise<void>;
   private readonly ownClusterWaitMs: number;
+  private readonly onRefusal: (refusal: string) => void;
 
   constructor(o: FenceStoreOptions) {
     this.dir = path.join(o.dataDir, "fences");
+    this.onRefusal = o.onRefusal ?? (() => {});
     this.ownClusterWaitMs = o.ownClusterWaitMs ?? 10_000;
     this.ownLearned = new Promise((resolve) => {
       this.ownKnown = resolve;
@@ -113,6 +117,7 @@ export class FenceStore {
     got: FenceToken | undefined,
   ): NovaError {
     const refusal = verdict.refusal ?? "other-owner";
+    this.onRefusal(refusal);
     return new NovaError(
       "NOVA_ACP_FENCED",
       `Refused to start or resume VM ${vmId}: ${fenceRefusalText(refusal, verdict.hold, got, this.own)}.`,

@@ -1,7 +1,7 @@
 /**
  * Builds the server's Fastify app: schemas as the one definition (validation, types,
- * OpenAPI at /v1/openapi.json), auth on every /v1 route, one error shape, /healthz,
- * /metrics, and the resource routes; bounded by limits.ts (HTTP timeouts, connection cap,
+ * OpenAPI at /v1/openapi.json), auth on every /v1 route and /metrics, one error shape,
+ * /healthz, and the resource routes; bounded by limits.ts (HTTP timeouts, connection cap,
  * rate limits per address, per token and for failed authentications, event stream caps),
  * and the web console's files at `/` (routes/console.ts).
  */
@@ -53,6 +53,7 @@ import { executionRoutes } from "./routes/executions.js";
 import { federationRoutes } from "./routes/federation.js";
 import { hostRoutes } from "./routes/hosts.js";
 import { imageRoutes } from "./routes/images.js";
+import { metricsRoutes } from "./routes/metrics.js";
 import { migrationRoutes } from "./routes/migrations.js";
 import { sessionRoutes } from "./routes/session.js";
 import { tokenRoutes } from "./routes/tokens.js";
@@ -87,6 +88,8 @@ export interface AppDeps {
   limits?: Partial<ApiLimits>;
   /** The built web console to serve at `/` (default dist/console; null: serve none). */
   consoleDir?: string | null;
+  /** Signs a metrics scraper's CSR with the cluster CA (server-pki.ts); absent: the route refuses. */
+  issueScraperCert?: (csrPem: string, name: string, validDays: number) => Promise<string>;
 }
 
 /** The TLS server options of the API: TLS 1.3, client certificates optional but verified. */
@@ -249,11 +252,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     }
   });
 
-  app.get("/metrics", { schema: { hide: true } }, async (_req, reply) => {
-    reply.header("content-type", deps.metrics.registry.contentType);
-    return deps.metrics.registry.metrics();
-  });
-
   app.get("/v1/openapi.json", { schema: { hide: true }, onRequest: guard("hosts:read") }, async () =>
     app.swagger(),
   );
@@ -265,6 +263,18 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(eventRoutes, routeDeps);
   await app.register(agentRoutes, routeDeps);
   await app.register(tokenRoutes, routeDeps);
+  await app.register(metricsRoutes, {
+    ...routeDeps,
+    registry: deps.metrics.registry,
+    scrapers: {
+      caPem: deps.https.ca,
+      issue:
+        deps.issueScraperCert ??
+        (() => {
+          throw new NovaError("NOVA_CONFLICT", "This server issues no scraper certificates.");
+        }),
+    },
+  });
   await app.register(sessionRoutes, routeDeps);
   await app.register(userRoutes, routeDeps);
   if (deps.exec) {

@@ -3,8 +3,9 @@
  * permission it needs; an onRequest hook — before the body is read, so an unauthenticated
  * caller learns nothing from validation — resolves the caller to a principal — an API token
  * or a user's session token from the bearer header, a user's session from the console's
- * cookie (whose state-changing requests must carry the CSRF token, csrf.ts), or a host
- * from the client certificate its TLS connection presented — and asks `authorize`
+ * cookie (whose state-changing requests must carry the CSRF token, csrf.ts), or a host or
+ * a metrics scraper from the client certificate its TLS connection presented — and asks
+ * `authorize`
  * (policy/permissions.ts), which denies by default.
  */
 import { TLSSocket } from "node:tls";
@@ -70,6 +71,17 @@ export async function hostFromCertificate(
   const host = await findHostByCertSerial(q, cert.serial);
   if (!host || host.id !== identity.hostId) return undefined;
   return { kind: "host", id: host.id, name: host.name };
+}
+
+/**
+ * The metrics scraper a request's client certificate names (`novacron metrics
+ * credentials`): any certificate of the cluster CA with the scraper identity. Its only
+ * permission is metrics:read.
+ */
+export function scraperFromCertificate(request: FastifyRequest): Principal | undefined {
+  const cert = verifiedPeerCert(request);
+  if (!cert || identityOf(cert.uris).role !== "scraper") return undefined;
+  return { kind: "scraper", id: cert.serial, name: `scraper ${cert.serial}` };
 }
 
 /** How a request proved who it is: kept on the request so a long stream can check it again. */
@@ -140,12 +152,14 @@ export async function authenticate(
       credential: { kind: "session", secret: cookie, via: "cookie" },
     };
   }
+  const scraper = scraperFromCertificate(request);
+  if (scraper) return { principal: scraper, credential: { kind: "certificate" } };
   const host = await hostFromCertificate(sources.read(), request);
   if (host) return { principal: host, credential: { kind: "certificate" } };
   if (verifiedPeerCert(request)) {
     throw new NovaError(
       "NOVA_UNAUTHENTICATED",
-      "This client certificate is no host's current certificate (the host was removed or replaced). Join the host again with a new join token.",
+      "This client certificate is neither a host's current certificate (the host was removed or replaced: join it again with a new join token) nor a metrics scraper's.",
     );
   }
   throw new NovaError(

@@ -12,6 +12,7 @@ import { registerExecCommands } from "./commands/exec.js";
 import { registerHostCommands } from "./commands/hosts.js";
 import { registerImageCommands } from "./commands/images.js";
 import { registerLoginCommand, registerLogoutCommand } from "./commands/login.js";
+import { registerMetricsCommands } from "./commands/metrics.js";
 import { registerMigrationCommands } from "./commands/migrations.js";
 import { registerTokenCommands } from "./commands/tokens.js";
 import { registerUserCommands } from "./commands/users.js";
@@ -43,6 +44,7 @@ export function buildProgram(deps: CliDeps = {}): Command {
   registerTokenCommands(program);
   registerUserCommands(program);
   registerClusterCommands(program);
+  registerMetricsCommands(program);
   for (const cmd of program.commands) {
     cmd.exitOverride();
     for (const sub of cmd.commands) {
@@ -50,7 +52,7 @@ export function buildProgram(deps: CliDeps = {}): Command {
       // Resource commands talk to a server: each takes the client options itself, so
       // they may come anywhere after the command (`novacron vm list --json`).
       if (
-        ["host", "image", "vm", "migration", "exec", "dlq", "token", "cluster", "user"].includes(
+        ["host", "image", "vm", "migration", "exec", "dlq", "token", "cluster", "user", "metrics"].includes(
           cmd.name(),
         ) &&
         sub.commands.length === 0

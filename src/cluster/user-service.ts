@@ -44,9 +44,9 @@ import {
   recordLogin,
   setPasswordHash,
   setUserRole,
+  spendRecoveryCode,
   type UserRow,
   unlockUser,
-  spendRecoveryCode,
 } from "./store/users.js";
 
 /** How logins are bounded and how long sessions last. */

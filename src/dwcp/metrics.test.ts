@@ -20,11 +20,11 @@ describe("DWCP metrics", () => {
       bytesOut: 102400,
     });
     const text = await registry.metrics();
-    expect(text).toContain('dwcp_mode{mode="internet"} 1');
-    expect(text).toContain('dwcp_mode{mode="datacenter"} 0');
-    expect(text).toContain("dwcp_streams 6");
-    expect(text).toContain("dwcp_predicted_bandwidth_bytes_per_second 12500000");
-    expect(text).toContain("dwcp_hde_compression_ratio 4");
-    expect(text).toContain("dwcp_hde_dedup_ratio 0.2");
+    expect(text).toContain('novacron_dwcp_mode{mode="internet"} 1');
+    expect(text).toContain('novacron_dwcp_mode{mode="datacenter"} 0');
+    expect(text).toContain("novacron_dwcp_streams 6");
+    expect(text).toContain("novacron_dwcp_predicted_bandwidth_bytes_per_second 12500000");
+    expect(text).toContain("novacron_dwcp_hde_compression_ratio 4");
+    expect(text).toContain("novacron_dwcp_hde_dedup_ratio 0.2");
   });
 });

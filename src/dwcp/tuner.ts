@@ -299,7 +299,9 @@ export class Tuner {
     m.streams.set(this.state.streams);
     if (this.state.predictedBps !== null) m.predictedBandwidth.set(this.state.predictedBps);
     if (this.state.rttMs !== null) m.rtt.set(this.state.rttMs / 1000);
-    if (this.state.mape !== null) m.predictionError.set(this.state.mape);
+    m.goodput.set(this.state.goodputBps);
+    // The state keeps percent, for logs; the metric is a ratio (Prometheus base units).
+    if (this.state.mape !== null) m.predictionError.set(this.state.mape / 100);
     m.zstdLevel.set(this.state.level);
   }
 }

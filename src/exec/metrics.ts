@@ -21,7 +21,7 @@ export interface ExecMetrics {
 export function registerExecMetrics(registry: Registry, store: Store): ExecMetrics {
   new Gauge({
     name: "novacron_exec_queue_depth",
-    help: "Jobs waiting in the queue (state queued), by queue",
+    help: "Jobs in the execution queue, by queue and job state",
     labelNames: ["queue", "state"] as const,
     registers: [registry],
     async collect() {
@@ -52,7 +52,7 @@ export function registerExecMetrics(registry: Registry, store: Store): ExecMetri
     name: "novacron_exec_claim_latency_seconds",
     help: "Time from a job becoming runnable to a worker claiming it",
     labelNames: ["queue"] as const,
-    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
+    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 60, 300],
     registers: [registry],
   });
   const jobRun = new Histogram({

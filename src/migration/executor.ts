@@ -36,6 +36,7 @@ import { getVm, transitionVm, vmFence } from "../cluster/store/vms.js";
 import { describeError, isNovaError } from "../lib/errors.js";
 import { Reverter } from "../lib/revert.js";
 import { contextFromTraceparent, inSpan, untraced } from "../lib/tracing.js";
+import { MIGRATION } from "../states/migration.js";
 import { HostTarget } from "./host-target.js";
 import {
   type MigrationAction,
@@ -65,6 +66,8 @@ export interface RunContext {
   stopping: () => boolean;
   /** The target of a migration to another cluster (ACP); absent when the server has none. */
   clusterTarget?: (m: MigrationRecord) => Promise<MigrationTarget>;
+  /** Told once when a run ends the migration (the server's metrics). */
+  onEnded?: (m: MigrationRecord) => void;
 }
 
 /** Runs migration `m` until it ends or is handed back to the scheduler (still active). */
@@ -91,7 +94,11 @@ export async function runMigration(ctx: RunContext, m: MigrationRecord): Promise
       "novacron.migration.target": target.label,
     },
     async (span) => {
-      await new MigrationRun(ctx, m, source, target).run();
+      const run = new MigrationRun(ctx, m, source, target);
+      await run.run();
+      // Whatever path ended it (completed, rolled back, lost, abandoned), it is final now,
+      // or handed back to the scheduler still active and ended by a later run.
+      await run.reportEnd();
       const ended = await getMigration(ctx.store.read, m.id).catch(() => undefined);
       if (ended) span.setAttribute("novacron.migration.state", ended.state);
     },
@@ -123,6 +130,8 @@ class MigrationRun {
   private readonly note: RollbackNote = { undone: [], targetGone: false, sourceGone: false };
   /** The migrating VM (null once deleted: the planner abandons such a migration first). */
   private readonly vmIdOrNull: string | null;
+  /** ctx.onEnded was told. */
+  private reported = false;
 
   constructor(
     private readonly ctx: RunContext,
@@ -432,7 +441,18 @@ class MigrationRun {
     });
     this.reverter.success();
     this.ctx.wakeVms();
+    // Before the source copy is seen to, which may wait out an unreachable source agent.
+    await this.reportEnd();
     await this.target.afterComplete(vm, this.source);
+  }
+
+  /** Tells ctx.onEnded, once, if the migration has reached a final state. */
+  async reportEnd(): Promise<void> {
+    if (this.reported || !this.ctx.onEnded) return;
+    const after = await getMigration(this.ctx.store.read, this.m.id).catch(() => undefined);
+    if (!after || !MIGRATION.isFinal(after.state)) return;
+    this.reported = true;
+    this.ctx.onEnded(after);
   }
 
   /** Undo: the target's copy goes (or, across clusters, can never run). */

@@ -37,6 +37,8 @@ export interface OrchestratorOptions {
   unreachableGraceMs?: number;
   /** The target of a migration to another cluster (ACP); absent: such migrations are not run. */
   clusterTarget?: RunContext["clusterTarget"];
+  /** Told once when a run ends a migration (the server's metrics). */
+  onEnded?: RunContext["onEnded"];
 }
 
 /** Starts queued migrations within limits and runs each to an end. */
@@ -44,8 +46,8 @@ export class MigrationOrchestrator {
   private readonly running = new Map<string, Promise<void>>();
   private readonly loop: WakeableLoop;
   private stopping = true;
-  private readonly o: Required<Omit<OrchestratorOptions, "clusterTarget">> &
-    Pick<OrchestratorOptions, "clusterTarget">;
+  private readonly o: Required<Omit<OrchestratorOptions, "clusterTarget" | "onEnded">> &
+    Pick<OrchestratorOptions, "clusterTarget" | "onEnded">;
 
   /** `wakeVms` wakes the VM controller when a migration hands a VM back to it. */
   constructor(
@@ -62,6 +64,7 @@ export class MigrationOrchestrator {
       pollMs: options.pollMs ?? 200,
       unreachableGraceMs: options.unreachableGraceMs ?? 60_000,
       ...(options.clusterTarget ? { clusterTarget: options.clusterTarget } : {}),
+      ...(options.onEnded ? { onEnded: options.onEnded } : {}),
     };
     this.loop = new WakeableLoop({
       pass: () => this.schedule(),
@@ -107,6 +110,7 @@ export class MigrationOrchestrator {
           policy: { pollMs: this.o.pollMs, unreachableGraceMs: this.o.unreachableGraceMs },
           stopping: () => this.stopping,
           ...(this.o.clusterTarget ? { clusterTarget: this.o.clusterTarget } : {}),
+          ...(this.o.onEnded ? { onEnded: this.o.onEnded } : {}),
         },
         m,
       )

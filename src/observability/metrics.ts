@@ -1,25 +1,38 @@
 /**
- * The server's Prometheus metrics (prom-client): HTTP requests by route and status, and
- * VM and host counts by state, read from the store at scrape time so every replica
- * reports the truth rather than its own counters.
+ * The server's Prometheus metrics (prom-client; every one listed in docs/metrics.md): HTTP
+ * requests by route pattern and status, VM and host counts by state read from the store
+ * at scrape time so every replica reports the truth rather than its own counters, the
+ * migrations (migration-metrics.ts), the certificates' expiry and the process's own.
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import { listHosts } from "../cluster/store/hosts.js";
 import type { Store } from "../cluster/store/store.js";
 import { countVmsByState } from "../cluster/store/vms.js";
+import { type HeldCertificate, registerCertificateExpiry } from "../security/cert-metrics.js";
 import { VM_STATES } from "../states/vm.js";
+import { type MigrationObserver, registerMigrationMetrics } from "./migration-metrics.js";
 
 /** The metrics a server exposes on /metrics. */
 export interface ServerMetrics {
   registry: Registry;
   httpRequests: Counter<"method" | "route" | "status">;
   httpDuration: Histogram<"method" | "route">;
+  /** Hand to the migration orchestrator: observes each migration's end. */
+  migrations: MigrationObserver;
 }
 
-/** Creates the registry and its collectors. */
-export function createServerMetrics(store: Store): ServerMetrics {
+/**
+ * Creates the registry and its collectors. `certificates` lists the cluster CA's and the
+ * server's certificates as they are at scrape time (the server's is renewed in place).
+ */
+export function createServerMetrics(
+  store: Store,
+  certificates: () => readonly HeldCertificate[] = () => [],
+): ServerMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: "novacron_server_" });
+  registerCertificateExpiry(registry, certificates);
+  const migrations = registerMigrationMetrics(registry, store);
   const httpRequests = new Counter({
     name: "novacron_http_requests_total",
     help: "HTTP requests served, by method, route pattern and status code",
@@ -61,5 +74,5 @@ export function createServerMetrics(store: Store): ServerMetrics {
       }
     },
   });
-  return { registry, httpRequests, httpDuration };
+  return { registry, httpRequests, httpDuration, migrations };
 }

@@ -1,7 +1,8 @@
 /**
  * The permission policy: what a principal may do. Every /v1 route and the execution
  * system's run-time check ask `authorize`, which denies by default. The principals: admin
- * tokens (everything), hosts, known by their client certificate (heartbeat), and users,
+ * tokens (everything), hosts, known by their client certificate (heartbeat), metrics
+ * scrapers, known by theirs (`/metrics` only), and users,
  * logged in with a password (and a second factor), whose role decides
  * (`PERMISSIONS_BY_ROLE`). The `join` kind is the API join token of old (migration 000006
  * revoked them all; agents join with one-time host-bound tokens,
@@ -32,14 +33,16 @@ export type Permission =
   | "tokens:write"
   | "federation:read"
   | "federation:write"
+  | "metrics:read"
+  | "metrics:credentials"
   | "users:read"
   | "users:write"
   | "agent:heartbeat";
 
 /** Who is calling. */
 export interface Principal {
-  kind: "admin" | "join" | "host" | "user";
-  /** The token's, host's or user's id. */
+  kind: "admin" | "join" | "host" | "scraper" | "user";
+  /** The token's, host's, scraper certificate's or user's id. */
   id: string;
   name: string;
   /** A user's role (kind "user" only). */
@@ -77,6 +80,8 @@ const ALL: readonly Permission[] = [
   "tokens:write",
   "federation:read",
   "federation:write",
+  "metrics:read",
+  "metrics:credentials",
   "users:read",
   "users:write",
 ];
@@ -86,6 +91,8 @@ const PERMISSIONS_BY_KIND: Record<Exclude<Principal["kind"], "user">, readonly P
   // Old API join tokens hold nothing: agents register with one-time host tokens.
   join: [],
   host: ["agent:heartbeat"],
+  // A scraper certificate (novacron metrics credentials) reads /metrics and nothing else.
+  scraper: ["metrics:read"],
 };
 
 const READ: readonly Permission[] = [
@@ -95,6 +102,7 @@ const READ: readonly Permission[] = [
   "events:read",
   "executions:read",
   "federation:read",
+  "metrics:read",
 ];
 
 /**

@@ -3,8 +3,9 @@
  * by agents for their own keys, certificates issued from them, and the identity a
  * certificate names. Keys are ECDSA P-256, signatures SHA-256.
  *
- * Identities are URI SANs, not host names: `urn:novacron:server` for the control plane
- * and `urn:novacron:host:<host id>` for an agent. Peers check the chain to the cluster CA
+ * Identities are URI SANs, not host names: `urn:novacron:server` for the control plane,
+ * `urn:novacron:host:<host id>` for an agent and `urn:novacron:scraper` for a metrics
+ * scraper (Prometheus), which may read `/metrics` and nothing else. Peers check the chain to the cluster CA
  * and the role, so the cluster works whatever addresses its processes are reached at;
  * DNS and IP SANs are added as well for tools like curl.
  *
@@ -29,6 +30,8 @@ const ALG = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const;
 export const SERVER_IDENTITY = "urn:novacron:server";
 /** URI SAN prefix naming an agent: the host id follows. */
 export const HOST_IDENTITY_PREFIX = "urn:novacron:host:";
+/** URI SAN naming a metrics scraper: it may read `/metrics` of the server and the agents, nothing else. */
+export const SCRAPER_IDENTITY = "urn:novacron:scraper";
 
 /** A certificate and its private key, PEM. */
 export interface CertAndKey {
@@ -49,8 +52,12 @@ export interface CertInfo {
   uris: string[];
 }
 
-/** Who a certificate is: the server, a host (with its id), or nothing NovaCron issued. */
-export type CertIdentity = { role: "server" } | { role: "host"; hostId: string } | { role: "unknown" };
+/** Who a certificate is: the server, a host (with its id), a metrics scraper, or nothing NovaCron issued. */
+export type CertIdentity =
+  | { role: "server" }
+  | { role: "host"; hostId: string }
+  | { role: "scraper" }
+  | { role: "unknown" };
 
 /** What to put in an issued certificate. */
 export interface CertProfile {
@@ -59,6 +66,8 @@ export interface CertProfile {
   uris: string[];
   /** DNS names and IP addresses, for tools that check them. */
   names?: string[];
+  /** An organisational unit (OU) in the subject after the CN, for peers that match subjects. */
+  unit?: string;
   /** @defaultValue 365 */
   validDays?: number;
 }
@@ -163,7 +172,7 @@ async function issue(ca: CertAndKey, publicKey: CryptoKey, profile: CertProfile)
   for (const name of profile.names ?? []) sans.push({ type: isIP(name) ? "ip" : "dns", value: name });
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: serialHex(),
-    subject: `CN=${escapeDn(profile.commonName)}`,
+    subject: `CN=${escapeDn(profile.commonName)}${profile.unit ? `, OU=${escapeDn(profile.unit)}` : ""}`,
     issuer: caCert.subject,
     notBefore: new Date(Date.now() - 3_600_000),
     notAfter: dateDaysFromNow(profile.validDays ?? 365),
@@ -225,6 +234,7 @@ export function identityOf(uris: readonly string[]): CertIdentity {
   if (uris.includes(SERVER_IDENTITY)) return { role: "server" };
   const host = uris.find((u) => u.startsWith(HOST_IDENTITY_PREFIX));
   if (host) return { role: "host", hostId: host.slice(HOST_IDENTITY_PREFIX.length) };
+  if (uris.includes(SCRAPER_IDENTITY)) return { role: "scraper" };
   return { role: "unknown" };
 }
 

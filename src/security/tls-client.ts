@@ -33,8 +33,9 @@ export function peerIdentityError(
 ): Error | undefined {
   const identity = identityOf(urisOf(cert.subjectaltname));
   if (expected.role === "any") {
-    return identity.role === "unknown"
-      ? new Error("the peer's certificate names no NovaCron identity")
+    // A scraper only reads metrics: it is no process a NovaCron process calls or serves.
+    return identity.role === "unknown" || identity.role === "scraper"
+      ? new Error("the peer's certificate names no NovaCron process")
       : undefined;
   }
   if (expected.role === "server" && identity.role !== "server") {

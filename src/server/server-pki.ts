@@ -1,11 +1,13 @@
 /**
  * The server's side of the cluster PKI (docs/security.md): at first start it creates the
  * cluster CA in `<data dir>/pki/` (or uses an operator's CA given as files), issues its own
- * TLS certificate, renews that before it expires, and signs hosts' certificates.
+ * TLS certificate, renews that before it expires, and signs hosts' and metrics scrapers'
+ * certificates.
  */
 import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { SCRAPER_CERT_UNIT } from "../api/types/metrics.js";
 import { NovaError } from "../lib/errors.js";
 import {
   type CertAndKey,
@@ -14,6 +16,7 @@ import {
   HOST_IDENTITY_PREFIX,
   issueFromCsr,
   issueWithNewKey,
+  SCRAPER_IDENTITY,
   SERVER_IDENTITY,
   verifyIssued,
 } from "../security/pki.js";
@@ -45,6 +48,8 @@ export interface ServerPki {
   caCertPath: string;
   /** Signs a host's CSR. */
   issueHostCert(csrPem: string, host: { id: string; name: string }): Promise<string>;
+  /** Signs a metrics scraper's CSR (`novacron metrics credentials`): its identity reads /metrics only. */
+  issueScraperCert(csrPem: string, name: string, validDays: number): Promise<string>;
   /** Issues a fresh server certificate (rotation); the caller swaps it into its TLS server. */
   renewServerCert(): Promise<void>;
   /** Days the host certificates it issues are valid. */
@@ -116,6 +121,13 @@ export async function loadServerPki(o: ServerPkiOptions): Promise<ServerPki> {
         uris: [`${HOST_IDENTITY_PREFIX}${host.id}`],
         names: [host.name],
         validDays: hostCertDays,
+      }),
+    issueScraperCert: (csrPem, name, validDays) =>
+      issueFromCsr(ca, csrPem, {
+        commonName: `scraper-${name}`,
+        unit: SCRAPER_CERT_UNIT,
+        uris: [SCRAPER_IDENTITY],
+        validDays,
       }),
     renewServerCert: async () => {
       // A new key each time: the server's key never outlives its certificate.

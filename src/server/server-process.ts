@@ -128,7 +128,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     created.admin = (await createToken(store.db, "initial admin", "admin")).token;
     await writeFile(adminTokenPath, `${created.admin}\n`, { mode: 0o600 });
   }
-  const metrics = createServerMetrics(store);
+  const metrics = createServerMetrics(store, () => [
+    { certificate: "ca", pem: pki.ca.certPem },
+    { certificate: "server", pem: pki.server.certPem },
+  ]);
   // The federation claims the cluster's identity first: its id is the owner in the fencing
   // token of every VM this cluster owns, which the reconciler, the migrations and the
   // agents' registration replies need (docs/federation.md §10).
@@ -211,6 +214,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
           );
         return new ClusterTarget(store, acp, peer, m, agents, options.acpPrepareTimeoutMs);
       },
+      onEnded: (m) => metrics.migrations.ended(m),
     },
   );
   const hosts = new HostService(
@@ -268,6 +272,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     caFingerprint: pki.caFingerprint,
     https: { cert: pki.serverChainPem, key: pki.server.keyPem, ca: pki.ca.certPem },
     ...(options.consoleDir !== undefined ? { consoleDir: options.consoleDir } : {}),
+    issueScraperCert: (csr, name, days) => pki.issueScraperCert(csr, name, days),
   });
   try {
     await app.listen({ host: options.host ?? "127.0.0.1", port: options.port ?? 7700 });

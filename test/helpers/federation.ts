@@ -16,6 +16,8 @@ export interface TestCluster {
     route: string,
     body?: unknown,
   ): Promise<{ status: number; body: T }>;
+  /** The server's /metrics text, read with the admin token. */
+  metrics(): Promise<string>;
 }
 
 /** Starts (or restarts, with the same `dir`) a server named `name` on PGlite, listening on loopback. */
@@ -51,6 +53,11 @@ export async function startCluster(
       });
       const text = await res.text();
       return { status: res.status, body: (text ? JSON.parse(text) : {}) as never };
+    },
+    async metrics() {
+      const res = await fetch(`${server.url}/metrics`, { headers: { authorization: `Bearer ${admin}` } });
+      if (res.status !== 200) throw new Error(`/metrics: HTTP ${res.status}`);
+      return res.text();
     },
   };
 }

@@ -31,7 +31,10 @@ async function cluster(name: string): Promise<Cluster> {
   return { ca: await createCa(`${name}-ca`), n: 0 };
 }
 
-async function agent(c: Cluster): Promise<{ dwcp: AgentDwcp; images: ImageStore; dataDir: string }> {
+async function agent(
+  c: Cluster,
+  onImageBlobPulled?: (b: { logicalBytes: number; wireBytes: number }) => void,
+): Promise<{ dwcp: AgentDwcp; images: ImageStore; dataDir: string }> {
   const dataDir = mkdtempSync(path.join(tmpdir(), "nc-image-copy-"));
   dirs.push(dataDir);
   const n = c.n++;
@@ -48,6 +51,7 @@ async function agent(c: Cluster): Promise<{ dwcp: AgentDwcp; images: ImageStore;
     log,
     tls: { ca: c.ca.certPem, cert: leaf.certPem, key: leaf.keyPem },
     images,
+    ...(onImageBlobPulled ? { onImageBlobPulled } : {}),
   });
   agents.push(dwcp);
   return { dwcp, images, dataDir };
@@ -97,7 +101,12 @@ async function pull(dst: AgentDwcp, req: PullRequest) {
 describe.skipIf(!haveOpenssl())("image copy between clusters", () => {
   it("copies a blob intact, the next similar one mostly as references, and a held one not at all", async () => {
     const src = await agent(s);
-    const dst = await agent(d);
+    // What the destination's metrics are told (agent-metrics.ts counts it).
+    const told = { logicalBytes: 0, wireBytes: 0 };
+    const dst = await agent(d, (b) => {
+      told.logicalBytes += b.logicalBytes;
+      told.wireBytes += b.wireBytes;
+    });
     const first = randomBytes(8 * MiB + 1234);
     const a = await src.images.importFile(blobFile(src.dataDir, "a", first), "kernel");
     // A second version: 64 KiB changed in the middle, 4 KiB appended.
@@ -121,6 +130,10 @@ describe.skipIf(!haveOpenssl())("image copy between clusters", () => {
     expect(st2.logicalBytes).toBe(second.length);
     expect(st2.wireBytes).toBeLessThan(second.length / 20);
     expect(st2.pagesDeduplicated).toBeGreaterThan(st2.pages * 0.9);
+    expect(told).toEqual({
+      logicalBytes: st.logicalBytes + st2.logicalBytes,
+      wireBytes: st.wireBytes + st2.wireBytes,
+    });
   });
 
   it("refuses a blob whose content is not its digest and keeps nothing of it", async () => {

@@ -67,6 +67,8 @@ export interface ImagePullsDeps {
   /** Where blobs land before they are verified. */
   tmpDir: string;
   onImagesChanged: () => void;
+  /** Told of each blob stored: its bytes and the HDE bytes that crossed for it (the agent's metrics). */
+  onBlobPulled?: (bytes: { logicalBytes: number; wireBytes: number }) => void;
 }
 
 /** One per agent. */
@@ -209,6 +211,7 @@ export class ImagePulls {
       status.wireBytes += s.wireBytes;
       status.pages += s.pages;
       status.pagesDeduplicated += s.ref + s.zero;
+      this.d.onBlobPulled?.({ logicalBytes: blob.sizeBytes, wireBytes: s.wireBytes });
     } finally {
       await rm(tmp, { force: true });
     }

@@ -98,7 +98,12 @@ export function judgeSessionCert(o: {
   peerCaPem: string | undefined;
 }): SessionCertVerdict {
   if (!o.cert) return { ok: false, reason: "no client certificate" };
-  if (verifyIssued(o.cert.pem, o.ownCaPem)) return { ok: true, via: "own-ca" };
+  if (verifyIssued(o.cert.pem, o.ownCaPem)) {
+    // The cluster CA also signs metrics scrapers' certificates, which read /metrics only.
+    if (identityOf(urisOf(o.cert.subjectaltname)).role === "scraper")
+      return { ok: false, reason: "a metrics scraper's certificate opens no DWCP session" };
+    return { ok: true, via: "own-ca" };
+  }
   if (o.peerCaPem === undefined || !verifyIssued(o.cert.pem, o.peerCaPem))
     return {
       ok: false,

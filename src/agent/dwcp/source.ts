@@ -11,6 +11,7 @@ import type { DwcpSession } from "../../dwcp/amst/session.js";
 import type { PageHistory } from "../../dwcp/hde/history.js";
 import { type ReceiverMirror, readInventory } from "../../dwcp/hde/receiver-mirror.js";
 import { kernelMinRttMs } from "../../dwcp/kernel-rtt.js";
+import type { DwcpMetrics } from "../../dwcp/metrics.js";
 import type { NetworkMode } from "../../dwcp/mode.js";
 import type { PathMemory, RememberedPath } from "../../dwcp/pba/path-memory.js";
 import { Tuner } from "../../dwcp/tuner.js";
@@ -187,6 +188,8 @@ export class DwcpSource {
     private readonly tlsFor: (to: DwcpEndpoint) => ConnectionOptions | null,
     /** What each destination's path last sustained: sessions start from it. */
     private readonly paths: PathMemory,
+    /** The agent's DWCP metrics: each session's tuner publishes into them. */
+    private readonly metrics?: DwcpMetrics,
   ) {}
 
   /** Connects to the destination for `migrationId` and decides the transport. */
@@ -218,7 +221,10 @@ export class DwcpSource {
           `The destination refused the DWCP session: ${answer.error}`,
         );
       const remembered = this.paths.recall(peer);
-      const tuner = new Tuner(session, [], remembered ? { remembered } : {});
+      const tuner = new Tuner(session, [], {
+        ...(remembered ? { remembered } : {}),
+        ...(this.metrics ? { metrics: this.metrics } : {}),
+      });
       await tuner.ready;
       const decision = chooseForPath({
         requested,
@@ -250,6 +256,7 @@ export class DwcpSource {
       );
       out.prepare();
       this.outgoing.set(migrationId, { out, peer });
+      this.metrics?.sessions.set(this.outgoing.size);
       return decision;
     } catch (err) {
       session.destroy();
@@ -267,8 +274,25 @@ export class DwcpSource {
     const o = this.outgoing.get(migrationId);
     if (!o) return;
     this.outgoing.delete(migrationId);
+    this.record(o.out.stats());
     const sustained = o.out.close();
     if (sustained) this.paths.remember(o.peer, sustained);
+  }
+
+  /** Adds an ended session's bytes to the counters and publishes its HDE ratios. */
+  private record(stats: OutgoingStats | null): void {
+    const m = this.metrics;
+    if (!m) return;
+    m.sessions.set(this.outgoing.size);
+    if (this.outgoing.size === 0) m.streams.set(0);
+    if (!stats) return;
+    const logical = stats.logicalBytes + stats.disk.logicalBytes;
+    const wire = stats.wireBytes + stats.disk.wireBytes;
+    m.bytesIn.inc(logical);
+    m.bytesOnWire.inc(wire);
+    if (wire > 0) m.compressionRatio.set(logical / wire);
+    const pages = stats.pages.total + stats.disk.pages.total;
+    if (pages > 0) m.dedupRatio.set((stats.pages.ref + stats.disk.pages.ref) / pages);
   }
 
   /** Ends every outgoing migration's session. */

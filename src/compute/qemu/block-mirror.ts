@@ -47,7 +47,7 @@ import {
   queryStatus,
 } from "./commands.js";
 import { pollQmp } from "./migration-poll.js";
-import type { QemuTlsPeer } from "./qemu-tls.js";
+import { type QemuTlsPeer, tlsAuthzId } from "./qemu-tls.js";
 import type { QmpClient } from "./qmp.js";
 
 /** Where the destination serves a disk over NBD. */
@@ -146,7 +146,8 @@ export async function startNbdExport(
     await nbdServerStart(qmp, {
       host: opts.host,
       port: opts.port,
-      ...(opts.tlsCreds ? { tlsCreds: opts.tlsCreds } : {}),
+      // The creds' authz list (qemu-tls.ts) keeps scrapers' certificates out.
+      ...(opts.tlsCreds ? { tlsCreds: opts.tlsCreds, tlsAuthz: tlsAuthzId(opts.tlsCreds) } : {}),
     });
     revert.add(() => nbdServerStop(qmp));
     await blockExportAddNbd(qmp, {

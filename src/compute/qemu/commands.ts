@@ -106,6 +106,8 @@ export interface MigrationParameters {
   "avail-switchover-bandwidth"?: number;
   /** The tls-creds-x509 object migrations use; "" turns TLS off (qemu-tls.ts). */
   "tls-creds"?: string;
+  /** Destination: the authz object a TLS client's certificate subject must pass (qemu-tls.ts). */
+  "tls-authz"?: string;
   /** Source: the name the destination's certificate must carry; "" = the URI's host. */
   "tls-hostname"?: string;
 }
@@ -225,11 +227,12 @@ export async function queryNamedBlockNodes(c: QmpClient): Promise<string[]> {
  */
 export async function nbdServerStart(
   c: QmpClient,
-  addr: { host: string; port: number; tlsCreds?: string },
+  addr: { host: string; port: number; tlsCreds?: string; tlsAuthz?: string },
 ): Promise<void> {
   await c.execute("nbd-server-start", {
     addr: { type: "inet", data: { host: addr.host, port: String(addr.port) } },
     ...(addr.tlsCreds ? { "tls-creds": addr.tlsCreds } : {}),
+    ...(addr.tlsCreds && addr.tlsAuthz ? { "tls-authz": addr.tlsAuthz } : {}),
   });
 }
 

@@ -186,7 +186,10 @@ describe("startIncoming", () => {
       DEFAULT_TUNING,
     );
     expect(qmp.calls.slice(-2)).toEqual([
-      { command: "migrate-set-parameters", args: { "tls-creds": "nc-tls-server-x" } },
+      {
+        command: "migrate-set-parameters",
+        args: { "tls-creds": "nc-tls-server-x", "tls-authz": "nc-tls-server-x-authz" },
+      },
       { command: "migrate-incoming", args: { uri: "tcp:10.0.0.2:46001" } },
     ]);
   });

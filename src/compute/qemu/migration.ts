@@ -62,7 +62,7 @@ import {
   POSTCOPY_STATUSES,
   parseQueryMigrate,
 } from "./migration-progress.js";
-import type { QemuTlsPeer } from "./qemu-tls.js";
+import { type QemuTlsPeer, tlsAuthzId } from "./qemu-tls.js";
 import type { QmpClient } from "./qmp.js";
 
 export type { MigrationProgress, MigrationStatus } from "./migration-progress.js";
@@ -250,7 +250,12 @@ export async function startIncoming(
     multifd: Boolean(tuning.multifd),
   });
   await applyMultifd(qmp, tuning);
-  await migrateSetParameters(qmp, { "tls-creds": listen.tlsCreds ?? "" });
+  // With TLS, the creds' authz list (qemu-tls.ts) keeps scrapers' certificates out; without,
+  // tls-authz is left alone (QEMU consults it only with TLS, and the next TLS listen sets it).
+  await migrateSetParameters(qmp, {
+    "tls-creds": listen.tlsCreds ?? "",
+    ...(listen.tlsCreds ? { "tls-authz": tlsAuthzId(listen.tlsCreds) } : {}),
+  });
   await migrateIncoming(qmp, uri);
 }
 

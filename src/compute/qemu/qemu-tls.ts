@@ -9,10 +9,16 @@
  * host's certificate and key as server-cert.pem/server-key.pem and again as
  * client-cert.pem/client-key.pem. QEMU reads the files when the object is added, so the
  * object is added per migration: a rotated certificate counts from the next migration on.
+ *
+ * The cluster CA also signs metrics scrapers' certificates (`novacron metrics
+ * credentials`), which must open no QEMU listener: a server endpoint comes with an
+ * `authz-list` object (`tlsAuthzId`) that refuses a subject carrying the scrapers' unit,
+ * and the listeners name it as their `tls-authz`.
  */
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import type { ConnectionOptions } from "node:tls";
+import { SCRAPER_CERT_UNIT } from "../../api/types/metrics.js";
 import { NovaError } from "../../lib/errors.js";
 import { objectAdd, objectDel, queryObjects } from "./commands.js";
 import type { QmpClient } from "./qmp.js";
@@ -35,16 +41,45 @@ export function tlsCredsId(tag: string, endpoint: "server" | "client"): string {
   return `nc-tls-${endpoint}-${tag}`;
 }
 
+/** The authz-list object that goes with server creds object `credsId`. */
+export function tlsAuthzId(credsId: string): string {
+  return `${credsId}-authz`;
+}
+
+/**
+ * The rules of a listener's authorisation list: any subject but a metrics scraper's. QEMU
+ * matches the glob against the peer's distinguished name as GnuTLS writes it
+ * ("CN=…,OU=…" in either order); a host's subject is `CN=<host name>`, which cannot
+ * contain "OU=".
+ */
+export const LISTENER_AUTHZ = {
+  policy: "allow",
+  rules: [{ match: `*OU=${SCRAPER_CERT_UNIT}*`, policy: "deny", format: "glob" }],
+} as const;
+
 /**
  * Loads the credentials in `dir` into QEMU as object `id` with verify-peer on (for a
- * server: the client must present a certificate from the same CA). Idempotent: an object
- * `id` that exists already is kept (a repeated step after a timeout).
+ * server: the client must present a certificate from the same CA, and `tlsAuthzId(id)`
+ * refuses a scraper's). Idempotent: an object `id` that exists already is kept (a
+ * repeated step after a timeout).
  */
 export async function addTlsCreds(
   qmp: QmpClient,
   opts: { id: string; dir: string; endpoint: "server" | "client" },
 ): Promise<string> {
-  if ((await queryObjects(qmp)).includes(opts.id)) return opts.id;
+  const objects = await queryObjects(qmp);
+  if (opts.endpoint === "server" && !objects.includes(tlsAuthzId(opts.id))) {
+    try {
+      await objectAdd(qmp, "authz-list", tlsAuthzId(opts.id), { ...LISTENER_AUTHZ });
+    } catch (err) {
+      throw new NovaError(
+        "NOVA_QEMU_ERROR",
+        `Failed adding QEMU's TLS authorisation list: ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
+  }
+  if (objects.includes(opts.id)) return opts.id;
   try {
     await objectAdd(qmp, "tls-creds-x509", opts.id, {
       dir: opts.dir,
@@ -76,7 +111,8 @@ export function nodeTlsClientOptions(config: QemuTlsConfig, hostname: string): C
   };
 }
 
-/** Removes creds object `id` if it exists; harmless when QEMU still uses it or it is gone. */
+/** Removes creds object `id` (and its authz list) if it exists; harmless when QEMU still uses it or it is gone. */
 export async function removeTlsCreds(qmp: QmpClient, id: string): Promise<void> {
   await objectDel(qmp, id).catch(() => undefined);
+  await objectDel(qmp, tlsAuthzId(id)).catch(() => undefined);
 }
