@@ -23,8 +23,8 @@ import {
   insertUser,
   recordFailedAttempt,
   recordLogin,
-  unlockUser,
   spendRecoveryCode,
+  unlockUser,
 } from "../src/cluster/store/users.js";
 import { USER_SECURITY_DEFAULTS, UserService } from "../src/cluster/user-service.js";
 import { hashPassword } from "../src/security/password-hash.js";
