@@ -248,7 +248,7 @@ export class UserService {
       const idle = session.idleExpiresAt.getTime() < session.expiresAt.getTime();
       throw new NovaError(
         "NOVA_SESSION_EXPIRED",
-        `Your session ended ${idle ? `after ${Math.round(this.config.sessionIdleTimeoutMs / 60_000)} minutes without use` : "at the end of its lifetime"}: log in again.`,
+        `Your session ended ${idle ? `after ${idleSpan(this.config.sessionIdleTimeoutMs)} without use` : "at the end of its lifetime"}: log in again.`,
         {
           details: {
             reason: idle ? "idle" : "lifetime",
@@ -423,4 +423,9 @@ export class UserService {
 /** The one answer to a wrong username or password: which of the two is not said. */
 function loginFailed(): NovaError {
   return new NovaError("NOVA_LOGIN_FAILED", "Wrong username or password.");
+}
+
+/** An idle timeout in words: minutes, or seconds when under two minutes (a short test timeout read "0 minutes"). */
+function idleSpan(ms: number): string {
+  return ms < 120_000 ? `${Math.round(ms / 1000)} seconds` : `${Math.round(ms / 60_000)} minutes`;
 }

@@ -1,13 +1,15 @@
-/** The console's shell: login gate, navigation, the live-stream status, and the page for the path. */
-import { useEffect, useState } from "react";
-import { isLoggedIn, logout, onAuthChange } from "./api/client.js";
+/** The console's shell: the login gate (restored from the session cookie on load), navigation by permission, the live-stream status, and the page for the path. */
+import { useEffect, useReducer, useState } from "react";
+import { authState, logout, may, onAuthChange, restoreLogin, whoAmI } from "./api/client.js";
 import { onStatus, type StreamStatus, startEvents, stopEvents } from "./api/events.js";
+import { AccountPage } from "./pages/account.js";
 import { ExecutionDetailPage, ExecutionsPage } from "./pages/executions.js";
 import { HostsPage } from "./pages/hosts.js";
 import { LoginPage } from "./pages/login.js";
 import { MigrationDetailPage, MigrationsPage } from "./pages/migrations.js";
 import { OverviewPage } from "./pages/overview.js";
 import { TokensPage } from "./pages/tokens.js";
+import { UsersPage } from "./pages/users.js";
 import { VmDetailPage } from "./pages/vm-detail.js";
 import { VmsPage } from "./pages/vms.js";
 import { Link, usePath } from "./router.js";
@@ -18,7 +20,9 @@ const NAV = [
   { to: "/vms", label: "VMs" },
   { to: "/migrations", label: "Migrations" },
   { to: "/executions", label: "Executions" },
-  { to: "/tokens", label: "Tokens" },
+  { to: "/tokens", label: "Tokens", needs: "tokens:read" },
+  { to: "/users", label: "Users", needs: "users:read" },
+  { to: "/account", label: "Account" },
 ] as const;
 
 function page(path: string) {
@@ -36,6 +40,10 @@ function page(path: string) {
       return second ? <ExecutionDetailPage id={second} /> : <ExecutionsPage />;
     case "tokens":
       return <TokensPage />;
+    case "users":
+      return <UsersPage />;
+    case "account":
+      return <AccountPage />;
     default:
       return (
         <p>
@@ -47,30 +55,35 @@ function page(path: string) {
 
 /** The console. */
 export function App() {
-  const [loggedIn, setLoggedIn] = useState(isLoggedIn());
+  const [auth, setAuth] = useState(authState());
   const [notice, setNotice] = useState<string | null>(null);
   const [stream, setStream] = useState<StreamStatus>("connecting");
+  // Re-renders on every change of the login, a refresh too (the Account page shows its MFA state).
+  const [, bump] = useReducer((n: number) => n + 1, 0);
   const path = usePath();
 
-  useEffect(
-    () =>
-      onAuthChange((reason) => {
-        setLoggedIn(isLoggedIn());
-        setNotice(reason);
-      }),
-    [],
-  );
   useEffect(() => {
-    if (!loggedIn) return;
+    const off = onAuthChange((reason) => {
+      bump();
+      setAuth(authState());
+      setNotice(reason);
+    });
+    if (authState() === "restoring") void restoreLogin();
+    return off;
+  }, []);
+  useEffect(() => {
+    if (auth !== "in") return;
     startEvents();
     const off = onStatus(setStream);
     return () => {
       off();
       stopEvents();
     };
-  }, [loggedIn]);
+  }, [auth]);
 
-  if (!loggedIn) return <LoginPage notice={notice} />;
+  if (auth === "restoring") return <p className="muted login">Loading…</p>;
+  if (auth === "out") return <LoginPage notice={notice} />;
+  const me = whoAmI();
   const section = `/${path.split("/")[1] ?? ""}`;
   return (
     <>
@@ -81,7 +94,7 @@ export function App() {
         <span className="brand">NovaCron</span>
         <nav aria-label="Sections">
           <ul>
-            {NAV.map((n) => (
+            {NAV.filter((n) => !("needs" in n) || may(n.needs)).map((n) => (
               <li key={n.to}>
                 <Link to={n.to} current={section === n.to}>
                   {n.label}
@@ -93,7 +106,11 @@ export function App() {
         <span className={`stream stream-${stream}`} role="status" aria-label={`Live updates: ${stream}`}>
           {stream === "live" ? "live" : stream}
         </span>
-        <button type="button" className="btn" onClick={() => logout()}>
+        <span className="who small" data-testid="who">
+          {me?.principal.name}
+          {me?.principal.role ? ` (${me.principal.role})` : ""}
+        </span>
+        <button type="button" className="btn" onClick={() => void logout()}>
           Log out
         </button>
       </header>

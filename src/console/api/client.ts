@@ -1,13 +1,13 @@
 /**
- * The console's one link to the API and the only module that knows how it authenticates.
- * Today: an API token typed into the login form, kept in this tab's sessionStorage and
- * sent as `Authorization: Bearer`. When users and sessions land, this module switches to
- * `POST /v1/session` (the `__Host-novacron_session` cookie, sent by the browser) plus the
- * `X-CSRF-Token` header on writes; the pages call `api`, `apiFetch`, `login` and `logout`
- * and need not change.
+ * The console's one link to the API and the only module that knows how it authenticates:
+ * a user's login session. `POST /v1/session` sets the `__Host-novacron_session` cookie
+ * (HttpOnly: no script of the page can read it; the browser sends it with every
+ * same-origin request) and answers with the session's CSRF token, which is kept here in
+ * memory only — never in sessionStorage or localStorage — and sent as `X-CSRF-Token` with
+ * every request that is not a GET. A reload asks `GET /v1/session` for it again. A 401
+ * from any call ends the login here, with the server's reason for the login page.
  */
-
-const STORAGE_KEY = "novacron.console.token";
+import type { SessionInfo, SessionPost } from "../../api/types/users.js";
 
 /** An error the API returned (its `error` body), or a network failure (status 0). */
 export class ApiError extends Error {
@@ -22,73 +22,105 @@ export class ApiError extends Error {
   }
 }
 
-let token: string | null = readStored();
+/** Where the login stands: being restored after a reload, logged in, or logged out. */
+export type AuthState = "restoring" | "in" | "out";
+
+let state: AuthState = "restoring";
+let current: SessionInfo | null = null;
 const listeners = new Set<(reason: string | null) => void>();
 
-function readStored(): string | null {
-  try {
-    return sessionStorage.getItem(STORAGE_KEY);
-  } catch {
-    return null;
-  }
+function set(next: SessionInfo | null, reason: string | null): void {
+  current = next;
+  state = next ? "in" : "out";
+  for (const l of listeners) l(next ? null : reason);
 }
 
-function setToken(value: string | null, reason: string | null): void {
-  token = value;
-  try {
-    if (value) sessionStorage.setItem(STORAGE_KEY, value);
-    else sessionStorage.removeItem(STORAGE_KEY);
-  } catch {
-    // Storage refused (private mode): the login lasts as long as the page.
-  }
-  for (const l of listeners) l(value ? null : reason);
+/** The login's state. */
+export function authState(): AuthState {
+  return state;
 }
 
-/** True when the console holds credentials (they may still turn out to be revoked). */
-export function isLoggedIn(): boolean {
-  return token !== null;
+/** Who is logged in, their role, permissions and MFA state; null when logged out. */
+export function whoAmI(): SessionInfo | null {
+  return current;
 }
 
-/** Calls `fn` when the login ends: `reason` says why (null for a login or a deliberate logout). */
+/** True when the logged-in user may do `permission` (the API decides anyway). */
+export function may(permission: string): boolean {
+  return current?.permissions.includes(permission) ?? false;
+}
+
+/** Calls `fn` when the login changes: `reason` says why it ended (null for a login, a refresh or a deliberate logout). */
 export function onAuthChange(fn: (reason: string | null) => void): () => void {
   listeners.add(fn);
   return () => listeners.delete(fn);
 }
 
-/** Logs in with an API token: kept only if the server accepts it. */
-export async function login(secret: string): Promise<void> {
-  const candidate = secret.trim();
-  if (!candidate) throw new ApiError(400, "NOVA_VALIDATION", "Enter an API token.");
-  const res = await send("/v1/hosts", { method: "GET" }, candidate);
-  if (!res.ok) throw await errorOf(res);
-  setToken(candidate, null);
+/**
+ * Restores the login after a page load from the cookie, if the browser holds a live one.
+ * An ended session's reason is shown; no cookie at all is simply "logged out".
+ */
+export async function restoreLogin(): Promise<void> {
+  try {
+    set(await api<SessionInfo>("GET", "/v1/session"), null);
+  } catch (err) {
+    const expired = err instanceof ApiError && err.code === "NOVA_SESSION_EXPIRED";
+    set(null, expired || (err instanceof ApiError && err.status !== 401) ? (err as ApiError).message : null);
+  }
 }
 
-/** Forgets the credentials. */
-export function logout(reason: string | null = null): void {
-  setToken(null, reason);
-}
-
-function send(path: string, init: RequestInit, credential: string | null): Promise<Response> {
-  const headers = new Headers(init.headers);
-  if (credential) headers.set("authorization", `Bearer ${credential}`);
-  return fetch(path, { ...init, headers, credentials: "same-origin", cache: "no-store" });
+/** Reads the session again (after the user changed their own MFA or password). */
+export async function refreshLogin(): Promise<void> {
+  set(await api<SessionInfo>("GET", "/v1/session"), null);
 }
 
 /**
- * A request with the console's credentials. A 401 ends the login (expired or revoked);
- * anything else is the caller's to read.
+ * Logs in with a username and password, plus a TOTP or recovery code when the account
+ * has a second factor. A refusal throws the API's error: `NOVA_MFA_REQUIRED` means "ask
+ * for the code and send it all again".
+ */
+export async function login(credentials: Omit<SessionPost, "delivery">): Promise<void> {
+  const res = await send("/v1/session", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ ...credentials, delivery: "cookie" }),
+  });
+  if (!res.ok) throw await errorOf(res);
+  set((await res.json()) as SessionInfo, null);
+}
+
+/** Ends the session on the server (which clears the cookie), then here whatever the answer. */
+export async function logout(): Promise<void> {
+  try {
+    await send("/v1/session", { method: "DELETE" });
+  } finally {
+    set(null, null);
+  }
+}
+
+function send(path: string, init: RequestInit): Promise<Response> {
+  const headers = new Headers(init.headers);
+  const method = (init.method ?? "GET").toUpperCase();
+  if (method !== "GET" && method !== "HEAD" && current?.session)
+    headers.set("x-csrf-token", current.session.csrfToken);
+  return fetch(path, { ...init, headers, credentials: "same-origin", cache: "no-store" }).catch((err) => {
+    throw new ApiError(0, "NETWORK", `The server did not answer (${(err as Error).message}).`);
+  });
+}
+
+/**
+ * A request with the console's session. A 401 saying the session is gone (it expired, was
+ * logged out elsewhere, or its user was deleted or had their password reset) ends the
+ * login with the server's message; any other 401 is thrown, and other statuses are the
+ * caller's to read.
  */
 export async function apiFetch(path: string, init: RequestInit = {}): Promise<Response> {
-  let res: Response;
-  try {
-    res = await send(path, init, token);
-  } catch (err) {
-    throw new ApiError(0, "NETWORK", `The server did not answer (${(err as Error).message}).`);
-  }
-  if (res.status === 401 && token) {
+  const res = await send(path, init);
+  if (res.status === 401 && state === "in") {
+    // A 401 that rejects a secret typed on a page (a wrong current password or TOTP code)
+    // is that form's error; only these two say the session itself is gone.
     const e = await errorOf(res);
-    logout(e.message);
+    if (e.code === "NOVA_SESSION_EXPIRED" || e.code === "NOVA_UNAUTHENTICATED") set(null, e.message);
     throw e;
   }
   return res;

@@ -1,7 +1,9 @@
 /**
- * The console's one live connection: the cluster's SSE stream (/v1/events) read with
- * fetch and a streaming reader, resumed with Last-Event-ID after a drop. Pages subscribe
- * here instead of opening streams of their own (the server caps streams per token). The
+ * The console's one live connection: the cluster's SSE stream (/v1/events), authenticated
+ * by the session cookie, read with fetch and a streaming reader rather than EventSource
+ * so that a refusal's status and message reach client.ts (an ended session returns to
+ * the login page with the reason), resumed with Last-Event-ID after a drop. Pages subscribe
+ * here instead of opening streams of their own (the server caps streams per session). The
  * progress of running migrations (live-only events) is kept here, bounded, so a page
  * opened mid-migration still draws its history.
  */

@@ -1,6 +1,6 @@
 /**
- * A Server-Sent Events parser for streams read with fetch (EventSource cannot send an
- * Authorization header). Bounded: a message that grows past `maxBytes` without ending
+ * A Server-Sent Events parser for streams read with fetch (api/events.ts says why not
+ * EventSource). Bounded: a message that grows past `maxBytes` without ending
  * is an error, so a broken or hostile stream cannot fill the tab's memory.
  */
 

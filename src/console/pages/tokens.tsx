@@ -1,4 +1,4 @@
-/** API tokens: list, create (the secret shown once), revoke. Users come with sessions. */
+/** API tokens, for scripts and the CLI: list, create (the secret shown once), revoke. */
 import { type FormEvent, useState } from "react";
 import type { Token, TokenCreated } from "../../api/types/tokens.js";
 import { api } from "../api/client.js";
