@@ -152,6 +152,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const perToken = new RateBuckets(limits.tokenRate);
   const authFailures = new RateBuckets(limits.authFailureRate);
   const streams = new EventStreams(limits);
+  // An event stream never ends by itself, and closing the server waits for every open
+  // response: end them first, or a SIGTERM with a console open would hang the shutdown.
+  app.addHook("preClose", async () => {
+    streams.closeAll("the server is shutting down");
+  });
 
   // The console answers where no API route does (GETs of its own paths and files).
   const consoleDir = deps.consoleDir === null ? undefined : (deps.consoleDir ?? defaultConsoleDir());

@@ -52,6 +52,13 @@ export class EventStreams {
     return mine.length;
   }
 
+  /** Closes every open stream (the server is shutting down: an open stream would hold its close). */
+  closeAll(reason: string): number {
+    const all = [...this.byPrincipal.values()].flatMap((mine) => [...mine]);
+    for (const close of all) close(reason);
+    return all.length;
+  }
+
   /** Open streams of `principalId`, or in total when omitted. */
   count(principalId?: string): number {
     return principalId === undefined ? this.total : (this.byPrincipal.get(principalId)?.size ?? 0);
