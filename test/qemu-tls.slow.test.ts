@@ -139,6 +139,39 @@ async function listenersOf(pid: number, ns?: string): Promise<string[]> {
     .map((l) => l.trim().split(/\s+/)[3]!);
 }
 
+/**
+ * Runs `fn` against a QEMU with no machine, waiting for an incoming migration, reached by
+ * QMP (the listeners under test are added through it); kills it afterwards.
+ */
+async function withBareQemu(
+  bin: string,
+  run: string,
+  fn: (qmp: QmpClient, qemu: ChildProcess) => Promise<void>,
+): Promise<void> {
+  const qmpPath = path.join(run, "qmp.sock");
+  const qemu: ChildProcess = spawn(
+    bin,
+    [
+      ...["-machine", "none", "-nodefaults", "-display", "none", "-incoming", "defer"],
+      ...["-qmp", `unix:${qmpPath},server=on,wait=off`],
+      ...["-blockdev", "driver=null-co,node-name=disk0,size=67108864"],
+    ],
+    { stdio: "ignore" },
+  );
+  const exited = new Promise<number | null>((r) => qemu.once("exit", r));
+  try {
+    const qmp = await waitFor(() => QmpClient.connect(qmpPath).catch(() => undefined), {
+      timeoutMs: 20_000,
+      what: "QEMU's QMP socket",
+    });
+    await fn(qmp, qemu);
+    await qmp.close();
+  } finally {
+    qemu.kill("SIGKILL");
+    await exited;
+  }
+}
+
 describe.skipIf(missing !== null)("QEMU's listeners with TLS", { timeout: 240_000 }, () => {
   let ca: TestCa;
   let other: TestCa;
@@ -164,22 +197,7 @@ describe.skipIf(missing !== null)("QEMU's listeners with TLS", { timeout: 240_00
     async (bin) => {
       const run = await mkdtemp(path.join(dir, "bare-"));
       const tlsDir = await qemuTlsDir(path.join(run, "tls"), ca, ca.issue("dst.test"));
-      const qmpPath = path.join(run, "qmp.sock");
-      const qemu: ChildProcess = spawn(
-        bin,
-        [
-          ...["-machine", "none", "-nodefaults", "-display", "none", "-incoming", "defer"],
-          ...["-qmp", `unix:${qmpPath},server=on,wait=off`],
-          ...["-blockdev", "driver=null-co,node-name=disk0,size=67108864"],
-        ],
-        { stdio: "ignore" },
-      );
-      const exited = new Promise<number | null>((r) => qemu.once("exit", r));
-      try {
-        const qmp = await waitFor(() => QmpClient.connect(qmpPath).catch(() => undefined), {
-          timeoutMs: 20_000,
-          what: "QEMU's QMP socket",
-        });
+      await withBareQemu(bin, run, async (qmp, qemu) => {
         const creds = await addTlsCreds(qmp, { id: "nc-tls-server-t", dir: tlsDir, endpoint: "server" });
         const migratePort = await freePort("127.0.0.1");
         const nbdPort = await freePort("127.0.0.1");
@@ -233,11 +251,7 @@ describe.skipIf(missing !== null)("QEMU's listeners with TLS", { timeout: 240_00
         });
         expect((relay as tls.TLSSocket).authorized).toBe(true);
         relay.destroy();
-        await qmp.close();
-      } finally {
-        qemu.kill("SIGKILL");
-        await exited;
-      }
+      });
     },
   );
 
@@ -255,22 +269,7 @@ describe.skipIf(missing !== null)("QEMU's listeners with TLS", { timeout: 240_00
       const asScraper = { caPem: pki.ca.certPem, certPem: scraperCert, keyPem: scraperCsr.keyPem };
       const tlsDir = await writeQemuTlsDir(path.join(run, "tls"), asHost);
       const scraperDir = await writeQemuTlsDir(path.join(run, "tls-scraper"), asScraper);
-      const qmpPath = path.join(run, "qmp.sock");
-      const qemu: ChildProcess = spawn(
-        bin,
-        [
-          ...["-machine", "none", "-nodefaults", "-display", "none", "-incoming", "defer"],
-          ...["-qmp", `unix:${qmpPath},server=on,wait=off`],
-          ...["-blockdev", "driver=null-co,node-name=disk0,size=67108864"],
-        ],
-        { stdio: "ignore" },
-      );
-      const exited = new Promise<number | null>((r) => qemu.once("exit", r));
-      try {
-        const qmp = await waitFor(() => QmpClient.connect(qmpPath).catch(() => undefined), {
-          timeoutMs: 20_000,
-          what: "QEMU's QMP socket",
-        });
+      await withBareQemu(bin, run, async (qmp, qemu) => {
         const creds = await addTlsCreds(qmp, { id: "nc-tls-server-s", dir: tlsDir, endpoint: "server" });
         const nbdPort = await freePort("127.0.0.1");
         const migratePort = await freePort("127.0.0.1");
@@ -322,11 +321,7 @@ describe.skipIf(missing !== null)("QEMU's listeners with TLS", { timeout: 240_00
         });
         expect((relay as tls.TLSSocket).authorized).toBe(true);
         relay.destroy();
-        await qmp.close();
-      } finally {
-        qemu.kill("SIGKILL");
-        await exited;
-      }
+      });
     },
   );
 

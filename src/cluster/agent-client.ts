@@ -54,11 +54,11 @@ export class AgentConnector {
 
   /** The fetch to use for calls to `host`'s agent. */
   fetchFor(host: AgentTarget): ClusterFetch {
-    if (!this.tls) return fetch;
+    if (!this.tls) return withTraceHeaders(fetch);
     let pool = this.pools.get(host.id);
     if (!pool) {
       const agent = clusterAgent(this.tls(), { role: "host", hostId: host.id });
-      pool = { agent, fetch: fetchVia(agent) };
+      pool = { agent, fetch: withTraceHeaders(fetchVia(agent)) };
       this.pools.set(host.id, pool);
     }
     return pool.fetch;
@@ -215,7 +215,7 @@ export class AgentClient {
     try {
       res = await this.fetchAgent(url, {
         method,
-        headers: traceHeaders(body === undefined ? {} : { "content-type": "application/json" }),
+        headers: body === undefined ? {} : { "content-type": "application/json" },
         body: body === undefined ? null : JSON.stringify(body),
         signal: AbortSignal.timeout(timeoutMs),
       });
@@ -242,6 +242,18 @@ export class AgentClient {
       );
     return json as T;
   }
+}
+
+/**
+ * Every call to an agent made inside a trace carries it (`traceparent`), whoever makes
+ * it: this client or a step that fetches an agent route itself.
+ */
+function withTraceHeaders(f: ClusterFetch): ClusterFetch {
+  return (url, init) => {
+    const headers = new Headers(init?.headers);
+    for (const [k, v] of Object.entries(traceHeaders())) headers.set(k, v);
+    return f(url, { ...init, headers });
+  };
 }
 
 /** A path with its ids and digests replaced, for a span name of bounded variety. */

@@ -113,6 +113,11 @@ export function currentTraceparent(): string | null {
   return headers.traceparent ?? null;
 }
 
+/** The trace id a stored `traceparent` names (what the API shows), if any. */
+export function traceIdOf(traceparent: string | null | undefined): string | undefined {
+  return traceparent?.split("-")[1];
+}
+
 /** The context a stored `traceparent` names (the active one for null or garbage). */
 export function contextFromTraceparent(traceparent: string | null | undefined): Context {
   if (!traceparent) return context.active();

@@ -4,6 +4,7 @@
  * appends the `execution.state` event in the same transaction. Text written here must
  * already be masked (exec/masker.ts): this module stores what it is given.
  */
+
 import { randomUUID } from "node:crypto";
 import type { ClusterEvent } from "../../api/types/events.js";
 import type {
@@ -15,6 +16,7 @@ import type {
 } from "../../api/types/executions.js";
 import { NovaError } from "../../lib/errors.js";
 import { stateChanged } from "../../lib/state-machine.js";
+import { traceIdOf } from "../../lib/tracing.js";
 import { assertExecTransition, EXECUTION, type ExecState } from "../../states/execution.js";
 import { STEP, STEP_RESETTABLE, type StepState } from "../../states/step.js";
 import type { Queryable, ReadQueryable } from "./db.js";
@@ -151,7 +153,7 @@ function toExecution(r: ExecRow, steps: StepRecord[]): ExecutionRecord {
 /** The API view. */
 export function publicExecution(e: ExecutionRecord): Execution {
   const { actorKind: _k, actorId: _i, actorName: _n, deadlineAt: _d, traceParent, steps, ...rest } = e;
-  const traceId = traceParent?.split("-")[1];
+  const traceId = traceIdOf(traceParent);
   return { ...rest, ...(traceId ? { traceId } : {}), steps: steps.map(({ checkpoint: _c, ...s }) => s) };
 }
 

@@ -1,4 +1,5 @@
 /** The migrations table: one row per live migration, every step recorded with its event. */
+
 import { randomUUID } from "node:crypto";
 import type { ClusterEvent } from "../../api/types/events.js";
 import type {
@@ -9,6 +10,7 @@ import type {
 } from "../../api/types/migrations.js";
 import { NovaError } from "../../lib/errors.js";
 import { stateChanged } from "../../lib/state-machine.js";
+import { traceIdOf } from "../../lib/tracing.js";
 import { MIGRATION, type MigrationState } from "../../states/migration.js";
 import type { Queryable, ReadQueryable } from "./db.js";
 import { appendEvent } from "./events.js";
@@ -87,7 +89,7 @@ function toMigration(r: MigrationRow): MigrationRecord {
 /** Strips internal fields for API output; the trace is given by its id alone. */
 export function publicMigration(m: MigrationRecord): Migration {
   const { sourceHostId: _s, targetHostId: _t, targetClusterId: _c, traceParent, ...rest } = m;
-  const traceId = traceParent?.split("-")[1];
+  const traceId = traceIdOf(traceParent);
   return { ...rest, ...(traceId ? { traceId } : {}) };
 }
 

@@ -8,7 +8,6 @@ import type { AgentCommandResult, PlanStep } from "../../api/types/executions.js
 import { getHost } from "../../cluster/store/hosts.js";
 import { describeError, NovaError } from "../../lib/errors.js";
 import { readJsonReply } from "../../lib/json-response.js";
-import { traceHeaders } from "../../lib/tracing.js";
 import type { StepKind } from "./step.js";
 
 type HostCommandStep = Extract<PlanStep, { kind: "host.command" }>;
@@ -22,7 +21,7 @@ export const hostCommandStep: StepKind<HostCommandStep> = {
     try {
       res = await ctx.services.agents.fetchFor(host)(`${host.agentUrl}/agent/v1/commands/run`, {
         method: "POST",
-        headers: traceHeaders({ "content-type": "application/json" }),
+        headers: { "content-type": "application/json" },
         body: JSON.stringify({ command: step.command, args: step.args ?? [] }),
         signal: ctx.signal,
       });
