@@ -137,10 +137,14 @@ export async function federationPart(
 
   say("The guest's console on west: heartbeat unbroken, integrity verified after the move");
   await west.waitVmState(FED_VM, "running", 60_000);
-  await waitFor(async () => lastRound(await west.console(FED_VM, 400)) > roundBefore || undefined, {
-    timeoutMs: 90_000,
-    what: `${FED_VM} to verify its pattern on west`,
-  });
+  // The pattern check can print before the first heartbeat on west: wait for both.
+  await waitFor(
+    async () => {
+      const lines = await west.console(FED_VM, 400);
+      return (lastRound(lines) > roundBefore && firstSeq(lines) !== undefined) || undefined;
+    },
+    { timeoutMs: 90_000, what: `${FED_VM} to verify its pattern and beat on west` },
+  );
   const there = await west.console(FED_VM, 2000);
   await show(west, ["vm", "console", FED_VM, "--lines", "12"], "west");
   if (there.some((l) => l.includes("NC-VERIFY FAIL")))
