@@ -45,6 +45,7 @@ import { defaultConsoleDir, loadConsoleAssets } from "./console-assets.js";
 import { EventStreams } from "./event-streams.js";
 import { type ApiLimits, RateBuckets, rateLimited, resolveApiLimits } from "./limits.js";
 import { agentRoutes } from "./routes/agent.js";
+import { type AlertReader, alertRoutes, defaultRunbooksDir, loadRunbooks } from "./routes/alerts.js";
 import { consoleFallback } from "./routes/console.js";
 import type { RouteDeps } from "./routes/deps.js";
 import { dlqRoutes } from "./routes/dlq.js";
@@ -88,6 +89,10 @@ export interface AppDeps {
   limits?: Partial<ApiLimits>;
   /** The built web console to serve at `/` (default dist/console; null: serve none). */
   consoleDir?: string | null;
+  /** The alerts firing, from Prometheus (--prometheus-url); absent: GET /v1/alerts says none is configured. */
+  alerts?: AlertReader;
+  /** The runbooks to serve at /v1/runbooks (default docs/runbooks of this checkout; null: none). */
+  runbooksDir?: string | null;
   /** Signs a metrics scraper's CSR with the cluster CA (server-pki.ts); absent: the route refuses. */
   issueScraperCert?: (csrPem: string, name: string, validDays: number) => Promise<string>;
 }
@@ -279,6 +284,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
           throw new NovaError("NOVA_CONFLICT", "This server issues no scraper certificates.");
         }),
     },
+  });
+  await app.register(alertRoutes, {
+    ...routeDeps,
+    ...(deps.alerts ? { alerts: deps.alerts } : {}),
+    runbooks:
+      deps.runbooksDir === null ? new Map() : await loadRunbooks(deps.runbooksDir ?? defaultRunbooksDir()),
   });
   await app.register(sessionRoutes, routeDeps);
   await app.register(userRoutes, routeDeps);

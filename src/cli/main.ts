@@ -5,6 +5,7 @@
 import { Command, CommanderError } from "commander";
 import { inSpan, tracingConfigured } from "../lib/tracing.js";
 import { VERSION } from "../version.js";
+import { registerAlertCommands } from "./commands/alerts.js";
 import { registerClusterCommands } from "./commands/clusters.js";
 import { type LoadDaemonLauncher, registerDaemonCommands } from "./commands/daemons.js";
 import { registerDlqCommands } from "./commands/dlq.js";
@@ -45,6 +46,7 @@ export function buildProgram(deps: CliDeps = {}): Command {
   registerUserCommands(program);
   registerClusterCommands(program);
   registerMetricsCommands(program);
+  registerAlertCommands(program);
   for (const cmd of program.commands) {
     cmd.exitOverride();
     for (const sub of cmd.commands) {
@@ -52,9 +54,19 @@ export function buildProgram(deps: CliDeps = {}): Command {
       // Resource commands talk to a server: each takes the client options itself, so
       // they may come anywhere after the command (`novacron vm list --json`).
       if (
-        ["host", "image", "vm", "migration", "exec", "dlq", "token", "cluster", "user", "metrics"].includes(
-          cmd.name(),
-        ) &&
+        [
+          "host",
+          "image",
+          "vm",
+          "migration",
+          "exec",
+          "dlq",
+          "token",
+          "cluster",
+          "user",
+          "metrics",
+          "alert",
+        ].includes(cmd.name()) &&
         sub.commands.length === 0
       )
         addClientOptions(sub);

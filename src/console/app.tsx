@@ -8,6 +8,7 @@ import { HostsPage } from "./pages/hosts.js";
 import { LoginPage } from "./pages/login.js";
 import { MigrationDetailPage, MigrationsPage } from "./pages/migrations.js";
 import { OverviewPage } from "./pages/overview.js";
+import { RunbookPage } from "./pages/runbook.js";
 import { TokensPage } from "./pages/tokens.js";
 import { UsersPage } from "./pages/users.js";
 import { VmDetailPage } from "./pages/vm-detail.js";
@@ -44,6 +45,8 @@ function page(path: string) {
       return <UsersPage />;
     case "account":
       return <AccountPage />;
+    case "runbooks":
+      return second ? <RunbookPage name={second} /> : <OverviewPage />;
     default:
       return (
         <p>

@@ -35,6 +35,18 @@ function parseClusterName(name: string): string {
   return name;
 }
 
+/** A file a flag names, read; NOVA_CONFIG names the flag when it cannot be. */
+async function readFlagFile(file: string, flag: string): Promise<string> {
+  try {
+    return await readFile(path.resolve(file), "utf8");
+  } catch (err) {
+    throw new NovaError(
+      "NOVA_CONFIG",
+      `${flag} ${file}: cannot read it (${(err as NodeJS.ErrnoException).code ?? String(err)}).`,
+    );
+  }
+}
+
 /** Runs the server in the foreground until a signal. */
 export async function runServer(o: ServerDaemonFlags): Promise<void> {
   // Keys, tokens and the database: nothing this process creates is for other users.
@@ -57,8 +69,22 @@ export async function runServer(o: ServerDaemonFlags): Promise<void> {
       ? { workersMax: parseWorkersFlag(o.execWorkersMax, "--exec-workers-max", 1) }
       : {}),
   });
+  const prometheusUrl = o.prometheusUrl ?? process.env.NOVACRON_PROMETHEUS_URL;
+  if (o.prometheusCa && !prometheusUrl)
+    throw new NovaError(
+      "NOVA_CONFIG",
+      "--prometheus-ca needs --prometheus-url (the Prometheus to trust it for).",
+    );
   const server = await startServer({
     dataDir,
+    ...(prometheusUrl
+      ? {
+          prometheus: {
+            url: prometheusUrl,
+            ...(o.prometheusCa ? { caPem: await readFlagFile(o.prometheusCa, "--prometheus-ca") } : {}),
+          },
+        }
+      : {}),
     host,
     port,
     ...(o.caCert ? { caCertFile: path.resolve(o.caCert) } : {}),

@@ -392,6 +392,12 @@ export const ERROR_CODES = {
     retryable: false,
     description: "The hand-off was already called off by its source cluster; start a new migration.",
   },
+  NOVA_ALERTS_UNAVAILABLE: {
+    status: 502,
+    retryable: true,
+    description:
+      "The server could not read the alerts from the Prometheus at its --prometheus-url (unreachable, refused, too slow, or an answer that is not Prometheus's alerts list). The message says which; check that Prometheus runs there and the flag (and --prometheus-ca).",
+  },
   NOVA_ACP_EXPIRED: {
     status: 504,
     retryable: false,

@@ -35,6 +35,7 @@ export type Permission =
   | "federation:write"
   | "metrics:read"
   | "metrics:credentials"
+  | "alerts:read"
   | "users:read"
   | "users:write"
   | "agent:heartbeat";
@@ -82,6 +83,7 @@ const ALL: readonly Permission[] = [
   "federation:write",
   "metrics:read",
   "metrics:credentials",
+  "alerts:read",
   "users:read",
   "users:write",
 ];
@@ -103,6 +105,7 @@ const READ: readonly Permission[] = [
   "executions:read",
   "federation:read",
   "metrics:read",
+  "alerts:read",
 ];
 
 /**

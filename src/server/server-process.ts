@@ -32,6 +32,7 @@ import { ClusterTarget } from "../migration/cluster-target.js";
 import { MigrationService } from "../migration/migration-service.js";
 import { MigrationOrchestrator } from "../migration/orchestrator.js";
 import { createServerMetrics } from "../observability/metrics.js";
+import { PrometheusAlerts } from "../observability/prometheus-alerts.js";
 import { certInfo } from "../security/pki.js";
 import { loadServerPki } from "./server-pki.js";
 
@@ -77,6 +78,8 @@ export interface ServerOptions {
   logger?: Logger;
   /** The built web console to serve at `/` (default dist/console; null: none). */
   consoleDir?: string | null;
+  /** The Prometheus that evaluates NovaCron's alert rules (GET /v1/alerts reads its alerts). */
+  prometheus?: { url: string; caPem?: string };
 }
 
 /** A running server. */
@@ -102,6 +105,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const log =
     options.logger ??
     pino({ level: process.env.NOVACRON_LOG_LEVEL ?? "info", mixin: traceLogFields }, pino.destination(2));
+  // A wrong --prometheus-url is refused before anything starts.
+  const alerts = options.prometheus ? new PrometheusAlerts(options.prometheus) : undefined;
   await secureDataDir(options.dataDir, log);
   const pki = await loadServerPki({
     dataDir: options.dataDir,
@@ -273,6 +278,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     https: { cert: pki.serverChainPem, key: pki.server.keyPem, ca: pki.ca.certPem },
     ...(options.consoleDir !== undefined ? { consoleDir: options.consoleDir } : {}),
     issueScraperCert: (csr, name, days) => pki.issueScraperCert(csr, name, days),
+    ...(alerts ? { alerts } : {}),
   });
   try {
     await app.listen({ host: options.host ?? "127.0.0.1", port: options.port ?? 7700 });
@@ -326,6 +332,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       closing ??= (async () => {
         clearInterval(renewal);
         hosts.stopLivenessMonitor();
+        await alerts?.close().catch(() => {});
         // Drains first: running steps finish (or are handed back) while the store is open.
         await exec.close();
         await orchestrator.stop();

@@ -30,6 +30,8 @@ export interface ServerDaemonFlags {
   loginLockout: string;
   sessionIdleTimeout: string;
   sessionLifetime: string;
+  prometheusUrl?: string;
+  prometheusCa?: string;
 }
 
 /** The flags of `novacron agent`, as commander parses them. */
@@ -149,6 +151,11 @@ export function registerDaemonCommands(program: Command, loadLauncher?: LoadDaem
       "a login session ends this long after login, used or not",
       "43200",
     )
+    .option(
+      "--prometheus-url <url>",
+      "the Prometheus that evaluates NovaCron's alert rules: the console and GET /v1/alerts show its firing alerts (default: $NOVACRON_PROMETHEUS_URL; http only to loopback)",
+    )
+    .option("--prometheus-ca <file>", "a CA certificate (PEM) to trust for an https --prometheus-url")
     .action(async (o: ServerDaemonFlags) => {
       await (await launcher()).runServer(o);
     });

@@ -1,10 +1,11 @@
-/** The overview: clusters, hosts, VMs by state, active migrations and executions. */
+/** The overview: clusters, hosts, VMs by state, alerts firing, active migrations and executions. */
 import type { Execution } from "../../api/types/executions.js";
 import type { Host } from "../../api/types/hosts.js";
 import type { Migration } from "../../api/types/migrations.js";
 import type { Vm } from "../../api/types/vms.js";
 import { ApiError, api } from "../api/client.js";
 import { progressOf } from "../api/events.js";
+import { AlertsCard } from "../components/alerts-card.js";
 import { PageHead, StateBadge } from "../components/feedback.js";
 import { migrationPercent, ProgressBar } from "../components/progress.js";
 import { useLive } from "../live.js";
@@ -105,6 +106,7 @@ export function OverviewPage() {
               ))}
             </ul>
           </section>
+          <AlertsCard />
           <section className="card wide" aria-labelledby="ov-migrations">
             <h2 id="ov-migrations">
               <Link to="/migrations">Active migrations</Link>
