@@ -41,6 +41,7 @@ import type { MigrationService } from "../migration/migration-service.js";
 import type { ServerMetrics } from "../observability/metrics.js";
 import { VERSION } from "../version.js";
 import { type Requirement, requirePermission } from "./auth.js";
+import { installCompression } from "./compression.js";
 import { defaultConsoleDir, loadConsoleAssets } from "./console-assets.js";
 import { EventStreams } from "./event-streams.js";
 import { type ApiLimits, RateBuckets, rateLimited, resolveApiLimits } from "./limits.js";
@@ -172,6 +173,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   // Parses the Cookie header (the console's session cookie); no signing secret: the
   // cookie's value is itself an unguessable session token.
   await app.register(cookie);
+  await installCompression(app);
   installRequestTracing(app, (req) => isTracedRoute(req.routeOptions.url));
   app.addHook("onRequest", async (req, reply) => {
     const wait = perAddress.take(req.ip);
