@@ -1,6 +1,7 @@
 // The users store on PostgreSQL and PGlite: accounts, the lock-out counters, the MFA
 // state as a compare-and-set, single-use TOTP steps and recovery codes, and sessions
 // (hashed, expiring by the database's clock, ending with their user).
+import { randomBytes } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import type { Store } from "../src/cluster/store/store.js";
 import {
@@ -29,9 +30,11 @@ import {
 import { USER_SECURITY_DEFAULTS, UserService } from "../src/cluster/user-service.js";
 import { hashPassword } from "../src/security/password-hash.js";
 import { hashRecoveryCode } from "../src/security/recovery-codes.js";
+import { SecretKey } from "../src/security/secret-key.js";
 import { totpCode } from "../src/security/totp.js";
 import { ENGINES, storePerSuite } from "./helpers/databases.js";
 
+const KEY = SecretKey.fromBase64(randomBytes(32).toString("base64"), "test");
 const LIMITS = { maxFailures: 5, lockoutMs: 60_000 };
 const SESSION = { lifetimeMs: 3_600_000, idleTimeoutMs: 600_000 };
 
@@ -253,7 +256,7 @@ describe.each(ENGINES)("users store on $engine", ({ create }) => {
   });
 
   it("re-hashes a password stored under weaker parameters at its next login", async () => {
-    const svc = new UserService(store);
+    const svc = new UserService(store, KEY);
     const u = await insertUser(store.db, {
       username: "old-hash",
       role: "viewer",
@@ -266,7 +269,7 @@ describe.each(ENGINES)("users store on $engine", ({ create }) => {
   });
 
   it("runs a bounded number of password hashes and refuses logins beyond the bounded queue at once", async () => {
-    const svc = new UserService(store, { concurrentHashes: 1, hashWaiters: 1 });
+    const svc = new UserService(store, KEY, { concurrentHashes: 1, hashWaiters: 1 });
     await svc.create({ username: "bounded", role: "viewer", password: "a long enough password" });
     const outcomes = await Promise.all(
       [1, 2, 3].map((i) =>
@@ -285,7 +288,7 @@ describe.each(ENGINES)("users store on $engine", ({ create }) => {
   });
 
   it("keeps a lock-out across a new service on the same database (a restarted server)", async () => {
-    const first = new UserService(store, { ...USER_SECURITY_DEFAULTS, maxFailures: 2 });
+    const first = new UserService(store, KEY, { ...USER_SECURITY_DEFAULTS, maxFailures: 2 });
     const { user } = await first.create({
       username: "restart-me",
       role: "viewer",
@@ -295,7 +298,7 @@ describe.each(ENGINES)("users store on $engine", ({ create }) => {
       await expect(
         first.login({ username: user.username, password: "wrong password here" }),
       ).rejects.toBeDefined();
-    const second = new UserService(store, { ...USER_SECURITY_DEFAULTS, maxFailures: 2 });
+    const second = new UserService(store, KEY, { ...USER_SECURITY_DEFAULTS, maxFailures: 2 });
     await expect(
       second.login({ username: user.username, password: "a long enough password" }),
     ).rejects.toMatchObject({ code: "NOVA_ACCOUNT_LOCKED", details: { user: "restart-me" } });
@@ -305,7 +308,7 @@ describe.each(ENGINES)("users store on $engine", ({ create }) => {
   });
 
   it("asks an enrolled user for a code, accepts a current one once, and a recovery code once", async () => {
-    const svc = new UserService(store);
+    const svc = new UserService(store, KEY);
     const { user } = await svc.create({
       username: "mfa-user",
       role: "operator",
@@ -331,5 +334,78 @@ describe.each(ENGINES)("users store on $engine", ({ create }) => {
     });
     // Each refusal counted; each success started the count again.
     expect((await svc.get(user.username)).failedAttempts).toBe(1);
+  });
+
+  it("stores the TOTP secret sealed under the server's key, bound to its user", async () => {
+    const svc = new UserService(store, KEY);
+    const { user } = await svc.create({
+      username: "sealed",
+      role: "viewer",
+      password: "a long enough password",
+    });
+    const { secret } = await svc.beginEnrolment(user.username);
+    const t = Date.now();
+    await svc.confirmEnrolment(user.username, totpCode(secret, t));
+    const stored = (await getUserByName(store.db, "sealed")).totpSecret ?? "";
+    expect(stored).toMatch(/^v1\./);
+    expect(stored).not.toContain(secret);
+    const login = { username: "sealed", password: "a long enough password" };
+    await svc.login({ ...login, totp: totpCode(secret, t + 30_000) });
+    // A server with another key cannot use it, and says why.
+    const other = new UserService(store, SecretKey.fromBase64(randomBytes(32).toString("base64"), "other"));
+    await expect(other.login({ ...login, totp: totpCode(secret, t + 60_000) })).rejects.toMatchObject({
+      code: "NOVA_SECRET",
+    });
+    // Nor can the sealed value serve another user: it is bound to this one.
+    const { user: thief } = await svc.create({
+      username: "thief",
+      role: "viewer",
+      password: "a long enough password",
+    });
+    await store.db.query("UPDATE users SET mfa_state = 'on', totp_secret = $2 WHERE id = $1", [
+      thief.id,
+      stored,
+    ]);
+    await expect(
+      svc.login({
+        username: "thief",
+        password: "a long enough password",
+        totp: totpCode(secret, t + 60_000),
+      }),
+    ).rejects.toMatchObject({ code: "NOVA_SECRET" });
+  });
+
+  it("seals at start a TOTP secret an older server stored in clear, and it keeps working", async () => {
+    const svc = new UserService(store, KEY);
+    const { user } = await svc.create({
+      username: "clear",
+      role: "viewer",
+      password: "a long enough password",
+    });
+    const secret = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+    const row = await getUserByName(store.db, "clear");
+    await beginMfaEnrolment(store.db, row, secret);
+    const t = Date.now();
+    await confirmMfaEnrolment(
+      store.db,
+      await getUserByName(store.db, "clear"),
+      Math.floor(t / 30_000) - 2,
+      [],
+    );
+    expect((await getUserByName(store.db, "clear")).totpSecret).toBe(secret);
+    // Read in clear until sealed, so no user is locked out meanwhile.
+    await svc.login({
+      username: user.username,
+      password: "a long enough password",
+      totp: totpCode(secret, t),
+    });
+    expect(await svc.sealClearTotpSecrets()).toBeGreaterThanOrEqual(1);
+    expect((await getUserByName(store.db, "clear")).totpSecret).toMatch(/^v1\./);
+    expect(await svc.sealClearTotpSecrets()).toBe(0);
+    await svc.login({
+      username: user.username,
+      password: "a long enough password",
+      totp: totpCode(secret, t + 30_000),
+    });
   });
 });

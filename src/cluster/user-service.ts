@@ -16,6 +16,7 @@ import {
   verifyPassword,
 } from "../security/password-hash.js";
 import { hashRecoveryCode, newRecoveryCodes } from "../security/recovery-codes.js";
+import { isSealedText, type SecretKey } from "../security/secret-key.js";
 import { matchTotp, newTotpSecret, totpUri } from "../security/totp.js";
 import type { Store } from "./store/store.js";
 import {
@@ -42,11 +43,13 @@ import {
   publicUser,
   recordFailedAttempt,
   recordLogin,
+  replaceTotpSecret,
   setPasswordHash,
   setUserRole,
   spendRecoveryCode,
   type UserRow,
   unlockUser,
+  usersWithClearTotpSecrets,
 } from "./store/users.js";
 
 /** How logins are bounded and how long sessions last. */
@@ -101,6 +104,8 @@ export class UserService {
 
   constructor(
     private readonly store: Store,
+    /** Seals each TOTP secret before it is stored (bound to its user): a copy of the database alone yields no second factor. */
+    private readonly secrets: SecretKey,
     config: Partial<UserSecurityConfig> = {},
   ) {
     this.config = { ...USER_SECURITY_DEFAULTS, ...config };
@@ -157,7 +162,7 @@ export class UserService {
    */
   private async checkSecondFactor(user: UserRow, proof: MfaProofInput): Promise<void> {
     if (proof.totp !== undefined && proof.totp !== "") {
-      const step = matchTotp(user.totpSecret ?? "", proof.totp);
+      const step = matchTotp(this.totpSecretOf(user), proof.totp);
       if (step === undefined)
         throw await this.failed(
           user,
@@ -345,6 +350,34 @@ export class UserService {
     return publicUser({ ...user, mfaState: "off", totpSecret: null });
   }
 
+  /** The user's TOTP secret, opened ("" when none: no code matches). */
+  private totpSecretOf(user: UserRow): string {
+    const stored = user.totpSecret;
+    if (!stored) return "";
+    // Stored before secrets were sealed and not yet sealed at start: still the secret.
+    return isSealedText(stored) ? this.secrets.openText(totpBinding(user.id), stored) : stored;
+  }
+
+  /**
+   * Seals the TOTP secrets stored in clear by a server from before they were sealed (at
+   * start; each row compare-and-set on its clear value). Returns how many were sealed.
+   */
+  async sealClearTotpSecrets(): Promise<number> {
+    const clear = await usersWithClearTotpSecrets(this.store.read);
+    let sealed = 0;
+    for (const u of clear)
+      if (
+        await replaceTotpSecret(
+          this.store.db,
+          u.id,
+          u.totpSecret,
+          this.secrets.sealText(totpBinding(u.id), u.totpSecret),
+        )
+      )
+        sealed++;
+    return sealed;
+  }
+
   /** The logged-in user's row; NOVA_UNAUTHENTICATED when it was deleted meanwhile. */
   private async self(username: string): Promise<UserRow> {
     const user = await findUserByName(this.store.read, username);
@@ -362,7 +395,7 @@ export class UserService {
         { details: { state: "on", action: "enrol" } },
       );
     const secret = newTotpSecret();
-    await beginMfaEnrolment(this.store.db, user, secret);
+    await beginMfaEnrolment(this.store.db, user, this.secrets.sealText(totpBinding(user.id), secret));
     return { secret, uri: totpUri(secret, user.username) };
   }
 
@@ -377,7 +410,7 @@ export class UserService {
           : "There is no enrolment to confirm: start one first (novacron user mfa enrol).",
         { details: { state: user.mfaState, action: "confirm" } },
       );
-    const step = matchTotp(user.totpSecret ?? "", code);
+    const step = matchTotp(this.totpSecretOf(user), code);
     if (step === undefined)
       throw new NovaError(
         "NOVA_MFA_INVALID",
@@ -428,4 +461,9 @@ function loginFailed(): NovaError {
 /** An idle timeout in words: minutes, or seconds when under two minutes (a short test timeout read "0 minutes"). */
 function idleSpan(ms: number): string {
   return ms < 120_000 ? `${Math.round(ms / 1000)} seconds` : `${Math.round(ms / 60_000)} minutes`;
+}
+
+/** What a user's sealed TOTP secret is bound to: that user only. */
+function totpBinding(userId: string): string {
+  return `user-totp:${userId}`;
 }

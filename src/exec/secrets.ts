@@ -4,11 +4,12 @@
  * first start), stored as ciphertext only, resolved just in time when a step starts.
  * Steps reference them as `${secret:NAME}` in any string field.
  */
-import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
-import { readFile, writeFile } from "node:fs/promises";
 import type { Queryable, ReadQueryable } from "../cluster/store/db.js";
 import { sealedSecrets, upsertSealedSecret } from "../cluster/store/exec-secrets.js";
-import { describeError, NovaError } from "../lib/errors.js";
+import { NovaError } from "../lib/errors.js";
+import type { SecretKey } from "../security/secret-key.js";
+
+export { SecretKey } from "../security/secret-key.js";
 
 /** `${secret:NAME}` — names are lowercase letters, digits, dot, dash, underscore. */
 export const SECRET_REF = /\$\{secret:([a-z0-9][a-z0-9._-]{0,62})\}/g;
@@ -16,78 +17,6 @@ export const SECRET_REF = /\$\{secret:([a-z0-9][a-z0-9._-]{0,62})\}/g;
 /** The reference a plan writes to use secret `name`. */
 export function secretRef(name: string): string {
   return `\${secret:${name}}`;
-}
-
-/** A 32-byte AES key. */
-export class SecretKey {
-  private constructor(private readonly key: Buffer) {}
-
-  /** From base64 text (32 bytes decoded). */
-  static fromBase64(text: string, origin: string): SecretKey {
-    const key = Buffer.from(text.trim(), "base64");
-    if (key.length !== 32) {
-      throw new NovaError(
-        "NOVA_SECRET",
-        `The secrets key from ${origin} is ${key.length} bytes; it must be 32 bytes, base64-encoded (e.g. openssl rand -base64 32).`,
-      );
-    }
-    return new SecretKey(key);
-  }
-
-  /** NOVACRON_SECRETS_KEY when set, else the key file (created 0600 when missing). */
-  static async load(keyFile: string, env = process.env): Promise<SecretKey> {
-    if (env.NOVACRON_SECRETS_KEY)
-      return SecretKey.fromBase64(env.NOVACRON_SECRETS_KEY, "NOVACRON_SECRETS_KEY");
-    try {
-      return SecretKey.fromBase64(await readFile(keyFile, "utf8"), keyFile);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
-    }
-    const fresh = randomBytes(32).toString("base64");
-    try {
-      // wx: two servers sharing a data dir must not overwrite each other's key.
-      await writeFile(keyFile, `${fresh}\n`, { mode: 0o600, flag: "wx" });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST")
-        throw new NovaError(
-          "NOVA_SECRET",
-          `Failed creating the secrets key ${keyFile}: ${describeError(err)}`,
-        );
-    }
-    return SecretKey.fromBase64(await readFile(keyFile, "utf8"), keyFile);
-  }
-
-  /** Encrypts; the secret's name is bound as associated data so rows cannot be swapped. */
-  seal(name: string, value: string): { iv: string; tag: string; ciphertext: string } {
-    const iv = randomBytes(12);
-    const cipher = createCipheriv("aes-256-gcm", this.key, iv);
-    cipher.setAAD(Buffer.from(name));
-    const ciphertext = Buffer.concat([cipher.update(value, "utf8"), cipher.final()]);
-    return {
-      iv: iv.toString("base64"),
-      tag: cipher.getAuthTag().toString("base64"),
-      ciphertext: ciphertext.toString("base64"),
-    };
-  }
-
-  /** Decrypts, or throws NOVA_SECRET when the key is wrong or the row was tampered with. */
-  open(name: string, row: { iv: string; tag: string; ciphertext: string }): string {
-    try {
-      const decipher = createDecipheriv("aes-256-gcm", this.key, Buffer.from(row.iv, "base64"));
-      decipher.setAAD(Buffer.from(name));
-      decipher.setAuthTag(Buffer.from(row.tag, "base64"));
-      return Buffer.concat([
-        decipher.update(Buffer.from(row.ciphertext, "base64")),
-        decipher.final(),
-      ]).toString("utf8");
-    } catch {
-      throw new NovaError(
-        "NOVA_SECRET",
-        `Secret ${name} cannot be decrypted: the server's secrets key is not the one it was stored with (or the row was altered).`,
-        { details: { secret: name } },
-      );
-    }
-  }
 }
 
 /** Stores (or replaces) a secret. */

@@ -262,6 +262,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     await store.close().catch(() => {});
     throw err;
   }
+  // The execution system's key (the server's secrets key) seals users' TOTP secrets too.
+  const users = new UserService(store, exec.secretKey, options.userSecurity);
+  const sealed = await users.sealClearTotpSecrets();
+  if (sealed > 0) log.info({ users: sealed }, "sealed TOTP secrets stored in clear by an older server");
   const app = await buildApp({
     federation,
     store,
@@ -270,7 +274,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     vms,
     migrations,
     metrics,
-    users: new UserService(store, options.userSecurity),
+    users,
     logger: log,
     exec,
     agents,

@@ -298,3 +298,28 @@ export async function unusedRecoveryCodes(q: ReadQueryable, id: string): Promise
   );
   return rows[0]?.n ?? 0;
 }
+
+/** Users whose TOTP secret is stored in clear (written before secrets were sealed). */
+export async function usersWithClearTotpSecrets(
+  q: ReadQueryable,
+): Promise<{ id: string; totpSecret: string }[]> {
+  const { rows } = await q.query<{ id: string; totp_secret: string }>(
+    "SELECT id, totp_secret FROM users WHERE totp_secret IS NOT NULL AND totp_secret NOT LIKE 'v1.%'",
+  );
+  return rows.map((r) => ({ id: r.id, totpSecret: r.totp_secret }));
+}
+
+/** Replaces a user's stored TOTP secret if it is still `from` (compare-and-set); false when it changed meanwhile. */
+export async function replaceTotpSecret(
+  q: Queryable,
+  userId: string,
+  from: string,
+  to: string,
+): Promise<boolean> {
+  const { rowCount } = await q.query("UPDATE users SET totp_secret = $3 WHERE id = $1 AND totp_secret = $2", [
+    userId,
+    from,
+    to,
+  ]);
+  return (rowCount ?? 0) > 0;
+}
