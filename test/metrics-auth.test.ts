@@ -112,4 +112,49 @@ describe("the server's /metrics and scraper credentials", () => {
     );
     expect((await stranger(`${url}/metrics`)).status).toBe(401);
   });
+
+  it("lists the scraper certificates it issued and refuses a revoked one at once, another still served", async () => {
+    const kept = await createCsr("scraper-kept");
+    const gone = await createCsr("scraper-gone");
+    const keptCert = (await issue({ name: "kept", csr: kept.csrPem })).body;
+    const goneCert = (await issue({ name: "gone", csr: gone.csrPem })).body;
+    const as = (cert: string, keyPem: string) =>
+      clusterFetch({ caPem: server.caPem, certPem: cert, keyPem }, { role: "server" });
+    const keptFetch = as(keptCert.certificate, kept.keyPem);
+    const goneFetch = as(goneCert.certificate, gone.keyPem);
+    expect((await goneFetch(`${url}/metrics`)).status).toBe(200);
+
+    const adminCall = (route: string, method = "GET") =>
+      anonymous(`${url}${route}`, {
+        method,
+        headers: {
+          authorization: `Bearer ${admin}`,
+          ...(method === "POST" ? { "content-type": "application/json" } : {}),
+        },
+        ...(method === "POST" ? { body: "{}" } : {}),
+      });
+    const list = (await (await adminCall("/v1/metrics/scrapers")).json()) as {
+      scrapers: { serial: string; name: string; revokedAt: string | null }[];
+    };
+    expect(list.scrapers.find((c) => c.serial === goneCert.serial)).toMatchObject({
+      name: "gone",
+      revokedAt: null,
+    });
+    // A scraper may not list or revoke them.
+    expect((await goneFetch(`${url}/v1/metrics/scrapers`)).status).toBe(403);
+
+    const revoked = await adminCall(`/v1/metrics/scrapers/${goneCert.serial}/revoke`, "POST");
+    expect(revoked.status).toBe(200);
+    expect(((await revoked.json()) as { revokedAt: string | null }).revokedAt).not.toBeNull();
+    const refused = await goneFetch(`${url}/metrics`);
+    expect(refused.status).toBe(401);
+    expect(((await refused.json()) as { error: { message: string } }).error.message).toContain("was revoked");
+    expect((await keptFetch(`${url}/metrics`)).status).toBe(200);
+
+    const twice = await adminCall(`/v1/metrics/scrapers/${goneCert.serial}/revoke`, "POST");
+    expect(twice.status).toBe(409);
+    const unknown = await adminCall("/v1/metrics/scrapers/abcdef0123/revoke", "POST");
+    expect(unknown.status).toBe(404);
+    expect((await adminCall("/v1/metrics/scrapers/not-hex/revoke", "POST")).status).toBe(400);
+  });
 });

@@ -6,6 +6,8 @@
 // TLS handshake). A scraper's certificate opens no other route of either. Then a guest
 // (TCG) moves between two agents over DWCP: the server's migration histograms, the
 // source agent's DWCP figures and the destination agent's series for the VM show it.
+// Last, a revoked scraper certificate: refused by the server at once, by the agent from
+// its next heartbeat, and by the agent after a restart; the other scraper still reads.
 import { spawnSync } from "node:child_process";
 import { mkdir, readFile } from "node:fs/promises";
 import { request } from "node:https";
@@ -235,4 +237,43 @@ describe("scraping a live server and agent with scraper credentials", () => {
     );
     expect(destination).toMatch(/^novacron_agent_vms\{state="running"\} 1$/m);
   }, 300_000);
+
+  it("refuses a revoked scraper certificate on the server at once and on the agent from its next heartbeat, also after a restart", async () => {
+    const out = `${c.dir}/prometheus-revoked`;
+    const made = await c.cli(["metrics", "credentials", "--out", out, "--name", "lost"]);
+    expect(made.code, made.stderr).toBe(0);
+    const lost = {
+      ca: await readFile(`${out}/ca.pem`, "utf8"),
+      cert: await readFile(`${out}/cert.pem`, "utf8"),
+      key: await readFile(`${out}/key.pem`, "utf8"),
+    };
+    expect((await scrape(`${agentUrl}/metrics`, { ...lost, servername: AGENT })).status).toBe(200);
+    const listed = await c.cli(["metrics", "scrapers", "--json"]);
+    const serial = (JSON.parse(listed.stdout) as { serial: string; name: string }[]).find(
+      (x) => x.name === "lost",
+    )?.serial;
+    expect(serial).toBeDefined();
+
+    const revoked = await c.cli(["metrics", "revoke", serial!]);
+    expect(revoked.code, revoked.stderr).toBe(0);
+    expect(revoked.stdout).toContain(`Revoked scraper certificate ${serial}`);
+    expect((await scrape(`${c.serverUrl}/metrics`, { ...lost, servername: "localhost" })).status).toBe(401);
+    // Agents learn it from the reply to their next heartbeat (every 2 s).
+    await waitFor(
+      async () => (await scrape(`${agentUrl}/metrics`, { ...lost, servername: AGENT })).status === 401,
+      {
+        timeoutMs: 15_000,
+        intervalMs: 250,
+        what: "the agent to refuse the revoked scraper certificate",
+      },
+    );
+    // The other scraper keeps reading both.
+    expect((await scrape(`${agentUrl}/metrics`, { ...creds, servername: AGENT })).status).toBe(200);
+    expect((await scrape(`${c.serverUrl}/metrics`, { ...creds, servername: "localhost" })).status).toBe(200);
+    // A restarted agent refuses it before its first heartbeat: it kept the list.
+    await c.stop(AGENT);
+    await c.startAgent(AGENT, AGENT_PORT, AGENT_FLAGS);
+    expect((await scrape(`${agentUrl}/metrics`, { ...lost, servername: AGENT })).status).toBe(401);
+    expect((await scrape(`${agentUrl}/metrics`, { ...creds, servername: AGENT })).status).toBe(200);
+  }, 120_000);
 });

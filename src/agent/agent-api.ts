@@ -35,7 +35,7 @@ import { failpoint } from "../lib/failpoints.js";
 import { installErrorHandlers } from "../lib/http-errors.js";
 import { applyHttpServerLimits, TLS_HANDSHAKE_TIMEOUT_MS } from "../lib/http-limits.js";
 import { installRequestTracing } from "../lib/http-tracing.js";
-import { identityOf, urisOf } from "../security/pki.js";
+import { identityOf, normaliseSerial, urisOf } from "../security/pki.js";
 import type { ClusterFetch } from "../security/tls-client.js";
 import { pullBlob } from "./blob-pull.js";
 import type { BlobTickets } from "./blob-tickets.js";
@@ -70,6 +70,8 @@ export interface AgentApiDeps {
   listenHost: string;
   /** This host's name in the cluster (what its certificate names). */
   hostName: string;
+  /** Scraper certificates revoked by the server (told in heartbeat replies); absent: none refused. */
+  revokedScrapers?: { has(serial: string): boolean };
   /** How QEMU's own transports are secured (MigrationServiceDeps). */
   qemuTls?: { dir: string } | null;
   /** The explicit plaintext opt-in for QEMU's transports (MigrationServiceDeps). */
@@ -107,7 +109,8 @@ export function agentTlsOptions(tls: AgentApiTls) {
 function callerOf(req: { raw: { socket: unknown } }) {
   const socket = req.raw.socket;
   if (!(socket instanceof TLSSocket) || !socket.authorized) return undefined;
-  return identityOf(urisOf(socket.getPeerCertificate().subjectaltname));
+  const cert = socket.getPeerCertificate();
+  return { ...identityOf(urisOf(cert.subjectaltname)), serial: normaliseSerial(cert.serialNumber ?? "") };
 }
 
 /** Builds the agent's API server. */
@@ -127,6 +130,11 @@ export function buildAgentApi(deps: AgentApiDeps): FastifyInstance {
     const caller = callerOf(req);
     if (!caller || caller.role === "unknown")
       throw new NovaError("NOVA_UNAUTHENTICATED", "A NovaCron cluster certificate is required.");
+    if (caller.role === "scraper" && deps.revokedScrapers?.has(caller.serial))
+      throw new NovaError(
+        "NOVA_UNAUTHENTICATED",
+        `This metrics scraper's certificate (serial ${caller.serial}) was revoked; make new credentials with novacron metrics credentials.`,
+      );
     // Prometheus with a scraper certificate (novacron metrics credentials) reads /metrics only.
     if (req.routeOptions.url === "/metrics" && (caller.role === "scraper" || caller.role === "server"))
       return;

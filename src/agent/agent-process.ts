@@ -28,6 +28,7 @@ import { createAgentMetrics } from "./agent-metrics.js";
 import { BlobTickets } from "./blob-tickets.js";
 import { AgentDwcp, type AgentDwcpTls } from "./dwcp-transport.js";
 import { FenceStore } from "./fence-store.js";
+import { RevokedScrapers } from "./revoked-scrapers.js";
 import { ServerLink } from "./server-link.js";
 import { VmManager } from "./vm-manager.js";
 
@@ -184,7 +185,10 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       "INSECURE: QEMU's migration and NBD listeners take unauthenticated connections on the data address (--qemu-plaintext)",
     );
   else if (!o.qemuTlsDir && saved) await writeQemuTlsDir(qemuTlsDir, saved);
+  const revokedScrapers = new RevokedScrapers(o.dataDir);
+  await revokedScrapers.load();
   const api = buildAgentApi({
+    revokedScrapers,
     dwcp,
     vms,
     fences,
@@ -258,6 +262,15 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       capacity: await capacity(),
       qemu: qemuInfo,
     }),
+    onRevokedScrapers: (serials) =>
+      revokedScrapers
+        .replace(serials)
+        .catch((err: unknown) =>
+          log.warn(
+            { err },
+            "cannot save the revoked scraper certificates; refusing them until a restart anyway",
+          ),
+        ),
     heartbeat: async () => ({
       capacity: await capacity(),
       qemu: qemuInfo,

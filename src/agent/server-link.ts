@@ -8,8 +8,15 @@
  * cluster id in the registration reply (the id its VMs' fencing tokens name: agent/fence.ts).
  * Survives server restarts (keeps retrying, logs once per outage).
  */
+
+import { Value } from "@sinclair/typebox/value";
 import type { Logger } from "pino";
-import type { AgentHeartbeatPost, AgentRegisterPost, AgentRegisterResponse } from "../api/types/agent.js";
+import {
+  type AgentHeartbeatPost,
+  AgentHeartbeatReply,
+  type AgentRegisterPost,
+  type AgentRegisterResponse,
+} from "../api/types/agent.js";
 import { ERROR_CODES, type ErrorCode } from "../lib/error-codes.js";
 import { describeError, NovaError } from "../lib/errors.js";
 import { readBoundedJson, readTextPrefix } from "../lib/json-response.js";
@@ -32,7 +39,12 @@ export interface ServerLinkOptions {
   log: Logger;
   /** Called with each new identity (first join, renewal), before it is used. */
   onIdentity?: (identity: AgentIdentity) => void;
+  /** Called with the revoked scraper certificates' serials each heartbeat reply names. */
+  onRevokedScrapers?: (serials: string[]) => Promise<void> | void;
 }
+
+/** A heartbeat reply's byte cap: 10,000 revoked serials of 64 hex digits fit. */
+const HEARTBEAT_REPLY_LIMIT_BYTES = 1024 * 1024;
 
 /** Registration and heartbeats. */
 export class ServerLink {
@@ -122,7 +134,9 @@ export class ServerLink {
         return;
       }
       if (!res.ok) throw await refusal(res, "heartbeat refused");
-      await res.body?.cancel();
+      const reply = await readBoundedJson(res, { peer: "the server", maxBytes: HEARTBEAT_REPLY_LIMIT_BYTES });
+      if (Value.Check(AgentHeartbeatReply, reply) && reply.revokedScrapers)
+        await this.o.onRevokedScrapers?.(reply.revokedScrapers);
       if (this.outage) this.o.log.info("server reachable again");
       this.outage = false;
     } catch (err) {

@@ -13,6 +13,7 @@ import type {} from "@fastify/cookie";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import type { ReadQueryable } from "../cluster/store/db.js";
 import { findHostByCertSerial } from "../cluster/store/hosts.js";
+import { isScraperCertRevoked } from "../cluster/store/scraper-certs.js";
 import { findToken } from "../cluster/store/tokens.js";
 import { SESSION_TOKEN_PREFIX, type SessionRow } from "../cluster/store/user-sessions.js";
 import type { UserService } from "../cluster/user-service.js";
@@ -153,7 +154,14 @@ export async function authenticate(
     };
   }
   const scraper = scraperFromCertificate(request);
-  if (scraper) return { principal: scraper, credential: { kind: "certificate" } };
+  if (scraper) {
+    if (await isScraperCertRevoked(sources.read(), scraper.id))
+      throw new NovaError(
+        "NOVA_UNAUTHENTICATED",
+        `This metrics scraper's certificate (serial ${scraper.id}) was revoked; make new credentials with novacron metrics credentials.`,
+      );
+    return { principal: scraper, credential: { kind: "certificate" } };
+  }
   const host = await hostFromCertificate(sources.read(), request);
   if (host) return { principal: host, credential: { kind: "certificate" } };
   if (verifiedPeerCert(request)) {

@@ -4,14 +4,20 @@
  */
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { Type } from "@sinclair/typebox";
+import { revokedScraperSerials } from "../../cluster/store/scraper-certs.js";
 import { bearerToken } from "../../lib/bearer.js";
 import { NovaError } from "../../lib/errors.js";
 import { verifiedPeerCert } from "../auth.js";
-import { AgentHeartbeatPost, AgentRegisterPost, AgentRegisterResponse } from "../types/agent.js";
+import {
+  AgentHeartbeatPost,
+  AgentHeartbeatReply,
+  AgentRegisterPost,
+  AgentRegisterResponse,
+} from "../types/agent.js";
 import type { RouteDeps } from "./deps.js";
 
 /** Agent-facing routes. */
-export const agentRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { hosts, guard }) => {
+export const agentRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { hosts, guard, store }) => {
   app.post(
     "/v1/agent/register",
     {
@@ -36,13 +42,14 @@ export const agentRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { h
       schema: {
         tags: ["agent"],
         body: AgentHeartbeatPost,
-        response: { 200: Type.Object({ ok: Type.Boolean() }) },
+        response: { 200: AgentHeartbeatReply },
       },
       onRequest: guard("agent:heartbeat"),
     },
     async (req) => {
       await hosts.heartbeat(req.principal!.id, req.body);
-      return { ok: true };
+      // Agents refuse these scrapers' certificates on their /metrics (they cannot ask the database).
+      return { ok: true, revokedScrapers: await revokedScraperSerials(store.read) };
     },
   );
 };

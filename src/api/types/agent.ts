@@ -118,6 +118,19 @@ export const AgentHeartbeatPost = Type.Object(
 );
 export type AgentHeartbeatPost = Static<typeof AgentHeartbeatPost>;
 
+/** The server's reply to a heartbeat. */
+export const AgentHeartbeatReply = Type.Object({
+  ok: Type.Boolean(),
+  revokedScrapers: Type.Optional(
+    Type.Array(Type.String({ pattern: "^[0-9a-f]{1,64}$" }), {
+      maxItems: 10_000,
+      description:
+        "Serials of revoked, unexpired metrics scraper certificates: the agent refuses them on /metrics (absent from servers older than revocation)",
+    }),
+  ),
+});
+export type AgentHeartbeatReply = Static<typeof AgentHeartbeatReply>;
+
 /** The image blobs a VM boots from, by digest in the host's image store. */
 export const VmBootImage = Type.Object({
   diskDigest: Type.String(),

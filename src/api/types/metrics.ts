@@ -36,3 +36,17 @@ export const MetricsCredentials = Type.Object({
   notAfter: Type.String({ format: "date-time" }),
 });
 export type MetricsCredentials = Static<typeof MetricsCredentials>;
+
+/** A scraper certificate the cluster CA issued, as `GET /v1/metrics/scrapers` lists it. */
+export const ScraperCert = Type.Object({
+  serial: Type.String(),
+  name: Type.String(),
+  notAfter: Type.String({ format: "date-time" }),
+  issuedAt: Type.String({ format: "date-time" }),
+  revokedAt: Type.Union([Type.String({ format: "date-time" }), Type.Null()]),
+});
+export type ScraperCert = Static<typeof ScraperCert>;
+
+/** `GET /v1/metrics/scrapers`. */
+export const ScraperCertList = Type.Object({ scrapers: Type.Array(ScraperCert) });
+export type ScraperCertList = Static<typeof ScraperCertList>;

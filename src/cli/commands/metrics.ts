@@ -1,5 +1,6 @@
 /**
- * `novacron metrics credentials --out DIR`: a scraper certificate for Prometheus. The key
+ * `novacron metrics credentials --out DIR`: a scraper certificate for Prometheus
+ * (`metrics scrapers` lists them, `metrics revoke SERIAL` revokes one). The key
  * is made here and never leaves this machine; the server signs its CSR with the cluster
  * CA (admin only). DIR gets ca.pem, cert.pem and key.pem, as a Prometheus `tls_config`
  * names them (docs/operations.md).
@@ -7,11 +8,16 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { Command } from "commander";
-import { type MetricsCredentials, SCRAPER_CERT_MAX_DAYS } from "../../api/types/metrics.js";
+import {
+  type MetricsCredentials,
+  SCRAPER_CERT_MAX_DAYS,
+  type ScraperCert,
+  type ScraperCertList,
+} from "../../api/types/metrics.js";
 import { NovaError } from "../../lib/errors.js";
 import { createCsr, verifyIssued } from "../../security/pki.js";
 import { apiFor } from "../context.js";
-import { printJson } from "../output.js";
+import { printJson, printTable } from "../output.js";
 
 /** Registers `metrics`. */
 export function registerMetricsCommands(program: Command): void {
@@ -59,5 +65,38 @@ export function registerMetricsCommands(program: Command): void {
       process.stdout.write(
         `Wrote ${path.join(o.out, "ca.pem")}, cert.pem and key.pem (serial ${issued.serial}, valid until ${issued.notAfter}).\n`,
       );
+    });
+
+  metrics
+    .command("scrapers")
+    .description("List the scraper certificates this cluster issued (revoked ones too), newest first")
+    .action(async (_o: unknown, cmd: Command) => {
+      const { api, json } = await apiFor(cmd);
+      const { scrapers } = await api.get<ScraperCertList>("/v1/metrics/scrapers");
+      if (json) return printJson(scrapers);
+      printTable(
+        ["SERIAL", "NAME", "ISSUED", "VALID UNTIL", "REVOKED"],
+        scrapers.map((c) => [c.serial, c.name, c.issuedAt, c.notAfter, c.revokedAt ?? "-"]),
+      );
+    });
+
+  metrics
+    .command("revoke <serial>")
+    .description(
+      "Revoke a scraper certificate: the server refuses it at once, each agent from its next heartbeat (within seconds)",
+    )
+    .action(async (serial: string, _o: unknown, cmd: Command) => {
+      const { api, json } = await apiFor(cmd);
+      if (!/^[0-9a-fA-F]{1,64}$/.test(serial))
+        throw new NovaError(
+          "NOVA_BAD_REQUEST",
+          `${JSON.stringify(serial)} is not a certificate serial (hex digits; novacron metrics scrapers lists them).`,
+        );
+      const c = await api.post<ScraperCert>(`/v1/metrics/scrapers/${serial.toLowerCase()}/revoke`, {});
+      if (json) printJson(c);
+      else
+        process.stdout.write(
+          `Revoked scraper certificate ${c.serial} (${c.name}); agents refuse it from their next heartbeat\n`,
+        );
     });
 }
