@@ -3,7 +3,6 @@
  * re-register and renew it), /v1/agent/heartbeat (host certificate).
  */
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
-import { Type } from "@sinclair/typebox";
 import { revokedScraperSerials } from "../../cluster/store/scraper-certs.js";
 import { bearerToken } from "../../lib/bearer.js";
 import { NovaError } from "../../lib/errors.js";
