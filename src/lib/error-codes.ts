@@ -398,6 +398,12 @@ export const ERROR_CODES = {
     description:
       "The server could not read the alerts from the Prometheus at its --prometheus-url (unreachable, refused, too slow, or an answer that is not Prometheus's alerts list). The message says which; check that Prometheus runs there and the flag (and --prometheus-ca).",
   },
+  NOVA_PLACEMENT_CONFLICT: {
+    status: 422,
+    retryable: false,
+    description:
+      "Placement groups contradict each other: two hard rules share VMs and ask for them together and apart at once (e.g. hard affinity per host and hard anti-affinity per host). The message names both groups and the VMs; remove the VMs from one group or make one rule soft.",
+  },
   NOVA_ACP_EXPIRED: {
     status: 504,
     retryable: false,
