@@ -1,0 +1,3 @@
+-- PLACEHOLDER on branch mig-history: version 11 belongs to the host-drain branch (drain),
+-- which holds the real 000011_host_drains.sql. The loader needs versions without gaps, so
+-- this empty file stands in for it until the two branches meet; at merge, take drain's.
