@@ -1,4 +1,7 @@
-/** One migration: route, state, the live progress bar and figures, and when done the downtime breakdown. */
+/**
+ * One migration: route, state, the live progress bar and figures, and when done the
+ * downtime breakdown, or what a failure or cancel rolled back.
+ */
 
 import { useState } from "react";
 import type { Migration, MigrationProgress } from "../../api/types/migrations.js";
@@ -32,6 +35,7 @@ export function MigrationCard({ m, chart = false }: { m: Migration; chart?: bool
       </h3>
       <ProgressBar value={migrationPercent(m, p)} label={`Migration of ${m.vm}`} />
       {m.stateReason ? <p className="small">{m.stateReason}</p> : null}
+      {m.rollback ? <p className="small">Rolled back: {m.rollback}</p> : null}
       {!done ? <ProgressFacts p={p} /> : null}
       {done && m.state === "completed" ? (
         <dl className="facts">
