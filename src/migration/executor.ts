@@ -411,7 +411,8 @@ class MigrationRun {
         this.nextSampleAt = r.nextAt;
         if (r.recorded) this.sampledPhase = phase;
       });
-    this.ctx.store.bus.publish([progressEvent(this.m, progress)]);
+    // The event carries the sample's time, so a chart joining both sees one reading once.
+    this.ctx.store.bus.publish([progressEvent(this.m, progress, now)]);
   }
 
   private async imageOnTarget(): Promise<boolean> {
@@ -579,10 +580,10 @@ class MigrationRun {
 }
 
 /** A progress event: published live, not stored (id 0 = not in the events table). */
-function progressEvent(m: MigrationRecord, progress: unknown): ClusterEvent {
+function progressEvent(m: MigrationRecord, progress: unknown, at: Date): ClusterEvent {
   return {
     id: 0,
-    at: new Date().toISOString(),
+    at: at.toISOString(),
     type: "migration.progress",
     resourceType: "migration",
     resourceId: m.id,
