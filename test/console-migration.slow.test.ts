@@ -141,7 +141,7 @@ describe("migrations and the TOTP QR code in the console, in Chromium", { timeou
   it("draws a DWCP migration's wire line apart from its logical bytes, live and after a reload from the stored samples", async () => {
     const from = await hostOf();
     const to = from === "c1" ? "c2" : "c1";
-    const id = await migrateFromVmPage(to, "dwcp", 2);
+    const id = await migrateFromVmPage(to, "dwcp", 8);
     await page.goto(`${base}/migrations/${id}`);
     const heading = page.getByRole("heading", { name: /^web-1: c\d → c\d/ });
     // While it runs, the chart shows both lines (wire measured by DWCP, below logical).
