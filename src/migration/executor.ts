@@ -23,6 +23,7 @@ import {
 } from "../api/types/migrations.js";
 import type { AgentClient, AgentConnector } from "../cluster/agent-client.js";
 import { getHost } from "../cluster/store/hosts.js";
+import { recordSample } from "../cluster/store/migration-samples.js";
 import {
   getMigration,
   isCancelRequested,
@@ -132,6 +133,9 @@ class MigrationRun {
   private readonly vmIdOrNull: string | null;
   /** ctx.onEnded was told. */
   private reported = false;
+  /** The phase of the last stored sample, and when the next reading is worth offering. */
+  private sampledPhase: string | undefined;
+  private nextSampleAt = 0;
 
   constructor(
     private readonly ctx: RunContext,
@@ -395,8 +399,20 @@ class MigrationRun {
 
   private async saveProgress(phase: string, status: AgentOutgoingStatus): Promise<void> {
     const progress = toProgress(phase, status);
-    await saveProgress(this.ctx.store.db, this.m.id, progress);
-    this.ctx.store.bus.publish([progressEvent(this.m, progress)]);
+    const now = new Date();
+    // A new phase is always sampled, so the stored curve has each phase's first reading
+    // (and the switch-over's); between them, readings before nextSampleAt are not offered.
+    const sample = phase !== this.sampledPhase || now.getTime() >= this.nextSampleAt;
+    if (!sample) await saveProgress(this.ctx.store.db, this.m.id, progress);
+    else
+      await this.ctx.store.write(async (tx) => {
+        await saveProgress(tx, this.m.id, progress);
+        const r = await recordSample(tx, this.m.id, progress, now, { force: phase !== this.sampledPhase });
+        this.nextSampleAt = r.nextAt;
+        if (r.recorded) this.sampledPhase = phase;
+      });
+    // The event carries the sample's time, so a chart joining both sees one reading once.
+    this.ctx.store.bus.publish([progressEvent(this.m, progress, now)]);
   }
 
   private async imageOnTarget(): Promise<boolean> {
@@ -564,10 +580,10 @@ class MigrationRun {
 }
 
 /** A progress event: published live, not stored (id 0 = not in the events table). */
-function progressEvent(m: MigrationRecord, progress: unknown): ClusterEvent {
+function progressEvent(m: MigrationRecord, progress: unknown, at: Date): ClusterEvent {
   return {
     id: 0,
-    at: new Date().toISOString(),
+    at: at.toISOString(),
     type: "migration.progress",
     resourceType: "migration",
     resourceId: m.id,

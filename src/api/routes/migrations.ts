@@ -1,9 +1,13 @@
-/** Routes: POST /v1/vms/{id}/migrations, GET /v1/migrations[/{id}], DELETE /v1/migrations/{id} (cancel). */
+/**
+ * Routes: POST /v1/vms/{id}/migrations, GET /v1/migrations[/{id}], GET
+ * /v1/migrations/{id}/samples (its progress history), DELETE /v1/migrations/{id} (cancel).
+ */
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
+import { listSamples } from "../../cluster/store/migration-samples.js";
 import { getMigration, listMigrations, publicMigration } from "../../cluster/store/migrations.js";
 import { getVm } from "../../cluster/store/vms.js";
 import { IdOrNameParams } from "../types/common.js";
-import { Migration, MigrationList, MigrationsPost } from "../types/migrations.js";
+import { Migration, MigrationList, MigrationSampleList, MigrationsPost } from "../types/migrations.js";
 import type { RouteDeps } from "./deps.js";
 
 /** Migration routes. */
@@ -51,6 +55,15 @@ export const migrationRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (
       onRequest: guard("vms:read"),
     },
     async (req) => publicMigration(await getMigration(store.read, req.params.id)),
+  );
+
+  app.get(
+    "/v1/migrations/:id/samples",
+    {
+      schema: { tags: ["migrations"], params: IdOrNameParams, response: { 200: MigrationSampleList } },
+      onRequest: guard("vms:read"),
+    },
+    async (req) => listSamples(store.read, req.params.id),
   );
 
   app.delete(

@@ -242,3 +242,37 @@ export type Migration = Static<typeof Migration>;
 /** `GET /v1/migrations`. */
 export const MigrationList = Type.Object({ migrations: Type.Array(Migration) });
 export type MigrationList = Static<typeof MigrationList>;
+
+/** One stored reading of a migration's progress (docs/migration.md, "Progress history"). */
+export const MigrationSample = Type.Object({
+  at: Type.String({ format: "date-time" }),
+  phase: Type.String(),
+  pass: Type.Integer(),
+  memoryBytesSent: Type.Number(),
+  memoryBytesRemaining: Type.Number(),
+  diskBytesDone: Type.Number(),
+  dirtyBytesPerSecond: Type.Number(),
+  throughputMbps: Type.Number(),
+  memoryWireBytes: Type.Union([Type.Number(), Type.Null()], {
+    description: "DWCP: bytes on the wire for the memory stream; null with QEMU's transport",
+  }),
+  memoryLogicalBytes: Type.Union([Type.Number(), Type.Null()], {
+    description: "DWCP: bytes of QEMU's memory stream relayed",
+  }),
+  diskWireBytes: Type.Union([Type.Number(), Type.Null()], {
+    description: "DWCP: bytes on the wire for the disk mirror",
+  }),
+  diskLogicalBytes: Type.Union([Type.Number(), Type.Null()], {
+    description: "DWCP: bytes of NBD client traffic relayed",
+  }),
+});
+export type MigrationSample = Static<typeof MigrationSample>;
+
+/** `GET /v1/migrations/{id}/samples`. */
+export const MigrationSampleList = Type.Object({
+  sampleEveryMs: Type.Integer({
+    description: "The spacing the server now keeps between samples (1 s, doubled at each thinning)",
+  }),
+  samples: Type.Array(MigrationSample, { description: "Oldest first" }),
+});
+export type MigrationSampleList = Static<typeof MigrationSampleList>;

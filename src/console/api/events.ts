@@ -4,8 +4,8 @@
  * so that a refusal's status and message reach client.ts (an ended session returns to
  * the login page with the reason), resumed with Last-Event-ID after a drop. Pages subscribe
  * here instead of opening streams of their own (the server caps streams per session). The
- * progress of running migrations (live-only events) is kept here, bounded, so a page
- * opened mid-migration still draws its history.
+ * progress of running migrations (live-only events) is kept here, bounded, so a chart
+ * has the readings newer than the server's stored history (at most one a second).
  */
 import type { ClusterEvent } from "../../api/types/events.js";
 import type { MigrationProgress } from "../../api/types/migrations.js";
@@ -17,6 +17,7 @@ export type StreamStatus = "connecting" | "live" | "reconnecting";
 
 /** A sample of a migration's progress, as received. */
 export interface ProgressSample {
+  /** When the server read it (the event's time), ms since the epoch. */
   at: number;
   progress: MigrationProgress;
 }
@@ -60,19 +61,19 @@ function setStatus(s: StreamStatus): void {
 function dispatch(e: HubEvent): void {
   if (e.type === "migration.progress" && "resourceId" in e && e.resourceId) {
     const p = (e.data as { progress?: MigrationProgress }).progress;
-    if (p) record(e.resourceId, p);
+    if (p) record(e.resourceId, p, Date.parse(e.at) || Date.now());
   }
   for (const l of listeners) l(e);
 }
 
-function record(id: string, p: MigrationProgress): void {
+function record(id: string, p: MigrationProgress, at: number): void {
   let samples = progress.get(id);
   if (!samples) {
     if (progress.size >= MAX_TRACKED_MIGRATIONS) progress.delete(progress.keys().next().value as string);
     samples = [];
     progress.set(id, samples);
   }
-  samples.push({ at: Date.now(), progress: p });
+  samples.push({ at, progress: p });
   if (samples.length > MAX_SAMPLES) samples.splice(0, samples.length - MAX_SAMPLES);
 }
 

@@ -1,15 +1,24 @@
 /**
- * An SVG chart of a migration's wire and logical bytes over time, drawn from the progress
- * samples the event stream delivered. Logical bytes are what the transfer carried for the
- * guest (memory and disk); wire bytes what crossed the network (DWCP's dedup and
- * compression make it smaller). QEMU's transport reports no wire figure: it sends the
- * logical bytes as they are, so one line stands for both.
+ * An SVG chart of a migration's wire and logical bytes over time: the history the server
+ * stored (GET /v1/migrations/{id}/samples, at most one sample a second) followed by the
+ * progress events received live since its last sample. Logical bytes are what the
+ * transfer carried for the guest (memory and disk); wire bytes what crossed the network
+ * (DWCP's dedup and compression make it smaller). QEMU's transport reports no wire figure:
+ * it sends the logical bytes as they are, so one line stands for both.
  */
-import type { MigrationProgress } from "../../api/types/migrations.js";
+import type { MigrationProgress, MigrationSample } from "../../api/types/migrations.js";
 import type { ProgressSample } from "../api/events.js";
 import { bytes, duration } from "../format.js";
 
-/** Wire and logical bytes of one sample (QEMU's transport: wire = logical). */
+/** Wire and logical bytes at one instant (ms since the epoch, the server's clock). */
+export interface ChartPoint {
+  at: number;
+  wire: number;
+  logical: number;
+  measuredWire: boolean;
+}
+
+/** Wire and logical bytes of one live reading (QEMU's transport: wire = logical). */
 export function byteCounts(p: MigrationProgress): { wire: number; logical: number; measuredWire: boolean } {
   const t = p.transport;
   const logical =
@@ -21,24 +30,52 @@ export function byteCounts(p: MigrationProgress): { wire: number; logical: numbe
   return { wire: logical, logical, measuredWire: false };
 }
 
+/** A stored sample as a point (QEMU's transport: wire = logical). */
+export function pointOfSample(s: MigrationSample): ChartPoint {
+  const at = Date.parse(s.at);
+  const logical =
+    s.memoryLogicalBytes !== null
+      ? s.memoryLogicalBytes + (s.diskLogicalBytes ?? 0)
+      : s.memoryBytesSent + s.diskBytesDone;
+  if (s.memoryWireBytes !== null)
+    return { at, wire: s.memoryWireBytes + (s.diskWireBytes ?? 0), logical, measuredWire: true };
+  return { at, wire: logical, logical, measuredWire: false };
+}
+
+/** The stored history, then the live readings taken after its last sample. */
+export function chartPoints(
+  history: readonly MigrationSample[],
+  live: readonly ProgressSample[],
+): ChartPoint[] {
+  const points = history.map(pointOfSample);
+  const after = points.at(-1)?.at ?? Number.NEGATIVE_INFINITY;
+  for (const l of live) if (l.at > after) points.push({ at: l.at, ...byteCounts(l.progress) });
+  return points;
+}
+
 const W = 600;
 const H = 200;
 const PAD = { left: 64, right: 12, top: 12, bottom: 28 };
 
-/** The chart, or a line saying there is nothing to draw yet. */
-export function BytesChart({ samples }: { samples: readonly ProgressSample[] }) {
+/** The chart, or a line saying there is nothing to draw (yet). */
+export function BytesChart({ samples, finished }: { samples: readonly ChartPoint[]; finished: boolean }) {
   if (samples.length < 2)
-    return <p className="muted">The chart fills in as progress arrives while this page is open.</p>;
+    return (
+      <p className="muted">
+        {finished
+          ? "No progress was recorded for this migration."
+          : "The chart fills in as progress arrives."}
+      </p>
+    );
   const t0 = samples[0]!.at;
   // Both are running totals; a sample taken across the switch-over can report less than
   // the one before it, so each line keeps the highest total reached.
   let wireMax = 0;
   let logicalMax = 0;
   const points = samples.map((s) => {
-    const c = byteCounts(s.progress);
-    wireMax = Math.max(wireMax, c.wire);
-    logicalMax = Math.max(logicalMax, c.logical);
-    return { t: s.at - t0, wire: wireMax, logical: logicalMax, measuredWire: c.measuredWire };
+    wireMax = Math.max(wireMax, s.wire);
+    logicalMax = Math.max(logicalMax, s.logical);
+    return { t: s.at - t0, wire: wireMax, logical: logicalMax, measuredWire: s.measuredWire };
   });
   const tMax = Math.max(1, points.at(-1)!.t);
   const yMax = Math.max(1, ...points.map((p) => Math.max(p.wire, p.logical)));

@@ -1,17 +1,21 @@
-/** One migration: route, state, the live progress bar and figures, and when done the downtime breakdown. */
+/**
+ * One migration: route, state, the live progress bar and figures, and when done the
+ * downtime breakdown, or what a failure or cancel rolled back.
+ */
 
 import { useState } from "react";
 import type { Migration, MigrationProgress } from "../../api/types/migrations.js";
 import { api } from "../api/client.js";
 import { progressOf } from "../api/events.js";
 import { bytes, duration } from "../format.js";
+import { useSampleHistory } from "../history.js";
 import { FINAL_MIGRATION } from "../states.js";
 import { useTick } from "../tick.js";
-import { BytesChart } from "./bytes-chart.js";
+import { BytesChart, chartPoints } from "./bytes-chart.js";
 import { ActionButton, ErrorNote, StateBadge } from "./feedback.js";
 import { migrationPercent, ProgressBar, ProgressFacts } from "./progress.js";
 
-/** The card; `chart` adds the wire/logical bytes chart. */
+/** The card; `chart` adds the wire/logical bytes chart (stored history + live readings). */
 export function MigrationCard({ m, chart = false }: { m: Migration; chart?: boolean }) {
   useTick(!FINAL_MIGRATION.has(m.state));
   const [error, setError] = useState<string | null>(null);
@@ -31,6 +35,7 @@ export function MigrationCard({ m, chart = false }: { m: Migration; chart?: bool
       </h3>
       <ProgressBar value={migrationPercent(m, p)} label={`Migration of ${m.vm}`} />
       {m.stateReason ? <p className="small">{m.stateReason}</p> : null}
+      {m.rollback ? <p className="small">Rolled back: {m.rollback}</p> : null}
       {!done ? <ProgressFacts p={p} /> : null}
       {done && m.state === "completed" ? (
         <dl className="facts">
@@ -62,7 +67,7 @@ export function MigrationCard({ m, chart = false }: { m: Migration; chart?: bool
           ) : null}
         </dl>
       ) : null}
-      {chart ? <BytesChart samples={samples} /> : null}
+      {chart ? <HistoryChart id={m.id} finished={done} live={samples} /> : null}
       {!done ? (
         <ActionButton
           label={`Cancel migration of ${m.vm}`}
@@ -76,4 +81,18 @@ export function MigrationCard({ m, chart = false }: { m: Migration; chart?: bool
       <ErrorNote message={error} />
     </article>
   );
+}
+
+/** The bytes chart over the stored history and the live readings after it. */
+function HistoryChart({
+  id,
+  finished,
+  live,
+}: {
+  id: string;
+  finished: boolean;
+  live: ReturnType<typeof progressOf>;
+}) {
+  const history = useSampleHistory(id, finished);
+  return <BytesChart samples={chartPoints(history, live)} finished={finished} />;
 }

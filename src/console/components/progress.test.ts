@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import type { MigrationProgress } from "../../api/types/migrations.js";
-import { byteCounts } from "./bytes-chart.js";
+import type { MigrationProgress, MigrationSample } from "../../api/types/migrations.js";
+import { byteCounts, chartPoints } from "./bytes-chart.js";
 import { migrationPercent } from "./progress.js";
 
 const base: MigrationProgress = {
@@ -55,5 +55,43 @@ describe("a migration's progress in the console", () => {
       logical: 100,
       measuredWire: false,
     });
+  });
+
+  it("draws the stored history first, then only the live readings taken after it", () => {
+    const stored = (at: string, sent: number, wire: number | null): MigrationSample => ({
+      at,
+      phase: "memory",
+      pass: 1,
+      memoryBytesSent: sent,
+      memoryBytesRemaining: 0,
+      diskBytesDone: 10,
+      dirtyBytesPerSecond: 0,
+      throughputMbps: 0,
+      memoryWireBytes: wire,
+      memoryLogicalBytes: wire === null ? null : sent,
+      diskWireBytes: wire === null ? null : 1,
+      diskLogicalBytes: wire === null ? null : 10,
+    });
+    const t = (s: number) => Date.parse("2026-12-01T10:00:00Z") + s * 1000;
+    const history = [stored("2026-12-01T10:00:00Z", 100, 20), stored("2026-12-01T10:00:01Z", 200, 40)];
+    const live = [
+      { at: t(0.5), progress: { ...base, memoryBytesSent: 150 } },
+      {
+        at: t(1.2),
+        progress: {
+          ...base,
+          transport: { chosen: "dwcp", mode: "wan", reason: "", wireBytes: 50, logicalBytes: 260 },
+        },
+      },
+    ];
+    expect(chartPoints(history, live)).toEqual([
+      { at: t(0), wire: 21, logical: 110, measuredWire: true },
+      { at: t(1), wire: 41, logical: 210, measuredWire: true },
+      { at: t(1.2), wire: 50, logical: 260, measuredWire: true },
+    ]);
+    expect(chartPoints([stored("2026-12-01T10:00:00Z", 100, null)], [])).toEqual([
+      { at: t(0), wire: 110, logical: 110, measuredWire: false },
+    ]);
+    expect(chartPoints([], live).map((p) => p.at)).toEqual([t(0.5), t(1.2)]);
   });
 });

@@ -1,13 +1,14 @@
 /**
  * The logged-in user's own account: who they are, changing their password, and their TOTP
- * second factor — enrol (the secret and the otpauth URI shown as text, to type or paste
- * into an authenticator app), confirm with a code (the ten recovery codes shown this
+ * second factor — enrol (a QR code of the otpauth URI to scan, and the secret and URI as
+ * text to type or paste into an authenticator app), confirm with a code (the ten recovery codes shown this
  * once), and turn it off with a code.
  */
 import { type FormEvent, useState } from "react";
 import type { MfaConfirmed, MfaEnrolment } from "../../api/types/users.js";
 import { api, refreshLogin, whoAmI } from "../api/client.js";
 import { ErrorNote, messageOf, PageHead, StateBadge } from "../components/feedback.js";
+import { TotpQr } from "../components/totp-qr.js";
 import { time } from "../format.js";
 
 /** The account page. */
@@ -173,9 +174,10 @@ function MfaSection({ mfa }: { mfa: string }) {
           {enrolment ? (
             <div>
               <p>
-                Add this account to your authenticator app: type the secret, or paste the URI into an app that
-                takes one.
+                Add this account to your authenticator app: scan the QR code, type the secret, or paste the
+                URI into an app that takes one.
               </p>
+              <TotpQr uri={enrolment.uri} account={whoAmI()?.principal.name ?? "this account"} />
               <label htmlFor="acct-secret">Secret</label>
               <input
                 id="acct-secret"
