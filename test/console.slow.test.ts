@@ -3,7 +3,7 @@
 // TCG guest, logged in as users with the session cookie: an admin made with the admin
 // token enrols TOTP on the Account page and logs in with password and code (a wrong
 // password and a wrong code each refused on the page); the overview, a VM created from
-// the form becoming running, a live migration to the other host with the progress bar
+// the form becoming running, a host drained from its row after a confirm, a live migration to the other host with the progress bar
 // moving and the migration completing, a refused create showing the server's explanation;
 // users made on the Users page; an execution the admin may not approve (it submitted it)
 // approved by an operator in another browser; a viewer's refused action; a request
@@ -202,6 +202,28 @@ describe("the web console in Chromium", { timeout: 300_000 }, () => {
     await page.getByRole("button", { name: "Uncordon c1" }).click();
     await page.getByRole("button", { name: "Cordon c1" }).waitFor();
     expect((await c.api<{ cordoned: boolean }>("GET", "/v1/hosts/c1")).body.cordoned).toBe(false);
+  });
+
+  it("drains a host from its row with the keyboard, after a confirm, and shows the report", async () => {
+    // No VM runs yet: the drain only cordons c1 and ends drained at once.
+    await page.getByRole("button", { name: "Drain c1…" }).focus();
+    await page.keyboard.press("Enter");
+    await page.getByRole("button", { name: "Keep it" }).click();
+    expect((await c.api<{ drain: unknown }>("GET", "/v1/hosts/c1")).body.drain).toBeNull();
+    await page.getByRole("button", { name: "Drain c1…" }).click();
+    await page.getByRole("button", { name: "Really drain c1" }).focus();
+    await page.keyboard.press("Enter");
+    const report = page.getByRole("article", { name: /Drain of c1/ });
+    await expect
+      .poll(() => report.getByRole("heading").textContent(), { timeout: 30_000 })
+      .toMatch(/drained/);
+    expect(await report.textContent()).toContain("0 moved; c1 stays cordoned");
+    expect(await report.textContent()).toContain("No VM was on the host.");
+    const host = (await c.api<{ cordoned: boolean; drain: { state: string } }>("GET", "/v1/hosts/c1")).body;
+    expect(host).toMatchObject({ cordoned: true, drain: { state: "drained" } });
+    await shot("hosts-drained");
+    await page.getByRole("button", { name: "Uncordon c1" }).click();
+    await page.getByRole("button", { name: "Cordon c1" }).waitFor();
   });
 
   it("creates a VM from the form and shows it becoming running, its console live", async () => {
