@@ -3,6 +3,7 @@
  * (start, read, cancel); /v1/join-tokens — make and list join tokens.
  */
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
+import { Type } from "@sinclair/typebox";
 import { getHost, listHosts } from "../../cluster/store/hosts.js";
 import { listJoinTokens } from "../../cluster/store/join-tokens.js";
 import { IdOrNameParams } from "../types/common.js";
@@ -94,7 +95,16 @@ export const hostRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (
   app.post(
     "/v1/hosts/:id/drain",
     {
-      schema: { tags: ["hosts"], params: IdOrNameParams, body: HostDrainPost, response: { 202: HostDrain } },
+      schema: {
+        tags: ["hosts"],
+        params: IdOrNameParams,
+        body: Type.Optional(HostDrainPost),
+        response: { 202: HostDrain },
+      },
+      // The body is optional (docs/api.md): a POST without one validates as `{}`.
+      preValidation: async (req: { body: unknown }) => {
+        req.body ??= {};
+      },
       onRequest: guard("hosts:write"),
     },
     async (req, reply) =>
