@@ -1,7 +1,8 @@
 // The REST API's handling of bad input, against a real server on PGlite over real HTTP:
 // a NUL byte in an id is a 400, not the database's 500; JSON bodies are not type-coerced
 // while numeric query strings still are; an oversized body is a 413 and an overlong id a
-// 414, both in the error envelope; cancel/approve/reject/retry take a POST with no body.
+// 414, both in the error envelope; cancel/approve/reject/retry take a POST with no body;
+// a drain's options are checked before anything is looked up.
 import { mkdtemp, rm } from "node:fs/promises";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -111,6 +112,23 @@ describe("REST API input handling", () => {
     const bad = await request<ApiError>("GET", "/v1/executions?limit=abc");
     expect(bad.status).toBe(400);
     expectEnvelope(bad.body, "NOVA_BAD_REQUEST");
+  });
+
+  it("refuses a drain's concurrency outside 1 … 4, a string, or an unknown field with 400, before the host is looked up; no body is fine", async () => {
+    for (const [body, field] of [
+      [{ concurrency: 5 }, /body\/concurrency|body\.concurrency/],
+      [{ concurrency: 0 }, /body\/concurrency|body\.concurrency/],
+      [{ concurrency: "2" }, /body\/concurrency|body\.concurrency/],
+      [{ concurency: 2 }, /additional/],
+    ] as const) {
+      const res = await json<ApiError>("POST", "/v1/hosts/no-such-host/drain", body);
+      expect(res.status, JSON.stringify(body)).toBe(400);
+      expectEnvelope(res.body, "NOVA_BAD_REQUEST");
+      expect(res.body.error.message).toMatch(field);
+    }
+    const bare = await request<ApiError>("POST", "/v1/hosts/no-such-host/drain");
+    expect(bare.status).toBe(404);
+    expectEnvelope(bare.body, "NOVA_NOT_FOUND");
   });
 
   it("answers a body over 1 MiB with 413 NOVA_PAYLOAD_TOO_LARGE in the envelope", async () => {

@@ -2,14 +2,16 @@
 // as a root in the browser's own NSS database) against a real server, two agents and a
 // TCG guest, logged in as users with the session cookie: an admin made with the admin
 // token enrols TOTP on the Account page and logs in with password and code (a wrong
-// password and a wrong code each refused on the page); the overview, a VM created from
-// the form becoming running, a live migration to the other host with the progress bar
-// moving and the migration completing, a refused create showing the server's explanation;
-// users made on the Users page; an execution the admin may not approve (it submitted it)
-// approved by an operator in another browser; a viewer's refused action; a request
-// without the CSRF header refused; a login ended by a password reset, by logging out, and
-// by the idle timeout, each back on the login page with the reason; no horizontal overflow
-// at 1280×720 or 390×844. Screenshots of every page go to test-artifacts/console/.
+// password and a wrong code each refused on the page); the overview, a host drained from
+// its row with the keyboard after a confirm, a VM created from the form becoming running,
+// a live migration to the other host with the progress bar moving and the migration
+// completing, the VM's host drained with the move shown live and the report, a refused
+// create showing the server's explanation; users made on the Users page; an execution the
+// admin may not approve (it submitted it) approved by an operator in another browser; a
+// viewer's refused action; a request without the CSRF header refused; a login ended by a
+// password reset, by logging out, and by the idle timeout, each back on the login page
+// with the reason; no horizontal overflow at 1280×720 or 390×844. Screenshots of every
+// page go to test-artifacts/console/.
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import path from "node:path";
 import * as OTPAuth from "otpauth";
@@ -204,6 +206,28 @@ describe("the web console in Chromium", { timeout: 300_000 }, () => {
     expect((await c.api<{ cordoned: boolean }>("GET", "/v1/hosts/c1")).body.cordoned).toBe(false);
   });
 
+  it("drains a host from its row with the keyboard, after a confirm, and shows the report", async () => {
+    // No VM runs yet: the drain only cordons c1 and ends drained at once.
+    await page.getByRole("button", { name: "Drain c1…" }).focus();
+    await page.keyboard.press("Enter");
+    await page.getByRole("button", { name: "Keep it" }).click();
+    expect((await c.api<{ drain: unknown }>("GET", "/v1/hosts/c1")).body.drain).toBeNull();
+    await page.getByRole("button", { name: "Drain c1…" }).click();
+    await page.getByRole("button", { name: "Really drain c1" }).focus();
+    await page.keyboard.press("Enter");
+    const report = page.getByRole("article", { name: /Drain of c1/ });
+    await expect
+      .poll(() => report.getByRole("heading").textContent(), { timeout: 30_000 })
+      .toMatch(/drained/);
+    expect(await report.textContent()).toContain("0 moved; c1 stays cordoned");
+    expect(await report.textContent()).toContain("No VM was on the host.");
+    const host = (await c.api<{ cordoned: boolean; drain: { state: string } }>("GET", "/v1/hosts/c1")).body;
+    expect(host).toMatchObject({ cordoned: true, drain: { state: "drained" } });
+    await shot("hosts-drained");
+    await page.getByRole("button", { name: "Uncordon c1" }).click();
+    await page.getByRole("button", { name: "Cordon c1" }).waitFor();
+  });
+
   it("creates a VM from the form and shows it becoming running, its console live", async () => {
     await page.getByRole("link", { name: "VMs", exact: true }).first().click();
     await page.getByText("Create a VM").click();
@@ -258,6 +282,40 @@ describe("the web console in Chromium", { timeout: 300_000 }, () => {
     await page.getByRole("link", { name: "web-1" }).first().click();
     await page.getByRole("img", { name: /logical bytes .* over / }).waitFor();
     await shot("migration");
+  });
+
+  it("drains web-1's host from the Hosts page, the move shown live, then the report", async () => {
+    const from = (await c.api<{ host: string }>("GET", "/v1/vms/web-1")).body.host;
+    const to = from === "c1" ? "c2" : "c1";
+    await page.getByRole("link", { name: "Hosts", exact: true }).first().click();
+    await page.getByRole("button", { name: `Drain ${from}…` }).click();
+    await page.getByRole("button", { name: `Really drain ${from}` }).click();
+    const report = page.getByRole("article", { name: new RegExp(`Drain of ${from}`) });
+    const row = report.getByRole("row", { name: /web-1/ });
+    // Every result the row showed until the drain ended, sampled as it ran (from the event stream).
+    const seen = new Set<string>();
+    await waitFor(
+      async () => {
+        if ((await row.count()) > 0) seen.add((await row.locator(".badge").first().textContent()) ?? "");
+        return /drained/.test(
+          (await report
+            .getByRole("heading")
+            .textContent()
+            .catch(() => "")) ?? "",
+        );
+      },
+      { timeoutMs: 240_000, intervalMs: 100, what: "the drain to end in the console" },
+    );
+    expect([...seen]).toContain("moving");
+    await expect.poll(() => row.textContent()).toMatch(new RegExp(`web-1moved${to} ?moved to ${to}`));
+    await page.getByRole("button", { name: `Cancel the drain of ${from}` }).waitFor({ state: "detached" });
+    await shot("hosts-drain-report");
+    expect((await c.api<{ host: string; state: string }>("GET", "/v1/vms/web-1")).body).toMatchObject({
+      host: to,
+      state: "running",
+    });
+    await page.getByRole("button", { name: `Uncordon ${from}` }).click();
+    await page.getByRole("button", { name: `Cordon ${from}` }).waitFor();
   });
 
   it("shows the server's explanation when no host can take a VM, and creates nothing", async () => {

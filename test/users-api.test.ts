@@ -281,6 +281,22 @@ describe("users and sessions over the real API", () => {
     expect((await call<User>("GET", "/v1/users/victor", asAdmin)).body.role).toBe("viewer");
   });
 
+  it("lets an operator drain a host and refuses a viewer (hosts:write), who may still read drains", async () => {
+    const v = await login("victor", PASSWORDS.victor);
+    const o = await login("olga", PASSWORDS.olga);
+    for (const [method, body] of [
+      ["POST", {}],
+      ["DELETE", undefined],
+    ] as const) {
+      const res = await call(method, "/v1/hosts/no-such-host/drain", v, body);
+      expectError(res, 403, "NOVA_FORBIDDEN");
+      expect(res.body.error?.details).toMatchObject({ role: "viewer", needs: "hosts:write" });
+      // The operator passes the permission check and meets the unknown host.
+      expectError(await call(method, "/v1/hosts/no-such-host/drain", o, body), 404, "NOVA_NOT_FOUND");
+    }
+    expectError(await call("GET", "/v1/hosts/no-such-host/drain", v), 404, "NOVA_NOT_FOUND");
+  });
+
   it("lets a user submit an execution but not approve it; a viewer may not approve, another user may", async () => {
     const plan = {
       name: "needs-eyes",

@@ -37,6 +37,7 @@ import {
 } from "../lib/http-errors.js";
 import { applyHttpServerLimits, TLS_HANDSHAKE_TIMEOUT_MS } from "../lib/http-limits.js";
 import { installRequestTracing } from "../lib/http-tracing.js";
+import type { DrainService } from "../migration/drain-service.js";
 import type { MigrationService } from "../migration/migration-service.js";
 import type { ServerMetrics } from "../observability/metrics.js";
 import { VERSION } from "../version.js";
@@ -69,6 +70,8 @@ export interface AppDeps {
   images: ImageService;
   vms: VmService;
   migrations: MigrationService;
+  /** Hosts' maintenance drains. */
+  drains: DrainService;
   metrics: ServerMetrics;
   /** Users, their logins and sessions (routes /v1/users and /v1/session, and the session cookie on every route). */
   users: UserService;
@@ -238,6 +241,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     images: deps.images,
     vms: deps.vms,
     migrations: deps.migrations,
+    drains: deps.drains,
     users: deps.users,
     agents: deps.agents,
     caFingerprint: deps.caFingerprint,

@@ -15,7 +15,9 @@ import type {
 import { NovaError } from "../lib/errors.js";
 import { isSupportedQemu, qemuUnsupportedError } from "../lib/qemu-support.js";
 import { certInfo } from "../security/pki.js";
+import { DRAIN } from "../states/drain.js";
 import { VERSION } from "../version.js";
+import { latestDrainOfHost } from "./store/drains.js";
 import { appendEvent } from "./store/events.js";
 import {
   findHost,
@@ -154,6 +156,13 @@ export class HostService {
   async cordon(idOrName: string, cordoned: boolean): Promise<HostRecord> {
     const host = await getHost(this.store.read, idOrName);
     await this.store.write(async (tx, emit) => {
+      const drain = cordoned ? undefined : await latestDrainOfHost(tx, host.id);
+      if (drain && !DRAIN.isFinal(drain.state))
+        throw new NovaError(
+          "NOVA_DRAIN_ACTIVE",
+          `Host ${host.name} is being drained (drain ${drain.id}); it stays cordoned until the drain ends. Cancel it first: novacron host drain ${host.name} --cancel`,
+          { details: { host: host.name, drain: drain.id } },
+        );
       await setCordon(tx, host.id, cordoned);
       emit(
         await appendEvent(tx, {

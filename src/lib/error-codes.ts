@@ -122,6 +122,30 @@ export const ERROR_CODES = {
     retryable: true,
     description: "Valid, but no host can take it; details say what was needed and the largest free host.",
   },
+  NOVA_HOST_DOWN: {
+    status: 409,
+    retryable: true,
+    description:
+      "The host is dead (it missed heartbeats), and the operation needs its agent answering (e.g. live-migrating its VMs off it in a drain). Bring the agent back, or wait for its next heartbeat.",
+  },
+  NOVA_DRAIN_ACTIVE: {
+    status: 409,
+    retryable: false,
+    description:
+      "The host is being drained already; details name the drain. Follow it with novacron host drain-status HOST, or cancel it with novacron host drain HOST --cancel.",
+  },
+  NOVA_DRAIN_NO_TARGET: {
+    status: 422,
+    retryable: true,
+    description:
+      "A drain was refused, with nothing changed: the host is the last schedulable one (no other host is alive and uncordoned), or the other hosts cannot take its running VMs; details list each VM that does not fit and why. Add or uncordon a host, or free memory, then drain again.",
+  },
+  NOVA_DRAIN_MIGRATION_FAILED: {
+    status: 500,
+    retryable: true,
+    description:
+      "In a drain's report: the VM's live migration failed or was cancelled and rolled back, so the VM still runs on the drained host; the reason names the migration and its error (novacron migration show ID).",
+  },
   NOVA_UNPROCESSABLE: {
     status: 422,
     retryable: false,

@@ -29,6 +29,8 @@ import { NovaError } from "../lib/errors.js";
 import { traceLogFields } from "../lib/tracing.js";
 import { AgentCopies } from "../migration/acp-copies.js";
 import { ClusterTarget } from "../migration/cluster-target.js";
+import { DrainExecutor } from "../migration/drain-executor.js";
+import { DrainService } from "../migration/drain-service.js";
 import { MigrationService } from "../migration/migration-service.js";
 import { MigrationOrchestrator } from "../migration/orchestrator.js";
 import { createServerMetrics } from "../observability/metrics.js";
@@ -238,6 +240,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       return { row, stale: view?.stale ?? true };
     },
   });
+  const drainExecutor = new DrainExecutor(store, migrations, log.child({ component: "drains" }));
+  const drains = new DrainService(store, () => drainExecutor.wake());
   const execConfigFile = process.env.NOVACRON_EXEC_CONFIG;
   let exec: Awaited<ReturnType<typeof startExecSystem>>;
   try {
@@ -273,6 +277,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     images: new ImageService(store, agents),
     vms,
     migrations,
+    drains,
     metrics,
     users,
     logger: log,
@@ -300,6 +305,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   federation.run();
   reconciler.start();
   orchestrator.start();
+  drainExecutor.start();
   hosts.startLivenessMonitor(options.heartbeatTimeoutMs ?? 10_000);
   log.info({ url, database: store.db.kind, caFingerprint: pki.caFingerprint }, "server started");
 
@@ -339,6 +345,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         await alerts?.close().catch(() => {});
         // Drains first: running steps finish (or are handed back) while the store is open.
         await exec.close();
+        await drainExecutor.stop();
         await orchestrator.stop();
         await reconciler.stop();
         await federation.close();

@@ -6,6 +6,7 @@
  */
 import { SESSION } from "../dwcp/amst/session-state.js";
 import type { StateMachine } from "../lib/state-machine.js";
+import { DRAIN, DRAIN_VM } from "./drain.js";
 import { EXECUTION } from "./execution.js";
 import { HANDOFF_SOURCE, HANDOFF_TARGET } from "./handoff.js";
 import { JOB } from "./job.js";
@@ -34,6 +35,8 @@ export const STATE_MACHINES: readonly CatalogEntry[] = [
   { machine: PEER, source: "states/peer.ts", column: "fed_peers.state" },
   { machine: HANDOFF_SOURCE, source: "states/handoff.ts", column: "acp_outgoing.state" },
   { machine: HANDOFF_TARGET, source: "states/handoff.ts", column: "acp_incoming.state" },
+  { machine: DRAIN, source: "states/drain.ts", column: "host_drains.state" },
+  { machine: DRAIN_VM, source: "states/drain.ts", column: "host_drain_vms.state" },
   { machine: USER_MFA, source: "states/user-mfa.ts", column: "users.mfa_state" },
   { machine: SESSION, source: "dwcp/amst/session-state.ts", column: null },
 ];

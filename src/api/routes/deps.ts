@@ -6,6 +6,7 @@ import type { ImageService } from "../../cluster/image-service.js";
 import type { Store } from "../../cluster/store/store.js";
 import type { UserService } from "../../cluster/user-service.js";
 import type { VmService } from "../../cluster/vm-service.js";
+import type { DrainService } from "../../migration/drain-service.js";
 import type { MigrationService } from "../../migration/migration-service.js";
 import type { Requirement } from "../auth.js";
 import type { EventStreams } from "../event-streams.js";
@@ -18,6 +19,8 @@ export interface RouteDeps {
   images: ImageService;
   vms: VmService;
   migrations: MigrationService;
+  /** Hosts' maintenance drains. */
+  drains: DrainService;
   /** Users, logins and sessions. */
   users: UserService;
   /** Clients for the hosts' agents. */

@@ -1,8 +1,13 @@
-/** Routes: /v1/hosts — list, show, cordon, uncordon, remove; /v1/join-tokens — make and list join tokens. */
+/**
+ * Routes: /v1/hosts — list, show, cordon, uncordon, remove, and the maintenance drain
+ * (start, read, cancel); /v1/join-tokens — make and list join tokens.
+ */
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
+import { Type } from "@sinclair/typebox";
 import { getHost, listHosts } from "../../cluster/store/hosts.js";
 import { listJoinTokens } from "../../cluster/store/join-tokens.js";
 import { IdOrNameParams } from "../types/common.js";
+import { HostDrain, HostDrainPost } from "../types/drains.js";
 import {
   Host,
   HostCordonPost,
@@ -17,7 +22,7 @@ import type { RouteDeps } from "./deps.js";
 /** Host routes. */
 export const hostRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (
   app,
-  { store, hosts, guard, caFingerprint },
+  { store, hosts, drains, guard, caFingerprint },
 ) => {
   app.post(
     "/v1/join-tokens",
@@ -85,5 +90,45 @@ export const hostRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (
       onRequest: guard("hosts:write"),
     },
     async (req) => hosts.cordon(req.params.id, false),
+  );
+
+  app.post(
+    "/v1/hosts/:id/drain",
+    {
+      schema: {
+        tags: ["hosts"],
+        params: IdOrNameParams,
+        body: Type.Optional(HostDrainPost),
+        response: { 202: HostDrain },
+      },
+      // The body is optional (docs/api.md): a POST without one validates as `{}`.
+      preValidation: async (req: { body: unknown }) => {
+        req.body ??= {};
+      },
+      onRequest: guard("hosts:write"),
+    },
+    async (req, reply) =>
+      reply
+        .status(202)
+        .send(await drains.start(req.params.id, req.body ?? {}, req.principal?.name ?? "unknown")),
+  );
+
+  app.get(
+    "/v1/hosts/:id/drain",
+    {
+      schema: { tags: ["hosts"], params: IdOrNameParams, response: { 200: HostDrain } },
+      onRequest: guard("hosts:read"),
+    },
+    async (req) => drains.latest(req.params.id),
+  );
+
+  app.delete(
+    "/v1/hosts/:id/drain",
+    {
+      schema: { tags: ["hosts"], params: IdOrNameParams, response: { 202: HostDrain } },
+      onRequest: guard("hosts:write"),
+    },
+    async (req, reply) =>
+      reply.status(202).send(await drains.cancel(req.params.id, req.principal?.name ?? "unknown")),
   );
 };

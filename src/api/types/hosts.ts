@@ -2,6 +2,7 @@
 import { type Static, Type } from "@sinclair/typebox";
 import { QemuInfo } from "./agent.js";
 import { ResourceName, Uuid } from "./common.js";
+import { HostDrainSummary } from "./drains.js";
 
 /** A hypervisor host as the API shows it. */
 export const Host = Type.Object({
@@ -10,6 +11,10 @@ export const Host = Type.Object({
   agentUrl: Type.String(),
   liveness: Type.Union([Type.Literal("alive"), Type.Literal("dead")]),
   cordoned: Type.Boolean(),
+  drain: Type.Union([HostDrainSummary, Type.Null()], {
+    description:
+      "The host's newest maintenance drain (draining while state is draining); null: never drained",
+  }),
   accel: Type.Union([Type.Literal("kvm"), Type.Literal("tcg")]),
   accelReason: Type.String(),
   vcpus: Type.Integer(),

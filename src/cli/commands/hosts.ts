@@ -1,4 +1,4 @@
-/** `novacron host list|show|cordon|uncordon|join-token|remove`. */
+/** `novacron host list|show|cordon|uncordon|join-token|remove|drain|drain-status`. */
 
 import type { Static } from "@sinclair/typebox";
 import type { Command } from "commander";
@@ -7,6 +7,7 @@ import { parsePositiveInt } from "../../lib/flags.js";
 import { seg } from "../client.js";
 import { apiFor } from "../context.js";
 import { formatBytes, printFields, printJson, printTable } from "../output.js";
+import { registerHostDrainCommands } from "./host-drain.js";
 
 /** The host's QEMU in a line: version, binary and the range of q35 machine types it offers. */
 export function qemuLine(h: Pick<Host, "qemu">): string {
@@ -18,12 +19,20 @@ export function qemuLine(h: Pick<Host, "qemu">): string {
   return `${q.version} (${q.text}) at ${q.binary}; machine types ${range}, q35 = ${q.q35Alias}`;
 }
 
+/** The host's drain in a word or two: draining, cancelling, or how the last one ended; "-" when never drained. */
+export function drainText(h: Pick<Host, "drain">): string {
+  if (!h.drain) return "-";
+  if (h.drain.state === "draining") return h.drain.cancelRequested ? "draining (cancelling)" : "draining";
+  return `last ${h.drain.state}`;
+}
+
 function printHost(h: Host): void {
   printFields([
     ["Name", h.name],
     ["ID", h.id],
     ["Liveness", h.liveness],
     ["Cordoned", h.cordoned],
+    ["Drain", drainText(h)],
     ["Accelerator", `${h.accel} (${h.accelReason})`],
     ["QEMU", qemuLine(h)],
     ["vCPUs", h.vcpus],
@@ -43,7 +52,8 @@ function printHost(h: Host): void {
 
 /** Registers the host commands. */
 export function registerHostCommands(program: Command): void {
-  const host = program.command("host").description("Add, inspect, cordon and remove hypervisor hosts");
+  const host = program.command("host").description("Add, inspect, cordon, drain and remove hypervisor hosts");
+  registerHostDrainCommands(host);
 
   host
     .command("join-token <name>")
@@ -89,11 +99,12 @@ On that host run: novacron agent --server <this server's URL> --name ${name} --j
       const { hosts } = await api.get<HostList>("/v1/hosts");
       if (json) return printJson(hosts);
       printTable(
-        ["NAME", "LIVENESS", "CORDONED", "ACCEL", "QEMU", "VCPUS", "MEM FREE/TOTAL", "VMS", "AGENT"],
+        ["NAME", "LIVENESS", "CORDONED", "DRAIN", "ACCEL", "QEMU", "VCPUS", "MEM FREE/TOTAL", "VMS", "AGENT"],
         hosts.map((h) => [
           h.name,
           h.liveness,
           h.cordoned ? "yes" : "no",
+          drainText(h),
           h.accel,
           h.qemu?.version ?? "-",
           h.vcpus,

@@ -3,6 +3,7 @@ import { randomUUID } from "node:crypto";
 import type { HostCapacity, QemuInfo } from "../../api/types/agent.js";
 import type { Host } from "../../api/types/hosts.js";
 import { NovaError } from "../../lib/errors.js";
+import type { DrainState } from "../../states/drain.js";
 import type { Queryable, ReadQueryable } from "./db.js";
 
 interface HostRow {
@@ -26,6 +27,7 @@ interface HostRow {
   last_heartbeat_at: Date;
   allocated_mib: number;
   vm_count: number;
+  drain: { id: string; state: DrainState; cancelRequested: boolean } | null;
 }
 
 /** A host as the server keeps it (the API shows the same). */
@@ -46,7 +48,9 @@ const SELECT_HOSTS = `
      -- A migration's target holds the VM's memory from the moment it is prepared.
      + COALESCE((SELECT sum(v.memory_mib) FROM migrations m JOIN vms v ON v.id = m.vm_id
                  WHERE m.target_host_id = h.id AND m.state IN ('queued','preparing','transferring','switching-over')), 0))::int AS allocated_mib,
-    (SELECT count(*) FROM vms v WHERE v.host_id = h.id)::int AS vm_count
+    (SELECT count(*) FROM vms v WHERE v.host_id = h.id)::int AS vm_count,
+    (SELECT json_build_object('id', d.id, 'state', d.state, 'cancelRequested', d.cancel_requested)
+       FROM host_drains d WHERE d.host_id = h.id ORDER BY d.created_at DESC LIMIT 1) AS drain
   FROM hosts h`;
 
 function toHost(row: HostRow): HostRecord {
@@ -56,6 +60,7 @@ function toHost(row: HostRow): HostRecord {
     agentUrl: row.agent_url,
     liveness: row.liveness,
     cordoned: row.cordoned,
+    drain: row.drain ?? null,
     accel: row.accel,
     accelReason: row.accel_reason,
     vcpus: row.vcpus,

@@ -1,0 +1,170 @@
+/**
+ * User operations on a host's maintenance drain: start one (checked up front, then the host
+ * cordoned and the drain recorded in one transaction, so a refusal changes nothing), read
+ * the newest, and cancel one. drain-executor.ts moves the VMs.
+ */
+import type { HostDrainPost } from "../api/types/drains.js";
+import {
+  type DrainRecord,
+  getDrain,
+  insertDrain,
+  latestDrainOfHost,
+  requestDrainCancel,
+} from "../cluster/store/drains.js";
+import { appendEvent } from "../cluster/store/events.js";
+import { getHost, type HostRecord, listHosts, setCordon } from "../cluster/store/hosts.js";
+import type { Store } from "../cluster/store/store.js";
+import { listVms, type VmRecord } from "../cluster/store/vms.js";
+import { NovaError } from "../lib/errors.js";
+import { fitAll } from "../placement/fit-all.js";
+import { PLACEMENT_LOCK_KEY } from "../placement/most-free-memory.js";
+import { DRAIN } from "../states/drain.js";
+import type { VmState } from "../states/vm.js";
+
+/** VM states that will need a place on another host (a migrating VM has one reserved already). */
+const NEEDS_PLACE: ReadonlySet<VmState> = new Set<VmState>(["running", "starting", "scheduled", "pending"]);
+
+/** Starts, reads and cancels drains. */
+export class DrainService {
+  constructor(
+    private readonly store: Store,
+    /** Wakes the drain executor. */
+    private readonly wake: () => void,
+  ) {}
+
+  /**
+   * Starts draining a host: refused with nothing changed for an unknown host
+   * (NOVA_NOT_FOUND), a dead one (NOVA_HOST_DOWN), one drained already (NOVA_DRAIN_ACTIVE),
+   * the last schedulable host, or when the other hosts cannot take its VMs
+   * (NOVA_DRAIN_NO_TARGET, naming each VM that does not fit). Otherwise cordons the host
+   * and records the drain with an entry per VM.
+   */
+  async start(hostIdOrName: string, input: HostDrainPost, requestedBy: string): Promise<DrainRecord> {
+    const id = await this.store.write(async (tx, emit) => {
+      // The placement lock: the fit check below counts free memory no placement takes meanwhile.
+      await tx.query("SELECT pg_advisory_xact_lock($1)", [PLACEMENT_LOCK_KEY]);
+      const host = await getHost(tx, hostIdOrName);
+      if (host.liveness !== "alive")
+        throw new NovaError(
+          "NOVA_HOST_DOWN",
+          `Cannot drain host ${host.name}: it is dead (no heartbeat since ${host.lastHeartbeatAt}), so its VMs cannot be live-migrated. Bring its agent back first; nothing was changed.`,
+          { details: { host: host.name, liveness: host.liveness, lastHeartbeatAt: host.lastHeartbeatAt } },
+        );
+      const active = await latestDrainOfHost(tx, host.id);
+      if (active && !DRAIN.isFinal(active.state))
+        throw new NovaError(
+          "NOVA_DRAIN_ACTIVE",
+          `Host ${host.name} is being drained already (drain ${active.id}, started ${active.createdAt}). Follow it with: novacron host drain-status ${host.name}; cancel it with: novacron host drain ${host.name} --cancel`,
+          { details: { host: host.name, drain: active.id } },
+        );
+      const vms = await listVms(tx, { hostId: host.id });
+      checkOthersCanTake(host, await listHosts(tx), vms);
+      if (!host.cordoned) {
+        await setCordon(tx, host.id, true);
+        emit(
+          await appendEvent(tx, {
+            type: "host.cordon",
+            resourceType: "host",
+            resourceId: host.id,
+            data: { name: host.name, cordoned: true, by: "drain" },
+          }),
+        );
+      }
+      const made = await insertDrain(tx, {
+        hostId: host.id,
+        hostName: host.name,
+        concurrency: input.concurrency ?? 1,
+        requestedBy,
+        vms: vms.map((v) => ({ id: v.id, name: v.name })),
+      });
+      emit(made.event);
+      return made.id;
+    });
+    this.wake();
+    return getDrain(this.store.read, id);
+  }
+
+  /** The host's newest drain; NOVA_NOT_FOUND when it was never drained. */
+  async latest(hostIdOrName: string): Promise<DrainRecord> {
+    const host = await getHost(this.store.read, hostIdOrName);
+    const drain = await latestDrainOfHost(this.store.read, host.id);
+    if (!drain)
+      throw new NovaError(
+        "NOVA_NOT_FOUND",
+        `Host ${host.name} was never drained. Drain it with: novacron host drain ${host.name}`,
+        { details: { host: host.name } },
+      );
+    return drain;
+  }
+
+  /**
+   * Cancels the host's drain under way: no new move starts, moves under way finish (a live
+   * migration is cancelled on its own with novacron migration cancel). The host stays
+   * cordoned. NOVA_ILLEGAL_STATE when the newest drain ended already.
+   */
+  async cancel(hostIdOrName: string, by: string): Promise<DrainRecord> {
+    const drain = await this.latest(hostIdOrName);
+    const event = await this.store.write(async (tx, emit) => {
+      const e = await requestDrainCancel(tx, drain, by);
+      if (e) emit(e);
+      return e;
+    });
+    if (!event)
+      throw new NovaError(
+        "NOVA_ILLEGAL_STATE",
+        `The drain of host ${drain.host} already ended (${(await getDrain(this.store.read, drain.id)).state}); nothing to cancel. The host stays cordoned: novacron host uncordon ${drain.host}`,
+        { details: { host: drain.host, drain: drain.id, state: drain.state } },
+      );
+    this.wake();
+    return getDrain(this.store.read, drain.id);
+  }
+}
+
+/**
+ * Refuses (NOVA_DRAIN_NO_TARGET) draining the last schedulable host, or a host whose VMs
+ * the others cannot all take, placed one after the other by the normal placement.
+ */
+function checkOthersCanTake(host: HostRecord, hosts: readonly HostRecord[], vms: readonly VmRecord[]): void {
+  const others = hosts.filter((h) => h.id !== host.id);
+  const schedulable = others.filter((h) => h.liveness === "alive" && !h.cordoned && h.qemu);
+  if (schedulable.length === 0) {
+    const why = others.map((h) => `${h.name} (${h.liveness === "alive" ? "cordoned" : "dead"})`);
+    throw new NovaError(
+      "NOVA_DRAIN_NO_TARGET",
+      `Cannot drain host ${host.name}: it is the last schedulable host${why.length ? ` (the others: ${why.join(", ")})` : ""}, so its VMs would have nowhere to go. Add a host or uncordon one first; nothing was changed.`,
+      {
+        details: {
+          host: host.name,
+          others: others.map((h) => ({ host: h.name, liveness: h.liveness, cordoned: h.cordoned })),
+        },
+      },
+    );
+  }
+  const moving = vms.filter((v) => NEEDS_PLACE.has(v.state));
+  const fits = fitAll(
+    others,
+    moving.map((v) => ({
+      vmName: v.name,
+      memoryMiB: v.memoryMiB,
+      imageName: v.image,
+      // A migration copies the image to its target when it lacks it.
+      imageHostIds: others.map((h) => h.id),
+      ...((v.machineType ?? host.qemu?.q35Alias)
+        ? { machineType: v.machineType ?? host.qemu?.q35Alias }
+        : {}),
+    })),
+  );
+  const misfits = fits.flatMap((f) => (f.host === null ? [f] : []));
+  if (misfits.length > 0)
+    throw new NovaError(
+      "NOVA_DRAIN_NO_TARGET",
+      `Cannot drain host ${host.name}: the other hosts cannot take ${misfits.length === 1 ? "VM" : "VMs"} ${misfits.map((m) => m.vm).join(", ")} (${misfits.map((m) => m.reason).join(" ")}) Free memory or add a host, then drain again; nothing was changed.`,
+      {
+        details: {
+          host: host.name,
+          unplaceable: misfits.map((m) => ({ vm: m.vm, reason: m.reason, ...m.details })),
+          placed: fits.flatMap((f) => (f.host !== null ? [{ vm: f.vm, host: f.host }] : [])),
+        },
+      },
+    );
+}
