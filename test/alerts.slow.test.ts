@@ -153,7 +153,7 @@ describe("alerts from a real Prometheus on NovaCron's rules", { timeout: 240_000
     await page.getByLabel("Password").fill(VIEWER.password);
     await page.getByRole("button", { name: "Log in" }).click();
     const card = page.getByTestId("alerts");
-    await card.getByText("NovaCronHostDown").waitFor();
+    await card.getByText("NovaCronHostDown", { exact: true }).waitFor();
     expect(await card.getByRole("heading").textContent()).toMatch(/Alerts firing: [1-9]/);
     expect(await card.textContent()).toContain("1 NovaCron host(s) down");
     await mkdir(ARTIFACTS, { recursive: true });
