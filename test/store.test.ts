@@ -231,7 +231,12 @@ describe.each(ENGINES)("store on $engine", ({ create }) => {
     expect(await getVm(store.db, vm.id)).toMatchObject({ observedState: "running", observedGeneration: 2 });
     const h = await getHost(store.db, "h1");
     expect((await listVms(store.db, { hostId: h.id })).map((v) => v.name)).toEqual(["vm1", "vm2"]);
-    await setCordon(store.db, h.id, true);
+    const event = await setCordon(store.db, h, true, "drain");
+    expect(event).toMatchObject({
+      type: "host.cordon",
+      resourceId: h.id,
+      data: { name: "h1", cordoned: true, by: "drain" },
+    });
     expect((await listHosts(store.db))[0]!.cordoned).toBe(true);
   });
 

@@ -163,15 +163,7 @@ export class HostService {
           `Host ${host.name} is being drained (drain ${drain.id}); it stays cordoned until the drain ends. Cancel it first: novacron host drain ${host.name} --cancel`,
           { details: { host: host.name, drain: drain.id } },
         );
-      await setCordon(tx, host.id, cordoned);
-      emit(
-        await appendEvent(tx, {
-          type: "host.cordon",
-          resourceType: "host",
-          resourceId: host.id,
-          data: { name: host.name, cordoned },
-        }),
-      );
+      emit(await setCordon(tx, host, cordoned));
     });
     return getHost(this.store.read, host.id);
   }

@@ -35,14 +35,6 @@ function parseClusterName(name: string): string {
   return name;
 }
 
-/** A URL as printed: without user and password. */
-function redactUrl(raw: string): string {
-  const u = new URL(raw);
-  u.username = "";
-  u.password = "";
-  return u.href.replace(/\/$/, "");
-}
-
 /** A file a flag names, read; NOVA_CONFIG names the flag when it cannot be. */
 async function readFlagFile(file: string, flag: string): Promise<string> {
   try {
@@ -124,9 +116,9 @@ export async function runServer(o: ServerDaemonFlags): Promise<void> {
       ? `Created the admin token: ${server.adminTokenPath} (mode 0600). Log in with: novacron login --server ${server.url} --token-file ${server.adminTokenPath} --fingerprint ${server.caFingerprint}; then create the first admin user: novacron user create NAME --role admin`
       : `Admin token: ${server.adminTokenPath}`,
     `Add a host: novacron host join-token NAME, then on that host: novacron agent --server ${server.url} --name NAME --join-token <token>`,
-    ...(prometheusUrl
+    ...(server.alertsSource
       ? [
-          `Alerts: read from the Prometheus at ${redactUrl(prometheusUrl)} (novacron alert list, the console's overview)`,
+          `Alerts: read from the Prometheus at ${server.alertsSource} (novacron alert list, the console's overview)`,
         ]
       : []),
     ...(tracing.enabled ? [tracingLine()] : []),

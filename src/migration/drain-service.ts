@@ -11,7 +11,6 @@ import {
   latestDrainOfHost,
   requestDrainCancel,
 } from "../cluster/store/drains.js";
-import { appendEvent } from "../cluster/store/events.js";
 import { getHost, type HostRecord, listHosts, setCordon } from "../cluster/store/hosts.js";
 import type { Store } from "../cluster/store/store.js";
 import { listVms, type VmRecord } from "../cluster/store/vms.js";
@@ -60,15 +59,7 @@ export class DrainService {
       const vms = await listVms(tx, { hostId: host.id });
       checkOthersCanTake(host, await listHosts(tx), vms);
       if (!host.cordoned) {
-        await setCordon(tx, host.id, true);
-        emit(
-          await appendEvent(tx, {
-            type: "host.cordon",
-            resourceType: "host",
-            resourceId: host.id,
-            data: { name: host.name, cordoned: true, by: "drain" },
-          }),
-        );
+        emit(await setCordon(tx, host, true, "drain"));
       }
       const made = await insertDrain(tx, {
         hostId: host.id,

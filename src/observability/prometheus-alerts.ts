@@ -72,7 +72,8 @@ function redact(url: URL): string {
 /** Reads and caches the alerts of one Prometheus. */
 export class PrometheusAlerts {
   private readonly url: URL;
-  private readonly source: string;
+  /** Prometheus's URL without credentials (shown in answers, errors and the server's banner). */
+  readonly source: string;
   private readonly dispatcher: Agent;
   private readonly timeoutMs: number;
   private readonly cacheMs: number;

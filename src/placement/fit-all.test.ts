@@ -1,17 +1,8 @@
 import { describe, expect, it } from "vitest";
-import { QEMU_10_0_2 } from "../lib/qemu-info.test-util.js";
 import { fitAll } from "./fit-all.js";
-import type { PlacementHost } from "./most-free-memory.js";
+import { placementHost } from "./placement-host.test-util.js";
 
-const host = (name: string, free: number, extra: Partial<PlacementHost> = {}): PlacementHost => ({
-  id: `id-${name}`,
-  name,
-  liveness: "alive",
-  cordoned: false,
-  freeMemoryMiB: free,
-  qemu: QEMU_10_0_2,
-  ...extra,
-});
+const host = placementHost;
 const req = (vmName: string, memoryMiB: number) => ({
   vmName,
   memoryMiB,

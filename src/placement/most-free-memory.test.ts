@@ -1,17 +1,10 @@
 import { describe, expect, it } from "vitest";
 import { isNovaError } from "../lib/errors.js";
-import { QEMU_7_2_22, QEMU_10_0_2 } from "../lib/qemu-info.test-util.js";
-import { type PlacementHost, placeVm } from "./most-free-memory.js";
+import { QEMU_7_2_22 } from "../lib/qemu-info.test-util.js";
+import { placeVm } from "./most-free-memory.js";
+import { placementHost } from "./placement-host.test-util.js";
 
-const host = (name: string, free: number, extra: Partial<PlacementHost> = {}): PlacementHost => ({
-  id: `id-${name}`,
-  name,
-  liveness: "alive",
-  cordoned: false,
-  freeMemoryMiB: free,
-  qemu: QEMU_10_0_2,
-  ...extra,
-});
+const host = placementHost;
 const req = (memoryMiB: number, imageHostIds = ["id-a", "id-b", "id-c"], machineType?: string) => ({
   vmName: "vm1",
   memoryMiB,

@@ -99,6 +99,8 @@ export interface RunningServer {
   app: FastifyInstance;
   store: Store;
   federation: Federation;
+  /** The Prometheus alerts are read from, without credentials; absent without --prometheus-url. */
+  alertsSource?: string;
   close(): Promise<void>;
 }
 
@@ -338,6 +340,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     app,
     store,
     federation,
+    ...(alerts ? { alertsSource: alerts.source } : {}),
     close: () => {
       closing ??= (async () => {
         clearInterval(renewal);

@@ -1,10 +1,12 @@
 /** The hosts table: registration, heartbeats, liveness, cordon, and capacity views. */
 import { randomUUID } from "node:crypto";
 import type { HostCapacity, QemuInfo } from "../../api/types/agent.js";
+import type { ClusterEvent } from "../../api/types/events.js";
 import type { Host } from "../../api/types/hosts.js";
 import { NovaError } from "../../lib/errors.js";
 import type { DrainState } from "../../states/drain.js";
 import type { Queryable, ReadQueryable } from "./db.js";
+import { appendEvent } from "./events.js";
 
 interface HostRow {
   id: string;
@@ -234,7 +236,18 @@ export async function removeHost(q: Queryable, hostId: string): Promise<{ delete
   return { deleted: rowCount > 0 };
 }
 
-/** Sets or clears the cordon flag. */
-export async function setCordon(q: Queryable, hostId: string, cordoned: boolean): Promise<void> {
-  await q.query("UPDATE hosts SET cordoned = $2 WHERE id = $1", [hostId, cordoned]);
+/** Sets or clears the cordon flag, with its host.cordon event (`by`: what cordoned it, e.g. a drain). */
+export async function setCordon(
+  q: Queryable,
+  host: { id: string; name: string },
+  cordoned: boolean,
+  by?: string,
+): Promise<ClusterEvent> {
+  await q.query("UPDATE hosts SET cordoned = $2 WHERE id = $1", [host.id, cordoned]);
+  return appendEvent(q, {
+    type: "host.cordon",
+    resourceType: "host",
+    resourceId: host.id,
+    data: { name: host.name, cordoned, ...(by ? { by } : {}) },
+  });
 }
