@@ -105,6 +105,21 @@ export const AgentRegisterResponse = Type.Object({
 });
 export type AgentRegisterResponse = Static<typeof AgentRegisterResponse>;
 
+/**
+ * The CPU the host's VMs used over the last ~10 s (agent/cpu-sampler.ts): the sum and each
+ * VM's, in cores. Absent from agents older than load reporting.
+ */
+export const HostLoad = Type.Object(
+  {
+    cpuCores: Type.Number({ minimum: 0, maximum: 65_536 }),
+    vms: Type.Record(Type.String({ format: "uuid" }), Type.Number({ minimum: 0, maximum: 4096 }), {
+      maxProperties: 10_000,
+    }),
+  },
+  { additionalProperties: false },
+);
+export type HostLoad = Static<typeof HostLoad>;
+
 /** `POST /v1/agent/heartbeat` (host certificate): liveness, capacity and every VM's state. */
 export const AgentHeartbeatPost = Type.Object(
   {
@@ -113,6 +128,7 @@ export const AgentHeartbeatPost = Type.Object(
     qemu: Type.Optional(QemuInfo),
     vms: Type.Array(ObservedVm),
     imageDigests: Type.Array(Type.String()),
+    load: Type.Optional(HostLoad),
   },
   { additionalProperties: false },
 );
