@@ -37,6 +37,11 @@ export class ApiClient {
     return this.request<T>("POST", route, body);
   }
 
+  /** PUT with a JSON body. */
+  put<T>(route: string, body?: unknown): Promise<T> {
+    return this.request<T>("PUT", route, body);
+  }
+
   /** DELETE. */
   delete<T>(route: string): Promise<T> {
     return this.request<T>("DELETE", route);

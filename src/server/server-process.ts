@@ -14,6 +14,8 @@ import { apiTlsOptions, buildApp } from "../api/app.js";
 import { AgentConnector } from "../cluster/agent-client.js";
 import { HostService } from "../cluster/host-service.js";
 import { ImageService } from "../cluster/image-service.js";
+import { ClusterPlacement, type PlacementPolicyInput, placementPolicy } from "../cluster/placement.js";
+import { PlacementService } from "../cluster/placement-service.js";
 import { Reconciler } from "../cluster/reconciler.js";
 import { claimClusterCa } from "../cluster/store/cluster-ca.js";
 import { getLivePeer, getPeerById } from "../cluster/store/federation.js";
@@ -82,6 +84,8 @@ export interface ServerOptions {
   consoleDir?: string | null;
   /** The Prometheus that evaluates NovaCron's alert rules (GET /v1/alerts reads its alerts). */
   prometheus?: { url: string; caPem?: string };
+  /** Placement policy (docs/placement.md); unset fields take ITP's defaults (spread, memory ×1, vCPUs ×4). */
+  placement?: PlacementPolicyInput;
 }
 
 /** A running server. */
@@ -198,7 +202,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     keyPem: pki.server.keyPem,
   }));
 
-  const copies = new AgentCopies(store, agents);
+  // One placement (ITP with the cluster's policy) for every decision: create, migration, drain, arrival.
+  const placement = new ClusterPlacement(placementPolicy(options.placement ?? {}));
+  const copies = new AgentCopies(store, agents, placement);
   const acp = federation.acp!;
   const reconciler = new Reconciler(store, log.child({ component: "reconciler" }), agents, {
     clusterId,
@@ -233,17 +239,23 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     { caPem: pki.ca.certPem, issueHostCert: (csr, host) => pki.issueHostCert(csr, host) },
     clusterId,
   );
-  const vms = new VmService(store, wake);
-  const migrations = new MigrationService(store, () => orchestrator.wake(), {
-    selfName: federation.self.name,
-    peer: async (name) => {
-      const row = await getLivePeer(store.read, name);
-      const view = (await federation.clusters()).find((c) => c.id === row.id);
-      return { row, stale: view?.stale ?? true };
+  const vms = new VmService(store, wake, placement);
+  const migrations = new MigrationService(
+    store,
+    () => orchestrator.wake(),
+    {
+      selfName: federation.self.name,
+      peer: async (name) => {
+        const row = await getLivePeer(store.read, name);
+        const view = (await federation.clusters()).find((c) => c.id === row.id);
+        return { row, stale: view?.stale ?? true };
+      },
     },
-  });
+    placement,
+  );
   const drainExecutor = new DrainExecutor(store, migrations, log.child({ component: "drains" }));
-  const drains = new DrainService(store, () => drainExecutor.wake());
+  const drains = new DrainService(store, () => drainExecutor.wake(), placement);
+  const placementSettings = new PlacementService(store);
   const execConfigFile = process.env.NOVACRON_EXEC_CONFIG;
   let exec: Awaited<ReturnType<typeof startExecSystem>>;
   try {
@@ -280,6 +292,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     vms,
     migrations,
     drains,
+    placement: placementSettings,
     metrics,
     users,
     logger: log,
