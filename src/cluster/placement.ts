@@ -10,7 +10,7 @@
  * the one place to feed it in; without it every host scores the same on load.
  */
 import type { PlacementExplanation } from "../api/types/placement.js";
-import { NovaError } from "../lib/errors.js";
+import { isNovaError, NovaError } from "../lib/errors.js";
 import {
   DEFAULT_POLICY,
   type ItpHost,
@@ -149,6 +149,25 @@ export class PlacementView {
     const i = place(this.state, this.itpVm(req), this.owner.policy);
     this.saveCursor(this.state.cursor);
     return this.hosts[i]!;
+  }
+
+  /**
+   * The chosen host, off the hosts named in `avoid` (where a move failed just now) when
+   * another host fits; else as `place` chooses.
+   */
+  placeAvoiding(req: PlacementRequest, avoid: readonly string[]): HostRecord {
+    const hidden = this.state.hosts.filter((h) => avoid.includes(h.name) && !h.cordoned);
+    if (hidden.length === 0) return this.place(req);
+    // Cordoned for this one placement: the checks skip them like any cordoned host.
+    for (const h of hidden) h.cordoned = true;
+    try {
+      return this.place(req);
+    } catch (err) {
+      if (!isNovaError(err, "NOVA_NO_CAPACITY")) throw err;
+    } finally {
+      for (const h of hidden) h.cordoned = false;
+    }
+    return this.place(req);
   }
 
   /**

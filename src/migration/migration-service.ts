@@ -42,8 +42,15 @@ export class MigrationService {
     private readonly placement = new ClusterPlacement(),
   ) {}
 
-  /** Validates and queues a migration of a running VM. */
-  async create(vmIdOrName: string, input: MigrationsPost): Promise<MigrationRecord> {
+  /**
+   * Validates and queues a migration of a running VM. `hints.avoidHosts` (a drain retrying
+   * a failed move) keeps placement off those hosts when another one fits.
+   */
+  async create(
+    vmIdOrName: string,
+    input: MigrationsPost,
+    hints: { avoidHosts?: readonly string[] } = {},
+  ): Promise<MigrationRecord> {
     if (input.targetCluster !== undefined && input.targetCluster !== this.peers?.selfName)
       return this.createCrossCluster(vmIdOrName, input.targetCluster, input);
     validateOptions(input.options ?? {});
@@ -102,7 +109,7 @@ export class MigrationService {
         if (usable.length > 0 && runnable.length === 0) {
           assertMachineTypeRunsOn(vm.name, machineType, source, usable);
         }
-        targetId = view.place(request).id;
+        targetId = view.placeAvoiding(request, hints.avoidHosts ?? []).id;
       }
       // From here on the migration is accepted: a VM without a recorded type gets it now,
       // so the destination starts exactly what the source runs.
