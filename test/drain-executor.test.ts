@@ -99,7 +99,7 @@ describe.each(ENGINES)("the drain executor on $engine", ({ create }) => {
     return e;
   };
 
-  it("reports a refused move, moves the others one at a time, leaves the stopped VM, ends incomplete", async () => {
+  it("retries a refused move after its back-off, reports it once no attempt is left, moves the others one at a time, leaves the stopped VM, ends incomplete", async () => {
     const h = await liveHost("x-h");
     const o = await liveHost("x-o");
     await vmOn("x-a", h, true);
@@ -114,10 +114,12 @@ describe.each(ENGINES)("the drain executor on $engine", ({ create }) => {
       { timeoutMs: 20_000, what: "x-b's move to start" },
     );
     const now = await getDrain(store.read, d.id);
+    // Refused once: waiting out its back-off before the next attempt.
     expect(now.vms.find((e) => e.vm === "x-a")).toMatchObject({
-      state: "failed",
+      state: "waiting",
+      attempts: 1,
       code: "NOVA_NO_CAPACITY",
-      reason: "No host can run VM x-a: it needs 64 MiB",
+      reason: "move 1 of 3 refused: No host can run VM x-a: it needs 64 MiB; retried in 5 s",
     });
     // Not left yet: a move is under way, and a stopped VM started meanwhile would be moved too.
     expect(now.vms.find((e) => e.vm === "x-s")?.state).toBe("waiting");
@@ -129,12 +131,22 @@ describe.each(ENGINES)("the drain executor on $engine", ({ create }) => {
     start(migrations);
     const end = await waitFor(
       async () => {
+        // The back-offs (5 s, 10 s) are over at once: the last attempt moved an hour back.
+        await store.db.query(
+          "UPDATE host_drain_vms SET last_attempt_at = now() - interval '1 hour' WHERE drain_id = $1 AND vm_name = 'x-a'",
+          [d.id],
+        );
         const x = await getDrain(store.read, d.id);
         return x.state === "draining" ? undefined : x;
       },
       { timeoutMs: 20_000, what: "the drain to end" },
     );
     expect(end.state).toBe("incomplete");
+    expect(end.vms.find((e) => e.vm === "x-a")).toMatchObject({
+      attempts: 3,
+      code: "NOVA_NO_CAPACITY",
+      reason: "No host can run VM x-a: it needs 64 MiB",
+    });
     expect(end.stateReason).toBe("1 moved, 1 could not move, 1 not running, left on x-h; x-h stays cordoned");
     expect(end.vms.map((e) => [e.vm, e.state, e.targetHost])).toEqual([
       ["x-a", "failed", null],

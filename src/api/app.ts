@@ -22,6 +22,7 @@ import type { Logger } from "pino";
 import type { AgentConnector } from "../cluster/agent-client.js";
 import type { HostService } from "../cluster/host-service.js";
 import type { ImageService } from "../cluster/image-service.js";
+import type { PlacementService } from "../cluster/placement-service.js";
 import type { Store } from "../cluster/store/store.js";
 import type { UserService } from "../cluster/user-service.js";
 import type { VmService } from "../cluster/vm-service.js";
@@ -59,6 +60,7 @@ import { hostRoutes } from "./routes/hosts.js";
 import { imageRoutes } from "./routes/images.js";
 import { metricsRoutes } from "./routes/metrics.js";
 import { migrationRoutes } from "./routes/migrations.js";
+import { placementRoutes } from "./routes/placement.js";
 import { rebalancerRoutes } from "./routes/rebalancer.js";
 import { sessionRoutes } from "./routes/session.js";
 import { tokenRoutes } from "./routes/tokens.js";
@@ -74,6 +76,8 @@ export interface AppDeps {
   migrations: MigrationService;
   /** Hosts' maintenance drains. */
   drains: DrainService;
+  /** Host labels, sites and weights, and placement groups. */
+  placement: PlacementService;
   metrics: ServerMetrics;
   /** Users, their logins and sessions (routes /v1/users and /v1/session, and the session cookie on every route). */
   users: UserService;
@@ -246,6 +250,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     vms: deps.vms,
     migrations: deps.migrations,
     drains: deps.drains,
+    placement: deps.placement,
     users: deps.users,
     agents: deps.agents,
     caFingerprint: deps.caFingerprint,
@@ -279,6 +284,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(hostRoutes, routeDeps);
   await app.register(imageRoutes, routeDeps);
   await app.register(vmRoutes, routeDeps);
+  await app.register(placementRoutes, routeDeps);
   await app.register(migrationRoutes, routeDeps);
   await app.register(eventRoutes, routeDeps);
   await app.register(agentRoutes, routeDeps);

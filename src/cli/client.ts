@@ -42,6 +42,11 @@ export class ApiClient {
     return this.request<T>("PATCH", route, body);
   }
 
+  /** PUT with a JSON body. */
+  put<T>(route: string, body?: unknown): Promise<T> {
+    return this.request<T>("PUT", route, body);
+  }
+
   /** DELETE. */
   delete<T>(route: string): Promise<T> {
     return this.request<T>("DELETE", route);

@@ -15,6 +15,7 @@ import { registerImageCommands } from "./commands/images.js";
 import { registerLoginCommand, registerLogoutCommand } from "./commands/login.js";
 import { registerMetricsCommands } from "./commands/metrics.js";
 import { registerMigrationCommands } from "./commands/migrations.js";
+import { registerPlacementCommands } from "./commands/placement.js";
 import { registerRebalancerCommands } from "./commands/rebalancer.js";
 import { registerTokenCommands } from "./commands/tokens.js";
 import { registerUserCommands } from "./commands/users.js";
@@ -41,6 +42,7 @@ export function buildProgram(deps: CliDeps = {}): Command {
   registerImageCommands(program);
   registerVmCommands(program);
   registerMigrationCommands(program);
+  registerPlacementCommands(program);
   registerExecCommands(program);
   registerDlqCommands(program);
   registerTokenCommands(program);
@@ -69,13 +71,14 @@ export function buildProgram(deps: CliDeps = {}): Command {
           "metrics",
           "alert",
           "rebalancer",
+          "placement",
         ].includes(cmd.name()) &&
         sub.commands.length === 0
       )
         addClientOptions(sub);
       for (const leaf of sub.commands) {
         leaf.exitOverride();
-        if (["exec", "cluster", "user"].includes(cmd.name())) addClientOptions(leaf);
+        if (["exec", "cluster", "user", "placement"].includes(cmd.name())) addClientOptions(leaf);
       }
     }
   }

@@ -11,6 +11,8 @@ const vm = (over: Partial<VmRecord>): VmRecord => ({
   memoryMiB: 128,
   kernelArgs: "",
   machineType: "pc-q35-10.0",
+  hostSelector: {},
+  requiredSite: null,
   desiredState: "running",
   state: "running",
   stateReason: "",

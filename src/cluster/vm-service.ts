@@ -5,6 +5,7 @@
  * which does the work on the host.
  */
 import type { ClusterEvent } from "../api/types/events.js";
+import type { PlacementExplanation, VmDryRun } from "../api/types/placement.js";
 import type { VmsPost } from "../api/types/vms.js";
 import { NovaError } from "../lib/errors.js";
 import {
@@ -13,11 +14,12 @@ import {
   machineTypeSupport,
   validateMachineType,
 } from "../lib/qemu-support.js";
-import { PLACEMENT_LOCK_KEY, placeVm } from "../placement/most-free-memory.js";
 import { assertActionAllowed } from "../states/vm.js";
+import { ClusterPlacement, lockPlacement, type PlacementRequest } from "./placement.js";
 import type { Queryable } from "./store/db.js";
-import { getHost, type HostRecord, listHosts } from "./store/hosts.js";
+import { getHost, type HostRecord } from "./store/hosts.js";
 import { getImage } from "./store/images.js";
+import { addGroupMembers, getPlacementGroup } from "./store/placement-groups.js";
 import type { Store } from "./store/store.js";
 import { getVm, insertVm, transitionVm, type VmRecord } from "./store/vms.js";
 import { checkOwnedHere } from "./vm-ownership.js";
@@ -29,6 +31,7 @@ export class VmService {
   constructor(
     private readonly store: Store,
     private readonly wake: () => void,
+    private readonly placement = new ClusterPlacement(),
   ) {}
 
   /**
@@ -37,54 +40,94 @@ export class VmService {
    * concrete type `q35` means on the host it is placed on.
    */
   async create(input: VmsPost): Promise<VmRecord> {
-    const memoryMiB = input.memoryMiB ?? 256;
     const start = input.start ?? true;
-    if (input.machineType !== undefined) validateMachineType(input.machineType);
-    const pinned = input.machineType === "q35" ? undefined : input.machineType;
     const id = await this.store.write(async (tx, emit) => {
-      await tx.query("SELECT pg_advisory_xact_lock($1)", [PLACEMENT_LOCK_KEY]);
-      const image = await getImage(tx, input.image);
-      if (memoryMiB < image.minMemoryMiB) {
-        throw new NovaError(
-          "NOVA_UNPROCESSABLE",
-          `VM ${input.name} asks for ${memoryMiB} MiB but image ${image.name} needs at least ${image.minMemoryMiB} MiB. Use --memory ${image.minMemoryMiB} or more.`,
-          { details: { memoryMiB, minMemoryMiB: image.minMemoryMiB, image: image.name } },
-        );
-      }
-      const hosts = await listHosts(tx);
-      if (pinned) refuseUnrunnableMachineType(input.name, pinned, hosts);
-      const host = placeVm(hosts, {
-        vmName: input.name,
-        memoryMiB,
-        imageName: image.name,
-        imageHostIds: image.hostIds,
-        ...(pinned ? { machineType: pinned } : {}),
-      });
+      const { req, view, pinned, imageId } = await this.prepare(tx, input);
+      const host = view.place(req);
       // Placement only picks hosts that reported their QEMU.
       const machineType = pinned ?? host.qemu!.q35Alias;
       const { id, event } = await insertVm(tx, {
         name: input.name,
-        imageId: image.id,
-        vcpus: input.vcpus ?? 1,
-        memoryMiB,
+        imageId,
+        vcpus: req.vcpus,
+        memoryMiB: req.memoryMiB,
         kernelArgs: input.kernelArgs ?? "",
         machineType,
         desiredState: start ? "running" : "stopped",
         hostId: host.id,
         state: start ? "scheduled" : "stopped",
+        hostSelector: req.hostSelector ?? {},
+        requiredSite: req.site ?? null,
       });
       emit(event);
+      for (const name of input.groups ?? [])
+        emit(await addGroupMembers(tx, await getPlacementGroup(tx, name), [{ id, name: input.name }]));
       return id;
     });
     this.wake();
     return getVm(this.store.read, id);
   }
 
+  /**
+   * What `create` would do, with nothing created: the chosen host (null when none can take
+   * the VM) and every host's verdict. The same refusals as `create` for bad input.
+   */
+  async dryRun(input: VmsPost): Promise<VmDryRun> {
+    const explanation = await this.store.write(async (tx) => {
+      const { req, view } = await this.prepare(tx, input);
+      return view.explain(req);
+    });
+    return { dryRun: true, vm: input.name, host: explanation.chosen, explanation };
+  }
+
+  /** Where a VM could move now: every other host's verdict and scores (placement explain). */
+  async explainMove(idOrName: string): Promise<PlacementExplanation> {
+    const vm = await getVm(this.store.read, idOrName);
+    const view = await this.placement.load(this.store.read);
+    const source = view.hosts.find((h) => h.id === vm.hostId);
+    const machineType = vm.machineType ?? source?.qemu?.q35Alias;
+    return view.explain({
+      ...vmPlacementRequest(vm),
+      imageHostIds: null,
+      ...(machineType ? { machineType } : {}),
+      ...(vm.hostId ? { fromHostId: vm.hostId } : {}),
+    });
+  }
+
+  /** Validates a create and reads the cluster under the placement lock. */
+  private async prepare(tx: Queryable, input: VmsPost) {
+    const memoryMiB = input.memoryMiB ?? 256;
+    if (input.machineType !== undefined) validateMachineType(input.machineType);
+    const pinned = input.machineType === "q35" ? undefined : input.machineType;
+    await lockPlacement(tx);
+    const image = await getImage(tx, input.image);
+    if (memoryMiB < image.minMemoryMiB) {
+      throw new NovaError(
+        "NOVA_UNPROCESSABLE",
+        `VM ${input.name} asks for ${memoryMiB} MiB but image ${image.name} needs at least ${image.minMemoryMiB} MiB. Use --memory ${image.minMemoryMiB} or more.`,
+        { details: { memoryMiB, minMemoryMiB: image.minMemoryMiB, image: image.name } },
+      );
+    }
+    const view = await this.placement.load(tx, { vm: input.name, groups: input.groups ?? [] });
+    if (pinned) refuseUnrunnableMachineType(input.name, pinned, view.hosts);
+    const req: PlacementRequest = {
+      name: input.name,
+      memoryMiB,
+      vcpus: input.vcpus ?? 1,
+      imageName: image.name,
+      imageHostIds: image.hostIds,
+      hostSelector: input.hostSelector ?? {},
+      site: input.site ?? null,
+      ...(pinned ? { machineType: pinned } : {}),
+    };
+    return { req, view, pinned, imageId: image.id };
+  }
+
   /** Starts a stopped or failed VM on its host. */
   async start(idOrName: string): Promise<VmRecord> {
     return this.act(idOrName, "start", async (tx, vm) => {
       if (!vm.hostId) throw new NovaError("NOVA_INTERNAL", `VM ${vm.name} has no host`);
-      await tx.query("SELECT pg_advisory_xact_lock($1)", [PLACEMENT_LOCK_KEY]);
+      await lockPlacement(tx);
       const host = await getHost(tx, vm.hostId);
       if (vm.machineType && host.qemu) {
         // The host's QEMU may have been replaced by an older one since the VM last ran.
@@ -208,4 +251,16 @@ function refuseUnrunnableMachineType(
 /** The oldest of the hosts' newest q35 types: one every host offers. */
 function oldestNewest(hosts: readonly HostRecord[]): string {
   return hosts.map((h) => h.qemu!).reduce((a, b) => (compareMajorMinor(a, b) <= 0 ? a : b)).q35Alias;
+}
+
+/** What placement needs of a stored VM (its constraints as created). */
+export function vmPlacementRequest(vm: VmRecord): Omit<PlacementRequest, "imageHostIds"> {
+  return {
+    name: vm.name,
+    memoryMiB: vm.memoryMiB,
+    vcpus: vm.vcpus,
+    imageName: vm.image,
+    hostSelector: vm.hostSelector,
+    site: vm.requiredSite,
+  };
 }

@@ -47,6 +47,17 @@ async function readFlagFile(file: string, flag: string): Promise<string> {
   }
 }
 
+/** An overcommit ratio between `min` and `max`; NOVA_CONFIG names the flag otherwise. */
+function parseRatio(value: string, flag: string, min: number, max: number): number {
+  const n = Number(value);
+  if (value.trim() === "" || !Number.isFinite(n) || n < min || n > max)
+    throw new NovaError(
+      "NOVA_CONFIG",
+      `${flag} ${JSON.stringify(value)} is not a ratio between ${min} and ${max} (e.g. 1.5).`,
+    );
+  return n;
+}
+
 /** Runs the server in the foreground until a signal. */
 export async function runServer(o: ServerDaemonFlags): Promise<void> {
   // Keys, tokens and the database: nothing this process creates is for other users.
@@ -75,8 +86,20 @@ export async function runServer(o: ServerDaemonFlags): Promise<void> {
       "NOVA_CONFIG",
       "--prometheus-ca needs --prometheus-url (the Prometheus to trust it for).",
     );
+  const strategy = o.placementStrategy ?? process.env.NOVACRON_PLACEMENT_STRATEGY;
+  const memoryOvercommit = o.memoryOvercommit ?? process.env.NOVACRON_MEMORY_OVERCOMMIT;
+  const vcpuOvercommit = o.vcpuOvercommit ?? process.env.NOVACRON_VCPU_OVERCOMMIT;
   const server = await startServer({
     dataDir,
+    placement: {
+      ...(strategy !== undefined ? { strategy } : {}),
+      ...(memoryOvercommit !== undefined
+        ? { memoryOvercommit: parseRatio(memoryOvercommit, "--memory-overcommit", 1, 4) }
+        : {}),
+      ...(vcpuOvercommit !== undefined
+        ? { vcpuOvercommit: parseRatio(vcpuOvercommit, "--vcpu-overcommit", 1, 32) }
+        : {}),
+    },
     ...(prometheusUrl
       ? {
           prometheus: {

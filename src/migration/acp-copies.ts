@@ -7,6 +7,7 @@
 import type { HandoffVmSpec, SignedStatement } from "../api/types/acp.js";
 import { agentMigrationTuning } from "../api/types/migrations.js";
 import type { AgentClient, AgentConnector } from "../cluster/agent-client.js";
+import { ClusterPlacement } from "../cluster/placement.js";
 import type { IncomingHandoff, OutgoingHandoff } from "../cluster/store/acp.js";
 import type { Queryable } from "../cluster/store/db.js";
 import { getPeerById } from "../cluster/store/federation.js";
@@ -34,8 +35,9 @@ export class AgentCopies implements SourceCopies, TargetCopies {
   constructor(
     private readonly store: Store,
     private readonly agents: AgentConnector,
+    private readonly placement = new ClusterPlacement(),
   ) {
-    this.images = new ImageCopies(store, agents);
+    this.images = new ImageCopies(store, agents, placement);
   }
 
   private async agentOf(hostId: string): Promise<AgentClient> {
@@ -97,7 +99,7 @@ export class AgentCopies implements SourceCopies, TargetCopies {
   }
 
   place(tx: Queryable, spec: HandoffVmSpec, copied?: CopiedImage): Promise<Placement> {
-    return placeArrivingVm(tx, spec, copied);
+    return placeArrivingVm(tx, this.placement, spec, copied);
   }
 
   async start(h: IncomingHandoff, _prepare: SignedStatement): Promise<Record<string, unknown>> {

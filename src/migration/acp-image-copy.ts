@@ -15,9 +15,10 @@ import type { HandoffVmSpec } from "../api/types/acp.js";
 import type { AgentImagePullStatus } from "../api/types/agent.js";
 import type { ClusterEvent } from "../api/types/events.js";
 import type { AgentConnector } from "../cluster/agent-client.js";
+import { ClusterPlacement } from "../cluster/placement.js";
 import type { Queryable, ReadQueryable } from "../cluster/store/db.js";
 import { appendEvent } from "../cluster/store/events.js";
-import { getHost, type HostRecord, listHosts } from "../cluster/store/hosts.js";
+import { getHost, type HostRecord } from "../cluster/store/hosts.js";
 import {
   addImageLocation,
   getImage,
@@ -29,7 +30,6 @@ import type { Store } from "../cluster/store/store.js";
 import type { CopiedImage, ImageReadiness } from "../federation/acp/ports.js";
 import type { ErrorCode } from "../lib/error-codes.js";
 import { describeError, isNovaError, NovaError } from "../lib/errors.js";
-import { placeVm } from "../placement/most-free-memory.js";
 
 /** Hand-offs whose pull host is remembered; the oldest is forgotten past this. */
 const MAX_REMEMBERED = 256;
@@ -99,6 +99,7 @@ export class ImageCopies {
   constructor(
     private readonly store: Store,
     private readonly agents: AgentConnector,
+    private readonly placement = new ClusterPlacement(),
   ) {}
 
   async ensure(handoffId: string, sourceCaPem: string, spec: HandoffVmSpec): Promise<ImageReadiness> {
@@ -155,15 +156,17 @@ export class ImageCopies {
 
   /** The host the hand-off's image is pulled to: remembered, or placed regardless of the image. */
   private async pullHost(handoffId: string, spec: HandoffVmSpec): Promise<HostRecord> {
-    const hosts = await listHosts(this.store.read);
+    const view = await this.placement.load(this.store.read);
+    const hosts = view.hosts;
     const known = hosts.find((h) => h.id === this.hosts.get(handoffId));
     if (known) return known;
-    const host = placeVm(hosts, {
-      vmName: spec.name,
+    const host = view.place({
+      name: spec.name,
       memoryMiB: spec.memoryMiB,
+      vcpus: spec.vcpus,
       imageName: spec.image.name,
       // Any host may receive the image.
-      imageHostIds: hosts.map((h) => h.id),
+      imageHostIds: null,
       ...(spec.machineType ? { machineType: spec.machineType } : {}),
     });
     if (this.hosts.size >= MAX_REMEMBERED) this.hosts.delete(this.hosts.keys().next().value as string);

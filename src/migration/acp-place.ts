@@ -6,11 +6,10 @@
  * hand-off (acp-image-copy.ts) is recorded here, in the same transaction.
  */
 import type { HandoffVmSpec } from "../api/types/acp.js";
+import { type ClusterPlacement, lockPlacement } from "../cluster/placement.js";
 import type { Queryable } from "../cluster/store/db.js";
-import { getHost, listHosts } from "../cluster/store/hosts.js";
 import type { CopiedImage, Placement } from "../federation/acp/ports.js";
 import { NovaError } from "../lib/errors.js";
-import { PLACEMENT_LOCK_KEY, placeVm } from "../placement/most-free-memory.js";
 import { findImageByContent, recordCopiedImage } from "./acp-image-copy.js";
 
 /**
@@ -20,10 +19,11 @@ import { findImageByContent, recordCopiedImage } from "./acp-image-copy.js";
  */
 export async function placeArrivingVm(
   tx: Queryable,
+  placement: ClusterPlacement,
   spec: HandoffVmSpec,
   copied?: CopiedImage,
 ): Promise<Placement> {
-  await tx.query("SELECT pg_advisory_xact_lock($1)", [PLACEMENT_LOCK_KEY]);
+  await lockPlacement(tx);
   const events = copied ? [await recordCopiedImage(tx, spec.image, copied)] : [];
   const image = await findImageByContent(tx, spec.image);
   if (!image)
@@ -33,13 +33,26 @@ export async function placeArrivingVm(
       { details: { image: spec.image.name, diskDigest: spec.image.diskDigest } },
     );
   const named = copied?.hostId ?? spec.targetHost;
-  const hosts = named ? [await getHost(tx, named)] : await listHosts(tx);
-  const host = placeVm(hosts, {
-    vmName: spec.name,
+  const view = await placement.load(tx);
+  // An arriving VM comes without this cluster's placement groups or constraints.
+  const req = {
+    name: spec.name,
     memoryMiB: spec.memoryMiB,
+    vcpus: spec.vcpus,
     imageName: image.name,
     imageHostIds: image.hostIds,
     ...(spec.machineType ? { machineType: spec.machineType } : {}),
-  });
+  };
+  const host = named ? view.placeOn(req, await hostIdOf(view.hosts, named)) : view.place(req);
   return { hostId: host.id, imageId: image.id, events };
+}
+
+/** The id of the host named (by id or name); NOVA_NOT_FOUND otherwise. */
+async function hostIdOf(hosts: readonly { id: string; name: string }[], idOrName: string): Promise<string> {
+  const h = hosts.find((x) => x.id === idOrName || x.name === idOrName);
+  if (!h)
+    throw new NovaError("NOVA_NOT_FOUND", `Host ${idOrName} not found. List hosts with: novacron host list`, {
+      details: { host: idOrName },
+    });
+  return h.id;
 }

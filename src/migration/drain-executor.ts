@@ -13,6 +13,7 @@ import {
   type DrainRecord,
   getDrain,
   listActiveDrains,
+  recordRefusedMove,
   transitionDrain,
   transitionDrainVm,
 } from "../cluster/store/drains.js";
@@ -23,7 +24,15 @@ import { findVm, listVms } from "../cluster/store/vms.js";
 import { describeError, isNovaError } from "../lib/errors.js";
 import { WakeableLoop } from "../lib/wakeable-loop.js";
 import { DRAIN } from "../states/drain.js";
-import { type DrainAction, type DrainObservations, nextAction, type ObservedVm } from "./drain-plan.js";
+import {
+  type DrainAction,
+  type DrainObservations,
+  MAX_MOVE_ATTEMPTS,
+  nextAction,
+  type ObservedVm,
+  retryDelayMs,
+  retryLeft,
+} from "./drain-plan.js";
 import type { MigrationService } from "./migration-service.js";
 
 /** Bounds one drain's actions per pass, so a planner bug cannot spin a pass forever. */
@@ -119,6 +128,7 @@ export class DrainExecutor {
     }
     return {
       host: { liveness: host.liveness },
+      now: Date.now(),
       vms,
       migrations: migrations.map((m) => ({
         id: m.id,
@@ -146,20 +156,26 @@ export class DrainExecutor {
         this.log.info({ drain: drain.id, host: drain.host, state: action.to }, action.reason);
         return;
       case "start-move":
-        await this.startMove(drain, action.vm, action.vmId);
+        await this.startMove(drain, action.vm, action.vmId, action.avoidHost);
         return;
     }
   }
 
   /**
-   * Starts one VM's live migration, the target chosen by placement. A crash between the
-   * migration's creation and the entry's update is healed by the planner adopting the
-   * migration on the next pass.
+   * Starts one VM's live migration, the target chosen by placement (away from `avoidHost`,
+   * where its last move failed, when another host fits). A crash between the migration's
+   * creation and the entry's update is healed by the planner adopting the migration on
+   * the next pass. A refusal is retried after a back-off while attempts are left.
    */
-  private async startMove(drain: DrainRecord, vmName: string, vmId: string): Promise<void> {
+  private async startMove(
+    drain: DrainRecord,
+    vmName: string,
+    vmId: string,
+    avoidHost?: string,
+  ): Promise<void> {
     let m: MigrationRecord;
     try {
-      m = await this.migrations.create(vmId, {});
+      m = await this.migrations.create(vmId, {}, avoidHost ? { avoidHosts: [avoidHost] } : {});
     } catch (err) {
       // A VM that changed under us (stopped, deleted, moved) is re-read on the next round.
       if (
@@ -171,7 +187,16 @@ export class DrainExecutor {
         if (now?.state !== "running" || now.hostId !== drain.hostId) return;
       }
       const code = isNovaError(err) ? err.code : "NOVA_INTERNAL";
-      await this.settle(drain, vmName, "failed", { code, reason: describeError(err) });
+      const entry = drain.vms.find((e) => e.vm === vmName);
+      if (entry && retryLeft(entry.attempts + 1)) {
+        const attempt = entry.attempts + 1;
+        const reason = `move ${attempt} of ${MAX_MOVE_ATTEMPTS} refused: ${describeError(err)}; retried in ${retryDelayMs(attempt) / 1000} s`;
+        await this.store.write(async (tx, emit) =>
+          emit(await recordRefusedMove(tx, drain, entry, { code, reason })),
+        );
+        return;
+      }
+      await this.settle(drain, vmName, "failed", { code, reason: describeError(err), countAttempt: true });
       return;
     }
     this.log.info({ drain: drain.id, vm: vmName, migration: m.id, target: m.targetHost }, "drain moving VM");

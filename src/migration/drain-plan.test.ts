@@ -4,14 +4,18 @@ import type { MigrationState } from "../states/migration.js";
 import type { VmState } from "../states/vm.js";
 import {
   type DrainObservations,
+  MAX_MOVE_ATTEMPTS,
   nextAction,
   type ObservedMigration,
   type ObservedVm,
   type PlanDrain,
   type PlanEntry,
+  retryDelayMs,
+  retryLeft,
 } from "./drain-plan.js";
 
 const H = "host-h";
+const NOW = Date.parse("2026-12-07T04:00:00.000Z");
 const vm = (name: string, state: VmState = "running", hostId: string | null = H): ObservedVm => ({
   id: `id-${name}`,
   name,
@@ -25,6 +29,8 @@ const entry = (name: string, state: DrainVmState = "waiting", over: Partial<Plan
   state,
   migrationId: null,
   targetHost: null,
+  attempts: 0,
+  lastAttemptAt: null,
   ...over,
 });
 const drain = (vms: PlanEntry[], over: Partial<PlanDrain> = {}): PlanDrain => ({
@@ -45,7 +51,7 @@ const mig = (id: string, vmName: string, state: MigrationState, over: Partial<Ob
   ...over,
 });
 const obs = (vms: ObservedVm[], migrations: ObservedMigration[] = [], liveness: "alive" | "dead" = "alive") =>
-  ({ host: { liveness }, vms, migrations }) satisfies DrainObservations;
+  ({ host: { liveness }, vms, migrations, now: NOW }) satisfies DrainObservations;
 
 describe("drain planner", () => {
   it("tracks a VM that reached the host after the drain began", () => {
@@ -77,11 +83,14 @@ describe("drain planner", () => {
     ).toEqual({ kind: "settle", vm: "a", to: "moved", change: { targetHost: "b", reason: "moved to b" } });
   });
 
-  it("records a failed or cancelled migration as a failed move with its code and reason", () => {
-    for (const state of ["failed", "cancelled"] as const) {
+  it("records a failed move with no attempt left, or a cancelled migration, as failed with its code and reason", () => {
+    for (const [state, attempts] of [
+      ["failed", MAX_MOVE_ATTEMPTS],
+      ["cancelled", 1],
+    ] as const) {
       expect(
         nextAction(
-          drain([entry("a", "moving", { migrationId: "m1" })]),
+          drain([entry("a", "moving", { migrationId: "m1", attempts })]),
           obs([vm("a")], [mig("m1", "a", state)]),
         ),
       ).toEqual({
@@ -94,6 +103,67 @@ describe("drain planner", () => {
         },
       });
     }
+  });
+
+  it("puts a VM whose migration failed back to waiting while attempts are left, naming the failed target", () => {
+    const failed = mig("m1", "a", "failed");
+    expect(
+      nextAction(drain([entry("a", "moving", { migrationId: "m1", attempts: 1 })]), obs([vm("a")], [failed])),
+    ).toEqual({
+      kind: "settle",
+      vm: "a",
+      to: "waiting",
+      change: {
+        code: "NOVA_DRAIN_MIGRATION_FAILED",
+        targetHost: "b",
+        reason:
+          "move 1 of 3 failed (migration m1 to b: failed reason); retried in 5 s, on another host if one fits",
+      },
+    });
+    // Not when the drain was cancelled or the host went dead meanwhile.
+    const e = entry("a", "moving", { migrationId: "m1", attempts: 1 });
+    expect(nextAction(drain([e], { cancelRequested: true }), obs([vm("a")], [failed]))).toMatchObject({
+      to: "failed",
+    });
+    expect(nextAction(drain([e]), obs([vm("a")], [failed], "dead"))).toMatchObject({ to: "failed" });
+  });
+
+  it("waits out a failed move's back-off, then retries it away from the host it failed on", () => {
+    const failedAt = (msAgo: number) => new Date(NOW - msAgo).toISOString();
+    const retry = (attempts: number, msAgo: number) =>
+      nextAction(
+        drain([
+          entry("a", "waiting", {
+            attempts,
+            lastAttemptAt: failedAt(msAgo),
+            targetHost: "b",
+            migrationId: "m1",
+          }),
+        ]),
+        obs([vm("a")]),
+      );
+    expect(retry(1, 1000)).toEqual({ kind: "wait", reason: "0 move(s) under way, a retried in 4 s" });
+    expect(retry(1, 5000)).toEqual({ kind: "start-move", vm: "a", vmId: "id-a", avoidHost: "b" });
+    // The back-off doubles: 10 s after the second failure.
+    expect(retry(2, 6000)).toMatchObject({ kind: "wait" });
+    expect(retry(2, 10_000)).toMatchObject({ kind: "start-move", avoidHost: "b" });
+    expect(retryDelayMs(1)).toBe(5000);
+    expect(retryDelayMs(2)).toBe(10_000);
+    expect(retryLeft(2)).toBe(true);
+    expect(retryLeft(MAX_MOVE_ATTEMPTS)).toBe(false);
+  });
+
+  it("moves another VM while one waits out its back-off", () => {
+    const backing = entry("a", "waiting", {
+      attempts: 1,
+      lastAttemptAt: new Date(NOW - 1000).toISOString(),
+      targetHost: "b",
+    });
+    expect(nextAction(drain([backing, entry("c")]), obs([vm("a"), vm("c")]))).toEqual({
+      kind: "start-move",
+      vm: "c",
+      vmId: "id-c",
+    });
   });
 
   it("fails a move whose migration is no longer recorded", () => {

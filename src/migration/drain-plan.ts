@@ -7,13 +7,18 @@
  * The rules, in order:
  *  1. A VM on the host that the drain does not know yet (it arrived meanwhile) is tracked.
  *  2. Entries catch up with the world: a deleted VM is `gone`; a move whose migration ended
- *     is `moved` or `failed` (with NOVA_DRAIN_MIGRATION_FAILED and the migration's reason);
+ *     is `moved`, or — its migration failed — `waiting` again to be retried while attempts
+ *     are left (MAX_MOVE_ATTEMPTS in all, the host alive, no cancel), else `failed` (with
+ *     NOVA_DRAIN_MIGRATION_FAILED and the migration's reason; a cancelled migration is not
+ *     retried);
  *     a waiting VM that some migration is moving off the host is adopted (`moving`) — this
  *     is also how a move started just before a server restart is found again; a waiting VM
  *     that runs elsewhere already is `moved`.
  *  3. Cancelled: no new move; once the moves under way ended, waiting VMs are `cancelled`.
  *  4. A dead host: its waiting VMs cannot be live-migrated and are `failed` (NOVA_HOST_DOWN).
- *  5. Running VMs are moved in report order, at most `concurrency` at once.
+ *  5. Running VMs are moved in report order, at most `concurrency` at once; a VM whose last
+ *     move failed waits out its back-off (retryDelayMs) first, and its next move avoids the
+ *     host the last one failed on when another host fits.
  *  6. VMs in a transitional state (starting, stopping, …) are waited for: they end running
  *     (then moved) or stopped.
  *  7. When nothing else is left, stopped or failed VMs are `left` on the host (their disks
@@ -40,7 +45,12 @@ export interface PlanEntry {
   vmId: string | null;
   state: DrainVmState;
   migrationId: string | null;
+  /** Where its move goes or went (after a failed move: the host it failed on). */
   targetHost: string | null;
+  /** Moves tried so far. */
+  attempts: number;
+  /** When the last one was tried (ISO time); null: never. */
+  lastAttemptAt: string | null;
 }
 
 /** A VM as the store shows it. */
@@ -69,13 +79,28 @@ export interface DrainObservations {
   vms: readonly ObservedVm[];
   /** The migrations entries name, and every migration under way of those VMs. */
   migrations: readonly ObservedMigration[];
+  /** The time now (ms since the epoch), for back-offs. */
+  now: number;
+}
+
+/** A VM's move is tried at most this many times before it is reported `failed`. */
+export const MAX_MOVE_ATTEMPTS = 3;
+
+/** How long to wait before the next move of a VM whose `attempts` moves failed: 5 s, then 10 s, … */
+export function retryDelayMs(attempts: number): number {
+  return 5000 * 2 ** Math.max(0, attempts - 1);
+}
+
+/** Whether a VM whose move just failed (its `attempts`-th) gets another one. */
+export function retryLeft(attempts: number): boolean {
+  return attempts < MAX_MOVE_ATTEMPTS;
 }
 
 /** The next thing to do. */
 export type DrainAction =
   | { kind: "track"; vm: { id: string; name: string } }
   | { kind: "settle"; vm: string; to: DrainVmState; change: DrainVmChange }
-  | { kind: "start-move"; vm: string; vmId: string }
+  | { kind: "start-move"; vm: string; vmId: string; avoidHost?: string }
   | { kind: "finish"; to: Exclude<DrainState, "draining">; reason: string }
   | { kind: "wait"; reason: string };
 
@@ -116,6 +141,17 @@ export function nextAction(drain: PlanDrain, obs: DrainObservations): DrainActio
         });
       if (m.state === "completed")
         return settle(e, "moved", { targetHost: m.targetHost, reason: `moved to ${m.targetHost}` });
+      if (
+        m.state === "failed" &&
+        retryLeft(e.attempts) &&
+        !drain.cancelRequested &&
+        obs.host.liveness === "alive"
+      )
+        return settle(e, "waiting", {
+          code: "NOVA_DRAIN_MIGRATION_FAILED",
+          targetHost: m.targetHost,
+          reason: `move ${e.attempts} of ${MAX_MOVE_ATTEMPTS} failed (migration ${m.id} to ${m.targetHost}: ${m.stateReason}); retried in ${retryDelayMs(e.attempts) / 1000} s, on another host if one fits`,
+        });
       if (m.state === "failed" || m.state === "cancelled")
         return settle(e, "failed", {
           code: "NOVA_DRAIN_MIGRATION_FAILED",
@@ -167,15 +203,28 @@ export function nextAction(drain: PlanDrain, obs: DrainObservations): DrainActio
       });
   }
 
-  // 5. Move running VMs, a bounded few at a time.
-  const runnable = waiting.filter((e) => vmOf(e).state === "running" && vmOf(e).hostId === drain.hostId);
+  // 5. Move running VMs, a bounded few at a time; a failed one after its back-off.
+  const onHost = waiting.filter((e) => vmOf(e).state === "running" && vmOf(e).hostId === drain.hostId);
+  const backingOff = onHost.filter((e) => retryAt(e) > obs.now);
+  const runnable = onHost.filter((e) => retryAt(e) <= obs.now);
   const next = runnable[0];
   if (next && moving.length < drain.concurrency)
-    return { kind: "start-move", vm: next.vm, vmId: vmOf(next).id };
-  if (moving.length > 0 || next)
+    return {
+      kind: "start-move",
+      vm: next.vm,
+      vmId: vmOf(next).id,
+      ...(next.attempts > 0 && next.targetHost ? { avoidHost: next.targetHost } : {}),
+    };
+  if (moving.length > 0 || next || backingOff.length > 0)
     return {
       kind: "wait",
-      reason: `${moving.length} move(s) under way${next ? `, ${runnable.length} VM(s) waiting for a slot` : ""}`,
+      reason: [
+        `${moving.length} move(s) under way`,
+        next ? `${runnable.length} VM(s) waiting for a slot` : "",
+        ...backingOff.map((e) => `${e.vm} retried in ${Math.ceil((retryAt(e) - obs.now) / 1000)} s`),
+      ]
+        .filter(Boolean)
+        .join(", "),
     };
 
   // 6. Wait for VMs on their way to running or stopped.
@@ -195,6 +244,12 @@ export function nextAction(drain: PlanDrain, obs: DrainObservations): DrainActio
     });
   }
   return finish(drain);
+}
+
+/** When an entry's next move may start (ms): at once, or after the back-off of its failed ones. */
+function retryAt(e: PlanEntry): number {
+  if (e.attempts === 0 || e.lastAttemptAt === null) return 0;
+  return Date.parse(e.lastAttemptAt) + retryDelayMs(e.attempts);
 }
 
 function settle(e: PlanEntry, to: DrainVmState, change: DrainVmChange): DrainAction {

@@ -4,6 +4,7 @@
  * the newest, and cancel one. drain-executor.ts moves the VMs.
  */
 import type { HostDrainPost } from "../api/types/drains.js";
+import { ClusterPlacement, lockPlacement, type PlacementView } from "../cluster/placement.js";
 import {
   type DrainRecord,
   getDrain,
@@ -11,12 +12,11 @@ import {
   latestDrainOfHost,
   requestDrainCancel,
 } from "../cluster/store/drains.js";
-import { getHost, type HostRecord, listHosts, setCordon } from "../cluster/store/hosts.js";
+import { getHost, type HostRecord, setCordon } from "../cluster/store/hosts.js";
 import type { Store } from "../cluster/store/store.js";
 import { listVms, type VmRecord } from "../cluster/store/vms.js";
-import { NovaError } from "../lib/errors.js";
-import { fitAll } from "../placement/fit-all.js";
-import { PLACEMENT_LOCK_KEY } from "../placement/most-free-memory.js";
+import { vmPlacementRequest } from "../cluster/vm-service.js";
+import { isNovaError, NovaError } from "../lib/errors.js";
 import { DRAIN } from "../states/drain.js";
 import type { VmState } from "../states/vm.js";
 
@@ -29,6 +29,8 @@ export class DrainService {
     private readonly store: Store,
     /** Wakes the drain executor. */
     private readonly wake: () => void,
+    /** The placement the up-front check asks (the moves ask it again, through migrations). */
+    private readonly placement = new ClusterPlacement(),
   ) {}
 
   /**
@@ -41,7 +43,7 @@ export class DrainService {
   async start(hostIdOrName: string, input: HostDrainPost, requestedBy: string): Promise<DrainRecord> {
     const id = await this.store.write(async (tx, emit) => {
       // The placement lock: the fit check below counts free memory no placement takes meanwhile.
-      await tx.query("SELECT pg_advisory_xact_lock($1)", [PLACEMENT_LOCK_KEY]);
+      await lockPlacement(tx);
       const host = await getHost(tx, hostIdOrName);
       if (host.liveness !== "alive")
         throw new NovaError(
@@ -57,7 +59,7 @@ export class DrainService {
           { details: { host: host.name, drain: active.id } },
         );
       const vms = await listVms(tx, { hostId: host.id });
-      checkOthersCanTake(host, await listHosts(tx), vms);
+      checkOthersCanTake(host, await this.placement.load(tx), vms);
       if (!host.cordoned) {
         emit(await setCordon(tx, host, true, "drain"));
       }
@@ -113,10 +115,11 @@ export class DrainService {
 
 /**
  * Refuses (NOVA_DRAIN_NO_TARGET) draining the last schedulable host, or a host whose VMs
- * the others cannot all take, placed one after the other by the normal placement.
+ * the others cannot all take, placed one after the other by ITP with every placement
+ * group (so an anti-affine pair is not planned onto one host).
  */
-function checkOthersCanTake(host: HostRecord, hosts: readonly HostRecord[], vms: readonly VmRecord[]): void {
-  const others = hosts.filter((h) => h.id !== host.id);
+function checkOthersCanTake(host: HostRecord, view: PlacementView, vms: readonly VmRecord[]): void {
+  const others = view.hosts.filter((h) => h.id !== host.id);
   const schedulable = others.filter((h) => h.liveness === "alive" && !h.cordoned && h.qemu);
   if (schedulable.length === 0) {
     const why = others.map((h) => `${h.name} (${h.liveness === "alive" ? "cordoned" : "dead"})`);
@@ -131,30 +134,35 @@ function checkOthersCanTake(host: HostRecord, hosts: readonly HostRecord[], vms:
       },
     );
   }
-  const moving = vms.filter((v) => NEEDS_PLACE.has(v.state));
-  const fits = fitAll(
-    others,
-    moving.map((v) => ({
-      vmName: v.name,
-      memoryMiB: v.memoryMiB,
-      imageName: v.image,
-      // A migration copies the image to its target when it lacks it.
-      imageHostIds: others.map((h) => h.id),
-      ...((v.machineType ?? host.qemu?.q35Alias)
-        ? { machineType: v.machineType ?? host.qemu?.q35Alias }
-        : {}),
-    })),
-  );
-  const misfits = fits.flatMap((f) => (f.host === null ? [f] : []));
+  const placed: { vm: string; host: string }[] = [];
+  const misfits: { vm: string; reason: string; details: Record<string, unknown> }[] = [];
+  for (const v of vms.filter((x) => NEEDS_PLACE.has(x.state))) {
+    const machineType = v.machineType ?? host.qemu?.q35Alias;
+    // A migration copies the image to its target when it lacks it.
+    const req = {
+      ...vmPlacementRequest(v),
+      imageHostIds: null,
+      fromHostId: host.id,
+      ...(machineType ? { machineType } : {}),
+    };
+    try {
+      const target = view.place(req);
+      view.commit(req, target);
+      placed.push({ vm: v.name, host: target.name });
+    } catch (err) {
+      if (!isNovaError(err, "NOVA_NO_CAPACITY")) throw err;
+      misfits.push({ vm: v.name, reason: err.message, details: err.details ?? {} });
+    }
+  }
   if (misfits.length > 0)
     throw new NovaError(
       "NOVA_DRAIN_NO_TARGET",
-      `Cannot drain host ${host.name}: the other hosts cannot take ${misfits.length === 1 ? "VM" : "VMs"} ${misfits.map((m) => m.vm).join(", ")} (${misfits.map((m) => m.reason).join(" ")}) Free memory or add a host, then drain again; nothing was changed.`,
+      `Cannot drain host ${host.name}: the other hosts cannot take ${misfits.length === 1 ? "VM" : "VMs"} ${misfits.map((m) => m.vm).join(", ")} (${misfits.map((m) => m.reason).join(" ")}) Free memory, add a host or relax a placement group, then drain again; nothing was changed.`,
       {
         details: {
           host: host.name,
           unplaceable: misfits.map((m) => ({ vm: m.vm, reason: m.reason, ...m.details })),
-          placed: fits.flatMap((f) => (f.host !== null ? [{ vm: f.vm, host: f.host }] : [])),
+          placed,
         },
       },
     );

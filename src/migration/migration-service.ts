@@ -3,9 +3,10 @@
  * to `migrating` and the migration queued in one transaction) and cancel one.
  */
 import type { MigrationOptions, MigrationsPost } from "../api/types/migrations.js";
+import { ClusterPlacement, lockPlacement } from "../cluster/placement.js";
 import { listOutgoingOfVm } from "../cluster/store/acp.js";
 import { type PeerRow, peerHasHostNamed, peerHasVmNamed } from "../cluster/store/federation.js";
-import { getHost, type HostRecord, listHosts } from "../cluster/store/hosts.js";
+import { getHost, type HostRecord } from "../cluster/store/hosts.js";
 import {
   getMigration,
   insertMigration,
@@ -15,10 +16,10 @@ import {
 import type { Store } from "../cluster/store/store.js";
 import { getVm, recordMachineType, transitionVm } from "../cluster/store/vms.js";
 import { checkOwnedHere } from "../cluster/vm-ownership.js";
+import { vmPlacementRequest } from "../cluster/vm-service.js";
 import { NovaError } from "../lib/errors.js";
 import { compareMajorMinor, machineTypeSupport } from "../lib/qemu-support.js";
 import { currentTraceparent } from "../lib/tracing.js";
-import { PLACEMENT_LOCK_KEY, placeVm } from "../placement/most-free-memory.js";
 import { HANDOFF_SOURCE } from "../states/handoff.js";
 import { assertActionAllowed } from "../states/vm.js";
 
@@ -37,15 +38,24 @@ export class MigrationService {
     private readonly wake: () => void,
     /** The federation, for migrations to other clusters; absent: they are refused. */
     private readonly peers?: PeerClusters,
+    /** Chooses and checks targets (ITP with the cluster's policy). */
+    private readonly placement = new ClusterPlacement(),
   ) {}
 
-  /** Validates and queues a migration of a running VM. */
-  async create(vmIdOrName: string, input: MigrationsPost): Promise<MigrationRecord> {
+  /**
+   * Validates and queues a migration of a running VM. `hints.avoidHosts` (a drain retrying
+   * a failed move) keeps placement off those hosts when another one fits.
+   */
+  async create(
+    vmIdOrName: string,
+    input: MigrationsPost,
+    hints: { avoidHosts?: readonly string[] } = {},
+  ): Promise<MigrationRecord> {
     if (input.targetCluster !== undefined && input.targetCluster !== this.peers?.selfName)
       return this.createCrossCluster(vmIdOrName, input.targetCluster, input);
     validateOptions(input.options ?? {});
     const id = await this.store.write(async (tx, emit) => {
-      await tx.query("SELECT pg_advisory_xact_lock($1)", [PLACEMENT_LOCK_KEY]);
+      await lockPlacement(tx);
       const vm = await getVm(tx, vmIdOrName, true);
       await checkOwnedHere(tx, vm, "migrate");
       if (vm.state === "stopped") {
@@ -61,7 +71,8 @@ export class MigrationService {
       if (!vm.hostId) throw new NovaError("NOVA_INTERNAL", `VM ${vm.name} is running but has no host`);
       const source = await getHost(tx, vm.hostId);
       const options = input.options ?? {};
-      const hosts = await listHosts(tx);
+      const view = await this.placement.load(tx);
+      const hosts = view.hosts;
       // What the VM runs as; a VM from before machine types were recorded runs as what
       // q35 means on its host.
       const machineType = vm.machineType ?? source.qemu?.q35Alias;
@@ -72,6 +83,8 @@ export class MigrationService {
           { details: { vm: vm.name, source: source.name, machineType: null } },
         );
       }
+      // A migration copies the image to its target when it lacks it: any host will do.
+      const request = { ...vmPlacementRequest(vm), imageHostIds: null, machineType, fromHostId: source.id };
       let targetId: string;
       if (input.targetHost) {
         const target = await getHost(tx, input.targetHost);
@@ -85,15 +98,8 @@ export class MigrationService {
           );
         }
         assertMachineTypeRunsOn(vm.name, machineType, source, [target]);
-        // The same checks placement makes, for this one host (its image can be copied).
-        placeVm([target], {
-          vmName: vm.name,
-          memoryMiB: vm.memoryMiB,
-          imageName: vm.image,
-          imageHostIds: [target.id],
-          machineType,
-        });
-        targetId = target.id;
+        // Every check placement makes, for this one host (its image can be copied).
+        targetId = view.placeOn(request, target.id).id;
       } else {
         const others = hosts.filter((h) => h.id !== source.id);
         // Hosts that could take the VM but for their QEMU: refuse naming the machine type,
@@ -103,13 +109,7 @@ export class MigrationService {
         if (usable.length > 0 && runnable.length === 0) {
           assertMachineTypeRunsOn(vm.name, machineType, source, usable);
         }
-        targetId = placeVm(others, {
-          vmName: vm.name,
-          memoryMiB: vm.memoryMiB,
-          imageName: vm.image,
-          imageHostIds: others.map((h) => h.id),
-          machineType,
-        }).id;
+        targetId = view.placeAvoiding(request, hints.avoidHosts ?? []).id;
       }
       // From here on the migration is accepted: a VM without a recorded type gets it now,
       // so the destination starts exactly what the source runs.

@@ -9,6 +9,7 @@
  */
 import type { Logger } from "pino";
 import { Counter, type Registry } from "prom-client";
+import { ClusterPlacement } from "../cluster/placement.js";
 import { appendEvent } from "../cluster/store/events.js";
 import {
   databaseNow,
@@ -16,7 +17,7 @@ import {
   type LoadSample,
   listLoadSamples,
 } from "../cluster/store/host-load.js";
-import { type HostRecord, listHosts } from "../cluster/store/hosts.js";
+import { listHosts } from "../cluster/store/hosts.js";
 import {
   hostsOfMigrationsEndedWithin,
   lastMigrationByVm,
@@ -24,9 +25,9 @@ import {
 } from "../cluster/store/migrations.js";
 import type { Store } from "../cluster/store/store.js";
 import { listVms, type VmRecord } from "../cluster/store/vms.js";
+import { vmPlacementRequest } from "../cluster/vm-service.js";
 import { describeError } from "../lib/errors.js";
 import { WakeableLoop } from "../lib/wakeable-loop.js";
-import { placeVm } from "../placement/most-free-memory.js";
 import {
   planRebalance,
   type RebalanceHost,
@@ -39,29 +40,11 @@ import type { MigrationService } from "./migration-service.js";
 /** The trailing window each agent averages its VMs' CPU over (agent/cpu-sampler.ts). */
 const AGENT_SAMPLE_WINDOW_MS = 10_000;
 
-/** Whether `vm` may move to `host` as far as placement goes (the migration service checks again). */
-export type TargetCheck = (vm: VmRecord, host: HostRecord, hosts: readonly HostRecord[]) => boolean;
-
-/** The checks a migration to an explicit target makes today: alive, uncordoned, its QEMU, memory. */
-export const placementAllows: TargetCheck = (vm, host) => {
-  try {
-    placeVm([host], {
-      vmName: vm.name,
-      memoryMiB: vm.memoryMiB,
-      imageName: vm.image,
-      imageHostIds: [host.id],
-      ...(vm.machineType ? { machineType: vm.machineType } : {}),
-    });
-    return true;
-  } catch {
-    return false;
-  }
-};
-
 export interface RebalancerOptions {
   /** Time between passes. @defaultValue 30000 */
   intervalMs?: number;
-  targetAllowed?: TargetCheck;
+  /** Where a VM may go: ITP's checks with the cluster's policy and placement groups. */
+  placement?: ClusterPlacement;
   registry?: Registry;
 }
 
@@ -69,7 +52,7 @@ export interface RebalancerOptions {
 export class Rebalancer {
   private readonly loop: WakeableLoop;
   private overloadedSince = new Map<string, number>();
-  private readonly targetAllowed: TargetCheck;
+  private readonly placement: ClusterPlacement;
   private readonly moves: Counter | undefined;
   /** Passes this server ran, and when the last one ended (for `rebalancer plan`). */
   passes = 0;
@@ -81,7 +64,7 @@ export class Rebalancer {
     private readonly log: Logger,
     o: RebalancerOptions = {},
   ) {
-    this.targetAllowed = o.targetAllowed ?? placementAllows;
+    this.placement = o.placement ?? new ClusterPlacement();
     this.moves = o.registry
       ? new Counter({
           name: "novacron_rebalancer_moves_total",
@@ -148,17 +131,28 @@ export class Rebalancer {
       };
     });
     const { overloaded } = utilizations(planHosts, settings);
+    const view = overloaded.size > 0 ? await this.placement.load(read) : undefined;
+    const hostIdByName = new Map(hosts.map((h) => [h.name, h.id]));
+    const hostById = new Map(hosts.map((h) => [h.id, h]));
+    // The hosts ITP finds feasible for a move of `v` (its groups, labels, site, QEMU, room).
+    const allowedFor = (v: VmRecord): Set<string> => {
+      if (!view || !v.hostId) return new Set();
+      const machineType = v.machineType ?? hostById.get(v.hostId)?.qemu?.q35Alias;
+      const verdicts = view.explain({
+        ...vmPlacementRequest(v),
+        imageHostIds: null,
+        ...(machineType ? { machineType } : {}),
+        fromHostId: v.hostId,
+      }).hosts;
+      return new Set(verdicts.filter((x) => x.feasible).flatMap((x) => hostIdByName.get(x.host) ?? []));
+    };
     const moving = new Set(active.map((m) => m.vmId));
     const planVms: RebalanceVm[] = vms
       .filter((v) => v.hostId !== null)
       .map((v) => {
         const own = byHost.get(v.hostId!) ?? [];
         // Placement is worked out only for VMs on an overloaded host: no other can move.
-        const allowed = overloaded.has(v.hostId!)
-          ? new Set(
-              hosts.filter((h) => h.id !== v.hostId && this.targetAllowed(v, h, hosts)).map((h) => h.id),
-            )
-          : new Set<string>();
+        const allowed = overloaded.has(v.hostId!) ? allowedFor(v) : new Set<string>();
         return {
           id: v.id,
           name: v.name,

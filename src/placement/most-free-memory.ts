@@ -1,18 +1,11 @@
 /**
- * Placement for now: the live, uncordoned host holding the VM's image, whose QEMU offers
- * the VM's machine type, with the most free memory that fits. ITP (filters → scorers)
- * replaces this later; like it, this records why each host was rejected so "no host has
- * room" can say what was needed and what the largest free host offers.
+ * The placement the server used before ITP: the live, uncordoned host holding the VM's
+ * image, whose QEMU offers the VM's machine type, with the most free memory that fits.
+ * The server places with ITP now (cluster/placement.ts); this stays as the baseline
+ * bench:placement measures ITP against.
  */
 import { NovaError } from "../lib/errors.js";
 import { machineTypeSupport, type QemuMachineFacts } from "../lib/qemu-support.js";
-
-/**
- * The transaction-scoped advisory lock every placement takes (VM create, start,
- * migration, a VM arriving from another cluster), so that two placements never count the
- * same free memory.
- */
-export const PLACEMENT_LOCK_KEY = 7_311_002;
 
 /** What placement needs to know about a host. */
 export interface PlacementHost {

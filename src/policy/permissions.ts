@@ -36,6 +36,8 @@ export type Permission =
   | "metrics:read"
   | "metrics:credentials"
   | "alerts:read"
+  | "placement:read"
+  | "placement:write"
   | "users:read"
   | "users:write"
   | "agent:heartbeat";
@@ -84,6 +86,8 @@ const ALL: readonly Permission[] = [
   "metrics:read",
   "metrics:credentials",
   "alerts:read",
+  "placement:read",
+  "placement:write",
   "users:read",
   "users:write",
 ];
@@ -106,12 +110,13 @@ const READ: readonly Permission[] = [
   "federation:read",
   "metrics:read",
   "alerts:read",
+  "placement:read",
 ];
 
 /**
  * What each user role may do. An operator runs the fleet: hosts (cordon, drain, join
  * tokens, removal), images, VMs and their migrations, executions (submit, cancel, approve
- * others'), and reads the federation. Only an admin manages tokens, users, secrets and
+ * others'), placement groups, and reads the federation. Only an admin manages tokens, users, secrets and
  * peers, and runs the step kinds that reach beyond NovaCron: `host.command` (a command
  * as root on a host) and `http` (the server calling out), which is why hosts:exec and
  * executions:http are an admin's. A viewer reads what an operator sees and changes
@@ -124,6 +129,7 @@ export const PERMISSIONS_BY_ROLE: Record<Role, readonly Permission[]> = {
     "hosts:write",
     "images:write",
     "vms:write",
+    "placement:write",
     "executions:write",
     "executions:approve",
     "secrets:use",

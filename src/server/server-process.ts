@@ -14,6 +14,8 @@ import { apiTlsOptions, buildApp } from "../api/app.js";
 import { AgentConnector } from "../cluster/agent-client.js";
 import { HostService } from "../cluster/host-service.js";
 import { ImageService } from "../cluster/image-service.js";
+import { ClusterPlacement, type PlacementPolicyInput, placementPolicy } from "../cluster/placement.js";
+import { PlacementService } from "../cluster/placement-service.js";
 import { Reconciler } from "../cluster/reconciler.js";
 import { claimClusterCa } from "../cluster/store/cluster-ca.js";
 import { getLivePeer, getPeerById } from "../cluster/store/federation.js";
@@ -87,6 +89,8 @@ export interface ServerOptions {
   loadSampleIntervalMs?: number;
   /** The Prometheus that evaluates NovaCron's alert rules (GET /v1/alerts reads its alerts). */
   prometheus?: { url: string; caPem?: string };
+  /** Placement policy (docs/placement.md); unset fields take ITP's defaults (spread, memory ×1, vCPUs ×4). */
+  placement?: PlacementPolicyInput;
 }
 
 /** A running server. */
@@ -203,7 +207,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     keyPem: pki.server.keyPem,
   }));
 
-  const copies = new AgentCopies(store, agents);
+  // One placement (ITP with the cluster's policy) for every decision: create, migration, drain, arrival.
+  const placement = new ClusterPlacement(placementPolicy(options.placement ?? {}));
+  const copies = new AgentCopies(store, agents, placement);
   const acp = federation.acp!;
   const reconciler = new Reconciler(store, log.child({ component: "reconciler" }), agents, {
     clusterId,
@@ -239,21 +245,28 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     clusterId,
     options.loadSampleIntervalMs,
   );
-  const vms = new VmService(store, wake);
-  const migrations = new MigrationService(store, () => orchestrator.wake(), {
-    selfName: federation.self.name,
-    peer: async (name) => {
-      const row = await getLivePeer(store.read, name);
-      const view = (await federation.clusters()).find((c) => c.id === row.id);
-      return { row, stale: view?.stale ?? true };
+  const vms = new VmService(store, wake, placement);
+  const migrations = new MigrationService(
+    store,
+    () => orchestrator.wake(),
+    {
+      selfName: federation.self.name,
+      peer: async (name) => {
+        const row = await getLivePeer(store.read, name);
+        const view = (await federation.clusters()).find((c) => c.id === row.id);
+        return { row, stale: view?.stale ?? true };
+      },
     },
-  });
+    placement,
+  );
   const drainExecutor = new DrainExecutor(store, migrations, log.child({ component: "drains" }));
-  const drains = new DrainService(store, () => drainExecutor.wake());
   const rebalancer = new Rebalancer(store, migrations, log.child({ component: "rebalancer" }), {
     ...(options.rebalanceIntervalMs ? { intervalMs: options.rebalanceIntervalMs } : {}),
     registry: metrics.registry,
+    placement,
   });
+  const drains = new DrainService(store, () => drainExecutor.wake(), placement);
+  const placementSettings = new PlacementService(store);
   const execConfigFile = process.env.NOVACRON_EXEC_CONFIG;
   let exec: Awaited<ReturnType<typeof startExecSystem>>;
   try {
@@ -291,6 +304,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     migrations,
     drains,
     rebalancer,
+    placement: placementSettings,
     metrics,
     users,
     logger: log,

@@ -9,8 +9,9 @@
  * Per VM:
  *
  *   waiting ──migration accepted──▶ moving ──completed──▶ moved
- *      │                              └──failed / cancelled──▶ failed
- *      ├──refused (no host fits, …)──▶ failed
+ *      ▲                              ├──failed / cancelled──▶ failed
+ *      └──────failed, attempts left───┘  (retried after a back-off, on another host if one fits)
+ *      ├──refused (no host fits, …) with no attempt left──▶ failed
  *      ├──not running when nothing else is left──▶ left  (stopped: its disk stays on the host)
  *      ├──the drain was cancelled first──▶ cancelled
  *      └──deleted meanwhile──▶ gone        (moving ──deleted──▶ gone too)
@@ -48,7 +49,7 @@ export type DrainState = (typeof DRAIN.list)[number];
 export const DRAIN_VM = defineStateMachine({
   name: "drain-vm",
   states: {
-    waiting: "on the host, not moved yet",
+    waiting: "on the host, not moved yet (or its last move failed and is retried after a back-off)",
     moving: "its live migration is under way (the entry names it)",
     moved: "runs on another host (the entry names it and the migration)",
     failed:
@@ -60,7 +61,7 @@ export const DRAIN_VM = defineStateMachine({
   initial: ["waiting"],
   transitions: {
     waiting: ["moving", "moved", "failed", "left", "cancelled", "gone"],
-    moving: ["moved", "failed", "gone"],
+    moving: ["moved", "failed", "gone", "waiting"],
     moved: [],
     failed: [],
     left: [],

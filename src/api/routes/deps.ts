@@ -3,6 +3,7 @@ import type { onRequestAsyncHookHandler } from "fastify";
 import type { AgentConnector } from "../../cluster/agent-client.js";
 import type { HostService } from "../../cluster/host-service.js";
 import type { ImageService } from "../../cluster/image-service.js";
+import type { PlacementService } from "../../cluster/placement-service.js";
 import type { Store } from "../../cluster/store/store.js";
 import type { UserService } from "../../cluster/user-service.js";
 import type { VmService } from "../../cluster/vm-service.js";
@@ -21,6 +22,8 @@ export interface RouteDeps {
   migrations: MigrationService;
   /** Hosts' maintenance drains. */
   drains: DrainService;
+  /** Host labels, sites and weights, and placement groups. */
+  placement: PlacementService;
   /** Users, logins and sessions. */
   users: UserService;
   /** Clients for the hosts' agents. */

@@ -4,7 +4,8 @@ import { getHost } from "../../cluster/store/hosts.js";
 import { getVm, listVms, publicVm } from "../../cluster/store/vms.js";
 import { NovaError } from "../../lib/errors.js";
 import { IdOrNameParams } from "../types/common.js";
-import { Vm, VmConsole, VmConsoleQuery, VmList, VmsPost } from "../types/vms.js";
+import { VmDryRun } from "../types/placement.js";
+import { Vm, VmConsole, VmConsoleQuery, VmList, VmsPost, VmsPostQuery } from "../types/vms.js";
 import type { RouteDeps } from "./deps.js";
 
 /** VM routes. */
@@ -19,8 +20,19 @@ export const vmRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { stor
 
   app.post(
     "/v1/vms",
-    { schema: { tags: ["vms"], body: VmsPost, response: { 201: Vm } }, onRequest: guard("vms:write") },
-    async (req, reply) => reply.status(201).send(publicVm(await vms.create(req.body))),
+    {
+      schema: {
+        tags: ["vms"],
+        body: VmsPost,
+        querystring: VmsPostQuery,
+        response: { 201: Vm, 200: VmDryRun },
+      },
+      onRequest: guard("vms:write"),
+    },
+    async (req, reply) =>
+      req.query.dryRun
+        ? reply.status(200).send(await vms.dryRun(req.body))
+        : reply.status(201).send(publicVm(await vms.create(req.body))),
   );
 
   app.get(

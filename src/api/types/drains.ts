@@ -37,6 +37,10 @@ export const HostDrainVm = Type.Object({
     description: "Why it could not move: a NOVA_ code (failed, left, gone)",
   }),
   reason: Type.String(),
+  attempts: Type.Integer({
+    description: "Moves tried so far; a failed move is retried up to 3 attempts in all",
+  }),
+  lastAttemptAt: Type.Union([Type.String({ format: "date-time" }), Type.Null()]),
   updatedAt: Type.String({ format: "date-time" }),
 });
 export type HostDrainVm = Static<typeof HostDrainVm>;

@@ -21,12 +21,22 @@ export const Host = Type.Object({
   memoryMiB: Type.Integer(),
   allocatedMemoryMiB: Type.Integer({ description: "Memory held by VMs placed here that are not stopped" }),
   freeMemoryMiB: Type.Integer(),
+  allocatedVcpus: Type.Integer({ description: "vCPUs promised to VMs placed here that are not stopped" }),
   vmCount: Type.Integer(),
   diskTotalBytes: Type.Number(),
   diskFreeBytes: Type.Number(),
   agentVersion: Type.String(),
   qemu: Type.Union([QemuInfo, Type.Null()], {
     description: "The host's QEMU as its agent last reported it (null: the agent predates QEMU reporting)",
+  }),
+  site: Type.Union([Type.String(), Type.Null()], {
+    description: "The site (datacenter) the host is in (novacron host set-site); null: none",
+  }),
+  labels: Type.Record(Type.String(), Type.String(), {
+    description: "Operator labels (novacron host label), matched by VMs' host selectors",
+  }),
+  placementWeight: Type.Number({
+    description: "The operator's preference for this host, -1..1 (novacron host set-weight); 0: none",
   }),
   certificate: Type.Union(
     [

@@ -2,6 +2,7 @@
 import { type Static, Type } from "@sinclair/typebox";
 import { VM } from "../../states/vm.js";
 import { ResourceName, Uuid } from "./common.js";
+import { HostLabels } from "./placement.js";
 import { stateUnion } from "./state-schema.js";
 
 const VmStateSchema = stateUnion(VM);
@@ -18,6 +19,12 @@ export const Vm = Type.Object({
   machineType: Type.Union([Type.String(), Type.Null()], {
     description:
       "The QEMU machine type the VM runs as, fixed for its life (pinned at create, else what q35 meant on its first host); null only for VMs created before machine types were recorded, until their next start or migration",
+  }),
+  hostSelector: Type.Record(Type.String(), Type.String(), {
+    description: "Labels every host it runs on must carry (set at create: --host-label)",
+  }),
+  requiredSite: Type.Union([Type.String(), Type.Null()], {
+    description: "The site it must run in (set at create: --site); null: any",
   }),
   desiredState: Type.Union([Type.Literal("running"), Type.Literal("stopped"), Type.Literal("deleted")]),
   state: VmStateSchema,
@@ -62,6 +69,15 @@ export const VmsPost = Type.Object(
     start: Type.Optional(
       Type.Boolean({ default: true, description: "Start it once placed (else it is created stopped)" }),
     ),
+    hostSelector: Type.Optional(HostLabels),
+    site: Type.Optional(ResourceName),
+    groups: Type.Optional(
+      Type.Array(ResourceName, {
+        maxItems: 16,
+        uniqueItems: true,
+        description: "Placement groups the VM joins (created first with novacron placement group create)",
+      }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -80,3 +96,14 @@ export const VmConsole = Type.Object({
   lines: Type.Array(Type.String()),
 });
 export type VmConsole = Static<typeof VmConsole>;
+
+/** `POST /v1/vms?dryRun=true`. */
+export const VmsPostQuery = Type.Object({
+  dryRun: Type.Optional(
+    Type.Boolean({
+      default: false,
+      description: "Place the VM without creating it: the chosen host and every host's verdict",
+    }),
+  ),
+});
+export type VmsPostQuery = Static<typeof VmsPostQuery>;

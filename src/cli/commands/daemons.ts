@@ -34,6 +34,9 @@ export interface ServerDaemonFlags {
   sessionLifetime: string;
   prometheusUrl?: string;
   prometheusCa?: string;
+  placementStrategy?: string;
+  memoryOvercommit?: string;
+  vcpuOvercommit?: string;
 }
 
 /** The flags of `novacron agent`, as commander parses them. */
@@ -168,6 +171,18 @@ export function registerDaemonCommands(program: Command, loadLauncher?: LoadDaem
       "the Prometheus that evaluates NovaCron's alert rules: the console and GET /v1/alerts show its firing alerts (default: $NOVACRON_PROMETHEUS_URL; http only to loopback)",
     )
     .option("--prometheus-ca <file>", "a CA certificate (PEM) to trust for an https --prometheus-url")
+    .option(
+      "--placement-strategy <strategy>",
+      "spread: a new VM goes to the emptiest host; binpack: to the fullest that fits (default: $NOVACRON_PLACEMENT_STRATEGY, else spread)",
+    )
+    .option(
+      "--memory-overcommit <ratio>",
+      "memory promised to VMs may reach this multiple of a host's memory (default: $NOVACRON_MEMORY_OVERCOMMIT, else 1)",
+    )
+    .option(
+      "--vcpu-overcommit <ratio>",
+      "vCPUs promised to VMs may reach this multiple of a host's vCPUs (default: $NOVACRON_VCPU_OVERCOMMIT, else 4)",
+    )
     .action(async (o: ServerDaemonFlags) => {
       await (await launcher()).runServer(o);
     });

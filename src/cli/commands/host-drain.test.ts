@@ -12,6 +12,8 @@ const entry = (over: Partial<HostDrainVm>): HostDrainVm => ({
   targetHost: null,
   code: null,
   reason: "",
+  attempts: 0,
+  lastAttemptAt: null,
   updatedAt: "2026-12-06T23:00:00.000Z",
   ...over,
 });

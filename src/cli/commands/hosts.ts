@@ -1,4 +1,4 @@
-/** `novacron host list|show|cordon|uncordon|join-token|remove|drain|drain-status`. */
+/** `novacron host list|show|cordon|uncordon|join-token|remove|drain|drain-status|label|set-site|set-weight`. */
 
 import type { Static } from "@sinclair/typebox";
 import type { Command } from "commander";
@@ -8,6 +8,7 @@ import { seg } from "../client.js";
 import { apiFor } from "../context.js";
 import { formatBytes, printFields, printJson, printTable } from "../output.js";
 import { registerHostDrainCommands } from "./host-drain.js";
+import { labelsText, registerHostPlacementCommands } from "./placement.js";
 
 /** The host's QEMU in a line: version, binary and the range of q35 machine types it offers. */
 export function qemuLine(h: Pick<Host, "qemu">): string {
@@ -33,9 +34,12 @@ function printHost(h: Host): void {
     ["Liveness", h.liveness],
     ["Cordoned", h.cordoned],
     ["Drain", drainText(h)],
+    ["Site", h.site ?? "-"],
+    ["Labels", labelsText(h.labels)],
+    ["Placement weight", h.placementWeight],
     ["Accelerator", `${h.accel} (${h.accelReason})`],
     ["QEMU", qemuLine(h)],
-    ["vCPUs", h.vcpus],
+    ["vCPUs", `${h.vcpus} (${h.allocatedVcpus} allocated)`],
     ["Memory", `${h.freeMemoryMiB} MiB free of ${h.memoryMiB} MiB (${h.allocatedMemoryMiB} MiB allocated)`],
     ["Disk", `${formatBytes(h.diskFreeBytes)} free of ${formatBytes(h.diskTotalBytes)}`],
     ["VMs", h.vmCount],
@@ -54,6 +58,7 @@ function printHost(h: Host): void {
 export function registerHostCommands(program: Command): void {
   const host = program.command("host").description("Add, inspect, cordon, drain and remove hypervisor hosts");
   registerHostDrainCommands(host);
+  registerHostPlacementCommands(host);
 
   host
     .command("join-token <name>")
@@ -99,12 +104,27 @@ On that host run: novacron agent --server <this server's URL> --name ${name} --j
       const { hosts } = await api.get<HostList>("/v1/hosts");
       if (json) return printJson(hosts);
       printTable(
-        ["NAME", "LIVENESS", "CORDONED", "DRAIN", "ACCEL", "QEMU", "VCPUS", "MEM FREE/TOTAL", "VMS", "AGENT"],
+        [
+          "NAME",
+          "LIVENESS",
+          "CORDONED",
+          "DRAIN",
+          "SITE",
+          "LABELS",
+          "ACCEL",
+          "QEMU",
+          "VCPUS",
+          "MEM FREE/TOTAL",
+          "VMS",
+          "AGENT",
+        ],
         hosts.map((h) => [
           h.name,
           h.liveness,
           h.cordoned ? "yes" : "no",
           drainText(h),
+          h.site ?? "-",
+          labelsText(h.labels),
           h.accel,
           h.qemu?.version ?? "-",
           h.vcpus,

@@ -3,6 +3,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { Static } from "@sinclair/typebox";
 import type { Command } from "commander";
 import type { FederatedVm, FederatedVmList } from "../../api/types/federation.js";
+import type { VmDryRun } from "../../api/types/placement.js";
 import type { Vm, VmConsole, VmList, VmsPost } from "../../api/types/vms.js";
 import { isNovaError, NovaError } from "../../lib/errors.js";
 import { parsePositiveInt } from "../../lib/flags.js";
@@ -12,6 +13,7 @@ import { seg } from "../client.js";
 import { apiFor } from "../context.js";
 import { printFields, printJson, printTable } from "../output.js";
 import { stateLabel } from "./clusters.js";
+import { collect, parseLabels, printExplanation } from "./placement.js";
 
 export const FEDERATED_VM_HEADERS = ["NAME", "CLUSTER", "EPOCH", "STATE", "HOST", "VCPUS", "MEMORY"];
 
@@ -120,7 +122,9 @@ export function registerVmCommands(program: Command): void {
   const vm = program.command("vm").description("Create and operate virtual machines");
 
   vm.command("create <name>")
-    .description("Create a VM; placement picks the host with the most free memory")
+    .description(
+      "Create a VM; placement (ITP) picks the host, --dry-run shows where and why without creating it",
+    )
     .requiredOption("--image <image>", "image name or id")
     .option("--vcpus <n>", "virtual CPUs", "1")
     .option("--memory <MiB>", "memory in MiB", "256")
@@ -130,6 +134,10 @@ export function registerVmCommands(program: Command): void {
       "pin the QEMU machine type, e.g. pc-q35-7.2 to keep the VM movable to QEMU 7.2 hosts (default: the newest of the host it is placed on)",
     )
     .option("--no-start", "create it stopped")
+    .option("--host-label <key=value>", "run only on hosts with this label (repeatable)", collect, [])
+    .option("--site <site>", "run only in this site")
+    .option("--group <group>", "join this placement group (repeatable)", collect, [])
+    .option("--dry-run", "create nothing: show the host it would go to and every host's verdict")
     .option("--wait", "wait until it runs, showing progress")
     .option("--timeout <seconds>", "with --wait: give up after this long", "300")
     .action(
@@ -142,6 +150,10 @@ export function registerVmCommands(program: Command): void {
           kernelArgs?: string;
           machineType?: string;
           start: boolean;
+          hostLabel: string[];
+          site?: string;
+          group: string[];
+          dryRun?: boolean;
         } & WaitOptions,
         cmd: Command,
       ) => {
@@ -155,7 +167,15 @@ export function registerVmCommands(program: Command): void {
           start: o.start,
           ...(o.kernelArgs ? { kernelArgs: o.kernelArgs } : {}),
           ...(o.machineType !== undefined ? { machineType: o.machineType } : {}),
+          ...(o.hostLabel.length > 0 ? { hostSelector: parseLabels(o.hostLabel, "--host-label") } : {}),
+          ...(o.site !== undefined ? { site: o.site } : {}),
+          ...(o.group.length > 0 ? { groups: o.group } : {}),
         };
+        if (o.dryRun) {
+          const d = await api.post<VmDryRun>("/v1/vms?dryRun=true", body);
+          if (json) return printJson(d);
+          return printExplanation(d.explanation, `Dry run, nothing created: VM ${name} would be placed on`);
+        }
         let v = await api.post<Vm>("/v1/vms", body);
         if (!json)
           process.stderr.write(

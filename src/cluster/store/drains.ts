@@ -37,6 +37,8 @@ interface DrainVmRow {
   code: string | null;
   reason: string;
   position: number;
+  attempts: number;
+  last_attempt_at: Date | null;
   updated_at: Date;
 }
 
@@ -56,6 +58,8 @@ function toEntry(r: DrainVmRow): DrainVmRecord {
     targetHost: r.target_host_name,
     code: r.code,
     reason: r.reason,
+    attempts: r.attempts,
+    lastAttemptAt: r.last_attempt_at ? iso(r.last_attempt_at) : null,
     updatedAt: iso(r.updated_at),
   };
 }
@@ -184,6 +188,8 @@ export interface DrainVmChange {
   migrationId?: string | null;
   targetHost?: string | null;
   code?: string | null;
+  /** Counts one more attempt (a move refused for the last time); a move started always counts. */
+  countAttempt?: boolean;
 }
 
 /**
@@ -204,6 +210,9 @@ export async function transitionDrainVm(
        migration_id = CASE WHEN $5 THEN $6::uuid ELSE migration_id END,
        target_host_name = CASE WHEN $7 THEN $8 ELSE target_host_name END,
        code = CASE WHEN $9 THEN $10 ELSE code END,
+       -- Every move started (or adopted) is an attempt.
+       attempts = attempts + CASE WHEN $3 = 'moving' OR $12 THEN 1 ELSE 0 END,
+       last_attempt_at = CASE WHEN $3 = 'moving' OR $12 THEN now() ELSE last_attempt_at END,
        updated_at = now()
      WHERE drain_id = $1 AND vm_name = $2 AND state = $11`,
     [
@@ -218,6 +227,7 @@ export async function transitionDrainVm(
       change.code !== undefined,
       change.code ?? null,
       entry.state,
+      change.countAttempt ?? false,
     ],
   );
   if (rowCount === 0) throw stateChanged(DRAIN_VM.name, subject, entry.state, to);
@@ -236,6 +246,42 @@ export async function transitionDrainVm(
       migrationId: change.migrationId ?? entry.migrationId,
       targetHost: change.targetHost ?? entry.targetHost,
       code: change.code ?? entry.code,
+    },
+  });
+}
+
+/**
+ * Records a move the migration service refused (the entry stays `waiting`, to be retried
+ * after a back-off): one more attempt, now, with the refusal's code and reason. A
+ * compare-and-set on the entry's state and attempts, with its event.
+ */
+export async function recordRefusedMove(
+  q: Queryable,
+  drain: Pick<DrainRecord, "id" | "hostId" | "host">,
+  entry: DrainVmRecord,
+  change: { code: string; reason: string },
+): Promise<ClusterEvent> {
+  const { rowCount } = await q.query(
+    `UPDATE host_drain_vms SET attempts = attempts + 1, last_attempt_at = now(), code = $3, reason = $4,
+       updated_at = now()
+     WHERE drain_id = $1 AND vm_name = $2 AND state = 'waiting' AND attempts = $5`,
+    [drain.id, entry.vm, change.code, change.reason, entry.attempts],
+  );
+  if (rowCount === 0)
+    throw stateChanged(DRAIN_VM.name, `VM ${entry.vm} of drain ${drain.id}`, entry.state, "waiting");
+  return appendEvent(q, {
+    type: "drain.vm",
+    resourceType: "drain",
+    resourceId: drain.id,
+    data: {
+      hostId: drain.hostId,
+      host: drain.host,
+      vm: entry.vm,
+      from: "waiting",
+      to: "waiting",
+      reason: change.reason,
+      code: change.code,
+      attempts: entry.attempts + 1,
     },
   });
 }

@@ -1,4 +1,7 @@
-/** The hosts table: registration, heartbeats, liveness, cordon, and capacity views. */
+/**
+ * The hosts table: registration, heartbeats, liveness, cordon, capacity views, and what
+ * placement reads of a host besides (site, labels, the operator's weight).
+ */
 import { randomUUID } from "node:crypto";
 import type { HostCapacity, QemuInfo } from "../../api/types/agent.js";
 import type { ClusterEvent } from "../../api/types/events.js";
@@ -28,7 +31,11 @@ interface HostRow {
   registered_at: Date;
   last_heartbeat_at: Date;
   allocated_mib: number;
+  allocated_vcpus: number;
   vm_count: number;
+  site: string | null;
+  labels: Record<string, string> | null;
+  placement_weight: number;
   drain: { id: string; state: DrainState; cancelRequested: boolean } | null;
 }
 
@@ -50,6 +57,11 @@ const SELECT_HOSTS = `
      -- A migration's target holds the VM's memory from the moment it is prepared.
      + COALESCE((SELECT sum(v.memory_mib) FROM migrations m JOIN vms v ON v.id = m.vm_id
                  WHERE m.target_host_id = h.id AND m.state IN ('queued','preparing','transferring','switching-over')), 0))::int AS allocated_mib,
+    -- vCPUs promised, counted the same way (placement's overcommit check).
+    (COALESCE((SELECT sum(v.vcpus) FROM vms v WHERE v.host_id = h.id
+              AND v.state IN ('scheduled','starting','running','stopping','migrating')), 0)
+     + COALESCE((SELECT sum(v.vcpus) FROM migrations m JOIN vms v ON v.id = m.vm_id
+                 WHERE m.target_host_id = h.id AND m.state IN ('queued','preparing','transferring','switching-over')), 0))::int AS allocated_vcpus,
     (SELECT count(*) FROM vms v WHERE v.host_id = h.id)::int AS vm_count,
     (SELECT json_build_object('id', d.id, 'state', d.state, 'cancelRequested', d.cancel_requested)
        FROM host_drains d WHERE d.host_id = h.id ORDER BY d.created_at DESC LIMIT 1) AS drain
@@ -69,11 +81,15 @@ function toHost(row: HostRow): HostRecord {
     memoryMiB: row.memory_mib,
     allocatedMemoryMiB: row.allocated_mib,
     freeMemoryMiB: row.memory_mib - row.allocated_mib,
+    allocatedVcpus: row.allocated_vcpus,
     vmCount: row.vm_count,
     diskTotalBytes: Number(row.disk_total_bytes),
     diskFreeBytes: Number(row.disk_free_bytes),
     agentVersion: row.agent_version,
     qemu: row.qemu ?? null,
+    site: row.site ?? null,
+    labels: row.labels ?? {},
+    placementWeight: Number(row.placement_weight),
     certificate:
       row.cert_serial && row.cert_fingerprint && row.cert_not_after
         ? {
@@ -249,5 +265,43 @@ export async function setCordon(
     resourceType: "host",
     resourceId: host.id,
     data: { name: host.name, cordoned, ...(by ? { by } : {}) },
+  });
+}
+
+/** A host's labels after setting `set` and removing `remove` (keys), with its host.placement event. */
+export async function updateHostLabels(
+  q: Queryable,
+  host: { id: string; name: string },
+  set: Readonly<Record<string, string>>,
+  remove: readonly string[],
+): Promise<ClusterEvent> {
+  // One statement: concurrent label edits of different keys both land.
+  const { rows } = await q.query<{ labels: Record<string, string> }>(
+    "UPDATE hosts SET labels = (labels || $2::jsonb) - $3::text[] WHERE id = $1 RETURNING labels",
+    [host.id, JSON.stringify(set), remove],
+  );
+  return appendEvent(q, {
+    type: "host.placement",
+    resourceType: "host",
+    resourceId: host.id,
+    data: { name: host.name, labels: rows[0]?.labels ?? {} },
+  });
+}
+
+/** Sets a host's site (null: none) or the operator's weight for it, with its host.placement event. */
+export async function updateHostPlacement(
+  q: Queryable,
+  host: { id: string; name: string },
+  change: { site?: string | null; weight?: number },
+): Promise<ClusterEvent> {
+  if (change.site !== undefined)
+    await q.query("UPDATE hosts SET site = $2 WHERE id = $1", [host.id, change.site]);
+  if (change.weight !== undefined)
+    await q.query("UPDATE hosts SET placement_weight = $2 WHERE id = $1", [host.id, change.weight]);
+  return appendEvent(q, {
+    type: "host.placement",
+    resourceType: "host",
+    resourceId: host.id,
+    data: { name: host.name, ...change },
   });
 }

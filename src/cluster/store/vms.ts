@@ -22,6 +22,8 @@ interface VmRow {
   memory_mib: number;
   kernel_args: string;
   machine_type: string | null;
+  host_selector: Record<string, string> | null;
+  required_site: string | null;
   desired_state: "running" | "stopped" | "deleted";
   state: VmState;
   state_reason: string;
@@ -72,6 +74,8 @@ function toVm(row: VmRow): VmRecord {
     memoryMiB: row.memory_mib,
     kernelArgs: row.kernel_args,
     machineType: row.machine_type ?? null,
+    hostSelector: row.host_selector ?? {},
+    requiredSite: row.required_site ?? null,
     desiredState: row.desired_state,
     state: row.state,
     stateReason: row.state_reason,
@@ -140,14 +144,19 @@ export interface NewVm {
   desiredState: "running" | "stopped";
   hostId: string;
   state: "scheduled" | "stopped";
+  /** Labels its hosts must carry (placement), default none. */
+  hostSelector?: Readonly<Record<string, string>>;
+  /** The site it must run in, default any. */
+  requiredSite?: string | null;
 }
 
 /** Inserts a placed VM and its creation event; NOVA_CONFLICT when the name is taken. */
 export async function insertVm(q: Queryable, vm: NewVm): Promise<{ id: string; event: ClusterEvent }> {
   const id = randomUUID();
   const { rowCount } = await q.query(
-    `INSERT INTO vms (id, name, image_id, vcpus, memory_mib, kernel_args, desired_state, state, host_id, machine_type)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (name) DO NOTHING`,
+    `INSERT INTO vms (id, name, image_id, vcpus, memory_mib, kernel_args, desired_state, state, host_id, machine_type,
+                      host_selector, required_site)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12) ON CONFLICT (name) DO NOTHING`,
     [
       id,
       vm.name,
@@ -159,6 +168,8 @@ export async function insertVm(q: Queryable, vm: NewVm): Promise<{ id: string; e
       vm.state,
       vm.hostId,
       vm.machineType ?? null,
+      JSON.stringify(vm.hostSelector ?? {}),
+      vm.requiredSite ?? null,
     ],
   );
   if (rowCount === 0) {

@@ -1,5 +1,5 @@
 /**
- * Hosts: capacity, QEMU, liveness, cordon and uncordon, and the maintenance drain: a Drain
+ * Hosts: capacity, QEMU, liveness, site and labels, cordon and uncordon, and the maintenance drain: a Drain
  * button per host (confirmed), cancel while it runs, and each drain's live report (per VM:
  * where it went or why it could not move), reloaded from the event stream.
  */
@@ -42,7 +42,21 @@ export function HostsPage() {
               const draining = h.drain?.state === "draining";
               return (
                 <tr key={h.id}>
-                  <th scope="row">{h.name}</th>
+                  <th scope="row">
+                    {h.name}
+                    {h.site !== null || Object.keys(h.labels).length > 0 ? (
+                      // Placement's view of the host: its site and labels (docs/placement.md).
+                      <span className="muted small">
+                        {" "}
+                        {[
+                          h.site !== null ? `site ${h.site}` : "",
+                          ...Object.entries(h.labels).map(([k, v]) => `${k}=${v}`),
+                        ]
+                          .filter(Boolean)
+                          .join(", ")}
+                      </span>
+                    ) : null}
+                  </th>
                   <td data-label="State">
                     <StateBadge state={h.liveness} /> {h.cordoned ? <StateBadge state="cordoned" /> : null}{" "}
                     {draining ? <StateBadge state="draining" /> : null}{" "}

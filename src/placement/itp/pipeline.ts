@@ -163,7 +163,7 @@ function noCapacity(ctx: PlacementContext, rejected: Partial<Record<CheckerName,
     : "; no host is alive and schedulable";
   return new NovaError(
     "NOVA_NO_CAPACITY",
-    `No host can run VM ${vm.name} (${vm.memoryMiB} MiB, ${vm.vcpus} vCPUs, image ${vm.imageName}): ${summary}${largestText}. novacron placement explain shows each host's reason.`,
+    `No host can run VM ${vm.name} (${vm.memoryMiB} MiB, ${vm.vcpus} vCPUs, image ${vm.imageName}): ${summary}${largestText}. novacron vm create --dry-run (a new VM) or novacron placement explain ${vm.name} (one that exists) shows each host's reason.`,
     {
       details: {
         neededMemoryMiB: vm.memoryMiB,
