@@ -2,9 +2,12 @@
  * The `novacron server` process: secures its data dir (0700), opens the store (PostgreSQL
  * when DATABASE_URL is set, else PGlite in the data dir), loads or creates the cluster CA,
  * creates the admin token on first start and writes it 0600 into the data dir, starts the
- * HTTPS API, the reconciler and the liveness monitor, renews its own certificate before it
- * expires, and shuts all of it down cleanly on SIGINT/SIGTERM.
+ * HTTPS API and the control-plane election; while it leads, the controllers (reconciler,
+ * migrations, drains, liveness monitor, the federation's leader loops: controllers.ts).
+ * Renews its own certificate before it expires, and shuts all of it down cleanly on
+ * SIGINT/SIGTERM.
  */
+import { randomUUID } from "node:crypto";
 import { writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import path from "node:path";
@@ -14,9 +17,12 @@ import { apiTlsOptions, buildApp } from "../api/app.js";
 import { AgentConnector } from "../cluster/agent-client.js";
 import { HostService } from "../cluster/host-service.js";
 import { ImageService } from "../cluster/image-service.js";
+import type { LeaseTiming } from "../cluster/leader-lease.js";
+import { Leadership } from "../cluster/leadership.js";
 import { Reconciler } from "../cluster/reconciler.js";
 import { claimClusterCa } from "../cluster/store/cluster-ca.js";
 import { getLivePeer, getPeerById } from "../cluster/store/federation.js";
+import { claimSecretsKey } from "../cluster/store/secrets-key-check.js";
 import { Store } from "../cluster/store/store.js";
 import { countTokens, createToken } from "../cluster/store/tokens.js";
 import { type UserSecurityConfig, UserService } from "../cluster/user-service.js";
@@ -33,9 +39,12 @@ import { DrainExecutor } from "../migration/drain-executor.js";
 import { DrainService } from "../migration/drain-service.js";
 import { MigrationService } from "../migration/migration-service.js";
 import { MigrationOrchestrator } from "../migration/orchestrator.js";
+import { registerControlPlaneMetrics } from "../observability/control-plane-metrics.js";
 import { createServerMetrics } from "../observability/metrics.js";
 import { PrometheusAlerts } from "../observability/prometheus-alerts.js";
 import { certInfo } from "../security/pki.js";
+import { VERSION } from "../version.js";
+import { LeaderControllers } from "./controllers.js";
 import { loadServerPki } from "./server-pki.js";
 
 /** Server options (flags, environment). */
@@ -82,6 +91,8 @@ export interface ServerOptions {
   consoleDir?: string | null;
   /** The Prometheus that evaluates NovaCron's alert rules (GET /v1/alerts reads its alerts). */
   prometheus?: { url: string; caPem?: string };
+  /** The control-plane leader lease (cluster/leader-lease.ts); unset fields take the defaults. */
+  leaseTiming?: Partial<LeaseTiming>;
 }
 
 /** A running server. */
@@ -99,6 +110,8 @@ export interface RunningServer {
   app: FastifyInstance;
   store: Store;
   federation: Federation;
+  /** The control-plane election: whether this replica leads (controllers.ts runs while it does). */
+  leadership: Leadership;
   /** The Prometheus alerts are read from, without credentials; absent without --prometheus-url. */
   alertsSource?: string;
   close(): Promise<void>;
@@ -204,7 +217,15 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     clusterId,
     intervalMs: options.reconcileIntervalMs ?? 1000,
   });
-  const wake = () => reconciler.wake();
+  // A change made through this replica wakes the local controller, and when this replica
+  // does not lead, the leader's (leadership.ts: NOTIFY); `leadership` exists once the API
+  // listens, and until then nothing can change anything.
+  let leadership: Leadership | undefined;
+  const wakeLeader = () => leadership?.wakeLeader();
+  const wake = () => {
+    reconciler.wake();
+    wakeLeader();
+  };
   const orchestrator = new MigrationOrchestrator(
     store,
     log.child({ component: "migrations" }),
@@ -234,16 +255,26 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     clusterId,
   );
   const vms = new VmService(store, wake);
-  const migrations = new MigrationService(store, () => orchestrator.wake(), {
-    selfName: federation.self.name,
-    peer: async (name) => {
-      const row = await getLivePeer(store.read, name);
-      const view = (await federation.clusters()).find((c) => c.id === row.id);
-      return { row, stale: view?.stale ?? true };
+  const migrations = new MigrationService(
+    store,
+    () => {
+      orchestrator.wake();
+      wakeLeader();
     },
-  });
+    {
+      selfName: federation.self.name,
+      peer: async (name) => {
+        const row = await getLivePeer(store.read, name);
+        const view = (await federation.clusters()).find((c) => c.id === row.id);
+        return { row, stale: view?.stale ?? true };
+      },
+    },
+  );
   const drainExecutor = new DrainExecutor(store, migrations, log.child({ component: "drains" }));
-  const drains = new DrainService(store, () => drainExecutor.wake());
+  const drains = new DrainService(store, () => {
+    drainExecutor.wake();
+    wakeLeader();
+  });
   const execConfigFile = process.env.NOVACRON_EXEC_CONFIG;
   let exec: Awaited<ReturnType<typeof startExecSystem>>;
   try {
@@ -268,10 +299,65 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     await store.close().catch(() => {});
     throw err;
   }
+  // A replica with another secrets key than the database's is refused here (NOVA_CONFIG).
+  try {
+    await claimSecretsKey(
+      store.db,
+      exec.secretKey,
+      process.env.NOVACRON_SECRETS_KEY ? "NOVACRON_SECRETS_KEY" : path.join(options.dataDir, "secrets.key"),
+    );
+  } catch (err) {
+    await exec.close().catch(() => {});
+    await federation.close().catch(() => {});
+    await store.close().catch(() => {});
+    throw err;
+  }
   // The execution system's key (the server's secrets key) seals users' TOTP secrets too.
   const users = new UserService(store, exec.secretKey, options.userSecurity);
   const sealed = await users.sealClearTotpSecrets();
   if (sealed > 0) log.info({ users: sealed }, "sealed TOTP secrets stored in clear by an older server");
+  const controllers = new LeaderControllers(
+    [
+      { name: "federation", start: () => federation.lead(), stop: () => federation.unlead() },
+      {
+        name: "reconciler",
+        start: () => reconciler.start(),
+        stop: () => reconciler.stop(),
+        wake: () => reconciler.wake(),
+      },
+      {
+        name: "migrations",
+        start: () => orchestrator.start(),
+        stop: () => orchestrator.stop(),
+        wake: () => orchestrator.wake(),
+      },
+      {
+        name: "drains",
+        start: () => drainExecutor.start(),
+        stop: () => drainExecutor.stop(),
+        wake: () => drainExecutor.wake(),
+      },
+      {
+        name: "liveness",
+        start: () => hosts.startLivenessMonitor(options.heartbeatTimeoutMs ?? 10_000),
+        stop: async () => hosts.stopLivenessMonitor(),
+      },
+    ],
+    log.child({ component: "controllers" }),
+  );
+  const replicaId = randomUUID();
+  const election = new Leadership({
+    store,
+    ...(options.databaseUrl ? { databaseUrl: options.databaseUrl } : {}),
+    self: () => ({ id: replicaId, apiUrl, hostName: hostname(), version: VERSION }),
+    ...(options.leaseTiming ? { timing: options.leaseTiming } : {}),
+    log: log.child({ component: "election" }),
+    onElected: (epoch) => controllers.start(epoch),
+    onDeposed: (reason) => controllers.stop(reason),
+    onWake: () => controllers.wake(),
+  });
+  leadership = election;
+  registerControlPlaneMetrics(metrics.registry, () => election.status());
   const app = await buildApp({
     federation,
     store,
@@ -290,6 +376,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     ...(options.consoleDir !== undefined ? { consoleDir: options.consoleDir } : {}),
     issueScraperCert: (csr, name, days) => pki.issueScraperCert(csr, name, days),
     ...(alerts ? { alerts } : {}),
+    controlPlane: { status: () => election.status(), leaseTtlMs: election.leaseTiming.ttlMs },
   });
   try {
     await app.listen({ host: options.host ?? "127.0.0.1", port: options.port ?? 7700 });
@@ -304,12 +391,20 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const port = typeof address === "object" && address ? address.port : options.port;
   const url = `https://${listenHost.includes(":") ? `[${listenHost}]` : listenHost}:${port}`;
   apiUrl = `https://${advertiseHost.includes(":") ? `[${advertiseHost}]` : advertiseHost}:${port}`;
-  federation.run();
-  reconciler.start();
-  orchestrator.start();
-  drainExecutor.start();
-  hosts.startLivenessMonitor(options.heartbeatTimeoutMs ?? 10_000);
-  log.info({ url, database: store.db.kind, caFingerprint: pki.caFingerprint }, "server started");
+  // Any committed change on a follower (a heartbeat's observations, a drain's step) may be
+  // something the leader's loops act on.
+  const unsubscribeWakes = store.bus.subscribe(() => election.wakeLeader());
+  await election.start();
+  log.info(
+    {
+      url,
+      database: store.db.kind,
+      caFingerprint: pki.caFingerprint,
+      replica: replicaId,
+      leader: election.isLeader,
+    },
+    "server started",
+  );
 
   // The server's certificate is renewed in place a month before it expires (checked
   // hourly); connections already open keep the old one until they close.
@@ -340,17 +435,17 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     app,
     store,
     federation,
+    leadership: election,
     ...(alerts ? { alertsSource: alerts.source } : {}),
     close: () => {
       closing ??= (async () => {
         clearInterval(renewal);
-        hosts.stopLivenessMonitor();
+        unsubscribeWakes();
         await alerts?.close().catch(() => {});
         // Drains first: running steps finish (or are handed back) while the store is open.
         await exec.close();
-        await drainExecutor.stop();
-        await orchestrator.stop();
-        await reconciler.stop();
+        // A leader stops its controllers and releases the lease: another replica leads at its next tick.
+        await election.stop();
         await federation.close();
         await app.close();
         agents.reset();
