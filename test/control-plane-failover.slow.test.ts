@@ -12,7 +12,7 @@ import type { ControlPlane } from "../src/api/types/control-plane.js";
 import { waitFor } from "../src/lib/wait.js";
 import { TestCluster } from "./helpers/cluster.js";
 import { createPostgresDatabase, type TestDatabase } from "./helpers/databases.js";
-import { fetchEvents } from "./helpers/events.js";
+import { fetchEvents, nextLiveEvent } from "./helpers/events.js";
 
 const PORTS = { a: 18740, b: 18741, c: 18742, h1: 18743, h2: 18744, refused: 18745 };
 const url = (port: number) => `https://127.0.0.1:${port}`;
@@ -140,21 +140,22 @@ describe("control-plane failover", { timeout: 180_000 }, () => {
     ]);
   });
 
-  it("acts on a change made through a follower (the follower wakes the leader)", async () => {
+  it("acts on a change made through a follower, whose event stream shows the leader's events live", async () => {
     const cp = await controlPlane("server-b");
     const follower: ReplicaName = cp.leader!.apiUrl === url(PORTS.b) ? "server-c" : "server-b";
     c.pointAt(url(REPLICAS[follower]));
-    // h2 holds no VM: the leader's drain executor finishes its drain at once.
-    const started = await c.api<{ id: string; state: string }>("POST", "/v1/hosts/h2/drain", {});
-    expect(started.status, JSON.stringify(started.body)).toBe(202);
-    const drained = await waitFor(
+    // h2 holds no VM: the leader's drain executor finishes the drain the follower recorded,
+    // and the follower's SSE stream carries the leader's event (relayed, not on reconnect).
+    const drained = await nextLiveEvent(
+      c,
+      (e) => e.type === "drain.state" && e.data.to === "drained",
       async () => {
-        const d = (await c.api<{ state: string }>("GET", "/v1/hosts/h2/drain")).body;
-        return d.state !== "draining" ? d : undefined;
+        const started = await c.api<{ id: string; state: string }>("POST", "/v1/hosts/h2/drain", {});
+        expect(started.status, JSON.stringify(started.body)).toBe(202);
       },
-      { timeoutMs: 20_000, intervalMs: 100, what: "the leader to finish the drain" },
     );
-    expect(drained.state).toBe("drained");
+    expect(drained.data.to).toBe("drained");
+    expect((await c.api<{ state: string }>("GET", "/v1/hosts/h2/drain")).body.state).toBe("drained");
     expect((await c.api("POST", "/v1/hosts/h2/uncordon")).status).toBe(200);
   });
 

@@ -15,6 +15,7 @@ import type { FastifyInstance } from "fastify";
 import pino, { type Logger } from "pino";
 import { apiTlsOptions, buildApp } from "../api/app.js";
 import { AgentConnector } from "../cluster/agent-client.js";
+import { EventRelay } from "../cluster/event-relay.js";
 import { HostService } from "../cluster/host-service.js";
 import { ImageService } from "../cluster/image-service.js";
 import type { LeaseTiming } from "../cluster/leader-lease.js";
@@ -391,9 +392,17 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const port = typeof address === "object" && address ? address.port : options.port;
   const url = `https://${listenHost.includes(":") ? `[${listenHost}]` : listenHost}:${port}`;
   apiUrl = `https://${advertiseHost.includes(":") ? `[${advertiseHost}]` : advertiseHost}:${port}`;
-  // Any committed change on a follower (a heartbeat's observations, a drain's step) may be
-  // something the leader's loops act on.
-  const unsubscribeWakes = store.bus.subscribe(() => election.wakeLeader());
+  // Other replicas' committed events reach this replica's bus (SSE streams, the drain
+  // executor's wakes): PostgreSQL only, where replicas can exist.
+  const relay = options.databaseUrl
+    ? new EventRelay(store, options.databaseUrl, replicaId, log.child({ component: "event-relay" }))
+    : undefined;
+  await relay?.start();
+  // Any change committed on a follower (a heartbeat's observations, a drain's step) may be
+  // something the leader's loops act on; events relayed from elsewhere are no news.
+  const unsubscribeWakes = store.bus.subscribe((e) => {
+    if (!relay?.isRelayed(e)) election.wakeLeader();
+  });
   await election.start();
   log.info(
     {
@@ -446,6 +455,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         await exec.close();
         // A leader stops its controllers and releases the lease: another replica leads at its next tick.
         await election.stop();
+        await relay?.close();
         await federation.close();
         await app.close();
         agents.reset();
