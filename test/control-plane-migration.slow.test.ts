@@ -177,4 +177,64 @@ describe("control-plane failover under load", { timeout: 300_000 }, () => {
     expect(done.steps[0]!.attempts).toBe(2);
     expect(done.steps[1]!.attempts).toBe(1);
   });
+
+  it("a leader dying right after it recorded switching-over: the next leader finishes or rolls back, never both", async () => {
+    // Both replicas again, each with the failpoint: the leader (server-b, once the first
+    // server restarts) SIGKILLs itself right after it committed `switching-over`, the
+    // moment a kill from outside cannot hit. The next leader re-runs switching-over
+    // without recording it again, so it does not hit the failpoint itself.
+    const failpoint = { NOVACRON_FAILPOINTS: "migration.switching-over=kill" };
+    await c.stop("server-b");
+    await c.startReplica("server-b", PORTS.b, flags(), { env: failpoint });
+    await c.stop("server");
+    c.pointAt(url(PORTS.b));
+    await waitFor(async () => (await leader())?.apiUrl === url(PORTS.b), {
+      timeoutMs: 20_000,
+      what: "server-b to lead",
+    });
+    await c.startServer(flags(), { env: failpoint });
+    c.pointAt(url(PORTS.b));
+
+    expect((await c.api("POST", "/v1/vms/fo1/start")).status).toBeLessThan(300);
+    await c.waitVmState("fo1", "running", 120_000);
+    const vm = (await c.vm("fo1")) as unknown as VmBody;
+    await c.waitConsole("fo1", /NC-VERIFY PASS seed=11 .*round=\d+/);
+    const m = (await c.api<MigrationBody>("POST", "/v1/vms/fo1/migrations", {})).body;
+    // server-b dies by itself; the first server takes over.
+    await waitFor(() => c.daemons.get("server-b")?.proc.signalCode === "SIGKILL", {
+      timeoutMs: 180_000,
+      intervalMs: 250,
+      what: "server-b to die at the failpoint",
+    });
+    c.pointAt(url(PORTS.a));
+    await waitFor(async () => (await leader())?.apiUrl === url(PORTS.a), {
+      timeoutMs: 20_000,
+      intervalMs: 200,
+      what: "the first server to lead",
+    });
+    const end = await c.waitMigrationEnd<MigrationBody>(m.id, 240_000);
+    console.log(
+      `leader killed after recording switching-over: migration ${end.state} (${end.stateReason}); rollback: ${end.rollback || "-"}`,
+    );
+    expect(["completed", "failed"]).toContain(end.state);
+    const expectedHost = (end.state === "completed" ? end.targetHost : end.sourceHost) as "m1" | "m2";
+    const otherHost = expectedHost === "m1" ? "m2" : "m1";
+    const running = (await c.waitVmState("fo1", "running", 60_000)) as unknown as VmBody;
+    expect(running.host).toBe(expectedHost);
+    await waitFor(
+      async () => {
+        const n = await qemuCount(vm.id);
+        return n[expectedHost] === 1 && n[otherHost] === 0;
+      },
+      { timeoutMs: 60_000, what: `exactly one QEMU of fo1, on ${expectedHost}` },
+    );
+    const before = await c.console("fo1", 400);
+    const rounds = (lines: string[]) =>
+      Math.max(0, ...lines.map((l) => Number(/NC-VERIFY PASS seed=11 .*round=(\d+)/.exec(l)?.[1] ?? 0)));
+    await waitFor(async () => rounds(await c.console("fo1", 400)) > rounds(before), {
+      timeoutMs: 60_000,
+      what: "fo1 to verify its pattern again",
+    });
+    expect((await c.console("fo1", 400)).filter((l) => l.includes("NC-VERIFY FAIL"))).toEqual([]);
+  });
 });

@@ -126,22 +126,32 @@ export class LocalCluster {
    * server's cluster CA and secrets key, as docs/operations.md ("Running replicas") says.
    * The API calls keep going to the server they went to; `useServer` points them elsewhere.
    */
-  async startReplica(name: string, port: number, extra: string[] = []): Promise<Daemon> {
+  async startReplica(
+    name: string,
+    port: number,
+    extra: string[] = [],
+    opts: { env?: Record<string, string> } = {},
+  ): Promise<Daemon> {
     const dataDir = path.join(this.dir, name);
     await mkdir(path.join(dataDir, "pki"), { recursive: true, mode: 0o700 });
     for (const f of ["pki/ca.crt", "pki/ca.key", "secrets.key"]) {
       const from = path.join(this.dir, "server", f);
       if (existsSync(from) && !existsSync(path.join(dataDir, f))) await copyFile(from, path.join(dataDir, f));
     }
-    const d = this.spawnDaemon(name, [
-      "server",
-      "--data-dir",
-      dataDir,
-      "--listen",
-      `127.0.0.1:${port}`,
-      ...(extra.includes("--federation-port") ? [] : ["--federation-port", "0"]),
-      ...extra,
-    ]);
+    const d = this.spawnDaemon(
+      name,
+      [
+        "server",
+        "--data-dir",
+        dataDir,
+        "--listen",
+        `127.0.0.1:${port}`,
+        ...(extra.includes("--federation-port") ? [] : ["--federation-port", "0"]),
+        ...extra,
+      ],
+      undefined,
+      opts.env,
+    );
     await waitFor(
       () => {
         if (d.proc.exitCode !== null)
