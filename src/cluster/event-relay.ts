@@ -18,7 +18,7 @@ import type { Store } from "./store/store.js";
 /** The channel committed events are announced on (payload: the announcing replica). */
 export const EVENTS_CHANNEL = "nova_events";
 /** Event ids re-read below the high-water mark (out-of-order commits). */
-const REREAD_WINDOW = 200;
+const REREAD_WINDOW = 64;
 /** Event ids remembered as carried by the bus already. */
 const SEEN_CAP = 20_000;
 
