@@ -110,7 +110,7 @@ describe.each(ENGINES)("QEMU versions over REST on $engine", ({ engine, create }
 
   it("an agent's server link gives up at once with the server's refusal instead of retrying", async () => {
     const link = new ServerLink({
-      serverUrl: server.url,
+      serverUrls: [server.url],
       joinToken: await tls.joinToken(admin, "old-link"),
       dataDir: dir,
       heartbeatIntervalMs: 60_000,

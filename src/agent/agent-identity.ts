@@ -46,17 +46,19 @@ export class AgentIdentityFiles {
   }
 
   /**
-   * The saved identity for `serverUrl`; undefined when there is none, or it belongs to
-   * another server (pointing an agent elsewhere means joining anew).
+   * The saved identity for `serverUrl` (or any of a control plane's replicas' URLs);
+   * undefined when there is none, or it belongs to another server (pointing an agent
+   * elsewhere means joining anew).
    */
-  async load(serverUrl: string): Promise<AgentIdentity | undefined> {
+  async load(serverUrl: string | readonly string[]): Promise<AgentIdentity | undefined> {
+    const urls: readonly string[] = typeof serverUrl === "string" ? [serverUrl] : serverUrl;
     let meta: Meta;
     let caPem: string;
     let certPem: string;
     let keyPem: string;
     try {
       meta = JSON.parse(await readFile(path.join(this.dir, META), "utf8")) as Meta;
-      if (meta.serverUrl !== serverUrl) return undefined;
+      if (!urls.includes(meta.serverUrl)) return undefined;
       const read = (f: string) => readFile(path.join(this.dir, path.basename(f)), "utf8");
       [caPem, certPem, keyPem] = await Promise.all([read(meta.ca), read(meta.cert), read(meta.key)]);
     } catch {

@@ -30,11 +30,12 @@ import { CpuSampler } from "./cpu-sampler.js";
 import { AgentDwcp, type AgentDwcpTls } from "./dwcp-transport.js";
 import { FenceStore } from "./fence-store.js";
 import { RevokedScrapers } from "./revoked-scrapers.js";
-import { ServerLink } from "./server-link.js";
+import { parseServerUrls, ServerLink } from "./server-link.js";
 import { VmManager } from "./vm-manager.js";
 
 /** Agent options (flags, environment). */
 export interface AgentOptions {
+  /** The server's URL, or its control plane's replicas' URLs separated by commas (tried in order). */
   serverUrl: string;
   /** A join token from `novacron host join-token NAME`; needed only until the agent has joined. */
   joinToken?: string;
@@ -112,8 +113,9 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   log.info({ accel: accel.accel, reason: accel.reason }, "accelerator chosen");
   const images = new ImageStore(path.join(o.dataDir, "images"));
 
-  const serverUrl = o.serverUrl.replace(/\/+$/, "");
-  const saved = await new AgentIdentityFiles(o.dataDir).load(serverUrl);
+  // One server, or the replicas of its control plane separated by commas.
+  const serverUrls = parseServerUrls(o.serverUrl);
+  const saved = await new AgentIdentityFiles(o.dataDir).load(serverUrls);
   // Before any VM is touched: the tokens held and, when already joined, whose cluster this is.
   // Before the parts that feed it; it reads the VMs and certificates only when scraped.
   let heldTls: AgentApiTls | undefined = saved ?? undefined;
@@ -239,7 +241,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     q35Alias: qemu.q35Alias,
   };
   link = new ServerLink({
-    serverUrl,
+    serverUrls,
     ...(o.joinToken ? { joinToken: o.joinToken } : {}),
     onIdentity: (identity) => {
       heldTls = identity;

@@ -28,7 +28,7 @@ import {
   SERVER_IDENTITY,
   urisOf,
 } from "../security/pki.js";
-import { ServerLink } from "./server-link.js";
+import { parseServerUrls, ServerLink } from "./server-link.js";
 
 interface Call {
   route: string;
@@ -122,10 +122,15 @@ afterEach(async () => {
 const token = () => formatJoinToken("secret", certInfo(ca.certPem).fingerprint);
 
 /** A link whose heartbeat content waits for `gate()` when given. */
-function link(intervalMs: number, gate?: () => Promise<void>, joinToken: string | undefined = token()) {
+function link(
+  intervalMs: number,
+  gate?: () => Promise<void>,
+  joinToken: string | undefined = token(),
+  serverUrls = [url],
+) {
   let built = 0;
   const l = new ServerLink({
-    serverUrl: url,
+    serverUrls,
     ...(joinToken ? { joinToken } : {}),
     dataDir,
     heartbeatIntervalMs: intervalMs,
@@ -251,5 +256,38 @@ describe("ServerLink", () => {
     if (!isNovaError(err, "NOVA_TLS_UNTRUSTED")) throw err;
     expect(err.message).toContain(certInfo(ca.certPem).fingerprint);
     expect(calls).toEqual([]);
+  });
+
+  it("moves to the next server replica when the one it calls is unreachable, and stays there", async () => {
+    // A port nothing listens on: the replica that was killed.
+    const dead = await new Promise<string>((resolve) => {
+      const probe = createServer();
+      probe.listen(0, "127.0.0.1", () => {
+        const port = (probe.address() as AddressInfo).port;
+        probe.close(() => resolve(`https://127.0.0.1:${port}`));
+      });
+    });
+    const { link: l } = link(30, undefined, token(), [dead, url]);
+    await l.start();
+    expect(l.hostId).toBe(HOST_ID);
+    expect(l.serverUrl).toBe(url);
+    await waitFor(() => heartbeats().length >= 3, { what: "three heartbeats through the live replica" });
+    // Saved under the replica that answered; a restart with the same list finds it.
+    expect(l.identity?.serverUrl).toBe(url);
+  });
+});
+
+describe("parseServerUrls", () => {
+  it("takes one URL or several separated by commas, without trailing slashes or repeats", () => {
+    expect(parseServerUrls("https://a:7700/")).toEqual(["https://a:7700"]);
+    expect(parseServerUrls("https://a:7700, https://b:7700,https://a:7700")).toEqual([
+      "https://a:7700",
+      "https://b:7700",
+    ]);
+  });
+
+  it("refuses what is not an https URL, naming it", () => {
+    expect(() => parseServerUrls("https://a:7700,b:7700")).toThrow(/"b:7700" is not an https URL/);
+    expect(() => parseServerUrls(" , ")).toThrow(/needs the server's URL/);
   });
 });

@@ -6,7 +6,9 @@
  * the certificate when a third of its life is left, and re-registers with it when the
  * server no longer knows the host's registration, or when its saved identity predates the
  * cluster id in the registration reply (the id its VMs' fencing tokens name: agent/fence.ts).
- * Survives server restarts (keeps retrying, logs once per outage).
+ * Survives server restarts (keeps retrying, logs once per outage). Given several URLs (the
+ * replicas of one control plane, docs/operations.md "Running replicas"), it calls the one
+ * that answered last and moves to the next when that one is unreachable or failing.
  */
 
 import { Value } from "@sinclair/typebox/value";
@@ -28,7 +30,8 @@ import { type AgentIdentity, AgentIdentityFiles, shouldRenew } from "./agent-ide
 
 /** Link options. */
 export interface ServerLinkOptions {
-  serverUrl: string;
+  /** The server, or the replicas of its control plane, in the order to try them (parseServerUrls). */
+  serverUrls: readonly string[];
   /** Needed only to join the first time (or after the host was removed). */
   joinToken?: string;
   dataDir: string;
@@ -41,6 +44,33 @@ export interface ServerLinkOptions {
   onIdentity?: (identity: AgentIdentity) => void;
   /** Called with the revoked scraper certificates' serials each heartbeat reply names. */
   onRevokedScrapers?: (serials: string[]) => Promise<void> | void;
+}
+
+/**
+ * `--server`'s value: one URL or several separated by commas (the replicas of one control
+ * plane), trailing slashes dropped; NOVA_CONFIG when one is not an https URL.
+ */
+export function parseServerUrls(text: string): string[] {
+  const urls = text
+    .split(",")
+    .map((u) => u.trim().replace(/\/+$/, ""))
+    .filter((u) => u.length > 0);
+  if (urls.length === 0)
+    throw new NovaError("NOVA_CONFIG", "--server needs the server's URL, e.g. https://server:7700");
+  for (const u of urls) {
+    let ok = false;
+    try {
+      ok = new URL(u).protocol === "https:";
+    } catch {
+      ok = false;
+    }
+    if (!ok)
+      throw new NovaError(
+        "NOVA_CONFIG",
+        `--server ${JSON.stringify(u)} is not an https URL: give the server's URL (e.g. https://server:7700), or several replicas' URLs separated by commas`,
+      );
+  }
+  return [...new Set(urls)];
 }
 
 /** A heartbeat reply's byte cap: 10,000 revoked serials of 64 hex digits fit. */
@@ -56,6 +86,8 @@ export class ServerLink {
   private outage = false;
   /** Re-registered once already to learn the cluster id (an older server may not send it). */
   private askedClusterId = false;
+  /** The index in serverUrls of the server that answered last. */
+  private current = 0;
 
   constructor(private readonly o: ServerLinkOptions) {
     this.files = new AgentIdentityFiles(o.dataDir);
@@ -79,7 +111,7 @@ export class ServerLink {
 
   /** Loads the saved identity or joins; then starts heartbeating. Retries until it works. */
   async start(signal?: AbortSignal): Promise<void> {
-    const saved = await this.files.load(this.o.serverUrl);
+    const saved = await this.files.load(this.o.serverUrls);
     if (saved) this.adopt(saved);
     else await this.registerWithRetry(signal);
     this.beat();
@@ -99,6 +131,39 @@ export class ServerLink {
   async stop(): Promise<void> {
     this.stopped = true;
     await this.heartbeats.stop();
+  }
+
+  /** The server this link calls now. */
+  get serverUrl(): string {
+    return this.o.serverUrls[this.current]!;
+  }
+
+  /**
+   * Calls the current server, then each next one in turn while a server is unreachable or
+   * answers 5xx; the one that answers becomes current. The last failure is thrown.
+   */
+  private async failover(call: (url: string) => Promise<Response>): Promise<Response> {
+    const urls = this.o.serverUrls;
+    let last: unknown;
+    for (let i = 0; i < urls.length; i++) {
+      const index = (this.current + i) % urls.length;
+      try {
+        const res = await call(urls[index]!);
+        if (res.status >= 500 && i < urls.length - 1) {
+          await res.body?.cancel();
+          last = new Error(`${urls[index]} answered HTTP ${res.status}`);
+          continue;
+        }
+        if (index !== this.current) {
+          this.o.log.info({ from: this.serverUrl, to: urls[index] }, "switched to another server replica");
+          this.current = index;
+        }
+        return res;
+      } catch (err) {
+        last = err;
+      }
+    }
+    throw last;
   }
 
   private adopt(identity: AgentIdentity): void {
@@ -187,27 +252,33 @@ export class ServerLink {
       if (!this.o.joinToken) {
         throw new NovaError(
           "NOVA_CONFIG",
-          `This agent has not joined ${this.o.serverUrl} yet (or was removed from it). Make a join token on the server (novacron host join-token ${reg.name}) and start the agent with --join-token.`,
+          `This agent has not joined ${this.o.serverUrls.join(", ")} yet (or was removed from it). Make a join token on the server (novacron host join-token ${reg.name}) and start the agent with --join-token.`,
         );
       }
-      caPem = await this.trustedCa(this.o.joinToken);
-      res = await clusterFetch({ caPem }, { role: "server" })(`${this.o.serverUrl}/v1/agent/register`, {
-        method: "POST",
-        headers: { "content-type": "application/json", authorization: `Bearer ${this.o.joinToken.trim()}` },
-        body: JSON.stringify(body),
-        signal: AbortSignal.timeout(30_000),
+      const token = this.o.joinToken;
+      let trusted = "";
+      res = await this.failover(async (url) => {
+        // Each replica's CA is checked against the token: they all present the cluster's.
+        trusted = await this.trustedCa(url, token);
+        return clusterFetch({ caPem: trusted }, { role: "server" })(`${url}/v1/agent/register`, {
+          method: "POST",
+          headers: { "content-type": "application/json", authorization: `Bearer ${token.trim()}` },
+          body: JSON.stringify(body),
+          signal: AbortSignal.timeout(30_000),
+        });
       });
+      caPem = trusted;
     }
     if (res.status === 401 || res.status === 403) {
       throw await refusal(res, "registration refused", true);
     }
     if (!res.ok) throw await refusal(res, "registration refused");
     const reply = (await readBoundedJson(res, {
-      peer: `server ${this.o.serverUrl}`,
+      peer: `server ${this.serverUrl}`,
       maxBytes: 64 * 1024,
     })) as AgentRegisterResponse | undefined;
     if (!reply?.certificate)
-      throw new Error(`registration reply from ${this.o.serverUrl} is not a registration`);
+      throw new Error(`registration reply from ${this.serverUrl} is not a registration`);
     const previous = this.id?.clusterId;
     if (previous && reply.clusterId && previous !== reply.clusterId) {
       // A server whose database was replaced: VMs whose tokens name the old id stay fenced.
@@ -217,7 +288,7 @@ export class ServerLink {
       );
     }
     const identity: AgentIdentity = {
-      serverUrl: this.o.serverUrl,
+      serverUrl: this.serverUrl,
       hostId: reply.hostId,
       ...(reply.clusterId ? { clusterId: reply.clusterId } : {}),
       caPem,
@@ -236,19 +307,19 @@ export class ServerLink {
    * The server's CA, read off its TLS handshake and accepted only if its fingerprint is the
    * one in the join token: a man in the middle cannot present the cluster's CA.
    */
-  private async trustedCa(joinToken: string): Promise<string> {
+  private async trustedCa(url: string, joinToken: string): Promise<string> {
     const { caFingerprint } = parseJoinToken(joinToken);
     let presented: string;
     try {
-      presented = await fetchPresentedCa(this.o.serverUrl);
+      presented = await fetchPresentedCa(url);
     } catch (err) {
-      throw new Error(`cannot read the TLS certificate of ${this.o.serverUrl}: ${describeError(err)}`);
+      throw new Error(`cannot read the TLS certificate of ${url}: ${describeError(err)}`);
     }
     const got = certInfo(presented).fingerprint;
     if (got !== caFingerprint) {
       throw new NovaError(
         "NOVA_TLS_UNTRUSTED",
-        `The server at ${this.o.serverUrl} presents CA ${got}, but the join token names ${caFingerprint}. This is not the server the token was made on (or someone is in between). Check the URL, or make a token on the right server.`,
+        `The server at ${url} presents CA ${got}, but the join token names ${caFingerprint}. This is not the server the token was made on (or someone is in between). Check the URL, or make a token on the right server.`,
         { details: { presented: got, expected: caFingerprint } },
       );
     }
@@ -256,12 +327,14 @@ export class ServerLink {
   }
 
   private post(route: string, body: unknown): Promise<Response> {
-    return this.fetchServer!(`${this.o.serverUrl}${route}`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify(body),
-      signal: AbortSignal.timeout(10_000),
-    });
+    return this.failover((url) =>
+      this.fetchServer!(`${url}${route}`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(body),
+        signal: AbortSignal.timeout(10_000),
+      }),
+    );
   }
 }
 

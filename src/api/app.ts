@@ -51,6 +51,7 @@ import { type ApiLimits, RateBuckets, rateLimited, resolveApiLimits } from "./li
 import { agentRoutes } from "./routes/agent.js";
 import { type AlertReader, alertRoutes, defaultRunbooksDir, loadRunbooks } from "./routes/alerts.js";
 import { consoleFallback } from "./routes/console.js";
+import { type ControlPlaneRouteDeps, controlPlaneRoutes } from "./routes/control-plane.js";
 import type { RouteDeps } from "./routes/deps.js";
 import { dlqRoutes } from "./routes/dlq.js";
 import { eventRoutes } from "./routes/events.js";
@@ -107,6 +108,8 @@ export interface AppDeps {
   rebalancer?: Rebalancer;
   /** Signs a metrics scraper's CSR with the cluster CA (server-pki.ts); absent: the route refuses. */
   issueScraperCert?: (csrPem: string, name: string, validDays: number) => Promise<string>;
+  /** The control-plane election (GET /v1/control-plane); absent in API-only tests. */
+  controlPlane?: ControlPlaneRouteDeps["controlPlane"];
 }
 
 /** The TLS server options of the API: TLS 1.3, client certificates optional but verified. */
@@ -315,6 +318,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     await app.register(dlqRoutes, { ...routeDeps, exec: deps.exec });
   }
   if (deps.federation) await app.register(federationRoutes, { ...routeDeps, federation: deps.federation });
+  if (deps.controlPlane)
+    await app.register(controlPlaneRoutes, { ...routeDeps, controlPlane: deps.controlPlane });
   return app;
 }
 

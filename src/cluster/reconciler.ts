@@ -40,6 +40,8 @@ export class Reconciler {
   private readonly loop: WakeableLoop;
   private readonly asked = new Map<string, number>();
   private readonly resendAfterMs: number;
+  /** Set by start(): the next pass is this run's first (logged, for the failover benchmark). */
+  private firstPass = false;
 
   constructor(
     private readonly store: Store,
@@ -57,6 +59,7 @@ export class Reconciler {
 
   /** Starts the loop. */
   start(): void {
+    this.firstPass = true;
     this.loop.start();
   }
 
@@ -82,6 +85,11 @@ export class Reconciler {
     const hostById = new Map(hosts.map((h) => [h.id, h]));
     const imageById = new Map(images.map((i) => [i.id, i]));
     await Promise.all(vms.map((vm) => this.reconcileVm(vm, hostById, imageById)));
+    if (this.firstPass) {
+      // After a start, and so after a control-plane failover: the new leader has looked at everything.
+      this.firstPass = false;
+      this.log.info({ vms: vms.length, hosts: hosts.length }, "first reconcile pass done");
+    }
   }
 
   private async reconcileVm(

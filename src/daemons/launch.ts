@@ -13,7 +13,7 @@ import { loadExecConfig, parseWorkersFlag } from "../exec/config.js";
 import { NovaError } from "../lib/errors.js";
 import { parseListen, parsePort, parsePositiveInt } from "../lib/flags.js";
 import { startTracing } from "../lib/tracing-sdk.js";
-import { startServer } from "../server/server-process.js";
+import { type RunningServer, startServer } from "../server/server-process.js";
 import { VERSION } from "../version.js";
 
 /** Resolves once SIGINT or SIGTERM arrives. */
@@ -137,6 +137,7 @@ export async function runServer(o: ServerDaemonFlags): Promise<void> {
     `NovaCron server listening on ${server.url} (database: ${server.store.db.kind === "pglite" ? `embedded PGlite in ${dataDir}/db` : "PostgreSQL"})`,
     `Cluster CA: ${server.caCertPath}, fingerprint ${server.caFingerprint}`,
     `Cluster ${server.federation.self.name} (${server.federation.self.id}); federation listener on port ${server.federation.port} (peer with: novacron cluster peer token / peer add)`,
+    controlPlaneLine(server.leadership.status()),
     server.created.admin
       ? `Created the admin token: ${server.adminTokenPath} (mode 0600). Log in with: novacron login --server ${server.url} --token-file ${server.adminTokenPath} --fingerprint ${server.caFingerprint}; then create the first admin user: novacron user create NAME --role admin`
       : `Admin token: ${server.adminTokenPath}`,
@@ -189,6 +190,13 @@ export async function runAgent(o: AgentDaemonFlags): Promise<void> {
   process.stderr.write(`${signal}: stopping the agent (VMs keep running)\n`);
   await agent.close();
   await tracing.shutdown().catch(() => {});
+}
+
+/** Whether this replica leads, for the start-up lines. */
+function controlPlaneLine(s: ReturnType<RunningServer["leadership"]["status"]>): string {
+  return s.role === "leader"
+    ? `Control plane: this server (replica ${s.replicaId}) is the leader, epoch ${s.epoch}; it runs the controllers (novacron cluster leader)`
+    : `Control plane: this server (replica ${s.replicaId}) is a follower serving the API; replica ${s.leader ?? "(none yet)"} leads at epoch ${s.epoch} (novacron cluster leader)`;
 }
 
 /** Where spans go, for the start-up lines. */

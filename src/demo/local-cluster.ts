@@ -6,7 +6,7 @@
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
@@ -118,6 +118,54 @@ export class LocalCluster {
     this.caPem = await readFile(this.caFile, "utf8");
     this.fetchServer = clusterFetch({ caPem: this.caPem }, { role: "server" });
     return d;
+  }
+
+  /**
+   * Starts (or restarts) another server replica `name` on `port`, on the same database as
+   * the first server (`extra` must carry the same `--database-url`): it gets the first
+   * server's cluster CA and secrets key, as docs/operations.md ("Running replicas") says.
+   * The API calls keep going to the server they went to; `useServer` points them elsewhere.
+   */
+  async startReplica(
+    name: string,
+    port: number,
+    extra: string[] = [],
+    opts: { env?: Record<string, string> } = {},
+  ): Promise<Daemon> {
+    const dataDir = path.join(this.dir, name);
+    await mkdir(path.join(dataDir, "pki"), { recursive: true, mode: 0o700 });
+    for (const f of ["pki/ca.crt", "pki/ca.key", "secrets.key"]) {
+      const from = path.join(this.dir, "server", f);
+      if (existsSync(from) && !existsSync(path.join(dataDir, f))) await copyFile(from, path.join(dataDir, f));
+    }
+    const d = this.spawnDaemon(
+      name,
+      [
+        "server",
+        "--data-dir",
+        dataDir,
+        "--listen",
+        `127.0.0.1:${port}`,
+        ...(extra.includes("--federation-port") ? [] : ["--federation-port", "0"]),
+        ...extra,
+      ],
+      undefined,
+      opts.env,
+    );
+    await waitFor(
+      () => {
+        if (d.proc.exitCode !== null)
+          throw new Error(`replica ${name} exited: ${d.output.slice(-5).join("\n")}`);
+        return d.output.some((l) => l.includes("NovaCron server listening"));
+      },
+      { timeoutMs: 60_000, what: `the banner of replica ${name}` },
+    );
+    return d;
+  }
+
+  /** Points api(), cli() and fetch() at another replica's URL (same CA and tokens). */
+  pointAt(url: string): void {
+    this.serverUrl = url;
   }
 
   /** The cluster CA certificate's file. */

@@ -203,13 +203,35 @@ export class Federation {
 
   /** Starts publishing and the links to the peers (once the API's URL is known). */
   run(): void {
-    this.publishLoop.start();
-    this.refreshLoop.start();
-    this.acp?.start();
+    this.lead();
     this.o.log.info(
       { cluster: this.self.name, id: this.self.id, federationPort: this.fedPort },
       "federation started",
     );
+  }
+
+  /**
+   * Starts what only the control-plane leader runs (server/controllers.ts): the publisher
+   * (its cluster record carries the leader's addresses, so two replicas publishing would
+   * rewrite it back and forth), the links pulling from peers and the hand-off loop. The
+   * ASS listener serves peers' pulls on every replica.
+   */
+  lead(): void {
+    if (this.closed) return;
+    this.publishLoop.start();
+    this.refreshLoop.start();
+    this.acp?.start();
+  }
+
+  /** Stops the leader's part (lead()); the next leader resumes hand-offs from their durable state. */
+  async unlead(): Promise<void> {
+    await this.acp?.stop();
+    await this.refreshLoop.stop();
+    await this.publishLoop.stop();
+    for (const c of this.acpClients.values()) c.close();
+    this.acpClients.clear();
+    await Promise.all([...this.links.values()].map((l) => l.stop()));
+    this.links.clear();
   }
 
   /** The ASS listener's port. */

@@ -35,6 +35,7 @@ import {
 import type { Store } from "../cluster/store/store.js";
 import { getVm, transitionVm, vmFence } from "../cluster/store/vms.js";
 import { describeError, isNovaError } from "../lib/errors.js";
+import { failpoint } from "../lib/failpoints.js";
 import { Reverter } from "../lib/revert.js";
 import { contextFromTraceparent, inSpan, untraced } from "../lib/tracing.js";
 import { MIGRATION } from "../states/migration.js";
@@ -270,6 +271,8 @@ class MigrationRun {
       case "mark":
         await progress(action.progress);
         await this.mark(action.to, action.reason, action.result);
+        // Where the failover fault test kills the leader (docs/testing.md, "Faults").
+        failpoint(`migration.${action.to}`);
         return false;
       case "copy-image":
         await this.copyImage(vmId);

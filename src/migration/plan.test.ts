@@ -130,13 +130,17 @@ describe("migration plan: a run picks up a record", () => {
       "preparing: the server restarted mid-transfer, rolled back",
       rec("preparing"),
       o,
-      failed("the server restarted during the transfer"),
+      failed(
+        "the server restarted (or another replica took over as control-plane leader) during the transfer",
+      ),
     ],
     [
       "transferring: the server restarted mid-transfer, rolled back",
       rec("transferring"),
       o,
-      failed("the server restarted during the transfer"),
+      failed(
+        "the server restarted (or another replica took over as control-plane leader) during the transfer",
+      ),
     ],
     [
       "switching-over: re-runs the switch-over",

@@ -145,7 +145,9 @@ export function nextAction(m: PlanRecord, o: Observations, policy: PlanPolicy): 
       if (m.state === "queued")
         return { kind: "mark", to: "preparing", reason: "preparing the target", next: "preparing" };
       if (m.state === "switching-over") return { kind: "start-switchover", next: "switching-over" };
-      return fail("the server restarted during the transfer");
+      return fail(
+        "the server restarted (or another replica took over as control-plane leader) during the transfer",
+      );
     case "preparing":
       return o.imageOnTarget
         ? { kind: "prepare-target", next: "target-ready" }

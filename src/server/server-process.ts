@@ -2,9 +2,12 @@
  * The `novacron server` process: secures its data dir (0700), opens the store (PostgreSQL
  * when DATABASE_URL is set, else PGlite in the data dir), loads or creates the cluster CA,
  * creates the admin token on first start and writes it 0600 into the data dir, starts the
- * HTTPS API, the reconciler and the liveness monitor, renews its own certificate before it
- * expires, and shuts all of it down cleanly on SIGINT/SIGTERM.
+ * HTTPS API and the control-plane election; while it leads, the controllers (reconciler,
+ * migrations, drains, liveness monitor, the federation's leader loops: controllers.ts).
+ * Renews its own certificate before it expires, and shuts all of it down cleanly on
+ * SIGINT/SIGTERM.
  */
+import { randomUUID } from "node:crypto";
 import { writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import path from "node:path";
@@ -12,13 +15,17 @@ import type { FastifyInstance } from "fastify";
 import pino, { type Logger } from "pino";
 import { apiTlsOptions, buildApp } from "../api/app.js";
 import { AgentConnector } from "../cluster/agent-client.js";
+import { EventRelay } from "../cluster/event-relay.js";
 import { HostService } from "../cluster/host-service.js";
 import { ImageService } from "../cluster/image-service.js";
+import type { LeaseTiming } from "../cluster/leader-lease.js";
+import { Leadership } from "../cluster/leadership.js";
 import { ClusterPlacement, type PlacementPolicyInput, placementPolicy } from "../cluster/placement.js";
 import { PlacementService } from "../cluster/placement-service.js";
 import { Reconciler } from "../cluster/reconciler.js";
 import { claimClusterCa } from "../cluster/store/cluster-ca.js";
 import { getLivePeer, getPeerById } from "../cluster/store/federation.js";
+import { claimSecretsKey } from "../cluster/store/secrets-key-check.js";
 import { Store } from "../cluster/store/store.js";
 import { countTokens, createToken } from "../cluster/store/tokens.js";
 import { type UserSecurityConfig, UserService } from "../cluster/user-service.js";
@@ -36,9 +43,12 @@ import { DrainService } from "../migration/drain-service.js";
 import { MigrationService } from "../migration/migration-service.js";
 import { MigrationOrchestrator } from "../migration/orchestrator.js";
 import { Rebalancer } from "../migration/rebalancer.js";
+import { registerControlPlaneMetrics } from "../observability/control-plane-metrics.js";
 import { createServerMetrics } from "../observability/metrics.js";
 import { PrometheusAlerts } from "../observability/prometheus-alerts.js";
 import { certInfo } from "../security/pki.js";
+import { VERSION } from "../version.js";
+import { LeaderControllers } from "./controllers.js";
 import { loadServerPki } from "./server-pki.js";
 
 /** Server options (flags, environment). */
@@ -91,6 +101,8 @@ export interface ServerOptions {
   prometheus?: { url: string; caPem?: string };
   /** Placement policy (docs/placement.md); unset fields take ITP's defaults (spread, memory ×1, vCPUs ×4). */
   placement?: PlacementPolicyInput;
+  /** The control-plane leader lease (cluster/leader-lease.ts); unset fields take the defaults. */
+  leaseTiming?: Partial<LeaseTiming>;
 }
 
 /** A running server. */
@@ -108,6 +120,8 @@ export interface RunningServer {
   app: FastifyInstance;
   store: Store;
   federation: Federation;
+  /** The control-plane election: whether this replica leads (controllers.ts runs while it does). */
+  leadership: Leadership;
   /** The Prometheus alerts are read from, without credentials; absent without --prometheus-url. */
   alertsSource?: string;
   close(): Promise<void>;
@@ -215,7 +229,15 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     clusterId,
     intervalMs: options.reconcileIntervalMs ?? 1000,
   });
-  const wake = () => reconciler.wake();
+  // A change made through this replica wakes the local controller, and when this replica
+  // does not lead, the leader's (leadership.ts: NOTIFY); `leadership` exists once the API
+  // listens, and until then nothing can change anything.
+  let leadership: Leadership | undefined;
+  const wakeLeader = () => leadership?.wakeLeader();
+  const wake = () => {
+    reconciler.wake();
+    wakeLeader();
+  };
   const orchestrator = new MigrationOrchestrator(
     store,
     log.child({ component: "migrations" }),
@@ -248,7 +270,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const vms = new VmService(store, wake, placement);
   const migrations = new MigrationService(
     store,
-    () => orchestrator.wake(),
+    () => {
+      orchestrator.wake();
+      wakeLeader();
+    },
     {
       selfName: federation.self.name,
       peer: async (name) => {
@@ -265,7 +290,14 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     registry: metrics.registry,
     placement,
   });
-  const drains = new DrainService(store, () => drainExecutor.wake(), placement);
+  const drains = new DrainService(
+    store,
+    () => {
+      drainExecutor.wake();
+      wakeLeader();
+    },
+    placement,
+  );
   const placementSettings = new PlacementService(store);
   const execConfigFile = process.env.NOVACRON_EXEC_CONFIG;
   let exec: Awaited<ReturnType<typeof startExecSystem>>;
@@ -291,10 +323,72 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     await store.close().catch(() => {});
     throw err;
   }
+  // A replica with another secrets key than the database's is refused here (NOVA_CONFIG).
+  try {
+    await claimSecretsKey(
+      store.db,
+      exec.secretKey,
+      process.env.NOVACRON_SECRETS_KEY ? "NOVACRON_SECRETS_KEY" : path.join(options.dataDir, "secrets.key"),
+    );
+  } catch (err) {
+    await exec.close().catch(() => {});
+    await federation.close().catch(() => {});
+    await store.close().catch(() => {});
+    throw err;
+  }
   // The execution system's key (the server's secrets key) seals users' TOTP secrets too.
   const users = new UserService(store, exec.secretKey, options.userSecurity);
   const sealed = await users.sealClearTotpSecrets();
   if (sealed > 0) log.info({ users: sealed }, "sealed TOTP secrets stored in clear by an older server");
+  const controllers = new LeaderControllers(
+    [
+      { name: "federation", start: () => federation.lead(), stop: () => federation.unlead() },
+      {
+        name: "reconciler",
+        start: () => reconciler.start(),
+        stop: () => reconciler.stop(),
+        wake: () => reconciler.wake(),
+      },
+      {
+        name: "migrations",
+        start: () => orchestrator.start(),
+        stop: () => orchestrator.stop(),
+        wake: () => orchestrator.wake(),
+      },
+      {
+        name: "drains",
+        start: () => drainExecutor.start(),
+        stop: () => drainExecutor.stop(),
+        wake: () => drainExecutor.wake(),
+      },
+      {
+        name: "rebalancer",
+        start: () => rebalancer.start(),
+        stop: () => rebalancer.stop(),
+        // Not woken by every change: a pass reads the whole cluster, and its interval is
+        // what its hold and window are measured in.
+      },
+      {
+        name: "liveness",
+        start: () => hosts.startLivenessMonitor(options.heartbeatTimeoutMs ?? 10_000),
+        stop: async () => hosts.stopLivenessMonitor(),
+      },
+    ],
+    log.child({ component: "controllers" }),
+  );
+  const replicaId = randomUUID();
+  const election = new Leadership({
+    store,
+    ...(options.databaseUrl ? { databaseUrl: options.databaseUrl } : {}),
+    self: () => ({ id: replicaId, apiUrl, hostName: hostname(), version: VERSION }),
+    ...(options.leaseTiming ? { timing: options.leaseTiming } : {}),
+    log: log.child({ component: "election" }),
+    onElected: (epoch) => controllers.start(epoch),
+    onDeposed: (reason) => controllers.stop(reason),
+    onWake: () => controllers.wake(),
+  });
+  leadership = election;
+  registerControlPlaneMetrics(metrics.registry, () => election.status());
   const app = await buildApp({
     federation,
     store,
@@ -315,6 +409,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     ...(options.consoleDir !== undefined ? { consoleDir: options.consoleDir } : {}),
     issueScraperCert: (csr, name, days) => pki.issueScraperCert(csr, name, days),
     ...(alerts ? { alerts } : {}),
+    controlPlane: { status: () => election.status(), leaseTtlMs: election.leaseTiming.ttlMs },
   });
   try {
     await app.listen({ host: options.host ?? "127.0.0.1", port: options.port ?? 7700 });
@@ -329,13 +424,28 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const port = typeof address === "object" && address ? address.port : options.port;
   const url = `https://${listenHost.includes(":") ? `[${listenHost}]` : listenHost}:${port}`;
   apiUrl = `https://${advertiseHost.includes(":") ? `[${advertiseHost}]` : advertiseHost}:${port}`;
-  federation.run();
-  reconciler.start();
-  orchestrator.start();
-  drainExecutor.start();
-  rebalancer.start();
-  hosts.startLivenessMonitor(options.heartbeatTimeoutMs ?? 10_000);
-  log.info({ url, database: store.db.kind, caFingerprint: pki.caFingerprint }, "server started");
+  // Other replicas' committed events reach this replica's bus (SSE streams, the drain
+  // executor's wakes): PostgreSQL only, where replicas can exist.
+  const relay = options.databaseUrl
+    ? new EventRelay(store, options.databaseUrl, replicaId, log.child({ component: "event-relay" }))
+    : undefined;
+  await relay?.start();
+  // Any change committed on a follower (a heartbeat's observations, a drain's step) may be
+  // something the leader's loops act on; events relayed from elsewhere are no news.
+  const unsubscribeWakes = store.bus.subscribe((e) => {
+    if (!relay?.isRelayed(e)) election.wakeLeader();
+  });
+  await election.start();
+  log.info(
+    {
+      url,
+      database: store.db.kind,
+      caFingerprint: pki.caFingerprint,
+      replica: replicaId,
+      leader: election.isLeader,
+    },
+    "server started",
+  );
 
   // The server's certificate is renewed in place a month before it expires (checked
   // hourly); connections already open keep the old one until they close.
@@ -366,18 +476,18 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     app,
     store,
     federation,
+    leadership: election,
     ...(alerts ? { alertsSource: alerts.source } : {}),
     close: () => {
       closing ??= (async () => {
         clearInterval(renewal);
-        hosts.stopLivenessMonitor();
+        unsubscribeWakes();
         await alerts?.close().catch(() => {});
         // Drains first: running steps finish (or are handed back) while the store is open.
         await exec.close();
-        await drainExecutor.stop();
-        await rebalancer.stop();
-        await orchestrator.stop();
-        await reconciler.stop();
+        // A leader stops its controllers and releases the lease: another replica leads at its next tick.
+        await election.stop();
+        await relay?.close();
         await federation.close();
         await app.close();
         agents.reset();

@@ -1,5 +1,6 @@
 /**
- * `novacron cluster list` and `novacron cluster peer token|add|list|remove|unquarantine|evidence`:
+ * `novacron cluster list` and `novacron cluster peer token|add|list|remove|unquarantine|evidence`
+ * (and `cluster leader`, control-plane.ts):
  * the federation (docs/federation.md) as an admin sees it. A peer not heard from within the
  * server's staleness bound is always shown as stale, never as current; a quarantined peer
  * shows why.
@@ -22,6 +23,7 @@ import { NovaError } from "../../lib/errors.js";
 import { seg } from "../client.js";
 import { apiFor } from "../context.js";
 import { printFields, printJson, printTable } from "../output.js";
+import { registerControlPlaneCommand } from "./control-plane.js";
 
 /** The bounds the server puts on a peering token's lifetime (PeeringTokenPost). */
 export const PEERING_TTL_BOUNDS = {
@@ -183,7 +185,10 @@ export function handoffRows(handoffs: readonly Handoff[]): (string | number | nu
 export function registerClusterCommands(program: Command): void {
   const cluster = program
     .command("cluster")
-    .description("The federation: this cluster and its peers, peering, quarantine");
+    .description(
+      "The federation: this cluster and its peers, peering, quarantine; its control plane's leader",
+    );
+  registerControlPlaneCommand(cluster);
 
   cluster
     .command("list")

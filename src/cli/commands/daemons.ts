@@ -190,7 +190,10 @@ export function registerDaemonCommands(program: Command, loadLauncher?: LoadDaem
   program
     .command("agent")
     .description("Run a hypervisor host's agent: runs QEMU VMs for the server")
-    .requiredOption("--server <url>", "the server to join, e.g. https://127.0.0.1:7700")
+    .requiredOption(
+      "--server <url>",
+      "the server to join, e.g. https://127.0.0.1:7700; or the replicas of its control plane separated by commas, tried in order (the next when one fails)",
+    )
     .option(
       "--join-token <token>",
       "a one-time join token for this host (novacron host join-token NAME); needed only to join the first time",
