@@ -13,7 +13,7 @@ import { seg } from "../client.js";
 import { apiFor } from "../context.js";
 import { printFields, printJson, printTable } from "../output.js";
 import { stateLabel } from "./clusters.js";
-import { collect, parseLabels, printExplanation } from "./placement.js";
+import { collect, labelsText, parseLabels, printExplanation } from "./placement.js";
 
 export const FEDERATED_VM_HEADERS = ["NAME", "CLUSTER", "EPOCH", "STATE", "HOST", "VCPUS", "MEMORY"];
 
@@ -98,6 +98,10 @@ function printVm(v: Vm): void {
     ["Desired", v.desiredState],
     ["Observed", `${v.observedState}${v.observedReason ? ` (${v.observedReason})` : ""}`],
     ["Host", v.host],
+    [
+      "Placement",
+      `${v.requiredSite ? `site ${v.requiredSite}` : "any site"}; host labels ${labelsText(v.hostSelector)}`,
+    ],
     ["Image", v.image],
     ["vCPUs", v.vcpus],
     ["Memory", `${v.memoryMiB} MiB`],
