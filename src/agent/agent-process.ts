@@ -28,8 +28,10 @@ import { createAgentMetrics } from "./agent-metrics.js";
 import { BlobTickets } from "./blob-tickets.js";
 import { AgentDwcp, type AgentDwcpTls } from "./dwcp-transport.js";
 import { FenceStore } from "./fence-store.js";
+import { HaLease } from "./ha-lease.js";
 import { RevokedScrapers } from "./revoked-scrapers.js";
 import { ServerLink } from "./server-link.js";
+import { visiblePools } from "./storage-pools.js";
 import { VmManager } from "./vm-manager.js";
 
 /** Agent options (flags, environment). */
@@ -130,9 +132,15 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   await fences.init();
   if (saved?.clusterId) fences.setOwnCluster(saved.clusterId);
 
+  const lease = new HaLease(o.dataDir);
+  await lease.init();
+  /** The storage pools this host sees (their markers read back), as of the last heartbeat reply. */
+  let seenPools: string[] = [];
+
   let link: ServerLink | undefined;
   const vms = new VmManager({
     fences,
+    lease,
     dataDir: o.dataDir,
     images,
     accel: accel.accel,
@@ -276,7 +284,19 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
       qemu: qemuInfo,
       vms: vms.list(),
       imageDigests: (await images.list()).map((b) => b.digest),
+      storagePools: seenPools,
+      selfFenced: vms.selfFenced(),
     }),
+    onHa: async (reply, sentAtMonoMs) => {
+      // The lease first: it is what keeps this host's HA VMs alive.
+      if (reply.lease) await lease.renew(sentAtMonoMs, reply.lease);
+      if (reply.storagePools) seenPools = await visiblePools(reply.storagePools);
+      for (const r of reply.release ?? []) {
+        await vms
+          .releaseLeftover(r.id, r.fence)
+          .catch((err: unknown) => log.warn({ vm: r.id, err }, "releasing an HA VM's leftover copy failed"));
+      }
+    },
   });
   try {
     await link.start();

@@ -59,6 +59,7 @@ import { imageRoutes } from "./routes/images.js";
 import { metricsRoutes } from "./routes/metrics.js";
 import { migrationRoutes } from "./routes/migrations.js";
 import { sessionRoutes } from "./routes/session.js";
+import { storagePoolRoutes } from "./routes/storage-pools.js";
 import { tokenRoutes } from "./routes/tokens.js";
 import { userRoutes } from "./routes/users.js";
 import { vmRoutes } from "./routes/vms.js";
@@ -275,6 +276,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(hostRoutes, routeDeps);
   await app.register(imageRoutes, routeDeps);
   await app.register(vmRoutes, routeDeps);
+  await app.register(storagePoolRoutes, routeDeps);
   await app.register(migrationRoutes, routeDeps);
   await app.register(eventRoutes, routeDeps);
   await app.register(agentRoutes, routeDeps);

@@ -37,6 +37,11 @@ export class ApiClient {
     return this.request<T>("POST", route, body);
   }
 
+  /** PATCH with a JSON body. */
+  patch<T>(route: string, body: unknown): Promise<T> {
+    return this.request<T>("PATCH", route, body);
+  }
+
   /** DELETE. */
   delete<T>(route: string): Promise<T> {
     return this.request<T>("DELETE", route);

@@ -15,6 +15,7 @@ import { registerImageCommands } from "./commands/images.js";
 import { registerLoginCommand, registerLogoutCommand } from "./commands/login.js";
 import { registerMetricsCommands } from "./commands/metrics.js";
 import { registerMigrationCommands } from "./commands/migrations.js";
+import { registerStorageCommands } from "./commands/storage-pools.js";
 import { registerTokenCommands } from "./commands/tokens.js";
 import { registerUserCommands } from "./commands/users.js";
 import { registerVmCommands } from "./commands/vms.js";
@@ -39,6 +40,7 @@ export function buildProgram(deps: CliDeps = {}): Command {
   registerHostCommands(program);
   registerImageCommands(program);
   registerVmCommands(program);
+  registerStorageCommands(program);
   registerMigrationCommands(program);
   registerExecCommands(program);
   registerDlqCommands(program);

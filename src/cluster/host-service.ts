@@ -8,6 +8,8 @@ import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import type {
   AgentHeartbeatPost,
+  AgentHeartbeatReply,
+  AgentLease,
   AgentRegisterPost,
   AgentRegisterResponse,
   QemuInfo,
@@ -32,8 +34,12 @@ import {
 } from "./store/hosts.js";
 import { syncImageLocations } from "./store/images.js";
 import { consumeJoinToken, createJoinToken, type JoinTokenInfo } from "./store/join-tokens.js";
+import { listStoragePools, syncHostStoragePools } from "./store/storage-pools.js";
 import type { Store } from "./store/store.js";
-import { listVms, markHostVmsUnknown, setObserved } from "./store/vms.js";
+import { listVms, markHostVmsUnknown, setObserved, vmsToRelease } from "./store/vms.js";
+
+/** What a heartbeat reply carries for HA besides `ok`: the lease, the pools to look for, the copies to release. */
+export type HeartbeatHa = Pick<AgentHeartbeatReply, "lease" | "storagePools" | "release">;
 
 /** Signs host certificates (the server's PKI). */
 export interface HostCertIssuer {
@@ -55,6 +61,8 @@ export class HostService {
     private readonly issuer: HostCertIssuer,
     /** This cluster's id, told to every registering agent (the owner its VMs' fencing tokens name). */
     private readonly clusterId: string,
+    /** The HA lease each heartbeat reply grants (ha-restarter.ts leaseOf). */
+    private readonly lease?: AgentLease,
   ) {}
 
   /**
@@ -121,8 +129,12 @@ export class HostService {
     return { hostId: id, certificate, caCertificate: this.issuer.caPem, clusterId: this.clusterId };
   }
 
-  /** Applies a heartbeat from the host `hostId`. */
-  async heartbeat(hostId: string, body: AgentHeartbeatPost): Promise<void> {
+  /**
+   * Applies a heartbeat from the host `hostId`; returns what the reply carries for HA: the
+   * renewed lease, the storage pools to look for, and the leftover copies of HA VMs
+   * restarted elsewhere, which the agent must release.
+   */
+  async heartbeat(hostId: string, body: AgentHeartbeatPost): Promise<HeartbeatHa> {
     if (body.qemu && !isSupportedQemu(body.qemu)) {
       const host = await getHost(this.store.read, hostId);
       throw tooOld(host.name, body.qemu);
@@ -148,8 +160,40 @@ export class HostService {
         if (await setObserved(tx, vm.id, vm.state, vm.reason, vm.generation)) changed = true;
       }
       await syncImageLocations(tx, hostId, body.imageDigests);
+      if (body.storagePools) await syncHostStoragePools(tx, hostId, body.storagePools);
+      for (const f of body.selfFenced ?? []) {
+        // Reported until the copy is released: recorded once per kill.
+        const { rows } = await tx.query(
+          "SELECT 1 FROM events WHERE type = 'ha.fenced' AND resource_id = $1 AND data->>'at' = $2 LIMIT 1",
+          [f.id, f.at],
+        );
+        if (rows.length > 0) continue;
+        emit(
+          await appendEvent(tx, {
+            type: "ha.fenced",
+            resourceType: "vm",
+            resourceId: f.id,
+            data: { hostId, at: f.at },
+          }),
+        );
+      }
     });
     if (changed) this.wake();
+    const [release, pools] = await Promise.all([
+      vmsToRelease(
+        this.store.read,
+        hostId,
+        body.vms.map((v) => v.id),
+        this.clusterId,
+      ),
+      listStoragePools(this.store.read),
+    ]);
+    for (const r of release) this.log.info({ vm: r.name, hostId }, "releasing an HA VM's leftover copy");
+    return {
+      ...(this.lease ? { lease: this.lease } : {}),
+      storagePools: pools.slice(0, 256).map((p) => ({ id: p.id, path: p.path })),
+      release: release.slice(0, 1024).map((r) => ({ id: r.id, fence: r.fence })),
+    };
   }
 
   /** Sets or clears a host's cordon; returns the host. */

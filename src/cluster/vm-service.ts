@@ -13,14 +13,16 @@ import {
   machineTypeSupport,
   validateMachineType,
 } from "../lib/qemu-support.js";
-import { PLACEMENT_LOCK_KEY, placeVm } from "../placement/most-free-memory.js";
+import { PLACEMENT_LOCK_KEY } from "../placement/most-free-memory.js";
 import { assertActionAllowed } from "../states/vm.js";
 import type { Queryable } from "./store/db.js";
 import { getHost, type HostRecord, listHosts } from "./store/hosts.js";
 import { getImage } from "./store/images.js";
+import { getStoragePool } from "./store/storage-pools.js";
 import type { Store } from "./store/store.js";
-import { getVm, insertVm, transitionVm, type VmRecord } from "./store/vms.js";
+import { getVm, insertVm, setVmHa, transitionVm, type VmRecord } from "./store/vms.js";
 import { checkOwnedHere } from "./vm-ownership.js";
+import { placeVmOnHost } from "./vm-placement.js";
 
 // Serialises placement decisions so two creates cannot both take a host's last memory.
 
@@ -41,8 +43,11 @@ export class VmService {
     const start = input.start ?? true;
     if (input.machineType !== undefined) validateMachineType(input.machineType);
     const pinned = input.machineType === "q35" ? undefined : input.machineType;
+    const ha = input.ha ?? "none";
+    if (ha === "restart" && input.storagePool === undefined) throw haLocalDisk(input.name);
     const id = await this.store.write(async (tx, emit) => {
       await tx.query("SELECT pg_advisory_xact_lock($1)", [PLACEMENT_LOCK_KEY]);
+      const pool = input.storagePool === undefined ? undefined : await getStoragePool(tx, input.storagePool);
       const image = await getImage(tx, input.image);
       if (memoryMiB < image.minMemoryMiB) {
         throw new NovaError(
@@ -53,13 +58,17 @@ export class VmService {
       }
       const hosts = await listHosts(tx);
       if (pinned) refuseUnrunnableMachineType(input.name, pinned, hosts);
-      const host = placeVm(hosts, {
-        vmName: input.name,
-        memoryMiB,
-        imageName: image.name,
-        imageHostIds: image.hostIds,
-        ...(pinned ? { machineType: pinned } : {}),
-      });
+      const host = placeVmOnHost(
+        hosts,
+        {
+          vmName: input.name,
+          memoryMiB,
+          imageName: image.name,
+          imageHostIds: image.hostIds,
+          ...(pinned ? { machineType: pinned } : {}),
+        },
+        pool ? { storagePool: { name: pool.name, hostIds: pool.hostIds } } : {},
+      );
       // Placement only picks hosts that reported their QEMU.
       const machineType = pinned ?? host.qemu!.q35Alias;
       const { id, event } = await insertVm(tx, {
@@ -72,9 +81,27 @@ export class VmService {
         desiredState: start ? "running" : "stopped",
         hostId: host.id,
         state: start ? "scheduled" : "stopped",
+        ...(pool ? { storagePoolId: pool.id } : {}),
+        ha,
       });
       emit(event);
       return id;
+    });
+    this.wake();
+    return getVm(this.store.read, id);
+  }
+
+  /**
+   * Changes whether the VM is restarted elsewhere when its host dies. `restart` needs the
+   * VM's disk in a storage pool (NOVA_HA_LOCAL_DISK otherwise, nothing changed).
+   */
+  async setHa(idOrName: string, ha: "none" | "restart"): Promise<VmRecord> {
+    const id = await this.store.write(async (tx, emit) => {
+      const vm = await getVm(tx, idOrName, true);
+      await checkOwnedHere(tx, vm, "update");
+      if (ha === "restart" && !vm.storagePoolId) throw haLocalDisk(vm.name);
+      if (vm.ha !== ha) emit(await setVmHa(tx, vm, ha));
+      return vm.id;
     });
     this.wake();
     return getVm(this.store.read, id);
@@ -208,4 +235,13 @@ function refuseUnrunnableMachineType(
 /** The oldest of the hosts' newest q35 types: one every host offers. */
 function oldestNewest(hosts: readonly HostRecord[]): string {
   return hosts.map((h) => h.qemu!).reduce((a, b) => (compareMajorMinor(a, b) <= 0 ? a : b)).q35Alias;
+}
+
+/** An HA VM asked for on a host's local disk: no other host could open its disk. */
+function haLocalDisk(vmName: string): NovaError {
+  return new NovaError(
+    "NOVA_HA_LOCAL_DISK",
+    `VM ${vmName} cannot have ha: restart with its disk on its host's local disk: when the host dies, the disk dies with it and no other host can restart the VM. Keep its disk in a shared storage pool (create it with --storage-pool NAME; list pools with novacron storage pool list), or leave HA off. Nothing was changed.`,
+    { details: { vm: vmName, ha: "restart", storagePool: null } },
+  );
 }

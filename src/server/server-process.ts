@@ -12,6 +12,7 @@ import type { FastifyInstance } from "fastify";
 import pino, { type Logger } from "pino";
 import { apiTlsOptions, buildApp } from "../api/app.js";
 import { AgentConnector } from "../cluster/agent-client.js";
+import { type HaOptions, HaRestarter, leaseOf } from "../cluster/ha-restarter.js";
 import { HostService } from "../cluster/host-service.js";
 import { ImageService } from "../cluster/image-service.js";
 import { Reconciler } from "../cluster/reconciler.js";
@@ -55,6 +56,8 @@ export interface ServerOptions {
   port?: number;
   /** A host is dead after this long without a heartbeat. @defaultValue 10000 */
   heartbeatTimeoutMs?: number;
+  /** HA restart with fencing: the lease, margins and fencing hook (cluster/ha-restarter.ts). */
+  ha?: HaOptions;
   /** Concurrent incoming and outgoing migrations per host; more are queued. @defaultValue 2 */
   maxMigrationsPerHost?: number;
   /** Reconcile pass interval. @defaultValue 1000 */
@@ -232,6 +235,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     log.child({ component: "hosts" }),
     { caPem: pki.ca.certPem, issueHostCert: (csr, host) => pki.issueHostCert(csr, host) },
     clusterId,
+    leaseOf(options.ha ?? {}),
+  );
+  const ha = new HaRestarter(store, log.child({ component: "ha" }), wake, options.ha ?? {}, (outcome) =>
+    metrics.haRestarts.inc({ outcome }),
   );
   const vms = new VmService(store, wake);
   const migrations = new MigrationService(store, () => orchestrator.wake(), {
@@ -309,6 +316,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   orchestrator.start();
   drainExecutor.start();
   hosts.startLivenessMonitor(options.heartbeatTimeoutMs ?? 10_000);
+  ha.start();
   log.info({ url, database: store.db.kind, caFingerprint: pki.caFingerprint }, "server started");
 
   // The server's certificate is renewed in place a month before it expires (checked
@@ -350,6 +358,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         await exec.close();
         await drainExecutor.stop();
         await orchestrator.stop();
+        await ha.stop();
         await reconciler.stop();
         await federation.close();
         await app.close();

@@ -1,4 +1,4 @@
-/** `novacron vm create|list|show|start|stop|restart|delete|console`. */
+/** `novacron vm create|list|show|set|start|stop|restart|delete|console`. */
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Static } from "@sinclair/typebox";
 import type { Command } from "commander";
@@ -104,6 +104,8 @@ function printVm(v: Vm): void {
       "Machine type",
       v.machineType ?? "not recorded yet (q35 of its host; recorded at its next start or migration)",
     ],
+    ["HA", v.ha],
+    ["Disk", v.storagePool ? `storage pool ${v.storagePool}` : "its host's local disk"],
     ["Generation", v.generation],
     ["Created", v.createdAt],
     ["State since", v.stateChangedAt],
@@ -129,6 +131,14 @@ export function registerVmCommands(program: Command): void {
       "--machine-type <type>",
       "pin the QEMU machine type, e.g. pc-q35-7.2 to keep the VM movable to QEMU 7.2 hosts (default: the newest of the host it is placed on)",
     )
+    .option(
+      "--storage-pool <pool>",
+      "keep its disk in this shared storage pool (novacron storage pool list) instead of its host's local disk; needed for --ha restart",
+    )
+    .option(
+      "--ha <mode>",
+      "restart: run it again on another host that sees its storage pool when its host dies; none (default): stay down with the host",
+    )
     .option("--no-start", "create it stopped")
     .option("--wait", "wait until it runs, showing progress")
     .option("--timeout <seconds>", "with --wait: give up after this long", "300")
@@ -141,6 +151,8 @@ export function registerVmCommands(program: Command): void {
           memory: string;
           kernelArgs?: string;
           machineType?: string;
+          storagePool?: string;
+          ha?: string;
           start: boolean;
         } & WaitOptions,
         cmd: Command,
@@ -155,6 +167,8 @@ export function registerVmCommands(program: Command): void {
           start: o.start,
           ...(o.kernelArgs ? { kernelArgs: o.kernelArgs } : {}),
           ...(o.machineType !== undefined ? { machineType: o.machineType } : {}),
+          ...(o.storagePool !== undefined ? { storagePool: o.storagePool } : {}),
+          ...(o.ha !== undefined ? { ha: parseHa(o.ha) } : {}),
         };
         let v = await api.post<Vm>("/v1/vms", body);
         if (!json)
@@ -169,6 +183,20 @@ export function registerVmCommands(program: Command): void {
         process.stdout.write(`${v.name} ${v.state} on ${v.host}\n`);
       },
     );
+
+  vm.command("set <vm>")
+    .description("Change a VM's settings: --ha restart|none")
+    .requiredOption(
+      "--ha <mode>",
+      "restart: run it again on another host when its host dies (its disk must be in a storage pool); none: stay down with the host",
+    )
+    .action(async (name: string, o: { ha: string }, cmd: Command) => {
+      const ha = parseHa(o.ha);
+      const { api, json } = await apiFor(cmd);
+      const v = await api.patch<Vm>(`/v1/vms/${seg(name)}`, { ha });
+      if (json) return printJson(v);
+      process.stdout.write(`${v.name}: ha ${v.ha}\n`);
+    });
 
   vm.command("list")
     .description("List VMs")
@@ -261,4 +289,12 @@ export function newLines(prev: readonly string[], next: readonly string[]): stri
   const last = prev[prev.length - 1];
   const at = next.lastIndexOf(last!);
   return at === -1 ? [...next] : next.slice(at + 1);
+}
+
+/** The --ha flag's value, or NOVA_CONFIG naming the choices. */
+function parseHa(value: string): "none" | "restart" {
+  if (value === "none" || value === "restart") return value;
+  throw new NovaError("NOVA_CONFIG", `--ha must be restart or none, not "${value}".`, {
+    details: { flag: "--ha", value },
+  });
 }
