@@ -87,8 +87,8 @@ export interface VmManagerOptions {
   qemu?: QemuMachineFacts;
   /** The fencing tokens held for this host's VMs (init() is the caller's). */
   fences: FenceStore;
-  /** The HA lease HA VMs run under (init() is the caller's). */
-  lease: HaLease;
+  /** The HA lease HA VMs run under (init() is the caller's); without one, HA VMs are refused. */
+  lease?: HaLease;
   log: Logger;
   /** Called after any observed change (the agent then heartbeats at once). */
   onChange: () => void;
@@ -407,7 +407,7 @@ export class VmManager {
       // A fence may have arrived since the request was admitted.
       this.o.fences.checkOwnStart(vm.id);
       this.checkMachineType(vm);
-      if (vm.spec.ha && !(await this.o.lease.waitCurrent(10_000))) {
+      if (vm.spec.ha && !(await this.o.lease?.waitCurrent(10_000))) {
         throw new NovaError(
           "NOVA_UNPROCESSABLE",
           "this host holds no current HA lease (its heartbeats are not being answered), so it must not start an HA VM",
@@ -481,6 +481,7 @@ export class VmManager {
       const cmdline = await readFile(`/proc/${existing}/cmdline`, "utf8").catch(() => "");
       if (cmdline.includes("fence-watchdog-main") && cmdline.includes(dir)) return;
     }
+    if (!this.o.lease) return;
     const child = spawn(process.execPath, [WATCHDOG_MAIN, this.o.lease.file, dir], {
       detached: true,
       stdio: "ignore",
