@@ -168,10 +168,8 @@ export class VmManager {
         this.vms.delete(id);
         try {
           if (vm.proc) await vm.proc.kill();
+          // Local files only: the pool disk is the VM's new host's now.
           await rm(this.vmDir(id), { recursive: true, force: true });
-          // The VM itself is deleted: its pool disk goes too (a release never does this).
-          const pool = vm.spec.storagePool;
-          if (pool) await rm(path.join(pool.path, "vms", id), { recursive: true, force: true });
           resolve();
         } catch (err) {
           this.vms.set(id, vm);
@@ -247,6 +245,9 @@ export class VmManager {
         try {
           if (vm.proc) await vm.proc.kill();
           await rm(this.vmDir(id), { recursive: true, force: true });
+          // The VM itself is deleted: its pool disk goes too (a release never does this).
+          const pool = vm.spec.storagePool;
+          if (pool) await rm(path.join(pool.path, "vms", id), { recursive: true, force: true });
           resolve();
         } catch (err) {
           this.vms.set(id, vm);

@@ -74,7 +74,7 @@ export function buildProgram(deps: CliDeps = {}): Command {
         addClientOptions(sub);
       for (const leaf of sub.commands) {
         leaf.exitOverride();
-        if (["exec", "cluster", "user"].includes(cmd.name())) addClientOptions(leaf);
+        if (["exec", "cluster", "user", "storage"].includes(cmd.name())) addClientOptions(leaf);
       }
     }
   }
