@@ -233,6 +233,11 @@ describe("HA restart with fencing", { timeout: 600_000 }, () => {
     // The non-HA VM stays with its host.
     expect(await vm("plain-kill")).toMatchObject({ host: "h1", ha: "none" });
     expect((await events(plain.id)).some((e) => e.type.startsWith("ha."))).toBe(false);
+    // And HA cannot be turned on for it: its disk is local.
+    const set = await c.cli(["vm", "set", "plain-kill", "--ha", "restart"]);
+    expect(set.code).not.toBe(0);
+    expect(set.stderr).toContain("[NOVA_HA_LOCAL_DISK]");
+    expect((await vm("plain-kill")).ha).toBe("none");
 
     // h1 comes back: it runs nothing of ha-kill and removes its leftover copy; the pool disk stays.
     await c.startAgent("h1", AGENTS.h1, AGENT_FLAGS);

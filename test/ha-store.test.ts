@@ -287,4 +287,109 @@ describe.each(ENGINES)("HA restart and storage pools on $engine", ({ create }) =
       await store.db.query("UPDATE hosts SET cordoned = false");
     }
   });
+  /** An HA VM running on `hostName` (which alone sees a fresh pool), and a spare host that sees it too. */
+  async function haVmOn(prefix: string): Promise<{ vmId: string; host: string; spare: string }> {
+    const h = await host(`${prefix}-h`);
+    const spare = await host(`${prefix}-spare`);
+    await image(`${prefix}-img`, [h, spare]);
+    const poolDir = path.join(dir, prefix);
+    await import("node:fs/promises").then((fs) => fs.mkdir(poolDir));
+    const { pool } = await pools().add({ name: prefix, path: poolDir });
+    for (const x of [h, spare]) await syncHostStoragePools(store.db, x, [pool.id]);
+    await store.db.query("UPDATE hosts SET cordoned = true WHERE id <> $1", [h]);
+    const v = await vms().create({
+      name: `${prefix}-vm`,
+      image: `${prefix}-img`,
+      storagePool: prefix,
+      ha: "restart",
+    });
+    await store.db.query("UPDATE hosts SET cordoned = false WHERE id = $1", [spare]);
+    await transitionVm(store.db, await getVm(store.db, v.id), "starting", "t");
+    await transitionVm(store.db, await getVm(store.db, v.id), "running", "t");
+    return { vmId: v.id, host: h, spare };
+  }
+
+  it("restarts at once when the fencing hook confirms the dead host is fenced, and waits out the lease when it fails", async () => {
+    const ok = await haVmOn("hook-ok");
+    const bad = await haVmOn("hook-bad");
+    // Each haVmOn cordoned every other host while placing its VM.
+    await store.db.query("UPDATE hosts SET cordoned = false WHERE id IN ($1, $2)", [ok.spare, bad.spare]);
+    await store.db.query(
+      "UPDATE hosts SET liveness = 'dead', last_heartbeat_at = now() - interval '2 seconds' WHERE id IN ($1, $2)",
+      [ok.host, bad.host],
+    );
+    const script = path.join(dir, "fence-hook.sh");
+    // Confirms hook-ok-h only: the host's name is the hook's argument.
+    await writeFile(script, '#!/bin/sh\n[ "$1" = hook-ok-h ] && [ "$NOVACRON_HOST_NAME" = "$1" ]\n', {
+      mode: 0o755,
+    });
+    const r = new HaRestarter(store, log, () => {}, { intervalMs: 100, fenceHook: script });
+    r.start();
+    try {
+      const moved = await waitFor(
+        async () => {
+          const v = await getVm(store.db, ok.vmId);
+          return v.hostId !== ok.host ? v : undefined;
+        },
+        { timeoutMs: 10_000, what: "the hook-fenced VM to be moved" },
+      );
+      expect(moved.hostId).toBe(ok.spare);
+      const events = await listEventsAfter(store.db, 0, 100_000);
+      expect(events.find((e) => e.type === "ha.restart" && e.resourceId === ok.vmId)?.data).toMatchObject({
+        by: "hook",
+      });
+      const hookEvents = events.filter((e) => e.type === "ha.fence-hook");
+      expect(hookEvents.find((e) => e.resourceId === ok.host)?.data).toMatchObject({ confirmed: true });
+      await waitFor(
+        async () =>
+          (await listEventsAfter(store.db, 0, 100_000)).some(
+            (e) => e.type === "ha.fence-hook" && e.resourceId === bad.host && e.data.confirmed === false,
+          ) || undefined,
+        { timeoutMs: 10_000, what: "the failed hook to be recorded" },
+      );
+      // Still within lease + margin: the VM whose hook failed stays put.
+      const kept = await getVm(store.db, bad.vmId);
+      expect(kept.hostId).toBe(bad.host);
+      expect(kept.stateReason).toContain("the fencing hook did not confirm");
+    } finally {
+      await r.stop();
+    }
+  });
+
+  it("starts a self-fenced HA VM again on its host when the host came back before any restart", async () => {
+    const v = await haVmOn("back");
+    await store.db.query(
+      "UPDATE vms SET observed_state = 'failed', observed_reason = 'self-fenced: lease ran out' WHERE id = $1",
+      [v.vmId],
+    );
+    await transitionVm(store.db, await getVm(store.db, v.vmId), "failed", "QEMU exited");
+    const before = await getVm(store.db, v.vmId);
+    const outcomes: string[] = [];
+    const r = new HaRestarter(
+      store,
+      log,
+      () => {},
+      { intervalMs: 100 },
+      (o) => outcomes.push(o),
+    );
+    r.start();
+    try {
+      const started = await waitFor(
+        async () => {
+          const x = await getVm(store.db, v.vmId);
+          return x.state === "starting" ? x : undefined;
+        },
+        { timeoutMs: 10_000, what: "the VM to start again" },
+      );
+      expect(started).toMatchObject({
+        hostId: v.host,
+        generation: before.generation + 1,
+        ownerEpoch: before.ownerEpoch,
+      });
+      // (VMs of the earlier cases are still on their dead hosts; only this one's outcome matters.)
+      expect(outcomes).toContain("restarted-in-place");
+    } finally {
+      await r.stop();
+    }
+  });
 });

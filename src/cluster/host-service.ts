@@ -161,10 +161,12 @@ export class HostService {
       }
       await syncImageLocations(tx, hostId, body.imageDigests);
       if (body.storagePools) await syncHostStoragePools(tx, hostId, body.storagePools);
+      const reported = new Set(body.vms.map((v) => v.id));
       for (const f of body.selfFenced ?? []) {
-        // Reported until the copy is released: recorded once per kill.
+        // Only about a VM the agent holds; reported until the copy is released: recorded once per kill.
+        if (!reported.has(f.id)) continue;
         const { rows } = await tx.query(
-          "SELECT 1 FROM events WHERE type = 'ha.fenced' AND resource_id = $1 AND data->>'at' = $2 LIMIT 1",
+          "SELECT 1 FROM events WHERE resource_type = 'vm' AND resource_id = $1 AND type = 'ha.fenced' AND data->>'at' = $2 LIMIT 1",
           [f.id, f.at],
         );
         if (rows.length > 0) continue;
