@@ -307,6 +307,16 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     throw err;
   }
   log.info({ url, name }, "agent started");
+  // The agent's own lease timer, beside each HA VM's watchdog process.
+  const leaseTimer = setInterval(() => {
+    vms
+      .selfFenceExpired()
+      .then((n) => {
+        if (n > 0) log.warn({ vms: n }, "HA lease ran out unrenewed: killed this host's HA VMs");
+      })
+      .catch((err: unknown) => log.error({ err }, "self-fencing failed"));
+  }, 500);
+  leaseTimer.unref();
 
   let closing: Promise<void> | undefined;
   return {
@@ -319,6 +329,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     fences,
     close: () => {
       closing ??= (async () => {
+        clearInterval(leaseTimer);
         await link?.stop();
         await api.close();
         await dwcp?.close();

@@ -17,6 +17,12 @@ describe("the watchdog's decision", () => {
   it("kills when there is no lease at all (the safe side)", () => {
     expect(watchdogStep(1000, undefined, true)).toBe("kill");
   });
+
+  it("started before its QEMU, waits for it until the lease ends, then gives up", () => {
+    expect(watchdogStep(1000, 1500, false, false)).toBe("wait");
+    expect(watchdogStep(1500, 1500, false, false)).toBe("exit");
+    expect(watchdogStep(1000, 1500, true, false)).toBe("wait");
+  });
 });
 
 describe("the agent's lease", () => {
@@ -62,7 +68,11 @@ describe("the fence watchdog process loop", () => {
 
   /** A stand-in for QEMU: a process whose command line names the VM dir, its pid in qemu.pid. */
   async function startVictim(): Promise<{ exited: Promise<NodeJS.Signals | null> }> {
-    victim = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)", dir], { stdio: "ignore" });
+    // Named like QEMU (argv[0]), as the watchdog only ever kills a qemu binary.
+    victim = spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)", dir], {
+      stdio: "ignore",
+      argv0: "qemu-system-x86_64",
+    });
     const exited = new Promise<NodeJS.Signals | null>((resolve) =>
       victim!.on("exit", (_c, sig) => resolve(sig)),
     );
@@ -96,7 +106,7 @@ describe("the fence watchdog process loop", () => {
   it("exits without killing anything when its QEMU is gone, and never kills a pid that is not its QEMU", async () => {
     const { exited } = await startVictim();
     const lease = new HaLease(dir);
-    await lease.renew(monoNowMs(), { durationMs: 60_000, selfFenceAfterMs: 50_000 });
+    await lease.renew(monoNowMs(), { durationMs: 2000, selfFenceAfterMs: 1500 });
     const watching = runWatchdog({ leaseFile: lease.file, vmDir: dir, pollMs: 50 });
     victim!.kill("SIGTERM");
     expect(await exited).toBe("SIGTERM");
@@ -106,5 +116,11 @@ describe("the fence watchdog process loop", () => {
     await writeFile(lease.file, "{}");
     expect(await runWatchdog({ leaseFile: lease.file, vmDir: dir, pollMs: 50 })).toBe("gone");
     expect(await readFencedRecord(dir)).toBeUndefined();
+    // A QEMU that never appears (its launch failed) is not waited for beyond the grace,
+    // however long the lease is renewed.
+    await lease.renew(monoNowMs(), { durationMs: 60_000, selfFenceAfterMs: 50_000 });
+    expect(await runWatchdog({ leaseFile: lease.file, vmDir: dir, pollMs: 50, startGraceMs: 300 })).toBe(
+      "gone",
+    );
   });
 });

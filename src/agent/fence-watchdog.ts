@@ -19,16 +19,20 @@ export type WatchdogStep = "wait" | "kill" | "exit";
 
 /**
  * One tick's decision: with the QEMU gone there is nothing to guard; with no lease, or
- * one whose deadline has passed, the QEMU must die; otherwise wait.
+ * one whose deadline has passed, the QEMU must die; otherwise wait. The agent starts the
+ * watchdog before QEMU (so no QEMU ever runs unguarded, even if the agent dies right after
+ * launching it): until the watchdog has seen its QEMU, a missing one means "not started
+ * yet", waited for until the lease's end.
  */
 export function watchdogStep(
   nowMonoMs: number,
   fenceAtMonoMs: number | undefined,
   qemuAlive: boolean,
+  seenQemu = true,
 ): WatchdogStep {
-  if (!qemuAlive) return "exit";
-  if (fenceAtMonoMs === undefined || nowMonoMs >= fenceAtMonoMs) return "kill";
-  return "wait";
+  const expired = fenceAtMonoMs === undefined || nowMonoMs >= fenceAtMonoMs;
+  if (!qemuAlive) return seenQemu || expired ? "exit" : "wait";
+  return expired ? "kill" : "wait";
 }
 
 /** The record of a kill, in `<vm dir>/fenced.json`. */
@@ -53,17 +57,23 @@ export interface WatchdogOptions {
   vmDir: string;
   /** @defaultValue 200 */
   pollMs?: number;
+  /** Gives up when its QEMU has not appeared within this long (its launch failed). @defaultValue 60000 */
+  startGraceMs?: number;
 }
 
 /** Runs until the QEMU is gone or killed; returns what happened. */
 export async function runWatchdog(o: WatchdogOptions): Promise<"killed" | "gone"> {
   const pollMs = o.pollMs ?? 200;
   await writeFile(path.join(o.vmDir, "watchdog.pid"), `${process.pid}\n`).catch(() => {});
+  let seen = false;
+  const startedAt = monoNowMs();
   for (;;) {
     const pid = await qemuPid(o.vmDir);
+    if (pid !== undefined) seen = true;
+    else if (!seen && monoNowMs() - startedAt > (o.startGraceMs ?? 60_000)) return "gone";
     const lease = await readLeaseFile(o.leaseFile);
     const now = monoNowMs();
-    const step = watchdogStep(now, lease?.fenceAtMonoMs, pid !== undefined);
+    const step = watchdogStep(now, lease?.fenceAtMonoMs, pid !== undefined, seen);
     if (step === "exit") return "gone";
     if (step === "kill") {
       try {
@@ -77,15 +87,7 @@ export async function runWatchdog(o: WatchdogOptions): Promise<"killed" | "gone"
         fenceAtMonoMs: lease?.fenceAtMonoMs ?? null,
         pid: pid!,
       };
-      const file = path.join(o.vmDir, FENCED_FILE);
-      const fh = await open(`${file}.tmp`, "w", 0o600);
-      try {
-        await fh.writeFile(`${JSON.stringify(record)}\n`);
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await rename(`${file}.tmp`, file);
+      await writeFencedRecord(o.vmDir, record);
       return "killed";
     }
     await new Promise((resolve) => setTimeout(resolve, pollMs));
@@ -94,17 +96,36 @@ export async function runWatchdog(o: WatchdogOptions): Promise<"killed" | "gone"
 
 /**
  * The pid in the VM's pidfile when that process is alive and is the QEMU of this VM dir
- * (its command line names the dir): a recycled pid is never killed.
+ * (a qemu binary whose command line names the dir): a recycled pid is never killed.
  */
 async function qemuPid(vmDir: string): Promise<number | undefined> {
   try {
     const pid = Number((await readFile(path.join(vmDir, "qemu.pid"), "utf8")).trim());
     if (!Number.isInteger(pid) || pid <= 1) return undefined;
     const cmdline = await readFile(`/proc/${pid}/cmdline`, "utf8");
-    return cmdline.includes(vmDir) ? pid : undefined;
+    const argv0 = path.basename(cmdline.split("\0")[0] ?? "");
+    return argv0.startsWith("qemu") && cmdline.includes(vmDir) ? pid : undefined;
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Writes `<vm dir>/fenced.json` unless a kill is recorded already (the agent's own lease
+ * timer and the watchdog may both fire; the first kill's time is the one that counts).
+ */
+export async function writeFencedRecord(vmDir: string, record: FencedRecord): Promise<void> {
+  if (await readFencedRecord(vmDir)) return;
+  const file = path.join(vmDir, FENCED_FILE);
+  const tmp = `${file}.${process.pid}.tmp`;
+  const fh = await open(tmp, "w", 0o600);
+  try {
+    await fh.writeFile(`${JSON.stringify(record)}\n`);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, file);
 }
 
 /** Reads a VM dir's kill record, if its watchdog killed it. */

@@ -39,8 +39,8 @@ import { describeError, NovaError } from "../lib/errors.js";
 import { machineTypeSupport, type QemuMachineFacts } from "../lib/qemu-support.js";
 import { readLastLines } from "./console-tail.js";
 import type { FenceStore } from "./fence-store.js";
-import { readFencedRecord } from "./fence-watchdog.js";
-import type { HaLease } from "./ha-lease.js";
+import { readFencedRecord, writeFencedRecord } from "./fence-watchdog.js";
+import { type HaLease, monoNowMs } from "./ha-lease.js";
 import { checkPoolMarker } from "./storage-pools.js";
 
 type ObservedState = ObservedVm["state"];
@@ -182,6 +182,33 @@ export class VmManager {
       "HA VM restarted on another host; this host's leftover copy released",
     );
     this.o.onChange();
+  }
+
+  /**
+   * The agent's own lease timer (the watchdogs do the same from outside, and outlive the
+   * agent): once the HA lease has run out unrenewed, SIGKILLs every HA VM's QEMU, recording
+   * the kill first so the VM is reported self-fenced. Returns how many it killed.
+   */
+  async selfFenceExpired(): Promise<number> {
+    if (!this.o.lease || this.o.lease.current()) return 0;
+    let killed = 0;
+    for (const vm of this.vms.values()) {
+      const pid = vm.proc?.pid;
+      if (!vm.spec.ha || pid === undefined) continue;
+      await writeFencedRecord(this.vmDir(vm.id), {
+        at: new Date().toISOString(),
+        atMonoMs: monoNowMs(),
+        fenceAtMonoMs: this.o.lease.deadline ?? null,
+        pid,
+      });
+      try {
+        process.kill(pid, "SIGKILL");
+        killed++;
+      } catch {
+        // already gone
+      }
+    }
+    return killed;
   }
 
   /** What the agent observes for every VM. */
@@ -415,11 +442,12 @@ export class VmManager {
         );
       }
       await this.ensureDisk(vm);
-      const proc = await QemuProcess.launch(this.machine(vm), this.launchOptions());
       delete vm.selfFencedAt;
       await rm(path.join(this.vmDir(vm.id), "fenced.json"), { force: true });
-      this.watch(vm, proc);
+      // The watchdog first: no HA QEMU runs unguarded, even if this agent dies right after launching it.
       if (vm.spec.ha) await this.ensureWatchdog(vm);
+      const proc = await QemuProcess.launch(this.machine(vm), this.launchOptions());
+      this.watch(vm, proc);
       await this.setObserved(vm, "running", "");
     } catch (err) {
       this.o.log.warn({ vm: vm.spec.name, err: describeError(err) }, "VM start failed");
