@@ -221,6 +221,7 @@ describe.each(ENGINES)("HA restart and storage pools on $engine", ({ create }) =
         log,
         { caPem: "", issueHostCert: async () => "" },
         CLUSTER,
+        undefined,
         { durationMs: 15_000, selfFenceAfterMs: 10_000 },
       );
       const reply = await hosts.heartbeat(dead, {

@@ -26,6 +26,7 @@ import { type AgentApiTls, agentTlsOptions, buildAgentApi } from "./agent-api.js
 import { AgentIdentityFiles } from "./agent-identity.js";
 import { createAgentMetrics } from "./agent-metrics.js";
 import { BlobTickets } from "./blob-tickets.js";
+import { CpuSampler } from "./cpu-sampler.js";
 import { AgentDwcp, type AgentDwcpTls } from "./dwcp-transport.js";
 import { FenceStore } from "./fence-store.js";
 import { HaLease } from "./ha-lease.js";
@@ -223,6 +224,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   const listenHost = o.host ?? "127.0.0.1";
   const url = `https://${listenHost.includes(":") ? `[${listenHost}]` : listenHost}:${port}`;
 
+  const cpu = new CpuSampler();
   const capacity = async (): Promise<HostCapacity> => {
     const fs = await statfs(o.dataDir);
     return {
@@ -279,14 +281,18 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
             "cannot save the revoked scraper certificates; refusing them until a restart anyway",
           ),
         ),
-    heartbeat: async () => ({
-      capacity: await capacity(),
-      qemu: qemuInfo,
-      vms: vms.list(),
-      imageDigests: (await images.list()).map((b) => b.digest),
-      storagePools: seenPools,
-      selfFenced: vms.selfFenced(),
-    }),
+    heartbeat: async () => {
+      const observed = vms.list();
+      return {
+        capacity: await capacity(),
+        qemu: qemuInfo,
+        vms: observed,
+        imageDigests: (await images.list()).map((b) => b.digest),
+        load: await cpu.sample(observed),
+        storagePools: seenPools,
+        selfFenced: vms.selfFenced(),
+      };
+    },
     onHa: async (reply, sentAtMonoMs) => {
       // The lease first: it is what keeps this host's HA VMs alive.
       if (reply.lease) await lease.renew(sentAtMonoMs, reply.lease);

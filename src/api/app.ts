@@ -39,6 +39,7 @@ import { applyHttpServerLimits, TLS_HANDSHAKE_TIMEOUT_MS } from "../lib/http-lim
 import { installRequestTracing } from "../lib/http-tracing.js";
 import type { DrainService } from "../migration/drain-service.js";
 import type { MigrationService } from "../migration/migration-service.js";
+import type { Rebalancer } from "../migration/rebalancer.js";
 import type { ServerMetrics } from "../observability/metrics.js";
 import { VERSION } from "../version.js";
 import { type Requirement, requirePermission } from "./auth.js";
@@ -58,6 +59,7 @@ import { hostRoutes } from "./routes/hosts.js";
 import { imageRoutes } from "./routes/images.js";
 import { metricsRoutes } from "./routes/metrics.js";
 import { migrationRoutes } from "./routes/migrations.js";
+import { rebalancerRoutes } from "./routes/rebalancer.js";
 import { sessionRoutes } from "./routes/session.js";
 import { storagePoolRoutes } from "./routes/storage-pools.js";
 import { tokenRoutes } from "./routes/tokens.js";
@@ -98,6 +100,8 @@ export interface AppDeps {
   alerts?: AlertReader;
   /** The runbooks to serve at /v1/runbooks (default docs/runbooks of this checkout; null: none). */
   runbooksDir?: string | null;
+  /** The rebalancer (routes /v1/rebalancer); absent in API-only tests. */
+  rebalancer?: Rebalancer;
   /** Signs a metrics scraper's CSR with the cluster CA (server-pki.ts); absent: the route refuses. */
   issueScraperCert?: (csrPem: string, name: string, validDays: number) => Promise<string>;
 }
@@ -299,6 +303,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     runbooks:
       deps.runbooksDir === null ? new Map() : await loadRunbooks(deps.runbooksDir ?? defaultRunbooksDir()),
   });
+  if (deps.rebalancer) await app.register(rebalancerRoutes, { ...routeDeps, rebalancer: deps.rebalancer });
   await app.register(sessionRoutes, routeDeps);
   await app.register(userRoutes, routeDeps);
   if (deps.exec) {

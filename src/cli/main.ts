@@ -15,6 +15,7 @@ import { registerImageCommands } from "./commands/images.js";
 import { registerLoginCommand, registerLogoutCommand } from "./commands/login.js";
 import { registerMetricsCommands } from "./commands/metrics.js";
 import { registerMigrationCommands } from "./commands/migrations.js";
+import { registerRebalancerCommands } from "./commands/rebalancer.js";
 import { registerStorageCommands } from "./commands/storage-pools.js";
 import { registerTokenCommands } from "./commands/tokens.js";
 import { registerUserCommands } from "./commands/users.js";
@@ -49,6 +50,7 @@ export function buildProgram(deps: CliDeps = {}): Command {
   registerClusterCommands(program);
   registerMetricsCommands(program);
   registerAlertCommands(program);
+  registerRebalancerCommands(program);
   for (const cmd of program.commands) {
     cmd.exitOverride();
     for (const sub of cmd.commands) {
@@ -68,6 +70,7 @@ export function buildProgram(deps: CliDeps = {}): Command {
           "user",
           "metrics",
           "alert",
+          "rebalancer",
         ].includes(cmd.name()) &&
         sub.commands.length === 0
       )

@@ -4,6 +4,7 @@
  * (capacity, every VM's observed state, the blobs in the host's image store), cordon, and
  * the liveness monitor that marks silent hosts dead.
  */
+
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import type {
@@ -21,6 +22,7 @@ import { DRAIN } from "../states/drain.js";
 import { VERSION } from "../version.js";
 import { latestDrainOfHost } from "./store/drains.js";
 import { appendEvent } from "./store/events.js";
+import { recordLoadSample } from "./store/host-load.js";
 import {
   findHost,
   findHostByCertSerial,
@@ -61,6 +63,8 @@ export class HostService {
     private readonly issuer: HostCertIssuer,
     /** This cluster's id, told to every registering agent (the owner its VMs' fencing tokens name). */
     private readonly clusterId: string,
+    /** At most one load sample per host this often (heartbeats come every 2 s). @defaultValue 10000 */
+    private readonly loadSampleEveryMs = 10_000,
     /** The HA lease each heartbeat reply grants (ha-restarter.ts leaseOf). */
     private readonly lease?: AgentLease,
   ) {}
@@ -160,6 +164,17 @@ export class HostService {
         if (await setObserved(tx, vm.id, vm.state, vm.reason, vm.generation)) changed = true;
       }
       await syncImageLocations(tx, hostId, body.imageDigests);
+      if (body.load) {
+        // Figures only for VMs placed here, as for their states.
+        const vmsHere = Object.fromEntries(Object.entries(body.load.vms).filter(([id]) => ours.has(id)));
+        await recordLoadSample(
+          tx,
+          hostId,
+          body.capacity.vcpus,
+          { cpuCores: body.load.cpuCores, vms: vmsHere },
+          this.loadSampleEveryMs,
+        );
+      }
       if (body.storagePools) await syncHostStoragePools(tx, hostId, body.storagePools);
       const reported = new Set(body.vms.map((v) => v.id));
       for (const f of body.selfFenced ?? []) {

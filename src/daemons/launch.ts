@@ -97,6 +97,8 @@ export async function runServer(o: ServerDaemonFlags): Promise<void> {
       fenceHookTimeoutMs: parsePositiveInt(o.haFenceHookTimeout, "--ha-fence-hook-timeout") * 1000,
     },
     maxMigrationsPerHost: parsePositiveInt(o.maxMigrationsPerHost, "--max-migrations-per-host"),
+    rebalanceIntervalMs: parsePositiveInt(o.rebalanceInterval, "--rebalance-interval") * 1000,
+    loadSampleIntervalMs: parsePositiveInt(o.loadSampleInterval, "--load-sample-interval") * 1000,
     execConfig,
     ...(o.execWorkers ? {} : { execWorkers: false }),
     ...(o.clusterName ? { clusterName: parseClusterName(o.clusterName) } : {}),

@@ -34,6 +34,7 @@ import { DrainExecutor } from "../migration/drain-executor.js";
 import { DrainService } from "../migration/drain-service.js";
 import { MigrationService } from "../migration/migration-service.js";
 import { MigrationOrchestrator } from "../migration/orchestrator.js";
+import { Rebalancer } from "../migration/rebalancer.js";
 import { createServerMetrics } from "../observability/metrics.js";
 import { PrometheusAlerts } from "../observability/prometheus-alerts.js";
 import { certInfo } from "../security/pki.js";
@@ -83,6 +84,10 @@ export interface ServerOptions {
   logger?: Logger;
   /** The built web console to serve at `/` (default dist/console; null: none). */
   consoleDir?: string | null;
+  /** Time between the rebalancer's passes (it acts only when turned on). @defaultValue 30000 */
+  rebalanceIntervalMs?: number;
+  /** At most one load sample per host this often. @defaultValue 10000 */
+  loadSampleIntervalMs?: number;
   /** The Prometheus that evaluates NovaCron's alert rules (GET /v1/alerts reads its alerts). */
   prometheus?: { url: string; caPem?: string };
 }
@@ -235,6 +240,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     log.child({ component: "hosts" }),
     { caPem: pki.ca.certPem, issueHostCert: (csr, host) => pki.issueHostCert(csr, host) },
     clusterId,
+    options.loadSampleIntervalMs,
     leaseOf(options.ha ?? {}),
   );
   const ha = new HaRestarter(store, log.child({ component: "ha" }), wake, options.ha ?? {}, (outcome) =>
@@ -251,6 +257,10 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   });
   const drainExecutor = new DrainExecutor(store, migrations, log.child({ component: "drains" }));
   const drains = new DrainService(store, () => drainExecutor.wake());
+  const rebalancer = new Rebalancer(store, migrations, log.child({ component: "rebalancer" }), {
+    ...(options.rebalanceIntervalMs ? { intervalMs: options.rebalanceIntervalMs } : {}),
+    registry: metrics.registry,
+  });
   const execConfigFile = process.env.NOVACRON_EXEC_CONFIG;
   let exec: Awaited<ReturnType<typeof startExecSystem>>;
   try {
@@ -287,6 +297,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     vms,
     migrations,
     drains,
+    rebalancer,
     metrics,
     users,
     logger: log,
@@ -315,6 +326,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   reconciler.start();
   orchestrator.start();
   drainExecutor.start();
+  rebalancer.start();
   hosts.startLivenessMonitor(options.heartbeatTimeoutMs ?? 10_000);
   ha.start();
   log.info({ url, database: store.db.kind, caFingerprint: pki.caFingerprint }, "server started");
@@ -357,6 +369,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         // Drains first: running steps finish (or are handed back) while the store is open.
         await exec.close();
         await drainExecutor.stop();
+        await rebalancer.stop();
         await orchestrator.stop();
         await ha.stop();
         await reconciler.stop();

@@ -106,6 +106,21 @@ export const AgentRegisterResponse = Type.Object({
 export type AgentRegisterResponse = Static<typeof AgentRegisterResponse>;
 
 /**
+ * The CPU the host's VMs used over the last ~10 s (agent/cpu-sampler.ts): the sum and each
+ * VM's, in cores. Absent from agents older than load reporting.
+ */
+export const HostLoad = Type.Object(
+  {
+    cpuCores: Type.Number({ minimum: 0, maximum: 65_536 }),
+    vms: Type.Record(Type.String({ format: "uuid" }), Type.Number({ minimum: 0, maximum: 4096 }), {
+      maxProperties: 10_000,
+    }),
+  },
+  { additionalProperties: false },
+);
+export type HostLoad = Static<typeof HostLoad>;
+
+/**
  * A fencing token (docs/federation.md §10): the cluster that owns a VM and the epoch of
  * that ownership. An agent starts or resumes a copy only with the newest token it has
  * seen for the VM, naming its own cluster (agent/fence.ts).
@@ -130,6 +145,7 @@ export const AgentHeartbeatPost = Type.Object(
     qemu: Type.Optional(QemuInfo),
     vms: Type.Array(ObservedVm),
     imageDigests: Type.Array(Type.String()),
+    load: Type.Optional(HostLoad),
     storagePools: Type.Optional(
       Type.Array(Type.String({ format: "uuid" }), {
         maxItems: 256,

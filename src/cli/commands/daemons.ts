@@ -19,6 +19,8 @@ export interface ServerDaemonFlags {
   haFenceHookTimeout: string;
   acpPrepareTimeout: string;
   maxMigrationsPerHost: string;
+  rebalanceInterval: string;
+  loadSampleInterval: string;
   execConfig?: string;
   execWorkersMin?: string;
   execWorkersMax?: string;
@@ -113,6 +115,16 @@ export function registerDaemonCommands(program: Command, loadLauncher?: LoadDaem
       "--max-migrations-per-host <n>",
       "concurrent incoming and outgoing live migrations per host; more wait queued",
       "2",
+    )
+    .option(
+      "--rebalance-interval <seconds>",
+      "time between the rebalancer's passes; it moves nothing until turned on (novacron rebalancer set --enable)",
+      "30",
+    )
+    .option(
+      "--load-sample-interval <seconds>",
+      "keep at most one CPU load sample per host this often (agents report with every heartbeat)",
+      "10",
     )
     .option(
       "--exec-config <file>",

@@ -276,3 +276,23 @@ export async function setMigrationTargetHostName(q: Queryable, id: string, hostN
     [id, hostName],
   );
 }
+
+/** When each VM last had a migration requested (ms since the epoch), for the rebalancer's cooldown. */
+export async function lastMigrationByVm(q: ReadQueryable): Promise<Map<string, number>> {
+  const { rows } = await q.query<{ vm_id: string; at: Date }>(
+    "SELECT vm_id, max(created_at) AS at FROM migrations WHERE vm_id IS NOT NULL GROUP BY vm_id",
+  );
+  return new Map(rows.map((r) => [r.vm_id, new Date(r.at).getTime()]));
+}
+
+/** The hosts a migration in this cluster came from or went to that ended in the last `ms` (by the database's clock). */
+export async function hostsOfMigrationsEndedWithin(q: ReadQueryable, ms: number): Promise<Set<string>> {
+  const { rows } = await q.query<{ source_host_id: string; target_host_id: string | null }>(
+    `SELECT source_host_id, target_host_id FROM migrations
+     WHERE finished_at > now() - ($1::int * interval '1 millisecond')`,
+    [ms],
+  );
+  return new Set(
+    rows.flatMap((r) => (r.target_host_id ? [r.source_host_id, r.target_host_id] : [r.source_host_id])),
+  );
+}

@@ -1,6 +1,5 @@
 -- HA restart with fencing, and the shared storage pools it needs (docs/operations.md,
--- "High availability"). Numbered 000014 in this branch because the migration runner
--- refuses a gap; assigned 000015 (the lead renumbers at merge).
+-- "High availability").
 
 -- A directory every host mounts at the same path (NFS or the like). The pool's id is
 -- written in <path>/.novacron-pool, so a host with an empty, unmounted directory at that
