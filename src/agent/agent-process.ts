@@ -29,8 +29,10 @@ import { BlobTickets } from "./blob-tickets.js";
 import { CpuSampler } from "./cpu-sampler.js";
 import { AgentDwcp, type AgentDwcpTls } from "./dwcp-transport.js";
 import { FenceStore } from "./fence-store.js";
+import { HaLease } from "./ha-lease.js";
 import { RevokedScrapers } from "./revoked-scrapers.js";
 import { parseServerUrls, ServerLink } from "./server-link.js";
+import { visiblePools } from "./storage-pools.js";
 import { VmManager } from "./vm-manager.js";
 
 /** Agent options (flags, environment). */
@@ -133,9 +135,15 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
   await fences.init();
   if (saved?.clusterId) fences.setOwnCluster(saved.clusterId);
 
+  const lease = new HaLease(o.dataDir);
+  await lease.init();
+  /** The storage pools this host sees (their markers read back), as of the last heartbeat reply. */
+  let seenPools: string[] = [];
+
   let link: ServerLink | undefined;
   const vms = new VmManager({
     fences,
+    lease,
     dataDir: o.dataDir,
     images,
     accel: accel.accel,
@@ -283,7 +291,19 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
         vms: observed,
         imageDigests: (await images.list()).map((b) => b.digest),
         load: await cpu.sample(observed),
+        storagePools: seenPools,
+        selfFenced: vms.selfFenced(),
       };
+    },
+    onHa: async (reply, sentAtMonoMs) => {
+      // The lease first: it is what keeps this host's HA VMs alive.
+      if (reply.lease) await lease.renew(sentAtMonoMs, reply.lease);
+      if (reply.storagePools) seenPools = await visiblePools(reply.storagePools);
+      for (const r of reply.release ?? []) {
+        await vms
+          .releaseLeftover(r.id, r.fence)
+          .catch((err: unknown) => log.warn({ vm: r.id, err }, "releasing an HA VM's leftover copy failed"));
+      }
     },
   });
   try {
@@ -295,6 +315,16 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     throw err;
   }
   log.info({ url, name }, "agent started");
+  // The agent's own lease timer, beside each HA VM's watchdog process.
+  const leaseTimer = setInterval(() => {
+    vms
+      .selfFenceExpired()
+      .then((n) => {
+        if (n > 0) log.warn({ vms: n }, "HA lease ran out unrenewed: killed this host's HA VMs");
+      })
+      .catch((err: unknown) => log.error({ err }, "self-fencing failed"));
+  }, 500);
+  leaseTimer.unref();
 
   let closing: Promise<void> | undefined;
   return {
@@ -307,6 +337,7 @@ export async function startAgent(o: AgentOptions): Promise<RunningAgent> {
     fences,
     close: () => {
       closing ??= (async () => {
+        clearInterval(leaseTimer);
         await link?.stop();
         await api.close();
         await dwcp?.close();

@@ -11,6 +11,7 @@
  * that answered last and moves to the next when that one is unreachable or failing.
  */
 
+import { Type } from "@sinclair/typebox";
 import { Value } from "@sinclair/typebox/value";
 import type { Logger } from "pino";
 import {
@@ -27,6 +28,8 @@ import { parseJoinToken } from "../security/join-token.js";
 import { certInfo, createCsr } from "../security/pki.js";
 import { type ClusterFetch, clusterFetch, fetchPresentedCa } from "../security/tls-client.js";
 import { type AgentIdentity, AgentIdentityFiles, shouldRenew } from "./agent-identity.js";
+import { monoNowMs } from "./ha-lease.js";
+import { type HaReply, parseHaReply } from "./ha-reply.js";
 
 /** Link options. */
 export interface ServerLinkOptions {
@@ -44,6 +47,11 @@ export interface ServerLinkOptions {
   onIdentity?: (identity: AgentIdentity) => void;
   /** Called with the revoked scraper certificates' serials each heartbeat reply names. */
   onRevokedScrapers?: (serials: string[]) => Promise<void> | void;
+  /**
+   * Called with each heartbeat reply's HA part (lease, storage pools, copies to release)
+   * and the CLOCK_MONOTONIC ms the heartbeat was sent at, from which its lease counts.
+   */
+  onHa?: (reply: HaReply, sentAtMonoMs: number) => Promise<void> | void;
 }
 
 /**
@@ -72,6 +80,9 @@ export function parseServerUrls(text: string): string[] {
   }
   return [...new Set(urls)];
 }
+
+/** The reply's non-HA part, checked as before (the HA part is parsed by ha-reply.ts). */
+const ScrapersReply = Type.Pick(AgentHeartbeatReply, ["ok", "revokedScrapers"]);
 
 /** A heartbeat reply's byte cap: 10,000 revoked serials of 64 hex digits fit. */
 const HEARTBEAT_REPLY_LIMIT_BYTES = 1024 * 1024;
@@ -189,6 +200,8 @@ export class ServerLink {
         await this.register();
       }
       const body: AgentHeartbeatPost = { agentUrl: this.o.agentUrl, ...(await this.o.heartbeat()) };
+      // The lease this heartbeat renews counts from now, before the server saw it.
+      const sentAtMonoMs = monoNowMs();
       const res = await this.post("/v1/agent/heartbeat", body);
       if (res.status === 401) {
         await res.body?.cancel();
@@ -200,8 +213,13 @@ export class ServerLink {
       }
       if (!res.ok) throw await refusal(res, "heartbeat refused");
       const reply = await readBoundedJson(res, { peer: "the server", maxBytes: HEARTBEAT_REPLY_LIMIT_BYTES });
-      if (Value.Check(AgentHeartbeatReply, reply) && reply.revokedScrapers)
-        await this.o.onRevokedScrapers?.(reply.revokedScrapers);
+      await this.o.onHa?.(parseHaReply(reply), sentAtMonoMs);
+      const scrapers = typeof reply === "object" && reply !== null ? { ...reply } : reply;
+      if (scrapers && typeof scrapers === "object") {
+        for (const k of ["lease", "storagePools", "release"]) delete (scrapers as Record<string, unknown>)[k];
+      }
+      if (Value.Check(ScrapersReply, scrapers) && scrapers.revokedScrapers)
+        await this.o.onRevokedScrapers?.(scrapers.revokedScrapers);
       if (this.outage) this.o.log.info("server reachable again");
       this.outage = false;
     } catch (err) {

@@ -10,11 +10,26 @@
  * current token, and every start the manager makes — including one it converges to after
  * a fence overtook the request — needs a held token naming this agent's own cluster.
  * Re-adopting a QEMU after an agent restart starts and resumes nothing.
+ *
+ * HA VMs (spec `ha`, disk in a shared storage pool): started only under a current HA lease
+ * (ha-lease.ts), each with a fence watchdog process (fence-watchdog.ts) that kills its
+ * QEMU when the lease runs out unrenewed; a VM so killed is reported failed with a
+ * `self-fenced` reason and never started again by the agent itself. A pool VM's disk is
+ * `<pool>/vms/<id>/disk.qcow2` on a base image copied into `<pool>/images/`; only deleting
+ * the VM removes it, never releasing this host's copy.
  */
-import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { spawn } from "node:child_process";
+import { copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import type { Logger } from "pino";
-import type { AgentIncomingEndpoints, AgentVmPut, AgentVmSpec, ObservedVm } from "../api/types/agent.js";
+import type {
+  AgentIncomingEndpoints,
+  AgentVmPut,
+  AgentVmSpec,
+  FenceToken,
+  ObservedVm,
+} from "../api/types/agent.js";
 import type { ImageStore } from "../compute/images/image-store.js";
 import type { MachineConfig } from "../compute/qemu/machine.js";
 import { vmRunPaths } from "../compute/qemu/machine.js";
@@ -24,6 +39,9 @@ import { describeError, NovaError } from "../lib/errors.js";
 import { machineTypeSupport, type QemuMachineFacts } from "../lib/qemu-support.js";
 import { readLastLines } from "./console-tail.js";
 import type { FenceStore } from "./fence-store.js";
+import { readFencedRecord, writeFencedRecord } from "./fence-watchdog.js";
+import { type HaLease, monoNowMs } from "./ha-lease.js";
+import { checkPoolMarker } from "./storage-pools.js";
 
 type ObservedState = ObservedVm["state"];
 
@@ -50,6 +68,8 @@ interface VmFile {
 
 interface ManagedVm extends VmFile {
   proc: QemuProcess | undefined;
+  /** When this host's fence watchdog killed the VM's QEMU (its lease ran out), if it did. */
+  selfFencedAt?: string;
   /** Serialises operations on this VM. */
   chain: Promise<void>;
   /** Operations queued or running on `chain`. */
@@ -67,6 +87,8 @@ export interface VmManagerOptions {
   qemu?: QemuMachineFacts;
   /** The fencing tokens held for this host's VMs (init() is the caller's). */
   fences: FenceStore;
+  /** The HA lease HA VMs run under (init() is the caller's); without one, HA VMs are refused. */
+  lease?: HaLease;
   log: Logger;
   /** Called after any observed change (the agent then heartbeats at once). */
   onChange: () => void;
@@ -101,8 +123,11 @@ export class VmManager {
         this.o.log.warn({ vm: vm.spec.name, err: describeError(err) }, "could not adopt QEMU");
         return null;
       });
+      const fenced = await readFencedRecord(this.vmDir(id));
+      if (fenced) vm.selfFencedAt = fenced.at;
       if (proc) {
         this.watch(vm, proc);
+        if (vm.spec.ha) await this.ensureWatchdog(vm);
         this.o.log.info({ vm: vm.spec.name, pid: proc.pid }, "re-adopted running QEMU");
         if (vm.spec.power === "running") await this.setObserved(vm, "running", "");
         else this.enqueue(vm, () => this.converge(vm)); // asked to stop before the restart
@@ -114,10 +139,76 @@ export class VmManager {
         const reason =
           vm.observed.state === "stopping"
             ? "stopped while the agent was down"
-            : "QEMU exited while the agent was not running";
+            : fenced
+              ? selfFencedReason(fenced.at)
+              : "QEMU exited while the agent was not running";
         await this.setObserved(vm, vm.observed.state === "stopping" ? "stopped" : "failed", reason);
       }
     }
+  }
+
+  /** HA VMs this host's watchdog killed (reported until the server releases them). */
+  selfFenced(): { id: string; at: string }[] {
+    return [...this.vms.values()].flatMap((vm) =>
+      vm.selfFencedAt ? [{ id: vm.id, at: vm.selfFencedAt }] : [],
+    );
+  }
+
+  /**
+   * The server restarted this HA VM on another host: keep the newer token (so no old
+   * request can run this copy again), kill the copy if it still runs, and remove its local
+   * files — never the pool disk, which the VM's new host now uses. Idempotent.
+   */
+  async releaseLeftover(id: string, fence: FenceToken): Promise<void> {
+    await this.o.fences.admit(id, fence, "record");
+    const vm = this.vms.get(id);
+    if (!vm) return;
+    await new Promise<void>((resolve, reject) => {
+      this.enqueue(vm, async () => {
+        this.vms.delete(id);
+        try {
+          if (vm.proc) await vm.proc.kill();
+          // Local files only: the pool disk is the VM's new host's now.
+          await rm(this.vmDir(id), { recursive: true, force: true });
+          resolve();
+        } catch (err) {
+          this.vms.set(id, vm);
+          reject(err);
+        }
+      });
+    });
+    this.o.log.warn(
+      { vm: vm.spec.name },
+      "HA VM restarted on another host; this host's leftover copy released",
+    );
+    this.o.onChange();
+  }
+
+  /**
+   * The agent's own lease timer (the watchdogs do the same from outside, and outlive the
+   * agent): once the HA lease has run out unrenewed, SIGKILLs every HA VM's QEMU, recording
+   * the kill first so the VM is reported self-fenced. Returns how many it killed.
+   */
+  async selfFenceExpired(): Promise<number> {
+    if (!this.o.lease || this.o.lease.current()) return 0;
+    let killed = 0;
+    for (const vm of this.vms.values()) {
+      const pid = vm.proc?.pid;
+      if (!vm.spec.ha || pid === undefined) continue;
+      await writeFencedRecord(this.vmDir(vm.id), {
+        at: new Date().toISOString(),
+        atMonoMs: monoNowMs(),
+        fenceAtMonoMs: this.o.lease.deadline ?? null,
+        pid,
+      });
+      try {
+        process.kill(pid, "SIGKILL");
+        killed++;
+      } catch {
+        // already gone
+      }
+    }
+    return killed;
   }
 
   /** What the agent observes for every VM. */
@@ -181,6 +272,9 @@ export class VmManager {
         try {
           if (vm.proc) await vm.proc.kill();
           await rm(this.vmDir(id), { recursive: true, force: true });
+          // The VM itself is deleted: its pool disk goes too (a release never does this).
+          const pool = vm.spec.storagePool;
+          if (pool) await rm(path.join(pool.path, "vms", id), { recursive: true, force: true });
           resolve();
         } catch (err) {
           this.vms.set(id, vm);
@@ -341,7 +435,17 @@ export class VmManager {
       // A fence may have arrived since the request was admitted.
       this.o.fences.checkOwnStart(vm.id);
       this.checkMachineType(vm);
+      if (vm.spec.ha && !(await this.o.lease?.waitCurrent(10_000))) {
+        throw new NovaError(
+          "NOVA_UNPROCESSABLE",
+          "this host holds no current HA lease (its heartbeats are not being answered), so it must not start an HA VM",
+        );
+      }
       await this.ensureDisk(vm);
+      delete vm.selfFencedAt;
+      await rm(path.join(this.vmDir(vm.id), "fenced.json"), { force: true });
+      // The watchdog first: no HA QEMU runs unguarded, even if this agent dies right after launching it.
+      if (vm.spec.ha) await this.ensureWatchdog(vm);
       const proc = await QemuProcess.launch(this.machine(vm), this.launchOptions());
       this.watch(vm, proc);
       await this.setObserved(vm, "running", "");
@@ -363,12 +467,56 @@ export class VmManager {
       }
     }
     const diskPath = this.machine(vm).diskPath;
+    const pool = vm.spec.storagePool;
+    // A pool that is not mounted here (no marker with its id) must not get a fresh disk.
+    if (pool) await checkPoolMarker(pool);
     if (await exists(diskPath)) return;
+    let base = this.o.images.pathOf(image.diskDigest);
+    if (pool) {
+      base = await this.poolBaseImage(pool.path, image.diskDigest, image.diskFormat);
+      await mkdir(path.dirname(diskPath), { recursive: true });
+    }
     // Build the overlay under a temporary name so a crash never leaves a half-made disk.
-    const tmp = `${diskPath}.tmp`;
+    const tmp = `${diskPath}.${process.pid}.tmp`;
     await rm(tmp, { force: true });
-    await createOverlay(this.o.images.pathOf(image.diskDigest), image.diskFormat, tmp);
+    await createOverlay(base, image.diskFormat, tmp);
     await rename(tmp, diskPath);
+  }
+
+  /**
+   * The VM's base image inside the pool (`<pool>/images/<digest>.<format>`), copied there
+   * from this host's image store once (under a temporary name, then renamed), so every
+   * host that mounts the pool can open the overlay's backing file.
+   */
+  private async poolBaseImage(poolPath: string, digest: string, format: string): Promise<string> {
+    const dir = path.join(poolPath, "images");
+    const file = path.join(dir, `${digest.replace(/[^a-zA-Z0-9:_-]/g, "_")}.${format}`);
+    if (await exists(file)) return file;
+    await mkdir(dir, { recursive: true });
+    const tmp = `${file}.${process.pid}.tmp`;
+    await copyFile(this.o.images.pathOf(digest), tmp);
+    await rename(tmp, file);
+    return file;
+  }
+
+  /**
+   * Starts the VM's fence watchdog unless one runs already (an agent restart finds the one
+   * its predecessor started): a detached process that outlives this agent.
+   */
+  private async ensureWatchdog(vm: ManagedVm): Promise<void> {
+    const dir = this.vmDir(vm.id);
+    const existing = Number(await readFile(path.join(dir, "watchdog.pid"), "utf8").catch(() => "0"));
+    if (existing > 1) {
+      const cmdline = await readFile(`/proc/${existing}/cmdline`, "utf8").catch(() => "");
+      if (cmdline.includes("fence-watchdog-main") && cmdline.includes(dir)) return;
+    }
+    if (!this.o.lease) return;
+    const child = spawn(process.execPath, [WATCHDOG_MAIN, this.o.lease.file, dir], {
+      detached: true,
+      stdio: "ignore",
+    });
+    child.unref();
+    if (child.pid) await writeFile(path.join(dir, "watchdog.pid"), `${child.pid}\n`);
   }
 
   private watch(vm: ManagedVm, proc: QemuProcess): void {
@@ -383,7 +531,15 @@ export class VmManager {
           if (vm.spec.power === "running") vm.spec = { ...vm.spec, power: "stopped" };
           await this.setObserved(vm, "stopped", exit.reason);
         } else {
-          await this.setObserved(vm, "failed", exit.reason);
+          const fenced = vm.spec.ha ? await readFencedRecord(this.vmDir(vm.id)) : undefined;
+          if (fenced) {
+            vm.selfFencedAt = fenced.at;
+            this.o.log.warn(
+              { vm: vm.spec.name, at: fenced.at },
+              "HA lease ran out: the watchdog killed the VM",
+            );
+          }
+          await this.setObserved(vm, "failed", fenced ? selfFencedReason(fenced.at) : exit.reason);
         }
       })
       // Recording the state can fail (disk full, directory gone); that must not take the
@@ -426,7 +582,9 @@ export class VmManager {
       vcpus: spec.vcpus,
       memoryMiB: spec.memoryMiB,
       accel: this.o.accel,
-      diskPath: path.join(dir, "disk.qcow2"),
+      diskPath: spec.storagePool
+        ? path.join(spec.storagePool.path, "vms", vm.id, "disk.qcow2")
+        : path.join(dir, "disk.qcow2"),
       runDir: dir,
     };
     if (spec.image.kernelDigest) {
@@ -495,6 +653,14 @@ export class VmManager {
     if (!/^[0-9a-f-]{36}$/.test(id)) throw new NovaError("NOVA_BAD_REQUEST", `Invalid VM id ${id}`);
     return path.join(this.vmsDir, id);
   }
+}
+
+/** The fence watchdog's entry point, next to this module in the build. */
+const WATCHDOG_MAIN = fileURLToPath(new URL("./fence-watchdog-main.js", import.meta.url));
+
+/** The observed reason of a VM its watchdog killed (cluster/ha-plan.ts SELF_FENCED_REASON). */
+function selfFencedReason(at: string): string {
+  return `self-fenced: this host's HA lease ran out unrenewed and its watchdog killed QEMU at ${at}; the server restarts the VM elsewhere`;
 }
 
 async function exists(p: string): Promise<boolean> {

@@ -64,6 +64,7 @@ import { migrationRoutes } from "./routes/migrations.js";
 import { placementRoutes } from "./routes/placement.js";
 import { rebalancerRoutes } from "./routes/rebalancer.js";
 import { sessionRoutes } from "./routes/session.js";
+import { storagePoolRoutes } from "./routes/storage-pools.js";
 import { tokenRoutes } from "./routes/tokens.js";
 import { userRoutes } from "./routes/users.js";
 import { vmRoutes } from "./routes/vms.js";
@@ -288,6 +289,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(imageRoutes, routeDeps);
   await app.register(vmRoutes, routeDeps);
   await app.register(placementRoutes, routeDeps);
+  await app.register(storagePoolRoutes, routeDeps);
   await app.register(migrationRoutes, routeDeps);
   await app.register(eventRoutes, routeDeps);
   await app.register(agentRoutes, routeDeps);

@@ -17,6 +17,7 @@ import { registerMetricsCommands } from "./commands/metrics.js";
 import { registerMigrationCommands } from "./commands/migrations.js";
 import { registerPlacementCommands } from "./commands/placement.js";
 import { registerRebalancerCommands } from "./commands/rebalancer.js";
+import { registerStorageCommands } from "./commands/storage-pools.js";
 import { registerTokenCommands } from "./commands/tokens.js";
 import { registerUserCommands } from "./commands/users.js";
 import { registerVmCommands } from "./commands/vms.js";
@@ -41,6 +42,7 @@ export function buildProgram(deps: CliDeps = {}): Command {
   registerHostCommands(program);
   registerImageCommands(program);
   registerVmCommands(program);
+  registerStorageCommands(program);
   registerMigrationCommands(program);
   registerPlacementCommands(program);
   registerExecCommands(program);
@@ -78,7 +80,7 @@ export function buildProgram(deps: CliDeps = {}): Command {
         addClientOptions(sub);
       for (const leaf of sub.commands) {
         leaf.exitOverride();
-        if (["exec", "cluster", "user", "placement"].includes(cmd.name())) addClientOptions(leaf);
+        if (["exec", "cluster", "user", "placement", "storage"].includes(cmd.name())) addClientOptions(leaf);
       }
     }
   }

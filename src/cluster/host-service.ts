@@ -9,6 +9,8 @@ import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import type {
   AgentHeartbeatPost,
+  AgentHeartbeatReply,
+  AgentLease,
   AgentRegisterPost,
   AgentRegisterResponse,
   QemuInfo,
@@ -34,8 +36,12 @@ import {
 } from "./store/hosts.js";
 import { syncImageLocations } from "./store/images.js";
 import { consumeJoinToken, createJoinToken, type JoinTokenInfo } from "./store/join-tokens.js";
+import { listStoragePools, syncHostStoragePools } from "./store/storage-pools.js";
 import type { Store } from "./store/store.js";
-import { listVms, markHostVmsUnknown, setObserved } from "./store/vms.js";
+import { listVms, markHostVmsUnknown, setObserved, vmsToRelease } from "./store/vms.js";
+
+/** What a heartbeat reply carries for HA besides `ok`: the lease, the pools to look for, the copies to release. */
+export type HeartbeatHa = Pick<AgentHeartbeatReply, "lease" | "storagePools" | "release">;
 
 /** Signs host certificates (the server's PKI). */
 export interface HostCertIssuer {
@@ -59,6 +65,8 @@ export class HostService {
     private readonly clusterId: string,
     /** At most one load sample per host this often (heartbeats come every 2 s). @defaultValue 10000 */
     private readonly loadSampleEveryMs = 10_000,
+    /** The HA lease each heartbeat reply grants (ha-restarter.ts leaseOf). */
+    private readonly lease?: AgentLease,
   ) {}
 
   /**
@@ -125,8 +133,12 @@ export class HostService {
     return { hostId: id, certificate, caCertificate: this.issuer.caPem, clusterId: this.clusterId };
   }
 
-  /** Applies a heartbeat from the host `hostId`. */
-  async heartbeat(hostId: string, body: AgentHeartbeatPost): Promise<void> {
+  /**
+   * Applies a heartbeat from the host `hostId`; returns what the reply carries for HA: the
+   * renewed lease, the storage pools to look for, and the leftover copies of HA VMs
+   * restarted elsewhere, which the agent must release.
+   */
+  async heartbeat(hostId: string, body: AgentHeartbeatPost): Promise<HeartbeatHa> {
     if (body.qemu && !isSupportedQemu(body.qemu)) {
       const host = await getHost(this.store.read, hostId);
       throw tooOld(host.name, body.qemu);
@@ -163,8 +175,42 @@ export class HostService {
           this.loadSampleEveryMs,
         );
       }
+      if (body.storagePools) await syncHostStoragePools(tx, hostId, body.storagePools);
+      const reported = new Set(body.vms.map((v) => v.id));
+      for (const f of body.selfFenced ?? []) {
+        // Only about a VM the agent holds; reported until the copy is released: recorded once per kill.
+        if (!reported.has(f.id)) continue;
+        const { rows } = await tx.query(
+          "SELECT 1 FROM events WHERE resource_type = 'vm' AND resource_id = $1 AND type = 'ha.fenced' AND data->>'at' = $2 LIMIT 1",
+          [f.id, f.at],
+        );
+        if (rows.length > 0) continue;
+        emit(
+          await appendEvent(tx, {
+            type: "ha.fenced",
+            resourceType: "vm",
+            resourceId: f.id,
+            data: { hostId, at: f.at },
+          }),
+        );
+      }
     });
     if (changed) this.wake();
+    const [release, pools] = await Promise.all([
+      vmsToRelease(
+        this.store.read,
+        hostId,
+        body.vms.map((v) => v.id),
+        this.clusterId,
+      ),
+      listStoragePools(this.store.read),
+    ]);
+    for (const r of release) this.log.info({ vm: r.name, hostId }, "releasing an HA VM's leftover copy");
+    return {
+      ...(this.lease ? { lease: this.lease } : {}),
+      storagePools: pools.slice(0, 256).map((p) => ({ id: p.id, path: p.path })),
+      release: release.slice(0, 1024).map((r) => ({ id: r.id, fence: r.fence })),
+    };
   }
 
   /** Sets or clears a host's cordon; returns the host. */

@@ -58,6 +58,8 @@ export interface PlacementRequest {
   site?: string | null;
   /** Where it runs now, for a move. */
   fromHostId?: string;
+  /** Its disk is in this shared storage pool: only the hosts that see it can open the disk. */
+  storagePool?: { name: string; hostIds: readonly string[] };
 }
 
 /** A hook giving a host's predicted CPU load, 0..1 (null: unknown). */
@@ -251,6 +253,9 @@ export class PlacementView {
       ...(req.machineType !== undefined ? { machineType: req.machineType } : {}),
       ...(req.site ? { site: req.site } : {}),
       ...(req.fromHostId !== undefined ? { fromHostId: req.fromHostId } : {}),
+      ...(req.storagePool
+        ? { storagePool: { name: req.storagePool.name, hostIds: new Set(req.storagePool.hostIds) } }
+        : {}),
     };
   }
 }

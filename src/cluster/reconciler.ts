@@ -133,6 +133,10 @@ export class Reconciler {
         image: bootImage(image),
         power: decision.power,
         ...(machineType ? { machineType } : {}),
+        ...(vm.storagePoolId && vm.storagePoolPath
+          ? { storagePool: { id: vm.storagePoolId, path: vm.storagePoolPath } }
+          : {}),
+        ...(vm.ha === "restart" ? { ha: true } : {}),
         fence: vmFence(vm, this.options.clusterId),
       });
       await setObserved(this.store.db, vm.id, observed.state, observed.reason, observed.generation);

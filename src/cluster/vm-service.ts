@@ -20,8 +20,9 @@ import type { Queryable } from "./store/db.js";
 import { getHost, type HostRecord } from "./store/hosts.js";
 import { getImage } from "./store/images.js";
 import { addGroupMembers, getPlacementGroup } from "./store/placement-groups.js";
+import { getStoragePool } from "./store/storage-pools.js";
 import type { Store } from "./store/store.js";
-import { getVm, insertVm, transitionVm, type VmRecord } from "./store/vms.js";
+import { getVm, insertVm, setVmHa, transitionVm, type VmRecord } from "./store/vms.js";
 import { checkOwnedHere } from "./vm-ownership.js";
 
 // Serialises placement decisions so two creates cannot both take a host's last memory.
@@ -41,8 +42,10 @@ export class VmService {
    */
   async create(input: VmsPost): Promise<VmRecord> {
     const start = input.start ?? true;
+    const ha = input.ha ?? "none";
+    if (ha === "restart" && input.storagePool === undefined) throw haLocalDisk(input.name);
     const id = await this.store.write(async (tx, emit) => {
-      const { req, view, pinned, imageId } = await this.prepare(tx, input);
+      const { req, view, pinned, imageId, pool } = await this.prepare(tx, input);
       const host = view.place(req);
       // Placement only picks hosts that reported their QEMU.
       const machineType = pinned ?? host.qemu!.q35Alias;
@@ -58,6 +61,8 @@ export class VmService {
         state: start ? "scheduled" : "stopped",
         hostSelector: req.hostSelector ?? {},
         requiredSite: req.site ?? null,
+        ...(pool ? { storagePoolId: pool.id } : {}),
+        ha,
       });
       emit(event);
       for (const name of input.groups ?? [])
@@ -108,6 +113,7 @@ export class VmService {
         { details: { memoryMiB, minMemoryMiB: image.minMemoryMiB, image: image.name } },
       );
     }
+    const pool = input.storagePool === undefined ? undefined : await getStoragePool(tx, input.storagePool);
     const view = await this.placement.load(tx, { vm: input.name, groups: input.groups ?? [] });
     if (pinned) refuseUnrunnableMachineType(input.name, pinned, view.hosts);
     const req: PlacementRequest = {
@@ -119,8 +125,26 @@ export class VmService {
       hostSelector: input.hostSelector ?? {},
       site: input.site ?? null,
       ...(pinned ? { machineType: pinned } : {}),
+      // A disk in a pool: only the hosts that see the pool can open it.
+      ...(pool ? { storagePool: { name: pool.name, hostIds: pool.hostIds } } : {}),
     };
-    return { req, view, pinned, imageId: image.id };
+    return { req, view, pinned, imageId: image.id, pool };
+  }
+
+  /**
+   * Changes whether the VM is restarted elsewhere when its host dies. `restart` needs the
+   * VM's disk in a storage pool (NOVA_HA_LOCAL_DISK otherwise, nothing changed).
+   */
+  async setHa(idOrName: string, ha: "none" | "restart"): Promise<VmRecord> {
+    const id = await this.store.write(async (tx, emit) => {
+      const vm = await getVm(tx, idOrName, true);
+      await checkOwnedHere(tx, vm, "update");
+      if (ha === "restart" && !vm.storagePoolId) throw haLocalDisk(vm.name);
+      if (vm.ha !== ha) emit(await setVmHa(tx, vm, ha));
+      return vm.id;
+    });
+    this.wake();
+    return getVm(this.store.read, id);
   }
 
   /** Starts a stopped or failed VM on its host. */
@@ -263,4 +287,13 @@ export function vmPlacementRequest(vm: VmRecord): Omit<PlacementRequest, "imageH
     hostSelector: vm.hostSelector,
     site: vm.requiredSite,
   };
+}
+
+/** An HA VM asked for on a host's local disk: no other host could open its disk. */
+function haLocalDisk(vmName: string): NovaError {
+  return new NovaError(
+    "NOVA_HA_LOCAL_DISK",
+    `VM ${vmName} cannot have ha: restart with its disk on its host's local disk: when the host dies, the disk dies with it and no other host can restart the VM. Keep its disk in a shared storage pool (create it with --storage-pool NAME; list pools with novacron storage pool list), or leave HA off. Nothing was changed.`,
+    { details: { vm: vmName, ha: "restart", storagePool: null } },
+  );
 }

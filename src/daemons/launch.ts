@@ -114,6 +114,11 @@ export async function runServer(o: ServerDaemonFlags): Promise<void> {
     ...(o.caKey ? { caKeyFile: path.resolve(o.caKey) } : {}),
     ...(o.tlsName.length > 0 ? { tlsNames: o.tlsName } : {}),
     heartbeatTimeoutMs: parsePositiveInt(o.heartbeatTimeout, "--heartbeat-timeout") * 1000,
+    ha: {
+      leaseMs: parsePositiveInt(o.haLease, "--ha-lease") * 1000,
+      ...(o.haFenceHook ? { fenceHook: path.resolve(o.haFenceHook) } : {}),
+      fenceHookTimeoutMs: parsePositiveInt(o.haFenceHookTimeout, "--ha-fence-hook-timeout") * 1000,
+    },
     maxMigrationsPerHost: parsePositiveInt(o.maxMigrationsPerHost, "--max-migrations-per-host"),
     rebalanceIntervalMs: parsePositiveInt(o.rebalanceInterval, "--rebalance-interval") * 1000,
     loadSampleIntervalMs: parsePositiveInt(o.loadSampleInterval, "--load-sample-interval") * 1000,

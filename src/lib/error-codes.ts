@@ -140,6 +140,18 @@ export const ERROR_CODES = {
     description:
       "A drain was refused, with nothing changed: the host is the last schedulable one (no other host is alive and uncordoned), or the other hosts cannot take its running VMs; details list each VM that does not fit and why. Add or uncordon a host, or free memory, then drain again.",
   },
+  NOVA_HA_LOCAL_DISK: {
+    status: 422,
+    retryable: false,
+    description:
+      "A VM with `ha: restart` must keep its disk in a shared storage pool: a disk on a host's local image store dies with the host, so no other host could restart it. Nothing was changed. Create it with --storage-pool NAME (novacron storage pool list), or leave HA off.",
+  },
+  NOVA_STORAGE_POOL_IN_USE: {
+    status: 409,
+    retryable: false,
+    description:
+      "A storage pool that VMs still keep their disks in cannot be removed; details name them. Delete those VMs first.",
+  },
   NOVA_DRAIN_MIGRATION_FAILED: {
     status: 500,
     retryable: true,

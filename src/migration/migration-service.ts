@@ -68,6 +68,15 @@ export class MigrationService {
         );
       }
       assertActionAllowed(vm.name, vm.state, "migrate");
+      if (vm.storagePoolId) {
+        // Live migration copies the disk into the target's own overlay; a pool disk is the
+        // same file on both hosts, so the copy would overwrite the disk the VM runs on.
+        throw new NovaError(
+          "NOVA_UNPROCESSABLE",
+          `Cannot migrate VM ${vm.name}: its disk is in storage pool ${vm.storagePool}, and live migration of a VM on a shared pool is not supported yet (it would copy the disk onto itself). Keep it where it is (a drain cannot move it either).`,
+          { details: { vm: vm.name, storagePool: vm.storagePool } },
+        );
+      }
       if (!vm.hostId) throw new NovaError("NOVA_INTERNAL", `VM ${vm.name} is running but has no host`);
       const source = await getHost(tx, vm.hostId);
       const options = input.options ?? {};

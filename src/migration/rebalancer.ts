@@ -157,7 +157,10 @@ export class Rebalancer {
           id: v.id,
           name: v.name,
           hostId: v.hostId!,
-          movable: v.state === "running" && !moving.has(v.id) && v.ownerClusterId === null,
+          // Owned here, running, not moving, and not on a storage pool (live migration of a
+          // pool VM is refused: its disk is already where the target would copy it).
+          movable:
+            v.state === "running" && !moving.has(v.id) && v.ownerClusterId === null && !v.storagePoolId,
           cpuCores: mean(own.filter((s) => v.id in s.vms).map((s) => s.vms[v.id]!)),
           lastMovedAt: lastMoved.get(v.id) ?? null,
           allowedTargets: allowed,

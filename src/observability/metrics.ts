@@ -16,6 +16,8 @@ import { type MigrationObserver, registerMigrationMetrics } from "./migration-me
 export interface ServerMetrics {
   registry: Registry;
   httpRequests: Counter<"method" | "route" | "status">;
+  /** HA restarts by outcome (cluster/ha-restarter.ts). */
+  haRestarts: Counter<"outcome">;
   httpDuration: Histogram<"method" | "route">;
   /** Hand to the migration orchestrator: observes each migration's end. */
   migrations: MigrationObserver;
@@ -74,5 +76,11 @@ export function createServerMetrics(
       }
     },
   });
-  return { registry, httpRequests, httpDuration, migrations };
+  const haRestarts = new Counter({
+    name: "novacron_ha_restarts_total",
+    help: "HA steps taken for VMs whose host died: restarted (on another host), restarted-in-place (the host came back after self-fencing), no-host (no host could take it; retried)",
+    labelNames: ["outcome"] as const,
+    registers: [registry],
+  });
+  return { registry, httpRequests, httpDuration, migrations, haRestarts };
 }

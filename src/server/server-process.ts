@@ -16,6 +16,7 @@ import pino, { type Logger } from "pino";
 import { apiTlsOptions, buildApp } from "../api/app.js";
 import { AgentConnector } from "../cluster/agent-client.js";
 import { EventRelay } from "../cluster/event-relay.js";
+import { type HaOptions, HaRestarter, leaseOf } from "../cluster/ha-restarter.js";
 import { HostService } from "../cluster/host-service.js";
 import { ImageService } from "../cluster/image-service.js";
 import type { LeaseTiming } from "../cluster/leader-lease.js";
@@ -68,6 +69,8 @@ export interface ServerOptions {
   port?: number;
   /** A host is dead after this long without a heartbeat. @defaultValue 10000 */
   heartbeatTimeoutMs?: number;
+  /** HA restart with fencing: the lease, margins and fencing hook (cluster/ha-restarter.ts). */
+  ha?: HaOptions;
   /** Concurrent incoming and outgoing migrations per host; more are queued. @defaultValue 2 */
   maxMigrationsPerHost?: number;
   /** Reconcile pass interval. @defaultValue 1000 */
@@ -266,6 +269,15 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     { caPem: pki.ca.certPem, issueHostCert: (csr, host) => pki.issueHostCert(csr, host) },
     clusterId,
     options.loadSampleIntervalMs,
+    leaseOf(options.ha ?? {}),
+  );
+  const ha = new HaRestarter(
+    store,
+    log.child({ component: "ha" }),
+    wake,
+    options.ha ?? {},
+    (outcome) => metrics.haRestarts.inc({ outcome }),
+    placement,
   );
   const vms = new VmService(store, wake, placement);
   const migrations = new MigrationService(
@@ -367,6 +379,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         stop: () => rebalancer.stop(),
         // Not woken by every change: a pass reads the whole cluster, and its interval is
         // what its hold and window are measured in.
+      },
+      {
+        name: "ha",
+        start: () => ha.start(),
+        stop: () => ha.stop(),
       },
       {
         name: "liveness",

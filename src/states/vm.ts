@@ -13,6 +13,8 @@
  *   running ──migrate──▶ migrating ──completed, failed or cancelled──▶ running (on the
  *   target or still on the source); ──both QEMUs lost──▶ failed
  *   (a hand-off from another cluster) arriving ──owned here──▶ running; ──called off──▶ deleting
+ *   scheduled, starting or running with `ha: restart` ──its host died and its lease ran
+ *   out (cluster/ha-plan.ts)──▶ scheduled on another host
  *
  * `desired_state` records what the user asked for (running, stopped, deleted); the
  * reconciler (cluster/reconciler.ts) moves `state` towards it using what the agent reports.
@@ -44,8 +46,8 @@ export const VM = defineStateMachine({
   transitions: {
     pending: ["scheduled", "failed", "deleting"],
     scheduled: ["starting", "stopped", "failed", "deleting"],
-    starting: ["running", "stopping", "stopped", "failed", "deleting"],
-    running: ["stopping", "stopped", "failed", "deleting", "migrating"],
+    starting: ["running", "stopping", "stopped", "failed", "deleting", "scheduled"],
+    running: ["stopping", "stopped", "failed", "deleting", "migrating", "scheduled"],
     stopping: ["stopped", "failed", "deleting"],
     stopped: ["starting", "deleting"],
     failed: ["starting", "deleting"],

@@ -46,9 +46,9 @@ export const agentRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { h
       onRequest: guard("agent:heartbeat"),
     },
     async (req) => {
-      await hosts.heartbeat(req.principal!.id, req.body);
+      const ha = await hosts.heartbeat(req.principal!.id, req.body);
       // Agents refuse these scrapers' certificates on their /metrics (they cannot ask the database).
-      return { ok: true, revokedScrapers: await revokedScraperSerials(store.read) };
+      return { ok: true, revokedScrapers: await revokedScraperSerials(store.read), ...ha };
     },
   );
 };

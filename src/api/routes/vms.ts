@@ -1,11 +1,11 @@
-/** Routes: /v1/vms — create, list, show, start, stop, restart, delete, console. */
+/** Routes: /v1/vms — create, list, show, change (HA), start, stop, restart, delete, console. */
 import type { FastifyPluginAsyncTypebox } from "@fastify/type-provider-typebox";
 import { getHost } from "../../cluster/store/hosts.js";
 import { getVm, listVms, publicVm } from "../../cluster/store/vms.js";
 import { NovaError } from "../../lib/errors.js";
 import { IdOrNameParams } from "../types/common.js";
 import { VmDryRun } from "../types/placement.js";
-import { Vm, VmConsole, VmConsoleQuery, VmList, VmsPost, VmsPostQuery } from "../types/vms.js";
+import { Vm, VmConsole, VmConsoleQuery, VmList, VmPatch, VmsPost, VmsPostQuery } from "../types/vms.js";
 import type { RouteDeps } from "./deps.js";
 
 /** VM routes. */
@@ -42,6 +42,21 @@ export const vmRoutes: FastifyPluginAsyncTypebox<RouteDeps> = async (app, { stor
       onRequest: guard("vms:read"),
     },
     async (req) => publicVm(await getVm(store.read, req.params.id)),
+  );
+
+  app.patch(
+    "/v1/vms/:id",
+    {
+      schema: { tags: ["vms"], params: IdOrNameParams, body: VmPatch, response: { 200: Vm } },
+      onRequest: guard("vms:write"),
+    },
+    async (req) => {
+      const vm =
+        req.body.ha === undefined
+          ? await getVm(store.read, req.params.id)
+          : await vms.setHa(req.params.id, req.body.ha);
+      return publicVm(vm);
+    },
   );
 
   for (const action of ["start", "stop", "restart"] as const) {

@@ -120,43 +120,6 @@ export const HostLoad = Type.Object(
 );
 export type HostLoad = Static<typeof HostLoad>;
 
-/** `POST /v1/agent/heartbeat` (host certificate): liveness, capacity and every VM's state. */
-export const AgentHeartbeatPost = Type.Object(
-  {
-    agentUrl: Type.String({ pattern: "^https?://", maxLength: 2048 }),
-    capacity: HostCapacity,
-    qemu: Type.Optional(QemuInfo),
-    vms: Type.Array(ObservedVm),
-    imageDigests: Type.Array(Type.String()),
-    load: Type.Optional(HostLoad),
-  },
-  { additionalProperties: false },
-);
-export type AgentHeartbeatPost = Static<typeof AgentHeartbeatPost>;
-
-/** The server's reply to a heartbeat. */
-export const AgentHeartbeatReply = Type.Object({
-  ok: Type.Boolean(),
-  revokedScrapers: Type.Optional(
-    Type.Array(Type.String({ pattern: "^[0-9a-f]{1,64}$" }), {
-      maxItems: 10_000,
-      description:
-        "Serials of revoked, unexpired metrics scraper certificates: the agent refuses them on /metrics (absent from servers older than revocation)",
-    }),
-  ),
-});
-export type AgentHeartbeatReply = Static<typeof AgentHeartbeatReply>;
-
-/** The image blobs a VM boots from, by digest in the host's image store. */
-export const VmBootImage = Type.Object({
-  diskDigest: Type.String(),
-  diskFormat: Type.Union([Type.Literal("qcow2"), Type.Literal("raw")]),
-  kernelDigest: Type.Union([Type.String(), Type.Null()]),
-  initrdDigest: Type.Union([Type.String(), Type.Null()]),
-  cmdline: Type.String(),
-});
-export type VmBootImage = Static<typeof VmBootImage>;
-
 /**
  * A fencing token (docs/federation.md §10): the cluster that owns a VM and the epoch of
  * that ownership. An agent starts or resumes a copy only with the newest token it has
@@ -174,6 +137,87 @@ export const FenceToken = Type.Object(
 );
 export type FenceToken = Static<typeof FenceToken>;
 
+/** `POST /v1/agent/heartbeat` (host certificate): liveness, capacity and every VM's state. */
+export const AgentHeartbeatPost = Type.Object(
+  {
+    agentUrl: Type.String({ pattern: "^https?://", maxLength: 2048 }),
+    capacity: HostCapacity,
+    qemu: Type.Optional(QemuInfo),
+    vms: Type.Array(ObservedVm),
+    imageDigests: Type.Array(Type.String()),
+    load: Type.Optional(HostLoad),
+    storagePools: Type.Optional(
+      Type.Array(Type.String({ format: "uuid" }), {
+        maxItems: 256,
+        description:
+          "Ids of the storage pools whose marker file this host reads back with the pool's id (absent from older agents)",
+      }),
+    ),
+    selfFenced: Type.Optional(
+      Type.Array(
+        Type.Object({
+          id: Uuid,
+          at: Type.String({ format: "date-time", description: "When the watchdog killed the VM's QEMU" }),
+        }),
+        { maxItems: 1024, description: "HA VMs this host's watchdog killed because its lease ran out" },
+      ),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type AgentHeartbeatPost = Static<typeof AgentHeartbeatPost>;
+
+/** The HA lease a heartbeat reply grants (docs/agent-protocol.md, "The HA lease"). */
+export const AgentLease = Type.Object({
+  durationMs: Type.Integer({
+    minimum: 1000,
+    description: "How long the lease runs from the heartbeat's send time",
+  }),
+  selfFenceAfterMs: Type.Integer({
+    minimum: 500,
+    description:
+      "After this long without a renewal (from the last renewed heartbeat's send time) the agent's watchdog kills its HA VMs; shorter than durationMs by a safety margin",
+  }),
+});
+export type AgentLease = Static<typeof AgentLease>;
+
+/** The server's reply to a heartbeat. */
+export const AgentHeartbeatReply = Type.Object({
+  ok: Type.Boolean(),
+  revokedScrapers: Type.Optional(
+    Type.Array(Type.String({ pattern: "^[0-9a-f]{1,64}$" }), {
+      maxItems: 10_000,
+      description:
+        "Serials of revoked, unexpired metrics scraper certificates: the agent refuses them on /metrics (absent from servers older than revocation)",
+    }),
+  ),
+  lease: Type.Optional(AgentLease),
+  storagePools: Type.Optional(
+    Type.Array(Type.Object({ id: Type.String({ format: "uuid" }), path: Type.String({ pattern: "^/" }) }), {
+      maxItems: 256,
+      description: "The cluster's storage pools: the agent reports which of them it sees",
+    }),
+  ),
+  release: Type.Optional(
+    Type.Array(Type.Object({ id: Uuid, fence: FenceToken }), {
+      maxItems: 1024,
+      description:
+        "HA VMs restarted on another host: the agent keeps the newer token, kills its leftover copy and removes its local files, never the pool disk",
+    }),
+  ),
+});
+export type AgentHeartbeatReply = Static<typeof AgentHeartbeatReply>;
+
+/** The image blobs a VM boots from, by digest in the host's image store. */
+export const VmBootImage = Type.Object({
+  diskDigest: Type.String(),
+  diskFormat: Type.Union([Type.Literal("qcow2"), Type.Literal("raw")]),
+  kernelDigest: Type.Union([Type.String(), Type.Null()]),
+  initrdDigest: Type.Union([Type.String(), Type.Null()]),
+  cmdline: Type.String(),
+});
+export type VmBootImage = Static<typeof VmBootImage>;
+
 /** What a VM is: its spec and wanted power state, as an agent records it (vm.json). */
 export const AgentVmSpec = Type.Object(
   {
@@ -188,6 +232,25 @@ export const AgentVmSpec = Type.Object(
       Type.String({
         pattern: "^(q35|pc-q35-[0-9]{1,3}\\.[0-9]{1,3})$",
         description: "QEMU machine type the VM runs as (its stored, concrete type); q35 when absent",
+      }),
+    ),
+    storagePool: Type.Optional(
+      Type.Object(
+        {
+          id: Type.String({ format: "uuid" }),
+          path: Type.String({ pattern: "^/", maxLength: 200 }),
+        },
+        {
+          additionalProperties: false,
+          description:
+            "The shared pool the VM's disk lives in (<path>/vms/<id>/disk.qcow2, its base image in <path>/images/); absent: the host's local image store",
+        },
+      ),
+    ),
+    ha: Type.Optional(
+      Type.Boolean({
+        description:
+          'An HA VM: the agent runs it only under a current lease and a watchdog kills its QEMU when the lease runs out (docs/agent-protocol.md, "The HA lease")',
       }),
     ),
   },

@@ -7,6 +7,12 @@ import { stateUnion } from "./state-schema.js";
 
 const VmStateSchema = stateUnion(VM);
 
+/** Whether the server restarts the VM on another host when its host dies. */
+export const VmHa = Type.Union([Type.Literal("none"), Type.Literal("restart")], {
+  description:
+    "restart: run it again on another host when its host dies (needs storagePool); none: stay down with the host. @defaultValue none",
+});
+
 /** A VM as the API shows it. */
 export const Vm = Type.Object({
   id: Uuid,
@@ -36,6 +42,13 @@ export const Vm = Type.Object({
   host: Type.Union([Type.String(), Type.Null()], { description: "Host name" }),
   hostId: Type.Union([Uuid, Type.Null()]),
   generation: Type.Integer(),
+  ha: Type.Union([Type.Literal("none"), Type.Literal("restart")], {
+    description:
+      "restart: when its host dies the server restarts it on another host that sees its storage pool",
+  }),
+  storagePool: Type.Union([Type.String(), Type.Null()], {
+    description: "The shared storage pool its disk lives in; null: its host's local disk",
+  }),
   createdAt: Type.String({ format: "date-time" }),
   updatedAt: Type.String({ format: "date-time" }),
   stateChangedAt: Type.String({ format: "date-time" }),
@@ -78,10 +91,26 @@ export const VmsPost = Type.Object(
         description: "Placement groups the VM joins (created first with novacron placement group create)",
       }),
     ),
+    storagePool: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 128,
+        description:
+          "Keep the disk in this shared storage pool (name or id) instead of the host's local disk",
+      }),
+    ),
+    ha: Type.Optional(VmHa),
   },
   { additionalProperties: false },
 );
 export type VmsPost = Static<typeof VmsPost>;
+
+/** `PATCH /v1/vms/{id}`: settings that can change while the VM exists. */
+export const VmPatch = Type.Object(
+  { ha: Type.Optional(VmHa) },
+  { additionalProperties: false, minProperties: 1 },
+);
+export type VmPatch = Static<typeof VmPatch>;
 
 /** `GET /v1/vms/{id}/console`. */
 export const VmConsoleQuery = Type.Object({

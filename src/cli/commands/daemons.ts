@@ -14,6 +14,9 @@ export interface ServerDaemonFlags {
   listen: string;
   databaseUrl?: string;
   heartbeatTimeout: string;
+  haLease: string;
+  haFenceHook?: string;
+  haFenceHookTimeout: string;
   acpPrepareTimeout: string;
   maxMigrationsPerHost: string;
   rebalanceInterval: string;
@@ -96,6 +99,16 @@ export function registerDaemonCommands(program: Command, loadLauncher?: LoadDaem
       "PostgreSQL URL (default: $DATABASE_URL, else embedded PGlite in the data dir)",
     )
     .option("--heartbeat-timeout <seconds>", "mark a host dead after this long without a heartbeat", "10")
+    .option(
+      "--ha-lease <seconds>",
+      "the lease each heartbeat reply grants: an agent kills its HA VMs 5 s before its lease runs out unrenewed, and the server restarts them elsewhere 5 s after it ran out (docs/operations.md, High availability)",
+      "15",
+    )
+    .option(
+      "--ha-fence-hook <program>",
+      "a program run with a dead host's name (e.g. an IPMI power-off script); exit 0 confirms the host is fenced and its HA VMs restart without waiting out the lease",
+    )
+    .option("--ha-fence-hook-timeout <seconds>", "bound on the fencing hook (killed after it)", "30")
     .option(
       "--acp-prepare-timeout <seconds>",
       "how long a migration to another cluster waits for that cluster to prepare its copy before the hand-off's authorisation expires and is withdrawn (NOVA_ACP_EXPIRED)",

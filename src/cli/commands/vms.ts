@@ -1,4 +1,4 @@
-/** `novacron vm create|list|show|start|stop|restart|delete|console`. */
+/** `novacron vm create|list|show|set|start|stop|restart|delete|console`. */
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Static } from "@sinclair/typebox";
 import type { Command } from "commander";
@@ -110,6 +110,8 @@ function printVm(v: Vm): void {
       "Machine type",
       v.machineType ?? "not recorded yet (q35 of its host; recorded at its next start or migration)",
     ],
+    ["HA", v.ha],
+    ["Disk", v.storagePool ? `storage pool ${v.storagePool}` : "its host's local disk"],
     ["Generation", v.generation],
     ["Created", v.createdAt],
     ["State since", v.stateChangedAt],
@@ -137,6 +139,14 @@ export function registerVmCommands(program: Command): void {
       "--machine-type <type>",
       "pin the QEMU machine type, e.g. pc-q35-7.2 to keep the VM movable to QEMU 7.2 hosts (default: the newest of the host it is placed on)",
     )
+    .option(
+      "--storage-pool <pool>",
+      "keep its disk in this shared storage pool (novacron storage pool list) instead of its host's local disk; needed for --ha restart",
+    )
+    .option(
+      "--ha <mode>",
+      "restart: run it again on another host that sees its storage pool when its host dies; none (default): stay down with the host",
+    )
     .option("--no-start", "create it stopped")
     .option("--host-label <key=value>", "run only on hosts with this label (repeatable)", collect, [])
     .option("--site <site>", "run only in this site")
@@ -153,6 +163,8 @@ export function registerVmCommands(program: Command): void {
           memory: string;
           kernelArgs?: string;
           machineType?: string;
+          storagePool?: string;
+          ha?: string;
           start: boolean;
           hostLabel: string[];
           site?: string;
@@ -174,6 +186,8 @@ export function registerVmCommands(program: Command): void {
           ...(o.hostLabel.length > 0 ? { hostSelector: parseLabels(o.hostLabel, "--host-label") } : {}),
           ...(o.site !== undefined ? { site: o.site } : {}),
           ...(o.group.length > 0 ? { groups: o.group } : {}),
+          ...(o.storagePool !== undefined ? { storagePool: o.storagePool } : {}),
+          ...(o.ha !== undefined ? { ha: parseHa(o.ha) } : {}),
         };
         if (o.dryRun) {
           const d = await api.post<VmDryRun>("/v1/vms?dryRun=true", body);
@@ -193,6 +207,20 @@ export function registerVmCommands(program: Command): void {
         process.stdout.write(`${v.name} ${v.state} on ${v.host}\n`);
       },
     );
+
+  vm.command("set <vm>")
+    .description("Change a VM's settings: --ha restart|none")
+    .requiredOption(
+      "--ha <mode>",
+      "restart: run it again on another host when its host dies (its disk must be in a storage pool); none: stay down with the host",
+    )
+    .action(async (name: string, o: { ha: string }, cmd: Command) => {
+      const ha = parseHa(o.ha);
+      const { api, json } = await apiFor(cmd);
+      const v = await api.patch<Vm>(`/v1/vms/${seg(name)}`, { ha });
+      if (json) return printJson(v);
+      process.stdout.write(`${v.name}: ha ${v.ha}\n`);
+    });
 
   vm.command("list")
     .description("List VMs")
@@ -285,4 +313,12 @@ export function newLines(prev: readonly string[], next: readonly string[]): stri
   const last = prev[prev.length - 1];
   const at = next.lastIndexOf(last!);
   return at === -1 ? [...next] : next.slice(at + 1);
+}
+
+/** The --ha flag's value, or NOVA_CONFIG naming the choices. */
+function parseHa(value: string): "none" | "restart" {
+  if (value === "none" || value === "restart") return value;
+  throw new NovaError("NOVA_CONFIG", `--ha must be restart or none, not "${value}".`, {
+    details: { flag: "--ha", value },
+  });
 }

@@ -36,6 +36,11 @@ interface VmRow {
   restart_pending: boolean;
   owner_cluster_id: string | null;
   owner_epoch: number;
+  ha: "none" | "restart";
+  storage_pool_id: string | null;
+  storage_pool_name: string | null;
+  storage_pool_path: string | null;
+  ha_moved_from_host_id: string | null;
   created_at: Date;
   updated_at: Date;
   state_changed_at: Date;
@@ -47,8 +52,14 @@ export interface VmRecord extends Vm {
   observedGeneration: number;
   /** The cluster that owns the VM; null: this one (docs/federation.md §10). */
   ownerClusterId: string | null;
-  /** Counts the VM's owners: 1 where it was created, +1 per hand-off. */
+  /** Counts the VM's owners: 1 where it was created, +1 per hand-off and per HA restart. */
   ownerEpoch: number;
+  /** The pool its disk lives in; null: its host's local disk. */
+  storagePoolId: string | null;
+  /** That pool's directory. */
+  storagePoolPath: string | null;
+  /** The host an HA restart last took it from (its leftover copy is released there). */
+  haMovedFromHostId: string | null;
 }
 
 /**
@@ -61,8 +72,10 @@ export function vmFence(vm: Pick<VmRecord, "ownerClusterId" | "ownerEpoch">, clu
 }
 
 const SELECT_VMS = `
-  SELECT v.*, i.name AS image_name, h.name AS host_name
-  FROM vms v JOIN images i ON i.id = v.image_id LEFT JOIN hosts h ON h.id = v.host_id`;
+  SELECT v.*, i.name AS image_name, h.name AS host_name, sp.name AS storage_pool_name,
+    sp.path AS storage_pool_path
+  FROM vms v JOIN images i ON i.id = v.image_id LEFT JOIN hosts h ON h.id = v.host_id
+    LEFT JOIN storage_pools sp ON sp.id = v.storage_pool_id`;
 
 function toVm(row: VmRow): VmRecord {
   return {
@@ -88,6 +101,11 @@ function toVm(row: VmRow): VmRecord {
     observedGeneration: row.observed_generation,
     ownerClusterId: row.owner_cluster_id ?? null,
     ownerEpoch: row.owner_epoch,
+    ha: row.ha,
+    storagePool: row.storage_pool_name ?? null,
+    storagePoolId: row.storage_pool_id ?? null,
+    storagePoolPath: row.storage_pool_path ?? null,
+    haMovedFromHostId: row.ha_moved_from_host_id ?? null,
     createdAt: new Date(row.created_at).toISOString(),
     updatedAt: new Date(row.updated_at).toISOString(),
     stateChangedAt: new Date(row.state_changed_at).toISOString(),
@@ -96,7 +114,16 @@ function toVm(row: VmRow): VmRecord {
 
 /** Strips internal fields for API output. */
 export function publicVm(vm: VmRecord): Vm {
-  const { restartPending: _r, observedGeneration: _g, ownerClusterId: _o, ownerEpoch: _e, ...rest } = vm;
+  const {
+    restartPending: _r,
+    observedGeneration: _g,
+    ownerClusterId: _o,
+    ownerEpoch: _e,
+    storagePoolId: _p,
+    storagePoolPath: _pp,
+    haMovedFromHostId: _m,
+    ...rest
+  } = vm;
   return rest;
 }
 
@@ -148,6 +175,9 @@ export interface NewVm {
   hostSelector?: Readonly<Record<string, string>>;
   /** The site it must run in, default any. */
   requiredSite?: string | null;
+  /** The shared pool its disk lives in (needed for ha restart). */
+  storagePoolId?: string;
+  ha?: "none" | "restart";
 }
 
 /** Inserts a placed VM and its creation event; NOVA_CONFLICT when the name is taken. */
@@ -155,8 +185,8 @@ export async function insertVm(q: Queryable, vm: NewVm): Promise<{ id: string; e
   const id = randomUUID();
   const { rowCount } = await q.query(
     `INSERT INTO vms (id, name, image_id, vcpus, memory_mib, kernel_args, desired_state, state, host_id, machine_type,
-                      host_selector, required_site)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12) ON CONFLICT (name) DO NOTHING`,
+                      host_selector, required_site, storage_pool_id, ha)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13, $14) ON CONFLICT (name) DO NOTHING`,
     [
       id,
       vm.name,
@@ -170,6 +200,8 @@ export async function insertVm(q: Queryable, vm: NewVm): Promise<{ id: string; e
       vm.machineType ?? null,
       JSON.stringify(vm.hostSelector ?? {}),
       vm.requiredSite ?? null,
+      vm.storagePoolId ?? null,
+      vm.ha ?? "none",
     ],
   );
   if (rowCount === 0) {
@@ -191,6 +223,8 @@ export async function insertVm(q: Queryable, vm: NewVm): Promise<{ id: string; e
       hostId: vm.hostId,
       desiredState: vm.desiredState,
       machineType: vm.machineType ?? null,
+      ...(vm.storagePoolId ? { storagePoolId: vm.storagePoolId } : {}),
+      ...(vm.ha === "restart" ? { ha: "restart" } : {}),
     },
   });
   return { id, event };
@@ -308,4 +342,80 @@ export async function countVmsByState(q: ReadQueryable): Promise<Record<string, 
     "SELECT state, count(*)::int AS n FROM vms GROUP BY state",
   );
   return Object.fromEntries(rows.map((r) => [r.state, r.n]));
+}
+
+/** Sets a VM's HA setting, with its `vm.ha` event. */
+export async function setVmHa(q: Queryable, vm: VmRecord, ha: "none" | "restart"): Promise<ClusterEvent> {
+  await q.query("UPDATE vms SET ha = $2, updated_at = now() WHERE id = $1", [vm.id, ha]);
+  return appendEvent(q, {
+    type: "vm.ha",
+    resourceType: "vm",
+    resourceId: vm.id,
+    data: { name: vm.name, ha, previous: vm.ha },
+  });
+}
+
+/** Sets the reason a VM shows without changing its state (e.g. why an HA restart waits). */
+export async function setVmStateReason(q: Queryable, vm: VmRecord, reason: string): Promise<boolean> {
+  const { rowCount } = await q.query(
+    "UPDATE vms SET state_reason = $2 WHERE id = $1 AND state = $3 AND generation = $4 AND state_reason <> $2",
+    [vm.id, reason, vm.state, vm.generation],
+  );
+  return rowCount > 0;
+}
+
+/**
+ * An HA restart: moves the VM from its dead host to `toHostId` as `scheduled` (the
+ * reconciler starts it there), bumps its generation and its fencing epoch (so a request
+ * carrying the old token can no longer run a copy) and remembers the host it left, whose
+ * leftover copy is released when its agent reports again. A compare-and-set on the state,
+ * host and generation the decision was made on; appends the `vm.state` event.
+ */
+export async function moveVmForHaRestart(
+  q: Queryable,
+  vm: VmRecord,
+  to: { id: string; name: string },
+  reason: string,
+): Promise<ClusterEvent> {
+  assertTransition(vm.state, "scheduled");
+  const { rowCount } = await q.query(
+    `UPDATE vms SET state = 'scheduled', state_reason = $3, updated_at = now(), state_changed_at = now(),
+       host_id = $2, ha_moved_from_host_id = host_id, owner_epoch = owner_epoch + 1,
+       generation = generation + 1, observed_state = 'unknown', observed_reason = ''
+     WHERE id = $1 AND state = $4 AND host_id = $5 AND generation = $6`,
+    [vm.id, to.id, reason, vm.state, vm.hostId, vm.generation],
+  );
+  if (rowCount === 0) throw stateChanged(VM.name, `VM ${vm.name}`, vm.state, "scheduled");
+  return appendEvent(q, {
+    type: "vm.state",
+    resourceType: "vm",
+    resourceId: vm.id,
+    data: {
+      name: vm.name,
+      from: vm.state,
+      to: "scheduled",
+      reason,
+      host: to.name,
+      desiredState: vm.desiredState,
+    },
+  });
+}
+
+/**
+ * Of the VMs a host reports, those an HA restart took away from it: its leftover copies,
+ * with the token the agent must keep (the newer epoch) before it removes them.
+ */
+export async function vmsToRelease(
+  q: ReadQueryable,
+  hostId: string,
+  reportedIds: readonly string[],
+  clusterId: string,
+): Promise<{ id: string; name: string; fence: FenceToken }[]> {
+  if (reportedIds.length === 0) return [];
+  const { rows } = await q.query<VmRow>(
+    `${SELECT_VMS} WHERE v.id::text = ANY($2::text[]) AND v.ha_moved_from_host_id = $1
+       AND v.host_id IS DISTINCT FROM $1`,
+    [hostId, reportedIds],
+  );
+  return rows.map(toVm).map((vm) => ({ id: vm.id, name: vm.name, fence: vmFence(vm, clusterId) }));
 }

@@ -21,6 +21,7 @@ export const CHECKER_NAMES = [
   "qemu",
   "cpu-model",
   "image",
+  "storage-pool",
   "site",
   "host-labels",
   "memory",
@@ -72,6 +73,12 @@ export const CHECKERS: readonly Checker[] = [
     name: "image",
     ok: (ctx, h) => ctx.vm.imageHostIds === null || ctx.vm.imageHostIds.has(host(ctx, h).id),
     why: (ctx) => `image ${ctx.vm.imageName} is not in its image store`,
+  },
+  {
+    name: "storage-pool",
+    ok: (ctx, h) => ctx.vm.storagePool === undefined || ctx.vm.storagePool.hostIds.has(host(ctx, h).id),
+    why: (ctx) =>
+      `does not see storage pool ${ctx.vm.storagePool?.name} (its marker file is not readable there), where the VM's disk is`,
   },
   {
     name: "site",

@@ -47,6 +47,8 @@ export interface ItpVm {
   site?: string;
   /** Where it runs now (a migration or a drain): that host is not a candidate, and moves off-site cost more. */
   fromHostId?: string;
+  /** Its disk is in this shared storage pool: only the hosts that see the pool (ids) can open it. */
+  storagePool?: { name: string; hostIds: ReadonlySet<string> };
 }
 
 export const GROUP_POLICIES = ["affinity", "anti-affinity"] as const;
