@@ -5,6 +5,7 @@ import { describe, expect, it } from "vitest";
 import {
   getRebalanceSettings,
   listLoadSamples,
+  predictedUtilizations,
   recordLoadSample,
   updateRebalanceSettings,
 } from "../src/cluster/store/host-load.js";
@@ -33,6 +34,28 @@ describe.each(ENGINES)("host load on $engine", ({ create }) => {
       { hostId: a, at: expect.any(Number), cpuCores: 1.5, vcpus: 4, vms: { [vm]: 1.5 } },
     ]);
     expect(samples.filter((s) => s.hostId === b).map((s) => s.cpuCores)).toEqual([0.25, 0.5]);
+  });
+
+  it("predicts each host's utilization from recent samples, the newest weighing most, clamped to 0..1", async () => {
+    const [a, b, c] = [
+      await addHost(store.db, "pred-a"),
+      await addHost(store.db, "pred-b"),
+      await addHost(store.db, "pred-c"),
+    ];
+    const sample = (host: string, ago: string, cores: number) =>
+      store.db.query(
+        `INSERT INTO host_load_samples (host_id, at, cpu_cores, vcpus) VALUES ($1, now() - $2::interval, $3, 4)`,
+        [host, ago, cores],
+      );
+    await sample(a, "9 minutes", 0); // idle long ago …
+    await sample(a, "1 second", 4); // … busy now
+    await sample(b, "30 seconds", 8); // overcommitted: 2.0, shown as 1
+    await sample(c, "20 minutes", 4); // outside the window
+    const p = await predictedUtilizations(store.read);
+    expect(p.get(a)).toBeGreaterThan(0.9);
+    expect(p.get(a)).toBeLessThan(1);
+    expect(p.get(b)).toBe(1);
+    expect(p.has(c)).toBe(false);
   });
 
   it("drops samples older than the hour when it stores one", async () => {

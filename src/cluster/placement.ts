@@ -7,8 +7,9 @@
  * PLACEMENT_LOCK_KEY so that two placements never count the same free memory.
  *
  * A host's predicted load comes from the CPU samples its agent reported (host-load.ts):
- * their recency-weighted mean over the last ten minutes (placement/rebalance-plan.ts
- * `predictUtilization`); a host without samples scores as unknown. The constructor's hook
+ * their recency-weighted mean over the last ten minutes (host-load.ts
+ * `predictedUtilizations`, computed in the database); a host without samples scores as
+ * unknown. The constructor's hook
  * replaces that (tests).
  */
 import type { PlacementExplanation } from "../api/types/placement.js";
@@ -25,9 +26,8 @@ import {
 import { explain, place } from "../placement/itp/pipeline.js";
 import { assertConsistent } from "../placement/itp/rules.js";
 import { PlacementState } from "../placement/itp/state.js";
-import { predictUtilization } from "../placement/rebalance-plan.js";
 import type { Queryable, ReadQueryable } from "./store/db.js";
-import { databaseNow, listLoadSamples } from "./store/host-load.js";
+import { predictedUtilizations } from "./store/host-load.js";
 import { type HostRecord, listHosts } from "./store/hosts.js";
 import { ACTIVE_MIGRATION_STATES } from "./store/migrations.js";
 import { listPlacementGroups } from "./store/placement-groups.js";
@@ -65,9 +65,6 @@ export interface PlacementRequest {
 /** A hook giving a host's predicted CPU load, 0..1 (null: unknown). */
 export type LoadPredictor = (host: HostRecord) => number | null;
 
-/** How far back the load prediction looks (a tenth of an hour's samples weigh most). */
-const LOAD_HISTORY_MS = 600_000;
-
 /** The server's placement: the cluster's policy and the hook for hosts' predicted load. */
 export class ClusterPlacement {
   /** Where the next sampled walk over the hosts starts (ITP's candidateLimit), kept across placements. */
@@ -77,20 +74,6 @@ export class ClusterPlacement {
     readonly policy: PlacementPolicy = DEFAULT_POLICY,
     private readonly predictedLoad?: LoadPredictor,
   ) {}
-
-  /** Each host's predicted utilization from its recent samples (by the database's clock). */
-  private async predictedLoads(q: ReadQueryable): Promise<Map<string, number | null>> {
-    const samples = await listLoadSamples(q, LOAD_HISTORY_MS);
-    if (samples.length === 0) return new Map();
-    const now = await databaseNow(q);
-    const byHost = new Map<string, { at: number; utilization: number }[]>();
-    for (const s of samples)
-      byHost.set(s.hostId, [
-        ...(byHost.get(s.hostId) ?? []),
-        { at: s.at, utilization: s.cpuCores / s.vcpus },
-      ]);
-    return new Map([...byHost].map(([id, xs]) => [id, predictUtilization(xs, now)]));
-  }
 
   /**
    * Reads the cluster as placement sees it. `joining` adds a VM not stored yet to groups
@@ -128,7 +111,7 @@ export class ClusterPlacement {
     // A VM runs where it is, or (while a migration moves it) where it is going: a group's
     // rules see it there, so two moves of one drain do not land an anti-affine pair together.
     const placed = new Map(rows.map((r) => [r.name, r.host_id]));
-    const loads = this.predictedLoad ? undefined : await this.predictedLoads(q);
+    const loads = this.predictedLoad ? undefined : await predictedUtilizations(q);
     const itpHosts = hosts.map((h) => this.itpHost(h, this.predictedLoad?.(h) ?? loads?.get(h.id) ?? null));
     const state = new PlacementState(itpHosts, groups, placed);
     state.cursor = this.cursor;

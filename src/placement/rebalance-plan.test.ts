@@ -2,7 +2,6 @@ import { describe, expect, it } from "vitest";
 import {
   DEFAULT_REBALANCE_SETTINGS,
   planRebalance,
-  predictUtilization,
   type RebalanceHost,
   type RebalanceInput,
   type RebalanceVm,
@@ -257,20 +256,5 @@ describe("planRebalance", () => {
     expect(plan.idle).toMatch(/fewer than two hosts/);
     expect(plan.hosts.find((h) => h.host === "b")?.note).toMatch(/no CPU figures/);
     expect(plan.hosts.find((h) => h.host === "c")?.note).toMatch(/not eligible/);
-  });
-});
-
-describe("predictUtilization", () => {
-  it("weights recent samples more and is null without any", () => {
-    expect(predictUtilization([], NOW)).toBeNull();
-    const p = predictUtilization(
-      [
-        { at: NOW - 600_000, utilization: 0 },
-        { at: NOW, utilization: 1 },
-      ],
-      NOW,
-    );
-    expect(p).toBeGreaterThan(0.9);
-    expect(predictUtilization([{ at: NOW, utilization: 3 }], NOW)).toBe(1);
   });
 });

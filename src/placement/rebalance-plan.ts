@@ -287,23 +287,3 @@ export function planRebalance(input: RebalanceInput): RebalancePlan {
   }
   return answer(moves);
 }
-
-/**
- * A host's predicted utilization for placement (ITP's `predictedLoad`): the mean of its
- * samples weighted by recency (half-life `halfLifeMs`), so a host that has just become
- * busy counts as busy soon and one busy an hour ago barely. Null without samples.
- */
-export function predictUtilization(
-  samples: readonly { at: number; utilization: number }[],
-  now: number,
-  halfLifeMs = 120_000,
-): number | null {
-  let sum = 0;
-  let weights = 0;
-  for (const x of samples) {
-    const w = 0.5 ** (Math.max(0, now - x.at) / halfLifeMs);
-    sum += w * x.utilization;
-    weights += w;
-  }
-  return weights > 0 ? Math.min(1, Math.max(0, sum / weights)) : null;
-}

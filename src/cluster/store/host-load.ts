@@ -71,6 +71,31 @@ export async function listLoadSamples(q: ReadQueryable, sinceMs: number): Promis
   }));
 }
 
+/**
+ * Each host's predicted utilization for placement (ITP's `predictedLoad`): the mean of its
+ * samples of the last `windowMs`, each weighted by recency (half-life `halfLifeMs`), so a
+ * host that has just become busy counts as busy soon and one busy long ago barely; clamped
+ * to 0..1. One row per host with samples, computed in the database: placement runs on
+ * every create and move and must not read every sample.
+ */
+export async function predictedUtilizations(
+  q: ReadQueryable,
+  windowMs = 600_000,
+  halfLifeMs = 120_000,
+): Promise<Map<string, number>> {
+  const { rows } = await q.query<{ host_id: string; u: number }>(
+    `SELECT host_id,
+            LEAST(1, GREATEST(0, sum(w * cpu_cores / vcpus) / sum(w)))::float8 AS u
+     FROM (SELECT host_id, cpu_cores, vcpus,
+                  power(0.5, GREATEST(0, extract(epoch FROM now() - at) * 1000) / $2::float8) AS w
+           FROM host_load_samples
+           WHERE at > now() - ($1::int * interval '1 millisecond')) s
+     GROUP BY host_id`,
+    [Math.min(windowMs, LOAD_HISTORY_MS), halfLifeMs],
+  );
+  return new Map(rows.map((r) => [r.host_id, Number(r.u)]));
+}
+
 /** The database's clock, in ms: the samples' times are its, so their ages are measured by it. */
 export async function databaseNow(q: ReadQueryable): Promise<number> {
   const { rows } = await q.query<{ now: Date }>("SELECT now() AS now");
