@@ -24,7 +24,7 @@
 import { mkdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { guestImageManifest, LocalCluster } from "../src/demo/local-cluster.js";
+import { guestImageManifest, LocalCluster, type StreamedEvent } from "../src/demo/local-cluster.js";
 import { waitFor } from "../src/lib/wait.js";
 import { median, printTable } from "./table.js";
 
@@ -40,13 +40,7 @@ const PORT = Number(values.port);
 const TARGET_S = 30;
 const AGENT_FLAGS = ["--memory", "1536", "--stop-grace", "5"];
 
-interface Event {
-  id: number;
-  at: string;
-  type: string;
-  resourceId: string | null;
-  data: Record<string, unknown>;
-}
+type Event = StreamedEvent;
 
 /** One run's times, seconds. */
 interface Row {
@@ -58,33 +52,6 @@ interface Row {
   restart_s: number;
   total_s: number;
   self_fence_s: number;
-}
-
-/** Reads the SSE backlog after `since` (the server writes it at once; read until quiet). */
-async function eventsSince(c: LocalCluster, since: number): Promise<Event[]> {
-  const controller = new AbortController();
-  const res = await c.fetch(`/v1/events?since=${since}`, {
-    headers: { authorization: `Bearer ${c.adminToken}` },
-    signal: controller.signal,
-  });
-  const reader = res.body!.getReader();
-  const decoder = new TextDecoder();
-  let text = "";
-  const deadline = Date.now() + 3000;
-  while (Date.now() < deadline) {
-    const chunk = await Promise.race([
-      reader.read(),
-      new Promise<null>((r) => setTimeout(() => r(null), 500)),
-    ]);
-    if (chunk === null || chunk.done) break;
-    text += decoder.decode(chunk.value);
-  }
-  controller.abort();
-  return text
-    .split("\n\n")
-    .map((b) => b.split("\n").find((l) => l.startsWith("data: ")))
-    .filter((l): l is string => Boolean(l))
-    .map((l) => JSON.parse(l.slice(6)) as Event);
 }
 
 const secs = (from: number, to: number) => Math.round((to - from) / 10) / 100;
@@ -126,7 +93,7 @@ async function main(): Promise<void> {
       const id = created.body.id;
       await c.waitVmState(name, "running");
       await c.waitConsole(name, /NC-READY/);
-      const before = (await eventsSince(c, 0)).at(-1)?.id ?? 0;
+      const before = (await c.events(0)).at(-1)?.id ?? 0;
 
       const killedAt = Date.now();
       await c.stop(from, "SIGKILL");
@@ -137,7 +104,7 @@ async function main(): Promise<void> {
         },
         { timeoutMs: 120_000, intervalMs: 100, what: `${name} to run on ${other}` },
       );
-      const events = await eventsSince(c, before);
+      const events = await c.events(before);
       const at = (pred: (e: Event) => boolean, what: string) => {
         const e = events.find(pred);
         if (!e) throw new Error(`no ${what} event`);

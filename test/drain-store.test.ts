@@ -13,14 +13,13 @@ import {
   transitionDrain,
   transitionDrainVm,
 } from "../src/cluster/store/drains.js";
-import { getHost, upsertHost } from "../src/cluster/store/hosts.js";
+import { getHost } from "../src/cluster/store/hosts.js";
 import type { Store } from "../src/cluster/store/store.js";
 import { getVm, transitionVm } from "../src/cluster/store/vms.js";
 import type { NovaError } from "../src/lib/errors.js";
-import { QEMU_10_0_2 } from "../src/lib/qemu-info.test-util.js";
 import { DrainService } from "../src/migration/drain-service.js";
 import { ENGINES, storePerSuite } from "./helpers/databases.js";
-import { addHost, addImage, addVm, TEST_CAPACITY } from "./helpers/store-fixtures.js";
+import { addHost, addImage, addLiveHost, addVm } from "./helpers/store-fixtures.js";
 
 describe.each(ENGINES)("host drains on $engine", ({ create }) => {
   let store!: Store;
@@ -29,17 +28,8 @@ describe.each(ENGINES)("host drains on $engine", ({ create }) => {
   });
 
   /** A live host with a QEMU (schedulable) and `memoryMiB` of memory. */
-  async function liveHost(name: string, memoryMiB = 4096): Promise<string> {
-    const h = await upsertHost(store.db, {
-      name,
-      agentUrl: "http://127.0.0.1:1",
-      certificate: null,
-      agentVersion: "0",
-      capacity: { ...TEST_CAPACITY, memoryMiB },
-      qemu: QEMU_10_0_2,
-    });
-    return h.id;
-  }
+  const liveHost = (name: string, memoryMiB = 4096): Promise<string> =>
+    addLiveHost(store.db, name, memoryMiB);
 
   async function runningVm(name: string, hostId: string): Promise<string> {
     const id = await addVm(store.db, name, await addImage(store.db, `${name}-img`), hostId);

@@ -14,17 +14,15 @@ import { HaRestarter } from "../src/cluster/ha-restarter.js";
 import { HostService } from "../src/cluster/host-service.js";
 import { StoragePoolService } from "../src/cluster/storage-pool-service.js";
 import { listEventsAfter } from "../src/cluster/store/events.js";
-import { upsertHost } from "../src/cluster/store/hosts.js";
 import { insertImage } from "../src/cluster/store/images.js";
 import { syncHostStoragePools } from "../src/cluster/store/storage-pools.js";
 import type { Store } from "../src/cluster/store/store.js";
 import { getVm, listVms, transitionVm } from "../src/cluster/store/vms.js";
 import { VmService } from "../src/cluster/vm-service.js";
 import type { NovaError } from "../src/lib/errors.js";
-import { QEMU_10_0_2 } from "../src/lib/qemu-info.test-util.js";
 import { waitFor } from "../src/lib/wait.js";
 import { ENGINES, storePerSuite } from "./helpers/databases.js";
-import { TEST_CAPACITY, TEST_IMAGE } from "./helpers/store-fixtures.js";
+import { addLiveHost, TEST_CAPACITY, TEST_IMAGE } from "./helpers/store-fixtures.js";
 
 const log = pino({ level: "silent" });
 const CLUSTER = "3b0c7a4e-4f6b-4b8e-9d53-1c9c5a0e7d11";
@@ -45,17 +43,7 @@ describe.each(ENGINES)("HA restart and storage pools on $engine", ({ create }) =
   const vms = () => new VmService(store, () => {});
   const pools = () => new StoragePoolService(store);
 
-  async function host(name: string, memoryMiB = 4096): Promise<string> {
-    const h = await upsertHost(store.db, {
-      name,
-      agentUrl: "http://127.0.0.1:1",
-      certificate: null,
-      agentVersion: "0",
-      capacity: { ...TEST_CAPACITY, memoryMiB },
-      qemu: QEMU_10_0_2,
-    });
-    return h.id;
-  }
+  const host = (name: string, memoryMiB = 4096): Promise<string> => addLiveHost(store.db, name, memoryMiB);
 
   async function image(name: string, hostIds: string[]): Promise<void> {
     await insertImage(store.db, { name, diskDigest: `sha256:${name}`, ...TEST_IMAGE });

@@ -14,6 +14,16 @@ import { readBoundedText } from "../lib/json-response.js";
 import { waitFor } from "../lib/wait.js";
 import { type ClusterFetch, clusterFetch } from "../security/tls-client.js";
 
+/** One event as the server's SSE stream carries it (docs/api.md, "Events"). */
+export interface StreamedEvent {
+  id: number;
+  at: string;
+  type: string;
+  resourceType: string;
+  resourceId: string | null;
+  data: Record<string, unknown>;
+}
+
 const execFileAsync = promisify(execFile);
 
 /** Repository root: the nearest directory above this file with NovaCron's package.json
@@ -301,6 +311,39 @@ export class LocalCluster {
         },
       );
     });
+  }
+
+  /**
+   * The server's events after `since`, read from its SSE stream until it has replayed the
+   * backlog (the server writes it at once; reading stops at the first quiet half second,
+   * or after 3 s).
+   */
+  async events(since: number): Promise<StreamedEvent[]> {
+    const controller = new AbortController();
+    const res = await this.fetch(`/v1/events?since=${since}`, {
+      headers: { authorization: `Bearer ${this.adminToken}` },
+      signal: controller.signal,
+    });
+    const type = res.headers.get("content-type") ?? "";
+    if (!type.includes("text/event-stream")) throw new Error(`/v1/events answered ${res.status} ${type}`);
+    const reader = res.body!.getReader();
+    const decoder = new TextDecoder();
+    let text = "";
+    const deadline = Date.now() + 3000;
+    while (Date.now() < deadline) {
+      const chunk = await Promise.race([
+        reader.read(),
+        new Promise<null>((r) => setTimeout(() => r(null), 500)),
+      ]);
+      if (chunk === null || chunk.done) break;
+      text += decoder.decode(chunk.value);
+    }
+    controller.abort();
+    return text
+      .split("\n\n")
+      .map((block) => block.split("\n").find((l) => l.startsWith("data: ")))
+      .filter((l): l is string => Boolean(l))
+      .map((l) => JSON.parse(l.slice(6)) as StreamedEvent);
   }
 
   /** GET a VM (undefined when gone). */

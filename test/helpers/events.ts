@@ -1,42 +1,12 @@
 /** Reading the server's SSE event stream in the end-to-end suites. */
-import type { LocalCluster } from "../../src/demo/local-cluster.js";
+import type { LocalCluster, StreamedEvent } from "../../src/demo/local-cluster.js";
 
 /** One event as the stream carries it. */
-export interface EventMsg {
-  id?: number;
-  type: string;
-  resourceId: string | null;
-  data: Record<string, unknown>;
-}
+export type EventMsg = StreamedEvent;
 
 /** Reads the SSE stream from `since` until it has replayed the backlog. */
-export async function fetchEvents(c: LocalCluster, since: number): Promise<EventMsg[]> {
-  const controller = new AbortController();
-  const res = await c.fetch(`/v1/events?since=${since}`, {
-    headers: { authorization: `Bearer ${c.adminToken}` },
-    signal: controller.signal,
-  });
-  const type = res.headers.get("content-type") ?? "";
-  if (!type.includes("text/event-stream")) throw new Error(`/v1/events answered ${res.status} ${type}`);
-  const reader = res.body!.getReader();
-  const decoder = new TextDecoder();
-  let text = "";
-  const deadline = Date.now() + 3000;
-  // The server writes the whole backlog at once; read until a quiet moment.
-  while (Date.now() < deadline) {
-    const chunk = await Promise.race([
-      reader.read(),
-      new Promise<null>((r) => setTimeout(() => r(null), 500)),
-    ]);
-    if (chunk === null || chunk.done) break;
-    text += decoder.decode(chunk.value);
-  }
-  controller.abort();
-  return text
-    .split("\n\n")
-    .map((block) => block.split("\n").find((l) => l.startsWith("data: ")))
-    .filter((l): l is string => Boolean(l))
-    .map((l) => JSON.parse(l.slice(6)) as EventMsg);
+export function fetchEvents(c: LocalCluster, since: number): Promise<EventMsg[]> {
+  return c.events(since);
 }
 
 /**

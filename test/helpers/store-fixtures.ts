@@ -1,8 +1,10 @@
 /** Rows the store suites need around the one they test: a host, an image, a VM. */
+
 import type { Queryable } from "../../src/cluster/store/db.js";
 import { upsertHost } from "../../src/cluster/store/hosts.js";
 import { getImage, insertImage } from "../../src/cluster/store/images.js";
 import { insertVm } from "../../src/cluster/store/vms.js";
+import { QEMU_10_0_2 } from "../../src/lib/qemu-info.test-util.js";
 
 /** A small TCG host's capacity. */
 export const TEST_CAPACITY = {
@@ -22,6 +24,19 @@ export async function addHost(q: Queryable, name: string): Promise<string> {
     certificate: null,
     agentVersion: "0",
     capacity: TEST_CAPACITY,
+  });
+  return h.id;
+}
+
+/** A live host whose agent reported QEMU 10.0.2 (schedulable), with `memoryMiB` of memory. */
+export async function addLiveHost(q: Queryable, name: string, memoryMiB = 4096): Promise<string> {
+  const h = await upsertHost(q, {
+    name,
+    agentUrl: "http://127.0.0.1:1",
+    certificate: null,
+    agentVersion: "0",
+    capacity: { ...TEST_CAPACITY, memoryMiB },
+    qemu: QEMU_10_0_2,
   });
   return h.id;
 }

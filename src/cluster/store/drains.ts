@@ -232,21 +232,28 @@ export async function transitionDrainVm(
   );
   if (rowCount === 0) throw stateChanged(DRAIN_VM.name, subject, entry.state, to);
   await q.query("UPDATE host_drains SET updated_at = now() WHERE id = $1", [drain.id]);
+  return appendDrainVmEvent(q, drain, entry.vm, {
+    from: entry.state,
+    to,
+    reason: change.reason,
+    migrationId: change.migrationId ?? entry.migrationId,
+    targetHost: change.targetHost ?? entry.targetHost,
+    code: change.code ?? entry.code,
+  });
+}
+
+/** The `drain.vm` event of a change to one VM's entry (docs/api.md, "Events"). */
+function appendDrainVmEvent(
+  q: Queryable,
+  drain: Pick<DrainRecord, "id" | "hostId" | "host">,
+  vm: string,
+  change: Record<string, unknown>,
+): Promise<ClusterEvent> {
   return appendEvent(q, {
     type: "drain.vm",
     resourceType: "drain",
     resourceId: drain.id,
-    data: {
-      hostId: drain.hostId,
-      host: drain.host,
-      vm: entry.vm,
-      from: entry.state,
-      to,
-      reason: change.reason,
-      migrationId: change.migrationId ?? entry.migrationId,
-      targetHost: change.targetHost ?? entry.targetHost,
-      code: change.code ?? entry.code,
-    },
+    data: { hostId: drain.hostId, host: drain.host, vm, ...change },
   });
 }
 
@@ -269,20 +276,12 @@ export async function recordRefusedMove(
   );
   if (rowCount === 0)
     throw stateChanged(DRAIN_VM.name, `VM ${entry.vm} of drain ${drain.id}`, entry.state, "waiting");
-  return appendEvent(q, {
-    type: "drain.vm",
-    resourceType: "drain",
-    resourceId: drain.id,
-    data: {
-      hostId: drain.hostId,
-      host: drain.host,
-      vm: entry.vm,
-      from: "waiting",
-      to: "waiting",
-      reason: change.reason,
-      code: change.code,
-      attempts: entry.attempts + 1,
-    },
+  return appendDrainVmEvent(q, drain, entry.vm, {
+    from: "waiting",
+    to: "waiting",
+    reason: change.reason,
+    code: change.code,
+    attempts: entry.attempts + 1,
   });
 }
 
