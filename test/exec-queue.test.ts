@@ -217,6 +217,8 @@ describe.each(ENGINES)("execution queue on $engine", ({ engine, create }) => {
     );
     await waitFor(() => pool.health().size === 1, { timeoutMs: 10_000, what: "shrinking back to 1" });
     expect(pool.health()).toMatchObject({ status: "ok", minWorkers: 1, maxWorkers: 5 });
+    // Stopped first: its idle worker would otherwise race `held` for the next job.
+    await pool.stop();
 
     // Shutdown with a job that never finishes: it is handed back without using an attempt.
     const held = new WorkerPool({
@@ -230,7 +232,6 @@ describe.each(ENGINES)("execution queue on $engine", ({ engine, create }) => {
     await waitFor(() => held.runningJobIds().includes(id!), { timeoutMs: 5000, what: "the claim" });
     await held.stop();
     expect(await getJob(store.db, id!)).toMatchObject({ state: "queued", attempts: 0, lockedBy: null });
-    await pool.stop();
   });
 
   it("aborts a job locally when its lease is taken over", async () => {

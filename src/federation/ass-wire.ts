@@ -18,11 +18,19 @@ export const ASS_CHANNEL = "ass/1";
 /** Largest pull or hello accepted (a vector of a few hundred clusters). */
 export const MAX_PULL_BYTES = 256 * 1024;
 /**
- * The DWCP session tuning of both ends of an ASS link: messages up to a batch (the bound
- * applies to sending too), and an RTT probe every 5 s rather than DWCP's 500 ms, which
- * alone made 97 % of an idle federation's traffic (docs/benchmarks.md, "Federation").
+ * The DWCP session tuning of both ends of a federation session (ASS and ACP): messages up
+ * to a batch (the bound applies to sending too); an RTT probe every 5 s rather than
+ * DWCP's 500 ms, which alone made 97 % of an idle federation's traffic (docs/benchmarks.md,
+ * "Federation"); and a session left without connections is given up after 5 s rather
+ * than DWCP's 15 s. Resuming it saves nothing: ASS starts over from the version vector
+ * and ACP from the hand-off's record, while a peer that restarted can never resume it,
+ * so the long window only delayed both by 10 s after every restart of a peer.
  */
-export const ASS_SESSION_TUNING = { maxMessageBytes: 6 * 1024 * 1024, pingIntervalMs: 5000 } as const;
+export const ASS_SESSION_TUNING = {
+  maxMessageBytes: 6 * 1024 * 1024,
+  pingIntervalMs: 5000,
+  reconnectTimeoutMs: 5000,
+} as const;
 /** Largest batch accepted (the sender cuts its batches well below). */
 export const MAX_BATCH_BYTES = ASS_SESSION_TUNING.maxMessageBytes;
 

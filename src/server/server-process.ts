@@ -506,11 +506,39 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
         await election.stop();
         await relay?.close();
         await federation.close();
-        await app.close();
+        await closeApi(app, log);
         agents.reset();
         await store.close();
       })();
       return closing;
     },
   };
+}
+
+/** How long a shutdown waits for the API's connections to end by themselves. */
+const API_CLOSE_GRACE_MS = 5000;
+
+/**
+ * Closes the API. Its event streams end first (app.ts, preClose); a connection still open
+ * after a grace — a request in flight, a browser's idle socket that a shutdown saw
+ * before it was idle — is cut, so SIGTERM never hangs on a client: a console left open
+ * held one shutdown for 60 s.
+ */
+async function closeApi(app: FastifyInstance, log: Logger): Promise<void> {
+  const cut = setTimeout(() => {
+    app.server.getConnections((_err, open) => {
+      if (open > 0)
+        log.warn(
+          { connections: open },
+          `cutting API connections still open ${API_CLOSE_GRACE_MS} ms into the shutdown`,
+        );
+    });
+    app.server.closeAllConnections();
+  }, API_CLOSE_GRACE_MS);
+  cut.unref();
+  try {
+    await app.close();
+  } finally {
+    clearTimeout(cut);
+  }
 }
