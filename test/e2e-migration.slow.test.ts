@@ -397,7 +397,7 @@ describe("live migration between two hosts", { timeout: 240_000 }, () => {
     const noAc = (
       await c.api<MigrationBody>("POST", "/v1/vms/mig3/migrations", {
         targetHost: target,
-        options: { maxBandwidthMiBps: 8, autoConverge: false, downtimeLimitMs: 50, timeoutSeconds: 25 },
+        options: { maxBandwidthMiBps: 8, autoConverge: false, downtimeLimitMs: 50, timeoutSeconds: 12 },
       })
     ).body;
     const failed = await waitMigration(noAc.id);
