@@ -526,14 +526,15 @@ const API_CLOSE_GRACE_MS = 5000;
  */
 async function closeApi(app: FastifyInstance, log: Logger): Promise<void> {
   const cut = setTimeout(() => {
+    // Counted before the cut, so the warning says how many the shutdown cut.
     app.server.getConnections((_err, open) => {
       if (open > 0)
         log.warn(
           { connections: open },
           `cutting API connections still open ${API_CLOSE_GRACE_MS} ms into the shutdown`,
         );
+      app.server.closeAllConnections();
     });
-    app.server.closeAllConnections();
   }, API_CLOSE_GRACE_MS);
   cut.unref();
   try {
