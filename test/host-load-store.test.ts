@@ -10,6 +10,7 @@ import {
   updateRebalanceSettings,
 } from "../src/cluster/store/host-load.js";
 import type { Store } from "../src/cluster/store/store.js";
+import { waitFor } from "../src/lib/wait.js";
 import { DEFAULT_REBALANCE_SETTINGS } from "../src/placement/rebalance-plan.js";
 import { ENGINES, storePerSuite } from "./helpers/databases.js";
 import { addHost } from "./helpers/store-fixtures.js";
@@ -27,7 +28,19 @@ describe.each(ENGINES)("host load on $engine", ({ create }) => {
     expect(await recordLoadSample(store.db, a, 4, { cpuCores: 1.5, vms: { [vm]: 1.5 } }, 10_000)).toBe(true);
     expect(await recordLoadSample(store.db, a, 4, { cpuCores: 3, vms: {} }, 10_000)).toBe(false);
     expect(await recordLoadSample(store.db, b, 8, { cpuCores: 0.25, vms: {} }, 10_000)).toBe(true);
-    // An interval of 0 takes every reading.
+    // An interval of 0 takes every reading of a later instant. PGlite's clock ticks in
+    // milliseconds, and a second reading at the same instant is the same key: wait for the
+    // database's clock to pass the first.
+    await waitFor(
+      async () =>
+        (
+          await store.db.query<{ later: boolean }>(
+            "SELECT now() > (SELECT max(at) FROM host_load_samples WHERE host_id = $1) AS later",
+            [b],
+          )
+        ).rows[0]?.later,
+      { timeoutMs: 5000, intervalMs: 1, what: "the database clock to pass the first sample" },
+    );
     expect(await recordLoadSample(store.db, b, 8, { cpuCores: 0.5, vms: {} }, 0)).toBe(true);
     const samples = await listLoadSamples(store.read, 60_000);
     expect(samples.filter((s) => s.hostId === a)).toEqual([

@@ -24,7 +24,9 @@ export interface LoadSample {
 /**
  * Stores `load` as a sample of `hostId` unless it has one younger than `everyMs`, and
  * drops its samples older than the history. One statement each; returns whether a sample
- * was stored.
+ * was stored. A host has one sample per instant (the key is host and time), so a second
+ * reading at the same instant is not stored even with `everyMs` 0; PGlite's clock ticks in
+ * milliseconds.
  */
 export async function recordLoadSample(
   q: Queryable,
