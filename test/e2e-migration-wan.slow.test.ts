@@ -311,14 +311,20 @@ describe.skipIf(unavailable !== null)(
       const from = await where();
       const before = await lastHeartbeat();
       // Capped so that the transfer is still running when the fault is injected. A link that
-      // carries nothing (99.99 % loss) keeps the DWCP session's connections open, so what
-      // ends the migration is its deadline: 25 s.
+      // carries nothing (99.99 % loss) keeps the DWCP session's connections open; nothing
+      // moves, which ends the migration after a minute (the stall grace) or at its deadline
+      // (25 s here, to keep the suite short), and the reason names the link.
       const m = await start({ transport: "dwcp", maxBandwidthMiBps: 4, timeoutSeconds: 25 });
       await flowing(m.id);
       await link.set("both", "rate=100mbit,rtt=50ms,loss=99.99%");
       try {
         const done = await end(m.id);
         expect(done.state).toBe("failed");
+        expect(done.stateReason).toMatch(
+          new RegExp(
+            `^timed out after 25 s: nothing moved toward target host ${other(from)} for the last \\d+ s`,
+          ),
+        );
         expect(done.rollback).toContain(`kept running on ${from}`);
       } finally {
         await link.set("both", "rate=100mbit,rtt=50ms,loss=0.1%");

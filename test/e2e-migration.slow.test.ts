@@ -403,7 +403,10 @@ describe("live migration between two hosts", { timeout: 240_000 }, () => {
     ).body;
     const failed = await waitMigration(noAc.id);
     expect(failed.state).toBe("failed");
-    expect(failed.stateReason).toContain("timed out");
+    // Bytes kept moving, so the guest is blamed, not the link.
+    expect(failed.stateReason).toContain(
+      "timed out after 12 s (the guest dirties memory faster than it can be sent",
+    );
     await expectRunningOnceOn("mig3", vm.host);
     // The source kept the guest: it still verifies, and never rebooted.
     await c.waitConsole("mig3", /NC-VERIFY PASS seed=11 .*round=([3-9]|\d\d)/);

@@ -42,7 +42,10 @@ import { MIGRATION } from "../states/migration.js";
 import { HostTarget } from "./host-target.js";
 import {
   type MigrationAction,
+  type MovedMark,
+  movedBytes,
   nextAction,
+  nextMovedMark,
   type Observations,
   type PlanPolicy,
   type RunStep,
@@ -125,6 +128,8 @@ class MigrationRun {
   /** The source's answer to the last poll, until an action consumes it. */
   private fresh: Observations["source"];
   private unreachableSince: number | undefined;
+  /** What the source had moved when it last grew by STALL_MIN_BYTES in this step, and when. */
+  private moved: MovedMark | undefined;
   private handedOver: AgentOutgoingStatus | undefined;
   private targetAnswer: { state: string; reason: string; resumedAt?: number } | undefined;
   private failure: Observations["failure"];
@@ -206,6 +211,7 @@ class MigrationRun {
         if ("next" in action && action.next !== this.step) {
           this.step = action.next;
           this.unreachableSince = undefined;
+          this.moved = undefined;
         }
       } catch (err) {
         this.failure = {
@@ -227,6 +233,7 @@ class MigrationRun {
       baseImageCopied: this.baseImageCopied,
       postcopy: { wanted: this.tuning.postcopy, asked: this.postcopyAsked },
       ...(this.fresh ? { source: this.fresh } : {}),
+      ...(this.moved ? { stalledForMs: Date.now() - this.moved.at } : {}),
       ...(this.handedOver ? { handedOver: this.handedOver } : {}),
       ...(this.targetAnswer ? { target: this.targetAnswer } : {}),
     };
@@ -372,6 +379,7 @@ class MigrationRun {
       const status = await this.source.outgoingStatus(vmId, this.m.id);
       this.unreachableSince = undefined;
       this.fresh = { kind: "status", status };
+      this.moved = nextMovedMark(this.moved, movedBytes(status), Date.now());
     } catch (err) {
       if (!isNovaError(err, "NOVA_HOST_UNREACHABLE")) throw err;
       this.unreachableSince ??= Date.now();

@@ -35,6 +35,8 @@ export interface OrchestratorOptions {
   pollMs?: number;
   /** How long an agent may be unreachable mid-migration before it is rolled back. @defaultValue 60000 */
   unreachableGraceMs?: number;
+  /** How long nothing may move mid-transfer (a dead or stalled link) before it is rolled back. @defaultValue 60000 */
+  stallGraceMs?: number;
   /** The target of a migration to another cluster (ACP); absent: such migrations are not run. */
   clusterTarget?: RunContext["clusterTarget"];
   /** Told once when a run ends a migration (the server's metrics). */
@@ -63,6 +65,7 @@ export class MigrationOrchestrator {
       maxIncomingPerHost: options.maxIncomingPerHost ?? 2,
       pollMs: options.pollMs ?? 200,
       unreachableGraceMs: options.unreachableGraceMs ?? 60_000,
+      stallGraceMs: options.stallGraceMs ?? 60_000,
       ...(options.clusterTarget ? { clusterTarget: options.clusterTarget } : {}),
       ...(options.onEnded ? { onEnded: options.onEnded } : {}),
     };
@@ -107,7 +110,11 @@ export class MigrationOrchestrator {
           clusterId: this.o.clusterId,
           log: this.log,
           wakeVms: this.wakeVms,
-          policy: { pollMs: this.o.pollMs, unreachableGraceMs: this.o.unreachableGraceMs },
+          policy: {
+            pollMs: this.o.pollMs,
+            unreachableGraceMs: this.o.unreachableGraceMs,
+            stallGraceMs: this.o.stallGraceMs,
+          },
           stopping: () => this.stopping,
           ...(this.o.clusterTarget ? { clusterTarget: this.o.clusterTarget } : {}),
           ...(this.o.onEnded ? { onEnded: this.o.onEnded } : {}),

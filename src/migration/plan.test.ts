@@ -1,9 +1,17 @@
 import { describe, expect, it } from "vitest";
 import type { AgentOutgoingStatus } from "../api/types/agent.js";
 import type { MigrationState } from "../states/migration.js";
-import { type MigrationAction, nextAction, type Observations, type PlanRecord } from "./plan.js";
+import {
+  type MigrationAction,
+  movedBytes,
+  nextAction,
+  nextMovedMark,
+  type Observations,
+  type PlanRecord,
+  STALL_MIN_BYTES,
+} from "./plan.js";
 
-const policy = { pollMs: 200, unreachableGraceMs: 60_000 };
+const policy = { pollMs: 200, unreachableGraceMs: 60_000, stallGraceMs: 60_000 };
 const rec = (state: MigrationState, over: Partial<PlanRecord> = {}): PlanRecord => ({
   state,
   vmId: "00000000-0000-4000-8000-000000000001",
@@ -53,8 +61,14 @@ const cancelled: MigrationAction = {
   outcome: "cancelled",
   reason: "cancelled by the user",
 };
-const timedOut = failed(
+const busyGuest = failed(
   "timed out after 600 s (the guest dirties memory faster than it can be sent; try auto-converge, a higher downtime limit or post-copy)",
+);
+const diskBehind = failed(
+  "timed out after 600 s while mirroring the disk (the guest writes its disk faster than the link sends it, or the disk needs longer; try a longer timeout)",
+);
+const stalledLink = failed(
+  "nothing moved toward target host dst for 60 s: the link between the hosts is down or stalled (check it, then migrate again)",
 );
 const lost = (why: string): MigrationAction => ({
   kind: "lost",
@@ -72,9 +86,15 @@ function table(cases: Case[]): void {
 /**
  * The cases every phase in which the source works (mirroring, copying memory) answers the
  * same way: a poll when nothing is known, a rollback on shutdown, cancel, deadline, a lost
- * source QEMU or a source unreachable past the grace, a wait within the grace.
+ * source QEMU, a source unreachable past the grace or nothing moved past the stall grace,
+ * a wait within the grace. `timedOut` is the phase's own reason for a deadline.
  */
-function whileSourceWorks(r: PlanRecord, o: (over: Partial<Observations>) => Observations): Case[] {
+function whileSourceWorks(
+  r: PlanRecord,
+  o: (over: Partial<Observations>) => Observations,
+  timedOut: MigrationAction,
+): Case[] {
+  const deadline = { passed: true, timeoutSeconds: 600 };
   return [
     ["nothing known yet: polls", r, o({}), { kind: "poll" }],
     [
@@ -84,11 +104,38 @@ function whileSourceWorks(r: PlanRecord, o: (over: Partial<Observations>) => Obs
       failed("the server is shutting down"),
     ],
     ["cancel requested: rolled back as cancelled", r, o({ cancelRequested: true }), cancelled],
+    ["deadline passed: rolled back with the phase's timeout advice", r, o({ deadline }), timedOut],
     [
-      "deadline passed: rolled back with the timeout advice",
+      "deadline passed after a stall too short to blame (under 5 s): the phase's advice",
       r,
-      o({ deadline: { passed: true, timeoutSeconds: 600 } }),
+      o({ deadline, stalledForMs: 4999 }),
       timedOut,
+    ],
+    [
+      "deadline passed while nothing moved: rolled back naming the stalled link",
+      r,
+      o({ deadline, stalledForMs: 12_400 }),
+      failed(
+        "timed out after 600 s: nothing moved toward target host dst for the last 12 s (the link between the hosts is down or stalled; check it, then migrate again)",
+      ),
+    ],
+    [
+      "nothing moved for longer than the stall grace (60 s): rolled back",
+      r,
+      o({ source: status({ mirror: mirror({}), memory: mem({}) }), stalledForMs: 60_001 }),
+      stalledLink,
+    ],
+    [
+      "nothing moved, source QEMU gone too: the QEMU is named",
+      r,
+      o({ source: status({ vmStatus: "absent" }), stalledForMs: 60_001 }),
+      failed("the source QEMU on src is gone"),
+    ],
+    [
+      "nothing moved, source unreachable within its grace: waits (unreachable is its own grace)",
+      r,
+      o({ source: unreachable(10), stalledForMs: 60_001 }),
+      { kind: "wait", ms: 200 },
     ],
     [
       "source unreachable within the grace (60 s): waits a poll interval",
@@ -242,7 +289,13 @@ describe("migration plan: mirroring the disk", () => {
   const r = rec("transferring");
   const o = (over: Partial<Observations>) => obs({ step: "mirroring", baseImageCopied: true, ...over });
   table([
-    ...whileSourceWorks(r, o),
+    ...whileSourceWorks(r, o, diskBehind),
+    [
+      "nothing moved for the whole stall grace but not longer: waits",
+      r,
+      o({ source: status({ mirror: mirror({}) }), stalledForMs: 60_000 }),
+      { kind: "wait", ms: 200, progress: "disk-mirror" },
+    ],
     [
       "mirror error: rolled back",
       r,
@@ -350,7 +403,13 @@ describe("migration plan: copying memory", () => {
       obs({ step: "mirror-synced", postcopy: pc }),
       { kind: "start-memory", autoSwitchover: false, next: "copying-memory" },
     ],
-    ...whileSourceWorks(r, o),
+    ...whileSourceWorks(r, o, busyGuest),
+    [
+      "nothing moved for the whole stall grace but not longer: waits",
+      r,
+      o({ source: status({ memory: mem({}) }), stalledForMs: 60_000 }),
+      { kind: "wait", ms: 200, progress: "memory" },
+    ],
     [
       "mirror broke: rolled back",
       r,
@@ -776,4 +835,34 @@ describe("migration plan: an action threw", () => {
       failed("boom"),
     ],
   ]);
+});
+
+describe("what the source moved", () => {
+  it("adds the disk mirror's offset and the memory QEMU sent, either absent counting 0", () => {
+    const st = (over: Partial<AgentOutgoingStatus>): AgentOutgoingStatus => ({
+      vmStatus: "running",
+      mirror: null,
+      memory: null,
+      ...over,
+    });
+    expect(movedBytes(st({}))).toBe(0);
+    expect(movedBytes(st({ mirror: mirror({ offset: 4096 }) }))).toBe(4096);
+    expect(movedBytes(st({ memory: mem({ transferredBytes: 400 }) }))).toBe(400);
+    expect(movedBytes(st({ mirror: mirror({ offset: 4096 }), memory: mem({ transferredBytes: 400 }) }))).toBe(
+      4496,
+    );
+  });
+
+  it("measures a stall from the last growth of 256 KiB, or from a count that went down", () => {
+    const first = nextMovedMark(undefined, 1000, 10);
+    expect(first).toEqual({ bytes: 1000, at: 10 });
+    // A trickle below the step keeps the mark: the stall goes on.
+    expect(nextMovedMark(first, 1000 + STALL_MIN_BYTES - 1, 20)).toBe(first);
+    expect(nextMovedMark(first, 1000 + STALL_MIN_BYTES, 30)).toEqual({
+      bytes: 1000 + STALL_MIN_BYTES,
+      at: 30,
+    });
+    expect(nextMovedMark(first, 999, 40)).toEqual({ bytes: 999, at: 40 });
+    expect(STALL_MIN_BYTES).toBe(256 * 1024);
+  });
 });

@@ -112,6 +112,11 @@ export interface Observations {
   baseImageCopied: boolean;
   /** Whether post-copy is wanted, and whether this run already asked for it. */
   postcopy: { wanted: boolean; asked: boolean };
+  /**
+   * How long the bytes the source moved (`movedBytes`) have not grown by `STALL_MIN_BYTES`,
+   * in this step; absent before its first status.
+   */
+  stalledForMs?: number;
   /** The source's answer to the last `poll`, until the next action consumes it. */
   source?: { kind: "status"; status: AgentOutgoingStatus } | { kind: "unreachable"; forMs: number };
   /** The source's status when switch-over ended (step `confirmed`). */
@@ -128,6 +133,47 @@ export interface PlanPolicy {
   pollMs: number;
   /** How long the source may be unreachable mid-transfer before the migration is rolled back. */
   unreachableGraceMs: number;
+  /**
+   * How long nothing may move mid-transfer before the migration is rolled back: the link
+   * between the hosts is down or stalled. A dead link can keep connections open (TCP
+   * retransmits for minutes), so without this only the deadline would end it.
+   */
+  stallGraceMs: number;
+}
+
+/**
+ * The least growth of `movedBytes` that counts as moving. Small enough that a slow link
+ * moves it every few seconds; large enough that the few bytes a stalled path still lets
+ * through do not.
+ */
+export const STALL_MIN_BYTES = 256 * 1024;
+
+/** A stall shorter than this is not named as the cause when the deadline passes. */
+const STALL_NAMED_MS = 5000;
+
+/**
+ * What the source has moved so far, disk and memory together. QEMU counts it on its side
+ * of the stream; over DWCP that stream feeds a bounded relay, so it stops growing soon
+ * after the link does.
+ */
+export function movedBytes(s: AgentOutgoingStatus): number {
+  return (s.mirror?.offset ?? 0) + (s.memory?.transferredBytes ?? 0);
+}
+
+/** When the source last moved, and how much it had moved then. */
+export interface MovedMark {
+  bytes: number;
+  at: number;
+}
+
+/**
+ * The mark a stall is measured from once a status shows `bytes` moved at `now`: moved on
+ * by a growth of `STALL_MIN_BYTES`, or by a count that went down (a restarted agent's
+ * counters: as far as anyone knows, it moved).
+ */
+export function nextMovedMark(prev: MovedMark | undefined, bytes: number, now: number): MovedMark {
+  if (!prev || bytes >= prev.bytes + STALL_MIN_BYTES || bytes < prev.bytes) return { bytes, at: now };
+  return prev;
 }
 
 /** The record fields the decisions use. */
@@ -185,11 +231,7 @@ function transferPoll(m: PlanRecord, o: Observations, policy: PlanPolicy): Migra
   if (!o.source) {
     if (o.shuttingDown) return fail("the server is shutting down");
     if (o.cancelRequested) return { kind: "rollback", outcome: "cancelled", reason: "cancelled by the user" };
-    if (o.deadline.passed) {
-      return fail(
-        `timed out after ${o.deadline.timeoutSeconds} s (the guest dirties memory faster than it can be sent; try auto-converge, a higher downtime limit or post-copy)`,
-      );
-    }
+    if (o.deadline.passed) return fail(timeoutReason(m, o));
     return { kind: "poll" };
   }
   if (o.source.kind === "unreachable") {
@@ -202,6 +244,10 @@ function transferPoll(m: PlanRecord, o: Observations, policy: PlanPolicy): Migra
   // one's memory step starts, so it is not checked while mirroring.
   const broken = statusFailure(m, s, memoryStep);
   if (broken) return fail(broken);
+  if ((o.stalledForMs ?? 0) > policy.stallGraceMs)
+    return fail(
+      `nothing moved toward target host ${m.targetHost} for ${policy.stallGraceMs / 1000} s: the link between the hosts is down or stalled (check it, then migrate again)`,
+    );
   if (!memoryStep) {
     // Over DWCP memory and disk share one session whose channel priorities keep the disk
     // moving, so memory need not wait for the mirror (nor for its start, which negotiates
@@ -247,6 +293,17 @@ function transferPoll(m: PlanRecord, o: Observations, policy: PlanPolicy): Migra
     };
   }
   return { kind: "wait", ms: policy.pollMs, progress: "memory" };
+}
+
+/** Why the deadline ended a transfer: a stalled link, a disk that did not sync, or a busy guest. */
+function timeoutReason(m: PlanRecord, o: Observations): string {
+  const after = `timed out after ${o.deadline.timeoutSeconds} s`;
+  const stalled = o.stalledForMs ?? 0;
+  if (stalled >= STALL_NAMED_MS)
+    return `${after}: nothing moved toward target host ${m.targetHost} for the last ${Math.round(stalled / 1000)} s (the link between the hosts is down or stalled; check it, then migrate again)`;
+  if (o.step === "mirroring")
+    return `${after} while mirroring the disk (the guest writes its disk faster than the link sends it, or the disk needs longer; try a longer timeout)`;
+  return `${after} (the guest dirties memory faster than it can be sent; try auto-converge, a higher downtime limit or post-copy)`;
 }
 
 /**
