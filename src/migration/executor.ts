@@ -130,6 +130,11 @@ class MigrationRun {
   private unreachableSince: number | undefined;
   /** What the source had moved when it last grew by STALL_MIN_BYTES in this step, and when. */
   private moved: MovedMark | undefined;
+  /**
+   * How long it had not grown at the last reading. Measured between readings, not up to
+   * now, so that a pause of this process (a stopped or starved server) is not a stall.
+   */
+  private stalledForMs: number | undefined;
   private handedOver: AgentOutgoingStatus | undefined;
   private targetAnswer: { state: string; reason: string; resumedAt?: number } | undefined;
   private failure: Observations["failure"];
@@ -212,6 +217,7 @@ class MigrationRun {
           this.step = action.next;
           this.unreachableSince = undefined;
           this.moved = undefined;
+          this.stalledForMs = undefined;
         }
       } catch (err) {
         this.failure = {
@@ -233,7 +239,7 @@ class MigrationRun {
       baseImageCopied: this.baseImageCopied,
       postcopy: { wanted: this.tuning.postcopy, asked: this.postcopyAsked },
       ...(this.fresh ? { source: this.fresh } : {}),
-      ...(this.moved ? { stalledForMs: Date.now() - this.moved.at } : {}),
+      ...(this.stalledForMs !== undefined ? { stalledForMs: this.stalledForMs } : {}),
       ...(this.handedOver ? { handedOver: this.handedOver } : {}),
       ...(this.targetAnswer ? { target: this.targetAnswer } : {}),
     };
@@ -379,7 +385,9 @@ class MigrationRun {
       const status = await this.source.outgoingStatus(vmId, this.m.id);
       this.unreachableSince = undefined;
       this.fresh = { kind: "status", status };
-      this.moved = nextMovedMark(this.moved, movedBytes(status), Date.now());
+      const now = Date.now();
+      this.moved = nextMovedMark(this.moved, movedBytes(status), now);
+      this.stalledForMs = now - this.moved.at;
     } catch (err) {
       if (!isNovaError(err, "NOVA_HOST_UNREACHABLE")) throw err;
       this.unreachableSince ??= Date.now();

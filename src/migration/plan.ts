@@ -113,8 +113,8 @@ export interface Observations {
   /** Whether post-copy is wanted, and whether this run already asked for it. */
   postcopy: { wanted: boolean; asked: boolean };
   /**
-   * How long the bytes the source moved (`movedBytes`) have not grown by `STALL_MIN_BYTES`,
-   * in this step; absent before its first status.
+   * How long the bytes the source moved (`movedBytes`) had not grown by `STALL_MIN_BYTES`
+   * at the last reading, in this step; absent before its first status.
    */
   stalledForMs?: number;
   /** The source's answer to the last `poll`, until the next action consumes it. */
