@@ -13,7 +13,7 @@ import type { Host } from "../src/api/types/hosts.js";
 import type { PlacementExplanation, PlacementGroup, VmDryRun } from "../src/api/types/placement.js";
 import type { Vm } from "../src/api/types/vms.js";
 import { upsertHost } from "../src/cluster/store/hosts.js";
-import { addImageLocation, insertImage } from "../src/cluster/store/images.js";
+import { addImageLocation, getImage, insertImage } from "../src/cluster/store/images.js";
 import { getVm, transitionVm } from "../src/cluster/store/vms.js";
 import { QEMU_10_0_2 } from "../src/lib/qemu-info.test-util.js";
 import { type RunningServer, startServer } from "../src/server/server-process.js";
@@ -257,5 +257,41 @@ describe.each(ENGINES)("placement over REST on $engine", ({ engine, create }) =>
     const m = await api<{ targetHost: string }>("POST", "/v1/vms/pair-a/migrations", {});
     expect(m.status).toBe(202);
     expect(m.body.targetHost).toBe(third);
+  });
+
+  it("moves a VM live only to a host that starts VMs with its CPU model (a KVM host is refused for a TCG guest)", async () => {
+    const vm = await createVm("cpu-guest", { start: true });
+    await transitionVm(server.store.db, await getVm(server.store.db, "cpu-guest"), "starting", "t");
+    await transitionVm(server.store.db, await getVm(server.store.db, "cpu-guest"), "running", "t");
+    // The roomiest host by far, so spread would choose it.
+    const { id: k1Id } = await upsertHost(server.store.db, {
+      name: "k1",
+      agentUrl: "http://127.0.0.1:9",
+      certificate: null,
+      agentVersion: "0",
+      capacity: { ...TEST_CAPACITY, accel: "kvm", memoryMiB: 65_536 },
+      qemu: QEMU_10_0_2,
+    });
+    await addImageLocation(server.store.db, (await getImage(server.store.db, "guest")).id, k1Id);
+    const e = await api<PlacementExplanation>("GET", "/v1/vms/cpu-guest/placement");
+    expect(e.status).toBe(200);
+    expect(e.body.hosts.find((v) => v.host === "k1")).toMatchObject({
+      feasible: false,
+      rejectedBy: "cpu-model",
+      reason: expect.stringContaining("starts VMs with CPU model host, the VM runs with max"),
+    });
+    expect(e.body.chosen).not.toBe("k1");
+
+    const onto = await api("POST", "/v1/vms/cpu-guest/migrations", { targetHost: "k1" });
+    expect(onto.status).toBe(422);
+    expect(onto.body.error.code).toBe("NOVA_NO_CAPACITY");
+    expect(onto.body.error.message).toContain("Host k1 cannot run VM cpu-guest");
+    expect(onto.body.error.details).toMatchObject({ rejectedBy: "cpu-model" });
+    expect((await api("GET", "/v1/vms/cpu-guest/migrations")).body).toMatchObject({ migrations: [] });
+    // A new VM (not a live move) may land there.
+    const fresh = await createVm("cpu-fresh");
+    expect(fresh.status).toBe(201);
+    expect(fresh.body.host).toBe("k1");
+    expect(vm.body.host).not.toBe("k1");
   });
 });

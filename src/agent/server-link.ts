@@ -23,6 +23,7 @@ import {
 import { ERROR_CODES, type ErrorCode } from "../lib/error-codes.js";
 import { describeError, NovaError } from "../lib/errors.js";
 import { readBoundedJson, readTextPrefix } from "../lib/json-response.js";
+import { parseServerUrlList } from "../lib/server-url-list.js";
 import { WakeableLoop } from "../lib/wakeable-loop.js";
 import { parseJoinToken } from "../security/join-token.js";
 import { certInfo, createCsr } from "../security/pki.js";
@@ -54,31 +55,9 @@ export interface ServerLinkOptions {
   onHa?: (reply: HaReply, sentAtMonoMs: number) => Promise<void> | void;
 }
 
-/**
- * `--server`'s value: one URL or several separated by commas (the replicas of one control
- * plane), trailing slashes dropped; NOVA_CONFIG when one is not an https URL.
- */
+/** `--server`'s value: one https URL or several (the replicas of one control plane). */
 export function parseServerUrls(text: string): string[] {
-  const urls = text
-    .split(",")
-    .map((u) => u.trim().replace(/\/+$/, ""))
-    .filter((u) => u.length > 0);
-  if (urls.length === 0)
-    throw new NovaError("NOVA_CONFIG", "--server needs the server's URL, e.g. https://server:7700");
-  for (const u of urls) {
-    let ok = false;
-    try {
-      ok = new URL(u).protocol === "https:";
-    } catch {
-      ok = false;
-    }
-    if (!ok)
-      throw new NovaError(
-        "NOVA_CONFIG",
-        `--server ${JSON.stringify(u)} is not an https URL: give the server's URL (e.g. https://server:7700), or several replicas' URLs separated by commas`,
-      );
-  }
-  return [...new Set(urls)];
+  return parseServerUrlList(text, { allowHttp: false });
 }
 
 /** The reply's non-HA part, checked as before (the HA part is parsed by ha-reply.ts). */

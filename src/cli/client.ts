@@ -1,6 +1,8 @@
 /**
  * The CLI's REST client: typed calls over TLS to the server whose CA was pinned at login
  * (no other CA is trusted), server errors turned into NovaErrors with the server's code.
+ * With several replicas' URLs it moves to the next only when one cannot be connected to
+ * (server-urls.ts), so that no request is sent twice.
  */
 
 import { describeError, isNovaError, NovaError } from "../lib/errors.js";
@@ -8,22 +10,26 @@ import { readJsonReply } from "../lib/json-response.js";
 import { traceHeaders } from "../lib/tracing.js";
 import { type ClusterFetch, clusterFetch } from "../security/tls-client.js";
 import type { CliConfig } from "./config.js";
+import { neverConnected, parseServerList } from "./server-urls.js";
 
 /** Calls the NovaCron API. */
 export class ApiClient {
-  private readonly fetchServer: ClusterFetch;
+  private readonly fetchTls: ClusterFetch | undefined;
+  /** The replicas' URLs (one for a single server). */
+  private readonly servers: string[];
+  /** The one that answered last: the next request starts there. */
+  private current = 0;
 
   constructor(private readonly config: CliConfig) {
-    if (config.server.startsWith("https://")) {
+    this.servers = parseServerList(config.server);
+    if (this.servers.some((u) => u.startsWith("https://"))) {
       if (!config.ca) {
         throw new NovaError(
           "NOVA_CONFIG",
           `No CA is pinned for ${config.server}. Run novacron login --server ${config.server} (it shows the CA fingerprint to confirm), or give --ca-file / NOVACRON_CA_FILE.`,
         );
       }
-      this.fetchServer = clusterFetch({ caPem: config.ca }, { role: "server" });
-    } else {
-      this.fetchServer = fetch;
+      this.fetchTls = clusterFetch({ caPem: config.ca }, { role: "server" });
     }
   }
 
@@ -52,25 +58,49 @@ export class ApiClient {
     return this.request<T>("DELETE", route);
   }
 
-  private async request<T>(method: string, route: string, body?: unknown): Promise<T> {
-    let res: Response;
-    try {
-      res = await this.fetchServer(`${this.config.server}${route}`, {
-        method,
-        headers: traceHeaders({
-          // No token only for logging in (POST /v1/session).
-          ...(this.config.token ? { authorization: `Bearer ${this.config.token}` } : {}),
-          ...(body === undefined ? {} : { "content-type": "application/json" }),
-        }),
-        body: body === undefined ? null : JSON.stringify(body),
-        signal: AbortSignal.timeout(660_000),
-      });
-    } catch (err) {
-      throw new NovaError(
-        "NOVA_HOST_UNREACHABLE",
-        `Cannot reach the NovaCron server at ${this.config.server}: ${describeTlsError(err)}`,
-      );
+  /** Sends the request to the current replica, then to each next one it could not connect to. */
+  private async send(method: string, route: string, body?: unknown): Promise<Response> {
+    const n = this.servers.length;
+    const missed: string[] = [];
+    for (let i = 0; i < n; i++) {
+      const index = (this.current + i) % n;
+      const url = this.servers[index]!;
+      try {
+        const res = await (url.startsWith("https://") ? this.fetchTls! : fetch)(`${url}${route}`, {
+          method,
+          headers: traceHeaders({
+            // No token only for logging in (POST /v1/session).
+            ...(this.config.token ? { authorization: `Bearer ${this.config.token}` } : {}),
+            ...(body === undefined ? {} : { "content-type": "application/json" }),
+          }),
+          body: body === undefined ? null : JSON.stringify(body),
+          signal: AbortSignal.timeout(660_000),
+        });
+        this.current = index;
+        return res;
+      } catch (err) {
+        if (n === 1)
+          throw new NovaError(
+            "NOVA_HOST_UNREACHABLE",
+            `Cannot reach the NovaCron server at ${url}: ${describeTlsError(err)}`,
+          );
+        if (!neverConnected(err))
+          throw new NovaError(
+            "NOVA_HOST_UNREACHABLE",
+            `The connection to the NovaCron server at ${url} failed during ${method} ${route}: ${describeTlsError(err)} It may have taken the request: check before repeating it (it is not sent to another replica).`,
+          );
+        missed.push(`${url}: ${describeTlsError(err)}`);
+      }
     }
+    throw new NovaError(
+      "NOVA_HOST_UNREACHABLE",
+      `Cannot reach any of the NovaCron server's ${n} replicas (--server): ${missed.join("; ")}`,
+      { details: { servers: this.servers } },
+    );
+  }
+
+  private async request<T>(method: string, route: string, body?: unknown): Promise<T> {
+    const res = await this.send(method, route, body);
     try {
       return (await readJsonReply(res, {
         fallbackCode: "NOVA_INTERNAL",

@@ -40,6 +40,17 @@ describe("CLI config", () => {
     });
   });
 
+  it("keeps the CA pinned for a list of replicas for any of them, not for another URL", async () => {
+    const file = env.NOVACRON_CONFIG!;
+    await writeConfigFile({ server: "https://cp1:7700,https://cp2:7700", token: "t", ca: "PEM" }, file);
+    const ca = async (server: string) => (await resolveConfig({ server }, env)).ca;
+    expect(await ca("https://cp2:7700/")).toBe("PEM");
+    expect(await ca("https://cp2:7700, https://cp1:7700")).toBe("PEM");
+    expect(await ca("https://cp3:7700")).toBeUndefined();
+    expect(await ca("https://cp1:7700,https://cp3:7700")).toBeUndefined();
+    expect((await resolveConfig({}, env)).server).toBe("https://cp1:7700,https://cp2:7700");
+  });
+
   it("ends with mode 0600 even over a stale world-readable .tmp file", async () => {
     const file = env.NOVACRON_CONFIG!;
     await writeFile(`${file}.tmp`, "stale", { mode: 0o644 });

@@ -8,9 +8,11 @@ import { chmod, mkdir, open, readFile, rename, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { NovaError } from "../lib/errors.js";
+import { normalizeServerList, parseServerList } from "./server-urls.js";
 
 /** What the CLI needs to reach a server. */
 export interface CliConfig {
+  /** The server's URL, or its replicas' URLs separated by commas (server-urls.ts). */
   server: string;
   /** An API token, or a user's session token (`nvs_…`) from `novacron login --user`. */
   token: string;
@@ -78,10 +80,11 @@ export async function resolveConfig(
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<CliConfig> {
   const file = await readConfigFile(configPath(env));
-  const server = flags.server ?? env.NOVACRON_SERVER ?? file?.server;
+  const given = flags.server ?? env.NOVACRON_SERVER ?? file?.server;
+  const server = given === undefined ? undefined : normalizeServerList(given);
   const token = flags.token ?? env.NOVACRON_TOKEN ?? file?.token;
   const caFile = flags.caFile ?? env.NOVACRON_CA_FILE;
-  let ca = file?.server === server ? file?.ca : undefined;
+  let ca = server !== undefined && file?.server && sameCluster(server, file.server) ? file?.ca : undefined;
   if (caFile) {
     try {
       ca = await readFile(caFile, "utf8");
@@ -97,6 +100,21 @@ export async function resolveConfig(
     );
   }
   // The user a saved session belongs to, for the "log in again" hint when it ends.
-  const user = token === file?.token && file?.server === server ? file?.user : undefined;
-  return { server: server.replace(/\/+$/, ""), token, ...(ca ? { ca } : {}), ...(user ? { user } : {}) };
+  const user =
+    token === file?.token && file?.server && sameCluster(server, file.server) ? file?.user : undefined;
+  return { server, token, ...(ca ? { ca } : {}), ...(user ? { user } : {}) };
+}
+
+/**
+ * Whether the CA pinned at login for `saved` holds for `given`: every URL given is one that
+ * was logged in to (one replica of a saved list, or the list in another order).
+ */
+function sameCluster(given: string, saved: string): boolean {
+  let known: Set<string>;
+  try {
+    known = new Set(parseServerList(saved));
+  } catch {
+    return false;
+  }
+  return parseServerList(given).every((u) => known.has(u));
 }

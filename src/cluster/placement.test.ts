@@ -3,7 +3,13 @@ import { isNovaError, type NovaError } from "../lib/errors.js";
 import { QEMU_10_0_2 } from "../lib/qemu-info.test-util.js";
 import type { ItpHost } from "../placement/itp/model.js";
 import { PlacementState } from "../placement/itp/state.js";
-import { ClusterPlacement, type PlacementRequest, PlacementView, placementPolicy } from "./placement.js";
+import {
+  ClusterPlacement,
+  itpHostOf,
+  type PlacementRequest,
+  PlacementView,
+  placementPolicy,
+} from "./placement.js";
 import type { HostRecord } from "./store/hosts.js";
 
 const host = (name: string, freeMiB: number): HostRecord => ({
@@ -35,21 +41,7 @@ const host = (name: string, freeMiB: number): HostRecord => ({
 
 /** A view over `hosts` with an anti-affinity pair: `b` runs on the first host. */
 function view(hosts: HostRecord[]): PlacementView {
-  const itp: ItpHost[] = hosts.map((h) => ({
-    id: h.id,
-    name: h.name,
-    site: h.site,
-    labels: h.labels,
-    liveness: h.liveness,
-    cordoned: h.cordoned,
-    maintenance: false,
-    memoryMiB: { total: h.memoryMiB, used: h.allocatedMemoryMiB },
-    vcpus: { total: h.vcpus, used: h.allocatedVcpus },
-    qemu: h.qemu,
-    cpuModel: null,
-    predictedLoad: null,
-    weight: h.placementWeight,
-  }));
+  const itp: ItpHost[] = hosts.map((h) => itpHostOf(h, null));
   const groups = [
     {
       name: "pair",
@@ -110,5 +102,21 @@ describe("the server's placement", () => {
       rejectedBy: "anti-affinity",
       rejected: { "anti-affinity": 1 },
     });
+  });
+
+  it("moves a VM live only to a host of its accelerator's CPU model; an HA restart boots it anywhere", () => {
+    const kvm = { ...host("k1", 4000), accel: "kvm" as const };
+    const hosts = [host("h1", 4096), host("h2", 1000), kvm];
+    const live = { ...req, fromHostId: "id-h1", live: true };
+    // Spread would pick k1 (most room); the VM runs with max under TCG on h1.
+    expect(view(hosts).place(live).name).toBe("h2");
+    const e = refusal(() => view(hosts).placeOn(live, "id-k1"));
+    expect(e.code).toBe("NOVA_NO_CAPACITY");
+    expect(e.message).toContain(
+      "Host k1 cannot run VM a (256 MiB, 1 vCPUs): cpu-model: starts VMs with CPU model host, the VM runs with max",
+    );
+    expect(e.details).toMatchObject({ rejectedBy: "cpu-model" });
+    // Not live (an HA restart from a dead host): k1 is fine.
+    expect(view(hosts).place({ ...req, fromHostId: "id-h1" }).name).toBe("k1");
   });
 });

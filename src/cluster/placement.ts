@@ -14,6 +14,7 @@
  */
 import type { PlacementExplanation } from "../api/types/placement.js";
 import { isNovaError, NovaError } from "../lib/errors.js";
+import { cpuModelFor } from "../lib/qemu-support.js";
 import {
   DEFAULT_POLICY,
   type ItpHost,
@@ -58,6 +59,11 @@ export interface PlacementRequest {
   site?: string | null;
   /** Where it runs now, for a move. */
   fromHostId?: string;
+  /**
+   * A live move (migration, drain, rebalancing): the target must start it with the CPU
+   * model it runs with on `fromHostId`. Not for an HA restart, which boots it afresh.
+   */
+  live?: boolean;
   /** Its disk is in this shared storage pool: only the hosts that see it can open the disk. */
   storagePool?: { name: string; hostIds: readonly string[] };
 }
@@ -112,32 +118,12 @@ export class ClusterPlacement {
     // rules see it there, so two moves of one drain do not land an anti-affine pair together.
     const placed = new Map(rows.map((r) => [r.name, r.host_id]));
     const loads = this.predictedLoad ? undefined : await predictedUtilizations(q);
-    const itpHosts = hosts.map((h) => this.itpHost(h, this.predictedLoad?.(h) ?? loads?.get(h.id) ?? null));
+    const itpHosts = hosts.map((h) => itpHostOf(h, this.predictedLoad?.(h) ?? loads?.get(h.id) ?? null));
     const state = new PlacementState(itpHosts, groups, placed);
     state.cursor = this.cursor;
     return new PlacementView(this, hosts, state, (cursor) => {
       this.cursor = cursor;
     });
-  }
-
-  private itpHost(h: HostRecord, predictedLoad: number | null): ItpHost {
-    return {
-      id: h.id,
-      name: h.name,
-      site: h.site,
-      labels: h.labels,
-      liveness: h.liveness,
-      cordoned: h.cordoned,
-      maintenance: h.drain?.state === "draining",
-      memoryMiB: { total: h.memoryMiB, used: h.allocatedMemoryMiB },
-      vcpus: { total: h.vcpus, used: h.allocatedVcpus },
-      qemu: h.qemu,
-      // Agents do not report a CPU model yet: VMs run with `-cpu` of their accelerator's
-      // default on every host, so the check has nothing to compare.
-      cpuModel: null,
-      predictedLoad,
-      weight: h.placementWeight,
-    };
   }
 }
 
@@ -225,6 +211,12 @@ export class PlacementView {
     if (i !== undefined) this.state.commit(req.name, i, req.memoryMiB, req.vcpus);
   }
 
+  /** The CPU model a VM moving live from `fromHostId` runs with: its host's (unknown host: none). */
+  private liveCpuModel(fromHostId: string | undefined): { cpuModel?: string } {
+    const from = this.hosts.find((h) => h.id === fromHostId);
+    return from ? { cpuModel: cpuModelFor(from.accel) } : {};
+  }
+
   private itpVm(req: PlacementRequest): ItpVm {
     return {
       name: req.name,
@@ -236,6 +228,7 @@ export class PlacementView {
       ...(req.machineType !== undefined ? { machineType: req.machineType } : {}),
       ...(req.site ? { site: req.site } : {}),
       ...(req.fromHostId !== undefined ? { fromHostId: req.fromHostId } : {}),
+      ...(req.live ? this.liveCpuModel(req.fromHostId) : {}),
       ...(req.storagePool
         ? { storagePool: { name: req.storagePool.name, hostIds: new Set(req.storagePool.hostIds) } }
         : {}),
@@ -266,5 +259,26 @@ export function placementPolicy(input: PlacementPolicyInput): PlacementPolicy {
     strategy: strategy as Strategy,
     memoryOvercommit: input.memoryOvercommit ?? DEFAULT_POLICY.memoryOvercommit,
     vcpuOvercommit: input.vcpuOvercommit ?? DEFAULT_POLICY.vcpuOvercommit,
+  };
+}
+
+/** What ITP knows of host `h`. */
+export function itpHostOf(h: HostRecord, predictedLoad: number | null): ItpHost {
+  return {
+    id: h.id,
+    name: h.name,
+    site: h.site,
+    labels: h.labels,
+    liveness: h.liveness,
+    cordoned: h.cordoned,
+    maintenance: h.drain?.state === "draining",
+    memoryMiB: { total: h.memoryMiB, used: h.allocatedMemoryMiB },
+    vcpus: { total: h.vcpus, used: h.allocatedVcpus },
+    qemu: h.qemu,
+    // What the agent starts VMs with. Under KVM that is the host's own CPU, and two KVM
+    // hosts with different CPUs are not told apart: agents report no CPU identity.
+    cpuModel: cpuModelFor(h.accel),
+    predictedLoad,
+    weight: h.placementWeight,
   };
 }

@@ -95,7 +95,7 @@ export class VmService {
       ...vmPlacementRequest(vm),
       imageHostIds: null,
       ...(machineType ? { machineType } : {}),
-      ...(vm.hostId ? { fromHostId: vm.hostId } : {}),
+      ...(vm.hostId ? { fromHostId: vm.hostId, live: true } : {}),
     });
   }
 

@@ -28,6 +28,18 @@ export interface QemuMachineFacts extends QemuVersion {
   q35Alias: string;
 }
 
+/** The `-cpu` model an agent starts VMs with under each accelerator. */
+export type CpuModel = "host" | "max";
+
+/**
+ * `host` passes the real CPU through under KVM; `max` is the richest model TCG emulates.
+ * Agents start every VM (and every incoming migration) with their own accelerator's, so a
+ * live move keeps its CPU only between hosts of the same accelerator.
+ */
+export function cpuModelFor(accel: "kvm" | "tcg"): CpuModel {
+  return accel === "kvm" ? "host" : "max";
+}
+
 /** A machine type a VM may be pinned to: a versioned q35 type, or `q35` (the host's newest). */
 export const MACHINE_TYPE_PATTERN = "^(q35|pc-q35-[0-9]{1,3}\\.[0-9]{1,3})$";
 const MACHINE_TYPE_RE = new RegExp(MACHINE_TYPE_PATTERN);

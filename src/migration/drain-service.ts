@@ -143,6 +143,7 @@ function checkOthersCanTake(host: HostRecord, view: PlacementView, vms: readonly
       ...vmPlacementRequest(v),
       imageHostIds: null,
       fromHostId: host.id,
+      live: true,
       ...(machineType ? { machineType } : {}),
     };
     try {

@@ -93,7 +93,13 @@ export class MigrationService {
         );
       }
       // A migration copies the image to its target when it lacks it: any host will do.
-      const request = { ...vmPlacementRequest(vm), imageHostIds: null, machineType, fromHostId: source.id };
+      const request = {
+        ...vmPlacementRequest(vm),
+        imageHostIds: null,
+        machineType,
+        fromHostId: source.id,
+        live: true,
+      };
       let targetId: string;
       if (input.targetHost) {
         const target = await getHost(tx, input.targetHost);

@@ -143,6 +143,7 @@ export class Rebalancer {
         imageHostIds: null,
         ...(machineType ? { machineType } : {}),
         fromHostId: v.hostId,
+        live: true,
       }).hosts;
       return new Set(verdicts.filter((x) => x.feasible).flatMap((x) => hostIdByName.get(x.host) ?? []));
     };

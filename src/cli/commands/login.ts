@@ -16,6 +16,7 @@ import { fetchPresentedCa } from "../../security/tls-client.js";
 import { ApiClient } from "../client.js";
 import { configPath, readConfigFile, writeConfigFile } from "../config.js";
 import { promptLine, promptSecret, readStdinLine } from "../prompt.js";
+import { normalizeServerList, parseServerList } from "../server-urls.js";
 
 interface LoginFlags {
   server?: string;
@@ -36,7 +37,7 @@ export function registerLoginCommand(program: Command): void {
     .description("Pin the server's CA, check a token (or log a user in), and save both for later commands")
     .option(
       "--server <url>",
-      "server URL, e.g. https://127.0.0.1:7700 (default: the one logged in to before)",
+      "server URL, e.g. https://127.0.0.1:7700, or the replicas' URLs separated by commas (default: the one logged in to before)",
     )
     .option("--token <token>", "an admin token")
     .option("--token-file <path>", "read the token from a file (e.g. <server data dir>/admin.token)")
@@ -51,10 +52,11 @@ export function registerLoginCommand(program: Command): void {
     .option("--recovery-code <code>", "with --user: one of your recovery codes, instead of --totp")
     .action(async (o: LoginFlags) => {
       const saved = await readConfigFile();
-      const server = (o.server ?? saved?.server)?.replace(/\/+$/, "");
-      if (!server) throw new NovaError("NOVA_CONFIG", "Give --server https://HOST:PORT.");
+      const given = o.server ?? saved?.server;
+      if (!given) throw new NovaError("NOVA_CONFIG", "Give --server https://HOST:PORT.");
+      const server = normalizeServerList(given);
       // A server logged in to before keeps the CA pinned then, unless another is given.
-      const ca = !server.startsWith("https://")
+      const ca = !server.includes("https://")
         ? undefined
         : !o.caFile && !o.fingerprint && saved?.server === server && saved.ca
           ? saved.ca
@@ -132,18 +134,27 @@ export function registerLogoutCommand(program: Command): void {
     });
 }
 
-/** The CA to trust for `server`: from --ca-file, or the one it presents once its fingerprint is confirmed. */
-async function pinCa(server: string, o: LoginFlags): Promise<string> {
+/**
+ * The CA to trust for `server`: from --ca-file, or the one it presents once its fingerprint
+ * is confirmed. Of several replicas the first that answers presents it; they share the
+ * cluster's CA, and the check against the API that follows trusts only that one.
+ */
+async function pinCa(servers: string, o: LoginFlags): Promise<string> {
   if (o.caFile) return readFile(o.caFile, "utf8");
-  let presented: string;
-  try {
-    presented = await fetchPresentedCa(server);
-  } catch (err) {
-    throw new NovaError(
-      "NOVA_HOST_UNREACHABLE",
-      `Cannot reach ${server} over TLS: ${(err as Error).message}`,
-    );
+  let presented: string | undefined;
+  let server = servers;
+  const missed: string[] = [];
+  for (const url of parseServerList(servers).filter((u) => u.startsWith("https://"))) {
+    try {
+      presented = await fetchPresentedCa(url);
+      server = url;
+      break;
+    } catch (err) {
+      missed.push(`${url} over TLS: ${(err as Error).message}`);
+    }
   }
+  if (presented === undefined)
+    throw new NovaError("NOVA_HOST_UNREACHABLE", `Cannot reach ${missed.join("; ")}`);
   const fingerprint = certInfo(presented).fingerprint;
   if (o.fingerprint) {
     const wanted = o.fingerprint

@@ -12,6 +12,7 @@ import os from "node:os";
 import path from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { NovaError } from "../../lib/errors.js";
+import { cpuModelFor } from "../../lib/qemu-support.js";
 import { waitFor } from "../../lib/wait.js";
 import { logTailLines } from "./exit-reason.js";
 
@@ -197,7 +198,7 @@ export async function runProbeGuest(opts: {
     probeBootSector().copy(image);
     await writeFile(disk, image);
     const argv = [
-      ...["-machine", "q35", "-accel", opts.accel, "-cpu", opts.accel === "kvm" ? "host" : "max", "-m", "16"],
+      ...["-machine", "q35", "-accel", opts.accel, "-cpu", cpuModelFor(opts.accel), "-m", "16"],
       ...["-nodefaults", "-no-user-config", "-display", "none"],
       ...["-drive", `file=${disk.replaceAll(",", ",,")},format=raw,if=none,id=d0,readonly=on`],
       ...["-device", "virtio-blk-pci,drive=d0,bootindex=1"],

@@ -5,7 +5,7 @@
  */
 import path from "node:path";
 import { NovaError } from "../../lib/errors.js";
-import { isValidMachineType } from "../../lib/qemu-support.js";
+import { cpuModelFor, isValidMachineType } from "../../lib/qemu-support.js";
 
 /** Everything needed to start one VM's QEMU process. */
 export interface MachineConfig {
@@ -187,9 +187,8 @@ export function buildQemuArgv(cfg: MachineConfig): string[] {
     cfg.machineType ?? "q35",
     "-accel",
     cfg.accel,
-    // `max` is the richest model TCG emulates; `host` passes the real CPU through under KVM.
     "-cpu",
-    cfg.accel === "kvm" ? "host" : "max",
+    cpuModelFor(cfg.accel),
     "-smp",
     String(cfg.vcpus),
     "-m",

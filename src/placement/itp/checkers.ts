@@ -67,7 +67,7 @@ export const CHECKERS: readonly Checker[] = [
     name: "cpu-model",
     ok: (ctx, h) => ctx.vm.cpuModel === undefined || host(ctx, h).cpuModel === ctx.vm.cpuModel,
     why: (ctx, h) =>
-      `offers CPU model ${host(ctx, h).cpuModel ?? "unknown"}, the VM runs with ${ctx.vm.cpuModel ?? "?"} (a live move needs the same)`,
+      `starts VMs with CPU model ${host(ctx, h).cpuModel ?? "unknown"}, the VM runs with ${ctx.vm.cpuModel ?? "?"} (a live move needs the same; host is KVM's, max is TCG's)`,
   },
   {
     name: "image",
