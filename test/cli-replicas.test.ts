@@ -5,7 +5,6 @@
  * the server once; a connection cut after the request was sent is not repeated elsewhere;
  * and with no replica reachable it says why for each, with its code and exit code.
  */
-import { execFile } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
@@ -13,8 +12,7 @@ import path from "node:path";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type RunningServer, startServer } from "../src/server/server-process.js";
-
-const BIN = path.join(import.meta.dirname, "..", "bin", "novacron.js");
+import { runBuiltCli } from "./helpers/cli-process.js";
 
 /** A port nothing listens on (just freed). */
 async function deadPort(): Promise<number> {
@@ -38,21 +36,8 @@ describe("novacron with several replicas' URLs against a real server", () => {
   let dead: string;
   let cut: string;
 
-  const cli = (args: string[], stdin = ""): Promise<{ code: number; stdout: string; stderr: string }> =>
-    new Promise((resolve) => {
-      const env: NodeJS.ProcessEnv = { ...process.env, NOVACRON_CONFIG: config };
-      delete env.NOVACRON_SERVER;
-      delete env.NOVACRON_TOKEN;
-      delete env.NOVACRON_CA_FILE;
-      const child = execFile(
-        process.execPath,
-        [BIN, ...args],
-        { env, timeout: 60_000 },
-        (err, stdout, stderr) =>
-          resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout, stderr }),
-      );
-      child.stdin?.end(stdin);
-    });
+  /** Runs the CLI with `stdin` piped in; no server or token from the environment, only the config file. */
+  const cli = (args: string[], stdin = "") => runBuiltCli(config, args, stdin);
   /** The cluster's CA, for URLs that were not logged in to. */
   const caFile = () => ["--ca-file", path.join(dir, "server", "pki", "ca.crt")];
   const users = async () => {

@@ -5,7 +5,6 @@
  * and the refusals a user sees (wrong password, a second factor needed without a
  * terminal, a viewer's write), each with its code in the message and the exit code.
  */
-import { execFile } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -13,30 +12,14 @@ import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { totpCode } from "../src/security/totp.js";
 import { type RunningServer, startServer } from "../src/server/server-process.js";
-
-const BIN = path.join(import.meta.dirname, "..", "bin", "novacron.js");
+import { runBuiltCli } from "./helpers/cli-process.js";
 
 describe("novacron user and login --user against a real server", () => {
   let dir: string;
   let server: RunningServer;
   let config: string;
-
   /** Runs the CLI with `stdin` piped in; no server or token from the environment, only the config file. */
-  const cli = (args: string[], stdin = ""): Promise<{ code: number; stdout: string; stderr: string }> =>
-    new Promise((resolve) => {
-      const env: NodeJS.ProcessEnv = { ...process.env, NOVACRON_CONFIG: config };
-      delete env.NOVACRON_SERVER;
-      delete env.NOVACRON_TOKEN;
-      delete env.NOVACRON_CA_FILE;
-      const child = execFile(
-        process.execPath,
-        [BIN, ...args],
-        { env, timeout: 60_000 },
-        (err, stdout, stderr) =>
-          resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout, stderr }),
-      );
-      child.stdin?.end(stdin);
-    });
+  const cli = (args: string[], stdin = "") => runBuiltCli(config, args, stdin);
   const savedToken = async () => (JSON.parse(await readFile(config, "utf8")) as { token: string }).token;
 
   beforeAll(async () => {
