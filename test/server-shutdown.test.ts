@@ -10,16 +10,25 @@ import { afterAll, expect, it } from "vitest";
 import { buildExecConfig } from "../src/exec/config.js";
 import { withDeadline } from "../src/lib/wait.js";
 import { clusterFetch } from "../src/security/tls-client.js";
-import { startServer } from "../src/server/server-process.js";
+import { type RunningServer, startServer } from "../src/server/server-process.js";
 
 let dir: string | undefined;
+/** Servers a case started and has not closed itself (it failed before): closed here. */
+const open = new Set<RunningServer>();
 afterAll(async () => {
+  for (const s of open) await s.close().catch(() => {});
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-async function start(name: string) {
+/** Closes `server` as the case's own act (no longer left to afterAll). */
+function close(server: RunningServer): Promise<void> {
+  open.delete(server);
+  return server.close();
+}
+
+async function start(name: string): Promise<RunningServer> {
   dir ??= await mkdtemp("/tmp/nc-shutdown-");
-  return startServer({
+  const server = await startServer({
     dataDir: path.join(dir, name),
     port: 0,
     execConfig: buildExecConfig({ flags: { workersMin: 1, workersMax: 1 } }),
@@ -27,6 +36,8 @@ async function start(name: string) {
     federationPort: 0,
     consoleDir: null,
   });
+  open.add(server);
+  return server;
 }
 
 it("ends open event streams when the server closes, and closes within seconds", async () => {
@@ -40,7 +51,7 @@ it("ends open event streams when the server closes, and closes within seconds", 
     expect(res.headers.get("content-type")).toContain("text/event-stream");
     readers.push(res.body!.getReader());
   }
-  const closed = server.close();
+  const closed = close(server);
   const decoder = new TextDecoder();
   for (const reader of readers) {
     let text = "";
@@ -79,7 +90,7 @@ it("cuts a request still in flight after the grace instead of waiting for the cl
   socket.write("{");
   const cut = once(socket, "close");
   const started = Date.now();
-  await withDeadline(server.close(), 15_000, () => new Error("the server waited for the client's request"));
+  await withDeadline(close(server), 15_000, () => new Error("the server waited for the client's request"));
   await withDeadline(cut, 5000, () => new Error("the connection was left open"));
   // Not closed at once: the grace lets requests in flight finish.
   expect(Date.now() - started).toBeGreaterThanOrEqual(4000);

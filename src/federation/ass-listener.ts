@@ -27,7 +27,14 @@ import { withDeadline } from "../lib/wait.js";
 import { verifyIssued } from "../security/pki.js";
 import { peerIdentityError } from "../security/tls-client.js";
 import { ACP_CHANNEL, readAcpRequest, sendAcp } from "./acp/acp-wire.js";
-import { ASS_CHANNEL, ASS_SESSION_TUNING, BATCH_LIMITS, readHello, readPull, send } from "./ass-wire.js";
+import {
+  ASS_CHANNEL,
+  BATCH_LIMITS,
+  FEDERATION_SESSION_TUNING,
+  readHello,
+  readPull,
+  send,
+} from "./ass-wire.js";
 import type { Changes } from "./changes.js";
 import { parseFederationAddress } from "./receiver.js";
 import { recordSize, type SignedRecord } from "./records.js";
@@ -108,7 +115,7 @@ export class AssListener {
       maxPendingPerAddress: 8,
       // The session's message bound applies to what it sends as well: batches. What a peer
       // sends (pulls, hellos) is refused above MAX_PULL_BYTES when decoded.
-      tuning: ASS_SESSION_TUNING,
+      tuning: FEDERATION_SESSION_TUNING,
     });
     return new AssListener(listener, deps, tls);
   }

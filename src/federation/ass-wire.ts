@@ -26,13 +26,13 @@ export const MAX_PULL_BYTES = 256 * 1024;
  * and ACP from the hand-off's record, while a peer that restarted can never resume it,
  * so the long window only delayed both by 10 s after every restart of a peer.
  */
-export const ASS_SESSION_TUNING = {
+export const FEDERATION_SESSION_TUNING = {
   maxMessageBytes: 6 * 1024 * 1024,
   pingIntervalMs: 5000,
   reconnectTimeoutMs: 5000,
 } as const;
 /** Largest batch accepted (the sender cuts its batches well below). */
-export const MAX_BATCH_BYTES = ASS_SESSION_TUNING.maxMessageBytes;
+export const MAX_BATCH_BYTES = FEDERATION_SESSION_TUNING.maxMessageBytes;
 
 /** What a sender puts in one batch at most. */
 export const BATCH_LIMITS = { records: 2000, bytes: 4 * 1024 * 1024 } as const;

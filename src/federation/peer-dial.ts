@@ -12,7 +12,7 @@ import type { DwcpSession } from "../dwcp/amst/session.js";
 import { NovaError } from "../lib/errors.js";
 import { withDeadline } from "../lib/wait.js";
 import { peerIdentityError } from "../security/tls-client.js";
-import { ASS_SESSION_TUNING, readHello, send } from "./ass-wire.js";
+import { FEDERATION_SESSION_TUNING, readHello, send } from "./ass-wire.js";
 
 /** What dialing needs from this cluster. */
 export interface DialSelf {
@@ -48,7 +48,7 @@ export async function dialPeer(
     versions: [3],
     streams: 1,
     handshakeTimeoutMs: 10_000,
-    tuning: ASS_SESSION_TUNING,
+    tuning: FEDERATION_SESSION_TUNING,
   });
   onSession?.(session);
   try {
