@@ -6,9 +6,13 @@
  * committing events (coalesced) and LISTENs on its own connection; on a notification it
  * reads the events table past what it has seen (re-reading a small window, since ids are
  * taken before commit and may commit out of order) and publishes the ones its bus has not
- * carried. Nothing to do on PGlite (one process). Live-only events (id 0: migration and
- * execution progress, execution logs) are not relayed: a stream on another replica gets
- * them from the table's later events, not live.
+ * carried. Nothing to do on PGlite (one process).
+ *
+ * Live-only events (id 0: migration and execution progress, execution logs) are in no
+ * table: they travel in the notification itself, on `nova_live`, batched into payloads
+ * under PostgreSQL's 8000-byte limit (one in flight, the rest queued). They are best
+ * effort, as on the bus: a full queue or an event too big for a payload is dropped and
+ * counted, and a later progress event supersedes it anyway.
  */
 import type { Logger } from "pino";
 import type { ClusterEvent } from "../api/types/events.js";
@@ -21,6 +25,12 @@ export const EVENTS_CHANNEL = "nova_events";
 const REREAD_WINDOW = 64;
 /** Event ids remembered as carried by the bus already. */
 const SEEN_CAP = 20_000;
+/** The channel live-only events travel on (payload: `{ from, events }`). */
+export const LIVE_CHANNEL = "nova_live";
+/** A NOTIFY payload must be shorter than 8000 bytes. */
+export const LIVE_PAYLOAD_BYTES = 7900;
+/** Live events waiting for a notification; more are dropped. */
+export const LIVE_QUEUE_CAP = 512;
 
 /** Relays other replicas' committed events onto this replica's bus. */
 export class EventRelay {
@@ -34,6 +44,11 @@ export class EventRelay {
   private readAgain = false;
   private announcing = false;
   private announceAgain = false;
+  /** Live events to send, each serialized. */
+  private live: string[] = [];
+  private sendingLive = false;
+  /** Live events not relayed: the queue was full, or one did not fit a payload. */
+  liveDropped = 0;
   private unsubscribe: () => void = () => {};
 
   constructor(
@@ -47,7 +62,10 @@ export class EventRelay {
   async start(): Promise<void> {
     this.cursor = await latestEventId(this.store.read).catch(() => 0);
     this.unsubscribe = this.store.bus.subscribe((e) => {
-      if (e.id === 0) return;
+      if (e.id === 0) {
+        if (!this.relayed.has(e)) this.queueLive(e);
+        return;
+      }
       this.remember(e.id);
       if (!this.relayed.has(e)) this.announce();
     });
@@ -96,6 +114,57 @@ export class EventRelay {
           this.announce();
         }
       });
+  }
+
+  /** Queues a live event of this replica's for the others. */
+  private queueLive(e: ClusterEvent): void {
+    if (this.closed) return;
+    const json = JSON.stringify(e);
+    if (this.live.length >= LIVE_QUEUE_CAP || Buffer.byteLength(json) > LIVE_PAYLOAD_BYTES - 64) {
+      this.liveDropped++;
+      return;
+    }
+    this.live.push(json);
+    this.sendLive();
+  }
+
+  /** Sends the queued live events, as many per notification as fit. */
+  private sendLive(): void {
+    if (this.sendingLive || this.live.length === 0 || this.closed) return;
+    this.sendingLive = true;
+    const head = `{"from":${JSON.stringify(this.replicaId)},"events":[`;
+    let bytes = Buffer.byteLength(head) + 2;
+    let n = 0;
+    while (n < this.live.length) {
+      const size = Buffer.byteLength(this.live[n]!) + 1;
+      if (bytes + size > LIVE_PAYLOAD_BYTES) break;
+      bytes += size;
+      n++;
+    }
+    const payload = `${head}${this.live.splice(0, n).join(",")}]}`;
+    void this.store.db
+      .query("SELECT pg_notify($1, $2)", [LIVE_CHANNEL, payload])
+      .catch(() => {
+        this.liveDropped += n;
+      })
+      .finally(() => {
+        this.sendingLive = false;
+        this.sendLive();
+      });
+  }
+
+  /** Publishes the live events another replica sent. */
+  private receiveLive(payload: string): void {
+    let message: { from?: unknown; events?: unknown };
+    try {
+      message = JSON.parse(payload) as typeof message;
+    } catch {
+      return;
+    }
+    if (message.from === this.replicaId || !Array.isArray(message.events)) return;
+    const events = (message.events as ClusterEvent[]).filter((e) => e?.id === 0);
+    for (const e of events) this.relayed.add(e);
+    this.store.bus.publish(events);
   }
 
   /** Reads what other replicas committed and publishes what this bus has not carried. */
@@ -149,10 +218,12 @@ export class EventRelay {
     });
     client.on("notification", (msg) => {
       if (msg.channel === EVENTS_CHANNEL && msg.payload !== this.replicaId) this.read();
+      if (msg.channel === LIVE_CHANNEL && msg.payload) this.receiveLive(msg.payload);
     });
     try {
       await client.connect();
       await client.query(`LISTEN ${EVENTS_CHANNEL}`);
+      await client.query(`LISTEN ${LIVE_CHANNEL}`);
       if (this.closed) {
         await client.end().catch(() => {});
         return;

@@ -37,3 +37,15 @@ export function registerControlPlaneMetrics(registry: Registry, status: () => Le
     },
   });
 }
+
+/** Registers the count of live-only events this replica could not relay to the others (cluster/event-relay.ts). */
+export function registerEventRelayMetrics(registry: Registry, dropped: () => number): void {
+  new Gauge({
+    name: "novacron_live_events_dropped",
+    help: "Live-only events (progress, execution logs) this replica did not relay to the other replicas since it started: its queue was full or one exceeded a notification",
+    registers: [registry],
+    collect() {
+      this.set(dropped());
+    },
+  });
+}

@@ -44,7 +44,10 @@ import { DrainService } from "../migration/drain-service.js";
 import { MigrationService } from "../migration/migration-service.js";
 import { MigrationOrchestrator } from "../migration/orchestrator.js";
 import { Rebalancer } from "../migration/rebalancer.js";
-import { registerControlPlaneMetrics } from "../observability/control-plane-metrics.js";
+import {
+  registerControlPlaneMetrics,
+  registerEventRelayMetrics,
+} from "../observability/control-plane-metrics.js";
 import { createServerMetrics } from "../observability/metrics.js";
 import { PrometheusAlerts } from "../observability/prometheus-alerts.js";
 import { certInfo } from "../security/pki.js";
@@ -447,6 +450,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     ? new EventRelay(store, options.databaseUrl, replicaId, log.child({ component: "event-relay" }))
     : undefined;
   await relay?.start();
+  if (relay) registerEventRelayMetrics(metrics.registry, () => relay.liveDropped);
   // Any change committed on a follower (a heartbeat's observations, a drain's step) may be
   // something the leader's loops act on; events relayed from elsewhere are no news.
   const unsubscribeWakes = store.bus.subscribe((e) => {
