@@ -32,7 +32,7 @@ export const LIVE_PAYLOAD_BYTES = 7900;
 /** Live events waiting for a notification; more are dropped. */
 export const LIVE_QUEUE_CAP = 512;
 
-/** Relays other replicas' committed events onto this replica's bus. */
+/** Relays other replicas' events, committed and live-only, onto this replica's bus; sends this one's live events to them. */
 export class EventRelay {
   private client: import("pg").Client | undefined;
   private closed = false;

@@ -444,8 +444,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const port = typeof address === "object" && address ? address.port : options.port;
   const url = `https://${listenHost.includes(":") ? `[${listenHost}]` : listenHost}:${port}`;
   apiUrl = `https://${advertiseHost.includes(":") ? `[${advertiseHost}]` : advertiseHost}:${port}`;
-  // Other replicas' committed events reach this replica's bus (SSE streams, the drain
-  // executor's wakes): PostgreSQL only, where replicas can exist.
+  // Other replicas' events, committed and live-only, reach this replica's bus (SSE streams,
+  // the drain executor's wakes): PostgreSQL only, where replicas can exist.
   const relay = options.databaseUrl
     ? new EventRelay(store, options.databaseUrl, replicaId, log.child({ component: "event-relay" }))
     : undefined;
