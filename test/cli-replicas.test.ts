@@ -11,18 +11,12 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { freePort } from "../src/agent/free-port.js";
 import { type RunningServer, startServer } from "../src/server/server-process.js";
 import { runBuiltCli } from "./helpers/cli-process.js";
 
 /** A port nothing listens on (just freed). */
-async function deadPort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, "127.0.0.1", () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
+const deadPort = () => freePort("127.0.0.1");
 
 describe("novacron with several replicas' URLs against a real server", () => {
   let dir: string;

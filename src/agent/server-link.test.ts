@@ -278,16 +278,8 @@ describe("ServerLink", () => {
 });
 
 describe("parseServerUrls", () => {
-  it("takes one URL or several separated by commas, without trailing slashes or repeats", () => {
-    expect(parseServerUrls("https://a:7700/")).toEqual(["https://a:7700"]);
-    expect(parseServerUrls("https://a:7700, https://b:7700,https://a:7700")).toEqual([
-      "https://a:7700",
-      "https://b:7700",
-    ]);
-  });
-
-  it("refuses what is not an https URL, naming it", () => {
-    expect(() => parseServerUrls("https://a:7700,b:7700")).toThrow(/"b:7700" is not an https URL/);
-    expect(() => parseServerUrls(" , ")).toThrow(/needs the server's URL/);
+  it("is the shared list parser, https only (src/lib/server-url-list.test.ts)", () => {
+    expect(parseServerUrls("https://a:7700/,https://b:7700")).toEqual(["https://a:7700", "https://b:7700"]);
+    expect(() => parseServerUrls("http://a:7700")).toThrow(/"http:\/\/a:7700" is not an https URL/);
   });
 });

@@ -10,7 +10,7 @@ import { readJsonReply } from "../lib/json-response.js";
 import { traceHeaders } from "../lib/tracing.js";
 import { type ClusterFetch, clusterFetch } from "../security/tls-client.js";
 import type { CliConfig } from "./config.js";
-import { neverConnected, parseServerList } from "./server-urls.js";
+import { needsCa, neverConnected, parseServerList } from "./server-urls.js";
 
 /** Calls the NovaCron API. */
 export class ApiClient {
@@ -22,7 +22,7 @@ export class ApiClient {
 
   constructor(private readonly config: CliConfig) {
     this.servers = parseServerList(config.server);
-    if (this.servers.some((u) => u.startsWith("https://"))) {
+    if (needsCa(config.server)) {
       if (!config.ca) {
         throw new NovaError(
           "NOVA_CONFIG",

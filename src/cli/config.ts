@@ -8,7 +8,7 @@ import { chmod, mkdir, open, readFile, rename, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { NovaError } from "../lib/errors.js";
-import { normalizeServerList, parseServerList } from "./server-urls.js";
+import { normalizeServerList, pinnedFor } from "./server-urls.js";
 
 /** What the CLI needs to reach a server. */
 export interface CliConfig {
@@ -84,7 +84,9 @@ export async function resolveConfig(
   const server = given === undefined ? undefined : normalizeServerList(given);
   const token = flags.token ?? env.NOVACRON_TOKEN ?? file?.token;
   const caFile = flags.caFile ?? env.NOVACRON_CA_FILE;
-  let ca = server !== undefined && file?.server && sameCluster(server, file.server) ? file?.ca : undefined;
+  // The saved CA and user belong to the servers logged in to.
+  const saved = server !== undefined && file?.server !== undefined && pinnedFor(server, file.server);
+  let ca = saved ? file?.ca : undefined;
   if (caFile) {
     try {
       ca = await readFile(caFile, "utf8");
@@ -100,21 +102,6 @@ export async function resolveConfig(
     );
   }
   // The user a saved session belongs to, for the "log in again" hint when it ends.
-  const user =
-    token === file?.token && file?.server && sameCluster(server, file.server) ? file?.user : undefined;
+  const user = saved && token === file?.token ? file?.user : undefined;
   return { server, token, ...(ca ? { ca } : {}), ...(user ? { user } : {}) };
-}
-
-/**
- * Whether the CA pinned at login for `saved` holds for `given`: every URL given is one that
- * was logged in to (one replica of a saved list, or the list in another order).
- */
-function sameCluster(given: string, saved: string): boolean {
-  let known: Set<string>;
-  try {
-    known = new Set(parseServerList(saved));
-  } catch {
-    return false;
-  }
-  return parseServerList(given).every((u) => known.has(u));
 }

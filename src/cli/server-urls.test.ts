@@ -1,43 +1,34 @@
 import { createServer } from "node:net";
 import { describe, expect, it } from "vitest";
-import { isNovaError } from "../lib/errors.js";
-import { neverConnected, normalizeServerList, parseServerList } from "./server-urls.js";
+import { freePort } from "../agent/free-port.js";
+import { needsCa, neverConnected, normalizeServerList, pinnedFor } from "./server-urls.js";
 
 describe("the CLI's --server list", () => {
-  it("takes one URL or several, trimmed, without trailing slashes or repeats", () => {
-    expect(parseServerList("https://cp1:7700/")).toEqual(["https://cp1:7700"]);
-    expect(parseServerList(" https://cp1:7700, https://cp2:7700/ ,https://cp1:7700,")).toEqual([
-      "https://cp1:7700",
-      "https://cp2:7700",
-    ]);
-    expect(normalizeServerList("https://cp1:7700/ , https://cp2:7700")).toBe(
+  it("is kept in one spelling, so that a saved CA matches it again", () => {
+    expect(normalizeServerList("https://cp1:7700/ , https://cp2:7700,https://cp1:7700")).toBe(
       "https://cp1:7700,https://cp2:7700",
     );
   });
 
-  it("names the entry that is not a URL, with NOVA_CONFIG", () => {
-    for (const bad of ["cp1:7700", "https://cp1:7700,ftp://x", ",", "https://cp1:7700,not a url"]) {
-      let err: unknown;
-      try {
-        parseServerList(bad);
-      } catch (e) {
-        err = e;
-      }
-      expect(isNovaError(err, "NOVA_CONFIG"), bad).toBe(true);
-    }
-    expect(() => parseServerList("https://a:1,ftp://x")).toThrow(/"ftp:\/\/x" is not a URL/);
+  it("needs a pinned CA when any URL is https", () => {
+    expect(needsCa("http://a:1,https://b:2")).toBe(true);
+    expect(needsCa("http://a:1")).toBe(false);
+  });
+
+  it("lets a CA pinned for a list hold for any of its URLs, in any order, and for no other", () => {
+    const saved = "https://cp1:7700,https://cp2:7700";
+    expect(pinnedFor("https://cp2:7700/", saved)).toBe(true);
+    expect(pinnedFor("https://cp2:7700, https://cp1:7700", saved)).toBe(true);
+    expect(pinnedFor("https://cp3:7700", saved)).toBe(false);
+    expect(pinnedFor("https://cp1:7700,https://cp3:7700", saved)).toBe(false);
+    expect(pinnedFor("https://cp1:7700", "not a url")).toBe(false);
   });
 });
 
 describe("which failures another replica may take", () => {
   it("a refused connection: the request never left", async () => {
     // A port just freed: nothing listens there.
-    const port = await new Promise<number>((resolve) => {
-      const s = createServer().listen(0, "127.0.0.1", () => {
-        const p = (s.address() as { port: number }).port;
-        s.close(() => resolve(p));
-      });
-    });
+    const port = await freePort("127.0.0.1");
     const err = await fetch(`http://127.0.0.1:${port}/`).catch((e: unknown) => e);
     expect(neverConnected(err)).toBe(true);
   });

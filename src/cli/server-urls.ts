@@ -17,6 +17,25 @@ export function normalizeServerList(text: string): string {
   return parseServerList(text).join(",");
 }
 
+/** Whether `servers` names an https URL, for which a pinned CA is needed. */
+export function needsCa(servers: string): boolean {
+  return parseServerList(servers).some((u) => u.startsWith("https://"));
+}
+
+/**
+ * Whether the CA pinned at login for `saved` holds for `given`: every URL given is one that
+ * was logged in to (one replica of a saved list, or the list in another order).
+ */
+export function pinnedFor(given: string, saved: string): boolean {
+  let known: Set<string>;
+  try {
+    known = new Set(parseServerList(saved));
+  } catch {
+    return false;
+  }
+  return parseServerList(given).every((u) => known.has(u));
+}
+
 /**
  * Connection errors that happen before a request's first byte is sent: nothing refused,
  * no route, no such name, the connect timed out, or the TLS handshake failed (the token

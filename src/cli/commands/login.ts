@@ -16,7 +16,7 @@ import { fetchPresentedCa } from "../../security/tls-client.js";
 import { ApiClient } from "../client.js";
 import { configPath, readConfigFile, writeConfigFile } from "../config.js";
 import { promptLine, promptSecret, readStdinLine } from "../prompt.js";
-import { normalizeServerList, parseServerList } from "../server-urls.js";
+import { needsCa, normalizeServerList, parseServerList, pinnedFor } from "../server-urls.js";
 
 interface LoginFlags {
   server?: string;
@@ -56,9 +56,9 @@ export function registerLoginCommand(program: Command): void {
       if (!given) throw new NovaError("NOVA_CONFIG", "Give --server https://HOST:PORT.");
       const server = normalizeServerList(given);
       // A server logged in to before keeps the CA pinned then, unless another is given.
-      const ca = !server.includes("https://")
+      const ca = !needsCa(server)
         ? undefined
-        : !o.caFile && !o.fingerprint && saved?.server === server && saved.ca
+        : !o.caFile && !o.fingerprint && saved?.server && pinnedFor(server, saved.server) && saved.ca
           ? saved.ca
           : await pinCa(server, o);
       if (o.user) return loginUser(server, ca, o.user, o);
